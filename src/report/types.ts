@@ -1,0 +1,77 @@
+import type { Domain } from '../domains.js';
+import type { SourceName } from '../data/types.js';
+
+/** Per-ticker result of a run (one entry of `summary.json` `tickers`). */
+export interface TickerSummary {
+  ticker: string;
+  /** Known asset class (label), when the source knows it. */
+  class?: Domain;
+  subtype?: string;
+  /** Domain chosen by majority over days (ties: lowest index). */
+  domain: Domain;
+  /** Mean probability per domain over days, in DOMAINS order. */
+  probs: [number, number, number, number];
+  /** Mean probability of the chosen domain over days. */
+  confidence: number;
+  /** Number of routed days. */
+  days: number;
+  /** Days assigned to each domain, in DOMAINS order. */
+  domainDays: [number, number, number, number];
+  /** Total log return over the routed days. */
+  totalReturn: number;
+  /** Mean daily realised volatility over the routed days. */
+  meanVol: number;
+  firstDate: string;
+  lastDate: string;
+}
+
+export interface FailedTicker {
+  ticker: string;
+  reason: string;
+}
+
+/** Contents of `summary.json`. */
+export interface RunSummary {
+  runId: string;
+  source: SourceName;
+  createdAt: string;
+  finishedAt: string;
+  tickers: TickerSummary[];
+  failed: FailedTicker[];
+  /** Router backend that ran, e.g. `simd-avx512`, `simd-avx2`, `scalar`, `cuda`. */
+  backend: string;
+  model: { path: string; hidden: number; featureSpec: string };
+  /** Milliseconds per stage. */
+  timings: { fetchMs: number; routeMs: number; reportMs: number; totalMs: number };
+  /** Total tokens (ticker-days) routed. */
+  tokens: number;
+}
+
+/** Per-day series of one ticker, for the time-series report. */
+export interface TickerSeries {
+  ticker: string;
+  class?: Domain;
+  /** Days since 1970-01-01 UTC. */
+  dates: Int32Array;
+  vol: Float32Array;
+  ret: Float32Array;
+  /** Probability of the assigned domain per day. */
+  confidence: Float32Array;
+  /** Assigned domain index per day. */
+  assign: Uint8Array;
+}
+
+export interface ReportInput {
+  summary: RunSummary;
+  series: TickerSeries[];
+}
+
+/** File names written into `REPORTS_DIR/<runId>/`. */
+export const REPORT_FILES = {
+  routing: 'finance_moe_expert_routing.png',
+  conditions: 'finance_moe_market_conditions.png',
+  timeSeries: 'finance_moe_time_series.png',
+  performance: 'finance_moe_performance.png',
+  summaryJson: 'summary.json',
+  summaryMd: 'summary.md',
+} as const;
