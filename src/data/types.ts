@@ -24,6 +24,10 @@ export interface DataQuality {
   gaps: number;
   /** Rows re-ordered because the input was not sorted by date. */
   reordered: number;
+  /** Rows dropped because they could not be parsed (bad date, wrong column count); absent means 0. */
+  malformed?: number;
+  /** Unapplied splits found (a jump of exactly k:1 at the open and close) and undone; absent means 0. */
+  splits?: number;
 }
 
 /** Which days to fetch. */

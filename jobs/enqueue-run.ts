@@ -1,0 +1,121 @@
+import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import type { FlowProducer } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { validateTicker } from '../src/data/validate.js';
+import type { FetchRange, SourceName } from '../src/data/types.js';
+import { jobIds } from '../src/queue/keys.js';
+import { QUEUE_NAMES } from '../src/queue/names.js';
+import { createRunMeta, updateRunMeta, type RunStore } from '../src/run/run-meta.js';
+import { FETCH_JOB_OPTIONS, REPORT_JOB_OPTIONS, ROUTE_JOB_OPTIONS } from './job-options.js';
+import {
+  MAX_TICKERS,
+  PayloadError,
+  validateFetchJobData,
+  validateRange,
+  type FetchJobData,
+  type ReportJobData,
+  type RouteJobData,
+} from './payloads.js';
+
+export interface RunRequest {
+  /** Tickers as a person typed them; validated, upper-cased and de-duplicated here. */
+  tickers: readonly string[];
+  source: SourceName;
+  range: FetchRange;
+  /** Folder of `<TICKER>.csv` files (source `csv`); resolved to an absolute path. */
+  dataDir?: string;
+  /** Simulator seed (source `sim`). */
+  seed?: number;
+}
+
+export interface EnqueueContext {
+  flow: FlowProducer;
+  /** Connection for the run metadata hash. */
+  redis: Redis;
+  /** Key and queue prefix. */
+  prefix: string;
+  /** TTL of the run metadata hash. */
+  runTtlSeconds: number;
+}
+
+export interface EnqueuedRun {
+  runId: string;
+  /** Canonical tickers, in request order without duplicates. */
+  tickers: string[];
+  createdAt: string;
+  reportJobId: string;
+}
+
+/** Validates and canonicalises tickers; throws PayloadError naming the first bad one. */
+export function canonicalTickers(raw: readonly string[]): string[] {
+  if (raw.length === 0) throw new PayloadError('tickers', 'Expected at least one ticker for tickers but received none');
+  const out: string[] = [];
+  const seen = new Set<string>();
+  raw.forEach((t, i) => {
+    let c: string;
+    try {
+      c = validateTicker(typeof t === 'string' ? t.trim() : t);
+    } catch (err) {
+      throw new PayloadError(`tickers[${i}]`, err instanceof Error ? err.message : String(err));
+    }
+    if (!seen.has(c)) {
+      seen.add(c);
+      out.push(c);
+    }
+  });
+  if (out.length > MAX_TICKERS) {
+    throw new PayloadError('tickers', `Expected at most ${MAX_TICKERS} tickers for tickers but received ${out.length}`);
+  }
+  return out;
+}
+
+/**
+ * Enqueues one run as one flow: report ← route ← fetch × N. The run id is a fresh UUID (never user text), so
+ * report folders and keys cannot be steered by input. Payloads are validated here exactly as workers will.
+ */
+export async function enqueueRun(ctx: EnqueueContext, req: RunRequest): Promise<EnqueuedRun> {
+  const tickers = canonicalTickers(req.tickers);
+  const range = validateRange(req.range);
+  const runId = randomUUID();
+  const createdAt = new Date().toISOString();
+  const dataDir = req.dataDir === undefined ? undefined : path.resolve(req.dataDir);
+
+  const fetchData: FetchJobData[] = tickers.map((ticker) => {
+    const d: FetchJobData = { runId, ticker, source: req.source, range };
+    if (dataDir !== undefined) d.dataDir = dataDir;
+    if (req.seed !== undefined) d.seed = req.seed;
+    return validateFetchJobData(d);
+  });
+  const routeData: RouteJobData = { runId, tickers };
+  const reportData: ReportJobData = { runId, source: req.source, tickers, createdAt };
+
+  const store: RunStore = { redis: ctx.redis, prefix: ctx.prefix, ttlSeconds: ctx.runTtlSeconds };
+  await createRunMeta(store, { runId, source: req.source, tickers, createdAt });
+  try {
+    await ctx.flow.add({
+      name: 'report',
+      queueName: QUEUE_NAMES.report,
+      data: reportData,
+      opts: { ...REPORT_JOB_OPTIONS, jobId: jobIds.report(runId) },
+      children: [
+        {
+          name: 'route',
+          queueName: QUEUE_NAMES.route,
+          data: routeData,
+          opts: { ...ROUTE_JOB_OPTIONS, jobId: jobIds.route(runId) },
+          children: fetchData.map((data) => ({
+            name: 'fetch',
+            queueName: QUEUE_NAMES.fetch,
+            data,
+            opts: { ...FETCH_JOB_OPTIONS, jobId: jobIds.fetch(runId, data.ticker) },
+          })),
+        },
+      ],
+    });
+  } catch (err) {
+    await updateRunMeta(store, runId, { status: 'failed', error: `enqueue failed: ${err instanceof Error ? err.message : String(err)}` });
+    throw err;
+  }
+  return { runId, tickers, createdAt, reportJobId: jobIds.report(runId) };
+}

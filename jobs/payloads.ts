@@ -1,0 +1,237 @@
+import { isDomain, type Domain } from '../src/domains.js';
+import type { DataQuality, FetchRange, SourceName } from '../src/data/types.js';
+import type { FailedTicker, TickerSummary } from '../src/report/types.js';
+import { isRunId } from '../src/queue/keys.js';
+
+/**
+ * Payloads and results of the pipeline's jobs, with hand-written validators. Job data crosses process and version
+ * boundaries (any host may enqueue), so every processor validates what it receives; a malformed payload is
+ * permanent, and the error names the field that is wrong.
+ */
+
+export const SOURCE_NAMES: readonly SourceName[] = ['sim', 'csv', 'yahoo'];
+/** Most routed days one run may ask for (ten years of trading days). */
+export const MAX_DAYS = 2520;
+/** Most tickers in one run; the route job loads all their features into one batch. */
+export const MAX_TICKERS = 1000;
+
+export class PayloadError extends Error {
+  readonly code = 'BAD_PAYLOAD';
+  /** Dotted path of the offending field, e.g. `range.days`. */
+  readonly field: string;
+  constructor(field: string, message: string) {
+    super(message);
+    this.name = this.constructor.name;
+    this.field = field;
+  }
+}
+
+export interface FetchJobData {
+  runId: string;
+  /** Canonical ticker (already passed `validateTicker`). */
+  ticker: string;
+  source: SourceName;
+  range: FetchRange;
+  /** Absolute folder of `<TICKER>.csv` files; required for `csv`. */
+  dataDir?: string;
+  /** Simulator seed; only `sim` uses it. */
+  seed?: number;
+}
+
+export interface FetchResult {
+  /** Redis key of the feature block. */
+  key: string;
+  ticker: string;
+  /** Routed days in the block. */
+  days: number;
+  class?: Domain;
+  subtype?: string;
+  quality: DataQuality;
+}
+
+export interface RouteJobData {
+  runId: string;
+  /** Every ticker of the run in request order; fixes the order of the summary. */
+  tickers: string[];
+}
+
+export interface RouteResult {
+  runId: string;
+  tickers: TickerSummary[];
+  failed: FailedTicker[];
+  /** Key of the routed per-day series block, or null when no ticker was routed. */
+  seriesKey: string | null;
+  backend: string;
+  model: { path: string; hidden: number; featureSpec: string };
+  tokens: number;
+  /** Enqueue to route start: the fetch stage including queue waits. */
+  fetchMs: number;
+  /** Whole route job: reading blocks, forward pass, aggregation, storing the series. */
+  routeMs: number;
+  /** The native forward pass alone. */
+  forwardMs: number;
+}
+
+export interface ReportJobData {
+  runId: string;
+  source: SourceName;
+  tickers: string[];
+  /** ISO timestamp of the enqueue. */
+  createdAt: string;
+}
+
+export interface ReportResult {
+  reportDir: string;
+  files: string[];
+  routed: number;
+  failed: number;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+export function describeValue(v: unknown): string {
+  if (v === undefined) return 'undefined';
+  if (v === null) return 'null';
+  if (typeof v === 'string') return JSON.stringify(v.length > 60 ? `${v.slice(0, 57)}...` : v);
+  if (typeof v === 'number' || typeof v === 'boolean') return `${String(v)} of type ${typeof v}`;
+  if (Array.isArray(v)) return `array of length ${v.length}`;
+  return `value of type ${typeof v}`;
+}
+
+function fail(field: string, what: string, v: unknown): never {
+  throw new PayloadError(field, `Expected ${what} for ${field} but received ${describeValue(v)}`);
+}
+
+function record(v: unknown, field: string): Record<string, unknown> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(field, 'object', v);
+  return v as Record<string, unknown>;
+}
+
+function runId(v: unknown, field = 'runId'): string {
+  if (!isRunId(v)) fail(field, 'run id (lower-case UUID)', v);
+  return v;
+}
+
+/** Canonical tickers only: what `validateTicker` returns (upper case, no `:` or `_`, so safe in keys and ids). */
+const TICKER_RE = /^[A-Z0-9][A-Z0-9.\-=^]{0,14}$/;
+function ticker(v: unknown, field: string): string {
+  if (typeof v !== 'string' || !TICKER_RE.test(v)) fail(field, 'canonical ticker matching [A-Z0-9][A-Z0-9.-=^]{0,14}', v);
+  return v;
+}
+
+function int(v: unknown, field: string, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) fail(field, `integer in ${min}..${max}`, v);
+  return v;
+}
+
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}$/;
+
+/** True for a real calendar date `YYYY-MM-DD` (2023-02-30 and 2024-13-01 are not). */
+export function isIsoDate(v: unknown): v is string {
+  if (typeof v !== 'string' || !ISO_DATE.test(v)) return false;
+  const ms = Date.parse(`${v}T00:00:00Z`);
+  return Number.isFinite(ms) && new Date(ms).toISOString().slice(0, 10) === v;
+}
+
+function isoDate(v: unknown, field: string): string {
+  if (!isIsoDate(v)) fail(field, 'date YYYY-MM-DD', v);
+  return v;
+}
+
+function isoTimestamp(v: unknown, field: string): string {
+  if (typeof v !== 'string' || !Number.isFinite(Date.parse(v))) fail(field, 'ISO timestamp', v);
+  return v;
+}
+
+function source(v: unknown, field = 'source'): SourceName {
+  if (typeof v !== 'string' || !(SOURCE_NAMES as readonly string[]).includes(v)) fail(field, `one of ${SOURCE_NAMES.join(', ')}`, v);
+  return v as SourceName;
+}
+
+function tickerList(v: unknown, field: string): string[] {
+  if (!Array.isArray(v) || v.length === 0 || v.length > MAX_TICKERS) fail(field, `array of 1..${MAX_TICKERS} tickers`, v);
+  const out = v.map((t, i) => ticker(t, `${field}[${i}]`));
+  if (new Set(out).size !== out.length) fail(field, 'tickers without duplicates', v);
+  return out;
+}
+
+export function validateRange(v: unknown, field = 'range'): FetchRange {
+  const r = record(v, field);
+  const days = int(r.days, `${field}.days`, 1, MAX_DAYS);
+  if (r.end === undefined) return { days };
+  return { days, end: isoDate(r.end, `${field}.end`) };
+}
+
+export function validateFetchJobData(v: unknown): FetchJobData {
+  const d = record(v, 'data');
+  const out: FetchJobData = {
+    runId: runId(d.runId),
+    ticker: ticker(d.ticker, 'ticker'),
+    source: source(d.source),
+    range: validateRange(d.range),
+  };
+  if (d.dataDir !== undefined) {
+    if (typeof d.dataDir !== 'string' || !d.dataDir.startsWith('/')) fail('dataDir', 'absolute folder path', d.dataDir);
+    out.dataDir = d.dataDir;
+  }
+  if (out.source === 'csv' && out.dataDir === undefined) fail('dataDir', 'absolute folder path (source csv needs one)', d.dataDir);
+  if (d.seed !== undefined) out.seed = int(d.seed, 'seed', 0, 0xffffffff);
+  return out;
+}
+
+export function validateRouteJobData(v: unknown): RouteJobData {
+  const d = record(v, 'data');
+  return { runId: runId(d.runId), tickers: tickerList(d.tickers, 'tickers') };
+}
+
+export function validateReportJobData(v: unknown): ReportJobData {
+  const d = record(v, 'data');
+  return {
+    runId: runId(d.runId),
+    source: source(d.source),
+    tickers: tickerList(d.tickers, 'tickers'),
+    createdAt: isoTimestamp(d.createdAt, 'createdAt'),
+  };
+}
+
+function quality(v: unknown, field: string): DataQuality {
+  const q = record(v, field);
+  const n = (k: keyof DataQuality) => int(q[k], `${field}.${k}`, 0, Number.MAX_SAFE_INTEGER);
+  return { nulls: n('nulls'), duplicates: n('duplicates'), gaps: n('gaps'), reordered: n('reordered') };
+}
+
+/** Checks a fetch job's return value as the route job reads it (the fetch worker may run another version). */
+export function validateFetchResult(v: unknown, field = 'result'): FetchResult {
+  const r = record(v, field);
+  if (typeof r.key !== 'string' || r.key === '') fail(`${field}.key`, 'Redis key', r.key);
+  const out: FetchResult = {
+    key: r.key,
+    ticker: ticker(r.ticker, `${field}.ticker`),
+    days: int(r.days, `${field}.days`, 0, Number.MAX_SAFE_INTEGER),
+    quality: quality(r.quality, `${field}.quality`),
+  };
+  if (r.class !== undefined) {
+    if (typeof r.class !== 'string' || !isDomain(r.class)) fail(`${field}.class`, 'domain name', r.class);
+    out.class = r.class;
+  }
+  if (r.subtype !== undefined) {
+    if (typeof r.subtype !== 'string') fail(`${field}.subtype`, 'string', r.subtype);
+    out.subtype = r.subtype;
+  }
+  return out;
+}
+
+/** Checks the route job's return value as the report job reads it. Only the envelope; the summaries are ours. */
+export function validateRouteResult(v: unknown, field = 'routeResult'): RouteResult {
+  const r = record(v, field);
+  runId(r.runId, `${field}.runId`);
+  if (!Array.isArray(r.tickers)) fail(`${field}.tickers`, 'array', r.tickers);
+  if (!Array.isArray(r.failed)) fail(`${field}.failed`, 'array', r.failed);
+  if (r.seriesKey !== null && typeof r.seriesKey !== 'string') fail(`${field}.seriesKey`, 'string or null', r.seriesKey);
+  if (typeof r.backend !== 'string') fail(`${field}.backend`, 'string', r.backend);
+  record(r.model, `${field}.model`);
+  for (const k of ['tokens', 'fetchMs', 'routeMs', 'forwardMs'] as const) {
+    if (typeof r[k] !== 'number' || !Number.isFinite(r[k])) fail(`${field}.${k}`, 'finite number', r[k]);
+  }
+  return r as unknown as RouteResult;
+}

@@ -1,0 +1,120 @@
+// C++ API of the router core. Backends (scalar oracle, AVX2, AVX-512; later CUDA) implement `Backend`;
+// callers never see which kernels run. Math: see docs/router.md and the router section of the design.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "moe_router/layout.h"
+
+namespace moe {
+
+// Errors raised inside the core carry the source position so a JS stack can be traced to a line of C++.
+class Error : public std::runtime_error {
+ public:
+  Error(const char* file, int line, const std::string& msg);
+};
+#define MOE_FAIL(msg) throw ::moe::Error(__FILE__, __LINE__, (msg))
+#define MOE_CHECK(cond, msg) \
+  do {                       \
+    if (!(cond)) MOE_FAIL(msg); \
+  } while (0)
+
+// Immutable parameter snapshot. Async work holds a shared_ptr, so replacing the parameters while a batch
+// runs never changes the numbers that batch sees.
+struct Params {
+  int H;
+  float temperature;
+  std::vector<float> w;  // Layout(H).size floats
+};
+using ParamsPtr = std::shared_ptr<const Params>;
+
+// What kernels see: a raw view, so SIMD translation units never instantiate std:: templates (an inline function
+// compiled with AVX-512 flags could otherwise be the copy the linker keeps for everyone).
+struct ParamView {
+  const float* w;
+  int H;
+  float temperature;
+};
+
+// Inputs of n tokens: x[n*H] row-major, vol[n], risk[n]. Pointers are borrowed for the call only.
+struct Batch {
+  const float* x;
+  const float* vol;
+  const float* risk;
+  std::size_t n;
+};
+
+// Outputs: probs[n*4], assign[n], expert[n*H] (nullptr = not computed).
+struct ForwardOut {
+  float* probs;
+  std::uint8_t* assign;
+  float* expert;
+};
+
+struct LossOptions {
+  const std::uint8_t* labels;       // n values in 0..3
+  const float* sampleWeight;        // n values or nullptr (= all 1)
+  float labelSmoothing;             // ε in [0, 1)
+  float reconWeight;                // λ ≥ 0
+};
+
+struct LossResult {
+  double loss = 0, ce = 0, rec = 0;
+};
+
+// One kernel family. Every function processes tokens [begin, end) of the batch; the caller splits work.
+// lossGrad accumulates *unnormalised* sums (Σ w·CE, Σ rec and Σ over tokens of ∂/∂θ) into grad/result;
+// normalisation by N happens once, after all ranges are reduced.
+struct CpuKernels {
+  const char* name;
+  void (*forward)(const ParamView&, const Batch&, const ForwardOut&, std::size_t begin, std::size_t end);
+  void (*lossGrad)(const ParamView&, const Batch&, const LossOptions&, std::size_t begin, std::size_t end,
+                   double* grad, LossResult* sums);
+};
+
+const CpuKernels& scalarKernels();
+#if defined(MOE_HAVE_X86_SIMD)
+const CpuKernels& avx2Kernels();
+const CpuKernels& avx512Kernels();
+#endif
+
+// Auto: best SIMD family, else scalar. Simd: best SIMD family, error when none. Avx2 / Avx512: that family
+// exactly (tests and benchmarks use these to reach the AVX2 kernels on an AVX-512 machine).
+enum class BackendChoice { Auto, Simd, Scalar, Avx2, Avx512 };
+
+// The backend interface a Router talks to. A CUDA backend implements the same three calls.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;  // 'simd-avx512' | 'simd-avx2' | 'scalar'
+  virtual void forward(const Params& p, const Batch& b, const ForwardOut& out) const = 0;
+  // Returns normalised loss parts and writes the mean gradient into grad (Layout(H).size floats).
+  virtual LossResult lossAndGrad(const Params& p, const Batch& b, const LossOptions& o, float* grad) const = 0;
+};
+
+// Scalar or SIMD CPU backend running on `threads` std::threads. Throws moe::Error when `Simd` is requested but
+// the CPU has neither AVX2+FMA nor AVX-512.
+std::unique_ptr<Backend> makeCpuBackend(BackendChoice choice, int threads);
+
+// Best SIMD level this CPU supports: "avx512", "avx2" or "" (none).
+const char* cpuSimdLevel();
+
+struct AdamWOptions {
+  float lr, beta1, beta2, eps, weightDecay, clipNorm;
+};
+
+struct AdamWState {
+  std::vector<float> m, v;
+  std::int64_t t = 0;
+};
+
+// One AdamW step with global-norm clipping on the flat vector; weight decay only where Layout::decays.
+// Returns the gradient norm before clipping.
+double adamwStep(const Layout& layout, std::vector<float>& params, AdamWState& st, const float* grad,
+                 const AdamWOptions& o);
+
+}  // namespace moe

@@ -1,0 +1,39 @@
+// JS class `Router` of the addon: holds one parameter snapshot, the optimizer state and a CPU backend.
+// Contracts (shapes, dtypes, errors) are listed at each method in router_wrap.cpp.
+#pragma once
+#include <napi.h>
+
+#include <memory>
+
+#include "moe_router/router.h"
+
+namespace moe::addon {
+
+class RouterWrap : public Napi::ObjectWrap<RouterWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit RouterWrap(const Napi::CallbackInfo& info);
+
+ private:
+  Napi::Value BackendName(const Napi::CallbackInfo& info);
+  Napi::Value ParamCount(const Napi::CallbackInfo& info);
+  Napi::Value SetParams(const Napi::CallbackInfo& info);
+  Napi::Value GetParams(const Napi::CallbackInfo& info);
+  Napi::Value ForwardSync(const Napi::CallbackInfo& info);
+  Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value LossAndGrad(const Napi::CallbackInfo& info);
+  Napi::Value AdamwStep(const Napi::CallbackInfo& info);
+  Napi::Value ResetOptimizer(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+
+  void requireOpen(Napi::Env env) const;
+
+  int hidden_ = 16;
+  std::size_t paramCount_ = 0;
+  bool closed_ = false;
+  std::shared_ptr<const Backend> backend_;
+  ParamsPtr params_;
+  AdamWState adam_;
+};
+
+}  // namespace moe::addon

@@ -1,0 +1,91 @@
+/**
+ * Tiny argv parser shared by the CLIs: declared flags only, so a typo is a usage error rather than a silent no-op.
+ */
+
+export class UsageError extends Error {
+  readonly code = 'USAGE';
+  constructor(message: string) {
+    super(message);
+    this.name = this.constructor.name;
+  }
+}
+
+export interface FlagSpec {
+  /** `string` flags take a value (`--days 60` or `--days=60`); `boolean` flags take none. */
+  type: 'string' | 'boolean';
+}
+
+export interface ParsedArgs {
+  /** Values of the flags given, by flag name (without dashes). Booleans are `true` when present. */
+  flags: Map<string, string | true>;
+  positionals: string[];
+}
+
+/** Parses `argv` (no node/script entries). Throws UsageError for unknown flags or missing values. */
+export function parseArgs(argv: readonly string[], spec: Record<string, FlagSpec>): ParsedArgs {
+  const flags = new Map<string, string | true>();
+  const positionals: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') {
+      positionals.push(...argv.slice(i + 1));
+      break;
+    }
+    if (!arg.startsWith('--')) {
+      if (arg.startsWith('-') && arg.length > 1) throw new UsageError(`Expected a known flag but received ${JSON.stringify(arg)}`);
+      positionals.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const name = arg.slice(2, eq < 0 ? undefined : eq);
+    const s = spec[name];
+    if (s === undefined) {
+      throw new UsageError(`Expected one of ${Object.keys(spec).map((k) => `--${k}`).join(', ')} but received ${JSON.stringify(arg)}`);
+    }
+    if (s.type === 'boolean') {
+      if (eq >= 0) throw new UsageError(`Expected no value for --${name} but received ${JSON.stringify(arg.slice(eq + 1))}`);
+      flags.set(name, true);
+      continue;
+    }
+    let value: string | undefined;
+    if (eq >= 0) value = arg.slice(eq + 1);
+    else {
+      value = argv[i + 1];
+      if (value === undefined || value.startsWith('--')) throw new UsageError(`Expected a value for --${name} but received nothing`);
+      i++;
+    }
+    flags.set(name, value);
+  }
+  return { flags, positionals };
+}
+
+/** String flag value, or undefined when absent. */
+export function stringFlag(args: ParsedArgs, name: string): string | undefined {
+  const v = args.flags.get(name);
+  return typeof v === 'string' ? v : undefined;
+}
+
+/** Integer flag in [min, max]; `fallback` when absent. */
+export function intFlag(args: ParsedArgs, name: string, fallback: number, min: number, max: number): number {
+  const raw = stringFlag(args, name);
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!/^-?\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(`Expected integer in ${min}..${max} for --${name} but received ${JSON.stringify(raw)}`);
+  }
+  return n;
+}
+
+/** Comma-separated list flag whose items must be in `allowed`; `fallback` when absent. */
+export function listFlag<T extends string>(args: ParsedArgs, name: string, allowed: readonly T[], fallback: readonly T[]): T[] {
+  const raw = stringFlag(args, name);
+  if (raw === undefined) return [...fallback];
+  const items = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (items.length === 0) throw new UsageError(`Expected a comma-separated list of ${allowed.join(', ')} for --${name} but received ${JSON.stringify(raw)}`);
+  for (const it of items) {
+    if (!(allowed as readonly string[]).includes(it)) {
+      throw new UsageError(`Expected one of ${allowed.join(', ')} for --${name} but received ${JSON.stringify(it)}`);
+    }
+  }
+  return [...new Set(items)] as T[];
+}

@@ -1,0 +1,216 @@
+import { statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { FlowProducer, Queue } from 'bullmq';
+import { ConfigError, loadConfig } from '../config.js';
+import type { FetchRange, SourceName } from '../data/types.js';
+import { REPORT_FILES, type RunSummary } from '../report/types.js';
+import { closeRedis, connectClient } from '../queue/connection.js';
+import { QUEUE_NAMES } from '../queue/names.js';
+import type { RunMeta } from '../run/run-meta.js';
+import { watchRun } from '../run/watch.js';
+import { canonicalTickers, enqueueRun, type RunRequest } from '../../jobs/enqueue-run.js';
+import { isIsoDate, MAX_DAYS, PayloadError, SOURCE_NAMES } from '../../jobs/payloads.js';
+import { intFlag, parseArgs, stringFlag, UsageError } from './args.js';
+
+export const ENQUEUE_USAGE = `Usage: npm run enqueue -- TICKER... [options]
+
+Enqueues one run (fetch → route → report) and follows it until the report is written.
+
+Options:
+  --source yahoo|csv|sim  where bars come from (default yahoo)
+  --data-dir DIR          folder of <TICKER>.csv files (required for csv)
+  --days N                routed days per ticker, 1..${MAX_DAYS} (default 120)
+  --end YYYY-MM-DD        last day (default: latest available)
+  --seed N                simulator seed (sim only, default 7)
+  --no-wait               print the run id and return without waiting
+  --timeout SEC           stop waiting after SEC seconds (default: wait until the run ends)
+  --help                  this text
+
+Exit status: 0 the run finished, 1 it failed, 2 bad usage or configuration.`;
+
+const FLAGS = {
+  source: { type: 'string' },
+  'data-dir': { type: 'string' },
+  days: { type: 'string' },
+  end: { type: 'string' },
+  seed: { type: 'string' },
+  'no-wait': { type: 'boolean' },
+  timeout: { type: 'string' },
+  help: { type: 'boolean' },
+} as const;
+
+export interface EnqueueArgs {
+  request: RunRequest;
+  wait: boolean;
+  timeoutMs: number;
+  help: boolean;
+}
+
+/** Parses and validates the command line; throws UsageError with the reason. */
+export function parseEnqueueArgs(argv: readonly string[]): EnqueueArgs {
+  const args = parseArgs(argv, FLAGS);
+  const help = args.flags.has('help');
+  if (help) return { request: { tickers: [], source: 'yahoo', range: { days: 1 } }, wait: false, timeoutMs: 0, help };
+
+  const source = (stringFlag(args, 'source') ?? 'yahoo') as SourceName;
+  if (!SOURCE_NAMES.includes(source)) {
+    throw new UsageError(`Expected one of ${SOURCE_NAMES.join(', ')} for --source but received ${JSON.stringify(source)}`);
+  }
+  const dataDirRaw = stringFlag(args, 'data-dir');
+  if (source === 'csv' && dataDirRaw === undefined) throw new UsageError('Expected --data-dir DIR for --source csv but received nothing');
+  if (source !== 'csv' && dataDirRaw !== undefined) throw new UsageError(`Expected no --data-dir for --source ${source} but received ${JSON.stringify(dataDirRaw)}`);
+  let dataDir: string | undefined;
+  if (dataDirRaw !== undefined) {
+    dataDir = path.resolve(dataDirRaw);
+    let isDir = false;
+    try {
+      isDir = statSync(dataDir).isDirectory();
+    } catch {
+      isDir = false;
+    }
+    if (!isDir) throw new UsageError(`Expected an existing folder for --data-dir but received ${JSON.stringify(dataDirRaw)}`);
+  }
+
+  const range: FetchRange = { days: intFlag(args, 'days', 120, 1, MAX_DAYS) };
+  const end = stringFlag(args, 'end');
+  if (end !== undefined) {
+    if (!isIsoDate(end)) {
+      throw new UsageError(`Expected date YYYY-MM-DD for --end but received ${JSON.stringify(end)}`);
+    }
+    range.end = end;
+  }
+  if (args.flags.has('seed') && source !== 'sim') throw new UsageError(`Expected no --seed for --source ${source} (only sim uses it)`);
+  const seed = source === 'sim' ? intFlag(args, 'seed', 7, 0, 0xffffffff) : undefined;
+
+  if (args.positionals.length === 0) throw new UsageError('Expected at least one TICKER but received none');
+  let tickers: string[];
+  try {
+    tickers = canonicalTickers(args.positionals);
+  } catch (err) {
+    if (err instanceof PayloadError) throw new UsageError(err.message);
+    throw err;
+  }
+  const request: RunRequest = { tickers, source, range };
+  if (dataDir !== undefined) request.dataDir = dataDir;
+  if (seed !== undefined) request.seed = seed;
+  return {
+    request,
+    wait: !args.flags.has('no-wait'),
+    timeoutMs: intFlag(args, 'timeout', 0, 0, 86_400) * 1000,
+    help,
+  };
+}
+
+function progressLine(m: RunMeta): string {
+  const total = m.tickers.length;
+  const fetched = `fetched ${m.fetched}/${total}${m.fetchFailed > 0 ? ` (${m.fetchFailed} failed)` : ''}`;
+  switch (m.status) {
+    case 'queued':
+      return fetched;
+    case 'routing':
+      return `${fetched}; routing`;
+    case 'reporting':
+      return `${fetched}; routed; reporting`;
+    case 'finished':
+      return `reported: ${m.routed ?? 0} routed, ${total - (m.routed ?? 0)} failed`;
+    case 'failed':
+      return `failed: ${m.error ?? 'unknown reason'}`;
+  }
+}
+
+/** Prints the report location and each PNG, for finished and failed runs alike (a failed run may have a report). */
+export function reportLines(reportDir: string | undefined): string[] {
+  if (reportDir === undefined) return [];
+  const pngs = [REPORT_FILES.routing, REPORT_FILES.conditions, REPORT_FILES.timeSeries, REPORT_FILES.performance];
+  return [`report: ${reportDir}`, ...pngs.map((f) => `  ${path.join(reportDir, f)}`), `  ${path.join(reportDir, REPORT_FILES.summaryMd)}`];
+}
+
+/** Failed tickers with their reasons, read from the run's summary.json. */
+async function failureLines(reportDir: string | undefined): Promise<string[]> {
+  if (reportDir === undefined) return [];
+  try {
+    const summary = JSON.parse(await readFile(path.join(reportDir, REPORT_FILES.summaryJson), 'utf8')) as RunSummary;
+    return summary.failed.map((f) => `failed ${f.ticker}: ${f.reason}`);
+  } catch (err) {
+    return [`(could not read ${REPORT_FILES.summaryJson}: ${err instanceof Error ? err.message : String(err)})`];
+  }
+}
+
+export async function main(argv: readonly string[], out: (line: string) => void = console.log): Promise<number> {
+  let parsed: EnqueueArgs;
+  let config;
+  try {
+    parsed = parseEnqueueArgs(argv);
+    if (parsed.help) {
+      out(ENQUEUE_USAGE);
+      return 0;
+    }
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof ConfigError) {
+      console.error(`enqueue: ${err.message}`);
+      if (err instanceof UsageError) console.error('Run with --help for usage.');
+      return 2;
+    }
+    throw err;
+  }
+
+  let redis;
+  try {
+    redis = await connectClient(config.redisUrl, 'moe-enqueue');
+  } catch (err) {
+    console.error(`enqueue: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  }
+  redis.on('error', (err: Error) => console.error(`enqueue: Redis: ${err.message}`));
+  const connection = { connection: redis, prefix: config.prefix };
+  const flow = new FlowProducer(connection);
+  const reportQueue = new Queue(QUEUE_NAMES.report, connection);
+  const abort = new AbortController();
+  const onSignal = () => abort.abort();
+  process.once('SIGINT', onSignal);
+  let runId: string | undefined;
+  try {
+    const run = await enqueueRun({ flow, redis, prefix: config.prefix, runTtlSeconds: config.runTtlSeconds }, parsed.request);
+    runId = run.runId;
+    out(`run ${run.runId}: ${run.tickers.length} tickers from ${parsed.request.source}`);
+    if (!parsed.wait) return 0;
+    let progressed = false;
+    const hint = setTimeout(() => {
+      if (!progressed) out('still queued after 10 s: is a worker running? (npm run workers)');
+    }, 10_000);
+    hint.unref();
+    const final = await watchRun({
+      redis,
+      prefix: config.prefix,
+      runId: run.runId,
+      reportQueue,
+      timeoutMs: parsed.timeoutMs,
+      signal: abort.signal,
+      onProgress: (m) => {
+        if (m.status !== 'queued' || m.fetched + m.fetchFailed > 0) progressed = true;
+        out(progressLine(m));
+      },
+    }).finally(() => clearTimeout(hint));
+    for (const line of await failureLines(final.reportDir)) out(line);
+    for (const line of reportLines(final.reportDir)) out(line);
+    return final.status === 'finished' ? 0 : 1;
+  } catch (err) {
+    if (abort.signal.aborted && runId !== undefined) {
+      console.error(`enqueue: stopped watching; run ${runId} goes on in the workers`);
+      return 130;
+    }
+    console.error(`enqueue: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  } finally {
+    process.off('SIGINT', onSignal);
+    await Promise.allSettled([flow.close(), reportQueue.close()]);
+    await closeRedis(redis);
+  }
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+  process.exitCode = await main(process.argv.slice(2));
+}

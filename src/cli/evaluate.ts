@@ -1,0 +1,83 @@
+/**
+ * `npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B] [--days N] [--json]`
+ * Routes every labelled `<TICKER>.csv` of DIR with the model and prints accuracy per ticker and per day.
+ * Exit code 0 on success, 2 on bad usage, 1 when evaluation fails.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { EvaluationError, evaluateDirectory, evaluationJson, formatEvaluation, type EvaluateOptions } from '../router/evaluate.js';
+import { ModelError } from '../router/model.js';
+import { MAX_RANGE_DAYS } from '../data/sources.js';
+import { UsageError, intFlag, parseArgs, stringFlag } from './args.js';
+
+const USAGE = 'usage: npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B,...] [--days N] [--json]';
+
+function parseOptions(argv: string[]): { opts: EvaluateOptions; json: boolean } | 'help' {
+  const args = parseArgs(argv, {
+    data: { type: 'string' },
+    labels: { type: 'string' },
+    model: { type: 'string' },
+    tickers: { type: 'string' },
+    days: { type: 'string' },
+    json: { type: 'boolean' },
+    help: { type: 'boolean' },
+  });
+  if (args.flags.has('help')) return 'help';
+  if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals)}`);
+  const dataDir = stringFlag(args, 'data');
+  if (dataDir === undefined) throw new UsageError('Expected a folder of <TICKER>.csv for --data but received nothing');
+  if (!existsSync(dataDir) || !statSync(dataDir).isDirectory()) {
+    throw new UsageError(`Expected a folder of <TICKER>.csv for --data but received ${JSON.stringify(dataDir)} (not a folder)`);
+  }
+  const opts: EvaluateOptions = { dataDir, warn: (m) => console.error(`warning: ${m}`) };
+  const labels = stringFlag(args, 'labels');
+  if (labels !== undefined) {
+    if (!existsSync(labels)) throw new UsageError(`Expected a labels CSV for --labels but received ${JSON.stringify(labels)} (no such file)`);
+    opts.labelsFile = labels;
+  }
+  const model = stringFlag(args, 'model');
+  if (model !== undefined) {
+    if (!existsSync(model)) throw new UsageError(`Expected a model file for --model but received ${JSON.stringify(model)} (no such file)`);
+    opts.modelPath = model;
+  }
+  const tickers = stringFlag(args, 'tickers');
+  if (tickers !== undefined) {
+    opts.tickers = tickers.split(',').map((t) => t.trim()).filter((t) => t !== '');
+    if (opts.tickers.length === 0) throw new UsageError(`Expected comma-separated tickers for --tickers but received ${JSON.stringify(tickers)}`);
+  }
+  if (args.flags.has('days')) opts.days = intFlag(args, 'days', 0, 1, MAX_RANGE_DAYS);
+  return { opts, json: args.flags.has('json') };
+}
+
+async function main(): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseOptions(process.argv.slice(2));
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    console.error(e.message);
+    console.error(USAGE);
+    process.exitCode = 2;
+    return;
+  }
+  if (parsed === 'help') {
+    console.log(USAGE);
+    return;
+  }
+  try {
+    const report = await evaluateDirectory(parsed.opts);
+    console.log(formatEvaluation(report));
+    if (parsed.json) console.log(JSON.stringify(evaluationJson(report)));
+  } catch (e) {
+    if (e instanceof EvaluationError || e instanceof ModelError) {
+      console.error(e.message);
+      process.exitCode = e instanceof EvaluationError && e.code === 'BAD_LABELS' ? 2 : 1;
+      return;
+    }
+    throw e;
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? `${e.name}: ${e.message}` : String(e));
+  process.exitCode = 1;
+});

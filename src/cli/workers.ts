@@ -1,0 +1,101 @@
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { ConfigError, loadConfig } from '../config.js';
+import { createLogger } from '../log.js';
+import { ROLES, type Role } from '../queue/names.js';
+import { startWorkers } from '../../workers/start.js';
+import { intFlag, listFlag, parseArgs, UsageError } from './args.js';
+
+export const WORKERS_USAGE = `Usage: npm run workers -- [--only fetch,route,report] [--concurrency N] [--threads N]
+
+Starts BullMQ workers for the pipeline stages and runs until SIGINT/SIGTERM, then finishes active jobs and exits.
+Run as many processes on as many hosts as you like; they share the queues through REDIS_URL. One route worker per GPU.
+
+Options:
+  --only LIST        stages to serve (default fetch,route,report)
+  --concurrency N    fetch jobs at once (default 4; route and report take one job at a time)
+  --threads N        feature-pool threads (default: CPUs - 1, 1..4)
+  --help             this text
+
+Environment: REDIS_URL, MOE_PREFIX, MOE_MODEL, MOE_BACKEND (auto|cpu), REPORTS_DIR, LOG_LEVEL, FEATURE_TTL_SECONDS.
+Logs are JSON lines (pino) on stdout.`;
+
+const FLAGS = {
+  only: { type: 'string' },
+  concurrency: { type: 'string' },
+  threads: { type: 'string' },
+  help: { type: 'boolean' },
+} as const;
+
+export async function main(argv: readonly string[]): Promise<number> {
+  let roles: Role[];
+  let concurrency: number;
+  let threads: number | undefined;
+  let config;
+  try {
+    const args = parseArgs(argv, FLAGS);
+    if (args.flags.has('help')) {
+      console.log(WORKERS_USAGE);
+      return 0;
+    }
+    if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
+    roles = listFlag(args, 'only', ROLES, ROLES);
+    concurrency = intFlag(args, 'concurrency', 4, 1, 64);
+    threads = args.flags.has('threads') ? intFlag(args, 'threads', 1, 1, 64) : undefined;
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof ConfigError) {
+      console.error(`workers: ${err.message}`);
+      return 2;
+    }
+    throw err;
+  }
+
+  const logger = createLogger({ name: 'moe-workers', level: config.logLevel });
+  // Handlers go in before anything starts, so a signal during start-up (model loading, Redis connect) still leads to
+  // an orderly close. Later signals must not kill a process that is finishing its jobs (Ctrl-C reaches the whole
+  // process group, and a supervisor may follow with SIGTERM): they are logged; SIGKILL remains the way to force.
+  let stopping = false;
+  let resolveStop: (signal: NodeJS.Signals) => void = () => undefined;
+  const stopped = new Promise<NodeJS.Signals>((resolve) => (resolveStop = resolve));
+  const onStop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn({ signal }, 'already shutting down (send SIGKILL to force)');
+      return;
+    }
+    stopping = true;
+    resolveStop(signal);
+  };
+  process.on('SIGINT', onStop);
+  process.on('SIGTERM', onStop);
+
+  let running;
+  try {
+    const opts: Parameters<typeof startWorkers>[0] = { config, roles, concurrency: { fetch: concurrency }, logger };
+    if (threads !== undefined) opts.featureThreads = threads;
+    running = await startWorkers(opts);
+  } catch (err) {
+    logger.fatal({ err }, 'workers could not start');
+    process.off('SIGINT', onStop);
+    process.off('SIGTERM', onStop);
+    return 1;
+  }
+
+  const signal = await stopped;
+  logger.info({ signal }, 'shutting down: finishing active jobs');
+  try {
+    await running.close();
+  } catch (err) {
+    logger.error({ err }, 'shutdown failed');
+    return 1;
+  } finally {
+    process.off('SIGINT', onStop);
+    process.off('SIGTERM', onStop);
+  }
+  logger.info('stopped');
+  return 0;
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+  process.exitCode = await main(process.argv.slice(2));
+}

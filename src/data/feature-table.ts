@@ -1,0 +1,209 @@
+/**
+ * The feature table: raw statistics per day and the fixed constants that normalise them. Constants were set once
+ * from the simulator and the development data (see docs/features.md) and are part of FEATURE_SPEC: changing one
+ * means a new spec and retraining. Never replace them with per-window z-scores: the absolute levels are the signal.
+ */
+
+/** Per-bar series and prefix sums (`p*[t+1] = Σ_{j≤t}`) prepared by features.ts. */
+export interface RawWindowStats {
+  n: number;
+  r: Float64Array;
+  /** ln volume relative to the first known volume; NaN where unknown. */
+  logVol: Float64Array;
+  mdd60: Float64Array;
+  /** Sums of r, r², r³, r⁴. */
+  pR: Float64Array;
+  pR2: Float64Array;
+  pR3: Float64Array;
+  pR4: Float64Array;
+  /** r_t·r_{t−1}, r_{t−1}, r_{t−1}², |r_t|, |r_{t−1}|, |r_t|·|r_{t−1}|, r_{t−1}·|r_t|. */
+  pRLag: Float64Array;
+  pLag: Float64Array;
+  pLag2: Float64Array;
+  pAbs: Float64Array;
+  pAbsLag: Float64Array;
+  pAbsAbsLag: Float64Array;
+  pLagAbs: Float64Array;
+  /** Squared negative / positive returns; up days; unchanged days (|r| < 0.5 bp). */
+  pDown2: Float64Array;
+  pUp2: Float64Array;
+  pUp: Float64Array;
+  pZero: Float64Array;
+  /** ln(high/low)², |ln(close/open)|, ln(high/low), overnight gap². */
+  pHl2: Float64Array;
+  pBody: Float64Array;
+  pHl: Float64Array;
+  pGap2: Float64Array;
+  /** Days whose return / overnight gap exceeded 4 × the 60-day volatility known the day before. */
+  pJump: Float64Array;
+  pBigGap: Float64Array;
+  /** ln σ5 and its square (volatility of volatility). */
+  pLs5: Float64Array;
+  pLs5sq: Float64Array;
+  /** Volume: count of known days; volume relative to the first known; ln V, ln V²; Δln V, Δln V² and count. */
+  pVolN: Float64Array;
+  pVol: Float64Array;
+  pLv: Float64Array;
+  pLv2: Float64Array;
+  pDlv: Float64Array;
+  pDlv2: Float64Array;
+  pDlvN: Float64Array;
+  /** |r|·ln V, |r|, |r|² over days with known volume. */
+  pAbsLv: Float64Array;
+  pAbsV: Float64Array;
+  pAbs2V: Float64Array;
+}
+
+export interface FeatureSpecRow {
+  name: string;
+  /** Raw value mapped to 0. */
+  center: number;
+  /** Raw units per normalised unit. */
+  scale: number;
+}
+
+const f = (name: string, center: number, scale: number): FeatureSpecRow => ({ name, center, scale });
+/** ln of a daily volatility: ln(0.006) ≈ −5.1 maps to 0, one unit per factor e^1.2 ≈ 3.3. */
+const LOG_VOL_CENTER = -5.1;
+const LOG_VOL_SCALE = 1.2;
+/** Floor of any volatility before a log: 0.1 bp a day, below a one-cent tick on a $1,000 price. */
+export const VOL_FLOOR = 1e-5;
+/** Longest window, in returns. */
+export const LONG = 250;
+
+export const FEATURE_TABLE: readonly FeatureSpecRow[] = [
+  // H = 16: the steadiest separators (levels and one-year shape statistics).
+  f('log_vol_20', LOG_VOL_CENTER, LOG_VOL_SCALE),
+  f('log_vol_60', LOG_VOL_CENTER, LOG_VOL_SCALE),
+  f('log_vol_250', LOG_VOL_CENTER, LOG_VOL_SCALE),
+  f('gap_share_250', -1, 0.5),
+  f('range_ratio_60', -0.4, 0.3),
+  f('skew_250', 0, 0.7),
+  f('log_kurt_250', 1.7, 0.4),
+  f('leverage_corr_250', 0, 0.1),
+  f('abs_autocorr_250', 0.15, 0.1),
+  f('tail_ratio_250', 0.3, 0.08),
+  f('semi_ratio_250', 0, 0.08),
+  f('zero_frac_60', 0.03, 0.1),
+  f('big_gap_frac_250', 0.005, 0.006),
+  f('volume_change_sd_60', 0.8, 0.35),
+  f('volume_ret_corr_60', 0.25, 0.2),
+  f('trend_250', 0, 1.5),
+  // H = 32 adds:
+  f('log_vol_5', LOG_VOL_CENTER, LOG_VOL_SCALE),
+  f('vol_of_vol_60', 0.35, 0.15),
+  f('trend_20', 0, 1.5),
+  f('trend_60', 0, 1.5),
+  f('drawdown_60', 1, 0.7),
+  f('jump_frac_250', 0.01, 0.01),
+  f('rel_volume_5_60', 0, 0.5),
+  f('volume_shock_1_20', 0, 0.7),
+  f('up_frac_250', 0.5, 0.04),
+  f('body_ratio_60', 0.5, 0.12),
+  f('max_ret_250', 1.6, 0.3),
+  f('skew_60', 0, 1),
+  f('log_kurt_60', 1.4, 0.5),
+  f('leverage_corr_60', 0, 0.15),
+  f('gap_share_60', -1, 0.5),
+  f('autocorr1_250', 0, 0.08),
+];
+
+export const FEATURE_COUNT = FEATURE_TABLE.length;
+
+const logVol = (s: number): number => Math.log(Math.max(s, VOL_FLOOR));
+
+/** Sum of a prefix array over the `k` days ending at t. */
+const win = (p: Float64Array, t: number, k: number): number => p[t + 1]! - p[t + 1 - k]!;
+
+/** Pearson correlation from window sums; 0 when either side has no variance. */
+function corr(n: number, sx: number, sy: number, sxx: number, syy: number, sxy: number): number {
+  const vx = sxx / n - (sx / n) ** 2;
+  const vy = syy / n - (sy / n) ** 2;
+  if (!(vx > 1e-20 && vy > 1e-20)) return 0;
+  return Math.max(-1, Math.min(1, (sxy / n - (sx / n) * (sy / n)) / Math.sqrt(vx * vy)));
+}
+
+/** Skewness and ln kurtosis of the returns of the `k` days ending at t (central moments). */
+function shape(s: RawWindowStats, t: number, k: number): { skew: number; logKurt: number } {
+  const m1 = win(s.pR, t, k) / k;
+  const m2 = win(s.pR2, t, k) / k;
+  const m3 = win(s.pR3, t, k) / k;
+  const m4 = win(s.pR4, t, k) / k;
+  const c2 = m2 - m1 * m1;
+  if (!(c2 > 1e-14)) return { skew: 0, logKurt: Math.log(3) };
+  const c3 = m3 - 3 * m1 * m2 + 2 * m1 ** 3;
+  const c4 = m4 - 4 * m1 * m3 + 6 * m1 * m1 * m2 - 3 * m1 ** 4;
+  return { skew: c3 / c2 ** 1.5, logKurt: Math.log(Math.max(c4 / (c2 * c2), 1)) };
+}
+
+const sigma = (s: RawWindowStats, t: number, k: number): number => Math.sqrt(win(s.pR2, t, k) / k);
+
+/** ln(mean overnight gap² / mean return²): the share of a day's variance that happens while the venue is shut. */
+function gapShare(s: RawWindowStats, t: number, k: number): number {
+  const r2 = win(s.pR2, t, k);
+  return r2 > 1e-14 ? Math.log(Math.max(win(s.pGap2, t, k) / r2, 1e-3)) : -1;
+}
+
+/** Raw (un-normalised) values of every feature for bar t (t ≥ LONG), written into `out`. */
+export function rawFeatureRow(s: RawWindowStats, t: number, out: Float64Array): void {
+  const s20 = sigma(s, t, 20);
+  const s60 = sigma(s, t, 60);
+  const sL = sigma(s, t, LONG);
+  const shapeL = shape(s, t, LONG);
+  const shape60 = shape(s, t, 60);
+  const park60 = Math.sqrt(win(s.pHl2, t, 60) / 60 / (4 * Math.LN2));
+  const m2L = win(s.pR2, t, LONG) / LONG;
+  const vN60 = win(s.pVolN, t, 60);
+  const dN60 = win(s.pDlvN, t, 60);
+  const dMean = dN60 > 0 ? win(s.pDlv, t, 60) / dN60 : 0;
+  const down = Math.sqrt(win(s.pDown2, t, LONG) / LONG);
+  const up = Math.sqrt(win(s.pUp2, t, LONG) / LONG);
+
+  out[0] = logVol(s20);
+  out[1] = logVol(s60);
+  out[2] = logVol(sL);
+  out[3] = gapShare(s, t, LONG);
+  out[4] = Math.log(Math.max(park60, VOL_FLOOR) / Math.max(s60, VOL_FLOOR));
+  out[5] = shapeL.skew;
+  out[6] = shapeL.logKurt;
+  out[7] = corr(LONG, win(s.pLag, t, LONG), win(s.pAbs, t, LONG), win(s.pLag2, t, LONG), win(s.pR2, t, LONG), win(s.pLagAbs, t, LONG));
+  out[8] = corr(LONG, win(s.pAbs, t, LONG), win(s.pAbsLag, t, LONG), win(s.pR2, t, LONG), win(s.pLag2, t, LONG), win(s.pAbsAbsLag, t, LONG));
+  // ln(σ / mean|r|): ln √(π/2) ≈ 0.23 for a normal law, larger the fatter the tails; far steadier than kurtosis.
+  const meanAbsL = win(s.pAbs, t, LONG) / LONG;
+  out[9] = meanAbsL > 1e-12 ? Math.log(Math.sqrt(m2L) / meanAbsL) : 0.23;
+  out[10] = Math.log(Math.max(down, VOL_FLOOR) / Math.max(up, VOL_FLOOR));
+  out[11] = win(s.pZero, t, 60) / 60;
+  out[12] = win(s.pBigGap, t, LONG) / LONG;
+  out[13] = dN60 > 1 ? Math.sqrt(Math.max(0, win(s.pDlv2, t, 60) / dN60 - dMean * dMean)) : 0.8;
+  out[14] =
+    vN60 > 2
+      ? corr(vN60, win(s.pAbsV, t, 60), win(s.pLv, t, 60), win(s.pAbs2V, t, 60), win(s.pLv2, t, 60), win(s.pAbsLv, t, 60))
+      : 0.25;
+  out[15] = win(s.pR, t, LONG) / (Math.max(sL, VOL_FLOOR) * Math.sqrt(LONG));
+
+  const vN5 = win(s.pVolN, t, 5);
+  const vN20 = win(s.pVolN, t, 20);
+  const lsMean = win(s.pLs5, t, 55) / 55;
+  const lvMean20 = vN20 > 0 ? win(s.pLv, t, 20) / vN20 : Number.NaN;
+  const hlSum = win(s.pHl, t, 60);
+  let maxAbs = 0;
+  for (let j = t - LONG + 1; j <= t; j++) maxAbs = Math.max(maxAbs, Math.abs(s.r[j]!));
+
+  out[16] = logVol(sigma(s, t, 5));
+  out[17] = Math.sqrt(Math.max(0, win(s.pLs5sq, t, 55) / 55 - lsMean * lsMean));
+  out[18] = win(s.pR, t, 20) / (Math.max(s20, VOL_FLOOR) * Math.sqrt(20));
+  out[19] = win(s.pR, t, 60) / (Math.max(s60, VOL_FLOOR) * Math.sqrt(60));
+  out[20] = s.mdd60[t]! / (Math.max(s60, VOL_FLOOR) * Math.sqrt(60));
+  out[21] = win(s.pJump, t, LONG) / LONG;
+  out[22] = vN5 > 0 && vN60 > 0 ? Math.log(win(s.pVol, t, 5) / vN5 / (win(s.pVol, t, 60) / vN60)) : 0;
+  out[23] = Number.isNaN(s.logVol[t]!) || !Number.isFinite(lvMean20) ? 0 : s.logVol[t]! - lvMean20;
+  out[24] = win(s.pUp, t, LONG) / LONG;
+  out[25] = hlSum > 1e-12 ? win(s.pBody, t, 60) / hlSum : 0.5;
+  out[26] = Math.log(Math.max(maxAbs, VOL_FLOOR) / Math.max(sL, VOL_FLOOR));
+  out[27] = shape60.skew;
+  out[28] = shape60.logKurt;
+  out[29] = corr(60, win(s.pLag, t, 60), win(s.pAbs, t, 60), win(s.pLag2, t, 60), win(s.pR2, t, 60), win(s.pLagAbs, t, 60));
+  out[30] = gapShare(s, t, 60);
+  // Variance ratio of overlapping 5-day sums: > 0 trending, < 0 mean-reverting (from lag-1..4 autocovariances).
+  out[31] = m2L > 1e-14 ? win(s.pRLag, t, LONG) / LONG / m2L : 0;
+}

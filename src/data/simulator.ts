@@ -1,0 +1,162 @@
+import type { Domain } from '../domains.js';
+import { Rng } from '../util/random.js';
+import type { Bar } from './types.js';
+import { businessDaysEnding, daysToIso, isoToDays } from './dates.js';
+import { SUBTYPE_CLASS, SUBTYPES, isSubtype, simTicker, type Subtype } from './universe.js';
+import { buildFactors, type Factors } from './sim-factors.js';
+import { instrumentModel } from './sim-models.js';
+
+/** Last simulated day when the caller names none: fixed so that a seed reproduces a run on any day. */
+export const DEFAULT_SIM_END = '2025-06-30';
+
+export interface InstrumentSpec {
+  class: Domain;
+  subtype: string;
+}
+
+export interface TrainingInstrument {
+  ticker: string;
+  class: Domain;
+  subtype: Subtype;
+  bars: Bar[];
+}
+
+const factorCache = new Map<string, Factors>();
+const FACTOR_CACHE_SIZE = 16;
+
+/** Market factors shared by every instrument of one (seed, calendar): cached because trainingSet asks for them often. */
+function factorsFor(seed: number, dates: Int32Array): Factors {
+  const key = `${seed}:${dates.length}:${dates[dates.length - 1]}`;
+  let f = factorCache.get(key);
+  if (!f) {
+    f = buildFactors(Rng.derive(seed, 'market-factors'), dates.length);
+    if (factorCache.size >= FACTOR_CACHE_SIZE) factorCache.delete(factorCache.keys().next().value as string);
+    factorCache.set(key, f);
+  }
+  return f;
+}
+
+function checkSpec(ticker: string, spec: InstrumentSpec): Subtype {
+  if (!isSubtype(spec.subtype)) {
+    throw new TypeError(
+      `Expected one of ${Object.values(SUBTYPES).flat().join(', ')} for subtype of ${ticker} but received ${JSON.stringify(spec.subtype)}`,
+    );
+  }
+  if (SUBTYPE_CLASS[spec.subtype] !== spec.class) {
+    throw new TypeError(
+      `Expected class ${SUBTYPE_CLASS[spec.subtype]} for subtype ${spec.subtype} of ${ticker} but received ${JSON.stringify(spec.class)}`,
+    );
+  }
+  return spec.subtype;
+}
+
+/**
+ * Daily OHLCV bars of one synthetic instrument: `days` business days ending on or before `end`. Deterministic per
+ * (ticker, spec, days, seed, end); the common factors (equity market, rates, credit, commodities, volatility, dollar)
+ * depend only on (seed, calendar), so instruments simulated with one seed move together as real ones do.
+ */
+export function simulateBars(
+  ticker: string,
+  spec: InstrumentSpec,
+  days: number,
+  seed: number,
+  end: string = DEFAULT_SIM_END,
+): Bar[] {
+  if (!Number.isInteger(days) || days < 2 || days > 100_000) {
+    throw new RangeError(`Expected integer in [2, 100000] for days but received ${String(days)}`);
+  }
+  const endDays = isoToDays(end);
+  if (!Number.isFinite(endDays)) {
+    throw new TypeError(`Expected ISO date YYYY-MM-DD for end but received ${JSON.stringify(end)}`);
+  }
+  return simulateOnMarket(ticker, checkSpec(ticker, spec), days, seed, seed, endDays);
+}
+
+/** simulateBars with the market history drawn from its own seed (trainingSet mixes several histories). */
+function simulateOnMarket(
+  ticker: string,
+  subtype: Subtype,
+  days: number,
+  seed: number,
+  marketSeed: number,
+  endDays: number,
+): Bar[] {
+  const dates = businessDaysEnding(endDays, days);
+  const factors = factorsFor(marketSeed, dates);
+  const path = instrumentModel(subtype, Rng.derive(seed, `instrument:${ticker}`), factors);
+  const bars: Bar[] = new Array<Bar>(days);
+  for (let t = 0; t < days; t++) {
+    const close = path.close[t]!;
+    bars[t] = {
+      date: daysToIso(dates[t]!),
+      open: path.open[t]!,
+      high: path.high[t]!,
+      low: path.low[t]!,
+      close,
+      adjClose: close,
+      volume: path.volume[t]!,
+    };
+  }
+  return bars;
+}
+
+export interface TrainingSetOptions {
+  /** Seed of the whole set (factors and every instrument). */
+  seed: number;
+  /** Instruments per sub-type (every sub-type of every domain). */
+  tickersPerSubtype: number;
+  /** Bars per instrument, before any days are dropped. */
+  days: number;
+  /** Share of instruments that lose random days, as thin real ETFs do (18–28 % missing). @defaultValue 0.15 */
+  gappyShare?: number;
+  /** Last day. @defaultValue DEFAULT_SIM_END */
+  end?: string;
+  /**
+   * Independent market histories the instruments are spread over (instrument i lives in history i mod k). One
+   * history is one 2020–2025: a model trained on it learns that period's accidents; several teach the classes.
+   * @defaultValue 8
+   */
+  marketPaths?: number;
+}
+
+/**
+ * Many labelled synthetic instruments (`SIM-EQ-STK-000`, …), every sub-type `tickersPerSubtype` times, each with
+ * its own parameters. A share of them lose random days so features meet multi-day returns in training too.
+ */
+export function trainingSet(opts: TrainingSetOptions): TrainingInstrument[] {
+  if (!Number.isInteger(opts.tickersPerSubtype) || opts.tickersPerSubtype < 1 || opts.tickersPerSubtype > 9999) {
+    throw new RangeError(
+      `Expected integer in [1, 9999] for tickersPerSubtype but received ${String(opts.tickersPerSubtype)}`,
+    );
+  }
+  const gappyShare = opts.gappyShare ?? 0.15;
+  const paths = opts.marketPaths ?? 8;
+  if (!Number.isInteger(paths) || paths < 1 || paths > 1000) {
+    throw new RangeError(`Expected integer in [1, 1000] for marketPaths but received ${String(paths)}`);
+  }
+  if (!Number.isInteger(opts.days) || opts.days < 2 || opts.days > 100_000) {
+    throw new RangeError(`Expected integer in [2, 100000] for days but received ${String(opts.days)}`);
+  }
+  const endDays = isoToDays(opts.end ?? DEFAULT_SIM_END);
+  if (!Number.isFinite(endDays)) {
+    throw new TypeError(`Expected ISO date YYYY-MM-DD for end but received ${JSON.stringify(opts.end)}`);
+  }
+  const out: TrainingInstrument[] = [];
+  for (const [cls, subs] of Object.entries(SUBTYPES) as [Domain, readonly Subtype[]][]) {
+    for (const subtype of subs) {
+      for (let i = 0; i < opts.tickersPerSubtype; i++) {
+        const ticker = simTicker(subtype, i);
+        // History 0 is the seed's own, so a one-path set equals what simulateBars gives for the same seed.
+        const marketSeed = i % paths === 0 ? opts.seed : Rng.derive(opts.seed, `market-path:${i % paths}`).int(2 ** 31);
+        let bars = simulateOnMarket(ticker, subtype, opts.days, opts.seed, marketSeed, endDays);
+        const rng = Rng.derive(opts.seed, `gaps:${ticker}`);
+        if (rng.next() < gappyShare) {
+          const dropRate = rng.uniform(0.02, 0.25);
+          bars = bars.filter((_, t) => t === 0 || rng.next() >= dropRate);
+        }
+        out.push({ ticker, class: cls, subtype, bars });
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,161 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Domain } from '../domains.js';
+import { isDomain } from '../domains.js';
+import type { FetchRange, SourceResult } from './types.js';
+import { SourceError } from './errors.js';
+import { cleanBars, type RawBar } from './clean.js';
+import { barsNeeded, resolveRange, trimToRange } from './range.js';
+import { WARMUP_DAYS } from './features.js';
+import { knownClass } from './universe.js';
+import { sourceTicker } from './validate.js';
+import type { DataSource } from './sources.js';
+
+const REQUIRED = ['date', 'open', 'high', 'low', 'close'] as const;
+
+/** Splits one CSV line; double-quoted fields may hold commas and `""` escapes. */
+export function splitCsvLine(line: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  let quoted = false;
+  for (let i = 0; i < line.length; i++) {
+    const ch = line[i]!;
+    if (quoted) {
+      if (ch === '"' && line[i + 1] === '"') {
+        cur += '"';
+        i++;
+      } else if (ch === '"') quoted = false;
+      else cur += ch;
+    } else if (ch === '"') quoted = true;
+    else if (ch === ',') {
+      out.push(cur);
+      cur = '';
+    } else cur += ch;
+  }
+  out.push(cur);
+  return out.map((s) => s.trim());
+}
+
+const num = (s: string | undefined): number | null => {
+  if (s === undefined || s === '' || /^(null|nan|na|n\/a)$/i.test(s)) return null;
+  const v = Number(s);
+  return Number.isFinite(v) ? v : Number.NaN;
+};
+
+/** Parses `date,open,high,low,close,adj_close,volume` text (any column order; adj_close and volume optional). */
+export function parseBarsCsv(text: string, name: string): { rows: RawBar[]; malformed: number } {
+  const lines = text.split(/\r?\n/).filter((l) => l.trim() !== '');
+  const header = splitCsvLine(lines[0] ?? '').map((h) => h.toLowerCase());
+  const col = (n: string): number => header.indexOf(n);
+  const missing = REQUIRED.filter((c) => col(c) < 0);
+  if (missing.length > 0) {
+    throw new TypeError(
+      `Expected header with date,open,high,low,close[,adj_close,volume] for ${name} but received ${JSON.stringify(lines[0] ?? '')}`,
+    );
+  }
+  const iAdj = col('adj_close') >= 0 ? col('adj_close') : col('adjclose');
+  const iVol = col('volume');
+  const rows: RawBar[] = [];
+  let malformed = 0;
+  for (let k = 1; k < lines.length; k++) {
+    const cells = splitCsvLine(lines[k]!);
+    if (cells.length !== header.length) {
+      malformed++;
+      continue;
+    }
+    const close = num(cells[col('close')]);
+    rows.push({
+      date: cells[col('date')]!,
+      open: num(cells[col('open')]),
+      high: num(cells[col('high')]),
+      low: num(cells[col('low')]),
+      close,
+      adjClose: iAdj >= 0 ? num(cells[iAdj]) : close,
+      volume: iVol >= 0 ? num(cells[iVol]) : null,
+    });
+  }
+  return { rows, malformed };
+}
+
+/**
+ * A folder of `<TICKER>.csv` files. An optional `labels.csv` (`ticker,class[,subtype|note…]`) gives classes;
+ * without one, the built-in universe does.
+ */
+export class CsvSource implements DataSource {
+  readonly name = 'csv' as const;
+  private labels: Promise<Map<string, Domain>> | undefined;
+
+  constructor(private readonly dir: string) {}
+
+  private loadLabels(): Promise<Map<string, Domain>> {
+    this.labels ??= readFile(path.join(this.dir, 'labels.csv'), 'utf8').then(
+      (text) => {
+        const map = new Map<string, Domain>();
+        const lines = text.split(/\r?\n/).filter((l) => l.trim() !== '');
+        const header = splitCsvLine(lines[0] ?? '').map((h) => h.toLowerCase());
+        const it = header.indexOf('ticker');
+        const ic = header.indexOf('class');
+        if (it < 0 || ic < 0) return map;
+        for (const line of lines.slice(1)) {
+          const cells = splitCsvLine(line);
+          const cls = cells[ic] ?? '';
+          if (isDomain(cls)) map.set((cells[it] ?? '').toUpperCase(), cls);
+        }
+        return map;
+      },
+      (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return new Map<string, Domain>();
+        throw err;
+      },
+    );
+    return this.labels;
+  }
+
+  async fetch(ticker: string, range: FetchRange): Promise<SourceResult> {
+    const t = sourceTicker(ticker);
+    const { days, end } = resolveRange(range);
+    const file = path.join(this.dir, `${t}.csv`);
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new SourceError(
+        'NO_DATA',
+        t,
+        `Expected file ${file} for ${t} but received ${code === 'ENOENT' ? 'no such file' : String(code ?? err)}`,
+        { cause: err },
+      );
+    }
+    let parsed: { rows: RawBar[]; malformed: number };
+    try {
+      parsed = parseBarsCsv(text, file);
+    } catch (err) {
+      throw new SourceError('BAD_DATA', t, (err as Error).message, { cause: err });
+    }
+    const { bars: all, quality } = cleanBars(parsed.rows, { malformed: parsed.malformed });
+    const bars = trimToRange(all, days, range.end ?? '9999-12-31');
+    const min = WARMUP_DAYS + 1;
+    if (bars.length < min) {
+      const dropped = (quality.malformed ?? 0) + quality.nulls;
+      const summary = `${bars.length} usable of ${parsed.rows.length + parsed.malformed} rows (malformed ${quality.malformed ?? 0}, nulls ${quality.nulls}, duplicates ${quality.duplicates}${range.end ? `, on or before ${end}` : ''})`;
+      throw new SourceError(
+        dropped > bars.length ? 'BAD_DATA' : 'NO_DATA',
+        t,
+        `Expected at least ${min} clean bars (${barsNeeded(days)} wanted) for ${t} in ${file} but received ${summary}`,
+      );
+    }
+    const labels = await this.loadLabels();
+    const label = labels.get(t);
+    const known = knownClass(t);
+    const result: SourceResult = { ticker: t, bars, quality };
+    if (label) {
+      result.class = label;
+      if (known && known.class === label) result.subtype = known.subtype;
+    } else if (known) {
+      result.class = known.class;
+      result.subtype = known.subtype;
+    }
+    return result;
+  }
+}

@@ -1,0 +1,44 @@
+import type { FetchRange, SourceName, SourceResult } from './types.js';
+import { SimSource } from './source-sim.js';
+import { CsvSource } from './source-csv.js';
+import { YahooSource } from './source-yahoo.js';
+
+export { SourceError, type SourceErrorCode } from './errors.js';
+export { validateTicker, sourceTicker } from './validate.js';
+export { barsNeeded, calendarWindow, resolveRange, trimToRange, MAX_RANGE_DAYS } from './range.js';
+
+/** Where bars come from. `fetch` resolves to cleaned bars (warm-up included) or rejects with a SourceError. */
+export interface DataSource {
+  readonly name: SourceName;
+  fetch(ticker: string, range: FetchRange): Promise<SourceResult>;
+}
+
+export interface CreateSourceOptions {
+  source: SourceName;
+  /** Folder of `<TICKER>.csv` files; required for `csv`. */
+  dataDir?: string;
+  /** HTTP client for `yahoo` (tests inject a recorded one). @defaultValue globalThis.fetch */
+  fetch?: typeof fetch;
+  /** Simulator seed for `sim`. @defaultValue 7 */
+  seed?: number;
+}
+
+export const SOURCE_NAMES: readonly SourceName[] = ['sim', 'csv', 'yahoo'];
+
+export function createSource(opts: CreateSourceOptions): DataSource {
+  switch (opts?.source) {
+    case 'sim':
+      return new SimSource(opts.seed ?? 7);
+    case 'csv':
+      if (typeof opts.dataDir !== 'string' || opts.dataDir === '') {
+        throw new TypeError(`Expected folder path for dataDir of the csv source but received ${String(opts.dataDir)}`);
+      }
+      return new CsvSource(opts.dataDir);
+    case 'yahoo':
+      return new YahooSource(opts.fetch ? { fetch: opts.fetch } : {});
+    default:
+      throw new TypeError(
+        `Expected one of ${SOURCE_NAMES.join(', ')} for source but received ${JSON.stringify(opts?.source)}`,
+      );
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * Redis keys and BullMQ job ids of a run. Run ids are generated UUIDs and tickers pass `validateTicker`
+ * (`[A-Z0-9.\-=^]`) before they get here, so neither can contain `:` (the key separator) or `_` (the job id
+ * separator): ids and keys parse back unambiguously.
+ */
+
+const RUN_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+export function isRunId(v: unknown): v is string {
+  return typeof v === 'string' && RUN_ID_RE.test(v);
+}
+
+/** Hash with the run's status and progress: `<prefix>:run:<runId>`. */
+export function runKey(prefix: string, runId: string): string {
+  return `${prefix}:run:${runId}`;
+}
+
+/** Feature block of one ticker: `<prefix>:run:<runId>:feat:<ticker>`. */
+export function featureKey(prefix: string, runId: string, ticker: string): string {
+  return `${prefix}:run:${runId}:feat:${ticker}`;
+}
+
+/** Routed per-day series of the whole run: `<prefix>:run:<runId>:series`. */
+export function seriesKey(prefix: string, runId: string): string {
+  return `${prefix}:run:${runId}:series`;
+}
+
+/** Sorted set of run ids by creation time, so tools can list recent runs: `<prefix>:runs`. */
+export function runsIndexKey(prefix: string): string {
+  return `${prefix}:runs`;
+}
+
+/**
+ * BullMQ job ids. BullMQ treats an id containing `:` as a job key (prefix:queue:id), so `_` separates the parts.
+ * Fixed ids make a run's jobs addressable (progress, failures) and adding the same flow twice idempotent.
+ */
+export const jobIds = {
+  fetch: (runId: string, ticker: string) => `fetch_${runId}_${ticker}`,
+  route: (runId: string) => `route_${runId}`,
+  report: (runId: string) => `report_${runId}`,
+};
+
+/**
+ * Ticker of a fetch job from its job key (`<prefix>:moe-fetch:fetch_<runId>_<ticker>`) or id; undefined when the
+ * key is not a fetch job key.
+ */
+export function tickerFromFetchJobKey(jobKey: string): string | undefined {
+  const id = jobKey.slice(jobKey.lastIndexOf(':') + 1);
+  const parts = id.split('_');
+  if (parts.length !== 3 || parts[0] !== 'fetch' || !isRunId(parts[1])) return undefined;
+  return parts[2] || undefined;
+}

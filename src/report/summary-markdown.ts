@@ -1,0 +1,85 @@
+import { CONDITION_THRESHOLDS as T, classStats, classOf } from './market-condition.js';
+import type { RunSummary } from './types.js';
+
+const pct = (x: number, digits = 1): string => `${(x * 100).toFixed(digits)} %`;
+const signedPct = (x: number): string => `${x >= 0 ? '+' : ''}${(x * 100).toFixed(1)} %`;
+
+/** Pipes and line breaks would break a Markdown table cell; reasons come from arbitrary error messages. */
+function cell(text: string): string {
+  return text.replace(/\|/g, '\\|').replace(/\s*\n\s*/g, ' ');
+}
+
+/** Markdown version of a run's insights: conditions per class, routing, mismatches, failures, timings. */
+export function buildSummaryMarkdown(summary: RunSummary): string {
+  const lines: string[] = [];
+  const n = summary.tickers.length;
+  lines.push(`# Routing report: run ${summary.runId}`, '');
+  lines.push(
+    `Source \`${summary.source}\`, ${n} routed ticker${n === 1 ? '' : 's'} (${summary.tokens} ticker-days), ` +
+      `${summary.failed.length} failed. Started ${summary.createdAt}, finished ${summary.finishedAt}.`,
+    '',
+  );
+
+  lines.push('## Market condition and routing by asset class', '');
+  const stats = classStats(summary);
+  if (stats.length === 0) {
+    lines.push('No routed tickers in this run.', '');
+  } else {
+    lines.push('| class | tickers | ann. volatility | ann. return | condition | primary domain | share of days | mean confidence |');
+    lines.push('| --- | ---: | ---: | ---: | --- | --- | ---: | ---: |');
+    for (const s of stats) {
+      lines.push(
+        `| ${s.name} | ${s.tickers} | ${pct(s.annVol)} | ${signedPct(s.annReturn)} | ${s.condition} | ` +
+          `${s.primaryDomain} | ${pct(s.primaryShare)} | ${s.confidence.toFixed(3)} |`,
+      );
+    }
+    lines.push('');
+  }
+  lines.push(
+    'Conditions use the class means of annualised volatility (mean daily volatility × √252) and annualised log ' +
+      `return (total log return × 252 / days): **crisis** when volatility ≥ ${pct(T.crisisVol, 0)} and return ≤ ` +
+      `${signedPct(T.crisisReturn)}; else **high volatility** when volatility ≥ ${pct(T.highVol, 0)}; else **bull** ` +
+      `when return ≥ ${signedPct(T.bullReturn)}; **bear** when return ≤ ${signedPct(T.bearReturn)}; otherwise ` +
+      '**sideways**.',
+    '',
+  );
+
+  lines.push('## Tickers routed against their label', '');
+  const labelled = summary.tickers.filter((t) => t.class !== undefined);
+  const against = labelled.filter((t) => t.domain !== t.class);
+  if (labelled.length === 0) {
+    lines.push('No ticker in this run has a known asset class.', '');
+  } else if (against.length === 0) {
+    lines.push(`All ${labelled.length} labelled tickers were routed to their own class.`, '');
+  } else {
+    lines.push(`${against.length} of ${labelled.length} labelled tickers were routed to another domain:`, '');
+    lines.push('| ticker | class | routed to | confidence |', '| --- | --- | --- | ---: |');
+    for (const t of against) {
+      lines.push(`| ${t.ticker} | ${classOf(t)}${t.subtype ? ` (${t.subtype})` : ''} | ${t.domain} | ${t.confidence.toFixed(3)} |`);
+    }
+    lines.push('');
+  }
+
+  lines.push('## Failed tickers', '');
+  if (summary.failed.length === 0) {
+    lines.push('None.', '');
+  } else {
+    lines.push('| ticker | reason |', '| --- | --- |');
+    for (const f of summary.failed) lines.push(`| ${cell(f.ticker)} | ${cell(f.reason)} |`);
+    lines.push('');
+  }
+
+  const t = summary.timings;
+  lines.push('## Backend and timings', '');
+  lines.push(
+    `- Router backend: \`${summary.backend}\`; model \`${summary.model.path}\` (H = ${summary.model.hidden}, ` +
+      `features ${summary.model.featureSpec})`,
+    `- Fetch ${ms(t.fetchMs)}, route ${ms(t.routeMs)}, report ${ms(t.reportMs)}, total ${ms(t.totalMs)}`,
+    '',
+  );
+  return lines.join('\n');
+}
+
+function ms(x: number): string {
+  return x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${Math.round(x)} ms`;
+}

@@ -1,0 +1,439 @@
+/**
+ * Evaluation of the router against labelled instruments: per-day and per-ticker (majority over days) accuracy,
+ * per class, the confusion matrix, confidence and calibration. Used by `npm run evaluate` on real CSV data and by
+ * training on held-out simulator data, so both report the same numbers the same way.
+ */
+import { readFile, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { DOMAINS, domainIndex, type Domain } from '../domains.js';
+import { computeFeatures } from '../data/features.js';
+import { MAX_RANGE_DAYS, createSource, SourceError } from '../data/sources.js';
+import { splitCsvLine } from '../data/source-csv.js';
+import type { FeatureSeries } from '../data/types.js';
+import type { Hidden } from './layout.js';
+import { loadModel, defaultModelPath } from './model.js';
+import { NativeRouter, nativeAvailable } from './native.js';
+import { referenceForward } from './reference.js';
+
+const D = DOMAINS.length;
+const ECE_BINS = 10;
+
+/** Routing outcome of one labelled instrument. */
+export interface TickerPrediction {
+  ticker: string;
+  /** True domain index. */
+  label: number;
+  /** Routed domain per day. */
+  assign: Uint8Array;
+  /** Probabilities per day, row-major `[days, 4]`. */
+  probs: Float32Array;
+}
+
+export interface ClassAccuracy {
+  /** `correct / total`, or null when the class has no sample. */
+  accuracy: number | null;
+  correct: number;
+  total: number;
+}
+
+export interface LevelMetrics {
+  accuracy: number;
+  correct: number;
+  total: number;
+  byClass: Record<Domain, ClassAccuracy>;
+  /** Rows: true domain, columns: predicted domain (counts). */
+  confusion: number[][];
+}
+
+export interface TickerOutcome {
+  ticker: string;
+  label: Domain;
+  predicted: Domain;
+  /** Share of days routed to the predicted domain. */
+  share: number;
+  /** Share of days routed to the true domain. */
+  dayAccuracy: number;
+  meanConfidence: number;
+  days: number;
+}
+
+export interface EvaluationMetrics {
+  tickers: number;
+  days: number;
+  perTicker: LevelMetrics;
+  perDay: LevelMetrics;
+  /** Per-ticker confusion (same as `perTicker.confusion`). */
+  confusion: number[][];
+  /** Mean over days of the top probability. */
+  meanConfidence: number;
+  /** Expected calibration error over days, 10 equal-width confidence bins. */
+  ece: number;
+  /** Mean negative log-likelihood of the true domain over days. */
+  nll: number;
+  outcomes: TickerOutcome[];
+}
+
+function emptyLevel(): { correct: number; total: number; confusion: number[][] } {
+  return { correct: 0, total: 0, confusion: DOMAINS.map(() => new Array<number>(D).fill(0)) };
+}
+
+function finishLevel(acc: { correct: number; total: number; confusion: number[][] }): LevelMetrics {
+  const byClass = {} as Record<Domain, ClassAccuracy>;
+  DOMAINS.forEach((name, c) => {
+    const row = acc.confusion[c]!;
+    const total = row.reduce((a, b) => a + b, 0);
+    const correct = row[c]!;
+    byClass[name] = { accuracy: total > 0 ? correct / total : null, correct, total };
+  });
+  return { accuracy: acc.total > 0 ? acc.correct / acc.total : 0, correct: acc.correct, total: acc.total, byClass, confusion: acc.confusion };
+}
+
+/**
+ * The per-ticker call: the domain most days were routed to; ties go to the larger summed probability, then to the
+ * lower index.
+ */
+export function majorityDomain(assign: Uint8Array, probs: Float32Array | Float64Array): number {
+  const counts = new Array<number>(D).fill(0);
+  const mass = new Array<number>(D).fill(0);
+  for (let n = 0; n < assign.length; n++) {
+    counts[assign[n]!]! += 1;
+    for (let d = 0; d < D; d++) mass[d]! += probs[n * D + d]!;
+  }
+  let best = 0;
+  for (let d = 1; d < D; d++) {
+    if (counts[d]! > counts[best]! || (counts[d] === counts[best] && mass[d]! > mass[best]!)) best = d;
+  }
+  return best;
+}
+
+export function summarisePredictions(preds: readonly TickerPrediction[]): EvaluationMetrics {
+  const ticker = emptyLevel();
+  const day = emptyLevel();
+  const binCount = new Array<number>(ECE_BINS).fill(0);
+  const binConf = new Array<number>(ECE_BINS).fill(0);
+  const binCorrect = new Array<number>(ECE_BINS).fill(0);
+  let confSum = 0;
+  let nllSum = 0;
+  const outcomes: TickerOutcome[] = [];
+  for (const p of preds) {
+    const days = p.assign.length;
+    if (days === 0) continue;
+    let tickerConf = 0;
+    let dayCorrect = 0;
+    for (let n = 0; n < days; n++) {
+      const a = p.assign[n]!;
+      let conf = 0;
+      for (let d = 0; d < D; d++) conf = Math.max(conf, p.probs[n * D + d]!);
+      const correct = a === p.label;
+      day.confusion[p.label]![a]! += 1;
+      day.total += 1;
+      if (correct) {
+        day.correct += 1;
+        dayCorrect += 1;
+      }
+      const bin = Math.min(ECE_BINS - 1, Math.floor(conf * ECE_BINS));
+      binCount[bin]! += 1;
+      binConf[bin]! += conf;
+      binCorrect[bin]! += correct ? 1 : 0;
+      tickerConf += conf;
+      nllSum -= Math.log(Math.max(p.probs[n * D + p.label]!, 1e-12));
+    }
+    confSum += tickerConf;
+    const predicted = majorityDomain(p.assign, p.probs);
+    let share = 0;
+    for (let n = 0; n < days; n++) if (p.assign[n] === predicted) share += 1;
+    ticker.confusion[p.label]![predicted]! += 1;
+    ticker.total += 1;
+    if (predicted === p.label) ticker.correct += 1;
+    outcomes.push({
+      ticker: p.ticker,
+      label: DOMAINS[p.label]!,
+      predicted: DOMAINS[predicted]!,
+      share: share / days,
+      dayAccuracy: dayCorrect / days,
+      meanConfidence: tickerConf / days,
+      days,
+    });
+  }
+  let ece = 0;
+  for (let b = 0; b < ECE_BINS; b++) {
+    if (binCount[b]! > 0) ece += Math.abs(binCorrect[b]! - binConf[b]!) / Math.max(day.total, 1);
+  }
+  const perTicker = finishLevel(ticker);
+  return {
+    tickers: ticker.total,
+    days: day.total,
+    perTicker,
+    perDay: finishLevel(day),
+    confusion: perTicker.confusion,
+    meanConfidence: day.total > 0 ? confSum / day.total : 0,
+    ece,
+    nll: day.total > 0 ? nllSum / day.total : 0,
+    outcomes,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Forward pass: the native router when the addon is built, else the float64 TS reference (slow, same math).
+
+export interface RouteOutput {
+  probs: Float32Array;
+  assign: Uint8Array;
+}
+
+export interface Forwarder {
+  readonly backend: string;
+  forward(x: Float32Array, vol: Float32Array, risk: Float32Array): Promise<RouteOutput>;
+  close(): void;
+}
+
+export function createForwarder(
+  model: { hidden: Hidden; params: Float32Array; temperature: number },
+  opts: { threads?: number; warn?: (message: string) => void } = {},
+): Forwarder {
+  const available = nativeAvailable();
+  if (available.ok) {
+    const router = new NativeRouter({ hidden: model.hidden, threads: opts.threads ?? 2 });
+    router.setParams(model.params, model.temperature);
+    return {
+      backend: router.backend,
+      forward: async (x, vol, risk) => {
+        const out = await router.forward({ x, vol, risk });
+        return { probs: out.probs, assign: out.assign };
+      },
+      close: () => router.close(),
+    };
+  }
+  opts.warn?.(`native router unavailable (${available.reason}); using the TypeScript reference (slow)`);
+  return {
+    backend: 'reference',
+    forward: async (x, vol, risk) => {
+      const out = referenceForward(model.params, model.hidden, { x, vol, risk }, model.temperature);
+      return { probs: Float32Array.from(out.probs), assign: out.assign };
+    },
+    close: () => undefined,
+  };
+}
+
+/** Routes each labelled series in one batch and splits the result back per ticker. */
+export async function routeLabelled(
+  forwarder: Forwarder,
+  hidden: Hidden,
+  items: readonly { series: FeatureSeries; label: number }[],
+): Promise<TickerPrediction[]> {
+  const total = items.reduce((a, it) => a + it.series.vol.length, 0);
+  const x = new Float32Array(total * hidden);
+  const vol = new Float32Array(total);
+  const risk = new Float32Array(total);
+  let at = 0;
+  for (const { series } of items) {
+    x.set(series.x, at * hidden);
+    vol.set(series.vol, at);
+    risk.set(series.risk, at);
+    at += series.vol.length;
+  }
+  const out = total > 0 ? await forwarder.forward(x, vol, risk) : { probs: new Float32Array(0), assign: new Uint8Array(0) };
+  const preds: TickerPrediction[] = [];
+  at = 0;
+  for (const { series, label } of items) {
+    const n = series.vol.length;
+    preds.push({
+      ticker: series.ticker,
+      label,
+      assign: out.assign.slice(at, at + n),
+      probs: out.probs.slice(at * D, (at + n) * D),
+    });
+    at += n;
+  }
+  return preds;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Labels file and directory evaluation.
+
+export class EvaluationError extends Error {
+  readonly code: 'BAD_LABELS' | 'NO_DATA';
+  constructor(code: 'BAD_LABELS' | 'NO_DATA', message: string) {
+    super(message);
+    this.name = this.constructor.name;
+    this.code = code;
+  }
+}
+
+/** Parses a labels file with at least the columns `ticker,class` (any order, more columns ignored). */
+export function parseLabels(text: string, source: string): Map<string, number> {
+  const lines = text.split(/\r?\n/).filter((l) => l.trim() !== '');
+  const header = splitCsvLine(lines[0] ?? '').map((h) => h.trim().toLowerCase());
+  const ti = header.indexOf('ticker');
+  const ci = header.indexOf('class');
+  if (ti < 0 || ci < 0) {
+    throw new EvaluationError('BAD_LABELS', `Expected a header with columns ticker,class for ${source} but received ${JSON.stringify(lines[0] ?? '')}`);
+  }
+  const labels = new Map<string, number>();
+  lines.slice(1).forEach((line, i) => {
+    const cells = splitCsvLine(line);
+    const ticker = (cells[ti] ?? '').trim().toUpperCase();
+    const cls = (cells[ci] ?? '').trim();
+    const index = domainIndex(cls);
+    if (ticker === '' || index < 0) {
+      throw new EvaluationError(
+        'BAD_LABELS',
+        `Expected a ticker and one of ${DOMAINS.join(', ')} on line ${i + 2} of ${source} but received ${JSON.stringify(line)}`,
+      );
+    }
+    labels.set(ticker, index);
+  });
+  return labels;
+}
+
+export interface EvaluateOptions {
+  /** Folder of `<TICKER>.csv`. */
+  dataDir: string;
+  /** Labels CSV. @defaultValue `<dataDir>/labels.csv` */
+  labelsFile?: string;
+  /** Model file. @defaultValue `defaultModelPath()` */
+  modelPath?: string;
+  /** Only these tickers (still need a label and a CSV). @defaultValue all CSVs in the folder */
+  tickers?: string[];
+  /** Routed days per ticker (most recent). @defaultValue all days the CSV holds after the feature warm-up */
+  days?: number;
+  warn?: (message: string) => void;
+}
+
+export interface EvaluationReport extends EvaluationMetrics {
+  model: string;
+  backend: string;
+  temperature: number;
+  /** Tickers with a CSV but no label. */
+  skipped: string[];
+  /** Tickers that had a label but whose data could not be used, with the reason. */
+  failed: { ticker: string; reason: string }[];
+  predictions: TickerPrediction[];
+}
+
+
+export async function evaluateDirectory(opts: EvaluateOptions): Promise<EvaluationReport> {
+  const dataDir = path.resolve(opts.dataDir);
+  const labelsFile = path.resolve(opts.labelsFile ?? path.join(dataDir, 'labels.csv'));
+  const modelPath = path.resolve(opts.modelPath ?? defaultModelPath());
+  let labelText: string;
+  try {
+    labelText = await readFile(labelsFile, 'utf8');
+  } catch (cause) {
+    throw new EvaluationError('BAD_LABELS', `Expected a readable labels file for --labels but received ${labelsFile} (${(cause as Error).message})`);
+  }
+  const labels = parseLabels(labelText, labelsFile);
+  const files = (await readdir(dataDir)).filter(
+    (f) => f.toLowerCase().endsWith('.csv') && f.toLowerCase() !== 'labels.csv' && path.resolve(dataDir, f) !== labelsFile,
+  );
+  let tickers = files.map((f) => f.slice(0, -4).toUpperCase()).sort();
+  const failed: { ticker: string; reason: string }[] = [];
+  if (opts.tickers !== undefined) {
+    const wanted = new Set(opts.tickers.map((t) => t.toUpperCase()));
+    for (const t of wanted) if (!tickers.includes(t)) failed.push({ ticker: t, reason: `no ${t}.csv in ${dataDir}` });
+    tickers = tickers.filter((t) => wanted.has(t));
+  }
+  const skipped = tickers.filter((t) => !labels.has(t));
+  const model = await loadModel(modelPath);
+  const source = createSource({ source: 'csv', dataDir });
+  const items: { series: FeatureSeries; label: number }[] = [];
+  for (const ticker of tickers) {
+    const label = labels.get(ticker);
+    if (label === undefined) continue;
+    try {
+      const result = await source.fetch(ticker, { days: opts.days ?? MAX_RANGE_DAYS });
+      const series = computeFeatures(ticker, result.bars, model.hidden);
+      if (series.vol.length === 0) throw new Error('no routed day after the feature warm-up');
+      items.push({ series, label });
+    } catch (e) {
+      // One unusable file must not sink the whole evaluation: it is reported with its reason instead.
+      if (!(e instanceof Error)) throw e;
+      failed.push({ ticker, reason: e instanceof SourceError ? `${e.code}: ${e.message}` : `${e.name}: ${e.message}` });
+    }
+  }
+  if (items.length === 0) {
+    throw new EvaluationError('NO_DATA', `Expected at least one labelled ticker with data in ${dataDir} but received none (${skipped.length} unlabelled, ${failed.length} failed)`);
+  }
+  const forwarder = createForwarder(model, opts.warn ? { warn: opts.warn } : {});
+  try {
+    const predictions = await routeLabelled(forwarder, model.hidden, items);
+    return {
+      ...summarisePredictions(predictions),
+      model: modelPath,
+      backend: forwarder.backend,
+      temperature: model.temperature,
+      skipped,
+      failed,
+      predictions,
+    };
+  } finally {
+    forwarder.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Text rendering.
+
+const pct = (v: number | null): string => (v === null ? '   -  ' : `${(100 * v).toFixed(1).padStart(5)}%`);
+
+export function formatLevel(title: string, level: LevelMetrics): string[] {
+  const lines = [`${title}: ${pct(level.accuracy)} (${level.correct}/${level.total})`];
+  for (const name of DOMAINS) {
+    const c = level.byClass[name];
+    lines.push(`  ${name.padEnd(13)} ${pct(c.accuracy)} (${c.correct}/${c.total})`);
+  }
+  return lines;
+}
+
+export function formatConfusion(confusion: number[][]): string[] {
+  const short = ['Eq', 'FI', 'Co', 'De'];
+  const lines = [`  ${'true \\ routed'.padEnd(14)}${short.map((s) => s.padStart(7)).join('')}`];
+  confusion.forEach((row, c) => {
+    lines.push(`  ${DOMAINS[c]!.padEnd(14)}${row.map((v) => String(v).padStart(7)).join('')}`);
+  });
+  return lines;
+}
+
+/** Human-readable report: per-ticker table, per-class and overall accuracy at both levels, confusion matrices. */
+export function formatEvaluation(r: EvaluationReport): string {
+  const lines: string[] = [];
+  lines.push(`model ${r.model} (backend ${r.backend}, temperature ${r.temperature.toFixed(3)})`);
+  lines.push(`tickers used ${r.tickers}, skipped without label ${r.skipped.length}, failed ${r.failed.length}; days ${r.days}`);
+  if (r.skipped.length > 0) lines.push(`skipped: ${r.skipped.join(' ')}`);
+  for (const f of r.failed) lines.push(`failed: ${f.ticker}: ${f.reason}`);
+  lines.push('');
+  lines.push(`${'ticker'.padEnd(8)} ${'label'.padEnd(13)} ${'routed'.padEnd(13)} share  day-acc  conf  ok`);
+  for (const o of r.outcomes) {
+    lines.push(
+      `${o.ticker.padEnd(8)} ${o.label.padEnd(13)} ${o.predicted.padEnd(13)} ${pct(o.share)} ${pct(o.dayAccuracy)} ${o.meanConfidence.toFixed(2)}  ${o.label === o.predicted ? 'yes' : 'NO'}`,
+    );
+  }
+  lines.push('');
+  lines.push(...formatLevel('per ticker (majority over days)', r.perTicker));
+  lines.push(...formatLevel('per day', r.perDay));
+  lines.push('confusion per ticker:', ...formatConfusion(r.perTicker.confusion));
+  lines.push('confusion per day:', ...formatConfusion(r.perDay.confusion));
+  lines.push(`mean confidence ${r.meanConfidence.toFixed(3)}, ECE ${r.ece.toFixed(3)}, NLL ${r.nll.toFixed(3)}`);
+  return lines.join('\n');
+}
+
+/** The machine-readable summary printed by `--json` (no per-day arrays). */
+export function evaluationJson(r: EvaluationReport): Record<string, unknown> {
+  return {
+    model: r.model,
+    backend: r.backend,
+    temperature: r.temperature,
+    tickers: r.tickers,
+    days: r.days,
+    skipped: r.skipped,
+    failed: r.failed,
+    perTicker: { accuracy: r.perTicker.accuracy, correct: r.perTicker.correct, total: r.perTicker.total, byClass: r.perTicker.byClass },
+    perDay: { accuracy: r.perDay.accuracy, correct: r.perDay.correct, total: r.perDay.total, byClass: r.perDay.byClass },
+    confusion: r.perTicker.confusion,
+    confusionDays: r.perDay.confusion,
+    meanConfidence: r.meanConfidence,
+    ece: r.ece,
+    nll: r.nll,
+    predictions: r.outcomes,
+  };
+}

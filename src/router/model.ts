@@ -1,0 +1,198 @@
+/**
+ * The router's weights: initialisation, and the model file (safetensors with one tensor per layout entry plus
+ * `temperature`, and metadata that says how the weights were made and which feature spec they expect).
+ */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DOMAINS } from '../domains.js';
+import { FEATURE_SPEC } from '../data/features.js';
+import { Rng } from '../util/random.js';
+import { INITIAL_GATES, isSupportedHidden, paramLayout, type Hidden, type TensorName } from './layout.js';
+import { readSafetensors, writeSafetensors, type F32Tensor } from './safetensors.js';
+
+/** Version of the file's tensor and metadata conventions; bump when either changes incompatibly. */
+export const MODEL_FORMAT_VERSION = '1';
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** `$MOE_MODEL` when set, else `<repo>/models/router.safetensors`. Read at call time so tests and services can override it. */
+export function defaultModelPath(): string {
+  const fromEnv = process.env.MOE_MODEL;
+  return fromEnv !== undefined && fromEnv.trim() !== '' ? path.resolve(fromEnv) : path.join(REPO_ROOT, 'models', 'router.safetensors');
+}
+
+/** The shipped model's path (ignores `$MOE_MODEL`; use `defaultModelPath()` to honour it). */
+export const DEFAULT_MODEL_PATH = path.join(REPO_ROOT, 'models', 'router.safetensors');
+
+export type ModelErrorCode = 'NOT_FOUND' | 'BAD_MODEL' | 'UNSUPPORTED_VERSION' | 'FEATURE_SPEC_MISMATCH';
+
+export class ModelError extends Error {
+  readonly code: ModelErrorCode;
+  readonly file: string;
+  constructor(code: ModelErrorCode, file: string, message: string, options?: { cause?: unknown }) {
+    super(`${message} (model file ${file})`, options);
+    this.name = this.constructor.name;
+    this.code = code;
+    this.file = file;
+  }
+}
+
+export interface LoadedModel {
+  hidden: Hidden;
+  /** Flat parameters in `paramLayout(hidden)` order. */
+  params: Float32Array;
+  /** Softmax temperature fitted after training. */
+  temperature: number;
+  /** Raw string metadata of the file (`training_config` and `metrics` are JSON text). */
+  metadata: Record<string, string>;
+}
+
+export interface SaveModelInput {
+  hidden: Hidden;
+  params: Float32Array;
+  temperature: number;
+  /**
+   * Extra metadata. Strings are stored as they are, anything else as JSON. `training_config` and `metrics` default
+   * to `{}`; `format_version`, `hidden`, `domains` and `feature_spec` are always set by `saveModel` itself.
+   */
+  metadata?: Record<string, unknown>;
+}
+
+/**
+ * Seeded initialisation. Matrices feeding a ReLU get He-scaled normals, the rest Xavier; the scalar-signal
+ * units (vol, risk, stats) start with small positive biases so their ReLUs are alive at the first step and
+ * weights scaled to their input's range;
+ * gates start at `INITIAL_GATES`. Each tensor draws from its own stream, so changing one shape leaves the others.
+ */
+export function initParams(hidden: Hidden, seed: number): Float32Array {
+  const layout = paramLayout(hidden);
+  const H = hidden;
+  const F = layout.features;
+  const D = DOMAINS.length;
+  const params = new Float32Array(layout.size);
+  const scale: Record<TensorName, (rng: Rng) => number> = {
+    W1: (r) => r.normal() * Math.sqrt(2 / H),
+    b1: () => 0.01,
+    Wc: (r) => r.normal() * Math.sqrt(2 / (F + D)),
+    bc: () => 0,
+    // vol is a daily σ (~0.0005 for T-bills to ~0.08 for VIX products) and risk a drawdown fraction (0..1):
+    // scaled so that vol·Wv and risk·Wr are O(1) from the first step.
+    Wv: (r) => r.normal() * 20,
+    Bv: (r) => r.uniform(0.05, 0.15),
+    Wr: (r) => r.normal() * 5,
+    Br: (r) => r.uniform(0.05, 0.15),
+    Ws: (r) => r.normal() * Math.sqrt(2 / 3),
+    Bs: (r) => r.uniform(0.05, 0.15),
+    gates: () => 0,
+    We: (r) => r.normal() * Math.sqrt(1 / F),
+    be: () => 0,
+  };
+  for (const t of layout.tensors) {
+    const rng = Rng.derive(seed, t.name);
+    const draw = scale[t.name];
+    for (let i = 0; i < t.size; i++) params[t.offset + i] = draw(rng);
+  }
+  params.set(INITIAL_GATES, layout.byName.gates.offset);
+  return params;
+}
+
+/** Writes the model file (atomically). */
+export async function saveModel(file: string, input: SaveModelInput): Promise<void> {
+  const { hidden, params, temperature } = input;
+  const layout = paramLayout(hidden);
+  if (!(params instanceof Float32Array) || params.length !== layout.size) {
+    throw new TypeError(`Expected Float32Array of length ${layout.size} for params but received ${describe(params)}`);
+  }
+  if (!Number.isFinite(temperature) || temperature <= 0) {
+    throw new RangeError(`Expected positive finite number for temperature but received ${String(temperature)}`);
+  }
+  const tensors: [string, F32Tensor][] = layout.tensors.map((t) => [
+    t.name,
+    { shape: t.shape, data: params.slice(t.offset, t.offset + t.size) },
+  ]);
+  tensors.push(['temperature', { shape: [1], data: new Float32Array([temperature]) }]);
+  const metadata: Record<string, string> = { training_config: '{}', metrics: '{}' };
+  for (const [key, value] of Object.entries(input.metadata ?? {})) {
+    metadata[key] = typeof value === 'string' ? value : JSON.stringify(value);
+  }
+  Object.assign(metadata, {
+    format_version: MODEL_FORMAT_VERSION,
+    hidden: String(hidden),
+    domains: JSON.stringify(DOMAINS),
+    feature_spec: FEATURE_SPEC,
+  });
+  await writeSafetensors(file, tensors, metadata);
+}
+
+export interface LoadModelOptions {
+  /** Refuse a file trained for another feature spec (its inputs would mean something else). @defaultValue true */
+  checkFeatureSpec?: boolean;
+}
+
+/** Reads and validates a model file: every layout tensor with its exact shape, finite values, matching metadata. */
+export async function loadModel(file: string = defaultModelPath(), opts: LoadModelOptions = {}): Promise<LoadedModel> {
+  let content;
+  try {
+    content = await readSafetensors(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new ModelError('NOT_FOUND', file, 'Expected a model file but found none (build one with `npm run train`)', { cause: e });
+    }
+    throw e;
+  }
+  const { tensors, metadata } = content;
+  if (metadata.format_version !== MODEL_FORMAT_VERSION) {
+    throw new ModelError('UNSUPPORTED_VERSION', file, `Expected format_version "${MODEL_FORMAT_VERSION}" but received ${JSON.stringify(metadata.format_version)}`);
+  }
+  const hidden = Number(metadata.hidden);
+  if (!isSupportedHidden(hidden) || metadata.hidden !== String(hidden)) {
+    throw new ModelError('BAD_MODEL', file, `Expected metadata hidden "16" or "32" but received ${JSON.stringify(metadata.hidden)}`);
+  }
+  if (metadata.domains !== JSON.stringify(DOMAINS)) {
+    throw new ModelError('BAD_MODEL', file, `Expected metadata domains ${JSON.stringify(DOMAINS)} but received ${JSON.stringify(metadata.domains)}`);
+  }
+  const checkSpec = opts.checkFeatureSpec ?? true;
+  if (checkSpec && metadata.feature_spec !== FEATURE_SPEC) {
+    throw new ModelError(
+      'FEATURE_SPEC_MISMATCH',
+      file,
+      `Expected feature_spec "${FEATURE_SPEC}" but received ${JSON.stringify(metadata.feature_spec)} (retrain with \`npm run train\`)`,
+    );
+  }
+  const layout = paramLayout(hidden);
+  const params = new Float32Array(layout.size);
+  const expectedNames = new Set<string>([...layout.tensors.map((t) => t.name), 'temperature']);
+  for (const name of tensors.keys()) {
+    if (!expectedNames.has(name)) {
+      throw new ModelError('BAD_MODEL', file, `Expected only the tensors ${[...expectedNames].join(', ')} but received unknown tensor ${name}`);
+    }
+  }
+  for (const spec of layout.tensors) {
+    const t = tensors.get(spec.name);
+    if (t === undefined) throw new ModelError('BAD_MODEL', file, `Expected tensor ${spec.name} but it is missing`);
+    if (!sameShape(t.shape, spec.shape)) {
+      throw new ModelError('BAD_MODEL', file, `Expected shape [${spec.shape.join(', ')}] for ${spec.name} but received [${t.shape.join(', ')}]`);
+    }
+    const bad = t.data.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) throw new ModelError('BAD_MODEL', file, `Expected finite values in ${spec.name} but received ${t.data[bad]} at index ${bad}`);
+    params.set(t.data, spec.offset);
+  }
+  const temp = tensors.get('temperature');
+  if (temp === undefined || !sameShape(temp.shape, [1])) {
+    throw new ModelError('BAD_MODEL', file, `Expected tensor temperature of shape [1] but received ${temp === undefined ? 'none' : `[${temp.shape.join(', ')}]`}`);
+  }
+  const temperature = temp.data[0] ?? Number.NaN;
+  if (!Number.isFinite(temperature) || temperature <= 0) {
+    throw new ModelError('BAD_MODEL', file, `Expected positive finite temperature but received ${temperature}`);
+  }
+  return { hidden, params, temperature, metadata };
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+function describe(v: unknown): string {
+  if (ArrayBuffer.isView(v)) return `${v.constructor.name} of length ${(v as Float32Array).length}`;
+  return v === null ? 'null' : typeof v;
+}

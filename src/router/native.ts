@@ -1,0 +1,367 @@
+/**
+ * TypeScript face of the native router addon (`build/Release/moe_router.node`, built by `npm run build:native`).
+ * Every argument is validated here first, with the project's message shape; the addon checks again at its
+ * boundary. Large batches run off the JS thread (`forward`, `lossAndGrad` return promises).
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { D, isSupportedHidden, paramLayout, type Hidden } from './layout.js';
+
+export type BackendChoice = 'auto' | 'simd' | 'scalar';
+
+export interface RouterOptions {
+  /** Embedding size H (F = 2H). */
+  hidden: Hidden;
+  /** Kernel family: 'simd' picks AVX-512 or AVX2 by CPUID (error when neither), 'auto' falls back to scalar.
+   * @defaultValue 'auto' */
+  backend?: BackendChoice;
+  /** Threads one batch is split over (1..64). @defaultValue 1 */
+  threads?: number;
+}
+
+export interface TokenBatch {
+  /** n·H embeddings, row-major. */
+  x: Float32Array;
+  /** n daily realised volatilities. */
+  vol: Float32Array;
+  /** n risk scalars. */
+  risk: Float32Array;
+}
+
+export interface ForwardOptions {
+  /** Also compute the activated output of each token's chosen expert. @defaultValue false */
+  expert?: boolean;
+  /** Write into these arrays instead of allocating (probs n·4, assign n, expert n·H when `expert` is true);
+   * saves the page faults of fresh 100 MB outputs on million-token batches. @defaultValue fresh arrays */
+  out?: ForwardOutput;
+}
+
+export interface ForwardOutput {
+  /** n·4 softmax probabilities. */
+  probs: Float32Array;
+  /** n chosen domains (argmax, ties → lowest index). */
+  assign: Uint8Array;
+  /** n·H activated expert outputs, when requested. */
+  expert?: Float32Array;
+}
+
+export interface LossOptions {
+  /** Label smoothing ε in [0, 1). @defaultValue 0 */
+  labelSmoothing?: number;
+  /** Weight λ ≥ 0 of the reconstruction loss. @defaultValue 0 */
+  reconWeight?: number;
+  /** n finite per-token weights of the cross-entropy (focal weighting is computed by the caller). */
+  sampleWeight?: Float32Array;
+}
+
+export interface LossResult {
+  loss: number;
+  ce: number;
+  rec: number;
+  /** Mean gradient in the flat layout of `paramLayout(hidden)`. */
+  grad: Float32Array;
+}
+
+export interface AdamWOptions {
+  /** Learning rate, finite > 0. */
+  lr: number;
+  /** @defaultValue 0.9 */
+  beta1?: number;
+  /** @defaultValue 0.999 */
+  beta2?: number;
+  /** @defaultValue 1e-8 */
+  eps?: number;
+  /** Decoupled weight decay on matrices only. @defaultValue 0.01 */
+  weightDecay?: number;
+  /** Global-norm clip; 0 turns clipping off. @defaultValue 1 */
+  clipNorm?: number;
+}
+
+export type RouterErrorCode = 'NATIVE_UNAVAILABLE' | 'CLOSED';
+
+export class RouterError extends Error {
+  constructor(
+    readonly code: RouterErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = this.constructor.name;
+  }
+}
+
+/** The raw addon surface (argument order fixed; JS fills every default). */
+interface AddonRouter {
+  backendName(): string;
+  paramCount(): number;
+  setParams(params: Float32Array, temperature: number): void;
+  getParams(): Float32Array;
+  forwardSync(x: Float32Array, vol: Float32Array, risk: Float32Array, probs: Float32Array, assign: Uint8Array,
+    expert: Float32Array | null): void;
+  forward(x: Float32Array, vol: Float32Array, risk: Float32Array, probs: Float32Array, assign: Uint8Array,
+    expert: Float32Array | null): Promise<void>;
+  lossAndGrad(x: Float32Array, vol: Float32Array, risk: Float32Array, labels: Uint8Array,
+    sampleWeight: Float32Array | null, labelSmoothing: number, reconWeight: number,
+    grad: Float32Array): Promise<{ loss: number; ce: number; rec: number }>;
+  adamwStep(grad: Float32Array, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number,
+    clipNorm: number): number;
+  resetOptimizer(): void;
+  close(): void;
+}
+
+export interface NativeAddon {
+  Router: new (hidden: number, backend: string, threads: number) => AddonRouter;
+  /** 'avx512' | 'avx2' | '' — the SIMD level `backend: 'auto'` uses on this CPU. */
+  simdLevel(): string;
+  abiVersion: number;
+}
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** Where the addon is loaded from: `MOE_NATIVE_PATH` when set, else `<repo>/build/Release/moe_router.node`. */
+export function nativeAddonPath(): string {
+  const override = process.env.MOE_NATIVE_PATH;
+  return override && override.length > 0 ? path.resolve(override) : path.join(REPO_ROOT, 'build/Release/moe_router.node');
+}
+
+let cached: { ok: true; addon: NativeAddon } | { ok: false; reason: string } | undefined;
+
+function load(): { ok: true; addon: NativeAddon } | { ok: false; reason: string } {
+  if (cached) return cached;
+  const file = nativeAddonPath();
+  if (!existsSync(file)) {
+    cached = { ok: false, reason: `native addon not found at ${file} (run npm run build:native)` };
+    return cached;
+  }
+  try {
+    const addon = createRequire(import.meta.url)(file) as NativeAddon;
+    cached = { ok: true, addon };
+  } catch (err) {
+    cached = { ok: false, reason: `native addon at ${file} failed to load: ${(err as Error).message}` };
+  }
+  return cached;
+}
+
+/** The loaded addon module itself (tests use it to probe the native boundary directly). */
+export function loadNativeAddon(): NativeAddon {
+  const r = load();
+  if (!r.ok) throw new RouterError('NATIVE_UNAVAILABLE', r.reason);
+  return r.addon;
+}
+
+/** Whether the addon is built and loads in this environment. */
+export function nativeAvailable(): { ok: true } | { ok: false; reason: string } {
+  const r = load();
+  return r.ok ? { ok: true } : { ok: false, reason: r.reason };
+}
+
+// ---- validation (message shape: `Expected <what> for <name> but received <summary>`) ----
+
+function summary(v: unknown): string {
+  if (v === null) return 'null';
+  if (ArrayBuffer.isView(v) && !(v instanceof DataView)) {
+    return `${v.constructor.name} of length ${(v as unknown as ArrayLike<number>).length}`;
+  }
+  if (Array.isArray(v)) return `Array of length ${v.length}`;
+  if (typeof v === 'number') return `number ${String(v)}`;
+  if (typeof v === 'string') return `string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)}`;
+  return typeof v;
+}
+
+function expectF32(v: unknown, name: string, length: number): Float32Array {
+  const what = `Float32Array of length ${length}`;
+  if (!(v instanceof Float32Array)) throw new TypeError(`Expected ${what} for ${name} but received ${summary(v)}`);
+  if (v.length !== length) throw new RangeError(`Expected ${what} for ${name} but received ${summary(v)}`);
+  return v;
+}
+
+function expectU8(v: unknown, name: string, length: number): Uint8Array {
+  const what = `Uint8Array of length ${length}`;
+  if (!(v instanceof Uint8Array)) throw new TypeError(`Expected ${what} for ${name} but received ${summary(v)}`);
+  if (v.length !== length) throw new RangeError(`Expected ${what} for ${name} but received ${summary(v)}`);
+  return v;
+}
+
+function expectNumber(v: unknown, name: string, what: string, ok: (x: number) => boolean): number {
+  if (typeof v !== 'number') throw new TypeError(`Expected ${what} for ${name} but received ${summary(v)}`);
+  if (!ok(v)) throw new RangeError(`Expected ${what} for ${name} but received ${summary(v)}`);
+  return v;
+}
+
+const positiveFinite = (x: number): boolean => Number.isFinite(x) && x > 0;
+const nonNegativeFinite = (x: number): boolean => Number.isFinite(x) && x >= 0;
+const unitInterval = (x: number): boolean => Number.isFinite(x) && x >= 0 && x < 1;
+
+function expectObject(v: unknown, name: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+    throw new TypeError(`Expected object for ${name} but received ${summary(v)}`);
+  }
+  return v as Record<string, unknown>;
+}
+
+/** Checks a batch and returns its token count n ≥ 1 (taken from `vol`). */
+function checkBatch(batch: unknown, hidden: Hidden): number {
+  const b = expectObject(batch, 'batch');
+  if (!(b.vol instanceof Float32Array)) {
+    throw new TypeError(`Expected Float32Array for batch.vol but received ${summary(b.vol)}`);
+  }
+  const n = b.vol.length;
+  if (n < 1) throw new RangeError(`Expected at least 1 token for batch.vol but received Float32Array of length 0`);
+  expectF32(b.x, 'batch.x', n * hidden);
+  expectF32(b.risk, 'batch.risk', n);
+  return n;
+}
+
+/** Output arrays for a forward of n tokens: the caller's (checked) when given, else fresh ones. */
+function forwardOutputs(opts: unknown, n: number, hidden: Hidden): ForwardOutput {
+  if (opts === undefined) return { probs: new Float32Array(n * D), assign: new Uint8Array(n) };
+  const o = expectObject(opts, 'options');
+  const expert = o.expert ?? false;
+  if (typeof expert !== 'boolean') {
+    throw new TypeError(`Expected boolean for options.expert but received ${summary(expert)}`);
+  }
+  if (o.out === undefined) {
+    const out: ForwardOutput = { probs: new Float32Array(n * D), assign: new Uint8Array(n) };
+    if (expert) out.expert = new Float32Array(n * hidden);
+    return out;
+  }
+  const given = expectObject(o.out, 'options.out');
+  const out: ForwardOutput = {
+    probs: expectF32(given.probs, 'options.out.probs', n * D),
+    assign: expectU8(given.assign, 'options.out.assign', n),
+  };
+  if (expert) out.expert = expectF32(given.expert, 'options.out.expert', n * hidden);
+  return out;
+}
+
+/** Router running in the native addon; one instance holds one parameter vector and its AdamW state. */
+export class NativeRouter {
+  readonly hidden: Hidden;
+  readonly paramCount: number;
+  /** 'simd-avx512' | 'simd-avx2' | 'scalar'. */
+  readonly backend: string;
+  private temp = 1;
+  private native: AddonRouter | undefined;
+
+  constructor(opts: RouterOptions) {
+    const o = expectObject(opts, 'options');
+    if (!isSupportedHidden(o.hidden)) {
+      throw new RangeError(`Expected 16 or 32 for options.hidden but received ${summary(o.hidden)}`);
+    }
+    const backend = o.backend ?? 'auto';
+    if (backend !== 'auto' && backend !== 'simd' && backend !== 'scalar') {
+      throw new RangeError(`Expected 'auto', 'simd' or 'scalar' for options.backend but received ${summary(backend)}`);
+    }
+    const threads = o.threads ?? 1;
+    expectNumber(threads, 'options.threads', 'integer in 1..64', (x) => Number.isInteger(x) && x >= 1 && x <= 64);
+    const addon = loadNativeAddon();
+    this.hidden = o.hidden;
+    this.native = new addon.Router(this.hidden, backend, threads as number);
+    this.paramCount = this.native.paramCount();
+    this.backend = this.native.backendName();
+    if (this.paramCount !== paramLayout(this.hidden).size) {
+      // A stale build of the addon: refuse it rather than read parameters at the wrong offsets.
+      this.native.close();
+      throw new RouterError(
+        'NATIVE_UNAVAILABLE',
+        `Expected ${paramLayout(this.hidden).size} parameters for the native layout but received ${this.paramCount} (rebuild with npm run build:native)`,
+      );
+    }
+  }
+
+  /** Calibration temperature T used by forward and loss. */
+  get temperature(): number {
+    return this.temp;
+  }
+
+  private open(): AddonRouter {
+    if (!this.native) throw new RouterError('CLOSED', 'NativeRouter is closed');
+    return this.native;
+  }
+
+  /** Copies `params` (layout of `paramLayout(hidden)`) and sets T; resets the optimizer state. */
+  setParams(params: Float32Array, temperature = 1): void {
+    const r = this.open();
+    expectF32(params, 'params', this.paramCount);
+    expectNumber(temperature, 'temperature', 'finite number > 0', positiveFinite);
+    r.setParams(params, temperature);
+    this.temp = temperature;
+  }
+
+  /** A copy of the current parameters. */
+  getParams(): Float32Array {
+    return this.open().getParams();
+  }
+
+  private prepareForward(batch: TokenBatch, opts: ForwardOptions | undefined): [AddonRouter, ForwardOutput] {
+    const r = this.open();
+    const n = checkBatch(batch, this.hidden);
+    return [r, forwardOutputs(opts, n, this.hidden)];
+  }
+
+  /** Routes a batch on a libuv thread (the JS thread stays free). Inputs must not be modified until it settles. */
+  async forward(batch: TokenBatch, opts?: ForwardOptions): Promise<ForwardOutput> {
+    const [r, out] = this.prepareForward(batch, opts);
+    await r.forward(batch.x, batch.vol, batch.risk, out.probs, out.assign, out.expert ?? null);
+    return out;
+  }
+
+  /** Routes a batch on the calling thread; meant for small batches. */
+  forwardSync(batch: TokenBatch, opts?: ForwardOptions): ForwardOutput {
+    const [r, out] = this.prepareForward(batch, opts);
+    r.forwardSync(batch.x, batch.vol, batch.risk, out.probs, out.assign, out.expert ?? null);
+    return out;
+  }
+
+  /** Mean loss L = (1/N) Σ (w·CE + λ·rec) over the batch and its gradient for every parameter (docs/router.md). */
+  async lossAndGrad(batch: TokenBatch, labels: Uint8Array, opts: LossOptions = {}): Promise<LossResult> {
+    const r = this.open();
+    const n = checkBatch(batch, this.hidden);
+    expectU8(labels, 'labels', n);
+    const bad = labels.findIndex((c) => c >= D);
+    if (bad >= 0) {
+      throw new RangeError(`Expected values in 0..3 for labels but received ${labels[bad]} at index ${bad}`);
+    }
+    const o = expectObject(opts, 'options');
+    const eps = o.labelSmoothing ?? 0;
+    expectNumber(eps, 'options.labelSmoothing', 'number in [0, 1)', unitInterval);
+    const lam = o.reconWeight ?? 0;
+    expectNumber(lam, 'options.reconWeight', 'finite number >= 0', nonNegativeFinite);
+    let sw: Float32Array | null = null;
+    if (o.sampleWeight !== undefined) {
+      sw = expectF32(o.sampleWeight, 'options.sampleWeight', n);
+      const i = sw.findIndex((v) => !Number.isFinite(v));
+      if (i >= 0) throw new RangeError(`Expected finite values for options.sampleWeight but received ${sw[i]} at index ${i}`);
+    }
+    const grad = new Float32Array(this.paramCount);
+    const res = await r.lossAndGrad(batch.x, batch.vol, batch.risk, labels, sw, eps as number, lam as number, grad);
+    return { loss: res.loss, ce: res.ce, rec: res.rec, grad };
+  }
+
+  /** One AdamW step on the held parameters; returns the gradient norm before clipping. */
+  adamwStep(grad: Float32Array, opts: AdamWOptions): number {
+    const r = this.open();
+    expectF32(grad, 'grad', this.paramCount);
+    const o = expectObject(opts, 'options');
+    const lr = expectNumber(o.lr, 'options.lr', 'finite number > 0', positiveFinite);
+    const beta1 = expectNumber(o.beta1 ?? 0.9, 'options.beta1', 'number in [0, 1)', unitInterval);
+    const beta2 = expectNumber(o.beta2 ?? 0.999, 'options.beta2', 'number in [0, 1)', unitInterval);
+    const eps = expectNumber(o.eps ?? 1e-8, 'options.eps', 'finite number > 0', positiveFinite);
+    const wd = expectNumber(o.weightDecay ?? 0.01, 'options.weightDecay', 'finite number >= 0', nonNegativeFinite);
+    const clip = expectNumber(o.clipNorm ?? 1, 'options.clipNorm', 'finite number >= 0', nonNegativeFinite);
+    return r.adamwStep(grad, lr, beta1, beta2, eps, wd, clip);
+  }
+
+  /** Zeroes the AdamW moments and step count. */
+  resetOptimizer(): void {
+    this.open().resetOptimizer();
+  }
+
+  /** Frees native memory; later calls throw RouterError('CLOSED'). Safe to call twice. */
+  close(): void {
+    this.native?.close();
+    this.native = undefined;
+  }
+}

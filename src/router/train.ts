@@ -1,0 +1,510 @@
+/**
+ * Training of the router on simulator data, through the same feature function the pipeline uses.
+ *
+ * Recipe: seeded minibatches, cross-entropy with label smoothing and class-balanced (optionally focal) sample
+ * weights, plus a small expert reconstruction loss; AdamW with gradient clipping, linear warm-up then cosine decay.
+ * Held-out data are other synthetic instruments: the simulator draws each instrument's parameters and the market
+ * factors from (seed, ticker), so another seed gives new instruments on new market paths even where the synthetic
+ * ticker names repeat. One held-out split fits the temperature by NLL, the other gives the reported metrics.
+ */
+import { DOMAINS, domainIndex } from '../domains.js';
+import { WARMUP_DAYS, computeFeatures } from '../data/features.js';
+import { trainingSet } from '../data/simulator.js';
+import { Rng } from '../util/random.js';
+import { summarisePredictions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
+import { paramLayout, type Hidden } from './layout.js';
+import { initParams } from './model.js';
+import { NativeRouter, nativeAvailable } from './native.js';
+import { referenceForward, referenceLossAndGrad } from './reference.js';
+
+const D = DOMAINS.length;
+
+export interface TrainConfig {
+  hidden: Hidden;
+  /** Seeds initialisation and shuffling; data seeds derive from it unless given. */
+  seed: number;
+  /** Optimiser steps. */
+  steps: number;
+  /** Tokens (ticker-days) per minibatch. */
+  batchSize: number;
+  /** Peak learning rate. */
+  lr: number;
+  warmupSteps: number;
+  /** Final learning rate as a fraction of the peak (cosine floor). */
+  minLrRatio: number;
+  weightDecay: number;
+  clipNorm: number;
+  labelSmoothing: number;
+  reconWeight: number;
+  /** Focal exponent γ: weights `(1 − p_true)^γ` from a forward pass; 0 turns it off. */
+  focalGamma: number;
+  /** Weight each class by `N / (4·N_c)` so the four domains count alike. */
+  classBalance: boolean;
+  threads: number;
+  data: {
+    tickersPerSubtype: number;
+    /** Simulated days per ticker (the feature warm-up comes out of these). */
+    days: number;
+    trainSeed: number;
+    /** Market histories in the training split: seeds `trainSeed … trainSeed + trainSeeds − 1`. */
+    trainSeeds: number;
+    validationSeed: number;
+    testSeed: number;
+    validationTickersPerSubtype: number;
+    testTickersPerSubtype: number;
+  };
+}
+
+export function defaultTrainConfig(overrides: { hidden?: Hidden; seed?: number; steps?: number } = {}): TrainConfig {
+  const seed = overrides.seed ?? 7;
+  return {
+    hidden: overrides.hidden ?? 16,
+    seed,
+    steps: overrides.steps ?? 3000,
+    batchSize: 4096,
+    lr: 5e-3,
+    warmupSteps: 100,
+    minLrRatio: 0.05,
+    weightDecay: 0.01,
+    clipNorm: 1,
+    labelSmoothing: 0.05,
+    reconWeight: 0.1,
+    focalGamma: 1,
+    classBalance: true,
+    threads: 2,
+    data: {
+      tickersPerSubtype: 4,
+      days: 1000,
+      trainSeed: seed,
+      trainSeeds: 8,
+      validationSeed: seed + 10_000,
+      testSeed: seed + 20_000,
+      validationTickersPerSubtype: 2,
+      testTickersPerSubtype: 5,
+    },
+  };
+}
+
+/** Tokens of many tickers, concatenated. */
+export interface TokenSet {
+  hidden: Hidden;
+  x: Float32Array;
+  vol: Float32Array;
+  risk: Float32Array;
+  labels: Uint8Array;
+  /** Token ranges per ticker: `[start, end)`. */
+  tickers: { ticker: string; label: number; subtype: string; start: number; end: number }[];
+  get size(): number;
+}
+
+/**
+ * Simulates the instruments of `opts` once per seed (each seed is another market history and other instrument
+ * parameters) and turns them into tokens with `computeFeatures`.
+ */
+export function simulatedTokens(hidden: Hidden, opts: { seeds: number[]; tickersPerSubtype: number; days: number }): TokenSet {
+  const series = opts.seeds.flatMap((seed) =>
+    trainingSet({ seed, tickersPerSubtype: opts.tickersPerSubtype, days: opts.days }).map((s) => ({
+      s,
+      name: opts.seeds.length > 1 ? `${s.ticker}@${seed}` : s.ticker,
+      f: computeFeatures(s.ticker, s.bars, hidden),
+    })),
+  );
+  const total = series.reduce((a, { f }) => a + f.vol.length, 0);
+  const x = new Float32Array(total * hidden);
+  const vol = new Float32Array(total);
+  const risk = new Float32Array(total);
+  const labels = new Uint8Array(total);
+  const tickers: TokenSet['tickers'] = [];
+  let at = 0;
+  for (const { s, name, f } of series) {
+    const n = f.vol.length;
+    const label = domainIndex(s.class);
+    x.set(f.x, at * hidden);
+    vol.set(f.vol, at);
+    risk.set(f.risk, at);
+    labels.fill(label, at, at + n);
+    tickers.push({ ticker: name, label, subtype: s.subtype, start: at, end: at + n });
+    at += n;
+  }
+  return { hidden, x, vol, risk, labels, tickers, get size() { return total; } };
+}
+
+/** `count` consecutive seeds from `first`. */
+export function seedRange(first: number, count: number): number[] {
+  return Array.from({ length: count }, (_, i) => first + i);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Backend: NativeRouter when built; otherwise the float64 reference and a TypeScript AdamW with the same formula.
+
+interface Batch {
+  x: Float32Array;
+  vol: Float32Array;
+  risk: Float32Array;
+}
+
+interface LossOpts {
+  labelSmoothing: number;
+  reconWeight: number;
+  sampleWeight: Float32Array;
+}
+
+interface AdamOpts {
+  lr: number;
+  weightDecay: number;
+  clipNorm: number;
+}
+
+export interface TrainerBackend {
+  readonly backend: string;
+  setParams(params: Float32Array, temperature?: number): void;
+  getParams(): Float32Array;
+  forward(batch: Batch): Promise<{ probs: Float32Array; assign: Uint8Array }>;
+  lossAndGrad(batch: Batch, labels: Uint8Array, opts: LossOpts): Promise<{ loss: number; ce: number; rec: number; grad: Float32Array }>;
+  adamwStep(grad: Float32Array, opts: AdamOpts): number;
+  close(): void;
+}
+
+/** Training on the float64 reference with a TypeScript AdamW (same update formula as the native one). */
+export class ReferenceTrainer implements TrainerBackend {
+  readonly backend = 'reference';
+  private params: Float32Array;
+  private temperature = 1;
+  private m: Float64Array;
+  private v: Float64Array;
+  private t = 0;
+  private readonly decay: Uint8Array;
+
+  constructor(private readonly hidden: Hidden) {
+    const layout = paramLayout(hidden);
+    this.params = new Float32Array(layout.size);
+    this.m = new Float64Array(layout.size);
+    this.v = new Float64Array(layout.size);
+    this.decay = new Uint8Array(layout.size);
+    for (const t of layout.tensors) if (t.decay) this.decay.fill(1, t.offset, t.offset + t.size);
+  }
+
+  setParams(params: Float32Array, temperature = 1): void {
+    this.params = params.slice();
+    this.temperature = temperature;
+    this.m.fill(0);
+    this.v.fill(0);
+    this.t = 0;
+  }
+
+  getParams(): Float32Array {
+    return this.params.slice();
+  }
+
+  async forward(batch: Batch): Promise<{ probs: Float32Array; assign: Uint8Array }> {
+    const out = referenceForward(this.params, this.hidden, batch, this.temperature);
+    return { probs: Float32Array.from(out.probs), assign: out.assign };
+  }
+
+  async lossAndGrad(batch: Batch, labels: Uint8Array, opts: LossOpts): Promise<{ loss: number; ce: number; rec: number; grad: Float32Array }> {
+    const out = referenceLossAndGrad(this.params, this.hidden, batch, labels, opts, this.temperature);
+    return { loss: out.loss, ce: out.ce, rec: out.rec, grad: Float32Array.from(out.grad) };
+  }
+
+  adamwStep(grad: Float32Array, opts: AdamOpts): number {
+    const beta1 = 0.9;
+    const beta2 = 0.999;
+    const eps = 1e-8;
+    let norm = 0;
+    for (const g of grad) norm += g * g;
+    norm = Math.sqrt(norm);
+    const scale = opts.clipNorm > 0 && norm > opts.clipNorm ? opts.clipNorm / norm : 1;
+    this.t += 1;
+    const c1 = 1 - beta1 ** this.t;
+    const c2 = 1 - beta2 ** this.t;
+    for (let i = 0; i < grad.length; i++) {
+      const g = grad[i]! * scale;
+      this.m[i] = beta1 * this.m[i]! + (1 - beta1) * g;
+      this.v[i] = beta2 * this.v[i]! + (1 - beta2) * g * g;
+      const p = this.params[i]!;
+      this.params[i] = p - opts.lr * (this.m[i]! / c1 / (Math.sqrt(this.v[i]! / c2) + eps) + opts.weightDecay * p * this.decay[i]!);
+    }
+    return norm;
+  }
+
+  close(): void {}
+}
+
+/** The native router when its addon loads, else the reference (with a warning: it is orders of magnitude slower). */
+export function createTrainerBackend(hidden: Hidden, threads: number, warn: (m: string) => void): TrainerBackend {
+  const available = nativeAvailable();
+  if (available.ok) {
+    const router = new NativeRouter({ hidden, threads });
+    return {
+      backend: router.backend,
+      setParams: (p, t) => router.setParams(p, t),
+      getParams: () => router.getParams(),
+      forward: (b) => router.forward(b),
+      lossAndGrad: (b, l, o) => router.lossAndGrad(b, l, o),
+      adamwStep: (g, o) => router.adamwStep(g, o),
+      close: () => router.close(),
+    };
+  }
+  warn(`native router unavailable (${available.reason}); training with the TypeScript reference (slow)`);
+  return new ReferenceTrainer(hidden);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Schedule, weights, temperature.
+
+/** Linear warm-up to `lr`, then cosine decay to `lr·minLrRatio` at the last step. */
+export function learningRate(step: number, c: Pick<TrainConfig, 'lr' | 'warmupSteps' | 'minLrRatio' | 'steps'>): number {
+  if (step < c.warmupSteps) return (c.lr * (step + 1)) / c.warmupSteps;
+  const span = Math.max(1, c.steps - c.warmupSteps - 1);
+  const progress = Math.min(1, (step - c.warmupSteps) / span);
+  return c.lr * (c.minLrRatio + (1 - c.minLrRatio) * 0.5 * (1 + Math.cos(Math.PI * progress)));
+}
+
+/** Per-class weights `N / (4·N_c)` (classes with no token get 0). */
+export function classWeights(labels: Uint8Array): Float64Array {
+  const counts = new Float64Array(D);
+  for (const l of labels) counts[l]! += 1;
+  const present = counts.filter((c) => c > 0).length;
+  return counts.map((c) => (c > 0 ? labels.length / (present * c) : 0));
+}
+
+/**
+ * Temperature minimising the mean NLL of `labels` given log-probabilities at T = 1 (`softmax(logp/T)` equals the
+ * router's `softmax(clip(s)/T)`, the per-token constant cancels). Golden-section search on log T ∈ [log 0.05, log 20].
+ */
+export function fitTemperature(probsAtT1: Float32Array, labels: Uint8Array): number {
+  const n = labels.length;
+  const logp = new Float64Array(n * D);
+  for (let i = 0; i < n * D; i++) logp[i] = Math.log(Math.max(probsAtT1[i]!, 1e-30));
+  const nll = (logT: number): number => {
+    const inv = Math.exp(-logT);
+    let sum = 0;
+    for (let i = 0; i < n; i++) {
+      let max = -Infinity;
+      for (let d = 0; d < D; d++) max = Math.max(max, logp[i * D + d]! * inv);
+      let z = 0;
+      for (let d = 0; d < D; d++) z += Math.exp(logp[i * D + d]! * inv - max);
+      sum += max + Math.log(z) - logp[i * D + labels[i]!]! * inv;
+    }
+    return sum / Math.max(n, 1);
+  };
+  let lo = Math.log(0.05);
+  let hi = Math.log(20);
+  const phi = (Math.sqrt(5) - 1) / 2;
+  let a = hi - phi * (hi - lo);
+  let b = lo + phi * (hi - lo);
+  let fa = nll(a);
+  let fb = nll(b);
+  for (let it = 0; it < 60; it++) {
+    if (fa < fb) {
+      hi = b;
+      b = a;
+      fb = fa;
+      a = hi - phi * (hi - lo);
+      fa = nll(a);
+    } else {
+      lo = a;
+      a = b;
+      fa = fb;
+      b = lo + phi * (hi - lo);
+      fb = nll(b);
+    }
+  }
+  return Math.exp((lo + hi) / 2);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The training loop.
+
+export interface TrainStepLog {
+  step: number;
+  lr: number;
+  loss: number;
+  ce: number;
+  rec: number;
+  gradNorm: number;
+}
+
+export interface TrainResult {
+  config: TrainConfig;
+  backend: string;
+  params: Float32Array;
+  temperature: number;
+  history: TrainStepLog[];
+  /** Mean training loss of the first and last 5 % of steps. */
+  lossStart: number;
+  lossEnd: number;
+  seconds: { data: number; train: number; total: number };
+  data: { train: SplitInfo; validation: SplitInfo; test: SplitInfo };
+  validation: EvaluationMetrics;
+  test: EvaluationMetrics;
+  /** Held-out per-day accuracy by simulator sub-type (where the domains overlap). */
+  testBySubtype: Record<string, number>;
+}
+
+export interface SplitInfo {
+  seeds: number[];
+  tickers: number;
+  tokens: number;
+  tokensByClass: number[];
+}
+
+function splitInfo(set: TokenSet, seeds: number[]): SplitInfo {
+  const byClass = new Array<number>(D).fill(0);
+  for (const l of set.labels) byClass[l]! += 1;
+  return { seeds, tickers: set.tickers.length, tokens: set.size, tokensByClass: byClass };
+}
+
+/** Routes a token set and splits the outputs per ticker for `summarisePredictions`. */
+export async function predictTokenSet(backend: TrainerBackend, set: TokenSet): Promise<{ preds: TickerPrediction[]; probs: Float32Array }> {
+  const out = await backend.forward({ x: set.x, vol: set.vol, risk: set.risk });
+  const preds = set.tickers.map((t) => ({
+    ticker: t.ticker,
+    label: t.label,
+    assign: out.assign.slice(t.start, t.end),
+    probs: out.probs.slice(t.start * D, t.end * D),
+  }));
+  return { preds, probs: out.probs };
+}
+
+export interface TrainHooks {
+  log?: (message: string) => void;
+  warn?: (message: string) => void;
+  /** Called every `logEvery` steps. @defaultValue 100 */
+  onStep?: (s: TrainStepLog) => void;
+  logEvery?: number;
+}
+
+export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): Promise<TrainResult> {
+  const log = hooks.log ?? (() => undefined);
+  const warn = hooks.warn ?? log;
+  const t0 = performance.now();
+  const H = config.hidden;
+  const d = config.data;
+  if (!Number.isInteger(d.days) || d.days <= WARMUP_DAYS) {
+    throw new RangeError(`Expected integer above the feature warm-up (${WARMUP_DAYS}) for data.days but received ${String(d.days)}`);
+  }
+  const inTrain = (seed: number) => seed >= d.trainSeed && seed < d.trainSeed + d.trainSeeds;
+  if (inTrain(d.validationSeed) || inTrain(d.testSeed)) {
+    throw new RangeError(`Expected training seeds ${d.trainSeed}..${d.trainSeed + d.trainSeeds - 1} to exclude the held-out seeds ${d.validationSeed} and ${d.testSeed}`);
+  }
+  const train = simulatedTokens(H, { seeds: seedRange(d.trainSeed, d.trainSeeds), tickersPerSubtype: d.tickersPerSubtype, days: d.days });
+  const validation = simulatedTokens(H, { seeds: [d.validationSeed], tickersPerSubtype: d.validationTickersPerSubtype, days: d.days });
+  const test = simulatedTokens(H, { seeds: [d.testSeed], tickersPerSubtype: d.testTickersPerSubtype, days: d.days });
+  const t1 = performance.now();
+  log(`data: train ${train.tickers.length} tickers / ${train.size} days, validation ${validation.tickers.length} / ${validation.size}, test ${test.tickers.length} / ${test.size} (${((t1 - t0) / 1000).toFixed(1)} s)`);
+  for (const [name, set] of [['training', train], ['validation', validation], ['test', test]] as const) {
+    if (set.size === 0) throw new RangeError(`Expected ${name} tokens but the simulator gave none for ${JSON.stringify(d)}`);
+  }
+
+  const backend = createTrainerBackend(H, config.threads, warn);
+  try {
+    backend.setParams(initParams(H, config.seed), 1);
+    const cw = config.classBalance ? classWeights(train.labels) : new Float64Array(D).fill(1);
+    const B = Math.min(config.batchSize, train.size);
+    const bx = new Float32Array(B * H);
+    const bvol = new Float32Array(B);
+    const brisk = new Float32Array(B);
+    const blab = new Uint8Array(B);
+    const bw = new Float32Array(B);
+    const order = new Uint32Array(train.size).map((_, i) => i);
+    const rng = Rng.derive(config.seed, 'shuffle');
+    let cursor = order.length;
+    const history: TrainStepLog[] = [];
+    const logEvery = hooks.logEvery ?? 100;
+    for (let step = 0; step < config.steps; step++) {
+      for (let j = 0; j < B; j++) {
+        if (cursor >= order.length) {
+          for (let i = order.length - 1; i > 0; i--) {
+            const k = rng.int(i + 1);
+            const tmp = order[i]!;
+            order[i] = order[k]!;
+            order[k] = tmp;
+          }
+          cursor = 0;
+        }
+        const n = order[cursor++]!;
+        bx.set(train.x.subarray(n * H, n * H + H), j * H);
+        bvol[j] = train.vol[n]!;
+        brisk[j] = train.risk[n]!;
+        blab[j] = train.labels[n]!;
+        bw[j] = cw[blab[j]!]!;
+      }
+      const batch = { x: bx, vol: bvol, risk: brisk };
+      if (config.focalGamma > 0) {
+        const { probs } = await backend.forward(batch);
+        for (let j = 0; j < B; j++) bw[j]! *= (1 - probs[j * D + blab[j]!]!) ** config.focalGamma;
+      }
+      const out = await backend.lossAndGrad(batch, blab, {
+        labelSmoothing: config.labelSmoothing,
+        reconWeight: config.reconWeight,
+        sampleWeight: bw,
+      });
+      if (!Number.isFinite(out.loss)) throw new RangeError(`Expected finite loss at step ${step} but received ${out.loss}`);
+      const lr = learningRate(step, config);
+      const gradNorm = backend.adamwStep(out.grad, { lr, weightDecay: config.weightDecay, clipNorm: config.clipNorm });
+      const entry = { step, lr, loss: out.loss, ce: out.ce, rec: out.rec, gradNorm };
+      history.push(entry);
+      if (step % logEvery === 0 || step === config.steps - 1) hooks.onStep?.(entry);
+    }
+    const t2 = performance.now();
+    const params = backend.getParams();
+
+    backend.setParams(params, 1);
+    const val1 = await predictTokenSet(backend, validation);
+    const temperature = fitTemperature(val1.probs, validation.labels);
+    backend.setParams(params, temperature);
+    const validationMetrics = summarisePredictions((await predictTokenSet(backend, validation)).preds);
+    const testPreds = (await predictTokenSet(backend, test)).preds;
+    const testMetrics = summarisePredictions(testPreds);
+    const bySubtype = new Map<string, [number, number]>();
+    test.tickers.forEach((t, i) => {
+      const acc = bySubtype.get(t.subtype) ?? [0, 0];
+      for (const a of testPreds[i]!.assign) acc[0] += a === t.label ? 1 : 0;
+      acc[1] += t.end - t.start;
+      bySubtype.set(t.subtype, acc);
+    });
+    const tail = Math.max(1, Math.floor(history.length * 0.05));
+    const mean = (xs: TrainStepLog[]) => xs.reduce((a, s) => a + s.loss, 0) / Math.max(xs.length, 1);
+    const t3 = performance.now();
+    return {
+      config,
+      backend: backend.backend,
+      params,
+      temperature,
+      history,
+      lossStart: mean(history.slice(0, tail)),
+      lossEnd: mean(history.slice(-tail)),
+      seconds: { data: (t1 - t0) / 1000, train: (t2 - t1) / 1000, total: (t3 - t0) / 1000 },
+      data: {
+        train: splitInfo(train, seedRange(d.trainSeed, d.trainSeeds)),
+        validation: splitInfo(validation, [d.validationSeed]),
+        test: splitInfo(test, [d.testSeed]),
+      },
+      validation: validationMetrics,
+      test: testMetrics,
+      testBySubtype: Object.fromEntries([...bySubtype].map(([k, [c, n]]) => [k, n > 0 ? c / n : 0])),
+    };
+  } finally {
+    backend.close();
+  }
+}
+
+/** Compact metrics for the model file and the model card (no per-ticker table). */
+export function metricsSummary(m: EvaluationMetrics): Record<string, unknown> {
+  const byClass = (l: EvaluationMetrics['perDay']) => Object.fromEntries(DOMAINS.map((name) => [name, round(l.byClass[name].accuracy)]));
+  return {
+    tickers: m.tickers,
+    days: m.days,
+    perDay: { accuracy: round(m.perDay.accuracy), byClass: byClass(m.perDay) },
+    perTicker: { accuracy: round(m.perTicker.accuracy), byClass: byClass(m.perTicker) },
+    confusion: m.confusion,
+    meanConfidence: round(m.meanConfidence),
+    ece: round(m.ece),
+    nll: round(m.nll),
+  };
+}
+
+function round(v: number | null): number | null {
+  return v === null ? null : Math.round(v * 10_000) / 10_000;
+}

@@ -1,0 +1,109 @@
+import type { Redis } from 'ioredis';
+import type { SourceName } from '../data/types.js';
+import { runKey, runsIndexKey } from '../queue/keys.js';
+
+/**
+ * Per-run metadata hash `<prefix>:run:<runId>`: what CLIs and dashboards show while a run is in flight.
+ * The queues hold the truth about jobs; this hash is a cheap summary with a TTL, rewritten by each stage.
+ */
+
+export const RUN_STATUSES = ['queued', 'routing', 'reporting', 'finished', 'failed'] as const;
+export type RunStatus = (typeof RUN_STATUSES)[number];
+
+export interface RunMeta {
+  runId: string;
+  status: RunStatus;
+  source: SourceName;
+  tickers: string[];
+  /** Fetch jobs that stored a feature block. */
+  fetched: number;
+  /** Fetch jobs that failed for good (after their last attempt). */
+  fetchFailed: number;
+  createdAt: string;
+  /** Tickers routed, once routing finished. */
+  routed?: number;
+  reportDir?: string;
+  finishedAt?: string;
+  /** Why the run failed, when it did. */
+  error?: string;
+}
+
+export interface RunStore {
+  redis: Redis;
+  prefix: string;
+  ttlSeconds: number;
+}
+
+export async function createRunMeta(store: RunStore, meta: Pick<RunMeta, 'runId' | 'source' | 'tickers' | 'createdAt'>): Promise<void> {
+  const key = runKey(store.prefix, meta.runId);
+  const index = runsIndexKey(store.prefix);
+  const created = Date.parse(meta.createdAt);
+  await store.redis
+    .multi()
+    .hset(key, {
+      runId: meta.runId,
+      status: 'queued',
+      source: meta.source,
+      tickers: JSON.stringify(meta.tickers),
+      fetched: 0,
+      fetchFailed: 0,
+      createdAt: meta.createdAt,
+    })
+    .expire(key, store.ttlSeconds)
+    .zadd(index, created, meta.runId)
+    // The index lives as long as its newest run; entries older than a run's TTL point at nothing and are trimmed.
+    .zremrangebyscore(index, '-inf', created - store.ttlSeconds * 1000)
+    .expire(index, store.ttlSeconds)
+    .exec();
+}
+
+type Updatable = Partial<Pick<RunMeta, 'status' | 'routed' | 'reportDir' | 'finishedAt' | 'error'>>;
+
+/** Updates fields of an existing run; a run whose hash expired is left alone (no TTL-less resurrection). */
+export async function updateRunMeta(store: RunStore, runId: string, fields: Updatable): Promise<void> {
+  const key = runKey(store.prefix, runId);
+  const flat: Record<string, string> = {};
+  for (const [k, v] of Object.entries(fields)) if (v !== undefined) flat[k] = String(v);
+  if (Object.keys(flat).length === 0) return;
+  const args = Object.entries(flat).flat();
+  await store.redis.eval(
+    "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], unpack(ARGV)) end return 0",
+    1,
+    key,
+    ...args,
+  );
+}
+
+/** Adds one to a progress counter of an existing run. */
+export async function bumpRunCounter(store: RunStore, runId: string, field: 'fetched' | 'fetchFailed'): Promise<void> {
+  await store.redis.eval(
+    "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], ARGV[1], 1) end return 0",
+    1,
+    runKey(store.prefix, runId),
+    field,
+  );
+}
+
+function optInt(v: string | undefined): number | undefined {
+  return v === undefined ? undefined : Number(v);
+}
+
+export async function readRunMeta(redis: Redis, prefix: string, runId: string): Promise<RunMeta | undefined> {
+  const h = await redis.hgetall(runKey(prefix, runId));
+  if (!h.runId) return undefined;
+  const meta: RunMeta = {
+    runId: h.runId,
+    status: (RUN_STATUSES as readonly string[]).includes(h.status ?? '') ? (h.status as RunStatus) : 'queued',
+    source: h.source as SourceName,
+    tickers: JSON.parse(h.tickers ?? '[]') as string[],
+    fetched: Number(h.fetched ?? 0),
+    fetchFailed: Number(h.fetchFailed ?? 0),
+    createdAt: h.createdAt ?? '',
+  };
+  const routed = optInt(h.routed);
+  if (routed !== undefined) meta.routed = routed;
+  if (h.reportDir) meta.reportDir = h.reportDir;
+  if (h.finishedAt) meta.finishedAt = h.finishedAt;
+  if (h.error) meta.error = h.error;
+  return meta;
+}

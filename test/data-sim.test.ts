@@ -1,0 +1,152 @@
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_SIM_END, simulateBars, trainingSet } from '../src/data/simulator.js';
+import { DEFAULT_UNIVERSE, knownClass, parseSimTicker, simTicker, SUBTYPES } from '../src/data/universe.js';
+import { createSource, SourceError } from '../src/data/sources.js';
+import { DOMAINS } from '../src/domains.js';
+import { WARMUP_DAYS } from '../src/data/features.js';
+import { validateTicker } from '../src/data/validate.js';
+
+/** Root-mean-square daily log return of a bar series. */
+function dailyVol(bars: { adjClose: number }[]): number {
+  let s = 0;
+  for (let i = 1; i < bars.length; i++) s += Math.log(bars[i]!.adjClose / bars[i - 1]!.adjClose) ** 2;
+  return Math.sqrt(s / (bars.length - 1));
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+describe('universe', () => {
+  it('has at least 10 tickers per domain, each with a valid sub-type', () => {
+    for (const d of DOMAINS) {
+      const members = DEFAULT_UNIVERSE.filter((u) => u.class === d);
+      expect(members.length).toBeGreaterThanOrEqual(10);
+      for (const m of members) expect(SUBTYPES[d] as readonly string[]).toContain(m.subtype);
+    }
+    expect(new Set(DEFAULT_UNIVERSE.map((u) => u.ticker)).size).toBe(DEFAULT_UNIVERSE.length);
+    for (const u of DEFAULT_UNIVERSE) expect(validateTicker(u.ticker)).toBe(u.ticker);
+  });
+
+  it('knows classes case-insensitively and encodes synthetic tickers that pass validation', () => {
+    expect(knownClass('tlt')).toEqual({ class: 'Fixed Income', subtype: 'treasury-long' });
+    expect(knownClass('UVXY')).toEqual({ class: 'Derivatives', subtype: 'volatility-long' });
+    expect(knownClass('NOPE')).toBeUndefined();
+    for (const subs of Object.values(SUBTYPES)) {
+      for (const s of subs) {
+        const t = simTicker(s, 123);
+        expect(validateTicker(t)).toBe(t);
+        expect(parseSimTicker(t)?.subtype).toBe(s);
+      }
+    }
+    expect(parseSimTicker('SIM-EQ-L3X-001')).toBeUndefined(); // code of a Derivatives sub-type under EQ
+  });
+});
+
+describe('simulateBars', () => {
+  it('is deterministic per seed and differs across seeds and tickers', () => {
+    const spec = { class: 'Equities', subtype: 'stock' } as const;
+    const a = simulateBars('AAPL', spec, 300, 42);
+    expect(simulateBars('AAPL', spec, 300, 42)).toEqual(a);
+    const b = simulateBars('AAPL', spec, 300, 43);
+    const c = simulateBars('MSFT', spec, 300, 42);
+    expect(b.map((x) => x.close)).not.toEqual(a.map((x) => x.close));
+    expect(c.map((x) => x.close)).not.toEqual(a.map((x) => x.close));
+  });
+
+  it('returns consistent business-day OHLCV bars ending at the requested day', () => {
+    const bars = simulateBars('GLD', { class: 'Commodities', subtype: 'precious-metals' }, 500, 1);
+    expect(bars).toHaveLength(500);
+    expect(bars.at(-1)!.date).toBe(DEFAULT_SIM_END);
+    expect(simulateBars('GLD', { class: 'Commodities', subtype: 'precious-metals' }, 10, 1, '2024-03-03').at(-1)!.date).toBe('2024-03-01');
+    for (let i = 0; i < bars.length; i++) {
+      const b = bars[i]!;
+      const wd = new Date(`${b.date}T00:00:00Z`).getUTCDay();
+      expect(wd >= 1 && wd <= 5).toBe(true);
+      if (i > 0) expect(b.date > bars[i - 1]!.date).toBe(true);
+      expect(b.low).toBeLessThanOrEqual(Math.min(b.open, b.close));
+      expect(b.high).toBeGreaterThanOrEqual(Math.max(b.open, b.close));
+      expect(b.low).toBeGreaterThan(0);
+      expect(b.volume).toBeGreaterThan(0);
+      expect(b.adjClose).toBe(b.close);
+    }
+  });
+
+  it('rejects a sub-type that does not belong to the class, with the message shape', () => {
+    expect(() => simulateBars('X', { class: 'Equities', subtype: 'cash-like' }, 100, 1)).toThrow(
+      /^Expected class Fixed Income for subtype cash-like of X but received "Equities"$/,
+    );
+    expect(() => simulateBars('X', { class: 'Equities', subtype: 'bitcoin' }, 100, 1)).toThrow(/^Expected one of stock, index-etf, .* for subtype of X but received "bitcoin"$/);
+    expect(() => simulateBars('X', { class: 'Equities', subtype: 'stock' }, 1.5, 1)).toThrow(/^Expected integer in \[2, 100000\] for days but received 1.5$/);
+  });
+
+  it('gives each sub-type a realistic daily volatility (median over instruments)', () => {
+    const set = trainingSet({ seed: 9, tickersPerSubtype: 7, days: 750, gappyShare: 0 });
+    const bounds: Record<string, [number, number]> = {
+      'cash-like': [0.0001, 0.0006],
+      'treasury-short': [0.0005, 0.002],
+      'treasury-long': [0.005, 0.013],
+      aggregate: [0.0025, 0.005],
+      'credit-ig': [0.003, 0.007],
+      'credit-hy': [0.003, 0.0065],
+      muni: [0.0015, 0.004],
+      tips: [0.002, 0.005],
+      stock: [0.012, 0.035],
+      'index-etf': [0.008, 0.016],
+      'precious-metals': [0.007, 0.02],
+      energy: [0.017, 0.042],
+      agriculture: [0.008, 0.02],
+      'broad-basket': [0.007, 0.016],
+      'leveraged-2x': [0.017, 0.035],
+      'leveraged-3x': [0.025, 0.055],
+      inverse: [0.01, 0.045],
+      'volatility-long': [0.035, 0.075],
+      'volatility-short': [0.015, 0.035],
+      'fx-trust': [0.003, 0.007],
+    };
+    for (const [sub, [lo, hi]] of Object.entries(bounds)) {
+      const v = median(set.filter((s) => s.subtype === sub).map((s) => dailyVol(s.bars)));
+      expect(v, `${sub} daily vol ${(v * 100).toFixed(3)} %`).toBeGreaterThanOrEqual(lo);
+      expect(v, `${sub} daily vol ${(v * 100).toFixed(3)} %`).toBeLessThanOrEqual(hi);
+    }
+  });
+
+  it('makes leveraged and volatility products decay and keeps cash flat', () => {
+    const set = trainingSet({ seed: 4, tickersPerSubtype: 6, days: 1000, gappyShare: 0 });
+    const drift = (sub: string): number =>
+      median(set.filter((s) => s.subtype === sub).map((s) => Math.log(s.bars.at(-1)!.adjClose / s.bars[0]!.adjClose) / 1000));
+    expect(drift('volatility-long')).toBeLessThan(-0.001);
+    expect(Math.abs(drift('cash-like'))).toBeLessThan(0.0003);
+  });
+
+  it('labels the training set and drops days from a share of it', () => {
+    const set = trainingSet({ seed: 2, tickersPerSubtype: 2, days: 200, gappyShare: 0.5 });
+    expect(set).toHaveLength(2 * Object.values(SUBTYPES).flat().length);
+    for (const s of set) expect(parseSimTicker(s.ticker)).toEqual({ class: s.class, subtype: s.subtype });
+    expect(set.some((s) => s.bars.length < 200)).toBe(true);
+    expect(set.some((s) => s.bars.length === 200)).toBe(true);
+  });
+});
+
+describe('sim source', () => {
+  it('serves the universe and synthetic tickers with classes, warm-up included', async () => {
+    const src = createSource({ source: 'sim', seed: 3 });
+    const tlt = await src.fetch('tlt', { days: 30 });
+    expect(tlt).toMatchObject({ ticker: 'TLT', class: 'Fixed Income', subtype: 'treasury-long' });
+    expect(tlt.bars).toHaveLength(30 + WARMUP_DAYS);
+    expect(tlt.bars.at(-1)!.date).toBe(DEFAULT_SIM_END);
+    const syn = await src.fetch('SIM-DE-VOL-004', { days: 5, end: '2024-01-05' });
+    expect(syn).toMatchObject({ class: 'Derivatives', subtype: 'volatility-long' });
+    expect(syn.bars.at(-1)!.date).toBe('2024-01-05');
+    expect((await createSource({ source: 'sim', seed: 3 }).fetch('TLT', { days: 30 })).bars).toEqual(tlt.bars);
+  });
+
+  it('rejects unknown and invalid tickers with UNKNOWN_TICKER', async () => {
+    const src = createSource({ source: 'sim' });
+    const e1 = await src.fetch('ZZZZ', { days: 5 }).catch((e: unknown) => e);
+    expect(e1).toBeInstanceOf(SourceError);
+    expect((e1 as SourceError).code).toBe('UNKNOWN_TICKER');
+    expect((e1 as SourceError).message).toMatch(/^Expected a ticker of the built-in universe or SIM-.* for ZZZZ but received an unknown ticker$/);
+    const e2 = await src.fetch('a b', { days: 5 }).catch((e: unknown) => e);
+    expect((e2 as SourceError).code).toBe('UNKNOWN_TICKER');
+    await expect(src.fetch('SPY', { days: 0 })).rejects.toThrow(/^Expected integer in \[1, 10000\] for range.days but received 0$/);
+  });
+});

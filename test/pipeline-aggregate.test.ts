@@ -1,0 +1,97 @@
+import { describe, expect, it } from 'vitest';
+import { AggregateError, dayToIso, summarizeTicker, tickerSeries, type RoutedTicker } from '../src/run/aggregate.js';
+import { decodeSeriesBlock, encodeSeriesBlock, SeriesBlockError } from '../src/run/series-block.js';
+
+const D0 = 19_723; // 2024-01-01
+
+function routed(assign: number[], probs: number[][], extra: Partial<RoutedTicker> = {}): RoutedTicker {
+  const n = assign.length;
+  return {
+    ticker: 'TEST',
+    dates: Int32Array.from({ length: n }, (_, i) => D0 + i),
+    vol: Float32Array.from({ length: n }, (_, i) => 0.01 * (i + 1)),
+    ret: Float32Array.from({ length: n }, () => 0.01),
+    probs: Float32Array.from(probs.flat()),
+    assign: Uint8Array.from(assign),
+    ...extra,
+  };
+}
+
+describe('summarizeTicker', () => {
+  it('takes the majority domain and the mean probability of that domain as confidence', () => {
+    const t = routed(
+      [1, 1, 2],
+      [
+        [0.1, 0.7, 0.1, 0.1],
+        [0.2, 0.5, 0.2, 0.1],
+        [0.1, 0.2, 0.6, 0.1],
+      ],
+      { class: 'Fixed Income', subtype: 'treasury-long' },
+    );
+    const s = summarizeTicker(t);
+    expect(s.domain).toBe('Fixed Income');
+    expect(s.domainDays).toEqual([0, 2, 1, 0]);
+    expect(s.probs[0]).toBeCloseTo(0.4 / 3, 6);
+    expect(s.probs[1]).toBeCloseTo(1.4 / 3, 6);
+    expect(s.confidence).toBeCloseTo(1.4 / 3, 6);
+    expect(s.days).toBe(3);
+    expect(s.totalReturn).toBeCloseTo(0.03, 6);
+    expect(s.meanVol).toBeCloseTo(0.02, 6);
+    expect(s.firstDate).toBe('2024-01-01');
+    expect(s.lastDate).toBe('2024-01-03');
+    expect(s.class).toBe('Fixed Income');
+    expect(s.subtype).toBe('treasury-long');
+  });
+
+  it('breaks ties toward the lowest domain index', () => {
+    const s = summarizeTicker(routed([3, 0], [[0.4, 0, 0, 0.6], [0.9, 0, 0, 0.1]]));
+    expect(s.domain).toBe('Equities');
+    expect(s.confidence).toBeCloseTo(0.65, 6);
+  });
+
+  it('ignores NaN returns and volatilities instead of poisoning the totals', () => {
+    const t = routed([0, 0], [[1, 0, 0, 0], [1, 0, 0, 0]], { ret: Float32Array.from([NaN, 0.02]), vol: Float32Array.from([NaN, 0.03]) });
+    const s = summarizeTicker(t);
+    expect(s.totalReturn).toBeCloseTo(0.02, 6);
+    expect(s.meanVol).toBeCloseTo(0.03, 6);
+  });
+
+  it('rejects inconsistent slices with the message shape', () => {
+    expect(() => summarizeTicker(routed([], []))).toThrow('Expected at least one routed day for TEST but received 0');
+    const bad = routed([0, 1], [[1, 0, 0, 0]]);
+    expect(() => summarizeTicker(bad)).toThrow(AggregateError);
+    expect(() => summarizeTicker(bad)).toThrow('Expected length 8 for TEST.probs but received 4');
+    expect(() => summarizeTicker(routed([4], [[1, 0, 0, 0]]))).toThrow('Expected domain index 0..3 for TEST.assign[0] but received 4');
+  });
+});
+
+describe('tickerSeries and the series block', () => {
+  it('uses the probability of the assigned domain as daily confidence', () => {
+    const s = tickerSeries(routed([2, 0], [[0.1, 0.1, 0.7, 0.1], [0.55, 0.15, 0.15, 0.15]]));
+    expect(Array.from(s.confidence)).toEqual([Math.fround(0.7), Math.fround(0.55)]);
+    expect(Array.from(s.assign)).toEqual([2, 0]);
+  });
+
+  it('round-trips series through the binary block', () => {
+    const a = tickerSeries(routed([2, 0, 1], [[0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0]], { ticker: 'GC=F', class: 'Commodities' }));
+    const b = tickerSeries(routed([3], [[0, 0, 0, 1]], { ticker: 'X' }));
+    const back = decodeSeriesBlock(encodeSeriesBlock([a, b]));
+    expect(back).toHaveLength(2);
+    expect(back[0]).toEqual(a);
+    expect(back[1]).toEqual(b);
+    expect(back[1]!.class).toBeUndefined();
+  });
+
+  it('rejects a corrupt or truncated block', () => {
+    const block = encodeSeriesBlock([tickerSeries(routed([0], [[1, 0, 0, 0]]))]);
+    expect(() => decodeSeriesBlock(block.subarray(0, block.length - 1))).toThrow(SeriesBlockError);
+    const wrong = Buffer.from(block);
+    wrong.write('XXXX', 0, 'ascii');
+    expect(() => decodeSeriesBlock(wrong)).toThrow('Expected magic "MOES" for series block but received "XXXX"');
+  });
+
+  it('formats day counts as ISO dates', () => {
+    expect(dayToIso(0)).toBe('1970-01-01');
+    expect(dayToIso(D0)).toBe('2024-01-01');
+  });
+});

@@ -1,0 +1,60 @@
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { closeRedis, createRedis } from '../src/queue/connection.js';
+import { runKey, runsIndexKey } from '../src/queue/keys.js';
+import { bumpRunCounter, createRunMeta, readRunMeta, updateRunMeta, type RunStore } from '../src/run/run-meta.js';
+
+const prefix = `t-meta-${randomUUID().slice(0, 8)}`;
+let redis: Redis;
+let store: RunStore;
+
+beforeAll(() => {
+  redis = createRedis('redis://127.0.0.1:6379');
+  store = { redis, prefix, ttlSeconds: 300 };
+});
+
+afterAll(async () => {
+  for await (const keys of redis.scanStream({ match: `${prefix}:*`, count: 500 })) {
+    if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
+  }
+  await closeRedis(redis);
+});
+
+describe('run metadata', () => {
+  it('creates a hash with a TTL, counts progress and records the outcome', async () => {
+    const runId = randomUUID();
+    await createRunMeta(store, { runId, source: 'csv', tickers: ['AAPL', 'TLT'], createdAt: new Date().toISOString() });
+    expect(await redis.ttl(runKey(prefix, runId))).toBeGreaterThan(290);
+    await bumpRunCounter(store, runId, 'fetched');
+    await bumpRunCounter(store, runId, 'fetchFailed');
+    await updateRunMeta(store, runId, { status: 'finished', routed: 1, reportDir: '/r/x' });
+    expect(await readRunMeta(redis, prefix, runId)).toMatchObject({
+      runId,
+      status: 'finished',
+      source: 'csv',
+      tickers: ['AAPL', 'TLT'],
+      fetched: 1,
+      fetchFailed: 1,
+      routed: 1,
+      reportDir: '/r/x',
+    });
+    expect(await redis.zscore(runsIndexKey(prefix), runId)).not.toBeNull();
+  });
+
+  it('never resurrects an expired run as a hash without TTL', async () => {
+    const runId = randomUUID();
+    await bumpRunCounter(store, runId, 'fetched');
+    await updateRunMeta(store, runId, { status: 'failed' });
+    expect(await redis.exists(runKey(prefix, runId))).toBe(0);
+    expect(await readRunMeta(redis, prefix, runId)).toBeUndefined();
+  });
+
+  it('trims index entries older than the run TTL', async () => {
+    const old = randomUUID();
+    await redis.zadd(runsIndexKey(prefix), Date.now() - 301_000, old);
+    await createRunMeta(store, { runId: randomUUID(), source: 'sim', tickers: ['SPY'], createdAt: new Date().toISOString() });
+    expect(await redis.zscore(runsIndexKey(prefix), old)).toBeNull();
+    expect(await redis.ttl(runsIndexKey(prefix))).toBeGreaterThan(290);
+  });
+});

@@ -1,0 +1,94 @@
+import { describe, expect, it } from 'vitest';
+import { CONDITION_THRESHOLDS, classStats, marketCondition } from '../src/report/market-condition.js';
+import { sampleReportInput } from '../src/report/sample-input.js';
+import { buildSummaryMarkdown } from '../src/report/summary-markdown.js';
+import type { RunSummary, TickerSummary } from '../src/report/types.js';
+
+function ticker(over: Partial<TickerSummary> & Pick<TickerSummary, 'ticker'>): TickerSummary {
+  return {
+    domain: 'Equities',
+    probs: [0.7, 0.1, 0.1, 0.1],
+    confidence: 0.7,
+    days: 100,
+    domainDays: [100, 0, 0, 0],
+    totalReturn: 0,
+    meanVol: 0.01,
+    firstDate: '2026-06-01',
+    lastDate: '2026-10-20',
+    ...over,
+  };
+}
+
+function summary(tickers: TickerSummary[]): RunSummary {
+  return {
+    runId: 'r1',
+    source: 'csv',
+    createdAt: '2026-11-20T21:00:00Z',
+    finishedAt: '2026-11-20T21:00:03Z',
+    tickers,
+    failed: [],
+    backend: 'simd-avx2',
+    model: { path: 'models/router.safetensors', hidden: 16, featureSpec: 'v1' },
+    timings: { fetchMs: 900, routeMs: 12.4, reportMs: 1500, totalMs: 2600 },
+    tokens: tickers.reduce((a, t) => a + t.days, 0),
+  };
+}
+
+describe('market condition', () => {
+  const t = CONDITION_THRESHOLDS;
+  it.each([
+    [t.crisisVol, t.crisisReturn, 'crisis'],
+    [t.crisisVol, t.crisisReturn + 0.01, 'high volatility'],
+    [t.highVol, 0.5, 'high volatility'],
+    [t.highVol - 0.01, t.bullReturn, 'bull'],
+    [0.1, t.bearReturn, 'bear'],
+    [0.1, t.bullReturn - 0.001, 'sideways'],
+    [0.1, t.bearReturn + 0.001, 'sideways'],
+  ])('vol %f, return %f → %s', (vol, ret, want) => {
+    expect(marketCondition(vol, ret)).toBe(want);
+  });
+
+  it('annualises per ticker and weights confidence by days', () => {
+    // 252 days of 2 %/day volatility and +50 % log return: 31.7 % a year, high volatility.
+    const s = summary([
+      ticker({ ticker: 'AAA', class: 'Equities', days: 252, domainDays: [252, 0, 0, 0], meanVol: 0.02, totalReturn: 0.5, confidence: 0.9 }),
+      ticker({ ticker: 'BBB', class: 'Equities', days: 84, meanVol: 0.02, totalReturn: 0.5 / 3, confidence: 0.5, domain: 'Derivatives', domainDays: [0, 0, 0, 84] }),
+    ]);
+    const [eq] = classStats(s);
+    expect(eq!.annVol).toBeCloseTo(0.02 * Math.sqrt(252), 10);
+    expect(eq!.annReturn).toBeCloseTo(0.5, 10);
+    expect(eq!.condition).toBe('high volatility');
+    expect(eq!.primaryDomain).toBe('Equities');
+    expect(eq!.primaryShare).toBeCloseTo(252 / 336, 10);
+    expect(eq!.confidence).toBeCloseTo((0.9 * 252 + 0.5 * 84) / 336, 10);
+  });
+});
+
+describe('buildSummaryMarkdown', () => {
+  it('reports per class, tickers routed against their label, and the thresholds it used', () => {
+    const md = buildSummaryMarkdown(
+      summary([
+        ticker({ ticker: 'SPY', class: 'Equities', totalReturn: 0.1 }),
+        ticker({ ticker: 'TLT', class: 'Fixed Income', subtype: 'treasury-long', domain: 'Equities', totalReturn: -0.1, meanVol: 0.006 }),
+        ticker({ ticker: 'ZZZ', domain: 'Commodities', domainDays: [0, 0, 100, 0] }),
+      ]),
+    );
+    expect(md).toContain('| Equities | 1 | 15.9 % | +25.2 % | bull | Equities | 100.0 % | 0.700 |');
+    expect(md).toContain('| Fixed Income | 1 | 9.5 % | -25.2 % | bear | Equities | 100.0 % | 0.700 |');
+    expect(md).toContain('| Unknown | 1 |');
+    expect(md).toContain('1 of 2 labelled tickers were routed to another domain');
+    expect(md).toContain('| TLT | Fixed Income (treasury-long) | Equities | 0.700 |');
+    expect(md).not.toContain('| SPY | Equities');
+    expect(md).toContain('volatility ≥ 30 %');
+    expect(md).toContain('Router backend: `simd-avx2`');
+    expect(md).toContain('Fetch 900 ms, route 12 ms, report 1.50 s, total 2.60 s');
+    expect(md).toContain('## Failed tickers\n\nNone.');
+  });
+
+  it('is deterministic for the seeded sample run', () => {
+    const a = buildSummaryMarkdown(sampleReportInput({ seed: 11 }).summary);
+    const b = buildSummaryMarkdown(sampleReportInput({ seed: 11 }).summary);
+    expect(a).toBe(b);
+    expect(a).not.toBe(buildSummaryMarkdown(sampleReportInput({ seed: 12 }).summary));
+  });
+});

@@ -1,0 +1,85 @@
+import { describe, expect, it } from 'vitest';
+import { Rng } from '../src/util/random.js';
+import { classWeights, defaultTrainConfig, fitTemperature, learningRate, trainRouter } from '../src/router/train.js';
+
+describe('training schedule and weights', () => {
+  it('warms up linearly, peaks, then decays by cosine to the floor', () => {
+    const c = { lr: 1e-2, warmupSteps: 10, minLrRatio: 0.1, steps: 110 };
+    expect(learningRate(0, c)).toBeCloseTo(1e-3, 12);
+    expect(learningRate(9, c)).toBeCloseTo(1e-2, 12);
+    expect(learningRate(10, c)).toBeCloseTo(1e-2, 12);
+    expect(learningRate(109, c)).toBeCloseTo(1e-3, 12);
+    const mid = learningRate(10 + 99 / 2, c);
+    expect(mid).toBeCloseTo(1e-2 * (0.1 + 0.9 * 0.5), 6);
+    for (let s = 11; s < 110; s++) expect(learningRate(s, c)).toBeLessThanOrEqual(learningRate(s - 1, c));
+  });
+
+  it('weights classes so each contributes equally', () => {
+    const labels = new Uint8Array([0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 3, 3]);
+    const w = classWeights(labels);
+    const contribution = [0, 1, 2, 3].map((c) => labels.filter((l) => l === c).length * w[c]!);
+    for (const v of contribution) expect(v).toBeCloseTo(labels.length / 4, 10);
+    expect(classWeights(new Uint8Array([1, 1, 2]))[0]).toBe(0);
+  });
+
+  it('recovers the temperature that generated the labels', () => {
+    const rng = new Rng(5);
+    const n = 20_000;
+    const trueT = 2.5;
+    const probs = new Float32Array(n * 4);
+    const labels = new Uint8Array(n);
+    for (let i = 0; i < n; i++) {
+      const z = [0, 1, 2, 3].map(() => rng.normal() * 4);
+      const soft = (t: number) => {
+        const e = z.map((v) => Math.exp(v / t));
+        const s = e.reduce((a, b) => a + b, 0);
+        return e.map((v) => v / s);
+      };
+      soft(1).forEach((p, d) => (probs[i * 4 + d] = p));
+      const q = soft(trueT);
+      let u = rng.next();
+      let d = 0;
+      while (d < 3 && u >= q[d]!) u -= q[d++]!;
+      labels[i] = d;
+    }
+    const fitted = fitTemperature(probs, labels);
+    expect(fitted).toBeGreaterThan(trueT * 0.9);
+    expect(fitted).toBeLessThan(trueT * 1.1);
+  });
+});
+
+describe('short training run', () => {
+  it('reduces the loss and beats chance clearly on held-out simulator instruments', async () => {
+    const config = defaultTrainConfig({ hidden: 16, seed: 3, steps: 300 });
+    config.batchSize = 1024;
+    config.warmupSteps = 20;
+    config.lr = 1e-2;
+    config.data = { ...config.data, trainSeeds: 1, tickersPerSubtype: 2, days: 600, validationTickersPerSubtype: 1, testTickersPerSubtype: 1 };
+    const result = await trainRouter(config);
+    expect(result.history).toHaveLength(300);
+    expect(result.history.every((s) => Number.isFinite(s.loss))).toBe(true);
+    expect(result.lossEnd).toBeLessThan(result.lossStart * 0.75);
+    expect(result.temperature).toBeGreaterThan(0);
+    expect(result.test.days).toBeGreaterThan(1000);
+    // Chance is 25 %; a few hundred steps already separate the domains on unseen instruments.
+    expect(result.test.perDay.accuracy).toBeGreaterThan(0.6);
+    expect(result.params.every((v) => Number.isFinite(v))).toBe(true);
+  });
+
+  it('refuses simulated histories no longer than the feature warm-up', async () => {
+    const config = defaultTrainConfig({ steps: 1 });
+    config.data = { ...config.data, trainSeeds: 1, days: 120 };
+    await expect(trainRouter(config)).rejects.toThrow(/Expected integer above the feature warm-up \(\d+\) for data.days but received 120/);
+  });
+
+  it('is reproducible for a seed', async () => {
+    const config = defaultTrainConfig({ hidden: 16, seed: 4, steps: 20 });
+    config.batchSize = 256;
+    config.threads = 1;
+    config.data = { ...config.data, trainSeeds: 1, tickersPerSubtype: 1, days: 400, validationTickersPerSubtype: 1, testTickersPerSubtype: 1 };
+    const a = await trainRouter(config);
+    const b = await trainRouter(config);
+    expect(a.params).toEqual(b.params);
+    expect(a.temperature).toBe(b.temperature);
+  });
+});

@@ -1,0 +1,110 @@
+import { UnrecoverableError, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Piscina } from 'piscina';
+import type { Logger } from 'pino';
+import { SourceError } from '../src/data/errors.js';
+import { createSource, type DataSource } from '../src/data/sources.js';
+import type { Hidden } from '../src/router/layout.js';
+import { featureKey } from '../src/queue/keys.js';
+import { bumpRunCounter, type RunStore } from '../src/run/run-meta.js';
+import { PayloadError, validateFetchJobData, type FetchJobData, type FetchResult } from '../jobs/payloads.js';
+import type { FeatureTask, FeatureTaskResult } from './features.task.js';
+
+export interface FetchDeps {
+  redis: Redis;
+  prefix: string;
+  featureTtlSeconds: number;
+  runTtlSeconds: number;
+  /** Embedding size of the model the route workers hold (from the model file). */
+  hidden: Hidden;
+  /** Pool running `features.task.ts`. */
+  pool: Piscina;
+  logger: Logger;
+  /** Source factory; tests inject failing sources. @defaultValue `createSource` */
+  sourceFactory?: typeof createSource;
+}
+
+/** Source failures that retrying cannot fix: the ticker or its data is wrong, not the network. */
+const PERMANENT: ReadonlySet<string> = new Set(['UNKNOWN_TICKER', 'NO_DATA', 'BAD_DATA']);
+
+function isFinalAttempt(job: Job<unknown>, err: unknown): boolean {
+  return err instanceof UnrecoverableError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+}
+
+/**
+ * Fetch stage: bars from the source → features on the pool → binary block in Redis with a TTL. Returns only the
+ * key and a small summary; the route job reads the block.
+ */
+export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>) => Promise<FetchResult> {
+  const makeSource = deps.sourceFactory ?? createSource;
+  const store: RunStore = { redis: deps.redis, prefix: deps.prefix, ttlSeconds: deps.runTtlSeconds };
+
+  // Sources are reused across jobs of the same kind (the csv source reads its labels file once).
+  const sources = new Map<string, DataSource>();
+  function sourceFor(data: FetchJobData): DataSource {
+    const id = JSON.stringify([data.source, data.dataDir ?? null, data.seed ?? null]);
+    let src = sources.get(id);
+    if (src === undefined) {
+      if (sources.size >= 32) sources.clear();
+      const opts: Parameters<typeof createSource>[0] = { source: data.source };
+      if (data.dataDir !== undefined) opts.dataDir = data.dataDir;
+      if (data.seed !== undefined) opts.seed = data.seed;
+      src = makeSource(opts);
+      sources.set(id, src);
+    }
+    return src;
+  }
+
+  async function run(job: Job<unknown>): Promise<FetchResult> {
+    let data;
+    try {
+      data = validateFetchJobData(job.data);
+    } catch (err) {
+      if (err instanceof PayloadError) throw new UnrecoverableError(`Invalid fetch payload: ${err.message}`);
+      throw err;
+    }
+    let result;
+    try {
+      result = await sourceFor(data).fetch(data.ticker, data.range);
+    } catch (err) {
+      if (err instanceof SourceError && PERMANENT.has(err.code)) throw new UnrecoverableError(`${err.code}: ${err.message}`);
+      throw err;
+    }
+
+    let features: FeatureTaskResult;
+    try {
+      const task: FeatureTask = { ticker: data.ticker, bars: result.bars, hidden: deps.hidden };
+      features = (await deps.pool.run(task)) as FeatureTaskResult;
+    } catch (err) {
+      // Feature computation is deterministic: the same bars fail the same way on every attempt.
+      throw new UnrecoverableError(`FEATURES: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    if (features.days === 0) throw new UnrecoverableError(`NO_DATA: no routed days for ${data.ticker} after the feature warm-up`);
+
+    const key = featureKey(deps.prefix, data.runId, data.ticker);
+    const block = Buffer.from(features.block.buffer, features.block.byteOffset, features.block.byteLength);
+    await deps.redis.set(key, block, 'EX', deps.featureTtlSeconds);
+
+    const out: FetchResult = { key, ticker: data.ticker, days: features.days, quality: result.quality };
+    if (result.class !== undefined) out.class = result.class;
+    if (result.subtype !== undefined) out.subtype = result.subtype;
+    return out;
+  }
+
+  return async (job: Job<unknown>) => {
+    const runId = (job.data as { runId?: unknown } | undefined)?.runId;
+    try {
+      const out = await run(job);
+      if (typeof runId === 'string') await bumpRunCounter(store, runId, 'fetched');
+      return out;
+    } catch (err) {
+      const final = isFinalAttempt(job, err);
+      deps.logger.warn({ jobId: job.id, attempt: job.attemptsMade + 1, final, err }, 'fetch failed');
+      if (final && typeof runId === 'string') {
+        // Progress counters are cosmetic; losing one must not replace the job's real error.
+        await bumpRunCounter(store, runId, 'fetchFailed').catch((e: unknown) => deps.logger.error({ err: e }, 'could not count fetch failure'));
+      }
+      throw err;
+    }
+  };
+}

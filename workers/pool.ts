@@ -1,0 +1,43 @@
+import os from 'node:os';
+import { Piscina } from 'piscina';
+
+/**
+ * Piscina pools running TypeScript task files. Worker threads do not inherit a loader registered by `tsx`, so the
+ * tsx ESM loader is imported explicitly; checked under the `tsx` CLI (where it is registered a second time, harmlessly)
+ * and under vitest.
+ */
+
+export interface TsPoolOptions {
+  /** Task module (a `.ts` file next to this one). */
+  filename: URL;
+  /** @defaultValue one thread fewer than the CPUs, at least 1, at most 4 */
+  maxThreads?: number;
+  /** Threads exit after this long idle. @defaultValue 30000 */
+  idleTimeout?: number;
+}
+
+export function defaultThreads(): number {
+  return Math.max(1, Math.min(4, os.availableParallelism() - 1));
+}
+
+export function createTsPool(opts: TsPoolOptions): Piscina {
+  const maxThreads = opts.maxThreads ?? defaultThreads();
+  if (!Number.isInteger(maxThreads) || maxThreads < 1) {
+    throw new RangeError(`Expected positive integer for maxThreads but received ${String(maxThreads)}`);
+  }
+  // Resolved from this file, not from the working directory, so a process started elsewhere still finds tsx.
+  const execArgv = [...process.execArgv, '--import', import.meta.resolve('tsx')];
+  return new Piscina({
+    filename: opts.filename.href,
+    minThreads: 0,
+    maxThreads,
+    idleTimeout: opts.idleTimeout ?? 30_000,
+    execArgv,
+  });
+}
+
+export function createFeaturePool(maxThreads?: number): Piscina {
+  const o: TsPoolOptions = { filename: new URL('./features.task.ts', import.meta.url) };
+  if (maxThreads !== undefined) o.maxThreads = maxThreads;
+  return createTsPool(o);
+}

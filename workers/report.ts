@@ -1,0 +1,139 @@
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { UnrecoverableError, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Piscina } from 'piscina';
+import type { Logger } from 'pino';
+import { buildSummaryMarkdown, renderReports } from '../src/report/index.js';
+import { REPORT_FILES, type ReportInput, type RunSummary, type TickerSeries } from '../src/report/types.js';
+import { featureKey, seriesKey } from '../src/queue/keys.js';
+import { decodeSeriesBlock } from '../src/run/series-block.js';
+import { updateRunMeta, type RunStore } from '../src/run/run-meta.js';
+import {
+  PayloadError,
+  validateReportJobData,
+  validateRouteResult,
+  type ReportJobData,
+  type ReportResult,
+  type RouteResult,
+} from '../jobs/payloads.js';
+
+export interface ReportDeps {
+  redis: Redis;
+  prefix: string;
+  runTtlSeconds: number;
+  reportsDir: string;
+  /** Model file the route workers are configured with; named in the report when routing itself failed. */
+  modelPath: string;
+  /** Pool from `createRenderPool`. */
+  pool: Piscina;
+  logger: Logger;
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** The route job's result, or a stand-in listing every ticker as failed when routing failed for good. */
+async function routeOutcome(job: Job<unknown>, data: ReportJobData, modelPath: string): Promise<RouteResult> {
+  const values = Object.values(await job.getChildrenValues<unknown>());
+  if (values.length > 0) return validateRouteResult(values[0]);
+  const reasons = Object.values(await job.getIgnoredChildrenFailures());
+  const why = `ROUTE_FAILED: ${reasons[0] ?? 'the route stage returned nothing'}`;
+  return {
+    runId: data.runId,
+    tickers: [],
+    failed: data.tickers.map((ticker) => ({ ticker, reason: why })),
+    seriesKey: null,
+    backend: 'none',
+    model: { path: modelPath, hidden: 0, featureSpec: 'unknown' },
+    tokens: 0,
+    fetchMs: Math.max(0, (job.processedOn ?? Date.now()) - job.timestamp),
+    routeMs: 0,
+    forwardMs: 0,
+  };
+}
+
+async function readSeries(redis: Redis, key: string | null): Promise<TickerSeries[]> {
+  if (key === null) return [];
+  const b = await redis.getBuffer(key);
+  if (b === null) throw new UnrecoverableError(`EXPIRED: series block ${key} is gone (TTL passed before reporting)`);
+  return decodeSeriesBlock(b);
+}
+
+/**
+ * Report stage: four PNGs + summary.json + summary.md in `REPORTS_DIR/<runId>/`, then the run's Redis blocks are
+ * deleted. Also runs when routing failed, so every run ends with a report that says what happened.
+ */
+export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => Promise<ReportResult> {
+  const store: RunStore = { redis: deps.redis, prefix: deps.prefix, ttlSeconds: deps.runTtlSeconds };
+
+  async function run(job: Job<unknown>): Promise<ReportResult> {
+    const t0 = performance.now();
+    let data;
+    try {
+      data = validateReportJobData(job.data);
+    } catch (err) {
+      if (err instanceof PayloadError) throw new UnrecoverableError(`Invalid report payload: ${err.message}`);
+      throw err;
+    }
+    await updateRunMeta(store, data.runId, { status: 'reporting' });
+    const route = await routeOutcome(job, data, deps.modelPath);
+    const series = await readSeries(deps.redis, route.seriesKey);
+
+    const summary: RunSummary = {
+      runId: data.runId,
+      source: data.source,
+      createdAt: data.createdAt,
+      finishedAt: new Date().toISOString(),
+      tickers: route.tickers,
+      failed: route.failed,
+      backend: route.backend,
+      model: route.model,
+      timings: { fetchMs: Math.round(route.fetchMs), routeMs: Math.round(route.routeMs), reportMs: 0, totalMs: 0 },
+      tokens: route.tokens,
+    };
+    const input: ReportInput = { summary, series };
+    // The run id is a validated UUID, so the folder cannot escape REPORTS_DIR.
+    const outDir = path.join(deps.reportsDir, data.runId);
+    const files = await renderReports(input, outDir, { pool: deps.pool });
+
+    // Timings are only known once rendering is done: finish the summary files with them.
+    const finished = new Date();
+    summary.finishedAt = finished.toISOString();
+    summary.timings.reportMs = Math.round(performance.now() - t0);
+    summary.timings.totalMs = Math.max(0, finished.getTime() - Date.parse(data.createdAt));
+    await writeFile(path.join(outDir, REPORT_FILES.summaryJson), `${JSON.stringify(summary, null, 2)}\n`);
+    await writeFile(path.join(outDir, REPORT_FILES.summaryMd), buildSummaryMarkdown(summary));
+
+    const routed = summary.tickers.length;
+    await updateRunMeta(store, data.runId, {
+      status: routed > 0 ? 'finished' : 'failed',
+      routed,
+      reportDir: outDir,
+      finishedAt: summary.finishedAt,
+      ...(routed > 0 ? {} : { error: 'no ticker could be routed (see the report for each reason)' }),
+    });
+    const keys = [...data.tickers.map((t) => featureKey(deps.prefix, data.runId, t)), seriesKey(deps.prefix, data.runId)];
+    await deps.redis.del(...keys);
+    deps.logger.info({ runId: data.runId, outDir, routed, failed: summary.failed.length, timings: summary.timings }, 'report written');
+    return { reportDir: outDir, files, routed, failed: summary.failed.length };
+  }
+
+  return async (job: Job<unknown>) => {
+    try {
+      return await run(job);
+    } catch (err) {
+      const final = err instanceof UnrecoverableError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      const runId = (job.data as { runId?: unknown } | undefined)?.runId;
+      deps.logger.error({ jobId: job.id, final, err }, 'report failed');
+      if (final && typeof runId === 'string') {
+        await updateRunMeta(store, runId, { status: 'failed', error: `report failed: ${errorText(err)}` }).catch((e: unknown) =>
+          deps.logger.error({ err: e }, 'could not mark run failed'),
+        );
+      }
+      throw err;
+    }
+  };
+}

@@ -1,0 +1,199 @@
+import { performance } from 'node:perf_hooks';
+import { UnrecoverableError, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { NUM_DOMAINS } from '../src/domains.js';
+import { decodeFeatureSeries } from '../src/data/feature-block.js';
+import type { FeatureSeries } from '../src/data/types.js';
+import { loadModel } from '../src/router/model.js';
+import { NativeRouter } from '../src/router/native.js';
+import { routerBackendChoice, type BackendName } from '../src/config.js';
+import type { FailedTicker, TickerSeries, TickerSummary } from '../src/report/types.js';
+import { seriesKey as makeSeriesKey, tickerFromFetchJobKey } from '../src/queue/keys.js';
+import { summarizeTicker, tickerSeries, type RoutedTicker } from '../src/run/aggregate.js';
+import { encodeSeriesBlock } from '../src/run/series-block.js';
+import { updateRunMeta, type RunStore } from '../src/run/run-meta.js';
+import { PayloadError, validateFetchResult, validateRouteJobData, type FetchResult, type RouteResult } from '../jobs/payloads.js';
+
+export interface LoadedRouter {
+  router: NativeRouter;
+  model: { path: string; hidden: number; featureSpec: string };
+}
+
+/** Loads the model and creates the one native router a route worker keeps for its whole life. */
+export async function openRouter(modelPath: string, backend: BackendName): Promise<LoadedRouter> {
+  const choice = routerBackendChoice(backend);
+  const m = await loadModel(modelPath);
+  const router = new NativeRouter({ hidden: m.hidden, backend: choice });
+  try {
+    router.setParams(m.params, m.temperature);
+  } catch (err) {
+    router.close();
+    throw err;
+  }
+  return { router, model: { path: modelPath, hidden: m.hidden, featureSpec: m.metadata.feature_spec ?? 'unknown' } };
+}
+
+export interface RouteDeps {
+  redis: Redis;
+  prefix: string;
+  featureTtlSeconds: number;
+  runTtlSeconds: number;
+  loaded: LoadedRouter;
+  logger: Logger;
+}
+
+interface Loaded {
+  fetched: FetchResult;
+  series: FeatureSeries;
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Children of the route job: fetch results and, for tickers that failed for good, their reasons. */
+async function collectChildren(job: Job<unknown>, tickers: readonly string[]) {
+  const values = await job.getChildrenValues<unknown>();
+  const ignored = await job.getIgnoredChildrenFailures();
+  const results = new Map<string, FetchResult>();
+  const failed = new Map<string, string>();
+  for (const [jobKey, value] of Object.entries(values)) {
+    try {
+      const r = validateFetchResult(value, `result of ${jobKey}`);
+      results.set(r.ticker, r);
+    } catch (err) {
+      const t = tickerFromFetchJobKey(jobKey);
+      if (t !== undefined) failed.set(t, `BAD_RESULT: ${errorText(err)}`);
+    }
+  }
+  for (const [jobKey, reason] of Object.entries(ignored)) {
+    failed.set(tickerFromFetchJobKey(jobKey) ?? jobKey, reason || 'failed without a reason');
+  }
+  for (const t of tickers) {
+    if (!results.has(t) && !failed.has(t)) failed.set(t, 'MISSING: the fetch stage returned nothing for this ticker');
+  }
+  return { results, failed };
+}
+
+/** Reads and decodes the feature blocks; tickers whose block expired or does not match the model fail alone. */
+async function readBlocks(redis: Redis, results: Map<string, FetchResult>, hidden: number, failed: Map<string, string>): Promise<Loaded[]> {
+  const list = [...results.values()];
+  if (list.length === 0) return [];
+  const blocks = await redis.mgetBuffer(...list.map((r) => r.key));
+  const out: Loaded[] = [];
+  list.forEach((fetched, i) => {
+    const b = blocks[i];
+    if (b === null || b === undefined) {
+      failed.set(fetched.ticker, `EXPIRED: feature block ${fetched.key} is gone (TTL passed before routing)`);
+      return;
+    }
+    try {
+      const series = decodeFeatureSeries(b);
+      if (series.hidden !== hidden) {
+        failed.set(fetched.ticker, `BAD_BLOCK: Expected hidden ${hidden} for features but received ${series.hidden}`);
+      } else if (series.dates.length === 0) {
+        failed.set(fetched.ticker, 'NO_DATA: no routed days');
+      } else {
+        out.push({ fetched, series });
+      }
+    } catch (err) {
+      failed.set(fetched.ticker, `BAD_BLOCK: ${errorText(err)}`);
+    }
+  });
+  return out;
+}
+
+/**
+ * Route stage: every ticker-day of the run in ONE forward pass of the held router, aggregated per ticker. A run
+ * whose tickers all failed still succeeds here (with zero tickers) so the report can list the failures.
+ */
+export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Promise<RouteResult> {
+  const { router, model } = deps.loaded;
+  const store: RunStore = { redis: deps.redis, prefix: deps.prefix, ttlSeconds: deps.runTtlSeconds };
+
+  return async (job: Job<unknown>) => {
+    const t0 = performance.now();
+    let data;
+    try {
+      data = validateRouteJobData(job.data);
+    } catch (err) {
+      if (err instanceof PayloadError) throw new UnrecoverableError(`Invalid route payload: ${err.message}`);
+      throw err;
+    }
+    await updateRunMeta(store, data.runId, { status: 'routing' });
+    const fetchMs = Math.max(0, (job.processedOn ?? Date.now()) - job.timestamp);
+
+    const { results, failed } = await collectChildren(job, data.tickers);
+    const loaded = await readBlocks(deps.redis, results, router.hidden, failed);
+
+    const H = router.hidden;
+    const n = loaded.reduce((s, l) => s + l.series.dates.length, 0);
+    const x = new Float32Array(n * H);
+    const vol = new Float32Array(n);
+    const risk = new Float32Array(n);
+    let o = 0;
+    for (const { series } of loaded) {
+      x.set(series.x, o * H);
+      vol.set(series.vol, o);
+      risk.set(series.risk, o);
+      o += series.dates.length;
+    }
+
+    let forwardMs = 0;
+    const summaries: TickerSummary[] = [];
+    const series: TickerSeries[] = [];
+    if (n > 0) {
+      const f0 = performance.now();
+      const out = await router.forward({ x, vol, risk });
+      forwardMs = performance.now() - f0;
+      let start = 0;
+      const byTicker = new Map<string, RoutedTicker>();
+      for (const { fetched, series: s } of loaded) {
+        const days = s.dates.length;
+        const slice: RoutedTicker = {
+          ticker: fetched.ticker,
+          dates: s.dates,
+          vol: s.vol,
+          ret: s.ret,
+          probs: out.probs.subarray(start * NUM_DOMAINS, (start + days) * NUM_DOMAINS),
+          assign: out.assign.subarray(start, start + days),
+        };
+        if (fetched.class !== undefined) slice.class = fetched.class;
+        if (fetched.subtype !== undefined) slice.subtype = fetched.subtype;
+        byTicker.set(fetched.ticker, slice);
+        start += days;
+      }
+      for (const t of data.tickers) {
+        const slice = byTicker.get(t);
+        if (slice === undefined) continue;
+        summaries.push(summarizeTicker(slice));
+        series.push(tickerSeries(slice));
+      }
+    }
+
+    let sKey: string | null = null;
+    if (series.length > 0) {
+      sKey = makeSeriesKey(deps.prefix, data.runId);
+      await deps.redis.set(sKey, encodeSeriesBlock(series), 'EX', deps.featureTtlSeconds);
+    }
+    const failedList: FailedTicker[] = data.tickers.filter((t) => failed.has(t)).map((t) => ({ ticker: t, reason: failed.get(t)! }));
+    // Failures keyed by something other than a run ticker (unparsable job keys) are still reported.
+    for (const [k, reason] of failed) if (!data.tickers.includes(k)) failedList.push({ ticker: k, reason });
+
+    const routeMs = performance.now() - t0;
+    deps.logger.info({ runId: data.runId, tickers: summaries.length, failed: failedList.length, tokens: n, forwardMs, routeMs }, 'routed');
+    return {
+      runId: data.runId,
+      tickers: summaries,
+      failed: failedList,
+      seriesKey: sKey,
+      backend: router.backend,
+      model,
+      tokens: n,
+      fetchMs,
+      routeMs,
+      forwardMs,
+    };
+  };
+}
