@@ -7,7 +7,7 @@ import { existsSync, statSync } from 'node:fs';
 import { EvaluationError, evaluateDirectory, evaluationJson, formatEvaluation, type EvaluateOptions } from '../router/evaluate.js';
 import { ModelError } from '../router/model.js';
 import { MAX_RANGE_DAYS } from '../data/sources.js';
-import { UsageError, intFlag, parseArgs, stringFlag } from './args.js';
+import { UsageError, intFlag, parseArgs, parseOrExplain, stringFlag } from './args.js';
 
 const USAGE = 'usage: npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B,...] [--days N] [--json]';
 
@@ -49,20 +49,8 @@ function parseOptions(argv: string[]): { opts: EvaluateOptions; json: boolean } 
 }
 
 async function main(): Promise<void> {
-  let parsed;
-  try {
-    parsed = parseOptions(process.argv.slice(2));
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    console.error(e.message);
-    console.error(USAGE);
-    process.exitCode = 2;
-    return;
-  }
-  if (parsed === 'help') {
-    console.log(USAGE);
-    return;
-  }
+  const parsed = parseOrExplain(() => parseOptions(process.argv.slice(2)), USAGE);
+  if (parsed === undefined) return;
   try {
     const report = await evaluateDirectory(parsed.opts);
     console.log(formatEvaluation(report));

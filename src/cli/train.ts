@@ -9,7 +9,7 @@ import { isSupportedHidden } from '../router/layout.js';
 import { DEFAULT_MODEL_PATH, saveModel } from '../router/model.js';
 import { defaultTrainConfig, metricsSummary, trainRouter, type TrainConfig } from '../router/train.js';
 import { formatConfusion, formatLevel } from '../router/evaluate.js';
-import { UsageError, intFlag, parseArgs, stringFlag } from './args.js';
+import { UsageError, intFlag, parseArgs, parseOrExplain, stringFlag } from './args.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N] [--steps N] [--batch N] [--lr X]
                        [--tickers-per-subtype N] [--days N] [--train-seeds N] [--focal G] [--threads N] [--out FILE]`;
@@ -60,20 +60,8 @@ function parseConfig(argv: string[]): { config: TrainConfig; out: string } | 'he
 }
 
 async function main(): Promise<void> {
-  let parsed;
-  try {
-    parsed = parseConfig(process.argv.slice(2));
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    console.error(e.message);
-    console.error(USAGE);
-    process.exitCode = 2;
-    return;
-  }
-  if (parsed === 'help') {
-    console.log(USAGE);
-    return;
-  }
+  const parsed = parseOrExplain(() => parseConfig(process.argv.slice(2)), USAGE);
+  if (parsed === undefined) return;
   const { config, out } = parsed;
   console.log(`training H=${config.hidden} seed=${config.seed} steps=${config.steps} batch=${config.batchSize} → ${out}`);
   const result = await trainRouter(config, {
