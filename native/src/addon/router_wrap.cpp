@@ -36,6 +36,18 @@ BatchArgs readBatch(const Napi::CallbackInfo& info, int H) {
   return r;
 }
 
+// Outputs of forward and forwardSync: (probs [n*4], assign Uint8Array[n], expert [n*H] | null) at info[3..5].
+// Adds them to `pins` so an async call keeps them alive; a sync call simply drops the pins afterwards.
+ForwardOut readForwardOut(const Napi::CallbackInfo& info, std::size_t n, int H, Pins& pins) {
+  Napi::Float32Array probs = requireF32(info[3], "probs", n * 4);
+  Napi::Uint8Array assign = requireU8(info[4], "assign", n);
+  Napi::Float32Array expert = optionalF32(info[5], "expert", n * std::size_t(H));
+  pins.push_back(Napi::Persistent(probs.As<Napi::Object>()));
+  pins.push_back(Napi::Persistent(assign.As<Napi::Object>()));
+  if (!expert.IsEmpty()) pins.push_back(Napi::Persistent(expert.As<Napi::Object>()));
+  return ForwardOut{probs.Data(), assign.Data(), expert.IsEmpty() ? nullptr : expert.Data()};
+}
+
 }  // namespace
 
 Napi::Function RouterWrap::Define(Napi::Env env) {
@@ -108,11 +120,7 @@ Napi::Value RouterWrap::GetParams(const Napi::CallbackInfo& info) {
 Napi::Value RouterWrap::ForwardSync(const Napi::CallbackInfo& info) {
   requireOpen(info.Env());
   BatchArgs in = readBatch(info, hidden_);
-  const std::size_t n = in.batch.n;
-  Napi::Float32Array probs = requireF32(info[3], "probs", n * 4);
-  Napi::Uint8Array assign = requireU8(info[4], "assign", n);
-  Napi::Float32Array expert = optionalF32(info[5], "expert", n * std::size_t(hidden_));
-  const ForwardOut out{probs.Data(), assign.Data(), expert.IsEmpty() ? nullptr : expert.Data()};
+  const ForwardOut out = readForwardOut(info, in.batch.n, hidden_, in.pins);
   try {
     backend_->forward(*params_, in.batch, out);
   } catch (const std::exception& e) {
@@ -125,15 +133,7 @@ Napi::Value RouterWrap::ForwardSync(const Napi::CallbackInfo& info) {
 Napi::Value RouterWrap::Forward(const Napi::CallbackInfo& info) {
   requireOpen(info.Env());
   BatchArgs in = readBatch(info, hidden_);
-  const std::size_t n = in.batch.n;
-  Napi::Float32Array probs = requireF32(info[3], "probs", n * 4);
-  Napi::Uint8Array assign = requireU8(info[4], "assign", n);
-  Napi::Float32Array expert = optionalF32(info[5], "expert", n * std::size_t(hidden_));
-  ForwardBaton b{backend_, params_, in.batch,
-                 ForwardOut{probs.Data(), assign.Data(), expert.IsEmpty() ? nullptr : expert.Data()}};
-  in.pins.push_back(Napi::Persistent(probs.As<Napi::Object>()));
-  in.pins.push_back(Napi::Persistent(assign.As<Napi::Object>()));
-  if (!expert.IsEmpty()) in.pins.push_back(Napi::Persistent(expert.As<Napi::Object>()));
+  ForwardBaton b{backend_, params_, in.batch, readForwardOut(info, in.batch.n, hidden_, in.pins)};
   return queueForward(info.Env(), std::move(b), std::move(in.pins));
 }
 
