@@ -27,6 +27,15 @@ function tickerAxis(fig: PerformanceFigure) {
   };
 }
 
+/** Title, a compact domain legend on top and no tooltips (static images): shared by both performance panels. */
+function domainLegendPlugins(title: string) {
+  return {
+    title: panelTitle(title),
+    legend: { position: 'top' as const, labels: { boxWidth: 14, font: { size: 11 } } },
+    tooltip: { enabled: false },
+  };
+}
+
 export function returnsByDomain(fig: PerformanceFigure): Panel {
   const title = 'Total log return per ticker, bar colour = preferred domain, label colour = asset class';
   const width = widthFor(fig.tickers.length);
@@ -47,11 +56,7 @@ export function returnsByDomain(fig: PerformanceFigure): Panel {
           .filter((_, i) => used[i]),
       },
       options: {
-        plugins: {
-          title: panelTitle(title),
-          legend: { position: 'top', labels: { boxWidth: 14, font: { size: 11 } } },
-          tooltip: { enabled: false },
-        },
+        plugins: domainLegendPlugins(title),
         scales: {
           x: tickerAxis(fig),
           y: {
@@ -85,11 +90,7 @@ export function domainProbabilities(fig: PerformanceFigure): Panel {
         })),
       },
       options: {
-        plugins: {
-          title: panelTitle(title),
-          legend: { position: 'top', labels: { boxWidth: 14, font: { size: 11 } } },
-          tooltip: { enabled: false },
-        },
+        plugins: domainLegendPlugins(title),
         scales: {
           x: tickerAxis(fig),
           y: { stacked: true, min: 0, max: 1, grid, title: axisTitle('Probability') },
