@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { NUM_DOMAINS } from '../src/domains.js';
 import { decodeFeatureSeries } from '../src/data/feature-block.js';
 import type { FeatureSeries } from '../src/data/types.js';
+import { concatSeries } from '../src/router/batch.js';
 import { loadModel } from '../src/router/model.js';
 import { NativeRouter } from '../src/router/native.js';
 import { routerBackendChoice, type BackendName } from '../src/config.js';
@@ -128,17 +129,8 @@ export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Pr
     const loaded = await readBlocks(deps.redis, results, router.hidden, failed);
 
     const H = router.hidden;
-    const n = loaded.reduce((s, l) => s + l.series.dates.length, 0);
-    const x = new Float32Array(n * H);
-    const vol = new Float32Array(n);
-    const risk = new Float32Array(n);
-    let o = 0;
-    for (const { series } of loaded) {
-      x.set(series.x, o * H);
-      vol.set(series.vol, o);
-      risk.set(series.risk, o);
-      o += series.dates.length;
-    }
+    const { x, vol, risk, offsets } = concatSeries(loaded.map((l) => l.series), H);
+    const n = offsets[offsets.length - 1]!;
 
     let forwardMs = 0;
     const summaries: TickerSummary[] = [];

@@ -13,6 +13,7 @@ import type { FeatureSeries } from '../data/types.js';
 import type { Hidden } from './layout.js';
 import { loadModel, defaultModelPath } from './model.js';
 import { NativeRouter, nativeAvailable } from './native.js';
+import { concatSeries } from './batch.js';
 import { referenceForward } from './reference.js';
 
 const D = DOMAINS.length;
@@ -221,20 +222,11 @@ export async function routeLabelled(
   hidden: Hidden,
   items: readonly { series: FeatureSeries; label: number }[],
 ): Promise<TickerPrediction[]> {
-  const total = items.reduce((a, it) => a + it.series.vol.length, 0);
-  const x = new Float32Array(total * hidden);
-  const vol = new Float32Array(total);
-  const risk = new Float32Array(total);
-  let at = 0;
-  for (const { series } of items) {
-    x.set(series.x, at * hidden);
-    vol.set(series.vol, at);
-    risk.set(series.risk, at);
-    at += series.vol.length;
-  }
+  const { x, vol, risk, offsets } = concatSeries(items.map((it) => it.series), hidden);
+  const total = offsets[offsets.length - 1]!;
   const out = total > 0 ? await forwarder.forward(x, vol, risk) : { probs: new Float32Array(0), assign: new Uint8Array(0) };
   const preds: TickerPrediction[] = [];
-  at = 0;
+  let at = 0;
   for (const { series, label } of items) {
     const n = series.vol.length;
     preds.push({

@@ -13,6 +13,7 @@ import { trainingSet } from '../data/simulator.js';
 import { Rng } from '../util/random.js';
 import { summarisePredictions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
 import { paramLayout, type Hidden } from './layout.js';
+import { concatSeries } from './batch.js';
 import { initParams } from './model.js';
 import { NativeRouter, nativeAvailable } from './native.js';
 import { referenceForward, referenceLossAndGrad } from './reference.js';
@@ -109,23 +110,17 @@ export function simulatedTokens(hidden: Hidden, opts: { seeds: number[]; tickers
       f: computeFeatures(s.ticker, s.bars, hidden),
     })),
   );
-  const total = series.reduce((a, { f }) => a + f.vol.length, 0);
-  const x = new Float32Array(total * hidden);
-  const vol = new Float32Array(total);
-  const risk = new Float32Array(total);
+  const { x, vol, risk, offsets } = concatSeries(series.map(({ f }) => f), hidden);
+  const total = offsets[offsets.length - 1]!;
   const labels = new Uint8Array(total);
   const tickers: TokenSet['tickers'] = [];
-  let at = 0;
-  for (const { s, name, f } of series) {
-    const n = f.vol.length;
+  series.forEach(({ s, name }, i) => {
+    const start = offsets[i]!;
+    const end = offsets[i + 1]!;
     const label = domainIndex(s.class);
-    x.set(f.x, at * hidden);
-    vol.set(f.vol, at);
-    risk.set(f.risk, at);
-    labels.fill(label, at, at + n);
-    tickers.push({ ticker: name, label, subtype: s.subtype, start: at, end: at + n });
-    at += n;
-  }
+    labels.fill(label, start, end);
+    tickers.push({ ticker: name, label, subtype: s.subtype, start, end });
+  });
   return { hidden, x, vol, risk, labels, tickers, get size() { return total; } };
 }
 
