@@ -47,6 +47,8 @@ export interface FetchResult {
   class?: Domain;
   subtype?: string;
   quality: DataQuality;
+  /** Context series (context.ts) that were missing when this ticker's features were computed. */
+  contextMissing?: string[];
 }
 
 export interface RouteJobData {
@@ -217,6 +219,12 @@ export function validateFetchResult(v: unknown, field = 'result'): FetchResult {
   if (r.subtype !== undefined) {
     if (typeof r.subtype !== 'string') fail(`${field}.subtype`, 'string', r.subtype);
     out.subtype = r.subtype;
+  }
+  if (r.contextMissing !== undefined) {
+    if (!Array.isArray(r.contextMissing) || !r.contextMissing.every((t) => typeof t === 'string')) {
+      fail(`${field}.contextMissing`, 'array of tickers', r.contextMissing);
+    }
+    out.contextMissing = r.contextMissing as string[];
   }
   return out;
 }

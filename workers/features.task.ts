@@ -1,6 +1,7 @@
 import { encodeFeatureSeries } from '../src/data/feature-block.js';
 import { computeFeatures } from '../src/data/features.js';
 import type { Bar } from '../src/data/types.js';
+import type { MarketContext } from '../src/data/context.js';
 import type { Hidden } from '../src/router/layout.js';
 
 /** Input of one feature task (piscina structured-clones it into the worker thread). */
@@ -8,6 +9,8 @@ export interface FeatureTask {
   ticker: string;
   bars: Bar[];
   hidden: Hidden;
+  /** Reference series of the run (context.ts); structured-cloned with the task. */
+  context: MarketContext;
 }
 
 export interface FeatureTaskResult {
@@ -22,7 +25,7 @@ export interface FeatureTaskResult {
  * rolling windows for many tickers would otherwise stall the worker's lock renewals.
  */
 export default function featureTask(task: FeatureTask): FeatureTaskResult {
-  const series = computeFeatures(task.ticker, task.bars, task.hidden);
+  const series = computeFeatures(task.ticker, task.bars, task.hidden, task.context);
   const block = encodeFeatureSeries(series);
   return { block, days: series.dates.length };
 }

@@ -4,6 +4,7 @@ import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import { SourceError } from '../src/data/errors.js';
 import { createSource, type DataSource } from '../src/data/sources.js';
+import { fetchContext, type FetchedContext } from '../src/data/context-fetch.js';
 import type { Hidden } from '../src/router/layout.js';
 import { featureKey } from '../src/queue/keys.js';
 import { bumpRunCounter, type RunStore } from '../src/run/run-meta.js';
@@ -55,6 +56,23 @@ export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>) => Pr
     return src;
   }
 
+  // The context set is fetched once per run and source in this process, then shared by all its tickers, so every
+  // ticker of a run is measured against the same reference series. A missing member degrades features, never fails.
+  const contexts = new Map<string, Promise<FetchedContext>>();
+  function contextFor(data: FetchJobData): Promise<FetchedContext> {
+    const id = JSON.stringify([data.runId, data.source, data.dataDir ?? null, data.seed ?? null, data.range]);
+    let ctx = contexts.get(id);
+    if (ctx === undefined) {
+      if (contexts.size >= 16) contexts.delete(contexts.keys().next().value as string);
+      ctx = fetchContext([{ label: data.source, source: sourceFor(data) }], data.range);
+      contexts.set(id, ctx);
+      void ctx.then((c) => {
+        if (c.missing.length > 0) deps.logger.warn({ runId: data.runId, missing: c.missing }, 'context series missing; features degrade');
+      });
+    }
+    return ctx;
+  }
+
   async function run(job: Job<unknown>): Promise<FetchResult> {
     let data;
     try {
@@ -71,9 +89,10 @@ export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>) => Pr
       throw err;
     }
 
+    const ctx = await contextFor(data);
     let features: FeatureTaskResult;
     try {
-      const task: FeatureTask = { ticker: data.ticker, bars: result.bars, hidden: deps.hidden };
+      const task: FeatureTask = { ticker: data.ticker, bars: result.bars, hidden: deps.hidden, context: ctx.context };
       features = (await deps.pool.run(task)) as FeatureTaskResult;
     } catch (err) {
       // Feature computation is deterministic: the same bars fail the same way on every attempt.
@@ -88,6 +107,7 @@ export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>) => Pr
     const out: FetchResult = { key, ticker: data.ticker, days: features.days, quality: result.quality };
     if (result.class !== undefined) out.class = result.class;
     if (result.subtype !== undefined) out.subtype = result.subtype;
+    if (ctx.missing.length > 0) out.contextMissing = ctx.missing.map((m) => m.ticker);
     return out;
   }
 

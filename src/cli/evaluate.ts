@@ -1,5 +1,5 @@
 /**
- * `npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B] [--days N] [--json]`
+ * `npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B] [--days N] [--context-dir DIR] [--router learned|rules] [--json]`
  * Routes every labelled `<TICKER>.csv` of DIR with the model and prints accuracy per ticker and per day.
  * Exit code 0 on success, 2 on bad usage, 1 when evaluation fails.
  */
@@ -9,7 +9,7 @@ import { ModelError } from '../router/model.js';
 import { MAX_RANGE_DAYS } from '../data/sources.js';
 import { UsageError, intFlag, parseArgs, parseOrExplain, stringFlag } from './args.js';
 
-const USAGE = 'usage: npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B,...] [--days N] [--json]';
+const USAGE = 'usage: npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B,...] [--days N] [--context-dir DIR] [--router learned|rules] [--json]';
 
 function parseOptions(argv: string[]): { opts: EvaluateOptions; json: boolean } | 'help' {
   const args = parseArgs(argv, {
@@ -18,6 +18,8 @@ function parseOptions(argv: string[]): { opts: EvaluateOptions; json: boolean } 
     model: { type: 'string' },
     tickers: { type: 'string' },
     days: { type: 'string' },
+    'context-dir': { type: 'string' },
+    router: { type: 'string' },
     json: { type: 'boolean' },
     help: { type: 'boolean' },
   });
@@ -43,6 +45,20 @@ function parseOptions(argv: string[]): { opts: EvaluateOptions; json: boolean } 
   if (tickers !== undefined) {
     opts.tickers = tickers.split(',').map((t) => t.trim()).filter((t) => t !== '');
     if (opts.tickers.length === 0) throw new UsageError(`Expected comma-separated tickers for --tickers but received ${JSON.stringify(tickers)}`);
+  }
+  const contextDir = stringFlag(args, 'context-dir');
+  if (contextDir !== undefined) {
+    if (!existsSync(contextDir) || !statSync(contextDir).isDirectory()) {
+      throw new UsageError(`Expected a folder of <TICKER>.csv for --context-dir but received ${JSON.stringify(contextDir)} (not a folder)`);
+    }
+    opts.contextDir = contextDir;
+  }
+  const router = stringFlag(args, 'router');
+  if (router !== undefined) {
+    if (router !== 'learned' && router !== 'rules') {
+      throw new UsageError(`Expected learned or rules for --router but received ${JSON.stringify(router)}`);
+    }
+    opts.router = router;
   }
   if (args.flags.has('days')) opts.days = intFlag(args, 'days', 0, 1, MAX_RANGE_DAYS);
   return { opts, json: args.flags.has('json') };

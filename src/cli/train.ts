@@ -2,17 +2,27 @@
  * `npm run train [-- --hidden 16 --seed 7 --steps 1500 --out models/router.safetensors]`
  * Trains the router on simulator data, fits its temperature, prints held-out metrics and writes the model file.
  */
+import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { DOMAINS } from '../domains.js';
 import { FEATURE_SPEC, WARMUP_DAYS } from '../data/features.js';
 import { isSupportedHidden } from '../router/layout.js';
 import { DEFAULT_MODEL_PATH, saveModel } from '../router/model.js';
 import { defaultTrainConfig, metricsSummary, trainRouter, type TrainConfig } from '../router/train.js';
-import { formatConfusion, formatLevel } from '../router/evaluate.js';
+import { formatConfusion, formatLevel, type EvaluationMetrics } from '../router/evaluate.js';
+import { calibrateOnLabelled } from '../router/calibrate.js';
 import { UsageError, intFlag, parseArgs, parseOrExplain, stringFlag } from './args.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N] [--steps N] [--batch N] [--lr X]
-                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--focal G] [--threads N] [--out FILE]`;
+                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--focal G] [--context-dropout P] [--threads N] [--out FILE]
+                       [--calibrate-data DIR [--calibrate-labels FILE] [--calibrate-context-dir DIR] [--calibrate-folds K]]`;
+
+interface CalibrateArgs {
+  dataDir: string;
+  labelsFile?: string;
+  contextDir?: string;
+  folds: number;
+}
 
 function numberFlag(raw: string | undefined, name: string, fallback: number, min: number, max: number): number {
   if (raw === undefined) return fallback;
@@ -23,7 +33,7 @@ function numberFlag(raw: string | undefined, name: string, fallback: number, min
   return v;
 }
 
-function parseConfig(argv: string[]): { config: TrainConfig; out: string } | 'help' {
+function parseConfig(argv: string[]): { config: TrainConfig; out: string; calibrate?: CalibrateArgs } | 'help' {
   const args = parseArgs(argv, {
     hidden: { type: 'string' },
     seed: { type: 'string' },
@@ -34,6 +44,11 @@ function parseConfig(argv: string[]): { config: TrainConfig; out: string } | 'he
     days: { type: 'string' },
     'train-seeds': { type: 'string' },
     focal: { type: 'string' },
+    'context-dropout': { type: 'string' },
+    'calibrate-data': { type: 'string' },
+    'calibrate-labels': { type: 'string' },
+    'calibrate-context-dir': { type: 'string' },
+    'calibrate-folds': { type: 'string' },
     threads: { type: 'string' },
     out: { type: 'string' },
     help: { type: 'boolean' },
@@ -50,19 +65,39 @@ function parseConfig(argv: string[]): { config: TrainConfig; out: string } | 'he
   config.batchSize = intFlag(args, 'batch', config.batchSize, 16, 1 << 20);
   config.lr = numberFlag(stringFlag(args, 'lr'), 'lr', config.lr, 1e-6, 1);
   config.focalGamma = numberFlag(stringFlag(args, 'focal'), 'focal', config.focalGamma, 0, 10);
+  config.data.contextDropout = numberFlag(stringFlag(args, 'context-dropout'), 'context-dropout', config.data.contextDropout, 0, 1);
   config.threads = intFlag(args, 'threads', config.threads, 1, 256);
   config.data.tickersPerSubtype = intFlag(args, 'tickers-per-subtype', config.data.tickersPerSubtype, 1, 1000);
   config.data.days = intFlag(args, 'days', config.data.days, WARMUP_DAYS + 20, 20_000);
   config.data.trainSeeds = intFlag(args, 'train-seeds', config.data.trainSeeds, 1, 1000);
   config.warmupSteps = Math.min(config.warmupSteps, Math.max(1, Math.floor(config.steps / 10)));
   const out = path.resolve(stringFlag(args, 'out') ?? DEFAULT_MODEL_PATH);
-  return { config, out };
+  const calData = stringFlag(args, 'calibrate-data');
+  if (calData === undefined) {
+    for (const f of ['calibrate-labels', 'calibrate-context-dir', 'calibrate-folds']) {
+      if (args.flags.has(f)) throw new UsageError(`Expected --calibrate-data DIR with --${f} but received none`);
+    }
+    return { config, out };
+  }
+  const dirFlag = (name: string, value: string): string => {
+    if (!existsSync(value) || !statSync(value).isDirectory()) throw new UsageError(`Expected a folder for --${name} but received ${JSON.stringify(value)} (not a folder)`);
+    return value;
+  };
+  const calibrate: CalibrateArgs = { dataDir: dirFlag('calibrate-data', calData), folds: intFlag(args, 'calibrate-folds', 5, 2, 1000) };
+  const labels = stringFlag(args, 'calibrate-labels');
+  if (labels !== undefined) {
+    if (!existsSync(labels)) throw new UsageError(`Expected a labels CSV for --calibrate-labels but received ${JSON.stringify(labels)} (no such file)`);
+    calibrate.labelsFile = labels;
+  }
+  const ctxDir = stringFlag(args, 'calibrate-context-dir');
+  if (ctxDir !== undefined) calibrate.contextDir = dirFlag('calibrate-context-dir', ctxDir);
+  return { config, out, calibrate };
 }
 
 async function main(): Promise<void> {
   const parsed = parseOrExplain(() => parseConfig(process.argv.slice(2)), USAGE);
   if (parsed === undefined) return;
-  const { config, out } = parsed;
+  const { config, out, calibrate } = parsed;
   console.log(`training H=${config.hidden} seed=${config.seed} steps=${config.steps} batch=${config.batchSize} → ${out}`);
   const result = await trainRouter(config, {
     log: (m) => console.log(m),
@@ -84,18 +119,45 @@ async function main(): Promise<void> {
   console.log(`mean confidence ${t.meanConfidence.toFixed(3)}, ECE ${t.ece.toFixed(3)}, NLL ${t.nll.toFixed(3)}`);
   console.log(`time: data ${result.seconds.data.toFixed(1)} s, training ${result.seconds.train.toFixed(1)} s, total ${result.seconds.total.toFixed(1)} s`);
 
+  let temperature = result.temperature;
+  let realCalibration: Record<string, unknown> | undefined;
+  if (calibrate) {
+    const cal = await calibrateOnLabelled(
+      { hidden: config.hidden, params: result.params, temperature },
+      { ...calibrate, warn: (m) => console.warn(`warning: ${m}`) },
+    );
+    const show = (m: EvaluationMetrics) => `ECE ${m.ece.toFixed(3)}, NLL ${m.nll.toFixed(3)}, mean confidence ${m.meanConfidence.toFixed(3)}`;
+    console.log(`calibration on ${cal.tickers} real tickers / ${cal.days} days of ${calibrate.dataDir} (${cal.folds} folds by ticker):`);
+    console.log(`  simulator temperature ${temperature.toFixed(3)}: ${show(cal.before)}`);
+    console.log(`  cross-fitted (fold temperatures ${cal.foldTemperatures.map((t) => t.toFixed(3)).join(', ')}): ${show(cal.crossFitted)}`);
+    console.log(`  shipped temperature ${cal.temperature.toFixed(3)} (fitted on all ${cal.tickers} tickers)`);
+    realCalibration = {
+      data: path.basename(path.resolve(calibrate.dataDir)),
+      tickers: cal.tickers,
+      days: cal.days,
+      folds: cal.folds,
+      foldTemperatures: cal.foldTemperatures.map(round),
+      simulatorTemperature: round(temperature),
+      temperature: round(cal.temperature),
+      before: { ece: round(cal.before.ece), nll: round(cal.before.nll), meanConfidence: round(cal.before.meanConfidence) },
+      crossFitted: { ece: round(cal.crossFitted.ece), nll: round(cal.crossFitted.nll), meanConfidence: round(cal.crossFitted.meanConfidence) },
+    };
+    temperature = cal.temperature;
+  }
+
   // Timings and the backend name stay out of the file so that the same command rebuilds the same bytes.
   await saveModel(out, {
     hidden: config.hidden,
     params: result.params,
-    temperature: result.temperature,
+    temperature,
     metadata: {
       training_config: { ...config, featureSpec: FEATURE_SPEC, domains: DOMAINS },
       metrics: {
         heldOutSimulator: { ...metricsSummary(result.test), perDayBySubtype: roundAll(result.testBySubtype) },
         validationSimulator: metricsSummary(result.validation),
         trainLoss: { start: round(result.lossStart), end: round(result.lossEnd) },
-        temperature: round(result.temperature),
+        temperature: round(temperature),
+        ...(realCalibration ? { realCalibration } : {}),
       },
       data: {
         source: 'simulator (src/data/simulator.ts trainingSet), features src/data/features.ts computeFeatures',
@@ -104,7 +166,7 @@ async function main(): Promise<void> {
         test: { ...result.data.test, use: 'held-out metrics' },
       },
       seed: String(config.seed),
-      command: rebuildCommand(config, out),
+      command: rebuildCommand(config, out, calibrate),
     },
   });
   console.log(`wrote ${out}`);
@@ -118,9 +180,13 @@ function roundAll(r: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, round(v)]));
 }
 
-function rebuildCommand(c: TrainConfig, out: string): string {
+function rebuildCommand(c: TrainConfig, out: string, cal?: CalibrateArgs): string {
   const rel = path.relative(process.cwd(), out) || out;
-  return `npm run train -- --hidden ${c.hidden} --seed ${c.seed} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --focal ${c.focalGamma} --out ${rel}`;
+  const relDir = (d: string) => path.relative(process.cwd(), path.resolve(d)) || '.';
+  const calFlags = cal
+    ? ` --calibrate-data ${relDir(cal.dataDir)}${cal.labelsFile ? ` --calibrate-labels ${relDir(cal.labelsFile)}` : ''}${cal.contextDir ? ` --calibrate-context-dir ${relDir(cal.contextDir)}` : ''} --calibrate-folds ${cal.folds}`
+    : '';
+  return `npm run train -- --hidden ${c.hidden} --seed ${c.seed} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --focal ${c.focalGamma} --context-dropout ${c.data.contextDropout} --out ${rel}${calFlags}`;
 }
 
 main().catch((e: unknown) => {

@@ -1,3 +1,5 @@
+import { CONTEXT_SET } from './context.js';
+
 /**
  * The feature table: raw statistics per day and the fixed constants that normalise them. Constants were set once
  * from the simulator and the development data (see docs/features.md) and are part of FEATURE_SPEC: changing one
@@ -29,20 +31,13 @@ export interface RawWindowStats {
   pUp2: Float64Array;
   pUp: Float64Array;
   pZero: Float64Array;
-  /** ln(high/low)², |ln(close/open)|, ln(high/low), overnight gap². */
+  /** ln(high/low)², overnight gap². */
   pHl2: Float64Array;
-  pBody: Float64Array;
-  pHl: Float64Array;
   pGap2: Float64Array;
-  /** Days whose return / overnight gap exceeded 4 × the 60-day volatility known the day before. */
-  pJump: Float64Array;
+  /** Days whose overnight gap exceeded 4 × the 60-day volatility known the day before. */
   pBigGap: Float64Array;
-  /** ln σ5 and its square (volatility of volatility). */
-  pLs5: Float64Array;
-  pLs5sq: Float64Array;
-  /** Volume: count of known days; volume relative to the first known; ln V, ln V²; Δln V, Δln V² and count. */
+  /** Volume: count of known days; ln V, ln V²; Δln V, Δln V² and count. */
   pVolN: Float64Array;
-  pVol: Float64Array;
   pLv: Float64Array;
   pLv2: Float64Array;
   pDlv: Float64Array;
@@ -52,6 +47,21 @@ export interface RawWindowStats {
   pAbsLv: Float64Array;
   pAbsV: Float64Array;
   pAbs2V: Float64Array;
+  /** One entry per CONTEXT_SET member, null when that series is missing. */
+  ctx: (ContextWindowStats | null)[];
+}
+
+/**
+ * Sums over the days on which both the instrument's return x and the context's return y over the same interval are
+ * known: count, Σx, Σy, Σx², Σy², Σxy.
+ */
+export interface ContextWindowStats {
+  pN: Float64Array;
+  pX: Float64Array;
+  pY: Float64Array;
+  pXX: Float64Array;
+  pYY: Float64Array;
+  pXY: Float64Array;
 }
 
 export interface FeatureSpecRow {
@@ -72,40 +82,40 @@ export const VOL_FLOOR = 1e-5;
 export const LONG = 250;
 
 export const FEATURE_TABLE: readonly FeatureSpecRow[] = [
-  // H = 16: the steadiest separators (levels and one-year shape statistics).
+  // H = 16: the steadiest univariate separators, then how the series moves with the reference markets.
   f('log_vol_20', LOG_VOL_CENTER, LOG_VOL_SCALE),
-  f('log_vol_60', LOG_VOL_CENTER, LOG_VOL_SCALE),
   f('log_vol_250', LOG_VOL_CENTER, LOG_VOL_SCALE),
   f('gap_share_250', -1, 0.5),
   f('range_ratio_60', -0.4, 0.3),
   f('skew_250', 0, 0.7),
+  f('tail_ratio_250', 0.3, 0.08),
+  f('zero_frac_60', 0.03, 0.1),
+  f('trend_250', 0, 1.5),
+  f('volume_change_sd_60', 0.8, 0.35),
+  f('ctx_coverage_250', 1, 0.5),
+  f('corr_equity_250', 0, 0.5),
+  f('corr_rates_250', 0, 0.5),
+  f('corr_gold_250', 0, 0.5),
+  f('corr_commodity_250', 0, 0.5),
+  f('corr_dollar_250', 0, 0.5),
+  f('beta_best_250', 0, 0.35),
+  // H = 32 adds:
+  f('log_vol_60', LOG_VOL_CENTER, LOG_VOL_SCALE),
   f('log_kurt_250', 1.7, 0.4),
   f('leverage_corr_250', 0, 0.1),
   f('abs_autocorr_250', 0.15, 0.1),
-  f('tail_ratio_250', 0.3, 0.08),
   f('semi_ratio_250', 0, 0.08),
-  f('zero_frac_60', 0.03, 0.1),
   f('big_gap_frac_250', 0.005, 0.006),
-  f('volume_change_sd_60', 0.8, 0.35),
   f('volume_ret_corr_60', 0.25, 0.2),
-  f('trend_250', 0, 1.5),
-  // H = 32 adds:
-  f('log_vol_5', LOG_VOL_CENTER, LOG_VOL_SCALE),
-  f('vol_of_vol_60', 0.35, 0.15),
-  f('trend_20', 0, 1.5),
-  f('trend_60', 0, 1.5),
-  f('drawdown_60', 1, 0.7),
-  f('jump_frac_250', 0.01, 0.01),
-  f('rel_volume_5_60', 0, 0.5),
-  f('volume_shock_1_20', 0, 0.7),
   f('up_frac_250', 0.5, 0.04),
-  f('body_ratio_60', 0.5, 0.12),
-  f('max_ret_250', 1.6, 0.3),
-  f('skew_60', 0, 1),
-  f('log_kurt_60', 1.4, 0.5),
-  f('leverage_corr_60', 0, 0.15),
-  f('gap_share_60', -1, 0.5),
   f('autocorr1_250', 0, 0.08),
+  f('max_ret_250', 1.6, 0.3),
+  f('drawdown_60', 1, 0.7),
+  f('beta_equity_250', 0, 0.35),
+  f('beta_rates_250', 0, 0.35),
+  f('beta_gold_250', 0, 0.35),
+  f('beta_commodity_250', 0, 0.35),
+  f('beta_dollar_250', 0, 0.35),
 ];
 
 export const FEATURE_COUNT = FEATURE_TABLE.length;
@@ -144,13 +154,42 @@ function gapShare(s: RawWindowStats, t: number, k: number): number {
   return r2 > 1e-14 ? Math.log(Math.max(win(s.pGap2, t, k) / r2, 1e-3)) : -1;
 }
 
-/** Raw (un-normalised) values of every feature for bar t (t ≥ LONG), written into `out`. */
+/** Fewest shared days in a 250-day window for a context correlation to count; fewer reads as "no context". */
+export const MIN_CONTEXT_DAYS = 60;
+
+interface ContextFit {
+  corr: number;
+  /** sign(β)·ln(1 + |β|): 3x funds ≈ ±1.4, an index fund ≈ 0.7, an unrelated series ≈ 0. */
+  logBeta: number;
+  /** Shared days in the window. */
+  days: number;
+}
+
+const NO_FIT: ContextFit = { corr: 0, logBeta: 0, days: 0 };
+
+/** Correlation and regression slope of the instrument on one context over the `k` days ending at t. */
+function contextFit(c: ContextWindowStats | null, t: number, k: number): ContextFit {
+  if (c === null) return NO_FIT;
+  const n = win(c.pN, t, k);
+  if (n < MIN_CONTEXT_DAYS) return { ...NO_FIT, days: n };
+  const sx = win(c.pX, t, k);
+  const sy = win(c.pY, t, k);
+  const vy = win(c.pYY, t, k) / n - (sy / n) ** 2;
+  const cov = win(c.pXY, t, k) / n - (sx / n) * (sy / n);
+  const beta = vy > 1e-14 ? cov / vy : 0;
+  return {
+    corr: corr(n, sx, sy, win(c.pXX, t, k), win(c.pYY, t, k), win(c.pXY, t, k)),
+    logBeta: Math.sign(beta) * Math.log1p(Math.min(Math.abs(beta), 50)),
+    days: n,
+  };
+}
+
+/** Raw (un-normalised) values of every feature for bar t (t ≥ LONG), written into `out` in FEATURE_TABLE order. */
 export function rawFeatureRow(s: RawWindowStats, t: number, out: Float64Array): void {
   const s20 = sigma(s, t, 20);
   const s60 = sigma(s, t, 60);
   const sL = sigma(s, t, LONG);
   const shapeL = shape(s, t, LONG);
-  const shape60 = shape(s, t, 60);
   const park60 = Math.sqrt(win(s.pHl2, t, 60) / 60 / (4 * Math.LN2));
   const m2L = win(s.pR2, t, LONG) / LONG;
   const vN60 = win(s.pVolN, t, 60);
@@ -158,52 +197,45 @@ export function rawFeatureRow(s: RawWindowStats, t: number, out: Float64Array): 
   const dMean = dN60 > 0 ? win(s.pDlv, t, 60) / dN60 : 0;
   const down = Math.sqrt(win(s.pDown2, t, LONG) / LONG);
   const up = Math.sqrt(win(s.pUp2, t, LONG) / LONG);
+  const meanAbsL = win(s.pAbs, t, LONG) / LONG;
+  let maxAbs = 0;
+  for (let j = t - LONG + 1; j <= t; j++) maxAbs = Math.max(maxAbs, Math.abs(s.r[j]!));
+  const fits = s.ctx.map((c) => contextFit(c, t, LONG));
+  let best = NO_FIT;
+  let coverage = 0;
+  for (const fit of fits) {
+    if (Math.abs(fit.corr) > Math.abs(best.corr)) best = fit;
+    coverage += Math.min(1, fit.days / LONG) / fits.length;
+  }
 
   out[0] = logVol(s20);
-  out[1] = logVol(s60);
-  out[2] = logVol(sL);
-  out[3] = gapShare(s, t, LONG);
-  out[4] = Math.log(Math.max(park60, VOL_FLOOR) / Math.max(s60, VOL_FLOOR));
-  out[5] = shapeL.skew;
-  out[6] = shapeL.logKurt;
-  out[7] = corr(LONG, win(s.pLag, t, LONG), win(s.pAbs, t, LONG), win(s.pLag2, t, LONG), win(s.pR2, t, LONG), win(s.pLagAbs, t, LONG));
-  out[8] = corr(LONG, win(s.pAbs, t, LONG), win(s.pAbsLag, t, LONG), win(s.pR2, t, LONG), win(s.pLag2, t, LONG), win(s.pAbsAbsLag, t, LONG));
+  out[1] = logVol(sL);
+  out[2] = gapShare(s, t, LONG);
+  out[3] = Math.log(Math.max(park60, VOL_FLOOR) / Math.max(s60, VOL_FLOOR));
+  out[4] = shapeL.skew;
   // ln(σ / mean|r|): ln √(π/2) ≈ 0.23 for a normal law, larger the fatter the tails; far steadier than kurtosis.
-  const meanAbsL = win(s.pAbs, t, LONG) / LONG;
-  out[9] = meanAbsL > 1e-12 ? Math.log(Math.sqrt(m2L) / meanAbsL) : 0.23;
-  out[10] = Math.log(Math.max(down, VOL_FLOOR) / Math.max(up, VOL_FLOOR));
-  out[11] = win(s.pZero, t, 60) / 60;
-  out[12] = win(s.pBigGap, t, LONG) / LONG;
-  out[13] = dN60 > 1 ? Math.sqrt(Math.max(0, win(s.pDlv2, t, 60) / dN60 - dMean * dMean)) : 0.8;
-  out[14] =
+  out[5] = meanAbsL > 1e-12 ? Math.log(Math.sqrt(m2L) / meanAbsL) : 0.23;
+  out[6] = win(s.pZero, t, 60) / 60;
+  out[7] = win(s.pR, t, LONG) / (Math.max(sL, VOL_FLOOR) * Math.sqrt(LONG));
+  out[8] = dN60 > 1 ? Math.sqrt(Math.max(0, win(s.pDlv2, t, 60) / dN60 - dMean * dMean)) : 0.8;
+  out[9] = coverage;
+  for (let k = 0; k < CONTEXT_SET.length; k++) out[10 + k] = fits[k]?.corr ?? 0;
+  out[15] = best.logBeta;
+
+  out[16] = logVol(s60);
+  out[17] = shapeL.logKurt;
+  out[18] = corr(LONG, win(s.pLag, t, LONG), win(s.pAbs, t, LONG), win(s.pLag2, t, LONG), win(s.pR2, t, LONG), win(s.pLagAbs, t, LONG));
+  out[19] = corr(LONG, win(s.pAbs, t, LONG), win(s.pAbsLag, t, LONG), win(s.pR2, t, LONG), win(s.pLag2, t, LONG), win(s.pAbsAbsLag, t, LONG));
+  out[20] = Math.log(Math.max(down, VOL_FLOOR) / Math.max(up, VOL_FLOOR));
+  out[21] = win(s.pBigGap, t, LONG) / LONG;
+  out[22] =
     vN60 > 2
       ? corr(vN60, win(s.pAbsV, t, 60), win(s.pLv, t, 60), win(s.pAbs2V, t, 60), win(s.pLv2, t, 60), win(s.pAbsLv, t, 60))
       : 0.25;
-  out[15] = win(s.pR, t, LONG) / (Math.max(sL, VOL_FLOOR) * Math.sqrt(LONG));
-
-  const vN5 = win(s.pVolN, t, 5);
-  const vN20 = win(s.pVolN, t, 20);
-  const lsMean = win(s.pLs5, t, 55) / 55;
-  const lvMean20 = vN20 > 0 ? win(s.pLv, t, 20) / vN20 : Number.NaN;
-  const hlSum = win(s.pHl, t, 60);
-  let maxAbs = 0;
-  for (let j = t - LONG + 1; j <= t; j++) maxAbs = Math.max(maxAbs, Math.abs(s.r[j]!));
-
-  out[16] = logVol(sigma(s, t, 5));
-  out[17] = Math.sqrt(Math.max(0, win(s.pLs5sq, t, 55) / 55 - lsMean * lsMean));
-  out[18] = win(s.pR, t, 20) / (Math.max(s20, VOL_FLOOR) * Math.sqrt(20));
-  out[19] = win(s.pR, t, 60) / (Math.max(s60, VOL_FLOOR) * Math.sqrt(60));
-  out[20] = s.mdd60[t]! / (Math.max(s60, VOL_FLOOR) * Math.sqrt(60));
-  out[21] = win(s.pJump, t, LONG) / LONG;
-  out[22] = vN5 > 0 && vN60 > 0 ? Math.log(win(s.pVol, t, 5) / vN5 / (win(s.pVol, t, 60) / vN60)) : 0;
-  out[23] = Number.isNaN(s.logVol[t]!) || !Number.isFinite(lvMean20) ? 0 : s.logVol[t]! - lvMean20;
-  out[24] = win(s.pUp, t, LONG) / LONG;
-  out[25] = hlSum > 1e-12 ? win(s.pBody, t, 60) / hlSum : 0.5;
-  out[26] = Math.log(Math.max(maxAbs, VOL_FLOOR) / Math.max(sL, VOL_FLOOR));
-  out[27] = shape60.skew;
-  out[28] = shape60.logKurt;
-  out[29] = corr(60, win(s.pLag, t, 60), win(s.pAbs, t, 60), win(s.pLag2, t, 60), win(s.pR2, t, 60), win(s.pLagAbs, t, 60));
-  out[30] = gapShare(s, t, 60);
-  // Variance ratio of overlapping 5-day sums: > 0 trending, < 0 mean-reverting (from lag-1..4 autocovariances).
-  out[31] = m2L > 1e-14 ? win(s.pRLag, t, LONG) / LONG / m2L : 0;
+  out[23] = win(s.pUp, t, LONG) / LONG;
+  // Lag-1 autocorrelation (not demeaned): stale pricing of munis, floating-rate and near-cash funds shows as > 0.
+  out[24] = m2L > 1e-14 ? win(s.pRLag, t, LONG) / LONG / m2L : 0;
+  out[25] = Math.log(Math.max(maxAbs, VOL_FLOOR) / Math.max(sL, VOL_FLOOR));
+  out[26] = s.mdd60[t]! / (Math.max(s60, VOL_FLOOR) * Math.sqrt(60));
+  for (let k = 0; k < CONTEXT_SET.length; k++) out[27 + k] = fits[k]?.logBeta ?? 0;
 }

@@ -1,10 +1,11 @@
 import type { Bar, FeatureSeries } from './types.js';
 import type { Hidden } from '../router/layout.js';
 import { isoToDays } from './dates.js';
-import { FEATURE_TABLE, FEATURE_COUNT, LONG, VOL_FLOOR, type RawWindowStats, rawFeatureRow } from './feature-table.js';
+import { FEATURE_TABLE, FEATURE_COUNT, LONG, type ContextWindowStats, type RawWindowStats, rawFeatureRow } from './feature-table.js';
+import { CONTEXT_SET, NO_CONTEXT, alignContext, type MarketContext } from './context.js';
 
 /** Version of the feature definition; stored with trained weights so a model never meets features it was not trained on. */
-export const FEATURE_SPEC = 'v1';
+export const FEATURE_SPEC = 'v2';
 /** Bars before the first routed day: the longest window (250 returns, one trading year) needs 251 closes. */
 export const WARMUP_DAYS = LONG;
 /** Clip of every normalised feature. */
@@ -15,11 +16,20 @@ export { FEATURE_TABLE };
 /**
  * Features of one ticker, one token per bar after the first `WARMUP_DAYS`: token i belongs to bar i + WARMUP_DAYS
  * and uses bars up to that one only. Bars must be cleaned (sorted, positive prices; see clean.ts). The H = 16
- * features are the first 16 of the H = 32 ones; every one is documented in docs/features.md.
+ * features are the first 16 of the H = 32 ones; every one is documented in docs/features.md. `context` holds the
+ * reference markets (context.ts); a missing member turns its features into the documented "no context" values.
  */
-export function computeFeatures(ticker: string, bars: readonly Bar[], hidden: Hidden): FeatureSeries {
+export function computeFeatures(
+  ticker: string,
+  bars: readonly Bar[],
+  hidden: Hidden,
+  context: MarketContext = NO_CONTEXT,
+): FeatureSeries {
   if (hidden !== 16 && hidden !== 32) {
     throw new RangeError(`Expected hidden 16 or 32 for ${ticker} but received ${String(hidden)}`);
+  }
+  if (context.length !== CONTEXT_SET.length) {
+    throw new RangeError(`Expected a context of ${CONTEXT_SET.length} series (or null) for ${ticker} but received ${context.length}`);
   }
   const n = bars.length;
   const days = Math.max(0, n - WARMUP_DAYS);
@@ -33,7 +43,7 @@ export function computeFeatures(ticker: string, bars: readonly Bar[], hidden: Hi
     ret: new Float32Array(days),
   };
   if (days === 0) return out;
-  const s = windowStats(bars);
+  const s = windowStats(bars, context);
   const raw = new Float64Array(FEATURE_COUNT);
   for (let i = 0; i < days; i++) {
     const t = i + WARMUP_DAYS;
@@ -53,19 +63,19 @@ export function computeFeatures(ticker: string, bars: readonly Bar[], hidden: Hi
 }
 
 /** Per-bar series and prefix sums that make every window statistic O(1) (drawdown and maxima O(window)). */
-function windowStats(bars: readonly Bar[]): RawWindowStats {
+function windowStats(bars: readonly Bar[], context: MarketContext): RawWindowStats {
   const n = bars.length;
+  const dates = new Int32Array(n);
   const r = new Float64Array(n);
   const gap = new Float64Array(n);
   const hl = new Float64Array(n);
-  const body = new Float64Array(n);
   const logVol = new Float64Array(n);
   const close = new Float64Array(n);
   for (let t = 0; t < n; t++) {
     const b = bars[t]!;
+    dates[t] = isoToDays(b.date);
     close[t] = b.adjClose;
     hl[t] = Math.log(b.high / b.low);
-    body[t] = Math.abs(Math.log(b.adjClose / b.open));
     logVol[t] = b.volume !== null && b.volume > 0 ? Math.log(b.volume) : Number.NaN;
     if (t > 0) {
       const prev = bars[t - 1]!.adjClose;
@@ -99,10 +109,6 @@ function windowStats(bars: readonly Bar[]): RawWindowStats {
     const k = Math.min(60, t - 1);
     return k >= 5 ? Math.sqrt((pR2[t]! - pR2[t - k]!) / k) : Number.POSITIVE_INFINITY;
   };
-  const logSigma5 = new Float64Array(n);
-  for (let t = 0; t < n; t++) {
-    logSigma5[t] = Math.log(Math.max(t >= 5 ? Math.sqrt((pR2[t + 1]! - pR2[t - 4]!) / 5) : 0, VOL_FLOOR));
-  }
   const mdd60 = new Float64Array(n);
   for (let t = 60; t < n; t++) {
     let peak = close[t - 60]!;
@@ -135,15 +141,9 @@ function windowStats(bars: readonly Bar[]): RawWindowStats {
     pUp: prefix((t) => (r[t]! > 0 ? 1 : 0)),
     pZero: prefix((t) => (t > 0 && Math.abs(r[t]!) < 5e-5 ? 1 : 0)),
     pHl2: prefix((t) => hl[t]! * hl[t]!),
-    pBody: prefix((t) => body[t]!),
-    pHl: prefix((t) => hl[t]!),
     pGap2: prefix((t) => gap[t]! * gap[t]!),
-    pJump: prefix((t) => (t > 0 && absR(t) > 4 * sigmaBefore(t) ? 1 : 0)),
     pBigGap: prefix((t) => (t > 0 && Math.abs(gap[t]!) > 4 * sigmaBefore(t) ? 1 : 0)),
-    pLs5: prefix((t) => logSigma5[t]!),
-    pLs5sq: prefix((t) => logSigma5[t]! * logSigma5[t]!),
     pVolN: prefix((t) => (volOk(t) ? 1 : 0)),
-    pVol: prefix((t) => (volOk(t) ? Math.exp(logVol[t]!) : 0)),
     pLv: prefix((t) => (volOk(t) ? logVol[t]! : 0)),
     pLv2: prefix((t) => (volOk(t) ? logVol[t]! ** 2 : 0)),
     pDlv: prefix((t) => (dlvOk(t) ? logVol[t]! - logVol[t - 1]! : 0)),
@@ -152,5 +152,19 @@ function windowStats(bars: readonly Bar[]): RawWindowStats {
     pAbsLv: prefix((t) => (volOk(t) ? absR(t) * logVol[t]! : 0)),
     pAbsV: prefix((t) => (volOk(t) ? absR(t) : 0)),
     pAbs2V: prefix((t) => (volOk(t) ? absR(t) * absR(t) : 0)),
+    ctx: context.map((c) => {
+      if (c === null) return null;
+      const y = alignContext(c, dates);
+      const ok = (t: number): boolean => !Number.isNaN(y[t]!);
+      const stats: ContextWindowStats = {
+        pN: prefix((t) => (ok(t) ? 1 : 0)),
+        pX: prefix((t) => (ok(t) ? r[t]! : 0)),
+        pY: prefix((t) => (ok(t) ? y[t]! : 0)),
+        pXX: prefix((t) => (ok(t) ? r[t]! * r[t]! : 0)),
+        pYY: prefix((t) => (ok(t) ? y[t]! * y[t]! : 0)),
+        pXY: prefix((t) => (ok(t) ? r[t]! * y[t]! : 0)),
+      };
+      return stats;
+    }),
   };
 }

@@ -2,6 +2,7 @@ import type { Rng } from '../util/random.js';
 import { Garch, type Factors } from './sim-factors.js';
 import type { Domain } from '../domains.js';
 import { SUBTYPE_CLASS, type Subtype } from './universe.js';
+import type { ContextName } from './context.js';
 
 /** Simulated prices of one instrument on the adjusted scale, one entry per day. */
 export interface PricePath {
@@ -54,21 +55,25 @@ function leveraged(u: Float64Array, lev: number, feePerDay: number): Float64Arra
 function leverageUnderlying(rng: Rng, f: Factors): { u: Float64Array; overnight: number } {
   const pick = rng.next();
   const u = new Float64Array(f.n);
-  if (pick < 0.75) {
+  if (pick < 0.64) {
+    // Broad indices track the market tightly; sector and small-cap indices (semiconductors, biotech) less so.
     const beta = rng.uniform(0.9, 1.5);
-    const e = idio(rng, f, rng.uniform(0.0005, 0.009));
+    const e = idio(rng, f, rng.next() < 0.5 ? rng.uniform(0.0005, 0.002) : rng.uniform(0.002, 0.012));
     for (let t = 0; t < f.n; t++) u[t] = beta * f.market[t]! + e[t]!;
     return { u, overnight: rng.uniform(0.22, 0.45) };
   }
-  if (pick < 0.85) {
-    const dur = rng.uniform(15, 20);
+  if (pick < 0.76) {
+    const dur = rng.uniform(7, 20);
     const e = idio(rng, f, 0.0005);
     for (let t = 0; t < f.n; t++) u[t] = dur * f.rates[t]! + e[t]!;
     return { u, overnight: rng.uniform(0.5, 0.7) };
   }
-  const src = pick < 0.93 ? f.gold : f.oil;
-  const beta = rng.uniform(0.9, 1.6);
-  const e = idio(rng, f, rng.uniform(0.002, 0.01));
+  // Gold, silver or crude-oil futures: the fund tracks its future closely, so its beta to the reference market is
+  // the leverage (times silver's 1.5 to gold), far above what a plain commodity fund shows.
+  const kind = pick < 0.84 ? 'gold' : pick < 0.88 ? 'silver' : 'oil';
+  const src = kind === 'oil' ? f.oil : f.gold;
+  const beta = kind === 'silver' ? rng.uniform(1.3, 1.8) : rng.uniform(0.95, 1.05);
+  const e = idio(rng, f, kind === 'silver' ? rng.uniform(0.006, 0.012) : rng.uniform(0.0005, 0.003));
   for (let t = 0; t < f.n; t++) u[t] = beta * src[t]! + e[t]!;
   return { u, overnight: rng.uniform(0.55, 0.78) };
 }
@@ -90,6 +95,38 @@ const combine = (n: number, fn: (t: number) => number): Float64Array => {
   return out;
 };
 
+/** A factor mix added to an equity's market beta. */
+type Loadings = (f: Factors, t: number) => number;
+
+/**
+ * Sector exposure of a stock or sector fund: energy and materials move with oil (XOM, XLE: ≈ 0.3–0.6 of the oil
+ * return on top of the market), utilities and real estate with rates, most with neither. Without these, energy
+ * stocks look like commodity funds to a router that reads correlations.
+ */
+function sectorLoadings(rng: Rng): Loadings {
+  const pick = rng.next();
+  if (pick < 0.15) {
+    const oil = rng.uniform(0.25, 0.6);
+    return (f, t) => oil * f.oil[t]!;
+  }
+  if (pick < 0.22) {
+    const metals = rng.uniform(0.2, 0.6);
+    return (f, t) => metals * 0.5 * (f.gold[t]! + f.oil[t]!);
+  }
+  if (pick < 0.3) {
+    const dur = rng.uniform(2, 6);
+    return (f, t) => dur * f.rates[t]!;
+  }
+  return () => 0;
+}
+
+/** Non-US equity index in dollars: its currency (against the dollar) and, for emerging markets, commodities. */
+function foreignLoadings(rng: Rng): Loadings {
+  const fx = -rng.uniform(0.3, 1);
+  const cmd = rng.next() < 0.5 ? rng.uniform(0.1, 0.3) : 0;
+  return (f, t) => fx * f.fx[t]! + cmd * (0.5 * f.oil[t]! + 0.5 * f.gold[t]!);
+}
+
 function subtypeReturns(subtype: Subtype, rng: Rng, f: Factors): Returns {
   const n = f.n;
   const gapJump = new Float64Array(n);
@@ -103,13 +140,14 @@ function subtypeReturns(subtype: Subtype, rng: Rng, f: Factors): Returns {
   });
   switch (subtype) {
     case 'stock': {
-      const beta = U(0.6, 1.5);
+      const beta = U(0.6, 1.8);
       const drift = U(-0.0003, 0.0007);
       const e = idio(rng, f, U(0.009, 0.026), { nu: Math.round(U(4, 7)) });
+      const sector = sectorLoadings(rng);
       // Quarterly earnings: an overnight jump of several idiosyncratic sigmas.
       const phase = rng.int(63);
       const size = U(2, 5) * U(0.008, 0.02);
-      const r = combine(n, (t) => drift + beta * f.market[t]! + e[t]!);
+      const r = combine(n, (t) => drift + beta * f.market[t]! + sector(f, t) + e[t]!);
       for (let t = phase; t < n; t += 60 + rng.int(7)) {
         gapJump[t] = rng.normal() * size;
         r[t] = r[t]! + gapJump[t]!;
@@ -119,9 +157,12 @@ function subtypeReturns(subtype: Subtype, rng: Rng, f: Factors): Returns {
     case 'index-etf': {
       const beta = U(0.75, 1.25);
       const e = idio(rng, f, U(0.0008, 0.006));
-      // One in five tracks a non-US index, whose home market trades while New York sleeps.
-      const overnight = rng.next() < 0.2 ? U(0.5, 0.7) : U(0.3, 0.48);
-      const r = combine(n, (t) => beta * f.market[t]! + e[t]!);
+      // One in five tracks a non-US index, whose home market trades while New York sleeps; emerging markets also
+      // move with commodities and against the dollar. Sector funds carry their sector's loadings.
+      const foreign = rng.next() < 0.2;
+      const overnight = foreign ? U(0.5, 0.7) : U(0.3, 0.48);
+      const sector = foreign ? foreignLoadings(rng) : sectorLoadings(rng);
+      const r = combine(n, (t) => (foreign ? 0.75 : 1) * beta * f.market[t]! + sector(f, t) + e[t]!);
       return { r, gapJump, overnight, volumeBeta: U(0.15, 0.35), liquid: true };
     }
     case 'treasury-short': {
@@ -151,12 +192,16 @@ function subtypeReturns(subtype: Subtype, rng: Rng, f: Factors): Returns {
       return res(combine(n, (t) => dur * f.rates[t]! + cs * f.credit[t]! + e[t]!), U(0.45, 0.72), U(0.15, 0.35));
     }
     case 'credit-hy': {
-      const dur = U(2, 4.5);
-      const cs = U(0.6, 1.2);
-      const beta = U(0.05, 0.15);
+      // High yield, or (one in three) emerging-market sovereign debt in dollars: longer duration, and it moves
+      // against the dollar as EM currencies do (EMB: ≈ −0.5 correlation with the dollar fund).
+      const em = rng.next() < 0.33;
+      const dur = em ? U(5, 8) : U(2, 4.5);
+      const cs = em ? U(0.3, 0.7) : U(0.6, 1.2);
+      const beta = U(0.05, 0.2);
+      const fxLoad = em ? -U(0.2, 0.5) : 0;
       const e = idio(rng, f, U(0.0005, 0.002), { nu: 4, stressMult: 2.5 });
       return res(
-        combine(n, (t) => 0.0001 + dur * f.rates[t]! + cs * f.credit[t]! + beta * f.market[t]! + e[t]!),
+        combine(n, (t) => 0.0001 + dur * f.rates[t]! + cs * f.credit[t]! + beta * f.market[t]! + fxLoad * f.fx[t]! + e[t]!),
         U(0.45, 0.72),
         U(0.15, 0.35),
       );
@@ -246,7 +291,7 @@ function subtypeReturns(subtype: Subtype, rng: Rng, f: Factors): Returns {
  */
 const VOLUME_NOISE: Record<Domain | 'fx', [number, number]> = {
   Equities: [0.12, 0.4],
-  'Fixed Income': [0.25, 1.3],
+  'Fixed Income': [0.15, 1.3],
   Commodities: [0.3, 1.6],
   Derivatives: [0.2, 0.8],
   fx: [0.5, 2.2],
@@ -262,8 +307,67 @@ const tick = (p: number): number =>
  * anchored to a random final price and rounded to the cent; the rounding is what makes near-cash funds look real.
  */
 export function instrumentModel(subtype: Subtype, rng: Rng, f: Factors): PricePath {
-  const { r, gapJump, overnight, volumeBeta, liquid } = subtypeReturns(subtype, rng, f);
+  const ret = subtypeReturns(subtype, rng, f);
+  return pricePath(ret, rng, f.n, {
+    rangeScale: ret.liquid ? [0.75, 1.05] : subtype === 'fx-trust' ? [0.3, 0.7] : [0.35, 1],
+    volumeNoise: VOLUME_NOISE[subtype === 'fx-trust' ? 'fx' : SUBTYPE_CLASS[subtype]],
+  });
+}
+
+/**
+ * The reference markets of the context set (context.ts), with fixed loadings on the common factors: an S&P 500
+ * fund, a 7–10 year Treasury fund (duration 7.5), a gold trust, an energy-heavy commodity basket and a dollar fund.
+ * They are what real SPY, IEF, GLD, DBC and UUP are to the real market, so context features mean the same thing in
+ * training as in the pipeline.
+ */
+export function contextModel(name: ContextName, rng: Rng, f: Factors): PricePath {
   const n = f.n;
+  const gapJump = new Float64Array(n);
+  const mk = (r: Float64Array, overnight: number, liquid: boolean): Returns => ({ r, gapJump, overnight, volumeBeta: 0.3, liquid });
+  let ret: Returns;
+  let key: Domain | 'fx';
+  switch (name) {
+    case 'equity': {
+      const e = idio(rng, f, 0.0006);
+      ret = mk(combine(n, (t) => f.market[t]! + e[t]!), 0.35, true);
+      key = 'Equities';
+      break;
+    }
+    case 'rates': {
+      const e = idio(rng, f, 0.0002);
+      ret = mk(combine(n, (t) => 7.5 * f.rates[t]! + e[t]!), 0.55, false);
+      key = 'Fixed Income';
+      break;
+    }
+    case 'gold': {
+      const e = idio(rng, f, 0.0004);
+      ret = mk(combine(n, (t) => f.gold[t]! + e[t]!), 0.6, false);
+      key = 'Commodities';
+      break;
+    }
+    case 'commodity': {
+      const e = idio(rng, f, 0.0015);
+      ret = mk(combine(n, (t) => -0.0001 + 0.5 * f.oil[t]! + 0.25 * f.agri[t]! + 0.15 * f.gold[t]! + e[t]!), 0.6, false);
+      key = 'Commodities';
+      break;
+    }
+    case 'dollar': {
+      const e = idio(rng, f, 0.0004);
+      ret = mk(combine(n, (t) => f.fx[t]! + e[t]!), 0.75, false);
+      key = 'fx';
+      break;
+    }
+  }
+  return pricePath(ret, rng, n, { rangeScale: ret.liquid ? [0.75, 1.05] : [0.35, 1], volumeNoise: VOLUME_NOISE[key] });
+}
+
+/** Turns a day's returns into bars; the ranges say where the instrument sits between a single-venue and a consolidated feed. */
+function pricePath(
+  { r, gapJump, overnight, volumeBeta }: Returns,
+  rng: Rng,
+  n: number,
+  look: { rangeScale: readonly [number, number]; volumeNoise: readonly [number, number] },
+): PricePath {
   const logClose = new Float64Array(n);
   for (let t = 1; t < n; t++) logClose[t] = logClose[t - 1]! + r[t]!;
   const anchor = rng.uniform(Math.log(15), Math.log(400)) - logClose[n - 1]!;
@@ -278,17 +382,12 @@ export function instrumentModel(subtype: Subtype, rng: Rng, f: Factors): PricePa
   for (let t = 1; t < Math.min(n, 21); t++) ewmaVar += r[t]! * r[t]! / 20;
   // Vendors differ: a single-venue feed (IEX) sees narrower ranges, noisier opens and far noisier volume than the
   // consolidated tape, so each instrument draws where it sits between the two.
-  const rangeScale = liquid
-    ? rng.uniform(0.75, 1.05)
-    : subtype === 'fx-trust'
-      ? rng.uniform(0.3, 0.7)
-      : rng.uniform(0.35, 1);
+  const rangeScale = rng.uniform(look.rangeScale[0], look.rangeScale[1]);
   const openNoise = rng.uniform(0, 0.3);
   const baseVolume = rng.uniform(9, 17);
   const volTrend = rng.uniform(-0.8, 0.8);
   const volRho = rng.uniform(0.3, 0.8);
-  const [nLo, nHi] = VOLUME_NOISE[subtype === 'fx-trust' ? 'fx' : SUBTYPE_CLASS[subtype]];
-  const volNoise = rng.uniform(nLo, nHi);
+  const volNoise = rng.uniform(look.volumeNoise[0], look.volumeNoise[1]);
   const spikeRate = rng.uniform(0, 0.05);
   let volState = 0;
   for (let t = 0; t < n; t++) {

@@ -4,7 +4,8 @@ import type { Bar } from './types.js';
 import { businessDaysEnding, daysToIso, isoToDays } from './dates.js';
 import { SUBTYPE_CLASS, SUBTYPES, isSubtype, simTicker, type Subtype } from './universe.js';
 import { buildFactors, type Factors } from './sim-factors.js';
-import { instrumentModel } from './sim-models.js';
+import { contextModel, instrumentModel, type PricePath } from './sim-models.js';
+import { CONTEXT_SET, NO_CONTEXT, contextSeries, type ContextSeries, type MarketContext } from './context.js';
 
 /** Last simulated day when the caller names none: fixed so that a seed reproduces a run on any day. */
 export const DEFAULT_SIM_END = '2025-06-30';
@@ -19,6 +20,8 @@ export interface TrainingInstrument {
   class: Domain;
   subtype: Subtype;
   bars: Bar[];
+  /** The reference markets of the instrument's market history, degraded for a share of instruments (contextDropout). */
+  context: MarketContext;
 }
 
 const factorCache = new Map<string, Factors>();
@@ -83,7 +86,11 @@ function simulateOnMarket(
 ): Bar[] {
   const dates = businessDaysEnding(endDays, days);
   const factors = factorsFor(marketSeed, dates);
-  const path = instrumentModel(subtype, Rng.derive(seed, `instrument:${ticker}`), factors);
+  return toBars(instrumentModel(subtype, Rng.derive(seed, `instrument:${ticker}`), factors), dates);
+}
+
+function toBars(path: PricePath, dates: Int32Array): Bar[] {
+  const days = dates.length;
   const bars: Bar[] = new Array<Bar>(days);
   for (let t = 0; t < days; t++) {
     const close = path.close[t]!;
@@ -98,6 +105,45 @@ function simulateOnMarket(
     };
   }
   return bars;
+}
+
+/**
+ * Bars of the context set (SPY, IEF, GLD, DBC, UUP stand-ins) on the market history of `marketSeed`: the same
+ * factors as every instrument simulated with that seed, so correlations and betas come out as in a real market.
+ */
+export function simulateContextBars(marketSeed: number, days: number, end: string = DEFAULT_SIM_END): Map<string, Bar[]> {
+  const endDays = isoToDays(end);
+  if (!Number.isFinite(endDays)) {
+    throw new TypeError(`Expected ISO date YYYY-MM-DD for end but received ${JSON.stringify(end)}`);
+  }
+  const dates = businessDaysEnding(endDays, days);
+  const factors = factorsFor(marketSeed, dates);
+  return new Map(
+    CONTEXT_SET.map(({ name, ticker }) => [ticker, toBars(contextModel(name, Rng.derive(marketSeed, `context:${name}`), factors), dates)]),
+  );
+}
+
+/** simulateContextBars as a MarketContext. */
+export function simulateContext(marketSeed: number, days: number, end: string = DEFAULT_SIM_END): MarketContext {
+  const bars = simulateContextBars(marketSeed, days, end);
+  return CONTEXT_SET.map(({ ticker }) => contextSeries(ticker, bars.get(ticker)!));
+}
+
+/**
+ * Training must also teach what to do when context is missing or partial (a source without the reference series,
+ * history that starts later than the instrument's): a degraded copy of the full context, drawn per instrument.
+ */
+function degradeContext(full: MarketContext, rng: Rng): MarketContext {
+  const mode = rng.next();
+  if (mode < 0.4) return NO_CONTEXT;
+  if (mode < 0.7) return full.map((c) => (rng.next() < 0.5 ? null : c));
+  // Context that starts late: only the last part of the instrument's history has a partner.
+  const keep = rng.uniform(0.1, 0.9);
+  return full.map((c): ContextSeries | null => {
+    if (c === null) return null;
+    const from = Math.floor(c.dates.length * (1 - keep));
+    return { ticker: c.ticker, dates: c.dates.subarray(from), logClose: c.logClose.subarray(from) };
+  });
 }
 
 export interface TrainingSetOptions {
@@ -117,6 +163,8 @@ export interface TrainingSetOptions {
    * @defaultValue 8
    */
   marketPaths?: number;
+  /** Share of instruments whose context is removed, thinned or cut short (degradeContext). @defaultValue 0 */
+  contextDropout?: number;
 }
 
 /**
@@ -141,6 +189,16 @@ export function trainingSet(opts: TrainingSetOptions): TrainingInstrument[] {
   if (!Number.isFinite(endDays)) {
     throw new TypeError(`Expected ISO date YYYY-MM-DD for end but received ${JSON.stringify(opts.end)}`);
   }
+  const dropout = opts.contextDropout ?? 0;
+  const contexts = new Map<number, MarketContext>();
+  const contextOf = (marketSeed: number): MarketContext => {
+    let c = contexts.get(marketSeed);
+    if (c === undefined) {
+      c = simulateContext(marketSeed, opts.days, opts.end ?? DEFAULT_SIM_END);
+      contexts.set(marketSeed, c);
+    }
+    return c;
+  };
   const out: TrainingInstrument[] = [];
   for (const [cls, subs] of Object.entries(SUBTYPES) as [Domain, readonly Subtype[]][]) {
     for (const subtype of subs) {
@@ -154,7 +212,9 @@ export function trainingSet(opts: TrainingSetOptions): TrainingInstrument[] {
           const dropRate = rng.uniform(0.02, 0.25);
           bars = bars.filter((_, t) => t === 0 || rng.next() >= dropRate);
         }
-        out.push({ ticker, class: cls, subtype, bars });
+        const crng = Rng.derive(opts.seed, `context:${ticker}`);
+        const context = crng.next() < dropout ? degradeContext(contextOf(marketSeed), crng) : contextOf(marketSeed);
+        out.push({ ticker, class: cls, subtype, bars, context });
       }
     }
   }

@@ -1,7 +1,8 @@
 import type { FetchRange, SourceResult } from './types.js';
 import { SourceError } from './errors.js';
 import { knownClass, parseSimTicker } from './universe.js';
-import { simulateBars, DEFAULT_SIM_END } from './simulator.js';
+import { simulateBars, simulateContextBars, DEFAULT_SIM_END } from './simulator.js';
+import { CONTEXT_TICKERS } from './context.js';
 import { barsNeeded, resolveRange } from './range.js';
 import { sourceTicker } from './validate.js';
 import type { DataSource } from './sources.js';
@@ -26,7 +27,11 @@ export class SimSource implements DataSource {
       );
     }
     const { days, end } = resolveRange(range, DEFAULT_SIM_END);
-    const bars = simulateBars(t, spec, barsNeeded(days), this.seed, end);
+    // The context tickers are the simulator's reference markets (fixed loadings on the market factors), so the
+    // context a run fetches through this source is what training saw; they remain valid members of their sub-type.
+    const bars = CONTEXT_TICKERS.includes(t)
+      ? simulateContextBars(this.seed, barsNeeded(days), end).get(t)!
+      : simulateBars(t, spec, barsNeeded(days), this.seed, end);
     return {
       ticker: t,
       bars,

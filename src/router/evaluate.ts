@@ -7,6 +7,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { DOMAINS, domainIndex, type Domain } from '../domains.js';
 import { computeFeatures } from '../data/features.js';
+import { fetchContext } from '../data/context-fetch.js';
 import { MAX_RANGE_DAYS, createSource, SourceError } from '../data/sources.js';
 import { splitCsvLine } from '../data/source-csv.js';
 import type { FeatureSeries } from '../data/types.js';
@@ -15,6 +16,7 @@ import { loadModel, defaultModelPath } from './model.js';
 import { NativeRouter, nativeAvailable } from './native.js';
 import { concatSeries } from './batch.js';
 import { referenceForward } from './reference.js';
+import { createRulesForwarder } from './rules.js';
 
 const D = DOMAINS.length;
 const ECE_BINS = 10;
@@ -61,7 +63,10 @@ export interface TickerOutcome {
 export interface EvaluationMetrics {
   tickers: number;
   days: number;
+  /** Per ticker, the domain most days were routed to. */
   perTicker: LevelMetrics;
+  /** Per ticker, the domain of highest mean probability over days. */
+  perTickerMeanProb: LevelMetrics;
   perDay: LevelMetrics;
   /** Per-ticker confusion (same as `perTicker.confusion`). */
   confusion: number[][];
@@ -107,8 +112,18 @@ export function majorityDomain(assign: Uint8Array, probs: Float32Array | Float64
   return best;
 }
 
+/** Domain of highest mean probability over a ticker's days (ties to the lower index). */
+export function meanProbDomain(probs: Float32Array | Float64Array, days: number): number {
+  const mass = new Array<number>(D).fill(0);
+  for (let n = 0; n < days; n++) for (let d = 0; d < D; d++) mass[d]! += probs[n * D + d]!;
+  let best = 0;
+  for (let d = 1; d < D; d++) if (mass[d]! > mass[best]!) best = d;
+  return best;
+}
+
 export function summarisePredictions(preds: readonly TickerPrediction[]): EvaluationMetrics {
   const ticker = emptyLevel();
+  const tickerMean = emptyLevel();
   const day = emptyLevel();
   const binCount = new Array<number>(ECE_BINS).fill(0);
   const binConf = new Array<number>(ECE_BINS).fill(0);
@@ -146,6 +161,10 @@ export function summarisePredictions(preds: readonly TickerPrediction[]): Evalua
     ticker.confusion[p.label]![predicted]! += 1;
     ticker.total += 1;
     if (predicted === p.label) ticker.correct += 1;
+    const byMean = meanProbDomain(p.probs, days);
+    tickerMean.confusion[p.label]![byMean]! += 1;
+    tickerMean.total += 1;
+    if (byMean === p.label) tickerMean.correct += 1;
     outcomes.push({
       ticker: p.ticker,
       label: DOMAINS[p.label]!,
@@ -165,6 +184,7 @@ export function summarisePredictions(preds: readonly TickerPrediction[]): Evalua
     tickers: ticker.total,
     days: day.total,
     perTicker,
+    perTickerMeanProb: finishLevel(tickerMean),
     perDay: finishLevel(day),
     confusion: perTicker.confusion,
     meanConfidence: day.total > 0 ? confSum / day.total : 0,
@@ -289,6 +309,13 @@ export interface EvaluateOptions {
   tickers?: string[];
   /** Routed days per ticker (most recent). @defaultValue all days the CSV holds after the feature warm-up */
   days?: number;
+  /**
+   * Second folder to look for the context series in (SPY, IEF, GLD, DBC, UUP) when `dataDir` lacks them.
+   * @defaultValue none: only `dataDir`
+   */
+  contextDir?: string;
+  /** `learned` (the model file) or `rules` (the volatility baseline, rules.ts). @defaultValue `learned` */
+  router?: 'learned' | 'rules';
   warn?: (message: string) => void;
 }
 
@@ -301,13 +328,32 @@ export interface EvaluationReport extends EvaluationMetrics {
   /** Tickers that had a label but whose data could not be used, with the reason. */
   failed: { ticker: string; reason: string }[];
   predictions: TickerPrediction[];
+  /** Where each context series came from, and which were missing. */
+  context: { from: Record<string, string>; missing: { ticker: string; reason: string }[] };
+  router: 'learned' | 'rules';
+  /** With the learned router: the rules baseline on the same days, for comparison. */
+  baseline?: EvaluationMetrics;
 }
 
 
-export async function evaluateDirectory(opts: EvaluateOptions): Promise<EvaluationReport> {
+/** Labelled series of a folder, turned into features, with what was skipped or failed and where context came from. */
+export interface LabelledDirectory {
+  items: { series: FeatureSeries; label: number }[];
+  skipped: string[];
+  failed: { ticker: string; reason: string }[];
+  context: EvaluationReport['context'];
+}
+
+/**
+ * Reads every labelled `<TICKER>.csv` of a folder and computes its features (with the context from the folder, then
+ * `contextDir`). One unusable file is reported in `failed`, never fatal; no usable file at all is.
+ */
+export async function loadLabelledDirectory(
+  opts: Pick<EvaluateOptions, 'dataDir' | 'labelsFile' | 'tickers' | 'days' | 'contextDir' | 'warn'>,
+  hidden: Hidden,
+): Promise<LabelledDirectory> {
   const dataDir = path.resolve(opts.dataDir);
   const labelsFile = path.resolve(opts.labelsFile ?? path.join(dataDir, 'labels.csv'));
-  const modelPath = path.resolve(opts.modelPath ?? defaultModelPath());
   let labelText: string;
   try {
     labelText = await readFile(labelsFile, 'utf8');
@@ -326,15 +372,21 @@ export async function evaluateDirectory(opts: EvaluateOptions): Promise<Evaluati
     tickers = tickers.filter((t) => wanted.has(t));
   }
   const skipped = tickers.filter((t) => !labels.has(t));
-  const model = await loadModel(modelPath);
   const source = createSource({ source: 'csv', dataDir });
+  const contextSources = [{ label: dataDir, source }];
+  if (opts.contextDir !== undefined) {
+    const dir = path.resolve(opts.contextDir);
+    contextSources.push({ label: dir, source: createSource({ source: 'csv', dataDir: dir }) });
+  }
+  const ctx = await fetchContext(contextSources, { days: MAX_RANGE_DAYS });
+  for (const m of ctx.missing) opts.warn?.(`context series ${m.ticker} missing (${m.reason}); its features read as "no context"`);
   const items: { series: FeatureSeries; label: number }[] = [];
   for (const ticker of tickers) {
     const label = labels.get(ticker);
     if (label === undefined) continue;
     try {
       const result = await source.fetch(ticker, { days: opts.days ?? MAX_RANGE_DAYS });
-      const series = computeFeatures(ticker, result.bars, model.hidden);
+      const series = computeFeatures(ticker, result.bars, hidden, ctx.context);
       if (series.vol.length === 0) throw new Error('no routed day after the feature warm-up');
       items.push({ series, label });
     } catch (e) {
@@ -346,17 +398,30 @@ export async function evaluateDirectory(opts: EvaluateOptions): Promise<Evaluati
   if (items.length === 0) {
     throw new EvaluationError('NO_DATA', `Expected at least one labelled ticker with data in ${dataDir} but received none (${skipped.length} unlabelled, ${failed.length} failed)`);
   }
-  const forwarder = createForwarder(model, opts.warn ? { warn: opts.warn } : {});
+  return { items, skipped, failed, context: { from: ctx.from, missing: ctx.missing } };
+}
+
+export async function evaluateDirectory(opts: EvaluateOptions): Promise<EvaluationReport> {
+  const modelPath = path.resolve(opts.modelPath ?? defaultModelPath());
+  const router = opts.router ?? 'learned';
+  // The rules read only the volatility scalar, which does not depend on the embedding size.
+  const model = router === 'learned' ? await loadModel(modelPath) : { hidden: 16 as const, temperature: 1 };
+  const { items, skipped, failed, context } = await loadLabelledDirectory(opts, model.hidden);
+  const forwarder = 'params' in model ? createForwarder(model, opts.warn ? { warn: opts.warn } : {}) : createRulesForwarder();
   try {
     const predictions = await routeLabelled(forwarder, model.hidden, items);
+    const baseline = router === 'learned' ? summarisePredictions(await routeLabelled(createRulesForwarder(), model.hidden, items)) : undefined;
     return {
       ...summarisePredictions(predictions),
-      model: modelPath,
+      ...(baseline ? { baseline } : {}),
+      router,
+      model: router === 'learned' ? modelPath : 'rules (volatility bands, src/router/rules.ts)',
       backend: forwarder.backend,
       temperature: model.temperature,
       skipped,
       failed,
       predictions,
+      context,
     };
   } finally {
     forwarder.close();
@@ -402,16 +467,27 @@ export function formatEvaluation(r: EvaluationReport): string {
   }
   lines.push('');
   lines.push(...formatLevel('per ticker (majority over days)', r.perTicker));
+  lines.push(...formatLevel('per ticker (highest mean probability)', r.perTickerMeanProb));
   lines.push(...formatLevel('per day', r.perDay));
   lines.push('confusion per ticker:', ...formatConfusion(r.perTicker.confusion));
   lines.push('confusion per day:', ...formatConfusion(r.perDay.confusion));
   lines.push(`mean confidence ${r.meanConfidence.toFixed(3)}, ECE ${r.ece.toFixed(3)}, NLL ${r.nll.toFixed(3)}`);
+  const ctxFrom = Object.entries(r.context.from).map(([t, from]) => `${t} (${from})`);
+  lines.push(`context: ${ctxFrom.length > 0 ? ctxFrom.join(', ') : 'none'}${r.context.missing.length > 0 ? `; missing ${r.context.missing.map((m) => m.ticker).join(' ')}` : ''}`);
+  if (r.baseline) {
+    const b = r.baseline;
+    lines.push(
+      `rules baseline on the same days: per ticker ${pct(b.perTicker.accuracy)}, per day ${pct(b.perDay.accuracy)}, ECE ${b.ece.toFixed(3)}`,
+    );
+  }
   return lines.join('\n');
 }
 
 /** The machine-readable summary printed by `--json` (no per-day arrays). */
 export function evaluationJson(r: EvaluationReport): Record<string, unknown> {
+  const level = (l: LevelMetrics) => ({ accuracy: l.accuracy, correct: l.correct, total: l.total, byClass: l.byClass });
   return {
+    router: r.router,
     model: r.model,
     backend: r.backend,
     temperature: r.temperature,
@@ -419,13 +495,18 @@ export function evaluationJson(r: EvaluationReport): Record<string, unknown> {
     days: r.days,
     skipped: r.skipped,
     failed: r.failed,
-    perTicker: { accuracy: r.perTicker.accuracy, correct: r.perTicker.correct, total: r.perTicker.total, byClass: r.perTicker.byClass },
-    perDay: { accuracy: r.perDay.accuracy, correct: r.perDay.correct, total: r.perDay.total, byClass: r.perDay.byClass },
+    perTicker: level(r.perTicker),
+    perTickerMeanProb: level(r.perTickerMeanProb),
+    perDay: level(r.perDay),
     confusion: r.perTicker.confusion,
     confusionDays: r.perDay.confusion,
     meanConfidence: r.meanConfidence,
     ece: r.ece,
     nll: r.nll,
+    context: r.context,
+    ...(r.baseline
+      ? { baseline: { router: 'rules', perTicker: level(r.baseline.perTicker), perDay: level(r.baseline.perDay), ece: r.baseline.ece, confusion: r.baseline.confusion } }
+      : {}),
     predictions: r.outcomes,
   };
 }

@@ -53,6 +53,8 @@ export interface TrainConfig {
     testSeed: number;
     validationTickersPerSubtype: number;
     testTickersPerSubtype: number;
+    /** Share of training instruments whose market context is removed, thinned or cut short. */
+    contextDropout: number;
   };
 }
 
@@ -61,7 +63,7 @@ export function defaultTrainConfig(overrides: { hidden?: Hidden; seed?: number; 
   return {
     hidden: overrides.hidden ?? 16,
     seed,
-    steps: overrides.steps ?? 3000,
+    steps: overrides.steps ?? 6000,
     batchSize: 4096,
     lr: 5e-3,
     warmupSteps: 100,
@@ -74,7 +76,7 @@ export function defaultTrainConfig(overrides: { hidden?: Hidden; seed?: number; 
     classBalance: true,
     threads: 2,
     data: {
-      tickersPerSubtype: 4,
+      tickersPerSubtype: 8,
       days: 1000,
       trainSeed: seed,
       trainSeeds: 8,
@@ -82,6 +84,7 @@ export function defaultTrainConfig(overrides: { hidden?: Hidden; seed?: number; 
       testSeed: seed + 20_000,
       validationTickersPerSubtype: 2,
       testTickersPerSubtype: 5,
+      contextDropout: 0.3,
     },
   };
 }
@@ -102,12 +105,15 @@ export interface TokenSet {
  * Simulates the instruments of `opts` once per seed (each seed is another market history and other instrument
  * parameters) and turns them into tokens with `computeFeatures`.
  */
-export function simulatedTokens(hidden: Hidden, opts: { seeds: number[]; tickersPerSubtype: number; days: number }): TokenSet {
+export function simulatedTokens(
+  hidden: Hidden,
+  opts: { seeds: number[]; tickersPerSubtype: number; days: number; contextDropout?: number },
+): TokenSet {
   const series = opts.seeds.flatMap((seed) =>
-    trainingSet({ seed, tickersPerSubtype: opts.tickersPerSubtype, days: opts.days }).map((s) => ({
+    trainingSet({ seed, tickersPerSubtype: opts.tickersPerSubtype, days: opts.days, contextDropout: opts.contextDropout ?? 0 }).map((s) => ({
       s,
       name: opts.seeds.length > 1 ? `${s.ticker}@${seed}` : s.ticker,
-      f: computeFeatures(s.ticker, s.bars, hidden),
+      f: computeFeatures(s.ticker, s.bars, hidden, s.context),
     })),
   );
   const { x, vol, risk, offsets } = concatSeries(series.map(({ f }) => f), hidden);
@@ -383,7 +389,12 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
   if (inTrain(d.validationSeed) || inTrain(d.testSeed)) {
     throw new RangeError(`Expected training seeds ${d.trainSeed}..${d.trainSeed + d.trainSeeds - 1} to exclude the held-out seeds ${d.validationSeed} and ${d.testSeed}`);
   }
-  const train = simulatedTokens(H, { seeds: seedRange(d.trainSeed, d.trainSeeds), tickersPerSubtype: d.tickersPerSubtype, days: d.days });
+  const train = simulatedTokens(H, {
+    seeds: seedRange(d.trainSeed, d.trainSeeds),
+    tickersPerSubtype: d.tickersPerSubtype,
+    days: d.days,
+    contextDropout: d.contextDropout,
+  });
   const validation = simulatedTokens(H, { seeds: [d.validationSeed], tickersPerSubtype: d.validationTickersPerSubtype, days: d.days });
   const test = simulatedTokens(H, { seeds: [d.testSeed], tickersPerSubtype: d.testTickersPerSubtype, days: d.days });
   const t1 = performance.now();

@@ -1,0 +1,96 @@
+import type { Bar } from './types.js';
+import { isoToDays } from './dates.js';
+
+/**
+ * The fixed market-context set. Daily statistics of one series cannot tell a gold fund from a stock index or a
+ * long-Treasury fund (all about 1 %/day, near-symmetric); how a series moves *with* these reference markets can:
+ * an index fund tracks the equity market at β ≈ 1, a 3x fund at β ≈ 3, an inverse fund at β < 0, a currency trust
+ * with the dollar, a Treasury fund with the rates series. Every run fetches this set once, from its own source.
+ * Order is part of the feature spec (features.md): adding, removing or reordering a context means a new spec.
+ */
+export const CONTEXT_SET = [
+  { name: 'equity', ticker: 'SPY', what: 'US large-cap equity index fund' },
+  { name: 'rates', ticker: 'IEF', what: '7–10 year Treasury fund' },
+  { name: 'gold', ticker: 'GLD', what: 'physical gold trust' },
+  { name: 'commodity', ticker: 'DBC', what: 'broad commodity futures fund (energy-heavy)' },
+  { name: 'dollar', ticker: 'UUP', what: 'US dollar index fund' },
+] as const;
+
+export type ContextName = (typeof CONTEXT_SET)[number]['name'];
+export const CONTEXT_TICKERS: readonly string[] = CONTEXT_SET.map((c) => c.ticker);
+
+/** One reference series: the ln adjusted close per trading day. */
+export interface ContextSeries {
+  ticker: string;
+  /** Days since 1970-01-01, ascending. */
+  dates: Int32Array;
+  /** ln of the adjusted close on each date. */
+  logClose: Float64Array;
+}
+
+/**
+ * The context of a run or an evaluation: one entry per CONTEXT_SET member, in its order, `null` where that series
+ * could not be had. Missing series never fail a run; their features read as "no context" (see features.md).
+ */
+export type MarketContext = readonly (ContextSeries | null)[];
+
+/** A context in which nothing is known: every context feature takes its "missing" value. */
+export const NO_CONTEXT: MarketContext = CONTEXT_SET.map(() => null);
+
+/** Reference series from cleaned bars (sorted, positive prices; see clean.ts). */
+export function contextSeries(ticker: string, bars: readonly Bar[]): ContextSeries {
+  const dates = new Int32Array(bars.length);
+  const logClose = new Float64Array(bars.length);
+  bars.forEach((b, i) => {
+    dates[i] = isoToDays(b.date);
+    logClose[i] = Math.log(b.adjClose);
+  });
+  return { ticker, dates, logClose };
+}
+
+/**
+ * Builds the context from whatever each reference series yielded: bars, or an error / nothing. Returns the context
+ * and, per missing member, why it is missing (for logs and summaries).
+ */
+export function buildContext(byTicker: ReadonlyMap<string, readonly Bar[] | Error | undefined>): {
+  context: MarketContext;
+  missing: { ticker: string; reason: string }[];
+} {
+  const missing: { ticker: string; reason: string }[] = [];
+  const context = CONTEXT_SET.map(({ ticker }) => {
+    const got = byTicker.get(ticker);
+    if (got === undefined) {
+      missing.push({ ticker, reason: 'not available' });
+      return null;
+    }
+    if (got instanceof Error) {
+      missing.push({ ticker, reason: got.message });
+      return null;
+    }
+    if (got.length < 2) {
+      missing.push({ ticker, reason: `only ${got.length} bar(s)` });
+      return null;
+    }
+    return contextSeries(ticker, got);
+  });
+  return { context, missing };
+}
+
+/**
+ * Context returns aligned to an instrument's trading days: `out[t]` is the context's log return between the dates
+ * of bars t−1 and t (a multi-day return when the instrument skipped days, so both sides span the same interval),
+ * NaN where the context lacks either date. Exact date matches only: a context that traded on other days says
+ * nothing about this interval.
+ */
+export function alignContext(ctx: ContextSeries, dates: Int32Array): Float64Array {
+  const at = new Map<number, number>();
+  for (let i = 0; i < ctx.dates.length; i++) at.set(ctx.dates[i]!, ctx.logClose[i]!);
+  const out = new Float64Array(dates.length).fill(Number.NaN);
+  let prev = at.get(dates[0]!);
+  for (let t = 1; t < dates.length; t++) {
+    const cur = at.get(dates[t]!);
+    if (prev !== undefined && cur !== undefined) out[t] = cur - prev;
+    prev = cur;
+  }
+  return out;
+}

@@ -1,0 +1,97 @@
+/**
+ * Temperature calibration on real labelled data, with an honest estimate of how well it transfers.
+ *
+ * A temperature fitted on the simulator leaves the router over-confident on real series (a simulator is cleaner
+ * than any market), so the shipped temperature is fitted on a real labelled folder. One scalar cannot memorise
+ * tickers, but scoring it on the tickers it was fitted on would still flatter it: the reported calibration is
+ * cross-fitted, k folds split by ticker, each fold scored with the temperature fitted on the other folds.
+ * Routing decisions (the argmax) do not depend on the temperature, so accuracy is unchanged by this step.
+ */
+import { DOMAINS } from '../domains.js';
+import type { Hidden } from './layout.js';
+import { createForwarder, loadLabelledDirectory, routeLabelled, summarisePredictions, type EvaluateOptions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
+import { fitTemperature } from './train.js';
+
+const D = DOMAINS.length;
+
+export interface CalibrationResult {
+  /** Temperature fitted on every ticker: the one to ship. */
+  temperature: number;
+  /** Temperature fitted without fold k, for k = 0 … folds − 1. */
+  foldTemperatures: number[];
+  folds: number;
+  tickers: number;
+  days: number;
+  /** Metrics of the cross-fitted probabilities (each ticker scored with a temperature that never saw it). */
+  crossFitted: EvaluationMetrics;
+  /** Metrics with the temperature the model had before (for comparison). */
+  before: EvaluationMetrics;
+}
+
+/** Probabilities at temperature T from probabilities at T = 1: softmax(ln p / T). */
+export function reTemper(probsAtT1: Float32Array, temperature: number): Float32Array {
+  const out = new Float32Array(probsAtT1.length);
+  for (let i = 0; i < probsAtT1.length; i += D) {
+    let max = -Infinity;
+    for (let d = 0; d < D; d++) max = Math.max(max, Math.log(Math.max(probsAtT1[i + d]!, 1e-30)) / temperature);
+    let z = 0;
+    for (let d = 0; d < D; d++) {
+      const e = Math.exp(Math.log(Math.max(probsAtT1[i + d]!, 1e-30)) / temperature - max);
+      out[i + d] = e;
+      z += e;
+    }
+    for (let d = 0; d < D; d++) out[i + d]! /= z;
+  }
+  return out;
+}
+
+function fitOn(preds: readonly TickerPrediction[]): number {
+  const days = preds.reduce((a, p) => a + p.assign.length, 0);
+  const probs = new Float32Array(days * D);
+  const labels = new Uint8Array(days);
+  let at = 0;
+  for (const p of preds) {
+    probs.set(p.probs, at * D);
+    labels.fill(p.label, at, at + p.assign.length);
+    at += p.assign.length;
+  }
+  return fitTemperature(probs, labels);
+}
+
+/**
+ * Fits the temperature of `model` on a labelled csv folder (see evaluate's options) and cross-fits it over
+ * `folds` ticker folds (ticker i, in sorted order, is in fold i mod folds).
+ */
+export async function calibrateOnLabelled(
+  model: { hidden: Hidden; params: Float32Array; temperature: number },
+  opts: Pick<EvaluateOptions, 'dataDir' | 'labelsFile' | 'contextDir' | 'warn'> & { folds?: number },
+): Promise<CalibrationResult> {
+  const folds = opts.folds ?? 5;
+  if (!Number.isInteger(folds) || folds < 2) throw new RangeError(`Expected integer ≥ 2 for folds but received ${String(folds)}`);
+  const dir = await loadLabelledDirectory(opts, model.hidden);
+  const forwarder = createForwarder({ ...model, temperature: 1 }, opts.warn ? { warn: opts.warn } : {});
+  let atT1: TickerPrediction[];
+  try {
+    atT1 = await routeLabelled(forwarder, model.hidden, dir.items);
+  } finally {
+    forwarder.close();
+  }
+  atT1.sort((a, b) => (a.ticker < b.ticker ? -1 : a.ticker > b.ticker ? 1 : 0));
+  if (atT1.length < folds) throw new RangeError(`Expected at least ${folds} labelled tickers to cross-fit over ${folds} folds but received ${atT1.length}`);
+  const foldTemperatures: number[] = [];
+  const crossFitted: TickerPrediction[] = [];
+  for (let k = 0; k < folds; k++) {
+    const t = fitOn(atT1.filter((_, i) => i % folds !== k));
+    foldTemperatures.push(t);
+    for (const p of atT1.filter((_, i) => i % folds === k)) crossFitted.push({ ...p, probs: reTemper(p.probs, t) });
+  }
+  return {
+    temperature: fitOn(atT1),
+    foldTemperatures,
+    folds,
+    tickers: atT1.length,
+    days: atT1.reduce((a, p) => a + p.assign.length, 0),
+    crossFitted: summarisePredictions(crossFitted),
+    before: summarisePredictions(atT1.map((p) => ({ ...p, probs: reTemper(p.probs, model.temperature) }))),
+  };
+}

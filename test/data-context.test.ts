@@ -1,0 +1,137 @@
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { CONTEXT_SET, NO_CONTEXT, alignContext, contextSeries, type MarketContext } from '../src/data/context.js';
+import { fetchContext } from '../src/data/context-fetch.js';
+import { computeFeatures, FEATURE_TABLE, WARMUP_DAYS } from '../src/data/features.js';
+import { simulateBars, simulateContext, simulateContextBars } from '../src/data/simulator.js';
+import { createSource } from '../src/data/sources.js';
+import { isoToDays } from '../src/data/dates.js';
+import type { Bar } from '../src/data/types.js';
+
+const DAYS = WARMUP_DAYS + 200;
+const SEED = 31;
+const ctxBars = simulateContextBars(SEED, DAYS);
+const context = simulateContext(SEED, DAYS);
+const spy = ctxBars.get('SPY')!;
+const col = (name: string): number => FEATURE_TABLE.findIndex((f) => f.name === name);
+
+/** A daily-rebalanced fund on SPY: simple return `lev ×` SPY's, as leveraged and inverse ETFs promise. */
+function leveragedOn(base: Bar[], lev: number): Bar[] {
+  let close = 50;
+  return base.map((b, i) => {
+    if (i > 0) close *= 1 + lev * (b.adjClose / base[i - 1]!.adjClose - 1);
+    return { date: b.date, open: close, high: close * 1.01, low: close * 0.99, close, adjClose: close, volume: 1000 + i };
+  });
+}
+
+/** Mean of one normalised feature over a series' tokens. */
+function meanOf(x: Float32Array, hidden: number, k: number): number {
+  const n = x.length / hidden;
+  let s = 0;
+  for (let i = 0; i < n; i++) s += x[i * hidden + k]!;
+  return s / n;
+}
+
+describe('market context features', () => {
+  it('reads leverage and direction off the equity context: 3x ≈ ln 4, inverse ≈ −ln 2, correlation ±1', () => {
+    const scale = FEATURE_TABLE[col('beta_equity_250')]!.scale;
+    const three = computeFeatures('X3', leveragedOn(spy, 3), 32, context);
+    const inv = computeFeatures('XI', leveragedOn(spy, -1), 32, context);
+    expect(meanOf(three.x, 32, col('corr_equity_250')) * 0.5).toBeGreaterThan(0.99);
+    expect(meanOf(three.x, 32, col('beta_equity_250')) * scale).toBeCloseTo(Math.log(4), 1);
+    expect(meanOf(three.x, 32, col('beta_best_250')) * scale).toBeCloseTo(Math.log(4), 1);
+    expect(meanOf(inv.x, 32, col('corr_equity_250')) * 0.5).toBeLessThan(-0.99);
+    expect(meanOf(inv.x, 32, col('beta_equity_250')) * scale).toBeCloseTo(-Math.log(2), 1);
+    // Full context over the whole window: coverage at its center.
+    expect(meanOf(three.x, 32, col('ctx_coverage_250'))).toBeCloseTo(0, 5);
+  });
+
+  it('gives the documented "no context" values when the context is missing, and partial coverage when it starts late', () => {
+    const bars = simulateBars('SIM-EQ-STK-001', { class: 'Equities', subtype: 'stock' }, DAYS, SEED);
+    const none = computeFeatures('S', bars, 32, NO_CONTEXT);
+    const ctxCols = FEATURE_TABLE.map((f, k) => (/^(corr|beta)_/.test(f.name) ? k : -1)).filter((k) => k >= 0);
+    expect(ctxCols).toHaveLength(11);
+    for (let i = 0; i < none.vol.length; i++) {
+      expect(none.x[i * 32 + col('ctx_coverage_250')]).toBeCloseTo(-2, 6);
+      for (const k of ctxCols) expect(none.x[i * 32 + k]).toBe(0);
+    }
+    // The univariate features do not depend on the context at all.
+    const full = computeFeatures('S', bars, 32, context);
+    for (let i = 0; i < full.vol.length; i++) {
+      for (let k = 0; k < 9; k++) expect(full.x[i * 32 + k]).toBe(none.x[i * 32 + k]);
+    }
+    // Context that starts 100 days into the routed period: the first tokens see too few shared days.
+    const late: MarketContext = context.map((c) => {
+      const from = WARMUP_DAYS + 100;
+      return c && { ticker: c.ticker, dates: c.dates.subarray(from), logClose: c.logClose.subarray(from) };
+    });
+    const part = computeFeatures('S', bars, 32, late);
+    const cov = (i: number): number => part.x[i * 32 + col('ctx_coverage_250')]! * 0.5 + 1;
+    expect(cov(0)).toBe(0);
+    expect(cov(part.vol.length - 1)).toBeCloseTo(99 / 250, 5);
+    expect(part.x[0 * 32 + col('corr_equity_250')]).toBe(0);
+  });
+
+  it('is causal and scale-invariant in the context too', () => {
+    const bars = leveragedOn(spy, 2);
+    const cut = WARMUP_DAYS + 80;
+    const changed: MarketContext = context.map((c) => {
+      if (c === null) return null;
+      const logClose = c.logClose.map((v, i) => (i > cut ? v + 0.3 * Math.sin(i) : v + Math.log(10)));
+      return { ...c, logClose };
+    });
+    const a = computeFeatures('L2', bars, 32, context);
+    const b = computeFeatures('L2', bars, 32, changed);
+    const upto = (cut - WARMUP_DAYS + 1) * 32;
+    for (let k = 0; k < upto; k++) expect(Math.abs(a.x[k]! - b.x[k]!)).toBeLessThan(1e-5);
+    let later = 0;
+    for (let k = upto; k < a.x.length; k++) later = Math.max(later, Math.abs(a.x[k]! - b.x[k]!));
+    expect(later).toBeGreaterThan(0.1);
+  });
+
+  it('aligns context returns to the instrument’s own intervals, skipping dates the context lacks', () => {
+    const c = contextSeries('SPY', [
+      { date: '2024-01-02', open: 1, high: 1, low: 1, close: 100, adjClose: 100, volume: 1 },
+      { date: '2024-01-03', open: 1, high: 1, low: 1, close: 110, adjClose: 110, volume: 1 },
+      { date: '2024-01-04', open: 1, high: 1, low: 1, close: 121, adjClose: 121, volume: 1 },
+      { date: '2024-01-08', open: 1, high: 1, low: 1, close: 100, adjClose: 100, volume: 1 },
+    ]);
+    const dates = Int32Array.from(['2024-01-02', '2024-01-04', '2024-01-05', '2024-01-08'].map(isoToDays));
+    const y = alignContext(c, dates);
+    expect(Number.isNaN(y[0]!)).toBe(true);
+    expect(y[1]).toBeCloseTo(Math.log(121 / 100), 12); // two days of the context for one step of the instrument
+    expect(Number.isNaN(y[2]!)).toBe(true); // the context has no 2024-01-05
+    expect(Number.isNaN(y[3]!)).toBe(true);
+  });
+
+  it('rejects a context of the wrong size with a clear message', () => {
+    expect(() => computeFeatures('A', spy, 16, [null])).toThrow(/Expected a context of 5 series \(or null\) for A but received 1/);
+  });
+
+  it('the sim source serves the simulator’s reference markets for the context tickers', async () => {
+    const src = createSource({ source: 'sim', seed: SEED });
+    const got = await fetchContext([{ label: 'sim', source: src }], { days: 100 });
+    expect(got.missing).toEqual([]);
+    expect(Object.keys(got.from).sort()).toEqual(CONTEXT_SET.map((c) => c.ticker).sort());
+    const direct = simulateContextBars(SEED, WARMUP_DAYS + 100);
+    for (const c of got.context) expect(Array.from(c!.logClose)).toEqual(direct.get(c!.ticker)!.map((b) => Math.log(b.adjClose)));
+  });
+
+  const market = path.resolve(__dirname, '../../shared/market-data');
+  it.skipIf(!existsSync(market))('finds the context in a csv folder and reports what a folder lacks', async () => {
+    const src = createSource({ source: 'csv', dataDir: market });
+    const got = await fetchContext([{ label: market, source: src }], { days: 300 });
+    expect(got.missing).toEqual([]);
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'moe-ctx-'));
+    try {
+      const none = await fetchContext([{ label: dir, source: createSource({ source: 'csv', dataDir: dir }) }], { days: 300 });
+      expect(none.context.every((c) => c === null)).toBe(true);
+      expect(none.missing.map((m) => m.ticker).sort()).toEqual(CONTEXT_SET.map((c) => c.ticker).sort());
+      expect(none.missing[0]!.reason).toMatch(/SPY|IEF|GLD|DBC|UUP/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
