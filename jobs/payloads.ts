@@ -72,6 +72,8 @@ export interface RouteResult {
   routeMs: number;
   /** The native forward pass alone. */
   forwardMs: number;
+  /** Context series (context.ts) missing for at least one routed ticker; empty when every ticker had the full set. */
+  contextMissing?: string[];
 }
 
 export interface ReportJobData {

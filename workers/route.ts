@@ -173,6 +173,7 @@ export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Pr
     // Failures keyed by something other than a run ticker (unparsable job keys) are still reported.
     for (const [k, reason] of failed) if (!data.tickers.includes(k)) failedList.push({ ticker: k, reason });
 
+    const contextMissing = [...new Set(loaded.flatMap((l) => l.fetched.contextMissing ?? []))].sort();
     const routeMs = performance.now() - t0;
     deps.logger.info({ runId: data.runId, tickers: summaries.length, failed: failedList.length, tokens: n, forwardMs, routeMs }, 'routed');
     return {
@@ -186,6 +187,7 @@ export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Pr
       fetchMs,
       routeMs,
       forwardMs,
+      contextMissing,
     };
   };
 }

@@ -58,7 +58,7 @@ function leverageUnderlying(rng: Rng, f: Factors): { u: Float64Array; overnight:
   if (pick < 0.64) {
     // Broad indices track the market tightly; sector and small-cap indices (semiconductors, biotech) less so.
     const beta = rng.uniform(0.9, 1.5);
-    const e = idio(rng, f, rng.next() < 0.5 ? rng.uniform(0.0005, 0.002) : rng.uniform(0.002, 0.012));
+    const e = idio(rng, f, rng.next() < 0.7 ? rng.uniform(0.0005, 0.002) : rng.uniform(0.003, 0.012));
     for (let t = 0; t < f.n; t++) u[t] = beta * f.market[t]! + e[t]!;
     return { u, overnight: rng.uniform(0.22, 0.45) };
   }
@@ -140,7 +140,8 @@ function subtypeReturns(subtype: Subtype, rng: Rng, f: Factors): Returns {
   });
   switch (subtype) {
     case 'stock': {
-      const beta = U(0.6, 1.8);
+      // Defensive names (staples, health care) sit near β 0.3–0.6, growth names up to 1.8.
+      const beta = U(0.3, 1.8);
       const drift = U(-0.0003, 0.0007);
       const e = idio(rng, f, U(0.009, 0.026), { nu: Math.round(U(4, 7)) });
       const sector = sectorLoadings(rng);

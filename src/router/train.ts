@@ -76,10 +76,10 @@ export function defaultTrainConfig(overrides: { hidden?: Hidden; seed?: number; 
     classBalance: true,
     threads: 2,
     data: {
-      tickersPerSubtype: 8,
+      tickersPerSubtype: 4,
       days: 1000,
       trainSeed: seed,
-      trainSeeds: 8,
+      trainSeeds: 16,
       validationSeed: seed + 10_000,
       testSeed: seed + 20_000,
       validationTickersPerSubtype: 2,
