@@ -321,45 +321,34 @@ export function instrumentModel(subtype: Subtype, rng: Rng, f: Factors): PricePa
  * They are what real SPY, IEF, GLD, DBC and UUP are to the real market, so context features mean the same thing in
  * training as in the pipeline.
  */
+const CONTEXT_MODELS: Record<
+  ContextName,
+  { load: (f: Factors, t: number) => number; idio: number; overnight: number; liquid: boolean; look: Domain | 'fx' }
+> = {
+  equity: { load: (f, t) => f.market[t]!, idio: 0.0006, overnight: 0.35, liquid: true, look: 'Equities' },
+  rates: { load: (f, t) => 7.5 * f.rates[t]!, idio: 0.0002, overnight: 0.55, liquid: false, look: 'Fixed Income' },
+  gold: { load: (f, t) => f.gold[t]!, idio: 0.0004, overnight: 0.6, liquid: false, look: 'Commodities' },
+  commodity: {
+    load: (f, t) => -0.0001 + 0.5 * f.oil[t]! + 0.25 * f.agri[t]! + 0.15 * f.gold[t]!,
+    idio: 0.0015,
+    overnight: 0.6,
+    liquid: false,
+    look: 'Commodities',
+  },
+  dollar: { load: (f, t) => f.fx[t]!, idio: 0.0004, overnight: 0.75, liquid: false, look: 'fx' },
+};
+
 export function contextModel(name: ContextName, rng: Rng, f: Factors): PricePath {
-  const n = f.n;
-  const gapJump = new Float64Array(n);
-  const mk = (r: Float64Array, overnight: number, liquid: boolean): Returns => ({ r, gapJump, overnight, volumeBeta: 0.3, liquid });
-  let ret: Returns;
-  let key: Domain | 'fx';
-  switch (name) {
-    case 'equity': {
-      const e = idio(rng, f, 0.0006);
-      ret = mk(combine(n, (t) => f.market[t]! + e[t]!), 0.35, true);
-      key = 'Equities';
-      break;
-    }
-    case 'rates': {
-      const e = idio(rng, f, 0.0002);
-      ret = mk(combine(n, (t) => 7.5 * f.rates[t]! + e[t]!), 0.55, false);
-      key = 'Fixed Income';
-      break;
-    }
-    case 'gold': {
-      const e = idio(rng, f, 0.0004);
-      ret = mk(combine(n, (t) => f.gold[t]! + e[t]!), 0.6, false);
-      key = 'Commodities';
-      break;
-    }
-    case 'commodity': {
-      const e = idio(rng, f, 0.0015);
-      ret = mk(combine(n, (t) => -0.0001 + 0.5 * f.oil[t]! + 0.25 * f.agri[t]! + 0.15 * f.gold[t]! + e[t]!), 0.6, false);
-      key = 'Commodities';
-      break;
-    }
-    case 'dollar': {
-      const e = idio(rng, f, 0.0004);
-      ret = mk(combine(n, (t) => f.fx[t]! + e[t]!), 0.75, false);
-      key = 'fx';
-      break;
-    }
-  }
-  return pricePath(ret, rng, n, { rangeScale: ret.liquid ? [0.75, 1.05] : [0.35, 1], volumeNoise: VOLUME_NOISE[key] });
+  const m = CONTEXT_MODELS[name];
+  const e = idio(rng, f, m.idio);
+  const ret: Returns = {
+    r: combine(f.n, (t) => m.load(f, t) + e[t]!),
+    gapJump: new Float64Array(f.n),
+    overnight: m.overnight,
+    volumeBeta: 0.3,
+    liquid: m.liquid,
+  };
+  return pricePath(ret, rng, f.n, { rangeScale: m.liquid ? [0.75, 1.05] : [0.35, 1], volumeNoise: VOLUME_NOISE[m.look] });
 }
 
 /** Turns a day's returns into bars; the ranges say where the instrument sits between a single-venue and a consolidated feed. */
