@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { CONDITION_THRESHOLDS, classStats, marketCondition } from '../src/report/market-condition.js';
 import { sampleReportInput } from '../src/report/sample-input.js';
 import { buildSummaryMarkdown } from '../src/report/summary-markdown.js';
+import { routingMix } from '../src/report/drift.js';
 import type { RunSummary, TickerSummary } from '../src/report/types.js';
 
 function ticker(over: Partial<TickerSummary> & Pick<TickerSummary, 'ticker'>): TickerSummary {
@@ -31,6 +32,9 @@ function summary(tickers: TickerSummary[]): RunSummary {
     model: { path: 'models/router.safetensors', hidden: 16, featureSpec: 'v1' },
     timings: { fetchMs: 900, routeMs: 12.4, reportMs: 1500, totalMs: 2600 },
     tokens: tickers.reduce((a, t) => a + t.days, 0),
+    universe: '0123456789abcdef',
+    routing: routingMix(tickers),
+    drift: null,
   };
 }
 

@@ -1,3 +1,5 @@
+import { DOMAINS } from '../domains.js';
+import { PSI_BANDS } from './drift.js';
 import { CONDITION_THRESHOLDS as T, classStats, classOf } from './market-condition.js';
 import type { RunSummary } from './types.js';
 
@@ -44,6 +46,8 @@ export function buildSummaryMarkdown(summary: RunSummary): string {
     '',
   );
 
+  lines.push(...driftSection(summary));
+
   lines.push('## Tickers routed against their label', '');
   const labelled = summary.tickers.filter((t) => t.class !== undefined);
   const against = labelled.filter((t) => t.domain !== t.class);
@@ -78,6 +82,47 @@ export function buildSummaryMarkdown(summary: RunSummary): string {
     '',
   );
   return lines.join('\n');
+}
+
+/** Routing mix of this run beside the previous run of its universe, the PSI between them, and who moved. */
+function driftSection(summary: RunSummary): string[] {
+  const { routing, drift } = summary;
+  const lines = ['## Routing mix and drift', ''];
+  const prevCol = drift ? ' previous run |' : '';
+  lines.push(`| domain | tickers | share |${prevCol}`, `| --- | ---: | ---: |${drift ? ' ---: |' : ''}`);
+  for (const d of DOMAINS) {
+    const prev = drift ? ` ${pct(drift.previousShare[d])} |` : '';
+    lines.push(`| ${d} | ${routing.counts[d]} | ${pct(routing.share[d])} |${prev}`);
+  }
+  lines.push('');
+  const conf = `Mean confidence over routed tickers: ${routing.meanConfidence.toFixed(3)}`;
+  if (drift === null) {
+    lines.push(`${conf}.`, '');
+    lines.push(
+      summary.tickers.length === 0
+        ? `No drift measured: nothing was routed (universe \`${summary.universe}\`).`
+        : `No drift measured: this is the first recorded run of universe \`${summary.universe}\` (same source and ticker set).`,
+      '',
+    );
+    return lines;
+  }
+  const sign = drift.meanConfidenceChange >= 0 ? '+' : '';
+  lines.push(`${conf} (previous run ${drift.previousMeanConfidence.toFixed(3)}, ${sign}${drift.meanConfidenceChange.toFixed(3)}).`, '');
+  lines.push(
+    `Against run ${drift.previousRunId} (enqueued ${drift.previousCreatedAt}) of the same universe \`${drift.universe}\`: ` +
+      `population stability index **${drift.psi.toFixed(3)}, ${drift.level}** (stable below ${PSI_BANDS.moderate}, ` +
+      `moderate below ${PSI_BANDS.significant}, significant from ${PSI_BANDS.significant}).`,
+    '',
+  );
+  if (drift.changed.length === 0) {
+    lines.push(`None of the ${drift.compared} tickers routed in both runs changed domain.`, '');
+  } else {
+    lines.push(`${drift.changed.length} of ${drift.compared} tickers routed in both runs changed domain:`, '');
+    lines.push('| ticker | previous domain | domain now |', '| --- | --- | --- |');
+    for (const c of drift.changed) lines.push(`| ${c.ticker} | ${c.from} | ${c.to} |`);
+    lines.push('');
+  }
+  return lines;
 }
 
 function ms(x: number): string {
