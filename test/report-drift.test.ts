@@ -141,6 +141,7 @@ describe('summary.md and the time-series figure show the drift', () => {
     expect(md).toContain(`population stability index **${d.psi.toFixed(3)}, ${d.level}** (stable below 0.1, moderate below 0.25, significant from 0.25)`);
     expect(md).toContain(`${d.changed.length} of ${d.compared} tickers routed in both runs changed domain:`);
     for (const c of d.changed) expect(md).toContain(`| ${c.ticker} | ${c.from} | ${c.to} |`);
+    expect(md).toContain(`- Against the previous run of this universe the domain mix is **${d.level}** (PSI ${d.psi.toFixed(3)}); ${d.changed.length} of ${d.compared} tickers changed domain;`);
     expect(md).toContain(`Mean confidence over routed tickers: ${eq.meanConfidence.toFixed(3)} (previous run ${d.previousMeanConfidence.toFixed(3)}`);
   });
 

@@ -67,7 +67,8 @@ function tickerList(t: readonly string[]): string {
   return t.length > 8 ? `${shown}, … (${t.length})` : shown;
 }
 
-function runCard(r: RunView, detail: boolean): string {
+/** `detail`: full-size images; `failedTable`: list failures (the run page does when it has no summary.md). */
+function runCard(r: RunView, detail: boolean, failedTable = false): string {
   const pct = Math.round(r.progress * 100);
   const stage = r.active ? `${r.fetchedDone} of ${r.tickers.length} fetched${r.status === 'reporting' ? ', reporting' : ''}` : `${r.routed ?? 0} routed`;
   const fields: [string, string][] = [
@@ -105,7 +106,7 @@ function runCard(r: RunView, detail: boolean): string {
   } else if (!r.active) {
     parts.push('<p>No report files in this dashboard\'s REPORTS_DIR for this run (written on another host, or removed).</p>');
   }
-  if (detail && r.failedTickers.length > 0) {
+  if (failedTable && r.failedTickers.length > 0) {
     parts.push('<h3>Failed tickers</h3><table><tr><th>ticker</th><th>reason</th></tr>');
     for (const f of r.failedTickers) parts.push(`<tr><td>${escapeHtml(f.ticker)}</td><td>${escapeHtml(f.reason)}</td></tr>`);
     parts.push('</table>');
@@ -123,7 +124,7 @@ export function runsPage(runs: readonly RunView[]): string {
 
 export function runPage(run: RunView, summaryMarkdown: string | undefined): string {
   const summary = summaryMarkdown === undefined ? '' : `<div class="summary" id="summary">${markdownToHtml(summaryMarkdown)}</div>`;
-  return page(`moe-router run ${run.runId}`, runCard(run, true) + summary, run.active);
+  return page(`moe-router run ${run.runId}`, runCard(run, true, summaryMarkdown === undefined) + summary, run.active);
 }
 
 export function notFoundPage(what: string): string {
