@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDashboard, type RunningDashboard } from '../src/dashboard/server.js';
@@ -14,10 +14,29 @@ const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'];
 const TOKEN = 'browser-token-0123456789abcdef';
 
-/** Page expression: exactly `n` elements match `selector` and every one is a decoded image. */
-function allImagesLoaded(selector: string, n: number): string {
-  const sel = JSON.stringify(selector);
-  return `(() => { const imgs = [...document.querySelectorAll(${sel})]; return imgs.length === ${n} && imgs.every((i) => i.complete && i.naturalWidth > 0); })()`;
+/**
+ * Natural widths of the images matching `selector` (0 for one not decoded), read with a function that Playwright
+ * runs in its own isolated world: the dashboard's Content-Security-Policy forbids evaluating strings in the page.
+ */
+async function naturalWidths(page: Page, selector: string): Promise<number[]> {
+  return page.locator(selector).evaluateAll((els) =>
+    els.map((e) => {
+      const img = e as unknown as { complete: boolean; naturalWidth: number };
+      return img.complete ? img.naturalWidth : 0;
+    }),
+  );
+}
+
+/** Waits until exactly `n` images match `selector` and every one decoded (a broken or 401 image has width 0). */
+async function imagesLoaded(page: Page, selector: string, n: number): Promise<number[]> {
+  let widths: number[] = [];
+  await expect
+    .poll(async () => {
+      widths = await naturalWidths(page, selector);
+      return widths.length === n && widths.every((w) => w > 0);
+    }, { timeout: 15_000 })
+    .toBe(true);
+  return widths;
 }
 
 const logger = createLogger({ name: 'dashboard-browser', level: 'silent' });
@@ -59,10 +78,7 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in a real browser (Debian chro
     expect(await card.locator('.badge').textContent()).toBe('finished');
     const images = card.locator('img');
     expect(await images.count()).toBe(4);
-    // Every image decoded: complete with a natural width (a broken or 401 image has natural width 0). The page
-    // functions are strings: the project's TypeScript has no DOM library.
-    await page.waitForFunction(allImagesLoaded(`section[data-run-id="${runId}"] img`, 4), undefined, { timeout: 15_000 });
-    const widths = (await page.evaluate(`[...document.querySelectorAll('section[data-run-id="${runId}"] img')].map((i) => i.naturalWidth)`)) as number[];
+    const widths = await imagesLoaded(page, `section[data-run-id="${runId}"] img`, 4);
     expect(widths.every((w) => w >= 2000)).toBe(true);
     const shot = path.join(shots, 'runs-page.png');
     await page.screenshot({ path: shot, fullPage: true });
@@ -94,7 +110,7 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in a real browser (Debian chro
     const allowed = await page.goto(`${locked.url}/?token=${TOKEN}`);
     expect(allowed?.status()).toBe(200);
     expect(new URL(page.url()).search).toBe('');
-    await page.waitForFunction(allImagesLoaded('img', 4), undefined, { timeout: 15_000 });
+    await imagesLoaded(page, 'img', 4);
     await page.close();
   });
 });
