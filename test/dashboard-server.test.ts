@@ -1,10 +1,13 @@
 import { randomUUID } from 'node:crypto';
+import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DashboardError, startDashboard, type RunningDashboard } from '../src/dashboard/server.js';
 import { markdownToHtml } from '../src/dashboard/html.js';
 import { quantile } from '../src/dashboard/metrics.js';
 import type { RunView } from '../src/dashboard/runs.js';
 import { createLogger } from '../src/log.js';
+import { jobIds } from '../src/queue/keys.js';
+import { QUEUE_NAMES } from '../src/queue/names.js';
 import { REPORT_FILES, type RunSummary } from '../src/report/types.js';
 import { createRunMeta } from '../src/run/run-meta.js';
 import type { RunMeta } from '../src/run/run-meta.js';
@@ -133,11 +136,16 @@ describe('dashboard over a real pipeline', () => {
       expect(p99).toBeGreaterThanOrEqual(p50);
     }
     expect(sample(text, 'moe_job_duration_window_jobs', { queue: 'moe-route' })).toBe(2);
-    // The newest route job routed nothing (every ticker failed): 0 tokens.
+    // The newest route job routed nothing (every ticker failed): 0 tokens, so the speed is the good run's.
     const backend = { backend: good.summary.backend };
     expect(sample(text, 'moe_router_backend_info', backend)).toBe(1);
     expect(sample(text, 'moe_router_last_run_tokens', backend)).toBe(0);
-    expect(sample(text, 'moe_router_tokens_per_second', backend)).toBe(0);
+    const routeQueue = new Queue(QUEUE_NAMES.route, { connection: p.redis, prefix: p.config.prefix });
+    const routeJob = await routeQueue.getJob(jobIds.route(good.runId));
+    await routeQueue.close();
+    const r = routeJob!.returnvalue as { tokens: number; forwardMs: number };
+    expect(r.tokens).toBe(good.summary.tokens);
+    expect(sample(text, 'moe_router_tokens_per_second', backend)).toBeCloseTo((r.tokens * 1000) / r.forwardMs, 6);
     expect(sample(text, 'moe_runs', { status: 'finished' })).toBe(1);
     expect(sample(text, 'moe_runs', { status: 'failed' })).toBe(1);
     expect(text).toMatch(/^# TYPE moe_queue_jobs gauge$/m);

@@ -106,21 +106,21 @@ export async function renderMetrics(src: MetricsSources): Promise<string> {
   out.family('moe_job_duration_window_seconds_sum', 'gauge', 'Total processing time of those jobs.');
   for (const [queue, , s] of sums) out.sample('moe_job_duration_window_seconds_sum', { queue }, s);
 
-  // Router throughput of the newest completed route job: tokens over the native forward pass alone.
+  // Router throughput of the newest completed route job that routed something (a run whose tickers all failed
+  // routes no token and says nothing about speed): tokens over the native forward pass alone.
   const routeIdx = src.queues.findIndex((q) => q.name === src.routeQueue);
-  const newest = (routeIdx >= 0 ? recent[routeIdx]! : [])
+  const routeJobs = (routeIdx >= 0 ? recent[routeIdx]! : [])
     .filter((j) => isRouteResult(j.returnvalue) && j.finishedOn !== undefined)
-    .sort((a, b) => (b.finishedOn ?? 0) - (a.finishedOn ?? 0))[0];
-  out.family('moe_router_tokens_per_second', 'gauge', 'Tokens (ticker-days) per second of the native forward pass in the newest completed route job.');
+    .sort((a, b) => (b.finishedOn ?? 0) - (a.finishedOn ?? 0))
+    .map((j) => j.returnvalue as Pick<RouteResult, 'tokens' | 'forwardMs' | 'backend'>);
+  const newest = routeJobs[0];
+  const measured = routeJobs.find((r) => r.tokens > 0 && r.forwardMs > 0);
+  out.family('moe_router_tokens_per_second', 'gauge', 'Tokens (ticker-days) per second of the native forward pass in the newest completed route job that routed tokens.');
+  if (measured) out.sample('moe_router_tokens_per_second', { backend: measured.backend }, (measured.tokens * 1000) / measured.forwardMs);
   out.family('moe_router_backend_info', 'gauge', 'Router backend of the newest completed route job (value 1).');
+  if (newest) out.sample('moe_router_backend_info', { backend: newest.backend }, 1);
   out.family('moe_router_last_run_tokens', 'gauge', 'Tokens routed by the newest completed route job.');
-  if (newest && isRouteResult(newest.returnvalue)) {
-    const r = newest.returnvalue;
-    const backend = { backend: r.backend };
-    out.sample('moe_router_tokens_per_second', backend, r.forwardMs > 0 ? (r.tokens * 1000) / r.forwardMs : 0);
-    out.sample('moe_router_backend_info', backend, 1);
-    out.sample('moe_router_last_run_tokens', backend, r.tokens);
-  }
+  if (newest) out.sample('moe_router_last_run_tokens', { backend: newest.backend }, newest.tokens);
 
   out.family('moe_runs', 'gauge', `Runs by status among the newest ${RUNS_WINDOW} (run hashes expire after RUN_TTL_SECONDS).`);
   const ids = await src.redis.zrevrange(runsIndexKey(src.prefix), 0, RUNS_WINDOW - 1);
