@@ -4,8 +4,9 @@ import { createServer } from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { describe, expect, it, vi } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../src/cli/dashboard.js';
+import { closeRedis, createRedis } from '../src/queue/connection.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(REPO, 'src/cli/dashboard.ts');
@@ -30,6 +31,17 @@ function runCli(env: Record<string, string>) {
   return { child, exited, stderr: () => stderr };
 }
 
+const prefix = `t-clid-${randomUUID().slice(0, 8)}`;
+
+// The dashboard's queue handles write each queue's meta key: remove everything under this test's prefix.
+afterAll(async () => {
+  const redis = createRedis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+  for await (const keys of redis.scanStream({ match: `${prefix}:*`, count: 500 })) {
+    if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
+  }
+  await closeRedis(redis);
+});
+
 describe('dashboard CLI', () => {
   it('returns exit status 2 on a bad flag', async () => {
     const errors: string[] = [];
@@ -45,14 +57,14 @@ describe('dashboard CLI', () => {
   });
 
   it('refuses a non-loopback host without DASHBOARD_TOKEN (exit 2), before listening', async () => {
-    const { exited, stderr } = runCli({ DASHBOARD_HOST: '0.0.0.0', DASHBOARD_PORT: String(await freePort()) });
+    const { exited, stderr } = runCli({ DASHBOARD_HOST: '0.0.0.0', DASHBOARD_PORT: String(await freePort()), MOE_PREFIX: prefix });
     expect(await exited).toBe(2);
     expect(stderr()).toContain('Expected a non-empty DASHBOARD_TOKEN because DASHBOARD_HOST "0.0.0.0" is not loopback but received nothing');
   });
 
   it('serves on DASHBOARD_PORT, logs where, and stops on SIGTERM', async () => {
     const port = await freePort();
-    const { child, exited, stderr } = runCli({ DASHBOARD_PORT: String(port), MOE_PREFIX: `t-clid-${randomUUID().slice(0, 8)}`, LOG_LEVEL: 'info' });
+    const { child, exited, stderr } = runCli({ DASHBOARD_PORT: String(port), MOE_PREFIX: prefix, LOG_LEVEL: 'info' });
     const listening = new Promise<Record<string, unknown>>((resolve) => {
       createInterface({ input: child.stdout }).on('line', (line) => {
         const o = JSON.parse(line) as Record<string, unknown>;
