@@ -5,7 +5,7 @@ import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
-import { buildSummaryMarkdown, renderReports } from '../src/report/index.js';
+import { buildSummaryMarkdown, renderReports, warmRenderPool } from '../src/report/index.js';
 import { compareRuns, routingMix, runRecord, universeId } from '../src/report/drift.js';
 import { REPORT_FILES, type ReportInput, type RunSummary, type TickerSeries } from '../src/report/types.js';
 import { featureKey, seriesKey } from '../src/queue/keys.js';
@@ -72,6 +72,12 @@ async function readSeries(redis: Redis, key: string | null): Promise<TickerSerie
  */
 export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => Promise<ReportResult> {
   const store: RunStore = { redis: deps.redis, prefix: deps.prefix, ttlSeconds: deps.runTtlSeconds };
+  // Warm the render threads now, while the run's tickers are still being fetched; a failure here only costs the
+  // first report its speed, so it is logged and the job renders anyway.
+  const warming = warmRenderPool(deps.pool).then(
+    (ms) => deps.logger.debug({ ms: Math.round(ms) }, 'render pool warm'),
+    (err: unknown) => deps.logger.warn({ err }, 'render pool warm-up failed'),
+  );
 
   async function run(job: Job<unknown>): Promise<ReportResult> {
     const t0 = performance.now();
@@ -83,6 +89,7 @@ export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => 
       throw err;
     }
     await updateRunMeta(store, data.runId, { status: 'reporting' });
+    await warming;
     const route = await routeOutcome(job, data, deps.modelPath);
     const series = await readSeries(deps.redis, route.seriesKey);
     // The universe is what was asked for (source and ticker set), not what happened to succeed, so a run with a

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { buildFigures } from '../report/figure-data.js';
 import { runRecord } from '../report/drift.js';
-import { createRenderPool } from '../report/pool.js';
+import { createRenderPool, warmRenderPool } from '../report/pool.js';
 import { renderReports } from '../report/render-reports.js';
 import { sampleReportInput } from '../report/sample-input.js';
 import { DOMAINS } from '../domains.js';
@@ -41,6 +41,10 @@ export interface ReportBenchResult {
   figureDataMs: number;
   /** First render on a fresh pool: thread start, module loading, then the render. */
   coldMs: number;
+  /** `warmRenderPool` on a second fresh pool (what a report worker does at start)... */
+  warmUpMs: number;
+  /** ...and the first real render after it. */
+  firstAfterWarmUpMs: number;
   warmBestMs: number;
   warmMedianMs: number;
   /** Process CPU time (all threads) of the best warm render. */
@@ -90,6 +94,18 @@ export async function benchReport(args: Omit<BenchReportArgs, 'json'>): Promise<
     const files = await renderReports(input, dir, { pool });
     const coldMs = performance.now() - c0;
 
+    const fresh = createRenderPool({ maxThreads: args.threads, minThreads: args.threads });
+    let warmUpMs: number;
+    let firstAfterWarmUpMs: number;
+    try {
+      warmUpMs = await warmRenderPool(fresh);
+      const w0 = performance.now();
+      await renderReports(input, dir, { pool: fresh });
+      firstAfterWarmUpMs = performance.now() - w0;
+    } finally {
+      await fresh.destroy();
+    }
+
     const warm: { ms: number; cpuMs: number }[] = [];
     for (let r = 0; r < args.repeats; r++) {
       const cpu0 = process.cpuUsage();
@@ -122,6 +138,8 @@ export async function benchReport(args: Omit<BenchReportArgs, 'json'>): Promise<
       machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), loadAvg1m: os.loadavg()[0] ?? 0 },
       figureDataMs,
       coldMs,
+      warmUpMs,
+      firstAfterWarmUpMs,
       warmBestMs: best.ms,
       warmMedianMs: warm[Math.floor(warm.length / 2)]!.ms,
       warmBestCpuMs: best.cpuMs,
@@ -142,6 +160,7 @@ function print(r: ReportBenchResult): void {
   console.log(`machine: ${r.machine.cpu}, ${r.machine.cores} cores, load ${r.machine.loadAvg1m.toFixed(2)} (1 min)`);
   console.log(`figure data (main thread)   ${ms(r.figureDataMs)}`);
   console.log(`first render (cold pool)    ${ms(r.coldMs)}`);
+  console.log(`pool warm-up, then first    ${ms(r.warmUpMs)}, then ${ms(r.firstAfterWarmUpMs)}`);
   console.log(`warm render, best / median  ${ms(r.warmBestMs)} / ${ms(r.warmMedianMs)} (CPU ${ms(r.warmBestCpuMs)})`);
   for (const [f, t] of Object.entries(r.figureMs)) console.log(`  ${f.padEnd(36)} ${ms(t).padStart(8)}  ${(r.bytes[f] ?? 0).toLocaleString('en')} bytes`);
   for (const [f, b] of Object.entries(r.bytes)) if (!(f in r.figureMs)) console.log(`  ${f.padEnd(36)} ${''.padStart(8)}  ${b.toLocaleString('en')} bytes`);
