@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure everything `npm run demo` and `npm test` need is in place, skipping each step that is already done:
-#   1. Debian packages (canvas build deps, fonts, redis-server, cmake, g++), installed when missing and root;
+#   1. Debian packages (canvas build deps, fonts, redis-server, cmake, g++, chromium for the dashboard's browser
+#      test), installed when missing and root;
 #   2. npm packages from the committed lock file (`npm ci`), re-run when package-lock.json changes;
 #   3. the native router addon (`cmake-js compile`), rebuilt when native sources are newer than the addon.
 # Set MOE_SKIP_SETUP=1 to skip it all (e.g. inside a prepared container).
@@ -17,7 +18,9 @@ if [[ "${MOE_SKIP_SETUP:-0}" == "1" ]]; then
 fi
 
 # 1. Debian packages ------------------------------------------------------------------------------------------
-debs=(libcairo2-dev libpango1.0-dev libjpeg-dev libgif-dev librsvg2-dev fonts-dejavu-core redis-server cmake g++ make python3)
+# chromium: Debian's build, driven by playwright-core in test/dashboard-browser.test.ts (playwright's own browser
+# download needs network access at test time and a second copy of the libraries Debian already ships).
+debs=(libcairo2-dev libpango1.0-dev libjpeg-dev libgif-dev librsvg2-dev fonts-dejavu-core redis-server cmake g++ make python3 chromium)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
   for p in "${debs[@]}"; do

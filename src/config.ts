@@ -31,6 +31,11 @@ export interface Config {
     port: number;
     /** Required when the host is not loopback (env `DASHBOARD_TOKEN`). */
     token: string | undefined;
+    /**
+     * Lets bull-board retry, promote, clean and remove jobs; otherwise it only shows them.
+     * @defaultValue false (env `DASHBOARD_QUEUE_ACTIONS`: `true`/`1` or `false`/`0`)
+     */
+    queueActions: boolean;
   };
   /** @defaultValue `info` (env `LOG_LEVEL`) */
   logLevel: LogLevel;
@@ -122,6 +127,13 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     problems.push(`Expected at least 16 characters for DASHBOARD_TOKEN but received ${token.length}`);
   }
 
+  let queueActions = false;
+  const actions = env.DASHBOARD_QUEUE_ACTIONS?.trim().toLowerCase();
+  if (actions === 'true' || actions === '1') queueActions = true;
+  else if (actions !== undefined && actions !== '' && actions !== 'false' && actions !== '0') {
+    problems.push(`Expected true, false, 1 or 0 for DASHBOARD_QUEUE_ACTIONS but received ${show(env.DASHBOARD_QUEUE_ACTIONS ?? '')}`);
+  }
+
   const featureTtlSeconds = positiveInt(env, 'FEATURE_TTL_SECONDS', 86_400, problems);
   const runTtlSeconds = positiveInt(env, 'RUN_TTL_SECONDS', 604_800, problems);
 
@@ -136,7 +148,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     reportsDir,
     backend,
     modelPath,
-    dashboard: { host, port, token },
+    dashboard: { host, port, token, queueActions },
     logLevel,
     featureTtlSeconds,
     runTtlSeconds,

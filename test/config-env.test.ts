@@ -10,7 +10,7 @@ describe('loadConfig', () => {
       reportsDir: '/srv/app/reports',
       backend: 'auto',
       modelPath: DEFAULT_MODEL_FILE,
-      dashboard: { host: '127.0.0.1', port: 3000, token: undefined },
+      dashboard: { host: '127.0.0.1', port: 3000, token: undefined, queueActions: false },
       logLevel: 'info',
       featureTtlSeconds: 86_400,
       runTtlSeconds: 604_800,
@@ -29,6 +29,7 @@ describe('loadConfig', () => {
         DASHBOARD_HOST: '0.0.0.0',
         DASHBOARD_PORT: '8080',
         DASHBOARD_TOKEN: 'a-long-enough-token',
+        DASHBOARD_QUEUE_ACTIONS: 'TRUE',
         LOG_LEVEL: 'debug',
         FEATURE_TTL_SECONDS: '600',
         MOE_PREFIX: 'moe-test_1',
@@ -39,7 +40,7 @@ describe('loadConfig', () => {
     expect(c.reportsDir).toBe('/w/out/r');
     expect(c.backend).toBe('cpu');
     expect(c.modelPath).toBe('/w/m.safetensors');
-    expect(c.dashboard).toEqual({ host: '0.0.0.0', port: 8080, token: 'a-long-enough-token' });
+    expect(c.dashboard).toEqual({ host: '0.0.0.0', port: 8080, token: 'a-long-enough-token', queueActions: true });
     expect(c.featureTtlSeconds).toBe(600);
     expect(c.prefix).toBe('moe-test_1');
   });
@@ -78,6 +79,10 @@ describe('loadConfig', () => {
       'Expected at least 16 characters for DASHBOARD_TOKEN but received 5',
     );
     expect(loadConfig({ DASHBOARD_HOST: 'localhost' }).dashboard.token).toBeUndefined();
+    expect(loadConfig({ DASHBOARD_QUEUE_ACTIONS: '0' }).dashboard.queueActions).toBe(false);
+    expect(() => loadConfig({ DASHBOARD_QUEUE_ACTIONS: 'yes' })).toThrow(
+      'Expected true, false, 1 or 0 for DASHBOARD_QUEUE_ACTIONS but received "yes"',
+    );
   });
 });
 

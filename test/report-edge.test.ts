@@ -5,7 +5,7 @@ import type { Piscina } from 'piscina';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ReportError } from '../src/report/errors.js';
-import { createRenderPool, workerExecArgv } from '../src/report/pool.js';
+import { createRenderPool, warmRenderPool, workerExecArgv } from '../src/report/pool.js';
 import { renderReports } from '../src/report/render-reports.js';
 import { sampleReportInput } from '../src/report/sample-input.js';
 import { REPORT_FILES, type ReportInput } from '../src/report/types.js';
@@ -97,6 +97,19 @@ describe('renderReports on edge-case runs', () => {
     await expect(renderReports(sampleReportInput({ seed: 9, tickers: 1 }), '')).rejects.toThrow(
       'Expected non-empty directory path for outDir but received "" of type string',
     );
+  });
+
+  it('warms every thread of a pool with one sample set of the four figures each', async () => {
+    const fresh = createRenderPool({ maxThreads: 2 });
+    try {
+      expect(fresh.options.minThreads).toBe(2);
+      const ms = await warmRenderPool(fresh);
+      expect(ms).toBeGreaterThan(0);
+      expect(fresh.completed).toBe(8);
+      expect(fresh.threads.length).toBe(2);
+    } finally {
+      await fresh.destroy();
+    }
   });
 
   it('checks pool options and adds the tsx loader only when the parent lacks it', () => {

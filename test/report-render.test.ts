@@ -25,6 +25,7 @@ const PANELS: Record<string, { w: number; h: number }[]> = {
   [REPORT_FILES.timeSeries]: [
     { w: 1800, h: 1040 },
     { w: 1120, h: 1040 },
+    { w: 1200, h: 1040 },
   ],
 };
 
@@ -128,7 +129,7 @@ describe('renderReports through the render pool (12 tickers, 3 classes, 60 days,
     const parsed = JSON.parse(text) as RunSummary;
     expect(parsed).toEqual(JSON.parse(JSON.stringify(input.summary)));
     expect(Object.keys(parsed).sort()).toEqual(
-      ['backend', 'createdAt', 'failed', 'finishedAt', 'model', 'runId', 'source', 'tickers', 'timings', 'tokens'].sort(),
+      ['backend', 'createdAt', 'drift', 'failed', 'finishedAt', 'model', 'routing', 'runId', 'source', 'tickers', 'timings', 'tokens', 'universe'].sort(),
     );
     expect(parsed.tickers).toHaveLength(12);
     for (const t of parsed.tickers) {

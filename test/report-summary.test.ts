@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { CONDITION_THRESHOLDS, classStats, marketCondition } from '../src/report/market-condition.js';
 import { sampleReportInput } from '../src/report/sample-input.js';
 import { buildSummaryMarkdown } from '../src/report/summary-markdown.js';
+import { routingMix } from '../src/report/drift.js';
 import type { RunSummary, TickerSummary } from '../src/report/types.js';
 
 function ticker(over: Partial<TickerSummary> & Pick<TickerSummary, 'ticker'>): TickerSummary {
@@ -31,6 +32,9 @@ function summary(tickers: TickerSummary[]): RunSummary {
     model: { path: 'models/router.safetensors', hidden: 16, featureSpec: 'v1' },
     timings: { fetchMs: 900, routeMs: 12.4, reportMs: 1500, totalMs: 2600 },
     tokens: tickers.reduce((a, t) => a + t.days, 0),
+    universe: '0123456789abcdef',
+    routing: routingMix(tickers),
+    drift: null,
   };
 }
 
@@ -83,6 +87,15 @@ describe('buildSummaryMarkdown', () => {
     expect(md).toContain('Router backend: `simd-avx2`');
     expect(md).toContain('Fetch 900 ms, route 12 ms, report 1.50 s, total 2.60 s');
     expect(md).toContain('## Failed tickers\n\nNone.');
+    // The note opens with one sentence per class, before the tables.
+    expect(md.indexOf('## In brief')).toBeLessThan(md.indexOf('## Market condition'));
+    expect(md).toContain(
+      '- **Equities** (1 ticker): bull, 15.9 % annualised volatility and +25.2 % annualised return; routed to Equities on 100 % of days (its own domain), mean confidence 0.70.',
+    );
+    expect(md).toContain('- **Fixed Income** (1 ticker): bear, 9.5 % annualised volatility and -25.2 % annualised return; routed to Equities on 100 % of days (not Fixed Income)');
+    expect(md).toContain('(no labelled domain)');
+    expect(md).toContain('- 1 of 2 labelled tickers went to a domain other than their label.');
+    expect(md).toContain('- No ticker failed.');
   });
 
   it('is deterministic for the seeded sample run', () => {

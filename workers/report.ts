@@ -5,11 +5,13 @@ import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
-import { buildSummaryMarkdown, renderReports } from '../src/report/index.js';
+import { buildSummaryMarkdown, renderReports, warmRenderPool } from '../src/report/index.js';
+import { compareRuns, routingMix, runRecord, universeId } from '../src/report/drift.js';
 import { REPORT_FILES, type ReportInput, type RunSummary, type TickerSeries } from '../src/report/types.js';
 import { featureKey, seriesKey } from '../src/queue/keys.js';
 import { decodeSeriesBlock } from '../src/run/series-block.js';
 import { updateRunMeta, type RunStore } from '../src/run/run-meta.js';
+import { previousUniverseRun, recordUniverseRun } from '../src/run/universe-history.js';
 import {
   PayloadError,
   validateReportJobData,
@@ -28,6 +30,8 @@ export interface ReportDeps {
   modelPath: string;
   /** Pool from `createRenderPool`. */
   pool: Piscina;
+  /** Lifetime of a universe's run history (drift baseline). @defaultValue `HISTORY_TTL_SECONDS` (35 days) */
+  historyTtlSeconds?: number;
   logger: Logger;
 }
 
@@ -68,6 +72,12 @@ async function readSeries(redis: Redis, key: string | null): Promise<TickerSerie
  */
 export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => Promise<ReportResult> {
   const store: RunStore = { redis: deps.redis, prefix: deps.prefix, ttlSeconds: deps.runTtlSeconds };
+  // Warm the render threads now, while the run's tickers are still being fetched; a failure here only costs the
+  // first report its speed, so it is logged and the job renders anyway.
+  const warming = warmRenderPool(deps.pool).then(
+    (ms) => deps.logger.debug({ ms: Math.round(ms) }, 'render pool warm'),
+    (err: unknown) => deps.logger.warn({ err }, 'render pool warm-up failed'),
+  );
 
   async function run(job: Job<unknown>): Promise<ReportResult> {
     const t0 = performance.now();
@@ -79,8 +89,13 @@ export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => 
       throw err;
     }
     await updateRunMeta(store, data.runId, { status: 'reporting' });
+    await warming;
     const route = await routeOutcome(job, data, deps.modelPath);
     const series = await readSeries(deps.redis, route.seriesKey);
+    // The universe is what was asked for (source and ticker set), not what happened to succeed, so a run with a
+    // failed ticker is still compared with the runs of its schedule.
+    const universe = universeId(data.source, data.tickers);
+    const previous = await previousUniverseRun(deps.redis, deps.prefix, universe, data.runId, data.createdAt);
 
     const summary: RunSummary = {
       runId: data.runId,
@@ -93,6 +108,9 @@ export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => 
       model: route.model,
       timings: { fetchMs: Math.round(route.fetchMs), routeMs: Math.round(route.routeMs), reportMs: 0, totalMs: 0 },
       tokens: route.tokens,
+      universe,
+      routing: routingMix(route.tickers),
+      drift: previous && route.tickers.length > 0 ? compareRuns(universe, route.tickers, previous) : null,
     };
     const input: ReportInput = { summary, series };
     // The run id is a validated UUID, so the folder cannot escape REPORTS_DIR.
@@ -108,9 +126,16 @@ export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => 
     await writeFile(path.join(outDir, REPORT_FILES.summaryMd), buildSummaryMarkdown(summary));
 
     const routed = summary.tickers.length;
+    // Only runs that routed something become the baseline of the next run; an outage must not look like drift.
+    if (routed > 0) {
+      const record = runRecord(data.runId, data.createdAt, summary.finishedAt, summary.tickers);
+      await recordUniverseRun(deps.redis, deps.prefix, universe, record, deps.historyTtlSeconds);
+    }
     await updateRunMeta(store, data.runId, {
       status: routed > 0 ? 'finished' : 'failed',
       routed,
+      failedTickers: summary.failed.length,
+      backend: summary.backend,
       reportDir: outDir,
       finishedAt: summary.finishedAt,
       ...(routed > 0 ? {} : { error: 'no ticker could be routed (see the report for each reason)' }),

@@ -205,14 +205,16 @@ async function runDemo(config: Config, signal: AbortSignal, cleanups: Cleanup[])
   const reportQueue = new Queue(QUEUE_NAMES.report, { connection: redis, prefix });
   cleanups.push(async () => {
     if (!ownRedis) {
-      // Remove the private prefix's queues and run keys; report files stay on disk.
+      // Remove the private prefix's queues, run keys and drift history; report files stay on disk.
       for (const name of Object.values(QUEUE_NAMES)) {
         const q = new Queue(name, { connection: redis, prefix });
         await q.obliterate({ force: true }).catch((e: unknown) => say(`demo: could not clean queue ${name}: ${String(e)}`));
         await q.close();
       }
-      for await (const keys of redis.scanStream({ match: `${prefix}:run*`, count: 500 })) {
-        if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
+      for (const match of [`${prefix}:run*`, `${prefix}:universe:*`]) {
+        for await (const keys of redis.scanStream({ match, count: 500 })) {
+          if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
+        }
       }
       await redis.del(runsIndexKey(prefix));
     }

@@ -14,6 +14,8 @@ import {
   classOrder,
   classStats,
 } from './market-condition.js';
+import { sharesArray } from './drift.js';
+import type { DriftPanelData } from './figure-types.js';
 import { REPORT_FILES, type ReportInput, type RunSummary } from './types.js';
 
 const domains = (): string[] => [...DOMAINS];
@@ -102,7 +104,7 @@ export function timeSeriesFigure(input: ReportInput): TimeSeriesFigure {
   return {
     kind: 'timeSeries',
     file: REPORT_FILES.timeSeries,
-    title: 'Volatility regimes and router confidence over time',
+    title: 'Volatility regimes, router confidence and routing drift',
     subtitle: subtitle(input.summary),
     domains: domains(),
     dates,
@@ -119,6 +121,28 @@ export function timeSeriesFigure(input: ReportInput): TimeSeriesFigure {
       }),
     ),
     bands: { low: CONDITION_THRESHOLDS.lowVol * 100, high: CONDITION_THRESHOLDS.highVol * 100 },
+    drift: driftPanelData(input.summary),
+  };
+}
+
+function driftPanelData(summary: RunSummary): DriftPanelData {
+  const { routing, drift } = summary;
+  return {
+    share: sharesArray(routing.share),
+    routed: routing.routed,
+    meanConfidence: routing.meanConfidence,
+    previous:
+      drift === null
+        ? null
+        : {
+            runId: drift.previousRunId,
+            share: sharesArray(drift.previousShare),
+            meanConfidence: drift.previousMeanConfidence,
+            psi: drift.psi,
+            level: drift.level,
+            compared: drift.compared,
+            changed: drift.changed.map((c) => ({ ...c })),
+          },
   };
 }
 

@@ -50,6 +50,25 @@ export interface TimeSeriesFigure extends FigureHeader {
   domainShare: number[][];
   /** Regime bands in annualised volatility percent. */
   bands: { low: number; high: number };
+  /** The run's domain mix and its drift against the previous run of the universe. */
+  drift: DriftPanelData;
+}
+
+export interface DriftPanelData {
+  /** Share of routed tickers per domain, in `domains` order. */
+  share: number[];
+  routed: number;
+  meanConfidence: number;
+  /** Null for the first recorded run of a universe. */
+  previous: {
+    runId: string;
+    share: number[];
+    meanConfidence: number;
+    psi: number;
+    level: string;
+    compared: number;
+    changed: { ticker: string; from: string; to: string }[];
+  } | null;
 }
 
 export interface PerformanceTicker {

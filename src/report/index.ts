@@ -1,7 +1,18 @@
 export { renderReports, type RenderReportsOptions } from './render-reports.js';
 export { buildSummaryMarkdown } from './summary-markdown.js';
-export { createRenderPool, type RenderPoolOptions } from './pool.js';
+export { createRenderPool, warmRenderPool, type RenderPoolOptions } from './pool.js';
 export { ReportError, type ReportErrorCode } from './errors.js';
 export { classStats, marketCondition, CONDITION_THRESHOLDS, type ClassStats, type MarketCondition } from './market-condition.js';
 export { REPORT_FILES, type ReportInput, type RunSummary, type TickerSummary, type TickerSeries } from './types.js';
 export { sampleReportInput, type SampleInputOptions } from './sample-input.js';
+export {
+  PSI_BANDS,
+  compareRuns,
+  driftLevel,
+  populationStabilityIndex,
+  routingMix,
+  runRecord,
+  universeId,
+  type UniverseRunRecord,
+} from './drift.js';
+export type { DomainShares, DriftReport, RoutingMix } from './types.js';

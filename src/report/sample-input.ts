@@ -1,5 +1,6 @@
 import { DOMAINS, NUM_DOMAINS, type Domain } from '../domains.js';
 import { Rng } from '../util/random.js';
+import { compareRuns, routingMix, universeId, type UniverseRunRecord } from './drift.js';
 import type { ReportInput, TickerSeries, TickerSummary } from './types.js';
 
 export interface SampleInputOptions {
@@ -14,6 +15,8 @@ export interface SampleInputOptions {
   failed?: { ticker: string; reason: string }[];
   /** Last day, `YYYY-MM-DD`. @defaultValue 2026-11-20 */
   end?: string;
+  /** Previous run of the same universe, to fill the drift block. @defaultValue none (drift is null) */
+  previous?: UniverseRunRecord;
 }
 
 /** Typical daily volatility per class, so the charts show realistic separation. */
@@ -99,6 +102,8 @@ export function sampleReportInput(opts: SampleInputOptions): ReportInput {
     });
     series.push(s);
   }
+  const failed = opts.failed ?? [];
+  const universe = universeId('sim', [...tickers.map((t) => t.ticker), ...failed.map((f) => f.ticker)]);
   return {
     summary: {
       runId: `sample-${opts.seed}`,
@@ -106,11 +111,14 @@ export function sampleReportInput(opts: SampleInputOptions): ReportInput {
       createdAt: '2026-11-20T21:00:00.000Z',
       finishedAt: '2026-11-20T21:00:04.000Z',
       tickers,
-      failed: opts.failed ?? [],
+      failed,
       backend: 'scalar',
       model: { path: 'models/router.safetensors', hidden: 16, featureSpec: 'v1' },
       timings: { fetchMs: 1200, routeMs: 35, reportMs: 0, totalMs: 2100 },
       tokens: n * days,
+      universe,
+      routing: routingMix(tickers),
+      drift: opts.previous ? compareRuns(universe, tickers, opts.previous) : null,
     },
     series,
   };

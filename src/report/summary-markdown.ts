@@ -1,3 +1,5 @@
+import { DOMAINS } from '../domains.js';
+import { PSI_BANDS } from './drift.js';
 import { CONDITION_THRESHOLDS as T, classStats, classOf } from './market-condition.js';
 import type { RunSummary } from './types.js';
 
@@ -20,8 +22,10 @@ export function buildSummaryMarkdown(summary: RunSummary): string {
     '',
   );
 
-  lines.push('## Market condition and routing by asset class', '');
   const stats = classStats(summary);
+  lines.push(...inBrief(summary, stats));
+
+  lines.push('## Market condition and routing by asset class', '');
   if (stats.length === 0) {
     lines.push('No routed tickers in this run.', '');
   } else {
@@ -43,6 +47,8 @@ export function buildSummaryMarkdown(summary: RunSummary): string {
       '**sideways**.',
     '',
   );
+
+  lines.push(...driftSection(summary));
 
   lines.push('## Tickers routed against their label', '');
   const labelled = summary.tickers.filter((t) => t.class !== undefined);
@@ -78,6 +84,81 @@ export function buildSummaryMarkdown(summary: RunSummary): string {
     '',
   );
   return lines.join('\n');
+}
+
+/**
+ * The note's opening: one sentence per asset class (condition with its figures, where the router sent it and how
+ * sure it was), then routing against labels, drift and failures, so a reader gets the run without the tables.
+ */
+function inBrief(summary: RunSummary, stats: ReturnType<typeof classStats>): string[] {
+  const lines = ['## In brief', ''];
+  if (stats.length === 0) {
+    lines.push(`- Nothing was routed: all ${summary.failed.length} requested tickers failed (reasons below).`, '');
+    return lines;
+  }
+  for (const s of stats) {
+    const own = s.name === s.primaryDomain ? 'its own domain' : s.name === 'Unknown' ? 'no labelled domain' : `not ${s.name}`;
+    lines.push(
+      `- **${s.name}** (${s.tickers} ticker${s.tickers === 1 ? '' : 's'}): ${s.condition}, ${pct(s.annVol)} annualised volatility ` +
+        `and ${signedPct(s.annReturn)} annualised return; routed to ${s.primaryDomain} on ${pct(s.primaryShare, 0)} of days ` +
+        `(${own}), mean confidence ${s.confidence.toFixed(2)}.`,
+    );
+  }
+  const labelled = summary.tickers.filter((t) => t.class !== undefined);
+  const against = labelled.filter((t) => t.domain !== t.class).length;
+  if (labelled.length > 0) lines.push(`- ${against} of ${labelled.length} labelled tickers went to a domain other than their label.`);
+  const d = summary.drift;
+  if (d) {
+    lines.push(
+      `- Against the previous run of this universe the domain mix is **${d.level}** (PSI ${d.psi.toFixed(3)}); ` +
+        `${d.changed.length} of ${d.compared} tickers changed domain; mean confidence ${d.meanConfidenceChange >= 0 ? 'rose' : 'fell'} by ${Math.abs(d.meanConfidenceChange).toFixed(3)}.`,
+    );
+  }
+  const f = summary.failed.length;
+  lines.push(f === 0 ? '- No ticker failed.' : `- ${f} ticker${f === 1 ? '' : 's'} failed: ${summary.failed.map((x) => x.ticker).slice(0, 10).join(', ')}${f > 10 ? ', …' : ''} (reasons below).`);
+  lines.push('');
+  return lines;
+}
+
+/** Routing mix of this run beside the previous run of its universe, the PSI between them, and who moved. */
+function driftSection(summary: RunSummary): string[] {
+  const { routing, drift } = summary;
+  const lines = ['## Routing mix and drift', ''];
+  const prevCol = drift ? ' previous run |' : '';
+  lines.push(`| domain | tickers | share |${prevCol}`, `| --- | ---: | ---: |${drift ? ' ---: |' : ''}`);
+  for (const d of DOMAINS) {
+    const prev = drift ? ` ${pct(drift.previousShare[d])} |` : '';
+    lines.push(`| ${d} | ${routing.counts[d]} | ${pct(routing.share[d])} |${prev}`);
+  }
+  lines.push('');
+  const conf = `Mean confidence over routed tickers: ${routing.meanConfidence.toFixed(3)}`;
+  if (drift === null) {
+    lines.push(`${conf}.`, '');
+    lines.push(
+      summary.tickers.length === 0
+        ? `No drift measured: nothing was routed (universe \`${summary.universe}\`).`
+        : `No drift measured: this is the first recorded run of universe \`${summary.universe}\` (same source and ticker set).`,
+      '',
+    );
+    return lines;
+  }
+  const sign = drift.meanConfidenceChange >= 0 ? '+' : '';
+  lines.push(`${conf} (previous run ${drift.previousMeanConfidence.toFixed(3)}, ${sign}${drift.meanConfidenceChange.toFixed(3)}).`, '');
+  lines.push(
+    `Against run ${drift.previousRunId} (enqueued ${drift.previousCreatedAt}) of the same universe \`${drift.universe}\`: ` +
+      `population stability index **${drift.psi.toFixed(3)}, ${drift.level}** (stable below ${PSI_BANDS.moderate}, ` +
+      `moderate below ${PSI_BANDS.significant}, significant from ${PSI_BANDS.significant}).`,
+    '',
+  );
+  if (drift.changed.length === 0) {
+    lines.push(`None of the ${drift.compared} tickers routed in both runs changed domain.`, '');
+  } else {
+    lines.push(`${drift.changed.length} of ${drift.compared} tickers routed in both runs changed domain:`, '');
+    lines.push('| ticker | previous domain | domain now |', '| --- | --- | --- |');
+    for (const c of drift.changed) lines.push(`| ${c.ticker} | ${c.from} | ${c.to} |`);
+    lines.push('');
+  }
+  return lines;
 }
 
 function ms(x: number): string {

@@ -30,6 +30,41 @@ export interface FailedTicker {
   reason: string;
 }
 
+/** A number per domain, keyed by domain name (readable in `summary.json`). */
+export type DomainShares = Record<Domain, number>;
+
+/** How a run's routed tickers spread over the domains. */
+export interface RoutingMix {
+  /** Routed tickers. */
+  routed: number;
+  /** Routed tickers per chosen domain. */
+  counts: DomainShares;
+  /** `counts / routed` (all 0 when nothing was routed). */
+  share: DomainShares;
+  /** Mean over routed tickers of their confidence (0 when nothing was routed). */
+  meanConfidence: number;
+}
+
+/** Change of a run's routing against the previous run of the same universe. */
+export interface DriftReport {
+  /** Universe id: source and ticker set, hashed (see `universeId`). */
+  universe: string;
+  previousRunId: string;
+  previousCreatedAt: string;
+  /** Population stability index of the domain shares (previous run = expected). */
+  psi: number;
+  /** `stable` below 0.1, `moderate` below 0.25, `significant` from 0.25. */
+  level: 'stable' | 'moderate' | 'significant';
+  previousShare: DomainShares;
+  previousMeanConfidence: number;
+  /** This run's mean confidence minus the previous run's. */
+  meanConfidenceChange: number;
+  /** Tickers routed in both runs. */
+  compared: number;
+  /** Tickers routed in both runs whose chosen domain changed, in this run's order. */
+  changed: { ticker: string; from: Domain; to: Domain }[];
+}
+
 /** Contents of `summary.json`. */
 export interface RunSummary {
   runId: string;
@@ -45,6 +80,12 @@ export interface RunSummary {
   timings: { fetchMs: number; routeMs: number; reportMs: number; totalMs: number };
   /** Total tokens (ticker-days) routed. */
   tokens: number;
+  /** Universe id (source and ticker set), the key runs are compared by. */
+  universe: string;
+  /** Distribution of chosen domains over routed tickers and their mean confidence. */
+  routing: RoutingMix;
+  /** Drift against the previous run of the same universe; null for its first run (or none recorded). */
+  drift: DriftReport | null;
 }
 
 /** Per-day series of one ticker, for the time-series report. */

@@ -1,4 +1,4 @@
-import { NUM_DOMAINS, isDomain } from '../domains.js';
+import { DOMAINS, NUM_DOMAINS, isDomain } from '../domains.js';
 import { ReportError, describeValue } from './errors.js';
 import type { ReportInput, TickerSeries, TickerSummary } from './types.js';
 
@@ -37,6 +37,29 @@ function checkSeries(s: TickerSeries, i: number): void {
   if (s.class !== undefined && !isDomain(s.class)) fail('a domain name or undefined', `${name}.class`, s.class);
 }
 
+function checkShares(v: unknown, name: string): void {
+  if (v === null || typeof v !== 'object') fail('object with a number per domain', name, v);
+  for (const d of DOMAINS) {
+    const x = (v as Record<string, unknown>)[d];
+    if (typeof x !== 'number' || !Number.isFinite(x)) fail('finite number', `${name}["${d}"]`, x);
+  }
+}
+
+function checkRouting(summary: ReportInput['summary']): void {
+  const { routing, drift } = summary;
+  if (routing === null || typeof routing !== 'object') fail('RoutingMix object', 'summary.routing', routing);
+  checkShares(routing.counts, 'summary.routing.counts');
+  checkShares(routing.share, 'summary.routing.share');
+  if (typeof routing.meanConfidence !== 'number' || !Number.isFinite(routing.meanConfidence)) {
+    fail('finite number', 'summary.routing.meanConfidence', routing.meanConfidence);
+  }
+  if (drift === null) return;
+  if (typeof drift !== 'object') fail('DriftReport object or null', 'summary.drift', drift);
+  if (typeof drift.psi !== 'number' || !Number.isFinite(drift.psi) || drift.psi < 0) fail('finite number ≥ 0', 'summary.drift.psi', drift.psi);
+  checkShares(drift.previousShare, 'summary.drift.previousShare');
+  if (!Array.isArray(drift.changed)) fail('array', 'summary.drift.changed', drift.changed);
+}
+
 /** Checks the parts of a report input the charts depend on, so a bad run fails with a message, not a blank chart. */
 export function validateReportInput(input: ReportInput, outDir: string): void {
   if (typeof outDir !== 'string' || outDir.length === 0) fail('non-empty directory path', 'outDir', outDir);
@@ -47,5 +70,6 @@ export function validateReportInput(input: ReportInput, outDir: string): void {
   if (!Array.isArray(summary.failed)) fail('array', 'summary.failed', summary.failed);
   if (!Array.isArray(series)) fail('array', 'input.series', series);
   summary.tickers.forEach(checkTicker);
+  checkRouting(summary);
   series.forEach(checkSeries);
 }

@@ -22,6 +22,10 @@ export interface RunMeta {
   createdAt: string;
   /** Tickers routed, once routing finished. */
   routed?: number;
+  /** Tickers listed as failed in the report (fetch and route failures), once reported. */
+  failedTickers?: number;
+  /** Router backend that routed the run, once reported. */
+  backend?: string;
   reportDir?: string;
   finishedAt?: string;
   /** Why the run failed, when it did. */
@@ -57,7 +61,7 @@ export async function createRunMeta(store: RunStore, meta: Pick<RunMeta, 'runId'
     .exec();
 }
 
-type Updatable = Partial<Pick<RunMeta, 'status' | 'routed' | 'reportDir' | 'finishedAt' | 'error'>>;
+type Updatable = Partial<Pick<RunMeta, 'status' | 'routed' | 'failedTickers' | 'backend' | 'reportDir' | 'finishedAt' | 'error'>>;
 
 /** Updates fields of an existing run; a run whose hash expired is left alone (no TTL-less resurrection). */
 export async function updateRunMeta(store: RunStore, runId: string, fields: Updatable): Promise<void> {
@@ -102,6 +106,9 @@ export async function readRunMeta(redis: Redis, prefix: string, runId: string): 
   };
   const routed = optInt(h.routed);
   if (routed !== undefined) meta.routed = routed;
+  const failedTickers = optInt(h.failedTickers);
+  if (failedTickers !== undefined) meta.failedTickers = failedTickers;
+  if (h.backend) meta.backend = h.backend;
   if (h.reportDir) meta.reportDir = h.reportDir;
   if (h.finishedAt) meta.finishedAt = h.finishedAt;
   if (h.error) meta.error = h.error;

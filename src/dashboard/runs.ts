@@ -1,0 +1,137 @@
+import { readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { Redis } from 'ioredis';
+import { isRunId, runsIndexKey } from '../queue/keys.js';
+import { REPORT_FILES, type RunSummary } from '../report/types.js';
+import { readRunMeta, type RunMeta, type RunStatus } from '../run/run-meta.js';
+
+/** What the runs page shows of a run: its metadata hash, plus what its summary.json says once it is written. */
+export interface RunView {
+  runId: string;
+  status: RunStatus;
+  /** True while the run can still change (queued, routing, reporting). */
+  active: boolean;
+  source: string;
+  tickers: string[];
+  /** Fetch jobs done (stored or failed for good) out of `tickers.length`. */
+  fetchedDone: number;
+  /** 0..1: fetch progress, then 1 once routed. */
+  progress: number;
+  routed: number | undefined;
+  /** Failed tickers: from the report when written, else fetch failures so far. */
+  failures: number;
+  failedTickers: { ticker: string; reason: string }[];
+  createdAt: string;
+  finishedAt: string | undefined;
+  /** Finished runs: creation to finish; active runs: creation to now. */
+  durationMs: number;
+  backend: string | undefined;
+  error: string | undefined;
+  /** True when the report folder holds the four PNGs and summaries. */
+  hasReport: boolean;
+  drift: { psi: number; level: string; changed: number; previousRunId: string } | undefined;
+  meanConfidence: number | undefined;
+}
+
+const TERMINAL: readonly RunStatus[] = ['finished', 'failed'];
+
+/** Parsed summaries by run id, keyed on the file's mtime: a 1,000-ticker summary.json is ~0.6 MB to parse. */
+const summaryCache = new Map<string, { mtimeMs: number; summary: SummaryDigest }>();
+const SUMMARY_CACHE_MAX = 200;
+
+type SummaryDigest = Pick<RunSummary, 'failed' | 'backend'> & {
+  drift: RunView['drift'];
+  meanConfidence: number | undefined;
+};
+
+function digestOf(v: unknown): SummaryDigest | undefined {
+  if (v === null || typeof v !== 'object') return undefined;
+  const s = v as Partial<RunSummary>;
+  const failed = Array.isArray(s.failed)
+    ? s.failed.filter((f): f is { ticker: string; reason: string } => typeof f?.ticker === 'string' && typeof f?.reason === 'string')
+    : [];
+  // Summaries written before drift existed have neither block; the page shows what there is.
+  const d = s.drift;
+  return {
+    failed,
+    backend: typeof s.backend === 'string' ? s.backend : 'unknown',
+    drift:
+      d && typeof d.psi === 'number' && typeof d.previousRunId === 'string'
+        ? { psi: d.psi, level: String(d.level), changed: Array.isArray(d.changed) ? d.changed.length : 0, previousRunId: d.previousRunId }
+        : undefined,
+    meanConfidence: typeof s.routing?.meanConfidence === 'number' ? s.routing.meanConfidence : undefined,
+  };
+}
+
+/** Folder of a run's report under this dashboard's REPORTS_DIR (never a path read from Redis). */
+export function reportFolder(reportsDir: string, runId: string): string {
+  if (!isRunId(runId)) throw new RangeError(`Expected run id (lower-case UUID) for runId but received ${JSON.stringify(runId)}`);
+  return path.join(reportsDir, runId);
+}
+
+async function readDigest(reportsDir: string, runId: string): Promise<SummaryDigest | undefined> {
+  const file = path.join(reportFolder(reportsDir, runId), REPORT_FILES.summaryJson);
+  let mtimeMs: number;
+  try {
+    mtimeMs = (await stat(file)).mtimeMs;
+  } catch {
+    return undefined; // not written yet, or written on another host's disk
+  }
+  const hit = summaryCache.get(runId);
+  if (hit && hit.mtimeMs === mtimeMs) return hit.summary;
+  let digest: SummaryDigest | undefined;
+  try {
+    digest = digestOf(JSON.parse(await readFile(file, 'utf8')));
+  } catch {
+    // Half-written (the report worker writes it last) or not ours: show the run from its hash alone.
+    return undefined;
+  }
+  if (digest === undefined) return undefined;
+  if (summaryCache.size >= SUMMARY_CACHE_MAX) summaryCache.delete(summaryCache.keys().next().value!);
+  summaryCache.set(runId, { mtimeMs, summary: digest });
+  return digest;
+}
+
+async function hasAllFiles(dir: string): Promise<boolean> {
+  const names = Object.values(REPORT_FILES);
+  const found = await Promise.all(names.map((f) => stat(path.join(dir, f)).then(() => true, () => false)));
+  return found.every(Boolean);
+}
+
+export async function runView(meta: RunMeta, reportsDir: string, now = Date.now()): Promise<RunView> {
+  const active = !TERMINAL.includes(meta.status);
+  const digest = active ? undefined : await readDigest(reportsDir, meta.runId);
+  const n = meta.tickers.length;
+  const fetchedDone = meta.fetched + meta.fetchFailed;
+  const created = Date.parse(meta.createdAt);
+  const end = meta.finishedAt ? Date.parse(meta.finishedAt) : now;
+  const routedDone = meta.routed !== undefined || meta.status === 'reporting' || !active;
+  return {
+    runId: meta.runId,
+    status: meta.status,
+    active,
+    source: meta.source,
+    tickers: meta.tickers,
+    fetchedDone,
+    progress: routedDone ? 1 : n > 0 ? Math.min(1, fetchedDone / n) : 0,
+    routed: meta.routed,
+    failures: digest ? digest.failed.length : (meta.failedTickers ?? meta.fetchFailed),
+    failedTickers: digest?.failed ?? [],
+    createdAt: meta.createdAt,
+    finishedAt: meta.finishedAt,
+    durationMs: Number.isFinite(created) && Number.isFinite(end) ? Math.max(0, end - created) : 0,
+    backend: meta.backend ?? digest?.backend,
+    error: meta.error,
+    hasReport: !active && (await hasAllFiles(reportFolder(reportsDir, meta.runId))),
+    drift: digest?.drift,
+    meanConfidence: digest?.meanConfidence,
+  };
+}
+
+/** The newest `limit` runs of the prefix, newest first; runs whose hash expired are left out. */
+export async function listRuns(redis: Redis, prefix: string, reportsDir: string, limit = 50): Promise<RunView[]> {
+  const ids = await redis.zrevrange(runsIndexKey(prefix), 0, limit - 1);
+  const metas = await Promise.all(ids.filter(isRunId).map((id) => readRunMeta(redis, prefix, id)));
+  const now = Date.now();
+  return Promise.all(metas.filter((m): m is RunMeta => m !== undefined).map((m) => runView(m, reportsDir, now)));
+}
