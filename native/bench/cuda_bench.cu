@@ -2,7 +2,8 @@
 //   moe_cuda_bench <router16.safetensors> <router32.safetensors> [trainSteps]
 // Prints one JSON object per line (the device script turns them into the table of docs/performance.md):
 //   copy       device-to-device and pinned host<->device bandwidth (cudaMemcpy, CUDA events, median of repeats)
-//   kernel     forward kernel only, inputs and outputs on the device, 1e4 / 1e6 / 1e7 tokens, with and without the
+//   hostcopy   pageable -> pinned and pinned -> pageable memcpy through the backend's CopyPool, 1..16 threads
+//   kernel     forward kernel only (versions 1 and 2, see forward.cu), inputs and outputs on the device, 1e4 / 1e6 / 1e7 tokens, with and without the
 //              expert output; tokens/s and achieved GB/s (bytes of each input read once, each output written once)
 //   pipeline   Backend::forward from host arrays (pageable, as JS memory is): staging + transfers + kernel
 //   train      lossAndGrad + adamwStep steps from host batches, as the TypeScript trainer drives them
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "../src/cuda/common.cuh"
+#include "../src/cuda/copy_pool.h"
 
 namespace {
 
@@ -129,6 +131,17 @@ int main(int argc, char** argv) {
       const double d2h = timer.medianMs(5, [&] { MOE_CUDA_CHECK(cudaMemcpyAsync(h, d1, bytes, cudaMemcpyDeviceToHost)); });
       std::printf("{\"kind\":\"copy\",\"d2dGBs\":%.1f,\"h2dGBs\":%.2f,\"d2hGBs\":%.2f,\"note\":\"d2d counts bytes read + written\"}\n",
                   2.0 * bytes / d2d / 1e6, bytes / h2d / 1e6, bytes / d2h / 1e6);
+      // Host copies the pipeline makes: pageable (like JS memory) to pinned and back, 256 MiB.
+      const std::size_t hb = std::size_t(256) << 20;
+      std::vector<char> pageable(hb, 3);
+      for (int threads : {1, 4, 8, 16}) {
+        moe::cuda::CopyPool pool(threads);
+        pool.run({{h, pageable.data(), hb}});
+        const double in = wallMedianMs(5, [&] { pool.run({{h, pageable.data(), hb}}); });
+        const double out = wallMedianMs(5, [&] { pool.run({{pageable.data(), h, hb}}); });
+        std::printf("{\"kind\":\"hostcopy\",\"threads\":%d,\"toPinnedGBs\":%.1f,\"fromPinnedGBs\":%.1f}\n", threads,
+                    hb / in / 1e6, hb / out / 1e6);
+      }
       cudaFree(d1), cudaFree(d2), cudaFreeHost(h);
     }
 
@@ -167,6 +180,7 @@ int main(int argc, char** argv) {
         MOE_CUDA_CHECK(cudaMemcpy(risk, hr.data(), nMax * 4, cudaMemcpyHostToDevice));
       }
       for (std::size_t n : {std::size_t(10000), std::size_t(1000000), std::size_t(10000000)}) {
+        for (int version : {1, 2})
         for (bool withExpert : {true, false}) {
           // Small batches rotate through the 1e7-token buffers so repeats do not run out of L2.
           const std::size_t slots = nMax / n;
@@ -174,14 +188,14 @@ int main(int argc, char** argv) {
           auto run = [&] {
             const std::size_t at = (k++ % slots) * n;
             moe::cuda::launchForward(H, dp, {x + at * H, vol + at, risk + at, probs + at * 4, assign + at,
-                                             withExpert ? expert + at * H : nullptr, int(n)}, nullptr);
+                                             withExpert ? expert + at * H : nullptr, int(n)}, nullptr, version);
           };
           for (int i = 0; i < 3; ++i) run();
           const int reps = n >= 10000000 ? 20 : n >= 1000000 ? 50 : 200;
           const double ms = timer.medianMs(reps, run);
           const double bytes = double(n) * (H * 4 + 8 + 16 + 1 + (withExpert ? H * 4 : 0));
-          std::printf("{\"kind\":\"kernel\",\"H\":%d,\"tokens\":%zu,\"expert\":%s,\"ms\":%.4f,\"tokensPerSec\":%.4e,\"GBs\":%.1f}\n",
-                      H, n, withExpert ? "true" : "false", ms, n / ms * 1e3, bytes / ms / 1e6);
+          std::printf("{\"kind\":\"kernel\",\"version\":%d,\"H\":%d,\"tokens\":%zu,\"expert\":%s,\"ms\":%.4f,\"tokensPerSec\":%.4e,\"GBs\":%.1f}\n",
+                      version, H, n, withExpert ? "true" : "false", ms, n / ms * 1e3, bytes / ms / 1e6);
         }
       }
       cudaFree(x), cudaFree(vol), cudaFree(risk), cudaFree(probs), cudaFree(expert), cudaFree(assign), cudaFree(dW);

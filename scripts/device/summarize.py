@@ -30,8 +30,12 @@ print(f"device: {dev}")
 if copy:
     print(f"copy: device-to-device {copy['d2dGBs']} GB/s (read + write), pinned H2D {copy['h2dGBs']} GB/s, D2H {copy['d2hGBs']} GB/s")
 print()
-print("| H | tokens | expert | CUDA kernel tokens/s | GB/s | torch eager | torch.compile | × eager | × compile |")
-print("|---|---|---|---|---|---|---|---|---|")
+for r in bench:
+    if r["kind"] == "hostcopy":
+        print(f"host memcpy, {r['threads']} threads: pageable→pinned {r['toPinnedGBs']} GB/s, pinned→pageable {r['fromPinnedGBs']} GB/s")
+print()
+print("| kernel | H | tokens | expert | CUDA kernel tokens/s | GB/s | torch eager | torch.compile | × eager | × compile |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for r in bench:
     if r["kind"] != "kernel":
         continue
@@ -39,7 +43,7 @@ for r in bench:
     tc = next((t for t in torch_rows if t.get("kind") == "torch-forward" and t["mode"] == "compile" and t["H"] == r["H"] and t["tokens"] == r["tokens"]), None)
     te = te if r["expert"] else None
     tc = tc if r["expert"] else None
-    cells = [str(r["H"]), f"{r['tokens']:.0e}", "yes" if r["expert"] else "no", g(r["tokensPerSec"]), str(r["GBs"]),
+    cells = ["v" + str(r.get("version", 1)), str(r["H"]), f"{r['tokens']:.0e}", "yes" if r["expert"] else "no", g(r["tokensPerSec"]), str(r["GBs"]),
              g(te["tokensPerSec"]) if te else "-", g(tc["tokensPerSec"]) if tc else "-",
              f"{r['tokensPerSec'] / te['tokensPerSec']:.1f}" if te else "-",
              f"{r['tokensPerSec'] / tc['tokensPerSec']:.1f}" if tc else "-"]

@@ -2,11 +2,11 @@
 // moves batches through pinned staging buffers on two streams.
 //
 // Pipeline of forward (two slots, each a stream + pinned and device buffers for one chunk of up to kChunk tokens):
-//   host: copy chunk i into pinned[i%2] (parallel memcpy) → enqueue H2D, kernel, D2H on stream[i%2] → copy chunk
-//   i-2's results out of pinned[i%2] (after its event) ...
-// so the host copies of one chunk overlap the transfers and kernel of the other. The caller's arrays are pageable
-// (JS memory), so they are never handed to the DMA engines directly: staging through pinned memory keeps the
-// copies at the pinned bandwidth, and the host-side memcpy is split over threads to keep up with it.
+//   host: wait for chunk i-2, then copy its results out of slot i%2 and chunk i into it (one CopyPool job) →
+//   enqueue H2D, kernel, D2H of chunk i on stream[i%2] → next chunk
+// so the host copies of two chunks overlap the transfers and kernel of the chunk between them. The caller's arrays
+// are pageable (JS memory), so they are never handed to the DMA engines directly: staging through pinned memory
+// keeps the transfers at the pinned bandwidth, and the host copies run on a pool of threads to keep up with them.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common.cuh"
+#include "copy_pool.h"
 
 namespace moe {
 
@@ -65,33 +66,6 @@ CudaProbe doProbe() {
   r.ok = true;
   r.device = desc;
   return r;
-}
-
-// memcpy split over threads above a few MiB: one core copies ~10 GB/s, less than a PCIe 5 link moves.
-void parallelCopy(void* dst, const void* src, std::size_t bytes) {
-  constexpr std::size_t kMinPart = std::size_t(4) << 20;
-  const std::size_t hw = std::max(1u, std::thread::hardware_concurrency());
-  const std::size_t parts = std::min<std::size_t>(std::min<std::size_t>(hw, 16), bytes / kMinPart);
-  if (parts <= 1) {
-    if (bytes) std::memcpy(dst, src, bytes);
-    return;
-  }
-  const std::size_t step = (bytes / parts + 63) / 64 * 64;
-  auto part = [=](std::size_t k) {
-    const std::size_t b = std::min(bytes, k * step), e = std::min(bytes, (k + 1) * step);
-    if (e > b) std::memcpy(static_cast<char*>(dst) + b, static_cast<const char*>(src) + b, e - b);
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(parts - 1);
-  for (std::size_t k = 1; k < parts; ++k) {
-    try {
-      pool.emplace_back(part, k);
-    } catch (const std::system_error&) {
-      part(k);  // no thread available: copy that part here
-    }
-  }
-  part(0);
-  for (auto& t : pool) t.join();
 }
 
 template <class T>
@@ -147,7 +121,8 @@ struct Slot {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend() {
+  CudaBackend()
+      : pool_(std::make_unique<cuda::CopyPool>(int(std::min(16u, std::max(1u, std::thread::hardware_concurrency()))))) {
     MOE_CUDA_CHECK(cudaSetDevice(0));
     for (Slot& s : slots_) {
       MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
@@ -173,37 +148,40 @@ class CudaBackend final : public Backend {
     for (Slot& s : slots_) s.ensure(C, H);
     const std::size_t chunks = (n + C - 1) / C;
     const cuda::DeviceParams dp{dW_, invT_};
-    auto issue = [&](std::size_t i) {
-      Slot& s = slots_[i % 2];
-      const std::size_t at = i * C, m = std::min(C, n - at);
-      parallelCopy(s.hx, b.x + at * H, m * H * sizeof(float));
-      std::memcpy(s.hvol, b.vol + at, m * sizeof(float));
-      std::memcpy(s.hrisk, b.risk + at, m * sizeof(float));
-      MOE_CUDA_CHECK(cudaMemcpyAsync(s.x, s.hx, m * H * sizeof(float), cudaMemcpyHostToDevice, s.stream));
-      MOE_CUDA_CHECK(cudaMemcpyAsync(s.vol, s.hvol, m * sizeof(float), cudaMemcpyHostToDevice, s.stream));
-      MOE_CUDA_CHECK(cudaMemcpyAsync(s.risk, s.hrisk, m * sizeof(float), cudaMemcpyHostToDevice, s.stream));
-      cuda::launchForward(H, dp, {s.x, s.vol, s.risk, s.probs, s.assign, out.expert ? s.expert : nullptr, int(m)},
-                          s.stream);
-      MOE_CUDA_CHECK(cudaMemcpyAsync(s.hprobs, s.probs, m * 4 * sizeof(float), cudaMemcpyDeviceToHost, s.stream));
-      MOE_CUDA_CHECK(cudaMemcpyAsync(s.hassign, s.assign, m, cudaMemcpyDeviceToHost, s.stream));
-      if (out.expert)
-        MOE_CUDA_CHECK(cudaMemcpyAsync(s.hexpert, s.expert, m * H * sizeof(float), cudaMemcpyDeviceToHost, s.stream));
-      MOE_CUDA_CHECK(cudaEventRecord(s.done, s.stream));
-    };
-    auto collect = [&](std::size_t i) {
-      Slot& s = slots_[i % 2];
-      const std::size_t at = i * C, m = std::min(C, n - at);
-      MOE_CUDA_CHECK(cudaEventSynchronize(s.done));
-      parallelCopy(out.probs + at * 4, s.hprobs, m * 4 * sizeof(float));
-      std::memcpy(out.assign + at, s.hassign, m);
-      if (out.expert) parallelCopy(out.expert + at * H, s.hexpert, m * H * sizeof(float));
-    };
+    std::vector<cuda::CopyPool::Task> copies;
     try {
-      for (std::size_t i = 0; i < chunks; ++i) {
-        if (i >= 2) collect(i - 2);
-        issue(i);
+      for (std::size_t i = 0; i < chunks + 2; ++i) {
+        copies.clear();
+        if (i >= 2) {  // results of chunk i-2 leave slot i%2 ...
+          Slot& s = slots_[i % 2];
+          const std::size_t at = (i - 2) * C, m = std::min(C, n - at);
+          MOE_CUDA_CHECK(cudaEventSynchronize(s.done));
+          copies.push_back({out.probs + at * 4, s.hprobs, m * 4 * sizeof(float)});
+          copies.push_back({out.assign + at, s.hassign, m});
+          if (out.expert) copies.push_back({out.expert + at * H, s.hexpert, m * H * sizeof(float)});
+        }
+        if (i < chunks) {  // ... while the inputs of chunk i enter it
+          Slot& s = slots_[i % 2];
+          const std::size_t at = i * C, m = std::min(C, n - at);
+          copies.push_back({s.hx, b.x + at * H, m * H * sizeof(float)});
+          copies.push_back({s.hvol, b.vol + at, m * sizeof(float)});
+          copies.push_back({s.hrisk, b.risk + at, m * sizeof(float)});
+        }
+        pool_->run(copies);
+        if (i >= chunks) continue;
+        Slot& s = slots_[i % 2];
+        const std::size_t at = i * C, m = std::min(C, n - at);
+        MOE_CUDA_CHECK(cudaMemcpyAsync(s.x, s.hx, m * H * sizeof(float), cudaMemcpyHostToDevice, s.stream));
+        MOE_CUDA_CHECK(cudaMemcpyAsync(s.vol, s.hvol, m * sizeof(float), cudaMemcpyHostToDevice, s.stream));
+        MOE_CUDA_CHECK(cudaMemcpyAsync(s.risk, s.hrisk, m * sizeof(float), cudaMemcpyHostToDevice, s.stream));
+        cuda::launchForward(H, dp, {s.x, s.vol, s.risk, s.probs, s.assign, out.expert ? s.expert : nullptr, int(m)},
+                            s.stream);
+        MOE_CUDA_CHECK(cudaMemcpyAsync(s.hprobs, s.probs, m * 4 * sizeof(float), cudaMemcpyDeviceToHost, s.stream));
+        MOE_CUDA_CHECK(cudaMemcpyAsync(s.hassign, s.assign, m, cudaMemcpyDeviceToHost, s.stream));
+        if (out.expert)
+          MOE_CUDA_CHECK(cudaMemcpyAsync(s.hexpert, s.expert, m * H * sizeof(float), cudaMemcpyDeviceToHost, s.stream));
+        MOE_CUDA_CHECK(cudaEventRecord(s.done, s.stream));
       }
-      for (std::size_t i = chunks >= 2 ? chunks - 2 : 0; i < chunks; ++i) collect(i);
     } catch (...) {
       drain();
       throw;
@@ -243,11 +221,12 @@ class CudaBackend final : public Backend {
         Slot& s = slots_[i % 2];
         const std::size_t at = i * C, m = std::min(C, n - at);
         if (i >= 2) MOE_CUDA_CHECK(cudaEventSynchronize(s.done));
-        parallelCopy(s.hx, b.x + at * H, m * H * sizeof(float));
-        std::memcpy(s.hvol, b.vol + at, m * sizeof(float));
-        std::memcpy(s.hrisk, b.risk + at, m * sizeof(float));
-        std::memcpy(s.hlabels, o.labels + at, m);
-        if (o.sampleWeight) std::memcpy(s.hsw, o.sampleWeight + at, m * sizeof(float));
+        std::vector<cuda::CopyPool::Task> copies{{s.hx, b.x + at * H, m * H * sizeof(float)},
+                                                 {s.hvol, b.vol + at, m * sizeof(float)},
+                                                 {s.hrisk, b.risk + at, m * sizeof(float)},
+                                                 {s.hlabels, o.labels + at, m}};
+        if (o.sampleWeight) copies.push_back({s.hsw, o.sampleWeight + at, m * sizeof(float)});
+        pool_->run(copies);
         MOE_CUDA_CHECK(cudaMemcpyAsync(s.x, s.hx, m * H * sizeof(float), cudaMemcpyHostToDevice, st));
         MOE_CUDA_CHECK(cudaMemcpyAsync(s.vol, s.hvol, m * sizeof(float), cudaMemcpyHostToDevice, st));
         MOE_CUDA_CHECK(cudaMemcpyAsync(s.risk, s.hrisk, m * sizeof(float), cudaMemcpyHostToDevice, st));
@@ -369,6 +348,7 @@ class CudaBackend final : public Backend {
 
   mutable std::mutex mu_;
   mutable bool released_ = false;
+  std::unique_ptr<cuda::CopyPool> pool_;
   mutable Slot slots_[2];
   mutable int wH_ = 0;
   mutable float invT_ = 1.0f, mirrorT_ = 0.0f;

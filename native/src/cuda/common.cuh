@@ -56,7 +56,9 @@ struct ForwardArgs {
   float* expert;
   int n;
 };
-void launchForward(int H, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream);
+// version: 0 = the default (forwardKernelVersion()), 1 or 2 = that kernel (forward.cu explains both).
+void launchForward(int H, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream, int version = 0);
+int forwardKernelVersion();  // MOE_CUDA_FORWARD_KERNEL=1|2, default 2
 // Dynamic shared memory the forward kernel needs (the backend raises the kernel's limit once).
 void prepareForward(int H);
 

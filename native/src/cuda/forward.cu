@@ -1,23 +1,33 @@
 // Fused forward: one launch computes h, stats, the four signals, softmax, argmax and the activated expert output.
-// Thread per token, 128-token tiles, persistent blocks (weights are copied into shared memory once per block).
+// Persistent blocks copy the weights into shared memory once and then walk over tiles of tokens.
 //
 // Why this shape: the math is about 4.7k FMAs per token at H = 32 (W1 and We dominate) against 281 bytes moved, so
 // on an H100 the arithmetic floor (~7 G tokens/s at the FP32 rate) is lower than the memory floor (~10 G tokens/s):
-// the kernel must keep the FMA units fed. Each thread holds its h[F] in registers and reads weights as 16-byte
-// shared-memory broadcasts (every lane reads the same address), 4 FMAs per load. The expert stage would diverge
-// (each token picks one of four weight slices), so tokens of a tile are bucketed by expert first: a warp then
-// reads one slice, again as broadcasts. Inputs and expert outputs go through padded shared tiles so that global
-// loads and stores are coalesced 16-byte accesses.
+// the kernel must keep the FMA units fed. Weights are read from shared memory as 16-byte broadcasts (every lane of
+// a warp reads the same address). The expert stage would diverge (each token picks one of four weight slices), so
+// the tokens of a tile are bucketed by expert first and a warp then reads one slice, again as broadcasts.
+//
+// Two versions, both checked against the scalar oracle (native/tests/cuda_vs_scalar.cpp) and timed by
+// native/bench/cuda_bench.cu; MOE_CUDA_FORWARD_KERNEL=1|2 picks one (default 2):
+//   v1  one token per thread. Measured on an H100 (docs/performance.md): H = 32 at 1.9 G tokens/s, bound by the
+//       shared-memory → register bandwidth (a 16-byte broadcast still delivers 512 bytes to a warp's registers,
+//       4 cycles of the SM's shared-memory pipe, for 4 FMAs per lane), not by the FMA units.
+//   v2  two tokens per thread: every weight loaded from shared memory feeds two tokens' FMAs, halving the
+//       shared-memory traffic per token. Buckets start at even slots so the two tokens a thread takes in the
+//       expert stage always share one weight slice.
+#include <cstdlib>
+
 #include "common.cuh"
 
 namespace moe::cuda {
 
 namespace {
 
-constexpr int kThreads = 128;  // = tokens per tile
+
+constexpr int kThreads = 128;  // v1: one token per thread, tile = 128 tokens
 
 template <int H>
-struct FwdSmem {
+struct FwdSmemV1 {
   static constexpr int F = 2 * H;
   static constexpr int wFloats = (Lay<H>::size + 3) / 4 * 4;
   static constexpr int xStride = H + 1;  // odd strides: a warp reading one column of 32 rows hits 32 banks
@@ -30,9 +40,9 @@ struct FwdSmem {
 };
 
 template <int H>
-__global__ void __launch_bounds__(kThreads) forwardKernel(const float* __restrict__ wG, float invT, ForwardArgs a) {
+__global__ void __launch_bounds__(kThreads) forwardKernelV1(const float* __restrict__ wG, float invT, ForwardArgs a) {
   using L = Lay<H>;
-  using S = FwdSmem<H>;
+  using S = FwdSmemV1<H>;
   constexpr int F = L::F;
   extern __shared__ float4 smem4[];
   float* w = reinterpret_cast<float*>(smem4);
@@ -224,51 +234,355 @@ __global__ void __launch_bounds__(kThreads) forwardKernel(const float* __restric
   }
 }
 
+
+// ---- v2: two tokens per thread ----
+
+constexpr int kThreadsV2 = 128;
+constexpr int kRowsV2 = 2 * kThreadsV2;  // rows of the shared tiles
+// Tokens per tile: at most 252 so that the four buckets, each rounded up to an even count, fit 256 slots.
+constexpr int kTileV2 = 248;
+
+template <int H>
+struct FwdSmemV2 {
+  static constexpr int F = 2 * H;
+  static constexpr int wFloats = (Lay<H>::size + 3) / 4 * 4;
+  static constexpr int intFloats = kRowsV2 + 8;  // perm[256], counts[4], even-aligned offsets[4]
+  static constexpr int xStride = H + 1, hStride = F + 1;
+  static constexpr int xFloats = kRowsV2 * xStride;
+  static constexpr int hFloats = kRowsV2 * hStride;
+  static constexpr int regionFloats = hFloats > xFloats ? hFloats : xFloats;  // x tile, then h tile
+  static constexpr std::size_t bytesNoExpert = std::size_t(wFloats + intFloats + xFloats) * 4;
+  static constexpr std::size_t bytes = std::size_t(wFloats + intFloats + regionFloats) * 4;
+};
+
+template <int H>
+__global__ void __launch_bounds__(kThreadsV2) forwardKernelV2(const float* __restrict__ wG, float invT, ForwardArgs a) {
+  using L = Lay<H>;
+  using S = FwdSmemV2<H>;
+  constexpr int F = L::F, NT = 2;
+  extern __shared__ float4 smem4[];
+  float* w = reinterpret_cast<float*>(smem4);
+  int* perm = reinterpret_cast<int*>(w + S::wFloats);
+  int* cnt = perm + kRowsV2;
+  float* R = w + S::wFloats + S::intFloats;
+  const int tid = threadIdx.x;
+
+  for (int i = tid; i < L::size / 4; i += kThreadsV2)
+    reinterpret_cast<float4*>(w)[i] = reinterpret_cast<const float4*>(wG)[i];
+  __syncthreads();
+  const float g0 = w[L::gates], g1 = w[L::gates + 1], g2 = w[L::gates + 2], g3 = w[L::gates + 3];
+  const bool wantExpert = a.expert != nullptr;
+  const int rows[NT] = {tid, tid + kThreadsV2};
+
+  const int numTiles = (a.n + kTileV2 - 1) / kTileV2;
+  for (int tile = blockIdx.x; tile < numTiles; tile += gridDim.x) {
+    const int base = tile * kTileV2;
+    const int m = min(kTileV2, a.n - base);
+    const float4* x4 = reinterpret_cast<const float4*>(a.x + std::size_t(base) * H);
+    for (int q = tid; q < kRowsV2 * H / 4; q += kThreadsV2) {
+      const float4 v = q < m * H / 4 ? x4[q] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);  // rows past m: zeros
+      float* dst = R + (q * 4 / H) * S::xStride + (q * 4) % H;
+      dst[0] = v.x;
+      dst[1] = v.y;
+      dst[2] = v.z;
+      dst[3] = v.w;
+    }
+    if (tid < 8) cnt[tid] = 0;
+    for (int i = tid; i < kRowsV2; i += kThreadsV2) perm[i] = -1;
+    __syncthreads();
+
+    float h[NT][F];
+#pragma unroll
+    for (int t = 0; t < NT; ++t)
+#pragma unroll
+      for (int f = 0; f < F; ++f) h[t][f] = w[L::b1 + f];
+#pragma unroll 2
+    for (int i = 0; i < H; ++i) {
+      float xi[NT];
+#pragma unroll
+      for (int t = 0; t < NT; ++t) xi[t] = R[rows[t] * S::xStride + i];
+      const float4* row = reinterpret_cast<const float4*>(w + L::W1 + i * F);
+#pragma unroll
+      for (int q = 0; q < F / 4; ++q) {
+        const float4 r = row[q];
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          h[t][4 * q] += xi[t] * r.x;
+          h[t][4 * q + 1] += xi[t] * r.y;
+          h[t][4 * q + 2] += xi[t] * r.z;
+          h[t][4 * q + 3] += xi[t] * r.w;
+        }
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; ++t)
+#pragma unroll
+      for (int f = 0; f < F; ++f) h[t][f] = fmaxf(h[t][f], 0.0f);
+
+    float b[NT][4], st[NT][3], vs[NT][4], rs[NT][4], ss[NT][4], vol[NT], risk[NT];
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const float* xr = R + rows[t] * S::xStride;
+      float mean = 0, absMean = 0, var = 0;
+#pragma unroll
+      for (int i = 0; i < H; ++i) {
+        mean += xr[i];
+        absMean += fabsf(xr[i]);
+      }
+      mean /= H;
+      absMean /= H;
+#pragma unroll
+      for (int i = 0; i < H; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+      var /= H;
+      st[t][0] = mean;
+      st[t][1] = var;
+      st[t][2] = absMean;
+      const bool ok = rows[t] < m;
+      vol[t] = ok ? a.vol[base + rows[t]] : 0.0f;
+      risk[t] = ok ? a.risk[base + rows[t]] : 0.0f;
+#pragma unroll
+      for (int d = 0; d < 4; ++d) {
+        b[t][d] = w[L::bc + d];
+        vs[t][d] = rs[t][d] = ss[t][d] = 0.0f;
+      }
+    }
+#pragma unroll
+    for (int f = 0; f < F; ++f) {
+      const float4 c = reinterpret_cast<const float4*>(w + L::Wc)[f];
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        b[t][0] += h[t][f] * c.x;
+        b[t][1] += h[t][f] * c.y;
+        b[t][2] += h[t][f] * c.z;
+        b[t][3] += h[t][f] * c.w;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kVolUnits; ++j) {
+      const float4 wv = reinterpret_cast<const float4*>(w + L::Wv)[j];
+      const float4 bv = reinterpret_cast<const float4*>(w + L::Bv)[j];
+      const float4 wr = reinterpret_cast<const float4*>(w + L::Wr)[j];
+      const float4 br = reinterpret_cast<const float4*>(w + L::Br)[j];
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        vs[t][0] += fmaxf(vol[t] * wv.x + bv.x, 0.0f);
+        vs[t][1] += fmaxf(vol[t] * wv.y + bv.y, 0.0f);
+        vs[t][2] += fmaxf(vol[t] * wv.z + bv.z, 0.0f);
+        vs[t][3] += fmaxf(vol[t] * wv.w + bv.w, 0.0f);
+        rs[t][0] += fmaxf(risk[t] * wr.x + br.x, 0.0f);
+        rs[t][1] += fmaxf(risk[t] * wr.y + br.y, 0.0f);
+        rs[t][2] += fmaxf(risk[t] * wr.z + br.z, 0.0f);
+        rs[t][3] += fmaxf(risk[t] * wr.w + br.w, 0.0f);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kStatUnits; ++j) {
+      const float4 bs = reinterpret_cast<const float4*>(w + L::Bs)[j];
+      float4 acc[NT];
+#pragma unroll
+      for (int t = 0; t < NT; ++t) acc[t] = bs;
+#pragma unroll
+      for (int k = 0; k < kNumStats; ++k) {
+        const float4 ws = reinterpret_cast<const float4*>(w + L::Ws)[k * kStatUnits + j];
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          acc[t].x += st[t][k] * ws.x;
+          acc[t].y += st[t][k] * ws.y;
+          acc[t].z += st[t][k] * ws.z;
+          acc[t].w += st[t][k] * ws.w;
+        }
+      }
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        ss[t][0] += fmaxf(acc[t].x, 0.0f);
+        ss[t][1] += fmaxf(acc[t].y, 0.0f);
+        ss[t][2] += fmaxf(acc[t].z, 0.0f);
+        ss[t][3] += fmaxf(acc[t].w, 0.0f);
+      }
+    }
+    int am[NT];
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      float z[4];
+#pragma unroll
+      for (int d = 0; d < 4; ++d) {
+        const float s = g0 * b[t][d] + g1 * (vs[t][d] / kVolUnits) + g2 * (rs[t][d] / kRiskUnits) +
+                        g3 * (ss[t][d] / kStatUnits);
+        z[d] = fminf(fmaxf(s, -kLogitClip), kLogitClip) * invT;
+      }
+      int k = 0;
+      float zm = z[0];
+      if (z[1] > zm) { zm = z[1]; k = 1; }
+      if (z[2] > zm) { zm = z[2]; k = 2; }
+      if (z[3] > zm) { zm = z[3]; k = 3; }
+      am[t] = k;
+      float e[4], sum = 0;
+#pragma unroll
+      for (int d = 0; d < 4; ++d) {
+        e[d] = expf(z[d] - zm);
+        sum += e[d];
+      }
+      if (rows[t] < m) {
+        const int tok = base + rows[t];
+        reinterpret_cast<float4*>(a.probs)[tok] = make_float4(e[0] / sum, e[1] / sum, e[2] / sum, e[3] / sum);
+        a.assign[tok] = std::uint8_t(k);
+      }
+    }
+    if (!wantExpert) {
+      __syncthreads();  // the next tile overwrites the x tile
+      continue;
+    }
+    __syncthreads();  // every thread has read its x rows: the region becomes the h tile
+    int pos[NT];
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      pos[t] = 0;
+      if (rows[t] < m) {
+        float* hr = R + rows[t] * S::hStride;
+#pragma unroll
+        for (int f = 0; f < F; ++f) hr[f] = h[t][f];
+        pos[t] = atomicAdd(&cnt[am[t]], 1);
+      }
+    }
+    __syncthreads();
+    if (tid == 0) {
+      int o = 0;
+      for (int d = 0; d < 4; ++d) {
+        cnt[4 + d] = o;
+        o += (cnt[d] + 1) & ~1;
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int t = 0; t < NT; ++t)
+      if (rows[t] < m) perm[cnt[4 + am[t]] + pos[t]] = rows[t] | (am[t] << 8);
+    __syncthreads();
+
+    // Expert stage: thread tid takes slots 2·tid and 2·tid+1, which hold tokens of one expert (or one token and an
+    // empty slot, in which case the second lane of work repeats the first token and is not stored).
+    const int p0 = perm[2 * tid], p1 = perm[2 * tid + 1];
+    if (p0 >= 0) {
+      const int e = p0 >> 8;
+      const int t0 = p0 & 255, t1 = p1 >= 0 ? (p1 & 255) : t0;
+      const float* h0 = R + t0 * S::hStride;
+      const float* h1 = R + t1 * S::hStride;
+      const float4* We4 = reinterpret_cast<const float4*>(w + L::We + e * F * H);
+      const float4* be4 = reinterpret_cast<const float4*>(w + L::be + e * H);
+      float y[NT][H];
+#pragma unroll
+      for (int q = 0; q < H / 4; ++q) {
+        const float4 v = be4[q];
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          y[t][4 * q] = v.x;
+          y[t][4 * q + 1] = v.y;
+          y[t][4 * q + 2] = v.z;
+          y[t][4 * q + 3] = v.w;
+        }
+      }
+#pragma unroll 2
+      for (int f = 0; f < F; ++f) {
+        const float hf[NT] = {h0[f], h1[f]};
+#pragma unroll
+        for (int q = 0; q < H / 4; ++q) {
+          const float4 r = We4[f * (H / 4) + q];
+#pragma unroll
+          for (int t = 0; t < NT; ++t) {
+            y[t][4 * q] += hf[t] * r.x;
+            y[t][4 * q + 1] += hf[t] * r.y;
+            y[t][4 * q + 2] += hf[t] * r.z;
+            y[t][4 * q + 3] += hf[t] * r.w;
+          }
+        }
+      }
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        if (t == 1 && p1 < 0) break;
+        float4* o = reinterpret_cast<float4*>(a.expert + std::size_t(base + (t == 0 ? t0 : t1)) * H);
+#pragma unroll
+        for (int q = 0; q < H / 4; ++q) {
+          float v[4];
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            const float yy = y[t][4 * q + c];
+            v[c] = e == 3 ? tanhf(yy) : e == 1 ? 0.8f * yy : fmaxf(yy, 0.0f);
+          }
+          o[q] = make_float4(v[0], v[1], v[2], v[3]);
+        }
+      }
+    }
+    __syncthreads();  // the next tile overwrites the region and perm
+  }
+}
+
 struct FwdLaunch {
   int blocksFull = 0, blocksNoExpert = 0;
 };
 
-template <int H>
+template <int H, int V>
 FwdLaunch& fwdLaunch() {
   static FwdLaunch l;
   return l;
 }
 
-template <int H>
-void prepare() {
-  using S = FwdSmem<H>;
-  MOE_CUDA_CHECK(cudaFuncSetAttribute(forwardKernel<H>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(S::bytes)));
-  int dev = 0, sms = 0, full = 0, noExpert = 0;
+template <class Kernel>
+FwdLaunch occupancy(Kernel k, int threads, std::size_t full, std::size_t noExpert) {
+  MOE_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(full)));
+  int dev = 0, sms = 0, nFull = 0, nNo = 0;
   MOE_CUDA_CHECK(cudaGetDevice(&dev));
   MOE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&full, forwardKernel<H>, kThreads, S::bytes));
-  MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&noExpert, forwardKernel<H>, kThreads, S::bytesNoExpert));
-  MOE_CHECK(full >= 1, "forward kernel does not fit on this device (shared memory or registers)");
-  fwdLaunch<H>() = FwdLaunch{full * sms, noExpert * sms};
+  MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nFull, k, threads, full));
+  MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nNo, k, threads, noExpert));
+  MOE_CHECK(nFull >= 1, "forward kernel does not fit on this device (shared memory or registers)");
+  return FwdLaunch{nFull * sms, nNo * sms};
 }
 
 template <int H>
-void launch(const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream) {
-  using S = FwdSmem<H>;
-  const FwdLaunch& l = fwdLaunch<H>();
-  MOE_CHECK(l.blocksFull > 0, "prepareForward was not called for this hidden size");
-  const int tiles = (a.n + kThreads - 1) / kThreads;
-  const int blocks = std::min(tiles, a.expert ? l.blocksFull : l.blocksNoExpert);
-  forwardKernel<H><<<blocks, kThreads, a.expert ? S::bytes : S::bytesNoExpert, stream>>>(p.w, p.invT, a);
+void prepare() {
+  fwdLaunch<H, 1>() = occupancy(forwardKernelV1<H>, kThreads, FwdSmemV1<H>::bytes, FwdSmemV1<H>::bytesNoExpert);
+  fwdLaunch<H, 2>() = occupancy(forwardKernelV2<H>, kThreadsV2, FwdSmemV2<H>::bytes, FwdSmemV2<H>::bytesNoExpert);
+}
+
+template <int H>
+void launch(const DeviceParams& p, const ForwardArgs& a, int version, cudaStream_t stream) {
+  if (version == 1) {
+    using S = FwdSmemV1<H>;
+    const FwdLaunch& l = fwdLaunch<H, 1>();
+    MOE_CHECK(l.blocksFull > 0, "prepareForward was not called for this hidden size");
+    const int tiles = (a.n + kThreads - 1) / kThreads;
+    const int blocks = std::min(tiles, a.expert ? l.blocksFull : l.blocksNoExpert);
+    forwardKernelV1<H><<<blocks, kThreads, a.expert ? S::bytes : S::bytesNoExpert, stream>>>(p.w, p.invT, a);
+  } else {
+    using S = FwdSmemV2<H>;
+    const FwdLaunch& l = fwdLaunch<H, 2>();
+    MOE_CHECK(l.blocksFull > 0, "prepareForward was not called for this hidden size");
+    const int tiles = (a.n + kTileV2 - 1) / kTileV2;
+    const int blocks = std::min(tiles, a.expert ? l.blocksFull : l.blocksNoExpert);
+    forwardKernelV2<H><<<blocks, kThreadsV2, a.expert ? S::bytes : S::bytesNoExpert, stream>>>(p.w, p.invT, a);
+  }
   MOE_LAUNCH_CHECK();
 }
 
 }  // namespace
+
+int forwardKernelVersion() {
+  static const int v = [] {
+    const char* e = std::getenv("MOE_CUDA_FORWARD_KERNEL");
+    return e && std::string(e) == "1" ? 1 : 2;
+  }();
+  return v;
+}
 
 void prepareForward(int H) {
   if (H == 16) prepare<16>();
   else prepare<32>();
 }
 
-void launchForward(int H, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream) {
+void launchForward(int H, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream, int version) {
   MOE_CHECK(a.n >= 1, "forward needs at least one token");
-  if (H == 16) launch<16>(p, a, stream);
-  else launch<32>(p, a, stream);
+  const int v = version == 0 ? forwardKernelVersion() : version;
+  if (H == 16) launch<16>(p, a, v, stream);
+  else launch<32>(p, a, v, stream);
 }
 
 }  // namespace moe::cuda
