@@ -3,7 +3,8 @@
 // Prints one JSON object per line (the device script turns them into the table of docs/performance.md):
 //   copy       device-to-device and pinned host<->device bandwidth (cudaMemcpy, CUDA events, median of repeats)
 //   hostcopy   pageable -> pinned and pinned -> pageable memcpy through the backend's CopyPool, 1..16 threads
-//   kernel     forward kernel only (versions 1 and 2, see forward.cu), inputs and outputs on the device, 1e4 / 1e6 / 1e7 tokens, with and without the
+//   hostregister  cost of page-locking 1 GiB of pageable memory (the MOE_CUDA_HOST_REGISTER=1 variant)
+//   kernel     forward kernel only (versions 1, 2 and 3, see forward.cu), inputs and outputs on the device, 1e4 / 1e6 / 1e7 tokens, with and without the
 //              expert output; tokens/s and achieved GB/s (bytes of each input read once, each output written once)
 //   pipeline   Backend::forward from host arrays (pageable, as JS memory is): staging + transfers + kernel
 //   train      lossAndGrad + adamwStep steps from host batches, as the TypeScript trainer drives them
@@ -142,6 +143,15 @@ int main(int argc, char** argv) {
         std::printf("{\"kind\":\"hostcopy\",\"threads\":%d,\"toPinnedGBs\":%.1f,\"fromPinnedGBs\":%.1f}\n", threads,
                     hb / in / 1e6, hb / out / 1e6);
       }
+      // Page-locking caller memory instead (cudaHostRegister + cudaHostUnregister of 1 GiB of touched pageable memory).
+      {
+        std::vector<char> big(bytes, 5);
+        const double ms = wallMedianMs(3, [&] {
+          MOE_CUDA_CHECK(cudaHostRegister(big.data(), bytes, cudaHostRegisterDefault));
+          MOE_CUDA_CHECK(cudaHostUnregister(big.data()));
+        });
+        std::printf("{\"kind\":\"hostregister\",\"GiB\":1,\"ms\":%.1f,\"GBs\":%.1f}\n", ms, bytes / ms / 1e6);
+      }
       cudaFree(d1), cudaFree(d2), cudaFreeHost(h);
     }
 
@@ -180,7 +190,7 @@ int main(int argc, char** argv) {
         MOE_CUDA_CHECK(cudaMemcpy(risk, hr.data(), nMax * 4, cudaMemcpyHostToDevice));
       }
       for (std::size_t n : {std::size_t(10000), std::size_t(1000000), std::size_t(10000000)}) {
-        for (int version : {1, 2})
+        for (int version : {1, 2, 3})
         for (bool withExpert : {true, false}) {
           // Small batches rotate through the 1e7-token buffers so repeats do not run out of L2.
           const std::size_t slots = nMax / n;

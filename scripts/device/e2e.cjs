@@ -85,7 +85,9 @@ async function main() {
     for (const n of [1_000_000, 10_000_000]) {
       const x = fill(new Float32Array(n * H), 4, 0), vol = fill(new Float32Array(n), 0.05, 0.025), risk = fill(new Float32Array(n), 4, 0);
       const p = new Float32Array(n * 4), s = new Uint8Array(n), e = new Float32Array(n * H);
+      for (const mode of ['staged', 'registered'])
       for (const expert of [true, false]) {
+        process.env.MOE_CUDA_HOST_REGISTER = mode === 'registered' ? '1' : '0';
         const run = () => gpu.forward(x, vol, risk, p, s, expert ? e : null);
         await run();
         const ms = [];
@@ -98,10 +100,11 @@ async function main() {
         const med = ms[2];
         const inBytes = n * (H * 4 + 8), outBytes = n * (16 + 1 + (expert ? H * 4 : 0));
         const limitMs = (inBytes / copy.h2dGBs + outBytes / copy.d2hGBs) / 1e6;
-        emit({ kind: 'node-e2e', H, tokens: n, expert, ms: med, tokensPerSec: (n / med) * 1e3, transferLimitMs: limitMs,
+        emit({ kind: 'node-e2e', mode, H, tokens: n, expert, ms: med, tokensPerSec: (n / med) * 1e3, transferLimitMs: limitMs,
                ofTransferLimit: limitMs / med });
       }
     }
+    delete process.env.MOE_CUDA_HOST_REGISTER;
     gpu.close();
   }
 }

@@ -25,8 +25,10 @@ cp "$W/models/router.safetensors" /tmp/router16.safetensors
 
 l=$(left 90); step "correctness: CUDA vs scalar oracle" "$l"
 timeout "$l" "$B/moe_cuda_test" 1000000 2>&1 | tee -a "$O/correctness.txt"; echo "rc=${PIPESTATUS[0]}" | tee -a "$O/correctness.txt"
-l=$(left 40); step "correctness of forward kernel v1 (MOE_CUDA_FORWARD_KERNEL=1)" "$l"
-MOE_CUDA_FORWARD_KERNEL=1 timeout "$l" "$B/moe_cuda_test" 65537 2>&1 | tee -a "$O/correctness.txt"; echo "rc=${PIPESTATUS[0]}" | tee -a "$O/correctness.txt"
+for v in 1 2; do
+  l=$(left 40); step "correctness of forward kernel v$v (MOE_CUDA_FORWARD_KERNEL=$v)" "$l"
+  MOE_CUDA_FORWARD_KERNEL=$v timeout "$l" "$B/moe_cuda_test" 65537 2>&1 | tee -a "$O/correctness.txt"; echo "rc=${PIPESTATUS[0]}" | tee -a "$O/correctness.txt"
+done
 
 l=$(left 120); step "benchmark (C++)" "$l"
 timeout "$l" "$B/moe_cuda_bench" /tmp/router16.safetensors /tmp/router32.safetensors 200 2>&1 | tee "$O/bench.jsonl"

@@ -31,6 +31,8 @@ if copy:
     print(f"copy: device-to-device {copy['d2dGBs']} GB/s (read + write), pinned H2D {copy['h2dGBs']} GB/s, D2H {copy['d2hGBs']} GB/s")
 print()
 for r in bench:
+    if r["kind"] == "hostregister":
+        print(f"cudaHostRegister + cudaHostUnregister of 1 GiB: {r['ms']} ms ({r['GBs']} GB/s)")
     if r["kind"] == "hostcopy":
         print(f"host memcpy, {r['threads']} threads: pageable→pinned {r['toPinnedGBs']} GB/s, pinned→pageable {r['fromPinnedGBs']} GB/s")
 print()
@@ -49,13 +51,13 @@ for r in bench:
              f"{r['tokensPerSec'] / tc['tokensPerSec']:.1f}" if tc else "-"]
     print("| " + " | ".join(cells) + " |")
 print()
-print("| H | tokens | expert | pipeline (C++, pageable host arrays) tokens/s | Node end-to-end tokens/s | transfer limit ms | Node ms | of limit |")
-print("|---|---|---|---|---|---|---|---|")
+print("| host arrays | H | tokens | expert | pipeline (C++, pageable host arrays) tokens/s | Node end-to-end tokens/s | transfer limit ms | Node ms | of limit |")
+print("|---|---|---|---|---|---|---|---|---|")
 for r in node:
     if r.get("kind") != "node-e2e":
         continue
     pl = next((b for b in bench if b["kind"] == "pipeline" and b["H"] == r["H"] and b["tokens"] == r["tokens"]), None)
-    print(f"| {r['H']} | {r['tokens']:.0e} | {'yes' if r['expert'] else 'no'} | {g(pl['tokensPerSec']) if pl and r['expert'] else '-'} | "
+    print(f"| {r.get('mode', 'staged')} | {r['H']} | {r['tokens']:.0e} | {'yes' if r['expert'] else 'no'} | {g(pl['tokensPerSec']) if pl and r['expert'] and r.get('mode', 'staged') == 'staged' else '-'} | "
           f"{g(r['tokensPerSec'])} | {r['transferLimitMs']:.1f} | {r['ms']:.1f} | {100 * r['ofTransferLimit']:.0f}% |")
 print()
 print("| H | batch | steps | CUDA ms/step | torch eager ms/step | × eager | loss first → last (CUDA) | (torch) |")

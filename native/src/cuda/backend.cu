@@ -148,6 +148,8 @@ class CudaBackend final : public Backend {
     for (Slot& s : slots_) s.ensure(C, H);
     const std::size_t chunks = (n + C - 1) / C;
     const cuda::DeviceParams dp{dW_, invT_};
+    const char* reg = std::getenv("MOE_CUDA_HOST_REGISTER");
+    if (reg && std::string(reg) == "1" && forwardRegistered(H, b, out, C, dp)) return;
     std::vector<cuda::CopyPool::Task> copies;
     try {
       for (std::size_t i = 0; i < chunks + 2; ++i) {
@@ -288,6 +290,59 @@ class CudaBackend final : public Backend {
     mirror_.assign(params.begin(), params.end());
     st.t = t;
     return *hNorm_;
+  }
+
+  // Variant measured against the staged pipeline (MOE_CUDA_HOST_REGISTER=1): page-lock the caller's arrays for the
+  // call (cudaHostRegister) and let the copy engines read and write them directly, with no host copies. Returns
+  // false, having changed nothing, when an array cannot be registered (e.g. it shares a page with another one).
+  bool forwardRegistered(int H, const Batch& b, const ForwardOut& out, std::size_t C, const cuda::DeviceParams& dp) const {
+    const std::size_t n = b.n;
+    struct Range {
+      void* p;
+      std::size_t bytes;
+    };
+    std::vector<Range> ranges{{const_cast<float*>(b.x), n * H * sizeof(float)},
+                              {const_cast<float*>(b.vol), n * sizeof(float)},
+                              {const_cast<float*>(b.risk), n * sizeof(float)},
+                              {out.probs, n * 4 * sizeof(float)},
+                              {out.assign, n}};
+    if (out.expert) ranges.push_back({out.expert, n * H * sizeof(float)});
+    std::vector<void*> done;
+    for (const Range& r : ranges) {
+      if (cudaHostRegister(r.p, r.bytes, cudaHostRegisterDefault) != cudaSuccess) {
+        cudaGetLastError();
+        for (void* p : done) cudaHostUnregister(p);
+        return false;
+      }
+      done.push_back(r.p);
+    }
+    auto unregister = [&] {
+      for (void* p : done) cudaHostUnregister(p);
+    };
+    try {
+      const std::size_t chunks = (n + C - 1) / C;
+      for (std::size_t i = 0; i < chunks; ++i) {
+        Slot& s = slots_[i % 2];
+        const std::size_t at = i * C, m = std::min(C, n - at);
+        MOE_CUDA_CHECK(cudaMemcpyAsync(s.x, b.x + at * H, m * H * sizeof(float), cudaMemcpyHostToDevice, s.stream));
+        MOE_CUDA_CHECK(cudaMemcpyAsync(s.vol, b.vol + at, m * sizeof(float), cudaMemcpyHostToDevice, s.stream));
+        MOE_CUDA_CHECK(cudaMemcpyAsync(s.risk, b.risk + at, m * sizeof(float), cudaMemcpyHostToDevice, s.stream));
+        cuda::launchForward(H, dp, {s.x, s.vol, s.risk, s.probs, s.assign, out.expert ? s.expert : nullptr, int(m)},
+                            s.stream);
+        MOE_CUDA_CHECK(cudaMemcpyAsync(out.probs + at * 4, s.probs, m * 4 * sizeof(float), cudaMemcpyDeviceToHost, s.stream));
+        MOE_CUDA_CHECK(cudaMemcpyAsync(out.assign + at, s.assign, m, cudaMemcpyDeviceToHost, s.stream));
+        if (out.expert)
+          MOE_CUDA_CHECK(cudaMemcpyAsync(out.expert + at * H, s.expert, m * H * sizeof(float), cudaMemcpyDeviceToHost,
+                                         s.stream));
+      }
+      for (Slot& s : slots_) MOE_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+    } catch (...) {
+      drain();
+      unregister();
+      throw;
+    }
+    unregister();
+    return true;
   }
 
   void release() const override {

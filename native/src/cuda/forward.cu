@@ -515,6 +515,320 @@ __global__ void __launch_bounds__(kThreadsV2) forwardKernelV2(const float* __res
   }
 }
 
+// ---- v3: micro-tiles, four tokens × half the columns per thread ----
+// A pair of lanes shares four tokens: each lane accumulates h for its half of the F columns (and later y for its
+// half of the H outputs) for all four. Per W1 row that is 4 token values (4-byte loads) and F/8 weight float4s for
+// 4·F/2 FMAs, about half the shared-memory bytes per FMA of v2. The per-token epilogue (stats, signals, softmax)
+// runs two tokens per lane. Bucketing writes each token's h into the slot order of its expert (buckets padded to
+// multiples of 4), so the four tokens a pair of lanes takes in the expert stage share one weight slice, and slot
+// s = 4·g + k is stored at row k·64 + g so that the lanes of a warp read 16 different banks.
+
+constexpr int kThreadsV3 = 128;
+constexpr int kCG = 2;                            // column groups (lanes per token group)
+constexpr int kTV3 = 4;                           // tokens per lane
+constexpr int kSetsV3 = kThreadsV3 / kCG;         // token groups per block: 64
+constexpr int kTileV3 = 240;                      // 240 + 3·3 padding slots ≤ 256 rows
+static_assert(kSetsV3 * kTV3 == kRowsV2, "v3 reuses the v2 shared-memory layout (256 rows)");
+
+template <int H>
+__global__ void __launch_bounds__(kThreadsV3) forwardKernelV3(const float* __restrict__ wG, float invT, ForwardArgs a) {
+  using L = Lay<H>;
+  using S = FwdSmemV2<H>;
+  constexpr int F = L::F;
+  constexpr int QF = F / 4 / kCG;  // W1 float4 chunks per lane: chunk 2q + cg of each row
+  constexpr int QH = H / 4 / kCG;  // We float4 chunks per lane
+  extern __shared__ float4 smem4[];
+  float* w = reinterpret_cast<float*>(smem4);
+  int* perm = reinterpret_cast<int*>(w + S::wFloats);  // by storage row: token row | expert << 8, or -1
+  int* cnt = perm + kRowsV2;
+  float* R = w + S::wFloats + S::intFloats;
+  const int tid = threadIdx.x, cg = tid & 1, g = tid >> 1;
+
+  for (int i = tid; i < L::size / 4; i += kThreadsV3)
+    reinterpret_cast<float4*>(w)[i] = reinterpret_cast<const float4*>(wG)[i];
+  __syncthreads();
+  const float g0 = w[L::gates], g1 = w[L::gates + 1], g2 = w[L::gates + 2], g3 = w[L::gates + 3];
+  const bool wantExpert = a.expert != nullptr;
+  int rows[kTV3];
+#pragma unroll
+  for (int k = 0; k < kTV3; ++k) rows[k] = g + kSetsV3 * k;
+
+  const int numTiles = (a.n + kTileV3 - 1) / kTileV3;
+  for (int tile = blockIdx.x; tile < numTiles; tile += gridDim.x) {
+    const int base = tile * kTileV3;
+    const int m = min(kTileV3, a.n - base);
+    const float4* x4 = reinterpret_cast<const float4*>(a.x + std::size_t(base) * H);
+    for (int q = tid; q < kRowsV2 * H / 4; q += kThreadsV3) {
+      const float4 v = q < m * H / 4 ? x4[q] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      float* dst = R + (q * 4 / H) * S::xStride + (q * 4) % H;
+      dst[0] = v.x;
+      dst[1] = v.y;
+      dst[2] = v.z;
+      dst[3] = v.w;
+    }
+    if (tid < 8) cnt[tid] = 0;
+    for (int i = tid; i < kRowsV2; i += kThreadsV3) perm[i] = -1;
+    __syncthreads();
+
+    // h for 4 tokens × this lane's F/2 columns.
+    float acc[kTV3][4 * QF];
+#pragma unroll
+    for (int q = 0; q < QF; ++q) {
+      const float4 b1 = reinterpret_cast<const float4*>(w + L::b1)[2 * q + cg];
+#pragma unroll
+      for (int k = 0; k < kTV3; ++k) {
+        acc[k][4 * q] = b1.x;
+        acc[k][4 * q + 1] = b1.y;
+        acc[k][4 * q + 2] = b1.z;
+        acc[k][4 * q + 3] = b1.w;
+      }
+    }
+#pragma unroll 2
+    for (int i = 0; i < H; ++i) {
+      float xk[kTV3];
+#pragma unroll
+      for (int k = 0; k < kTV3; ++k) xk[k] = R[rows[k] * S::xStride + i];
+      const float4* row = reinterpret_cast<const float4*>(w + L::W1 + i * F);
+#pragma unroll
+      for (int q = 0; q < QF; ++q) {
+        const float4 r = row[2 * q + cg];
+#pragma unroll
+        for (int k = 0; k < kTV3; ++k) {
+          acc[k][4 * q] += xk[k] * r.x;
+          acc[k][4 * q + 1] += xk[k] * r.y;
+          acc[k][4 * q + 2] += xk[k] * r.z;
+          acc[k][4 * q + 3] += xk[k] * r.w;
+        }
+      }
+    }
+    // relu, and this lane's part of h·Wc for the 4 tokens; the pair adds its halves (both lanes get the same sum).
+    float bp[kTV3][4];
+#pragma unroll
+    for (int k = 0; k < kTV3; ++k)
+#pragma unroll
+      for (int d = 0; d < 4; ++d) bp[k][d] = 0.0f;
+#pragma unroll
+    for (int q = 0; q < QF; ++q)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const float4 wc = reinterpret_cast<const float4*>(w + L::Wc)[4 * (2 * q + cg) + c];
+#pragma unroll
+        for (int k = 0; k < kTV3; ++k) {
+          const float hv = fmaxf(acc[k][4 * q + c], 0.0f);
+          acc[k][4 * q + c] = hv;
+          bp[k][0] += hv * wc.x;
+          bp[k][1] += hv * wc.y;
+          bp[k][2] += hv * wc.z;
+          bp[k][3] += hv * wc.w;
+        }
+      }
+#pragma unroll
+    for (int k = 0; k < kTV3; ++k)
+#pragma unroll
+      for (int d = 0; d < 4; ++d) bp[k][d] += __shfl_xor_sync(0xffffffffu, bp[k][d], 1);
+
+    // Epilogue for tokens k = cg and cg + 2 of the group (weights of the small signals loaded once for both).
+    int am[2], erow[2];
+    float b[2][4], st[2][3], vs[2][4], rs[2][4], ss[2][4], vol[2], risk[2];
+#pragma unroll
+    for (int kk = 0; kk < 2; ++kk) {
+      erow[kk] = g + kSetsV3 * (cg + 2 * kk);
+#pragma unroll
+      for (int d = 0; d < 4; ++d) {
+        b[kk][d] = w[L::bc + d] + (cg == 0 ? bp[2 * kk][d] : bp[2 * kk + 1][d]);
+        vs[kk][d] = rs[kk][d] = ss[kk][d] = 0.0f;
+      }
+      const float* xr = R + erow[kk] * S::xStride;
+      float mean = 0, absMean = 0, var = 0;
+#pragma unroll
+      for (int i = 0; i < H; ++i) {
+        mean += xr[i];
+        absMean += fabsf(xr[i]);
+      }
+      mean /= H;
+      absMean /= H;
+#pragma unroll
+      for (int i = 0; i < H; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+      var /= H;
+      st[kk][0] = mean;
+      st[kk][1] = var;
+      st[kk][2] = absMean;
+      const bool ok = erow[kk] < m;
+      vol[kk] = ok ? a.vol[base + erow[kk]] : 0.0f;
+      risk[kk] = ok ? a.risk[base + erow[kk]] : 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < kVolUnits; ++j) {
+      const float4 wv = reinterpret_cast<const float4*>(w + L::Wv)[j];
+      const float4 bv = reinterpret_cast<const float4*>(w + L::Bv)[j];
+      const float4 wr = reinterpret_cast<const float4*>(w + L::Wr)[j];
+      const float4 br = reinterpret_cast<const float4*>(w + L::Br)[j];
+#pragma unroll
+      for (int kk = 0; kk < 2; ++kk) {
+        vs[kk][0] += fmaxf(vol[kk] * wv.x + bv.x, 0.0f);
+        vs[kk][1] += fmaxf(vol[kk] * wv.y + bv.y, 0.0f);
+        vs[kk][2] += fmaxf(vol[kk] * wv.z + bv.z, 0.0f);
+        vs[kk][3] += fmaxf(vol[kk] * wv.w + bv.w, 0.0f);
+        rs[kk][0] += fmaxf(risk[kk] * wr.x + br.x, 0.0f);
+        rs[kk][1] += fmaxf(risk[kk] * wr.y + br.y, 0.0f);
+        rs[kk][2] += fmaxf(risk[kk] * wr.z + br.z, 0.0f);
+        rs[kk][3] += fmaxf(risk[kk] * wr.w + br.w, 0.0f);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kStatUnits; ++j) {
+      const float4 bs = reinterpret_cast<const float4*>(w + L::Bs)[j];
+      float4 ac[2] = {bs, bs};
+#pragma unroll
+      for (int k = 0; k < kNumStats; ++k) {
+        const float4 ws = reinterpret_cast<const float4*>(w + L::Ws)[k * kStatUnits + j];
+#pragma unroll
+        for (int kk = 0; kk < 2; ++kk) {
+          ac[kk].x += st[kk][k] * ws.x;
+          ac[kk].y += st[kk][k] * ws.y;
+          ac[kk].z += st[kk][k] * ws.z;
+          ac[kk].w += st[kk][k] * ws.w;
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < 2; ++kk) {
+        ss[kk][0] += fmaxf(ac[kk].x, 0.0f);
+        ss[kk][1] += fmaxf(ac[kk].y, 0.0f);
+        ss[kk][2] += fmaxf(ac[kk].z, 0.0f);
+        ss[kk][3] += fmaxf(ac[kk].w, 0.0f);
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < 2; ++kk) {
+      float z[4];
+#pragma unroll
+      for (int d = 0; d < 4; ++d) {
+        const float s = g0 * b[kk][d] + g1 * (vs[kk][d] / kVolUnits) + g2 * (rs[kk][d] / kRiskUnits) +
+                        g3 * (ss[kk][d] / kStatUnits);
+        z[d] = fminf(fmaxf(s, -kLogitClip), kLogitClip) * invT;
+      }
+      int best = 0;
+      float zm = z[0];
+      if (z[1] > zm) { zm = z[1]; best = 1; }
+      if (z[2] > zm) { zm = z[2]; best = 2; }
+      if (z[3] > zm) { zm = z[3]; best = 3; }
+      am[kk] = best;
+      float e[4], sum = 0;
+#pragma unroll
+      for (int d = 0; d < 4; ++d) {
+        e[d] = expf(z[d] - zm);
+        sum += e[d];
+      }
+      if (erow[kk] < m) {
+        const int tok = base + erow[kk];
+        reinterpret_cast<float4*>(a.probs)[tok] = make_float4(e[0] / sum, e[1] / sum, e[2] / sum, e[3] / sum);
+        a.assign[tok] = std::uint8_t(best);
+      }
+    }
+    if (!wantExpert) {
+      __syncthreads();  // the next tile overwrites the x tile
+      continue;
+    }
+    int pos[2];
+#pragma unroll
+    for (int kk = 0; kk < 2; ++kk) pos[kk] = erow[kk] < m ? atomicAdd(&cnt[am[kk]], 1) : -1;
+    __syncthreads();  // counts complete; every lane has read its x rows, so the region can hold h
+    if (tid == 0) {
+      int o = 0;
+      for (int d = 0; d < 4; ++d) {
+        cnt[4 + d] = o;
+        o += (cnt[d] + kTV3 - 1) / kTV3 * kTV3;
+      }
+    }
+    __syncthreads();
+    // Storage row of each of the group's 4 tokens (slot s = 4·g' + k' is stored at row k'·64 + g'); -1: past m.
+    int mine[2];
+#pragma unroll
+    for (int kk = 0; kk < 2; ++kk) {
+      mine[kk] = -1;
+      if (pos[kk] >= 0) {
+        const int slot = cnt[4 + am[kk]] + pos[kk];
+        mine[kk] = (slot % kTV3) * kSetsV3 + slot / kTV3;
+        perm[mine[kk]] = erow[kk] | (am[kk] << 8);
+      }
+    }
+    int dest[kTV3];  // dest[k] for token k = cg + 2·kk is mine[kk]; the partner lane holds the others
+#pragma unroll
+    for (int kk = 0; kk < 2; ++kk) {
+      const int other = __shfl_xor_sync(0xffffffffu, mine[kk], 1);
+      dest[2 * kk] = cg == 0 ? mine[kk] : other;
+      dest[2 * kk + 1] = cg == 0 ? other : mine[kk];
+    }
+#pragma unroll
+    for (int k = 0; k < kTV3; ++k) {
+      if (dest[k] >= 0) {
+        float* hr = R + dest[k] * S::hStride;
+#pragma unroll
+        for (int q = 0; q < QF; ++q)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) hr[4 * (2 * q + cg) + c] = acc[k][4 * q + c];
+      }
+    }
+    __syncthreads();
+
+    // Expert stage: group g takes slots 4g..4g+3, all of one expert (or empty padding).
+    int pk[kTV3];
+#pragma unroll
+    for (int k = 0; k < kTV3; ++k) pk[k] = perm[k * kSetsV3 + g];
+    if (pk[0] >= 0) {
+      const int e = pk[0] >> 8;
+      const float4* We4 = reinterpret_cast<const float4*>(w + L::We + e * F * H);
+      const float4* be4 = reinterpret_cast<const float4*>(w + L::be + e * H);
+      float y[kTV3][4 * QH];
+#pragma unroll
+      for (int q = 0; q < QH; ++q) {
+        const float4 v = be4[2 * q + cg];
+#pragma unroll
+        for (int k = 0; k < kTV3; ++k) {
+          y[k][4 * q] = v.x;
+          y[k][4 * q + 1] = v.y;
+          y[k][4 * q + 2] = v.z;
+          y[k][4 * q + 3] = v.w;
+        }
+      }
+#pragma unroll 2
+      for (int f = 0; f < F; ++f) {
+        float hk[kTV3];
+#pragma unroll
+        for (int k = 0; k < kTV3; ++k) hk[k] = R[(k * kSetsV3 + g) * S::hStride + f];
+#pragma unroll
+        for (int q = 0; q < QH; ++q) {
+          const float4 r = We4[f * (H / 4) + 2 * q + cg];
+#pragma unroll
+          for (int k = 0; k < kTV3; ++k) {
+            y[k][4 * q] += hk[k] * r.x;
+            y[k][4 * q + 1] += hk[k] * r.y;
+            y[k][4 * q + 2] += hk[k] * r.z;
+            y[k][4 * q + 3] += hk[k] * r.w;
+          }
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < kTV3; ++k) {
+        if (pk[k] >= 0) {
+          float4* o = reinterpret_cast<float4*>(a.expert + std::size_t(base + (pk[k] & 255)) * H);
+#pragma unroll
+          for (int q = 0; q < QH; ++q) {
+            float v[4];
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+              const float yy = y[k][4 * q + c];
+              v[c] = e == 3 ? tanhf(yy) : e == 1 ? 0.8f * yy : fmaxf(yy, 0.0f);
+            }
+            o[2 * q + cg] = make_float4(v[0], v[1], v[2], v[3]);
+          }
+        }
+      }
+    }
+    __syncthreads();  // the next tile overwrites the region and perm
+  }
+}
+
 struct FwdLaunch {
   int blocksFull = 0, blocksNoExpert = 0;
 };
@@ -541,6 +855,7 @@ template <int H>
 void prepare() {
   fwdLaunch<H, 1>() = occupancy(forwardKernelV1<H>, kThreads, FwdSmemV1<H>::bytes, FwdSmemV1<H>::bytesNoExpert);
   fwdLaunch<H, 2>() = occupancy(forwardKernelV2<H>, kThreadsV2, FwdSmemV2<H>::bytes, FwdSmemV2<H>::bytesNoExpert);
+  fwdLaunch<H, 3>() = occupancy(forwardKernelV3<H>, kThreadsV3, FwdSmemV2<H>::bytes, FwdSmemV2<H>::bytesNoExpert);
 }
 
 template <int H>
@@ -552,6 +867,13 @@ void launch(const DeviceParams& p, const ForwardArgs& a, int version, cudaStream
     const int tiles = (a.n + kThreads - 1) / kThreads;
     const int blocks = std::min(tiles, a.expert ? l.blocksFull : l.blocksNoExpert);
     forwardKernelV1<H><<<blocks, kThreads, a.expert ? S::bytes : S::bytesNoExpert, stream>>>(p.w, p.invT, a);
+  } else if (version == 3) {
+    using S = FwdSmemV2<H>;
+    const FwdLaunch& l = fwdLaunch<H, 3>();
+    MOE_CHECK(l.blocksFull > 0, "prepareForward was not called for this hidden size");
+    const int tiles = (a.n + kTileV3 - 1) / kTileV3;
+    const int blocks = std::min(tiles, a.expert ? l.blocksFull : l.blocksNoExpert);
+    forwardKernelV3<H><<<blocks, kThreadsV3, a.expert ? S::bytes : S::bytesNoExpert, stream>>>(p.w, p.invT, a);
   } else {
     using S = FwdSmemV2<H>;
     const FwdLaunch& l = fwdLaunch<H, 2>();
@@ -568,7 +890,9 @@ void launch(const DeviceParams& p, const ForwardArgs& a, int version, cudaStream
 int forwardKernelVersion() {
   static const int v = [] {
     const char* e = std::getenv("MOE_CUDA_FORWARD_KERNEL");
-    return e && std::string(e) == "1" ? 1 : 2;
+    if (e && std::string(e) == "1") return 1;
+    if (e && std::string(e) == "2") return 2;
+    return 3;
   }();
   return v;
 }
