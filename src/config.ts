@@ -157,19 +157,18 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
 }
 
 /**
- * Maps the configured backend onto the native router's choice: `cpu` means the SIMD backend (which itself falls
- * back to scalar on CPUs without AVX2). `cuda` is refused until the addon ships a CUDA backend, rather than silently
- * running on the CPU while the operator believes the GPU is used.
+ * Maps the configured backend onto the native router's choice: `auto` takes the GPU when one is usable and falls
+ * back to the CPU (the router reports why); `cpu` means the SIMD backend (which itself falls back to scalar on CPUs
+ * without AVX2); `cuda` requires a GPU, and creating the router fails with a clear error where there is none, rather
+ * than silently running on the CPU while the operator believes the GPU is used.
  */
-export function routerBackendChoice(backend: BackendName): 'auto' | 'simd' {
+export function routerBackendChoice(backend: BackendName): 'auto' | 'simd' | 'cuda' {
   switch (backend) {
     case 'auto':
       return 'auto';
     case 'cpu':
       return 'simd';
     case 'cuda':
-      throw new ConfigError('BACKEND_UNAVAILABLE', [
-        'Expected auto or cpu for MOE_BACKEND but received "cuda": this build has no CUDA backend yet',
-      ]);
+      return 'cuda';
   }
 }

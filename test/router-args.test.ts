@@ -24,7 +24,7 @@ suite(suiteName, () => {
 
     const cases: [string, () => unknown, ErrorConstructor, string][] = [
       ['hidden', () => new NativeRouter({ hidden: 24 as 16 }), RangeError, 'Expected 16 or 32 for options.hidden but received number 24'],
-      ['backend', () => new NativeRouter({ hidden: H, backend: 'gpu' as 'auto' }), RangeError, `Expected 'auto', 'simd' or 'scalar' for options.backend but received string "gpu"`],
+      ['backend', () => new NativeRouter({ hidden: H, backend: 'gpu' as 'auto' }), RangeError, `Expected 'auto', 'cuda', 'simd' or 'scalar' for options.backend but received string "gpu"`],
       ['threads 0', () => new NativeRouter({ hidden: H, threads: 0 }), RangeError, 'Expected integer in 1..64 for options.threads but received number 0'],
       ['threads 1.5', () => new NativeRouter({ hidden: H, threads: 1.5 }), RangeError, 'Expected integer in 1..64 for options.threads but received number 1.5'],
       ['threads 65', () => new NativeRouter({ hidden: H, threads: 65 }), RangeError, 'Expected integer in 1..64 for options.threads but received number 65'],
@@ -91,7 +91,7 @@ suite(suiteName, () => {
     it('throws on bad constructor arguments', () => {
       expect(() => new addon!.Router(17, 'auto', 1)).toThrow(new RangeError('Expected 16 or 32 for hidden but received number 17'));
       expect(() => new addon!.Router(16, 'fast', 1)).toThrow(
-        new RangeError(`Expected 'auto', 'simd' or 'scalar' for backend but received 'fast'`),
+        new RangeError(`Expected 'auto', 'cuda', 'simd' or 'scalar' for backend but received 'fast'`),
       );
       expect(() => new addon!.Router(16, 'auto', 0)).toThrow(new RangeError('Expected integer in 1..64 for threads but received number 0'));
       expect(() => new (addon!.Router as unknown as new () => unknown)()).toThrow(TypeError);

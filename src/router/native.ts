@@ -9,16 +9,30 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { D, isSupportedHidden, paramLayout, type Hidden } from './layout.js';
 
-export type BackendChoice = 'auto' | 'simd' | 'scalar';
+export type BackendChoice = 'auto' | 'cuda' | 'simd' | 'scalar';
 
 export interface RouterOptions {
   /** Embedding size H (F = 2H). */
   hidden: Hidden;
-  /** Kernel family: 'simd' picks AVX-512 or AVX2 by CPUID (error when neither), 'auto' falls back to scalar.
+  /** Backend: 'auto' runs on the GPU when the addon has CUDA and a device is usable, else on the best SIMD family
+   * (else scalar) and says why in `fallbackReason`; 'cuda' requires the GPU (RouterError BACKEND_UNAVAILABLE when
+   * there is none); 'simd' picks AVX-512 or AVX2 by CPUID (error when neither); 'scalar' is the oracle.
    * @defaultValue 'auto' */
   backend?: BackendChoice;
-  /** Threads one batch is split over (1..64). @defaultValue 1 */
+  /** CPU threads one batch is split over (1..64); unused on the GPU. @defaultValue 1 */
   threads?: number;
+}
+
+/** What the addon reports about its CUDA backend. */
+export interface CudaStatus {
+  /** The addon was built with the CUDA backend (nvcc was present at build time). */
+  built: boolean;
+  /** A GPU is usable now: `backend: 'auto'` will run on it. */
+  available: boolean;
+  /** Why it is not available (null when it is). */
+  reason: string | null;
+  /** e.g. 'NVIDIA H100 80GB HBM3 (sm_90)' (null when not available). */
+  device: string | null;
 }
 
 export interface TokenBatch {
@@ -79,7 +93,7 @@ export interface AdamWOptions {
   clipNorm?: number;
 }
 
-export type RouterErrorCode = 'NATIVE_UNAVAILABLE' | 'CLOSED';
+export type RouterErrorCode = 'NATIVE_UNAVAILABLE' | 'BACKEND_UNAVAILABLE' | 'CLOSED';
 
 export class RouterError extends Error {
   constructor(
@@ -95,6 +109,7 @@ export class RouterError extends Error {
 /** The raw addon surface (argument order fixed; JS fills every default). */
 interface AddonRouter {
   backendName(): string;
+  backendInfo(): { name: string; fallback: string | null; device: string | null };
   paramCount(): number;
   setParams(params: Float32Array, temperature: number): void;
   getParams(): Float32Array;
@@ -113,8 +128,9 @@ interface AddonRouter {
 
 export interface NativeAddon {
   Router: new (hidden: number, backend: string, threads: number) => AddonRouter;
-  /** 'avx512' | 'avx2' | '' — the SIMD level `backend: 'auto'` uses on this CPU. */
+  /** 'avx512' | 'avx2' | '' — the SIMD level `backend: 'auto'` uses on this CPU when no GPU runs. */
   simdLevel(): string;
+  cudaStatus(): CudaStatus;
   abiVersion: number;
 }
 
@@ -149,6 +165,13 @@ export function loadNativeAddon(): NativeAddon {
   const r = load();
   if (!r.ok) throw new RouterError('NATIVE_UNAVAILABLE', r.reason);
   return r.addon;
+}
+
+/** The addon's CUDA status; when the addon itself does not load, `built: false` with the load failure as reason. */
+export function cudaStatus(): CudaStatus {
+  const r = load();
+  if (!r.ok) return { built: false, available: false, reason: r.reason, device: null };
+  return r.addon.cudaStatus();
 }
 
 /** Whether the addon is built and loads in this environment. */
@@ -240,8 +263,13 @@ function forwardOutputs(opts: unknown, n: number, hidden: Hidden): ForwardOutput
 export class NativeRouter {
   readonly hidden: Hidden;
   readonly paramCount: number;
-  /** 'simd-avx512' | 'simd-avx2' | 'scalar'. */
+  /** Backend that runs: 'cuda' | 'simd-avx512' | 'simd-avx2' | 'scalar'. */
   readonly backend: string;
+  /** Why `backend: 'auto'` runs on the CPU (no CUDA in this build, no driver, no device, ...); null when it got the
+   * GPU or a CPU backend was asked for explicitly. */
+  readonly fallbackReason: string | null;
+  /** The GPU the CUDA backend runs on, e.g. 'NVIDIA H100 80GB HBM3 (sm_90)'; null on the CPU. */
+  readonly device: string | null;
   private temp = 1;
   private native: AddonRouter | undefined;
 
@@ -251,16 +279,25 @@ export class NativeRouter {
       throw new RangeError(`Expected 16 or 32 for options.hidden but received ${summary(o.hidden)}`);
     }
     const backend = o.backend ?? 'auto';
-    if (backend !== 'auto' && backend !== 'simd' && backend !== 'scalar') {
-      throw new RangeError(`Expected 'auto', 'simd' or 'scalar' for options.backend but received ${summary(backend)}`);
+    if (backend !== 'auto' && backend !== 'cuda' && backend !== 'simd' && backend !== 'scalar') {
+      throw new RangeError(`Expected 'auto', 'cuda', 'simd' or 'scalar' for options.backend but received ${summary(backend)}`);
     }
     const threads = o.threads ?? 1;
     expectNumber(threads, 'options.threads', 'integer in 1..64', (x) => Number.isInteger(x) && x >= 1 && x <= 64);
     const addon = loadNativeAddon();
     this.hidden = o.hidden;
+    if (backend === 'cuda') {
+      const gpu = addon.cudaStatus();
+      if (!gpu.available) {
+        throw new RouterError('BACKEND_UNAVAILABLE', `Expected a usable CUDA device for backend 'cuda' but ${gpu.reason ?? 'none was found'}`);
+      }
+    }
     this.native = new addon.Router(this.hidden, backend, threads as number);
     this.paramCount = this.native.paramCount();
-    this.backend = this.native.backendName();
+    const info = this.native.backendInfo();
+    this.backend = info.name;
+    this.fallbackReason = info.fallback;
+    this.device = info.device;
     if (this.paramCount !== paramLayout(this.hidden).size) {
       // A stale build of the addon: refuse it rather than read parameters at the wrong offsets.
       this.native.close();

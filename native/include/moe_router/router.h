@@ -1,4 +1,4 @@
-// C++ API of the router core. Backends (scalar oracle, AVX2, AVX-512; later CUDA) implement `Backend`;
+// C++ API of the router core. Backends (scalar oracle, AVX2, AVX-512, CUDA) implement `Backend`;
 // callers never see which kernels run. Math: see docs/router.md and the router section of the design.
 #pragma once
 #include <cstddef>
@@ -86,14 +86,31 @@ const CpuKernels& avx512Kernels();
 // exactly (tests and benchmarks use these to reach the AVX2 kernels on an AVX-512 machine).
 enum class BackendChoice { Auto, Simd, Scalar, Avx2, Avx512 };
 
-// The backend interface a Router talks to. A CUDA backend implements the same three calls.
+struct AdamWOptions {
+  float lr, beta1, beta2, eps, weightDecay, clipNorm;
+};
+
+// Host-side optimizer state. The CPU backends keep the moments in m and v; the CUDA backend keeps them on the
+// device and leaves m and v empty. t == 0 means "fresh": the next step starts from zero moments on any backend.
+struct AdamWState {
+  std::vector<float> m, v;
+  std::int64_t t = 0;
+};
+
+// The backend interface a Router talks to: CPU (scalar / SIMD) and CUDA implement the same calls. Methods are
+// const and safe to call from several threads at once (the CUDA backend serialises them internally).
 class Backend {
  public:
   virtual ~Backend() = default;
-  virtual const char* name() const = 0;  // 'simd-avx512' | 'simd-avx2' | 'scalar'
+  virtual const char* name() const = 0;  // 'simd-avx512' | 'simd-avx2' | 'scalar' | 'cuda'
   virtual void forward(const Params& p, const Batch& b, const ForwardOut& out) const = 0;
   // Returns normalised loss parts and writes the mean gradient into grad (Layout(H).size floats).
   virtual LossResult lossAndGrad(const Params& p, const Batch& b, const LossOptions& o, float* grad) const = 0;
+  // One AdamW step of `params` (see adamwStep below); the default runs on the CPU. Returns the pre-clip norm.
+  virtual double adamwStep(const Layout& layout, std::vector<float>& params, AdamWState& st, const float* grad,
+                           const AdamWOptions& o) const;
+  // Frees device resources early (environment teardown); later calls fail with moe::Error. No-op on the CPU.
+  virtual void release() const {}
 };
 
 // Scalar or SIMD CPU backend running on `threads` std::threads. Throws moe::Error when `Simd` is requested but
@@ -103,18 +120,24 @@ std::unique_ptr<Backend> makeCpuBackend(BackendChoice choice, int threads);
 // Best SIMD level this CPU supports: "avx512", "avx2" or "" (none).
 const char* cpuSimdLevel();
 
-struct AdamWOptions {
-  float lr, beta1, beta2, eps, weightDecay, clipNorm;
-};
-
-struct AdamWState {
-  std::vector<float> m, v;
-  std::int64_t t = 0;
-};
-
 // One AdamW step with global-norm clipping on the flat vector; weight decay only where Layout::decays.
 // Returns the gradient norm before clipping.
 double adamwStep(const Layout& layout, std::vector<float>& params, AdamWState& st, const float* grad,
                  const AdamWOptions& o);
+
+// ---- CUDA (native/src/cuda; a stub when the addon is built without nvcc) ----
+
+// What the CUDA backend would run on. `ok` false: `reason` says why (not built with CUDA, no driver, no device,
+// compute capability too old, ...). Probed once per process; honours CUDA_VISIBLE_DEVICES (device 0 of those).
+struct CudaProbe {
+  bool built = false;
+  bool ok = false;
+  std::string reason;
+  std::string device;  // e.g. "NVIDIA H100 80GB HBM3 (sm_90)"
+};
+const CudaProbe& probeCuda();
+
+// CUDA backend on device 0 of the visible devices. Throws moe::Error (with probeCuda().reason) when unavailable.
+std::unique_ptr<Backend> makeCudaBackend();
 
 }  // namespace moe

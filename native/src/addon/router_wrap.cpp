@@ -53,6 +53,7 @@ ForwardOut readForwardOut(const Napi::CallbackInfo& info, std::size_t n, int H, 
 Napi::Function RouterWrap::Define(Napi::Env env) {
   return DefineClass(env, "Router",
                      {InstanceMethod<&RouterWrap::BackendName>("backendName"),
+                      InstanceMethod<&RouterWrap::BackendInfo>("backendInfo"),
                       InstanceMethod<&RouterWrap::ParamCount>("paramCount"),
                       InstanceMethod<&RouterWrap::SetParams>("setParams"),
                       InstanceMethod<&RouterWrap::GetParams>("getParams"),
@@ -64,22 +65,38 @@ Napi::Function RouterWrap::Define(Napi::Env env) {
                       InstanceMethod<&RouterWrap::Close>("close")});
 }
 
-// new Router(hidden: 16|32, backend: 'auto'|'simd'|'scalar', threads: 1..64). Parameters start at zero, T = 1.
-// 'simd-avx2' and 'simd-avx512' pin one SIMD family (tests reach the AVX2 kernels on AVX-512 machines with it).
+// new Router(hidden: 16|32, backend: 'auto'|'cuda'|'simd'|'scalar', threads: 1..64). Parameters start at zero, T = 1.
+// 'auto' runs on the GPU when probeCuda() finds one, else on the best SIMD family (else scalar) and records why in
+// backendInfo().fallback. 'cuda' without a usable GPU throws an Error naming the reason. 'simd-avx2' and
+// 'simd-avx512' pin one SIMD family (tests reach the AVX2 kernels on AVX-512 machines with it).
 RouterWrap::RouterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RouterWrap>(info) {
   Napi::Env env = info.Env();
   hidden_ = int(requireNumber(info[0], "hidden", "16 or 32", isHidden));
   const std::string choice = requireString(info[1], "backend");
   const int threads = int(requireNumber(info[2], "threads", "integer in 1..64", isThreads));
-  BackendChoice c;
-  if (choice == "auto") c = BackendChoice::Auto;
+  BackendChoice c = BackendChoice::Auto;
+  const bool wantCuda = choice == "cuda";
+  if (choice == "auto" || wantCuda) c = BackendChoice::Auto;
   else if (choice == "simd") c = BackendChoice::Simd;
   else if (choice == "scalar") c = BackendChoice::Scalar;
   else if (choice == "simd-avx2") c = BackendChoice::Avx2;
   else if (choice == "simd-avx512") c = BackendChoice::Avx512;
-  else throw Napi::RangeError::New(env, "Expected 'auto', 'simd' or 'scalar' for backend but received '" + choice + "'");
+  else throw Napi::RangeError::New(env, "Expected 'auto', 'cuda', 'simd' or 'scalar' for backend but received '" + choice + "'");
   try {
-    backend_ = makeCpuBackend(c, threads);
+    if (choice == "auto" || wantCuda) {
+      const CudaProbe& gpu = probeCuda();
+      if (gpu.ok) {
+        backend_ = makeCudaBackend();
+        device_ = gpu.device;
+      } else if (wantCuda) {
+        throw Napi::Error::New(env, "Expected a usable CUDA device for backend 'cuda' but " + gpu.reason);
+      } else {
+        fallback_ = gpu.reason;
+      }
+    }
+    if (!backend_) backend_ = makeCpuBackend(c, threads);
+  } catch (const Napi::Error&) {
+    throw;
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
@@ -93,6 +110,16 @@ void RouterWrap::requireOpen(Napi::Env env) const {
 
 Napi::Value RouterWrap::BackendName(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), backend_ ? backend_->name() : "closed");
+}
+
+// backendInfo() → {name, fallback: string | null, device: string | null}: fallback says why 'auto' runs on the CPU.
+Napi::Value RouterWrap::BackendInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("name", backend_ ? backend_->name() : "closed");
+  o.Set("fallback", fallback_.empty() ? env.Null() : Napi::String::New(env, fallback_));
+  o.Set("device", device_.empty() ? env.Null() : Napi::String::New(env, device_));
+  return o;
 }
 
 Napi::Value RouterWrap::ParamCount(const Napi::CallbackInfo& info) {
@@ -181,7 +208,7 @@ Napi::Value RouterWrap::AdamwStep(const Napi::CallbackInfo& info) {
   auto next = std::make_shared<Params>(*params_);
   double norm = 0;
   try {
-    norm = adamwStep(Layout(hidden_), next->w, adam_, grad.Data(), o);
+    norm = backend_->adamwStep(Layout(hidden_), next->w, adam_, grad.Data(), o);
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }

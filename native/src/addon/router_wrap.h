@@ -1,9 +1,10 @@
-// JS class `Router` of the addon: holds one parameter snapshot, the optimizer state and a CPU backend.
+// JS class `Router` of the addon: holds one parameter snapshot, the optimizer state and a backend (CPU or CUDA).
 // Contracts (shapes, dtypes, errors) are listed at each method in router_wrap.cpp.
 #pragma once
 #include <napi.h>
 
 #include <memory>
+#include <string>
 
 #include "moe_router/router.h"
 
@@ -16,6 +17,7 @@ class RouterWrap : public Napi::ObjectWrap<RouterWrap> {
 
  private:
   Napi::Value BackendName(const Napi::CallbackInfo& info);
+  Napi::Value BackendInfo(const Napi::CallbackInfo& info);
   Napi::Value ParamCount(const Napi::CallbackInfo& info);
   Napi::Value SetParams(const Napi::CallbackInfo& info);
   Napi::Value GetParams(const Napi::CallbackInfo& info);
@@ -32,6 +34,8 @@ class RouterWrap : public Napi::ObjectWrap<RouterWrap> {
   std::size_t paramCount_ = 0;
   bool closed_ = false;
   std::shared_ptr<const Backend> backend_;
+  std::string fallback_;  // why 'auto' did not get the GPU ('' when it did, or when a CPU backend was asked for)
+  std::string device_;    // GPU description when the CUDA backend runs
   ParamsPtr params_;
   AdamWState adam_;
 };

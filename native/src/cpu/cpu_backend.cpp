@@ -135,6 +135,11 @@ std::unique_ptr<Backend> makeCpuBackend(BackendChoice choice, int threads) {
   return std::make_unique<CpuBackend>(scalarKernels(), threads);
 }
 
+double Backend::adamwStep(const Layout& layout, std::vector<float>& params, AdamWState& st, const float* grad,
+                          const AdamWOptions& o) const {
+  return ::moe::adamwStep(layout, params, st, grad, o);
+}
+
 double adamwStep(const Layout& layout, std::vector<float>& params, AdamWState& st, const float* grad,
                  const AdamWOptions& o) {
   const std::size_t n = layout.size;

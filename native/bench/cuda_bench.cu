@@ -1,0 +1,262 @@
+// GPU benchmark (build with -DMOE_BUILD_TESTS=ON where nvcc exists):
+//   moe_cuda_bench <router16.safetensors> <router32.safetensors> [trainSteps]
+// Prints one JSON object per line (the device script turns them into the table of docs/performance.md):
+//   copy       device-to-device and pinned host<->device bandwidth (cudaMemcpy, CUDA events, median of repeats)
+//   hostcopy   pageable -> pinned and pinned -> pageable memcpy through the backend's CopyPool, 1..16 threads
+//   hostregister  cost of page-locking 1 GiB of pageable memory (the MOE_CUDA_HOST_REGISTER=1 variant)
+//   kernel     forward kernel only (versions 1, 2 and 3, see forward.cu), inputs and outputs on the device, 1e4 / 1e6 / 1e7 tokens, with and without the
+//              expert output; tokens/s and achieved GB/s (bytes of each input read once, each output written once)
+//   pipeline   Backend::forward from host arrays (pageable, as JS memory is): staging + transfers + kernel
+//   train      lossAndGrad + adamwStep steps from host batches, as the TypeScript trainer drives them
+// Weights come from the same safetensors files the PyTorch comparison loads.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "../src/cuda/common.cuh"
+#include "../src/cuda/copy_pool.h"
+
+namespace {
+
+// Reads the flat parameter vector from a safetensors file: tensors in layout order, float32.
+std::vector<float> loadSafetensors(const std::string& path, int& H) {
+  std::ifstream f(path, std::ios::binary);
+  MOE_CHECK(f.good(), "cannot open " + path);
+  std::uint64_t len = 0;
+  f.read(reinterpret_cast<char*>(&len), 8);
+  std::string header(len, '\0');
+  f.read(&header[0], std::streamsize(len));
+  std::stringstream rest;
+  rest << f.rdbuf();
+  const std::string data = rest.str();
+  auto tensor = [&](const std::string& name, std::size_t& begin, std::size_t& end) {
+    const std::size_t at = header.find("\"" + name + "\":");
+    MOE_CHECK(at != std::string::npos, "tensor " + name + " missing in " + path);
+    const std::size_t off = header.find("\"data_offsets\":[", at);
+    std::sscanf(header.c_str() + off + 16, "%zu,%zu", &begin, &end);
+  };
+  std::size_t b = 0, e = 0;
+  tensor("W1", b, e);
+  H = 0;
+  for (int h : {16, 32})
+    if ((e - b) / 4 == std::size_t(h) * 2 * h) H = h;
+  MOE_CHECK(H != 0, "unexpected W1 size in " + path);
+  std::vector<float> w;
+  for (const char* name : {"W1", "b1", "Wc", "bc", "Wv", "Bv", "Wr", "Br", "Ws", "Bs", "gates", "We", "be"}) {
+    tensor(name, b, e);
+    const float* p = reinterpret_cast<const float*>(data.data() + b);
+    w.insert(w.end(), p, p + (e - b) / 4);
+  }
+  MOE_CHECK(w.size() == moe::Layout(H).size, "parameter count mismatch in " + path);
+  return w;
+}
+
+// Fast uniform fill in [-2, 2) (xorshift): the 1e7-token buffers hold 3.2e8 floats, too many for normal_distribution
+// within a short device session; the distribution matters little for timing.
+void fillUniform(std::vector<float>& v, std::uint32_t seed) {
+  for (auto& x : v) {
+    seed ^= seed << 13, seed ^= seed >> 17, seed ^= seed << 5;
+    x = float(seed) * (4.0f / 4294967296.0f) - 2.0f;
+  }
+}
+
+struct Timer {
+  cudaEvent_t a, b;
+  Timer() {
+    MOE_CUDA_CHECK(cudaEventCreate(&a));
+    MOE_CUDA_CHECK(cudaEventCreate(&b));
+  }
+  template <class Fn>
+  double medianMs(int reps, Fn fn) {
+    std::vector<double> ms;
+    for (int r = 0; r < reps; ++r) {
+      MOE_CUDA_CHECK(cudaEventRecord(a));
+      fn();
+      MOE_CUDA_CHECK(cudaEventRecord(b));
+      MOE_CUDA_CHECK(cudaEventSynchronize(b));
+      float t = 0;
+      MOE_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
+      ms.push_back(t);
+    }
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  }
+};
+
+double wallMedianMs(int reps, const std::function<void()>& fn) {
+  std::vector<double> ms;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: moe_cuda_bench <router16.safetensors> <router32.safetensors> [trainSteps]\n");
+    return 2;
+  }
+  const int trainSteps = argc > 3 ? std::atoi(argv[3]) : 200;
+  try {
+    const moe::CudaProbe& probe = moe::probeCuda();
+    MOE_CHECK(probe.ok, probe.reason);
+    std::printf("{\"kind\":\"device\",\"device\":\"%s\"}\n", probe.device.c_str());
+    Timer timer;
+
+    // ---- copy bandwidths ----
+    {
+      const std::size_t bytes = std::size_t(1) << 30;
+      char *d1 = nullptr, *d2 = nullptr, *h = nullptr;
+      MOE_CUDA_CHECK(cudaMalloc(&d1, bytes));
+      MOE_CUDA_CHECK(cudaMalloc(&d2, bytes));
+      MOE_CUDA_CHECK(cudaMallocHost(&h, bytes));
+      std::memset(h, 1, bytes);
+      MOE_CUDA_CHECK(cudaMemset(d1, 2, bytes));
+      const double d2d = timer.medianMs(10, [&] { MOE_CUDA_CHECK(cudaMemcpyAsync(d2, d1, bytes, cudaMemcpyDeviceToDevice)); });
+      const double h2d = timer.medianMs(5, [&] { MOE_CUDA_CHECK(cudaMemcpyAsync(d1, h, bytes, cudaMemcpyHostToDevice)); });
+      const double d2h = timer.medianMs(5, [&] { MOE_CUDA_CHECK(cudaMemcpyAsync(h, d1, bytes, cudaMemcpyDeviceToHost)); });
+      std::printf("{\"kind\":\"copy\",\"d2dGBs\":%.1f,\"h2dGBs\":%.2f,\"d2hGBs\":%.2f,\"note\":\"d2d counts bytes read + written\"}\n",
+                  2.0 * bytes / d2d / 1e6, bytes / h2d / 1e6, bytes / d2h / 1e6);
+      // Host copies the pipeline makes: pageable (like JS memory) to pinned and back, 256 MiB.
+      const std::size_t hb = std::size_t(256) << 20;
+      std::vector<char> pageable(hb, 3);
+      for (int threads : {1, 4, 8, 16}) {
+        moe::cuda::CopyPool pool(threads);
+        pool.run({{h, pageable.data(), hb}});
+        const double in = wallMedianMs(5, [&] { pool.run({{h, pageable.data(), hb}}); });
+        const double out = wallMedianMs(5, [&] { pool.run({{pageable.data(), h, hb}}); });
+        std::printf("{\"kind\":\"hostcopy\",\"threads\":%d,\"toPinnedGBs\":%.1f,\"fromPinnedGBs\":%.1f}\n", threads,
+                    hb / in / 1e6, hb / out / 1e6);
+      }
+      // Page-locking caller memory instead (cudaHostRegister + cudaHostUnregister of 1 GiB of touched pageable memory).
+      {
+        std::vector<char> big(bytes, 5);
+        const double ms = wallMedianMs(3, [&] {
+          MOE_CUDA_CHECK(cudaHostRegister(big.data(), bytes, cudaHostRegisterDefault));
+          MOE_CUDA_CHECK(cudaHostUnregister(big.data()));
+        });
+        std::printf("{\"kind\":\"hostregister\",\"GiB\":1,\"ms\":%.1f,\"GBs\":%.1f}\n", ms, bytes / ms / 1e6);
+      }
+      cudaFree(d1), cudaFree(d2), cudaFreeHost(h);
+    }
+
+    std::mt19937 gen(12345);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (int which = 0; which < 2; ++which) {
+      int H = 0;
+      const std::vector<float> w = loadSafetensors(argv[1 + which], H);
+      const std::size_t withT = H == 16 ? moe::cuda::Lay<16>::sizeWithT : moe::cuda::Lay<32>::sizeWithT;
+      float* dW = nullptr;
+      MOE_CUDA_CHECK(cudaMalloc(&dW, withT * 4));
+      MOE_CUDA_CHECK(cudaMemcpy(dW, w.data(), w.size() * 4, cudaMemcpyHostToDevice));
+      moe::cuda::launchTransposeWe(H, dW, nullptr);
+      moe::cuda::prepareForward(H);
+      const moe::cuda::DeviceParams dp{dW, 1.0f};
+
+      // ---- kernel only ----
+      const std::size_t nMax = 10000000;
+      float *x, *vol, *risk, *probs, *expert;
+      std::uint8_t* assign;
+      MOE_CUDA_CHECK(cudaMalloc(&x, nMax * H * 4));
+      MOE_CUDA_CHECK(cudaMalloc(&vol, nMax * 4));
+      MOE_CUDA_CHECK(cudaMalloc(&risk, nMax * 4));
+      MOE_CUDA_CHECK(cudaMalloc(&probs, nMax * 16));
+      MOE_CUDA_CHECK(cudaMalloc(&expert, nMax * H * 4));
+      MOE_CUDA_CHECK(cudaMalloc(&assign, nMax));
+      {
+        std::vector<float> hx(nMax * H), hv(nMax), hr(nMax);
+        fillUniform(hx, 17);
+        for (std::size_t i = 0; i < nMax; ++i) {
+          hv[i] = std::fabs(nd(gen)) * 0.02f;
+          hr[i] = nd(gen);
+        }
+        MOE_CUDA_CHECK(cudaMemcpy(x, hx.data(), hx.size() * 4, cudaMemcpyHostToDevice));
+        MOE_CUDA_CHECK(cudaMemcpy(vol, hv.data(), nMax * 4, cudaMemcpyHostToDevice));
+        MOE_CUDA_CHECK(cudaMemcpy(risk, hr.data(), nMax * 4, cudaMemcpyHostToDevice));
+      }
+      for (std::size_t n : {std::size_t(10000), std::size_t(1000000), std::size_t(10000000)}) {
+        for (int version : {1, 2, 3})
+        for (bool withExpert : {true, false}) {
+          // Small batches rotate through the 1e7-token buffers so repeats do not run out of L2.
+          const std::size_t slots = nMax / n;
+          std::size_t k = 0;
+          auto run = [&] {
+            const std::size_t at = (k++ % slots) * n;
+            moe::cuda::launchForward(H, dp, {x + at * H, vol + at, risk + at, probs + at * 4, assign + at,
+                                             withExpert ? expert + at * H : nullptr, int(n)}, nullptr, version);
+          };
+          for (int i = 0; i < 3; ++i) run();
+          const int reps = n >= 10000000 ? 20 : n >= 1000000 ? 50 : 200;
+          const double ms = timer.medianMs(reps, run);
+          const double bytes = double(n) * (H * 4 + 8 + 16 + 1 + (withExpert ? H * 4 : 0));
+          std::printf("{\"kind\":\"kernel\",\"version\":%d,\"H\":%d,\"tokens\":%zu,\"expert\":%s,\"ms\":%.4f,\"tokensPerSec\":%.4e,\"GBs\":%.1f}\n",
+                      version, H, n, withExpert ? "true" : "false", ms, n / ms * 1e3, bytes / ms / 1e6);
+        }
+      }
+      cudaFree(x), cudaFree(vol), cudaFree(risk), cudaFree(probs), cudaFree(expert), cudaFree(assign), cudaFree(dW);
+
+      // ---- pipeline from pageable host memory (what the addon does for a JS Float32Array) ----
+      const auto be = moe::makeCudaBackend();
+      moe::Params p{H, 1.0f, w};
+      for (std::size_t n : {std::size_t(1000000), std::size_t(10000000)}) {
+        std::vector<float> hx(n * H), hv(n), hr(n), hp(n * 4), he(n * H);
+        std::vector<std::uint8_t> ha(n);
+        fillUniform(hx, 23);
+        for (std::size_t i = 0; i < n; ++i) hv[i] = std::fabs(nd(gen)) * 0.02f, hr[i] = nd(gen);
+        const moe::Batch b{hx.data(), hv.data(), hr.data(), n};
+        be->forward(p, b, {hp.data(), ha.data(), he.data()});
+        const double ms = wallMedianMs(5, [&] { be->forward(p, b, {hp.data(), ha.data(), he.data()}); });
+        std::printf("{\"kind\":\"pipeline\",\"H\":%d,\"tokens\":%zu,\"ms\":%.3f,\"tokensPerSec\":%.4e,\"inBytes\":%.0f,\"outBytes\":%.0f}\n",
+                    H, n, ms, n / ms * 1e3, double(n) * (H * 4 + 8), double(n) * (16 + 1 + H * 4));
+      }
+
+      // ---- training steps (batch of the shipped recipe, 4096 tokens; and a large one) ----
+      for (std::size_t n : {std::size_t(4096), std::size_t(65536)}) {
+        std::vector<float> hx(n * H), hv(n), hr(n), sw(n), grad(w.size());
+        std::vector<std::uint8_t> labels(n);
+        for (auto& v : hx) v = nd(gen);
+        for (std::size_t i = 0; i < n; ++i) {
+          hv[i] = std::fabs(nd(gen)) * 0.02f, hr[i] = nd(gen), sw[i] = 1.0f, labels[i] = std::uint8_t(gen() % 4);
+        }
+        const moe::Batch b{hx.data(), hv.data(), hr.data(), n};
+        const moe::LossOptions lo{labels.data(), sw.data(), 0.05f, 0.1f};
+        const moe::AdamWOptions ao{5e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f};
+        auto params = std::make_shared<moe::Params>(moe::Params{H, 1.0f, w});
+        moe::AdamWState st;
+        const moe::Layout L(H);
+        double lossFirst = 0, lossLast = 0;
+        auto step = [&] {
+          const moe::LossResult r = be->lossAndGrad(*params, b, lo, grad.data());
+          be->adamwStep(L, params->w, st, grad.data(), ao);
+          if (st.t == 1) lossFirst = r.loss;
+          lossLast = r.loss;
+        };
+        for (int i = 0; i < 5; ++i) step();
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < trainSteps; ++i) step();
+        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        std::printf("{\"kind\":\"train\",\"H\":%d,\"batch\":%zu,\"steps\":%d,\"msPerStep\":%.4f,\"lossFirst\":%.5f,\"lossLast\":%.5f}\n",
+                    H, n, trainSteps, ms / trainSteps, lossFirst, lossLast);
+      }
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moe_cuda_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

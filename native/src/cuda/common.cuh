@@ -1,0 +1,97 @@
+// Shared by the CUDA translation units: error checks, the compile-time parameter layout, kernel launchers.
+// Layout and math: moe_router/layout.h and docs/router.md; every kernel keeps the scalar oracle's order of
+// summation where one thread owns a sum (src/cpu/scalar.cpp, src/cpu/lossgrad.inl).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "moe_router/router.h"
+
+// Every CUDA call and every launch goes through one of these: a failure becomes moe::Error with file:line, the
+// call's text and the runtime's error name, so a JS stack points at the line that failed.
+#define MOE_CUDA_CHECK(call)                                                                        \
+  do {                                                                                              \
+    const cudaError_t moeErr_ = (call);                                                             \
+    if (moeErr_ != cudaSuccess)                                                                     \
+      MOE_FAIL(std::string(#call) + " failed: " + cudaGetErrorName(moeErr_) + " (" +               \
+               cudaGetErrorString(moeErr_) + ")");                                                  \
+  } while (0)
+#define MOE_LAUNCH_CHECK() MOE_CUDA_CHECK(cudaGetLastError())
+
+namespace moe::cuda {
+
+// Offsets of moe::Layout as constants, so kernels index weights without run-time arithmetic. backend.cu checks
+// them against Layout(H) once.
+template <int H>
+struct Lay {
+  static constexpr int F = 2 * H, D = kDomains;
+  static constexpr int W1 = 0, b1 = W1 + H * F, Wc = b1 + F, bc = Wc + F * D, Wv = bc + D, Bv = Wv + kVolUnits * D,
+                       Wr = Bv + kVolUnits * D, Br = Wr + kRiskUnits * D, Ws = Br + kRiskUnits * D,
+                       Bs = Ws + kNumStats * kStatUnits * D, gates = Bs + kStatUnits * D, We = gates + 4,
+                       be = We + D * F * H, size = be + D * H;
+  // Offset of the transposed expert weights WeT[a][k][f] that the backward pass appends after the parameters.
+  static constexpr int WeT = size;
+  static constexpr int sizeWithT = size + D * F * H;
+};
+
+// Weights as the kernels read them: the parameter vector, then WeT (see Lay::WeT). invT = 1 / temperature as the
+// CPU computes it (float division on the host).
+struct DeviceParams {
+  const float* w;
+  float invT;
+};
+
+// ---- forward (forward.cu) ----
+// Contract: x[n*H], vol[n], risk[n] device pointers, x 16-byte aligned; probs[n*4] 16-byte aligned, assign[n];
+// expert[n*H] or nullptr. n >= 1. Launched on `stream`; the launch is checked. Returns nothing; errors throw.
+struct ForwardArgs {
+  const float* x;
+  const float* vol;
+  const float* risk;
+  float* probs;
+  std::uint8_t* assign;
+  float* expert;
+  int n;
+};
+// version: 0 = the default (forwardKernelVersion()), 1 or 2 = that kernel (forward.cu explains both).
+void launchForward(int H, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream, int version = 0);
+int forwardKernelVersion();  // MOE_CUDA_FORWARD_KERNEL=1|2, default 2
+// Dynamic shared memory the forward kernel needs (the backend raises the kernel's limit once).
+void prepareForward(int H);
+
+// ---- loss and gradient (lossgrad.cu) ----
+// Contract: inputs as forward, labels[n] (0..3, checked by the caller), sampleWeight[n] or nullptr.
+// Accumulates unnormalised sums into partial[rows][rowLen] (rowLen = Lay<H>::size + 3: gradient, then Σ w·CE,
+// Σ rec, Σ loss), one row per warp; rows must be zeroed before the first chunk. reduceLossGrad then sums the rows in
+// a fixed order into out[rowLen] doubles (gradient already divided by nTotal).
+struct LossArgs {
+  const float* x;
+  const float* vol;
+  const float* risk;
+  const std::uint8_t* labels;
+  const float* sampleWeight;
+  int n;
+  float labelSmoothing;
+  float reconWeight;
+};
+int lossGradRows(int H);                       // most rows (= warps of the grid) this device runs at once
+int lossGradRowsFor(int H, std::size_t n);      // rows used for a batch of n tokens (fixed per n and device)
+void launchLossGrad(int H, const DeviceParams& p, const LossArgs& a, int rows, double* partial, cudaStream_t stream);
+void launchReduceLossGrad(int H, const double* partial, int rows, double invN, double* out, cudaStream_t stream);
+
+// ---- AdamW (adamw.cu) ----
+// One step on params[size] with moments m, v (device). Bias corrections come from the host in double, as the CPU
+// computes them. Writes the pre-clip norm to *norm (device double).
+struct AdamWArgs {
+  float lr, beta1, beta2, eps, weightDecay, clipNorm;
+  double bc1, bc2;
+};
+void launchAdamW(int H, float* params, float* m, float* v, const float* grad, const AdamWArgs& a, double* norm,
+                 cudaStream_t stream);
+// Refreshes WeT (Lay<H>::WeT) from We in the device weight buffer w[Lay<H>::sizeWithT].
+void launchTransposeWe(int H, float* w, cudaStream_t stream);
+
+}  // namespace moe::cuda

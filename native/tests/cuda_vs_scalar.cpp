@@ -1,0 +1,172 @@
+// ctest: the CUDA backend against the scalar oracle on fresh random inputs (seed printed; MOE_TEST_SEED repeats one).
+//   moe_cuda_test [maxTokens]   (default 1000000; compute-sanitizer runs use a smaller maximum)
+// Exits 77 (ctest: skipped) when no usable GPU is present, printing why.
+// Checks, H = 16 and 32, n = 1, 31, 1000, 65537, 1e6 (up to maxTokens):
+//   probabilities within 1e-5·|p| + 1e-9; argmax equal unless the reference's top two probabilities are within
+//   2e-5 relative (a true near-tie); expert outputs within 1e-4·(1 + |y|) where the argmax agrees;
+//   loss within 1e-5 relative, gradient within 1e-5·max|g| + 1e-4·|g| (the SIMD test's bound);
+//   GPU results bit-identical on a second run; every output element written (outputs are poisoned with NaN);
+//   AdamW: 4 steps with clipping engaged against the CPU step, within 1e-6 + 1e-5·|p|.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "moe_router/router.h"
+
+namespace {
+
+int failures = 0;
+
+void check(bool ok, const char* what, int H, std::size_t n, double detail) {
+  if (!ok) {
+    ++failures;
+    std::printf("  FAIL %s H=%d n=%zu (%.3g)\n", what, H, n, detail);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const moe::CudaProbe& probe = moe::probeCuda();
+  if (!probe.ok) {
+    std::printf("skipped: %s\n", probe.reason.c_str());
+    return 77;
+  }
+  const std::size_t maxTokens = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 1000000;
+  const char* seedEnv = std::getenv("MOE_TEST_SEED");
+  const unsigned seed = seedEnv ? unsigned(std::strtoul(seedEnv, nullptr, 10)) : std::random_device{}();
+  std::printf("device %s, seed %u\n", probe.device.c_str(), seed);
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const int threads = int(std::min(16u, std::max(1u, std::thread::hardware_concurrency())));
+  const auto ref = moe::makeCpuBackend(moe::BackendChoice::Scalar, threads);
+  const auto gpu = moe::makeCudaBackend();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+
+  for (int H : {16, 32}) {
+    const moe::Layout L(H);
+    moe::Params p{H, 0.7f, std::vector<float>(L.size)};
+    for (auto& v : p.w) v = nd(gen) * 0.3f;
+    for (std::size_t n : {std::size_t(1), std::size_t(31), std::size_t(1000), std::size_t(65537), std::size_t(1000000)}) {
+      if (n > maxTokens) continue;
+      std::vector<float> x(n * H), vol(n), risk(n);
+      for (auto& v : x) v = nd(gen);
+      for (std::size_t i = 0; i < n; ++i) {
+        vol[i] = std::fabs(nd(gen)) * 0.5f;
+        risk[i] = nd(gen);
+      }
+      const moe::Batch b{x.data(), vol.data(), risk.data(), n};
+      std::vector<float> p1(n * 4), p2(n * 4, nan), e1(n * H), e2(n * H, nan), p3(n * 4, nan), e3(n * H, nan);
+      std::vector<std::uint8_t> a1(n), a2(n, 255), a3(n, 255);
+      ref->forward(p, b, {p1.data(), a1.data(), e1.data()});
+      gpu->forward(p, b, {p2.data(), a2.data(), e2.data()});
+      gpu->forward(p, b, {p3.data(), a3.data(), e3.data()});
+      double maxRel = 0, maxExpert = 0;
+      std::size_t ties = 0, badP = 0, badA = 0, badE = 0;
+      for (std::size_t t = 0; t < n; ++t) {
+        for (int d = 0; d < 4; ++d) {
+          const double r = p1[t * 4 + d], g = p2[t * 4 + d], err = std::fabs(g - r);
+          if (!(err <= 1e-5 * std::fabs(r) + 1e-9)) ++badP;
+          if (r > 1e-30) maxRel = std::max(maxRel, err / r);
+          if (std::isnan(g)) maxRel = INFINITY;
+        }
+        if (a1[t] != a2[t]) {
+          float top = -1, second = -1;
+          for (int d = 0; d < 4; ++d) {
+            const float v = p1[t * 4 + d];
+            if (v > top) { second = top; top = v; } else if (v > second) second = v;
+          }
+          if (top - second <= 2e-5f * top) ++ties;
+          else ++badA;
+          continue;
+        }
+        for (int k = 0; k < H; ++k) {
+          const double r = e1[t * H + k], err = std::fabs(e2[t * H + k] - r);
+          if (!(err <= 1e-4 * (1 + std::fabs(r)))) ++badE;
+          maxExpert = std::max(maxExpert, std::isnan(err) ? INFINITY : err / (1 + std::fabs(r)));
+        }
+      }
+      const bool same = std::memcmp(p2.data(), p3.data(), n * 16) == 0 && a2 == a3 &&
+                        std::memcmp(e2.data(), e3.data(), n * H * 4) == 0;
+      std::printf("forward H=%d n=%zu: max rel err probs %.2e, expert %.2e, near-ties %zu, repeat %s\n", H, n, maxRel,
+                  maxExpert, ties, same ? "identical" : "DIFFERS");
+      check(badP == 0, "probabilities", H, n, double(badP));
+      check(badA == 0, "argmax", H, n, double(badA));
+      check(badE == 0, "expert output", H, n, double(badE));
+      check(same, "repeatability", H, n, 0);
+
+      // Loss and gradient on the same batch, with label smoothing, reconstruction and sample weights.
+      std::vector<std::uint8_t> labels(n);
+      std::vector<float> sw(n), g1(L.size), g2(L.size, nan), g3(L.size, nan);
+      for (std::size_t i = 0; i < n; ++i) {
+        labels[i] = std::uint8_t(gen() % 4);
+        sw[i] = 0.5f + std::fabs(nd(gen));
+      }
+      const moe::LossOptions o{labels.data(), sw.data(), 0.1f, 0.5f};
+      const moe::LossResult r1 = ref->lossAndGrad(p, b, o, g1.data());
+      const moe::LossResult r2 = gpu->lossAndGrad(p, b, o, g2.data());
+      gpu->lossAndGrad(p, b, o, g3.data());
+      double gmax = 0, worst = 0;
+      for (float v : g1) gmax = std::max(gmax, double(std::fabs(v)));
+      std::size_t badG = 0;
+      for (std::size_t i = 0; i < L.size; ++i) {
+        const double err = std::fabs(double(g2[i]) - g1[i]);
+        if (!(err <= 1e-5 * gmax + 1e-4 * std::fabs(g1[i]))) ++badG;
+        worst = std::max(worst, std::isnan(err) ? INFINITY : err / gmax);
+      }
+      const double lossRel = std::fabs(r1.loss - r2.loss) / std::max(1e-12, std::fabs(r1.loss));
+      const bool gsame = std::memcmp(g2.data(), g3.data(), L.size * 4) == 0;
+      std::printf("lossAndGrad H=%d n=%zu: loss %.6f vs %.6f (rel %.1e), max |dg|/max|g| %.2e, repeat %s\n", H, n,
+                  r1.loss, r2.loss, lossRel, worst, gsame ? "identical" : "DIFFERS");
+      check(lossRel <= 1e-5, "loss", H, n, lossRel);
+      check(badG == 0, "gradient", H, n, double(badG));
+      check(gsame, "gradient repeatability", H, n, 0);
+    }
+
+    // AdamW: 4 steps on the GPU against the CPU step, clipping engaged (clipNorm below the gradient norm).
+    {
+      std::vector<float> grad(L.size);
+      moe::AdamWState sc, sg;
+      std::vector<float> pc = p.w, pg = p.w;
+      const moe::AdamWOptions o{1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f, 0.5f};
+      double worst = 0, normErr = 0;
+      for (int step = 0; step < 4; ++step) {
+        for (auto& v : grad) v = nd(gen) * 0.05f;
+        const double nc = moe::adamwStep(L, pc, sc, grad.data(), o);
+        const double ng = gpu->adamwStep(L, pg, sg, grad.data(), o);
+        normErr = std::max(normErr, std::fabs(nc - ng) / nc);
+      }
+      std::size_t bad = 0;
+      for (std::size_t i = 0; i < L.size; ++i) {
+        const double err = std::fabs(double(pc[i]) - pg[i]);
+        if (!(err <= 1e-6 + 1e-5 * std::fabs(pc[i]))) ++bad;
+        worst = std::max(worst, err);
+      }
+      std::printf("adamw H=%d: 4 steps, max |dp| %.2e, norm rel err %.1e\n", H, worst, normErr);
+      check(bad == 0 && normErr < 1e-9, "adamw", H, 0, double(bad));
+      // The step leaves the new parameters on the device: a forward with them must match the CPU.
+      moe::Params q{H, 1.0f, pg};
+      const std::size_t n = 257;
+      std::vector<float> x(n * H), vol(n), risk(n), p1(n * 4), p2(n * 4, nan);
+      std::vector<std::uint8_t> a1(n), a2(n);
+      for (auto& v : x) v = nd(gen);
+      for (std::size_t i = 0; i < n; ++i) vol[i] = risk[i] = nd(gen);
+      const moe::Batch b{x.data(), vol.data(), risk.data(), n};
+      ref->forward(q, b, {p1.data(), a1.data(), nullptr});
+      gpu->forward(q, b, {p2.data(), a2.data(), nullptr});
+      std::size_t badP = 0;
+      for (std::size_t i = 0; i < n * 4; ++i)
+        if (!(std::fabs(p1[i] - p2[i]) <= 1e-5 * std::fabs(p1[i]) + 1e-9)) ++badP;
+      check(badP == 0, "forward after adamw", H, n, double(badP));
+    }
+  }
+  std::printf("%s (%d failures)\n", failures ? "FAIL" : "ok", failures);
+  return failures ? 1 : 0;
+}

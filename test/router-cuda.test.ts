@@ -1,0 +1,154 @@
+// CUDA backend selection. Without a usable GPU (CI): 'auto' falls back to the CPU and says why, 'cuda' is a clear
+// error, never a crash. With a GPU: the CUDA backend against the scalar oracle (forward, gradient, AdamW).
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_MODEL_FILE, routerBackendChoice } from '../src/config.js';
+import { INITIAL_GATES, paramLayout, type Hidden } from '../src/router/layout.js';
+import { NativeRouter, RouterError, cudaStatus, loadNativeAddon, nativeAvailable, type TokenBatch } from '../src/router/native.js';
+import { Rng } from '../src/util/random.js';
+import { openRouter } from '../workers/route.js';
+
+const available = nativeAvailable();
+const gpu = cudaStatus();
+const native = available.ok ? describe : describe.skip;
+const noGpu = available.ok && !gpu.available ? describe : describe.skip;
+const withGpu = available.ok && gpu.available ? describe : describe.skip;
+
+function randomParams(hidden: Hidden, rng: Rng): Float32Array {
+  const L = paramLayout(hidden);
+  const p = rng.fillNormal(new Float32Array(L.size), 0.3);
+  INITIAL_GATES.forEach((g, i) => (p[L.byName.gates.offset + i] = g));
+  return p;
+}
+
+function randomBatch(hidden: Hidden, n: number, rng: Rng): TokenBatch {
+  return {
+    x: rng.fillNormal(new Float32Array(n * hidden)),
+    vol: rng.fillNormal(new Float32Array(n), 0.7),
+    risk: rng.fillNormal(new Float32Array(n)),
+  };
+}
+
+native('CUDA status of the addon', () => {
+  it('reports whether CUDA is built in and, when no GPU is usable, why', () => {
+    expect(typeof gpu.built).toBe('boolean');
+    if (gpu.available) {
+      expect(gpu.reason).toBeNull();
+      expect(gpu.device).toMatch(/sm_\d+/);
+    } else {
+      expect(gpu.reason).toMatch(/\w/);
+      expect(gpu.device).toBeNull();
+    }
+  });
+
+  it('has the CUDA backend built in wherever nvcc was on the PATH at build time', () => {
+    const nvcc = spawnSync('nvcc', ['--version'], { encoding: 'utf8' });
+    if (nvcc.status === 0) expect(gpu.built).toBe(true);
+    if (!gpu.built) expect(gpu.reason).toMatch(/built without CUDA/);
+  });
+
+  it('maps MOE_BACKEND onto the router choice', () => {
+    expect(routerBackendChoice('auto')).toBe('auto');
+    expect(routerBackendChoice('cpu')).toBe('simd');
+    expect(routerBackendChoice('cuda')).toBe('cuda');
+  });
+
+  it('reports no fallback when a CPU backend is asked for explicitly', () => {
+    const r = new NativeRouter({ hidden: 16, backend: 'simd' });
+    try {
+      expect(r.backend).toMatch(/^simd-/);
+      expect(r.fallbackReason).toBeNull();
+      expect(r.device).toBeNull();
+    } finally {
+      r.close();
+    }
+  });
+});
+
+noGpu(`no usable GPU (${gpu.reason ?? ''})`, () => {
+  it("'auto' runs on the CPU and says why", () => {
+    for (const hidden of [16, 32] as const) {
+      const r = new NativeRouter({ hidden });
+      try {
+        expect(r.backend).not.toBe('cuda');
+        expect(r.fallbackReason).toBe(gpu.reason);
+        expect(r.device).toBeNull();
+        const out = r.forwardSync(randomBatch(hidden, 5, new Rng(1)));
+        expect(out.assign).toHaveLength(5);
+      } finally {
+        r.close();
+      }
+    }
+  });
+
+  it("'cuda' is a clear error naming the reason", () => {
+    let err: unknown;
+    try {
+      new NativeRouter({ hidden: 16, backend: 'cuda' });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(RouterError);
+    expect((err as RouterError).code).toBe('BACKEND_UNAVAILABLE');
+    expect((err as RouterError).message).toBe(`Expected a usable CUDA device for backend 'cuda' but ${gpu.reason}`);
+  });
+
+  it("the addon itself throws (never crashes) for 'cuda'", () => {
+    const addon = loadNativeAddon();
+    expect(() => new addon.Router(32, 'cuda', 1)).toThrow(/Expected a usable CUDA device for backend 'cuda' but /);
+  });
+
+  it('a route worker configured with MOE_BACKEND=cuda refuses to start; auto starts on the CPU', async () => {
+    await expect(openRouter(DEFAULT_MODEL_FILE, 'cuda')).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE' });
+    const { router } = await openRouter(DEFAULT_MODEL_FILE, 'auto');
+    try {
+      expect(router.backend).not.toBe('cuda');
+      expect(router.fallbackReason).toBe(gpu.reason);
+    } finally {
+      router.close();
+    }
+  });
+});
+
+withGpu(`CUDA backend on ${gpu.device ?? ''}`, () => {
+  for (const hidden of [16, 32] as const) {
+    it(`forward, gradient and AdamW match the scalar oracle, H=${hidden}`, async () => {
+      const rng = new Rng(77 + hidden);
+      const params = randomParams(hidden, rng);
+      const cuda = new NativeRouter({ hidden, backend: 'cuda' });
+      const ref = new NativeRouter({ hidden, backend: 'scalar', threads: 2 });
+      try {
+        expect(cuda.backend).toBe('cuda');
+        for (const r of [cuda, ref]) r.setParams(params, 0.9);
+        for (const n of [1, 31, 1000, 4099]) {
+          const batch = randomBatch(hidden, n, rng);
+          const a = await cuda.forward(batch, { expert: true });
+          const b = await ref.forward(batch, { expert: true });
+          for (let i = 0; i < n * 4; i++) {
+            expect(Math.abs((a.probs[i] as number) - (b.probs[i] as number))).toBeLessThanOrEqual(1e-9 + 1e-5 * (b.probs[i] as number));
+          }
+          const labels = new Uint8Array(n).map(() => rng.int(4));
+          const ga = await cuda.lossAndGrad(batch, labels, { labelSmoothing: 0.1, reconWeight: 0.5 });
+          const gb = await ref.lossAndGrad(batch, labels, { labelSmoothing: 0.1, reconWeight: 0.5 });
+          expect(Math.abs(ga.loss - gb.loss)).toBeLessThanOrEqual(1e-5 * Math.abs(gb.loss));
+          let gmax = 0;
+          for (const v of gb.grad) gmax = Math.max(gmax, Math.abs(v));
+          for (let i = 0; i < gb.grad.length; i++) {
+            expect(Math.abs((ga.grad[i] as number) - (gb.grad[i] as number))).toBeLessThanOrEqual(1e-5 * gmax + 1e-4 * Math.abs(gb.grad[i] as number));
+          }
+          const na = cuda.adamwStep(gb.grad, { lr: 1e-2, clipNorm: 0.5 });
+          const nb = ref.adamwStep(gb.grad, { lr: 1e-2, clipNorm: 0.5 });
+          expect(Math.abs(na - nb)).toBeLessThanOrEqual(1e-9 * nb);
+          const pa = cuda.getParams();
+          const pb = ref.getParams();
+          for (let i = 0; i < pa.length; i++) {
+            expect(Math.abs((pa[i] as number) - (pb[i] as number))).toBeLessThanOrEqual(1e-6 + 1e-5 * Math.abs(pb[i] as number));
+          }
+        }
+      } finally {
+        cuda.close();
+        ref.close();
+      }
+    });
+  }
+});
