@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -145,6 +145,8 @@ describe('pipeline end to end', () => {
       expect(t.days).toBe(60);
       expect(t.class).toBe(DEFAULT_UNIVERSE.find((u) => u.ticker === t.ticker)!.class);
     }
+    // The run fetched the simulator's reference markets.
+    expect(s.context).toEqual({ set: ['SPY', 'IEF', 'GLD', 'DBC', 'UUP'], missing: [] });
     // The run's blocks are gone once the report exists; its metadata stays (with a TTL) for dashboards.
     expect(await redis.exists(featureKey(config.prefix, run.runId, picks[0]!))).toBe(0);
     expect(await redis.ttl(runKey(config.prefix, run.runId))).toBeGreaterThan(0);
@@ -186,6 +188,23 @@ describe('pipeline end to end', () => {
       expect(s.tickers.map((t) => t.class)).toEqual(['Equities', 'Fixed Income', 'Commodities', 'Derivatives']);
       expect(s.tickers.every((t) => t.days === 120 && t.lastDate === '2025-04-04')).toBe(true);
       expect(s.failed).toEqual([{ ticker: 'NOFILE', reason: expect.stringMatching(/^NO_DATA: .*NOFILE.*no such file/) }]);
+      expect(s.context).toEqual({ set: ['SPY', 'IEF', 'GLD', 'DBC', 'UUP'], missing: [] });
+    });
+
+    it('routes a folder without the context series, and says which were missing', async () => {
+      const dir = await mkdtemp(path.join(os.tmpdir(), 'moe-noctx-'));
+      try {
+        for (const t of ['AAPL', 'TLT']) await symlink(path.join(MARKET_DATA, `${t}.csv`), path.join(dir, `${t}.csv`));
+        const { meta } = await runToEnd({ tickers: ['AAPL', 'TLT'], source: 'csv', dataDir: dir, range: { days: 60 } });
+        expect(meta.status).toBe('finished');
+        const s = await readSummary(meta.reportDir!);
+        expect(s.tickers.map((t) => t.ticker)).toEqual(['AAPL', 'TLT']);
+        expect(s.failed).toEqual([]);
+        expect(s.context).toEqual({ set: ['SPY', 'IEF', 'GLD', 'DBC', 'UUP'], missing: ['DBC', 'GLD', 'IEF', 'SPY', 'UUP'] });
+        expect(await readFile(path.join(meta.reportDir!, REPORT_FILES.summaryMd), 'utf8')).toMatch(/missing DBC, GLD, IEF, SPY, UUP/);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
     });
   });
   if (!existsSync(MARKET_DATA)) {

@@ -5,6 +5,7 @@ import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
+import { CONTEXT_TICKERS } from '../src/data/context.js';
 import { buildSummaryMarkdown, renderReports, warmRenderPool } from '../src/report/index.js';
 import { compareRuns, routingMix, runRecord, universeId } from '../src/report/drift.js';
 import { REPORT_FILES, type ReportInput, type RunSummary, type TickerSeries } from '../src/report/types.js';
@@ -111,6 +112,7 @@ export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => 
       universe,
       routing: routingMix(route.tickers),
       drift: previous && route.tickers.length > 0 ? compareRuns(universe, route.tickers, previous) : null,
+      context: { set: [...CONTEXT_TICKERS], missing: route.contextMissing ?? [] },
     };
     const input: ReportInput = { summary, series };
     // The run id is a validated UUID, so the folder cannot escape REPORTS_DIR.

@@ -81,8 +81,16 @@ export function buildSummaryMarkdown(summary: RunSummary): string {
     `- Router backend: \`${summary.backend}\`; model \`${summary.model.path}\` (H = ${summary.model.hidden}, ` +
       `features ${summary.model.featureSpec})`,
     `- Fetch ${ms(t.fetchMs)}, route ${ms(t.routeMs)}, report ${ms(t.reportMs)}, total ${ms(t.totalMs)}`,
-    '',
   );
+  if (summary.context) {
+    const { set, missing } = summary.context;
+    lines.push(
+      missing.length === 0
+        ? `- Market context: ${set.join(', ')}, all present`
+        : `- Market context: ${set.join(', ')}; missing ${missing.join(', ')}, so the features that compare with them read as "no context" and routing leans on each series alone`,
+    );
+  }
+  lines.push('');
   return lines.join('\n');
 }
 

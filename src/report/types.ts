@@ -86,6 +86,8 @@ export interface RunSummary {
   routing: RoutingMix;
   /** Drift against the previous run of the same universe; null for its first run (or none recorded). */
   drift: DriftReport | null;
+  /** The market-context set the features compare every ticker with, and the members a run lacked. */
+  context?: { set: string[]; missing: string[] };
 }
 
 /** Per-day series of one ticker, for the time-series report. */
