@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -120,7 +120,7 @@ describe('market context features', () => {
   });
 
   const market = path.resolve(__dirname, '../../shared/market-data');
-  it.skipIf(!existsSync(market))('finds the context in a csv folder and reports what a folder lacks', async () => {
+  it.skipIf(!existsSync(market))('finds the context in a csv folder, falls back to stand-ins, and reports what a folder lacks', async () => {
     const src = createSource({ source: 'csv', dataDir: market });
     const got = await fetchContext([{ label: market, source: src }], { days: 300 });
     expect(got.missing).toEqual([]);
@@ -130,6 +130,15 @@ describe('market context features', () => {
       expect(none.context.every((c) => c === null)).toBe(true);
       expect(none.missing.map((m) => m.ticker).sort()).toEqual(CONTEXT_SET.map((c) => c.ticker).sort());
       expect(none.missing[0]!.reason).toMatch(/SPY|IEF|GLD|DBC|UUP/);
+      // A stand-in (VOO for SPY) serves where the primary is absent; the primary in a later source still wins.
+      symlinkSync(path.join(market, 'VOO.csv'), path.join(dir, 'VOO.csv'));
+      symlinkSync(path.join(market, 'IEF.csv'), path.join(dir, 'IEF.csv'));
+      const own = createSource({ source: 'csv', dataDir: dir });
+      const some = await fetchContext([{ label: 'own', source: own }], { days: 300 });
+      expect(some.from).toEqual({ SPY: 'own (VOO)', IEF: 'own' });
+      expect(some.missing.map((m) => m.ticker).sort()).toEqual(['DBC', 'GLD', 'UUP']);
+      const both = await fetchContext([{ label: 'own', source: own }, { label: 'dev', source: src }], { days: 300 });
+      expect(both.from).toEqual({ SPY: 'dev', IEF: 'own', GLD: 'dev', DBC: 'dev', UUP: 'dev' });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

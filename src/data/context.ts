@@ -7,13 +7,15 @@ import { isoToDays } from './dates.js';
  * an index fund tracks the equity market at β ≈ 1, a 3x fund at β ≈ 3, an inverse fund at β < 0, a currency trust
  * with the dollar, a Treasury fund with the rates series. Every run fetches this set once, from its own source.
  * Order is part of the feature spec (features.md): adding, removing or reordering a context means a new spec.
+ * `alternates` track the same market closely enough (same index or asset, similar duration) to stand in where a
+ * source lacks the primary series; they are tried only after the primary was looked for in every source.
  */
 export const CONTEXT_SET = [
-  { name: 'equity', ticker: 'SPY', what: 'US large-cap equity index fund' },
-  { name: 'rates', ticker: 'IEF', what: '7–10 year Treasury fund' },
-  { name: 'gold', ticker: 'GLD', what: 'physical gold trust' },
-  { name: 'commodity', ticker: 'DBC', what: 'broad commodity futures fund (energy-heavy)' },
-  { name: 'dollar', ticker: 'UUP', what: 'US dollar index fund' },
+  { name: 'equity', ticker: 'SPY', alternates: ['IVV', 'VOO'], what: 'US large-cap equity index fund' },
+  { name: 'rates', ticker: 'IEF', alternates: ['VGIT', 'IEI', 'GOVT'], what: '7–10 year Treasury fund' },
+  { name: 'gold', ticker: 'GLD', alternates: ['IAU', 'GLDM', 'SGOL'], what: 'physical gold trust' },
+  { name: 'commodity', ticker: 'DBC', alternates: ['PDBC', 'GSG'], what: 'broad commodity futures fund (energy-heavy)' },
+  { name: 'dollar', ticker: 'UUP', alternates: ['USDU'], what: 'US dollar index fund' },
 ] as const;
 
 export type ContextName = (typeof CONTEXT_SET)[number]['name'];
