@@ -2,16 +2,17 @@
  * `npm run bench [-- --json] [-- --tokens N]`: throughput benchmarks. Each section is a function returning rows;
  * the table goes to stdout, and with `--json` the last line is one JSON object `{ <section>: rows }`.
  * Router: full forward (probabilities, assignment and activated expert output) in tokens/s for the float64 TS
- * reference, the native scalar kernels and the native SIMD kernels on 1 and 2 threads, H = 16 and 32.
+ * reference, the native scalar kernels and the native SIMD kernels on 1 and 2 threads, H = 16 and 32, and the
+ * CUDA backend when a GPU is usable (from JS arrays, transfers included; docs/performance.md has kernel-only rates).
  */
 import { performance } from 'node:perf_hooks';
 import { INITIAL_GATES, paramLayout, type Hidden } from '../router/layout.js';
-import { NativeRouter, loadNativeAddon, nativeAvailable, type TokenBatch } from '../router/native.js';
+import { NativeRouter, cudaStatus, loadNativeAddon, nativeAvailable, type TokenBatch } from '../router/native.js';
 import { referenceForward } from '../router/reference.js';
 import { Rng } from '../util/random.js';
 
 type Impl = RouterBenchRow['impl'];
-const IMPLS: readonly Impl[] = ['ts-reference', 'native-scalar', 'native-simd'];
+const IMPLS: readonly Impl[] = ['ts-reference', 'native-scalar', 'native-simd', 'native-cuda'];
 
 interface BenchArgs {
   json: boolean;
@@ -21,7 +22,7 @@ interface BenchArgs {
 }
 
 export interface RouterBenchRow {
-  impl: 'ts-reference' | 'native-scalar' | 'native-simd';
+  impl: 'ts-reference' | 'native-scalar' | 'native-simd' | 'native-cuda';
   hidden: Hidden;
   threads: 1 | 2;
   /** Best of the timed repeats. */
@@ -33,7 +34,7 @@ export interface RouterBenchRow {
   /** Tokens per timed run (the TS reference runs a smaller batch: it is ~100× slower). */
   tokens: number;
   repeats: number;
-  /** Kernel family that ran ('simd-avx512', 'simd-avx2', 'scalar', 'float64'). */
+  /** Kernel family that ran ('cuda', 'simd-avx512', 'simd-avx2', 'scalar', 'float64'). */
   backend: string;
 }
 
@@ -134,6 +135,17 @@ export async function benchRouter(tokens: number, impls: readonly Impl[] = IMPLS
         router.close();
       }
     }
+    if (impls.includes('native-cuda') && cudaStatus().available) {
+      const router = new NativeRouter({ hidden, backend: 'cuda' });
+      router.setParams(params, 1);
+      const repeats = 5;
+      const out = { probs: new Float32Array(tokens * 4), assign: new Uint8Array(tokens), expert: new Float32Array(tokens * hidden) };
+      const [b, m, cpu] = await timeRuns(tokens, repeats, async () => {
+        await router.forward(batch, { expert: true, out });
+      });
+      rows.push({ impl: 'native-cuda', hidden, threads: 1, tokensPerSec: b, medianTokensPerSec: m, tokensPerCpuSec: cpu, tokens, repeats, backend: router.backend });
+      router.close();
+    }
   }
   return rows;
 }
@@ -156,7 +168,8 @@ async function main(): Promise<void> {
   const available = nativeAvailable();
   if (available.ok) {
     const level = loadNativeAddon().simdLevel();
-    console.log(`native addon: SIMD level ${level === '' ? 'none (scalar only)' : level}`);
+    const gpu = cudaStatus();
+    console.log(`native addon: SIMD level ${level === '' ? 'none (scalar only)' : level}; CUDA ${gpu.available ? `on ${gpu.device ?? '?'}` : `not used (${gpu.reason ?? 'unknown'})`}`);
   } else {
     console.log(`native addon unavailable: ${available.reason}; only the TS reference is measured`);
   }

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "addon.h"
 #include "args.h"
 #include "workers.h"
 
@@ -95,6 +96,7 @@ RouterWrap::RouterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Router
       }
     }
     if (!backend_) backend_ = makeCpuBackend(c, threads);
+    env.GetInstanceData<MoeRouterAddon>()->track(backend_);
   } catch (const Napi::Error&) {
     throw;
   } catch (const std::exception& e) {

@@ -7,14 +7,19 @@
 // a warp reads the same address). The expert stage would diverge (each token picks one of four weight slices), so
 // the tokens of a tile are bucketed by expert first and a warp then reads one slice, again as broadcasts.
 //
-// Two versions, both checked against the scalar oracle (native/tests/cuda_vs_scalar.cpp) and timed by
-// native/bench/cuda_bench.cu; MOE_CUDA_FORWARD_KERNEL=1|2 picks one (default 2):
-//   v1  one token per thread. Measured on an H100 (docs/performance.md): H = 32 at 1.9 G tokens/s, bound by the
-//       shared-memory → register bandwidth (a 16-byte broadcast still delivers 512 bytes to a warp's registers,
-//       4 cycles of the SM's shared-memory pipe, for 4 FMAs per lane), not by the FMA units.
-//   v2  two tokens per thread: every weight loaded from shared memory feeds two tokens' FMAs, halving the
-//       shared-memory traffic per token. Buckets start at even slots so the two tokens a thread takes in the
-//       expert stage always share one weight slice.
+// Three versions, each checked against the scalar oracle (native/tests/cuda_vs_scalar.cpp) and timed by
+// native/bench/cuda_bench.cu; MOE_CUDA_FORWARD_KERNEL=1|2|3 forces one, else v3 runs when the expert output is
+// asked for and v2 when it is not (the faster of the two in each case on an H100):
+//   v1  one token per thread: each 16-byte weight broadcast from shared memory feeds 4 FMAs per lane.
+//       H100, H = 32, 1e7 tokens with expert output: 1.94 G tokens/s.
+//   v2  two tokens per thread: each weight load feeds two tokens (half the shared-memory bytes per FMA). Buckets
+//       start at even slots so the two tokens a thread takes in the expert stage share one weight slice. 2.40 G.
+//   v3  micro-tiles: a pair of lanes shares four tokens, each lane half of the columns (about half of v2's
+//       shared-memory bytes per FMA again). 2.47 G.
+//   Halving the shared-memory traffic twice gave +24% and then +3%, so shared memory is no longer the limit; the
+//   kernels run the FMA pipes at ~40% of the FP32 rate (~12 T FMA/s in both phases, with and without the expert
+//   stage), with 8 warps per SM (236 registers per thread, 112 KB of shared memory per block) and the tile's
+//   global loads and barriers exposed. See docs/performance.md.
 #include <cstdlib>
 
 #include "common.cuh"
@@ -887,14 +892,15 @@ void launch(const DeviceParams& p, const ForwardArgs& a, int version, cudaStream
 
 }  // namespace
 
-int forwardKernelVersion() {
-  static const int v = [] {
+int forwardKernelVersion(bool expert) {
+  static const int forced = [] {
     const char* e = std::getenv("MOE_CUDA_FORWARD_KERNEL");
-    if (e && std::string(e) == "1") return 1;
-    if (e && std::string(e) == "2") return 2;
-    return 3;
+    const std::string v = e ? e : "";
+    return v == "1" ? 1 : v == "2" ? 2 : v == "3" ? 3 : 0;
   }();
-  return v;
+  // Measured on an H100 (docs/performance.md): v3 is fastest with the expert output, v2 without it (its epilogue
+  // loads the small-signal weights once for two tokens per lane instead of one).
+  return forced != 0 ? forced : expert ? 3 : 2;
 }
 
 void prepareForward(int H) {
@@ -904,7 +910,7 @@ void prepareForward(int H) {
 
 void launchForward(int H, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream, int version) {
   MOE_CHECK(a.n >= 1, "forward needs at least one token");
-  const int v = version == 0 ? forwardKernelVersion() : version;
+  const int v = version == 0 ? forwardKernelVersion(a.expert != nullptr) : version;
   if (H == 16) launch<16>(p, a, v, stream);
   else launch<32>(p, a, v, stream);
 }
