@@ -3,7 +3,10 @@ import type { Redis } from 'ioredis';
 import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import { SourceError } from '../src/data/errors.js';
+import { getBarsCached, type BarCacheOptions } from '../src/data/bar-cache.js';
 import { createSource, type DataSource } from '../src/data/sources.js';
+import type { YahooSourceOptions } from '../src/data/source-yahoo.js';
+import type { SourceName, SourceResult } from '../src/data/types.js';
 import type { Hidden } from '../src/router/layout.js';
 import { featureKey } from '../src/queue/keys.js';
 import { bumpRunCounter, type RunStore } from '../src/run/run-meta.js';
@@ -22,7 +25,17 @@ export interface FetchDeps {
   logger: Logger;
   /** Source factory; tests inject failing sources. @defaultValue `createSource` */
   sourceFactory?: typeof createSource;
+  /** Options of the yahoo source (time-out, shared rate limiter, retries). @defaultValue the source's defaults */
+  yahoo?: Omit<YahooSourceOptions, 'fetch'>;
+  /** Redis bar cache for network sources; without it every job asks the source. @defaultValue none */
+  barCache?: BarCacheOptions;
 }
+
+/**
+ * Sources whose bars are cached in Redis: only network ones. The simulator is cheaper to run than to cache, and a
+ * csv folder may be edited between runs.
+ */
+const CACHED_SOURCES: ReadonlySet<SourceName> = new Set(['yahoo']);
 
 /** Source failures that retrying cannot fix: the ticker or its data is wrong, not the network. */
 const PERMANENT: ReadonlySet<string> = new Set(['UNKNOWN_TICKER', 'NO_DATA', 'BAD_DATA']);
@@ -49,10 +62,23 @@ export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>) => Pr
       const opts: Parameters<typeof createSource>[0] = { source: data.source };
       if (data.dataDir !== undefined) opts.dataDir = data.dataDir;
       if (data.seed !== undefined) opts.seed = data.seed;
+      if (deps.yahoo !== undefined) opts.yahoo = deps.yahoo;
       src = makeSource(opts);
       sources.set(id, src);
     }
     return src;
+  }
+
+  /** Bars of one ticker: through the Redis cache for network sources. Permanent source errors end the job at once. */
+  async function loadBars(data: FetchJobData): Promise<SourceResult> {
+    const src = sourceFor(data);
+    try {
+      if (deps.barCache !== undefined && CACHED_SOURCES.has(data.source)) return await getBarsCached(deps.barCache, src, data.ticker, data.range);
+      return await src.fetch(data.ticker, data.range);
+    } catch (err) {
+      if (err instanceof SourceError && PERMANENT.has(err.code)) throw new UnrecoverableError(`${err.code}: ${err.message}`);
+      throw err;
+    }
   }
 
   async function run(job: Job<unknown>): Promise<FetchResult> {
@@ -63,13 +89,7 @@ export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>) => Pr
       if (err instanceof PayloadError) throw new UnrecoverableError(`Invalid fetch payload: ${err.message}`);
       throw err;
     }
-    let result;
-    try {
-      result = await sourceFor(data).fetch(data.ticker, data.range);
-    } catch (err) {
-      if (err instanceof SourceError && PERMANENT.has(err.code)) throw new UnrecoverableError(`${err.code}: ${err.message}`);
-      throw err;
-    }
+    const result = await loadBars(data);
 
     let features: FeatureTaskResult;
     try {

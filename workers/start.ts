@@ -1,4 +1,5 @@
-import { Worker, type Job } from 'bullmq';
+import os from 'node:os';
+import { WaitingError, Worker, type Job } from 'bullmq';
 import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import type { Config } from '../src/config.js';
@@ -6,6 +7,7 @@ import { loadModel } from '../src/router/model.js';
 import { createRenderPool } from '../src/report/index.js';
 import { closeRedis, createRedis, redactUrl, waitReady } from '../src/queue/connection.js';
 import { QUEUE_NAMES, type Role } from '../src/queue/names.js';
+import { RedisRateLimiter } from '../src/queue/rate-limit.js';
 import { createFetchProcessor } from './fetch.js';
 import { createFeaturePool } from './pool.js';
 import { createReportProcessor } from './report.js';
@@ -31,8 +33,38 @@ export interface RunningWorkers {
   readonly workers: ReadonlyMap<Role, Worker>;
   /** Router backend in use, when this process routes. */
   readonly backend: string | undefined;
-  /** Stops taking jobs, waits for active ones, then frees pools, the router and Redis. Safe to call twice. */
-  close(): Promise<void>;
+  /**
+   * Stops taking jobs and waits up to `timeoutMs` for active ones; jobs still running then are handed back to their
+   * queue (waiting again, for any other worker). Then frees pools, the router and Redis. Safe to call twice.
+   * @param timeoutMs - @defaultValue `config.shutdownTimeoutMs`
+   */
+  close(timeoutMs?: number): Promise<void>;
+}
+
+type Processor = (job: Job<unknown>) => Promise<unknown>;
+
+/**
+ * A processor whose job goes back to the wait list when the worker cancels it (shutdown time-out), instead of
+ * waiting out its lock as a stalled job. The inner work cannot be interrupted; it is simply no longer awaited, and
+ * its writes are idempotent (fixed keys), so the next worker redoing the job is harmless.
+ */
+function handBackOnCancel(proc: Processor, logger: Logger): (job: Job<unknown>, token?: string, signal?: AbortSignal) => Promise<unknown> {
+  // Three declared parameters: BullMQ passes the cancel signal only to processors that take one.
+  return (job, token, signal) =>
+    new Promise((resolve, reject) => {
+      const onAbort = () => {
+        job.moveToWait(token).then(
+          () => {
+            logger.warn({ jobId: job.id, queue: job.queueName }, 'handed back to the queue at shutdown');
+            reject(new WaitingError());
+          },
+          (err: unknown) => reject(err instanceof Error ? err : new Error(String(err))),
+        );
+      };
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      proc(job).then(resolve, reject).finally(() => signal?.removeEventListener('abort', onAbort));
+    });
 }
 
 const DEFAULT_CONCURRENCY: Record<Role, number> = { fetch: 4, route: 1, report: 1 };
@@ -51,8 +83,22 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
   let loaded: LoadedRouter | undefined;
   const workers = new Map<Role, Worker>();
 
-  const cleanup = async () => {
-    await Promise.all([...workers.values()].map((w) => w.close()));
+  const closeWorkers = async (timeoutMs: number) => {
+    const all = [...workers.values()];
+    const graceful = Promise.all(all.map((w) => w.close()));
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)));
+    const first = await Promise.race([graceful.then(() => 'done' as const), expired]);
+    clearTimeout(timer);
+    if (first === 'timeout') {
+      logger.warn({ timeoutMs }, 'shutdown time-out: handing active jobs back to their queues');
+      for (const w of all) w.cancelAllJobs('worker shutting down');
+      await graceful;
+    }
+  };
+
+  const cleanup = async (timeoutMs = config.shutdownTimeoutMs) => {
+    await closeWorkers(timeoutMs);
     await Promise.all(pools.map((p) => p.destroy()));
     loaded?.router.close();
     loaded = undefined;
@@ -62,13 +108,22 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
   try {
     await waitReady(redis);
     const common = { redis, prefix: config.prefix, runTtlSeconds: config.runTtlSeconds, logger };
-    const processors: Partial<Record<Role, (job: Job<unknown>) => Promise<unknown>>> = {};
+    const processors: Partial<Record<Role, Processor>> = {};
     if (roles.includes('fetch')) {
       // Features must match what the route workers' model expects; the model file says which size that is.
       const { hidden } = await loadModel(config.modelPath);
       const pool = createFeaturePool(opts.featureThreads);
       pools.push(pool);
-      processors.fetch = createFetchProcessor({ ...common, featureTtlSeconds: config.featureTtlSeconds, hidden, pool });
+      // One request rate for every fetch worker on this Redis, whatever the number of processes and hosts.
+      const limiter = new RedisRateLimiter({ redis, key: `${config.prefix}:ratelimit:yahoo`, max: config.yahoo.maxPerSecond, windowMs: 1000 });
+      processors.fetch = createFetchProcessor({
+        ...common,
+        featureTtlSeconds: config.featureTtlSeconds,
+        hidden,
+        pool,
+        yahoo: { timeoutMs: config.yahoo.timeoutMs, limiter },
+        barCache: { redis, prefix: config.prefix, ttlSeconds: config.barCacheTtlSeconds },
+      });
     }
     if (roles.includes('route')) {
       loaded = await openRouter(config.modelPath, config.backend);
@@ -82,7 +137,18 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
     for (const role of roles) {
       const processor = processors[role]!;
       const concurrency = opts.concurrency?.[role] ?? DEFAULT_CONCURRENCY[role];
-      const w = new Worker(QUEUE_NAMES[role], processor, { connection: redis, prefix: config.prefix, concurrency });
+      const w = new Worker(QUEUE_NAMES[role], handBackOnCancel(processor, logger), {
+        connection: redis,
+        prefix: config.prefix,
+        concurrency,
+        // Shown as the job's processedBy, so a dashboard (and the crash tests) can tell which process ran a job.
+        name: `${os.hostname()}:${process.pid}:${role}`,
+        // A dead worker's jobs are taken over about one lock period after its last renewal; a job may stall twice
+        // (two crashed workers) before it fails.
+        lockDuration: config.jobLockMs,
+        stalledInterval: config.jobLockMs,
+        maxStalledCount: 2,
+      });
       w.on('error', (err) => logger.error({ role, err }, 'worker error'));
       workers.set(role, w);
     }
@@ -97,6 +163,6 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
   return {
     workers,
     backend: loaded?.router.backend,
-    close: () => (closing ??= cleanup()),
+    close: (timeoutMs?: number) => (closing ??= cleanup(timeoutMs)),
   };
 }
