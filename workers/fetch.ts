@@ -4,14 +4,15 @@ import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import { SourceError } from '../src/data/errors.js';
 import { getBarsCached, type BarCacheOptions } from '../src/data/bar-cache.js';
-import { createSource, type DataSource } from '../src/data/sources.js';
+import { createSource, DEFAULT_SIM_SEED, type DataSource } from '../src/data/sources.js';
 import type { YahooSourceOptions } from '../src/data/source-yahoo.js';
-import type { SourceName, SourceResult } from '../src/data/types.js';
+import type { DataQuality, SourceName, SourceResult } from '../src/data/types.js';
+import type { Domain } from '../src/domains.js';
 import type { Hidden } from '../src/router/layout.js';
 import { featureKey } from '../src/queue/keys.js';
 import { bumpRunCounter, type RunStore } from '../src/run/run-meta.js';
 import { PayloadError, validateFetchJobData, type FetchJobData, type FetchResult } from '../jobs/payloads.js';
-import type { FeatureTask, FeatureTaskResult } from './features.task.js';
+import { barsToColumns, type FeatureTask, type FeatureTaskResult } from './features.task.js';
 
 export interface FetchDeps {
   redis: Redis;
@@ -81,6 +82,40 @@ export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>) => Pr
     }
   }
 
+  async function runTask(task: FeatureTask, transferList: ArrayBuffer[] = []): Promise<FeatureTaskResult> {
+    try {
+      return (await deps.pool.run(task, { transferList })) as FeatureTaskResult;
+    } catch (err) {
+      // Feature computation is deterministic: the same bars fail the same way on every attempt.
+      throw new UnrecoverableError(`FEATURES: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+
+  /**
+   * Features of one ticker as an encoded block. Simulated bars are made on the pool thread next to the features
+   * (the default source factory only: an injected one cannot cross threads); other sources fetch here and hand the
+   * bars over as transferred columns.
+   */
+  async function features(data: FetchJobData): Promise<{ block: Uint8Array; days: number; meta: { quality: DataQuality; class?: Domain; subtype?: string } }> {
+    if (data.source === 'sim' && deps.sourceFactory === undefined) {
+      const res = await runTask({ ticker: data.ticker, hidden: deps.hidden, sim: { seed: data.seed ?? DEFAULT_SIM_SEED, range: data.range } });
+      if ('sourceError' in res) {
+        const e = new SourceError(res.sourceError.code, data.ticker, res.sourceError.message);
+        if (PERMANENT.has(e.code)) throw new UnrecoverableError(`${e.code}: ${e.message}`);
+        throw e;
+      }
+      return { block: res.block, days: res.days, meta: res.source ?? { quality: { nulls: 0, duplicates: 0, gaps: 0, reordered: 0 } } };
+    }
+    const result = await loadBars(data);
+    const columns = barsToColumns(result.bars);
+    const res = await runTask({ ticker: data.ticker, hidden: deps.hidden, bars: columns }, [columns.values.buffer as ArrayBuffer]);
+    if ('sourceError' in res) throw new UnrecoverableError(`FEATURES: unexpected source error ${res.sourceError.message}`);
+    const meta: { quality: DataQuality; class?: Domain; subtype?: string } = { quality: result.quality };
+    if (result.class !== undefined) meta.class = result.class;
+    if (result.subtype !== undefined) meta.subtype = result.subtype;
+    return { block: res.block, days: res.days, meta };
+  }
+
   async function run(job: Job<unknown>): Promise<FetchResult> {
     let data;
     try {
@@ -89,25 +124,15 @@ export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>) => Pr
       if (err instanceof PayloadError) throw new UnrecoverableError(`Invalid fetch payload: ${err.message}`);
       throw err;
     }
-    const result = await loadBars(data);
-
-    let features: FeatureTaskResult;
-    try {
-      const task: FeatureTask = { ticker: data.ticker, bars: result.bars, hidden: deps.hidden };
-      features = (await deps.pool.run(task)) as FeatureTaskResult;
-    } catch (err) {
-      // Feature computation is deterministic: the same bars fail the same way on every attempt.
-      throw new UnrecoverableError(`FEATURES: ${err instanceof Error ? err.message : String(err)}`);
-    }
-    if (features.days === 0) throw new UnrecoverableError(`NO_DATA: no routed days for ${data.ticker} after the feature warm-up`);
-
+    const { block: raw, days, meta } = await features(data);
+    if (days === 0) throw new UnrecoverableError(`NO_DATA: no routed days for ${data.ticker} after the feature warm-up`);
     const key = featureKey(deps.prefix, data.runId, data.ticker);
-    const block = Buffer.from(features.block.buffer, features.block.byteOffset, features.block.byteLength);
+    const block = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
     await deps.redis.set(key, block, 'EX', deps.featureTtlSeconds);
 
-    const out: FetchResult = { key, ticker: data.ticker, days: features.days, quality: result.quality };
-    if (result.class !== undefined) out.class = result.class;
-    if (result.subtype !== undefined) out.subtype = result.subtype;
+    const out: FetchResult = { key, ticker: data.ticker, days, quality: meta.quality };
+    if (meta.class !== undefined) out.class = meta.class;
+    if (meta.subtype !== undefined) out.subtype = meta.subtype;
     return out;
   }
 

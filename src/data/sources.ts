@@ -27,10 +27,13 @@ export interface CreateSourceOptions {
 
 export const SOURCE_NAMES: readonly SourceName[] = ['sim', 'csv', 'yahoo'];
 
+/** Simulator seed when a request names none. */
+export const DEFAULT_SIM_SEED = 7;
+
 export function createSource(opts: CreateSourceOptions): DataSource {
   switch (opts?.source) {
     case 'sim':
-      return new SimSource(opts.seed ?? 7);
+      return new SimSource(opts.seed ?? DEFAULT_SIM_SEED);
     case 'csv':
       if (typeof opts.dataDir !== 'string' || opts.dataDir === '') {
         throw new TypeError(`Expected folder path for dataDir of the csv source but received ${String(opts.dataDir)}`);
