@@ -1,12 +1,13 @@
 import os from 'node:os';
-import { WaitingError, Worker, type Job } from 'bullmq';
+import { FlowProducer, WaitingError, Worker, type Job } from 'bullmq';
 import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import type { Config } from '../src/config.js';
 import { loadModel } from '../src/router/model.js';
 import { createRenderPool } from '../src/report/index.js';
 import { closeRedis, createRedis, redactUrl, waitReady } from '../src/queue/connection.js';
-import { QUEUE_NAMES, type Role } from '../src/queue/names.js';
+import { QUEUE_NAMES, SCHEDULE_QUEUE, type WorkerRole } from '../src/queue/names.js';
+import { createScheduleProcessor } from '../jobs/schedule.js';
 import { RedisRateLimiter } from '../src/queue/rate-limit.js';
 import { createFetchProcessor } from './fetch.js';
 import { createFeaturePool } from './pool.js';
@@ -15,13 +16,13 @@ import { createRouteProcessor, openRouter, type LoadedRouter } from './route.js'
 
 export interface StartWorkersOptions {
   config: Config;
-  /** Stages this process serves. @defaultValue all three */
-  roles?: readonly Role[];
+  /** Stages this process serves (`schedule`: cron ticks that enqueue runs). @defaultValue fetch, route, report */
+  roles?: readonly WorkerRole[];
   /**
    * Jobs at once per stage. Route is 1 by default: its worker owns one router and one forward pass already uses
    * the native threads. @defaultValue fetch 4, route 1, report 1
    */
-  concurrency?: Partial<Record<Role, number>>;
+  concurrency?: Partial<Record<WorkerRole, number>>;
   /** Threads of the feature pool. @defaultValue `defaultThreads()` */
   featureThreads?: number;
   /** Threads of the render pool. @defaultValue 1 */
@@ -30,7 +31,7 @@ export interface StartWorkersOptions {
 }
 
 export interface RunningWorkers {
-  readonly workers: ReadonlyMap<Role, Worker>;
+  readonly workers: ReadonlyMap<WorkerRole, Worker>;
   /** Router backend in use, when this process routes. */
   readonly backend: string | undefined;
   /**
@@ -67,7 +68,8 @@ function handBackOnCancel(proc: Processor, logger: Logger): (job: Job<unknown>, 
     });
 }
 
-const DEFAULT_CONCURRENCY: Record<Role, number> = { fetch: 4, route: 1, report: 1 };
+const DEFAULT_CONCURRENCY: Record<WorkerRole, number> = { fetch: 4, route: 1, report: 1, schedule: 1 };
+const QUEUE_OF: Record<WorkerRole, string> = { ...QUEUE_NAMES, schedule: SCHEDULE_QUEUE };
 
 /**
  * Starts BullMQ workers for the chosen stages. Everything a stage needs for its whole life (model, router, pools)
@@ -75,13 +77,14 @@ const DEFAULT_CONCURRENCY: Record<Role, number> = { fetch: 4, route: 1, report: 
  */
 export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWorkers> {
   const { config, logger } = opts;
-  const roles = opts.roles ?? ['fetch', 'route', 'report'];
+  const roles = opts.roles ?? (['fetch', 'route', 'report'] as const);
   const redis = createRedis(config.redisUrl, { role: 'worker', name: `moe-workers:${roles.join(',')}` });
   // Workers ride out Redis restarts (ioredis reconnects); say so in the logs instead of as unhandled error events.
   redis.on('error', (err: Error) => logger.warn({ err: err.message, redis: redactUrl(config.redisUrl) }, 'redis connection error'));
   const pools: Piscina[] = [];
   let loaded: LoadedRouter | undefined;
-  const workers = new Map<Role, Worker>();
+  const workers = new Map<WorkerRole, Worker>();
+  let flow: FlowProducer | undefined;
 
   const closeWorkers = async (timeoutMs: number) => {
     const all = [...workers.values()];
@@ -99,6 +102,7 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
 
   const cleanup = async (timeoutMs = config.shutdownTimeoutMs) => {
     await closeWorkers(timeoutMs);
+    await flow?.close();
     await Promise.all(pools.map((p) => p.destroy()));
     loaded?.router.close();
     loaded = undefined;
@@ -108,7 +112,7 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
   try {
     await waitReady(redis);
     const common = { redis, prefix: config.prefix, runTtlSeconds: config.runTtlSeconds, logger };
-    const processors: Partial<Record<Role, Processor>> = {};
+    const processors: Partial<Record<WorkerRole, Processor>> = {};
     if (roles.includes('fetch')) {
       // Features must match what the route workers' model expects; the model file says which size that is.
       const { hidden } = await loadModel(config.modelPath);
@@ -134,10 +138,14 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
       pools.push(pool);
       processors.report = createReportProcessor({ ...common, reportsDir: config.reportsDir, modelPath: config.modelPath, pool });
     }
+    if (roles.includes('schedule')) {
+      flow = new FlowProducer({ connection: redis, prefix: config.prefix });
+      processors.schedule = createScheduleProcessor({ ...common, flow });
+    }
     for (const role of roles) {
       const processor = processors[role]!;
       const concurrency = opts.concurrency?.[role] ?? DEFAULT_CONCURRENCY[role];
-      const w = new Worker(QUEUE_NAMES[role], handBackOnCancel(processor, logger), {
+      const w = new Worker(QUEUE_OF[role], handBackOnCancel(processor, logger), {
         connection: redis,
         prefix: config.prefix,
         concurrency,
