@@ -158,6 +158,8 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
         maxStalledCount: 2,
       });
       w.on('error', (err) => logger.error({ role, err }, 'worker error'));
+      // A stalled job was taken over from a worker that stopped renewing its lock (crashed, or a blocked event loop).
+      w.on('stalled', (jobId) => logger.warn({ role, jobId }, 'job stalled'));
       workers.set(role, w);
     }
     await Promise.all([...workers.values()].map((w) => w.waitUntilReady()));
