@@ -10,7 +10,7 @@ import type { DataQuality, SourceName, SourceResult } from '../src/data/types.js
 import type { Domain } from '../src/domains.js';
 import type { Hidden } from '../src/router/layout.js';
 import { featureKey } from '../src/queue/keys.js';
-import { bumpRunCounter, type RunStore } from '../src/run/run-meta.js';
+import { bumpRunCounter, storeFetched, type RunStore } from '../src/run/run-meta.js';
 import { PayloadError, validateFetchJobData, type FetchJobData, type FetchResult } from '../jobs/payloads.js';
 import { barsToColumns, type FeatureTask, type FeatureTaskResult } from './features.task.js';
 
@@ -128,7 +128,7 @@ export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>) => Pr
     if (days === 0) throw new UnrecoverableError(`NO_DATA: no routed days for ${data.ticker} after the feature warm-up`);
     const key = featureKey(deps.prefix, data.runId, data.ticker);
     const block = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
-    await deps.redis.set(key, block, 'EX', deps.featureTtlSeconds);
+    await storeFetched(store, data.runId, key, block, deps.featureTtlSeconds);
 
     const out: FetchResult = { key, ticker: data.ticker, days, quality: meta.quality };
     if (meta.class !== undefined) out.class = meta.class;
@@ -139,9 +139,7 @@ export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>) => Pr
   return async (job: Job<unknown>) => {
     const runId = (job.data as { runId?: unknown } | undefined)?.runId;
     try {
-      const out = await run(job);
-      if (typeof runId === 'string') await bumpRunCounter(store, runId, 'fetched');
-      return out;
+      return await run(job);
     } catch (err) {
       const final = isFinalAttempt(job, err);
       deps.logger.warn({ jobId: job.id, attempt: job.attemptsMade + 1, final, err }, 'fetch failed');

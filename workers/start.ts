@@ -20,7 +20,9 @@ export interface StartWorkersOptions {
   roles?: readonly WorkerRole[];
   /**
    * Jobs at once per stage. Route is 1 by default: its worker owns one router and one forward pass already uses
-   * the native threads. @defaultValue fetch 4, route 1, report 1
+   * the native threads. A fetch job mostly waits (Redis round trips, the pool, the network), so many run at once:
+   * 4 at a time left the fetch stage latency-bound with the pool threads idle 60 % of the time (bench:pipeline
+   * --cpu-prof, 5,000 tickers). @defaultValue fetch 16, route 1, report 1, schedule 1
    */
   concurrency?: Partial<Record<WorkerRole, number>>;
   /** Threads of the feature pool. @defaultValue `defaultThreads()` */
@@ -71,7 +73,7 @@ function handBackOnCancel(proc: Processor, logger: Logger): (job: Job<unknown>, 
     });
 }
 
-const DEFAULT_CONCURRENCY: Record<WorkerRole, number> = { fetch: 4, route: 1, report: 1, schedule: 1 };
+const DEFAULT_CONCURRENCY: Record<WorkerRole, number> = { fetch: 16, route: 1, report: 1, schedule: 1 };
 const QUEUE_OF: Record<WorkerRole, string> = { ...QUEUE_NAMES, schedule: SCHEDULE_QUEUE };
 
 /**

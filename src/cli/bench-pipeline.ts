@@ -56,7 +56,7 @@ const SELF = fileURLToPath(import.meta.url);
 const WORKERS_CLI = path.join(REPO, 'src/cli/workers.ts');
 
 /** Jobs at once per stage, the same for the bare and the real workers so the two differ only in the work. */
-const CONCURRENCY: Record<Role, number> = { fetch: 8, route: 1, report: 1 };
+const CONCURRENCY: Record<Role, number> = { fetch: 16, route: 1, report: 1 };
 
 /** N distinct simulated tickers spread over every sub-type (and so over the four domains). */
 export function benchTickers(n: number): string[] {
@@ -358,6 +358,7 @@ export async function main(argv: readonly string[], out: (line: string) => void 
           ...(real.stagesMs ? { stagesMs: real.stagesMs } : {}),
           ...(real.rssAfterRunMB ? { rssAfterRunMB: real.rssAfterRunMB } : {}),
           cpus: os.availableParallelism(),
+          prefix,
           loadBefore: load0.map((l) => Number(l.toFixed(2))),
           loadAfter: load1.map((l) => Number(l.toFixed(2))),
         }),

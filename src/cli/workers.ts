@@ -13,8 +13,8 @@ Run as many processes on as many hosts as you like; they share the queues throug
 
 Options:
   --only LIST        stages to serve (default fetch,route,report,schedule; schedule turns cron ticks into runs)
-  --concurrency N    fetch jobs at once (default 4; route and report take one job at a time)
-  --threads N        feature-pool threads (default: CPUs - 1, 1..4)
+  --concurrency N    fetch jobs at once (default 16; route and report take one job at a time)
+  --threads N        feature-pool threads (default: the CPU count, at most 4)
   --help             this text
 
 On SIGTERM/SIGINT the workers take no new jobs and finish active ones for up to SHUTDOWN_TIMEOUT_MS (default
@@ -44,7 +44,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
     roles = listFlag(args, 'only', WORKER_ROLES, WORKER_ROLES);
-    concurrency = intFlag(args, 'concurrency', 4, 1, 64);
+    concurrency = intFlag(args, 'concurrency', 16, 1, 64);
     threads = args.flags.has('threads') ? intFlag(args, 'threads', 1, 1, 64) : undefined;
     config = loadConfig();
   } catch (err) {
