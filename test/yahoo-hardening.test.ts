@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { barCacheKey, getBarsCached } from '../src/data/bar-cache.js';
@@ -11,6 +12,10 @@ import { YahooSource, type YahooSourceOptions } from '../src/data/source-yahoo.j
 import type { FetchRange, SourceResult } from '../src/data/types.js';
 import { closeRedis, createRedis } from '../src/queue/connection.js';
 import { RedisRateLimiter } from '../src/queue/rate-limit.js';
+import { createSource } from '../src/data/sources.js';
+import { createLogger } from '../src/log.js';
+import { createFetchProcessor } from '../workers/fetch.js';
+import { createFeaturePool } from '../workers/pool.js';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const fixtureDir = path.resolve(repoRoot, '../shared/yahoo-fixtures');
@@ -255,5 +260,62 @@ describe('shared Redis rate limit and bar cache', () => {
     const good = countingSource();
     expect((await getBarsCached({ redis: a, prefix }, good, 'IEF', range)).cached).toBe(false);
     expect(good.calls).toHaveLength(1);
+  });
+});
+
+describe.skipIf(!haveFixtures)('fetch worker on yahoo: cache across runs, permanent failures', () => {
+  const prefix = `t-yhw-${randomUUID().slice(0, 8)}`;
+  let redis: Redis;
+
+  beforeAll(() => {
+    redis = createRedis('redis://127.0.0.1:6379');
+  });
+
+  afterAll(async () => {
+    for await (const keys of redis.scanStream({ match: `${prefix}:*`, count: 500 })) {
+      if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
+    }
+    await closeRedis(redis);
+  });
+
+  it('fetches a ticker once for two runs, and fails a delisted one at once with the reason', async () => {
+    const tsla = body(TSLA);
+    const urls: string[] = [];
+    const http = (async (input: Parameters<typeof fetch>[0]) => {
+      const url = String(input instanceof Request ? input.url : input);
+      urls.push(url);
+      if (url.includes('/chart/TSLA')) return json(tsla);
+      return json({ chart: { result: null, error: { code: 'Not Found', description: 'No data found, symbol may be delisted' } } }, 404);
+    }) as typeof fetch;
+    const pool = createFeaturePool(1);
+    try {
+      const p = createFetchProcessor({
+        redis,
+        prefix,
+        featureTtlSeconds: 60,
+        runTtlSeconds: 60,
+        hidden: 16,
+        pool,
+        logger: createLogger({ name: 't', level: 'silent' }),
+        sourceFactory: (o) => createSource({ ...o, fetch: http }),
+        yahoo: { sleep: async () => undefined },
+        barCache: { redis, prefix, ttlSeconds: 120 },
+      });
+      const job = (runId: string, ticker: string) =>
+        ({ id: `fetch_${runId}_${ticker}`, data: { runId, ticker, source: 'yahoo', range: TSLA_RANGE }, attemptsMade: 0, opts: { attempts: 3 } }) as unknown as Job;
+      const a = await p(job(randomUUID(), 'TSLA'));
+      const b = await p(job(randomUUID(), 'TSLA'));
+      expect(a.days).toBe(20);
+      expect(b.days).toBe(20);
+      expect(b.key).not.toBe(a.key);
+      expect(urls.filter((u) => u.includes('/chart/TSLA'))).toHaveLength(1);
+
+      const err = await p(job(randomUUID(), 'ZZZDELISTED')).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(UnrecoverableError);
+      expect((err as Error).message).toBe('UNKNOWN_TICKER: Expected a symbol Yahoo knows for ZZZDELISTED but received: No data found, symbol may be delisted');
+      expect(urls.filter((u) => u.includes('ZZZDELISTED'))).toHaveLength(1);
+    } finally {
+      await pool.destroy();
+    }
   });
 });
