@@ -49,7 +49,8 @@ function isFinalAttempt(job: Job<unknown>, err: unknown): boolean {
  * Fetch stage: bars from the source → features on the pool → binary block in Redis with a TTL. Returns only the
  * key and a small summary; the route job reads the block.
  */
-export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>) => Promise<FetchResult> {
+/** The processor takes BullMQ's `(job, token, signal)`; the signal aborts when the job is handed back at shutdown. */
+export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>, token?: string, signal?: AbortSignal) => Promise<FetchResult> {
   const makeSource = deps.sourceFactory ?? createSource;
   const store: RunStore = { redis: deps.redis, prefix: deps.prefix, ttlSeconds: deps.runTtlSeconds };
 
@@ -136,14 +137,15 @@ export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>) => Pr
     return out;
   }
 
-  return async (job: Job<unknown>) => {
+  return async (job: Job<unknown>, _token?: string, signal?: AbortSignal) => {
     const runId = (job.data as { runId?: unknown } | undefined)?.runId;
     try {
       return await run(job);
     } catch (err) {
       const final = isFinalAttempt(job, err);
       deps.logger.warn({ jobId: job.id, attempt: job.attemptsMade + 1, final, err }, 'fetch failed');
-      if (final && typeof runId === 'string') {
+      // A job handed back at shutdown fails here only because its pools are closing; another worker redoes it.
+      if (final && typeof runId === 'string' && signal?.aborted !== true) {
         // Progress counters are cosmetic; losing one must not replace the job's real error.
         await bumpRunCounter(store, runId, 'fetchFailed').catch((e: unknown) => deps.logger.error({ err: e }, 'could not count fetch failure'));
       }

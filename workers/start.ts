@@ -47,7 +47,8 @@ export interface RunningWorkers {
   close(timeoutMs?: number): Promise<void>;
 }
 
-type Processor = (job: Job<unknown>) => Promise<unknown>;
+/** A stage processor; `signal` aborts when the job was handed back at shutdown (its result no longer counts). */
+type Processor = (job: Job<unknown>, token?: string, signal?: AbortSignal) => Promise<unknown>;
 
 /**
  * A processor whose job goes back to the wait list when the worker cancels it (shutdown time-out), instead of
@@ -69,7 +70,7 @@ function handBackOnCancel(proc: Processor, logger: Logger): (job: Job<unknown>, 
       };
       if (signal?.aborted) return onAbort();
       signal?.addEventListener('abort', onAbort, { once: true });
-      proc(job).then(resolve, reject).finally(() => signal?.removeEventListener('abort', onAbort));
+      proc(job, token, signal).then(resolve, reject).finally(() => signal?.removeEventListener('abort', onAbort));
     });
 }
 
