@@ -92,6 +92,8 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
   const workers = new Map<WorkerRole, Worker>();
   let flow: FlowProducer | undefined;
 
+  /** True once jobs were handed back: their processors may still be running (a forward pass in native code). */
+  let handedBack = false;
   const closeWorkers = async (timeoutMs: number) => {
     const all = [...workers.values()];
     const graceful = Promise.all(all.map((w) => w.close()));
@@ -101,6 +103,7 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
     clearTimeout(timer);
     if (first === 'timeout') {
       logger.warn({ timeoutMs }, 'shutdown time-out: handing active jobs back to their queues');
+      handedBack = true;
       for (const w of all) w.cancelAllJobs('worker shutting down');
       await graceful;
     }
@@ -110,7 +113,9 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
     await closeWorkers(timeoutMs);
     await flow?.close();
     await Promise.all(pools.map((p) => p.destroy()));
-    loaded?.router.close();
+    // A handed-back route job may still be inside the router; freeing it under a running forward pass is unsafe, and
+    // the process is about to exit, which frees it anyway.
+    if (!handedBack) loaded?.router.close();
     loaded = undefined;
     await closeRedis(redis);
   };
