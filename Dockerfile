@@ -8,4 +8,4 @@ RUN npm ci --no-audit --no-fund
 COPY . .
 RUN npx cmake-js compile --out build
 ENV MOE_SKIP_SETUP=1 NODE_ENV=production
-CMD ["npx", "tsx", "src/cli/workers.ts"]
+CMD ["node", "--import", "tsx", "src/cli/workers.ts"]

@@ -4,7 +4,7 @@ import type { FlowProducer } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { validateTicker } from '../src/data/validate.js';
 import type { FetchRange, SourceName } from '../src/data/types.js';
-import { jobIds } from '../src/queue/keys.js';
+import { isRunId, jobIds, runKey } from '../src/queue/keys.js';
 import { QUEUE_NAMES } from '../src/queue/names.js';
 import { createRunMeta, updateRunMeta, type RunStore } from '../src/run/run-meta.js';
 import { FETCH_JOB_OPTIONS, REPORT_JOB_OPTIONS, ROUTE_JOB_OPTIONS } from './job-options.js';
@@ -47,6 +47,10 @@ export interface EnqueuedRun {
   reportJobId: string;
 }
 
+async function runExists(store: RunStore, runId: string): Promise<boolean> {
+  return (await store.redis.exists(runKey(store.prefix, runId))) === 1;
+}
+
 /** Validates and canonicalises tickers; throws PayloadError naming the first bad one. */
 export function canonicalTickers(raw: readonly string[]): string[] {
   if (raw.length === 0) throw new PayloadError('tickers', 'Expected at least one ticker for tickers but received none');
@@ -74,10 +78,19 @@ export function canonicalTickers(raw: readonly string[]): string[] {
  * Enqueues one run as one flow: report ← route ← fetch × N. The run id is a fresh UUID (never user text), so
  * report folders and keys cannot be steered by input. Payloads are validated here exactly as workers will.
  */
-export async function enqueueRun(ctx: EnqueueContext, req: RunRequest): Promise<EnqueuedRun> {
+export interface EnqueueOptions {
+  /**
+   * Run id to use instead of a fresh one (scheduled runs derive it from their tick). Enqueueing the same id again
+   * keeps the existing metadata and re-adds the same job ids, which BullMQ ignores: one run, not two.
+   */
+  runId?: string;
+}
+
+export async function enqueueRun(ctx: EnqueueContext, req: RunRequest, opts: EnqueueOptions = {}): Promise<EnqueuedRun> {
   const tickers = canonicalTickers(req.tickers);
   const range = validateRange(req.range);
-  const runId = randomUUID();
+  if (opts.runId !== undefined && !isRunId(opts.runId)) throw new PayloadError('runId', `Expected run id (lower-case UUID) for runId but received ${JSON.stringify(opts.runId)}`);
+  const runId = opts.runId ?? randomUUID();
   const createdAt = new Date().toISOString();
   const dataDir = req.dataDir === undefined ? undefined : path.resolve(req.dataDir);
 
@@ -91,7 +104,14 @@ export async function enqueueRun(ctx: EnqueueContext, req: RunRequest): Promise<
   const reportData: ReportJobData = { runId, source: req.source, tickers, createdAt };
 
   const store: RunStore = { redis: ctx.redis, prefix: ctx.prefix, ttlSeconds: ctx.runTtlSeconds };
-  await createRunMeta(store, { runId, source: req.source, tickers, createdAt });
+  const reportJobId = jobIds.report(runId);
+  if (opts.runId !== undefined && (await runExists(store, runId))) {
+    // The flow's root is added last in one transaction: if it exists the whole flow does, and adding it again could
+    // re-create children that already finished and were trimmed.
+    if ((await ctx.redis.exists(`${ctx.prefix}:${QUEUE_NAMES.report}:${reportJobId}`)) === 1) return { runId, tickers, createdAt, reportJobId };
+  } else {
+    await createRunMeta(store, { runId, source: req.source, tickers, createdAt });
+  }
   try {
     await ctx.flow.add({
       name: 'report',

@@ -12,8 +12,11 @@ import { isRunId } from '../src/queue/keys.js';
 export const SOURCE_NAMES: readonly SourceName[] = ['sim', 'csv', 'yahoo'];
 /** Most routed days one run may ask for (ten years of trading days). */
 export const MAX_DAYS = 2520;
-/** Most tickers in one run; the route job loads all their features into one batch. */
-export const MAX_TICKERS = 1000;
+/**
+ * Most tickers in one run. The route job loads all their features into one batch: 10,000 tickers × 250 days × H 32
+ * is 320 MB of float32 embeddings, about what one worker should hold; larger universes go in several runs.
+ */
+export const MAX_TICKERS = 10_000;
 
 export class PayloadError extends Error {
   readonly code = 'BAD_PAYLOAD';

@@ -48,6 +48,24 @@ export interface Config {
    * other's runs (tests use one per test). @defaultValue `moe` (env `MOE_PREFIX`)
    */
   prefix: string;
+  yahoo: {
+    /** Time-out of one Yahoo request, body included. @defaultValue 10000 (env `YAHOO_TIMEOUT_MS`) */
+    timeoutMs: number;
+    /** Requests per second to Yahoo, shared by every fetch worker on this Redis. @defaultValue 2 (env `YAHOO_MAX_PER_SECOND`) */
+    maxPerSecond: number;
+  };
+  /** Lifetime of cached Yahoo bars; one fetch per ticker and range per day. @defaultValue 86400 (env `BAR_CACHE_TTL_SECONDS`) */
+  barCacheTtlSeconds: number;
+  /**
+   * Lock of an active job; a worker that dies (kill -9, lost host) hands its jobs to others about this long after.
+   * @defaultValue 30000 (env `JOB_LOCK_MS`)
+   */
+  jobLockMs: number;
+  /**
+   * On SIGTERM, how long workers may finish active jobs before handing the rest back to the queue and exiting.
+   * @defaultValue 30000 (env `SHUTDOWN_TIMEOUT_MS`)
+   */
+  shutdownTimeoutMs: number;
 }
 
 export type ConfigErrorCode = 'CONFIG_INVALID' | 'BACKEND_UNAVAILABLE';
@@ -137,6 +155,15 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   const featureTtlSeconds = positiveInt(env, 'FEATURE_TTL_SECONDS', 86_400, problems);
   const runTtlSeconds = positiveInt(env, 'RUN_TTL_SECONDS', 604_800, problems);
 
+  const yahoo = {
+    timeoutMs: positiveInt(env, 'YAHOO_TIMEOUT_MS', 10_000, problems, 300_000),
+    maxPerSecond: positiveInt(env, 'YAHOO_MAX_PER_SECOND', 2, problems, 1_000),
+  };
+  const barCacheTtlSeconds = positiveInt(env, 'BAR_CACHE_TTL_SECONDS', 86_400, problems);
+  const jobLockMs = positiveInt(env, 'JOB_LOCK_MS', 30_000, problems, 3_600_000);
+  if (jobLockMs < 1000) problems.push(`Expected at least 1000 for JOB_LOCK_MS but received ${jobLockMs}`);
+  const shutdownTimeoutMs = positiveInt(env, 'SHUTDOWN_TIMEOUT_MS', 30_000, problems, 3_600_000);
+
   const prefix = env.MOE_PREFIX?.trim() || 'moe';
   if (!PREFIX_RE.test(prefix)) {
     problems.push(`Expected 1-64 characters [A-Za-z0-9_.-] starting with a letter or digit for MOE_PREFIX but received ${show(prefix)}`);
@@ -153,6 +180,10 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     featureTtlSeconds,
     runTtlSeconds,
     prefix,
+    yahoo,
+    barCacheTtlSeconds,
+    jobLockMs,
+    shutdownTimeoutMs,
   };
 }
 

@@ -43,7 +43,7 @@ describe('workers CLI', () => {
     const spy = vi.spyOn(console, 'error').mockImplementation((m: unknown) => void errors.push(String(m)));
     try {
       for (const [args, msg] of [
-        [['--only', 'fetch,gpu'], 'Expected one of fetch, route, report for --only but received "gpu"'],
+        [['--only', 'fetch,gpu'], 'Expected one of fetch, route, report, schedule for --only but received "gpu"'],
         [['--concurrency', '0'], 'Expected integer in 1..64 for --concurrency but received "0"'],
         [['extra'], 'Expected no positional arguments but received "extra"'],
       ] as const) {

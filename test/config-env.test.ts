@@ -15,8 +15,20 @@ describe('loadConfig', () => {
       featureTtlSeconds: 86_400,
       runTtlSeconds: 604_800,
       prefix: 'moe',
+      yahoo: { timeoutMs: 10_000, maxPerSecond: 2 },
+      barCacheTtlSeconds: 86_400,
+      jobLockMs: 30_000,
+      shutdownTimeoutMs: 30_000,
     });
     expect(path.isAbsolute(c.modelPath)).toBe(true);
+  });
+
+  it('reads the production knobs and refuses a lock under one second', () => {
+    const c = loadConfig({ YAHOO_TIMEOUT_MS: '2500', YAHOO_MAX_PER_SECOND: '5', BAR_CACHE_TTL_SECONDS: '60', JOB_LOCK_MS: '2000', SHUTDOWN_TIMEOUT_MS: '500' });
+    expect(c.yahoo).toEqual({ timeoutMs: 2500, maxPerSecond: 5 });
+    expect([c.barCacheTtlSeconds, c.jobLockMs, c.shutdownTimeoutMs]).toEqual([60, 2000, 500]);
+    expect(() => loadConfig({ JOB_LOCK_MS: '200' })).toThrow('Expected at least 1000 for JOB_LOCK_MS but received 200');
+    expect(() => loadConfig({ YAHOO_MAX_PER_SECOND: '0' })).toThrow('Expected integer in 1..1000 for YAHOO_MAX_PER_SECOND but received "0"');
   });
 
   it('reads and normalises values', () => {

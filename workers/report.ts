@@ -80,7 +80,7 @@ export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => 
     (err: unknown) => deps.logger.warn({ err }, 'render pool warm-up failed'),
   );
 
-  async function run(job: Job<unknown>): Promise<ReportResult> {
+  async function run(job: Job<unknown>, signal?: AbortSignal): Promise<ReportResult> {
     const t0 = performance.now();
     let data;
     try {
@@ -118,6 +118,8 @@ export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => 
     // The run id is a validated UUID, so the folder cannot escape REPORTS_DIR.
     const outDir = path.join(deps.reportsDir, data.runId);
     const files = await renderReports(input, outDir, { pool: deps.pool });
+    // Handed back at shutdown while rendering: another worker redoes the job, and this one's Redis is closing.
+    if (signal?.aborted) throw new Error('report job handed back at shutdown');
 
     // Timings are only known once rendering is done: finish the summary files with them.
     const finished = new Date();
@@ -148,10 +150,12 @@ export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => 
     return { reportDir: outDir, files, routed, failed: summary.failed.length };
   }
 
-  return async (job: Job<unknown>) => {
+  return async (job: Job<unknown>, _token?: string, signal?: AbortSignal) => {
     try {
-      return await run(job);
+      return await run(job, signal);
     } catch (err) {
+      // A handed-back job's outcome no longer counts: nothing to log or mark, the next worker owns the run.
+      if (signal?.aborted) throw err;
       const final = err instanceof UnrecoverableError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       const runId = (job.data as { runId?: unknown } | undefined)?.runId;
       deps.logger.error({ jobId: job.id, final, err }, 'report failed');

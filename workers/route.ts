@@ -122,6 +122,8 @@ export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Pr
       if (err instanceof PayloadError) throw new UnrecoverableError(`Invalid route payload: ${err.message}`);
       throw err;
     }
+    // Logged before any work: operators (and the crash tests) can tell a route job that started from one that waits.
+    deps.logger.info({ runId: data.runId, jobId: job.id, attempt: job.attemptsMade + 1 }, 'routing started');
     await updateRunMeta(store, data.runId, { status: 'routing' });
     const fetchMs = Math.max(0, (job.processedOn ?? Date.now()) - job.timestamp);
 

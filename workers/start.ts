@@ -1,41 +1,84 @@
-import { Worker, type Job } from 'bullmq';
+import os from 'node:os';
+import { FlowProducer, WaitingError, Worker, type Job } from 'bullmq';
 import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import type { Config } from '../src/config.js';
 import { loadModel } from '../src/router/model.js';
 import { createRenderPool } from '../src/report/index.js';
 import { closeRedis, createRedis, redactUrl, waitReady } from '../src/queue/connection.js';
-import { QUEUE_NAMES, type Role } from '../src/queue/names.js';
+import { QUEUE_NAMES, SCHEDULE_QUEUE, type WorkerRole } from '../src/queue/names.js';
+import { createScheduleProcessor } from '../jobs/schedule.js';
+import { RedisRateLimiter } from '../src/queue/rate-limit.js';
 import { createFetchProcessor } from './fetch.js';
-import { createFeaturePool } from './pool.js';
+import { createFeaturePool, trackRunning } from './pool.js';
 import { createReportProcessor } from './report.js';
 import { createRouteProcessor, openRouter, type LoadedRouter } from './route.js';
 
 export interface StartWorkersOptions {
   config: Config;
-  /** Stages this process serves. @defaultValue all three */
-  roles?: readonly Role[];
+  /** Stages this process serves (`schedule`: cron ticks that enqueue runs). @defaultValue fetch, route, report */
+  roles?: readonly WorkerRole[];
   /**
    * Jobs at once per stage. Route is 1 by default: its worker owns one router and one forward pass already uses
-   * the native threads. @defaultValue fetch 4, route 1, report 1
+   * the native threads. A fetch job mostly waits (Redis round trips, the pool, the network), so many run at once:
+   * 4 at a time left the fetch stage latency-bound with the pool threads idle 60 % of the time (bench:pipeline
+   * --cpu-prof, 5,000 tickers). @defaultValue fetch 16, route 1, report 1, schedule 1
    */
-  concurrency?: Partial<Record<Role, number>>;
+  concurrency?: Partial<Record<WorkerRole, number>>;
   /** Threads of the feature pool. @defaultValue `defaultThreads()` */
   featureThreads?: number;
-  /** Threads of the render pool. @defaultValue 1 */
+  /**
+   * Threads of the render pool; the four figures of a report render in parallel, so up to 4 help.
+   * @defaultValue the CPU count, at most 4
+   */
   renderThreads?: number;
   logger: Logger;
 }
 
 export interface RunningWorkers {
-  readonly workers: ReadonlyMap<Role, Worker>;
+  readonly workers: ReadonlyMap<WorkerRole, Worker>;
   /** Router backend in use, when this process routes. */
   readonly backend: string | undefined;
-  /** Stops taking jobs, waits for active ones, then frees pools, the router and Redis. Safe to call twice. */
-  close(): Promise<void>;
+  /**
+   * Stops taking jobs and waits up to `timeoutMs` for active ones; jobs still running then are handed back to their
+   * queue (waiting again, for any other worker). Then frees pools, the router and Redis. Safe to call twice.
+   * @param timeoutMs - @defaultValue `config.shutdownTimeoutMs`
+   */
+  close(timeoutMs?: number): Promise<void>;
 }
 
-const DEFAULT_CONCURRENCY: Record<Role, number> = { fetch: 4, route: 1, report: 1 };
+/** A stage processor; `signal` aborts when the job was handed back at shutdown (its result no longer counts). */
+type Processor = (job: Job<unknown>, token?: string, signal?: AbortSignal) => Promise<unknown>;
+
+/**
+ * A processor whose job goes back to the wait list when the worker cancels it (shutdown time-out), instead of
+ * waiting out its lock as a stalled job. The inner work cannot be interrupted; it is simply no longer awaited, and
+ * its writes are idempotent (fixed keys), so the next worker redoing the job is harmless.
+ */
+function handBackOnCancel(proc: Processor, logger: Logger): (job: Job<unknown>, token?: string, signal?: AbortSignal) => Promise<unknown> {
+  // Three declared parameters: BullMQ passes the cancel signal only to processors that take one.
+  return (job, token, signal) =>
+    new Promise((resolve, reject) => {
+      const onAbort = () => {
+        job.moveToWait(token).then(
+          () => {
+            logger.warn({ jobId: job.id, queue: job.queueName }, 'handed back to the queue at shutdown');
+            reject(new WaitingError());
+          },
+          (err: unknown) => reject(err instanceof Error ? err : new Error(String(err))),
+        );
+      };
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      proc(job, token, signal).then(resolve, reject).finally(() => signal?.removeEventListener('abort', onAbort));
+    });
+}
+
+/** Longest wait at shutdown for pool tasks that outlived their job (a 1,000-ticker render takes about 1–4 s). */
+const POOL_DRAIN_MS = 15_000;
+
+const DEFAULT_CONCURRENCY: Record<WorkerRole, number> = { fetch: 16, route: 1, report: 1, schedule: 1 };
+const QUEUE_OF: Record<WorkerRole, string> = { ...QUEUE_NAMES, schedule: SCHEDULE_QUEUE };
 
 /**
  * Starts BullMQ workers for the chosen stages. Everything a stage needs for its whole life (model, router, pools)
@@ -43,18 +86,44 @@ const DEFAULT_CONCURRENCY: Record<Role, number> = { fetch: 4, route: 1, report: 
  */
 export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWorkers> {
   const { config, logger } = opts;
-  const roles = opts.roles ?? ['fetch', 'route', 'report'];
+  const roles = opts.roles ?? (['fetch', 'route', 'report'] as const);
   const redis = createRedis(config.redisUrl, { role: 'worker', name: `moe-workers:${roles.join(',')}` });
   // Workers ride out Redis restarts (ioredis reconnects); say so in the logs instead of as unhandled error events.
   redis.on('error', (err: Error) => logger.warn({ err: err.message, redis: redactUrl(config.redisUrl) }, 'redis connection error'));
-  const pools: Piscina[] = [];
+  const pools: { pool: Piscina; idle: (timeoutMs: number) => Promise<void> }[] = [];
   let loaded: LoadedRouter | undefined;
-  const workers = new Map<Role, Worker>();
+  const workers = new Map<WorkerRole, Worker>();
+  let flow: FlowProducer | undefined;
 
-  const cleanup = async () => {
-    await Promise.all([...workers.values()].map((w) => w.close()));
-    await Promise.all(pools.map((p) => p.destroy()));
-    loaded?.router.close();
+  /** True once jobs were handed back: their processors may still be running (a forward pass in native code). */
+  let handedBack = false;
+  const closeWorkers = async (timeoutMs: number) => {
+    const all = [...workers.values()];
+    const graceful = Promise.all(all.map((w) => w.close()));
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)));
+    const first = await Promise.race([graceful.then(() => 'done' as const), expired]);
+    clearTimeout(timer);
+    if (first === 'timeout') {
+      logger.warn({ timeoutMs }, 'shutdown time-out: handing active jobs back to their queues');
+      handedBack = true;
+      for (const w of all) w.cancelAllJobs('worker shutting down');
+      await graceful;
+    }
+  };
+
+  const cleanup = async (timeoutMs = config.shutdownTimeoutMs) => {
+    await closeWorkers(timeoutMs);
+    await flow?.close();
+    // Tasks still running (a warm-up render, a handed-back report) finish first: a thread terminated inside native
+    // rendering code can take the whole process down. Bounded, so a stuck task cannot hold the exit forever.
+    await Promise.all(pools.map(async ({ pool, idle }) => {
+      await idle(POOL_DRAIN_MS);
+      await pool.destroy();
+    }));
+    // A handed-back route job may still be inside the router; freeing it under a running forward pass is unsafe, and
+    // the process is about to exit, which frees it anyway.
+    if (!handedBack) loaded?.router.close();
     loaded = undefined;
     await closeRedis(redis);
   };
@@ -62,28 +131,56 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
   try {
     await waitReady(redis);
     const common = { redis, prefix: config.prefix, runTtlSeconds: config.runTtlSeconds, logger };
-    const processors: Partial<Record<Role, (job: Job<unknown>) => Promise<unknown>>> = {};
+    const processors: Partial<Record<WorkerRole, Processor>> = {};
     if (roles.includes('fetch')) {
       // Features must match what the route workers' model expects; the model file says which size that is.
       const { hidden } = await loadModel(config.modelPath);
       const pool = createFeaturePool(opts.featureThreads);
-      pools.push(pool);
-      processors.fetch = createFetchProcessor({ ...common, featureTtlSeconds: config.featureTtlSeconds, hidden, pool });
+      pools.push({ pool, ...trackRunning(pool) });
+      // One request rate for every fetch worker on this Redis, whatever the number of processes and hosts.
+      const limiter = new RedisRateLimiter({ redis, key: `${config.prefix}:ratelimit:yahoo`, max: config.yahoo.maxPerSecond, windowMs: 1000 });
+      processors.fetch = createFetchProcessor({
+        ...common,
+        featureTtlSeconds: config.featureTtlSeconds,
+        hidden,
+        pool,
+        yahoo: { timeoutMs: config.yahoo.timeoutMs, limiter },
+        barCache: { redis, prefix: config.prefix, ttlSeconds: config.barCacheTtlSeconds },
+      });
     }
     if (roles.includes('route')) {
       loaded = await openRouter(config.modelPath, config.backend);
       processors.route = createRouteProcessor({ ...common, featureTtlSeconds: config.featureTtlSeconds, loaded });
     }
     if (roles.includes('report')) {
-      const pool = createRenderPool({ maxThreads: opts.renderThreads ?? 1 });
-      pools.push(pool);
+      // One thread rendered the four figures one after another: 75 % of a 500-ticker run's time on 2 CPUs
+      // (bench:pipeline, report stage 3.5 s of 4.5 s); the figures are independent.
+      const pool = createRenderPool({ maxThreads: opts.renderThreads ?? Math.max(1, Math.min(4, os.availableParallelism())) });
+      pools.push({ pool, ...trackRunning(pool) });
       processors.report = createReportProcessor({ ...common, reportsDir: config.reportsDir, modelPath: config.modelPath, pool });
+    }
+    if (roles.includes('schedule')) {
+      flow = new FlowProducer({ connection: redis, prefix: config.prefix });
+      processors.schedule = createScheduleProcessor({ ...common, flow });
     }
     for (const role of roles) {
       const processor = processors[role]!;
       const concurrency = opts.concurrency?.[role] ?? DEFAULT_CONCURRENCY[role];
-      const w = new Worker(QUEUE_NAMES[role], processor, { connection: redis, prefix: config.prefix, concurrency });
+      const w = new Worker(QUEUE_OF[role], handBackOnCancel(processor, logger), {
+        connection: redis,
+        prefix: config.prefix,
+        concurrency,
+        // Shown as the job's processedBy, so a dashboard (and the crash tests) can tell which process ran a job.
+        name: `${os.hostname()}:${process.pid}:${role}`,
+        // A dead worker's jobs are taken over about one lock period after its last renewal; a job may stall twice
+        // (two crashed workers) before it fails.
+        lockDuration: config.jobLockMs,
+        stalledInterval: config.jobLockMs,
+        maxStalledCount: 2,
+      });
       w.on('error', (err) => logger.error({ role, err }, 'worker error'));
+      // A stalled job was taken over from a worker that stopped renewing its lock (crashed, or a blocked event loop).
+      w.on('stalled', (jobId) => logger.warn({ role, jobId }, 'job stalled'));
       workers.set(role, w);
     }
     await Promise.all([...workers.values()].map((w) => w.waitUntilReady()));
@@ -97,6 +194,6 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
   return {
     workers,
     backend: loaded?.router.backend,
-    close: () => (closing ??= cleanup()),
+    close: (timeoutMs?: number) => (closing ??= cleanup(timeoutMs)),
   };
 }

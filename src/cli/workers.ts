@@ -2,22 +2,26 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
-import { ROLES, type Role } from '../queue/names.js';
+import { WORKER_ROLES, type WorkerRole } from '../queue/names.js';
 import { startWorkers } from '../../workers/start.js';
 import { intFlag, listFlag, parseArgs, UsageError } from './args.js';
 
-export const WORKERS_USAGE = `Usage: npm run workers -- [--only fetch,route,report] [--concurrency N] [--threads N]
+export const WORKERS_USAGE = `Usage: npm run workers -- [--only fetch,route,report,schedule] [--concurrency N] [--threads N]
 
 Starts BullMQ workers for the pipeline stages and runs until SIGINT/SIGTERM, then finishes active jobs and exits.
 Run as many processes on as many hosts as you like; they share the queues through REDIS_URL. One route worker per GPU.
 
 Options:
-  --only LIST        stages to serve (default fetch,route,report)
-  --concurrency N    fetch jobs at once (default 4; route and report take one job at a time)
-  --threads N        feature-pool threads (default: CPUs - 1, 1..4)
+  --only LIST        stages to serve (default fetch,route,report,schedule; schedule turns cron ticks into runs)
+  --concurrency N    fetch jobs at once (default 16; route and report take one job at a time)
+  --threads N        feature-pool threads (default: the CPU count, at most 4)
   --help             this text
 
-Environment: REDIS_URL, MOE_PREFIX, MOE_MODEL, MOE_BACKEND (auto|cpu), REPORTS_DIR, LOG_LEVEL, FEATURE_TTL_SECONDS.
+On SIGTERM/SIGINT the workers take no new jobs and finish active ones for up to SHUTDOWN_TIMEOUT_MS (default
+30000); jobs still running then go back to their queue for another worker, and the process exits 0.
+
+Environment: REDIS_URL, MOE_PREFIX, MOE_MODEL, MOE_BACKEND (auto|cpu), REPORTS_DIR, LOG_LEVEL, FEATURE_TTL_SECONDS,
+SHUTDOWN_TIMEOUT_MS, JOB_LOCK_MS, YAHOO_TIMEOUT_MS, YAHOO_MAX_PER_SECOND, BAR_CACHE_TTL_SECONDS.
 Logs are JSON lines (pino) on stdout.`;
 
 const FLAGS = {
@@ -28,7 +32,7 @@ const FLAGS = {
 } as const;
 
 export async function main(argv: readonly string[]): Promise<number> {
-  let roles: Role[];
+  let roles: WorkerRole[];
   let concurrency: number;
   let threads: number | undefined;
   let config;
@@ -39,8 +43,8 @@ export async function main(argv: readonly string[]): Promise<number> {
       return 0;
     }
     if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
-    roles = listFlag(args, 'only', ROLES, ROLES);
-    concurrency = intFlag(args, 'concurrency', 4, 1, 64);
+    roles = listFlag(args, 'only', WORKER_ROLES, WORKER_ROLES);
+    concurrency = intFlag(args, 'concurrency', 16, 1, 64);
     threads = args.flags.has('threads') ? intFlag(args, 'threads', 1, 1, 64) : undefined;
     config = loadConfig();
   } catch (err) {

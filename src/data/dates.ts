@@ -16,8 +16,26 @@ export function isoToDays(iso: string): number {
   return daysToIso(days) === iso ? days : Number.NaN;
 }
 
+/**
+ * ISO date of a day number, by integer arithmetic (H. Hinnant's civil_from_days) instead of `Date#toISOString`:
+ * the simulator and the features call this for every bar, and through `Date` it took 15 % of the feature pool's
+ * time on a 5,000-ticker run (bench:pipeline --cpu-prof). Same answers for every day in years 0000–9999.
+ */
 export function daysToIso(days: number): string {
-  return new Date(days * MS_PER_DAY).toISOString().slice(0, 10);
+  if (!Number.isInteger(days) || days < -719_528 || days > 2_932_896) {
+    // Fractions and days outside 0000-01-01..9999-12-31 keep Date's behaviour (and its RangeError for NaN).
+    return new Date(days * MS_PER_DAY).toISOString().slice(0, 10);
+  }
+  const z = days + 719_468;
+  const era = Math.floor(z / 146_097);
+  const doe = z - era * 146_097;
+  const yoe = Math.floor((doe - Math.floor(doe / 1460) + Math.floor(doe / 36_524) - Math.floor(doe / 146_096)) / 365);
+  const doy = doe - (365 * yoe + Math.floor(yoe / 4) - Math.floor(yoe / 100));
+  const mp = Math.floor((5 * doy + 2) / 153);
+  const d = doy - Math.floor((153 * mp + 2) / 5) + 1;
+  const m = mp < 10 ? mp + 3 : mp - 9;
+  const y = yoe + era * 400 + (m <= 2 ? 1 : 0);
+  return `${String(y).padStart(4, '0')}-${m < 10 ? '0' : ''}${m}-${d < 10 ? '0' : ''}${d}`;
 }
 
 /** 0 = Sunday … 6 = Saturday. 1970-01-01 was a Thursday. */

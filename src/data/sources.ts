@@ -1,7 +1,7 @@
 import type { FetchRange, SourceName, SourceResult } from './types.js';
 import { SimSource } from './source-sim.js';
 import { CsvSource } from './source-csv.js';
-import { YahooSource } from './source-yahoo.js';
+import { YahooSource, type YahooSourceOptions } from './source-yahoo.js';
 
 export { SourceError, type SourceErrorCode } from './errors.js';
 export { validateTicker, sourceTicker } from './validate.js';
@@ -19,23 +19,28 @@ export interface CreateSourceOptions {
   dataDir?: string;
   /** HTTP client for `yahoo` (tests inject a recorded one). @defaultValue globalThis.fetch */
   fetch?: typeof fetch;
+  /** Further options of the yahoo source: time-out, retries, a shared rate limiter. */
+  yahoo?: Omit<YahooSourceOptions, 'fetch'>;
   /** Simulator seed for `sim`. @defaultValue 7 */
   seed?: number;
 }
 
 export const SOURCE_NAMES: readonly SourceName[] = ['sim', 'csv', 'yahoo'];
 
+/** Simulator seed when a request names none. */
+export const DEFAULT_SIM_SEED = 7;
+
 export function createSource(opts: CreateSourceOptions): DataSource {
   switch (opts?.source) {
     case 'sim':
-      return new SimSource(opts.seed ?? 7);
+      return new SimSource(opts.seed ?? DEFAULT_SIM_SEED);
     case 'csv':
       if (typeof opts.dataDir !== 'string' || opts.dataDir === '') {
         throw new TypeError(`Expected folder path for dataDir of the csv source but received ${String(opts.dataDir)}`);
       }
       return new CsvSource(opts.dataDir);
     case 'yahoo':
-      return new YahooSource(opts.fetch ? { fetch: opts.fetch } : {});
+      return new YahooSource({ ...opts.yahoo, ...(opts.fetch ? { fetch: opts.fetch } : {}) });
     default:
       throw new TypeError(
         `Expected one of ${SOURCE_NAMES.join(', ')} for source but received ${JSON.stringify(opts?.source)}`,

@@ -1,0 +1,174 @@
+import { createHash } from 'node:crypto';
+import { UnrecoverableError, type FlowProducer, type Job, type Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { SourceName } from '../src/data/types.js';
+import { runKey } from '../src/queue/keys.js';
+import { canonicalTickers, enqueueRun, type EnqueuedRun } from './enqueue-run.js';
+import { MAX_DAYS, PayloadError, SOURCE_NAMES, describeValue } from './payloads.js';
+
+/**
+ * Cron-scheduled runs through BullMQ job schedulers. A scheduler adds one job per tick to the schedule queue, with
+ * a job id made of the scheduler id and the tick time, so however many processes upsert the scheduler or serve the
+ * queue, a tick exists once and is taken by one worker. That worker derives the run id from the tick's job id, so a
+ * tick retried after a crash re-adds the same flow (same job ids: a no-op) instead of starting a second run.
+ */
+
+/** Job data of a tick: everything a run needs, resolved when the schedule was added (any host may take the tick). */
+export interface ScheduledRunData {
+  /** Universe name or file the tickers came from; shown in listings. */
+  universe: string;
+  tickers: string[];
+  source: SourceName;
+  days: number;
+}
+
+export interface ScheduleSpec {
+  /** Scheduler id, `[a-z0-9][a-z0-9-]{0,63}`; adding with an existing id replaces that schedule. */
+  id: string;
+  /** Cron pattern, 5 fields (minute first) or 6 (second first). */
+  cron: string;
+  /** IANA time zone of the pattern. @defaultValue `UTC` */
+  tz?: string;
+  data: ScheduledRunData;
+}
+
+export interface ScheduleInfo {
+  id: string;
+  cron: string;
+  tz: string;
+  /** Next tick, ISO timestamp, when known. */
+  next: string | undefined;
+  universe: string;
+  tickers: number;
+  source: string;
+  days: number;
+}
+
+const SCHEDULE_ID = /^[a-z0-9][a-z0-9-]{0,63}$/;
+const TICK_NAME = 'scheduled-run';
+
+function fail(field: string, what: string, v: unknown): never {
+  throw new PayloadError(field, `Expected ${what} for ${field} but received ${describeValue(v)}`);
+}
+
+export function validateScheduleId(v: unknown): string {
+  if (typeof v !== 'string' || !SCHEDULE_ID.test(v)) fail('id', 'schedule id of 1-64 characters a-z 0-9 - (starting with a letter or digit)', v);
+  return v;
+}
+
+/** Cron pattern with 5 or 6 fields of cron characters; BullMQ's parser then checks the values. */
+export function validateCron(v: unknown): string {
+  if (typeof v !== 'string' || !/^[0-9*/,\-A-Za-z?#L]+( [0-9*/,\-A-Za-z?#L]+){4,5}$/.test(v.trim())) {
+    fail('cron', 'cron pattern of 5 or 6 space-separated fields', v);
+  }
+  return v.trim();
+}
+
+export function validateTimeZone(v: unknown): string {
+  if (typeof v !== 'string' || v === '') fail('tz', 'IANA time zone such as America/New_York', v);
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: v });
+  } catch {
+    fail('tz', 'IANA time zone such as America/New_York', v);
+  }
+  return v;
+}
+
+export function validateScheduledRunData(v: unknown): ScheduledRunData {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) fail('data', 'object', v);
+  const d = v as Record<string, unknown>;
+  if (typeof d.universe !== 'string' || d.universe === '' || d.universe.length > 300) fail('universe', 'universe name or file of 1-300 characters', d.universe);
+  if (!Array.isArray(d.tickers)) fail('tickers', 'array of tickers', d.tickers);
+  const tickers = canonicalTickers(d.tickers as string[]);
+  if (typeof d.source !== 'string' || !(SOURCE_NAMES as readonly string[]).includes(d.source) || d.source === 'csv') {
+    fail('source', 'one of sim, yahoo (a csv folder is not shared between hosts)', d.source);
+  }
+  if (typeof d.days !== 'number' || !Number.isSafeInteger(d.days) || d.days < 1 || d.days > MAX_DAYS) fail('days', `integer in 1..${MAX_DAYS}`, d.days);
+  return { universe: d.universe, tickers, source: d.source as SourceName, days: d.days };
+}
+
+/** Adds or replaces a schedule; returns when its first tick is due. */
+export async function addSchedule(queue: Queue, spec: ScheduleSpec): Promise<{ id: string; next: string | undefined }> {
+  const id = validateScheduleId(spec.id);
+  const cron = validateCron(spec.cron);
+  const tz = validateTimeZone(spec.tz ?? 'UTC');
+  const data = validateScheduledRunData(spec.data);
+  try {
+    await queue.upsertJobScheduler(id, { pattern: cron, tz }, { name: TICK_NAME, data, opts: { attempts: 3, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: { count: 200 }, removeOnFail: { count: 200 } } });
+  } catch (err) {
+    // BullMQ's cron parser rejects values (minute 61, day 0) with its own wording; name the input instead.
+    throw new PayloadError('cron', `Expected a valid cron pattern for cron but received ${JSON.stringify(cron)}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  const next = (await queue.getJobScheduler(id))?.next;
+  return { id, next: next === undefined ? undefined : new Date(next).toISOString() };
+}
+
+export async function listSchedules(queue: Queue): Promise<ScheduleInfo[]> {
+  const all = await queue.getJobSchedulers(0, -1, true);
+  return all.map((s) => {
+    const d = (s.template?.data ?? {}) as Partial<ScheduledRunData>;
+    return {
+      id: s.key,
+      cron: s.pattern ?? `every ${s.every} ms`,
+      tz: s.tz ?? 'UTC',
+      next: s.next === undefined ? undefined : new Date(s.next).toISOString(),
+      universe: d.universe ?? '?',
+      tickers: Array.isArray(d.tickers) ? d.tickers.length : 0,
+      source: d.source ?? '?',
+      days: d.days ?? 0,
+    };
+  });
+}
+
+/** Removes a schedule; false when there was none with this id. Ticks already taken by a worker still run. */
+export async function removeSchedule(queue: Queue, id: string): Promise<boolean> {
+  return queue.removeJobScheduler(validateScheduleId(id));
+}
+
+/**
+ * Run id of a tick: a UUID-shaped digest of the prefix and the tick's job id. Generated, never typed by a person,
+ * and the same on every attempt at the same tick.
+ */
+export function runIdForTick(prefix: string, tickJobId: string): string {
+  const h = createHash('sha256').update(`${prefix}\n${tickJobId}`).digest('hex');
+  // Version 4 and variant bits set, so the id is a well-formed UUID like the random ones.
+  const v = `4${h.slice(13, 16)}`;
+  const variant = ((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16) + h.slice(17, 20);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${v}-${variant}-${h.slice(20, 32)}`;
+}
+
+export interface ScheduleDeps {
+  flow: FlowProducer;
+  redis: Redis;
+  prefix: string;
+  runTtlSeconds: number;
+  logger: Logger;
+}
+
+/** Processor of the schedule queue: one tick → one run (the same run on a retried tick). */
+export function createScheduleProcessor(deps: ScheduleDeps): (job: Job<unknown>) => Promise<{ runId: string; tickers: number }> {
+  return async (job) => {
+    let data: ScheduledRunData;
+    try {
+      data = validateScheduledRunData(job.data);
+    } catch (err) {
+      if (err instanceof PayloadError) throw new UnrecoverableError(`Invalid scheduled run: ${err.message}`);
+      throw err;
+    }
+    if (job.id === undefined) throw new UnrecoverableError('Invalid scheduled run: the tick job has no id');
+    const runId = runIdForTick(deps.prefix, job.id);
+    const run: EnqueuedRun = await enqueueRun(
+      { flow: deps.flow, redis: deps.redis, prefix: deps.prefix, runTtlSeconds: deps.runTtlSeconds },
+      { tickers: data.tickers, source: data.source, range: { days: data.days } },
+      { runId },
+    );
+    deps.logger.info({ runId, scheduler: job.repeatJobKey, tick: job.id, tickers: run.tickers.length }, 'scheduled run enqueued');
+    return { runId, tickers: run.tickers.length };
+  };
+}
+
+/** True when the run of this tick already has metadata (used by tests and tools). */
+export async function tickRunExists(redis: Redis, prefix: string, tickJobId: string): Promise<boolean> {
+  return (await redis.exists(runKey(prefix, runIdForTick(prefix, tickJobId)))) === 1;
+}

@@ -1,0 +1,380 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { FlowProducer, Queue, QueueEvents, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { ConfigError, loadConfig } from '../config.js';
+import { simTicker, SUBTYPE_CODE, type Subtype } from '../data/universe.js';
+import { closeRedis, connectClient, createRedis } from '../queue/connection.js';
+import { jobIds } from '../queue/keys.js';
+import { QUEUE_NAMES, ROLES, type Role } from '../queue/names.js';
+import { enqueueRun } from '../../jobs/enqueue-run.js';
+import { FETCH_JOB_OPTIONS, REPORT_JOB_OPTIONS, ROUTE_JOB_OPTIONS } from '../../jobs/job-options.js';
+import { MAX_TICKERS } from '../../jobs/payloads.js';
+import { intFlag, parseArgs, UsageError } from './args.js';
+
+export const BENCH_PIPELINE_USAGE = `Usage: npm run bench:pipeline -- --tickers N [--days D] [--runs R] [--fetch-procs P] [--json]
+
+Times whole runs of N simulated tickers × D days (fetch → route → report, four PNGs and the summaries) with the
+workers in separate processes, next to a bare BullMQ flow of the same shape (report ← route ← N fetch jobs whose
+processors do nothing) on the same Redis, in the same invocation. Reports time to the final report, tickers/s,
+Redis peak memory (above the level before the run) and each worker process's peak RSS. The real workers first do
+one warm-up run of 20 tickers (their thread pools start lazily), then the timed runs.
+
+Options:
+  --tickers N       tickers per run, 1..${MAX_TICKERS} (required)
+  --days D          routed days per ticker (default 60)
+  --runs R          consecutive runs of the real pipeline on the same workers (default 1); with R > 1 the worker
+                    RSS after every run is reported, to see whether memory grows from run to run
+  --fetch-procs P   fetch worker processes (default 1)
+  --cpu-prof DIR    write a V8 CPU profile of every worker process into DIR (open in Chrome DevTools)
+  --json            print one JSON object on the last line
+  --help            this text
+
+Uses REDIS_URL and MOE_MODEL; every key lives under a fresh prefix that is removed at the end.`;
+
+const FLAGS = {
+  tickers: { type: 'string' },
+  days: { type: 'string' },
+  runs: { type: 'string' },
+  'fetch-procs': { type: 'string' },
+  json: { type: 'boolean' },
+  'cpu-prof': { type: 'string' },
+  help: { type: 'boolean' },
+  // Internal: this file is also the bare worker process.
+  'bare-worker': { type: 'string' },
+} as const;
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const TSX = import.meta.resolve('tsx');
+const SELF = fileURLToPath(import.meta.url);
+const WORKERS_CLI = path.join(REPO, 'src/cli/workers.ts');
+
+/** Jobs at once per stage, the same for the bare and the real workers so the two differ only in the work. */
+const CONCURRENCY: Record<Role, number> = { fetch: 16, route: 1, report: 1 };
+
+/** N distinct simulated tickers spread over every sub-type (and so over the four domains). */
+export function benchTickers(n: number): string[] {
+  const subtypes = Object.keys(SUBTYPE_CODE) as Subtype[];
+  return Array.from({ length: n }, (_, i) => simTicker(subtypes[i % subtypes.length]!, Math.floor(i / subtypes.length)));
+}
+
+interface Proc {
+  role: string;
+  child: ChildProcess;
+  peakRssKb: number;
+  stderr: string;
+}
+
+function rssKb(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0; // the process has exited, or this is not Linux: no reading rather than a wrong one
+  }
+}
+
+/** Starts a process and resolves once it prints a line containing `ready` (JSON logs or the bare worker's line). */
+/** Node flags for the worker processes (profiling); set once by main. */
+let workerNodeArgs: string[] = [];
+
+async function startProc(role: string, args: string[], env: NodeJS.ProcessEnv, ready: string): Promise<Proc> {
+  const child = spawn(process.execPath, [...workerNodeArgs, '--import', TSX, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc: Proc = { role, child, peakRssKb: 0, stderr: '' };
+  child.stderr!.on('data', (d: Buffer) => (proc.stderr = (proc.stderr + d.toString()).slice(-4000)));
+  await new Promise<void>((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout! });
+    rl.on('line', (line) => {
+      if (line.includes(ready)) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`${role} worker exited with ${code} before it was ready: ${proc.stderr}`)));
+  });
+  return proc;
+}
+
+async function stopProcs(procs: Proc[]): Promise<void> {
+  await Promise.all(
+    procs.map(
+      (p) =>
+        new Promise<void>((resolve) => {
+          if (p.child.exitCode !== null || p.child.signalCode !== null) return resolve();
+          p.child.once('exit', () => resolve());
+          p.child.kill('SIGTERM');
+        }),
+    ),
+  );
+}
+
+/** Samples worker RSS and Redis memory every 100 ms until stopped. */
+function startSampler(redis: Redis, procs: Proc[]) {
+  let redisPeak = 0;
+  let busy = false;
+  const sample = async () => {
+    if (busy) return;
+    busy = true;
+    try {
+      for (const p of procs) p.peakRssKb = Math.max(p.peakRssKb, rssKb(p.child.pid));
+      const info = await redis.info('memory');
+      const m = /used_memory:(\d+)/.exec(info);
+      if (m) redisPeak = Math.max(redisPeak, Number(m[1]));
+    } finally {
+      busy = false;
+    }
+  };
+  const timer = setInterval(() => void sample(), 100);
+  return {
+    sample,
+    stop: async () => {
+      clearInterval(timer);
+      await sample();
+      return redisPeak;
+    },
+  };
+}
+
+async function redisUsedMemory(redis: Redis): Promise<number> {
+  const m = /used_memory:(\d+)/.exec(await redis.info('memory'));
+  return m ? Number(m[1]) : 0;
+}
+
+async function removePrefix(redis: Redis, prefix: string): Promise<void> {
+  for (const name of Object.values(QUEUE_NAMES)) {
+    const q = new Queue(name, { connection: redis, prefix });
+    await q.obliterate({ force: true }).catch(() => undefined);
+    await q.close();
+  }
+  for await (const keys of redis.scanStream({ match: `${prefix}:*`, count: 1000 })) {
+    if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
+  }
+}
+
+/** The bare worker process: processors that return at once, with the real stages' concurrency. */
+async function bareWorker(role: Role): Promise<void> {
+  const config = loadConfig();
+  const redis = createRedis(config.redisUrl, { role: 'worker', name: `moe-bench-bare:${role}` });
+  const w = new Worker(QUEUE_NAMES[role], async () => ({ ok: true }), { connection: redis, prefix: config.prefix, concurrency: CONCURRENCY[role] });
+  await w.waitUntilReady();
+  console.log(`bare ${role} ready`);
+  await new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()));
+  await w.close();
+  await closeRedis(redis);
+}
+
+interface Measured {
+  seconds: number;
+  redisPeakBytes: number;
+  workers: { role: string; peakRssMB: number }[];
+  rssAfterRunMB?: number[][];
+  /** Stage timings of the last run, from its summary.json. */
+  stagesMs?: Record<string, number>;
+}
+
+function stageTimes(reportDir: string): Record<string, number> | undefined {
+  try {
+    const s = JSON.parse(readFileSync(path.join(reportDir, 'summary.json'), 'utf8')) as { timings?: Record<string, number> };
+    return s.timings;
+  } catch {
+    return undefined;
+  }
+}
+
+async function measureBare(redisUrl: string, redis: Redis, env: NodeJS.ProcessEnv, prefix: string, tickers: string[], days: number, fetchProcs: number): Promise<Measured> {
+  const procs: Proc[] = [];
+  try {
+    for (let i = 0; i < fetchProcs; i++) procs.push(await startProc('fetch', [SELF, '--bare-worker', 'fetch'], env, 'ready'));
+    procs.push(await startProc('route', [SELF, '--bare-worker', 'route'], env, 'ready'));
+    procs.push(await startProc('report', [SELF, '--bare-worker', 'report'], env, 'ready'));
+    const flow = new FlowProducer({ connection: redis, prefix });
+    const eventsRedis = createRedis(redisUrl, { role: 'worker', name: 'moe-bench-events' });
+    const events = new QueueEvents(QUEUE_NAMES.report, { connection: eventsRedis, prefix });
+    await events.waitUntilReady();
+    const base = await redisUsedMemory(redis);
+    const sampler = startSampler(redis, procs);
+    const runId = randomUUID();
+    const t0 = performance.now();
+    // Same shape, options and payload sizes as enqueueRun's flow.
+    const node = await flow.add({
+      name: 'report',
+      queueName: QUEUE_NAMES.report,
+      data: { runId, source: 'sim', tickers, createdAt: new Date().toISOString() },
+      opts: { ...REPORT_JOB_OPTIONS, jobId: jobIds.report(runId) },
+      children: [
+        {
+          name: 'route',
+          queueName: QUEUE_NAMES.route,
+          data: { runId, tickers },
+          opts: { ...ROUTE_JOB_OPTIONS, jobId: jobIds.route(runId) },
+          children: tickers.map((ticker) => ({
+            name: 'fetch',
+            queueName: QUEUE_NAMES.fetch,
+            data: { runId, ticker, source: 'sim', range: { days }, seed: 7 },
+            opts: { ...FETCH_JOB_OPTIONS, jobId: jobIds.fetch(runId, ticker) },
+          })),
+        },
+      ],
+    });
+    await node.job.waitUntilFinished(events);
+    const seconds = (performance.now() - t0) / 1000;
+    const peak = await sampler.stop();
+    await Promise.allSettled([flow.close(), events.close()]);
+    await closeRedis(eventsRedis);
+    return { seconds, redisPeakBytes: Math.max(0, peak - base), workers: procs.map((p) => ({ role: p.role, peakRssMB: p.peakRssKb / 1024 })) };
+  } finally {
+    await stopProcs(procs);
+  }
+}
+
+async function measureReal(redisUrl: string, redis: Redis, env: NodeJS.ProcessEnv, prefix: string, tickers: string[], days: number, fetchProcs: number, runs: number): Promise<Measured> {
+  const procs: Proc[] = [];
+  const only = (role: Role, extra: string[] = []) => [WORKERS_CLI, '--only', role, ...extra];
+  try {
+    for (let i = 0; i < fetchProcs; i++) procs.push(await startProc('fetch', only('fetch', ['--concurrency', String(CONCURRENCY.fetch)]), env, 'workers started'));
+    procs.push(await startProc('route', only('route'), env, 'workers started'));
+    procs.push(await startProc('report', only('report'), env, 'workers started'));
+    const flow = new FlowProducer({ connection: redis, prefix });
+    const eventsRedis = createRedis(redisUrl, { role: 'worker', name: 'moe-bench-events' });
+    const events = new QueueEvents(QUEUE_NAMES.report, { connection: eventsRedis, prefix });
+    await events.waitUntilReady();
+    const base = await redisUsedMemory(redis);
+    const sampler = startSampler(redis, procs);
+    const reportQueue = new Queue(QUEUE_NAMES.report, { connection: redis, prefix });
+    // One small run first: worker threads (feature pool, render pool) start lazily and load their modules on first
+    // use; a service that is up pays that once, so the timed runs measure the steady state.
+    const warm = await enqueueRun({ flow, redis, prefix, runTtlSeconds: 3600 }, { tickers: tickers.slice(0, 20), source: 'sim', range: { days }, seed: 7 });
+    await (await reportQueue.getJob(warm.reportJobId))?.waitUntilFinished(events);
+    const times: number[] = [];
+    let stages: Record<string, number> | undefined;
+    const rssAfterRunMB: number[][] = [];
+    for (let r = 0; r < runs; r++) {
+      const t0 = performance.now();
+      const run = await enqueueRun({ flow, redis, prefix, runTtlSeconds: 3600 }, { tickers, source: 'sim', range: { days }, seed: 7 });
+      const job = await reportQueue.getJob(run.reportJobId);
+      if (job === undefined) throw new Error(`report job ${run.reportJobId} not found right after enqueue`);
+      const result = (await job.waitUntilFinished(events)) as { routed?: number; failed?: number; reportDir?: string };
+      times.push((performance.now() - t0) / 1000);
+      if (result.reportDir) stages = stageTimes(result.reportDir);
+      if (result.routed !== tickers.length) throw new Error(`run ${run.runId} routed ${result.routed} of ${tickers.length} tickers (${result.failed} failed)`);
+      rssAfterRunMB.push(procs.map((p) => Math.round(rssKb(p.child.pid) / 102.4) / 10));
+    }
+    const peak = await sampler.stop();
+    await Promise.allSettled([flow.close(), events.close(), reportQueue.close()]);
+    await closeRedis(eventsRedis);
+    const out: Measured = {
+      seconds: times.reduce((a, b) => a + b, 0) / times.length,
+      redisPeakBytes: Math.max(0, peak - base),
+      workers: procs.map((p) => ({ role: p.role, peakRssMB: p.peakRssKb / 1024 })),
+    };
+    if (runs > 1) out.rssAfterRunMB = rssAfterRunMB;
+    if (stages) out.stagesMs = stages;
+    return out;
+  } catch (err) {
+    for (const p of procs) if (p.stderr) console.error(`[${p.role} stderr] ${p.stderr}`);
+    throw err;
+  } finally {
+    await stopProcs(procs);
+  }
+}
+
+const mb = (b: number) => Math.round(b / 104857.6) / 10;
+
+export async function main(argv: readonly string[], out: (line: string) => void = console.log): Promise<number> {
+  let tickersN: number;
+  let days: number;
+  let runs: number;
+  let fetchProcs: number;
+  let json: boolean;
+  let config;
+  try {
+    const args = parseArgs(argv, FLAGS);
+    if (args.flags.has('help')) {
+      out(BENCH_PIPELINE_USAGE);
+      return 0;
+    }
+    const bare = args.flags.get('bare-worker');
+    if (typeof bare === 'string') {
+      if (!(ROLES as readonly string[]).includes(bare)) throw new UsageError(`Expected one of ${ROLES.join(', ')} for --bare-worker but received ${JSON.stringify(bare)}`);
+      await bareWorker(bare as Role);
+      return 0;
+    }
+    if (!args.flags.has('tickers')) throw new UsageError('Expected --tickers N but received nothing');
+    if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
+    tickersN = intFlag(args, 'tickers', 0, 1, MAX_TICKERS);
+    days = intFlag(args, 'days', 60, 1, 2520);
+    runs = intFlag(args, 'runs', 1, 1, 1000);
+    fetchProcs = intFlag(args, 'fetch-procs', 1, 1, 16);
+    json = args.flags.has('json');
+    const prof = args.flags.get('cpu-prof');
+    if (typeof prof === 'string') workerNodeArgs = ['--cpu-prof', `--cpu-prof-dir=${path.resolve(prof)}`];
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof ConfigError) {
+      console.error(`bench:pipeline: ${err.message}`);
+      return 2;
+    }
+    throw err;
+  }
+
+  const prefix = `bench-${randomUUID().slice(0, 8)}`;
+  const tmp = await mkdtemp(path.join(os.tmpdir(), 'moe-bench-'));
+  // A short lock keeps the benchmark honest about BullMQ's lock renewals without changing their count much.
+  const env: NodeJS.ProcessEnv = { ...process.env, MOE_PREFIX: prefix, REPORTS_DIR: path.join(tmp, 'reports'), LOG_LEVEL: 'info', MOE_SKIP_SETUP: '1' };
+  const redis = await connectClient(config.redisUrl, 'moe-bench-pipeline');
+  const tickers = benchTickers(tickersN);
+  const load0 = os.loadavg();
+  try {
+    out(`bench:pipeline: ${tickersN} tickers × ${days} days, ${fetchProcs} fetch process(es) + route + report, ${os.availableParallelism()} CPUs, load ${load0.map((l) => l.toFixed(2)).join(' ')}`);
+    const bare = await measureBare(config.redisUrl, redis, env, prefix, tickers, days, fetchProcs);
+    await removePrefix(redis, prefix);
+    out(`bare flow:  ${bare.seconds.toFixed(2)} s  (${(tickersN / bare.seconds).toFixed(0)} tickers/s, Redis +${mb(bare.redisPeakBytes)} MB)`);
+    const real = await measureReal(config.redisUrl, redis, env, prefix, tickers, days, fetchProcs, runs);
+    out(`pipeline:   ${real.seconds.toFixed(2)} s${runs > 1 ? ` (mean of ${runs} runs)` : ''}  (${(tickersN / real.seconds).toFixed(0)} tickers/s, ${(real.seconds / bare.seconds).toFixed(2)}× bare, Redis +${mb(real.redisPeakBytes)} MB)`);
+    if (real.stagesMs) out(`  stages (last run): ${Object.entries(real.stagesMs).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    for (const w of real.workers) out(`  ${w.role.padEnd(7)} worker peak RSS ${w.peakRssMB.toFixed(0)} MB`);
+    if (real.rssAfterRunMB) {
+      out(`  RSS after each run (MB, ${real.workers.map((w) => w.role).join('/')}):`);
+      real.rssAfterRunMB.forEach((r, i) => out(`    run ${String(i + 1).padStart(2)}: ${r.join(' / ')}`));
+    }
+    const load1 = os.loadavg();
+    if (json) {
+      out(
+        JSON.stringify({
+          tickers: tickersN,
+          days,
+          runs,
+          seconds: Number(real.seconds.toFixed(3)),
+          bareSeconds: Number(bare.seconds.toFixed(3)),
+          ratio: Number((real.seconds / bare.seconds).toFixed(2)),
+          tickersPerSecond: Number((tickersN / real.seconds).toFixed(1)),
+          redisPeakMB: mb(real.redisPeakBytes),
+          bareRedisPeakMB: mb(bare.redisPeakBytes),
+          workerPeakRssMB: Object.fromEntries(real.workers.map((w, i) => [`${w.role}${real.workers.filter((x) => x.role === w.role).length > 1 ? i : ''}`, Math.round(w.peakRssMB)])),
+          ...(real.stagesMs ? { stagesMs: real.stagesMs } : {}),
+          ...(real.rssAfterRunMB ? { rssAfterRunMB: real.rssAfterRunMB } : {}),
+          cpus: os.availableParallelism(),
+          prefix,
+          loadBefore: load0.map((l) => Number(l.toFixed(2))),
+          loadAfter: load1.map((l) => Number(l.toFixed(2))),
+        }),
+      );
+    }
+    return 0;
+  } catch (err) {
+    console.error(`bench:pipeline: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  } finally {
+    await removePrefix(redis, prefix);
+    await closeRedis(redis);
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+  process.exitCode = await main(process.argv.slice(2));
+}

@@ -1,0 +1,62 @@
+import type { Redis } from 'ioredis';
+
+/**
+ * A request rate shared by every process that uses the same Redis key: at most `max` acquisitions per window of
+ * `windowMs`, counted in Redis, so ten fetch workers on three hosts together stay under one limit. The window is
+ * read from Redis' own clock (TIME), so hosts with skewed clocks still agree on where a window starts.
+ */
+
+export interface RateLimiterOptions {
+  redis: Redis;
+  /** Counter key (one per limited service), e.g. `<prefix>:ratelimit:yahoo`. */
+  key: string;
+  /** Requests allowed per window. */
+  max: number;
+  /** Window length. @defaultValue 1000 */
+  windowMs?: number;
+  /** Jitter source in [0, 1) for the wait after a full window. @defaultValue Math.random */
+  random?: () => number;
+}
+
+// Fixed windows keyed by their index; a key outlives its window by one window so a late INCR cannot resurrect it
+// without an expiry. Returns 0 when the caller may go, else the milliseconds until the next window opens.
+const ACQUIRE = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[2])
+local idx = math.floor(now / window)
+local key = KEYS[1] .. ':' .. idx
+local n = redis.call('INCR', key)
+if n == 1 then redis.call('PEXPIRE', key, window * 2) end
+if n <= tonumber(ARGV[1]) then return 0 end
+return (idx + 1) * window - now
+`;
+
+export class RedisRateLimiter {
+  readonly max: number;
+  readonly windowMs: number;
+  private readonly redis: Redis;
+  private readonly key: string;
+  private readonly random: () => number;
+
+  constructor(opts: RateLimiterOptions) {
+    if (!Number.isSafeInteger(opts.max) || opts.max < 1) throw new RangeError(`Expected positive integer for max but received ${String(opts.max)}`);
+    const windowMs = opts.windowMs ?? 1000;
+    if (!Number.isSafeInteger(windowMs) || windowMs < 1) throw new RangeError(`Expected positive integer for windowMs but received ${String(windowMs)}`);
+    this.redis = opts.redis;
+    this.key = opts.key;
+    this.max = opts.max;
+    this.windowMs = windowMs;
+    this.random = opts.random ?? Math.random;
+  }
+
+  /** Resolves when one more request fits the shared rate; waits for later windows as long as needed. */
+  async acquire(): Promise<void> {
+    for (;;) {
+      const wait = Number(await this.redis.eval(ACQUIRE, 1, this.key, this.max, this.windowMs));
+      if (wait <= 0) return;
+      // Spread the waiters over the first tenth of the next window instead of waking them all at its first tick.
+      await new Promise((r) => setTimeout(r, wait + Math.floor(this.random() * this.windowMs * 0.1)));
+    }
+  }
+}

@@ -1,0 +1,71 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { benchTickers, main } from '../src/cli/bench-pipeline.js';
+import { canonicalTickers } from '../jobs/enqueue-run.js';
+import { parseSimTicker } from '../src/data/universe.js';
+import { createRedis, closeRedis } from '../src/queue/connection.js';
+import { initParams, saveModel } from '../src/router/model.js';
+
+let tmp: string;
+const saved = process.env.MOE_MODEL;
+
+beforeAll(async () => {
+  tmp = await mkdtemp(path.join(os.tmpdir(), 'moe-benchp-'));
+  const modelPath = path.join(tmp, 'router.safetensors');
+  await saveModel(modelPath, { hidden: 16, params: initParams(16, 9), temperature: 1 });
+  process.env.MOE_MODEL = modelPath;
+});
+
+afterAll(async () => {
+  if (saved === undefined) delete process.env.MOE_MODEL;
+  else process.env.MOE_MODEL = saved;
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+});
+
+describe('bench:pipeline', () => {
+  it('makes distinct, valid simulated tickers over every domain', () => {
+    const t = benchTickers(10_000);
+    expect(canonicalTickers(t)).toHaveLength(10_000);
+    const classes = new Set(t.slice(0, 40).map((x) => parseSimTicker(x)?.class));
+    expect(classes.size).toBe(4);
+  });
+
+  it('refuses bad usage with exit status 2', async () => {
+    const errors: string[] = [];
+    const spy = vi.spyOn(console, 'error').mockImplementation((m: unknown) => void errors.push(String(m)));
+    try {
+      expect(await main([], () => undefined)).toBe(2);
+      expect(await main(['--tickers', '10001'], () => undefined)).toBe(2);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(errors[0]).toContain('Expected --tickers N but received nothing');
+    expect(errors[1]).toContain('Expected integer in 1..10000 for --tickers but received "10001"');
+  });
+
+  it('runs a small real and bare flow in worker processes and ends with the JSON line, leaving no keys', async () => {
+    const lines: string[] = [];
+    expect(await main(['--tickers', '12', '--days', '20', '--json'], (l) => lines.push(l))).toBe(0);
+    const last = JSON.parse(lines.at(-1)!) as Record<string, unknown>;
+    expect(last.tickers).toBe(12);
+    expect(last.seconds).toBeGreaterThan(0);
+    expect(last.bareSeconds).toBeGreaterThan(0);
+    const ratio = (last.seconds as number) / (last.bareSeconds as number);
+    // Both times are rounded to milliseconds before the ratio is taken from the unrounded ones.
+    expect(Math.abs((last.ratio as number) - ratio) / ratio).toBeLessThan(0.03);
+    expect(Object.keys(last.workerPeakRssMB as object).sort()).toEqual(['fetch', 'report', 'route']);
+    for (const v of Object.values(last.workerPeakRssMB as Record<string, number>)) expect(v).toBeGreaterThan(20);
+    expect(last.stagesMs).toMatchObject({ fetchMs: expect.any(Number), routeMs: expect.any(Number), reportMs: expect.any(Number) });
+    expect(last.prefix).toMatch(/^bench-[0-9a-f]{8}$/);
+    const redis = createRedis('redis://127.0.0.1:6379');
+    try {
+      const left: string[] = [];
+      for await (const keys of redis.scanStream({ match: `${String(last.prefix)}:*`, count: 1000 })) left.push(...(keys as string[]));
+      expect(left).toEqual([]);
+    } finally {
+      await closeRedis(redis);
+    }
+  });
+});
