@@ -85,13 +85,16 @@ export function buildContext(byTicker: ReadonlyMap<string, readonly Bar[] | Erro
  * nothing about this interval.
  */
 export function alignContext(ctx: ContextSeries, dates: Int32Array): Float64Array {
-  const at = new Map<number, number>();
-  for (let i = 0; i < ctx.dates.length; i++) at.set(ctx.dates[i]!, ctx.logClose[i]!);
+  // Both date lists ascend: one merge pass finds each instrument date in the context (O(n + m), no hashing; this
+  // runs once per context and ticker).
   const out = new Float64Array(dates.length).fill(Number.NaN);
-  let prev = at.get(dates[0]!);
-  for (let t = 1; t < dates.length; t++) {
-    const cur = at.get(dates[t]!);
-    if (prev !== undefined && cur !== undefined) out[t] = cur - prev;
+  let j = 0;
+  let prev = Number.NaN;
+  for (let t = 0; t < dates.length; t++) {
+    const d = dates[t]!;
+    while (j < ctx.dates.length && ctx.dates[j]! < d) j++;
+    const cur = j < ctx.dates.length && ctx.dates[j] === d ? ctx.logClose[j]! : Number.NaN;
+    if (t > 0) out[t] = cur - prev; // NaN when either side is missing
     prev = cur;
   }
   return out;
