@@ -25,7 +25,7 @@ cp "$W/models/router.safetensors" /tmp/router16.safetensors
 
 l=$(left 90); step "correctness: CUDA vs scalar oracle" "$l"
 timeout "$l" "$B/moe_cuda_test" 1000000 2>&1 | tee -a "$O/correctness.txt"; echo "rc=${PIPESTATUS[0]}" | tee -a "$O/correctness.txt"
-for v in 1 2; do
+for v in 1 2 3 4; do
   l=$(left 40); step "correctness of forward kernel v$v (MOE_CUDA_FORWARD_KERNEL=$v)" "$l"
   MOE_CUDA_FORWARD_KERNEL=$v timeout "$l" "$B/moe_cuda_test" 65537 2>&1 | tee -a "$O/correctness.txt"; echo "rc=${PIPESTATUS[0]}" | tee -a "$O/correctness.txt"
 done
