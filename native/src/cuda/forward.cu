@@ -7,8 +7,8 @@
 // a warp reads the same address). The expert stage would diverge (each token picks one of four weight slices), so
 // the tokens of a tile are bucketed by expert first and a warp then reads one slice, again as broadcasts.
 //
-// Five versions, each checked against the scalar oracle (native/tests/cuda_vs_scalar.cpp) and timed by
-// native/bench/cuda_bench.cu; MOE_CUDA_FORWARD_KERNEL=1..5 forces one, else forwardKernelVersion picks the fastest
+// Six versions, each checked against the scalar oracle (native/tests/cuda_vs_scalar.cpp) and timed by
+// native/bench/cuda_bench.cu; MOE_CUDA_FORWARD_KERNEL=1..6 forces one, else forwardKernelVersion picks the fastest
 // measured on an H100 for the hidden size and whether the expert output is asked for. Rates: H100, H = 32, 1e7
 // tokens with expert output.
 //   v1  one token per thread: each 16-byte weight broadcast from shared memory feeds 4 FMAs per lane. 1.94 G tokens/s.
@@ -22,6 +22,7 @@
 //   v4  v3 with the next tile's inputs loaded into registers during the current tile, and the expert activation
 //       branched per lane group (tanhf only for Derivatives). 2.88 G.
 //   v5  v4 with four lanes per token group and 256 threads: 128 registers, 16 warps per SM. 2.96 G.
+//   v6  v5 with x and h moved through shared memory as 16-byte words (strides H + 4 and F + 4).
 //   See docs/performance.md.
 #include <cstdlib>
 
@@ -837,7 +838,7 @@ __global__ void __launch_bounds__(kThreadsV3) forwardKernelV3(const float* __res
   }
 }
 
-// ---- v4 and v5: v3's micro-tiles with the next tile's inputs loaded while the current tile computes ----
+// ---- v4, v5 and v6: v3's micro-tiles with the next tile's inputs loaded while the current tile computes ----
 // v3 loads a tile's x (16 float4 per thread at H = 32) and vol/risk only when the tile starts, behind a barrier,
 // and the epilogue then waits on global vol/risk loads as well; with two blocks per SM each load wait leaves one
 // warp per scheduler. v4 issues the next tile's loads into registers where they are free (after the h stores with
@@ -847,14 +848,26 @@ __global__ void __launch_bounds__(kThreadsV3) forwardKernelV3(const float* __res
 // for Derivatives groups only instead of being evaluated and selected for every output.
 // v5 is the same code with four lanes per token group (4 tokens × a quarter of the columns per lane) and 256
 // threads: about half of v4's registers per thread, so 16 warps per SM instead of 8, at the price of more
-// shared-memory loads per FMA. Both keep the 256-row tile (64 token groups × 4 tokens).
+// shared-memory loads per FMA. v6 is v5 with row strides of x and h that are multiples of four floats, so that x
+// and h move through shared memory as 16-byte words: a quarter of the load and store instructions for them in
+// the h stage, the statistics, the h hand-over and the expert stage. All keep the 256-row tile (64 token groups ×
+// 4 tokens) and sum in the same order as v3.
 
-template <int H>
+// Shared memory: weights | perm, counts | region. The region holds the x tile with the tile's vol[256] and
+// risk[256] behind it, then (with the expert output) the h tile. V16: strides H + 4 and F + 4 (v6; the rows a warp
+// reads at once still fall on distinct banks: 4·row mod 32 over 8 rows), else H + 1 and F + 1. At H = 32, v6 needs
+// 112 KB a block, which still lets two blocks share an SM.
+template <int H, bool V16>
 struct FwdSmemV4 {
-  using S2 = FwdSmemV2<H>;
-  static constexpr int vrFloats = 2 * kRowsV2;  // vol[256], risk[256] of the tile
-  static constexpr std::size_t bytesNoExpert = S2::bytesNoExpert + std::size_t(vrFloats) * 4;
-  static constexpr std::size_t bytes = S2::bytes + std::size_t(vrFloats) * 4;
+  static constexpr int F = 2 * H;
+  static constexpr int wFloats = FwdSmemV2<H>::wFloats, intFloats = FwdSmemV2<H>::intFloats;
+  static constexpr int xStride = V16 ? H + 4 : H + 1, hStride = V16 ? F + 4 : F + 1;
+  static constexpr int xFloats = kRowsV2 * xStride;
+  static constexpr int xvFloats = xFloats + 2 * kRowsV2;
+  static constexpr int hFloats = kRowsV2 * hStride;
+  static constexpr int regionFloats = hFloats > xvFloats ? hFloats : xvFloats;
+  static constexpr std::size_t bytesNoExpert = std::size_t(wFloats + intFloats + xvFloats) * 4;
+  static constexpr std::size_t bytes = std::size_t(wFloats + intFloats + regionFloats) * 4;
 };
 
 template <int H, int NT>
@@ -884,17 +897,21 @@ __device__ __forceinline__ void fetchTile(TileInputs<H, NT>& in, const ForwardAr
   }
 }
 
-template <int H, int NT>
+template <int H, int NT, bool V16>
 __device__ __forceinline__ void stashTile(const TileInputs<H, NT>& in, float* R, float* vrS, int tid) {
-  using S = FwdSmemV2<H>;
+  using S = FwdSmemV4<H, V16>;
 #pragma unroll
   for (int j = 0; j < TileInputs<H, NT>::PF; ++j) {
     const int q = tid + j * NT;
     float* dst = R + (q * 4 / H) * S::xStride + (q * 4) % H;
-    dst[0] = in.x[j].x;
-    dst[1] = in.x[j].y;
-    dst[2] = in.x[j].z;
-    dst[3] = in.x[j].w;
+    if constexpr (V16) {
+      *reinterpret_cast<float4*>(dst) = in.x[j];
+    } else {
+      dst[0] = in.x[j].x;
+      dst[1] = in.x[j].y;
+      dst[2] = in.x[j].z;
+      dst[3] = in.x[j].w;
+    }
   }
 #pragma unroll
   for (int j = 0; j < TileInputs<H, NT>::PV; ++j) {
@@ -905,11 +922,12 @@ __device__ __forceinline__ void stashTile(const TileInputs<H, NT>& in, float* R,
 
 // kExpert is a template parameter: with a run-time flag the registers of both paths (h kept for the expert stage,
 // the next tile's inputs loaded early without it) would be live at once and spill.
-// CG lanes per token group, NT threads per block (v4: 2, 128; v5: 4, 256); two blocks per SM.
-template <int H, bool kExpert, int CG, int NT>
+// CG lanes per token group, NT threads per block, V16 (v4: 2, 128, no; v5: 4, 256, no; v6: 4, 256, yes); two
+// blocks per SM.
+template <int H, bool kExpert, int CG, int NT, bool V16>
 __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict__ wG, float invT, ForwardArgs a) {
   using L = Lay<H>;
-  using S = FwdSmemV2<H>;
+  using S = FwdSmemV4<H, V16>;
   constexpr int F = L::F;
   constexpr int QF = F / 4 / CG;  // W1 float4 chunks per lane: chunk CG·q + cg of each row
   constexpr int QH = H / 4 / CG;  // We float4 chunks per lane
@@ -920,8 +938,8 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
   float* w = reinterpret_cast<float*>(smem4);
   int* perm = reinterpret_cast<int*>(w + S::wFloats);
   int* cnt = perm + kRowsV2;
-  float* vrS = w + S::wFloats + S::intFloats;
-  float* R = vrS + FwdSmemV4<H>::vrFloats;
+  float* R = w + S::wFloats + S::intFloats;
+  float* vrS = R + S::xFloats;
   const int tid = threadIdx.x, cg = tid % CG, g = tid / CG;
   const int numTiles = (a.n + kTileV3 - 1) / kTileV3;
 
@@ -938,7 +956,7 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
   for (int tile = blockIdx.x; tile < numTiles; tile += gridDim.x) {
     const int base = tile * kTileV3;
     const int m = min(kTileV3, a.n - base);
-    stashTile<H, NT>(next, R, vrS, tid);
+    stashTile<H, NT, V16>(next, R, vrS, tid);
     if (tid < 8) cnt[tid] = 0;
     for (int i = tid; i < kRowsV2; i += NT) perm[i] = -1;
     __syncthreads();
@@ -955,11 +973,8 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
         acc[k][4 * q + 3] = b1.w;
       }
     }
-#pragma unroll 2
-    for (int i = 0; i < H; ++i) {
-      float xk[kTV3];
-#pragma unroll
-      for (int k = 0; k < kTV3; ++k) xk[k] = R[rows[k] * S::xStride + i];
+    // acc[k] += x[k][i] · W1[i] over this lane's columns, i ascending.
+    auto w1Step = [&](int i, const float (&xk)[kTV3]) {
       const float4* row = reinterpret_cast<const float4*>(w + L::W1 + i * F);
 #pragma unroll
       for (int q = 0; q < QF; ++q) {
@@ -971,6 +986,34 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
           acc[k][4 * q + 2] += xk[k] * r.z;
           acc[k][4 * q + 3] += xk[k] * r.w;
         }
+      }
+    };
+    if constexpr (V16) {
+      for (int i4 = 0; i4 < H; i4 += 4) {
+        float4 x4[kTV3];
+#pragma unroll
+        for (int k = 0; k < kTV3; ++k) x4[k] = *reinterpret_cast<const float4*>(R + rows[k] * S::xStride + i4);
+        float xk[kTV3];
+#pragma unroll
+        for (int k = 0; k < kTV3; ++k) xk[k] = x4[k].x;
+        w1Step(i4, xk);
+#pragma unroll
+        for (int k = 0; k < kTV3; ++k) xk[k] = x4[k].y;
+        w1Step(i4 + 1, xk);
+#pragma unroll
+        for (int k = 0; k < kTV3; ++k) xk[k] = x4[k].z;
+        w1Step(i4 + 2, xk);
+#pragma unroll
+        for (int k = 0; k < kTV3; ++k) xk[k] = x4[k].w;
+        w1Step(i4 + 3, xk);
+      }
+    } else {
+#pragma unroll 2
+      for (int i = 0; i < H; ++i) {
+        float xk[kTV3];
+#pragma unroll
+        for (int k = 0; k < kTV3; ++k) xk[k] = R[rows[k] * S::xStride + i];
+        w1Step(i, xk);
       }
     }
     float bp[kTV3][4];
@@ -1017,15 +1060,40 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
       }
       const float* xr = R + erow[kk] * S::xStride;
       float mean = 0, absMean = 0, var = 0;
+      if constexpr (V16) {
 #pragma unroll
-      for (int i = 0; i < H; ++i) {
-        mean += xr[i];
-        absMean += fabsf(xr[i]);
+        for (int i4 = 0; i4 < H; i4 += 4) {
+          const float4 v = *reinterpret_cast<const float4*>(xr + i4);
+          mean += v.x;
+          absMean += fabsf(v.x);
+          mean += v.y;
+          absMean += fabsf(v.y);
+          mean += v.z;
+          absMean += fabsf(v.z);
+          mean += v.w;
+          absMean += fabsf(v.w);
+        }
+        mean /= H;
+        absMean /= H;
+#pragma unroll
+        for (int i4 = 0; i4 < H; i4 += 4) {
+          const float4 v = *reinterpret_cast<const float4*>(xr + i4);
+          var += (v.x - mean) * (v.x - mean);
+          var += (v.y - mean) * (v.y - mean);
+          var += (v.z - mean) * (v.z - mean);
+          var += (v.w - mean) * (v.w - mean);
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < H; ++i) {
+          mean += xr[i];
+          absMean += fabsf(xr[i]);
+        }
+        mean /= H;
+        absMean /= H;
+#pragma unroll
+        for (int i = 0; i < H; ++i) var += (xr[i] - mean) * (xr[i] - mean);
       }
-      mean /= H;
-      absMean /= H;
-#pragma unroll
-      for (int i = 0; i < H; ++i) var += (xr[i] - mean) * (xr[i] - mean);
       var /= H;
       st[kk][0] = mean;
       st[kk][1] = var;
@@ -1107,7 +1175,7 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
       __syncthreads();  // the next tile overwrites the x tile
     } else {
       int pos[EP];
-  #pragma unroll
+#pragma unroll
       for (int kk = 0; kk < EP; ++kk) pos[kk] = erow[kk] < m ? atomicAdd(&cnt[am[kk]], 1) : -1;
       __syncthreads();
       if (tid == 0) {
@@ -1119,7 +1187,7 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
       }
       __syncthreads();
       int mine[EP];
-  #pragma unroll
+#pragma unroll
       for (int kk = 0; kk < EP; ++kk) {
         mine[kk] = -1;
         if (pos[kk] >= 0) {
@@ -1129,18 +1197,24 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
         }
       }
       int dest[kTV3];  // storage row of the group's token k = c + CG·kk: lane c of the group holds it as mine[kk]
-  #pragma unroll
+#pragma unroll
       for (int kk = 0; kk < EP; ++kk)
-  #pragma unroll
+#pragma unroll
         for (int c = 0; c < CG; ++c) dest[c + CG * kk] = __shfl_sync(0xffffffffu, mine[kk], c, CG);
-  #pragma unroll
+#pragma unroll
       for (int k = 0; k < kTV3; ++k) {
         if (dest[k] >= 0) {
           float* hr = R + dest[k] * S::hStride;
-  #pragma unroll
-          for (int q = 0; q < QF; ++q)
-  #pragma unroll
-            for (int c = 0; c < 4; ++c) hr[4 * (CG * q + cg) + c] = acc[k][4 * q + c];
+#pragma unroll
+          for (int q = 0; q < QF; ++q) {
+            if constexpr (V16) {
+              *reinterpret_cast<float4*>(hr + 4 * (CG * q + cg)) =
+                  make_float4(acc[k][4 * q], acc[k][4 * q + 1], acc[k][4 * q + 2], acc[k][4 * q + 3]);
+            } else {
+#pragma unroll
+              for (int c = 0; c < 4; ++c) hr[4 * (CG * q + cg) + c] = acc[k][4 * q + c];
+            }
+          }
         }
       }
       // h is in shared memory now: the next tile's loads overlap the expert stage.
@@ -1148,17 +1222,17 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
       __syncthreads();
 
       int pk[kTV3];
-  #pragma unroll
+#pragma unroll
       for (int k = 0; k < kTV3; ++k) pk[k] = perm[k * Sets + g];
       if (pk[0] >= 0) {
         const int e = pk[0] >> 8;
         const float4* We4 = reinterpret_cast<const float4*>(w + L::We + e * F * H);
         const float4* be4 = reinterpret_cast<const float4*>(w + L::be + e * H);
         float y[kTV3][4 * QH];
-  #pragma unroll
+#pragma unroll
         for (int q = 0; q < QH; ++q) {
           const float4 v = be4[CG * q + cg];
-  #pragma unroll
+#pragma unroll
           for (int k = 0; k < kTV3; ++k) {
             y[k][4 * q] = v.x;
             y[k][4 * q + 1] = v.y;
@@ -1166,15 +1240,11 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
             y[k][4 * q + 3] = v.w;
           }
         }
-  #pragma unroll 2
-        for (int f = 0; f < F; ++f) {
-          float hk[kTV3];
-  #pragma unroll
-          for (int k = 0; k < kTV3; ++k) hk[k] = R[(k * Sets + g) * S::hStride + f];
-  #pragma unroll
+        auto weStep = [&](int f, const float (&hk)[kTV3]) {
+#pragma unroll
           for (int q = 0; q < QH; ++q) {
             const float4 r = We4[f * (H / 4) + CG * q + cg];
-  #pragma unroll
+#pragma unroll
             for (int k = 0; k < kTV3; ++k) {
               y[k][4 * q] += hk[k] * r.x;
               y[k][4 * q + 1] += hk[k] * r.y;
@@ -1182,29 +1252,58 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
               y[k][4 * q + 3] += hk[k] * r.w;
             }
           }
+        };
+        if constexpr (V16) {
+          for (int f4 = 0; f4 < F; f4 += 4) {
+            float4 h4[kTV3];
+#pragma unroll
+            for (int k = 0; k < kTV3; ++k)
+              h4[k] = *reinterpret_cast<const float4*>(R + (k * Sets + g) * S::hStride + f4);
+            float hk[kTV3];
+#pragma unroll
+            for (int k = 0; k < kTV3; ++k) hk[k] = h4[k].x;
+            weStep(f4, hk);
+#pragma unroll
+            for (int k = 0; k < kTV3; ++k) hk[k] = h4[k].y;
+            weStep(f4 + 1, hk);
+#pragma unroll
+            for (int k = 0; k < kTV3; ++k) hk[k] = h4[k].z;
+            weStep(f4 + 2, hk);
+#pragma unroll
+            for (int k = 0; k < kTV3; ++k) hk[k] = h4[k].w;
+            weStep(f4 + 3, hk);
+          }
+        } else {
+#pragma unroll 2
+          for (int f = 0; f < F; ++f) {
+            float hk[kTV3];
+#pragma unroll
+            for (int k = 0; k < kTV3; ++k) hk[k] = R[(k * Sets + g) * S::hStride + f];
+            weStep(f, hk);
+          }
         }
         // One branch per lane group (its tokens share the expert); tanhf only where the expert is Derivatives.
         if (e == 3) {
-  #pragma unroll
+#pragma unroll
           for (int k = 0; k < kTV3; ++k)
-  #pragma unroll
+#pragma unroll
             for (int j = 0; j < 4 * QH; ++j) y[k][j] = tanhf(y[k][j]);
         } else if (e == 1) {
-  #pragma unroll
+#pragma unroll
           for (int k = 0; k < kTV3; ++k)
-  #pragma unroll
+#pragma unroll
             for (int j = 0; j < 4 * QH; ++j) y[k][j] = 0.8f * y[k][j];
         } else {
-  #pragma unroll
+#pragma unroll
           for (int k = 0; k < kTV3; ++k)
-  #pragma unroll
+#pragma unroll
             for (int j = 0; j < 4 * QH; ++j) y[k][j] = fmaxf(y[k][j], 0.0f);
         }
-  #pragma unroll
+#pragma unroll
         for (int k = 0; k < kTV3; ++k) {
           if (pk[k] >= 0) {
             float4* o = reinterpret_cast<float4*>(a.expert + std::size_t(base + (pk[k] & 255)) * H);
-  #pragma unroll
+#pragma unroll
             for (int q = 0; q < QH; ++q)
               o[CG * q + cg] = make_float4(y[k][4 * q], y[k][4 * q + 1], y[k][4 * q + 2], y[k][4 * q + 3]);
           }
@@ -1237,23 +1336,23 @@ FwdLaunch occupancy(Kernel k, int threads, std::size_t full, std::size_t noExper
   return FwdLaunch{nFull * sms, nNo * sms};
 }
 
-template <int H, int V, int CG, int NT>
+template <int H, int V, int CG, int NT, bool V16>
 void prepareV4() {
-  using S = FwdSmemV4<H>;
-  fwdLaunch<H, V>() = occupancy(forwardKernelV4<H, true, CG, NT>, NT, S::bytes, S::bytes);
+  using S = FwdSmemV4<H, V16>;
+  fwdLaunch<H, V>() = occupancy(forwardKernelV4<H, true, CG, NT, V16>, NT, S::bytes, S::bytes);
   fwdLaunch<H, V>().blocksNoExpert =
-      occupancy(forwardKernelV4<H, false, CG, NT>, NT, S::bytesNoExpert, S::bytesNoExpert).blocksFull;
+      occupancy(forwardKernelV4<H, false, CG, NT, V16>, NT, S::bytesNoExpert, S::bytesNoExpert).blocksFull;
 }
 
-template <int H, int V, int CG, int NT>
+template <int H, int V, int CG, int NT, bool V16>
 void launchV4(const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream) {
-  using S = FwdSmemV4<H>;
+  using S = FwdSmemV4<H, V16>;
   const FwdLaunch& l = fwdLaunch<H, V>();
   MOE_CHECK(l.blocksFull > 0, "prepareForward was not called for this hidden size");
   const int tiles = (a.n + kTileV3 - 1) / kTileV3;
   const int blocks = std::min(tiles, a.expert ? l.blocksFull : l.blocksNoExpert);
-  if (a.expert) forwardKernelV4<H, true, CG, NT><<<blocks, NT, S::bytes, stream>>>(p.w, p.invT, a);
-  else forwardKernelV4<H, false, CG, NT><<<blocks, NT, S::bytesNoExpert, stream>>>(p.w, p.invT, a);
+  if (a.expert) forwardKernelV4<H, true, CG, NT, V16><<<blocks, NT, S::bytes, stream>>>(p.w, p.invT, a);
+  else forwardKernelV4<H, false, CG, NT, V16><<<blocks, NT, S::bytesNoExpert, stream>>>(p.w, p.invT, a);
 }
 
 template <int H>
@@ -1261,8 +1360,9 @@ void prepare() {
   fwdLaunch<H, 1>() = occupancy(forwardKernelV1<H>, kThreads, FwdSmemV1<H>::bytes, FwdSmemV1<H>::bytesNoExpert);
   fwdLaunch<H, 2>() = occupancy(forwardKernelV2<H>, kThreadsV2, FwdSmemV2<H>::bytes, FwdSmemV2<H>::bytesNoExpert);
   fwdLaunch<H, 3>() = occupancy(forwardKernelV3<H>, kThreadsV3, FwdSmemV2<H>::bytes, FwdSmemV2<H>::bytesNoExpert);
-  prepareV4<H, 4, 2, 128>();
-  prepareV4<H, 5, 4, 256>();
+  prepareV4<H, 4, 2, 128, false>();
+  prepareV4<H, 5, 4, 256, false>();
+  prepareV4<H, 6, 4, 256, true>();
 }
 
 template <int H>
@@ -1275,9 +1375,11 @@ void launch(const DeviceParams& p, const ForwardArgs& a, int version, cudaStream
     const int blocks = std::min(tiles, a.expert ? l.blocksFull : l.blocksNoExpert);
     forwardKernelV1<H><<<blocks, kThreads, a.expert ? S::bytes : S::bytesNoExpert, stream>>>(p.w, p.invT, a);
   } else if (version == 4) {
-    launchV4<H, 4, 2, 128>(p, a, stream);
+    launchV4<H, 4, 2, 128, false>(p, a, stream);
   } else if (version == 5) {
-    launchV4<H, 5, 4, 256>(p, a, stream);
+    launchV4<H, 5, 4, 256, false>(p, a, stream);
+  } else if (version == 6) {
+    launchV4<H, 6, 4, 256, true>(p, a, stream);
   } else if (version == 3) {
     using S = FwdSmemV2<H>;
     const FwdLaunch& l = fwdLaunch<H, 3>();
@@ -1302,7 +1404,7 @@ int forwardKernelVersion(int H, bool expert) {
   static const int forced = [] {
     const char* e = std::getenv("MOE_CUDA_FORWARD_KERNEL");
     const std::string v = e ? e : "";
-    return v.size() == 1 && v[0] >= '1' && v[0] <= '5' ? v[0] - '0' : 0;
+    return v.size() == 1 && v[0] >= '1' && v[0] <= '6' ? v[0] - '0' : 0;
   }();
   // The fastest of each case on an H100, 1e7 tokens (docs/performance.md). H = 32: v5 with the expert output,
   // v4 without. H = 16 (128 registers suffice for v2/v3, four blocks per SM): v3 with the expert output, v2 without.
