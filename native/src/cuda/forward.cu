@@ -13,16 +13,19 @@
 // tokens with expert output.
 //   v1  one token per thread: each 16-byte weight broadcast from shared memory feeds 4 FMAs per lane. 1.94 G tokens/s.
 //   v2  two tokens per thread: each weight load feeds two tokens (half the shared-memory bytes per FMA). Buckets
-//       start at even slots so the two tokens a thread takes in the expert stage share one weight slice. 2.42 G.
+//       start at even slots so the two tokens a thread takes in the expert stage share one weight slice. 2.40 G.
 //   v3  micro-tiles: a pair of lanes shares four tokens, each lane half of the columns (about half of v2's
 //       shared-memory bytes per FMA again). 2.48 G.
 //   Halving the shared-memory traffic twice gave +24% and then +3%, so shared memory was no longer the limit; v3
 //   ran the FMA pipes at ~40% of the FP32 rate with 8 warps per SM (236 registers per thread, 112 KB of shared
 //   memory per block) and the tile's global loads exposed behind barriers.
 //   v4  v3 with the next tile's inputs loaded into registers during the current tile, and the expert activation
-//       branched per lane group (tanhf only for Derivatives). 2.88 G.
-//   v5  v4 with four lanes per token group and 256 threads: 128 registers, 16 warps per SM. 2.96 G.
-//   v6  v5 with x and h moved through shared memory as 16-byte words (strides H + 4 and F + 4).
+//       branched per lane group (tanhf only for Derivatives). 2.87 G.
+//   v5  v4 with four lanes per token group and 256 threads: 128 registers, 16 warps per SM. 2.95 G. Nsight
+//       Compute: shared-memory (L1) throughput 87% of peak, issue slots 65% busy; the shared-memory pipe is the
+//       limit now.
+//   v6  v5 with x and h moved through shared memory as 16-byte words (strides H + 4 and F + 4): L1 throughput 77%,
+//       but fewer instructions issued per cycle (59%; 24 bytes of spills at 128 registers). 2.93 G.
 //   See docs/performance.md.
 #include <cstdlib>
 
