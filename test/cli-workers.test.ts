@@ -77,6 +77,8 @@ describe('workers CLI', () => {
     expect(startLine.roles).toEqual(['route', 'report']);
     expect(startLine.prefix).toBe(prefix);
     expect(String(startLine.backend)).toMatch(/^(simd-avx512|simd-avx2|scalar)$/);
+    // auto on a machine without a usable GPU: the line says why the router runs on the CPU.
+    expect(typeof startLine.fallbackReason).toBe('string');
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
     expect(lines.map((l) => l.msg)).toContain('stopped');

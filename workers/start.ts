@@ -188,7 +188,10 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
     await cleanup();
     throw err;
   }
-  logger.info({ roles, prefix: config.prefix, backend: loaded?.router.backend }, 'workers started');
+  logger.info(
+    { roles, prefix: config.prefix, backend: loaded?.router.backend, fallbackReason: loaded?.router.fallbackReason },
+    'workers started',
+  );
 
   let closing: Promise<void> | undefined;
   return {

@@ -190,7 +190,7 @@ int main(int argc, char** argv) {
         MOE_CUDA_CHECK(cudaMemcpy(risk, hr.data(), nMax * 4, cudaMemcpyHostToDevice));
       }
       for (std::size_t n : {std::size_t(10000), std::size_t(1000000), std::size_t(10000000)}) {
-        for (int version : {1, 2, 3})
+        for (int version : {1, 2, 3, 4, 5, 6})
         for (bool withExpert : {true, false}) {
           // Small batches rotate through the 1e7-token buffers so repeats do not run out of L2.
           const std::size_t slots = nMax / n;

@@ -56,9 +56,10 @@ struct ForwardArgs {
   float* expert;
   int n;
 };
-// version: 0 = the default (forwardKernelVersion), 1, 2 or 3 = that kernel (forward.cu explains them).
+// version: 0 = the default (forwardKernelVersion), 1..6 = that kernel (forward.cu explains them).
 void launchForward(int H, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream, int version = 0);
-int forwardKernelVersion(bool expert);  // MOE_CUDA_FORWARD_KERNEL=1|2|3, else 3 with expert output, 2 without
+// MOE_CUDA_FORWARD_KERNEL=1..6 forces a version; else the fastest measured for this H and output set.
+int forwardKernelVersion(int H, bool expert);
 // Dynamic shared memory the forward kernel needs (the backend raises the kernel's limit once).
 void prepareForward(int H);
 
