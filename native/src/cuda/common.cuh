@@ -56,9 +56,9 @@ struct ForwardArgs {
   float* expert;
   int n;
 };
-// version: 0 = the default (forwardKernelVersion), 1..6 = that kernel (forward.cu explains them).
+// version: 0 = the default (forwardKernelVersion), 1..8 = that kernel (forward.cu explains them).
 void launchForward(int H, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream, int version = 0);
-// MOE_CUDA_FORWARD_KERNEL=1..6 forces a version; else the fastest measured for this H and output set.
+// MOE_CUDA_FORWARD_KERNEL=1..8 forces a version; else the fastest measured for this H and output set.
 int forwardKernelVersion(int H, bool expert);
 // Dynamic shared memory the forward kernel needs (the backend raises the kernel's limit once).
 void prepareForward(int H);

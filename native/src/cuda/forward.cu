@@ -7,8 +7,8 @@
 // a warp reads the same address). The expert stage would diverge (each token picks one of four weight slices), so
 // the tokens of a tile are bucketed by expert first and a warp then reads one slice, again as broadcasts.
 //
-// Six versions, each checked against the scalar oracle (native/tests/cuda_vs_scalar.cpp) and timed by
-// native/bench/cuda_bench.cu; MOE_CUDA_FORWARD_KERNEL=1..6 forces one, else forwardKernelVersion picks the fastest
+// Eight versions, each checked against the scalar oracle (native/tests/cuda_vs_scalar.cpp) and timed by
+// native/bench/cuda_bench.cu; MOE_CUDA_FORWARD_KERNEL=1..8 forces one, else forwardKernelVersion picks the fastest
 // measured on an H100 for the hidden size and whether the expert output is asked for. Rates: H100, H = 32, 1e7
 // tokens with expert output.
 //   v1  one token per thread: each 16-byte weight broadcast from shared memory feeds 4 FMAs per lane. 1.94 G tokens/s.
@@ -26,6 +26,16 @@
 //       limit now.
 //   v6  v5 with x and h moved through shared memory as 16-byte words (strides H + 4 and F + 4): L1 throughput 77%,
 //       but fewer instructions issued per cycle (59%; 24 bytes of spills at 128 registers). 2.93 G.
+//   v7  register blocking against the shared-memory limit: 128 threads, 8 warps per SM, and in the h stage four
+//       lanes share eight tokens (8 tokens × a quarter of the columns per lane: each W1 float4 feeds 32 FMAs, and
+//       W1 + x bytes per FMA drop from v5's 20/64 to 24/128); the expert stage keeps v4's blocking (two lanes per
+//       four-token group, half the outputs each: 20/64 instead of v5's 12/32). 255 registers. 2.86 G.
+//   v8  v7 with v6's 16-byte moves of x and h (with 8 warps per SM the instruction count matters: +6% over v7).
+//       3.04 G (v5 2.97 G in the same run); at H = 16 8.37 G against v4's 7.61 G. The fastest with the expert
+//       output at both sizes. Nsight Compute: L1 throughput 58%, issue slots 58% busy, FMA pipe 49%: no pipe is
+//       saturated; with two warps per scheduler, latency (dependent loads, the tile's barriers) limits it.
+//   Tried and dropped: eight lanes × eight tokens with 256 threads (16 warps per SM, 64 accumulators, v5's expert
+//   stage): 2.73 G.
 //   See docs/performance.md.
 #include <cstdlib>
 
@@ -841,7 +851,7 @@ __global__ void __launch_bounds__(kThreadsV3) forwardKernelV3(const float* __res
   }
 }
 
-// ---- v4, v5 and v6: v3's micro-tiles with the next tile's inputs loaded while the current tile computes ----
+// ---- v4 to v8: v3's micro-tiles with the next tile's inputs loaded while the current tile computes ----
 // v3 loads a tile's x (16 float4 per thread at H = 32) and vol/risk only when the tile starts, behind a barrier,
 // and the epilogue then waits on global vol/risk loads as well; with two blocks per SM each load wait leaves one
 // warp per scheduler. v4 issues the next tile's loads into registers where they are free (after the h stores with
@@ -925,25 +935,27 @@ __device__ __forceinline__ void stashTile(const TileInputs<H, NT>& in, float* R,
 
 // kExpert is a template parameter: with a run-time flag the registers of both paths (h kept for the expert stage,
 // the next tile's inputs loaded early without it) would be live at once and spill.
-// CG lanes per token group, NT threads per block, V16 (v4: 2, 128, no; v5: 4, 256, no; v6: 4, 256, yes); two
-// blocks per SM.
-template <int H, bool kExpert, int CG, int NT, bool V16>
+// CG lanes per group of TK tokens in the h stage and epilogue, CGE lanes per group of kTV3 = 4 tokens in the expert
+// stage (expert buckets stay padded to 4, so the 240-token tile still fits 256 rows), NT threads per block, V16
+// (MOE_FWD_V4 .. MOE_FWD_V8 below); two blocks per SM.
+template <int H, bool kExpert, int CG, int NT, bool V16, int TK, int CGE>
 __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict__ wG, float invT, ForwardArgs a) {
   using L = Lay<H>;
   using S = FwdSmemV4<H, V16>;
   constexpr int F = L::F;
   constexpr int QF = F / 4 / CG;  // W1 float4 chunks per lane: chunk CG·q + cg of each row
-  constexpr int QH = H / 4 / CG;  // We float4 chunks per lane
-  constexpr int Sets = NT / CG;   // token groups per block
-  constexpr int EP = kTV3 / CG;   // tokens of its group whose epilogue a lane computes: cg + CG·kk
-  static_assert(Sets * kTV3 == kRowsV2, "256-row tile");
+  constexpr int QH = H / 4 / CGE;  // We float4 chunks per lane in the expert stage
+  constexpr int Sets = NT / CG;    // token groups per block in the h stage
+  constexpr int SetsE = NT / CGE;  // token groups per block in the expert stage (kTV3 tokens each)
+  constexpr int EP = TK / CG;      // tokens of its group whose epilogue a lane computes: cg + CG·kk
+  static_assert(Sets * TK == kRowsV2 && SetsE * kTV3 == kRowsV2, "256-row tile");
   extern __shared__ float4 smem4[];
   float* w = reinterpret_cast<float*>(smem4);
   int* perm = reinterpret_cast<int*>(w + S::wFloats);
   int* cnt = perm + kRowsV2;
   float* R = w + S::wFloats + S::intFloats;
   float* vrS = R + S::xFloats;
-  const int tid = threadIdx.x, cg = tid % CG, g = tid / CG;
+  const int tid = threadIdx.x, cg = tid % CG, g = tid / CG, cgE = tid % CGE, gE = tid / CGE;
   const int numTiles = (a.n + kTileV3 - 1) / kTileV3;
 
   TileInputs<H, NT> next;
@@ -952,9 +964,9 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
     reinterpret_cast<float4*>(w)[i] = reinterpret_cast<const float4*>(wG)[i];
   __syncthreads();
   const float g0 = w[L::gates], g1 = w[L::gates + 1], g2 = w[L::gates + 2], g3 = w[L::gates + 3];
-  int rows[kTV3];
+  int rows[TK];
 #pragma unroll
-  for (int k = 0; k < kTV3; ++k) rows[k] = g + Sets * k;
+  for (int k = 0; k < TK; ++k) rows[k] = g + Sets * k;
 
   for (int tile = blockIdx.x; tile < numTiles; tile += gridDim.x) {
     const int base = tile * kTileV3;
@@ -964,12 +976,12 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
     for (int i = tid; i < kRowsV2; i += NT) perm[i] = -1;
     __syncthreads();
 
-    float acc[kTV3][4 * QF];
+    float acc[TK][4 * QF];
 #pragma unroll
     for (int q = 0; q < QF; ++q) {
       const float4 b1 = reinterpret_cast<const float4*>(w + L::b1)[CG * q + cg];
 #pragma unroll
-      for (int k = 0; k < kTV3; ++k) {
+      for (int k = 0; k < TK; ++k) {
         acc[k][4 * q] = b1.x;
         acc[k][4 * q + 1] = b1.y;
         acc[k][4 * q + 2] = b1.z;
@@ -977,13 +989,13 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
       }
     }
     // acc[k] += x[k][i] · W1[i] over this lane's columns, i ascending.
-    auto w1Step = [&](int i, const float (&xk)[kTV3]) {
+    auto w1Step = [&](int i, const float (&xk)[TK]) {
       const float4* row = reinterpret_cast<const float4*>(w + L::W1 + i * F);
 #pragma unroll
       for (int q = 0; q < QF; ++q) {
         const float4 r = row[CG * q + cg];
 #pragma unroll
-        for (int k = 0; k < kTV3; ++k) {
+        for (int k = 0; k < TK; ++k) {
           acc[k][4 * q] += xk[k] * r.x;
           acc[k][4 * q + 1] += xk[k] * r.y;
           acc[k][4 * q + 2] += xk[k] * r.z;
@@ -993,35 +1005,35 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
     };
     if constexpr (V16) {
       for (int i4 = 0; i4 < H; i4 += 4) {
-        float4 x4[kTV3];
+        float4 x4[TK];
 #pragma unroll
-        for (int k = 0; k < kTV3; ++k) x4[k] = *reinterpret_cast<const float4*>(R + rows[k] * S::xStride + i4);
-        float xk[kTV3];
+        for (int k = 0; k < TK; ++k) x4[k] = *reinterpret_cast<const float4*>(R + rows[k] * S::xStride + i4);
+        float xk[TK];
 #pragma unroll
-        for (int k = 0; k < kTV3; ++k) xk[k] = x4[k].x;
+        for (int k = 0; k < TK; ++k) xk[k] = x4[k].x;
         w1Step(i4, xk);
 #pragma unroll
-        for (int k = 0; k < kTV3; ++k) xk[k] = x4[k].y;
+        for (int k = 0; k < TK; ++k) xk[k] = x4[k].y;
         w1Step(i4 + 1, xk);
 #pragma unroll
-        for (int k = 0; k < kTV3; ++k) xk[k] = x4[k].z;
+        for (int k = 0; k < TK; ++k) xk[k] = x4[k].z;
         w1Step(i4 + 2, xk);
 #pragma unroll
-        for (int k = 0; k < kTV3; ++k) xk[k] = x4[k].w;
+        for (int k = 0; k < TK; ++k) xk[k] = x4[k].w;
         w1Step(i4 + 3, xk);
       }
     } else {
 #pragma unroll 2
       for (int i = 0; i < H; ++i) {
-        float xk[kTV3];
+        float xk[TK];
 #pragma unroll
-        for (int k = 0; k < kTV3; ++k) xk[k] = R[rows[k] * S::xStride + i];
+        for (int k = 0; k < TK; ++k) xk[k] = R[rows[k] * S::xStride + i];
         w1Step(i, xk);
       }
     }
-    float bp[kTV3][4];
+    float bp[TK][4];
 #pragma unroll
-    for (int k = 0; k < kTV3; ++k)
+    for (int k = 0; k < TK; ++k)
 #pragma unroll
       for (int d = 0; d < 4; ++d) bp[k][d] = 0.0f;
 #pragma unroll
@@ -1030,7 +1042,7 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
       for (int c = 0; c < 4; ++c) {
         const float4 wc = reinterpret_cast<const float4*>(w + L::Wc)[4 * (CG * q + cg) + c];
 #pragma unroll
-        for (int k = 0; k < kTV3; ++k) {
+        for (int k = 0; k < TK; ++k) {
           const float hv = fmaxf(acc[k][4 * q + c], 0.0f);
           acc[k][4 * q + c] = hv;
           bp[k][0] += hv * wc.x;
@@ -1040,7 +1052,7 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
         }
       }
 #pragma unroll
-    for (int k = 0; k < kTV3; ++k)
+    for (int k = 0; k < TK; ++k)
 #pragma unroll
       for (int d = 0; d < 4; ++d)
 #pragma unroll
@@ -1195,17 +1207,17 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
         mine[kk] = -1;
         if (pos[kk] >= 0) {
           const int slot = cnt[4 + am[kk]] + pos[kk];
-          mine[kk] = (slot % kTV3) * Sets + slot / kTV3;
+          mine[kk] = (slot % kTV3) * SetsE + slot / kTV3;
           perm[mine[kk]] = erow[kk] | (am[kk] << 8);
         }
       }
-      int dest[kTV3];  // storage row of the group's token k = c + CG·kk: lane c of the group holds it as mine[kk]
+      int dest[TK];  // storage row of the group's token k = c + CG·kk: lane c of the group holds it as mine[kk]
 #pragma unroll
       for (int kk = 0; kk < EP; ++kk)
 #pragma unroll
         for (int c = 0; c < CG; ++c) dest[c + CG * kk] = __shfl_sync(0xffffffffu, mine[kk], c, CG);
 #pragma unroll
-      for (int k = 0; k < kTV3; ++k) {
+      for (int k = 0; k < TK; ++k) {
         if (dest[k] >= 0) {
           float* hr = R + dest[k] * S::hStride;
 #pragma unroll
@@ -1226,7 +1238,7 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
 
       int pk[kTV3];
 #pragma unroll
-      for (int k = 0; k < kTV3; ++k) pk[k] = perm[k * Sets + g];
+      for (int k = 0; k < kTV3; ++k) pk[k] = perm[k * SetsE + gE];
       if (pk[0] >= 0) {
         const int e = pk[0] >> 8;
         const float4* We4 = reinterpret_cast<const float4*>(w + L::We + e * F * H);
@@ -1234,7 +1246,7 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
         float y[kTV3][4 * QH];
 #pragma unroll
         for (int q = 0; q < QH; ++q) {
-          const float4 v = be4[CG * q + cg];
+          const float4 v = be4[CGE * q + cgE];
 #pragma unroll
           for (int k = 0; k < kTV3; ++k) {
             y[k][4 * q] = v.x;
@@ -1246,7 +1258,7 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
         auto weStep = [&](int f, const float (&hk)[kTV3]) {
 #pragma unroll
           for (int q = 0; q < QH; ++q) {
-            const float4 r = We4[f * (H / 4) + CG * q + cg];
+            const float4 r = We4[f * (H / 4) + CGE * q + cgE];
 #pragma unroll
             for (int k = 0; k < kTV3; ++k) {
               y[k][4 * q] += hk[k] * r.x;
@@ -1261,7 +1273,7 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
             float4 h4[kTV3];
 #pragma unroll
             for (int k = 0; k < kTV3; ++k)
-              h4[k] = *reinterpret_cast<const float4*>(R + (k * Sets + g) * S::hStride + f4);
+              h4[k] = *reinterpret_cast<const float4*>(R + (k * SetsE + gE) * S::hStride + f4);
             float hk[kTV3];
 #pragma unroll
             for (int k = 0; k < kTV3; ++k) hk[k] = h4[k].x;
@@ -1281,7 +1293,7 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
           for (int f = 0; f < F; ++f) {
             float hk[kTV3];
 #pragma unroll
-            for (int k = 0; k < kTV3; ++k) hk[k] = R[(k * Sets + g) * S::hStride + f];
+            for (int k = 0; k < kTV3; ++k) hk[k] = R[(k * SetsE + gE) * S::hStride + f];
             weStep(f, hk);
           }
         }
@@ -1308,7 +1320,7 @@ __global__ void __launch_bounds__(NT, 2) forwardKernelV4(const float* __restrict
             float4* o = reinterpret_cast<float4*>(a.expert + std::size_t(base + (pk[k] & 255)) * H);
 #pragma unroll
             for (int q = 0; q < QH; ++q)
-              o[CG * q + cg] = make_float4(y[k][4 * q], y[k][4 * q + 1], y[k][4 * q + 2], y[k][4 * q + 3]);
+              o[CGE * q + cgE] = make_float4(y[k][4 * q], y[k][4 * q + 1], y[k][4 * q + 2], y[k][4 * q + 3]);
           }
         }
       }
@@ -1339,33 +1351,43 @@ FwdLaunch occupancy(Kernel k, int threads, std::size_t full, std::size_t noExper
   return FwdLaunch{nFull * sms, nNo * sms};
 }
 
-template <int H, int V, int CG, int NT, bool V16>
+template <int H, int V, int CG, int NT, bool V16, int TK, int CGE>
 void prepareV4() {
   using S = FwdSmemV4<H, V16>;
-  fwdLaunch<H, V>() = occupancy(forwardKernelV4<H, true, CG, NT, V16>, NT, S::bytes, S::bytes);
+  fwdLaunch<H, V>() = occupancy(forwardKernelV4<H, true, CG, NT, V16, TK, CGE>, NT, S::bytes, S::bytes);
   fwdLaunch<H, V>().blocksNoExpert =
-      occupancy(forwardKernelV4<H, false, CG, NT, V16>, NT, S::bytesNoExpert, S::bytesNoExpert).blocksFull;
+      occupancy(forwardKernelV4<H, false, CG, NT, V16, TK, CGE>, NT, S::bytesNoExpert, S::bytesNoExpert).blocksFull;
 }
 
-template <int H, int V, int CG, int NT, bool V16>
+template <int H, int V, int CG, int NT, bool V16, int TK, int CGE>
 void launchV4(const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream) {
   using S = FwdSmemV4<H, V16>;
   const FwdLaunch& l = fwdLaunch<H, V>();
   MOE_CHECK(l.blocksFull > 0, "prepareForward was not called for this hidden size");
   const int tiles = (a.n + kTileV3 - 1) / kTileV3;
   const int blocks = std::min(tiles, a.expert ? l.blocksFull : l.blocksNoExpert);
-  if (a.expert) forwardKernelV4<H, true, CG, NT, V16><<<blocks, NT, S::bytes, stream>>>(p.w, p.invT, a);
-  else forwardKernelV4<H, false, CG, NT, V16><<<blocks, NT, S::bytesNoExpert, stream>>>(p.w, p.invT, a);
+  if (a.expert) forwardKernelV4<H, true, CG, NT, V16, TK, CGE><<<blocks, NT, S::bytes, stream>>>(p.w, p.invT, a);
+  else forwardKernelV4<H, false, CG, NT, V16, TK, CGE><<<blocks, NT, S::bytesNoExpert, stream>>>(p.w, p.invT, a);
 }
+
+// Template arguments of versions 4-8: lanes per token group, threads, 16-byte x/h moves, tokens per group in the h
+// stage, lanes per four-token group in the expert stage.
+#define MOE_FWD_V4 2, 128, false, 4, 2
+#define MOE_FWD_V5 4, 256, false, 4, 4
+#define MOE_FWD_V6 4, 256, true, 4, 4
+#define MOE_FWD_V7 4, 128, false, 8, 2
+#define MOE_FWD_V8 4, 128, true, 8, 2
 
 template <int H>
 void prepare() {
   fwdLaunch<H, 1>() = occupancy(forwardKernelV1<H>, kThreads, FwdSmemV1<H>::bytes, FwdSmemV1<H>::bytesNoExpert);
   fwdLaunch<H, 2>() = occupancy(forwardKernelV2<H>, kThreadsV2, FwdSmemV2<H>::bytes, FwdSmemV2<H>::bytesNoExpert);
   fwdLaunch<H, 3>() = occupancy(forwardKernelV3<H>, kThreadsV3, FwdSmemV2<H>::bytes, FwdSmemV2<H>::bytesNoExpert);
-  prepareV4<H, 4, 2, 128, false>();
-  prepareV4<H, 5, 4, 256, false>();
-  prepareV4<H, 6, 4, 256, true>();
+  prepareV4<H, 4, MOE_FWD_V4>();
+  prepareV4<H, 5, MOE_FWD_V5>();
+  prepareV4<H, 6, MOE_FWD_V6>();
+  prepareV4<H, 7, MOE_FWD_V7>();
+  prepareV4<H, 8, MOE_FWD_V8>();
 }
 
 template <int H>
@@ -1378,11 +1400,16 @@ void launch(const DeviceParams& p, const ForwardArgs& a, int version, cudaStream
     const int blocks = std::min(tiles, a.expert ? l.blocksFull : l.blocksNoExpert);
     forwardKernelV1<H><<<blocks, kThreads, a.expert ? S::bytes : S::bytesNoExpert, stream>>>(p.w, p.invT, a);
   } else if (version == 4) {
-    launchV4<H, 4, 2, 128, false>(p, a, stream);
+    launchV4<H, 4, MOE_FWD_V4>(p, a, stream);
   } else if (version == 5) {
-    launchV4<H, 5, 4, 256, false>(p, a, stream);
+    launchV4<H, 5, MOE_FWD_V5>(p, a, stream);
   } else if (version == 6) {
-    launchV4<H, 6, 4, 256, true>(p, a, stream);
+    launchV4<H, 6, MOE_FWD_V6>(p, a, stream);
+  } else if (version == 7) {
+    launchV4<H, 7, MOE_FWD_V7>(p, a, stream);
+  } else if (version == 8) {
+    launchV4<H, 8, MOE_FWD_V8>(p, a, stream);
+
   } else if (version == 3) {
     using S = FwdSmemV2<H>;
     const FwdLaunch& l = fwdLaunch<H, 3>();
@@ -1407,13 +1434,13 @@ int forwardKernelVersion(int H, bool expert) {
   static const int forced = [] {
     const char* e = std::getenv("MOE_CUDA_FORWARD_KERNEL");
     const std::string v = e ? e : "";
-    return v.size() == 1 && v[0] >= '1' && v[0] <= '6' ? v[0] - '0' : 0;
+    return v.size() == 1 && v[0] >= '1' && v[0] <= '8' ? v[0] - '0' : 0;
   }();
-  // The fastest of each case on an H100, 1e7 tokens (docs/performance.md). H = 32: v5 with the expert output,
-  // v4 without. H = 16 (128 registers suffice for v2/v3, four blocks per SM): v3 with the expert output, v2 without.
+  // The fastest of each case on an H100, 1e7 tokens (docs/performance.md): v8 with the expert output at both sizes;
+  // without it v4 at H = 32 (v8 ties) and v2 at H = 16 (128 registers suffice, four blocks per SM).
   if (forced != 0) return forced;
-  if (H == 32) return expert ? 5 : 4;
-  return expert ? 3 : 2;
+  if (expert) return 8;
+  return H == 32 ? 4 : 2;
 }
 
 void prepareForward(int H) {
