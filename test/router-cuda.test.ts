@@ -2,9 +2,9 @@
 // error, never a crash. With a GPU: the CUDA backend against the scalar oracle (forward, gradient, AdamW).
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { randomBatch, randomParams } from './helpers/router.js';
 import { DEFAULT_MODEL_FILE, routerBackendChoice } from '../src/config.js';
-import { INITIAL_GATES, paramLayout, type Hidden } from '../src/router/layout.js';
-import { NativeRouter, RouterError, cudaStatus, loadNativeAddon, nativeAvailable, type TokenBatch } from '../src/router/native.js';
+import { NativeRouter, RouterError, cudaStatus, loadNativeAddon, nativeAvailable } from '../src/router/native.js';
 import { Rng } from '../src/util/random.js';
 import { openRouter } from '../workers/route.js';
 
@@ -13,21 +13,6 @@ const gpu = cudaStatus();
 const native = available.ok ? describe : describe.skip;
 const noGpu = available.ok && !gpu.available ? describe : describe.skip;
 const withGpu = available.ok && gpu.available ? describe : describe.skip;
-
-function randomParams(hidden: Hidden, rng: Rng): Float32Array {
-  const L = paramLayout(hidden);
-  const p = rng.fillNormal(new Float32Array(L.size), 0.3);
-  INITIAL_GATES.forEach((g, i) => (p[L.byName.gates.offset + i] = g));
-  return p;
-}
-
-function randomBatch(hidden: Hidden, n: number, rng: Rng): TokenBatch {
-  return {
-    x: rng.fillNormal(new Float32Array(n * hidden)),
-    vol: rng.fillNormal(new Float32Array(n), 0.7),
-    risk: rng.fillNormal(new Float32Array(n)),
-  };
-}
 
 native('CUDA status of the addon', () => {
   it('reports whether CUDA is built in and, when no GPU is usable, why', () => {

@@ -1,8 +1,9 @@
 // Golden test: native scalar and SIMD forward against the float64 TS reference, on fresh seeded inputs,
 // ragged batch sizes, sync and async, 1 and 2 threads.
 import { describe, expect, it } from 'vitest';
-import { INITIAL_GATES, paramLayout, type Hidden } from '../src/router/layout.js';
-import { NativeRouter, loadNativeAddon, nativeAvailable, type TokenBatch } from '../src/router/native.js';
+import { randomBatch, randomParams } from './helpers/router.js';
+import { paramLayout, type Hidden } from '../src/router/layout.js';
+import { NativeRouter, loadNativeAddon, nativeAvailable } from '../src/router/native.js';
 import { referenceForward, referenceLossAndGrad, type ReferenceForwardOutput } from '../src/router/reference.js';
 import { Rng } from '../src/util/random.js';
 
@@ -11,21 +12,6 @@ const suite = available.ok ? describe : describe.skip;
 const suiteName = available.ok ? 'native router forward' : `native router forward (skipped: ${available.reason})`;
 
 const SIZES = [1, 3, 15, 16, 17, 31, 33, 64, 65, 1000, 4099];
-
-function randomParams(hidden: Hidden, rng: Rng): Float32Array {
-  const L = paramLayout(hidden);
-  const p = rng.fillNormal(new Float32Array(L.size), 0.3);
-  INITIAL_GATES.forEach((g, i) => (p[L.byName.gates.offset + i] = g));
-  return p;
-}
-
-function randomBatch(hidden: Hidden, n: number, rng: Rng): TokenBatch {
-  return {
-    x: rng.fillNormal(new Float32Array(n * hidden)),
-    vol: rng.fillNormal(new Float32Array(n), 0.7),
-    risk: rng.fillNormal(new Float32Array(n)),
-  };
-}
 
 /** Top-2 gap of the reference logits of token t; argmax may legitimately differ below 1e-5. */
 function nearTie(ref: ReferenceForwardOutput, t: number): boolean {
