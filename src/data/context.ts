@@ -7,14 +7,30 @@ import { isoToDays } from './dates.js';
  * an index fund tracks the equity market at β ≈ 1, a 3x fund at β ≈ 3, an inverse fund at β < 0, a currency trust
  * with the dollar, a Treasury fund with the rates series. Every run fetches this set once, from its own source.
  * Order is part of the feature spec (features.md): adding, removing or reordering a context means a new spec.
- * `alternates` track the same market closely enough (same index or asset, similar duration) to stand in where a
- * source lacks the primary series; they are tried only after the primary was looked for in every source.
+ * `alternates` track the same market closely enough (same or a near-identical index, the same asset, a similar
+ * duration; VFITX, a mutual fund, reaches back before 2002) to stand in where a source lacks the primary series, in
+ * order of closeness; they are tried only after the primary was looked for in every source.
  */
 export const CONTEXT_SET = [
-  { name: 'equity', ticker: 'SPY', alternates: ['IVV', 'VOO'], what: 'US large-cap equity index fund' },
-  { name: 'rates', ticker: 'IEF', alternates: ['VGIT', 'IEI', 'GOVT'], what: '7–10 year Treasury fund' },
-  { name: 'gold', ticker: 'GLD', alternates: ['IAU', 'GLDM', 'SGOL'], what: 'physical gold trust' },
-  { name: 'commodity', ticker: 'DBC', alternates: ['PDBC', 'GSG'], what: 'broad commodity futures fund (energy-heavy)' },
+  {
+    name: 'equity',
+    ticker: 'SPY',
+    alternates: ['IVV', 'VOO', 'SPLG', 'VV', 'SCHX', 'IWB', 'VTI', 'ITOT', 'SCHB'],
+    what: 'US large-cap equity index fund',
+  },
+  {
+    name: 'rates',
+    ticker: 'IEF',
+    alternates: ['VGIT', 'SCHR', 'SPTI', 'IEI', 'GOVT', 'VFITX'],
+    what: '7–10 year Treasury fund',
+  },
+  { name: 'gold', ticker: 'GLD', alternates: ['IAU', 'GLDM', 'SGOL', 'BAR', 'AAAU', 'OUNZ'], what: 'physical gold trust' },
+  {
+    name: 'commodity',
+    ticker: 'DBC',
+    alternates: ['PDBC', 'GSG', 'DJP', 'BCI', 'COMT'],
+    what: 'broad commodity futures fund (energy-heavy)',
+  },
   { name: 'dollar', ticker: 'UUP', alternates: ['USDU'], what: 'US dollar index fund' },
 ] as const;
 
