@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createSource, SourceError } from '../src/data/sources.js';
+import { sourceError } from './helpers/errors.js';
+import { createSource } from '../src/data/sources.js';
 import { cleanBars } from '../src/data/clean.js';
 import { simulateBars } from '../src/data/simulator.js';
 import { computeFeatures, WARMUP_DAYS } from '../src/data/features.js';
@@ -12,15 +13,6 @@ const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const marketDir = path.resolve(repoRoot, '../shared/market-data');
 const haveMarket = existsSync(marketDir);
 if (!haveMarket) console.warn(`data-csv: real-data tests skipped, ${marketDir} not found`);
-
-async function sourceError(p: Promise<unknown>): Promise<SourceError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(SourceError);
-  return err as SourceError;
-}
 
 describe.skipIf(!haveMarket)('csv source on the development data', () => {
   const src = createSource({ source: 'csv', dataDir: marketDir });

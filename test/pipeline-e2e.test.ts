@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { FlowProducer, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import sharp from 'sharp';
+import { clearPrefix } from './helpers/redis.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../src/config.js';
 import { DOMAINS } from '../src/domains.js';
@@ -57,14 +58,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await workers?.close();
   if (redis) {
-    for (const name of Object.values(QUEUE_NAMES)) {
-      const q = new Queue(name, { connection: redis, prefix: config.prefix });
-      await q.obliterate({ force: true });
-      await q.close();
-    }
-    for await (const keys of redis.scanStream({ match: `${config.prefix}:*`, count: 500 })) {
-      if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
-    }
+    await clearPrefix(redis, config.prefix);
     await Promise.allSettled([flow.close(), reportQueue.close()]);
     await closeRedis(redis);
   }

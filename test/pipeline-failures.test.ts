@@ -6,6 +6,7 @@ import { CONTEXT_TICKERS } from '../src/data/context.js';
 import { FlowProducer, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Piscina } from 'piscina';
+import { clearPrefix } from './helpers/redis.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../src/config.js';
 import { decodeFeatureSeries } from '../src/data/feature-block.js';
@@ -43,14 +44,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await pool?.destroy();
   if (redis) {
-    for (const name of Object.values(QUEUE_NAMES)) {
-      const q = new Queue(name, { connection: redis, prefix: config.prefix });
-      await q.obliterate({ force: true });
-      await q.close();
-    }
-    for await (const keys of redis.scanStream({ match: `${config.prefix}:*`, count: 500 })) {
-      if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
-    }
+    await clearPrefix(redis, config.prefix);
     await closeRedis(redis);
   }
   if (tmp) await rm(tmp, { recursive: true, force: true });

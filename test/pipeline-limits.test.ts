@@ -5,6 +5,7 @@ import path from 'node:path';
 import { FlowProducer, Queue, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { clearPrefix } from './helpers/redis.js';
 import { benchTickers } from '../src/cli/bench-pipeline.js';
 import { loadConfig, type Config } from '../src/config.js';
 import { createLogger } from '../src/log.js';
@@ -33,14 +34,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await workers?.close();
   if (redis) {
-    for (const name of [...Object.values(QUEUE_NAMES), SCHEDULE_QUEUE]) {
-      const q = new Queue(name, { connection: redis, prefix: config.prefix });
-      await q.obliterate({ force: true });
-      await q.close();
-    }
-    for await (const keys of redis.scanStream({ match: `${config.prefix}:*`, count: 500 })) {
-      if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
-    }
+    await clearPrefix(redis, config.prefix);
     await Promise.all([closeRedis(redis), ...conns.map((c) => closeRedis(c))]);
   }
   if (tmp) await rm(tmp, { recursive: true, force: true });

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { FlowProducer, Queue, QueueEvents, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { clearPrefix } from './helpers/redis.js';
 import { main, parseScheduleArgs, readUniverse } from '../src/cli/schedule.js';
 import { createLogger } from '../src/log.js';
 import { closeRedis, createRedis } from '../src/queue/connection.js';
@@ -33,14 +34,7 @@ beforeAll(async () => {
 afterAll(async () => {
   if (savedPrefix === undefined) delete process.env.MOE_PREFIX;
   else process.env.MOE_PREFIX = savedPrefix;
-  for (const name of [...Object.values(QUEUE_NAMES), SCHEDULE_QUEUE]) {
-    const q = new Queue(name, { connection: redis, prefix });
-    await q.obliterate({ force: true });
-    await q.close();
-  }
-  for await (const keys of redis.scanStream({ match: `${prefix}:*`, count: 500 })) {
-    if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
-  }
+  await clearPrefix(redis, prefix);
   await closeRedis(redis);
   if (tmp) await rm(tmp, { recursive: true, force: true });
 });

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sourceError } from './helpers/errors.js';
 import { barCacheKey, getBarsCached } from '../src/data/bar-cache.js';
 import { WARMUP_DAYS } from '../src/data/features.js';
 import { SourceError, type DataSource } from '../src/data/sources.js';
@@ -44,15 +45,6 @@ function recorded(extra: YahooSourceOptions, draw = 0.5): { opts: YahooSourceOpt
     delays,
     opts: { ...extra, random: () => draw, sleep: async (ms) => void delays.push(ms) },
   };
-}
-
-async function sourceError(p: Promise<unknown>): Promise<SourceError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(SourceError);
-  return err as SourceError;
 }
 
 const TSLA = 'historical-via-chart-dividends-TSLA-no-dividends.json';

@@ -12,6 +12,7 @@ import { closeRedis, createRedis } from '../../src/queue/connection.js';
 import { QUEUE_NAMES } from '../../src/queue/names.js';
 import type { RunMeta } from '../../src/run/run-meta.js';
 import { watchRun } from '../../src/run/watch.js';
+import { clearPrefix } from './redis.js';
 import { enqueueRun, type EnqueuedRun, type RunRequest } from '../../jobs/enqueue-run.js';
 import { startWorkers, type RunningWorkers } from '../../workers/start.js';
 
@@ -68,14 +69,7 @@ export async function startTestPipeline(name: string, env: Record<string, string
     },
     async close() {
       await workers?.close();
-      for (const q of Object.values(QUEUE_NAMES)) {
-        const queue = new Queue(q, { connection: redis, prefix: config.prefix });
-        await queue.obliterate({ force: true });
-        await queue.close();
-      }
-      for await (const keys of redis.scanStream({ match: `${config.prefix}:*`, count: 500 })) {
-        if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
-      }
+      await clearPrefix(redis, config.prefix);
       await Promise.allSettled([flow.close(), reportQueue.close()]);
       await closeRedis(redis);
       await rm(tmp, { recursive: true, force: true });

@@ -1,0 +1,15 @@
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { QUEUE_NAMES, SCHEDULE_QUEUE } from '../../src/queue/names.js';
+
+/** Removes a test's queues (every pipeline queue and the schedule queue) and every other key under its prefix. */
+export async function clearPrefix(redis: Redis, prefix: string): Promise<void> {
+  for (const name of [...Object.values(QUEUE_NAMES), SCHEDULE_QUEUE]) {
+    const q = new Queue(name, { connection: redis, prefix });
+    await q.obliterate({ force: true });
+    await q.close();
+  }
+  for await (const keys of redis.scanStream({ match: `${prefix}:*`, count: 500 })) {
+    if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
+  }
+}
