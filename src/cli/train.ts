@@ -14,7 +14,7 @@ import { calibrateOnLabelled } from '../router/calibrate.js';
 import { UsageError, intFlag, parseArgs, parseOrExplain, stringFlag } from './args.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N] [--steps N] [--batch N] [--lr X]
-                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--focal G] [--context-dropout P] [--threads N] [--out FILE]
+                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--threads N] [--out FILE]
                        [--calibrate-data DIR [--calibrate-labels FILE] [--calibrate-context-dir DIR] [--calibrate-folds K]]`;
 
 interface CalibrateArgs {
@@ -43,6 +43,7 @@ function parseConfig(argv: string[]): { config: TrainConfig; out: string; calibr
     'tickers-per-subtype': { type: 'string' },
     days: { type: 'string' },
     'train-seeds': { type: 'string' },
+    'test-seeds': { type: 'string' },
     focal: { type: 'string' },
     'context-dropout': { type: 'string' },
     'calibrate-data': { type: 'string' },
@@ -70,6 +71,7 @@ function parseConfig(argv: string[]): { config: TrainConfig; out: string; calibr
   config.data.tickersPerSubtype = intFlag(args, 'tickers-per-subtype', config.data.tickersPerSubtype, 1, 1000);
   config.data.days = intFlag(args, 'days', config.data.days, WARMUP_DAYS + 20, 20_000);
   config.data.trainSeeds = intFlag(args, 'train-seeds', config.data.trainSeeds, 1, 1000);
+  config.data.testSeeds = intFlag(args, 'test-seeds', config.data.testSeeds, 1, 1000);
   config.warmupSteps = Math.min(config.warmupSteps, Math.max(1, Math.floor(config.steps / 10)));
   const out = path.resolve(stringFlag(args, 'out') ?? DEFAULT_MODEL_PATH);
   const calData = stringFlag(args, 'calibrate-data');
@@ -109,13 +111,14 @@ async function main(): Promise<void> {
   });
   const t = result.test;
   console.log(`backend ${result.backend}; loss ${result.lossStart.toFixed(4)} → ${result.lossEnd.toFixed(4)}; temperature ${result.temperature.toFixed(3)}`);
-  console.log(`held-out simulator (seed ${result.data.test.seeds.join(',')}, ${t.tickers} instruments, ${t.days} days):`);
+  console.log(`held-out simulator (seeds ${result.data.test.seeds.join(',')}, ${t.tickers} instruments, ${t.days} days):`);
   console.log(formatLevel('per day', t.perDay).join('\n'));
   console.log(formatLevel('per ticker (majority)', t.perTicker).join('\n'));
   console.log(formatConfusion(t.perDay.confusion).join('\n'));
   console.log(
     `per day by sub-type: ${Object.entries(result.testBySubtype).map(([k, v]) => `${k} ${(100 * v).toFixed(1)}%`).join(', ')}`,
   );
+  console.log(`per day by market history: ${Object.entries(result.testBySeed).map(([k, v]) => `${k} ${(100 * v).toFixed(1)}%`).join(', ')}`);
   console.log(`mean confidence ${t.meanConfidence.toFixed(3)}, ECE ${t.ece.toFixed(3)}, NLL ${t.nll.toFixed(3)}`);
   console.log(`time: data ${result.seconds.data.toFixed(1)} s, training ${result.seconds.train.toFixed(1)} s, total ${result.seconds.total.toFixed(1)} s`);
 
@@ -153,7 +156,7 @@ async function main(): Promise<void> {
     metadata: {
       training_config: { ...config, featureSpec: FEATURE_SPEC, domains: DOMAINS },
       metrics: {
-        heldOutSimulator: { ...metricsSummary(result.test), perDayBySubtype: roundAll(result.testBySubtype) },
+        heldOutSimulator: { ...metricsSummary(result.test), perDayBySubtype: roundAll(result.testBySubtype), perDayBySeed: roundAll(result.testBySeed) },
         validationSimulator: metricsSummary(result.validation),
         trainLoss: { start: round(result.lossStart), end: round(result.lossEnd) },
         temperature: round(temperature),
@@ -186,7 +189,7 @@ function rebuildCommand(c: TrainConfig, out: string, cal?: CalibrateArgs): strin
   const calFlags = cal
     ? ` --calibrate-data ${relDir(cal.dataDir)}${cal.labelsFile ? ` --calibrate-labels ${relDir(cal.labelsFile)}` : ''}${cal.contextDir ? ` --calibrate-context-dir ${relDir(cal.contextDir)}` : ''} --calibrate-folds ${cal.folds}`
     : '';
-  return `npm run train -- --hidden ${c.hidden} --seed ${c.seed} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --focal ${c.focalGamma} --context-dropout ${c.data.contextDropout} --out ${rel}${calFlags}`;
+  return `npm run train -- --hidden ${c.hidden} --seed ${c.seed} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --test-seeds ${c.data.testSeeds} --focal ${c.focalGamma} --context-dropout ${c.data.contextDropout} --out ${rel}${calFlags}`;
 }
 
 main().catch((e: unknown) => {

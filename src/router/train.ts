@@ -50,7 +50,13 @@ export interface TrainConfig {
     /** Market histories in the training split: seeds `trainSeed … trainSeed + trainSeeds − 1`. */
     trainSeeds: number;
     validationSeed: number;
+    /** First held-out market history. */
     testSeed: number;
+    /**
+     * Held-out market histories: seeds `testSeed … testSeed + testSeeds − 1`. Errors come in regimes of one history
+     * (a calm or a stressed year), so one history alone over- or understates accuracy by a point or more.
+     */
+    testSeeds: number;
     validationTickersPerSubtype: number;
     testTickersPerSubtype: number;
     /** Share of training instruments whose market context is removed, thinned or cut short. */
@@ -82,6 +88,7 @@ export function defaultTrainConfig(overrides: { hidden?: Hidden; seed?: number; 
       trainSeeds: 16,
       validationSeed: seed + 10_000,
       testSeed: seed + 20_000,
+      testSeeds: 6,
       validationTickersPerSubtype: 2,
       testTickersPerSubtype: 5,
       contextDropout: 0.3,
@@ -97,7 +104,7 @@ export interface TokenSet {
   risk: Float32Array;
   labels: Uint8Array;
   /** Token ranges per ticker: `[start, end)`. */
-  tickers: { ticker: string; label: number; subtype: string; start: number; end: number }[];
+  tickers: { ticker: string; label: number; subtype: string; seed: number; start: number; end: number }[];
   get size(): number;
 }
 
@@ -112,6 +119,7 @@ export function simulatedTokens(
   const series = opts.seeds.flatMap((seed) =>
     trainingSet({ seed, tickersPerSubtype: opts.tickersPerSubtype, days: opts.days, contextDropout: opts.contextDropout ?? 0 }).map((s) => ({
       s,
+      seed,
       name: opts.seeds.length > 1 ? `${s.ticker}@${seed}` : s.ticker,
       f: computeFeatures(s.ticker, s.bars, hidden, s.context),
     })),
@@ -120,12 +128,12 @@ export function simulatedTokens(
   const total = offsets[offsets.length - 1]!;
   const labels = new Uint8Array(total);
   const tickers: TokenSet['tickers'] = [];
-  series.forEach(({ s, name }, i) => {
+  series.forEach(({ s, seed, name }, i) => {
     const start = offsets[i]!;
     const end = offsets[i + 1]!;
     const label = domainIndex(s.class);
     labels.fill(label, start, end);
-    tickers.push({ ticker: name, label, subtype: s.subtype, start, end });
+    tickers.push({ ticker: name, label, subtype: s.subtype, seed, start, end });
   });
   return { hidden, x, vol, risk, labels, tickers, get size() { return total; } };
 }
@@ -341,6 +349,8 @@ export interface TrainResult {
   test: EvaluationMetrics;
   /** Held-out per-day accuracy by simulator sub-type (where the domains overlap). */
   testBySubtype: Record<string, number>;
+  /** Held-out per-day accuracy by market history (simulator seed). */
+  testBySeed: Record<string, number>;
 }
 
 export interface SplitInfo {
@@ -385,9 +395,15 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
   if (!Number.isInteger(d.days) || d.days <= WARMUP_DAYS) {
     throw new RangeError(`Expected integer above the feature warm-up (${WARMUP_DAYS}) for data.days but received ${String(d.days)}`);
   }
+  if (!Number.isInteger(d.testSeeds) || d.testSeeds < 1) {
+    throw new RangeError(`Expected integer ≥ 1 for data.testSeeds but received ${String(d.testSeeds)}`);
+  }
+  const testSeeds = seedRange(d.testSeed, d.testSeeds);
   const inTrain = (seed: number) => seed >= d.trainSeed && seed < d.trainSeed + d.trainSeeds;
-  if (inTrain(d.validationSeed) || inTrain(d.testSeed)) {
-    throw new RangeError(`Expected training seeds ${d.trainSeed}..${d.trainSeed + d.trainSeeds - 1} to exclude the held-out seeds ${d.validationSeed} and ${d.testSeed}`);
+  if (inTrain(d.validationSeed) || testSeeds.some(inTrain) || testSeeds.includes(d.validationSeed)) {
+    throw new RangeError(
+      `Expected training seeds ${d.trainSeed}..${d.trainSeed + d.trainSeeds - 1} to exclude the held-out seeds ${d.validationSeed} and ${testSeeds.join(',')}`,
+    );
   }
   const train = simulatedTokens(H, {
     seeds: seedRange(d.trainSeed, d.trainSeeds),
@@ -396,7 +412,7 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
     contextDropout: d.contextDropout,
   });
   const validation = simulatedTokens(H, { seeds: [d.validationSeed], tickersPerSubtype: d.validationTickersPerSubtype, days: d.days });
-  const test = simulatedTokens(H, { seeds: [d.testSeed], tickersPerSubtype: d.testTickersPerSubtype, days: d.days });
+  const test = simulatedTokens(H, { seeds: testSeeds, tickersPerSubtype: d.testTickersPerSubtype, days: d.days });
   const t1 = performance.now();
   log(`data: train ${train.tickers.length} tickers / ${train.size} days, validation ${validation.tickers.length} / ${validation.size}, test ${test.tickers.length} / ${test.size} (${((t1 - t0) / 1000).toFixed(1)} s)`);
   for (const [name, set] of [['training', train], ['validation', validation], ['test', test]] as const) {
@@ -464,12 +480,18 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
     const testPreds = (await predictTokenSet(backend, test)).preds;
     const testMetrics = summarisePredictions(testPreds);
     const bySubtype = new Map<string, [number, number]>();
+    const bySeed = new Map<number, [number, number]>();
     test.tickers.forEach((t, i) => {
-      const acc = bySubtype.get(t.subtype) ?? [0, 0];
-      for (const a of testPreds[i]!.assign) acc[0] += a === t.label ? 1 : 0;
-      acc[1] += t.end - t.start;
-      bySubtype.set(t.subtype, acc);
+      let right = 0;
+      for (const a of testPreds[i]!.assign) right += a === t.label ? 1 : 0;
+      for (const [map, key] of [[bySubtype, t.subtype], [bySeed, t.seed]] as const) {
+        const acc = (map as Map<typeof key, [number, number]>).get(key) ?? [0, 0];
+        acc[0] += right;
+        acc[1] += t.end - t.start;
+        (map as Map<typeof key, [number, number]>).set(key, acc);
+      }
     });
+    const rate = ([c, n]: [number, number]) => (n > 0 ? c / n : 0);
     const tail = Math.max(1, Math.floor(history.length * 0.05));
     const mean = (xs: TrainStepLog[]) => xs.reduce((a, s) => a + s.loss, 0) / Math.max(xs.length, 1);
     const t3 = performance.now();
@@ -485,11 +507,12 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
       data: {
         train: splitInfo(train, seedRange(d.trainSeed, d.trainSeeds)),
         validation: splitInfo(validation, [d.validationSeed]),
-        test: splitInfo(test, [d.testSeed]),
+        test: splitInfo(test, testSeeds),
       },
       validation: validationMetrics,
       test: testMetrics,
-      testBySubtype: Object.fromEntries([...bySubtype].map(([k, [c, n]]) => [k, n > 0 ? c / n : 0])),
+      testBySubtype: Object.fromEntries([...bySubtype].map(([k, v]) => [k, rate(v)])),
+      testBySeed: Object.fromEntries([...bySeed].map(([k, v]) => [String(k), rate(v)])),
     };
   } finally {
     backend.close();
