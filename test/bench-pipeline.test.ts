@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { benchTickers, main } from '../src/cli/bench-pipeline.js';
+import { benchTickers, cpuSeconds, main } from '../src/cli/bench-pipeline.js';
 import { canonicalTickers } from '../jobs/enqueue-run.js';
 import { parseSimTicker } from '../src/data/universe.js';
 import { createRedis, closeRedis } from '../src/queue/connection.js';
@@ -45,6 +45,16 @@ describe('bench:pipeline', () => {
     expect(errors[1]).toContain('Expected integer in 1..10000 for --tickers but received "10001"');
   });
 
+  it('reads a process CPU time from /proc and says NaN where it cannot', () => {
+    const own = cpuSeconds(process.pid);
+    expect(own).toBeGreaterThan(0);
+    const used = process.cpuUsage();
+    // /proc counts in 10 ms ticks; cpuUsage in microseconds, read a moment later.
+    expect(Math.abs(own - (used.user + used.system) / 1e6)).toBeLessThan(0.5);
+    expect(cpuSeconds(undefined)).toBeNaN();
+    expect(cpuSeconds(2 ** 30)).toBeNaN();
+  });
+
   it('runs a small real and bare flow in worker processes and ends with the JSON line, leaving no keys', async () => {
     const lines: string[] = [];
     expect(await main(['--tickers', '12', '--days', '20', '--json'], (l) => lines.push(l))).toBe(0);
@@ -57,6 +67,13 @@ describe('bench:pipeline', () => {
     expect(Math.abs((last.ratio as number) - ratio) / ratio).toBeLessThan(0.03);
     expect(Object.keys(last.workerPeakRssMB as object).sort()).toEqual(['fetch', 'report', 'route']);
     for (const v of Object.values(last.workerPeakRssMB as Record<string, number>)) expect(v).toBeGreaterThan(20);
+    // CPU time of every process: the real workers do work, the bare ones next to none; Redis runs here.
+    const cpu = last.cpuSeconds as Record<string, number>;
+    const bareCpu = last.bareCpuSeconds as Record<string, number>;
+    expect(Object.keys(cpu).sort()).toEqual(['bench', 'fetch', 'redis', 'report', 'route']);
+    expect(Object.keys(bareCpu).sort()).toEqual(['bench', 'fetch', 'redis', 'report', 'route']);
+    expect(cpu.report).toBeGreaterThan(bareCpu.report!);
+    expect(cpu.fetch! + cpu.route! + cpu.report!).toBeGreaterThan(0);
     expect(last.stagesMs).toMatchObject({ fetchMs: expect.any(Number), routeMs: expect.any(Number), reportMs: expect.any(Number) });
     expect(last.prefix).toMatch(/^bench-[0-9a-f]{8}$/);
     const redis = createRedis('redis://127.0.0.1:6379');

@@ -23,7 +23,8 @@ export const BENCH_PIPELINE_USAGE = `Usage: npm run bench:pipeline -- --tickers 
 Times whole runs of N simulated tickers × D days (fetch → route → report, four PNGs and the summaries) with the
 workers in separate processes, next to a bare BullMQ flow of the same shape (report ← route ← N fetch jobs whose
 processors do nothing) on the same Redis, in the same invocation. Reports time to the final report, tickers/s,
-Redis peak memory (above the level before the run) and each worker process's peak RSS. The real workers first do
+Redis peak memory (above the level before the run), each worker process's peak RSS and the CPU seconds of every
+process (workers, a Redis server on this machine, this process). The real workers first do
 one warm-up run of 20 tickers (their thread pools start lazily), then the timed runs.
 
 Options:
@@ -81,10 +82,53 @@ function rssKb(pid: number | undefined): number {
   }
 }
 
-/** Starts a process and resolves once it prints a line containing `ready` (JSON logs or the bare worker's line). */
+/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ: 100 on every Linux build Node targets). */
+const CLK_TCK = 100;
+
+/** CPU seconds (user + system, all threads) a process has used so far; NaN where /proc cannot tell. */
+export function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return Number.NaN;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces) start at field 3; utime and stime are fields 14 and 15.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** The pid of the Redis server when it runs on this machine (its CPU time is part of the flow's cost), else undefined. */
+async function localRedisPid(redis: Redis): Promise<number | undefined> {
+  const m = /process_id:(\d+)/.exec(await redis.info('server'));
+  if (!m) return undefined;
+  try {
+    return readFileSync(`/proc/${m[1]}/comm`, 'utf8').startsWith('redis') ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU seconds of each worker process, the local Redis server and this process (FlowProducer, QueueEvents). */
+function cpuSnapshot(procs: Proc[], redisPid: number | undefined): number[] {
+  const own = process.cpuUsage();
+  return [...procs.map((p) => cpuSeconds(p.child.pid)), cpuSeconds(redisPid), (own.user + own.system) / 1e6];
+}
+
+function cpuUsed(procs: Proc[], before: number[], after: number[], runs: number): Record<string, number> {
+  const labels = [...procs.map((p, i) => `${p.role}${procs.filter((q) => q.role === p.role).length > 1 ? i : ''}`), 'redis', 'bench'];
+  const out: Record<string, number> = {};
+  labels.forEach((l, i) => {
+    const v = (after[i]! - before[i]!) / runs;
+    if (Number.isFinite(v)) out[l] = Math.round(v * 100) / 100;
+  });
+  return out;
+}
+
 /** Node flags for the worker processes (profiling); set once by main. */
 let workerNodeArgs: string[] = [];
 
+/** Starts a process and resolves once it prints a line containing `ready` (JSON logs or the bare worker's line). */
 async function startProc(role: string, args: string[], env: NodeJS.ProcessEnv, ready: string): Promise<Proc> {
   const child = spawn(process.execPath, [...workerNodeArgs, '--import', TSX, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const proc: Proc = { role, child, peakRssKb: 0, stderr: '' };
@@ -172,6 +216,8 @@ interface Measured {
   redisPeakBytes: number;
   workers: { role: string; peakRssMB: number }[];
   rssAfterRunMB?: number[][];
+  /** CPU seconds per run of each worker process, the local Redis server and the benchmark process itself. */
+  cpuSeconds: Record<string, number>;
   /** Stage timings of the last run, from its summary.json. */
   stagesMs?: Record<string, number>;
 }
@@ -198,6 +244,8 @@ async function measureBare(redisUrl: string, redis: Redis, env: NodeJS.ProcessEn
     const base = await redisUsedMemory(redis);
     const sampler = startSampler(redis, procs);
     const runId = randomUUID();
+    const redisPid = await localRedisPid(redis);
+    const cpu0 = cpuSnapshot(procs, redisPid);
     const t0 = performance.now();
     // Same shape, options and payload sizes as enqueueRun's flow.
     const node = await flow.add({
@@ -222,10 +270,11 @@ async function measureBare(redisUrl: string, redis: Redis, env: NodeJS.ProcessEn
     });
     await node.job.waitUntilFinished(events);
     const seconds = (performance.now() - t0) / 1000;
+    const cpu = cpuUsed(procs, cpu0, cpuSnapshot(procs, redisPid), 1);
     const peak = await sampler.stop();
     await Promise.allSettled([flow.close(), events.close()]);
     await closeRedis(eventsRedis);
-    return { seconds, redisPeakBytes: Math.max(0, peak - base), workers: procs.map((p) => ({ role: p.role, peakRssMB: p.peakRssKb / 1024 })) };
+    return { seconds, redisPeakBytes: Math.max(0, peak - base), workers: procs.map((p) => ({ role: p.role, peakRssMB: p.peakRssKb / 1024 })), cpuSeconds: cpu };
   } finally {
     await stopProcs(procs);
   }
@@ -252,6 +301,8 @@ async function measureReal(redisUrl: string, redis: Redis, env: NodeJS.ProcessEn
     const times: number[] = [];
     let stages: Record<string, number> | undefined;
     const rssAfterRunMB: number[][] = [];
+    const redisPid = await localRedisPid(redis);
+    const cpu0 = cpuSnapshot(procs, redisPid);
     for (let r = 0; r < runs; r++) {
       const t0 = performance.now();
       const run = await enqueueRun({ flow, redis, prefix, runTtlSeconds: 3600 }, { tickers, source: 'sim', range: { days }, seed: 7 });
@@ -263,6 +314,7 @@ async function measureReal(redisUrl: string, redis: Redis, env: NodeJS.ProcessEn
       if (result.routed !== tickers.length) throw new Error(`run ${run.runId} routed ${result.routed} of ${tickers.length} tickers (${result.failed} failed)`);
       rssAfterRunMB.push(procs.map((p) => Math.round(rssKb(p.child.pid) / 102.4) / 10));
     }
+    const cpu = cpuUsed(procs, cpu0, cpuSnapshot(procs, redisPid), runs);
     const peak = await sampler.stop();
     await Promise.allSettled([flow.close(), events.close(), reportQueue.close()]);
     await closeRedis(eventsRedis);
@@ -270,6 +322,7 @@ async function measureReal(redisUrl: string, redis: Redis, env: NodeJS.ProcessEn
       seconds: times.reduce((a, b) => a + b, 0) / times.length,
       redisPeakBytes: Math.max(0, peak - base),
       workers: procs.map((p) => ({ role: p.role, peakRssMB: p.peakRssKb / 1024 })),
+      cpuSeconds: cpu,
     };
     if (runs > 1) out.rssAfterRunMB = rssAfterRunMB;
     if (stages) out.stagesMs = stages;
@@ -283,6 +336,11 @@ async function measureReal(redisUrl: string, redis: Redis, env: NodeJS.ProcessEn
 }
 
 const mb = (b: number) => Math.round(b / 104857.6) / 10;
+
+function formatCpu(c: Record<string, number>): string {
+  const total = Object.values(c).reduce((a, b) => a + b, 0);
+  return `${total.toFixed(2)} in all (${Object.entries(c).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')})`;
+}
 
 export async function main(argv: readonly string[], out: (line: string) => void = console.log): Promise<number> {
   let tickersN: number;
@@ -333,8 +391,10 @@ export async function main(argv: readonly string[], out: (line: string) => void 
     const bare = await measureBare(config.redisUrl, redis, env, prefix, tickers, days, fetchProcs);
     await removePrefix(redis, prefix);
     out(`bare flow:  ${bare.seconds.toFixed(2)} s  (${(tickersN / bare.seconds).toFixed(0)} tickers/s, Redis +${mb(bare.redisPeakBytes)} MB)`);
+    out(`  CPU seconds: ${formatCpu(bare.cpuSeconds)}`);
     const real = await measureReal(config.redisUrl, redis, env, prefix, tickers, days, fetchProcs, runs);
     out(`pipeline:   ${real.seconds.toFixed(2)} s${runs > 1 ? ` (mean of ${runs} runs)` : ''}  (${(tickersN / real.seconds).toFixed(0)} tickers/s, ${(real.seconds / bare.seconds).toFixed(2)}× bare, Redis +${mb(real.redisPeakBytes)} MB)`);
+    out(`  CPU seconds${runs > 1 ? ' per run' : ''}: ${formatCpu(real.cpuSeconds)}`);
     if (real.stagesMs) out(`  stages (last run): ${Object.entries(real.stagesMs).map(([k, v]) => `${k} ${v}`).join(', ')}`);
     for (const w of real.workers) out(`  ${w.role.padEnd(7)} worker peak RSS ${w.peakRssMB.toFixed(0)} MB`);
     if (real.rssAfterRunMB) {
@@ -354,6 +414,8 @@ export async function main(argv: readonly string[], out: (line: string) => void 
           tickersPerSecond: Number((tickersN / real.seconds).toFixed(1)),
           redisPeakMB: mb(real.redisPeakBytes),
           bareRedisPeakMB: mb(bare.redisPeakBytes),
+          cpuSeconds: real.cpuSeconds,
+          bareCpuSeconds: bare.cpuSeconds,
           workerPeakRssMB: Object.fromEntries(real.workers.map((w, i) => [`${w.role}${real.workers.filter((x) => x.role === w.role).length > 1 ? i : ''}`, Math.round(w.peakRssMB)])),
           ...(real.stagesMs ? { stagesMs: real.stagesMs } : {}),
           ...(real.rssAfterRunMB ? { rssAfterRunMB: real.rssAfterRunMB } : {}),
