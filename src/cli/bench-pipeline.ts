@@ -231,16 +231,34 @@ function stageTimes(reportDir: string): Record<string, number> | undefined {
   }
 }
 
+/** Starts the fetch, route and report processes (`argv(role)` after the loader) and waits for each to be ready. */
+async function startWorkers(procs: Proc[], env: NodeJS.ProcessEnv, fetchProcs: number, argv: (role: Role) => string[], ready: string): Promise<void> {
+  for (let i = 0; i < fetchProcs; i++) procs.push(await startProc('fetch', argv('fetch'), env, ready));
+  procs.push(await startProc('route', argv('route'), env, ready));
+  procs.push(await startProc('report', argv('report'), env, ready));
+}
+
+/** The producer side of a measured flow: a FlowProducer and report-queue events on their own connection. */
+async function openProducer(redisUrl: string, redis: Redis, prefix: string) {
+  const flow = new FlowProducer({ connection: redis, prefix });
+  const eventsRedis = createRedis(redisUrl, { role: 'worker', name: 'moe-bench-events' });
+  const events = new QueueEvents(QUEUE_NAMES.report, { connection: eventsRedis, prefix });
+  await events.waitUntilReady();
+  return {
+    flow,
+    events,
+    close: async () => {
+      await Promise.allSettled([flow.close(), events.close()]);
+      await closeRedis(eventsRedis);
+    },
+  };
+}
+
 async function measureBare(redisUrl: string, redis: Redis, env: NodeJS.ProcessEnv, prefix: string, tickers: string[], days: number, fetchProcs: number): Promise<Measured> {
   const procs: Proc[] = [];
   try {
-    for (let i = 0; i < fetchProcs; i++) procs.push(await startProc('fetch', [SELF, '--bare-worker', 'fetch'], env, 'ready'));
-    procs.push(await startProc('route', [SELF, '--bare-worker', 'route'], env, 'ready'));
-    procs.push(await startProc('report', [SELF, '--bare-worker', 'report'], env, 'ready'));
-    const flow = new FlowProducer({ connection: redis, prefix });
-    const eventsRedis = createRedis(redisUrl, { role: 'worker', name: 'moe-bench-events' });
-    const events = new QueueEvents(QUEUE_NAMES.report, { connection: eventsRedis, prefix });
-    await events.waitUntilReady();
+    await startWorkers(procs, env, fetchProcs, (role) => [SELF, '--bare-worker', role], 'ready');
+    const { flow, events, close } = await openProducer(redisUrl, redis, prefix);
     const base = await redisUsedMemory(redis);
     const sampler = startSampler(redis, procs);
     const runId = randomUUID();
@@ -272,8 +290,7 @@ async function measureBare(redisUrl: string, redis: Redis, env: NodeJS.ProcessEn
     const seconds = (performance.now() - t0) / 1000;
     const cpu = cpuUsed(procs, cpu0, cpuSnapshot(procs, redisPid), 1);
     const peak = await sampler.stop();
-    await Promise.allSettled([flow.close(), events.close()]);
-    await closeRedis(eventsRedis);
+    await close();
     return { seconds, redisPeakBytes: Math.max(0, peak - base), workers: procs.map((p) => ({ role: p.role, peakRssMB: p.peakRssKb / 1024 })), cpuSeconds: cpu };
   } finally {
     await stopProcs(procs);
@@ -282,15 +299,10 @@ async function measureBare(redisUrl: string, redis: Redis, env: NodeJS.ProcessEn
 
 async function measureReal(redisUrl: string, redis: Redis, env: NodeJS.ProcessEnv, prefix: string, tickers: string[], days: number, fetchProcs: number, runs: number): Promise<Measured> {
   const procs: Proc[] = [];
-  const only = (role: Role, extra: string[] = []) => [WORKERS_CLI, '--only', role, ...extra];
   try {
-    for (let i = 0; i < fetchProcs; i++) procs.push(await startProc('fetch', only('fetch', ['--concurrency', String(CONCURRENCY.fetch)]), env, 'workers started'));
-    procs.push(await startProc('route', only('route'), env, 'workers started'));
-    procs.push(await startProc('report', only('report'), env, 'workers started'));
-    const flow = new FlowProducer({ connection: redis, prefix });
-    const eventsRedis = createRedis(redisUrl, { role: 'worker', name: 'moe-bench-events' });
-    const events = new QueueEvents(QUEUE_NAMES.report, { connection: eventsRedis, prefix });
-    await events.waitUntilReady();
+    const only = (role: Role) => [WORKERS_CLI, '--only', role, ...(role === 'fetch' ? ['--concurrency', String(CONCURRENCY.fetch)] : [])];
+    await startWorkers(procs, env, fetchProcs, only, 'workers started');
+    const { flow, events, close } = await openProducer(redisUrl, redis, prefix);
     const base = await redisUsedMemory(redis);
     const sampler = startSampler(redis, procs);
     const reportQueue = new Queue(QUEUE_NAMES.report, { connection: redis, prefix });
@@ -316,8 +328,7 @@ async function measureReal(redisUrl: string, redis: Redis, env: NodeJS.ProcessEn
     }
     const cpu = cpuUsed(procs, cpu0, cpuSnapshot(procs, redisPid), runs);
     const peak = await sampler.stop();
-    await Promise.allSettled([flow.close(), events.close(), reportQueue.close()]);
-    await closeRedis(eventsRedis);
+    await Promise.allSettled([close(), reportQueue.close()]);
     const out: Measured = {
       seconds: times.reduce((a, b) => a + b, 0) / times.length,
       redisPeakBytes: Math.max(0, peak - base),
