@@ -80,6 +80,18 @@ export function buildFactors(rng: Rng, n: number): Factors {
   const ga = new Garch(0.05, 0.9);
   const gf = new Garch(0.04, 0.93);
   const rateMarketCorr = rng.uniform(-0.35, 0.3);
+  // Cross-asset links of the dollar and gold, drawn per history because they change with the era (the dollar rose
+  // with stocks in parts of 1999–2007 and fell with them since; gold followed real yields more in some decades than in
+  // others). The ranges centre on the 2020–2025 daily correlations of the development data: UUP against SPY −0.35,
+  // IEF −0.35, GLD −0.47, DBC −0.23; GLD against IEF +0.37. Without them the simulated dollar moved with nothing and
+  // every simulated asset had a dollar correlation near 0, where real ones sit near −0.3 (features corr_dollar_250).
+  const fxMarket = rng.uniform(-0.45, 0.1);
+  const fxRates = rng.uniform(-0.45, 0);
+  const fxGold = rng.uniform(-0.45, -0.15);
+  const fxOil = rng.uniform(-0.25, 0);
+  const fxOwn = Math.sqrt(1 - fxMarket ** 2 - fxRates ** 2 - fxGold ** 2 - fxOil ** 2);
+  const goldRates = rng.uniform(0.1, 0.45);
+  const goldOwn = Math.sqrt(1 - 0.1 ** 2 - goldRates ** 2);
   const vixMean = Math.log(17);
   let stress = 0;
   let vix = vixMean;
@@ -104,13 +116,13 @@ export function buildFactors(rng: Rng, n: number): Factors {
     }
     const rates = 0.0006 * (stress ? 1.2 : 0.97) * gr.scale() * (rateMarketCorr * zm + Math.sqrt(1 - rateMarketCorr ** 2) * zr);
     const credit = 0.003 * (stress ? 2.5 : 0.8) * gc.scale() * (0.6 * zm + 0.8 * zc);
-    let gold = 0.0003 + 0.009 * (stress ? 1.2 : 0.97) * gg.scale() * (0.1 * zm + 0.995 * zg);
+    let gold = 0.0003 + 0.009 * (stress ? 1.2 : 0.97) * gg.scale() * (0.1 * zm + goldRates * zr + goldOwn * zg);
     if (rng.next() < 0.006) gold -= rng.uniform(2, 4) * 0.009;
     let oil = 0.023 * (stress ? 1.5 : 0.9) * go.scale() * (0.35 * zm + 0.937 * zo);
     // Oil shocks are mostly crashes (skew ≈ −0.6 for USO 2020–2025).
     if (rng.next() < 0.006) oil += (rng.next() < 0.75 ? -1 : 1) * Math.abs(rng.normal()) * 0.045;
     const agri = 0.013 * (stress ? 1.3 : 0.95) * ga.scale() * (0.08 * zm + 0.1 * zo + 0.99 * za);
-    const fx = 0.0045 * (stress ? 1.4 : 0.95) * gf.scale() * (0.15 * zm + 0.989 * zf);
+    const fx = 0.0045 * (stress ? 1.4 : 0.95) * gf.scale() * (fxMarket * zm + fxRates * zr + fxGold * zg + fxOil * zo + fxOwn * zf);
     // Log VIX mean-reverts (half-life ≈ 14 days) and moves against the market (corr ≈ −0.75).
     vix += 0.05 * (vixMean + (stress ? 0.7 : 0) - vix) + 0.07 * (-0.75 * zm + 0.66 * zv) + vixJump;
     gm.update(zm);

@@ -91,7 +91,7 @@ export function defaultTrainConfig(overrides: { hidden?: Hidden; seed?: number; 
       testSeeds: 6,
       validationTickersPerSubtype: 2,
       testTickersPerSubtype: 5,
-      contextDropout: 0.3,
+      contextDropout: 0.5,
     },
   };
 }
