@@ -65,8 +65,8 @@ export function computeFeatures(
 
 /**
  * Zero-filled float arrays for `windowStats`, reused from one ticker to the next: a ticker needs about sixty of them
- * (n + 1 floats each, 140 kB for 310 bars), only while `computeFeatures` runs, and allocating them afresh made
- * garbage collection a third of the fetch worker's CPU time (bench:pipeline, 5,000 tickers).
+ * (n + 1 floats each, 140 kB for 310 bars), only while `computeFeatures` runs; allocating them afresh kept V8's
+ * helper threads (mostly garbage collection) busy for a third of the fetch worker's CPU time (5,000 tickers).
  */
 class Scratch {
   private readonly arrays: Float64Array[] = [];

@@ -479,17 +479,20 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
     const validationMetrics = summarisePredictions((await predictTokenSet(backend, validation)).preds);
     const testPreds = (await predictTokenSet(backend, test)).preds;
     const testMetrics = summarisePredictions(testPreds);
+    // Right days and days, by sub-type and by market history.
     const bySubtype = new Map<string, [number, number]>();
-    const bySeed = new Map<number, [number, number]>();
+    const bySeed = new Map<string, [number, number]>();
+    const tally = (map: Map<string, [number, number]>, key: string, right: number, days: number) => {
+      const acc = map.get(key) ?? [0, 0];
+      acc[0] += right;
+      acc[1] += days;
+      map.set(key, acc);
+    };
     test.tickers.forEach((t, i) => {
       let right = 0;
       for (const a of testPreds[i]!.assign) right += a === t.label ? 1 : 0;
-      for (const [map, key] of [[bySubtype, t.subtype], [bySeed, t.seed]] as const) {
-        const acc = (map as Map<typeof key, [number, number]>).get(key) ?? [0, 0];
-        acc[0] += right;
-        acc[1] += t.end - t.start;
-        (map as Map<typeof key, [number, number]>).set(key, acc);
-      }
+      tally(bySubtype, t.subtype, right, t.end - t.start);
+      tally(bySeed, String(t.seed), right, t.end - t.start);
     });
     const rate = ([c, n]: [number, number]) => (n > 0 ? c / n : 0);
     const tail = Math.max(1, Math.floor(history.length * 0.05));
@@ -512,7 +515,7 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
       validation: validationMetrics,
       test: testMetrics,
       testBySubtype: Object.fromEntries([...bySubtype].map(([k, v]) => [k, rate(v)])),
-      testBySeed: Object.fromEntries([...bySeed].map(([k, v]) => [String(k), rate(v)])),
+      testBySeed: Object.fromEntries([...bySeed].map(([k, v]) => [k, rate(v)])),
     };
   } finally {
     backend.close();
