@@ -14,3 +14,23 @@ export function domainIndex(name: string): number {
 export function isDomain(name: string): name is Domain {
   return domainIndex(name) >= 0;
 }
+
+/** Spellings a labels file may use for each domain, letters only and lower case: plural or singular, any spacing. */
+const LABEL_SPELLINGS: Record<string, Domain> = {
+  equities: 'Equities',
+  equity: 'Equities',
+  fixedincome: 'Fixed Income',
+  commodities: 'Commodities',
+  commodity: 'Commodities',
+  derivatives: 'Derivatives',
+  derivative: 'Derivatives',
+};
+
+/**
+ * The domain a hand-written label names (`Fixed Income`, `fixed_income`, `FIXED-INCOME`, `Equity` …: case, spaces,
+ * underscores, hyphens and the plural do not matter), or undefined. For labels files only; payloads between the
+ * pipeline's own stages carry the exact names and are checked with `isDomain`.
+ */
+export function parseDomainLabel(label: string): Domain | undefined {
+  return LABEL_SPELLINGS[label.toLowerCase().replace(/[^a-z]/g, '')];
+}

@@ -73,7 +73,7 @@ describe('csv source on a messy folder', () => {
     writeFileSync(path.join(dir, 'SHORT.csv'), `date,open,high,low,close,adj_close,volume\n${lines.slice(0, 30).join('\n')}\n`);
     writeFileSync(path.join(dir, 'JUNK.csv'), `date,open,high,low,close,adj_close,volume\n${lines.slice(0, 70).map((l) => l.replace(/,[^,]*,[^,]*,[^,]*$/, ',x,x,1')).join('\n')}\n`);
     writeFileSync(path.join(dir, 'NOHEAD.csv'), lines.join('\n'));
-    writeFileSync(path.join(dir, 'labels.csv'), 'ticker,class,note\nMESSY,Equities,"synthetic, with a comma"\nSHORT,Bogus,\n');
+    writeFileSync(path.join(dir, 'labels.csv'), 'ticker,class,note\nMESSY,equity,"synthetic, with a comma (and the singular, lower-case spelling)"\nSHORT,Bogus,\n');
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -75,6 +75,21 @@ describe('evaluation metrics', () => {
     expect(() => parseLabels('ticker,class\nX,Bonds\n', 'l.csv')).toThrow(/one of Equities, Fixed Income, Commodities, Derivatives on line 2 of l\.csv/);
     expect(() => parseLabels('symbol,kind\n', 'l.csv')).toThrow(EvaluationError);
   });
+
+  it('reads the usual spellings of the four classes, and nothing else', () => {
+    const labels = parseLabels('ticker,class\nA,equity\nB,FIXED_INCOME\nC,fixed-income\nD, Commodity \nE,derivative\nF,FixedIncome\n', 'l.csv');
+    expect([...labels]).toEqual([
+      ['A', 0],
+      ['B', 1],
+      ['C', 1],
+      ['D', 2],
+      ['E', 3],
+      ['F', 1],
+    ]);
+    for (const bad of ['Fixed', 'Income', 'Equitie', 'FX', '']) {
+      expect(() => parseLabels(`ticker,class\nX,${bad}\n`, 'l.csv'), bad).toThrow(/on line 2 of l\.csv/);
+    }
+  });
 });
 
 describe.skipIf(!haveMarketData)('evaluation on real market data (../shared/market-data)', () => {

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Domain } from '../domains.js';
-import { isDomain } from '../domains.js';
+import { parseDomainLabel } from '../domains.js';
 import type { FetchRange, SourceResult } from './types.js';
 import { SourceError } from './errors.js';
 import { cleanBars, type RawBar } from './clean.js';
@@ -98,8 +98,8 @@ export class CsvSource implements DataSource {
         if (it < 0 || ic < 0) return map;
         for (const line of lines.slice(1)) {
           const cells = splitCsvLine(line);
-          const cls = cells[ic] ?? '';
-          if (isDomain(cls)) map.set((cells[it] ?? '').toUpperCase(), cls);
+          const cls = parseDomainLabel(cells[ic] ?? '');
+          if (cls !== undefined) map.set((cells[it] ?? '').trim().toUpperCase(), cls);
         }
         return map;
       },

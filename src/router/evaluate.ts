@@ -5,7 +5,7 @@
  */
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { DOMAINS, domainIndex, type Domain } from '../domains.js';
+import { DOMAINS, domainIndex, parseDomainLabel, type Domain } from '../domains.js';
 import { computeFeatures } from '../data/features.js';
 import { fetchContext } from '../data/context-fetch.js';
 import { MAX_RANGE_DAYS, createSource, SourceError } from '../data/sources.js';
@@ -285,8 +285,8 @@ export function parseLabels(text: string, source: string): Map<string, number> {
   lines.slice(1).forEach((line, i) => {
     const cells = splitCsvLine(line);
     const ticker = (cells[ti] ?? '').trim().toUpperCase();
-    const cls = (cells[ci] ?? '').trim();
-    const index = domainIndex(cls);
+    const cls = parseDomainLabel(cells[ci] ?? '');
+    const index = cls === undefined ? -1 : domainIndex(cls);
     if (ticker === '' || index < 0) {
       throw new EvaluationError(
         'BAD_LABELS',
