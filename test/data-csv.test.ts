@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sourceError } from './helpers/errors.js';
 import { createSource } from '../src/data/sources.js';
+import { parseBarsCsv } from '../src/data/source-csv.js';
 import { cleanBars } from '../src/data/clean.js';
 import { simulateBars } from '../src/data/simulator.js';
 import { computeFeatures, WARMUP_DAYS } from '../src/data/features.js';
@@ -142,5 +143,30 @@ describe('cleanBars', () => {
     const bars = simulateBars('CRASH', { class: 'Equities', subtype: 'stock' }, 80, 5);
     const raw = bars.map((b, i) => (i < 40 ? { ...b, open: b.open * 2.3, high: b.high * 2.3, low: b.low * 2.3, adjClose: b.adjClose * 2.3, close: b.close * 2.3 } : b));
     expect(cleanBars(raw).quality.splits).toBe(0);
+  });
+});
+
+describe('parseBarsCsv: other vendors\' spellings', () => {
+  it('reads Yahoo-style headers (Adj Close) and date-times, keeping the day', () => {
+    const text = [
+      'Date,Open,High,Low,Close,Adj Close,Volume',
+      '2024-01-02 00:00:00-05:00,10,11,9,10.5,10.4,1000',
+      '2024-01-03T00:00:00Z,10.5,11.5,10,11,10.9,1200',
+      '2024-01-04,11,12,10.5,11.5,11.4,',
+    ].join('\n');
+    const { rows, malformed } = parseBarsCsv(text, 'Y.csv');
+    expect(malformed).toBe(0);
+    expect(rows.map((r) => r.date)).toEqual(['2024-01-02', '2024-01-03', '2024-01-04']);
+    expect(rows.map((r) => r.adjClose)).toEqual([10.4, 10.9, 11.4]);
+    expect(rows[2]!.volume).toBeNull();
+  });
+
+  it('takes adjusted_close, and leaves a date it cannot read for the cleaner to drop', () => {
+    const { rows } = parseBarsCsv('timestamp_ignored,date,open,high,low,close,adjusted_close\nx,01/02/2024,1,1,1,1,0.5\nx,2024-01-03,1,1,1,1,0.5\n', 'A.csv');
+    expect(rows.map((r) => r.adjClose)).toEqual([0.5, 0.5]);
+    expect(rows[0]!.date).toBe('01/02/2024');
+    const cleaned = cleanBars(rows);
+    expect(cleaned.bars.map((b) => b.date)).toEqual(['2024-01-03']);
+    expect(cleaned.quality.malformed).toBe(1);
   });
 });

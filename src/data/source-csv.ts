@@ -42,10 +42,22 @@ const num = (s: string | undefined): number | null => {
   return Number.isFinite(v) ? v : Number.NaN;
 };
 
-/** Parses `date,open,high,low,close,adj_close,volume` text (any column order; adj_close and volume optional). */
+/** Header name in one spelling: lower case, spaces and hyphens as `_` (`Adj Close`, `adj-close` → `adj_close`). */
+const headerName = (h: string): string => h.trim().toLowerCase().replace(/[\s-]+/g, '_');
+
+/**
+ * The date part of a date cell: vendors write `2024-01-02`, `2024-01-02 00:00:00` or `2024-01-02T00:00:00Z`; bars
+ * are daily, so a time after the date is dropped. Anything else stays as it is (and fails the date check).
+ */
+const dateCell = (s: string): string => (/^\d{4}-\d{2}-\d{2}(?:[T ][\d:.]*(?:Z|[+-]\d{2}:?\d{2})?)?$/.test(s) ? s.slice(0, 10) : s);
+
+/**
+ * Parses `date,open,high,low,close,adj_close,volume` text (any column order and header case; adj_close — also
+ * `Adj Close`, `adjclose`, `adjusted_close` — and volume optional).
+ */
 export function parseBarsCsv(text: string, name: string): { rows: RawBar[]; malformed: number } {
   const lines = text.split(/\r?\n/).filter((l) => l.trim() !== '');
-  const header = splitCsvLine(lines[0] ?? '').map((h) => h.toLowerCase());
+  const header = splitCsvLine(lines[0] ?? '').map(headerName);
   const col = (n: string): number => header.indexOf(n);
   const missing = REQUIRED.filter((c) => col(c) < 0);
   if (missing.length > 0) {
@@ -53,7 +65,7 @@ export function parseBarsCsv(text: string, name: string): { rows: RawBar[]; malf
       `Expected header with date,open,high,low,close[,adj_close,volume] for ${name} but received ${JSON.stringify(lines[0] ?? '')}`,
     );
   }
-  const iAdj = col('adj_close') >= 0 ? col('adj_close') : col('adjclose');
+  const iAdj = ['adj_close', 'adjclose', 'adjusted_close'].map(col).find((i) => i >= 0) ?? -1;
   const iVol = col('volume');
   const rows: RawBar[] = [];
   let malformed = 0;
@@ -65,7 +77,7 @@ export function parseBarsCsv(text: string, name: string): { rows: RawBar[]; malf
     }
     const close = num(cells[col('close')]);
     rows.push({
-      date: cells[col('date')]!,
+      date: dateCell(cells[col('date')]!.trim()),
       open: num(cells[col('open')]),
       high: num(cells[col('high')]),
       low: num(cells[col('low')]),
