@@ -9,7 +9,7 @@ WORKDIR /app
 # Node's own headers (the node images ship them): node-gyp and cmake-js build against them instead of downloading.
 ENV npm_config_nodedir=/usr/local
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+RUN npm ci --omit=dev --no-audit --no-fund
 COPY . .
 RUN npx cmake-js compile --out build
 ENV MOE_SKIP_SETUP=1 NODE_ENV=production

@@ -85,7 +85,7 @@ describe('Dockerfile', () => {
       { from: 'app', name: 'cuda-build' },
       { from: 'app', name: 'route' },
     ]);
-    expect(dockerfile).toMatch(/^RUN npm ci\b/m);
+    expect(dockerfile).toMatch(/^RUN npm ci --omit=dev\b/m);
     expect(dockerfile).toMatch(/^ENV npm_config_nodedir=\/usr\/local$/m);
     expect(dockerfile).toMatch(/cuda-nvcc-\$\{CUDA_PACKAGE_VERSION\}/);
     // The CUDA stage fails the build when CMake did not enable the CUDA back-end.
