@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_SIM_END, simulateBars, trainingSet } from '../src/data/simulator.js';
+import { DEFAULT_SIM_END, simulateBars, simulateContextBars, trainingSet } from '../src/data/simulator.js';
 import { DEFAULT_UNIVERSE, knownClass, parseSimTicker, simTicker, SUBTYPES } from '../src/data/universe.js';
 import { createSource, SourceError } from '../src/data/sources.js';
 import { DOMAINS } from '../src/domains.js';
@@ -148,5 +148,41 @@ describe('sim source', () => {
     const e2 = await src.fetch('a b', { days: 5 }).catch((e: unknown) => e);
     expect((e2 as SourceError).code).toBe('UNKNOWN_TICKER');
     await expect(src.fetch('SPY', { days: 0 })).rejects.toThrow(/^Expected integer in \[1, 10000\] for range.days but received 0$/);
+  });
+});
+
+describe('leveraged funds with a known underlying', () => {
+  const logReturns = (bars: { adjClose: number }[]) => bars.slice(1).map((b, i) => Math.log(b.adjClose / bars[i]!.adjClose));
+  const corr = (a: number[], b: number[]) => {
+    const n = Math.min(a.length, b.length);
+    const ma = a.slice(0, n).reduce((x, y) => x + y, 0) / n;
+    const mb = b.slice(0, n).reduce((x, y) => x + y, 0) / n;
+    let sab = 0, saa = 0, sbb = 0;
+    for (let i = 0; i < n; i++) {
+      sab += (a[i]! - ma) * (b[i]! - mb);
+      saa += (a[i]! - ma) ** 2;
+      sbb += (b[i]! - mb) ** 2;
+    }
+    return sab / Math.sqrt(saa * sbb);
+  };
+
+  it('tracks the market it names: the universe marks its index funds, and a spec may name gold or oil', () => {
+    expect(knownClass('qld')).toEqual({ class: 'Derivatives', subtype: 'leveraged-2x', underlying: 'equity' });
+    expect(knownClass('SPY')).toEqual({ class: 'Equities', subtype: 'index-etf' });
+    const market = logReturns(simulateContextBars(3, 400).get('SPY')!);
+    const gold = logReturns(simulateContextBars(3, 400).get('GLD')!);
+    const spec = (underlying: 'equity' | 'gold') => ({ class: 'Derivatives' as const, subtype: 'leveraged-2x', underlying });
+    // Several tickers: without the hint about two in three would track equities, one in twelve gold.
+    for (const t of ['SIM-DE-L2X-000', 'SIM-DE-L2X-001', 'SIM-DE-L2X-002', 'SIM-DE-L2X-003']) {
+      expect(corr(logReturns(simulateBars(t, spec('equity'), 400, 3)), market), t).toBeGreaterThan(0.8);
+      expect(corr(logReturns(simulateBars(t, spec('gold'), 400, 3)), gold), t).toBeGreaterThan(0.8);
+    }
+  });
+
+  it('rejects an underlying on other sub-types and unknown underlyings', () => {
+    expect(() => simulateBars('X', { class: 'Equities', subtype: 'stock', underlying: 'equity' }, 300, 1)).toThrow(/Expected no underlying for subtype stock of X/);
+    expect(() => simulateBars('X', { class: 'Derivatives', subtype: 'inverse', underlying: 'bitcoin' as 'gold' }, 300, 1)).toThrow(
+      /Expected one of equity, rates, gold, silver, oil for underlying of X but received "bitcoin"/,
+    );
   });
 });

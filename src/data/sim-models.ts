@@ -51,9 +51,19 @@ function leveraged(u: Float64Array, lev: number, feePerDay: number): Float64Arra
   return out;
 }
 
-/** The underlying of a leveraged or inverse fund: mostly an equity index, sometimes bonds, gold or oil. */
-function leverageUnderlying(rng: Rng, f: Factors): { u: Float64Array; overnight: number } {
-  const pick = rng.next();
+/** What a leveraged or inverse fund tracks. */
+export type LeverageUnderlying = 'equity' | 'rates' | 'gold' | 'silver' | 'oil';
+
+/** A value of the draw below that lands in each branch (the draw is still made, so the random stream stays aligned). */
+const UNDERLYING_PICK: Record<LeverageUnderlying, number> = { equity: 0.3, rates: 0.7, gold: 0.8, silver: 0.86, oil: 0.94 };
+
+/**
+ * The underlying of a leveraged or inverse fund: mostly an equity index, sometimes bonds, gold or oil; `known` fixes
+ * it for funds whose underlying is known (the built-in universe's TQQQ, SDS …).
+ */
+function leverageUnderlying(rng: Rng, f: Factors, known?: LeverageUnderlying): { u: Float64Array; overnight: number } {
+  const drawn = rng.next();
+  const pick = known === undefined ? drawn : UNDERLYING_PICK[known];
   const u = new Float64Array(f.n);
   if (pick < 0.64) {
     // Broad indices track the market tightly; sector and small-cap indices (semiconductors, biotech) less so.
@@ -127,7 +137,7 @@ function foreignLoadings(rng: Rng): Loadings {
   return (f, t) => fx * f.fx[t]! + cmd * (0.5 * f.oil[t]! + 0.5 * f.gold[t]!);
 }
 
-function subtypeReturns(subtype: Subtype, rng: Rng, f: Factors): Returns {
+function subtypeReturns(subtype: Subtype, rng: Rng, f: Factors, underlying?: LeverageUnderlying): Returns {
   const n = f.n;
   const gapJump = new Float64Array(n);
   const U = (lo: number, hi: number): number => rng.uniform(lo, hi);
@@ -261,7 +271,7 @@ function subtypeReturns(subtype: Subtype, rng: Rng, f: Factors): Returns {
     case 'inverse': {
       const lev =
         subtype === 'leveraged-2x' ? 2 : subtype === 'leveraged-3x' ? 3 : -[1, 2, 3][Math.min(2, rng.int(3))]!;
-      const { u, overnight } = leverageUnderlying(rng, f);
+      const { u, overnight } = leverageUnderlying(rng, f, underlying);
       return res(leveraged(u, lev, U(0.00025, 0.0005)), overnight, U(0.3, 0.55));
     }
     case 'volatility-long':
@@ -307,8 +317,8 @@ const tick = (p: number): number =>
  * whose high and low are drawn exactly (the reflection-principle law of the maximum of a bridge), then prices are
  * anchored to a random final price and rounded to the cent; the rounding is what makes near-cash funds look real.
  */
-export function instrumentModel(subtype: Subtype, rng: Rng, f: Factors): PricePath {
-  const ret = subtypeReturns(subtype, rng, f);
+export function instrumentModel(subtype: Subtype, rng: Rng, f: Factors, underlying?: LeverageUnderlying): PricePath {
+  const ret = subtypeReturns(subtype, rng, f, underlying);
   return pricePath(ret, rng, f.n, {
     rangeScale: ret.liquid ? [0.75, 1.05] : subtype === 'fx-trust' ? [0.3, 0.7] : [0.35, 1],
     volumeNoise: VOLUME_NOISE[subtype === 'fx-trust' ? 'fx' : SUBTYPE_CLASS[subtype]],

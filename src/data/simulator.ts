@@ -4,7 +4,7 @@ import type { Bar } from './types.js';
 import { businessDaysEnding, daysToIso, isoToDays } from './dates.js';
 import { SUBTYPE_CLASS, SUBTYPES, isSubtype, simTicker, type Subtype } from './universe.js';
 import { buildFactors, type Factors } from './sim-factors.js';
-import { contextModel, instrumentModel, type PricePath } from './sim-models.js';
+import { contextModel, instrumentModel, type LeverageUnderlying, type PricePath } from './sim-models.js';
 import { CONTEXT_SET, NO_CONTEXT, contextSeries, type ContextSeries, type MarketContext } from './context.js';
 
 /** Last simulated day when the caller names none: fixed so that a seed reproduces a run on any day. */
@@ -13,6 +13,8 @@ export const DEFAULT_SIM_END = '2025-06-30';
 export interface InstrumentSpec {
   class: Domain;
   subtype: string;
+  /** Leveraged and inverse funds only: what the fund tracks (drawn per instrument when absent). */
+  underlying?: LeverageUnderlying;
 }
 
 export interface TrainingInstrument {
@@ -39,6 +41,9 @@ function factorsFor(seed: number, dates: Int32Array): Factors {
   return f;
 }
 
+const LEVERAGED: ReadonlySet<string> = new Set(['leveraged-2x', 'leveraged-3x', 'inverse']);
+const UNDERLYINGS: readonly LeverageUnderlying[] = ['equity', 'rates', 'gold', 'silver', 'oil'];
+
 function checkSpec(ticker: string, spec: InstrumentSpec): Subtype {
   if (!isSubtype(spec.subtype)) {
     throw new TypeError(
@@ -49,6 +54,14 @@ function checkSpec(ticker: string, spec: InstrumentSpec): Subtype {
     throw new TypeError(
       `Expected class ${SUBTYPE_CLASS[spec.subtype]} for subtype ${spec.subtype} of ${ticker} but received ${JSON.stringify(spec.class)}`,
     );
+  }
+  if (spec.underlying !== undefined) {
+    if (!LEVERAGED.has(spec.subtype)) {
+      throw new TypeError(`Expected no underlying for subtype ${spec.subtype} of ${ticker} (only ${[...LEVERAGED].join(', ')} take one)`);
+    }
+    if (!(UNDERLYINGS as readonly string[]).includes(spec.underlying)) {
+      throw new TypeError(`Expected one of ${UNDERLYINGS.join(', ')} for underlying of ${ticker} but received ${JSON.stringify(spec.underlying)}`);
+    }
   }
   return spec.subtype;
 }
@@ -72,7 +85,7 @@ export function simulateBars(
   if (!Number.isFinite(endDays)) {
     throw new TypeError(`Expected ISO date YYYY-MM-DD for end but received ${JSON.stringify(end)}`);
   }
-  return simulateOnMarket(ticker, checkSpec(ticker, spec), days, seed, seed, endDays);
+  return simulateOnMarket(ticker, checkSpec(ticker, spec), days, seed, seed, endDays, spec.underlying);
 }
 
 /** simulateBars with the market history drawn from its own seed (trainingSet mixes several histories). */
@@ -83,10 +96,11 @@ function simulateOnMarket(
   seed: number,
   marketSeed: number,
   endDays: number,
+  underlying?: LeverageUnderlying,
 ): Bar[] {
   const dates = businessDaysEnding(endDays, days);
   const factors = factorsFor(marketSeed, dates);
-  return toBars(instrumentModel(subtype, Rng.derive(seed, `instrument:${ticker}`), factors), dates);
+  return toBars(instrumentModel(subtype, Rng.derive(seed, `instrument:${ticker}`), factors, underlying), dates);
 }
 
 /**

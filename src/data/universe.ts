@@ -1,10 +1,13 @@
 import type { Domain } from '../domains.js';
+import type { LeverageUnderlying } from './sim-models.js';
 
 /** One instrument of the built-in universe: its domain label and a finer sub-type the simulator models. */
 export interface UniverseEntry {
   ticker: string;
   class: Domain;
   subtype: Subtype;
+  /** What a leveraged or inverse fund tracks, so the simulator gives it its real underlying. */
+  underlying?: LeverageUnderlying;
 }
 
 /**
@@ -38,7 +41,8 @@ export function isSubtype(name: string): name is Subtype {
   return Object.prototype.hasOwnProperty.call(SUBTYPE_CLASS, name);
 }
 
-const e = (ticker: string, cls: Domain, subtype: Subtype): UniverseEntry => ({ ticker, class: cls, subtype });
+const e = (ticker: string, cls: Domain, subtype: Subtype, underlying?: LeverageUnderlying): UniverseEntry =>
+  underlying === undefined ? { ticker, class: cls, subtype } : { ticker, class: cls, subtype, underlying };
 const EQ = 'Equities';
 const FI = 'Fixed Income';
 const CO = 'Commodities';
@@ -88,23 +92,24 @@ export const DEFAULT_UNIVERSE: UniverseEntry[] = [
   e('VXX', DE, 'volatility-long'),
   e('UVXY', DE, 'volatility-long'),
   e('SVXY', DE, 'volatility-short'),
-  e('TQQQ', DE, 'leveraged-3x'),
-  e('SQQQ', DE, 'inverse'),
-  e('SPXL', DE, 'leveraged-3x'),
-  e('SDS', DE, 'inverse'),
-  e('SSO', DE, 'leveraged-2x'),
+  e('TQQQ', DE, 'leveraged-3x', 'equity'),
+  e('SQQQ', DE, 'inverse', 'equity'),
+  e('SPXL', DE, 'leveraged-3x', 'equity'),
+  e('SDS', DE, 'inverse', 'equity'),
+  e('SSO', DE, 'leveraged-2x', 'equity'),
   e('UUP', DE, 'fx-trust'),
   e('FXE', DE, 'fx-trust'),
   e('FXY', DE, 'fx-trust'),
-  e('QLD', DE, 'leveraged-2x'),
+  e('QLD', DE, 'leveraged-2x', 'equity'),
 ];
 
 const BY_TICKER = new Map(DEFAULT_UNIVERSE.map((u) => [u.ticker, u]));
 
 /** Domain and sub-type of a ticker of the built-in universe (case-insensitive), or undefined. */
-export function knownClass(ticker: string): { class: Domain; subtype: Subtype } | undefined {
+export function knownClass(ticker: string): { class: Domain; subtype: Subtype; underlying?: LeverageUnderlying } | undefined {
   const u = BY_TICKER.get(ticker.toUpperCase());
-  return u ? { class: u.class, subtype: u.subtype } : undefined;
+  if (!u) return undefined;
+  return u.underlying === undefined ? { class: u.class, subtype: u.subtype } : { class: u.class, subtype: u.subtype, underlying: u.underlying };
 }
 
 /** Three-letter codes of sub-types in synthetic tickers (`SIM-DE-L3X-007`); short so they pass validateTicker. */
