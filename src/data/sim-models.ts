@@ -57,6 +57,11 @@ export type LeverageUnderlying = 'equity' | 'rates' | 'gold' | 'silver' | 'oil';
 /** A value of the draw below that lands in each branch (the draw is still made, so the random stream stays aligned). */
 const UNDERLYING_PICK: Record<LeverageUnderlying, number> = { equity: 0.3, rates: 0.7, gold: 0.8, silver: 0.86, oil: 0.94 };
 
+export const LEVERAGE_UNDERLYINGS = Object.keys(UNDERLYING_PICK) as readonly LeverageUnderlying[];
+
+/** The sub-types modelled on a leveraged underlying, the only ones an underlying can be named for. */
+export const LEVERAGED_SUBTYPES: ReadonlySet<Subtype> = new Set<Subtype>(['leveraged-2x', 'leveraged-3x', 'inverse']);
+
 /**
  * The underlying of a leveraged or inverse fund: mostly an equity index, sometimes bonds, gold or oil; `known` fixes
  * it for funds whose underlying is known (the built-in universe's TQQQ, SDS …).

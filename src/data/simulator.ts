@@ -4,7 +4,7 @@ import type { Bar } from './types.js';
 import { businessDaysEnding, daysToIso, isoToDays } from './dates.js';
 import { SUBTYPE_CLASS, SUBTYPES, isSubtype, simTicker, type Subtype } from './universe.js';
 import { buildFactors, type Factors } from './sim-factors.js';
-import { contextModel, instrumentModel, type LeverageUnderlying, type PricePath } from './sim-models.js';
+import { LEVERAGE_UNDERLYINGS, LEVERAGED_SUBTYPES, contextModel, instrumentModel, type LeverageUnderlying, type PricePath } from './sim-models.js';
 import { CONTEXT_SET, NO_CONTEXT, contextSeries, type ContextSeries, type MarketContext } from './context.js';
 
 /** Last simulated day when the caller names none: fixed so that a seed reproduces a run on any day. */
@@ -41,9 +41,6 @@ function factorsFor(seed: number, dates: Int32Array): Factors {
   return f;
 }
 
-const LEVERAGED: ReadonlySet<string> = new Set(['leveraged-2x', 'leveraged-3x', 'inverse']);
-const UNDERLYINGS: readonly LeverageUnderlying[] = ['equity', 'rates', 'gold', 'silver', 'oil'];
-
 function checkSpec(ticker: string, spec: InstrumentSpec): Subtype {
   if (!isSubtype(spec.subtype)) {
     throw new TypeError(
@@ -56,11 +53,11 @@ function checkSpec(ticker: string, spec: InstrumentSpec): Subtype {
     );
   }
   if (spec.underlying !== undefined) {
-    if (!LEVERAGED.has(spec.subtype)) {
-      throw new TypeError(`Expected no underlying for subtype ${spec.subtype} of ${ticker} (only ${[...LEVERAGED].join(', ')} take one)`);
+    if (!LEVERAGED_SUBTYPES.has(spec.subtype)) {
+      throw new TypeError(`Expected no underlying for subtype ${spec.subtype} of ${ticker} (only ${[...LEVERAGED_SUBTYPES].join(', ')} take one)`);
     }
-    if (!(UNDERLYINGS as readonly string[]).includes(spec.underlying)) {
-      throw new TypeError(`Expected one of ${UNDERLYINGS.join(', ')} for underlying of ${ticker} but received ${JSON.stringify(spec.underlying)}`);
+    if (!(LEVERAGE_UNDERLYINGS as readonly string[]).includes(spec.underlying)) {
+      throw new TypeError(`Expected one of ${LEVERAGE_UNDERLYINGS.join(', ')} for underlying of ${ticker} but received ${JSON.stringify(spec.underlying)}`);
     }
   }
   return spec.subtype;

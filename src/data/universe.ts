@@ -109,7 +109,8 @@ const BY_TICKER = new Map(DEFAULT_UNIVERSE.map((u) => [u.ticker, u]));
 export function knownClass(ticker: string): { class: Domain; subtype: Subtype; underlying?: LeverageUnderlying } | undefined {
   const u = BY_TICKER.get(ticker.toUpperCase());
   if (!u) return undefined;
-  return u.underlying === undefined ? { class: u.class, subtype: u.subtype } : { class: u.class, subtype: u.subtype, underlying: u.underlying };
+  const { ticker: _ticker, ...known } = u;
+  return known;
 }
 
 /** Three-letter codes of sub-types in synthetic tickers (`SIM-DE-L3X-007`); short so they pass validateTicker. */
