@@ -51,16 +51,18 @@ describe('market context features', () => {
   it('gives the documented "no context" values when the context is missing, and partial coverage when it starts late', () => {
     const bars = simulateBars('SIM-EQ-STK-001', { class: 'Equities', subtype: 'stock' }, DAYS, SEED);
     const none = computeFeatures('S', bars, 32, NO_CONTEXT);
-    const ctxCols = FEATURE_TABLE.map((f, k) => (/^(corr|beta)_/.test(f.name) ? k : -1)).filter((k) => k >= 0);
-    expect(ctxCols).toHaveLength(11);
+    const ctxCols = FEATURE_TABLE.map((f, k) => (/^(corr|beta|asym)_/.test(f.name) ? k : -1)).filter((k) => k >= 0);
+    expect(ctxCols).toHaveLength(12);
     for (let i = 0; i < none.vol.length; i++) {
       expect(none.x[i * 32 + col('ctx_coverage_250')]).toBeCloseTo(-2, 6);
       for (const k of ctxCols) expect(none.x[i * 32 + k]).toBe(0);
     }
     // The univariate features do not depend on the context at all.
     const full = computeFeatures('S', bars, 32, context);
+    const univariate = [0, 1, 2, 3, 4, 5, 7, 8];
+    expect(univariate.some((k) => ctxCols.includes(k))).toBe(false);
     for (let i = 0; i < full.vol.length; i++) {
-      for (let k = 0; k < 9; k++) expect(full.x[i * 32 + k]).toBe(none.x[i * 32 + k]);
+      for (const k of univariate) expect(full.x[i * 32 + k]).toBe(none.x[i * 32 + k]);
     }
     // Context that starts 100 days into the routed period: the first tokens see too few shared days.
     const late: MarketContext = context.map((c) => {

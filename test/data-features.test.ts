@@ -106,7 +106,8 @@ describe('computeFeatures', () => {
     const bond = vol({ class: 'Fixed Income', subtype: 'treasury-long' });
     const vix = vol({ class: 'Derivatives', subtype: 'volatility-long' });
     expect(cash).toBeLessThan(bond - 1.5);
-    expect(bond).toBeLessThan(vix - 1.5);
+    // One unit is a factor 3.3 in volatility (real TLT 1.0 %/day against VXX 4.3 %: 1.2 units).
+    expect(bond).toBeLessThan(vix - 1);
   });
 });
 

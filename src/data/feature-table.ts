@@ -26,11 +26,10 @@ export interface RawWindowStats {
   pAbsLag: Float64Array;
   pAbsAbsLag: Float64Array;
   pLagAbs: Float64Array;
-  /** Squared negative / positive returns; up days; unchanged days (|r| < 0.5 bp). */
+  /** Squared negative / positive returns; up days. */
   pDown2: Float64Array;
   pUp2: Float64Array;
   pUp: Float64Array;
-  pZero: Float64Array;
   /** ln(high/low)², overnight gap². */
   pHl2: Float64Array;
   pGap2: Float64Array;
@@ -62,7 +61,12 @@ export interface ContextWindowStats {
   pXX: Float64Array;
   pYY: Float64Array;
   pXY: Float64Array;
+  /** The same sums over the days on which the context fell (equity context only), for downside and upside betas. */
+  down?: ContextWindowStats;
 }
+
+/** Index in CONTEXT_SET of the equity reference market, whose down and up days split the asymmetry feature. */
+export const EQUITY_CONTEXT = CONTEXT_SET.findIndex((c) => c.name === 'equity');
 
 export interface FeatureSpecRow {
   name: string;
@@ -89,7 +93,7 @@ export const FEATURE_TABLE: readonly FeatureSpecRow[] = [
   f('range_ratio_60', -0.4, 0.3),
   f('skew_250', 0, 0.7),
   f('tail_ratio_250', 0.3, 0.08),
-  f('zero_frac_60', 0.03, 0.1),
+  f('asym_equity_250', 0, 0.3),
   f('trend_250', 0, 1.5),
   f('volume_change_sd_60', 0.8, 0.35),
   f('ctx_coverage_250', 1, 0.5),
@@ -184,6 +188,40 @@ function contextFit(c: ContextWindowStats | null, t: number, k: number): Context
   };
 }
 
+/** Fewest down (and up) days of the context in a window for the asymmetry feature; fewer reads as none. */
+const MIN_SIDE_DAYS = 20;
+
+/** Slope and variances of y on x from window sums (regression with intercept); null when x has no variance. */
+function sideFit(n: number, sx: number, sy: number, sxx: number, sxy: number): number | null {
+  if (n < MIN_SIDE_DAYS) return null;
+  const vx = sxx / n - (sx / n) ** 2;
+  return vx > 1e-14 ? (sxy / n - (sx / n) * (sy / n)) / vx : null;
+}
+
+/**
+ * Spot–volatility asymmetry against the equity context: (β on the context's down days − β on its up days) × σ_ctx / σ,
+ * over the shared days of the window. Volatility products react about twice as hard to a falling market as to a
+ * rising one (short-volatility funds ≈ +0.75, VIX futures funds ≈ −0.6 on the development data); stocks, index and
+ * leveraged funds react alike (≈ 0). 0 without the equity context.
+ */
+function downsideAsymmetry(c: ContextWindowStats | null, t: number, k: number): number {
+  const d = c?.down;
+  if (!c || !d) return 0;
+  const n = win(c.pN, t, k);
+  if (n < MIN_CONTEXT_DAYS) return 0;
+  const nd = win(d.pN, t, k);
+  // Context as the regressor: y is the context's return, x the instrument's.
+  const [sy, syy, sx, sxx, sxy] = [win(c.pY, t, k), win(c.pYY, t, k), win(c.pX, t, k), win(c.pXX, t, k), win(c.pXY, t, k)];
+  const [dy, dyy, dx, dxy] = [win(d.pY, t, k), win(d.pYY, t, k), win(d.pX, t, k), win(d.pXY, t, k)];
+  const bDown = sideFit(nd, dy, dx, dyy, dxy);
+  const bUp = sideFit(n - nd, sy - dy, sx - dx, syy - dyy, sxy - dxy);
+  if (bDown === null || bUp === null) return 0;
+  const vy = syy / n - (sy / n) ** 2;
+  const vx = sxx / n - (sx / n) ** 2;
+  if (!(vy > 1e-14 && vx > 1e-14)) return 0;
+  return (bDown - bUp) * Math.sqrt(vy / vx);
+}
+
 /** Raw (un-normalised) values of every feature for bar t (t ≥ LONG), written into `out` in FEATURE_TABLE order. */
 export function rawFeatureRow(s: RawWindowStats, t: number, out: Float64Array): void {
   const s20 = sigma(s, t, 20);
@@ -215,7 +253,7 @@ export function rawFeatureRow(s: RawWindowStats, t: number, out: Float64Array): 
   out[4] = shapeL.skew;
   // ln(σ / mean|r|): ln √(π/2) ≈ 0.23 for a normal law, larger the fatter the tails; far steadier than kurtosis.
   out[5] = meanAbsL > 1e-12 ? Math.log(Math.sqrt(m2L) / meanAbsL) : 0.23;
-  out[6] = win(s.pZero, t, 60) / 60;
+  out[6] = downsideAsymmetry(s.ctx[EQUITY_CONTEXT] ?? null, t, LONG);
   out[7] = win(s.pR, t, LONG) / (Math.max(sL, VOL_FLOOR) * Math.sqrt(LONG));
   out[8] = dN60 > 1 ? Math.sqrt(Math.max(0, win(s.pDlv2, t, 60) / dN60 - dMean * dMean)) : 0.8;
   out[9] = coverage;

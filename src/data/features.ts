@@ -1,11 +1,11 @@
 import type { Bar, FeatureSeries } from './types.js';
 import type { Hidden } from '../router/layout.js';
 import { isoToDays } from './dates.js';
-import { FEATURE_TABLE, FEATURE_COUNT, LONG, type ContextWindowStats, type RawWindowStats, rawFeatureRow } from './feature-table.js';
+import { EQUITY_CONTEXT, FEATURE_TABLE, FEATURE_COUNT, LONG, type ContextWindowStats, type RawWindowStats, rawFeatureRow } from './feature-table.js';
 import { CONTEXT_SET, NO_CONTEXT, alignContext, type MarketContext } from './context.js';
 
 /** Version of the feature definition; stored with trained weights so a model never meets features it was not trained on. */
-export const FEATURE_SPEC = 'v2';
+export const FEATURE_SPEC = 'v3';
 /** Bars before the first routed day: the longest window (250 returns, one trading year) needs 251 closes. */
 export const WARMUP_DAYS = LONG;
 /** Clip of every normalised feature. */
@@ -134,7 +134,7 @@ function windowStats(bars: readonly Bar[], context: MarketContext): RawWindowSta
   const P = (): Float64Array => scratch.take(n + 1);
   const s = {
     pR: P(), pR2: P(), pR3: P(), pR4: P(), pRLag: P(), pLag: P(), pLag2: P(), pAbs: P(), pAbsLag: P(), pAbsAbsLag: P(),
-    pLagAbs: P(), pDown2: P(), pUp2: P(), pUp: P(), pZero: P(), pHl2: P(), pGap2: P(), pBigGap: P(), pVolN: P(), pLv: P(),
+    pLagAbs: P(), pDown2: P(), pUp2: P(), pUp: P(), pHl2: P(), pGap2: P(), pBigGap: P(), pVolN: P(), pLv: P(),
     pLv2: P(), pDlv: P(), pDlv2: P(), pDlvN: P(), pAbsLv: P(), pAbsV: P(), pAbs2V: P(),
   };
   const fin = (v: number): number => (Number.isFinite(v) ? v : 0);
@@ -163,7 +163,6 @@ function windowStats(bars: readonly Bar[], context: MarketContext): RawWindowSta
     s.pDown2[u] = s.pDown2[t]! + fin(rt < 0 ? rt * rt : 0);
     s.pUp2[u] = s.pUp2[t]! + fin(rt > 0 ? rt * rt : 0);
     s.pUp[u] = s.pUp[t]! + (rt > 0 ? 1 : 0);
-    s.pZero[u] = s.pZero[t]! + (t > 0 && abs < 5e-5 ? 1 : 0);
     s.pHl2[u] = s.pHl2[t]! + fin(hl[t]! * hl[t]!);
     s.pGap2[u] = s.pGap2[t]! + fin(gap[t]! * gap[t]!);
     // Volatility known at the close of day t−1 (60 days, fewer early on; pR2 up to t is already summed): a jump is
@@ -187,18 +186,27 @@ function windowStats(bars: readonly Bar[], context: MarketContext): RawWindowSta
     logVol,
     mdd60,
     ...s,
-    ctx: context.map((c) => (c === null ? null : contextStats(r, alignContext(c, dates)))),
+    ctx: context.map((c, k) => (c === null ? null : contextStats(r, alignContext(c, dates), k === EQUITY_CONTEXT))),
   };
 }
 
-/** Sums over the days on which both the instrument's return x and the context's return y are known (y not NaN). */
-function contextStats(x: Float64Array, y: Float64Array): ContextWindowStats {
+/**
+ * Sums over the days on which both the instrument's return x and the context's return y are known (y not NaN);
+ * with `withDown`, also the same sums over the days on which the context fell (y < 0), for the downside beta.
+ */
+function contextStats(x: Float64Array, y: Float64Array, withDown = false): ContextWindowStats {
+  const st = contextSums(x, y, (yt) => !Number.isNaN(yt));
+  if (withDown) st.down = contextSums(x, y, (yt) => yt < 0);
+  return st;
+}
+
+function contextSums(x: Float64Array, y: Float64Array, use: (yt: number) => boolean): ContextWindowStats {
   const n = x.length;
   const P = (): Float64Array => scratch.take(n + 1);
   const st: ContextWindowStats = { pN: P(), pX: P(), pY: P(), pXX: P(), pYY: P(), pXY: P() };
   const fin = (v: number): number => (Number.isFinite(v) ? v : 0);
   for (let t = 0; t < n; t++) {
-    const ok = !Number.isNaN(y[t]!);
+    const ok = use(y[t]!);
     const xt = ok ? x[t]! : 0;
     const yt = ok ? y[t]! : 0;
     const u = t + 1;

@@ -34,7 +34,7 @@ function factorsFor(seed: number, dates: Int32Array): Factors {
   const key = `${seed}:${dates.length}:${dates[dates.length - 1]}`;
   let f = factorCache.get(key);
   if (!f) {
-    f = buildFactors(Rng.derive(seed, 'market-factors'), dates.length);
+    f = buildFactors(Rng.derive(seed, 'market-factors'), dates.length, Rng.derive(seed, 'rates-curve'));
     if (factorCache.size >= FACTOR_CACHE_SIZE) factorCache.delete(factorCache.keys().next().value as string);
     factorCache.set(key, f);
   }

@@ -69,7 +69,7 @@ export function defaultTrainConfig(overrides: { hidden?: Hidden; seed?: number; 
   return {
     hidden: overrides.hidden ?? 16,
     seed,
-    steps: overrides.steps ?? 6000,
+    steps: overrides.steps ?? 16_000,
     batchSize: 4096,
     lr: 5e-3,
     warmupSteps: 100,
@@ -85,7 +85,7 @@ export function defaultTrainConfig(overrides: { hidden?: Hidden; seed?: number; 
       tickersPerSubtype: 4,
       days: 1000,
       trainSeed: seed,
-      trainSeeds: 16,
+      trainSeeds: 48,
       validationSeed: seed + 10_000,
       testSeed: seed + 20_000,
       testSeeds: 6,
