@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sourceError } from './helpers/errors.js';
 import { createSource } from '../src/data/sources.js';
-import { parseBarsCsv } from '../src/data/source-csv.js';
+import { LabelsFileError, parseBarsCsv, parseLabelsCsv } from '../src/data/source-csv.js';
 import { cleanBars } from '../src/data/clean.js';
 import { simulateBars } from '../src/data/simulator.js';
 import { computeFeatures, WARMUP_DAYS } from '../src/data/features.js';
@@ -168,5 +168,23 @@ describe('parseBarsCsv: other vendors\' spellings', () => {
     const cleaned = cleanBars(rows);
     expect(cleaned.bars.map((b) => b.date)).toEqual(['2024-01-03']);
     expect(cleaned.quality.malformed).toBe(1);
+  });
+});
+
+describe('labels files', () => {
+  const text = 'Class , Ticker\nequity,aapl\nBonds,TLT\n,GLD\nfixed income, ief \n';
+
+  it('strict reading fails on the first bad line, naming it', () => {
+    expect(() => parseLabelsCsv(text, 'l.csv', true)).toThrow(LabelsFileError);
+    expect(() => parseLabelsCsv(text, 'l.csv', true)).toThrow(/on line 3 of l\.csv but received "Bonds,TLT"/);
+    expect(() => parseLabelsCsv('symbol,kind\nAAPL,Equities\n', 'l.csv', true)).toThrow(/header with columns ticker,class for l\.csv/);
+  });
+
+  it('lenient reading keeps the good lines and skips the rest', () => {
+    expect([...parseLabelsCsv(text, 'l.csv', false)]).toEqual([
+      ['AAPL', 'Equities'],
+      ['IEF', 'Fixed Income'],
+    ]);
+    expect(parseLabelsCsv('symbol,kind\nAAPL,Equities\n', 'l.csv', false).size).toBe(0);
   });
 });

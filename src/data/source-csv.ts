@@ -1,7 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { Domain } from '../domains.js';
-import { parseDomainLabel } from '../domains.js';
+import { DOMAINS, parseDomainLabel, type Domain } from '../domains.js';
 import type { FetchRange, SourceResult } from './types.js';
 import { SourceError } from './errors.js';
 import { cleanBars, type RawBar } from './clean.js';
@@ -12,6 +11,44 @@ import { sourceTicker } from './validate.js';
 import type { DataSource } from './sources.js';
 
 const REQUIRED = ['date', 'open', 'high', 'low', 'close'] as const;
+
+/** A labels file whose header or a line is not `ticker,class` (strict reading only). */
+export class LabelsFileError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = this.constructor.name;
+  }
+}
+
+/**
+ * Reads a labels file: a header with at least the columns `ticker` and `class` (any order and case, more columns
+ * ignored), then one instrument a line, its class in any usual spelling (parseDomainLabel). Strict (`npm run
+ * evaluate`): a header without those columns, or a line without a ticker and a known class, throws LabelsFileError
+ * naming the line. Lenient (the csv source): no such header gives no labels, and a bad line is skipped.
+ */
+export function parseLabelsCsv(text: string, source: string, strict: boolean): Map<string, Domain> {
+  const labels = new Map<string, Domain>();
+  const lines = text.split(/\r?\n/).filter((l) => l.trim() !== '');
+  const header = splitCsvLine(lines[0] ?? '').map((h) => h.trim().toLowerCase());
+  const ti = header.indexOf('ticker');
+  const ci = header.indexOf('class');
+  if (ti < 0 || ci < 0) {
+    if (!strict) return labels;
+    throw new LabelsFileError(`Expected a header with columns ticker,class for ${source} but received ${JSON.stringify(lines[0] ?? '')}`);
+  }
+  lines.slice(1).forEach((line, i) => {
+    const cells = splitCsvLine(line);
+    const ticker = (cells[ti] ?? '').trim().toUpperCase();
+    const cls = parseDomainLabel(cells[ci] ?? '');
+    if (ticker !== '' && cls !== undefined) labels.set(ticker, cls);
+    else if (strict) {
+      throw new LabelsFileError(
+        `Expected a ticker and one of ${DOMAINS.join(', ')} on line ${i + 2} of ${source} but received ${JSON.stringify(line)}`,
+      );
+    }
+  });
+  return labels;
+}
 
 /** Splits one CSV line; double-quoted fields may hold commas and `""` escapes. */
 export function splitCsvLine(line: string): string[] {
@@ -100,21 +137,10 @@ export class CsvSource implements DataSource {
   constructor(private readonly dir: string) {}
 
   private loadLabels(): Promise<Map<string, Domain>> {
-    this.labels ??= readFile(path.join(this.dir, 'labels.csv'), 'utf8').then(
-      (text) => {
-        const map = new Map<string, Domain>();
-        const lines = text.split(/\r?\n/).filter((l) => l.trim() !== '');
-        const header = splitCsvLine(lines[0] ?? '').map((h) => h.toLowerCase());
-        const it = header.indexOf('ticker');
-        const ic = header.indexOf('class');
-        if (it < 0 || ic < 0) return map;
-        for (const line of lines.slice(1)) {
-          const cells = splitCsvLine(line);
-          const cls = parseDomainLabel(cells[ic] ?? '');
-          if (cls !== undefined) map.set((cells[it] ?? '').trim().toUpperCase(), cls);
-        }
-        return map;
-      },
+    const file = path.join(this.dir, 'labels.csv');
+    // Lenient: the labels only name each ticker's class in the report; a bad line must not fail the fetch.
+    this.labels ??= readFile(file, 'utf8').then(
+      (text) => parseLabelsCsv(text, file, false),
       (err: NodeJS.ErrnoException) => {
         if (err.code === 'ENOENT') return new Map<string, Domain>();
         throw err;

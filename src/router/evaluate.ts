@@ -5,11 +5,11 @@
  */
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { DOMAINS, domainIndex, parseDomainLabel, type Domain } from '../domains.js';
+import { DOMAINS, domainIndex, type Domain } from '../domains.js';
 import { computeFeatures } from '../data/features.js';
 import { fetchContext } from '../data/context-fetch.js';
 import { MAX_RANGE_DAYS, createSource, SourceError } from '../data/sources.js';
-import { splitCsvLine } from '../data/source-csv.js';
+import { LabelsFileError, parseLabelsCsv } from '../data/source-csv.js';
 import type { FeatureSeries } from '../data/types.js';
 import type { Hidden } from './layout.js';
 import { loadModel, defaultModelPath } from './model.js';
@@ -272,30 +272,14 @@ export class EvaluationError extends Error {
   }
 }
 
-/** Parses a labels file with at least the columns `ticker,class` (any order, more columns ignored). */
+/** Parses a labels file with at least the columns `ticker,class` (any order, more columns ignored); strict. */
 export function parseLabels(text: string, source: string): Map<string, number> {
-  const lines = text.split(/\r?\n/).filter((l) => l.trim() !== '');
-  const header = splitCsvLine(lines[0] ?? '').map((h) => h.trim().toLowerCase());
-  const ti = header.indexOf('ticker');
-  const ci = header.indexOf('class');
-  if (ti < 0 || ci < 0) {
-    throw new EvaluationError('BAD_LABELS', `Expected a header with columns ticker,class for ${source} but received ${JSON.stringify(lines[0] ?? '')}`);
+  try {
+    return new Map([...parseLabelsCsv(text, source, true)].map(([ticker, cls]) => [ticker, domainIndex(cls)]));
+  } catch (e) {
+    if (e instanceof LabelsFileError) throw new EvaluationError('BAD_LABELS', e.message);
+    throw e;
   }
-  const labels = new Map<string, number>();
-  lines.slice(1).forEach((line, i) => {
-    const cells = splitCsvLine(line);
-    const ticker = (cells[ti] ?? '').trim().toUpperCase();
-    const cls = parseDomainLabel(cells[ci] ?? '');
-    const index = cls === undefined ? -1 : domainIndex(cls);
-    if (ticker === '' || index < 0) {
-      throw new EvaluationError(
-        'BAD_LABELS',
-        `Expected a ticker and one of ${DOMAINS.join(', ')} on line ${i + 2} of ${source} but received ${JSON.stringify(line)}`,
-      );
-    }
-    labels.set(ticker, index);
-  });
-  return labels;
 }
 
 export interface EvaluateOptions {
