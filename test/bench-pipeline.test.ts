@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { benchTickers, cpuSeconds, main } from '../src/cli/bench-pipeline.js';
+import { benchTickers, cpuSeconds, main, threadCpu } from '../src/cli/bench-pipeline.js';
 import { canonicalTickers } from '../jobs/enqueue-run.js';
 import { parseSimTicker } from '../src/data/universe.js';
 import { createRedis, closeRedis } from '../src/queue/connection.js';
@@ -55,9 +55,25 @@ describe('bench:pipeline', () => {
     expect(cpuSeconds(2 ** 30)).toBeNaN();
   });
 
+  it('reads each thread of a process (name, user and system seconds, page faults) and nothing for a gone one', () => {
+    const threads = threadCpu(process.pid);
+    // The main thread's id is the process id; its times can only have grown since the process started.
+    const own = threads.get(process.pid);
+    expect(own).toBeDefined();
+    expect(own!.name.length).toBeGreaterThan(0);
+    expect(own!.user + own!.system).toBeGreaterThan(0);
+    expect(own!.faults).toBeGreaterThan(0);
+    const total = [...threads.values()].reduce((a, t) => a + t.user + t.system, 0);
+    expect(total).toBeLessThanOrEqual(cpuSeconds(process.pid) + 0.05);
+    expect(threadCpu(2 ** 30).size).toBe(0);
+    expect(threadCpu(undefined).size).toBe(0);
+  });
+
   it('runs a small real and bare flow in worker processes and ends with the JSON line, leaving no keys', async () => {
     const lines: string[] = [];
-    expect(await main(['--tickers', '12', '--days', '20', '--json'], (l) => lines.push(l))).toBe(0);
+    expect(await main(['--tickers', '12', '--days', '20', '--json', '--threads'], (l) => lines.push(l))).toBe(0);
+    // --threads: one line per real worker process, naming its busiest threads.
+    expect(lines.filter((l) => /^ {2}threads (fetch|route|report): /.test(l))).toHaveLength(3);
     const last = JSON.parse(lines.at(-1)!) as Record<string, unknown>;
     expect(last.tickers).toBe(12);
     expect(last.seconds).toBeGreaterThan(0);

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeRedis, createRedis } from '../src/queue/connection.js';
 import { runKey, runsIndexKey } from '../src/queue/keys.js';
-import { bumpRunCounter, createRunMeta, readRunMeta, updateRunMeta, type RunStore } from '../src/run/run-meta.js';
+import { bumpRunCounter, createRunMeta, readRunMeta, storeFetched, updateRunMeta, type RunStore } from '../src/run/run-meta.js';
 
 const prefix = `t-meta-${randomUUID().slice(0, 8)}`;
 let redis: Redis;
@@ -48,6 +48,28 @@ describe('run metadata', () => {
     await updateRunMeta(store, runId, { status: 'failed' });
     expect(await redis.exists(runKey(prefix, runId))).toBe(0);
     expect(await readRunMeta(redis, prefix, runId)).toBeUndefined();
+  });
+
+  it('stores a fetched block with its TTL and counts it, binary-safe, in one step', async () => {
+    const runId = randomUUID();
+    await createRunMeta(store, { runId, source: 'sim', tickers: ['SPY', 'TLT'], createdAt: new Date().toISOString() });
+    const block = Buffer.from([0, 255, 13, 10, 0x80, 0x4d, 0x4f, 0x45]);
+    await storeFetched(store, runId, `${prefix}:feat:SPY`, block, 120);
+    await storeFetched(store, runId, `${prefix}:feat:TLT`, Buffer.alloc(0), 120);
+    expect(Buffer.compare((await redis.getBuffer(`${prefix}:feat:SPY`))!, block)).toBe(0);
+    expect(await redis.ttl(`${prefix}:feat:SPY`)).toBeGreaterThan(110);
+    expect(await redis.ttl(`${prefix}:feat:SPY`)).toBeLessThanOrEqual(120);
+    expect((await readRunMeta(redis, prefix, runId))?.fetched).toBe(2);
+  });
+
+  it('stores a block of a run whose hash expired without resurrecting the hash, and refuses a bad TTL', async () => {
+    const runId = randomUUID();
+    await storeFetched(store, runId, `${prefix}:feat:GLD`, Buffer.from('x'), 60);
+    expect(await redis.exists(`${prefix}:feat:GLD`)).toBe(1);
+    expect(await redis.exists(runKey(prefix, runId))).toBe(0);
+    await expect(storeFetched(store, runId, `${prefix}:feat:GLD`, Buffer.from('x'), 0)).rejects.toThrow(
+      'Expected positive integer for ttlSeconds but received 0',
+    );
   });
 
   it('trims index entries older than the run TTL', async () => {

@@ -1,6 +1,6 @@
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { encodePalettePng } from '../src/report/png-palette.js';
+import { encodePaletteColours, encodePalettePng } from '../src/report/png-palette.js';
 import { Rng } from '../src/util/random.js';
 
 async function decode(png: Buffer) {
@@ -59,6 +59,52 @@ describe('encodePalettePng', () => {
     const rng = new Rng(1);
     const rgb = Buffer.from(Array.from({ length: 64 * 64 * 3 }, () => rng.int(256)));
     expect(Buffer.compare(encodePalettePng(rgb, 64, 64), encodePalettePng(rgb, 64, 64))).toBe(0);
+  });
+
+  it('takes 0xRRGGBB words as well, ignoring their high byte, with the same output as RGB bytes', () => {
+    const rng = new Rng(3);
+    const w = 300;
+    const h = 30;
+    // ~9,000 distinct colours: the colour table grows several times on the way.
+    const rgb = Buffer.from(Array.from({ length: w * h * 3 }, () => rng.int(256)));
+    const words = new Uint32Array(w * h);
+    for (let p = 0; p < words.length; p++) words[p] = ((p % 7) << 24) | (rgb[3 * p]! << 16) | (rgb[3 * p + 1]! << 8) | rgb[3 * p + 2]!;
+    expect(Buffer.compare(encodePaletteColours(words, w, h), encodePalettePng(rgb, w, h))).toBe(0);
+    expect(() => encodePaletteColours(new Uint32Array(5), 2, 3)).toThrow('Expected 6 pixels for 2 × 3 but received 5');
+  });
+
+  it('counts colours right through the growth of its colour table: the 200 most frequent stay exact', async () => {
+    const rng = new Rng(4);
+    // 200 frequent colours (12 px each) among 5,000 one-pixel colours, all distinct.
+    const seen = new Set<number>();
+    const pick = () => {
+      for (;;) {
+        const c = rng.int(1 << 24);
+        if (!seen.has(c)) return seen.add(c), c;
+      }
+    };
+    const frequent = Array.from({ length: 200 }, pick);
+    const rare = Array.from({ length: 5000 }, pick);
+    // Distinct colours in order of appearance; the table (4,096 slots, half full at most) grows on the 2,049th and the
+    // 4,097th, which are frequent ones here, as is every 26th.
+    const order: number[] = [];
+    let f = 0;
+    let r = 0;
+    for (let i = 0; i < 5200; i++) order.push(i === 2048 || i === 4096 || (i % 26 === 0 && i <= 26 * 197) ? frequent[f++]! : rare[r++]!);
+    expect([f, r]).toEqual([200, 5000]);
+    const top = new Set(frequent);
+    const px = order.flatMap((c) => (top.has(c) ? Array<number>(12).fill(c) : [c]));
+    const w = px.length / 8;
+    const words = Uint32Array.from(px);
+    const img = await decode(encodePaletteColours(words, w, 8));
+    let exact = 0;
+    for (let p = 0; p < px.length; p++) {
+      if (!top.has(px[p]!)) continue;
+      const got = (img.data[3 * p]! << 16) | (img.data[3 * p + 1]! << 8) | img.data[3 * p + 2]!;
+      expect(got).toBe(px[p]);
+      exact++;
+    }
+    expect(exact).toBe(2400);
   });
 
   it('rejects sizes that do not match the pixels, naming what it expected', () => {

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -34,6 +34,8 @@ Options:
                     RSS after every run is reported, to see whether memory grows from run to run
   --fetch-procs P   fetch worker processes (default 1)
   --cpu-prof DIR    write a V8 CPU profile of every worker process into DIR (open in Chrome DevTools)
+  --threads         also print each real worker process's CPU seconds per thread (user + system), to see the
+                    time a JS profile does not show: GC, zlib, libvips and cairo threads, page faults
   --json            print one JSON object on the last line
   --help            this text
 
@@ -46,6 +48,7 @@ const FLAGS = {
   'fetch-procs': { type: 'string' },
   json: { type: 'boolean' },
   'cpu-prof': { type: 'string' },
+  threads: { type: 'boolean' },
   help: { type: 'boolean' },
   // Internal: this file is also the bare worker process.
   'bare-worker': { type: 'string' },
@@ -96,6 +99,60 @@ export function cpuSeconds(pid: number | undefined): number {
   } catch {
     return Number.NaN;
   }
+}
+
+export interface ThreadCpu {
+  name: string;
+  user: number;
+  system: number;
+  /** Minor page faults: each first touch of freshly mapped memory (large buffers) costs system time. */
+  faults: number;
+}
+
+/** User and system CPU seconds of each live thread of a process, by thread id, with the thread's name. */
+export function threadCpu(pid: number | undefined): Map<number, ThreadCpu> {
+  const out = new Map<number, ThreadCpu>();
+  if (pid === undefined) return out;
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out; // exited, or not Linux
+  }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(Number(tid), { name, user: Number(f[11]) / CLK_TCK, system: Number(f[12]) / CLK_TCK, faults: Number(f[7]) });
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return out;
+}
+
+/**
+ * Per-thread CPU between two `threadCpu` readings of one process: threads that used at least 0.05 s, busiest
+ * first, and the rest of the process's time (threads that ended in between and the small ones) as `other`.
+ */
+function threadCpuUsed(
+  before: ReturnType<typeof threadCpu>,
+  after: ReturnType<typeof threadCpu>,
+  processSeconds: number,
+): string {
+  const rows = [...after].map(([tid, a]) => {
+    const b = before.get(tid);
+    return { tid, name: a.name, user: a.user - (b?.user ?? 0), system: a.system - (b?.system ?? 0), faults: a.faults - (b?.faults ?? 0) };
+  });
+  const shown = rows.filter((r) => r.user + r.system >= 0.05).sort((x, y) => y.user + y.system - (x.user + x.system));
+  const other = processSeconds - shown.reduce((a, r) => a + r.user + r.system, 0);
+  const faults = rows.reduce((a, r) => a + r.faults, 0);
+  return [
+    ...shown.map((r) => `${r.name}[${r.tid}] ${r.user.toFixed(2)}u+${r.system.toFixed(2)}s`),
+    `other ${other.toFixed(2)}`,
+    `minor faults (live threads) ${faults}`,
+  ].join(', ');
 }
 
 /** The pid of the Redis server when it runs on this machine (its CPU time is part of the flow's cost), else undefined. */
@@ -218,6 +275,8 @@ interface Measured {
   rssAfterRunMB?: number[][];
   /** CPU seconds per run of each worker process, the local Redis server and the benchmark process itself. */
   cpuSeconds: Record<string, number>;
+  /** Per worker process, CPU seconds of its busiest threads over all the timed runs (real flow only). */
+  threads?: string[];
   /** Stage timings of the last run, from its summary.json. */
   stagesMs?: Record<string, number>;
 }
@@ -314,6 +373,7 @@ async function measureReal(redisUrl: string, redis: Redis, env: NodeJS.ProcessEn
     let stages: Record<string, number> | undefined;
     const rssAfterRunMB: number[][] = [];
     const redisPid = await localRedisPid(redis);
+    const threads0 = procs.map((p) => threadCpu(p.child.pid));
     const cpu0 = cpuSnapshot(procs, redisPid);
     for (let r = 0; r < runs; r++) {
       const t0 = performance.now();
@@ -326,7 +386,9 @@ async function measureReal(redisUrl: string, redis: Redis, env: NodeJS.ProcessEn
       if (result.routed !== tickers.length) throw new Error(`run ${run.runId} routed ${result.routed} of ${tickers.length} tickers (${result.failed} failed)`);
       rssAfterRunMB.push(procs.map((p) => Math.round(rssKb(p.child.pid) / 102.4) / 10));
     }
-    const cpu = cpuUsed(procs, cpu0, cpuSnapshot(procs, redisPid), runs);
+    const cpu1 = cpuSnapshot(procs, redisPid);
+    const threads = procs.map((p, i) => `${p.role}: ${threadCpuUsed(threads0[i]!, threadCpu(p.child.pid), cpu1[i]! - cpu0[i]!)}`);
+    const cpu = cpuUsed(procs, cpu0, cpu1, runs);
     const peak = await sampler.stop();
     await Promise.allSettled([close(), reportQueue.close()]);
     const out: Measured = {
@@ -334,6 +396,7 @@ async function measureReal(redisUrl: string, redis: Redis, env: NodeJS.ProcessEn
       redisPeakBytes: Math.max(0, peak - base),
       workers: procs.map((p) => ({ role: p.role, peakRssMB: p.peakRssKb / 1024 })),
       cpuSeconds: cpu,
+      threads,
     };
     if (runs > 1) out.rssAfterRunMB = rssAfterRunMB;
     if (stages) out.stagesMs = stages;
@@ -359,6 +422,7 @@ export async function main(argv: readonly string[], out: (line: string) => void 
   let runs: number;
   let fetchProcs: number;
   let json: boolean;
+  let showThreads: boolean;
   let config;
   try {
     const args = parseArgs(argv, FLAGS);
@@ -379,6 +443,7 @@ export async function main(argv: readonly string[], out: (line: string) => void 
     runs = intFlag(args, 'runs', 1, 1, 1000);
     fetchProcs = intFlag(args, 'fetch-procs', 1, 1, 16);
     json = args.flags.has('json');
+    showThreads = args.flags.has('threads');
     const prof = args.flags.get('cpu-prof');
     if (typeof prof === 'string') workerNodeArgs = ['--cpu-prof', `--cpu-prof-dir=${path.resolve(prof)}`];
     config = loadConfig();
@@ -407,6 +472,7 @@ export async function main(argv: readonly string[], out: (line: string) => void 
     out(`pipeline:   ${real.seconds.toFixed(2)} s${runs > 1 ? ` (mean of ${runs} runs)` : ''}  (${(tickersN / real.seconds).toFixed(0)} tickers/s, ${(real.seconds / bare.seconds).toFixed(2)}× bare, Redis +${mb(real.redisPeakBytes)} MB)`);
     out(`  CPU seconds${runs > 1 ? ' per run' : ''}: ${formatCpu(real.cpuSeconds)}`);
     if (real.stagesMs) out(`  stages (last run): ${Object.entries(real.stagesMs).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    if (showThreads) for (const t of real.threads ?? []) out(`  threads ${t}`);
     for (const w of real.workers) out(`  ${w.role.padEnd(7)} worker peak RSS ${w.peakRssMB.toFixed(0)} MB`);
     if (real.rssAfterRunMB) {
       out(`  RSS after each run (MB, ${real.workers.map((w) => w.role).join('/')}):`);
