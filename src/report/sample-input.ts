@@ -113,7 +113,7 @@ export function sampleReportInput(opts: SampleInputOptions): ReportInput {
       tickers,
       failed,
       backend: 'scalar',
-      model: { path: 'models/router.safetensors', hidden: 16, featureSpec: 'v2' },
+      model: { path: 'models/router.safetensors', hidden: 16, featureSpec: 'v3' },
       timings: { fetchMs: 1200, routeMs: 35, reportMs: 0, totalMs: 2100 },
       tokens: n * days,
       universe,
