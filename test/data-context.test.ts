@@ -48,6 +48,21 @@ describe('market context features', () => {
     expect(meanOf(three.x, 32, col('ctx_coverage_250'))).toBeCloseTo(0, 5);
   });
 
+  it('tells volatility funds by their down-day/up-day asymmetry against the equity context, and leveraged funds not', () => {
+    const k = col('asym_equity_250');
+    const scale = FEATURE_TABLE[k]!.scale;
+    const asym = (bars: Bar[]): number => meanOf(computeFeatures('A', bars, 16, context).x, 16, k) * scale;
+    const short = asym(simulateBars('SIM-DE-VXS-000', { class: 'Derivatives', subtype: 'volatility-short' }, DAYS, SEED));
+    const long = asym(simulateBars('SIM-DE-VXL-000', { class: 'Derivatives', subtype: 'volatility-long' }, DAYS, SEED));
+    // Short-volatility funds fall harder on the market's down days than they rise on its up days; VIX funds the other way.
+    expect(short).toBeGreaterThan(0.3);
+    expect(long).toBeLessThan(-0.3);
+    // A fund that is an exact multiple of the index answers both alike, but for the small concavity of log returns
+    // of a daily-rebalanced fund (real SPXL and UPRO read +0.05).
+    expect(Math.abs(asym(leveragedOn(spy, 3)))).toBeLessThan(0.1);
+    expect(Math.abs(asym(leveragedOn(spy, -2)))).toBeLessThan(0.1);
+  });
+
   it('gives the documented "no context" values when the context is missing, and partial coverage when it starts late', () => {
     const bars = simulateBars('SIM-EQ-STK-001', { class: 'Equities', subtype: 'stock' }, DAYS, SEED);
     const none = computeFeatures('S', bars, 32, NO_CONTEXT);
