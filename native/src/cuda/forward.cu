@@ -7,10 +7,12 @@
 // a warp reads the same address). The expert stage would diverge (each token picks one of four weight slices), so
 // the tokens of a tile are bucketed by expert first and a warp then reads one slice, again as broadcasts.
 //
-// Eight versions, each checked against the scalar oracle (native/tests/cuda_vs_scalar.cpp) and timed by
-// native/bench/cuda_bench.cu; MOE_CUDA_FORWARD_KERNEL=1..8 forces one, else forwardKernelVersion picks the fastest
-// measured on an H100 for the hidden size and whether the expert output is asked for. Rates: H100, H = 32, 1e7
-// tokens with expert output.
+// Eight versions were written, each checked against the scalar oracle (native/tests/cuda_vs_scalar.cpp) and timed
+// by native/bench/cuda_bench.cu; the three that are the fastest for some case stay here: v2 (H = 16 without the
+// expert output), v4 (H = 32 without it) and v8 (with it, both sizes). v1, v3, v5, v6 and v7 are in the repository's
+// history (2026-11). MOE_CUDA_FORWARD_KERNEL=2|4|8 forces one, else forwardKernelVersion picks the fastest measured
+// on an H100 for the hidden size and whether the expert output is asked for. Rates: H100, H = 32, 1e7 tokens with
+// expert output.
 //   v1  one token per thread: each 16-byte weight broadcast from shared memory feeds 4 FMAs per lane. 1.94 G tokens/s.
 //   v2  two tokens per thread: each weight load feeds two tokens (half the shared-memory bytes per FMA). Buckets
 //       start at even slots so the two tokens a thread takes in the expert stage share one weight slice. 2.40 G.
@@ -44,217 +46,6 @@
 namespace moe::cuda {
 
 namespace {
-
-
-constexpr int kThreads = 128;  // v1: one token per thread, tile = 128 tokens
-
-template <int H>
-struct FwdSmemV1 {
-  static constexpr int F = 2 * H;
-  static constexpr int wFloats = (Lay<H>::size + 3) / 4 * 4;
-  static constexpr int xStride = H + 1;  // odd strides: a warp reading one column of 32 rows hits 32 banks
-  static constexpr int hStride = F + 1;
-  static constexpr int xFloats = (kThreads * xStride + 3) / 4 * 4;
-  static constexpr int intFloats = kThreads + 8;  // perm[128], counts[4], offsets[4]
-  static constexpr int hFloats = kThreads * hStride;
-  static constexpr std::size_t bytesNoExpert = std::size_t(wFloats + xFloats + intFloats) * 4;
-  static constexpr std::size_t bytes = bytesNoExpert + std::size_t(hFloats) * 4;
-};
-
-template <int H>
-__global__ void __launch_bounds__(kThreads) forwardKernelV1(const float* __restrict__ wG, float invT, ForwardArgs a) {
-  using L = Lay<H>;
-  using S = FwdSmemV1<H>;
-  constexpr int F = L::F;
-  extern __shared__ float4 smem4[];
-  float* w = reinterpret_cast<float*>(smem4);
-  float* xS = w + S::wFloats;  // x tile in phase 1, expert-output tile in phase 2
-  int* perm = reinterpret_cast<int*>(xS + S::xFloats);
-  int* cnt = perm + kThreads;
-  float* hS = reinterpret_cast<float*>(perm + S::intFloats);
-  const int tid = threadIdx.x;
-
-  for (int i = tid; i < L::size / 4; i += kThreads)
-    reinterpret_cast<float4*>(w)[i] = reinterpret_cast<const float4*>(wG)[i];
-  __syncthreads();
-  const float g0 = w[L::gates], g1 = w[L::gates + 1], g2 = w[L::gates + 2], g3 = w[L::gates + 3];
-  const bool wantExpert = a.expert != nullptr;
-
-  const int numTiles = (a.n + kThreads - 1) / kThreads;
-  for (int tile = blockIdx.x; tile < numTiles; tile += gridDim.x) {
-    const int base = tile * kThreads;
-    const int m = min(kThreads, a.n - base);
-    const float4* x4 = reinterpret_cast<const float4*>(a.x + std::size_t(base) * H);
-    for (int q = tid; q < m * H / 4; q += kThreads) {
-      const float4 v = x4[q];
-      float* dst = xS + (q * 4 / H) * S::xStride + (q * 4) % H;
-      dst[0] = v.x;
-      dst[1] = v.y;
-      dst[2] = v.z;
-      dst[3] = v.w;
-    }
-    if (tid < 8) cnt[tid] = 0;
-    __syncthreads();
-
-    int am = 0, pos = 0;
-    if (tid < m) {
-      const int tok = base + tid;
-      const float* xr = xS + tid * S::xStride;
-      float h[F];
-#pragma unroll
-      for (int f = 0; f < F; ++f) h[f] = w[L::b1 + f];
-#pragma unroll 4
-      for (int i = 0; i < H; ++i) {
-        const float xi = xr[i];
-        const float4* row = reinterpret_cast<const float4*>(w + L::W1 + i * F);
-#pragma unroll
-        for (int q = 0; q < F / 4; ++q) {
-          const float4 r = row[q];
-          h[4 * q] += xi * r.x;
-          h[4 * q + 1] += xi * r.y;
-          h[4 * q + 2] += xi * r.z;
-          h[4 * q + 3] += xi * r.w;
-        }
-      }
-#pragma unroll
-      for (int f = 0; f < F; ++f) h[f] = fmaxf(h[f], 0.0f);
-
-      float mean = 0, absMean = 0, var = 0;
-#pragma unroll
-      for (int i = 0; i < H; ++i) {
-        mean += xr[i];
-        absMean += fabsf(xr[i]);
-      }
-      mean /= H;
-      absMean /= H;
-#pragma unroll
-      for (int i = 0; i < H; ++i) var += (xr[i] - mean) * (xr[i] - mean);
-      var /= H;
-
-      float4 bs = *reinterpret_cast<const float4*>(w + L::bc);
-      float b[4] = {bs.x, bs.y, bs.z, bs.w};
-#pragma unroll
-      for (int f = 0; f < F; ++f) {
-        const float4 c = reinterpret_cast<const float4*>(w + L::Wc)[f];
-        b[0] += h[f] * c.x;
-        b[1] += h[f] * c.y;
-        b[2] += h[f] * c.z;
-        b[3] += h[f] * c.w;
-      }
-      const float vol = a.vol[tok], risk = a.risk[tok];
-      float vs[4] = {0, 0, 0, 0}, rs[4] = {0, 0, 0, 0}, ss[4] = {0, 0, 0, 0};
-#pragma unroll
-      for (int j = 0; j < kVolUnits; ++j) {
-        const float4 wv = reinterpret_cast<const float4*>(w + L::Wv)[j];
-        const float4 bv = reinterpret_cast<const float4*>(w + L::Bv)[j];
-        const float4 wr = reinterpret_cast<const float4*>(w + L::Wr)[j];
-        const float4 br = reinterpret_cast<const float4*>(w + L::Br)[j];
-        vs[0] += fmaxf(vol * wv.x + bv.x, 0.0f);
-        vs[1] += fmaxf(vol * wv.y + bv.y, 0.0f);
-        vs[2] += fmaxf(vol * wv.z + bv.z, 0.0f);
-        vs[3] += fmaxf(vol * wv.w + bv.w, 0.0f);
-        rs[0] += fmaxf(risk * wr.x + br.x, 0.0f);
-        rs[1] += fmaxf(risk * wr.y + br.y, 0.0f);
-        rs[2] += fmaxf(risk * wr.z + br.z, 0.0f);
-        rs[3] += fmaxf(risk * wr.w + br.w, 0.0f);
-      }
-#pragma unroll
-      for (int j = 0; j < kStatUnits; ++j) {
-        float4 acc = reinterpret_cast<const float4*>(w + L::Bs)[j];
-        const float st[3] = {mean, var, absMean};
-#pragma unroll
-        for (int k = 0; k < kNumStats; ++k) {
-          const float4 ws = reinterpret_cast<const float4*>(w + L::Ws)[k * kStatUnits + j];
-          acc.x += st[k] * ws.x;
-          acc.y += st[k] * ws.y;
-          acc.z += st[k] * ws.z;
-          acc.w += st[k] * ws.w;
-        }
-        ss[0] += fmaxf(acc.x, 0.0f);
-        ss[1] += fmaxf(acc.y, 0.0f);
-        ss[2] += fmaxf(acc.z, 0.0f);
-        ss[3] += fmaxf(acc.w, 0.0f);
-      }
-      float z[4];
-#pragma unroll
-      for (int d = 0; d < 4; ++d) {
-        const float s = g0 * b[d] + g1 * (vs[d] / kVolUnits) + g2 * (rs[d] / kRiskUnits) + g3 * (ss[d] / kStatUnits);
-        z[d] = fminf(fmaxf(s, -kLogitClip), kLogitClip) * invT;
-      }
-      float zm = z[0];
-      if (z[1] > zm) { zm = z[1]; am = 1; }
-      if (z[2] > zm) { zm = z[2]; am = 2; }
-      if (z[3] > zm) { zm = z[3]; am = 3; }
-      float e[4], sum = 0;
-#pragma unroll
-      for (int d = 0; d < 4; ++d) {
-        e[d] = expf(z[d] - zm);
-        sum += e[d];
-      }
-      reinterpret_cast<float4*>(a.probs)[tok] = make_float4(e[0] / sum, e[1] / sum, e[2] / sum, e[3] / sum);
-      a.assign[tok] = std::uint8_t(am);
-      if (wantExpert) {
-        float* hr = hS + tid * S::hStride;
-#pragma unroll
-        for (int f = 0; f < F; ++f) hr[f] = h[f];
-        pos = atomicAdd(&cnt[am], 1);
-      }
-    }
-    if (!wantExpert) {
-      __syncthreads();  // the next tile overwrites xS
-      continue;
-    }
-    __syncthreads();
-    if (tid == 0) {
-      cnt[4] = 0;
-      cnt[5] = cnt[0];
-      cnt[6] = cnt[0] + cnt[1];
-      cnt[7] = cnt[6] + cnt[2];
-    }
-    __syncthreads();
-    if (tid < m) perm[cnt[4 + am] + pos] = tid | (am << 8);
-    __syncthreads();
-
-    if (tid < m) {
-      const int pk = perm[tid];
-      const int t = pk & 255, ea = pk >> 8;
-      const float* hr = hS + t * S::hStride;
-      const float4* We4 = reinterpret_cast<const float4*>(w + L::We + ea * F * H);
-      const float4* be4 = reinterpret_cast<const float4*>(w + L::be + ea * H);
-      float y[H];
-#pragma unroll
-      for (int q = 0; q < H / 4; ++q) {
-        const float4 v = be4[q];
-        y[4 * q] = v.x;
-        y[4 * q + 1] = v.y;
-        y[4 * q + 2] = v.z;
-        y[4 * q + 3] = v.w;
-      }
-#pragma unroll 4
-      for (int f = 0; f < F; ++f) {
-        const float hf = hr[f];
-#pragma unroll
-        for (int q = 0; q < H / 4; ++q) {
-          const float4 r = We4[f * (H / 4) + q];
-          y[4 * q] += hf * r.x;
-          y[4 * q + 1] += hf * r.y;
-          y[4 * q + 2] += hf * r.z;
-          y[4 * q + 3] += hf * r.w;
-        }
-      }
-      float* o = xS + t * S::xStride;
-#pragma unroll
-      for (int k = 0; k < H; ++k) o[k] = ea == 3 ? tanhf(y[k]) : ea == 1 ? 0.8f * y[k] : fmaxf(y[k], 0.0f);
-    }
-    __syncthreads();
-    float4* eo = reinterpret_cast<float4*>(a.expert + std::size_t(base) * H);
-    for (int q = tid; q < m * H / 4; q += kThreads) {
-      const float* src = xS + (q * 4 / H) * S::xStride + (q * 4) % H;
-      eo[q] = make_float4(src[0], src[1], src[2], src[3]);
-    }
-    __syncthreads();
-  }
-}
 
 
 // ---- v2: two tokens per thread ----
@@ -537,7 +328,7 @@ __global__ void __launch_bounds__(kThreadsV2) forwardKernelV2(const float* __res
   }
 }
 
-// ---- v3: micro-tiles, four tokens × half the columns per thread ----
+// ---- v3 (removed; v4 to v8 build on it): micro-tiles, four tokens × half the columns per thread ----
 // A pair of lanes shares four tokens: each lane accumulates h for its half of the F columns (and later y for its
 // half of the H outputs) for all four. Per W1 row that is 4 token values (4-byte loads) and F/8 weight float4s for
 // 4·F/2 FMAs, about half the shared-memory bytes per FMA of v2. The per-token epilogue (stats, signals, softmax)
@@ -545,311 +336,8 @@ __global__ void __launch_bounds__(kThreadsV2) forwardKernelV2(const float* __res
 // multiples of 4), so the four tokens a pair of lanes takes in the expert stage share one weight slice, and slot
 // s = 4·g + k is stored at row k·64 + g so that the lanes of a warp read 16 different banks.
 
-constexpr int kThreadsV3 = 128;
-constexpr int kCG = 2;                            // column groups (lanes per token group)
-constexpr int kTV3 = 4;                           // tokens per lane
-constexpr int kSetsV3 = kThreadsV3 / kCG;         // token groups per block: 64
+constexpr int kTV3 = 4;                           // tokens per lane (a micro-tile: four tokens per lane group)
 constexpr int kTileV3 = 240;                      // 240 + 3·3 padding slots ≤ 256 rows
-static_assert(kSetsV3 * kTV3 == kRowsV2, "v3 reuses the v2 shared-memory layout (256 rows)");
-
-template <int H>
-__global__ void __launch_bounds__(kThreadsV3) forwardKernelV3(const float* __restrict__ wG, float invT, ForwardArgs a) {
-  using L = Lay<H>;
-  using S = FwdSmemV2<H>;
-  constexpr int F = L::F;
-  constexpr int QF = F / 4 / kCG;  // W1 float4 chunks per lane: chunk 2q + cg of each row
-  constexpr int QH = H / 4 / kCG;  // We float4 chunks per lane
-  extern __shared__ float4 smem4[];
-  float* w = reinterpret_cast<float*>(smem4);
-  int* perm = reinterpret_cast<int*>(w + S::wFloats);  // by storage row: token row | expert << 8, or -1
-  int* cnt = perm + kRowsV2;
-  float* R = w + S::wFloats + S::intFloats;
-  const int tid = threadIdx.x, cg = tid & 1, g = tid >> 1;
-
-  for (int i = tid; i < L::size / 4; i += kThreadsV3)
-    reinterpret_cast<float4*>(w)[i] = reinterpret_cast<const float4*>(wG)[i];
-  __syncthreads();
-  const float g0 = w[L::gates], g1 = w[L::gates + 1], g2 = w[L::gates + 2], g3 = w[L::gates + 3];
-  const bool wantExpert = a.expert != nullptr;
-  int rows[kTV3];
-#pragma unroll
-  for (int k = 0; k < kTV3; ++k) rows[k] = g + kSetsV3 * k;
-
-  const int numTiles = (a.n + kTileV3 - 1) / kTileV3;
-  for (int tile = blockIdx.x; tile < numTiles; tile += gridDim.x) {
-    const int base = tile * kTileV3;
-    const int m = min(kTileV3, a.n - base);
-    const float4* x4 = reinterpret_cast<const float4*>(a.x + std::size_t(base) * H);
-    for (int q = tid; q < kRowsV2 * H / 4; q += kThreadsV3) {
-      const float4 v = q < m * H / 4 ? x4[q] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      float* dst = R + (q * 4 / H) * S::xStride + (q * 4) % H;
-      dst[0] = v.x;
-      dst[1] = v.y;
-      dst[2] = v.z;
-      dst[3] = v.w;
-    }
-    if (tid < 8) cnt[tid] = 0;
-    for (int i = tid; i < kRowsV2; i += kThreadsV3) perm[i] = -1;
-    __syncthreads();
-
-    // h for 4 tokens × this lane's F/2 columns.
-    float acc[kTV3][4 * QF];
-#pragma unroll
-    for (int q = 0; q < QF; ++q) {
-      const float4 b1 = reinterpret_cast<const float4*>(w + L::b1)[2 * q + cg];
-#pragma unroll
-      for (int k = 0; k < kTV3; ++k) {
-        acc[k][4 * q] = b1.x;
-        acc[k][4 * q + 1] = b1.y;
-        acc[k][4 * q + 2] = b1.z;
-        acc[k][4 * q + 3] = b1.w;
-      }
-    }
-#pragma unroll 2
-    for (int i = 0; i < H; ++i) {
-      float xk[kTV3];
-#pragma unroll
-      for (int k = 0; k < kTV3; ++k) xk[k] = R[rows[k] * S::xStride + i];
-      const float4* row = reinterpret_cast<const float4*>(w + L::W1 + i * F);
-#pragma unroll
-      for (int q = 0; q < QF; ++q) {
-        const float4 r = row[2 * q + cg];
-#pragma unroll
-        for (int k = 0; k < kTV3; ++k) {
-          acc[k][4 * q] += xk[k] * r.x;
-          acc[k][4 * q + 1] += xk[k] * r.y;
-          acc[k][4 * q + 2] += xk[k] * r.z;
-          acc[k][4 * q + 3] += xk[k] * r.w;
-        }
-      }
-    }
-    // relu, and this lane's part of h·Wc for the 4 tokens; the pair adds its halves (both lanes get the same sum).
-    float bp[kTV3][4];
-#pragma unroll
-    for (int k = 0; k < kTV3; ++k)
-#pragma unroll
-      for (int d = 0; d < 4; ++d) bp[k][d] = 0.0f;
-#pragma unroll
-    for (int q = 0; q < QF; ++q)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const float4 wc = reinterpret_cast<const float4*>(w + L::Wc)[4 * (2 * q + cg) + c];
-#pragma unroll
-        for (int k = 0; k < kTV3; ++k) {
-          const float hv = fmaxf(acc[k][4 * q + c], 0.0f);
-          acc[k][4 * q + c] = hv;
-          bp[k][0] += hv * wc.x;
-          bp[k][1] += hv * wc.y;
-          bp[k][2] += hv * wc.z;
-          bp[k][3] += hv * wc.w;
-        }
-      }
-#pragma unroll
-    for (int k = 0; k < kTV3; ++k)
-#pragma unroll
-      for (int d = 0; d < 4; ++d) bp[k][d] += __shfl_xor_sync(0xffffffffu, bp[k][d], 1);
-
-    // Epilogue for tokens k = cg and cg + 2 of the group (weights of the small signals loaded once for both).
-    int am[2], erow[2];
-    float b[2][4], st[2][3], vs[2][4], rs[2][4], ss[2][4], vol[2], risk[2];
-#pragma unroll
-    for (int kk = 0; kk < 2; ++kk) {
-      erow[kk] = g + kSetsV3 * (cg + 2 * kk);
-#pragma unroll
-      for (int d = 0; d < 4; ++d) {
-        b[kk][d] = w[L::bc + d] + (cg == 0 ? bp[2 * kk][d] : bp[2 * kk + 1][d]);
-        vs[kk][d] = rs[kk][d] = ss[kk][d] = 0.0f;
-      }
-      const float* xr = R + erow[kk] * S::xStride;
-      float mean = 0, absMean = 0, var = 0;
-#pragma unroll
-      for (int i = 0; i < H; ++i) {
-        mean += xr[i];
-        absMean += fabsf(xr[i]);
-      }
-      mean /= H;
-      absMean /= H;
-#pragma unroll
-      for (int i = 0; i < H; ++i) var += (xr[i] - mean) * (xr[i] - mean);
-      var /= H;
-      st[kk][0] = mean;
-      st[kk][1] = var;
-      st[kk][2] = absMean;
-      const bool ok = erow[kk] < m;
-      vol[kk] = ok ? a.vol[base + erow[kk]] : 0.0f;
-      risk[kk] = ok ? a.risk[base + erow[kk]] : 0.0f;
-    }
-#pragma unroll
-    for (int j = 0; j < kVolUnits; ++j) {
-      const float4 wv = reinterpret_cast<const float4*>(w + L::Wv)[j];
-      const float4 bv = reinterpret_cast<const float4*>(w + L::Bv)[j];
-      const float4 wr = reinterpret_cast<const float4*>(w + L::Wr)[j];
-      const float4 br = reinterpret_cast<const float4*>(w + L::Br)[j];
-#pragma unroll
-      for (int kk = 0; kk < 2; ++kk) {
-        vs[kk][0] += fmaxf(vol[kk] * wv.x + bv.x, 0.0f);
-        vs[kk][1] += fmaxf(vol[kk] * wv.y + bv.y, 0.0f);
-        vs[kk][2] += fmaxf(vol[kk] * wv.z + bv.z, 0.0f);
-        vs[kk][3] += fmaxf(vol[kk] * wv.w + bv.w, 0.0f);
-        rs[kk][0] += fmaxf(risk[kk] * wr.x + br.x, 0.0f);
-        rs[kk][1] += fmaxf(risk[kk] * wr.y + br.y, 0.0f);
-        rs[kk][2] += fmaxf(risk[kk] * wr.z + br.z, 0.0f);
-        rs[kk][3] += fmaxf(risk[kk] * wr.w + br.w, 0.0f);
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < kStatUnits; ++j) {
-      const float4 bs = reinterpret_cast<const float4*>(w + L::Bs)[j];
-      float4 ac[2] = {bs, bs};
-#pragma unroll
-      for (int k = 0; k < kNumStats; ++k) {
-        const float4 ws = reinterpret_cast<const float4*>(w + L::Ws)[k * kStatUnits + j];
-#pragma unroll
-        for (int kk = 0; kk < 2; ++kk) {
-          ac[kk].x += st[kk][k] * ws.x;
-          ac[kk].y += st[kk][k] * ws.y;
-          ac[kk].z += st[kk][k] * ws.z;
-          ac[kk].w += st[kk][k] * ws.w;
-        }
-      }
-#pragma unroll
-      for (int kk = 0; kk < 2; ++kk) {
-        ss[kk][0] += fmaxf(ac[kk].x, 0.0f);
-        ss[kk][1] += fmaxf(ac[kk].y, 0.0f);
-        ss[kk][2] += fmaxf(ac[kk].z, 0.0f);
-        ss[kk][3] += fmaxf(ac[kk].w, 0.0f);
-      }
-    }
-#pragma unroll
-    for (int kk = 0; kk < 2; ++kk) {
-      float z[4];
-#pragma unroll
-      for (int d = 0; d < 4; ++d) {
-        const float s = g0 * b[kk][d] + g1 * (vs[kk][d] / kVolUnits) + g2 * (rs[kk][d] / kRiskUnits) +
-                        g3 * (ss[kk][d] / kStatUnits);
-        z[d] = fminf(fmaxf(s, -kLogitClip), kLogitClip) * invT;
-      }
-      int best = 0;
-      float zm = z[0];
-      if (z[1] > zm) { zm = z[1]; best = 1; }
-      if (z[2] > zm) { zm = z[2]; best = 2; }
-      if (z[3] > zm) { zm = z[3]; best = 3; }
-      am[kk] = best;
-      float e[4], sum = 0;
-#pragma unroll
-      for (int d = 0; d < 4; ++d) {
-        e[d] = expf(z[d] - zm);
-        sum += e[d];
-      }
-      if (erow[kk] < m) {
-        const int tok = base + erow[kk];
-        reinterpret_cast<float4*>(a.probs)[tok] = make_float4(e[0] / sum, e[1] / sum, e[2] / sum, e[3] / sum);
-        a.assign[tok] = std::uint8_t(best);
-      }
-    }
-    if (!wantExpert) {
-      __syncthreads();  // the next tile overwrites the x tile
-      continue;
-    }
-    int pos[2];
-#pragma unroll
-    for (int kk = 0; kk < 2; ++kk) pos[kk] = erow[kk] < m ? atomicAdd(&cnt[am[kk]], 1) : -1;
-    __syncthreads();  // counts complete; every lane has read its x rows, so the region can hold h
-    if (tid == 0) {
-      int o = 0;
-      for (int d = 0; d < 4; ++d) {
-        cnt[4 + d] = o;
-        o += (cnt[d] + kTV3 - 1) / kTV3 * kTV3;
-      }
-    }
-    __syncthreads();
-    // Storage row of each of the group's 4 tokens (slot s = 4·g' + k' is stored at row k'·64 + g'); -1: past m.
-    int mine[2];
-#pragma unroll
-    for (int kk = 0; kk < 2; ++kk) {
-      mine[kk] = -1;
-      if (pos[kk] >= 0) {
-        const int slot = cnt[4 + am[kk]] + pos[kk];
-        mine[kk] = (slot % kTV3) * kSetsV3 + slot / kTV3;
-        perm[mine[kk]] = erow[kk] | (am[kk] << 8);
-      }
-    }
-    int dest[kTV3];  // dest[k] for token k = cg + 2·kk is mine[kk]; the partner lane holds the others
-#pragma unroll
-    for (int kk = 0; kk < 2; ++kk) {
-      const int other = __shfl_xor_sync(0xffffffffu, mine[kk], 1);
-      dest[2 * kk] = cg == 0 ? mine[kk] : other;
-      dest[2 * kk + 1] = cg == 0 ? other : mine[kk];
-    }
-#pragma unroll
-    for (int k = 0; k < kTV3; ++k) {
-      if (dest[k] >= 0) {
-        float* hr = R + dest[k] * S::hStride;
-#pragma unroll
-        for (int q = 0; q < QF; ++q)
-#pragma unroll
-          for (int c = 0; c < 4; ++c) hr[4 * (2 * q + cg) + c] = acc[k][4 * q + c];
-      }
-    }
-    __syncthreads();
-
-    // Expert stage: group g takes slots 4g..4g+3, all of one expert (or empty padding).
-    int pk[kTV3];
-#pragma unroll
-    for (int k = 0; k < kTV3; ++k) pk[k] = perm[k * kSetsV3 + g];
-    if (pk[0] >= 0) {
-      const int e = pk[0] >> 8;
-      const float4* We4 = reinterpret_cast<const float4*>(w + L::We + e * F * H);
-      const float4* be4 = reinterpret_cast<const float4*>(w + L::be + e * H);
-      float y[kTV3][4 * QH];
-#pragma unroll
-      for (int q = 0; q < QH; ++q) {
-        const float4 v = be4[2 * q + cg];
-#pragma unroll
-        for (int k = 0; k < kTV3; ++k) {
-          y[k][4 * q] = v.x;
-          y[k][4 * q + 1] = v.y;
-          y[k][4 * q + 2] = v.z;
-          y[k][4 * q + 3] = v.w;
-        }
-      }
-#pragma unroll 2
-      for (int f = 0; f < F; ++f) {
-        float hk[kTV3];
-#pragma unroll
-        for (int k = 0; k < kTV3; ++k) hk[k] = R[(k * kSetsV3 + g) * S::hStride + f];
-#pragma unroll
-        for (int q = 0; q < QH; ++q) {
-          const float4 r = We4[f * (H / 4) + 2 * q + cg];
-#pragma unroll
-          for (int k = 0; k < kTV3; ++k) {
-            y[k][4 * q] += hk[k] * r.x;
-            y[k][4 * q + 1] += hk[k] * r.y;
-            y[k][4 * q + 2] += hk[k] * r.z;
-            y[k][4 * q + 3] += hk[k] * r.w;
-          }
-        }
-      }
-#pragma unroll
-      for (int k = 0; k < kTV3; ++k) {
-        if (pk[k] >= 0) {
-          float4* o = reinterpret_cast<float4*>(a.expert + std::size_t(base + (pk[k] & 255)) * H);
-#pragma unroll
-          for (int q = 0; q < QH; ++q) {
-            float v[4];
-#pragma unroll
-            for (int c = 0; c < 4; ++c) {
-              const float yy = y[k][4 * q + c];
-              v[c] = e == 3 ? tanhf(yy) : e == 1 ? 0.8f * yy : fmaxf(yy, 0.0f);
-            }
-            o[2 * q + cg] = make_float4(v[0], v[1], v[2], v[3]);
-          }
-        }
-      }
-    }
-    __syncthreads();  // the next tile overwrites the region and perm
-  }
-}
 
 // ---- v4 to v8: v3's micro-tiles with the next tile's inputs loaded while the current tile computes ----
 // v3 loads a tile's x (16 float4 per thread at H = 32) and vol/risk only when the tile starts, behind a barrier,
@@ -1372,52 +860,25 @@ void launchV4(const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream) 
 
 // Template arguments of versions 4-8: lanes per token group, threads, 16-byte x/h moves, tokens per group in the h
 // stage, lanes per four-token group in the expert stage.
+// (v5 was 4, 256, false, 4, 4; v6 4, 256, true, 4, 4; v7 4, 128, false, 8, 2.)
 #define MOE_FWD_V4 2, 128, false, 4, 2
-#define MOE_FWD_V5 4, 256, false, 4, 4
-#define MOE_FWD_V6 4, 256, true, 4, 4
-#define MOE_FWD_V7 4, 128, false, 8, 2
 #define MOE_FWD_V8 4, 128, true, 8, 2
 
 template <int H>
 void prepare() {
-  fwdLaunch<H, 1>() = occupancy(forwardKernelV1<H>, kThreads, FwdSmemV1<H>::bytes, FwdSmemV1<H>::bytesNoExpert);
   fwdLaunch<H, 2>() = occupancy(forwardKernelV2<H>, kThreadsV2, FwdSmemV2<H>::bytes, FwdSmemV2<H>::bytesNoExpert);
-  fwdLaunch<H, 3>() = occupancy(forwardKernelV3<H>, kThreadsV3, FwdSmemV2<H>::bytes, FwdSmemV2<H>::bytesNoExpert);
   prepareV4<H, 4, MOE_FWD_V4>();
-  prepareV4<H, 5, MOE_FWD_V5>();
-  prepareV4<H, 6, MOE_FWD_V6>();
-  prepareV4<H, 7, MOE_FWD_V7>();
   prepareV4<H, 8, MOE_FWD_V8>();
 }
 
 template <int H>
 void launch(const DeviceParams& p, const ForwardArgs& a, int version, cudaStream_t stream) {
-  if (version == 1) {
-    using S = FwdSmemV1<H>;
-    const FwdLaunch& l = fwdLaunch<H, 1>();
-    MOE_CHECK(l.blocksFull > 0, "prepareForward was not called for this hidden size");
-    const int tiles = (a.n + kThreads - 1) / kThreads;
-    const int blocks = std::min(tiles, a.expert ? l.blocksFull : l.blocksNoExpert);
-    forwardKernelV1<H><<<blocks, kThreads, a.expert ? S::bytes : S::bytesNoExpert, stream>>>(p.w, p.invT, a);
-  } else if (version == 4) {
+  if (version == 4) {
     launchV4<H, 4, MOE_FWD_V4>(p, a, stream);
-  } else if (version == 5) {
-    launchV4<H, 5, MOE_FWD_V5>(p, a, stream);
-  } else if (version == 6) {
-    launchV4<H, 6, MOE_FWD_V6>(p, a, stream);
-  } else if (version == 7) {
-    launchV4<H, 7, MOE_FWD_V7>(p, a, stream);
   } else if (version == 8) {
     launchV4<H, 8, MOE_FWD_V8>(p, a, stream);
-
-  } else if (version == 3) {
-    using S = FwdSmemV2<H>;
-    const FwdLaunch& l = fwdLaunch<H, 3>();
-    MOE_CHECK(l.blocksFull > 0, "prepareForward was not called for this hidden size");
-    const int tiles = (a.n + kTileV3 - 1) / kTileV3;
-    const int blocks = std::min(tiles, a.expert ? l.blocksFull : l.blocksNoExpert);
-    forwardKernelV3<H><<<blocks, kThreadsV3, a.expert ? S::bytes : S::bytesNoExpert, stream>>>(p.w, p.invT, a);
   } else {
+    MOE_CHECK(version == 2, "forward kernel version must be 2, 4 or 8");
     using S = FwdSmemV2<H>;
     const FwdLaunch& l = fwdLaunch<H, 2>();
     MOE_CHECK(l.blocksFull > 0, "prepareForward was not called for this hidden size");
@@ -1434,7 +895,7 @@ int forwardKernelVersion(int H, bool expert) {
   static const int forced = [] {
     const char* e = std::getenv("MOE_CUDA_FORWARD_KERNEL");
     const std::string v = e ? e : "";
-    return v.size() == 1 && v[0] >= '1' && v[0] <= '8' ? v[0] - '0' : 0;
+    return v == "2" || v == "4" || v == "8" ? v[0] - '0' : 0;
   }();
   // The fastest of each case on an H100, 1e7 tokens (docs/performance.md): v8 with the expert output at both sizes;
   // without it v4 at H = 32 (v8 ties) and v2 at H = 16 (128 registers suffice, four blocks per SM).
