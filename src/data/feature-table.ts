@@ -191,7 +191,7 @@ function contextFit(c: ContextWindowStats | null, t: number, k: number): Context
 /** Fewest down (and up) days of the context in a window for the asymmetry feature; fewer reads as none. */
 const MIN_SIDE_DAYS = 20;
 
-/** Slope and variances of y on x from window sums (regression with intercept); null when x has no variance. */
+/** Slope of y on x from window sums (regression with intercept); null with too few days or no variance of x. */
 function sideFit(n: number, sx: number, sy: number, sxx: number, sxy: number): number | null {
   if (n < MIN_SIDE_DAYS) return null;
   const vx = sxx / n - (sx / n) ** 2;

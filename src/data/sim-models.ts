@@ -1,5 +1,5 @@
 import type { Rng } from '../util/random.js';
-import { Garch, treasuryReturn, type Factors } from './sim-factors.js';
+import { Garch, RATES_REFERENCE_DURATION, treasuryReturn, type Factors } from './sim-factors.js';
 import type { Domain } from '../domains.js';
 import { SUBTYPE_CLASS, type Subtype } from './universe.js';
 import type { ContextName } from './context.js';
@@ -343,7 +343,7 @@ const CONTEXT_MODELS: Record<
   { load: (f: Factors, t: number) => number; idio: number; overnight: number; liquid: boolean; look: Domain | 'fx' }
 > = {
   equity: { load: (f, t) => f.market[t]!, idio: 0.0006, overnight: 0.35, liquid: true, look: 'Equities' },
-  rates: { load: (f, t) => 7.5 * f.rates[t]!, idio: 0.0002, overnight: 0.55, liquid: false, look: 'Fixed Income' },
+  rates: { load: (f, t) => RATES_REFERENCE_DURATION * f.rates[t]!, idio: 0.0002, overnight: 0.55, liquid: false, look: 'Fixed Income' },
   gold: { load: (f, t) => f.gold[t]!, idio: 0.0004, overnight: 0.6, liquid: false, look: 'Commodities' },
   commodity: {
     load: (f, t) => -0.0001 + 0.5 * f.oil[t]! + 0.25 * f.agri[t]! + 0.15 * f.gold[t]!,
