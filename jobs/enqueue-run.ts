@@ -4,12 +4,12 @@ import type { FlowProducer } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { validateTicker } from '../src/data/validate.js';
 import type { FetchRange, SourceName } from '../src/data/types.js';
-import { isRunId, jobIds, runKey } from '../src/queue/keys.js';
-import { QUEUE_NAMES } from '../src/queue/names.js';
-import { createRunMeta, updateRunMeta, type RunStore } from '../src/run/run-meta.js';
+import { bullJobKey, isRunId, jobIds, runKey } from './keys.js';
+import { QUEUE_NAMES } from './queues.js';
+import { createRunMeta, updateRunMeta, type RunStore } from './run-meta.js';
 import { FETCH_JOB_OPTIONS, REPORT_JOB_OPTIONS, ROUTE_JOB_OPTIONS } from './job-options.js';
+import { MAX_TICKERS } from '../src/limits.js';
 import {
-  MAX_TICKERS,
   PayloadError,
   validateFetchJobData,
   validateRange,
@@ -108,7 +108,7 @@ export async function enqueueRun(ctx: EnqueueContext, req: RunRequest, opts: Enq
   if (opts.runId !== undefined && (await runExists(store, runId))) {
     // The flow's root is added last in one transaction: if it exists the whole flow does, and adding it again could
     // re-create children that already finished and were trimmed.
-    if ((await ctx.redis.exists(`${ctx.prefix}:${QUEUE_NAMES.report}:${reportJobId}`)) === 1) return { runId, tickers, createdAt, reportJobId };
+    if ((await ctx.redis.exists(bullJobKey(ctx.prefix, QUEUE_NAMES.report, reportJobId))) === 1) return { runId, tickers, createdAt, reportJobId };
   } else {
     await createRunMeta(store, { runId, source: req.source, tickers, createdAt });
   }

@@ -1,7 +1,8 @@
 import { isDomain, type Domain } from '../src/domains.js';
-import type { DataQuality, FetchRange, SourceName } from '../src/data/types.js';
+import type { DataQuality, FetchRange } from '../src/data/types.js';
+import { MAX_DAYS, MAX_TICKERS, SOURCE_NAMES, TICKER_PATTERN, TICKER_PATTERN_TEXT, type SourceName } from '../src/limits.js';
 import type { FailedTicker, TickerSummary } from '../src/report/types.js';
-import { isRunId } from '../src/queue/keys.js';
+import { isRunId } from './keys.js';
 
 /**
  * Payloads and results of the pipeline's jobs, with hand-written validators. Job data crosses process and version
@@ -9,14 +10,6 @@ import { isRunId } from '../src/queue/keys.js';
  * permanent, and the error names the field that is wrong.
  */
 
-export const SOURCE_NAMES: readonly SourceName[] = ['sim', 'csv', 'yahoo'];
-/** Most routed days one run may ask for (ten years of trading days). */
-export const MAX_DAYS = 2520;
-/**
- * Most tickers in one run. The route job loads all their features into one batch: 10,000 tickers × 250 days × H 32
- * is 320 MB of float32 embeddings, about what one worker should hold; larger universes go in several runs.
- */
-export const MAX_TICKERS = 10_000;
 
 export class PayloadError extends Error {
   readonly code = 'BAD_PAYLOAD';
@@ -119,10 +112,9 @@ function runId(v: unknown, field = 'runId'): string {
   return v;
 }
 
-/** Canonical tickers only: what `validateTicker` returns (upper case, no `:` or `_`, so safe in keys and ids). */
-const TICKER_RE = /^[A-Z0-9][A-Z0-9.\-=^]{0,14}$/;
+/** Canonical tickers only: what `validateTicker` returns (upper case, so safe in keys and ids). */
 function ticker(v: unknown, field: string): string {
-  if (typeof v !== 'string' || !TICKER_RE.test(v)) fail(field, 'canonical ticker matching [A-Z0-9][A-Z0-9.-=^]{0,14}', v);
+  if (typeof v !== 'string' || !TICKER_PATTERN.test(v)) fail(field, `canonical ticker matching ${TICKER_PATTERN_TEXT}`, v);
   return v;
 }
 

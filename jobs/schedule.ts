@@ -3,9 +3,10 @@ import { UnrecoverableError, type FlowProducer, type Job, type Queue } from 'bul
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { SourceName } from '../src/data/types.js';
-import { runKey } from '../src/queue/keys.js';
+import { runKey } from './keys.js';
 import { canonicalTickers, enqueueRun, type EnqueuedRun } from './enqueue-run.js';
-import { MAX_DAYS, PayloadError, SOURCE_NAMES, describeValue } from './payloads.js';
+import { MAX_DAYS, SOURCE_NAMES } from '../src/limits.js';
+import { PayloadError, describeValue } from './payloads.js';
 
 /**
  * Cron-scheduled runs through BullMQ job schedulers. A scheduler adds one job per tick to the schedule queue, with

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { benchTickers, cpuSeconds, main, threadCpu } from '../src/cli/bench-pipeline.js';
 import { canonicalTickers } from '../jobs/enqueue-run.js';
 import { parseSimTicker } from '../src/data/universe.js';
-import { createRedis, closeRedis } from '../src/queue/connection.js';
+import { createRedis, closeRedis } from '../jobs/connection.js';
 import { initParams, saveModel } from '../src/router/model.js';
 
 let tmp: string;

@@ -6,7 +6,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../src/cli/dashboard.js';
-import { closeRedis, createRedis } from '../src/queue/connection.js';
+import { closeRedis, createRedis } from '../jobs/connection.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(REPO, 'src/cli/dashboard.ts');

@@ -9,8 +9,8 @@ import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../src/cli/workers.js';
 import { prettyLine } from '../src/log.js';
-import { closeRedis, createRedis } from '../src/queue/connection.js';
-import { QUEUE_NAMES } from '../src/queue/names.js';
+import { closeRedis, createRedis } from '../jobs/connection.js';
+import { QUEUE_NAMES } from '../jobs/queues.js';
 import { initParams, saveModel } from '../src/router/model.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

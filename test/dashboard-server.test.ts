@@ -6,11 +6,11 @@ import { markdownToHtml } from '../src/dashboard/html.js';
 import { quantile } from '../src/dashboard/metrics.js';
 import type { RunView } from '../src/dashboard/runs.js';
 import { createLogger } from '../src/log.js';
-import { jobIds } from '../src/queue/keys.js';
-import { QUEUE_NAMES } from '../src/queue/names.js';
+import { jobIds } from '../jobs/keys.js';
+import { QUEUE_NAMES } from '../jobs/queues.js';
 import { REPORT_FILES, type RunSummary } from '../src/report/types.js';
-import { createRunMeta } from '../src/run/run-meta.js';
-import type { RunMeta } from '../src/run/run-meta.js';
+import { createRunMeta } from '../jobs/run-meta.js';
+import type { RunMeta } from '../jobs/run-meta.js';
 import { startTestPipeline, type TestPipeline } from './helpers/pipeline.js';
 
 const logger = createLogger({ name: 'dashboard-test', level: 'silent' });

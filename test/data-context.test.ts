@@ -2,11 +2,11 @@ import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CONTEXT_SET, NO_CONTEXT, alignContext, contextSeries, type MarketContext } from '../src/data/context.js';
-import { fetchContext } from '../src/data/context-fetch.js';
-import { computeFeatures, FEATURE_TABLE, WARMUP_DAYS } from '../src/data/features.js';
-import { simulateBars, simulateContext, simulateContextBars } from '../src/data/simulator.js';
-import { createSource } from '../src/data/sources.js';
+import { CONTEXT_SET, NO_CONTEXT, alignContext, contextSeries, type MarketContext } from '../src/data/features/context.js';
+import { fetchContext } from '../src/data/sources/context-fetch.js';
+import { computeFeatures, FEATURE_TABLE, WARMUP_DAYS } from '../src/data/features/compute.js';
+import { simulateBars, simulateContext, simulateContextBars } from '../src/data/sim/simulator.js';
+import { createSource } from '../src/data/sources/create.js';
 import { isoToDays } from '../src/data/dates.js';
 import type { Bar } from '../src/data/types.js';
 

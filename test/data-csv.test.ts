@@ -4,11 +4,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sourceError } from './helpers/errors.js';
-import { createSource } from '../src/data/sources.js';
-import { LabelsFileError, parseBarsCsv, parseLabelsCsv } from '../src/data/source-csv.js';
+import { createSource } from '../src/data/sources/create.js';
+import { LabelsFileError, parseBarsCsv, parseLabelsCsv } from '../src/data/sources/csv.js';
 import { cleanBars } from '../src/data/clean.js';
-import { simulateBars } from '../src/data/simulator.js';
-import { computeFeatures, WARMUP_DAYS } from '../src/data/features.js';
+import { simulateBars } from '../src/data/sim/simulator.js';
+import { computeFeatures, WARMUP_DAYS } from '../src/data/features/compute.js';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const marketDir = path.resolve(repoRoot, '../shared/market-data');

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { computeFeatures, FEATURE_SPEC, FEATURE_TABLE, WARMUP_DAYS } from '../src/data/features.js';
-import { decodeFeatureSeries, encodeFeatureSeries, FeatureBlockError } from '../src/data/feature-block.js';
-import { simulateBars } from '../src/data/simulator.js';
+import { computeFeatures, FEATURE_SPEC, FEATURE_TABLE, WARMUP_DAYS } from '../src/data/features/compute.js';
+import { decodeFeatureSeries, encodeFeatureSeries, FeatureBlockError } from '../src/data/features/block.js';
+import { simulateBars } from '../src/data/sim/simulator.js';
 import { validateTicker } from '../src/data/validate.js';
 import { isoToDays } from '../src/data/dates.js';
 import type { Bar, FeatureSeries } from '../src/data/types.js';

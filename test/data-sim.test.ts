@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_SIM_END, simulateBars, simulateContextBars, trainingSet } from '../src/data/simulator.js';
+import { DEFAULT_SIM_END, simulateBars, simulateContextBars, trainingSet } from '../src/data/sim/simulator.js';
 import { DEFAULT_UNIVERSE, knownClass, parseSimTicker, simTicker, SUBTYPES } from '../src/data/universe.js';
-import { createSource, SourceError } from '../src/data/sources.js';
+import { createSource, SourceError } from '../src/data/sources/create.js';
 import { DOMAINS } from '../src/domains.js';
-import { WARMUP_DAYS } from '../src/data/features.js';
+import { WARMUP_DAYS } from '../src/data/features/compute.js';
 import { validateTicker } from '../src/data/validate.js';
 
 /** Root-mean-square daily log return of a bar series. */

@@ -2,9 +2,9 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { SourceError } from '../src/data/sources.js';
-import { YahooSource } from '../src/data/source-yahoo.js';
-import { computeFeatures, WARMUP_DAYS } from '../src/data/features.js';
+import { SourceError } from '../src/data/sources/create.js';
+import { YahooSource } from '../src/data/sources/yahoo.js';
+import { computeFeatures, WARMUP_DAYS } from '../src/data/features/compute.js';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const fixtureDir = path.resolve(repoRoot, '../shared/yahoo-fixtures');

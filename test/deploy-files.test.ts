@@ -3,7 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { WORKER_ROLES } from '../src/queue/names.js';
+import { WORKER_ROLES } from '../jobs/queues.js';
 
 // The deployment files cannot be run here (no container runtime in CI), so their contract is checked as data: what
 // a wrong edit would silently break (persistence, the GPU, the commands the containers run).

@@ -14,7 +14,7 @@ import {
   parseLabels,
   summarisePredictions,
   type TickerPrediction,
-} from '../src/router/evaluate.js';
+} from '../src/training/evaluate.js';
 import { DEFAULT_MODEL_PATH, initParams, saveModel } from '../src/router/model.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

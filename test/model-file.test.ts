@@ -4,12 +4,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DOMAINS } from '../src/domains.js';
-import { FEATURE_SPEC } from '../src/data/features.js';
+import { FEATURE_SPEC } from '../src/data/features/compute.js';
 import { INITIAL_GATES, paramLayout } from '../src/router/layout.js';
 import { DEFAULT_MODEL_PATH, ModelError, defaultModelPath, initParams, loadModel, saveModel } from '../src/router/model.js';
 import { decodeSafetensors, encodeSafetensors, type F32Tensor } from '../src/router/safetensors.js';
-import { createForwarder } from '../src/router/evaluate.js';
-import { simulatedTokens } from '../src/router/train.js';
+import { createForwarder } from '../src/training/forwarder.js';
+import { simulatedTokens } from '../src/training/train.js';
 
 describe('initParams', () => {
   it('is deterministic per seed and differs across seeds', () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { AggregateError, dayToIso, summarizeTicker, tickerSeries, type RoutedTicker } from '../src/run/aggregate.js';
-import { decodeSeriesBlock, encodeSeriesBlock, SeriesBlockError } from '../src/run/series-block.js';
+import { AggregateError, dayToIso, summarizeTicker, tickerSeries, type RoutedTicker } from '../workers/aggregate.js';
+import { decodeSeriesBlock, encodeSeriesBlock, SeriesBlockError } from '../workers/series-block.js';
 
 const D0 = 19_723; // 2024-01-01
 

@@ -11,9 +11,9 @@ import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { benchTickers } from '../src/cli/bench-pipeline.js';
 import { REPORT_FILES, type RunSummary } from '../src/report/types.js';
-import { closeRedis, createRedis } from '../src/queue/connection.js';
-import { jobIds } from '../src/queue/keys.js';
-import { QUEUE_NAMES } from '../src/queue/names.js';
+import { closeRedis, createRedis } from '../jobs/connection.js';
+import { jobIds } from '../jobs/keys.js';
+import { QUEUE_NAMES } from '../jobs/queues.js';
 import { initParams, saveModel } from '../src/router/model.js';
 import { enqueueRun, type EnqueuedRun } from '../jobs/enqueue-run.js';
 

@@ -4,8 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DOMAINS } from '../src/domains.js';
 import { universeId } from '../src/report/drift.js';
 import { REPORT_FILES } from '../src/report/types.js';
-import { readRunMeta } from '../src/run/run-meta.js';
-import { universeKey } from '../src/run/universe-history.js';
+import { readRunMeta } from '../jobs/run-meta.js';
+import { universeKey } from '../jobs/keys.js';
 import { startTestPipeline, type TestPipeline } from './helpers/pipeline.js';
 
 const UNIVERSE = ['SPY', 'QQQ', 'TLT', 'SHY', 'GLD', 'USO', 'UVXY', 'SQQQ'];

@@ -15,10 +15,10 @@ import { DEFAULT_UNIVERSE } from '../src/data/universe.js';
 import { createLogger } from '../src/log.js';
 import { initParams, saveModel } from '../src/router/model.js';
 import { REPORT_FILES, type RunSummary } from '../src/report/types.js';
-import { closeRedis, createRedis } from '../src/queue/connection.js';
-import { featureKey, runKey } from '../src/queue/keys.js';
-import { QUEUE_NAMES } from '../src/queue/names.js';
-import { watchRun } from '../src/run/watch.js';
+import { closeRedis, createRedis } from '../jobs/connection.js';
+import { featureKey, runKey } from '../jobs/keys.js';
+import { QUEUE_NAMES } from '../jobs/queues.js';
+import { watchRun } from '../jobs/watch-run.js';
 import { enqueueRun, type RunRequest } from '../jobs/enqueue-run.js';
 import { startWorkers, type RunningWorkers } from '../workers/start.js';
 

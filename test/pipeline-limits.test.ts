@@ -9,11 +9,12 @@ import { clearPrefix } from './helpers/redis.js';
 import { benchTickers } from '../src/cli/bench-pipeline.js';
 import { loadConfig, type Config } from '../src/config.js';
 import { createLogger } from '../src/log.js';
-import { closeRedis, createRedis } from '../src/queue/connection.js';
-import { QUEUE_NAMES, SCHEDULE_QUEUE } from '../src/queue/names.js';
+import { closeRedis, createRedis } from '../jobs/connection.js';
+import { QUEUE_NAMES, SCHEDULE_QUEUE } from '../jobs/queues.js';
 import { initParams, saveModel } from '../src/router/model.js';
 import { canonicalTickers, enqueueRun } from '../jobs/enqueue-run.js';
-import { MAX_TICKERS, validateRouteJobData } from '../jobs/payloads.js';
+import { MAX_TICKERS } from '../src/limits.js';
+import { validateRouteJobData } from '../jobs/payloads.js';
 import { startWorkers, type RunningWorkers } from '../workers/start.js';
 
 let tmp: string;

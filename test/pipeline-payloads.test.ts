@@ -7,7 +7,7 @@ import {
   validateReportJobData,
   validateRouteJobData,
 } from '../jobs/payloads.js';
-import { featureKey, isRunId, jobIds, runKey, seriesKey, tickerFromFetchJobKey } from '../src/queue/keys.js';
+import { featureKey, isRunId, jobIds, runKey, seriesKey, tickerFromFetchJobKey } from '../jobs/keys.js';
 
 const RUN = '0b6f3c1e-6a53-4c1b-9d7a-2f0e8c4a9b11';
 const good = { runId: RUN, ticker: 'AAPL', source: 'sim', range: { days: 60 } };

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { closeRedis, createRedis } from '../src/queue/connection.js';
-import { runKey, runsIndexKey } from '../src/queue/keys.js';
-import { bumpRunCounter, createRunMeta, readRunMeta, storeFetched, updateRunMeta, type RunStore } from '../src/run/run-meta.js';
+import { closeRedis, createRedis } from '../jobs/connection.js';
+import { runKey, runsIndexKey } from '../jobs/keys.js';
+import { bumpRunCounter, createRunMeta, readRunMeta, storeFetched, updateRunMeta, type RunStore } from '../jobs/run-meta.js';
 
 const prefix = `t-meta-${randomUUID().slice(0, 8)}`;
 let redis: Redis;

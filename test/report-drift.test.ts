@@ -18,8 +18,9 @@ import { renderFigure } from '../src/report/render-figure.js';
 import { sampleReportInput } from '../src/report/sample-input.js';
 import { buildSummaryMarkdown } from '../src/report/summary-markdown.js';
 import type { TickerSummary } from '../src/report/types.js';
-import { closeRedis, createRedis } from '../src/queue/connection.js';
-import { HISTORY_RUNS, previousUniverseRun, recordUniverseRun, universeKey } from '../src/run/universe-history.js';
+import { closeRedis, createRedis } from '../jobs/connection.js';
+import { universeKey } from '../jobs/keys.js';
+import { HISTORY_RUNS, previousUniverseRun, recordUniverseRun } from '../workers/universe-history.js';
 
 function routed(ticker: string, domain: Domain, confidence = 0.8): TickerSummary {
   const d = DOMAINS.indexOf(domain);

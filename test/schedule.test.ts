@@ -11,10 +11,10 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { clearPrefix } from './helpers/redis.js';
 import { main, parseScheduleArgs, readUniverse } from '../src/cli/schedule.js';
 import { createLogger } from '../src/log.js';
-import { closeRedis, createRedis } from '../src/queue/connection.js';
-import { jobIds, runsIndexKey } from '../src/queue/keys.js';
-import { QUEUE_NAMES, SCHEDULE_QUEUE } from '../src/queue/names.js';
-import { readRunMeta } from '../src/run/run-meta.js';
+import { closeRedis, createRedis } from '../jobs/connection.js';
+import { jobIds, runsIndexKey } from '../jobs/keys.js';
+import { QUEUE_NAMES, SCHEDULE_QUEUE } from '../jobs/queues.js';
+import { readRunMeta } from '../jobs/run-meta.js';
 import { addSchedule, createScheduleProcessor, listSchedules, runIdForTick } from '../jobs/schedule.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

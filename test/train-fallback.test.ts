@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { initParams } from '../src/router/model.js';
 import { NativeRouter, nativeAvailable } from '../src/router/native.js';
-import { ReferenceTrainer } from '../src/router/train.js';
+import { ReferenceTrainer } from '../src/training/train.js';
 import { Rng } from '../src/util/random.js';
 
 function batch(n: number, hidden: number, seed: number) {
@@ -68,7 +68,7 @@ describe('reference training fallback', () => {
     process.env.MOE_NATIVE_PATH = '/nonexistent/moe_router.node';
     vi.resetModules();
     try {
-      const { createTrainerBackend } = await import('../src/router/train.js');
+      const { createTrainerBackend } = await import('../src/training/train.js');
       const warnings: string[] = [];
       const backend = createTrainerBackend(16, 1, (m) => warnings.push(m));
       expect(backend.backend).toBe('reference');

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../src/util/random.js';
-import { classWeights, defaultTrainConfig, fitTemperature, learningRate, trainRouter } from '../src/router/train.js';
+import { classWeights, defaultTrainConfig, fitTemperature, learningRate, trainRouter } from '../src/training/train.js';
 
 describe('training schedule and weights', () => {
   it('warms up linearly, peaks, then decays by cosine to the floor', () => {

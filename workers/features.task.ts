@@ -1,11 +1,11 @@
-import { encodeFeatureSeries } from '../src/data/feature-block.js';
-import { computeFeatures } from '../src/data/features.js';
+import { encodeFeatureSeries } from '../src/data/features/block.js';
+import { computeFeatures } from '../src/data/features/compute.js';
 import { SourceError, type SourceErrorCode } from '../src/data/errors.js';
-import { SimSource } from '../src/data/source-sim.js';
+import { SimSource } from '../src/data/sources/sim.js';
 import type { Bar, DataQuality, FetchRange, SourceResult } from '../src/data/types.js';
 import type { Domain } from '../src/domains.js';
 import type { Hidden } from '../src/router/layout.js';
-import type { MarketContext } from '../src/data/context.js';
+import type { MarketContext } from '../src/data/features/context.js';
 
 /**
  * Bars as columns: a structured clone of an array of 300 small objects costs about 0.5 ms per ticker on the fetch

@@ -5,14 +5,14 @@ import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
-import { CONTEXT_TICKERS } from '../src/data/context.js';
+import { CONTEXT_TICKERS } from '../src/data/features/context.js';
 import { buildSummaryMarkdown, renderReports, warmRenderPool } from '../src/report/index.js';
 import { compareRuns, routingMix, runRecord, universeId } from '../src/report/drift.js';
 import { REPORT_FILES, type ReportInput, type RunSummary, type TickerSeries } from '../src/report/types.js';
-import { featureKey, seriesKey } from '../src/queue/keys.js';
-import { decodeSeriesBlock } from '../src/run/series-block.js';
-import { updateRunMeta, type RunStore } from '../src/run/run-meta.js';
-import { previousUniverseRun, recordUniverseRun } from '../src/run/universe-history.js';
+import { featureKey, seriesKey } from '../jobs/keys.js';
+import { decodeSeriesBlock } from './series-block.js';
+import { updateRunMeta, type RunStore } from '../jobs/run-meta.js';
+import { previousUniverseRun, recordUniverseRun } from './universe-history.js';
 import {
   PayloadError,
   validateReportJobData,

@@ -3,17 +3,17 @@ import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { NUM_DOMAINS } from '../src/domains.js';
-import { decodeFeatureSeries } from '../src/data/feature-block.js';
+import { decodeFeatureSeries } from '../src/data/features/block.js';
 import type { FeatureSeries } from '../src/data/types.js';
 import { concatSeries } from '../src/router/batch.js';
 import { loadModel } from '../src/router/model.js';
 import { NativeRouter } from '../src/router/native.js';
 import { routerBackendChoice, type BackendName } from '../src/config.js';
 import type { FailedTicker, TickerSeries, TickerSummary } from '../src/report/types.js';
-import { seriesKey as makeSeriesKey, tickerFromFetchJobKey } from '../src/queue/keys.js';
-import { summarizeTicker, tickerSeries, type RoutedTicker } from '../src/run/aggregate.js';
-import { encodeSeriesBlock } from '../src/run/series-block.js';
-import { updateRunMeta, type RunStore } from '../src/run/run-meta.js';
+import { seriesKey as makeSeriesKey, tickerFromFetchJobKey } from '../jobs/keys.js';
+import { summarizeTicker, tickerSeries, type RoutedTicker } from './aggregate.js';
+import { encodeSeriesBlock } from './series-block.js';
+import { updateRunMeta, type RunStore } from '../jobs/run-meta.js';
 import { PayloadError, validateFetchResult, validateRouteJobData, type FetchResult, type RouteResult } from '../jobs/payloads.js';
 
 export interface LoadedRouter {

@@ -5,14 +5,15 @@ import type { Logger } from 'pino';
 import type { Config } from '../src/config.js';
 import { loadModel } from '../src/router/model.js';
 import { createRenderPool } from '../src/report/index.js';
-import { closeRedis, createRedis, redactUrl, waitReady } from '../src/queue/connection.js';
-import { QUEUE_NAMES, SCHEDULE_QUEUE, type WorkerRole } from '../src/queue/names.js';
+import { closeRedis, createRedis, redactUrl, waitReady } from '../jobs/connection.js';
+import { QUEUE_NAMES, SCHEDULE_QUEUE, type WorkerRole } from '../jobs/queues.js';
 import { createScheduleProcessor } from '../jobs/schedule.js';
-import { RedisRateLimiter } from '../src/queue/rate-limit.js';
+import { RedisRateLimiter } from './rate-limit.js';
 import { createFetchProcessor } from './fetch.js';
 import { createFeaturePool, trackRunning } from './pool.js';
 import { createReportProcessor } from './report.js';
 import { createRouteProcessor, openRouter, type LoadedRouter } from './route.js';
+import { rateLimitKey } from '../jobs/keys.js';
 
 export interface StartWorkersOptions {
   config: Config;
@@ -138,7 +139,7 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
       const pool = createFeaturePool(opts.featureThreads);
       pools.push({ pool, ...trackRunning(pool) });
       // One request rate for every fetch worker on this Redis, whatever the number of processes and hosts.
-      const limiter = new RedisRateLimiter({ redis, key: `${config.prefix}:ratelimit:yahoo`, max: config.yahoo.maxPerSecond, windowMs: 1000 });
+      const limiter = new RedisRateLimiter({ redis, key: rateLimitKey(config.prefix, 'yahoo'), max: config.yahoo.maxPerSecond, windowMs: 1000 });
       processors.fetch = createFetchProcessor({
         ...common,
         featureTtlSeconds: config.featureTtlSeconds,

@@ -10,12 +10,12 @@ import { FlowProducer, Queue, QueueEvents, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { ConfigError, loadConfig } from '../config.js';
 import { simTicker, SUBTYPE_CODE, type Subtype } from '../data/universe.js';
-import { closeRedis, connectClient, createRedis } from '../queue/connection.js';
-import { jobIds } from '../queue/keys.js';
-import { QUEUE_NAMES, ROLES, type Role } from '../queue/names.js';
+import { closeRedis, connectClient, createRedis } from '../../jobs/connection.js';
+import { jobIds, prefixPattern } from '../../jobs/keys.js';
+import { QUEUE_NAMES, ROLES, type Role } from '../../jobs/queues.js';
 import { enqueueRun } from '../../jobs/enqueue-run.js';
 import { FETCH_JOB_OPTIONS, REPORT_JOB_OPTIONS, ROUTE_JOB_OPTIONS } from '../../jobs/job-options.js';
-import { MAX_TICKERS } from '../../jobs/payloads.js';
+import { MAX_TICKERS } from '../limits.js';
 import { intFlag, parseArgs, UsageError } from './args.js';
 
 export const BENCH_PIPELINE_USAGE = `Usage: npm run bench:pipeline -- --tickers N [--days D] [--runs R] [--fetch-procs P] [--json]
@@ -251,7 +251,7 @@ async function removePrefix(redis: Redis, prefix: string): Promise<void> {
     await q.obliterate({ force: true }).catch(() => undefined);
     await q.close();
   }
-  for await (const keys of redis.scanStream({ match: `${prefix}:*`, count: 1000 })) {
+  for await (const keys of redis.scanStream({ match: prefixPattern(prefix), count: 1000 })) {
     if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
   }
 }

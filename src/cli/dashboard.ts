@@ -3,7 +3,7 @@ import { pathToFileURL } from 'node:url';
 import { ConfigError, loadConfig } from '../config.js';
 import { DashboardError, startDashboard } from '../dashboard/server.js';
 import { createLogger } from '../log.js';
-import { RedisUnavailableError, closeRedis, connectClient, redactUrl } from '../queue/connection.js';
+import { RedisUnavailableError, closeRedis, connectClient, redactUrl } from '../../jobs/connection.js';
 import { parseArgs, UsageError } from './args.js';
 
 export const DASHBOARD_USAGE = `Usage: npm run dashboard [-- --help]

@@ -13,10 +13,10 @@ import { DOMAINS } from '../domains.js';
 import { DEFAULT_UNIVERSE } from '../data/universe.js';
 import { prettyLine } from '../log.js';
 import { REPORT_FILES, type RunSummary } from '../report/types.js';
-import { closeRedis, createRedis, waitReady } from '../queue/connection.js';
-import { runsIndexKey } from '../queue/keys.js';
-import { QUEUE_NAMES, ROLES, type Role } from '../queue/names.js';
-import { watchRun } from '../run/watch.js';
+import { closeRedis, createRedis, waitReady } from '../../jobs/connection.js';
+import { runKeysPattern, runsIndexKey, universeKeysPattern } from '../../jobs/keys.js';
+import { QUEUE_NAMES, ROLES, type Role } from '../../jobs/queues.js';
+import { watchRun } from '../../jobs/watch-run.js';
 import { enqueueRun } from '../../jobs/enqueue-run.js';
 import { reportLines } from './enqueue.js';
 
@@ -211,7 +211,7 @@ async function runDemo(config: Config, signal: AbortSignal, cleanups: Cleanup[])
         await q.obliterate({ force: true }).catch((e: unknown) => say(`demo: could not clean queue ${name}: ${String(e)}`));
         await q.close();
       }
-      for (const match of [`${prefix}:run*`, `${prefix}:universe:*`]) {
+      for (const match of [runKeysPattern(prefix), universeKeysPattern(prefix)]) {
         for await (const keys of redis.scanStream({ match, count: 500 })) {
           if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
         }

@@ -6,12 +6,13 @@ import { FlowProducer, Queue } from 'bullmq';
 import { ConfigError, loadConfig } from '../config.js';
 import type { FetchRange, SourceName } from '../data/types.js';
 import { REPORT_FILES, type RunSummary } from '../report/types.js';
-import { closeRedis, connectClient } from '../queue/connection.js';
-import { QUEUE_NAMES } from '../queue/names.js';
-import type { RunMeta } from '../run/run-meta.js';
-import { watchRun } from '../run/watch.js';
+import { closeRedis, connectClient } from '../../jobs/connection.js';
+import { QUEUE_NAMES } from '../../jobs/queues.js';
+import type { RunMeta } from '../../jobs/run-meta.js';
+import { watchRun } from '../../jobs/watch-run.js';
 import { canonicalTickers, enqueueRun, type RunRequest } from '../../jobs/enqueue-run.js';
-import { isIsoDate, MAX_DAYS, PayloadError, SOURCE_NAMES } from '../../jobs/payloads.js';
+import { MAX_DAYS, SOURCE_NAMES } from '../limits.js';
+import { isIsoDate, PayloadError } from '../../jobs/payloads.js';
 import { intFlag, parseArgs, stringFlag, UsageError } from './args.js';
 
 export const ENQUEUE_USAGE = `Usage: npm run enqueue -- TICKER... [options]

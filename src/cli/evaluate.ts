@@ -4,9 +4,9 @@
  * Exit code 0 on success, 2 on bad usage, 1 when evaluation fails.
  */
 import { existsSync, statSync } from 'node:fs';
-import { EvaluationError, evaluateDirectory, evaluationJson, formatEvaluation, type EvaluateOptions } from '../router/evaluate.js';
+import { EvaluationError, evaluateDirectory, evaluationJson, formatEvaluation, type EvaluateOptions } from '../training/evaluate.js';
 import { ModelError } from '../router/model.js';
-import { MAX_RANGE_DAYS } from '../data/sources.js';
+import { MAX_RANGE_DAYS } from '../limits.js';
 import { UsageError, intFlag, parseArgs, parseOrExplain, stringFlag } from './args.js';
 
 const USAGE = 'usage: npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B,...] [--days N] [--context-dir DIR] [--router learned|rules] [--json]';

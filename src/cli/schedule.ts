@@ -5,11 +5,12 @@ import { Queue } from 'bullmq';
 import { ConfigError, loadConfig } from '../config.js';
 import { DEFAULT_UNIVERSE } from '../data/universe.js';
 import type { SourceName } from '../data/types.js';
-import { closeRedis, connectClient } from '../queue/connection.js';
-import { SCHEDULE_QUEUE } from '../queue/names.js';
+import { closeRedis, connectClient } from '../../jobs/connection.js';
+import { SCHEDULE_QUEUE } from '../../jobs/queues.js';
 import { addSchedule, listSchedules, removeSchedule, validateScheduleId, type ScheduleSpec } from '../../jobs/schedule.js';
 import { canonicalTickers } from '../../jobs/enqueue-run.js';
-import { MAX_DAYS, PayloadError } from '../../jobs/payloads.js';
+import { MAX_DAYS } from '../limits.js';
+import { PayloadError } from '../../jobs/payloads.js';
 import { intFlag, parseArgs, stringFlag, UsageError } from './args.js';
 
 export const SCHEDULE_USAGE = `Usage:

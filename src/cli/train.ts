@@ -5,12 +5,12 @@
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { DOMAINS } from '../domains.js';
-import { FEATURE_SPEC, WARMUP_DAYS } from '../data/features.js';
+import { FEATURE_SPEC, WARMUP_DAYS } from '../data/features/compute.js';
 import { isSupportedHidden } from '../router/layout.js';
 import { DEFAULT_MODEL_PATH, saveModel } from '../router/model.js';
-import { defaultTrainConfig, metricsSummary, trainRouter, type TrainConfig } from '../router/train.js';
-import { formatConfusion, formatLevel, type EvaluationMetrics } from '../router/evaluate.js';
-import { calibrateOnLabelled } from '../router/calibrate.js';
+import { defaultTrainConfig, metricsSummary, trainRouter, type TrainConfig } from '../training/train.js';
+import { formatConfusion, formatLevel, type EvaluationMetrics } from '../training/evaluate.js';
+import { calibrateOnLabelled } from '../training/calibrate.js';
 import { UsageError, intFlag, parseArgs, parseOrExplain, stringFlag } from './args.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N] [--steps N] [--batch N] [--lr X]
@@ -163,7 +163,7 @@ async function main(): Promise<void> {
         ...(realCalibration ? { realCalibration } : {}),
       },
       data: {
-        source: 'simulator (src/data/simulator.ts trainingSet), features src/data/features.ts computeFeatures',
+        source: 'simulator (src/data/sim/simulator.ts trainingSet), features src/data/features/compute.ts computeFeatures',
         train: result.data.train,
         validation: { ...result.data.validation, use: 'temperature fit' },
         test: { ...result.data.test, use: 'held-out metrics' },

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
-import { WORKER_ROLES, type WorkerRole } from '../queue/names.js';
+import { WORKER_ROLES, type WorkerRole } from '../../jobs/queues.js';
 import { startWorkers } from '../../workers/start.js';
 import { intFlag, listFlag, parseArgs, UsageError } from './args.js';
 

@@ -1,8 +1,8 @@
 import type { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { RouteResult } from '../../jobs/payloads.js';
-import { runsIndexKey } from '../queue/keys.js';
-import { RUN_STATUSES, readRunMeta } from '../run/run-meta.js';
+import { runsIndexKey } from '../../jobs/keys.js';
+import { RUN_STATUSES, readRunMeta } from '../../jobs/run-meta.js';
 
 /**
  * `/metrics` in the Prometheus text format (version 0.0.4). Everything is read from Redis at scrape time, so any

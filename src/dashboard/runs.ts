@@ -1,9 +1,9 @@
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
-import { isRunId, runsIndexKey } from '../queue/keys.js';
+import { isRunId, runsIndexKey } from '../../jobs/keys.js';
 import { REPORT_FILES, type RunSummary } from '../report/types.js';
-import { readRunMeta, type RunMeta, type RunStatus } from '../run/run-meta.js';
+import { readRunMeta, type RunMeta, type RunStatus } from '../../jobs/run-meta.js';
 
 /** What the runs page shows of a run: its metadata hash, plus what its summary.json says once it is written. */
 export interface RunView {

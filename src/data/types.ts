@@ -1,5 +1,12 @@
 import type { Domain } from '../domains.js';
-import type { Hidden } from '../router/layout.js';
+
+/** Widths of the token `x` that the feature function makes and the router takes (H; the router's F = 2H). */
+export const SUPPORTED_HIDDEN = [16, 32] as const;
+export type Hidden = (typeof SUPPORTED_HIDDEN)[number];
+
+export function isSupportedHidden(h: unknown): h is Hidden {
+  return h === 16 || h === 32;
+}
 
 /** One daily bar. Prices are raw; `adjClose` carries splits and dividends. */
 export interface Bar {
@@ -38,7 +45,7 @@ export interface FetchRange {
   end?: string;
 }
 
-export type SourceName = 'sim' | 'csv' | 'yahoo';
+export type { SourceName } from '../limits.js';
 
 export interface SourceResult {
   ticker: string;

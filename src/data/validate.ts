@@ -1,6 +1,5 @@
+import { TICKER_PATTERN } from '../limits.js';
 import { SourceError } from './errors.js';
-
-const TICKER = /^[A-Z0-9][A-Z0-9.\-=^]{0,14}$/;
 
 /**
  * Upper-cases and checks a ticker before it touches a file name, a Redis key or a URL: 1–15 characters, letters,
@@ -12,7 +11,7 @@ export function validateTicker(t: string): string {
     throw new TypeError(`Expected ticker string for ticker but received ${t === null ? 'null' : typeof t}`);
   }
   const up = t.toUpperCase();
-  if (!TICKER.test(up)) {
+  if (!TICKER_PATTERN.test(up)) {
     const shown = t.length > 40 ? `${JSON.stringify(t.slice(0, 40))}… (${t.length} chars)` : JSON.stringify(t);
     throw new TypeError(
       `Expected ticker of 1-15 characters A-Z 0-9 . - = ^ (starting with a letter or digit) for ticker but received ${shown}`,

@@ -5,7 +5,7 @@ import type { DomainShares, DriftReport, RoutingMix, TickerSummary } from './typ
 
 /**
  * Routing mix of a run and its drift against the previous run of the same universe. Pure functions: the report
- * worker fetches the previous run from Redis (`src/run/universe-history.ts`) and hands it in.
+ * worker fetches the previous run from Redis (`workers/universe-history.ts`) and hands it in.
  */
 
 /**

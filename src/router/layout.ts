@@ -20,8 +20,10 @@
  *
  * F = 2H, D = 4. The temperature `T` is not a trained parameter: it is fitted afterwards and passed separately.
  */
-export const SUPPORTED_HIDDEN = [16, 32] as const;
-export type Hidden = (typeof SUPPORTED_HIDDEN)[number];
+import { SUPPORTED_HIDDEN, isSupportedHidden, type Hidden } from '../data/types.js';
+
+// The token's width is the feature function's choice (src/data); the router's layout follows it.
+export { SUPPORTED_HIDDEN, isSupportedHidden, type Hidden };
 
 export const D = 4;
 export const VOL_UNITS = 8;
@@ -52,10 +54,6 @@ export interface ParamLayout {
   byName: Record<TensorName, TensorSpec>;
   /** Total number of float32 parameters. */
   size: number;
-}
-
-export function isSupportedHidden(h: unknown): h is Hidden {
-  return h === 16 || h === 32;
 }
 
 export function paramLayout(hidden: Hidden): ParamLayout {

@@ -5,7 +5,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DOMAINS } from '../domains.js';
-import { FEATURE_SPEC } from '../data/features.js';
+import { FEATURE_SPEC } from '../data/features/compute.js';
 import { Rng } from '../util/random.js';
 import { INITIAL_GATES, isSupportedHidden, paramLayout, type Hidden, type TensorName } from './layout.js';
 import { readSafetensors, writeSafetensors, type F32Tensor } from './safetensors.js';

@@ -1,6 +1,6 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { QUEUE_NAMES, SCHEDULE_QUEUE } from '../../src/queue/names.js';
+import { QUEUE_NAMES, SCHEDULE_QUEUE } from '../../jobs/queues.js';
 
 /** Removes a test's queues (every pipeline queue and the schedule queue) and every other key under its prefix. */
 export async function clearPrefix(redis: Redis, prefix: string): Promise<void> {

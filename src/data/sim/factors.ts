@@ -1,4 +1,4 @@
-import type { Rng } from '../util/random.js';
+import type { Rng } from '../../util/random.js';
 
 /**
  * Common factors of the simulated market, one value per business day. Returns are daily log returns; `vix` is the

@@ -1,5 +1,5 @@
-import type { Bar } from './types.js';
-import { isoToDays } from './dates.js';
+import type { Bar } from '../types.js';
+import { isoToDays } from '../dates.js';
 
 /**
  * The fixed market-context set. Daily statistics of one series cannot tell a gold fund from a stock index or a

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
-import type { SourceName } from '../data/types.js';
-import { runKey, runsIndexKey } from '../queue/keys.js';
+import type { SourceName } from '../src/data/types.js';
+import { runKey, runsIndexKey } from './keys.js';
 
 /**
  * Per-run metadata hash `<prefix>:run:<runId>`: what CLIs and dashboards show while a run is in flight.

@@ -1,14 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { DOMAINS, parseDomainLabel, type Domain } from '../domains.js';
-import type { FetchRange, SourceResult } from './types.js';
-import { SourceError } from './errors.js';
-import { cleanBars, type RawBar } from './clean.js';
+import { DOMAINS, parseDomainLabel, type Domain } from '../../domains.js';
+import type { FetchRange, SourceResult } from '../types.js';
+import { SourceError } from '../errors.js';
+import { cleanBars, type RawBar } from '../clean.js';
 import { barsNeeded, resolveRange, trimToRange } from './range.js';
-import { WARMUP_DAYS } from './features.js';
-import { knownClass } from './universe.js';
-import { sourceTicker } from './validate.js';
-import type { DataSource } from './sources.js';
+import { WARMUP_DAYS } from '../features/compute.js';
+import { knownClass } from '../universe.js';
+import { sourceTicker } from '../validate.js';
+import type { DataSource } from './source.js';
 
 const REQUIRED = ['date', 'open', 'high', 'low', 'close'] as const;
 

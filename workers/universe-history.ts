@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
-import { isUniverseRunRecord, type UniverseRunRecord } from '../report/drift.js';
+import { isUniverseRunRecord, type UniverseRunRecord } from '../src/report/drift.js';
+import { universeKey } from '../jobs/keys.js';
 
 /**
  * Recent finished runs per universe, so a run's report can measure drift against the run before it. Kept in Redis
@@ -15,10 +16,6 @@ export const HISTORY_RUNS = 8;
 
 /** How long a universe's history outlives its newest run: 35 days covers monthly schedules. */
 export const HISTORY_TTL_SECONDS = 35 * 86_400;
-
-export function universeKey(prefix: string, universe: string): string {
-  return `${prefix}:universe:${universe}`;
-}
 
 function parse(json: string): UniverseRunRecord | undefined {
   try {

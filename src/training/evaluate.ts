@@ -6,16 +6,16 @@
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { DOMAINS, domainIndex, type Domain } from '../domains.js';
-import { computeFeatures } from '../data/features.js';
-import { fetchContext } from '../data/context-fetch.js';
-import { MAX_RANGE_DAYS, createSource, SourceError } from '../data/sources.js';
-import { LabelsFileError, parseLabelsCsv } from '../data/source-csv.js';
+import { computeFeatures } from '../data/features/compute.js';
+import { fetchContext } from '../data/sources/context-fetch.js';
+import { MAX_RANGE_DAYS } from '../limits.js';
+import { createSource, SourceError } from '../data/sources/create.js';
+import { LabelsFileError, parseLabelsCsv } from '../data/sources/csv.js';
 import type { FeatureSeries } from '../data/types.js';
-import type { Hidden } from './layout.js';
-import { loadModel, defaultModelPath } from './model.js';
-import { NativeRouter, nativeAvailable } from './native.js';
-import { concatSeries } from './batch.js';
-import { referenceForward } from './reference.js';
+import type { Hidden } from '../router/layout.js';
+import { loadModel, defaultModelPath } from '../router/model.js';
+import { concatSeries } from '../router/batch.js';
+import { createForwarder, type Forwarder } from './forwarder.js';
 import { createRulesForwarder } from './rules.js';
 
 const D = DOMAINS.length;
@@ -195,46 +195,7 @@ export function summarisePredictions(preds: readonly TickerPrediction[]): Evalua
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Forward pass: the native router when the addon is built, else the float64 TS reference (slow, same math).
-
-export interface RouteOutput {
-  probs: Float32Array;
-  assign: Uint8Array;
-}
-
-export interface Forwarder {
-  readonly backend: string;
-  forward(x: Float32Array, vol: Float32Array, risk: Float32Array): Promise<RouteOutput>;
-  close(): void;
-}
-
-export function createForwarder(
-  model: { hidden: Hidden; params: Float32Array; temperature: number },
-  opts: { threads?: number; warn?: (message: string) => void } = {},
-): Forwarder {
-  const available = nativeAvailable();
-  if (available.ok) {
-    const router = new NativeRouter({ hidden: model.hidden, threads: opts.threads ?? 2 });
-    router.setParams(model.params, model.temperature);
-    return {
-      backend: router.backend,
-      forward: async (x, vol, risk) => {
-        const out = await router.forward({ x, vol, risk });
-        return { probs: out.probs, assign: out.assign };
-      },
-      close: () => router.close(),
-    };
-  }
-  opts.warn?.(`native router unavailable (${available.reason}); using the TypeScript reference (slow)`);
-  return {
-    backend: 'reference',
-    forward: async (x, vol, risk) => {
-      const out = referenceForward(model.params, model.hidden, { x, vol, risk }, model.temperature);
-      return { probs: Float32Array.from(out.probs), assign: out.assign };
-    },
-    close: () => undefined,
-  };
-}
+// Routing labelled series through a Forwarder (forwarder.ts).
 
 /** Routes each labelled series in one batch and splits the result back per ticker. */
 export async function routeLabelled(
@@ -399,7 +360,7 @@ export async function evaluateDirectory(opts: EvaluateOptions): Promise<Evaluati
       ...summarisePredictions(predictions),
       ...(baseline ? { baseline } : {}),
       router,
-      model: router === 'learned' ? modelPath : 'rules (volatility bands, src/router/rules.ts)',
+      model: router === 'learned' ? modelPath : 'rules (volatility bands, src/training/rules.ts)',
       backend: forwarder.backend,
       temperature: model.temperature,
       skipped,

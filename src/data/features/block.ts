@@ -1,5 +1,5 @@
-import type { FeatureSeries } from './types.js';
-import { SUPPORTED_HIDDEN, type Hidden } from '../router/layout.js';
+import type { FeatureSeries } from '../types.js';
+import { SUPPORTED_HIDDEN, type Hidden } from '../types.js';
 
 /**
  * Binary form of a FeatureSeries, as stored in Redis by fetch jobs. Little-endian throughout:

@@ -8,15 +8,15 @@
  * ticker names repeat. One held-out split fits the temperature by NLL, the other gives the reported metrics.
  */
 import { DOMAINS, domainIndex } from '../domains.js';
-import { WARMUP_DAYS, computeFeatures } from '../data/features.js';
-import { trainingSet } from '../data/simulator.js';
+import { WARMUP_DAYS, computeFeatures } from '../data/features/compute.js';
+import { trainingSet } from '../data/sim/simulator.js';
 import { Rng } from '../util/random.js';
 import { summarisePredictions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
-import { paramLayout, type Hidden } from './layout.js';
-import { concatSeries } from './batch.js';
-import { initParams } from './model.js';
-import { NativeRouter, nativeAvailable } from './native.js';
-import { referenceForward, referenceLossAndGrad } from './reference.js';
+import { paramLayout, type Hidden } from '../router/layout.js';
+import { concatSeries } from '../router/batch.js';
+import { initParams } from '../router/model.js';
+import { NativeRouter, nativeAvailable } from '../router/native.js';
+import { referenceForward, referenceLossAndGrad } from '../router/reference.js';
 
 const D = DOMAINS.length;
 

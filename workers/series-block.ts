@@ -1,5 +1,5 @@
-import { DOMAINS, domainIndex } from '../domains.js';
-import type { TickerSeries } from '../report/types.js';
+import { DOMAINS, domainIndex } from '../src/domains.js';
+import type { TickerSeries } from '../src/report/types.js';
 
 /**
  * Binary block of a run's routed per-day series, stored in Redis between the route and report jobs (JSON would be

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { resolveRange } from './range.js';
-import { sourceTicker } from './validate.js';
-import type { DataSource } from './sources.js';
-import type { FetchRange, SourceResult } from './types.js';
+import { resolveRange } from '../src/data/sources/range.js';
+import { sourceTicker } from '../src/data/validate.js';
+import type { DataSource } from '../src/data/sources/create.js';
+import type { FetchRange, SourceResult } from '../src/data/types.js';
+import { barCacheKey, barCacheLockKey } from '../jobs/keys.js';
 
 /**
  * Bars of a network source cached in Redis, so that the same ticker and range is fetched once a day however many
@@ -32,11 +33,6 @@ export interface CachedBars extends SourceResult {
   cached: boolean;
 }
 
-/** Cache key of a series: `<prefix>:bars:<source>:<TICKER>:<days>:<end>`. */
-export function barCacheKey(prefix: string, source: string, ticker: string, range: { days: number; end: string }): string {
-  return `${prefix}:bars:${source}:${ticker}:${range.days}:${range.end}`;
-}
-
 const RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
 /**
@@ -55,7 +51,7 @@ export async function getBarsCached(cache: BarCacheOptions, source: DataSource, 
   const hit = await cache.redis.get(key);
   if (hit !== null) return { ...(JSON.parse(hit) as SourceResult), cached: true };
 
-  const lockKey = `${key}:lock`;
+  const lockKey = barCacheLockKey(key);
   const token = randomUUID();
   const deadline = Date.now() + lockMs;
   while ((await cache.redis.set(lockKey, token, 'PX', lockMs, 'NX')) === null) {

@@ -17,7 +17,7 @@
  * A rule has no probabilities: the chosen domain gets 1, the others 0 (so its calibration error is 1 − accuracy).
  */
 import { domainIndex, DOMAINS } from '../domains.js';
-import type { Forwarder, RouteOutput } from './evaluate.js';
+import type { Forwarder, RouteOutput } from './forwarder.js';
 
 export const RULE_BANDS: readonly { below: number; domain: (typeof DOMAINS)[number] }[] = [
   { below: 0.0065, domain: 'Fixed Income' },

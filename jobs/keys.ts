@@ -1,5 +1,5 @@
 /**
- * Redis keys and BullMQ job ids of a run. Run ids are generated UUIDs and tickers pass `validateTicker`
+ * Every Redis key of the project and the BullMQ job ids of a run: nothing else builds a key. Run ids are generated UUIDs and tickers pass `validateTicker`
  * (`[A-Z0-9.\-=^]`) before they get here, so neither can contain `:` (the key separator) or `_` (the job id
  * separator): ids and keys parse back unambiguously.
  */
@@ -28,6 +28,46 @@ export function seriesKey(prefix: string, runId: string): string {
 /** Sorted set of run ids by creation time, so tools can list recent runs: `<prefix>:runs`. */
 export function runsIndexKey(prefix: string): string {
   return `${prefix}:runs`;
+}
+
+/** Scan pattern of every run hash and run key (`<prefix>:run*`), for tools that remove a private prefix's runs. */
+export function runKeysPattern(prefix: string): string {
+  return `${prefix}:run*`;
+}
+
+/** Scan pattern of every key of a deployment's prefix. */
+export function prefixPattern(prefix: string): string {
+  return `${prefix}:*`;
+}
+
+/** Compact records of a universe's recent runs (the drift baseline): `<prefix>:universe:<id>`. */
+export function universeKey(prefix: string, universe: string): string {
+  return `${prefix}:universe:${universe}`;
+}
+
+/** Scan pattern of every universe history. */
+export function universeKeysPattern(prefix: string): string {
+  return `${prefix}:universe:*`;
+}
+
+/** Cached bars of a network source: `<prefix>:bars:<source>:<TICKER>:<days>:<end>`. */
+export function barCacheKey(prefix: string, source: string, ticker: string, range: { days: number; end: string }): string {
+  return `${prefix}:bars:${source}:${ticker}:${range.days}:${range.end}`;
+}
+
+/** Lock held by the one process fetching a cached series (`<bar cache key>:lock`). */
+export function barCacheLockKey(cacheKey: string): string {
+  return `${cacheKey}:lock`;
+}
+
+/** Request-rate window shared by every worker that calls one outside service: `<prefix>:ratelimit:<service>`. */
+export function rateLimitKey(prefix: string, service: string): string {
+  return `${prefix}:ratelimit:${service}`;
+}
+
+/** BullMQ's own hash of a job: `<prefix>:<queue>:<jobId>`. */
+export function bullJobKey(prefix: string, queue: string, jobId: string): string {
+  return `${prefix}:${queue}:${jobId}`;
 }
 
 /**

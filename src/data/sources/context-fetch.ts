@@ -1,6 +1,6 @@
-import type { DataSource } from './sources.js';
-import type { Bar, FetchRange } from './types.js';
-import { CONTEXT_SET, buildContext, type MarketContext } from './context.js';
+import type { DataSource } from './create.js';
+import type { Bar, FetchRange } from '../types.js';
+import { CONTEXT_SET, buildContext, type MarketContext } from '../features/context.js';
 
 export interface FetchedContext {
   context: MarketContext;

@@ -1,9 +1,7 @@
-import type { Bar, FetchRange } from './types.js';
-import { WARMUP_DAYS } from './features.js';
-import { isoToDays, todayIso } from './dates.js';
-
-/** Most routed days one fetch may ask for (about 40 years of trading days). */
-export const MAX_RANGE_DAYS = 10_000;
+import { MAX_RANGE_DAYS } from '../../limits.js';
+import type { Bar, FetchRange } from '../types.js';
+import { WARMUP_DAYS } from '../features/compute.js';
+import { isoToDays, todayIso } from '../dates.js';
 
 /** Checks a FetchRange and fills the default end; throws with the message shape on bad input. */
 export function resolveRange(range: FetchRange, today: string = todayIso()): { days: number; end: string } {

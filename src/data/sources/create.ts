@@ -1,17 +1,15 @@
-import type { FetchRange, SourceName, SourceResult } from './types.js';
-import { SimSource } from './source-sim.js';
-import { CsvSource } from './source-csv.js';
-import { YahooSource, type YahooSourceOptions } from './source-yahoo.js';
+import { SOURCE_NAMES, type SourceName } from '../../limits.js';
+import { SimSource } from './sim.js';
+import { CsvSource } from './csv.js';
+import { YahooSource, type YahooSourceOptions } from './yahoo.js';
+import type { DataSource } from './source.js';
 
-export { SourceError, type SourceErrorCode } from './errors.js';
-export { validateTicker, sourceTicker } from './validate.js';
-export { barsNeeded, calendarWindow, resolveRange, trimToRange, MAX_RANGE_DAYS } from './range.js';
+export type { DataSource };
 
-/** Where bars come from. `fetch` resolves to cleaned bars (warm-up included) or rejects with a SourceError. */
-export interface DataSource {
-  readonly name: SourceName;
-  fetch(ticker: string, range: FetchRange): Promise<SourceResult>;
-}
+export { SourceError, type SourceErrorCode } from '../errors.js';
+export { validateTicker, sourceTicker } from '../validate.js';
+export { barsNeeded, calendarWindow, resolveRange, trimToRange } from './range.js';
+
 
 export interface CreateSourceOptions {
   source: SourceName;
@@ -24,8 +22,6 @@ export interface CreateSourceOptions {
   /** Simulator seed for `sim`. @defaultValue 7 */
   seed?: number;
 }
-
-export const SOURCE_NAMES: readonly SourceName[] = ['sim', 'csv', 'yahoo'];
 
 /** Simulator seed when a request names none. */
 export const DEFAULT_SIM_SEED = 7;

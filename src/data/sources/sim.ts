@@ -1,11 +1,11 @@
-import type { FetchRange, SourceResult } from './types.js';
-import { SourceError } from './errors.js';
-import { knownClass, parseSimTicker } from './universe.js';
-import { simulateBars, simulateContextBars, DEFAULT_SIM_END } from './simulator.js';
-import { CONTEXT_TICKERS } from './context.js';
+import type { FetchRange, SourceResult } from '../types.js';
+import { SourceError } from '../errors.js';
+import { knownClass, parseSimTicker } from '../universe.js';
+import { simulateBars, simulateContextBars, DEFAULT_SIM_END } from '../sim/simulator.js';
+import { CONTEXT_TICKERS } from '../features/context.js';
 import { barsNeeded, resolveRange } from './range.js';
-import { sourceTicker } from './validate.js';
-import type { DataSource } from './sources.js';
+import { sourceTicker } from '../validate.js';
+import type { DataSource } from './source.js';
 
 /**
  * The seeded simulator as a source: tickers of the built-in universe and synthetic `SIM-…` tickers. Without an end

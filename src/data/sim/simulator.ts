@@ -1,11 +1,11 @@
-import type { Domain } from '../domains.js';
-import { Rng } from '../util/random.js';
-import type { Bar } from './types.js';
-import { businessDaysEnding, daysToIso, isoToDays } from './dates.js';
-import { SUBTYPE_CLASS, SUBTYPES, isSubtype, simTicker, type Subtype } from './universe.js';
-import { buildFactors, type Factors } from './sim-factors.js';
-import { LEVERAGE_UNDERLYINGS, LEVERAGED_SUBTYPES, contextModel, instrumentModel, type LeverageUnderlying, type PricePath } from './sim-models.js';
-import { CONTEXT_SET, NO_CONTEXT, contextSeries, type ContextSeries, type MarketContext } from './context.js';
+import type { Domain } from '../../domains.js';
+import { Rng } from '../../util/random.js';
+import type { Bar } from '../types.js';
+import { businessDaysEnding, daysToIso, isoToDays } from '../dates.js';
+import { SUBTYPE_CLASS, SUBTYPES, isSubtype, simTicker, type LeverageUnderlying, type Subtype } from '../universe.js';
+import { buildFactors, type Factors } from './factors.js';
+import { LEVERAGE_UNDERLYINGS, LEVERAGED_SUBTYPES, contextModel, instrumentModel, type PricePath } from './models.js';
+import { CONTEXT_SET, NO_CONTEXT, contextSeries, type ContextSeries, type MarketContext } from '../features/context.js';
 
 /** Last simulated day when the caller names none: fixed so that a seed reproduces a run on any day. */
 export const DEFAULT_SIM_END = '2025-06-30';

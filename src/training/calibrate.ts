@@ -8,8 +8,9 @@
  * Routing decisions (the argmax) do not depend on the temperature, so accuracy is unchanged by this step.
  */
 import { DOMAINS } from '../domains.js';
-import type { Hidden } from './layout.js';
-import { createForwarder, loadLabelledDirectory, routeLabelled, summarisePredictions, type EvaluateOptions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
+import type { Hidden } from '../router/layout.js';
+import { createForwarder } from './forwarder.js';
+import { loadLabelledDirectory, routeLabelled, summarisePredictions, type EvaluateOptions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
 import { fitTemperature } from './train.js';
 
 const D = DOMAINS.length;

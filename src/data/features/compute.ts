@@ -1,7 +1,7 @@
-import type { Bar, FeatureSeries } from './types.js';
-import type { Hidden } from '../router/layout.js';
-import { isoToDays } from './dates.js';
-import { EQUITY_CONTEXT, FEATURE_TABLE, FEATURE_COUNT, LONG, type ContextWindowStats, type RawWindowStats, rawFeatureRow } from './feature-table.js';
+import type { Bar, FeatureSeries } from '../types.js';
+import type { Hidden } from '../types.js';
+import { isoToDays } from '../dates.js';
+import { EQUITY_CONTEXT, FEATURE_TABLE, FEATURE_COUNT, LONG, type ContextWindowStats, type RawWindowStats, rawFeatureRow } from './table.js';
 import { CONTEXT_SET, NO_CONTEXT, alignContext, type MarketContext } from './context.js';
 
 /** Version of the feature definition; stored with trained weights so a model never meets features it was not trained on. */

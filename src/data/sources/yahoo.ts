@@ -1,12 +1,12 @@
 import YahooFinance from 'yahoo-finance2';
-import type { FetchRange, SourceResult } from './types.js';
-import { SourceError } from './errors.js';
-import { cleanBars, type RawBar } from './clean.js';
+import type { FetchRange, SourceResult } from '../types.js';
+import { SourceError } from '../errors.js';
+import { cleanBars, type RawBar } from '../clean.js';
 import { barsNeeded, calendarWindow, resolveRange, trimToRange } from './range.js';
-import { WARMUP_DAYS } from './features.js';
-import { knownClass } from './universe.js';
-import { sourceTicker } from './validate.js';
-import type { DataSource } from './sources.js';
+import { WARMUP_DAYS } from '../features/compute.js';
+import { knownClass } from '../universe.js';
+import { sourceTicker } from '../validate.js';
+import type { DataSource } from './source.js';
 
 /** Something that paces requests; `acquire` resolves when one more request may go out. */
 export interface RequestLimiter {

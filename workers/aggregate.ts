@@ -1,5 +1,5 @@
-import { DOMAINS, NUM_DOMAINS, type Domain } from '../domains.js';
-import type { TickerSeries, TickerSummary } from '../report/types.js';
+import { DOMAINS, NUM_DOMAINS, type Domain } from '../src/domains.js';
+import type { TickerSeries, TickerSummary } from '../src/report/types.js';
 
 /**
  * Per-ticker aggregation of one routed batch: pure functions, so the route worker stays thin and these are tested

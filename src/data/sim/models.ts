@@ -1,8 +1,8 @@
-import type { Rng } from '../util/random.js';
-import { Garch, RATES_REFERENCE_DURATION, treasuryReturn, type Factors } from './sim-factors.js';
-import type { Domain } from '../domains.js';
-import { SUBTYPE_CLASS, type Subtype } from './universe.js';
-import type { ContextName } from './context.js';
+import type { Rng } from '../../util/random.js';
+import { Garch, RATES_REFERENCE_DURATION, treasuryReturn, type Factors } from './factors.js';
+import type { Domain } from '../../domains.js';
+import { SUBTYPE_CLASS, type LeverageUnderlying, type Subtype } from '../universe.js';
+import type { ContextName } from '../features/context.js';
 
 /** Simulated prices of one instrument on the adjusted scale, one entry per day. */
 export interface PricePath {
@@ -50,9 +50,6 @@ function leveraged(u: Float64Array, lev: number, feePerDay: number): Float64Arra
   }
   return out;
 }
-
-/** What a leveraged or inverse fund tracks. */
-export type LeverageUnderlying = 'equity' | 'rates' | 'gold' | 'silver' | 'oil';
 
 /** A value of the draw below that lands in each branch (the draw is still made, so the random stream stays aligned). */
 const UNDERLYING_PICK: Record<LeverageUnderlying, number> = { equity: 0.3, rates: 0.7, gold: 0.8, silver: 0.86, oil: 0.94 };

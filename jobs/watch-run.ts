@@ -1,6 +1,6 @@
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { jobIds } from '../queue/keys.js';
+import { jobIds } from './keys.js';
 import { readRunMeta, type RunMeta } from './run-meta.js';
 
 export interface WatchOptions {

@@ -1,0 +1,29 @@
+/**
+ * The limits that every layer checks input against, each defined once: the CLI's usage errors, the sources, the
+ * job payload validators and the key builders all read them from here.
+ */
+
+/** Where bars come from (src/data/sources): the seeded simulator, a CSV folder, Yahoo Finance. */
+export type SourceName = 'sim' | 'csv' | 'yahoo';
+export const SOURCE_NAMES: readonly SourceName[] = ['sim', 'csv', 'yahoo'];
+
+/** Most routed days one run may ask for (ten years of trading days). */
+export const MAX_DAYS = 2520;
+
+/**
+ * Most tickers in one run. The route job loads all their features into one batch: 10,000 tickers × 250 days × H 32
+ * is 320 MB of float32 embeddings, about what one worker should hold; larger universes go in several runs.
+ */
+export const MAX_TICKERS = 10_000;
+
+/** Most routed days one fetch may ask for (about 40 years of trading days; evaluation reads whole histories). */
+export const MAX_RANGE_DAYS = 10_000;
+
+/**
+ * A canonical ticker: 1–15 characters, upper-case letters, digits and `. - = ^` after a leading letter or digit
+ * (Yahoo spells futures `GC=F`, currencies `EURUSD=X`, foreign listings `AZT.OL`). No `:` or `_`, so a ticker is safe
+ * in Redis keys (`:` separates their parts), BullMQ job ids (`_` does) and file names.
+ */
+export const TICKER_PATTERN = /^[A-Z0-9][A-Z0-9.\-=^]{0,14}$/;
+/** TICKER_PATTERN as people read it in error messages. */
+export const TICKER_PATTERN_TEXT = '[A-Z0-9][A-Z0-9.-=^]{0,14}';

@@ -1,0 +1,48 @@
+import type { Hidden } from '../router/layout.js';
+import { NativeRouter, nativeAvailable } from '../router/native.js';
+import { referenceForward } from '../router/reference.js';
+
+/**
+ * What training, evaluation, calibration and the rules baseline route with: the native router when the addon is
+ * built, else the float64 TypeScript reference (slow, same math), or the rules (rules.ts) behind the same shape.
+ */
+
+
+export interface RouteOutput {
+  probs: Float32Array;
+  assign: Uint8Array;
+}
+
+export interface Forwarder {
+  readonly backend: string;
+  forward(x: Float32Array, vol: Float32Array, risk: Float32Array): Promise<RouteOutput>;
+  close(): void;
+}
+
+export function createForwarder(
+  model: { hidden: Hidden; params: Float32Array; temperature: number },
+  opts: { threads?: number; warn?: (message: string) => void } = {},
+): Forwarder {
+  const available = nativeAvailable();
+  if (available.ok) {
+    const router = new NativeRouter({ hidden: model.hidden, threads: opts.threads ?? 2 });
+    router.setParams(model.params, model.temperature);
+    return {
+      backend: router.backend,
+      forward: async (x, vol, risk) => {
+        const out = await router.forward({ x, vol, risk });
+        return { probs: out.probs, assign: out.assign };
+      },
+      close: () => router.close(),
+    };
+  }
+  opts.warn?.(`native router unavailable (${available.reason}); using the TypeScript reference (slow)`);
+  return {
+    backend: 'reference',
+    forward: async (x, vol, risk) => {
+      const out = referenceForward(model.params, model.hidden, { x, vol, risk }, model.temperature);
+      return { probs: Float32Array.from(out.probs), assign: out.assign };
+    },
+    close: () => undefined,
+  };
+}
