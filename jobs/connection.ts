@@ -1,4 +1,5 @@
 import { Redis } from 'ioredis';
+import { errorText } from '../src/util/errors.js';
 
 export interface ConnectionOptions {
   /**
@@ -58,7 +59,7 @@ export async function closeRedis(redis: Redis): Promise<void> {
 export class RedisUnavailableError extends Error {
   readonly code = 'REDIS_UNAVAILABLE';
   constructor(url: string, cause: unknown) {
-    super(`Expected a Redis server at ${redactUrl(url)} but received ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    super(`Expected a Redis server at ${redactUrl(url)} but received ${errorText(cause)}`, { cause });
     this.name = this.constructor.name;
   }
 }

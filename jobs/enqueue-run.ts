@@ -17,6 +17,7 @@ import {
   type ReportJobData,
   type RouteJobData,
 } from './payloads.js';
+import { errorText } from '../src/util/errors.js';
 
 export interface RunRequest {
   /** Tickers as a person typed them; validated, upper-cased and de-duplicated here. */
@@ -61,7 +62,7 @@ export function canonicalTickers(raw: readonly string[]): string[] {
     try {
       c = validateTicker(typeof t === 'string' ? t.trim() : t);
     } catch (err) {
-      throw new PayloadError(`tickers[${i}]`, err instanceof Error ? err.message : String(err));
+      throw new PayloadError(`tickers[${i}]`, errorText(err));
     }
     if (!seen.has(c)) {
       seen.add(c);
@@ -134,7 +135,7 @@ export async function enqueueRun(ctx: EnqueueContext, req: RunRequest, opts: Enq
       ],
     });
   } catch (err) {
-    await updateRunMeta(store, runId, { status: 'failed', error: `enqueue failed: ${err instanceof Error ? err.message : String(err)}` });
+    await updateRunMeta(store, runId, { status: 'failed', error: `enqueue failed: ${errorText(err)}` });
     throw err;
   }
   return { runId, tickers, createdAt, reportJobId: jobIds.report(runId) };

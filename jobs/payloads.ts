@@ -2,6 +2,7 @@ import { isDomain, type Domain } from '../src/domains.js';
 import type { DataQuality, FetchRange } from '../src/data/types.js';
 import { MAX_DAYS, MAX_TICKERS, SOURCE_NAMES, TICKER_PATTERN, TICKER_PATTERN_TEXT, type SourceName } from '../src/limits.js';
 import type { FailedTicker, TickerSummary } from '../src/report/types.js';
+import { expectedMessage } from '../src/util/describe.js';
 import { isRunId } from './keys.js';
 
 /**
@@ -89,17 +90,8 @@ export interface ReportResult {
 
 // ---------------------------------------------------------------------------------------------------------------
 
-export function describeValue(v: unknown): string {
-  if (v === undefined) return 'undefined';
-  if (v === null) return 'null';
-  if (typeof v === 'string') return JSON.stringify(v.length > 60 ? `${v.slice(0, 57)}...` : v);
-  if (typeof v === 'number' || typeof v === 'boolean') return `${String(v)} of type ${typeof v}`;
-  if (Array.isArray(v)) return `array of length ${v.length}`;
-  return `value of type ${typeof v}`;
-}
-
 function fail(field: string, what: string, v: unknown): never {
-  throw new PayloadError(field, `Expected ${what} for ${field} but received ${describeValue(v)}`);
+  throw new PayloadError(field, expectedMessage(what, field, v));
 }
 
 function record(v: unknown, field: string): Record<string, unknown> {

@@ -6,7 +6,9 @@ import type { SourceName } from '../src/data/types.js';
 import { runKey } from './keys.js';
 import { canonicalTickers, enqueueRun, type EnqueuedRun } from './enqueue-run.js';
 import { MAX_DAYS, SOURCE_NAMES } from '../src/limits.js';
-import { PayloadError, describeValue } from './payloads.js';
+import { expectedMessage } from '../src/util/describe.js';
+import { PayloadError } from './payloads.js';
+import { errorText } from '../src/util/errors.js';
 
 /**
  * Cron-scheduled runs through BullMQ job schedulers. A scheduler adds one job per tick to the schedule queue, with
@@ -50,7 +52,7 @@ const SCHEDULE_ID = /^[a-z0-9][a-z0-9-]{0,63}$/;
 const TICK_NAME = 'scheduled-run';
 
 function fail(field: string, what: string, v: unknown): never {
-  throw new PayloadError(field, `Expected ${what} for ${field} but received ${describeValue(v)}`);
+  throw new PayloadError(field, expectedMessage(what, field, v));
 }
 
 export function validateScheduleId(v: unknown): string {
@@ -99,7 +101,7 @@ export async function addSchedule(queue: Queue, spec: ScheduleSpec): Promise<{ i
     await queue.upsertJobScheduler(id, { pattern: cron, tz }, { name: TICK_NAME, data, opts: { attempts: 3, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: { count: 200 }, removeOnFail: { count: 200 } } });
   } catch (err) {
     // BullMQ's cron parser rejects values (minute 61, day 0) with its own wording; name the input instead.
-    throw new PayloadError('cron', `Expected a valid cron pattern for cron but received ${JSON.stringify(cron)}: ${err instanceof Error ? err.message : String(err)}`);
+    throw new PayloadError('cron', `Expected a valid cron pattern for cron but received ${JSON.stringify(cron)}: ${errorText(err)}`);
   }
   const next = (await queue.getJobScheduler(id))?.next;
   return { id, next: next === undefined ? undefined : new Date(next).toISOString() };

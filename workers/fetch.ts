@@ -12,8 +12,10 @@ import type { Domain } from '../src/domains.js';
 import type { Hidden } from '../src/router/layout.js';
 import { featureKey } from '../jobs/keys.js';
 import { bumpRunCounter, storeFetched, type RunStore } from '../jobs/run-meta.js';
-import { PayloadError, validateFetchJobData, type FetchJobData, type FetchResult } from '../jobs/payloads.js';
+import { validateFetchJobData, type FetchJobData, type FetchResult } from '../jobs/payloads.js';
 import { barsToColumns, type FeatureTask, type FeatureTaskResult } from './features.task.js';
+import { errorText } from '../src/util/errors.js';
+import { isFinalAttempt, validPayload } from './job.js';
 
 export interface FetchDeps {
   redis: Redis;
@@ -41,10 +43,6 @@ const CACHED_SOURCES: ReadonlySet<SourceName> = new Set(['yahoo']);
 
 /** Source failures that retrying cannot fix: the ticker or its data is wrong, not the network. */
 const PERMANENT: ReadonlySet<string> = new Set(['UNKNOWN_TICKER', 'NO_DATA', 'BAD_DATA']);
-
-function isFinalAttempt(job: Job<unknown>, err: unknown): boolean {
-  return err instanceof UnrecoverableError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
-}
 
 /**
  * Fetch stage: bars from the source → features on the pool → binary block in Redis with a TTL. Returns only the
@@ -111,7 +109,7 @@ export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>, token
       return (await deps.pool.run(task, { transferList })) as FeatureTaskResult;
     } catch (err) {
       // Feature computation is deterministic: the same bars fail the same way on every attempt.
-      throw new UnrecoverableError(`FEATURES: ${err instanceof Error ? err.message : String(err)}`);
+      throw new UnrecoverableError(`FEATURES: ${errorText(err)}`);
     }
   }
 
@@ -150,13 +148,7 @@ export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>, token
   }
 
   async function run(job: Job<unknown>): Promise<FetchResult> {
-    let data;
-    try {
-      data = validateFetchJobData(job.data);
-    } catch (err) {
-      if (err instanceof PayloadError) throw new UnrecoverableError(`Invalid fetch payload: ${err.message}`);
-      throw err;
-    }
+    const data = validPayload(job, 'fetch', validateFetchJobData);
     const { block: raw, days, meta, ctx } = await features(data);
     if (days === 0) throw new UnrecoverableError(`NO_DATA: no routed days for ${data.ticker} after the feature warm-up`);
     const key = featureKey(deps.prefix, data.runId, data.ticker);

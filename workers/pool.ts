@@ -1,20 +1,8 @@
 import os from 'node:os';
-import { Piscina } from 'piscina';
+import type { Piscina } from 'piscina';
+import { createTaskPool } from '../src/util/task-pool.js';
 
-/**
- * Piscina pools running TypeScript task files. Worker threads do not inherit a loader registered by `tsx`, so the
- * tsx ESM loader is imported explicitly; checked under the `tsx` CLI (where it is registered a second time, harmlessly)
- * and under vitest.
- */
-
-export interface TsPoolOptions {
-  /** Task module (a `.ts` file next to this one). */
-  filename: URL;
-  /** @defaultValue the CPU count, at most 4 */
-  maxThreads?: number;
-  /** Threads exit after this long idle. @defaultValue 30000 */
-  idleTimeout?: number;
-}
+/** The fetch worker's feature pool, and a way to wait for a pool's running tasks at shutdown. */
 
 /**
  * One thread per CPU: the fetch worker's main thread only moves jobs and Redis blocks (simulated bars and features
@@ -25,26 +13,9 @@ export function defaultThreads(): number {
   return Math.max(1, Math.min(4, os.availableParallelism()));
 }
 
-export function createTsPool(opts: TsPoolOptions): Piscina {
-  const maxThreads = opts.maxThreads ?? defaultThreads();
-  if (!Number.isInteger(maxThreads) || maxThreads < 1) {
-    throw new RangeError(`Expected positive integer for maxThreads but received ${String(maxThreads)}`);
-  }
-  // Resolved from this file, not from the working directory, so a process started elsewhere still finds tsx.
-  const execArgv = [...process.execArgv, '--import', import.meta.resolve('tsx')];
-  return new Piscina({
-    filename: opts.filename.href,
-    minThreads: 0,
-    maxThreads,
-    idleTimeout: opts.idleTimeout ?? 30_000,
-    execArgv,
-  });
-}
-
-export function createFeaturePool(maxThreads?: number): Piscina {
-  const o: TsPoolOptions = { filename: new URL('./features.task.ts', import.meta.url) };
-  if (maxThreads !== undefined) o.maxThreads = maxThreads;
-  return createTsPool(o);
+/** The feature pool (`features.task.ts`): threads start on demand and end after 30 s idle. */
+export function createFeaturePool(maxThreads: number = defaultThreads()): Piscina {
+  return createTaskPool({ filename: new URL('./features.task.ts', import.meta.url), maxThreads, minThreads: 0, idleTimeout: 30_000 });
 }
 
 /**

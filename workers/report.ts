@@ -14,13 +14,14 @@ import { decodeSeriesBlock } from './series-block.js';
 import { updateRunMeta, type RunStore } from '../jobs/run-meta.js';
 import { previousUniverseRun, recordUniverseRun } from './universe-history.js';
 import {
-  PayloadError,
   validateReportJobData,
   validateRouteResult,
   type ReportJobData,
   type ReportResult,
   type RouteResult,
 } from '../jobs/payloads.js';
+import { errorText } from '../src/util/errors.js';
+import { isFinalAttempt, validPayload } from './job.js';
 
 export interface ReportDeps {
   redis: Redis;
@@ -36,9 +37,6 @@ export interface ReportDeps {
   logger: Logger;
 }
 
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
 
 /** The route job's result, or a stand-in listing every ticker as failed when routing failed for good. */
 async function routeOutcome(job: Job<unknown>, data: ReportJobData, modelPath: string): Promise<RouteResult> {
@@ -82,13 +80,7 @@ export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => 
 
   async function run(job: Job<unknown>, signal?: AbortSignal): Promise<ReportResult> {
     const t0 = performance.now();
-    let data;
-    try {
-      data = validateReportJobData(job.data);
-    } catch (err) {
-      if (err instanceof PayloadError) throw new UnrecoverableError(`Invalid report payload: ${err.message}`);
-      throw err;
-    }
+    const data = validPayload(job, 'report', validateReportJobData);
     await updateRunMeta(store, data.runId, { status: 'reporting' });
     await warming;
     const route = await routeOutcome(job, data, deps.modelPath);
@@ -156,7 +148,7 @@ export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => 
     } catch (err) {
       // A handed-back job's outcome no longer counts: nothing to log or mark, the next worker owns the run.
       if (signal?.aborted) throw err;
-      const final = err instanceof UnrecoverableError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      const final = isFinalAttempt(job, err);
       const runId = (job.data as { runId?: unknown } | undefined)?.runId;
       deps.logger.error({ jobId: job.id, final, err }, 'report failed');
       if (final && typeof runId === 'string') {

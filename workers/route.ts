@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { UnrecoverableError, type Job } from 'bullmq';
+import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { NUM_DOMAINS } from '../src/domains.js';
@@ -14,7 +14,9 @@ import { seriesKey as makeSeriesKey, tickerFromFetchJobKey } from '../jobs/keys.
 import { summarizeTicker, tickerSeries, type RoutedTicker } from './aggregate.js';
 import { encodeSeriesBlock } from './series-block.js';
 import { updateRunMeta, type RunStore } from '../jobs/run-meta.js';
-import { PayloadError, validateFetchResult, validateRouteJobData, type FetchResult, type RouteResult } from '../jobs/payloads.js';
+import { validateFetchResult, validateRouteJobData, type FetchResult, type RouteResult } from '../jobs/payloads.js';
+import { errorText } from '../src/util/errors.js';
+import { validPayload } from './job.js';
 
 export interface LoadedRouter {
   router: NativeRouter;
@@ -49,9 +51,6 @@ interface Loaded {
   series: FeatureSeries;
 }
 
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
 
 /** Children of the route job: fetch results and, for tickers that failed for good, their reasons. */
 async function collectChildren(job: Job<unknown>, tickers: readonly string[]) {
@@ -115,13 +114,7 @@ export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Pr
 
   return async (job: Job<unknown>) => {
     const t0 = performance.now();
-    let data;
-    try {
-      data = validateRouteJobData(job.data);
-    } catch (err) {
-      if (err instanceof PayloadError) throw new UnrecoverableError(`Invalid route payload: ${err.message}`);
-      throw err;
-    }
+    const data = validPayload(job, 'route', validateRouteJobData);
     // Logged before any work: operators (and the crash tests) can tell a route job that started from one that waits.
     deps.logger.info({ runId: data.runId, jobId: job.id, attempt: job.attemptsMade + 1 }, 'routing started');
     await updateRunMeta(store, data.runId, { status: 'routing' });

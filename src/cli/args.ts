@@ -89,25 +89,3 @@ export function listFlag<T extends string>(args: ParsedArgs, name: string, allow
   }
   return [...new Set(items)] as T[];
 }
-
-/**
- * Runs a CLI's argument parser: bad usage prints the reason and the usage text and sets exit code 2; `help` prints
- * the usage. Returns the parsed value, or undefined when the command should stop there.
- */
-export function parseOrExplain<T>(parse: () => T | 'help', usage: string): T | undefined {
-  let parsed: T | 'help';
-  try {
-    parsed = parse();
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    console.error(e.message);
-    console.error(usage);
-    process.exitCode = 2;
-    return undefined;
-  }
-  if (parsed === 'help') {
-    console.log(usage);
-    return undefined;
-  }
-  return parsed;
-}

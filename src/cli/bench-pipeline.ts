@@ -5,18 +5,20 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { FlowProducer, Queue, QueueEvents, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { ConfigError, loadConfig } from '../config.js';
+import { loadConfig } from '../config.js';
 import { simTicker, SUBTYPE_CODE, type Subtype } from '../data/universe.js';
 import { closeRedis, connectClient, createRedis } from '../../jobs/connection.js';
 import { jobIds, prefixPattern } from '../../jobs/keys.js';
 import { QUEUE_NAMES, ROLES, type Role } from '../../jobs/queues.js';
 import { enqueueRun } from '../../jobs/enqueue-run.js';
 import { FETCH_JOB_OPTIONS, REPORT_JOB_OPTIONS, ROUTE_JOB_OPTIONS } from '../../jobs/job-options.js';
-import { MAX_TICKERS } from '../limits.js';
+import { MAX_DAYS, MAX_TICKERS } from '../limits.js';
+import { errorText } from '../util/errors.js';
 import { intFlag, parseArgs, UsageError } from './args.js';
+import { CommandError, EXIT, runCommand, runIfMain } from './run.js';
 
 export const BENCH_PIPELINE_USAGE = `Usage: npm run bench:pipeline -- --tickers N [--days D] [--runs R] [--fetch-procs P] [--json]
 
@@ -416,44 +418,33 @@ function formatCpu(c: Record<string, number>): string {
   return `${total.toFixed(2)} in all (${Object.entries(c).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')})`;
 }
 
-export async function main(argv: readonly string[], out: (line: string) => void = console.log): Promise<number> {
-  let tickersN: number;
-  let days: number;
-  let runs: number;
-  let fetchProcs: number;
-  let json: boolean;
-  let showThreads: boolean;
-  let config;
-  try {
-    const args = parseArgs(argv, FLAGS);
-    if (args.flags.has('help')) {
-      out(BENCH_PIPELINE_USAGE);
-      return 0;
-    }
-    const bare = args.flags.get('bare-worker');
-    if (typeof bare === 'string') {
-      if (!(ROLES as readonly string[]).includes(bare)) throw new UsageError(`Expected one of ${ROLES.join(', ')} for --bare-worker but received ${JSON.stringify(bare)}`);
-      await bareWorker(bare as Role);
-      return 0;
-    }
-    if (!args.flags.has('tickers')) throw new UsageError('Expected --tickers N but received nothing');
-    if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
-    tickersN = intFlag(args, 'tickers', 0, 1, MAX_TICKERS);
-    days = intFlag(args, 'days', 60, 1, 2520);
-    runs = intFlag(args, 'runs', 1, 1, 1000);
-    fetchProcs = intFlag(args, 'fetch-procs', 1, 1, 16);
-    json = args.flags.has('json');
-    showThreads = args.flags.has('threads');
-    const prof = args.flags.get('cpu-prof');
-    if (typeof prof === 'string') workerNodeArgs = ['--cpu-prof', `--cpu-prof-dir=${path.resolve(prof)}`];
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof UsageError || err instanceof ConfigError) {
-      console.error(`bench:pipeline: ${err.message}`);
-      return 2;
-    }
-    throw err;
+export function main(argv: readonly string[], out: (line: string) => void = console.log): Promise<number> {
+  return runCommand('bench:pipeline', () => benchPipeline(argv, out));
+}
+
+async function benchPipeline(argv: readonly string[], out: (line: string) => void): Promise<number> {
+  const args = parseArgs(argv, FLAGS);
+  if (args.flags.has('help')) {
+    out(BENCH_PIPELINE_USAGE);
+    return EXIT.ok;
   }
+  const bareRole = args.flags.get('bare-worker');
+  if (typeof bareRole === 'string') {
+    if (!(ROLES as readonly string[]).includes(bareRole)) throw new UsageError(`Expected one of ${ROLES.join(', ')} for --bare-worker but received ${JSON.stringify(bareRole)}`);
+    await bareWorker(bareRole as Role);
+    return EXIT.ok;
+  }
+  if (!args.flags.has('tickers')) throw new UsageError('Expected --tickers N but received nothing');
+  if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
+  const tickersN = intFlag(args, 'tickers', 0, 1, MAX_TICKERS);
+  const days = intFlag(args, 'days', 60, 1, MAX_DAYS);
+  const runs = intFlag(args, 'runs', 1, 1, 1000);
+  const fetchProcs = intFlag(args, 'fetch-procs', 1, 1, 16);
+  const json = args.flags.has('json');
+  const showThreads = args.flags.has('threads');
+  const prof = args.flags.get('cpu-prof');
+  if (typeof prof === 'string') workerNodeArgs = ['--cpu-prof', `--cpu-prof-dir=${path.resolve(prof)}`];
+  const config = loadConfig();
 
   const prefix = `bench-${randomUUID().slice(0, 8)}`;
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'moe-bench-'));
@@ -503,10 +494,9 @@ export async function main(argv: readonly string[], out: (line: string) => void 
         }),
       );
     }
-    return 0;
+    return EXIT.ok;
   } catch (err) {
-    console.error(`bench:pipeline: ${err instanceof Error ? err.message : String(err)}`);
-    return 1;
+    throw new CommandError(errorText(err), EXIT.failed, { cause: err });
   } finally {
     await removePrefix(redis, prefix);
     await closeRedis(redis);
@@ -514,6 +504,4 @@ export async function main(argv: readonly string[], out: (line: string) => void 
   }
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
-  process.exitCode = await main(process.argv.slice(2));
-}
+await runIfMain(import.meta.url, main);

@@ -17,7 +17,8 @@ import { createRenderPool, warmRenderPool } from '../report/pool.js';
 import { renderReports } from '../report/render-reports.js';
 import { sampleReportInput } from '../report/sample-input.js';
 import { DOMAINS } from '../domains.js';
-import { intFlag, parseArgs, parseOrExplain, UsageError } from './args.js';
+import { intFlag, parseArgs, UsageError } from './args.js';
+import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = 'usage: npm run bench:report -- [--tickers N] [--days N] [--threads N] [--repeats N] [--json]';
 
@@ -57,7 +58,7 @@ export interface ReportBenchResult {
   withinTarget: boolean;
 }
 
-function parse(argv: string[]): BenchReportArgs | 'help' {
+function parse(argv: readonly string[]): BenchReportArgs | 'help' {
   const a = parseArgs(argv, {
     tickers: { type: 'string' },
     days: { type: 'string' },
@@ -167,15 +168,18 @@ function print(r: ReportBenchResult): void {
   console.log(`target ≤ ${r.targetMs} ms for four PNGs: ${r.withinTarget ? 'met' : 'MISSED'} (${ms(r.warmBestMs)})`);
 }
 
-async function main(): Promise<void> {
-  const args = parseOrExplain(() => parse(process.argv.slice(2)), USAGE);
-  if (args === undefined) return;
-  const result = await benchReport(args);
-  print(result);
-  if (args.json) console.log(JSON.stringify({ report: result }));
+export function main(argv: readonly string[]): Promise<number> {
+  return runCommand('bench:report', async () => {
+    const args = parse(argv);
+    if (args === 'help') {
+      console.log(USAGE);
+      return EXIT.ok;
+    }
+    const result = await benchReport(args);
+    print(result);
+    if (args.json) console.log(JSON.stringify({ report: result }));
+    return EXIT.ok;
+  });
 }
 
-main().catch((err: unknown) => {
-  console.error(err instanceof Error ? err.message : String(err));
-  process.exitCode = 1;
-});
+await runIfMain(import.meta.url, main);

@@ -10,6 +10,10 @@ import { INITIAL_GATES, paramLayout, type Hidden } from '../router/layout.js';
 import { NativeRouter, cudaStatus, loadNativeAddon, nativeAvailable, type TokenBatch } from '../router/native.js';
 import { referenceForward } from '../router/reference.js';
 import { Rng } from '../util/random.js';
+import { intFlag, listFlag, parseArgs, UsageError } from './args.js';
+import { EXIT, runCommand, runIfMain } from './run.js';
+
+const BENCH_USAGE = 'usage: npm run bench -- [--tokens N] [--impl ts-reference,native-scalar,native-simd,native-cuda] [--json]';
 
 type Impl = RouterBenchRow['impl'];
 const IMPLS: readonly Impl[] = ['ts-reference', 'native-scalar', 'native-simd', 'native-cuda'];
@@ -38,27 +42,15 @@ export interface RouterBenchRow {
   backend: string;
 }
 
-function parseArgs(argv: string[]): BenchArgs {
-  const args: BenchArgs = { json: false, tokens: 1_000_000, impls: IMPLS };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--json') args.json = true;
-    else if (a === '--tokens') {
-      const v = Number(argv[++i]);
-      if (!Number.isInteger(v) || v < 1 || v > 50_000_000) {
-        throw new RangeError(`Expected integer in 1..50000000 for --tokens but received ${String(argv[i])}`);
-      }
-      args.tokens = v;
-    } else if (a === '--impl') {
-      const list = String(argv[++i]).split(',');
-      const bad = list.find((v) => !(IMPLS as readonly string[]).includes(v));
-      if (bad !== undefined) throw new RangeError(`Expected one of ${IMPLS.join(', ')} for --impl but received ${bad}`);
-      args.impls = list as Impl[];
-    } else {
-      throw new RangeError(`Expected --json, --tokens N or --impl LIST for arguments but received ${String(a)}`);
-    }
-  }
-  return args;
+function parseBenchArgs(argv: readonly string[]): BenchArgs | 'help' {
+  const args = parseArgs(argv, { json: { type: 'boolean' }, tokens: { type: 'string' }, impl: { type: 'string' }, help: { type: 'boolean' } });
+  if (args.flags.has('help')) return 'help';
+  if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
+  return {
+    json: args.flags.has('json'),
+    tokens: intFlag(args, 'tokens', 1_000_000, 1, 50_000_000),
+    impls: listFlag(args, 'impl', IMPLS, IMPLS),
+  };
 }
 
 /** Random weights at a realistic scale (He-like) and the shipped initial gates. */
@@ -163,8 +155,16 @@ function printRouterTable(rows: RouterBenchRow[]): void {
   }
 }
 
-async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
+export function main(argv: readonly string[]): Promise<number> {
+  return runCommand('bench', () => bench(argv));
+}
+
+async function bench(argv: readonly string[]): Promise<number> {
+  const args = parseBenchArgs(argv);
+  if (args === 'help') {
+    console.log(BENCH_USAGE);
+    return EXIT.ok;
+  }
   const available = nativeAvailable();
   if (available.ok) {
     const level = loadNativeAddon().simdLevel();
@@ -176,9 +176,7 @@ async function main(): Promise<void> {
   const router = await benchRouter(args.tokens, args.impls);
   printRouterTable(router);
   if (args.json) console.log(JSON.stringify({ router }));
+  return EXIT.ok;
 }
 
-main().catch((err: unknown) => {
-  console.error(err instanceof Error ? err.message : String(err));
-  process.exitCode = 1;
-});
+await runIfMain(import.meta.url, main);

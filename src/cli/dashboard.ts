@@ -1,10 +1,9 @@
-import path from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { ConfigError, loadConfig } from '../config.js';
+import { loadConfig } from '../config.js';
 import { DashboardError, startDashboard } from '../dashboard/server.js';
 import { createLogger } from '../log.js';
-import { RedisUnavailableError, closeRedis, connectClient, redactUrl } from '../../jobs/connection.js';
+import { closeRedis, connectClient, redactUrl } from '../../jobs/connection.js';
 import { parseArgs, UsageError } from './args.js';
+import { CommandError, EXIT, runCommand, runIfMain } from './run.js';
 
 export const DASHBOARD_USAGE = `Usage: npm run dashboard [-- --help]
 
@@ -19,35 +18,20 @@ Environment: DASHBOARD_HOST (default 127.0.0.1), DASHBOARD_PORT (3000), DASHBOAR
 is not loopback; every request then needs it: "Authorization: Bearer TOKEN", or open any page once with
 ?token=TOKEN), DASHBOARD_QUEUE_ACTIONS, REDIS_URL, MOE_PREFIX, REPORTS_DIR, LOG_LEVEL.`;
 
-export async function main(argv: readonly string[]): Promise<number> {
-  let config;
-  try {
-    const args = parseArgs(argv, { help: { type: 'boolean' } });
-    if (args.flags.has('help')) {
-      console.log(DASHBOARD_USAGE);
-      return 0;
-    }
-    if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof UsageError || err instanceof ConfigError) {
-      console.error(`dashboard: ${err.message}`);
-      return 2;
-    }
-    throw err;
-  }
+export function main(argv: readonly string[]): Promise<number> {
+  return runCommand('dashboard', () => dashboard(argv));
+}
 
-  const logger = createLogger({ name: 'moe-dashboard', level: config.logLevel });
-  let redis;
-  try {
-    redis = await connectClient(config.redisUrl, 'moe-dashboard');
-  } catch (err) {
-    if (err instanceof RedisUnavailableError) {
-      console.error(`dashboard: ${err.message}`);
-      return 1;
-    }
-    throw err;
+async function dashboard(argv: readonly string[]): Promise<number> {
+  const args = parseArgs(argv, { help: { type: 'boolean' } });
+  if (args.flags.has('help')) {
+    console.log(DASHBOARD_USAGE);
+    return EXIT.ok;
   }
+  if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
+  const config = loadConfig();
+  const logger = createLogger({ name: 'moe-dashboard', level: config.logLevel });
+  const redis = await connectClient(config.redisUrl, 'moe-dashboard');
   // Later errors (Redis restarts) are logged; ioredis reconnects and the next request works again.
   redis.on('error', (err: Error) => logger.warn({ err: err.message, redis: redactUrl(config.redisUrl) }, 'redis connection error'));
 
@@ -65,10 +49,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     });
   } catch (err) {
     await closeRedis(redis);
-    if (err instanceof DashboardError) {
-      console.error(`dashboard: ${err.message}`);
-      return err.code === 'LISTEN_FAILED' ? 1 : 2;
-    }
+    if (err instanceof DashboardError) throw new CommandError(err.message, err.code === 'LISTEN_FAILED' ? EXIT.failed : EXIT.usage, { cause: err });
     throw err;
   }
   logger.info(
@@ -83,9 +64,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   logger.info({ signal }, 'dashboard stopping');
   await running.close();
   await closeRedis(redis);
-  return 0;
+  return EXIT.ok;
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
-  process.exitCode = await main(process.argv.slice(2));
-}
+await runIfMain(import.meta.url, main);

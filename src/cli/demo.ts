@@ -6,7 +6,7 @@ import net from 'node:net';
 import { createInterface } from 'node:readline';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { FlowProducer, Queue } from 'bullmq';
 import { ConfigError, loadConfig, routerBackendChoice, type Config } from '../config.js';
 import { DOMAINS } from '../domains.js';
@@ -18,7 +18,9 @@ import { runKeysPattern, runsIndexKey, universeKeysPattern } from '../../jobs/ke
 import { QUEUE_NAMES, ROLES, type Role } from '../../jobs/queues.js';
 import { watchRun } from '../../jobs/watch-run.js';
 import { enqueueRun } from '../../jobs/enqueue-run.js';
+import { errorText } from '../util/errors.js';
 import { reportLines } from './enqueue.js';
+import { CommandError, EXIT, runCommand, runIfMain } from './run.js';
 
 /**
  * `npm run demo`: the whole pipeline on one machine, offline. Starts a throw-away redis-server when nothing answers
@@ -268,17 +270,12 @@ async function runDemo(config: Config, signal: AbortSignal, cleanups: Cleanup[])
   return final.status === 'finished' ? 0 : 1;
 }
 
-export async function main(): Promise<number> {
-  let config: Config;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`demo: ${err.message}`);
-      return 2;
-    }
-    throw err;
-  }
+export function main(): Promise<number> {
+  return runCommand('demo', demo);
+}
+
+async function demo(): Promise<number> {
+  const config: Config = loadConfig();
   const cleanups: Cleanup[] = [];
   const abort = new AbortController();
   const onSignal = () => {
@@ -292,22 +289,16 @@ export async function main(): Promise<number> {
   try {
     return await runDemo(config, abort.signal, cleanups);
   } catch (err) {
-    if (abort.signal.aborted) return 130;
-    if (err instanceof ConfigError) {
-      console.error(`demo: ${err.message}`);
-      return 2;
-    }
-    console.error(`demo: ${err instanceof Error ? err.message : String(err)}`);
-    return 1;
+    if (abort.signal.aborted) return EXIT.interrupted;
+    if (err instanceof ConfigError) throw err;
+    throw new CommandError(errorText(err), EXIT.failed, { cause: err });
   } finally {
     for (const c of cleanups.reverse()) {
-      await c().catch((e: unknown) => console.error(`demo: cleanup failed: ${e instanceof Error ? e.message : String(e)}`));
+      await c().catch((e: unknown) => console.error(`demo: cleanup failed: ${errorText(e)}`));
     }
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
-  process.exitCode = await main();
-}
+await runIfMain(import.meta.url, () => main());

@@ -1,9 +1,8 @@
 import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { FlowProducer, Queue } from 'bullmq';
-import { ConfigError, loadConfig } from '../config.js';
+import { loadConfig } from '../config.js';
 import type { FetchRange, SourceName } from '../data/types.js';
 import { REPORT_FILES, type RunSummary } from '../report/types.js';
 import { closeRedis, connectClient } from '../../jobs/connection.js';
@@ -13,7 +12,9 @@ import { watchRun } from '../../jobs/watch-run.js';
 import { canonicalTickers, enqueueRun, type RunRequest } from '../../jobs/enqueue-run.js';
 import { MAX_DAYS, SOURCE_NAMES } from '../limits.js';
 import { isIsoDate, PayloadError } from '../../jobs/payloads.js';
+import { errorText } from '../util/errors.js';
 import { intFlag, parseArgs, stringFlag, UsageError } from './args.js';
+import { CommandError, EXIT, runCommand, runIfMain } from './run.js';
 
 export const ENQUEUE_USAGE = `Usage: npm run enqueue -- TICKER... [options]
 
@@ -135,36 +136,22 @@ async function failureLines(reportDir: string | undefined): Promise<string[]> {
     const summary = JSON.parse(await readFile(path.join(reportDir, REPORT_FILES.summaryJson), 'utf8')) as RunSummary;
     return summary.failed.map((f) => `failed ${f.ticker}: ${f.reason}`);
   } catch (err) {
-    return [`(could not read ${REPORT_FILES.summaryJson}: ${err instanceof Error ? err.message : String(err)})`];
+    return [`(could not read ${REPORT_FILES.summaryJson}: ${errorText(err)})`];
   }
 }
 
-export async function main(argv: readonly string[], out: (line: string) => void = console.log): Promise<number> {
-  let parsed: EnqueueArgs;
-  let config;
-  try {
-    parsed = parseEnqueueArgs(argv);
-    if (parsed.help) {
-      out(ENQUEUE_USAGE);
-      return 0;
-    }
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof UsageError || err instanceof ConfigError) {
-      console.error(`enqueue: ${err.message}`);
-      if (err instanceof UsageError) console.error('Run with --help for usage.');
-      return 2;
-    }
-    throw err;
-  }
+export function main(argv: readonly string[], out: (line: string) => void = console.log): Promise<number> {
+  return runCommand('enqueue', () => enqueue(argv, out));
+}
 
-  let redis;
-  try {
-    redis = await connectClient(config.redisUrl, 'moe-enqueue');
-  } catch (err) {
-    console.error(`enqueue: ${err instanceof Error ? err.message : String(err)}`);
-    return 1;
+async function enqueue(argv: readonly string[], out: (line: string) => void): Promise<number> {
+  const parsed = parseEnqueueArgs(argv);
+  if (parsed.help) {
+    out(ENQUEUE_USAGE);
+    return EXIT.ok;
   }
+  const config = loadConfig();
+  const redis = await connectClient(config.redisUrl, 'moe-enqueue');
   redis.on('error', (err: Error) => console.error(`enqueue: Redis: ${err.message}`));
   const connection = { connection: redis, prefix: config.prefix };
   const flow = new FlowProducer(connection);
@@ -177,7 +164,7 @@ export async function main(argv: readonly string[], out: (line: string) => void 
     const run = await enqueueRun({ flow, redis, prefix: config.prefix, runTtlSeconds: config.runTtlSeconds }, parsed.request);
     runId = run.runId;
     out(`run ${run.runId}: ${run.tickers.length} tickers from ${parsed.request.source}`);
-    if (!parsed.wait) return 0;
+    if (!parsed.wait) return EXIT.ok;
     let progressed = false;
     const hint = setTimeout(() => {
       if (!progressed) out('still queued after 10 s: is a worker running? (npm run workers)');
@@ -197,14 +184,12 @@ export async function main(argv: readonly string[], out: (line: string) => void 
     }).finally(() => clearTimeout(hint));
     for (const line of await failureLines(final.reportDir)) out(line);
     for (const line of reportLines(final.reportDir)) out(line);
-    return final.status === 'finished' ? 0 : 1;
+    return final.status === 'finished' ? EXIT.ok : EXIT.failed;
   } catch (err) {
     if (abort.signal.aborted && runId !== undefined) {
-      console.error(`enqueue: stopped watching; run ${runId} goes on in the workers`);
-      return 130;
+      throw new CommandError(`stopped watching; run ${runId} goes on in the workers`, EXIT.interrupted, { cause: err });
     }
-    console.error(`enqueue: ${err instanceof Error ? err.message : String(err)}`);
-    return 1;
+    throw new CommandError(errorText(err), EXIT.failed, { cause: err });
   } finally {
     process.off('SIGINT', onSignal);
     await Promise.allSettled([flow.close(), reportQueue.close()]);
@@ -212,6 +197,4 @@ export async function main(argv: readonly string[], out: (line: string) => void 
   }
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
-  process.exitCode = await main(process.argv.slice(2));
-}
+await runIfMain(import.meta.url, main);

@@ -7,11 +7,12 @@ import { existsSync, statSync } from 'node:fs';
 import { EvaluationError, evaluateDirectory, evaluationJson, formatEvaluation, type EvaluateOptions } from '../training/evaluate.js';
 import { ModelError } from '../router/model.js';
 import { MAX_RANGE_DAYS } from '../limits.js';
-import { UsageError, intFlag, parseArgs, parseOrExplain, stringFlag } from './args.js';
+import { UsageError, intFlag, parseArgs, stringFlag } from './args.js';
+import { CommandError, EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = 'usage: npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B,...] [--days N] [--context-dir DIR] [--router learned|rules] [--json]';
 
-function parseOptions(argv: string[]): { opts: EvaluateOptions; json: boolean } | 'help' {
+function parseOptions(argv: readonly string[]): { opts: EvaluateOptions; json: boolean } | 'help' {
   const args = parseArgs(argv, {
     data: { type: 'string' },
     labels: { type: 'string' },
@@ -64,24 +65,25 @@ function parseOptions(argv: string[]): { opts: EvaluateOptions; json: boolean } 
   return { opts, json: args.flags.has('json') };
 }
 
-async function main(): Promise<void> {
-  const parsed = parseOrExplain(() => parseOptions(process.argv.slice(2)), USAGE);
-  if (parsed === undefined) return;
-  try {
-    const report = await evaluateDirectory(parsed.opts);
-    console.log(formatEvaluation(report));
-    if (parsed.json) console.log(JSON.stringify(evaluationJson(report)));
-  } catch (e) {
-    if (e instanceof EvaluationError || e instanceof ModelError) {
-      console.error(e.message);
-      process.exitCode = e instanceof EvaluationError && e.code === 'BAD_LABELS' ? 2 : 1;
-      return;
+export function main(argv: readonly string[]): Promise<number> {
+  return runCommand('evaluate', async () => {
+    const parsed = parseOptions(argv);
+    if (parsed === 'help') {
+      console.log(USAGE);
+      return EXIT.ok;
     }
-    throw e;
-  }
+    try {
+      const report = await evaluateDirectory(parsed.opts);
+      console.log(formatEvaluation(report));
+      if (parsed.json) console.log(JSON.stringify(evaluationJson(report)));
+      return EXIT.ok;
+    } catch (e) {
+      if (e instanceof EvaluationError || e instanceof ModelError) {
+        throw new CommandError(e.message, e instanceof EvaluationError && e.code === 'BAD_LABELS' ? EXIT.usage : EXIT.failed, { cause: e });
+      }
+      throw e;
+    }
+  });
 }
 
-main().catch((e: unknown) => {
-  console.error(e instanceof Error ? `${e.name}: ${e.message}` : String(e));
-  process.exitCode = 1;
-});
+await runIfMain(import.meta.url, main);

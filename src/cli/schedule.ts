@@ -1,8 +1,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { Queue } from 'bullmq';
-import { ConfigError, loadConfig } from '../config.js';
+import { loadConfig } from '../config.js';
 import { DEFAULT_UNIVERSE } from '../data/universe.js';
 import type { SourceName } from '../data/types.js';
 import { closeRedis, connectClient } from '../../jobs/connection.js';
@@ -11,7 +10,9 @@ import { addSchedule, listSchedules, removeSchedule, validateScheduleId, type Sc
 import { canonicalTickers } from '../../jobs/enqueue-run.js';
 import { MAX_DAYS } from '../limits.js';
 import { PayloadError } from '../../jobs/payloads.js';
+import { errorText } from '../util/errors.js';
 import { intFlag, parseArgs, stringFlag, UsageError } from './args.js';
+import { CommandError, EXIT, runCommand, runIfMain } from './run.js';
 
 export const SCHEDULE_USAGE = `Usage:
   npm run schedule -- add --cron PATTERN [--tz ZONE] --universe NAME|FILE [--source yahoo|sim] [--days N] [--id ID]
@@ -126,32 +127,18 @@ export function parseScheduleArgs(argv: readonly string[]): ScheduleCommand {
   }
 }
 
-export async function main(argv: readonly string[], out: (line: string) => void = console.log): Promise<number> {
-  let command: ScheduleCommand;
-  let config;
-  try {
-    command = parseScheduleArgs(argv);
-    if (command.cmd === 'help') {
-      out(SCHEDULE_USAGE);
-      return 0;
-    }
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof UsageError || err instanceof ConfigError) {
-      console.error(`schedule: ${err.message}`);
-      if (err instanceof UsageError) console.error('Run with --help for usage.');
-      return 2;
-    }
-    throw err;
-  }
+export function main(argv: readonly string[], out: (line: string) => void = console.log): Promise<number> {
+  return runCommand('schedule', () => schedule(argv, out));
+}
 
-  let redis;
-  try {
-    redis = await connectClient(config.redisUrl, 'moe-schedule');
-  } catch (err) {
-    console.error(`schedule: ${err instanceof Error ? err.message : String(err)}`);
-    return 1;
+async function schedule(argv: readonly string[], out: (line: string) => void): Promise<number> {
+  const command = parseScheduleArgs(argv);
+  if (command.cmd === 'help') {
+    out(SCHEDULE_USAGE);
+    return EXIT.ok;
   }
+  const config = loadConfig();
+  const redis = await connectClient(config.redisUrl, 'moe-schedule');
   const queue = new Queue(SCHEDULE_QUEUE, { connection: redis, prefix: config.prefix });
   try {
     switch (command.cmd) {
@@ -172,23 +159,17 @@ export async function main(argv: readonly string[], out: (line: string) => void 
           out(`removed schedule ${command.id}`);
           return 0;
         }
-        console.error(`schedule: Expected an existing schedule id for remove but received ${JSON.stringify(command.id)} (see: npm run schedule -- list)`);
-        return 1;
+        throw new CommandError(`Expected an existing schedule id for remove but received ${JSON.stringify(command.id)} (see: npm run schedule -- list)`);
       }
     }
   } catch (err) {
-    if (err instanceof PayloadError) {
-      console.error(`schedule: ${err.message}`);
-      return 2;
-    }
-    console.error(`schedule: ${err instanceof Error ? err.message : String(err)}`);
-    return 1;
+    if (err instanceof PayloadError) throw new CommandError(err.message, EXIT.usage, { cause: err });
+    if (err instanceof CommandError) throw err;
+    throw new CommandError(errorText(err), EXIT.failed, { cause: err });
   } finally {
     await queue.close();
     await closeRedis(redis);
   }
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
-  process.exitCode = await main(process.argv.slice(2));
-}
+await runIfMain(import.meta.url, main);

@@ -11,7 +11,8 @@ import { DEFAULT_MODEL_PATH, saveModel } from '../router/model.js';
 import { defaultTrainConfig, metricsSummary, trainRouter, type TrainConfig } from '../training/train.js';
 import { formatConfusion, formatLevel, type EvaluationMetrics } from '../training/evaluate.js';
 import { calibrateOnLabelled } from '../training/calibrate.js';
-import { UsageError, intFlag, parseArgs, parseOrExplain, stringFlag } from './args.js';
+import { UsageError, intFlag, parseArgs, stringFlag } from './args.js';
+import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N] [--steps N] [--batch N] [--lr X]
                        [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--threads N] [--out FILE]
@@ -33,7 +34,7 @@ function numberFlag(raw: string | undefined, name: string, fallback: number, min
   return v;
 }
 
-function parseConfig(argv: string[]): { config: TrainConfig; out: string; calibrate?: CalibrateArgs } | 'help' {
+function parseConfig(argv: readonly string[]): { config: TrainConfig; out: string; calibrate?: CalibrateArgs } | 'help' {
   const args = parseArgs(argv, {
     hidden: { type: 'string' },
     seed: { type: 'string' },
@@ -96,9 +97,16 @@ function parseConfig(argv: string[]): { config: TrainConfig; out: string; calibr
   return { config, out, calibrate };
 }
 
-async function main(): Promise<void> {
-  const parsed = parseOrExplain(() => parseConfig(process.argv.slice(2)), USAGE);
-  if (parsed === undefined) return;
+export function main(argv: readonly string[]): Promise<number> {
+  return runCommand('train', () => train(argv));
+}
+
+async function train(argv: readonly string[]): Promise<number> {
+  const parsed = parseConfig(argv);
+  if (parsed === 'help') {
+    console.log(USAGE);
+    return EXIT.ok;
+  }
   const { config, out, calibrate } = parsed;
   console.log(`training H=${config.hidden} seed=${config.seed} steps=${config.steps} batch=${config.batchSize} → ${out}`);
   const result = await trainRouter(config, {
@@ -173,6 +181,7 @@ async function main(): Promise<void> {
     },
   });
   console.log(`wrote ${out}`);
+  return EXIT.ok;
 }
 
 function round(v: number): number {
@@ -192,7 +201,4 @@ function rebuildCommand(c: TrainConfig, out: string, cal?: CalibrateArgs): strin
   return `npm run train -- --hidden ${c.hidden} --seed ${c.seed} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --test-seeds ${c.data.testSeeds} --focal ${c.focalGamma} --context-dropout ${c.data.contextDropout} --out ${rel}${calFlags}`;
 }
 
-main().catch((e: unknown) => {
-  console.error(e instanceof Error ? `${e.name}: ${e.message}` : String(e));
-  process.exitCode = 1;
-});
+await runIfMain(import.meta.url, main);

@@ -1,10 +1,9 @@
-import path from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { ConfigError, loadConfig } from '../config.js';
+import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { WORKER_ROLES, type WorkerRole } from '../../jobs/queues.js';
 import { startWorkers } from '../../workers/start.js';
 import { intFlag, listFlag, parseArgs, UsageError } from './args.js';
+import { EXIT, runCommand, runIfMain } from './run.js';
 
 export const WORKERS_USAGE = `Usage: npm run workers -- [--only fetch,route,report,schedule] [--concurrency N] [--threads N]
 
@@ -31,29 +30,21 @@ const FLAGS = {
   help: { type: 'boolean' },
 } as const;
 
-export async function main(argv: readonly string[]): Promise<number> {
-  let roles: WorkerRole[];
-  let concurrency: number;
-  let threads: number | undefined;
-  let config;
-  try {
-    const args = parseArgs(argv, FLAGS);
-    if (args.flags.has('help')) {
-      console.log(WORKERS_USAGE);
-      return 0;
-    }
-    if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
-    roles = listFlag(args, 'only', WORKER_ROLES, WORKER_ROLES);
-    concurrency = intFlag(args, 'concurrency', 16, 1, 64);
-    threads = args.flags.has('threads') ? intFlag(args, 'threads', 1, 1, 64) : undefined;
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof UsageError || err instanceof ConfigError) {
-      console.error(`workers: ${err.message}`);
-      return 2;
-    }
-    throw err;
+export function main(argv: readonly string[]): Promise<number> {
+  return runCommand('workers', () => workers(argv));
+}
+
+async function workers(argv: readonly string[]): Promise<number> {
+  const args = parseArgs(argv, FLAGS);
+  if (args.flags.has('help')) {
+    console.log(WORKERS_USAGE);
+    return EXIT.ok;
   }
+  if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
+  const roles: WorkerRole[] = listFlag(args, 'only', WORKER_ROLES, WORKER_ROLES);
+  const concurrency = intFlag(args, 'concurrency', 16, 1, 64);
+  const threads = args.flags.has('threads') ? intFlag(args, 'threads', 1, 1, 64) : undefined;
+  const config = loadConfig();
 
   const logger = createLogger({ name: 'moe-workers', level: config.logLevel });
   // Handlers go in before anything starts, so a signal during start-up (model loading, Redis connect) still leads to
@@ -82,7 +73,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     logger.fatal({ err }, 'workers could not start');
     process.off('SIGINT', onStop);
     process.off('SIGTERM', onStop);
-    return 1;
+    return EXIT.failed;
   }
 
   const signal = await stopped;
@@ -91,15 +82,13 @@ export async function main(argv: readonly string[]): Promise<number> {
     await running.close();
   } catch (err) {
     logger.error({ err }, 'shutdown failed');
-    return 1;
+    return EXIT.failed;
   } finally {
     process.off('SIGINT', onStop);
     process.off('SIGTERM', onStop);
   }
   logger.info('stopped');
-  return 0;
+  return EXIT.ok;
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
-  process.exitCode = await main(process.argv.slice(2));
-}
+await runIfMain(import.meta.url, main);

@@ -1,12 +1,11 @@
-import { createRequire } from 'node:module';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 // Loading the native modules on the main thread first keeps their shared libraries mapped for the life of the
 // process: with canvas loaded only inside workers, the process segfaulted on exit (exit code 139) once they ended.
 import 'canvas';
 import 'sharp';
-import { Piscina } from 'piscina';
-import { ReportError } from './errors.js';
+import type { Piscina } from 'piscina';
+import { createTaskPool } from '../util/task-pool.js';
 import { buildFigures } from './figure-data.js';
 import { sampleReportInput } from './sample-input.js';
 
@@ -27,42 +26,10 @@ const here = fileURLToPath(import.meta.url);
 /** The task file beside this one, with this module's extension: `.ts` under tsx and vitest, `.js` once compiled. */
 export const RENDER_TASK_FILE = path.join(path.dirname(here), `render-task${path.extname(here)}`);
 
-/**
- * Node options for the workers. Under tsx the parent's `execArgv` already loads tsx; under vitest it does not, so
- * the tsx loader is added whenever the task file is TypeScript and the parent's arguments do not name tsx.
- */
-export function workerExecArgv(taskFile = RENDER_TASK_FILE, parentArgv: readonly string[] = process.execArgv): string[] {
-  const argv = [...parentArgv];
-  if (taskFile.endsWith('.ts') && !argv.some((a) => a.includes('tsx'))) {
-    const loader = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
-    argv.push('--import', loader);
-  }
-  return argv;
-}
-
-function checkInteger(value: unknown, name: string, min: number): number | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
-    throw new ReportError(
-      'BAD_REPORT_INPUT',
-      `Expected integer ≥ ${min} for options.${name} but received ${String(value)} of type ${typeof value}`,
-    );
-  }
-  return value;
-}
-
 /** A piscina pool running `render-task`; pass it to `renderReports` and `destroy()` it when done. */
 export function createRenderPool(opts: RenderPoolOptions = {}): Piscina {
-  const maxThreads = checkInteger(opts.maxThreads, 'maxThreads', 1) ?? 2;
-  const minThreads = Math.min(checkInteger(opts.minThreads, 'minThreads', 0) ?? maxThreads, maxThreads);
-  const idleTimeout = checkInteger(opts.idleTimeout, 'idleTimeout', 0) ?? 30_000;
-  return new Piscina({
-    filename: RENDER_TASK_FILE,
-    maxThreads,
-    minThreads,
-    idleTimeout,
-    execArgv: workerExecArgv(),
-  });
+  const maxThreads = opts.maxThreads ?? 2;
+  return createTaskPool({ filename: RENDER_TASK_FILE, maxThreads, minThreads: opts.minThreads ?? maxThreads, ...(opts.idleTimeout === undefined ? {} : { idleTimeout: opts.idleTimeout }) });
 }
 
 /**

@@ -8,6 +8,7 @@ import { renderFigure } from './render-figure.js';
 import { buildSummaryMarkdown } from './summary-markdown.js';
 import { REPORT_FILES, type ReportInput } from './types.js';
 import { validateReportInput } from './validate.js';
+import { errorText } from '../util/errors.js';
 
 export interface RenderReportsOptions {
   /** Pool from `createRenderPool`; without one, figures render one after another on the calling thread. */
@@ -24,7 +25,7 @@ async function render(fig: Figure, pool: Piscina | undefined): Promise<Uint8Arra
   try {
     return pool ? ((await pool.run(fig)) as Uint8Array) : await renderFigure(fig);
   } catch (cause) {
-    const why = cause instanceof Error ? cause.message : String(cause);
+    const why = errorText(cause);
     throw new ReportError('RENDER_FAILED', `Rendering ${fig.file} failed: ${why}`, { cause });
   }
 }

@@ -1,9 +1,10 @@
 import { DOMAINS, NUM_DOMAINS, isDomain } from '../domains.js';
-import { ReportError, describeValue } from './errors.js';
+import { expectedMessage } from '../util/describe.js';
+import { ReportError } from './errors.js';
 import type { ReportInput, TickerSeries, TickerSummary } from './types.js';
 
 function fail(what: string, name: string, value: unknown): never {
-  throw new ReportError('BAD_REPORT_INPUT', `Expected ${what} for ${name} but received ${describeValue(value)}`);
+  throw new ReportError('BAD_REPORT_INPUT', expectedMessage(what, name, value));
 }
 
 function checkTicker(t: TickerSummary, i: number): void {

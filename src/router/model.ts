@@ -9,6 +9,7 @@ import { FEATURE_SPEC } from '../data/features/compute.js';
 import { Rng } from '../util/random.js';
 import { INITIAL_GATES, isSupportedHidden, paramLayout, type Hidden, type TensorName } from './layout.js';
 import { readSafetensors, writeSafetensors, type F32Tensor } from './safetensors.js';
+import { expectedMessage } from '../util/describe.js';
 
 /** Version of the file's tensor and metadata conventions; bump when either changes incompatibly. */
 export const MODEL_FORMAT_VERSION = '1';
@@ -101,7 +102,7 @@ export async function saveModel(file: string, input: SaveModelInput): Promise<vo
   const { hidden, params, temperature } = input;
   const layout = paramLayout(hidden);
   if (!(params instanceof Float32Array) || params.length !== layout.size) {
-    throw new TypeError(`Expected Float32Array of length ${layout.size} for params but received ${describe(params)}`);
+    throw new TypeError(expectedMessage(`Float32Array of length ${layout.size}`, 'params', params));
   }
   if (!Number.isFinite(temperature) || temperature <= 0) {
     throw new RangeError(`Expected positive finite number for temperature but received ${String(temperature)}`);
@@ -190,9 +191,4 @@ export async function loadModel(file: string = defaultModelPath(), opts: LoadMod
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
-}
-
-function describe(v: unknown): string {
-  if (ArrayBuffer.isView(v)) return `${v.constructor.name} of length ${(v as Float32Array).length}`;
-  return v === null ? 'null' : typeof v;
 }
