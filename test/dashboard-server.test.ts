@@ -130,12 +130,12 @@ describe('dashboard over a real pipeline', () => {
     expect(sample(text, 'moe_queue_jobs', { queue: 'moe-report', state: 'completed' })).toBe(2);
     expect(sample(text, 'moe_queue_jobs', { queue: 'moe-report', state: 'waiting' })).toBe(0);
     for (const q of ['moe-fetch', 'moe-route', 'moe-report']) {
-      const p50 = sample(text, 'moe_job_duration_seconds', { queue: q, quantile: '0.5' })!;
-      const p99 = sample(text, 'moe_job_duration_seconds', { queue: q, quantile: '0.99' })!;
+      const p50 = sample(text, 'moe_job_recent_duration_seconds', { queue: q, quantile: '0.5' })!;
+      const p99 = sample(text, 'moe_job_recent_duration_seconds', { queue: q, quantile: '0.99' })!;
       expect(p50).toBeGreaterThanOrEqual(0);
       expect(p99).toBeGreaterThanOrEqual(p50);
     }
-    expect(sample(text, 'moe_job_duration_window_jobs', { queue: 'moe-route' })).toBe(2);
+    expect(sample(text, 'moe_job_recent_jobs', { queue: 'moe-route' })).toBe(2);
     // The newest route job routed nothing (every ticker failed): 0 tokens, so the speed is the good run's.
     const backend = { backend: good.summary.backend };
     expect(sample(text, 'moe_router_backend_info', backend)).toBe(1);

@@ -11,19 +11,32 @@ function sameToken(given: string, expected: Buffer): boolean {
   return timingSafeEqual(digest(given), expected);
 }
 
+/** `decodeURIComponent`, or undefined for a malformed escape (`%E0%A4%A`), which can hold no token we issued. */
+function decodeCookieValue(raw: string): string | undefined {
+  try {
+    return decodeURIComponent(raw);
+  } catch (err) {
+    if (err instanceof URIError) return undefined;
+    throw err;
+  }
+}
+
 function cookieToken(req: Request): string | undefined {
   const header = req.headers.cookie;
   if (!header) return undefined;
   for (const part of header.split(';')) {
     const eq = part.indexOf('=');
-    if (eq > 0 && part.slice(0, eq).trim() === TOKEN_COOKIE) return decodeURIComponent(part.slice(eq + 1).trim());
+    if (eq > 0 && part.slice(0, eq).trim() === TOKEN_COOKIE) return decodeCookieValue(part.slice(eq + 1).trim());
   }
   return undefined;
 }
 
+/** RFC 7235 §2.1: the scheme is case-insensitive (`bearer`, `BEARER`), then one or more spaces, then the token. */
+const BEARER_RE = /^bearer +(\S.*)$/i;
+
 function bearerToken(req: Request): string | undefined {
   const h = req.headers.authorization;
-  return h?.startsWith('Bearer ') ? h.slice(7).trim() : undefined;
+  return h === undefined ? undefined : BEARER_RE.exec(h)?.[1]?.trim();
 }
 
 /**

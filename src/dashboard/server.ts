@@ -13,9 +13,11 @@ import { isRunId } from '../../jobs/keys.js';
 import { QUEUE_NAMES } from '../../jobs/queues.js';
 import { REPORT_FILES } from '../report/types.js';
 import { readRunMeta } from '../../jobs/run-meta.js';
+import { errorText } from '../util/errors.js';
 import { requireToken } from './auth.js';
 import { notFoundPage, runPage, runsPage } from './html.js';
-import { renderMetrics } from './metrics.js';
+import { createDashboardMetrics } from './metrics.js';
+import { checkRequests } from './request-checks.js';
 import { listRuns, reportFolder, runView } from './runs.js';
 
 export interface DashboardOptions {
@@ -83,9 +85,12 @@ export interface DashboardApp {
   close(): Promise<void>;
 }
 
-/** The Express app: runs page, run pages and files, `/metrics`, `/api/runs`, bull-board at `/queues`. */
+/**
+ * The Express app: runs page, run pages and files, `/metrics`, `/api/runs`, bull-board at `/queues`. Every request
+ * first passes the Host, origin and body-type checks of request-checks.ts, then the token when one is set.
+ */
 export function createDashboardApp(o: DashboardOptions): DashboardApp {
-  checkOptions(o);
+  const { host } = checkOptions(o);
   const queues = [QUEUE_NAMES.fetch, QUEUE_NAMES.route, QUEUE_NAMES.report].map((name) => new Queue(name, { connection: o.redis, prefix: o.prefix }));
   const readOnly = !(o.queueActions ?? false);
 
@@ -103,6 +108,8 @@ export function createDashboardApp(o: DashboardOptions): DashboardApp {
     res.set({ 'X-Content-Type-Options': 'nosniff', 'Referrer-Policy': 'no-referrer', 'X-Frame-Options': 'DENY' });
     next();
   });
+  // Before the token: a rebound name or a foreign page learns nothing, not even that a token is wanted.
+  app.use(checkRequests({ host, loopback: isLoopback(host) }));
   if (o.token !== undefined) app.use(requireToken(o.token));
 
   const shown = o.runsShown ?? 50;
@@ -143,22 +150,24 @@ export function createDashboardApp(o: DashboardOptions): DashboardApp {
     });
   });
 
+  const metrics = createDashboardMetrics({ redis: o.redis, prefix: o.prefix, queues, routeQueue: QUEUE_NAMES.route });
   app.get('/metrics', async (_req, res) => {
-    const text = await renderMetrics({ redis: o.redis, prefix: o.prefix, queues, routeQueue: QUEUE_NAMES.route });
-    res.type('text/plain; version=0.0.4; charset=utf-8').send(text);
+    const text = await metrics.render();
+    res.type(metrics.contentType).send(text);
   });
 
   app.use('/queues', board.getRouter() as express.Router);
 
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     o.logger.error({ err, url: req.originalUrl }, 'dashboard request failed');
-    if (!res.headersSent) res.status(500).type('text/plain').send(`500: ${err instanceof Error ? err.message : String(err)}\n`);
+    if (!res.headersSent) res.status(500).type('text/plain').send(`500: ${errorText(err)}\n`);
   });
 
   return {
     app,
     queues,
     close: async () => {
+      metrics.registry.clear();
       await Promise.allSettled(queues.map((q) => q.close()));
     },
   };
@@ -185,8 +194,7 @@ export async function startDashboard(o: DashboardOptions): Promise<RunningDashbo
     });
   } catch (cause) {
     await d.close();
-    const why = cause instanceof Error ? cause.message : String(cause);
-    throw new DashboardError('LISTEN_FAILED', `Expected to listen on ${host}:${port} but received ${why}`, { cause });
+    throw new DashboardError('LISTEN_FAILED', `Expected to listen on ${host}:${port} but received ${errorText(cause)}`, { cause });
   }
   const actual = (server.address() as AddressInfo).port;
   const shownHost = host.includes(':') ? `[${host}]` : host;
