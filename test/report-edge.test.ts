@@ -96,7 +96,7 @@ describe('renderReports on edge-case runs', () => {
     expect((err as ReportError).code).toBe('BAD_REPORT_INPUT');
     expect((err as Error).message).toBe('Expected Float32Array of length 5 for series[1].vol but received Float32Array of length 4');
     await expect(renderReports(sampleReportInput({ seed: 9, tickers: 1 }), '')).rejects.toThrow(
-      'Expected non-empty directory path for outDir but received "" of type string',
+      'Expected non-empty directory path for outDir but received ""',
     );
   });
 
