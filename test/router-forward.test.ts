@@ -109,6 +109,24 @@ suite(suiteName, () => {
     r.close();
   });
 
+  it('async forward works on a copy of its inputs: overwriting them right after the call changes nothing', async () => {
+    const hidden = 16;
+    const rng = new Rng(12);
+    const r = new NativeRouter({ hidden, backend: 'scalar' });
+    r.setParams(randomParams(hidden, rng), 1);
+    const batch = randomBatch(hidden, 5000, rng);
+    const want = r.forwardSync(batch, { expert: true });
+    const pending = r.forward(batch, { expert: true });
+    batch.x.fill(NaN);
+    batch.vol.fill(3);
+    batch.risk.fill(-3);
+    const got = await pending;
+    expect(got.probs).toEqual(want.probs);
+    expect(got.assign).toEqual(want.assign);
+    expect(got.expert).toEqual(want.expert);
+    r.close();
+  });
+
   it('AVX2 kernels (pinned through the raw addon) match the reference too', async () => {
     const addon = loadNativeAddon();
     if (addon.simdLevel() === '') return; // no SIMD on this CPU: nothing to pin

@@ -31,9 +31,7 @@ void check(bool ok, const char* what, int H, std::size_t n, double detail) {
   }
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   const moe::CudaProbe& probe = moe::probeCuda();
   if (!probe.ok) {
     std::printf("skipped: %s\n", probe.reason.c_str());
@@ -169,4 +167,16 @@ int main(int argc, char** argv) {
   }
   std::printf("%s (%d failures)\n", failures ? "FAIL" : "ok", failures);
   return failures ? 1 : 0;
+}
+
+}  // namespace
+
+// A moe::Error (e.g. MOE_CUDA_FORWARD_KERNEL naming no kernel) ends the run as a failure with its message.
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::printf("moe_cuda_test: %s\n", e.what());
+    return 1;
+  }
 }

@@ -9,6 +9,7 @@ import { FEATURE_SPEC } from '../data/features/compute.js';
 import { Rng } from '../util/random.js';
 import { INITIAL_GATES, isSupportedHidden, paramLayout, type Hidden, type TensorName } from './layout.js';
 import { readSafetensors, writeSafetensors, type F32Tensor } from './safetensors.js';
+import { TEMPERATURE_MAX, TEMPERATURE_MIN, isValidTemperature } from './native.js';
 import { expectedMessage } from '../util/describe.js';
 
 /** Version of the file's tensor and metadata conventions; bump when either changes incompatibly. */
@@ -104,8 +105,8 @@ export async function saveModel(file: string, input: SaveModelInput): Promise<vo
   if (!(params instanceof Float32Array) || params.length !== layout.size) {
     throw new TypeError(expectedMessage(`Float32Array of length ${layout.size}`, 'params', params));
   }
-  if (!Number.isFinite(temperature) || temperature <= 0) {
-    throw new RangeError(`Expected positive finite number for temperature but received ${String(temperature)}`);
+  if (!isValidTemperature(temperature)) {
+    throw new RangeError(expectedMessage(`number in [${TEMPERATURE_MIN}, ${TEMPERATURE_MAX}]`, 'temperature', temperature));
   }
   const tensors: [string, F32Tensor][] = layout.tensors.map((t) => [
     t.name,
@@ -183,8 +184,8 @@ export async function loadModel(file: string = defaultModelPath(), opts: LoadMod
     throw new ModelError('BAD_MODEL', file, `Expected tensor temperature of shape [1] but received ${temp === undefined ? 'none' : `[${temp.shape.join(', ')}]`}`);
   }
   const temperature = temp.data[0] ?? Number.NaN;
-  if (!Number.isFinite(temperature) || temperature <= 0) {
-    throw new ModelError('BAD_MODEL', file, `Expected positive finite temperature but received ${temperature}`);
+  if (!isValidTemperature(temperature)) {
+    throw new ModelError('BAD_MODEL', file, `Expected positive finite temperature but received ${temperature} (accepted: [${TEMPERATURE_MIN}, ${TEMPERATURE_MAX}])`);
   }
   return { hidden, params, temperature, metadata };
 }

@@ -1,52 +1,138 @@
 #include "args.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <system_error>
+#include <thread>
+#include <vector>
 
 namespace moe::addon {
 
 namespace {
 
-std::string fmtNumber(double x) {
-  if (std::isnan(x)) return "NaN";
-  if (std::isinf(x)) return x > 0 ? "Infinity" : "-Infinity";
-  std::string s = std::to_string(x);
-  // Print integers as JS does (3 not 3.000000); other values keep %f precision.
-  if (x == std::floor(x) && std::fabs(x) < 1e15) s = std::to_string(static_cast<long long>(x));
-  return s;
+// Longest excerpt of a received string a message quotes, in UTF-16 units (EXCERPT_CHARS in src/util/describe.ts).
+constexpr std::size_t kExcerptUnits = 40;
+
+void appendUtf8(std::string& out, char32_t cp) {
+  if (cp < 0x80) {
+    out += char(cp);
+  } else if (cp < 0x800) {
+    out += char(0xC0 | (cp >> 6));
+    out += char(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += char(0xE0 | (cp >> 12));
+    out += char(0x80 | ((cp >> 6) & 0x3F));
+    out += char(0x80 | (cp & 0x3F));
+  } else {
+    out += char(0xF0 | (cp >> 18));
+    out += char(0x80 | ((cp >> 12) & 0x3F));
+    out += char(0x80 | ((cp >> 6) & 0x3F));
+    out += char(0x80 | (cp & 0x3F));
+  }
 }
 
-[[noreturn]] void fail(Napi::Env env, bool rangeError, const std::string& what, const char* name,
-                       const Napi::Value& v) {
-  const std::string msg = "Expected " + what + " for " + name + " but received " + describe(v);
-  if (rangeError) throw Napi::RangeError::New(env, msg);
-  throw Napi::TypeError::New(env, msg);
+void appendEscape(std::string& out, char16_t unit) {
+  static const char* const hex = "0123456789abcdef";
+  out += "\\u";
+  for (int shift = 12; shift >= 0; shift -= 4) out += hex[(unit >> shift) & 0xF];
+}
+
+// JSON.stringify(s.slice(0, 40)) plus `… (<length> chars)` when cut: the same text describeValue prints, so a
+// message reads the same whichever layer threw it. Works on UTF-16 units because JS slices and counts in them;
+// a surrogate pair cut in half is escaped (\ud83d), as JSON.stringify does with a lone surrogate.
+std::string quoted(const std::u16string& s) {
+  const bool cut = s.size() > kExcerptUnits;
+  const std::size_t end = cut ? kExcerptUnits : s.size();
+  std::string out = "\"";
+  for (std::size_t i = 0; i < end; ++i) {
+    const char16_t c = s[i];
+    switch (c) {
+      case u'"': out += "\\\""; continue;
+      case u'\\': out += "\\\\"; continue;
+      case u'\b': out += "\\b"; continue;
+      case u'\f': out += "\\f"; continue;
+      case u'\n': out += "\\n"; continue;
+      case u'\r': out += "\\r"; continue;
+      case u'\t': out += "\\t"; continue;
+      default: break;
+    }
+    if (c < 0x20) {
+      appendEscape(out, c);
+    } else if (c >= 0xD800 && c <= 0xDBFF && i + 1 < end && s[i + 1] >= 0xDC00 && s[i + 1] <= 0xDFFF) {
+      appendUtf8(out, 0x10000 + ((char32_t(c) - 0xD800) << 10) + (char32_t(s[i + 1]) - 0xDC00));
+      ++i;
+    } else if (c >= 0xD800 && c <= 0xDFFF) {
+      appendEscape(out, c);
+    } else {
+      appendUtf8(out, c);
+    }
+  }
+  out += '"';
+  if (cut) out += "\xE2\x80\xA6 (" + std::to_string(s.size()) + " chars)";  // "… (N chars)"
+  return out;
 }
 
 std::string lengthText(const char* type, std::size_t n) { return std::string(type) + " of length " + std::to_string(n); }
 
+const char* typedArrayName(napi_typedarray_type t) {
+  switch (t) {
+    case napi_int8_array: return "Int8Array";
+    case napi_uint8_array: return "Uint8Array";
+    case napi_uint8_clamped_array: return "Uint8ClampedArray";
+    case napi_int16_array: return "Int16Array";
+    case napi_uint16_array: return "Uint16Array";
+    case napi_int32_array: return "Int32Array";
+    case napi_uint32_array: return "Uint32Array";
+    case napi_float32_array: return "Float32Array";
+    case napi_float64_array: return "Float64Array";
+    case napi_bigint64_array: return "BigInt64Array";
+    case napi_biguint64_array: return "BigUint64Array";
+    default: return "TypedArray";
+  }
+}
+
+std::uint32_t bitsOf(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+bool nonFinite(std::uint32_t u) { return (u & 0x7F800000u) == 0x7F800000u; }
+
+// Block of the OR-reduction: small enough to stay in L1 when a block has to be searched again for the index.
+constexpr std::size_t kScanBlock = 4096;
+
+std::size_t searchBlock(const float* p, std::size_t b, std::size_t e) {
+  for (std::size_t i = b; i < e; ++i)
+    if (nonFinite(bitsOf(p[i]))) return i;
+  return e;
+}
+
 }  // namespace
 
 std::string describe(const Napi::Value& v) {
+  if (v.IsEmpty() || v.IsUndefined()) return "undefined";
+  if (v.IsNull()) return "null";
+  if (v.IsString()) return quoted(v.As<Napi::String>().Utf16Value());
+  // ToString is JS's own number formatting (1.5, 1e-300, NaN, -Infinity), so both layers print the same digits.
+  if (v.IsNumber()) return v.ToString().Utf8Value() + " of type number";
+  if (v.IsBoolean()) return std::string(v.As<Napi::Boolean>().Value() ? "true" : "false") + " of type boolean";
+  if (v.IsBigInt()) return v.ToString().Utf8Value() + " of type bigint";
   if (v.IsTypedArray()) {
     const Napi::TypedArray t = v.As<Napi::TypedArray>();
-    const char* kind = "TypedArray";
-    switch (t.TypedArrayType()) {
-      case napi_float32_array: kind = "Float32Array"; break;
-      case napi_float64_array: kind = "Float64Array"; break;
-      case napi_uint8_array: kind = "Uint8Array"; break;
-      case napi_int32_array: kind = "Int32Array"; break;
-      default: break;
-    }
-    return lengthText(kind, t.ElementLength());
+    return lengthText(typedArrayName(t.TypedArrayType()), t.ElementLength());
   }
-  if (v.IsNumber()) return "number " + fmtNumber(v.As<Napi::Number>().DoubleValue());
-  if (v.IsString()) return "string";
-  if (v.IsNull()) return "null";
-  if (v.IsUndefined()) return "undefined";
-  if (v.IsBoolean()) return "boolean";
-  if (v.IsArray()) return "Array of length " + std::to_string(v.As<Napi::Array>().Length());
+  if (v.IsArray()) return "array of length " + std::to_string(v.As<Napi::Array>().Length());
   if (v.IsFunction()) return "function";
+  if (v.IsSymbol()) return "symbol";
   return "object";
+}
+
+void failExpected(Napi::Env env, bool rangeError, const std::string& what, const char* name, const Napi::Value& v) {
+  const std::string msg = "Expected " + what + " for " + name + " but received " + describe(v);
+  if (rangeError) throw Napi::RangeError::New(env, msg);
+  throw Napi::TypeError::New(env, msg);
 }
 
 static bool isKind(const Napi::Value& v, napi_typedarray_type k) {
@@ -55,43 +141,43 @@ static bool isKind(const Napi::Value& v, napi_typedarray_type k) {
 
 Napi::Float32Array requireF32(const Napi::Value& v, const char* name, std::size_t length) {
   const std::string what = lengthText("Float32Array", length);
-  if (!isKind(v, napi_float32_array)) fail(v.Env(), false, what, name, v);
+  if (!isKind(v, napi_float32_array)) failExpected(v.Env(), false, what, name, v);
   Napi::Float32Array a = v.As<Napi::Float32Array>();
-  if (a.ElementLength() != length) fail(v.Env(), true, what, name, v);
+  if (a.ElementLength() != length) failExpected(v.Env(), true, what, name, v);
   return a;
 }
 
 Napi::Float32Array optionalF32(const Napi::Value& v, const char* name, std::size_t length) {
   if (v.IsNull() || v.IsUndefined()) return Napi::Float32Array();
   const std::string what = lengthText("Float32Array", length) + " or null";
-  if (!isKind(v, napi_float32_array)) fail(v.Env(), false, what, name, v);
+  if (!isKind(v, napi_float32_array)) failExpected(v.Env(), false, what, name, v);
   Napi::Float32Array a = v.As<Napi::Float32Array>();
-  if (a.ElementLength() != length) fail(v.Env(), true, what, name, v);
+  if (a.ElementLength() != length) failExpected(v.Env(), true, what, name, v);
   return a;
 }
 
 Napi::Uint8Array requireU8(const Napi::Value& v, const char* name, std::size_t length) {
   const std::string what = lengthText("Uint8Array", length);
-  if (!isKind(v, napi_uint8_array)) fail(v.Env(), false, what, name, v);
+  if (!isKind(v, napi_uint8_array)) failExpected(v.Env(), false, what, name, v);
   Napi::Uint8Array a = v.As<Napi::Uint8Array>();
-  if (a.ElementLength() != length) fail(v.Env(), true, what, name, v);
+  if (a.ElementLength() != length) failExpected(v.Env(), true, what, name, v);
   return a;
 }
 
 Napi::Float32Array requireAnyF32(const Napi::Value& v, const char* name) {
-  if (!isKind(v, napi_float32_array)) fail(v.Env(), false, "Float32Array", name, v);
+  if (!isKind(v, napi_float32_array)) failExpected(v.Env(), false, "Float32Array", name, v);
   return v.As<Napi::Float32Array>();
 }
 
 double requireNumber(const Napi::Value& v, const char* name, const char* what, bool (*ok)(double)) {
-  if (!v.IsNumber()) fail(v.Env(), false, what, name, v);
+  if (!v.IsNumber()) failExpected(v.Env(), false, what, name, v);
   const double x = v.As<Napi::Number>().DoubleValue();
-  if (!ok(x)) fail(v.Env(), true, what, name, v);
+  if (!ok(x)) failExpected(v.Env(), true, what, name, v);
   return x;
 }
 
 std::string requireString(const Napi::Value& v, const char* name) {
-  if (!v.IsString()) fail(v.Env(), false, "string", name, v);
+  if (!v.IsString()) failExpected(v.Env(), false, "string", name, v);
   return v.As<Napi::String>().Utf8Value();
 }
 
@@ -99,5 +185,102 @@ bool isPositiveFinite(double x) { return std::isfinite(x) && x > 0; }
 bool isNonNegativeFinite(double x) { return std::isfinite(x) && x >= 0; }
 bool isUnitInterval(double x) { return std::isfinite(x) && x >= 0 && x < 1; }
 bool isAnyFinite(double x) { return std::isfinite(x); }
+bool isTemperature(double x) { return x >= kTemperatureMin && x <= kTemperatureMax; }  // false for NaN
+const char* const kTemperatureText = "number in [0.001, 1000]";
+
+namespace {
+
+std::size_t scanSerial(const float* p, std::size_t n) {
+  for (std::size_t b = 0; b < n; b += kScanBlock) {
+    const std::size_t e = std::min(n, b + kScanBlock);
+    std::uint32_t bad = 0;
+    for (std::size_t i = b; i < e; ++i) bad |= std::uint32_t(nonFinite(bitsOf(p[i])));
+    if (bad) return searchBlock(p, b, e);
+  }
+  return n;
+}
+
+std::size_t copyScanSerial(float* dst, const float* src, std::size_t n) {
+  for (std::size_t b = 0; b < n; b += kScanBlock) {
+    const std::size_t e = std::min(n, b + kScanBlock);
+    std::uint32_t bad = 0;
+    for (std::size_t i = b; i < e; ++i) {
+      const float v = src[i];
+      dst[i] = v;
+      bad |= std::uint32_t(nonFinite(bitsOf(v)));
+    }
+    if (bad) return searchBlock(src, b, e);
+  }
+  return n;
+}
+
+// Most threads one scan or copy uses: most of the bandwidth on the hosts measured, a few tens of µs to start.
+constexpr unsigned kCopyThreads = 4;
+// Below this a range takes under ~0.5 ms on one core: a thread would cost more than it saves.
+constexpr std::size_t kMinBytesPerThread = std::size_t(4) << 20;
+
+unsigned partsFor(std::size_t bytes) {
+  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  return unsigned(std::max<std::size_t>(1, std::min<std::size_t>({std::size_t(kCopyThreads), hw, bytes / kMinBytesPerThread})));
+}
+
+// Runs fn(begin, end) over [0, n) in contiguous ranges of whole scan blocks, one per part, the calling thread
+// taking the first; returns the smallest value fn returns (fn returns `end` when it found nothing). Where no
+// thread can be started (resource limits) the calling thread does that range itself.
+template <class Fn>
+std::size_t splitMin(std::size_t n, std::size_t elementBytes, Fn fn) {
+  const unsigned parts = partsFor(n * elementBytes);
+  if (parts <= 1) return fn(std::size_t(0), n);
+  const std::size_t step = ((n + parts - 1) / parts + kScanBlock - 1) / kScanBlock * kScanBlock;
+  std::vector<std::size_t> found(parts, n);
+  auto run = [&](unsigned k) {
+    const std::size_t b = std::min(n, step * k), e = std::min(n, step * (k + 1));
+    const std::size_t i = fn(b, e);
+    if (i < e) found[k] = i;
+  };
+  std::vector<std::thread> pool;
+  for (unsigned k = 1; k < parts; ++k) {
+    try {
+      pool.emplace_back(run, k);
+    } catch (const std::system_error&) {
+      run(k);
+    }
+  }
+  run(0);
+  for (auto& t : pool) t.join();
+  return *std::min_element(found.begin(), found.end());
+}
+
+}  // namespace
+
+std::size_t findNonFinite(const float* p, std::size_t n) {
+  return splitMin(n, sizeof(float), [p](std::size_t b, std::size_t e) { return b + scanSerial(p + b, e - b); });
+}
+
+std::size_t copyFindNonFinite(float* dst, const float* src, std::size_t n) {
+  return splitMin(n, sizeof(float),
+                  [dst, src](std::size_t b, std::size_t e) { return b + copyScanSerial(dst + b, src + b, e - b); });
+}
+
+void copyBytes(void* dst, const void* src, std::size_t bytes) {
+  auto* d = static_cast<std::uint8_t*>(dst);
+  const auto* s = static_cast<const std::uint8_t*>(src);
+  splitMin(bytes, 1, [d, s](std::size_t b, std::size_t e) {
+    if (e > b) std::memcpy(d + b, s + b, e - b);
+    return e;
+  });
+}
+
+void requireFiniteAt(Napi::Env env, const char* name, const float* p, std::size_t i, std::size_t n) {
+  if (i >= n) return;
+  const float v = p[i];
+  const char* text = std::isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity";
+  throw Napi::RangeError::New(env, std::string("Expected finite values for ") + name + " but received " + text +
+                                       " at index " + std::to_string(i));
+}
+
+void requireFinite(Napi::Env env, const char* name, const float* p, std::size_t n) {
+  requireFiniteAt(env, name, p, findNonFinite(p, n), n);
+}
 
 }  // namespace moe::addon

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "moe_router/router.h"
+#include "workers.h"
 
 namespace moe::addon {
 
@@ -38,6 +39,7 @@ class RouterWrap : public Napi::ObjectWrap<RouterWrap> {
   std::string device_;    // GPU description when the CUDA backend runs
   ParamsPtr params_;
   AdamWState adam_;
+  std::shared_ptr<StagingPool> staging_ = std::make_shared<StagingPool>();  // native copies for async calls
 };
 
 }  // namespace moe::addon

@@ -1,16 +1,85 @@
 #include "workers.h"
 
+#include <cstring>
 #include <exception>
+#include <string>
+
+#include "args.h"
 
 namespace moe::addon {
 
+// ---- staging buffers ----
+
+Staged& Staged::operator=(Staged&& other) noexcept {
+  if (this != &other) {
+    giveBack();
+    pool_ = std::move(other.pool_);
+    data_ = std::move(other.data_);
+    capacity_ = other.capacity_;
+    bytes_ = other.bytes_;
+  }
+  return *this;
+}
+
+Staged::~Staged() { giveBack(); }
+
+void Staged::giveBack() {
+  if (data_ && pool_) pool_->give(std::move(data_), capacity_);
+  data_.reset();
+  pool_.reset();
+}
+
+Staged StagingPool::take(std::size_t bytes) {
+  Staged s;
+  s.pool_ = shared_from_this();
+  s.bytes_ = bytes;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Smallest cached buffer that fits without wasting more than half of it, so a small call does not take the
+    // big buffer the next big call needs.
+    std::size_t best = free_.size();
+    for (std::size_t i = 0; i < free_.size(); ++i) {
+      const std::size_t c = free_[i].capacity;
+      if (c >= bytes && c / 2 <= bytes && (best == free_.size() || c < free_[best].capacity)) best = i;
+    }
+    if (best < free_.size()) {
+      s.data_ = std::move(free_[best].data);
+      s.capacity_ = free_[best].capacity;
+      cached_ -= s.capacity_;
+      free_.erase(free_.begin() + std::ptrdiff_t(best));
+      return s;
+    }
+  }
+  // new[] of a trivial type leaves the memory uninitialised: no zeroing pass before the copy overwrites it.
+  s.capacity_ = bytes > 0 ? bytes : 1;
+  s.data_.reset(new std::uint8_t[s.capacity_]);
+  return s;
+}
+
+void StagingPool::give(std::unique_ptr<std::uint8_t[]> data, std::size_t capacity) {
+  if (capacity > kMaxCachedBytes) return;  // freed here, outside the cache
+  std::lock_guard<std::mutex> lock(mu_);
+  while (!free_.empty() && cached_ + capacity > kMaxCachedBytes) {
+    cached_ -= free_.front().capacity;
+    free_.erase(free_.begin());
+  }
+  cached_ += capacity;
+  free_.push_back(Free{std::move(data), capacity});
+}
+
+// ---- workers ----
+
 namespace {
 
-// Shared shape: run `work` off the JS thread, turn any C++ failure into a rejected promise.
+// Shared shape: run `work` off the JS thread on native buffers only, copy the outputs back on the JS thread,
+// turn any C++ failure into a rejected promise.
 class PromiseWorker : public Napi::AsyncWorker {
  public:
-  PromiseWorker(Napi::Env env, Pins pins)
-      : Napi::AsyncWorker(env, "moe_router"), deferred_(Napi::Promise::Deferred::New(env)), pins_(std::move(pins)) {}
+  PromiseWorker(Napi::Env env, const char* call, std::vector<CopyBack> outputs)
+      : Napi::AsyncWorker(env, "moe_router"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        call_(call),
+        outputs_(std::move(outputs)) {}
   Napi::Promise promise() const { return deferred_.Promise(); }
 
  protected:
@@ -22,6 +91,10 @@ class PromiseWorker : public Napi::AsyncWorker {
     } catch (...) {
       SetError(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": unknown native failure");
     }
+  }
+  void OnOK() override {
+    if (!copyBack()) return;
+    deferred_.Resolve(result());
   }
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
   // A worker thread terminated with this batch in flight completes it during environment teardown, when no JS
@@ -35,50 +108,74 @@ class PromiseWorker : public Napi::AsyncWorker {
     }
   }
   virtual void run() = 0;
+  virtual Napi::Value result() = 0;
 
   Napi::Promise::Deferred deferred_;
 
  private:
-  Pins pins_;
+  // Every output still attached at its original size gets its values; if any is not (detached, or a resizable
+  // buffer shrunk), none is written and the promise rejects, so a caller never sees half of a result.
+  bool copyBack() {
+    std::vector<std::uint8_t*> to(outputs_.size());
+    for (std::size_t i = 0; i < outputs_.size(); ++i) {
+      const CopyBack& o = outputs_[i];
+      const Napi::TypedArray a = o.array.Value().As<Napi::TypedArray>();
+      Napi::ArrayBuffer buf = a.ArrayBuffer();
+      if (buf.IsDetached() || a.ByteLength() != o.bytes || buf.Data() == nullptr) {
+        deferred_.Reject(Napi::Error::New(Env(), std::string("output buffer ") + o.name + " was detached during " +
+                                                     call_ + "; its results were dropped")
+                             .Value());
+        return false;
+      }
+      to[i] = static_cast<std::uint8_t*>(buf.Data()) + a.ByteOffset();
+    }
+    for (std::size_t i = 0; i < outputs_.size(); ++i) copyBytes(to[i], outputs_[i].from, outputs_[i].bytes);
+    return true;
+  }
+
+  const char* call_;
+  std::vector<CopyBack> outputs_;
 };
 
 class ForwardWorker final : public PromiseWorker {
  public:
-  ForwardWorker(Napi::Env env, ForwardBaton b, Pins pins) : PromiseWorker(env, std::move(pins)), b_(std::move(b)) {}
+  ForwardWorker(Napi::Env env, ForwardBaton b, std::vector<CopyBack> outputs)
+      : PromiseWorker(env, "forward", std::move(outputs)), b_(std::move(b)) {}
 
  private:
   void run() override { b_.backend->forward(*b_.params, b_.batch, b_.out); }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  Napi::Value result() override { return Env().Undefined(); }
   ForwardBaton b_;
 };
 
 class LossWorker final : public PromiseWorker {
  public:
-  LossWorker(Napi::Env env, LossBaton b, Pins pins) : PromiseWorker(env, std::move(pins)), b_(std::move(b)) {}
+  LossWorker(Napi::Env env, LossBaton b, std::vector<CopyBack> outputs)
+      : PromiseWorker(env, "lossAndGrad", std::move(outputs)), b_(std::move(b)) {}
 
  private:
   void run() override { b_.result = b_.backend->lossAndGrad(*b_.params, b_.batch, b_.opts, b_.grad); }
-  void OnOK() override {
+  Napi::Value result() override {
     Napi::Object r = Napi::Object::New(Env());
     r.Set("loss", b_.result.loss);
     r.Set("ce", b_.result.ce);
     r.Set("rec", b_.result.rec);
-    deferred_.Resolve(r);
+    return r;
   }
   LossBaton b_;
 };
 
 }  // namespace
 
-Napi::Promise queueForward(Napi::Env env, ForwardBaton baton, Pins pins) {
-  auto* w = new ForwardWorker(env, std::move(baton), std::move(pins));  // deletes itself after OnOK/OnError
+Napi::Promise queueForward(Napi::Env env, ForwardBaton baton, std::vector<CopyBack> outputs) {
+  auto* w = new ForwardWorker(env, std::move(baton), std::move(outputs));  // deletes itself after OnOK/OnError
   Napi::Promise p = w->promise();
   w->Queue();
   return p;
 }
 
-Napi::Promise queueLoss(Napi::Env env, LossBaton baton, Pins pins) {
-  auto* w = new LossWorker(env, std::move(baton), std::move(pins));
+Napi::Promise queueLoss(Napi::Env env, LossBaton baton, std::vector<CopyBack> outputs) {
+  auto* w = new LossWorker(env, std::move(baton), std::move(outputs));
   Napi::Promise p = w->promise();
   w->Queue();
   return p;

@@ -144,13 +144,16 @@ double adamwStep(const Layout& layout, std::vector<float>& params, AdamWState& s
                  const AdamWOptions& o) {
   const std::size_t n = layout.size;
   MOE_CHECK(params.size() == n, "parameter vector does not match the layout");
+  double sq = 0;
+  for (std::size_t i = 0; i < n; ++i) sq += double(grad[i]) * grad[i];
+  // Before any state changes: one NaN/Inf makes the norm NaN/Inf, and through the clip scale every parameter and
+  // moment NaN. Finite float32 squares summed in double cannot overflow (n·3.4e38² ≪ 1.8e308), so this is exact.
+  MOE_CHECK(std::isfinite(sq), "adamwStep refuses a gradient with NaN or infinite values");
   if (st.m.size() != n) {
     st.m.assign(n, 0.0f);
     st.v.assign(n, 0.0f);
     st.t = 0;
   }
-  double sq = 0;
-  for (std::size_t i = 0; i < n; ++i) sq += double(grad[i]) * grad[i];
   const double norm = std::sqrt(sq);
   const double scale = (o.clipNorm > 0 && norm > o.clipNorm) ? o.clipNorm / norm : 1.0;
   st.t += 1;

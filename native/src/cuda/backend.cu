@@ -424,6 +424,9 @@ const CudaProbe& probeCuda() {
 std::unique_ptr<Backend> makeCudaBackend() {
   const CudaProbe& p = probeCuda();
   MOE_CHECK(p.ok, "CUDA backend unavailable: " + p.reason);
+  // A malformed MOE_CUDA_FORWARD_KERNEL fails when the backend is made (a JS Router constructor throws), before any
+  // device resource exists, rather than at the first forward.
+  cuda::forcedForwardKernel();
   return std::make_unique<CudaBackend>();
 }
 

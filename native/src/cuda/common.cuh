@@ -56,10 +56,13 @@ struct ForwardArgs {
   float* expert;
   int n;
 };
-// version: 0 = the default (forwardKernelVersion), 1..8 = that kernel (forward.cu explains them).
+// version: 0 = the default (forwardKernelVersion), 2, 4 or 8 = that kernel (forward.cu explains them); any other
+// value throws.
 void launchForward(int H, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream, int version = 0);
-// MOE_CUDA_FORWARD_KERNEL=1..8 forces a version; else the fastest measured for this H and output set.
+// MOE_CUDA_FORWARD_KERNEL=2|4|8 forces a version; else the fastest measured for this H and output set.
 int forwardKernelVersion(int H, bool expert);
+// The version MOE_CUDA_FORWARD_KERNEL forces, 0 when it is unset or empty; any other value throws moe::Error.
+int forcedForwardKernel();
 // Dynamic shared memory the forward kernel needs (the backend raises the kernel's limit once).
 void prepareForward(int H);
 
