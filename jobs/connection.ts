@@ -11,6 +11,13 @@ export interface ConnectionOptions {
   role?: 'worker' | 'client';
   /** Shown in `CLIENT LIST`, handy when several hosts share one Redis. */
   name?: string;
+  /**
+   * `client` only: once the connection has been up, a lost one is retried for good (at most a second apart) instead
+   * of given up after three quick attempts, so a CLI that follows a run rides out a Redis restart. Connecting the
+   * first time still fails fast, and each command still fails after `maxRetriesPerRequest` attempts while Redis is
+   * away, so the caller decides how long to wait. @defaultValue false
+   */
+  reconnect?: boolean;
 }
 
 /**
@@ -19,13 +26,21 @@ export interface ConnectionOptions {
  */
 export function createRedis(url: string, opts: ConnectionOptions = {}): Redis {
   const worker = opts.role === 'worker';
-  return new Redis(url, {
+  let wasReady = false;
+  const redis = new Redis(url, {
     maxRetriesPerRequest: worker ? null : 2,
     enableOfflineQueue: true,
     connectionName: opts.name,
-    // A client gives up after a few quick attempts; a worker keeps trying with a capped delay.
-    retryStrategy: (times: number) => (worker ? Math.min(times * 200, 5_000) : times > 3 ? null : times * 100),
+    // A client gives up after a few quick attempts (unless it reconnects and was up); a worker keeps trying with a
+    // capped delay.
+    retryStrategy: (times: number) => {
+      if (worker) return Math.min(times * 200, 5_000);
+      if (wasReady) return Math.min(times * 100, 1_000);
+      return times > 3 ? null : times * 100;
+    },
   });
+  if (opts.reconnect && !worker) redis.once('ready', () => (wasReady = true));
+  return redis;
 }
 
 /** Resolves when the connection answers PING; rejects with the connection error otherwise. */
@@ -79,8 +94,8 @@ export function redactUrl(url: string): string {
  * A client connection that answered PING, or RedisUnavailableError naming the URL and the socket error (instead of
  * ioredis' generic retry-limit message and unhandled error events).
  */
-export async function connectClient(url: string, name: string, timeoutMs = 5_000): Promise<Redis> {
-  const redis = createRedis(url, { role: 'client', name });
+export async function connectClient(url: string, name: string, timeoutMs = 5_000, opts: Pick<ConnectionOptions, 'reconnect'> = {}): Promise<Redis> {
+  const redis = createRedis(url, { role: 'client', name, reconnect: opts.reconnect });
   let lastError: unknown;
   const onError = (err: unknown) => {
     lastError = err;

@@ -78,29 +78,88 @@ export async function updateRunMeta(store: RunStore, runId: string, fields: Upda
   );
 }
 
-const BUMP = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], ARGV[1], 1) end return 0";
+/** Statuses of a run that has ended: no stage job may change it any more. */
+export const ENDED_STATUSES: readonly RunStatus[] = ['finished', 'failed'];
 
-/** Adds one to a progress counter of an existing run. */
+/** Status a stage sets when it starts. */
+export type StageStatus = 'routing' | 'reporting';
+
+/**
+ * Statuses from which a stage may start, or start again after a crash. Routing follows the fetch stage (`queued`)
+ * or a route attempt that died (`routing`); reporting follows routing, a route stage that failed before it started
+ * (`queued`), or a report attempt that died (`reporting`). Any other status means the job is not the run's live one.
+ */
+export const STAGE_FROM: Readonly<Record<StageStatus, readonly RunStatus[]>> = {
+  routing: ['queued', 'routing'],
+  reporting: ['queued', 'routing', 'reporting'],
+};
+
+/** KEYS[1] run hash; ARGV[1] new status, ARGV[2..] allowed ones. `{1}` entered, `{0, status}` refused, `{2}` no hash. */
+const ENTER_STAGE =
+  "local s = redis.call('HGET', KEYS[1], 'status') " +
+  'if not s then return {2} end ' +
+  'for i = 2, #ARGV do if ARGV[i] == s then ' +
+  "redis.call('HSET', KEYS[1], 'status', ARGV[1]) return {1} end end " +
+  'return {0, s}';
+
+/**
+ * Moves a run to `status` when it is in one of `STAGE_FROM[status]`, atomically, so two jobs cannot both pass the
+ * check. Returns undefined when the stage may go on (also when the run has no hash: expired, or a flow enqueued
+ * without one, which `updateRunMeta` leaves alone too), else the status that refused it.
+ */
+export async function enterStage(store: RunStore, runId: string, status: StageStatus): Promise<{ status: string; allowed: readonly RunStatus[] } | undefined> {
+  const allowed = STAGE_FROM[status];
+  const [entered, was] = (await store.redis.eval(ENTER_STAGE, 1, runKey(store.prefix, runId), status, ...allowed)) as [number, string?];
+  return entered === 0 ? { status: was ?? '', allowed } : undefined;
+}
+
+/** Lua test of an ended run: `s` is its status (false when the hash is gone). */
+const ENDED_LUA = ENDED_STATUSES.map((s) => `s == '${s}'`).join(' or ');
+
+const FAIL_RUN =
+  "local s = redis.call('HGET', KEYS[1], 'status') " +
+  `if s and not (${ENDED_LUA}) then redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[1]) end return 0`;
+
+/**
+ * Marks a run failed with `error`, unless it has already ended: a run whose report was written stays finished
+ * whatever fails after, and a failed run keeps its first reason.
+ */
+export async function failRun(store: RunStore, runId: string, error: string): Promise<void> {
+  await store.redis.eval(FAIL_RUN, 1, runKey(store.prefix, runId), error);
+}
+
+const BUMP =
+  "local s = redis.call('HGET', KEYS[1], 'status') " +
+  `if s and not (${ENDED_LUA}) then redis.call('HINCRBY', KEYS[1], ARGV[1], 1) end return 0`;
+
+/** Adds one to a progress counter of an existing run that has not ended. */
 export async function bumpRunCounter(store: RunStore, runId: string, field: 'fetched' | 'fetchFailed'): Promise<void> {
   await store.redis.eval(BUMP, 1, runKey(store.prefix, runId), field);
 }
 
-/** SET of the block with its TTL, then BUMP of `fetched`, in one script: atomic, so the counter never runs ahead. */
+/**
+ * SET of the block with its TTL, then BUMP of `fetched`, in one script: atomic, so the counter never runs ahead.
+ * A run that has ended takes neither (a stray fetch job) and the script returns its status instead of 0.
+ */
 const STORE_FETCHED =
+  "local s = redis.call('HGET', KEYS[2], 'status') " +
+  `if s and (${ENDED_LUA}) then return s end ` +
   "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) " +
-  "if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HINCRBY', KEYS[2], 'fetched', 1) end return 0";
+  "if s then redis.call('HINCRBY', KEYS[2], 'fetched', 1) end return 0";
 
 /**
  * Stores a fetched ticker's block and counts it in one round trip: with thousands of fetch jobs per run, each
  * round trip is latency the job holds its slot for. One EVAL rather than MULTI/SET/EVAL/EXEC: the transaction's
  * pipeline and four replies cost the fetch worker's main thread about twice as much per job (CPU profile of
- * `bench:pipeline`), for the same atomicity.
+ * `bench:pipeline`), for the same atomicity. Returns undefined once stored, or the status of a run that has
+ * already ended, in which case nothing was written.
  */
-export async function storeFetched(store: RunStore, runId: string, key: string, block: Buffer, ttlSeconds: number): Promise<void> {
+export async function storeFetched(store: RunStore, runId: string, key: string, block: Buffer, ttlSeconds: number): Promise<string | undefined> {
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) {
     throw new RangeError(`Expected positive integer for ttlSeconds but received ${String(ttlSeconds)}`);
   }
-  await store.redis.eval(STORE_FETCHED, 2, key, runKey(store.prefix, runId), block, ttlSeconds);
+  const ended = (await store.redis.eval(STORE_FETCHED, 2, key, runKey(store.prefix, runId), block, ttlSeconds)) as string | number;
+  return typeof ended === 'string' ? ended : undefined;
 }
 
 function optInt(v: string | undefined): number | undefined {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { UnrecoverableError, type FlowProducer, type Job, type Queue } from 'bullmq';
+import { defaultRepeatStrategy, UnrecoverableError, type FlowProducer, type Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { SourceName } from '../src/data/types.js';
@@ -60,12 +60,54 @@ export function validateScheduleId(v: unknown): string {
   return v;
 }
 
-/** Cron pattern with 5 or 6 fields of cron characters; BullMQ's parser then checks the values. */
-export function validateCron(v: unknown): string {
+/**
+ * Shortest time between two ticks of a schedule. Each tick is a whole run (a fetch per ticker, a route, four figures)
+ * over daily bars; a pattern that fires every second, as `* * * * * *` does when a seconds field is added by mistake,
+ * would pile up runs faster than any deployment finishes them.
+ */
+export const MIN_CRON_INTERVAL_MS = 60_000;
+
+/**
+ * Ticks sampled for the interval check. A pattern fires more than once a minute only through its seconds field, and
+ * every value of that field shows in the first minute that fires, so 61 consecutive ticks reveal the shortest gap.
+ */
+const INTERVAL_SAMPLES = 61;
+
+function intervalText(ms: number): string {
+  return ms === 60_000 ? 'once a minute' : `once every ${ms / 1000} s`;
+}
+
+/**
+ * Cron pattern with 5 or 6 fields of cron characters, whose values BullMQ's own parser accepts, firing at most once
+ * per `minIntervalMs`.
+ * @param minIntervalMs - @defaultValue `MIN_CRON_INTERVAL_MS`; tests lower it to see ticks within seconds
+ */
+export function validateCron(v: unknown, minIntervalMs: number = MIN_CRON_INTERVAL_MS): string {
   if (typeof v !== 'string' || !/^[0-9*/,\-A-Za-z?#L]+( [0-9*/,\-A-Za-z?#L]+){4,5}$/.test(v.trim())) {
     fail('cron', 'cron pattern of 5 or 6 space-separated fields', v);
   }
-  return v.trim();
+  const pattern = v.trim();
+  // From a fixed instant, so the answer does not depend on when the schedule is added; UTC, since every time zone
+  // offset is whole minutes and cannot bring two ticks closer than a minute.
+  let shortest = Number.POSITIVE_INFINITY;
+  try {
+    let t = defaultRepeatStrategy(Date.UTC(2025, 0, 1), { pattern });
+    for (let i = 0; i < INTERVAL_SAMPLES && t !== undefined; i++) {
+      const next = defaultRepeatStrategy(t, { pattern });
+      if (next !== undefined) shortest = Math.min(shortest, next - t);
+      t = next;
+    }
+  } catch (err) {
+    // The parser BullMQ schedules with rejects values (minute 61, day 0) in its own wording; name the input too.
+    throw new PayloadError('cron', `Expected a valid cron pattern for cron but received ${JSON.stringify(pattern)}: ${errorText(err)}`);
+  }
+  if (shortest < minIntervalMs) {
+    throw new PayloadError(
+      'cron',
+      `Expected cron pattern firing at most ${intervalText(minIntervalMs)} for cron but received ${JSON.stringify(pattern)} (ticks ${shortest / 1000} s apart)`,
+    );
+  }
+  return pattern;
 }
 
 export function validateTimeZone(v: unknown): string {
@@ -91,10 +133,13 @@ export function validateScheduledRunData(v: unknown): ScheduledRunData {
   return { universe: d.universe, tickers, source: d.source as SourceName, days: d.days };
 }
 
-/** Adds or replaces a schedule; returns when its first tick is due. */
-export async function addSchedule(queue: Queue, spec: ScheduleSpec): Promise<{ id: string; next: string | undefined }> {
+/**
+ * Adds or replaces a schedule; returns when its first tick is due.
+ * @param opts.minIntervalMs - shortest allowed time between ticks. @defaultValue `MIN_CRON_INTERVAL_MS`
+ */
+export async function addSchedule(queue: Queue, spec: ScheduleSpec, opts: { minIntervalMs?: number } = {}): Promise<{ id: string; next: string | undefined }> {
   const id = validateScheduleId(spec.id);
-  const cron = validateCron(spec.cron);
+  const cron = validateCron(spec.cron, opts.minIntervalMs);
   const tz = validateTimeZone(spec.tz ?? 'UTC');
   const data = validateScheduledRunData(spec.data);
   try {

@@ -15,6 +15,15 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 /** The shipped router weights, `<repo>/models/router.safetensors` (same file as `DEFAULT_MODEL_PATH` of the model module). */
 export const DEFAULT_MODEL_FILE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'router.safetensors');
 
+/** Shortest history a ticker routes from, in bars, when `MIN_HISTORY_BARS` is unset (docs/features.md, "Short histories"). */
+export const DEFAULT_MIN_HISTORY_BARS = 60;
+/**
+ * Allowed values of `MIN_HISTORY_BARS`: from 20 bars (the 20-day volatility's window; the correlations and shape
+ * statistics need 20 returns, so they read "no information" on such a ticker's first day) to 251, the full year of
+ * warm-up that feature spec v3 required.
+ */
+export const MIN_HISTORY_BARS_RANGE = { min: 20, max: 251 } as const;
+
 export interface Config {
   /** Redis (BullMQ, feature blocks, run metadata). @defaultValue `redis://127.0.0.1:6379` (env `REDIS_URL`) */
   redisUrl: string;
@@ -66,6 +75,11 @@ export interface Config {
    * @defaultValue 30000 (env `SHUTDOWN_TIMEOUT_MS`)
    */
   shutdownTimeoutMs: number;
+  /**
+   * Fewest clean bars a ticker needs to be routed (sources answer NO_DATA below it); its first token belongs to bar
+   * `minHistoryBars − 1`. In 20..251. @defaultValue 60 (env `MIN_HISTORY_BARS`)
+   */
+  minHistoryBars: number;
 }
 
 export type ConfigErrorCode = 'CONFIG_INVALID' | 'BACKEND_UNAVAILABLE';
@@ -112,6 +126,30 @@ function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], 
     return fallback;
   }
   return v as T;
+}
+
+function readMinHistoryBars(env: Env, problems: string[]): number {
+  const raw = env.MIN_HISTORY_BARS;
+  if (raw === undefined || raw.trim() === '') return DEFAULT_MIN_HISTORY_BARS;
+  const n = Number(raw);
+  const { min, max } = MIN_HISTORY_BARS_RANGE;
+  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+    problems.push(`Expected integer in ${min}..${max} for MIN_HISTORY_BARS but received ${show(raw)}`);
+    return DEFAULT_MIN_HISTORY_BARS;
+  }
+  return n;
+}
+
+/**
+ * `MIN_HISTORY_BARS` alone (the sources, the feature pool and `evaluate` read it without the rest of the
+ * configuration); throws the ConfigError `loadConfig` would for a bad value.
+ * @param env - variables to read. @defaultValue `process.env`
+ */
+export function minHistoryBars(env: Env = process.env): number {
+  const problems: string[] = [];
+  const n = readMinHistoryBars(env, problems);
+  if (problems.length > 0) throw new ConfigError('CONFIG_INVALID', problems);
+  return n;
 }
 
 /**
@@ -163,6 +201,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   const jobLockMs = positiveInt(env, 'JOB_LOCK_MS', 30_000, problems, 3_600_000);
   if (jobLockMs < 1000) problems.push(`Expected at least 1000 for JOB_LOCK_MS but received ${jobLockMs}`);
   const shutdownTimeoutMs = positiveInt(env, 'SHUTDOWN_TIMEOUT_MS', 30_000, problems, 3_600_000);
+  const minHistory = readMinHistoryBars(env, problems);
 
   const prefix = env.MOE_PREFIX?.trim() || 'moe';
   if (!PREFIX_RE.test(prefix)) {
@@ -184,6 +223,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     barCacheTtlSeconds,
     jobLockMs,
     shutdownTimeoutMs,
+    minHistoryBars: minHistory,
   };
 }
 

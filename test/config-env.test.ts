@@ -19,6 +19,7 @@ describe('loadConfig', () => {
       barCacheTtlSeconds: 86_400,
       jobLockMs: 30_000,
       shutdownTimeoutMs: 30_000,
+      minHistoryBars: 60,
     });
     expect(path.isAbsolute(c.modelPath)).toBe(true);
   });

@@ -8,7 +8,7 @@ import { createSource } from '../src/data/sources/create.js';
 import { LabelsFileError, parseBarsCsv, parseLabelsCsv } from '../src/data/sources/csv.js';
 import { cleanBars } from '../src/data/clean.js';
 import { simulateBars } from '../src/data/sim/simulator.js';
-import { computeFeatures, WARMUP_DAYS } from '../src/data/features/compute.js';
+import { computeFeatures, MIN_HISTORY_BARS, WARMUP_DAYS } from '../src/data/features/compute.js';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const marketDir = path.resolve(repoRoot, '../shared/market-data');
@@ -27,7 +27,7 @@ describe.skipIf(!haveMarket)('csv source on the development data', () => {
       expect(res.bars).toHaveLength(250 + WARMUP_DAYS);
       expect(res.bars.at(-1)!.date <= '2024-12-31').toBe(true);
       expect(res.bars.at(-1)!.date >= '2024-12-27').toBe(true);
-      const f = computeFeatures(t, res.bars, 16);
+      const f = computeFeatures(t, res.bars, 16, undefined, { days: 250 });
       expect(f.dates.length).toBe(250);
       expect(f.x.every(Number.isFinite)).toBe(true);
     }
@@ -97,7 +97,7 @@ describe('csv source on a messy folder', () => {
     expect(pre.open).toBeCloseTo(clean[5]!.open, 9);
     expect(pre.high).toBeCloseTo(clean[5]!.high, 9);
     const f = computeFeatures('MESSY', res.bars, 32);
-    expect(f.dates.length).toBe(n - 3 - WARMUP_DAYS);
+    expect(f.dates.length).toBe(n - 3 - MIN_HISTORY_BARS + 1);
     expect(f.x.every(Number.isFinite)).toBe(true);
     expect(Math.max(...Array.from(f.ret, Math.abs))).toBeLessThan(0.3);
   });
@@ -108,7 +108,7 @@ describe('csv source on a messy folder', () => {
     expect(short.code).toBe('NO_DATA');
     expect(short.message).toMatch(
       new RegExp(
-        `^Expected at least ${WARMUP_DAYS + 1} clean bars \\(${WARMUP_DAYS + 5} wanted\\) for SHORT in .*SHORT\\.csv but received 28 usable of 30 rows \\(malformed 0, nulls 2, duplicates 0\\)$`,
+        `^Expected at least ${MIN_HISTORY_BARS} clean bars \\(${WARMUP_DAYS + 5} wanted\\) for SHORT in .*SHORT\\.csv but received 28 usable of 30 rows \\(malformed 0, nulls 2, duplicates 0\\)$`,
       ),
     );
     const junk = await sourceError(src.fetch('JUNK', { days: 5 }));

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { computeFeatures, FEATURE_SPEC, FEATURE_TABLE, WARMUP_DAYS } from '../src/data/features/compute.js';
+import { computeFeatures, FEATURE_SPEC, FEATURE_TABLE, MIN_HISTORY_BARS, WARMUP_DAYS } from '../src/data/features/compute.js';
 import { decodeFeatureSeries, encodeFeatureSeries, FeatureBlockError } from '../src/data/features/block.js';
 import { simulateBars } from '../src/data/sim/simulator.js';
 import { validateTicker } from '../src/data/validate.js';
@@ -17,20 +17,21 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 }
 
 describe('computeFeatures', () => {
-  it('emits one token per bar after the warm-up, with documented shapes', () => {
+  it('emits one token per bar from the minimum history on, with documented shapes', () => {
     expect(FEATURE_SPEC).toMatch(/^v\d+$/);
     expect(FEATURE_TABLE.length).toBeGreaterThanOrEqual(32);
     for (const h of [16, 32] as const) {
       const f = computeFeatures('SPXL', bars, h);
-      const n = bars.length - WARMUP_DAYS;
+      // v4: one token per bar from bar MIN_HISTORY_BARS − 1 on (v3: from bar WARMUP_DAYS on).
+      const n = bars.length - MIN_HISTORY_BARS + 1;
       expect(f.hidden).toBe(h);
       expect(f.x).toHaveLength(n * h);
       expect(f.vol).toHaveLength(n);
-      expect(f.dates[0]).toBe(isoToDays(bars[WARMUP_DAYS]!.date));
+      expect(f.dates[0]).toBe(isoToDays(bars[MIN_HISTORY_BARS - 1]!.date));
       expect(f.ret[n - 1]).toBeCloseTo(Math.log(bars[bars.length - 1]!.adjClose / bars[bars.length - 2]!.adjClose), 6);
       for (const v of f.x) expect(Math.abs(v)).toBeLessThanOrEqual(5);
     }
-    expect(computeFeatures('SPXL', bars.slice(0, WARMUP_DAYS), 16).dates).toHaveLength(0);
+    expect(computeFeatures('SPXL', bars.slice(0, MIN_HISTORY_BARS - 1), 16).dates).toHaveLength(0);
   });
 
   it('documents every feature in docs/features.md, in table order', () => {
@@ -53,7 +54,7 @@ describe('computeFeatures', () => {
     );
     const a = computeFeatures('SPXL', bars, 32);
     const b = computeFeatures('SPXL', changed, 32);
-    const upto = cut - WARMUP_DAYS + 1; // tokens of bars 60..cut
+    const upto = cut - MIN_HISTORY_BARS + 2; // tokens of bars MIN_HISTORY_BARS − 1 … cut
     expect(maxAbsDiff(a.x.subarray(0, upto * 32), b.x.subarray(0, upto * 32))).toBe(0);
     expect(maxAbsDiff(a.vol.subarray(0, upto), b.vol.subarray(0, upto))).toBe(0);
     expect(maxAbsDiff(a.risk.subarray(0, upto), b.risk.subarray(0, upto))).toBe(0);
@@ -90,7 +91,7 @@ describe('computeFeatures', () => {
     const noVolume = bars.map((b, i) => ({ ...b, volume: i % 2 ? null : 0 }));
     for (const series of [gappy, flat, noVolume]) {
       const f = computeFeatures('G', series, 32);
-      expect(f.dates.length).toBe(series.length - WARMUP_DAYS);
+      expect(f.dates.length).toBe(series.length - MIN_HISTORY_BARS + 1);
       for (const arr of [f.x, f.vol, f.risk, f.ret]) expect(arr.every(Number.isFinite)).toBe(true);
     }
   });

@@ -182,7 +182,7 @@ describe('leveraged funds with a known underlying', () => {
   it('rejects an underlying on other sub-types and unknown underlyings', () => {
     expect(() => simulateBars('X', { class: 'Equities', subtype: 'stock', underlying: 'equity' }, 300, 1)).toThrow(/Expected no underlying for subtype stock of X/);
     expect(() => simulateBars('X', { class: 'Derivatives', subtype: 'inverse', underlying: 'bitcoin' as 'gold' }, 300, 1)).toThrow(
-      /Expected one of equity, rates, gold, silver, oil for underlying of X but received "bitcoin"/,
+      /Expected one of equity, rates, gold, silver, oil, natgas for underlying of X but received "bitcoin"/,
     );
   });
 });

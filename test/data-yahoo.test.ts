@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { SourceError } from '../src/data/sources/create.js';
 import { YahooSource } from '../src/data/sources/yahoo.js';
-import { computeFeatures, WARMUP_DAYS } from '../src/data/features/compute.js';
+import { computeFeatures, MIN_HISTORY_BARS, WARMUP_DAYS } from '../src/data/features/compute.js';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const fixtureDir = path.resolve(repoRoot, '../shared/yahoo-fixtures');
@@ -122,7 +122,7 @@ describe.skipIf(!haveFixtures)('yahoo source on recorded chart answers', () => {
     await expectSourceError(
       src.fetch('AAPL', { days: 10, end: '2020-11-06' }),
       'NO_DATA',
-      new RegExp(`^Expected at least ${WARMUP_DAYS + 1} clean daily bars for AAPL .* but received 49 of 49`),
+      new RegExp(`^Expected at least ${MIN_HISTORY_BARS} clean daily bars for AAPL .* but received 49 of 49`),
     );
   });
 
@@ -135,7 +135,7 @@ describe.skipIf(!haveFixtures)('yahoo source on recorded chart answers', () => {
     expect(log[0]).toContain('interval=1d');
     expect(res.bars).toHaveLength(250 + WARMUP_DAYS);
     expect(res.bars.at(-1)!.date).toBe('2023-08-10');
-    const f = computeFeatures('TSLA', res.bars, 32);
+    const f = computeFeatures('TSLA', res.bars, 32, undefined, { days: 250 });
     expect(f.dates.length).toBe(250);
     expect(f.x.every(Number.isFinite)).toBe(true);
     // TSLA split 3:1 in August 2022 inside this window; the adjusted series shows no such jump.

@@ -10,12 +10,19 @@ import { DOMAINS } from '../src/domains.js';
 import {
   EvaluationError,
   evaluateDirectory,
+  evaluationJson,
+  formatEvaluation,
   majorityDomain,
+  metricsByYear,
   parseLabels,
   summarisePredictions,
+  yearOfDays,
   type TickerPrediction,
 } from '../src/training/evaluate.js';
-import { DEFAULT_MODEL_PATH, initParams, saveModel } from '../src/router/model.js';
+import { DEFAULT_MODEL_PATH, initParams, loadModel, saveModel } from '../src/router/model.js';
+import { simulateBars } from '../src/data/sim/simulator.js';
+import { isoToDays } from '../src/data/dates.js';
+import type { Bar } from '../src/data/types.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const marketData = path.resolve(repoRoot, '../shared/market-data');
@@ -97,9 +104,11 @@ describe.skipIf(!haveMarketData)('evaluation on real market data (../shared/mark
   let modelPath: string;
   beforeAll(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'moe-eval-'));
-    // The shipped model when present; otherwise a freshly initialised one, which still exercises the whole path.
+    // The shipped model when present and trained on this feature spec; otherwise a freshly initialised one, which
+    // still exercises the whole path.
     modelPath = DEFAULT_MODEL_PATH;
-    if (!existsSync(modelPath)) {
+    const usable = existsSync(modelPath) && (await loadModel(modelPath).then(() => true, () => false));
+    if (!usable) {
       modelPath = path.join(dir, 'init.safetensors');
       await saveModel(modelPath, { hidden: 16, params: initParams(16, 1), temperature: 1 });
     }
@@ -161,6 +170,115 @@ describe.skipIf(!haveMarketData)('evaluation on real market data (../shared/mark
     expect((bad as { stderr: string }).stderr).toMatch(/Expected a folder of <TICKER>\.csv for --data/);
     const none = await run(tsx, [cli], { cwd: repoRoot }).catch((e: { code: number; stderr: string }) => e);
     expect((none as { code: number }).code).toBe(2);
+  });
+});
+
+describe('metrics per calendar year', () => {
+  it('splits each ticker at year ends and judges every year on its own days', () => {
+    const d = (iso: string): number => isoToDays(iso);
+    const a = { ...pred('A', 0, [1, 1, 0, 0, 0]), dates: Int32Array.from(['2020-12-30', '2020-12-31', '2021-01-04', '2021-01-05', '2021-01-06'].map(d)) };
+    const b = { ...pred('B', 2, [2, 3]), dates: Int32Array.from(['2021-06-01', '2022-01-03'].map(d)) };
+    const years = metricsByYear([a, b, pred('C', 1, [1])]); // C has no dates: left out
+    expect(yearOfDays(d('2021-01-01'))).toBe(2021);
+    expect(years.map((y) => y.year)).toEqual([2020, 2021, 2022]);
+    expect(years.map((y) => [y.tickers, y.days])).toEqual([
+      [1, 2],
+      [2, 4],
+      [1, 1],
+    ]);
+    expect(years[0]!.perTicker.accuracy).toBe(0); // A routed to Fixed Income on both of its 2020 days
+    expect(years[1]!.perTicker.accuracy).toBe(1); // A right on its three 2021 days, B on its one
+    expect(years[1]!.perDay.accuracy).toBe(1);
+    expect(years[2]!.perDay.accuracy).toBe(0);
+    expect(years[1]!.ece).toBeCloseTo(0.3, 6);
+  });
+});
+
+describe('evaluation of short histories (--max-bars, --last-bars, --by-year)', () => {
+  let dir: string;
+  let modelPath: string;
+  const N = 400;
+  const END = '2021-06-30';
+  const specs = [
+    ['AEQ', { class: 'Equities', subtype: 'stock' }],
+    ['BFI', { class: 'Fixed Income', subtype: 'treasury-long' }],
+    ['CCO', { class: 'Commodities', subtype: 'energy' }],
+    ['DDE', { class: 'Derivatives', subtype: 'leveraged-3x' }],
+  ] as const;
+  const bars = new Map<string, Bar[]>(specs.map(([t, spec], i) => [t, simulateBars(t, spec, N, 50 + i, END)]));
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'moe-eval-short-'));
+    for (const [t, bs] of bars) {
+      const lines = bs.map((b) => [b.date, b.open, b.high, b.low, b.close, b.adjClose, b.volume ?? ''].join(','));
+      await writeFile(path.join(dir, `${t}.csv`), `date,open,high,low,close,adj_close,volume\n${lines.join('\n')}\n`);
+    }
+    await writeFile(path.join(dir, 'labels.csv'), `ticker,class\n${specs.map(([t, s]) => `${t},${s.class}`).join('\n')}\n`);
+    modelPath = path.join(dir, 'init.safetensors');
+    await saveModel(modelPath, { hidden: 16, params: initParams(16, 3), temperature: 1 });
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('routes each ticker from its first N bars, its last N bars, or all of them', async () => {
+    const first60 = await evaluateDirectory({ dataDir: dir, modelPath, maxBars: 60 });
+    expect(first60.tickers).toBe(4);
+    expect(first60.days).toBe(4); // one token each: bar 60
+    expect(first60.bars).toEqual({ slice: 'first', count: 60, minBars: 60 });
+    for (const p of first60.predictions) expect(Array.from(p.dates!)).toEqual([isoToDays(bars.get(p.ticker)![59]!.date)]);
+
+    const first120 = await evaluateDirectory({ dataDir: dir, modelPath, maxBars: 120, byYear: true });
+    expect(first120.days).toBe(4 * 61);
+    for (const p of first120.predictions) {
+      const bs = bars.get(p.ticker)!;
+      expect(p.dates![0]).toBe(isoToDays(bs[59]!.date));
+      expect(p.dates!.at(-1)).toBe(isoToDays(bs[119]!.date));
+    }
+    const years = first120.byYear!;
+    expect(years.reduce((a, y) => a + y.days, 0)).toBe(first120.days);
+    expect(years.map((y) => y.year)).toEqual([...new Set(first120.predictions.flatMap((p) => Array.from(p.dates!, yearOfDays)))].sort());
+
+    const last120 = await evaluateDirectory({ dataDir: dir, modelPath, lastBars: 120, days: 10 });
+    expect(last120.days).toBe(4 * 10);
+    expect(last120.bars.slice).toBe('last');
+    for (const p of last120.predictions) expect(p.dates!.at(-1)).toBe(isoToDays(bars.get(p.ticker)!.at(-1)!.date));
+
+    const all = await evaluateDirectory({ dataDir: dir, modelPath });
+    expect(all.days).toBe(4 * (N - 59));
+    expect(all.bars).toEqual({ slice: 'all', count: null, minBars: 60 });
+    // The last tokens of a full file are those of its last 251 bars: the first year serves as warm-up only.
+    const tail = await evaluateDirectory({ dataDir: dir, modelPath, lastBars: 251 + 20, days: 20 });
+    const fromAll = await evaluateDirectory({ dataDir: dir, modelPath, days: 20 });
+    for (let i = 0; i < 4; i++) {
+      expect(Array.from(tail.predictions[i]!.dates!)).toEqual(Array.from(fromAll.predictions[i]!.dates!));
+      expect(Array.from(tail.predictions[i]!.assign)).toEqual(Array.from(fromAll.predictions[i]!.assign));
+    }
+
+    const text = formatEvaluation(first120);
+    expect(text).toMatch(/bars: each ticker's first 120 bars \(a new listing\)/);
+    expect(text).toMatch(/by calendar year of the token dates/);
+    const json = evaluationJson(first120) as { bars: unknown; byYear: { year: number; perTicker: { accuracy: number }; perDay: { accuracy: number }; ece: number }[] };
+    expect(json.bars).toEqual({ slice: 'first', count: 120, minBars: 60 });
+    expect(json.byYear.map((y) => y.year)).toEqual(years.map((y) => y.year));
+    expect(typeof json.byYear[0]!.ece).toBe('number');
+    await expect(evaluateDirectory({ dataDir: dir, modelPath, maxBars: 59 })).rejects.toThrow(/^Expected integer ≥ 60 \(the minimum history\) for maxBars but received 59$/);
+    await expect(evaluateDirectory({ dataDir: dir, modelPath, maxBars: 60, lastBars: 60 })).rejects.toThrow(/either maxBars or lastBars/);
+  });
+
+  it('CLI takes --max-bars / --last-bars / --by-year and refuses a slice under the minimum history', async () => {
+    const tsx = path.join(repoRoot, 'node_modules', '.bin', 'tsx');
+    const cli = path.join(repoRoot, 'src', 'cli', 'evaluate.ts');
+    const ok = await run(tsx, [cli, '--data', dir, '--model', modelPath, '--last-bars', '120', '--by-year', '--json'], { cwd: repoRoot });
+    const json = JSON.parse(ok.stdout.trim().split('\n').at(-1)!) as { days: number; bars: unknown; byYear: { year: number; days: number }[] };
+    expect(json.days).toBe(4 * 61);
+    expect(json.bars).toEqual({ slice: 'last', count: 120, minBars: 60 });
+    expect(json.byYear.reduce((a, y) => a + y.days, 0)).toBe(4 * 61);
+    expect(ok.stdout).toMatch(/by calendar year/);
+    for (const args of [['--max-bars', '59'], ['--max-bars', '60', '--last-bars', '60']]) {
+      const bad = await run(tsx, [cli, '--data', dir, '--model', modelPath, ...args], { cwd: repoRoot }).catch((e: { code: number; stderr: string }) => e);
+      expect((bad as { code: number }).code).toBe(2);
+      expect((bad as { stderr: string }).stderr).toMatch(args.length === 2 ? /Expected integer in 60\.\.\d+ for --max-bars but received "59"/ : /Expected one of --max-bars and --last-bars but received both/);
+    }
   });
 });
 

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -10,12 +10,13 @@ import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { clearPrefix } from './helpers/redis.js';
 import { main, parseScheduleArgs, readUniverse } from '../src/cli/schedule.js';
+import { PayloadError } from '../jobs/payloads.js';
 import { createLogger } from '../src/log.js';
 import { closeRedis, createRedis } from '../jobs/connection.js';
 import { jobIds, runsIndexKey } from '../jobs/keys.js';
 import { QUEUE_NAMES, SCHEDULE_QUEUE } from '../jobs/queues.js';
 import { readRunMeta } from '../jobs/run-meta.js';
-import { addSchedule, createScheduleProcessor, listSchedules, runIdForTick } from '../jobs/schedule.js';
+import { addSchedule, createScheduleProcessor, listSchedules, MIN_CRON_INTERVAL_MS, runIdForTick, validateCron } from '../jobs/schedule.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const WORKERS = path.join(REPO, 'src/cli/workers.ts');
@@ -97,6 +98,75 @@ describe('schedule CLI arguments', () => {
   });
 });
 
+describe('schedule --tickers-file', () => {
+  it('reads a ticker file in the universe format, defaulting the id to its name, and names a bad ticker with its line', async () => {
+    const file = path.join(tmp, 'Big Book.txt');
+    await writeFile(file, '# desk A\nspy, tlt\nGLD # gold\n');
+    expect(parseScheduleArgs(['add', '--cron', '0 30 16 * * 1-5', '--tickers-file', file, '--source', 'sim'])).toEqual({
+      cmd: 'add',
+      spec: { id: 'big-book', cron: '0 30 16 * * 1-5', data: { universe: file, tickers: ['SPY', 'TLT', 'GLD'], source: 'sim', days: 120 } },
+    });
+    const bad = path.join(tmp, 'bad-line.txt');
+    await writeFile(bad, 'SPY\n\nTLT, X:Y\n');
+    for (const [args, msg] of [
+      [['add', '--cron', '0 0 18 * * *', '--tickers-file', bad], 'bad-line.txt: Expected ticker of 1-15 characters A-Z 0-9 . - = ^ (starting with a letter or digit) for ticker but received "X:Y" (line 3)'],
+      [['add', '--cron', '0 0 18 * * *', '--tickers-file', file, '--universe', 'default'], 'Expected one of --universe and --tickers-file for add but received both'],
+      [['add', '--cron', '0 0 18 * * *'], 'Expected --universe NAME|FILE or --tickers-file FILE for add but received nothing'],
+      [['add', '--cron', '0 0 18 * * *', '--tickers-file', '-'], 'Expected --id ID with --tickers-file - (stdin has no name to default to) but received nothing'],
+    ] as const) {
+      expect(() => parseScheduleArgs([...args]), args.join(' ')).toThrow(msg);
+    }
+  });
+
+  it('adds a schedule whose tickers come from stdin', async () => {
+    const r = spawnSync(process.execPath, ['--import', TSX, path.join(REPO, 'src/cli/schedule.ts'), 'add', '--cron', '0 0 18 * * 1-5', '--tickers-file', '-', '--id', 'piped', '--source', 'sim'], {
+      cwd: REPO,
+      encoding: 'utf8',
+      env: { ...process.env, MOE_PREFIX: prefix },
+      input: 'spy tlt\n# more\ngld,uso\n',
+      timeout: 30_000,
+    });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^schedule piped: '0 0 18 \* \* 1-5' UTC, 4 tickers from sim, 120 days; next run \S+\n$/);
+    const listed: string[] = [];
+    expect(await main(['list'], (l) => listed.push(l))).toBe(0);
+    expect(listed.filter((l) => l.startsWith('piped\t'))).toEqual([expect.stringMatching(/\t4 tickers \(stdin\) from sim, 120 days$/)]);
+    expect(await main(['remove', 'piped'], () => undefined)).toBe(0);
+  });
+});
+
+describe('cron interval', () => {
+  it('refuses a pattern firing more than once a minute, in schedule add and in the validator', async () => {
+    for (const ok of ['0 * * * * *', '* * * * *', '30 */5 * * * *', '0 30 16 * * 1-5', '0 0 0 29 2 *']) expect(validateCron(ok)).toBe(ok);
+    for (const [cron, apart] of [
+      ['* * * * * *', 1],
+      ['*/30 * * * * *', 30],
+      ['0,59 0 9 * * 1-5', 59],
+      ['0-5 30 16 * * *', 1],
+    ] as const) {
+      const msg = `Expected cron pattern firing at most once a minute for cron but received "${cron}" (ticks ${apart} s apart)`;
+      expect(() => validateCron(cron), cron).toThrow(new PayloadError('cron', msg));
+      expect(() => parseScheduleArgs(['add', '--cron', cron, '--universe', 'default']), cron).toThrow(msg);
+      const r = await captureErrors(() => main(['add', '--cron', cron, '--universe', 'default'], () => undefined));
+      expect(r.code, cron).toBe(2);
+      expect(r.errors).toBe(`schedule: ${msg}\nRun with --help for usage.`);
+    }
+    // Below the minimum nothing is stored, even through the library call.
+    const q = new Queue(SCHEDULE_QUEUE, { connection: redis, prefix });
+    try {
+      const spec = { id: 'too-often', cron: '*/10 * * * * *', data: { universe: 'default', tickers: ['SPY'], source: 'sim' as const, days: 10 } };
+      await expect(addSchedule(q, spec)).rejects.toThrow('Expected cron pattern firing at most once a minute for cron but received "*/10 * * * * *" (ticks 10 s apart)');
+      expect((await listSchedules(q)).map((s) => s.id)).not.toContain('too-often');
+      expect(() => validateCron('*/10 * * * * *', 10_000)).not.toThrow();
+      expect(() => validateCron('*/10 * * * * *', 20_000)).toThrow('at most once every 20 s for cron');
+      expect(MIN_CRON_INTERVAL_MS).toBe(60_000);
+    } finally {
+      await q.close();
+    }
+  });
+});
+
 describe('scheduled runs', () => {
   it('turns a retried tick into the same single run', async () => {
     const flow = new FlowProducer({ connection: redis, prefix });
@@ -149,9 +219,10 @@ describe('scheduled runs', () => {
           if (completed.length >= 3) resolve();
         });
       });
-      // Two schedulers add the same every-second schedule at the same moment.
+      // Two schedulers add the same every-second schedule at the same moment (below the once-a-minute minimum, which
+      // a test may lower to see several ticks in seconds).
       const spec = { id: 'every-second', cron: '* * * * * *', data: { universe: 'default', tickers: ['SPY', 'TLT', 'GLD'], source: 'sim' as const, days: 10 } };
-      await Promise.all([addSchedule(q1, spec), addSchedule(q2, spec)]);
+      await Promise.all([addSchedule(q1, spec, { minIntervalMs: 1000 }), addSchedule(q2, spec, { minIntervalMs: 1000 })]);
       expect(await listSchedules(q1)).toHaveLength(1);
       await enough;
       expect(await q1.removeJobScheduler('every-second')).toBe(true);

@@ -66,10 +66,10 @@ describe('short training run', () => {
     expect(result.params.every((v) => Number.isFinite(v))).toBe(true);
   });
 
-  it('refuses simulated histories no longer than the feature warm-up', async () => {
+  it('refuses simulated histories shorter than the minimum history', async () => {
     const config = defaultTrainConfig({ steps: 1 });
-    config.data = { ...config.data, trainSeeds: 1, days: 120 };
-    await expect(trainRouter(config)).rejects.toThrow(/Expected integer above the feature warm-up \(\d+\) for data.days but received 120/);
+    config.data = { ...config.data, trainSeeds: 1, days: 50 };
+    await expect(trainRouter(config)).rejects.toThrow(/Expected integer ≥ the minimum history \(60 bars\) for data.days but received 50/);
   });
 
   it('is reproducible for a seed', async () => {

@@ -1,5 +1,6 @@
 import { encodeFeatureSeries } from '../src/data/features/block.js';
-import { computeFeatures } from '../src/data/features/compute.js';
+import { computeFeatures, WARMUP_DAYS } from '../src/data/features/compute.js';
+import { minHistoryBars } from '../src/config.js';
 import { SourceError, type SourceErrorCode } from '../src/data/errors.js';
 import { SimSource } from '../src/data/sources/sim.js';
 import type { Bar, DataQuality, FetchRange, SourceResult } from '../src/data/types.js';
@@ -42,7 +43,12 @@ export function columnsToBars(c: BarColumns): Bar[] {
  * arrays clone as plain copies.
  */
 export type FeatureTask =
-  | { ticker: string; hidden: Hidden; context: MarketContext; bars: BarColumns }
+  /**
+   * `days`: the routed days the run asked for (`range.days`); the task keeps the last `days` tokens, the bars before
+   * them being history. Without it (an older caller), the tokens of bars from WARMUP_DAYS on, as feature spec v3 gave,
+   * or every token when the series is shorter.
+   */
+  | { ticker: string; hidden: Hidden; context: MarketContext; bars: BarColumns; days?: number }
   /** The simulator is CPU work like the features; running both here keeps the worker's main thread for BullMQ. */
   | { ticker: string; hidden: Hidden; context: MarketContext; sim: { seed: number; range: FetchRange } };
 
@@ -88,7 +94,10 @@ export default async function featureTask(task: FeatureTask): Promise<FeatureTas
   } else {
     bars = columnsToBars(task.bars);
   }
-  const series = computeFeatures(task.ticker, bars, task.hidden, task.context);
+  // The routed days: the last `days` tokens. A source delivers `days + WARMUP_DAYS` bars of a full history, so a full
+  // history routes exactly the days it did under v3; a shorter one (from MIN_HISTORY_BARS bars on) routes what it has.
+  const days = 'sim' in task ? task.sim.range.days : (task.days ?? (bars.length > WARMUP_DAYS ? bars.length - WARMUP_DAYS : undefined));
+  const series = computeFeatures(task.ticker, bars, task.hidden, task.context, { minBars: minHistoryBars(), ...(days !== undefined ? { days } : {}) });
   const block = encodeFeatureSeries(series);
   if (source === undefined) return { block, days: series.dates.length };
   const meta: { quality: DataQuality; class?: Domain; subtype?: string } = { quality: source.quality };

@@ -15,7 +15,7 @@ import { bumpRunCounter, storeFetched, type RunStore } from '../jobs/run-meta.js
 import { validateFetchJobData, type FetchJobData, type FetchResult } from '../jobs/payloads.js';
 import { barsToColumns, type FeatureTask, type FeatureTaskResult } from './features.task.js';
 import { errorText } from '../src/util/errors.js';
-import { isFinalAttempt, validPayload } from './job.js';
+import { boundedError, isFinalAttempt, StrayJobError, validPayload } from './job.js';
 
 export interface FetchDeps {
   redis: Redis;
@@ -139,7 +139,7 @@ export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>, token
     const result = await loadBars(data);
     const ctx = await contextFor(data);
     const columns = barsToColumns(result.bars);
-    const res = await runTask({ ticker: data.ticker, hidden: deps.hidden, context: ctx.context, bars: columns }, [columns.values.buffer as ArrayBuffer]);
+    const res = await runTask({ ticker: data.ticker, hidden: deps.hidden, context: ctx.context, bars: columns, days: data.range.days }, [columns.values.buffer as ArrayBuffer]);
     if ('sourceError' in res) throw new UnrecoverableError(`FEATURES: unexpected source error ${res.sourceError.message}`);
     const meta: { quality: DataQuality; class?: Domain; subtype?: string } = { quality: result.quality };
     if (result.class !== undefined) meta.class = result.class;
@@ -153,7 +153,8 @@ export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>, token
     if (days === 0) throw new UnrecoverableError(`NO_DATA: no routed days for ${data.ticker} after the feature warm-up`);
     const key = featureKey(deps.prefix, data.runId, data.ticker);
     const block = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
-    await storeFetched(store, data.runId, key, block, deps.featureTtlSeconds);
+    const ended = await storeFetched(store, data.runId, key, block, deps.featureTtlSeconds);
+    if (ended !== undefined) throw new StrayJobError(`Expected run ${data.runId} to be in progress for its fetch job but it is ${ended}`);
 
     const out: FetchResult = { key, ticker: data.ticker, days, quality: meta.quality };
     if (meta.class !== undefined) out.class = meta.class;
@@ -166,11 +167,13 @@ export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>, token
     const runId = (job.data as { runId?: unknown } | undefined)?.runId;
     try {
       return await run(job);
-    } catch (err) {
+    } catch (thrown) {
+      const err = boundedError(thrown);
       const final = isFinalAttempt(job, err);
       deps.logger.warn({ jobId: job.id, attempt: job.attemptsMade + 1, final, err }, 'fetch failed');
-      // A job handed back at shutdown fails here only because its pools are closing; another worker redoes it.
-      if (final && typeof runId === 'string' && signal?.aborted !== true) {
+      // A job handed back at shutdown fails here only because its pools are closing; another worker redoes it. A
+      // stray job's run has ended and keeps its counts.
+      if (final && typeof runId === 'string' && signal?.aborted !== true && !(err instanceof StrayJobError)) {
         // Progress counters are cosmetic; losing one must not replace the job's real error.
         await bumpRunCounter(store, runId, 'fetchFailed').catch((e: unknown) => deps.logger.error({ err: e }, 'could not count fetch failure'));
       }

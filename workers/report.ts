@@ -9,9 +9,9 @@ import { CONTEXT_TICKERS } from '../src/data/features/context.js';
 import { buildSummaryMarkdown, renderReports, warmRenderPool } from '../src/report/index.js';
 import { compareRuns, routingMix, runRecord, universeId } from '../src/report/drift.js';
 import { REPORT_FILES, type ReportInput, type RunSummary, type TickerSeries } from '../src/report/types.js';
-import { featureKey, seriesKey } from '../jobs/keys.js';
+import { featureKey, isRunId, jobIds, seriesKey } from '../jobs/keys.js';
 import { decodeSeriesBlock } from './series-block.js';
-import { updateRunMeta, type RunStore } from '../jobs/run-meta.js';
+import { failRun, updateRunMeta, type RunStore } from '../jobs/run-meta.js';
 import { previousUniverseRun, recordUniverseRun } from './universe-history.js';
 import {
   validateReportJobData,
@@ -21,7 +21,7 @@ import {
   type RouteResult,
 } from '../jobs/payloads.js';
 import { errorText } from '../src/util/errors.js';
-import { isFinalAttempt, validPayload } from './job.js';
+import { boundedError, boundedReason, enterRunStage, isFinalAttempt, StrayJobError, validPayload } from './job.js';
 
 export interface ReportDeps {
   redis: Redis;
@@ -43,7 +43,7 @@ async function routeOutcome(job: Job<unknown>, data: ReportJobData, modelPath: s
   const values = Object.values(await job.getChildrenValues<unknown>());
   if (values.length > 0) return validateRouteResult(values[0]);
   const reasons = Object.values(await job.getIgnoredChildrenFailures());
-  const why = `ROUTE_FAILED: ${reasons[0] ?? 'the route stage returned nothing'}`;
+  const why = boundedReason(`ROUTE_FAILED: ${reasons[0] ?? 'the route stage returned nothing'}`);
   return {
     runId: data.runId,
     tickers: [],
@@ -81,7 +81,8 @@ export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => 
   async function run(job: Job<unknown>, signal?: AbortSignal): Promise<ReportResult> {
     const t0 = performance.now();
     const data = validPayload(job, 'report', validateReportJobData);
-    await updateRunMeta(store, data.runId, { status: 'reporting' });
+    // Before anything is read or written: a stray job must leave a finished run and its report folder as they were.
+    await enterRunStage(store, job, data.runId, 'report');
     await warming;
     const route = await routeOutcome(job, data, deps.modelPath);
     const series = await readSeries(deps.redis, route.seriesKey);
@@ -145,14 +146,16 @@ export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => 
   return async (job: Job<unknown>, _token?: string, signal?: AbortSignal) => {
     try {
       return await run(job, signal);
-    } catch (err) {
+    } catch (thrown) {
       // A handed-back job's outcome no longer counts: nothing to log or mark, the next worker owns the run.
-      if (signal?.aborted) throw err;
+      if (signal?.aborted) throw thrown;
+      const err = boundedError(thrown);
       const final = isFinalAttempt(job, err);
       const runId = (job.data as { runId?: unknown } | undefined)?.runId;
       deps.logger.error({ jobId: job.id, final, err }, 'report failed');
-      if (final && typeof runId === 'string') {
-        await updateRunMeta(store, runId, { status: 'failed', error: `report failed: ${errorText(err)}` }).catch((e: unknown) =>
+      // Only the run's own report job says how its run ended; a stray one, even a malformed one, leaves it alone.
+      if (final && isRunId(runId) && job.id === jobIds.report(runId) && !(err instanceof StrayJobError)) {
+        await failRun(store, runId, boundedReason(`report failed: ${errorText(err)}`)).catch((e: unknown) =>
           deps.logger.error({ err: e }, 'could not mark run failed'),
         );
       }

@@ -13,10 +13,10 @@ import type { FailedTicker, TickerSeries, TickerSummary } from '../src/report/ty
 import { seriesKey as makeSeriesKey, tickerFromFetchJobKey } from '../jobs/keys.js';
 import { summarizeTicker, tickerSeries, type RoutedTicker } from './aggregate.js';
 import { encodeSeriesBlock } from './series-block.js';
-import { updateRunMeta, type RunStore } from '../jobs/run-meta.js';
+import type { RunStore } from '../jobs/run-meta.js';
 import { validateFetchResult, validateRouteJobData, type FetchResult, type RouteResult } from '../jobs/payloads.js';
 import { errorText } from '../src/util/errors.js';
-import { validPayload } from './job.js';
+import { boundedReason, enterRunStage, validPayload } from './job.js';
 
 export interface LoadedRouter {
   router: NativeRouter;
@@ -64,11 +64,12 @@ async function collectChildren(job: Job<unknown>, tickers: readonly string[]) {
       results.set(r.ticker, r);
     } catch (err) {
       const t = tickerFromFetchJobKey(jobKey);
-      if (t !== undefined) failed.set(t, `BAD_RESULT: ${errorText(err)}`);
+      if (t !== undefined) failed.set(t, boundedReason(`BAD_RESULT: ${errorText(err)}`));
     }
   }
   for (const [jobKey, reason] of Object.entries(ignored)) {
-    failed.set(tickerFromFetchJobKey(jobKey) ?? jobKey, reason || 'failed without a reason');
+    // Bounded again here: a fetch worker of an older release stored its reason whole.
+    failed.set(tickerFromFetchJobKey(jobKey) ?? jobKey, boundedReason(reason || 'failed without a reason'));
   }
   for (const t of tickers) {
     if (!results.has(t) && !failed.has(t)) failed.set(t, 'MISSING: the fetch stage returned nothing for this ticker');
@@ -98,7 +99,7 @@ async function readBlocks(redis: Redis, results: Map<string, FetchResult>, hidde
         out.push({ fetched, series });
       }
     } catch (err) {
-      failed.set(fetched.ticker, `BAD_BLOCK: ${errorText(err)}`);
+      failed.set(fetched.ticker, boundedReason(`BAD_BLOCK: ${errorText(err)}`));
     }
   });
   return out;
@@ -117,7 +118,8 @@ export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Pr
     const data = validPayload(job, 'route', validateRouteJobData);
     // Logged before any work: operators (and the crash tests) can tell a route job that started from one that waits.
     deps.logger.info({ runId: data.runId, jobId: job.id, attempt: job.attemptsMade + 1 }, 'routing started');
-    await updateRunMeta(store, data.runId, { status: 'routing' });
+    // Before anything is read or written: a stray job must leave a finished run exactly as it was.
+    await enterRunStage(store, job, data.runId, 'route');
     const fetchMs = Math.max(0, (job.processedOn ?? Date.now()) - job.timestamp);
 
     const { results, failed } = await collectChildren(job, data.tickers);

@@ -1,5 +1,5 @@
 import os from 'node:os';
-import { FlowProducer, WaitingError, Worker, type Job } from 'bullmq';
+import { FlowProducer, WaitingError, type Job, type Worker } from 'bullmq';
 import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import type { Config } from '../src/config.js';
@@ -13,6 +13,8 @@ import { createFetchProcessor } from './fetch.js';
 import { createFeaturePool, trackRunning } from './pool.js';
 import { createReportProcessor } from './report.js';
 import { createRouteProcessor, openRouter, type LoadedRouter } from './route.js';
+import { boundedError } from './job.js';
+import { StageWorker } from './stage-worker.js';
 import { rateLimitKey } from '../jobs/keys.js';
 
 export interface StartWorkersOptions {
@@ -71,7 +73,10 @@ function handBackOnCancel(proc: Processor, logger: Logger): (job: Job<unknown>, 
       };
       if (signal?.aborted) return onAbort();
       signal?.addEventListener('abort', onAbort, { once: true });
-      proc(job, token, signal).then(resolve, reject).finally(() => signal?.removeEventListener('abort', onAbort));
+      // Every failure is bounded here, the last step before BullMQ stores its reason and stack in Redis.
+      proc(job, token, signal)
+        .then(resolve, (err: unknown) => reject(boundedError(err)))
+        .finally(() => signal?.removeEventListener('abort', onAbort));
     });
 }
 
@@ -167,16 +172,18 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
     for (const role of roles) {
       const processor = processors[role]!;
       const concurrency = opts.concurrency?.[role] ?? DEFAULT_CONCURRENCY[role];
-      const w = new Worker(QUEUE_OF[role], handBackOnCancel(processor, logger), {
+      const w = new StageWorker(QUEUE_OF[role], handBackOnCancel(processor, logger), {
         connection: redis,
         prefix: config.prefix,
         concurrency,
         // Shown as the job's processedBy, so a dashboard (and the crash tests) can tell which process ran a job.
         name: `${os.hostname()}:${process.pid}:${role}`,
-        // A dead worker's jobs are taken over about one lock period after its last renewal; a job may stall twice
-        // (two crashed workers) before it fails.
+        // BullMQ's stalled check needs two passes after a dead worker's last renewal (one marks the job, a later one
+        // moves it once the lock has lapsed); checking every half lock takes jobs over 1.1–1.5× JOB_LOCK_MS after a
+        // kill (30 kills with 2 s locks, median 1.13×) where a check every lock period took 1–3.5× (median 1.8×).
+        // A job may stall twice (two crashed workers) before it fails.
         lockDuration: config.jobLockMs,
-        stalledInterval: config.jobLockMs,
+        stalledInterval: Math.max(1000, Math.round(config.jobLockMs / 2)),
         maxStalledCount: 2,
       });
       w.on('error', (err) => logger.error({ role, err }, 'worker error'));

@@ -1,3 +1,6 @@
+import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
 /**
  * Tiny argv parser shared by the CLIs: declared flags only, so a typo is a usage error rather than a silent no-op.
  */
@@ -88,4 +91,40 @@ export function listFlag<T extends string>(args: ParsedArgs, name: string, allow
     }
   }
   return [...new Set(items)] as T[];
+}
+
+/**
+ * Makes sure a file can be written at `raw` before any long work that ends by writing it: the path is not a folder,
+ * its folder exists (made now if missing, as writing will need) and a probe file can be created there, which is what
+ * an atomic write (temporary file, then rename) does. Probing beats checking permission bits, which say nothing for
+ * root, a read-only file system or a path through a file. Returns the absolute path; throws UsageError naming `--flag`.
+ */
+export function writableFilePath(raw: string, flag: string): string {
+  const file = path.resolve(raw);
+  const dir = path.dirname(file);
+  const fail = (why: string): never => {
+    throw new UsageError(`Expected a writable file path for --${flag} but received ${JSON.stringify(raw)} (${why})`);
+  };
+  const code = (err: unknown) => (err as NodeJS.ErrnoException).code ?? String(err);
+  let isDir = false;
+  try {
+    isDir = statSync(file).isDirectory();
+  } catch (err) {
+    // Missing, or a path through a file: making its folder says which.
+    if (code(err) !== 'ENOENT' && code(err) !== 'ENOTDIR') fail(code(err));
+  }
+  if (isDir) fail('a folder');
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    fail(`cannot create folder ${dir}: ${code(err)}`);
+  }
+  const probe = path.join(dir, `.${path.basename(file)}.${process.pid}.probe`);
+  try {
+    writeFileSync(probe, '', { flag: 'wx' });
+  } catch (err) {
+    fail(`cannot write in ${dir}: ${code(err)}`);
+  }
+  rmSync(probe, { force: true });
+  return file;
 }

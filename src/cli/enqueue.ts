@@ -8,19 +8,24 @@ import { REPORT_FILES, type RunSummary } from '../report/types.js';
 import { closeRedis, connectClient } from '../../jobs/connection.js';
 import { QUEUE_NAMES } from '../../jobs/queues.js';
 import type { RunMeta } from '../../jobs/run-meta.js';
-import { watchRun } from '../../jobs/watch-run.js';
+import { isConnectionError, watchRun } from '../../jobs/watch-run.js';
 import { canonicalTickers, enqueueRun, type RunRequest } from '../../jobs/enqueue-run.js';
 import { MAX_DAYS, SOURCE_NAMES } from '../limits.js';
 import { isIsoDate, PayloadError } from '../../jobs/payloads.js';
 import { errorText } from '../util/errors.js';
 import { intFlag, parseArgs, stringFlag, UsageError } from './args.js';
+import { readTickersFile } from './tickers-file.js';
 import { CommandError, EXIT, runCommand, runIfMain } from './run.js';
 
 export const ENQUEUE_USAGE = `Usage: npm run enqueue -- TICKER... [options]
+       npm run enqueue -- --tickers-file FILE|- [TICKER...] [options]
 
-Enqueues one run (fetch → route → report) and follows it until the report is written.
+Enqueues one run (fetch → route → report) and follows it until the report is written. If Redis restarts meanwhile,
+it says so, reconnects and goes on watching.
 
 Options:
+  --tickers-file F        tickers from file F, or - for standard input: separated by spaces, commas or lines, # starts
+                          a comment (for universes too large for a command line)
   --source yahoo|csv|sim  where bars come from (default yahoo)
   --data-dir DIR          folder of <TICKER>.csv files (required for csv)
   --days N                routed days per ticker, 1..${MAX_DAYS} (default 120)
@@ -33,6 +38,7 @@ Options:
 Exit status: 0 the run finished, 1 it failed, 2 bad usage or configuration.`;
 
 const FLAGS = {
+  'tickers-file': { type: 'string' },
   source: { type: 'string' },
   'data-dir': { type: 'string' },
   days: { type: 'string' },
@@ -86,10 +92,13 @@ export function parseEnqueueArgs(argv: readonly string[]): EnqueueArgs {
   if (args.flags.has('seed') && source !== 'sim') throw new UsageError(`Expected no --seed for --source ${source} (only sim uses it)`);
   const seed = source === 'sim' ? intFlag(args, 'seed', 7, 0, 0xffffffff) : undefined;
 
-  if (args.positionals.length === 0) throw new UsageError('Expected at least one TICKER but received none');
+  const file = stringFlag(args, 'tickers-file');
+  if (args.positionals.length === 0 && file === undefined) throw new UsageError('Expected at least one TICKER but received none');
   let tickers: string[];
   try {
-    tickers = canonicalTickers(args.positionals);
+    // The command line's tickers first, each checked where it was typed; the file names its own bad line.
+    const typed = args.positionals.length > 0 ? canonicalTickers(args.positionals) : [];
+    tickers = file === undefined ? typed : canonicalTickers([...typed, ...readTickersFile(file, 'tickers-file').tickers]);
   } catch (err) {
     if (err instanceof PayloadError) throw new UsageError(err.message);
     throw err;
@@ -151,11 +160,22 @@ async function enqueue(argv: readonly string[], out: (line: string) => void): Pr
     return EXIT.ok;
   }
   const config = loadConfig();
-  const redis = await connectClient(config.redisUrl, 'moe-enqueue');
-  redis.on('error', (err: Error) => console.error(`enqueue: Redis: ${err.message}`));
+  // Reconnecting: a run outlives a Redis restart (AOF keeps the queues, the workers ride it out), so its watch does too.
+  const redis = await connectClient(config.redisUrl, 'moe-enqueue', undefined, { reconnect: true });
   const connection = { connection: redis, prefix: config.prefix };
   const flow = new FlowProducer(connection);
   const reportQueue = new Queue(QUEUE_NAMES.report, connection);
+  // The flow producer and the queue re-emit their connection's errors (and print them as stacks when nobody listens).
+  // A lost connection is the watch's to report, in one line; anything else gets one line, however often re-emitted.
+  const reported = new Set<string>();
+  const onRedisError = (err: Error) => {
+    if (isConnectionError(err) || reported.has(err.message)) return;
+    reported.add(err.message);
+    console.error(`enqueue: Redis: ${err.message}`);
+  };
+  redis.on('error', onRedisError);
+  flow.on('error', onRedisError);
+  reportQueue.on('error', onRedisError);
   const abort = new AbortController();
   const onSignal = () => abort.abort();
   process.once('SIGINT', onSignal);
@@ -181,6 +201,8 @@ async function enqueue(argv: readonly string[], out: (line: string) => void): Pr
         if (m.status !== 'queued' || m.fetched + m.fetchFailed > 0) progressed = true;
         out(progressLine(m));
       },
+      onConnection: (c) =>
+        console.error(c.state === 'lost' ? `enqueue: lost Redis (${c.reason}); reconnecting…` : `enqueue: Redis is back; still watching run ${run.runId}`),
     }).finally(() => clearTimeout(hint));
     for (const line of await failureLines(final.reportDir)) out(line);
     for (const line of reportLines(final.reportDir)) out(line);

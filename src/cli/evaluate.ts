@@ -1,16 +1,24 @@
 /**
- * `npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B] [--days N] [--context-dir DIR] [--router learned|rules] [--json]`
+ * `npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B] [--days N] [--max-bars N | --last-bars N] [--by-year] [--context-dir DIR] [--router learned|rules] [--json]`
  * Routes every labelled `<TICKER>.csv` of DIR with the model and prints accuracy per ticker and per day.
+ * `--max-bars N` routes each ticker from its first N bars only (a new listing), `--last-bars N` from its last N;
+ * `--by-year` adds the metrics per calendar year of the routed days.
  * Exit code 0 on success, 2 on bad usage, 1 when evaluation fails.
  */
 import { existsSync, statSync } from 'node:fs';
 import { EvaluationError, evaluateDirectory, evaluationJson, formatEvaluation, type EvaluateOptions } from '../training/evaluate.js';
 import { ModelError } from '../router/model.js';
 import { MAX_RANGE_DAYS } from '../limits.js';
+import { minHistoryBars } from '../config.js';
+import { WARMUP_DAYS } from '../data/features/compute.js';
 import { UsageError, intFlag, parseArgs, stringFlag } from './args.js';
 import { CommandError, EXIT, runCommand, runIfMain } from './run.js';
 
-const USAGE = 'usage: npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B,...] [--days N] [--context-dir DIR] [--router learned|rules] [--json]';
+const USAGE =
+  'usage: npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B,...] [--days N] [--max-bars N | --last-bars N] [--by-year] [--context-dir DIR] [--router learned|rules] [--json]';
+
+/** Most bars a slice may name: the longest history one fetch holds. */
+const MAX_SLICE_BARS = MAX_RANGE_DAYS + WARMUP_DAYS;
 
 function parseOptions(argv: readonly string[]): { opts: EvaluateOptions; json: boolean } | 'help' {
   const args = parseArgs(argv, {
@@ -19,6 +27,9 @@ function parseOptions(argv: readonly string[]): { opts: EvaluateOptions; json: b
     model: { type: 'string' },
     tickers: { type: 'string' },
     days: { type: 'string' },
+    'max-bars': { type: 'string' },
+    'last-bars': { type: 'string' },
+    'by-year': { type: 'boolean' },
     'context-dir': { type: 'string' },
     router: { type: 'string' },
     json: { type: 'boolean' },
@@ -62,6 +73,14 @@ function parseOptions(argv: readonly string[]): { opts: EvaluateOptions; json: b
     opts.router = router;
   }
   if (args.flags.has('days')) opts.days = intFlag(args, 'days', 0, 1, MAX_RANGE_DAYS);
+  if (args.flags.has('max-bars') && args.flags.has('last-bars')) {
+    throw new UsageError('Expected one of --max-bars and --last-bars but received both');
+  }
+  // A slice shorter than the minimum history (MIN_HISTORY_BARS) would route nothing.
+  const minBars = minHistoryBars();
+  if (args.flags.has('max-bars')) opts.maxBars = intFlag(args, 'max-bars', 0, minBars, MAX_SLICE_BARS);
+  if (args.flags.has('last-bars')) opts.lastBars = intFlag(args, 'last-bars', 0, minBars, MAX_SLICE_BARS);
+  if (args.flags.has('by-year')) opts.byYear = true;
   return { opts, json: args.flags.has('json') };
 }
 

@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import path from 'node:path';
 import { Queue } from 'bullmq';
 import { loadConfig } from '../config.js';
@@ -6,16 +6,18 @@ import { DEFAULT_UNIVERSE } from '../data/universe.js';
 import type { SourceName } from '../data/types.js';
 import { closeRedis, connectClient } from '../../jobs/connection.js';
 import { SCHEDULE_QUEUE } from '../../jobs/queues.js';
-import { addSchedule, listSchedules, removeSchedule, validateScheduleId, type ScheduleSpec } from '../../jobs/schedule.js';
+import { addSchedule, listSchedules, removeSchedule, validateCron, validateScheduleId, type ScheduleSpec } from '../../jobs/schedule.js';
 import { canonicalTickers } from '../../jobs/enqueue-run.js';
 import { MAX_DAYS } from '../limits.js';
 import { PayloadError } from '../../jobs/payloads.js';
 import { errorText } from '../util/errors.js';
 import { intFlag, parseArgs, stringFlag, UsageError } from './args.js';
+import { readTickersFile } from './tickers-file.js';
 import { CommandError, EXIT, runCommand, runIfMain } from './run.js';
 
 export const SCHEDULE_USAGE = `Usage:
-  npm run schedule -- add --cron PATTERN [--tz ZONE] --universe NAME|FILE [--source yahoo|sim] [--days N] [--id ID]
+  npm run schedule -- add --cron PATTERN [--tz ZONE] --universe NAME|FILE|--tickers-file FILE|- [--source yahoo|sim]
+                        [--days N] [--id ID]
   npm run schedule -- list
   npm run schedule -- remove ID
 
@@ -23,9 +25,11 @@ Cron-scheduled runs through BullMQ job schedulers, stored in Redis: any worker p
 (\`npm run workers\` does by default) turns each tick into exactly one run, however many workers or schedulers run.
 
 add options:
-  --cron PATTERN     5 fields (minute hour day month weekday) or 6 (seconds first), e.g. '0 30 16 * * 1-5'
+  --cron PATTERN     5 fields (minute hour day month weekday) or 6 (seconds first), e.g. '0 30 16 * * 1-5';
+                     firing at most once a minute (each tick is a whole run)
   --tz ZONE          IANA time zone of the pattern (default UTC), e.g. America/New_York
   --universe U       'default' (the built-in universe) or a file of tickers (whitespace or comma separated, # comments)
+  --tickers-file F   a file of tickers in the same format, or - for standard input (then --id is required)
   --source S         yahoo (default) or sim
   --days N           routed days per ticker, 1..${MAX_DAYS} (default 120)
   --id ID            schedule id, a-z 0-9 - (default: the universe name or the file's base name); adding with an
@@ -37,6 +41,7 @@ const FLAGS = {
   cron: { type: 'string' },
   tz: { type: 'string' },
   universe: { type: 'string' },
+  'tickers-file': { type: 'string' },
   source: { type: 'string' },
   days: { type: 'string' },
   id: { type: 'string' },
@@ -49,7 +54,7 @@ const UNIVERSES: Record<string, () => string[]> = {
   default: () => DEFAULT_UNIVERSE.map((u) => u.ticker),
 };
 
-/** Tickers of a universe name or file; the file's tickers are validated (first bad one named with its position). */
+/** Tickers of a universe name or file; the file's tickers are validated (first bad one named with its line). */
 export function readUniverse(arg: string): { name: string; tickers: string[] } {
   const named = UNIVERSES[arg];
   if (named) return { name: arg, tickers: canonicalTickers(named()) };
@@ -62,17 +67,7 @@ export function readUniverse(arg: string): { name: string; tickers: string[] } {
   if (!isFile) {
     throw new UsageError(`Expected a universe name (${Object.keys(UNIVERSES).join(', ')}) or a readable file for --universe but received ${JSON.stringify(arg)}`);
   }
-  const words = readFileSync(arg, 'utf8')
-    .split('\n')
-    .map((l) => l.replace(/#.*/, ''))
-    .flatMap((l) => l.split(/[\s,]+/))
-    .filter((w) => w !== '');
-  try {
-    return { name: path.resolve(arg), tickers: canonicalTickers(words) };
-  } catch (err) {
-    if (err instanceof PayloadError) throw new UsageError(`${path.basename(arg)}: ${err.message}`);
-    throw err;
-  }
+  return readTickersFile(arg, 'universe');
 }
 
 function defaultId(universe: string): string {
@@ -108,13 +103,25 @@ export function parseScheduleArgs(argv: readonly string[]): ScheduleCommand {
       if (rest.length > 0) throw new UsageError(`Expected options only after add but received ${JSON.stringify(rest[0])}`);
       const cron = stringFlag(args, 'cron');
       if (cron === undefined) throw new UsageError('Expected --cron PATTERN for add but received nothing');
+      // Checked here too, so a bad pattern is refused before connecting to Redis.
+      try {
+        validateCron(cron);
+      } catch (err) {
+        if (err instanceof PayloadError) throw new UsageError(err.message);
+        throw err;
+      }
       const uni = stringFlag(args, 'universe');
-      if (uni === undefined) throw new UsageError('Expected --universe NAME|FILE for add but received nothing');
+      const file = stringFlag(args, 'tickers-file');
+      if (uni === undefined && file === undefined) throw new UsageError('Expected --universe NAME|FILE or --tickers-file FILE for add but received nothing');
+      if (uni !== undefined && file !== undefined) throw new UsageError('Expected one of --universe and --tickers-file for add but received both');
+      const id = stringFlag(args, 'id');
+      // A schedule's default id is its universe's name; standard input has none worth keeping.
+      if (file === '-' && id === undefined) throw new UsageError('Expected --id ID with --tickers-file - (stdin has no name to default to) but received nothing');
       const source = (stringFlag(args, 'source') ?? 'yahoo') as SourceName;
       if (source !== 'yahoo' && source !== 'sim') throw new UsageError(`Expected yahoo or sim for --source but received ${JSON.stringify(source)}`);
-      const { name, tickers } = readUniverse(uni);
+      const { name, tickers } = uni !== undefined ? readUniverse(uni) : readTickersFile(file!, 'tickers-file');
       const spec: ScheduleSpec = {
-        id: stringFlag(args, 'id') ?? defaultId(name),
+        id: id ?? defaultId(name),
         cron,
         data: { universe: name, tickers, source, days: intFlag(args, 'days', 120, 1, MAX_DAYS) },
       };

@@ -11,11 +11,11 @@ import { DEFAULT_MODEL_PATH, saveModel } from '../router/model.js';
 import { defaultTrainConfig, metricsSummary, trainRouter, type TrainConfig } from '../training/train.js';
 import { formatConfusion, formatLevel, type EvaluationMetrics } from '../training/evaluate.js';
 import { calibrateOnLabelled } from '../training/calibrate.js';
-import { UsageError, intFlag, parseArgs, stringFlag } from './args.js';
+import { UsageError, intFlag, parseArgs, stringFlag, writableFilePath } from './args.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N] [--steps N] [--batch N] [--lr X]
-                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--threads N] [--out FILE]
+                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--threads N] [--out FILE]
                        [--calibrate-data DIR [--calibrate-labels FILE] [--calibrate-context-dir DIR] [--calibrate-folds K]]`;
 
 interface CalibrateArgs {
@@ -47,6 +47,7 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
     'test-seeds': { type: 'string' },
     focal: { type: 'string' },
     'context-dropout': { type: 'string' },
+    'new-listing-share': { type: 'string' },
     'calibrate-data': { type: 'string' },
     'calibrate-labels': { type: 'string' },
     'calibrate-context-dir': { type: 'string' },
@@ -68,13 +69,14 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
   config.lr = numberFlag(stringFlag(args, 'lr'), 'lr', config.lr, 1e-6, 1);
   config.focalGamma = numberFlag(stringFlag(args, 'focal'), 'focal', config.focalGamma, 0, 10);
   config.data.contextDropout = numberFlag(stringFlag(args, 'context-dropout'), 'context-dropout', config.data.contextDropout, 0, 1);
+  config.data.newListingShare = numberFlag(stringFlag(args, 'new-listing-share'), 'new-listing-share', config.data.newListingShare, 0, 1);
   config.threads = intFlag(args, 'threads', config.threads, 1, 256);
   config.data.tickersPerSubtype = intFlag(args, 'tickers-per-subtype', config.data.tickersPerSubtype, 1, 1000);
   config.data.days = intFlag(args, 'days', config.data.days, WARMUP_DAYS + 20, 20_000);
   config.data.trainSeeds = intFlag(args, 'train-seeds', config.data.trainSeeds, 1, 1000);
   config.data.testSeeds = intFlag(args, 'test-seeds', config.data.testSeeds, 1, 1000);
   config.warmupSteps = Math.min(config.warmupSteps, Math.max(1, Math.floor(config.steps / 10)));
-  const out = path.resolve(stringFlag(args, 'out') ?? DEFAULT_MODEL_PATH);
+  const out = stringFlag(args, 'out') ?? DEFAULT_MODEL_PATH;
   const calData = stringFlag(args, 'calibrate-data');
   if (calData === undefined) {
     for (const f of ['calibrate-labels', 'calibrate-context-dir', 'calibrate-folds']) {
@@ -107,7 +109,9 @@ async function train(argv: readonly string[]): Promise<number> {
     console.log(USAGE);
     return EXIT.ok;
   }
-  const { config, out, calibrate } = parsed;
+  const { config, calibrate } = parsed;
+  // Checked once every flag is, and before training: not when the model is done and has nowhere to go.
+  const out = writableFilePath(parsed.out, 'out');
   console.log(`training H=${config.hidden} seed=${config.seed} steps=${config.steps} batch=${config.batchSize} → ${out}`);
   const result = await trainRouter(config, {
     log: (m) => console.log(m),
@@ -127,6 +131,8 @@ async function train(argv: readonly string[]): Promise<number> {
     `per day by sub-type: ${Object.entries(result.testBySubtype).map(([k, v]) => `${k} ${(100 * v).toFixed(1)}%`).join(', ')}`,
   );
   console.log(`per day by market history: ${Object.entries(result.testBySeed).map(([k, v]) => `${k} ${(100 * v).toFixed(1)}%`).join(', ')}`);
+  console.log(`by regime family (per day / per ticker / ECE): ${Object.entries(result.testByFamily).map(([k, m]) => `${k} ${(100 * m.perDay).toFixed(1)}% / ${(100 * m.perTicker).toFixed(1)}% / ${m.ece.toFixed(3)}`).join(', ')}`);
+  console.log(`per day by history length (bars): ${Object.entries(result.testByHistory).map(([k, v]) => `${k} ${(100 * v).toFixed(1)}%`).join(', ')}`);
   console.log(`mean confidence ${t.meanConfidence.toFixed(3)}, ECE ${t.ece.toFixed(3)}, NLL ${t.nll.toFixed(3)}`);
   console.log(`time: data ${result.seconds.data.toFixed(1)} s, training ${result.seconds.train.toFixed(1)} s, total ${result.seconds.total.toFixed(1)} s`);
 
@@ -164,7 +170,13 @@ async function train(argv: readonly string[]): Promise<number> {
     metadata: {
       training_config: { ...config, featureSpec: FEATURE_SPEC, domains: DOMAINS },
       metrics: {
-        heldOutSimulator: { ...metricsSummary(result.test), perDayBySubtype: roundAll(result.testBySubtype), perDayBySeed: roundAll(result.testBySeed) },
+        heldOutSimulator: {
+          ...metricsSummary(result.test),
+          perDayBySubtype: roundAll(result.testBySubtype),
+          perDayBySeed: roundAll(result.testBySeed),
+          byFamily: Object.fromEntries(Object.entries(result.testByFamily).map(([k, m]) => [k, { ...m, perDay: round(m.perDay), perTicker: round(m.perTicker), ece: round(m.ece) }])),
+          perDayByHistory: roundAll(result.testByHistory),
+        },
         validationSimulator: metricsSummary(result.validation),
         trainLoss: { start: round(result.lossStart), end: round(result.lossEnd) },
         temperature: round(temperature),
@@ -198,7 +210,7 @@ function rebuildCommand(c: TrainConfig, out: string, cal?: CalibrateArgs): strin
   const calFlags = cal
     ? ` --calibrate-data ${relDir(cal.dataDir)}${cal.labelsFile ? ` --calibrate-labels ${relDir(cal.labelsFile)}` : ''}${cal.contextDir ? ` --calibrate-context-dir ${relDir(cal.contextDir)}` : ''} --calibrate-folds ${cal.folds}`
     : '';
-  return `npm run train -- --hidden ${c.hidden} --seed ${c.seed} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --test-seeds ${c.data.testSeeds} --focal ${c.focalGamma} --context-dropout ${c.data.contextDropout} --out ${rel}${calFlags}`;
+  return `npm run train -- --hidden ${c.hidden} --seed ${c.seed} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --test-seeds ${c.data.testSeeds} --focal ${c.focalGamma} --context-dropout ${c.data.contextDropout} --new-listing-share ${c.data.newListingShare} --out ${rel}${calFlags}`;
 }
 
 await runIfMain(import.meta.url, main);

@@ -1,9 +1,9 @@
 import type { Domain } from '../domains.js';
 
-/** One instrument of the built-in universe: its domain label and a finer sub-type the simulator models. */
 /** What a leveraged or inverse fund multiplies (the simulator draws one when the universe does not name it). */
-export type LeverageUnderlying = 'equity' | 'rates' | 'gold' | 'silver' | 'oil';
+export type LeverageUnderlying = 'equity' | 'rates' | 'gold' | 'silver' | 'oil' | 'natgas';
 
+/** One instrument of the built-in universe: its domain label and a finer sub-type the simulator models. */
 export interface UniverseEntry {
   ticker: string;
   class: Domain;

@@ -7,6 +7,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { DOMAINS, domainIndex, type Domain } from '../domains.js';
 import { computeFeatures } from '../data/features/compute.js';
+import { minHistoryBars } from '../config.js';
 import { fetchContext } from '../data/sources/context-fetch.js';
 import { MAX_RANGE_DAYS } from '../limits.js';
 import { createSource, SourceError } from '../data/sources/create.js';
@@ -30,6 +31,8 @@ export interface TickerPrediction {
   assign: Uint8Array;
   /** Probabilities per day, row-major `[days, 4]`. */
   probs: Float32Array;
+  /** Day of each token (days since 1970-01-01), when known: `--by-year` groups by it. */
+  dates?: Int32Array;
 }
 
 export interface ClassAccuracy {
@@ -58,6 +61,19 @@ export interface TickerOutcome {
   dayAccuracy: number;
   meanConfidence: number;
   days: number;
+}
+
+/** The metrics of the tokens dated in one calendar year (earlier bars serving as warm-up). */
+export interface YearMetrics {
+  year: number;
+  tickers: number;
+  days: number;
+  /** Per ticker, the majority of its days in that year. */
+  perTicker: LevelMetrics;
+  perDay: LevelMetrics;
+  meanConfidence: number;
+  ece: number;
+  nll: number;
 }
 
 export interface EvaluationMetrics {
@@ -194,6 +210,42 @@ export function summarisePredictions(preds: readonly TickerPrediction[]): Evalua
   };
 }
 
+/** Calendar year (UTC) of a day count since 1970-01-01. */
+export function yearOfDays(days: number): number {
+  return new Date(days * 86_400_000).getUTCFullYear();
+}
+
+/**
+ * Metrics per calendar year of the token dates: each ticker's tokens dated in that year (majority per ticker, per
+ * day, calibration), so a year is judged only on its own days while the features of its first days still read the
+ * bars of the year before. Predictions without dates are left out.
+ */
+export function metricsByYear(preds: readonly TickerPrediction[]): YearMetrics[] {
+  const byYear = new Map<number, TickerPrediction[]>();
+  for (const p of preds) {
+    const dates = p.dates;
+    if (dates === undefined) continue;
+    // Dates ascend: each year is one run of tokens.
+    let a = 0;
+    while (a < dates.length) {
+      const year = yearOfDays(dates[a]!);
+      let b = a + 1;
+      while (b < dates.length && yearOfDays(dates[b]!) === year) b++;
+      const part: TickerPrediction = { ticker: p.ticker, label: p.label, assign: p.assign.subarray(a, b), probs: p.probs.subarray(a * D, b * D), dates: dates.subarray(a, b) };
+      const list = byYear.get(year);
+      if (list === undefined) byYear.set(year, [part]);
+      else list.push(part);
+      a = b;
+    }
+  }
+  return [...byYear.keys()]
+    .sort((x, y) => x - y)
+    .map((year) => {
+      const m = summarisePredictions(byYear.get(year)!);
+      return { year, tickers: m.tickers, days: m.days, perTicker: m.perTicker, perDay: m.perDay, meanConfidence: m.meanConfidence, ece: m.ece, nll: m.nll };
+    });
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Routing labelled series through a Forwarder (forwarder.ts).
 
@@ -215,6 +267,7 @@ export async function routeLabelled(
       label,
       assign: out.assign.slice(at, at + n),
       probs: out.probs.slice(at * D, (at + n) * D),
+      dates: series.dates,
     });
     at += n;
   }
@@ -252,8 +305,19 @@ export interface EvaluateOptions {
   modelPath?: string;
   /** Only these tickers (still need a label and a CSV). @defaultValue all CSVs in the folder */
   tickers?: string[];
-  /** Routed days per ticker (most recent). @defaultValue all days the CSV holds after the feature warm-up */
+  /**
+   * Routed days per ticker (the most recent of the bars used). @defaultValue every day from the ticker's bar
+   * `minBars − 1` on
+   */
   days?: number;
+  /** Only each ticker's first `maxBars` bars (a new listing). Not with `lastBars`. @defaultValue all bars */
+  maxBars?: number;
+  /** Only each ticker's last `lastBars` bars. Not with `maxBars`. @defaultValue all bars */
+  lastBars?: number;
+  /** Fewest bars a token is made from (its first token is bar `minBars − 1`). @defaultValue `MIN_HISTORY_BARS` (60) */
+  minBars?: number;
+  /** Also metrics per calendar year of the token dates (`byYear` of the report). @defaultValue false */
+  byYear?: boolean;
   /**
    * Second folder to look for the context series in (SPY, IEF, GLD, DBC, UUP) when `dataDir` lacks them.
    * @defaultValue none: only `dataDir`
@@ -278,6 +342,10 @@ export interface EvaluationReport extends EvaluationMetrics {
   router: 'learned' | 'rules';
   /** With the learned router: the rules baseline on the same days, for comparison. */
   baseline?: EvaluationMetrics;
+  /** The bars each ticker was routed from: all, its first N or its last N; tokens from bar `minBars − 1` of those. */
+  bars: { slice: 'all' | 'first' | 'last'; count: number | null; minBars: number };
+  /** With `byYear`: metrics per calendar year of the token dates. */
+  byYear?: YearMetrics[];
 }
 
 
@@ -294,9 +362,18 @@ export interface LabelledDirectory {
  * `contextDir`). One unusable file is reported in `failed`, never fatal; no usable file at all is.
  */
 export async function loadLabelledDirectory(
-  opts: Pick<EvaluateOptions, 'dataDir' | 'labelsFile' | 'tickers' | 'days' | 'contextDir' | 'warn'>,
+  opts: Pick<EvaluateOptions, 'dataDir' | 'labelsFile' | 'tickers' | 'days' | 'contextDir' | 'warn' | 'maxBars' | 'lastBars' | 'minBars'>,
   hidden: Hidden,
 ): Promise<LabelledDirectory> {
+  const minBars = opts.minBars ?? minHistoryBars();
+  if (opts.maxBars !== undefined && opts.lastBars !== undefined) {
+    throw new RangeError(`Expected either maxBars or lastBars but received both (${opts.maxBars}, ${opts.lastBars})`);
+  }
+  for (const [name, v] of [['maxBars', opts.maxBars], ['lastBars', opts.lastBars]] as const) {
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= minBars)) {
+      throw new RangeError(`Expected integer ≥ ${minBars} (the minimum history) for ${name} but received ${String(v)}`);
+    }
+  }
   const dataDir = path.resolve(opts.dataDir);
   const labelsFile = path.resolve(opts.labelsFile ?? path.join(dataDir, 'labels.csv'));
   let labelText: string;
@@ -330,9 +407,14 @@ export async function loadLabelledDirectory(
     const label = labels.get(ticker);
     if (label === undefined) continue;
     try {
-      const result = await source.fetch(ticker, { days: opts.days ?? MAX_RANGE_DAYS });
-      const series = computeFeatures(ticker, result.bars, hidden, ctx.context);
-      if (series.vol.length === 0) throw new Error('no routed day after the feature warm-up');
+      // A slice needs the whole file (its first bars); otherwise the source's `days + WARMUP_DAYS` bars suffice.
+      const sliced = opts.maxBars !== undefined || opts.lastBars !== undefined;
+      const result = await source.fetch(ticker, { days: sliced ? MAX_RANGE_DAYS : (opts.days ?? MAX_RANGE_DAYS) });
+      let bars = result.bars;
+      if (opts.maxBars !== undefined) bars = bars.slice(0, opts.maxBars);
+      if (opts.lastBars !== undefined) bars = bars.slice(-opts.lastBars);
+      const series = computeFeatures(ticker, bars, hidden, ctx.context, { minBars, ...(opts.days !== undefined ? { days: opts.days } : {}) });
+      if (series.vol.length === 0) throw new Error(`no routed day: ${bars.length} bars, fewer than the minimum history of ${minBars}`);
       items.push({ series, label });
     } catch (e) {
       // One unusable file must not sink the whole evaluation: it is reported with its reason instead.
@@ -351,7 +433,8 @@ export async function evaluateDirectory(opts: EvaluateOptions): Promise<Evaluati
   const router = opts.router ?? 'learned';
   // The rules read only the volatility scalar, which does not depend on the embedding size.
   const model = router === 'learned' ? await loadModel(modelPath) : { hidden: 16 as const, temperature: 1 };
-  const { items, skipped, failed, context } = await loadLabelledDirectory(opts, model.hidden);
+  const minBars = opts.minBars ?? minHistoryBars();
+  const { items, skipped, failed, context } = await loadLabelledDirectory({ ...opts, minBars }, model.hidden);
   const forwarder = 'params' in model ? createForwarder(model, opts.warn ? { warn: opts.warn } : {}) : createRulesForwarder();
   try {
     const predictions = await routeLabelled(forwarder, model.hidden, items);
@@ -367,6 +450,12 @@ export async function evaluateDirectory(opts: EvaluateOptions): Promise<Evaluati
       failed,
       predictions,
       context,
+      bars: {
+        slice: opts.maxBars !== undefined ? 'first' : opts.lastBars !== undefined ? 'last' : 'all',
+        count: opts.maxBars ?? opts.lastBars ?? null,
+        minBars,
+      },
+      ...(opts.byYear ? { byYear: metricsByYear(predictions) } : {}),
     };
   } finally {
     forwarder.close();
@@ -401,6 +490,7 @@ export function formatEvaluation(r: EvaluationReport): string {
   const lines: string[] = [];
   lines.push(`model ${r.model} (backend ${r.backend}, temperature ${r.temperature.toFixed(3)})`);
   lines.push(`tickers used ${r.tickers}, skipped without label ${r.skipped.length}, failed ${r.failed.length}; days ${r.days}`);
+  lines.push(`bars: ${barsText(r.bars)}`);
   if (r.skipped.length > 0) lines.push(`skipped: ${r.skipped.join(' ')}`);
   for (const f of r.failed) lines.push(`failed: ${f.ticker}: ${f.reason}`);
   lines.push('');
@@ -425,7 +515,27 @@ export function formatEvaluation(r: EvaluationReport): string {
       `rules baseline on the same days: per ticker ${pct(b.perTicker.accuracy)}, per day ${pct(b.perDay.accuracy)}, ECE ${b.ece.toFixed(3)}`,
     );
   }
+  if (r.byYear) lines.push('', ...formatByYear(r.byYear));
   return lines.join('\n');
+}
+
+function barsText(b: EvaluationReport['bars']): string {
+  const from = `one token a day from each ticker's ${b.minBars}th bar on (minimum history)`;
+  if (b.slice === 'first') return `each ticker's first ${b.count} bars (a new listing); ${from}`;
+  if (b.slice === 'last') return `each ticker's last ${b.count} bars; ${from}`;
+  return `all; ${from}`;
+}
+
+/** One line per calendar year: tickers and days in it, per-ticker (majority of that year's days) and per-day accuracy, calibration. */
+export function formatByYear(years: readonly YearMetrics[]): string[] {
+  const lines = ['by calendar year of the token dates (earlier bars as warm-up):'];
+  lines.push(`  ${'year'.padEnd(6)}${'tickers'.padStart(8)}${'days'.padStart(8)}  ${'per ticker'.padStart(17)}  ${'per day'.padStart(7)}  conf    ECE`);
+  for (const y of years) {
+    lines.push(
+      `  ${String(y.year).padEnd(6)}${String(y.tickers).padStart(8)}${String(y.days).padStart(8)}  ${pct(y.perTicker.accuracy)} (${`${y.perTicker.correct}/${y.perTicker.total}`.padStart(7)})  ${pct(y.perDay.accuracy)}  ${y.meanConfidence.toFixed(2)}  ${y.ece.toFixed(3)}`,
+    );
+  }
+  return lines;
 }
 
 /** The machine-readable summary printed by `--json` (no per-day arrays). */
@@ -449,6 +559,21 @@ export function evaluationJson(r: EvaluationReport): Record<string, unknown> {
     ece: r.ece,
     nll: r.nll,
     context: r.context,
+    bars: r.bars,
+    ...(r.byYear
+      ? {
+          byYear: r.byYear.map((y) => ({
+            year: y.year,
+            tickers: y.tickers,
+            days: y.days,
+            perTicker: level(y.perTicker),
+            perDay: level(y.perDay),
+            meanConfidence: y.meanConfidence,
+            ece: y.ece,
+            nll: y.nll,
+          })),
+        }
+      : {}),
     ...(r.baseline
       ? { baseline: { router: 'rules', perTicker: level(r.baseline.perTicker), perDay: level(r.baseline.perDay), ece: r.baseline.ece, confusion: r.baseline.confusion } }
       : {}),

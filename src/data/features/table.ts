@@ -6,13 +6,20 @@ import { CONTEXT_SET } from './context.js';
  * means a new spec and retraining. Never replace them with per-window z-scores: the absolute levels are the signal.
  */
 
-/** Per-bar series and prefix sums (`p*[t+1] = Σ_{j≤t}`) prepared by features.ts. */
+/** Per-bar series and prefix sums (`p*[t+1] = Σ_{j≤t}`) prepared by compute.ts. */
 export interface RawWindowStats {
   n: number;
+  /** Days since 1970-01-01 of each bar (NaN-free: an unreadable date reads as 0 by Int32 conversion). */
+  dates: Int32Array;
   r: Float64Array;
   /** ln volume relative to the first known volume; NaN where unknown. */
   logVol: Float64Array;
+  /**
+   * Maximum drawdown of the adjusted close over the last 61 closes (fewer early on), and the largest |r| of the
+   * long window: filled for the token bars only (`t ≥ first`), the only bars a row is read at.
+   */
   mdd60: Float64Array;
+  maxAbsL: Float64Array;
   /** Sums of r, r², r³, r⁴. */
   pR: Float64Array;
   pR2: Float64Array;
@@ -84,6 +91,11 @@ const LOG_VOL_SCALE = 1.2;
 export const VOL_FLOOR = 1e-5;
 /** Longest window, in returns. */
 export const LONG = 250;
+/**
+ * `history_250 = ln(min(returns, 250) / 250)` over 0.6: 0 with a year of history, −1.24 at 120 bars, −2.41 at 60,
+ * −4.29 at 20 (the shortest history allowed), so it never clips.
+ */
+const HISTORY_SCALE = 0.6;
 
 export const FEATURE_TABLE: readonly FeatureSpecRow[] = [
   // H = 16: the steadiest univariate separators, then how the series moves with the reference markets.
@@ -95,7 +107,7 @@ export const FEATURE_TABLE: readonly FeatureSpecRow[] = [
   f('tail_ratio_250', 0.3, 0.08),
   f('asym_equity_250', 0, 0.3),
   f('trend_250', 0, 1.5),
-  f('volume_change_sd_60', 0.8, 0.35),
+  f('history_250', 0, HISTORY_SCALE),
   f('ctx_coverage_250', 1, 0.5),
   f('corr_equity_250', 0, 0.5),
   f('corr_rates_250', 0, 0.5),
@@ -104,7 +116,7 @@ export const FEATURE_TABLE: readonly FeatureSpecRow[] = [
   f('corr_dollar_250', 0, 0.5),
   f('beta_best_250', 0, 0.35),
   // H = 32 adds:
-  f('log_vol_60', LOG_VOL_CENTER, LOG_VOL_SCALE),
+  f('volume_change_sd_60', 0.8, 0.35),
   f('log_kurt_250', 1.7, 0.4),
   f('leverage_corr_250', 0, 0.1),
   f('abs_autocorr_250', 0.15, 0.1),
@@ -129,6 +141,13 @@ const logVol = (s: number): number => Math.log(Math.max(s, VOL_FLOOR));
 /** Sum of a prefix array over the `k` days ending at t. */
 const win = (p: Float64Array, t: number, k: number): number => p[t + 1]! - p[t + 1 - k]!;
 
+/**
+ * Fewest returns (or pairs of returns) a shape statistic or an autocorrelation needs; below it the statistic reads
+ * its "no information" value (skew 0, kurtosis 3, correlation 0). Windows shorter than the nominal one (short
+ * histories) use what exists from this many days on.
+ */
+export const MIN_STAT_DAYS = 20;
+
 /** Pearson correlation from window sums; 0 when either side has no variance. */
 function corr(n: number, sx: number, sy: number, sxx: number, syy: number, sxy: number): number {
   const vx = sxx / n - (sx / n) ** 2;
@@ -137,17 +156,29 @@ function corr(n: number, sx: number, sy: number, sxx: number, syy: number, sxy: 
   return Math.max(-1, Math.min(1, (sxy / n - (sx / n) * (sy / n)) / Math.sqrt(vx * vy)));
 }
 
-/** Skewness and ln kurtosis of the returns of the `k` days ending at t (central moments). */
-function shape(s: RawWindowStats, t: number, k: number): { skew: number; logKurt: number } {
+/** Skewness and ln kurtosis of the last `shape` call (module scratch: no object per token). */
+let shapeSkew = 0;
+let shapeLogKurt = 0;
+
+/**
+ * Skewness and ln kurtosis of the returns of the `k` days ending at t (central moments), into shapeSkew and
+ * shapeLogKurt; none (0 and ln 3) under MIN_STAT_DAYS or without variance.
+ */
+function shape(s: RawWindowStats, t: number, k: number): void {
+  shapeSkew = 0;
+  shapeLogKurt = Math.log(3);
+  if (k < MIN_STAT_DAYS) return;
   const m1 = win(s.pR, t, k) / k;
   const m2 = win(s.pR2, t, k) / k;
   const m3 = win(s.pR3, t, k) / k;
   const m4 = win(s.pR4, t, k) / k;
   const c2 = m2 - m1 * m1;
-  if (!(c2 > 1e-14)) return { skew: 0, logKurt: Math.log(3) };
-  const c3 = m3 - 3 * m1 * m2 + 2 * m1 ** 3;
-  const c4 = m4 - 4 * m1 * m3 + 6 * m1 * m1 * m2 - 3 * m1 ** 4;
-  return { skew: c3 / c2 ** 1.5, logKurt: Math.log(Math.max(c4 / (c2 * c2), 1)) };
+  if (!(c2 > 1e-14)) return;
+  const m1s = m1 * m1;
+  const c3 = m3 - 3 * m1 * m2 + 2 * m1s * m1;
+  const c4 = m4 - 4 * m1 * m3 + 6 * m1s * m2 - 3 * m1s * m1s;
+  shapeSkew = c3 / (c2 * Math.sqrt(c2));
+  shapeLogKurt = Math.log(Math.max(c4 / (c2 * c2), 1));
 }
 
 const sigma = (s: RawWindowStats, t: number, k: number): number => Math.sqrt(win(s.pR2, t, k) / k);
@@ -158,38 +189,46 @@ function gapShare(s: RawWindowStats, t: number, k: number): number {
   return r2 > 1e-14 ? Math.log(Math.max(win(s.pGap2, t, k) / r2, 1e-3)) : -1;
 }
 
-/** Fewest shared days in a 250-day window for a context correlation to count; fewer reads as "no context". */
-export const MIN_CONTEXT_DAYS = 60;
+/**
+ * Fewest shared days in the window (up to 250 days) for a context correlation or beta to count; fewer reads as
+ * "no context". v3 asked 60; v4 reads short histories. Over 20 days a correlation near 0 is known to about ±0.23
+ * (1/√19), one near ±1 far better: enough to tell an index or leveraged fund from a bond or gold fund.
+ */
+export const MIN_CONTEXT_DAYS = 20;
 
-interface ContextFit {
-  corr: number;
-  /** sign(β)·ln(1 + |β|): 3x funds ≈ ±1.4, an index fund ≈ 0.7, an unrelated series ≈ 0. */
-  logBeta: number;
-  /** Shared days in the window. */
-  days: number;
-}
+/**
+ * Correlation, sign(β)·ln(1 + |β|) (3x funds ≈ ±1.4, an index fund ≈ 0.7, an unrelated series ≈ 0) and shared days
+ * of the instrument with each context over the current window, written by `contextFits` (no allocation per token).
+ */
+const fitCorr = new Float64Array(CONTEXT_SET.length);
+const fitBeta = new Float64Array(CONTEXT_SET.length);
+const fitDays = new Float64Array(CONTEXT_SET.length);
 
-const NO_FIT: ContextFit = { corr: 0, logBeta: 0, days: 0 };
-
-/** Correlation and regression slope of the instrument on one context over the `k` days ending at t. */
-function contextFit(c: ContextWindowStats | null, t: number, k: number): ContextFit {
-  if (c === null) return NO_FIT;
-  const n = win(c.pN, t, k);
-  if (n < MIN_CONTEXT_DAYS) return { ...NO_FIT, days: n };
-  const sx = win(c.pX, t, k);
-  const sy = win(c.pY, t, k);
-  const vy = win(c.pYY, t, k) / n - (sy / n) ** 2;
-  const cov = win(c.pXY, t, k) / n - (sx / n) * (sy / n);
-  const beta = vy > 1e-14 ? cov / vy : 0;
-  return {
-    corr: corr(n, sx, sy, win(c.pXX, t, k), win(c.pYY, t, k), win(c.pXY, t, k)),
-    logBeta: Math.sign(beta) * Math.log1p(Math.min(Math.abs(beta), 50)),
-    days: n,
-  };
+/** Correlation and regression slope of the instrument on each context over the `k` days ending at t. */
+function contextFits(ctx: readonly (ContextWindowStats | null)[], t: number, k: number): void {
+  for (let i = 0; i < fitCorr.length; i++) {
+    const c = ctx[i] ?? null;
+    fitCorr[i] = 0;
+    fitBeta[i] = 0;
+    fitDays[i] = 0;
+    if (c === null) continue;
+    const n = win(c.pN, t, k);
+    fitDays[i] = n;
+    if (n < MIN_CONTEXT_DAYS) continue;
+    const sx = win(c.pX, t, k);
+    const sy = win(c.pY, t, k);
+    const syy = win(c.pYY, t, k);
+    const sxy = win(c.pXY, t, k);
+    const vy = syy / n - (sy / n) ** 2;
+    const cov = sxy / n - (sx / n) * (sy / n);
+    const beta = vy > 1e-14 ? cov / vy : 0;
+    fitCorr[i] = corr(n, sx, sy, win(c.pXX, t, k), syy, sxy);
+    fitBeta[i] = Math.sign(beta) * Math.log1p(Math.min(Math.abs(beta), 50));
+  }
 }
 
 /** Fewest down (and up) days of the context in a window for the asymmetry feature; fewer reads as none. */
-const MIN_SIDE_DAYS = 20;
+export const MIN_SIDE_DAYS = 10;
 
 /** Slope of y on x from window sums (regression with intercept); null with too few days or no variance of x. */
 function sideFit(n: number, sx: number, sy: number, sxx: number, sxy: number): number | null {
@@ -222,58 +261,74 @@ function downsideAsymmetry(c: ContextWindowStats | null, t: number, k: number): 
   return (bDown - bUp) * Math.sqrt(vy / vx);
 }
 
-/** Raw (un-normalised) values of every feature for bar t (t ≥ LONG), written into `out` in FEATURE_TABLE order. */
-export function rawFeatureRow(s: RawWindowStats, t: number, out: Float64Array): void {
-  const s20 = sigma(s, t, 20);
-  const s60 = sigma(s, t, 60);
-  const sL = sigma(s, t, LONG);
-  const shapeL = shape(s, t, LONG);
-  const park60 = Math.sqrt(win(s.pHl2, t, 60) / 60 / (4 * Math.LN2));
-  const m2L = win(s.pR2, t, LONG) / LONG;
-  const vN60 = win(s.pVolN, t, 60);
-  const dN60 = win(s.pDlvN, t, 60);
-  const dMean = dN60 > 0 ? win(s.pDlv, t, 60) / dN60 : 0;
-  const down = Math.sqrt(win(s.pDown2, t, LONG) / LONG);
-  const up = Math.sqrt(win(s.pUp2, t, LONG) / LONG);
-  const meanAbsL = win(s.pAbs, t, LONG) / LONG;
-  let maxAbs = 0;
-  for (let j = t - LONG + 1; j <= t; j++) maxAbs = Math.max(maxAbs, Math.abs(s.r[j]!));
-  const fits = s.ctx.map((c) => contextFit(c, t, LONG));
-  let best = NO_FIT;
+/**
+ * Raw (un-normalised) values of the first `count` features for bar t (t ≥ 1), written into `out` in FEATURE_TABLE
+ * order (a feature never depends on `count`). Each window of nominal length k covers the min(k, t) returns that exist
+ * at bar t (returns start at bar 1); the lagged statistics min(k, t − 1) pairs.
+ */
+export function rawFeatureRow(s: RawWindowStats, t: number, out: Float64Array, count: number = FEATURE_COUNT): void {
+  const w20 = Math.min(20, t);
+  const w60 = Math.min(60, t);
+  const wL = Math.min(LONG, t);
+  // Pairs (r_{j−1}, r_j) with both returns real: j ≥ 2.
+  const wLag = Math.min(LONG, t - 1);
+  const s20 = sigma(s, t, w20);
+  const s60 = sigma(s, t, w60);
+  const sL = sigma(s, t, wL);
+  shape(s, t, wL);
+  const park60 = Math.sqrt(win(s.pHl2, t, w60) / w60 / (4 * Math.LN2));
+  const m2L = win(s.pR2, t, wL) / wL;
+  const meanAbsL = win(s.pAbs, t, wL) / wL;
+  contextFits(s.ctx, t, wL);
+  let best = -1;
   let coverage = 0;
-  for (const fit of fits) {
-    if (Math.abs(fit.corr) > Math.abs(best.corr)) best = fit;
-    coverage += Math.min(1, fit.days / LONG) / fits.length;
+  for (let i = 0; i < fitCorr.length; i++) {
+    if (Math.abs(fitCorr[i]!) > (best < 0 ? 0 : Math.abs(fitCorr[best]!))) best = i;
+    coverage += Math.min(1, fitDays[i]! / wL) / fitCorr.length;
   }
 
   out[0] = logVol(s20);
   out[1] = logVol(sL);
-  out[2] = gapShare(s, t, LONG);
+  out[2] = gapShare(s, t, wL);
   out[3] = Math.log(Math.max(park60, VOL_FLOOR) / Math.max(s60, VOL_FLOOR));
-  out[4] = shapeL.skew;
+  out[4] = shapeSkew;
   // ln(σ / mean|r|): ln √(π/2) ≈ 0.23 for a normal law, larger the fatter the tails; far steadier than kurtosis.
   out[5] = meanAbsL > 1e-12 ? Math.log(Math.sqrt(m2L) / meanAbsL) : 0.23;
-  out[6] = downsideAsymmetry(s.ctx[EQUITY_CONTEXT] ?? null, t, LONG);
-  out[7] = win(s.pR, t, LONG) / (Math.max(sL, VOL_FLOOR) * Math.sqrt(LONG));
-  out[8] = dN60 > 1 ? Math.sqrt(Math.max(0, win(s.pDlv2, t, 60) / dN60 - dMean * dMean)) : 0.8;
+  out[6] = downsideAsymmetry(s.ctx[EQUITY_CONTEXT] ?? null, t, wL);
+  out[7] = win(s.pR, t, wL) / (Math.max(sL, VOL_FLOOR) * Math.sqrt(wL));
+  // How much history the other features had: 0 with a full year, negative below (see HISTORY_SCALE).
+  out[8] = Math.log(wL / LONG);
   out[9] = coverage;
-  for (let k = 0; k < CONTEXT_SET.length; k++) out[10 + k] = fits[k]?.corr ?? 0;
-  out[15] = best.logBeta;
+  for (let k = 0; k < CONTEXT_SET.length; k++) out[10 + k] = fitCorr[k]!;
+  out[15] = best < 0 ? 0 : fitBeta[best]!;
+  if (count <= 16) return;
 
-  out[16] = logVol(s60);
-  out[17] = shapeL.logKurt;
-  out[18] = corr(LONG, win(s.pLag, t, LONG), win(s.pAbs, t, LONG), win(s.pLag2, t, LONG), win(s.pR2, t, LONG), win(s.pLagAbs, t, LONG));
-  out[19] = corr(LONG, win(s.pAbs, t, LONG), win(s.pAbsLag, t, LONG), win(s.pR2, t, LONG), win(s.pLag2, t, LONG), win(s.pAbsAbsLag, t, LONG));
+  const dN60 = win(s.pDlvN, t, w60);
+  const dMean = dN60 > 0 ? win(s.pDlv, t, w60) / dN60 : 0;
+  out[16] = dN60 > 1 ? Math.sqrt(Math.max(0, win(s.pDlv2, t, w60) / dN60 - dMean * dMean)) : 0.8;
+  out[17] = shapeLogKurt;
+  if (wLag >= MIN_STAT_DAYS) {
+    out[18] = corr(wLag, win(s.pLag, t, wLag), win(s.pAbs, t, wLag), win(s.pLag2, t, wLag), win(s.pR2, t, wLag), win(s.pLagAbs, t, wLag));
+    out[19] = corr(wLag, win(s.pAbs, t, wLag), win(s.pAbsLag, t, wLag), win(s.pR2, t, wLag), win(s.pLag2, t, wLag), win(s.pAbsAbsLag, t, wLag));
+    // Lag-1 autocorrelation (not demeaned): stale pricing of munis, floating-rate and near-cash funds shows as > 0.
+    const m2Lag = win(s.pR2, t, wLag) / wLag;
+    out[24] = m2Lag > 1e-14 ? win(s.pRLag, t, wLag) / wLag / m2Lag : 0;
+  } else {
+    out[18] = 0;
+    out[19] = 0;
+    out[24] = 0;
+  }
+  const down = Math.sqrt(win(s.pDown2, t, wL) / wL);
+  const up = Math.sqrt(win(s.pUp2, t, wL) / wL);
   out[20] = Math.log(Math.max(down, VOL_FLOOR) / Math.max(up, VOL_FLOOR));
-  out[21] = win(s.pBigGap, t, LONG) / LONG;
+  out[21] = win(s.pBigGap, t, wL) / wL;
+  const vN60 = win(s.pVolN, t, w60);
   out[22] =
-    vN60 > 2
-      ? corr(vN60, win(s.pAbsV, t, 60), win(s.pLv, t, 60), win(s.pAbs2V, t, 60), win(s.pLv2, t, 60), win(s.pAbsLv, t, 60))
+    vN60 >= MIN_STAT_DAYS
+      ? corr(vN60, win(s.pAbsV, t, w60), win(s.pLv, t, w60), win(s.pAbs2V, t, w60), win(s.pLv2, t, w60), win(s.pAbsLv, t, w60))
       : 0.25;
-  out[23] = win(s.pUp, t, LONG) / LONG;
-  // Lag-1 autocorrelation (not demeaned): stale pricing of munis, floating-rate and near-cash funds shows as > 0.
-  out[24] = m2L > 1e-14 ? win(s.pRLag, t, LONG) / LONG / m2L : 0;
-  out[25] = Math.log(Math.max(maxAbs, VOL_FLOOR) / Math.max(sL, VOL_FLOOR));
-  out[26] = s.mdd60[t]! / (Math.max(s60, VOL_FLOOR) * Math.sqrt(60));
-  for (let k = 0; k < CONTEXT_SET.length; k++) out[27 + k] = fits[k]?.logBeta ?? 0;
+  out[23] = win(s.pUp, t, wL) / wL;
+  out[25] = Math.log(Math.max(s.maxAbsL[t]!, VOL_FLOOR) / Math.max(sL, VOL_FLOOR));
+  out[26] = s.mdd60[t]! / (Math.max(s60, VOL_FLOOR) * Math.sqrt(w60));
+  for (let k = 0; k < CONTEXT_SET.length; k++) out[27 + k] = fitBeta[k]!;
 }

@@ -1,12 +1,16 @@
 import type { Rng } from '../../util/random.js';
+import { RECENT, type Regime } from './regimes.js';
 
 /**
  * Common factors of the simulated market, one value per business day. Returns are daily log returns; `vix` is the
- * log level of a volatility index. Factor volatilities are calibrated to 2015–2025 daily data: S&P 500 ≈ 1.1 %,
- * 1-year-duration Treasury return ≈ 0.06 %, gold ≈ 0.95 %, WTI front month ≈ 2.3 %, grains ≈ 1.3 %, dollar ≈ 0.45 %.
+ * log level of a volatility index. The regime (regimes.ts) sets their levels; the `recent` one is calibrated to
+ * 2015–2025 daily data: S&P 500 ≈ 1.1 %, 1-year-duration Treasury return ≈ 0.06 %, gold ≈ 0.95 %, WTI front month
+ * ≈ 2.3 %, grains ≈ 1.3 %, dollar ≈ 0.45 %.
  */
 export interface Factors {
   n: number;
+  /** The market regime the history was drawn from (instrument models read its carry and idiosyncratic scale). */
+  regime: Regime;
   /** 1 on stress days (shared by all factors: crises hit every market at once). */
   stress: Uint8Array;
   /** Equity market (broad index). */
@@ -78,17 +82,28 @@ export const RATES_REFERENCE_DURATION = 7.5;
  */
 export function treasuryReturn(f: Factors, t: number, dur: number): number {
   const w = (dur - RATES_REFERENCE_DURATION) / (dur < RATES_REFERENCE_DURATION ? 4 : 10);
-  return dur * (f.rates[t]! + w * f.curve[t]!);
+  return dur * shortEndScale(f, dur) * (f.rates[t]! + w * f.curve[t]!);
 }
 
 /**
- * The factors of one market history; `curveRng` draws the yield-curve factor apart from the rest, so the other
- * factors of a seed are the same with or without it.
+ * How much of the 7–10 year yield move reaches a maturity of `dur` years: all of it, except where policy rates are
+ * pinned (the regime's `shortEndStill`), where the move fades towards the short end.
  */
-export function buildFactors(rng: Rng, n: number, curveRng: Rng): Factors {
+export function shortEndScale(f: Factors, dur: number): number {
+  const still = f.regime.shortEndStill;
+  return still > 0 && dur < RATES_REFERENCE_DURATION ? 1 - still * (1 - dur / RATES_REFERENCE_DURATION) : 1;
+}
+
+/**
+ * The factors of one market history in `regime`; `curveRng` draws the yield-curve factor apart from the rest, so the
+ * other factors of a seed are the same with or without it.
+ */
+export function buildFactors(rng: Rng, n: number, curveRng: Rng, regime: Regime = RECENT): Factors {
   const total = n + BURN_IN;
+  const R = regime;
   const f: Factors = {
     n,
+    regime,
     stress: new Uint8Array(n),
     market: new Float64Array(n),
     marketVol: new Float64Array(n),
@@ -111,24 +126,26 @@ export function buildFactors(rng: Rng, n: number, curveRng: Rng): Factors {
   const go = new Garch(0.02, 0.9, 0.08);
   const ga = new Garch(0.05, 0.9);
   const gf = new Garch(0.04, 0.93);
-  const rateMarketCorr = rng.uniform(-0.35, 0.3);
+  const rateMarketCorr = rng.uniform(R.rateMarketCorr[0], R.rateMarketCorr[1]);
   // Cross-asset links of the dollar and gold, drawn per history because they change with the era (the dollar rose
   // with stocks in parts of 1999–2007 and fell with them since; gold followed real yields more in some decades than in
   // others). The ranges centre on the 2020–2025 daily correlations of the development data: UUP against SPY −0.35,
   // IEF −0.35, GLD −0.47, DBC −0.23; GLD against IEF +0.37. Without them the simulated dollar moved with nothing and
   // every simulated asset had a dollar correlation near 0, where real ones sit near −0.3 (features corr_dollar_250).
-  const fxMarket = rng.uniform(-0.45, 0.1);
+  const fxMarket = rng.uniform(R.fxMarket[0], R.fxMarket[1]);
   const fxRates = rng.uniform(-0.45, 0);
   const fxGold = rng.uniform(-0.45, -0.15);
   const fxOil = rng.uniform(-0.25, 0);
   const fxOwn = Math.sqrt(1 - fxMarket ** 2 - fxRates ** 2 - fxGold ** 2 - fxOil ** 2);
-  const goldRates = rng.uniform(0.1, 0.45);
-  const goldOwn = Math.sqrt(1 - 0.1 ** 2 - goldRates ** 2);
-  const vixMean = Math.log(17);
+  const goldRates = rng.uniform(R.goldRates[0], R.goldRates[1]);
+  const goldOwn = Math.sqrt(1 - R.goldMarket ** 2 - goldRates ** 2);
+  const oilOwn = Math.sqrt(1 - R.oilMarket ** 2);
+  const agriOwn = Math.sqrt(Math.max(0, 1 - R.agriMarket ** 2 - 0.1 ** 2));
+  const vixMean = Math.log(R.vixLevel);
   let stress = 0;
   let vix = vixMean;
   for (let i = 0; i < total; i++) {
-    stress = stress === 0 ? (rng.next() < 0.006 ? 1 : 0) : rng.next() < 0.03 ? 0 : 1;
+    stress = stress === 0 ? (rng.next() < R.stressEnter ? 1 : 0) : rng.next() < R.stressExit ? 0 : 1;
     const sm = stress ? 1.3 : 0.95;
     const zm = rng.studentT(7);
     const zr = rng.studentT(10);
@@ -138,23 +155,23 @@ export function buildFactors(rng: Rng, n: number, curveRng: Rng): Factors {
     const za = rng.studentT(7);
     const zf = rng.studentT(10);
     const zv = rng.studentT(4);
-    const volM = 0.011 * sm * gm.scale();
-    let market = 0.0003 + volM * zm;
+    const volM = R.equityVol * sm * gm.scale();
+    let market = R.equityDrift + volM * zm;
     let vixJump = 0;
     if (rng.next() < (stress ? 0.02 : 0.004)) {
       // Volatility spikes come with a market sell-off the same day.
       vixJump = rng.uniform(0.15, 0.5);
       market -= rng.uniform(1, 2) * volM;
     }
-    const rates = 0.0006 * (stress ? 1.2 : 0.97) * gr.scale() * (rateMarketCorr * zm + Math.sqrt(1 - rateMarketCorr ** 2) * zr);
-    const credit = 0.003 * (stress ? 2.5 : 0.8) * gc.scale() * (0.6 * zm + 0.8 * zc);
-    let gold = 0.0003 + 0.009 * (stress ? 1.2 : 0.97) * gg.scale() * (0.1 * zm + goldRates * zr + goldOwn * zg);
-    if (rng.next() < 0.006) gold -= rng.uniform(2, 4) * 0.009;
-    let oil = 0.023 * (stress ? 1.5 : 0.9) * go.scale() * (0.35 * zm + 0.937 * zo);
+    const rates = R.rateDrift + R.rateVol * (stress ? 1.2 : 0.97) * gr.scale() * (rateMarketCorr * zm + Math.sqrt(1 - rateMarketCorr ** 2) * zr);
+    const credit = 0.003 * R.creditVolScale * (stress ? 2.5 : 0.8) * gc.scale() * (0.6 * zm + 0.8 * zc);
+    let gold = R.goldDrift + R.goldVol * (stress ? 1.2 : 0.97) * gg.scale() * (R.goldMarket * zm + goldRates * zr + goldOwn * zg);
+    if (rng.next() < 0.006) gold -= rng.uniform(2, 4) * R.goldVol;
+    let oil = R.oilDrift + R.oilVol * (stress ? 1.5 : 0.9) * go.scale() * (R.oilMarket * zm + oilOwn * zo);
     // Oil shocks are mostly crashes (skew ≈ −0.6 for USO 2020–2025).
-    if (rng.next() < 0.006) oil += (rng.next() < 0.75 ? -1 : 1) * Math.abs(rng.normal()) * 0.045;
-    const agri = 0.013 * (stress ? 1.3 : 0.95) * ga.scale() * (0.08 * zm + 0.1 * zo + 0.99 * za);
-    const fx = 0.0045 * (stress ? 1.4 : 0.95) * gf.scale() * (fxMarket * zm + fxRates * zr + fxGold * zg + fxOil * zo + fxOwn * zf);
+    if (rng.next() < 0.006) oil += (rng.next() < 0.75 ? -1 : 1) * Math.abs(rng.normal()) * 2 * R.oilVol;
+    const agri = R.agriVol * (stress ? 1.3 : 0.95) * ga.scale() * (R.agriMarket * zm + 0.1 * zo + agriOwn * za);
+    const fx = R.fxDrift + R.fxVol * (stress ? 1.4 : 0.95) * gf.scale() * (fxMarket * zm + fxRates * zr + fxGold * zg + fxOil * zo + fxOwn * zf);
     // Log VIX mean-reverts (half-life ≈ 14 days) and moves against the market (corr ≈ −0.75), about twice as hard
     // when the market falls as when it rises (the spot–volatility asymmetry).
     vix += 0.05 * (vixMean + (stress ? 0.7 : 0) - vix) + 0.07 * (-0.75 * vixResponse(zm) + 0.66 * zv) + vixJump;
@@ -172,7 +189,7 @@ export function buildFactors(rng: Rng, n: number, curveRng: Rng): Factors {
     f.marketVol[t] = volM;
     f.rates[t] = rates;
     // ≈ 0.48 of the level's volatility: TLT's correlation with IEF comes out near 0.92, SHY's near 0.85.
-    f.curve[t] = 0.00029 * (stress ? 1.2 : 0.97) * curveRng.studentT(6);
+    f.curve[t] = 0.00029 * (R.rateVol / RECENT.rateVol) * (stress ? 1.2 : 0.97) * curveRng.studentT(6);
     f.credit[t] = credit;
     f.gold[t] = gold;
     f.oil[t] = oil;

@@ -1,5 +1,5 @@
 import type { Rng } from '../../util/random.js';
-import { Garch, RATES_REFERENCE_DURATION, treasuryReturn, type Factors } from './factors.js';
+import { Garch, RATES_REFERENCE_DURATION, shortEndScale, treasuryReturn, type Factors } from './factors.js';
 import type { Domain } from '../../domains.js';
 import { SUBTYPE_CLASS, type LeverageUnderlying, type Subtype } from '../universe.js';
 import type { ContextName } from '../features/context.js';
@@ -27,8 +27,9 @@ interface Returns {
   liquid: boolean;
 }
 
-/** Idiosyncratic GARCH noise with fat tails and a stress multiplier. */
-function idio(rng: Rng, f: Factors, sigma: number, opts: { nu?: number; stressMult?: number } = {}): Float64Array {
+/** Idiosyncratic GARCH noise with fat tails and a stress multiplier, scaled by the regime (dispersion of the era). */
+function idio(rng: Rng, f: Factors, sigmaRecent: number, opts: { nu?: number; stressMult?: number } = {}): Float64Array {
+  const sigma = sigmaRecent * f.regime.idioScale;
   const nu = opts.nu ?? Math.round(rng.uniform(5, 9));
   const stressMult = opts.stressMult ?? 1.5;
   const g = new Garch(rng.uniform(0.02, 0.07), rng.uniform(0.85, 0.93), rng.uniform(0.01, 0.06));
@@ -52,7 +53,7 @@ function leveraged(u: Float64Array, lev: number, feePerDay: number): Float64Arra
 }
 
 /** A value of the draw below that lands in each branch (the draw is still made, so the random stream stays aligned). */
-const UNDERLYING_PICK: Record<LeverageUnderlying, number> = { equity: 0.3, rates: 0.7, gold: 0.8, silver: 0.86, oil: 0.94 };
+const UNDERLYING_PICK: Record<LeverageUnderlying, number> = { equity: 0.3, rates: 0.7, gold: 0.8, silver: 0.86, oil: 0.94, natgas: 0.98 };
 
 export const LEVERAGE_UNDERLYINGS = Object.keys(UNDERLYING_PICK) as readonly LeverageUnderlying[];
 
@@ -80,6 +81,12 @@ function leverageUnderlying(rng: Rng, f: Factors, known?: LeverageUnderlying): {
     for (let t = 0; t < f.n; t++) u[t] = treasuryReturn(f, t, dur) + e[t]!;
     return { u, overnight: rng.uniform(0.5, 0.7) };
   }
+  if (pick >= 0.96) {
+    // Natural-gas futures (BOIL, KOLD): the commodity's own wild process, weakly tied to oil, in steep contango.
+    const e = idio(rng, f, rng.uniform(0.025, 0.04), { nu: Math.round(rng.uniform(4, 7)), stressMult: 1.3 });
+    for (let t = 0; t < f.n; t++) u[t] = -0.0008 + 1.5 * f.regime.futuresCarry + 0.2 * f.oil[t]! + e[t]!;
+    return { u, overnight: rng.uniform(0.55, 0.78) };
+  }
   // Gold, silver or crude-oil futures: the fund tracks its future, so its beta to the reference market is the
   // leverage (times silver's 1.5 to gold), far above what a plain commodity fund shows; not perfectly, though (UGL
   // against GLD: correlation 0.92, so up to 0.5 %/day of tracking noise before leverage).
@@ -87,7 +94,8 @@ function leverageUnderlying(rng: Rng, f: Factors, known?: LeverageUnderlying): {
   const src = kind === 'oil' ? f.oil : f.gold;
   const beta = kind === 'silver' ? rng.uniform(1.3, 1.8) : rng.uniform(0.95, 1.05);
   const e = idio(rng, f, kind === 'silver' ? rng.uniform(0.006, 0.012) : rng.uniform(0.0005, 0.005));
-  for (let t = 0; t < f.n; t++) u[t] = beta * src[t]! + e[t]!;
+  const carry = kind === 'oil' ? f.regime.futuresCarry : 0;
+  for (let t = 0; t < f.n; t++) u[t] = carry + beta * src[t]! + e[t]!;
   return { u, overnight: rng.uniform(0.55, 0.78) };
 }
 
@@ -185,7 +193,8 @@ function subtypeReturns(subtype: Subtype, rng: Rng, f: Factors, underlying?: Lev
       return res(combine(n, (t) => 0.00008 + treasuryReturn(f, t, dur) + e[t]!), U(0.45, 0.72), U(0.15, 0.35));
     }
     case 'treasury-long': {
-      const dur = U(7, 22);
+      // Up to the extended-duration and zero-coupon funds (EDV ≈ 24.5 years, ZROZ ≈ 27).
+      const dur = rng.next() < 0.85 ? U(7, 22) : U(22, 28);
       const e = idio(rng, f, U(0.0003, 0.0012));
       return res(combine(n, (t) => treasuryReturn(f, t, dur) + e[t]!), U(0.45, 0.72), U(0.15, 0.35));
     }
@@ -236,7 +245,8 @@ function subtypeReturns(subtype: Subtype, rng: Rng, f: Factors, underlying?: Lev
       const dur = U(0.05, 0.4);
       const e = idio(rng, f, U(0.00002, 0.00015));
       // Bills sit on the policy rate: the level factor only, not the curve.
-      return res(combine(n, (t) => yieldPerDay + dur * f.rates[t]! + e[t]!), U(0.55, 0.9), U(0, 0.2));
+      const still = shortEndScale(f, dur);
+      return res(combine(n, (t) => yieldPerDay + still * dur * f.rates[t]! + e[t]!), U(0.55, 0.9), U(0, 0.2));
     }
     case 'precious-metals': {
       const silver = rng.next() < 0.45;
@@ -248,18 +258,18 @@ function subtypeReturns(subtype: Subtype, rng: Rng, f: Factors, underlying?: Lev
     case 'energy': {
       if (rng.next() < 0.6) {
         const beta = U(0.8, 1.2);
-        const roll = -U(0, 0.0008);
+        const roll = -U(0, 0.0008) + f.regime.futuresCarry;
         const e = idio(rng, f, U(0.002, 0.008));
         return res(combine(n, (t) => roll + beta * f.oil[t]! + e[t]!), U(0.42, 0.75), U(0.25, 0.5));
       }
       // Natural gas: its own, wilder process, weakly tied to oil, with steep contango.
-      const roll = -U(0.0005, 0.002);
+      const roll = -U(0.0005, 0.002) + 1.5 * f.regime.futuresCarry;
       const e = idio(rng, f, U(0.025, 0.042), { nu: Math.round(U(4, 7)), stressMult: 1.3 });
       return res(combine(n, (t) => roll + 0.2 * f.oil[t]! + e[t]!), U(0.42, 0.75), U(0.25, 0.5));
     }
     case 'agriculture': {
       const beta = U(0.5, 1.3);
-      const roll = -U(0, 0.0004);
+      const roll = -U(0, 0.0004) + 0.5 * f.regime.futuresCarry;
       const e = idio(rng, f, U(0.004, 0.014));
       return res(combine(n, (t) => roll + beta * f.agri[t]! + e[t]!), U(0.42, 0.75), U(0.25, 0.5));
     }
@@ -268,7 +278,8 @@ function subtypeReturns(subtype: Subtype, rng: Rng, f: Factors, underlying?: Lev
       const wa = U(0.1, 0.3);
       const wg = U(0.1, 0.25);
       const e = idio(rng, f, U(0.001, 0.003));
-      return res(combine(n, (t) => wo * f.oil[t]! + wa * f.agri[t]! + wg * f.gold[t]! + e[t]!), U(0.42, 0.75), U(0.25, 0.5));
+      const carry = (wo + 0.5 * wa) * f.regime.futuresCarry;
+      return res(combine(n, (t) => carry + wo * f.oil[t]! + wa * f.agri[t]! + wg * f.gold[t]! + e[t]!), U(0.42, 0.75), U(0.25, 0.5));
     }
     case 'leveraged-2x':
     case 'leveraged-3x':
@@ -343,7 +354,7 @@ const CONTEXT_MODELS: Record<
   rates: { load: (f, t) => RATES_REFERENCE_DURATION * f.rates[t]!, idio: 0.0002, overnight: 0.55, liquid: false, look: 'Fixed Income' },
   gold: { load: (f, t) => f.gold[t]!, idio: 0.0004, overnight: 0.6, liquid: false, look: 'Commodities' },
   commodity: {
-    load: (f, t) => -0.0001 + 0.5 * f.oil[t]! + 0.25 * f.agri[t]! + 0.15 * f.gold[t]!,
+    load: (f, t) => -0.0001 + 0.6 * f.regime.futuresCarry + 0.5 * f.oil[t]! + 0.25 * f.agri[t]! + 0.15 * f.gold[t]!,
     idio: 0.0015,
     overnight: 0.6,
     liquid: false,

@@ -4,6 +4,7 @@ import type { Bar } from '../types.js';
 import { businessDaysEnding, daysToIso, isoToDays } from '../dates.js';
 import { SUBTYPE_CLASS, SUBTYPES, isSubtype, simTicker, type LeverageUnderlying, type Subtype } from '../universe.js';
 import { buildFactors, type Factors } from './factors.js';
+import { regimeOf, type RegimeFamily } from './regimes.js';
 import { LEVERAGE_UNDERLYINGS, LEVERAGED_SUBTYPES, contextModel, instrumentModel, type PricePath } from './models.js';
 import { CONTEXT_SET, NO_CONTEXT, contextSeries, type ContextSeries, type MarketContext } from '../features/context.js';
 
@@ -21,6 +22,8 @@ export interface TrainingInstrument {
   ticker: string;
   class: Domain;
   subtype: Subtype;
+  /** The regime family of the instrument's market history. */
+  family: RegimeFamily;
   bars: Bar[];
   /** The reference markets of the instrument's market history, degraded for a share of instruments (contextDropout). */
   context: MarketContext;
@@ -29,12 +32,15 @@ export interface TrainingInstrument {
 const factorCache = new Map<string, Factors>();
 const FACTOR_CACHE_SIZE = 16;
 
-/** Market factors shared by every instrument of one (seed, calendar): cached because trainingSet asks for them often. */
-function factorsFor(seed: number, dates: Int32Array): Factors {
-  const key = `${seed}:${dates.length}:${dates[dates.length - 1]}`;
+/**
+ * Market factors shared by every instrument of one (seed, regime family, calendar): cached because trainingSet asks
+ * for them often. The regime's own numbers are drawn from (seed, family), apart from the factors' random stream.
+ */
+function factorsFor(seed: number, dates: Int32Array, family: RegimeFamily): Factors {
+  const key = `${seed}:${family}:${dates.length}:${dates[dates.length - 1]}`;
   let f = factorCache.get(key);
   if (!f) {
-    f = buildFactors(Rng.derive(seed, 'market-factors'), dates.length, Rng.derive(seed, 'rates-curve'));
+    f = buildFactors(Rng.derive(seed, 'market-factors'), dates.length, Rng.derive(seed, 'rates-curve'), regimeOf(family, seed));
     if (factorCache.size >= FACTOR_CACHE_SIZE) factorCache.delete(factorCache.keys().next().value as string);
     factorCache.set(key, f);
   }
@@ -82,7 +88,7 @@ export function simulateBars(
   if (!Number.isFinite(endDays)) {
     throw new TypeError(`Expected ISO date YYYY-MM-DD for end but received ${JSON.stringify(end)}`);
   }
-  return simulateOnMarket(ticker, checkSpec(ticker, spec), days, seed, seed, endDays, spec.underlying);
+  return simulateOnMarket(ticker, checkSpec(ticker, spec), days, seed, seed, endDays, 'recent', spec.underlying);
 }
 
 /** simulateBars with the market history drawn from its own seed (trainingSet mixes several histories). */
@@ -93,10 +99,11 @@ function simulateOnMarket(
   seed: number,
   marketSeed: number,
   endDays: number,
+  family: RegimeFamily,
   underlying?: LeverageUnderlying,
 ): Bar[] {
   const dates = businessDaysEnding(endDays, days);
-  const factors = factorsFor(marketSeed, dates);
+  const factors = factorsFor(marketSeed, dates, family);
   return toBars(instrumentModel(subtype, Rng.derive(seed, `instrument:${ticker}`), factors, underlying), dates);
 }
 
@@ -137,21 +144,31 @@ function toBars(path: PricePath, dates: Int32Array): Bar[] {
  * Bars of the context set (SPY, IEF, GLD, DBC, UUP stand-ins) on the market history of `marketSeed`: the same
  * factors as every instrument simulated with that seed, so correlations and betas come out as in a real market.
  */
-export function simulateContextBars(marketSeed: number, days: number, end: string = DEFAULT_SIM_END): Map<string, Bar[]> {
+export function simulateContextBars(
+  marketSeed: number,
+  days: number,
+  end: string = DEFAULT_SIM_END,
+  family: RegimeFamily = 'recent',
+): Map<string, Bar[]> {
   const endDays = isoToDays(end);
   if (!Number.isFinite(endDays)) {
     throw new TypeError(`Expected ISO date YYYY-MM-DD for end but received ${JSON.stringify(end)}`);
   }
   const dates = businessDaysEnding(endDays, days);
-  const factors = factorsFor(marketSeed, dates);
+  const factors = factorsFor(marketSeed, dates, family);
   return new Map(
     CONTEXT_SET.map(({ name, ticker }) => [ticker, toBars(contextModel(name, Rng.derive(marketSeed, `context:${name}`), factors), dates)]),
   );
 }
 
 /** simulateContextBars as a MarketContext. */
-export function simulateContext(marketSeed: number, days: number, end: string = DEFAULT_SIM_END): MarketContext {
-  const bars = simulateContextBars(marketSeed, days, end);
+export function simulateContext(
+  marketSeed: number,
+  days: number,
+  end: string = DEFAULT_SIM_END,
+  family: RegimeFamily = 'recent',
+): MarketContext {
+  const bars = simulateContextBars(marketSeed, days, end, family);
   return CONTEXT_SET.map(({ ticker }) => contextSeries(ticker, bars.get(ticker)!));
 }
 
@@ -191,6 +208,13 @@ export interface TrainingSetOptions {
   marketPaths?: number;
   /** Share of instruments whose context is removed, thinned or cut short (degradeContext). @defaultValue 0 */
   contextDropout?: number;
+  /** Regime family of every market history of the set (regimes.ts). @defaultValue 'recent' */
+  family?: RegimeFamily;
+  /**
+   * Share of instruments that are new listings: only their last 60–400 bars exist (log-uniform), so the router meets
+   * as many short histories as a market with recent listings holds. @defaultValue 0
+   */
+  newListingShare?: number;
 }
 
 /**
@@ -216,11 +240,12 @@ export function trainingSet(opts: TrainingSetOptions): TrainingInstrument[] {
     throw new TypeError(`Expected ISO date YYYY-MM-DD for end but received ${JSON.stringify(opts.end)}`);
   }
   const dropout = opts.contextDropout ?? 0;
+  const family = opts.family ?? 'recent';
   const contexts = new Map<number, MarketContext>();
   const contextOf = (marketSeed: number): MarketContext => {
     let c = contexts.get(marketSeed);
     if (c === undefined) {
-      c = simulateContext(marketSeed, opts.days, opts.end ?? DEFAULT_SIM_END);
+      c = simulateContext(marketSeed, opts.days, opts.end ?? DEFAULT_SIM_END, family);
       contexts.set(marketSeed, c);
     }
     return c;
@@ -232,15 +257,20 @@ export function trainingSet(opts: TrainingSetOptions): TrainingInstrument[] {
         const ticker = simTicker(subtype, i);
         // History 0 is the seed's own, so a one-path set equals what simulateBars gives for the same seed.
         const marketSeed = i % paths === 0 ? opts.seed : Rng.derive(opts.seed, `market-path:${i % paths}`).int(2 ** 31);
-        let bars = simulateOnMarket(ticker, subtype, opts.days, opts.seed, marketSeed, endDays);
+        let bars = simulateOnMarket(ticker, subtype, opts.days, opts.seed, marketSeed, endDays, family);
         const rng = Rng.derive(opts.seed, `gaps:${ticker}`);
         if (rng.next() < gappyShare) {
           const dropRate = rng.uniform(0.02, 0.25);
           bars = bars.filter((_, t) => t === 0 || rng.next() >= dropRate);
         }
+        const lrng = Rng.derive(opts.seed, `listing:${ticker}`);
+        if (lrng.next() < (opts.newListingShare ?? 0)) {
+          const keep = Math.round(Math.exp(lrng.uniform(Math.log(60), Math.log(400))));
+          if (bars.length > keep) bars = bars.slice(bars.length - keep);
+        }
         const crng = Rng.derive(opts.seed, `context:${ticker}`);
         const context = crng.next() < dropout ? degradeContext(contextOf(marketSeed), crng) : contextOf(marketSeed);
-        out.push({ ticker, class: cls, subtype, bars, context });
+        out.push({ ticker, class: cls, subtype, family, bars, context });
       }
     }
   }

@@ -5,9 +5,10 @@ import type { FetchRange, SourceResult } from '../types.js';
 import { SourceError } from '../errors.js';
 import { cleanBars, type RawBar } from '../clean.js';
 import { barsNeeded, resolveRange, trimToRange } from './range.js';
-import { WARMUP_DAYS } from '../features/compute.js';
+import { minHistoryBars } from '../../config.js';
 import { knownClass } from '../universe.js';
 import { sourceTicker } from '../validate.js';
+import { describeValue } from '../../util/describe.js';
 import type { DataSource } from './source.js';
 
 const REQUIRED = ['date', 'open', 'high', 'low', 'close'] as const;
@@ -34,7 +35,7 @@ export function parseLabelsCsv(text: string, source: string, strict: boolean): M
   const ci = header.indexOf('class');
   if (ti < 0 || ci < 0) {
     if (!strict) return labels;
-    throw new LabelsFileError(`Expected a header with columns ticker,class for ${source} but received ${JSON.stringify(lines[0] ?? '')}`);
+    throw new LabelsFileError(`Expected a header with columns ticker,class for ${source} but received ${describeValue(lines[0] ?? '')}`);
   }
   lines.slice(1).forEach((line, i) => {
     const cells = splitCsvLine(line);
@@ -43,7 +44,7 @@ export function parseLabelsCsv(text: string, source: string, strict: boolean): M
     if (ticker !== '' && cls !== undefined) labels.set(ticker, cls);
     else if (strict) {
       throw new LabelsFileError(
-        `Expected a ticker and one of ${DOMAINS.join(', ')} on line ${i + 2} of ${source} but received ${JSON.stringify(line)}`,
+        `Expected a ticker and one of ${DOMAINS.join(', ')} on line ${i + 2} of ${source} but received ${describeValue(line)}`,
       );
     }
   });
@@ -99,7 +100,7 @@ export function parseBarsCsv(text: string, name: string): { rows: RawBar[]; malf
   const missing = REQUIRED.filter((c) => col(c) < 0);
   if (missing.length > 0) {
     throw new TypeError(
-      `Expected header with date,open,high,low,close[,adj_close,volume] for ${name} but received ${JSON.stringify(lines[0] ?? '')}`,
+      `Expected header with date,open,high,low,close[,adj_close,volume] for ${name} but received ${describeValue(lines[0] ?? '')}`,
     );
   }
   const iAdj = ['adj_close', 'adjclose', 'adjusted_close'].map(col).find((i) => i >= 0) ?? -1;
@@ -173,7 +174,8 @@ export class CsvSource implements DataSource {
     }
     const { bars: all, quality } = cleanBars(parsed.rows, { malformed: parsed.malformed });
     const bars = trimToRange(all, days, range.end ?? '9999-12-31');
-    const min = WARMUP_DAYS + 1;
+    // MIN_HISTORY_BARS: a shorter history routes on what it has (docs/features.md, "Short histories").
+    const min = minHistoryBars();
     if (bars.length < min) {
       const dropped = (quality.malformed ?? 0) + quality.nulls;
       const summary = `${bars.length} usable of ${parsed.rows.length + parsed.malformed} rows (malformed ${quality.malformed ?? 0}, nulls ${quality.nulls}, duplicates ${quality.duplicates}${range.end ? `, on or before ${end}` : ''})`;

@@ -18,7 +18,11 @@ export function resolveRange(range: FetchRange, today: string = todayIso()): { d
   return { days: range.days, end };
 }
 
-/** Trading days a source must deliver for `days` routed days: the feature warm-up comes first. */
+/**
+ * Trading days a source fetches for `days` routed days: a year of history (WARMUP_DAYS) before the first routed day,
+ * so a full record routes on full-year windows. A ticker with fewer bars routes on what it has, from
+ * MIN_HISTORY_BARS bars on (the feature task keeps the last `days` tokens; docs/features.md, "Short histories").
+ */
 export function barsNeeded(days: number): number {
   return days + WARMUP_DAYS;
 }

@@ -3,7 +3,7 @@ import type { FetchRange, SourceResult } from '../types.js';
 import { SourceError } from '../errors.js';
 import { cleanBars, type RawBar } from '../clean.js';
 import { barsNeeded, calendarWindow, resolveRange, trimToRange } from './range.js';
-import { WARMUP_DAYS } from '../features/compute.js';
+import { minHistoryBars } from '../../config.js';
 import { knownClass } from '../universe.js';
 import { sourceTicker } from '../validate.js';
 import type { DataSource } from './source.js';
@@ -16,7 +16,7 @@ export interface RequestLimiter {
 export interface YahooSourceOptions {
   /** HTTP client handed to yahoo-finance2. @defaultValue globalThis.fetch */
   fetch?: typeof fetch;
-  /** Fewest clean bars accepted. @defaultValue WARMUP_DAYS + 1 */
+  /** Fewest clean bars accepted. @defaultValue MIN_HISTORY_BARS of the configuration (60) */
   minBars?: number;
   /** Attempts after the first on HTTP 429/5xx, time-outs and network errors. @defaultValue 3 */
   retries?: number;
@@ -126,7 +126,7 @@ export class YahooSource implements DataSource {
   private readonly sleep: (ms: number) => Promise<void>;
 
   constructor(opts: YahooSourceOptions = {}) {
-    this.minBars = opts.minBars ?? WARMUP_DAYS + 1;
+    this.minBars = opts.minBars ?? minHistoryBars();
     this.retries = checkInt(opts.retries ?? 3, 'retries', 0);
     this.backoffMs = checkInt(opts.backoffMs ?? 500, 'backoffMs', 0);
     this.maxBackoffMs = checkInt(opts.maxBackoffMs ?? 8_000, 'maxBackoffMs', 0);

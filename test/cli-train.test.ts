@@ -1,0 +1,79 @@
+import { chmod, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { main } from '../src/cli/train.js';
+
+/** `npm run train --out`: a model that could not be written is refused before training, not after. */
+
+// The smallest training the flags allow: enough to reach the end and write a file in a few seconds.
+const TINY = ['--steps', '2', '--batch', '16', '--tickers-per-subtype', '1', '--train-seeds', '1', '--test-seeds', '1', '--days', '300'];
+const isRoot = process.getuid?.() === 0;
+let tmp: string;
+
+beforeAll(async () => {
+  tmp = await mkdtemp(path.join(os.tmpdir(), 'moe-cli-train-'));
+});
+
+afterAll(async () => {
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+});
+
+async function train(args: string[]): Promise<{ code: number; out: string[]; err: string[] }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const log = vi.spyOn(console, 'log').mockImplementation((m: unknown) => void out.push(String(m)));
+  const error = vi.spyOn(console, 'error').mockImplementation((m: unknown) => void err.push(String(m)));
+  const warn = vi.spyOn(console, 'warn').mockImplementation(() => undefined);
+  try {
+    return { code: await main([...TINY, ...args]), out, err };
+  } finally {
+    log.mockRestore();
+    error.mockRestore();
+    warn.mockRestore();
+  }
+}
+
+describe('train --out', () => {
+  it('refuses a path under a file, and a folder, with exit 2 before any training', async () => {
+    const plain = path.join(tmp, 'plain');
+    await writeFile(plain, 'not a folder');
+    const underFile = path.join(plain, 'sub', 'router.safetensors');
+    const r = await train(['--out', underFile]);
+    expect(r.err.join('\n')).toBe(
+      `train: Expected a writable file path for --out but received ${JSON.stringify(underFile)} (cannot create folder ${path.dirname(underFile)}: ENOTDIR)\nRun with --help for usage.`,
+    );
+    expect(r.code).toBe(2);
+    expect(r.out).toEqual([]);
+
+    const dir = await train(['--out', tmp]);
+    expect(dir.code).toBe(2);
+    expect(dir.err.join('\n')).toContain(`Expected a writable file path for --out but received ${JSON.stringify(tmp)} (a folder)`);
+    expect(dir.out).toEqual([]);
+  });
+
+  it.skipIf(isRoot)('refuses a folder it may not write in (permission bits bind only non-root users)', async () => {
+    const locked = path.join(tmp, 'locked');
+    await mkdir(locked);
+    await chmod(locked, 0o555);
+    try {
+      const file = path.join(locked, 'router.safetensors');
+      const r = await train(['--out', file]);
+      expect(r.code).toBe(2);
+      expect(r.err.join('\n')).toContain(`(cannot write in ${locked}: EACCES)`);
+      expect(r.out).toEqual([]);
+    } finally {
+      await chmod(locked, 0o755);
+    }
+  });
+
+  it('makes a missing folder, leaves no probe behind, and writes the model there after training', async () => {
+    const file = path.join(tmp, 'new', 'nested', 'router.safetensors');
+    const r = await train(['--out', file]);
+    expect(r.err).toEqual([]);
+    expect(r.code).toBe(0);
+    expect(r.out.at(-1)).toBe(`wrote ${file}`);
+    expect((await stat(file)).size).toBeGreaterThan(0);
+    expect(await readdir(path.dirname(file))).toEqual(['router.safetensors']);
+  });
+});
