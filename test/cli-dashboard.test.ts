@@ -1,25 +1,18 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../src/cli/dashboard.js';
 import { closeRedis, createRedis } from '../jobs/connection.js';
+import { freePort } from './helpers/redis.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(REPO, 'src/cli/dashboard.ts');
 const TSX = import.meta.resolve('tsx');
 
 /** A port nothing listens on right now. */
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
-}
 
 function runCli(env: Record<string, string>) {
   // Only what the CLI needs: DASHBOARD_* from the developer's shell must not leak into the test.

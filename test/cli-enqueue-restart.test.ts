@@ -1,7 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -13,7 +12,7 @@ import { loadConfig } from '../src/config.js';
 import { initParams, saveModel } from '../src/router/model.js';
 import { closeRedis, createRedis } from '../jobs/connection.js';
 import { QUEUE_NAMES } from '../jobs/queues.js';
-import { clearPrefix } from './helpers/redis.js';
+import { clearPrefix, freePort } from './helpers/redis.js';
 
 /**
  * `npm run enqueue` as a child process, watching a run on a Redis server of its own (AOF on) that restarts in the
@@ -29,16 +28,6 @@ const TSX = import.meta.resolve('tsx');
 const haveRedisServer = spawnSync('redis-server', ['--version']).status === 0;
 if (!haveRedisServer) console.warn('cli-enqueue-restart: skipped, no redis-server binary on PATH');
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
-  });
-}
 
 function startRedis(args: string[]): Promise<ChildProcess> {
   const p = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'inherit'] });

@@ -1,7 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -16,6 +15,7 @@ import { jobIds } from '../jobs/keys.js';
 import { QUEUE_NAMES } from '../jobs/queues.js';
 import { initParams, saveModel } from '../src/router/model.js';
 import { enqueueRun, type EnqueuedRun } from '../jobs/enqueue-run.js';
+import { freePort } from './helpers/redis.js';
 
 /**
  * Crash and restart safety with real processes and real Redis: workers are `npm run workers` processes, killed with
@@ -255,16 +255,6 @@ describe('crash safety with real worker processes', () => {
   });
 });
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
-  });
-}
 
 describe.skipIf(!haveRedisServer)('Redis restart', () => {
   it('finishes a run when its Redis (AOF on) restarts in the middle of the fetch stage', async () => {

@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { QUEUE_NAMES, SCHEDULE_QUEUE } from '../../jobs/queues.js';
@@ -12,4 +13,16 @@ export async function clearPrefix(redis: Redis, prefix: string): Promise<void> {
   for await (const keys of redis.scanStream({ match: `${prefix}:*`, count: 500 })) {
     if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
   }
+}
+
+/** A TCP port on loopback that nothing listens on right now (for a test's private redis-server). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
 }
