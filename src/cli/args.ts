@@ -1,8 +1,9 @@
 import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { parseArgs as nodeParseArgs } from 'node:util';
 
 /**
- * Tiny argv parser shared by the CLIs: declared flags only, so a typo is a usage error rather than a silent no-op.
+ * The argument parsing every CLI shares: declared flags only, so a typo is a usage error rather than a silent no-op.
  */
 
 export class UsageError extends Error {
@@ -24,40 +25,35 @@ export interface ParsedArgs {
   positionals: string[];
 }
 
-/** Parses `argv` (no node/script entries). Throws UsageError for unknown flags or missing values. */
+/**
+ * Parses `argv` (no node/script entries) with Node's own `util.parseArgs` tokenizer, then holds the tokens to the
+ * declared flags: an unknown flag, a short flag, a value missing or given to a boolean flag is a UsageError naming
+ * the argument as typed. `--` ends the flags.
+ */
 export function parseArgs(argv: readonly string[], spec: Record<string, FlagSpec>): ParsedArgs {
   const flags = new Map<string, string | true>();
   const positionals: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--') {
-      positionals.push(...argv.slice(i + 1));
-      break;
-    }
-    if (!arg.startsWith('--')) {
-      if (arg.startsWith('-') && arg.length > 1) throw new UsageError(`Expected a known flag but received ${JSON.stringify(arg)}`);
-      positionals.push(arg);
-      continue;
-    }
-    const eq = arg.indexOf('=');
-    const name = arg.slice(2, eq < 0 ? undefined : eq);
-    const s = spec[name];
+  const options = Object.fromEntries(Object.entries(spec).map(([name, s]) => [name, { type: s.type }]));
+  const { tokens } = nodeParseArgs({ args: [...argv], options, strict: false, allowPositionals: true, tokens: true });
+  for (const t of tokens) {
+    if (t.kind === 'positional') positionals.push(t.value);
+    if (t.kind !== 'option') continue;
+    const raw = argv[t.index]!;
+    if (!t.rawName.startsWith('--')) throw new UsageError(`Expected a known flag but received ${JSON.stringify(raw)}`);
+    const s = spec[t.name];
     if (s === undefined) {
-      throw new UsageError(`Expected one of ${Object.keys(spec).map((k) => `--${k}`).join(', ')} but received ${JSON.stringify(arg)}`);
+      throw new UsageError(`Expected one of ${Object.keys(spec).map((k) => `--${k}`).join(', ')} but received ${JSON.stringify(raw)}`);
     }
     if (s.type === 'boolean') {
-      if (eq >= 0) throw new UsageError(`Expected no value for --${name} but received ${JSON.stringify(arg.slice(eq + 1))}`);
-      flags.set(name, true);
+      if (t.inlineValue) throw new UsageError(`Expected no value for --${t.name} but received ${JSON.stringify(t.value ?? '')}`);
+      flags.set(t.name, true);
       continue;
     }
-    let value: string | undefined;
-    if (eq >= 0) value = arg.slice(eq + 1);
-    else {
-      value = argv[i + 1];
-      if (value === undefined || value.startsWith('--')) throw new UsageError(`Expected a value for --${name} but received nothing`);
-      i++;
+    // Without strict mode the tokenizer takes the next argument as the value even when it is a flag: refuse that.
+    if (t.value === undefined || (!t.inlineValue && t.value.startsWith('--'))) {
+      throw new UsageError(`Expected a value for --${t.name} but received nothing`);
     }
-    flags.set(name, value);
+    flags.set(t.name, t.value);
   }
   return { flags, positionals };
 }
