@@ -41,6 +41,8 @@ export interface FetchResult {
   ticker: string;
   /** Routed days in the block. */
   days: number;
+  /** Routed days the run asked for (`range.days`); absent from fetch workers of older releases. */
+  requestedDays?: number;
   class?: Domain;
   subtype?: string;
   quality: DataQuality;
@@ -188,7 +190,10 @@ export function validateReportJobData(v: unknown): ReportJobData {
 function quality(v: unknown, field: string): DataQuality {
   const q = record(v, field);
   const n = (k: keyof DataQuality) => int(q[k], `${field}.${k}`, 0, Number.MAX_SAFE_INTEGER);
-  return { nulls: n('nulls'), duplicates: n('duplicates'), gaps: n('gaps'), reordered: n('reordered') };
+  const out: DataQuality = { nulls: n('nulls'), duplicates: n('duplicates'), gaps: n('gaps'), reordered: n('reordered') };
+  // Counts a source may leave out: kept when present, so the summaries can show what was read and dropped.
+  for (const k of ['rows', 'malformed', 'splits'] as const) if (q[k] !== undefined) out[k] = n(k);
+  return out;
 }
 
 /** Checks a fetch job's return value as the route job reads it (the fetch worker may run another version). */
@@ -201,6 +206,7 @@ export function validateFetchResult(v: unknown, field = 'result'): FetchResult {
     days: int(r.days, `${field}.days`, 0, Number.MAX_SAFE_INTEGER),
     quality: quality(r.quality, `${field}.quality`),
   };
+  if (r.requestedDays !== undefined) out.requestedDays = int(r.requestedDays, `${field}.requestedDays`, 1, Number.MAX_SAFE_INTEGER);
   if (r.class !== undefined) {
     if (typeof r.class !== 'string' || !isDomain(r.class)) fail(`${field}.class`, 'domain name', r.class);
     out.class = r.class;

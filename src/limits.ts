@@ -27,3 +27,13 @@ export const MAX_RANGE_DAYS = 10_000;
 export const TICKER_PATTERN = /^[A-Z0-9][A-Z0-9.\-=^]{0,14}$/;
 /** TICKER_PATTERN as people read it in error messages. */
 export const TICKER_PATTERN_TEXT = '[A-Z0-9][A-Z0-9.-=^]{0,14}';
+
+/**
+ * A routed ticker whose confidence (mean probability of its chosen domain over its routed days) is below this is
+ * `uncertain`: summary.json flags it, summary.md, the run page and `evaluate` list it apart and report accuracy on
+ * the rest. Measured with `evaluate` on the 97 development tickers of `../shared/market-data`: the one wrong
+ * per-ticker call (COPX, 0.39) is the least confident; below 0.5 flags 3 tickers (3.1 %) and leaves 94 of 94 right,
+ * 0.6 flags 5, 0.75 flags 7, 0.8 flags 10 (10.3 %), all with the rest 100 % right. 0.5 flags fewest at that accuracy and
+ * reads plainly: the chosen domain holds less than half the probability.
+ */
+export const UNCERTAIN_CONFIDENCE = 0.5;

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DashboardError, startDashboard, type RunningDashboard } from '../src/dashboard/server.js';
-import { markdownToHtml } from '../src/dashboard/html.js';
+import { markdownToHtml, runPage } from '../src/dashboard/html.js';
 import { quantile } from '../src/dashboard/metrics.js';
 import type { RunView } from '../src/dashboard/runs.js';
 import { createLogger } from '../src/log.js';
@@ -63,6 +63,8 @@ describe('dashboard over a real pipeline', () => {
     expect(g.failedTickers).toEqual(good.summary.failed);
     expect(g.durationMs).toBe(Date.parse(good.meta.finishedAt!) - Date.parse(good.meta.createdAt));
     expect(g.meanConfidence).toBeCloseTo(good.summary.routing.meanConfidence, 12);
+    expect(g.uncertainTickers).toEqual(good.summary.tickers.filter((t) => t.uncertain).map((t) => ({ ticker: t.ticker, confidence: t.confidence })));
+    expect(g.shortTickers).toEqual([]);
     expect(runs[0]).toMatchObject({ status: 'failed', routed: 0, failures: 1 });
 
     const res = await fetch(`${open.url}/`);
@@ -101,6 +103,11 @@ describe('dashboard over a real pipeline', () => {
     expect(html).toContain('<h2>Routing mix and drift</h2>');
     expect(html).toContain('<h2>Failed tickers</h2>');
     expect(html).toMatch(/<td>NOSUCH1<\/td><td>UNKNOWN_TICKER: /);
+    expect(html).toContain('<h2>Uncertain routes</h2>');
+    expect(html).toContain('<h2>Short tickers</h2>');
+    const unsure = good.summary.tickers.filter((t) => t.uncertain);
+    if (unsure.length > 0) expect(html).toContain(`<dt>uncertain</dt><dd>${unsure.length}: ${unsure[0]!.ticker} (`);
+    else expect(html).toContain('No uncertain tickers.');
     expect(html).toContain(`<img src="/runs/${good.runId}/files/${REPORT_FILES.performance}"`);
   });
 
@@ -212,6 +219,35 @@ describe('summary.md as HTML', () => {
     expect(html).toContain('<ul>\n<li>one</li>\n<li>two</li>\n</ul>');
     expect(html).toContain('<p>  - not a list</p>');
     expect(html).not.toContain('<script>');
+  });
+
+  it('names uncertain and short tickers on the run card, above the summary.md sections', () => {
+    const view: RunView = {
+      runId: randomUUID(),
+      status: 'finished',
+      active: false,
+      source: 'csv',
+      tickers: ['AAA', 'BBB'],
+      fetchedDone: 2,
+      progress: 1,
+      routed: 2,
+      failures: 0,
+      failedTickers: [],
+      createdAt: '2026-11-20T21:00:00Z',
+      finishedAt: '2026-11-20T21:00:03Z',
+      durationMs: 3000,
+      backend: 'scalar',
+      error: undefined,
+      hasReport: false,
+      drift: undefined,
+      meanConfidence: 0.7,
+      uncertainTickers: [{ ticker: 'AAA', confidence: 0.412 }],
+      shortTickers: [{ ticker: 'BBB', days: 45, requestedDays: 250 }],
+    };
+    const html = runPage(view, '## Short tickers\n\n| ticker | routed / requested days |\n| --- | ---: |\n| BBB | 45 / 250 |\n');
+    expect(html).toContain('<dt>uncertain</dt><dd>1: AAA (0.41)</dd>');
+    expect(html).toContain('<dt>short</dt><dd>1: BBB (45/250 days)</dd>');
+    expect(html).toContain('<tr><td>BBB</td><td>45 / 250</td></tr>');
   });
 
   it('interpolates quantiles linearly', () => {

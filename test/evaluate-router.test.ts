@@ -11,6 +11,7 @@ import {
   EvaluationError,
   evaluateDirectory,
   evaluationJson,
+  formatConfident,
   formatEvaluation,
   majorityDomain,
   metricsByYear,
@@ -22,6 +23,7 @@ import {
 import { DEFAULT_MODEL_PATH, initParams, loadModel, saveModel } from '../src/router/model.js';
 import { simulateBars } from '../src/data/sim/simulator.js';
 import { isoToDays } from '../src/data/dates.js';
+import { UNCERTAIN_CONFIDENCE } from '../src/limits.js';
 import type { Bar } from '../src/data/types.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -62,6 +64,24 @@ describe('evaluation metrics', () => {
     // All days at confidence 0.7 fall in one bin: ECE = |accuracy − 0.7|.
     expect(m.ece).toBeCloseTo(Math.abs(6 / 9 - 0.7), 6);
     expect(m.outcomes[1]).toMatchObject({ ticker: 'B', label: 'Fixed Income', predicted: 'Commodities', share: 2 / 3 });
+  });
+
+  it('lists tickers below UNCERTAIN_CONFIDENCE apart and reports accuracy on the confident rest', () => {
+    const low = UNCERTAIN_CONFIDENCE - 0.1;
+    const m = summarisePredictions([
+      pred('A', 0, [0, 0, 0], 0.9), // confident, right
+      pred('B', 1, [2, 2, 2], low), // uncertain, wrong: left out of the confident accuracy
+      pred('C', 3, [3, 3], 0.95), // confident, right
+      pred('D', 2, [1, 1], 0.85), // confident, wrong
+    ]);
+    expect(m.outcomes.map((o) => o.uncertain)).toEqual([false, true, false, false]);
+    expect(m.outcomes[1]!.confidence).toBeCloseTo(low, 6);
+    expect(m.confident).toEqual({ threshold: UNCERTAIN_CONFIDENCE, tickers: 3, correct: 2, accuracy: 2 / 3, uncertain: ['B'] });
+    expect(formatConfident(m.confident, m.tickers)).toBe(
+      `confident: 3 of 4 tickers, accuracy 66.7 %; uncertain: 1 (B) (confidence below ${UNCERTAIN_CONFIDENCE})`,
+    );
+    const none = summarisePredictions([pred('B', 1, [2], low)]).confident;
+    expect(none).toMatchObject({ tickers: 0, correct: 0, accuracy: null, uncertain: ['B'] });
   });
 
   it('breaks majority ties by probability mass, then by lower index', () => {
@@ -158,8 +178,19 @@ describe.skipIf(!haveMarketData)('evaluation on real market data (../shared/mark
     const cli = path.join(repoRoot, 'src', 'cli', 'evaluate.ts');
     const ok = await run(tsx, [cli, '--data', marketData, '--model', modelPath, '--tickers', 'AAPL,TLT', '--json'], { cwd: repoRoot });
     const last = ok.stdout.trim().split('\n').at(-1)!;
-    const json = JSON.parse(last) as { tickers: number; perTicker: { accuracy: number; byClass: object }; perDay: { accuracy: number }; confusion: number[][] };
+    const json = JSON.parse(last) as {
+      tickers: number;
+      perTicker: { accuracy: number; byClass: object };
+      perDay: { accuracy: number };
+      confusion: number[][];
+      confident: { threshold: number; tickers: number; correct: number; uncertain: string[] };
+      predictions: { ticker: string; confidence: number; uncertain: boolean }[];
+    };
     expect(json.tickers).toBe(2);
+    expect(json.confident.threshold).toBe(UNCERTAIN_CONFIDENCE);
+    expect(json.confident.tickers + json.confident.uncertain.length).toBe(2);
+    for (const p of json.predictions) expect(p.uncertain).toBe(p.confidence < UNCERTAIN_CONFIDENCE);
+    expect(ok.stdout).toMatch(new RegExp(`confident: ${json.confident.tickers} of 2 tickers, accuracy [\\d.]+ %; uncertain: ${json.confident.uncertain.length}`));
     expect(json.confusion).toHaveLength(4);
     expect(typeof json.perDay.accuracy).toBe('number');
     expect(Object.keys(json.perTicker.byClass)).toEqual([...DOMAINS]);

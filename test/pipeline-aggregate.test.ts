@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { UNCERTAIN_CONFIDENCE } from '../src/limits.js';
 import { AggregateError, dayToIso, summarizeTicker, tickerSeries, type RoutedTicker } from '../workers/aggregate.js';
 import { decodeSeriesBlock, encodeSeriesBlock, SeriesBlockError } from '../workers/series-block.js';
 
@@ -41,6 +42,32 @@ describe('summarizeTicker', () => {
     expect(s.lastDate).toBe('2024-01-03');
     expect(s.class).toBe('Fixed Income');
     expect(s.subtype).toBe('treasury-long');
+  });
+
+  it('flags a ticker whose confidence is below UNCERTAIN_CONFIDENCE as uncertain, and only that one', () => {
+    const p = UNCERTAIN_CONFIDENCE - 0.05;
+    const rest = (1 - p) / 3;
+    const low = summarizeTicker(routed([2, 2], [[rest, rest, p, rest], [rest, rest, p, rest]]));
+    expect(low.confidence).toBeCloseTo(p, 6);
+    expect(low.uncertain).toBe(true);
+    const sure = summarizeTicker(routed([2, 2], [[0.02, 0.02, 0.94, 0.02], [0.02, 0.02, 0.94, 0.02]]));
+    expect(sure.uncertain).toBeUndefined();
+    expect('uncertain' in sure).toBe(false);
+  });
+
+  it('carries the fetch stage quality, the requested days and a short flag when fewer days were routed', () => {
+    const dates = Int32Array.from([D0, D0 + 1, D0 + 2, D0 + 8]);
+    const probs = [0, 1, 2, 3].map(() => [0.9, 0.05, 0.03, 0.02]);
+    const quality = { rows: 30, nulls: 3, duplicates: 2, gaps: 7, reordered: 1, malformed: 1, splits: 0 };
+    const s = summarizeTicker(routed([0, 0, 0, 0], probs, { dates, requestedDays: 10, quality }));
+    expect(s.requestedDays).toBe(10);
+    expect(s.short).toBe(true);
+    // Business days strictly between 2024-01-03 (Wed) and 2024-01-09 (Tue): Thu 4, Fri 5, Mon 8.
+    expect(s.quality).toEqual({ rows: 30, dropped: { malformed: 1, badPrice: 3, duplicates: 2 }, gaps: 7, routedGaps: 3 });
+    const full = summarizeTicker(routed([0, 0], [[0.9, 0.05, 0.03, 0.02], [0.9, 0.05, 0.03, 0.02]], { requestedDays: 2 }));
+    expect(full.requestedDays).toBe(2);
+    expect(full.short).toBeUndefined();
+    expect(full.quality).toBeUndefined();
   });
 
   it('breaks ties toward the lowest domain index', () => {

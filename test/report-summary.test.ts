@@ -98,6 +98,41 @@ describe('buildSummaryMarkdown', () => {
     expect(md).toContain('- No ticker failed.');
   });
 
+  it('lists uncertain tickers apart with their top two domains, and the accuracy of the confident rest', () => {
+    const md = buildSummaryMarkdown(
+      summary([
+        ticker({ ticker: 'SPY', class: 'Equities', confidence: 0.9 }),
+        ticker({ ticker: 'TLT', class: 'Fixed Income', domain: 'Equities', confidence: 0.8 }),
+        ticker({ ticker: 'UGL', class: 'Derivatives', domain: 'Commodities', probs: [0.05, 0.05, 0.48, 0.42], confidence: 0.48, uncertain: true }),
+      ]),
+    );
+    const section = md.slice(md.indexOf('## Uncertain routes'), md.indexOf('## Short tickers'));
+    expect(section).toContain('Confident: 2 of 3; 1 of the 2 labelled confident tickers (50.0 %) went to their own class.');
+    expect(section).toContain('| UGL | Derivatives | Commodities | 0.480 | Commodities 0.48, Derivatives 0.42 |');
+    expect(section).not.toContain('| SPY');
+    expect(md).toContain('## Short tickers\n\nNone: every routed ticker got the days it asked for.');
+  });
+
+  it('lists short tickers with routed and requested days, rows dropped by reason and gaps', () => {
+    const md = buildSummaryMarkdown(
+      summary([
+        ticker({ ticker: 'SPY', requestedDays: 100 }),
+        ticker({
+          ticker: 'NEWL',
+          days: 45,
+          requestedDays: 250,
+          short: true,
+          quality: { rows: 120, dropped: { malformed: 2, badPrice: 3, duplicates: 1 }, gaps: 12, routedGaps: 9 },
+        }),
+      ]),
+    );
+    const section = md.slice(md.indexOf('## Short tickers'), md.indexOf('## Failed tickers'));
+    expect(section).toContain('1 ticker routed on fewer days than requested:');
+    expect(section).toContain('| NEWL | 45 / 250 | 120 | 2 malformed, 3 bad price, 1 duplicate | 12 / 9 |');
+    expect(section).not.toContain('| SPY');
+    expect(md).toContain('No uncertain tickers.');
+  });
+
   it('is deterministic for the seeded sample run', () => {
     const a = buildSummaryMarkdown(sampleReportInput({ seed: 11 }).summary);
     const b = buildSummaryMarkdown(sampleReportInput({ seed: 11 }).summary);

@@ -1,5 +1,8 @@
 import { DOMAINS, NUM_DOMAINS, type Domain } from '../src/domains.js';
-import type { TickerSeries, TickerSummary } from '../src/report/types.js';
+import { businessDaysBetween } from '../src/data/dates.js';
+import type { DataQuality } from '../src/data/types.js';
+import { UNCERTAIN_CONFIDENCE } from '../src/limits.js';
+import type { TickerQuality, TickerSeries, TickerSummary } from '../src/report/types.js';
 
 /**
  * Per-ticker aggregation of one routed batch: pure functions, so the route worker stays thin and these are tested
@@ -25,6 +28,10 @@ export interface RoutedTicker {
   probs: Float32Array;
   /** Router assignment per day. */
   assign: Uint8Array;
+  /** Routed days the run asked for (the fetch result's `requestedDays`). */
+  requestedDays?: number;
+  /** What cleaning did to the ticker's bars (the fetch result's `quality`). */
+  quality?: DataQuality;
 }
 
 export class AggregateError extends Error {
@@ -100,6 +107,25 @@ export function summarizeTicker(t: RoutedTicker): TickerSummary {
   };
   if (t.class !== undefined) out.class = t.class;
   if (t.subtype !== undefined) out.subtype = t.subtype;
+  if (out.confidence < UNCERTAIN_CONFIDENCE) out.uncertain = true;
+  if (t.requestedDays !== undefined) {
+    out.requestedDays = t.requestedDays;
+    if (n < t.requestedDays) out.short = true;
+  }
+  if (t.quality !== undefined) out.quality = tickerQuality(t.quality, t.dates);
+  return out;
+}
+
+/** The fetch stage's cleaning counts as the summary shows them, plus the gaps inside the routed days. */
+export function tickerQuality(q: DataQuality, dates: Int32Array): TickerQuality {
+  let routedGaps = 0;
+  for (let i = 1; i < dates.length; i++) routedGaps += businessDaysBetween(dates[i - 1]!, dates[i]!);
+  const out: TickerQuality = {
+    dropped: { malformed: q.malformed ?? 0, badPrice: q.nulls, duplicates: q.duplicates },
+    gaps: q.gaps,
+    routedGaps,
+  };
+  if (q.rows !== undefined) out.rows = q.rows;
   return out;
 }
 

@@ -62,6 +62,9 @@ export async function getBarsCached(cache: BarCacheOptions, source: DataSource, 
     if (Date.now() > deadline) break;
   }
   try {
+    // The lock may have come free because its holder just stored the bars: look again before fetching.
+    const stored = await cache.redis.get(key);
+    if (stored !== null) return { ...(JSON.parse(stored) as SourceResult), cached: true };
     const res = await source.fetch(t, { days: resolved.days, end: resolved.end });
     await cache.redis.set(key, JSON.stringify(res), 'EX', ttl);
     return { ...res, cached: false };

@@ -156,7 +156,7 @@ export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>, token
     const ended = await storeFetched(store, data.runId, key, block, deps.featureTtlSeconds);
     if (ended !== undefined) throw new StrayJobError(`Expected run ${data.runId} to be in progress for its fetch job but it is ${ended}`);
 
-    const out: FetchResult = { key, ticker: data.ticker, days, quality: meta.quality };
+    const out: FetchResult = { key, ticker: data.ticker, days, requestedDays: data.range.days, quality: meta.quality };
     if (meta.class !== undefined) out.class = meta.class;
     if (meta.subtype !== undefined) out.subtype = meta.subtype;
     if (ctx.missing.length > 0) out.contextMissing = ctx.missing.map((m) => m.ticker);

@@ -150,6 +150,8 @@ export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Pr
         };
         if (fetched.class !== undefined) slice.class = fetched.class;
         if (fetched.subtype !== undefined) slice.subtype = fetched.subtype;
+        if (fetched.requestedDays !== undefined) slice.requestedDays = fetched.requestedDays;
+        slice.quality = fetched.quality;
         byTicker.set(fetched.ticker, slice);
         start += days;
       }

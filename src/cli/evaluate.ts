@@ -2,7 +2,8 @@
  * `npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B] [--days N] [--max-bars N | --last-bars N] [--by-year] [--context-dir DIR] [--router learned|rules] [--json]`
  * Routes every labelled `<TICKER>.csv` of DIR with the model and prints accuracy per ticker and per day.
  * `--max-bars N` routes each ticker from its first N bars only (a new listing), `--last-bars N` from its last N;
- * `--by-year` adds the metrics per calendar year of the routed days.
+ * `--by-year` adds the metrics per calendar year of the routed days. Tickers below `UNCERTAIN_CONFIDENCE` are listed
+ * apart, with the per-ticker accuracy of the confident rest (`confident` in `--json`).
  * Exit code 0 on success, 2 on bad usage, 1 when evaluation fails.
  */
 import { existsSync, statSync } from 'node:fs';

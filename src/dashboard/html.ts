@@ -81,6 +81,15 @@ function runCard(r: RunView, detail: boolean, failedTable = false): string {
     ['created', escapeHtml(r.createdAt)],
   ];
   if (r.meanConfidence !== undefined) fields.push(['mean confidence', r.meanConfidence.toFixed(3)]);
+  // The tables (confidence with the top two domains, rows dropped by reason, gaps) are summary.md's, rendered below.
+  if (r.uncertainTickers.length > 0) {
+    const list = r.uncertainTickers.map((t) => `${t.ticker} (${t.confidence.toFixed(2)})`);
+    fields.push(['uncertain', `${r.uncertainTickers.length}: ${escapeHtml(tickerList(list))}`]);
+  }
+  if (r.shortTickers.length > 0) {
+    const list = r.shortTickers.map((t) => `${t.ticker} (${t.days}/${t.requestedDays} days)`);
+    fields.push(['short', `${r.shortTickers.length}: ${escapeHtml(tickerList(list))}`]);
+  }
   if (r.drift) {
     fields.push([
       'drift',

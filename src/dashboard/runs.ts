@@ -31,6 +31,10 @@ export interface RunView {
   hasReport: boolean;
   drift: { psi: number; level: string; changed: number; previousRunId: string } | undefined;
   meanConfidence: number | undefined;
+  /** Routed tickers below UNCERTAIN_CONFIDENCE (summary.json `uncertain`); empty until the summary is written. */
+  uncertainTickers: { ticker: string; confidence: number }[];
+  /** Routed tickers with fewer routed days than requested (summary.json `short`); empty until the summary is written. */
+  shortTickers: { ticker: string; days: number; requestedDays: number }[];
 }
 
 const TERMINAL: readonly RunStatus[] = ['finished', 'failed'];
@@ -42,6 +46,8 @@ const SUMMARY_CACHE_MAX = 200;
 type SummaryDigest = Pick<RunSummary, 'failed' | 'backend'> & {
   drift: RunView['drift'];
   meanConfidence: number | undefined;
+  uncertain: RunView['uncertainTickers'];
+  short: RunView['shortTickers'];
 };
 
 function digestOf(v: unknown): SummaryDigest | undefined {
@@ -52,6 +58,7 @@ function digestOf(v: unknown): SummaryDigest | undefined {
     : [];
   // Summaries written before drift existed have neither block; the page shows what there is.
   const d = s.drift;
+  const tickers = Array.isArray(s.tickers) ? s.tickers.filter((t) => typeof t?.ticker === 'string') : [];
   return {
     failed,
     backend: typeof s.backend === 'string' ? s.backend : 'unknown',
@@ -60,6 +67,12 @@ function digestOf(v: unknown): SummaryDigest | undefined {
         ? { psi: d.psi, level: String(d.level), changed: Array.isArray(d.changed) ? d.changed.length : 0, previousRunId: d.previousRunId }
         : undefined,
     meanConfidence: typeof s.routing?.meanConfidence === 'number' ? s.routing.meanConfidence : undefined,
+    uncertain: tickers
+      .filter((t) => t.uncertain === true && typeof t.confidence === 'number')
+      .map((t) => ({ ticker: t.ticker, confidence: t.confidence })),
+    short: tickers
+      .filter((t) => t.short === true && typeof t.days === 'number' && typeof t.requestedDays === 'number')
+      .map((t) => ({ ticker: t.ticker, days: t.days, requestedDays: t.requestedDays! })),
   };
 }
 
@@ -125,6 +138,8 @@ export async function runView(meta: RunMeta, reportsDir: string, now = Date.now(
     hasReport: !active && (await hasAllFiles(reportFolder(reportsDir, meta.runId))),
     drift: digest?.drift,
     meanConfidence: digest?.meanConfidence,
+    uncertainTickers: digest?.uncertain ?? [],
+    shortTickers: digest?.short ?? [],
   };
 }
 

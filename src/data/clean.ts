@@ -26,6 +26,7 @@ const goodPrice = (v: number | null): v is number => v !== null && Number.isFini
 
 /**
  * The one cleaning step every source goes through.
+ * - `rows` counts what the source read (its malformed lines included);
  * - rows with a bad date are dropped (`malformed`), rows with a null/NaN/non-positive price are dropped (`nulls`);
  * - rows are sorted by date (`reordered` counts rows that moved) and repeated dates keep their first row (`duplicates`);
  * - when `close != adjClose`, open/high/low are scaled by `adjClose/close` so every price of a bar is on the adjusted
@@ -37,6 +38,7 @@ const goodPrice = (v: number | null): v is number => v !== null && Number.isFini
  */
 export function cleanBars(rows: readonly RawBar[], initial?: Partial<DataQuality>): CleanResult {
   const quality: DataQuality = {
+    rows: rows.length + (initial?.malformed ?? 0),
     nulls: initial?.nulls ?? 0,
     duplicates: initial?.duplicates ?? 0,
     gaps: 0,

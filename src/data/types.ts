@@ -23,6 +23,8 @@ export interface Bar {
 
 /** What cleaning did to a series, counted so reports and tests can see it. */
 export interface DataQuality {
+  /** Rows the source read before cleaning (malformed ones included); absent when the source did not count them. */
+  rows?: number;
   /** Rows dropped because a required price was null, NaN or not positive. */
   nulls: number;
   /** Rows dropped because their date repeated an earlier row. */

@@ -1,7 +1,8 @@
 import { DOMAINS } from '../domains.js';
 import { PSI_BANDS } from './drift.js';
 import { CONDITION_THRESHOLDS as T, classStats, classOf } from './market-condition.js';
-import type { RunSummary } from './types.js';
+import { UNCERTAIN_CONFIDENCE } from '../limits.js';
+import type { RunSummary, TickerSummary } from './types.js';
 
 const pct = (x: number, digits = 1): string => `${(x * 100).toFixed(digits)} %`;
 const signedPct = (x: number): string => `${x >= 0 ? '+' : ''}${(x * 100).toFixed(1)} %`;
@@ -65,6 +66,9 @@ export function buildSummaryMarkdown(summary: RunSummary): string {
     }
     lines.push('');
   }
+
+  lines.push(...uncertainSection(summary.tickers));
+  lines.push(...shortSection(summary.tickers));
 
   lines.push('## Failed tickers', '');
   if (summary.failed.length === 0) {
@@ -166,6 +170,70 @@ function driftSection(summary: RunSummary): string[] {
     for (const c of drift.changed) lines.push(`| ${c.ticker} | ${c.from} | ${c.to} |`);
     lines.push('');
   }
+  return lines;
+}
+
+/** The two domains of highest mean probability, `Equities 0.45, Derivatives 0.40`. */
+export function topTwo(t: TickerSummary): string {
+  return DOMAINS.map((d, i) => ({ d, p: t.probs[i]! }))
+    .sort((a, b) => b.p - a.p)
+    .slice(0, 2)
+    .map((x) => `${x.d} ${x.p.toFixed(2)}`)
+    .join(', ');
+}
+
+/** Rows cleaning dropped, by reason, in words: `2 malformed, 3 bad price, 1 duplicate` (or `none`). */
+export function droppedText(t: TickerSummary): string {
+  const q = t.quality;
+  if (q === undefined) return 'not reported';
+  const parts = [
+    [q.dropped.malformed, 'malformed'],
+    [q.dropped.badPrice, 'bad price'],
+    [q.dropped.duplicates, q.dropped.duplicates === 1 ? 'duplicate' : 'duplicates'],
+  ] as const;
+  const said = parts.filter(([n]) => n > 0).map(([n, what]) => `${n} ${what}`);
+  return said.length > 0 ? said.join(', ') : 'none';
+}
+
+/** Tickers whose confidence is below UNCERTAIN_CONFIDENCE, apart, with the accuracy of the labelled rest. */
+function uncertainSection(tickers: readonly TickerSummary[]): string[] {
+  const lines = ['## Uncertain routes', ''];
+  const unsure = tickers.filter((t) => t.uncertain === true);
+  const sure = tickers.filter((t) => t.uncertain !== true);
+  const labelled = sure.filter((t) => t.class !== undefined);
+  const right = labelled.filter((t) => t.domain === t.class).length;
+  const rest =
+    labelled.length > 0
+      ? `; ${right} of the ${labelled.length} labelled confident tickers (${pct(right / labelled.length)}) went to their own class`
+      : '';
+  lines.push(`A ticker is uncertain when its confidence is below ${UNCERTAIN_CONFIDENCE}. Confident: ${sure.length} of ${tickers.length}${rest}.`, '');
+  if (unsure.length === 0) {
+    lines.push('No uncertain tickers.', '');
+    return lines;
+  }
+  lines.push('| ticker | class | routed to | confidence | top two domains |', '| --- | --- | --- | ---: | --- |');
+  for (const t of unsure) lines.push(`| ${t.ticker} | ${classOf(t)} | ${t.domain} | ${t.confidence.toFixed(3)} | ${topTwo(t)} |`);
+  lines.push('');
+  return lines;
+}
+
+/** Tickers routed on fewer days than requested, with what cleaning dropped and the gaps in their data. */
+function shortSection(tickers: readonly TickerSummary[]): string[] {
+  const lines = ['## Short tickers', ''];
+  const short = tickers.filter((t) => t.short === true);
+  if (short.length === 0) {
+    lines.push('None: every routed ticker got the days it asked for.', '');
+    return lines;
+  }
+  lines.push(`${short.length} ticker${short.length === 1 ? '' : 's'} routed on fewer days than requested:`, '');
+  lines.push('| ticker | routed / requested days | rows read | rows dropped | gaps (read / routed) |', '| --- | ---: | ---: | --- | ---: |');
+  for (const t of short) {
+    const q = t.quality;
+    lines.push(
+      `| ${t.ticker} | ${t.days} / ${t.requestedDays ?? '-'} | ${q?.rows ?? '-'} | ${droppedText(t)} | ${q ? `${q.gaps} / ${q.routedGaps}` : '-'} |`,
+    );
+  }
+  lines.push('', 'Gaps are missing business days between bars (holidays count too): over all bars read, and between the first and last routed day.', '');
   return lines;
 }
 

@@ -23,6 +23,33 @@ export interface TickerSummary {
   meanVol: number;
   firstDate: string;
   lastDate: string;
+  /** Present (true) when `confidence` is below `UNCERTAIN_CONFIDENCE` (src/limits.ts). */
+  uncertain?: true;
+  /** Routed days the run asked for; absent when the fetch stage did not report it. */
+  requestedDays?: number;
+  /** Present (true) when fewer days were routed than requested. */
+  short?: true;
+  /** What cleaning did to the ticker's bars; absent when the fetch stage did not report it. */
+  quality?: TickerQuality;
+}
+
+/** A ticker's data quality as `summary.json` carries it: what the source read and what cleaning dropped. */
+export interface TickerQuality {
+  /** Rows the source read, before cleaning; absent when the source did not count them (simulator). */
+  rows?: number;
+  /** Rows cleaning dropped, by reason (see `DataQuality` in src/data/types.ts). */
+  dropped: {
+    /** Unparsable rows: bad date, wrong column count. */
+    malformed: number;
+    /** A required price null, NaN, infinite, non-numeric, zero or negative. */
+    badPrice: number;
+    /** A date repeating an earlier row. */
+    duplicates: number;
+  };
+  /** Missing business days between the first and last bar read (holidays count too). */
+  gaps: number;
+  /** Missing business days between the first and last routed day (holidays count too). */
+  routedGaps: number;
 }
 
 export interface FailedTicker {

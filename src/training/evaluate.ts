@@ -9,7 +9,7 @@ import { DOMAINS, domainIndex, type Domain } from '../domains.js';
 import { computeFeatures } from '../data/features/compute.js';
 import { minHistoryBars } from '../config.js';
 import { fetchContext } from '../data/sources/context-fetch.js';
-import { MAX_RANGE_DAYS } from '../limits.js';
+import { MAX_RANGE_DAYS, UNCERTAIN_CONFIDENCE } from '../limits.js';
 import { createSource, SourceError } from '../data/sources/create.js';
 import { LabelsFileError, parseLabelsCsv } from '../data/sources/csv.js';
 import type { FeatureSeries } from '../data/types.js';
@@ -60,7 +60,23 @@ export interface TickerOutcome {
   /** Share of days routed to the true domain. */
   dayAccuracy: number;
   meanConfidence: number;
+  /** Mean probability of the predicted domain over days: what `summary.json` calls a ticker's confidence. */
+  confidence: number;
+  /** `confidence` below `UNCERTAIN_CONFIDENCE` (src/limits.ts). */
+  uncertain: boolean;
   days: number;
+}
+
+/** The per-ticker call split at `UNCERTAIN_CONFIDENCE`: accuracy on the confident tickers, the uncertain ones apart. */
+export interface ConfidentMetrics {
+  threshold: number;
+  /** Tickers at or above the threshold. */
+  tickers: number;
+  correct: number;
+  /** `correct / tickers`, or null when no ticker is confident. */
+  accuracy: number | null;
+  /** Tickers below the threshold, in evaluation order. */
+  uncertain: string[];
 }
 
 /** The metrics of the tokens dated in one calendar year (earlier bars serving as warm-up). */
@@ -93,6 +109,7 @@ export interface EvaluationMetrics {
   /** Mean negative log-likelihood of the true domain over days. */
   nll: number;
   outcomes: TickerOutcome[];
+  confident: ConfidentMetrics;
 }
 
 function emptyLevel(): { correct: number; total: number; confusion: number[][] } {
@@ -181,6 +198,9 @@ export function summarisePredictions(preds: readonly TickerPrediction[]): Evalua
     tickerMean.confusion[p.label]![byMean]! += 1;
     tickerMean.total += 1;
     if (byMean === p.label) tickerMean.correct += 1;
+    let predictedMass = 0;
+    for (let n = 0; n < days; n++) predictedMass += p.probs[n * D + predicted]!;
+    const confidence = predictedMass / days;
     outcomes.push({
       ticker: p.ticker,
       label: DOMAINS[p.label]!,
@@ -188,6 +208,8 @@ export function summarisePredictions(preds: readonly TickerPrediction[]): Evalua
       share: share / days,
       dayAccuracy: dayCorrect / days,
       meanConfidence: tickerConf / days,
+      confidence,
+      uncertain: confidence < UNCERTAIN_CONFIDENCE,
       days,
     });
   }
@@ -207,7 +229,28 @@ export function summarisePredictions(preds: readonly TickerPrediction[]): Evalua
     ece,
     nll: day.total > 0 ? nllSum / day.total : 0,
     outcomes,
+    confident: confidentMetrics(outcomes),
   };
+}
+
+/** Accuracy of the per-ticker call on the tickers whose confidence reaches `UNCERTAIN_CONFIDENCE`. */
+export function confidentMetrics(outcomes: readonly TickerOutcome[]): ConfidentMetrics {
+  const sure = outcomes.filter((o) => !o.uncertain);
+  const correct = sure.filter((o) => o.predicted === o.label).length;
+  return {
+    threshold: UNCERTAIN_CONFIDENCE,
+    tickers: sure.length,
+    correct,
+    accuracy: sure.length > 0 ? correct / sure.length : null,
+    uncertain: outcomes.filter((o) => o.uncertain).map((o) => o.ticker),
+  };
+}
+
+/** `confident: X of N tickers, accuracy Y %; uncertain: Z` (Z: the uncertain tickers, or none). */
+export function formatConfident(c: ConfidentMetrics, total: number): string {
+  const acc = c.accuracy === null ? '-' : `${(100 * c.accuracy).toFixed(1)} %`;
+  const list = c.uncertain.length > 0 ? `${c.uncertain.length} (${c.uncertain.join(' ')})` : '0';
+  return `confident: ${c.tickers} of ${total} tickers, accuracy ${acc}; uncertain: ${list} (confidence below ${c.threshold})`;
 }
 
 /** Calendar year (UTC) of a day count since 1970-01-01. */
@@ -502,6 +545,7 @@ export function formatEvaluation(r: EvaluationReport): string {
   }
   lines.push('');
   lines.push(...formatLevel('per ticker (majority over days)', r.perTicker));
+  lines.push(formatConfident(r.confident, r.tickers));
   lines.push(...formatLevel('per ticker (highest mean probability)', r.perTickerMeanProb));
   lines.push(...formatLevel('per day', r.perDay));
   lines.push('confusion per ticker:', ...formatConfusion(r.perTicker.confusion));
@@ -551,6 +595,7 @@ export function evaluationJson(r: EvaluationReport): Record<string, unknown> {
     skipped: r.skipped,
     failed: r.failed,
     perTicker: level(r.perTicker),
+    confident: r.confident,
     perTickerMeanProb: level(r.perTickerMeanProb),
     perDay: level(r.perDay),
     confusion: r.perTicker.confusion,
