@@ -139,6 +139,15 @@ describe('pipeline end to end', () => {
       expect(t.days).toBe(60);
       expect(t.class).toBe(DEFAULT_UNIVERSE.find((u) => u.ticker === t.ticker)!.class);
     }
+    // A reason for every route: up to three features, each with a positive effect, strongest first.
+    for (const t of s.tickers) {
+      expect(t.reasons!.length).toBeGreaterThan(0);
+      expect(t.reasons!.length).toBeLessThanOrEqual(3);
+      for (const r of t.reasons!) expect(r.effect).toBeGreaterThan(0);
+      expect(t.reasons!.map((r) => r.effect)).toEqual([...t.reasons!.map((r) => r.effect)].sort((a, b) => b - a));
+    }
+    const md = await readFile(path.join(dir, REPORT_FILES.summaryMd), 'utf8');
+    expect(md).toMatch(new RegExp(`^- ${s.tickers[0]!.ticker} → ${s.tickers[0]!.domain}: ${s.tickers[0]!.reasons![0]!.feature} [+−]\\d`, 'm'));
     // The run fetched the simulator's reference markets.
     expect(s.context).toEqual({ set: ['SPY', 'IEF', 'GLD', 'DBC', 'UUP'], missing: [] });
     // The run's blocks are gone once the report exists; its metadata stays (with a TTL) for dashboards.

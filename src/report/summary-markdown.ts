@@ -79,6 +79,8 @@ export function buildSummaryMarkdown(summary: RunSummary): string {
     lines.push('');
   }
 
+  lines.push(...reasonsSection(summary.tickers));
+
   const t = summary.timings;
   lines.push('## Backend and timings', '');
   lines.push(
@@ -234,6 +236,31 @@ function shortSection(tickers: readonly TickerSummary[]): string[] {
     );
   }
   lines.push('', 'Gaps are missing business days between bars (holidays count too): over all bars read, and between the first and last routed day.', '');
+  return lines;
+}
+
+/** Tickers listed with their reasons in summary.md; summary.json carries every ticker's. */
+export const REASONS_LISTED = 200;
+
+/** Each routed ticker's three strongest reasons: the feature and its normalised value in the ticker's mean token. */
+function reasonsSection(tickers: readonly TickerSummary[]): string[] {
+  const lines = ['## Why each ticker went where it went', ''];
+  const withReasons = tickers.filter((t) => t.reasons !== undefined);
+  if (withReasons.length === 0) {
+    lines.push('No reasons recorded in this run.', '');
+    return lines;
+  }
+  lines.push(
+    "The features that raised the chosen domain's log-probability most, measured by setting each back from its value " +
+      "in the ticker's mean token to its training centre (0); values are normalised (docs/features.md).",
+    '',
+  );
+  for (const t of withReasons.slice(0, REASONS_LISTED)) {
+    const why = t.reasons!.map((r) => `${r.feature} ${r.value >= 0 ? '+' : '−'}${Math.abs(r.value).toFixed(2)}`).join(', ');
+    lines.push(`- ${t.ticker} → ${t.domain}: ${why === '' ? 'no feature pushed it there on its own' : why}`);
+  }
+  if (withReasons.length > REASONS_LISTED) lines.push(`- … ${withReasons.length - REASONS_LISTED} more in summary.json`);
+  lines.push('');
   return lines;
 }
 

@@ -31,6 +31,11 @@ export interface TickerSummary {
   short?: true;
   /** What cleaning did to the ticker's bars; absent when the fetch stage did not report it. */
   quality?: TickerQuality;
+  /**
+   * The (up to) three features that pushed the ticker most towards its domain: occlusion of each feature of its mean
+   * token against the neutral value 0, effect in ln p(domain) (src/router/attribution.ts).
+   */
+  reasons?: { feature: string; value: number; effect: number }[];
 }
 
 /** A ticker's data quality as `summary.json` carries it: what the source read and what cleaning dropped. */
