@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { computeFeatures } from '../src/data/features/compute.js';
 import { FEATURE_TABLE } from '../src/data/features/table.js';
 import { simulateBars, simulateContext } from '../src/data/sim/simulator.js';
-import { DOMAINS } from '../src/domains.js';
-import { featureEffects, meanToken, topReasons, type AttributionInput } from '../src/router/attribution.js';
+import { domainIndex } from '../src/domains.js';
+import { featureEffects, meanInput, topReasons, type AttributionInput } from '../src/router/attribution.js';
 import { loadModel } from '../src/router/model.js';
 import { NativeRouter, nativeAvailable } from '../src/router/native.js';
 import { referenceForward } from '../src/router/reference.js';
@@ -27,10 +27,9 @@ async function inputs(hidden: 16 | 32): Promise<AttributionInput[]> {
   ];
   return specs.map(({ ticker, spec }, i) => {
     const f = computeFeatures(ticker, simulateBars(ticker, spec, days, 5), hidden, context);
-    const n = f.vol.length;
-    const x = meanToken(f.x, hidden, 0, n);
-    if (i === 0) x[3] = 0; // one feature exactly at its centre
-    return { x, vol: f.vol.reduce((a, b) => a + b, 0) / n, risk: f.risk.reduce((a, b) => a + b, 0) / n, domain: DOMAINS.indexOf(spec.class) };
+    const mean = meanInput(f, hidden, 0, f.vol.length);
+    if (i === 0) mean.x[3] = 0; // one feature exactly at its centre
+    return { ...mean, domain: domainIndex(spec.class) };
   });
 }
 

@@ -2,15 +2,14 @@ import { performance } from 'node:perf_hooks';
 import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { NUM_DOMAINS } from '../src/domains.js';
+import { NUM_DOMAINS, domainIndex } from '../src/domains.js';
 import { decodeFeatureSeries } from '../src/data/features/block.js';
 import type { FeatureSeries } from '../src/data/types.js';
 import { concatSeries } from '../src/router/batch.js';
 import { loadModel } from '../src/router/model.js';
 import { NativeRouter } from '../src/router/native.js';
-import { featureEffects, meanToken, topReasons, type AttributionInput } from '../src/router/attribution.js';
+import { featureEffects, meanInput, topReasons, type AttributionInput } from '../src/router/attribution.js';
 import { FEATURE_TABLE } from '../src/data/features/table.js';
-import { DOMAINS } from '../src/domains.js';
 import { routerBackendChoice, type BackendName } from '../src/config.js';
 import type { FailedTicker, TickerSeries, TickerSummary } from '../src/report/types.js';
 import { seriesKey as makeSeriesKey, tickerFromFetchJobKey } from '../jobs/keys.js';
@@ -141,7 +140,7 @@ export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Pr
       forwardMs = performance.now() - f0;
       let start = 0;
       const byTicker = new Map<string, RoutedTicker>();
-      const means = new Map<string, { x: Float32Array; vol: number; risk: number }>();
+      const means = new Map<string, Omit<AttributionInput, 'domain'>>();
       for (const { fetched, series: s } of loaded) {
         const days = s.dates.length;
         const slice: RoutedTicker = {
@@ -157,7 +156,7 @@ export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Pr
         if (fetched.requestedDays !== undefined) slice.requestedDays = fetched.requestedDays;
         slice.quality = fetched.quality;
         byTicker.set(fetched.ticker, slice);
-        means.set(fetched.ticker, { x: meanToken(x, H, start, days), vol: mean(vol, start, days), risk: mean(risk, start, days) });
+        means.set(fetched.ticker, meanInput({ x, vol, risk }, H, start, days));
         start += days;
       }
       for (const t of data.tickers) {
@@ -167,7 +166,7 @@ export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Pr
         series.push(tickerSeries(slice));
       }
       // A reason for every route: one more forward call of (H + 1) tokens per ticker.
-      const inputs: AttributionInput[] = summaries.map((s) => ({ ...means.get(s.ticker)!, domain: DOMAINS.indexOf(s.domain) }));
+      const inputs: AttributionInput[] = summaries.map((s) => ({ ...means.get(s.ticker)!, domain: domainIndex(s.domain) }));
       const effects = await featureEffects((b) => router.forward(b), H, inputs);
       const names = FEATURE_TABLE.map((f) => f.name);
       summaries.forEach((s, i) => (s.reasons = topReasons(effects[i]!, inputs[i]!.x, names)));
@@ -199,10 +198,4 @@ export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Pr
       contextMissing,
     };
   };
-}
-
-function mean(a: Float32Array, start: number, n: number): number {
-  let sum = 0;
-  for (let i = start; i < start + n; i++) sum += a[i]!;
-  return n > 0 ? sum / n : 0;
 }

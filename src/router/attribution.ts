@@ -25,9 +25,10 @@ export interface AttributionInput {
   domain: number;
 }
 
+import { NUM_DOMAINS as D } from '../domains.js';
+
 export type Forward = (batch: { x: Float32Array; vol: Float32Array; risk: Float32Array }) => Promise<{ probs: Float32Array }>;
 
-const D = 4;
 /** A probability floor for the logarithm: a softmax output of exactly 0 (float32 underflow) is still finite here. */
 const P_FLOOR = 1e-30;
 
@@ -39,6 +40,16 @@ export function meanToken(x: Float32Array, hidden: number, start: number, days: 
   for (let i = start; i < start + days; i++) for (let k = 0; k < hidden; k++) acc[k]! += x[i * hidden + k]!;
   for (let k = 0; k < hidden; k++) out[k] = acc[k]! / days;
   return out;
+}
+
+/** A ticker's mean token, vol and risk over its `days` tokens from `start` of a concatenated batch. */
+export function meanInput(
+  batch: { x: Float32Array; vol: Float32Array; risk: Float32Array },
+  hidden: number,
+  start: number,
+  days: number,
+): Omit<AttributionInput, 'domain'> {
+  return { x: meanToken(batch.x, hidden, start, days), vol: meanToken(batch.vol, 1, start, days)[0]!, risk: meanToken(batch.risk, 1, start, days)[0]! };
 }
 
 /**
