@@ -4,8 +4,15 @@
 //   copy       device-to-device and pinned host<->device bandwidth (cudaMemcpy, CUDA events, median of repeats)
 //   hostcopy   pageable -> pinned and pinned -> pageable memcpy through the backend's CopyPool, 1..16 threads
 //   hostregister  cost of page-locking 1 GiB of pageable memory (the MOE_CUDA_HOST_REGISTER=1 variant)
-//   kernel     forward kernel only (versions 2, 4 and 8, see forward.cu), inputs and outputs on the device, 1e4 / 1e6 / 1e7 tokens, with and without the
-//              expert output; tokens/s and achieved GB/s (bytes of each input read once, each output written once)
+//   kernel     forward kernel only (the fp32 versions 2, 4 and 8, see forward.cu, and the tensor-core version 9 in
+//              tf32 and bf16, see forward_tc.cu), inputs and outputs on the device, 1e4 / 1e6 / 1e7 tokens, with and
+//              without the expert output; tokens/s and achieved GB/s (bytes of each input read once, each output
+//              written once)
+//   accuracy   v8 (fp32) and v9 (tf32, bf16) against the scalar oracle on these weights, 1e6 tokens of the kernel
+//              rows' inputs, T = 0.7, and at H = 16 the feature tokens of MOE_BENCH_TOKENS16 (see below) if set:
+//              max |Δp|, argmax differences where the oracle's top two logits differ by more than 1e-2 and within
+//              it, max |Δy| / (1 + |y|) of the expert output where the argmax agrees
+// MOE_BENCH_ONLY=kernels: the kernel and accuracy rows only (no copy, pipeline or training rows).
 //   pipeline   Backend::forward from host arrays (pageable, as JS memory is): staging + transfers + kernel
 //   train      lossAndGrad + adamwStep steps from host batches, as the TypeScript trainer drives them
 // Weights come from the same safetensors files the PyTorch comparison loads.
@@ -21,6 +28,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../src/cuda/common.cuh"
@@ -112,6 +120,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   const int trainSteps = argc > 3 ? std::atoi(argv[3]) : 200;
+  const char* onlyEnv = std::getenv("MOE_BENCH_ONLY");
+  const bool kernelsOnly = onlyEnv && std::string(onlyEnv) == "kernels";
   try {
     const moe::CudaProbe& probe = moe::probeCuda();
     MOE_CHECK(probe.ok, probe.reason);
@@ -119,7 +129,7 @@ int main(int argc, char** argv) {
     Timer timer;
 
     // ---- copy bandwidths ----
-    {
+    if (!kernelsOnly) {
       const std::size_t bytes = std::size_t(1) << 30;
       char *d1 = nullptr, *d2 = nullptr, *h = nullptr;
       MOE_CUDA_CHECK(cudaMalloc(&d1, bytes));
@@ -189,26 +199,113 @@ int main(int argc, char** argv) {
         MOE_CUDA_CHECK(cudaMemcpy(vol, hv.data(), nMax * 4, cudaMemcpyHostToDevice));
         MOE_CUDA_CHECK(cudaMemcpy(risk, hr.data(), nMax * 4, cudaMemcpyHostToDevice));
       }
+      using moe::cuda::Precision;
+      const std::pair<int, Precision> kernels[] = {{2, Precision::FP32}, {4, Precision::FP32}, {8, Precision::FP32},
+                                                   {9, Precision::TF32}, {9, Precision::BF16}};
       for (std::size_t n : {std::size_t(10000), std::size_t(1000000), std::size_t(10000000)}) {
-        for (int version : {2, 4, 8})
+        for (const auto& kp : kernels)
         for (bool withExpert : {true, false}) {
+          const int version = kp.first;
+          const Precision precision = kp.second;
           // Small batches rotate through the 1e7-token buffers so repeats do not run out of L2.
           const std::size_t slots = nMax / n;
           std::size_t k = 0;
           auto run = [&] {
             const std::size_t at = (k++ % slots) * n;
             moe::cuda::launchForward(H, dp, {x + at * H, vol + at, risk + at, probs + at * 4, assign + at,
-                                             withExpert ? expert + at * H : nullptr, int(n)}, nullptr, version);
+                                             withExpert ? expert + at * H : nullptr, int(n)}, nullptr, version,
+                                             precision);
           };
           for (int i = 0; i < 3; ++i) run();
           const int reps = n >= 10000000 ? 20 : n >= 1000000 ? 50 : 200;
           const double ms = timer.medianMs(reps, run);
           const double bytes = double(n) * (H * 4 + 8 + 16 + 1 + (withExpert ? H * 4 : 0));
-          std::printf("{\"kind\":\"kernel\",\"version\":%d,\"H\":%d,\"tokens\":%zu,\"expert\":%s,\"ms\":%.4f,\"tokensPerSec\":%.4e,\"GBs\":%.1f}\n",
-                      version, H, n, withExpert ? "true" : "false", ms, n / ms * 1e3, bytes / ms / 1e6);
+          std::printf("{\"kind\":\"kernel\",\"version\":%d,\"precision\":\"%s\",\"H\":%d,\"tokens\":%zu,\"expert\":%s,\"ms\":%.4f,\"tokensPerSec\":%.4e,\"GBs\":%.1f}\n",
+                      version, moe::cuda::precisionName(precision), H, n, withExpert ? "true" : "false", ms,
+                      n / ms * 1e3, bytes / ms / 1e6);
         }
       }
+
+      // ---- accuracy against the scalar oracle on these weights: `inputs` names the tokens, hx/hv/hr hold them ----
+      auto accuracy = [&](const char* inputs, const std::vector<float>& hx, const std::vector<float>& hv,
+                          const std::vector<float>& hr, float T) {
+        const std::size_t n = hv.size();
+        std::vector<float> p1(n * 4), y1(n * H), p2(n * 4), y2(n * H);
+        std::vector<std::uint8_t> a1(n), a2(n);
+        MOE_CUDA_CHECK(cudaMemcpy(x, hx.data(), n * H * 4, cudaMemcpyHostToDevice));
+        MOE_CUDA_CHECK(cudaMemcpy(vol, hv.data(), n * 4, cudaMemcpyHostToDevice));
+        MOE_CUDA_CHECK(cudaMemcpy(risk, hr.data(), n * 4, cudaMemcpyHostToDevice));
+        const auto oracle = moe::makeCpuBackend(moe::BackendChoice::Scalar, 16);
+        const moe::Params pr{H, T, w};
+        oracle->forward(pr, {hx.data(), hv.data(), hr.data(), n}, {p1.data(), a1.data(), y1.data()});
+        const moe::cuda::DeviceParams dpT{dW, 1.0f / T};
+        for (const auto& kp : kernels) {
+          const int version = kp.first;
+          const Precision precision = kp.second;
+          if (version != 8 && version != 9) continue;
+          moe::cuda::launchForward(H, dpT, {x, vol, risk, probs, assign, expert, int(n)}, nullptr, version, precision);
+          MOE_CUDA_CHECK(cudaMemcpy(p2.data(), probs, n * 16, cudaMemcpyDeviceToHost));
+          MOE_CUDA_CHECK(cudaMemcpy(a2.data(), assign, n, cudaMemcpyDeviceToHost));
+          MOE_CUDA_CHECK(cudaMemcpy(y2.data(), expert, n * H * 4, cudaMemcpyDeviceToHost));
+          double maxP = 0, maxY = 0;
+          std::size_t badA = 0, tieA = 0, pOver = 0;
+          for (std::size_t t = 0; t < n; ++t) {
+            for (int d = 0; d < 4; ++d) {
+              const double e = std::fabs(double(p2[t * 4 + d]) - p1[t * 4 + d]);
+              maxP = std::max(maxP, std::isnan(e) ? INFINITY : e);
+              if (!(e <= 2e-3)) ++pOver;
+            }
+            if (a1[t] != a2[t]) {
+              double top = -1, second = -1;
+              for (int d = 0; d < 4; ++d) {
+                const double v = p1[t * 4 + d];
+                if (v > top) { second = top; top = v; } else if (v > second) second = v;
+              }
+              if (std::log(top / second) > 1e-2) ++badA;
+              else ++tieA;
+              continue;
+            }
+            for (int k = 0; k < H; ++k) {
+              const double r = y1[t * H + k], e = std::fabs(double(y2[t * H + k]) - r) / (1 + std::fabs(r));
+              maxY = std::max(maxY, std::isnan(e) ? INFINITY : e);
+            }
+          }
+          std::printf("{\"kind\":\"accuracy\",\"inputs\":\"%s\",\"version\":%d,\"precision\":\"%s\",\"H\":%d,\"tokens\":%zu,\"T\":%.4f,"
+                      "\"maxAbsProb\":%.3e,\"probsOver2e-3\":%zu,\"argmaxDiffGapOver1e-2\":%zu,\"argmaxDiffNearTie\":%zu,"
+                      "\"maxExpertRel\":%.3e,\"meetsContract\":%s}\n",
+                      inputs, version, moe::cuda::precisionName(precision), H, n, T, maxP, pOver, badA, tieA, maxY,
+                      pOver == 0 && badA == 0 ? "true" : "false");
+        }
+      };
+      {
+        // The first 1e6 tokens of the kernel rows' inputs (x uniform in [-2, 2), vol |N(0, 0.02²)|, risk N(0, 1)).
+        const std::size_t n = 1000000;
+        std::vector<float> hx(n * H), hv(n), hr(n);
+        MOE_CUDA_CHECK(cudaMemcpy(hx.data(), x, n * H * 4, cudaMemcpyDeviceToHost));
+        MOE_CUDA_CHECK(cudaMemcpy(hv.data(), vol, n * 4, cudaMemcpyDeviceToHost));
+        MOE_CUDA_CHECK(cudaMemcpy(hr.data(), risk, n * 4, cudaMemcpyDeviceToHost));
+        accuracy("uniform", hx, hv, hr, 0.7f);
+      }
+      // MOE_BENCH_TOKENS16=FILE (uint64 n, then float32 x[n·16], vol[n], risk[n]): feature tokens for the H = 16
+      // weights, routed at MOE_BENCH_T (default 0.7; the committed H = 16 model was fitted at 0.6865).
+      const char* tokEnv = std::getenv("MOE_BENCH_TOKENS16");
+      if (H == 16 && tokEnv && *tokEnv) {
+        std::ifstream f(tokEnv, std::ios::binary);
+        MOE_CHECK(f.good(), std::string("cannot open ") + tokEnv);
+        std::uint64_t n = 0;
+        f.read(reinterpret_cast<char*>(&n), 8);
+        MOE_CHECK(n >= 1 && n <= nMax, "token count out of range in " + std::string(tokEnv));
+        std::vector<float> hx(n * H), hv(n), hr(n);
+        f.read(reinterpret_cast<char*>(hx.data()), std::streamsize(n * H * 4));
+        f.read(reinterpret_cast<char*>(hv.data()), std::streamsize(n * 4));
+        f.read(reinterpret_cast<char*>(hr.data()), std::streamsize(n * 4));
+        MOE_CHECK(f.good(), "short read of " + std::string(tokEnv));
+        const char* tEnv = std::getenv("MOE_BENCH_T");
+        accuracy("features", hx, hv, hr, tEnv && *tEnv ? std::strtof(tEnv, nullptr) : 0.7f);
+      }
       cudaFree(x), cudaFree(vol), cudaFree(risk), cudaFree(probs), cudaFree(expert), cudaFree(assign), cudaFree(dW);
+
+      if (kernelsOnly) continue;
 
       // ---- pipeline from pageable host memory (what the addon does for a JS Float32Array) ----
       const auto be = moe::makeCudaBackend();

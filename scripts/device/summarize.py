@@ -45,7 +45,8 @@ for r in bench:
     tc = next((t for t in torch_rows if t.get("kind") == "torch-forward" and t["mode"] == "compile" and t["H"] == r["H"] and t["tokens"] == r["tokens"]), None)
     te = te if r["expert"] else None
     tc = tc if r["expert"] else None
-    cells = ["v" + str(r.get("version", 1)), str(r["H"]), f"{r['tokens']:.0e}", "yes" if r["expert"] else "no", g(r["tokensPerSec"]), str(r["GBs"]),
+    label = "v" + str(r.get("version", 1)) + ("" if r.get("precision", "fp32") == "fp32" else " " + r["precision"])
+    cells = [label, str(r["H"]), f"{r['tokens']:.0e}", "yes" if r["expert"] else "no", g(r["tokensPerSec"]), str(r["GBs"]),
              g(te["tokensPerSec"]) if te else "-", g(tc["tokensPerSec"]) if tc else "-",
              f"{r['tokensPerSec'] / te['tokensPerSec']:.1f}" if te else "-",
              f"{r['tokensPerSec'] / tc['tokensPerSec']:.1f}" if tc else "-"]

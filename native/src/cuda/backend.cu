@@ -424,9 +424,11 @@ const CudaProbe& probeCuda() {
 std::unique_ptr<Backend> makeCudaBackend() {
   const CudaProbe& p = probeCuda();
   MOE_CHECK(p.ok, "CUDA backend unavailable: " + p.reason);
-  // A malformed MOE_CUDA_FORWARD_KERNEL fails when the backend is made (a JS Router constructor throws), before any
-  // device resource exists, rather than at the first forward.
+  // A malformed MOE_CUDA_FORWARD_KERNEL or MOE_CUDA_PRECISION, or a forced kernel that does not compute in the
+  // precision asked for, fails when the backend is made (a JS Router constructor throws), before any device resource
+  // exists, rather than at the first forward.
   cuda::forcedForwardKernel();
+  cuda::forwardKernelVersion(16, true, cuda::forwardPrecision());
   return std::make_unique<CudaBackend>();
 }
 

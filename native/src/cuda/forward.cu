@@ -10,7 +10,9 @@
 // Eight versions were written, each checked against the scalar oracle (native/tests/cuda_vs_scalar.cpp) and timed
 // by native/bench/cuda_bench.cu; the three that are the fastest for some case stay here: v2 (H = 16 without the
 // expert output), v4 (H = 32 without it) and v8 (with it, both sizes). v1, v3, v5, v6 and v7 are in the repository's
-// history (2026-11). MOE_CUDA_FORWARD_KERNEL=2|4|8 forces one (any other value is an error), else
+// history (2026-11). These are the FP32 kernels (MOE_CUDA_PRECISION=fp32, the default); v9 (forward_tc.cu) runs the
+// two matrix products on the tensor cores in TF32 or BF16 (MOE_CUDA_PRECISION=tf32|bf16). MOE_CUDA_FORWARD_KERNEL=
+// 2|4|8|9 forces one (any other value, or one that does not compute in the precision asked for, is an error), else
 // forwardKernelVersion picks the fastest measured on an H100 for the hidden size and whether the expert output is
 // asked for. The per-token stages every version shares (statistics, the four signals, logits, argmax, softmax) are
 // written once in stages.cuh; a kernel here is its version's tiling and data movement around them. Rates of the
@@ -819,15 +821,47 @@ int forcedForwardKernel() {
     const char* e = std::getenv("MOE_CUDA_FORWARD_KERNEL");
     const std::string v = e ? e : "";
     if (v.empty()) return 0;
-    MOE_CHECK(v == "2" || v == "4" || v == "8",
-              "MOE_CUDA_FORWARD_KERNEL must be unset or 2, 4 or 8 (the forward kernels that exist) but is '" + v + "'");
+    MOE_CHECK(v == "2" || v == "4" || v == "8" || v == "9",
+              "MOE_CUDA_FORWARD_KERNEL must be unset or 2, 4, 8 or 9 (the forward kernels that exist) but is '" + v +
+                  "'");
     return v[0] - '0';
   }();
   return forced;
 }
 
-int forwardKernelVersion(int H, bool expert) {
+const char* precisionName(Precision p) {
+  return p == Precision::TF32 ? "tf32" : p == Precision::BF16 ? "bf16" : p == Precision::FP32 ? "fp32" : "env";
+}
+
+Precision forwardPrecision() {
+  // Read once, like MOE_CUDA_FORWARD_KERNEL: an unknown value throws on every call rather than running another
+  // precision.
+  static const Precision precision = [] {
+    const char* e = std::getenv("MOE_CUDA_PRECISION");
+    const std::string v = e ? e : "";
+    if (v.empty()) return kDefaultPrecision;
+    if (v == "fp32") return Precision::FP32;
+    if (v == "tf32") return Precision::TF32;
+    if (v == "bf16") return Precision::BF16;
+    MOE_FAIL("MOE_CUDA_PRECISION must be unset or fp32, tf32 or bf16 (the precisions of the forward's matrix "
+             "products) but is '" + v + "'");
+  }();
+  return precision;
+}
+
+int forwardKernelVersion(int H, bool expert, Precision precision) {
   const int forced = forcedForwardKernel();
+  const Precision prec = precision == Precision::Env ? forwardPrecision() : precision;
+  if (prec != Precision::FP32) {
+    // The tensor-core kernel is the only one with TF32 or BF16 products.
+    MOE_CHECK(forced == 0 || forced == 9, "MOE_CUDA_FORWARD_KERNEL=" + std::to_string(forced) +
+                                              " is an fp32 kernel but MOE_CUDA_PRECISION is " + precisionName(prec) +
+                                              " (tf32 and bf16 run forward kernel 9)");
+    return 9;
+  }
+  MOE_CHECK(forced != 9, "MOE_CUDA_FORWARD_KERNEL=9 computes in tf32 or bf16: set MOE_CUDA_PRECISION=tf32 or bf16 "
+                         "(the precision is fp32)");
+  // fp32 (the default precision: tf32 and bf16 miss the accuracy contract with the trained model; performance.md).
   // The fastest of each case on an H100, 1e7 tokens (docs/performance.md): v8 with the expert output at both sizes;
   // without it v4 at H = 32 (v8 ties) and v2 at H = 16 (128 registers suffice, four blocks per SM).
   if (forced != 0) return forced;
@@ -838,11 +872,20 @@ int forwardKernelVersion(int H, bool expert) {
 void prepareForward(int H) {
   if (H == 16) prepare<16>();
   else prepare<32>();
+  prepareForwardTC(H);
 }
 
-void launchForward(int H, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream, int version) {
+void launchForward(int H, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream, int version,
+                   Precision precision) {
   MOE_CHECK(a.n >= 1, "forward needs at least one token");
-  const int v = version == 0 ? forwardKernelVersion(H, a.expert != nullptr) : version;
+  const Precision prec = precision == Precision::Env ? forwardPrecision() : precision;
+  const int v = version == 0 ? forwardKernelVersion(H, a.expert != nullptr, prec) : version;
+  if (v == 9) {
+    launchForwardTC(H, prec, p, a, stream);
+    return;
+  }
+  MOE_CHECK(prec == Precision::FP32, "forward kernel " + std::to_string(v) + " computes in fp32, not " +
+                                         precisionName(prec));
   if (H == 16) launch<16>(p, a, v, stream);
   else launch<32>(p, a, v, stream);
 }
