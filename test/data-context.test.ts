@@ -74,11 +74,17 @@ describe('market context features', () => {
     }
     // The univariate features do not depend on the context at all.
     const full = computeFeatures('S', bars, 32, context);
-    const univariate = [0, 1, 2, 3, 4, 5, 7, 8];
+    const univariate = [0, 1, 3, 4, 5, 7, 8];
     expect(univariate.some((k) => ctxCols.includes(k))).toBe(false);
     for (let i = 0; i < full.vol.length; i++) {
       for (const k of univariate) expect(full.x[i * 32 + k]).toBe(none.x[i * 32 + k]);
     }
+    // Relative volatility reads against SPY when it is there, against a typical market's 1.1 % a day when not.
+    const rel = col('rel_vol_250');
+    expect(rel).toBe(2);
+    const last = full.vol.length - 1;
+    expect(full.x[last * 32 + rel]).not.toBe(none.x[last * 32 + rel]);
+    expect(none.x[last * 32 + rel]! * 1.2 - 0.6).toBeCloseTo(none.x[last * 32 + 1]! * 1.2 - 5.1 - Math.log(0.011), 4);
     // Context that starts 100 days into the routed period: the first tokens see too few shared days.
     const late: MarketContext = context.map((c) => {
       const from = WARMUP_DAYS + 100;

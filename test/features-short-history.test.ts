@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { computeFeatures, FEATURE_SPEC, FEATURE_TABLE, MIN_HISTORY_BARS, WARMUP_DAYS, tokenCount } from '../src/data/features/compute.js';
-import { MIN_CONTEXT_DAYS, MIN_SIDE_DAYS, MIN_STAT_DAYS } from '../src/data/features/table.js';
-import { NO_CONTEXT } from '../src/data/features/context.js';
+import { EQUITY_CONTEXT, MIN_CONTEXT_DAYS, MIN_SIDE_DAYS, MIN_STAT_DAYS, TYPICAL_MARKET_VOL } from '../src/data/features/table.js';
+import { NO_CONTEXT, contextSeries } from '../src/data/features/context.js';
 import { simulateBars, simulateContext, simulateContextBars } from '../src/data/sim/simulator.js';
 import { isoToDays } from '../src/data/dates.js';
 import type { Bar } from '../src/data/types.js';
@@ -33,9 +33,12 @@ function leveragedOn(base: Bar[], lev: number): Bar[] {
 
 const logRet = (bars: readonly Bar[], t: number): number => Math.log(bars[t]!.adjClose / bars[t - 1]!.adjClose);
 
-describe('feature spec v4: short histories', () => {
-  it('is spec v4 with history_250 at slot 8 and volume_change_sd_60 at slot 16 (log_vol_60 gone)', () => {
-    expect(FEATURE_SPEC).toBe('v4');
+describe('feature spec v5: short histories', () => {
+  it('is spec v5 with rel_vol_250 at slot 2, history_250 at slot 8 and volume_change_sd_60 at slot 16', () => {
+    expect(FEATURE_SPEC).toBe('v5');
+    expect(FEATURE_TABLE[1]!.name).toBe('log_vol_250');
+    expect(FEATURE_TABLE[2]!.name).toBe('rel_vol_250');
+    expect(FEATURE_TABLE.some((f) => f.name === 'gap_share_250')).toBe(false);
     expect(FEATURE_TABLE).toHaveLength(32);
     expect(FEATURE_TABLE[8]!.name).toBe('history_250');
     expect(FEATURE_TABLE[16]!.name).toBe('volume_change_sd_60');
@@ -95,6 +98,8 @@ describe('feature spec v4: short histories', () => {
     const meanAbs = r.reduce((a, b) => a + Math.abs(b), 0) / t;
     const x = (name: string): number => f.x[col(name)]!;
     expect(x('log_vol_250')).toBeCloseTo(norm('log_vol_250', Math.log(sigma)), 5);
+    // Without the equity context, relative volatility reads σ against a typical market's 1.1 % a day.
+    expect(x('rel_vol_250')).toBeCloseTo(norm('rel_vol_250', Math.log(sigma / TYPICAL_MARKET_VOL)), 5);
     expect(x('trend_250')).toBeCloseTo(norm('trend_250', sum / (sigma * Math.sqrt(t))), 5);
     expect(x('tail_ratio_250')).toBeCloseTo(norm('tail_ratio_250', Math.log(sigma / meanAbs)), 4);
     expect(x('up_frac_250')).toBeCloseTo(norm('up_frac_250', r.filter((v) => v > 0).length / t), 5);
@@ -130,6 +135,21 @@ describe('feature spec v4: short histories', () => {
     }
     // Earlier tokens of the late series have less history and say so.
     expect(late.x[col('history_250')]).toBeLessThan(-2);
+  });
+
+  it('reads volatility against the equity market over the shared days: a 2x fund on it at ln 2 in any regime', () => {
+    for (const scale of [1, 3]) {
+      // The same fund in a market three times as wild: absolute volatility triples, relative volatility stays.
+      let close = spy[0]!.adjClose;
+      const market = spy.map((b, i) => {
+        if (i > 0) close *= Math.exp(scale * Math.log(b.adjClose / spy[i - 1]!.adjClose));
+        return { ...b, open: close, high: close, low: close, close, adjClose: close };
+      });
+      const ctx = context.map((c, i) => (i === EQUITY_CONTEXT ? contextSeries('SPY', market) : c));
+      const f = computeFeatures('LEV', leveragedOn(market, 2), 16, ctx);
+      const last = f.x.length / 16 - 1;
+      expect(f.x[last * 16 + col('rel_vol_250')]!, `market scale ${scale}`).toBeCloseTo(norm('rel_vol_250', Math.log(2)), 1);
+    }
   });
 
   it('counts context coverage against the history the instrument has', () => {

@@ -137,6 +137,7 @@ async function train(argv: readonly string[]): Promise<number> {
   console.log(`time: data ${result.seconds.data.toFixed(1)} s, training ${result.seconds.train.toFixed(1)} s, total ${result.seconds.total.toFixed(1)} s`);
 
   let temperature = result.temperature;
+  let historyTemperature = 0;
   let realCalibration: Record<string, unknown> | undefined;
   if (calibrate) {
     const cal = await calibrateOnLabelled(
@@ -146,20 +147,25 @@ async function train(argv: readonly string[]): Promise<number> {
     const show = (m: EvaluationMetrics) => `ECE ${m.ece.toFixed(3)}, NLL ${m.nll.toFixed(3)}, mean confidence ${m.meanConfidence.toFixed(3)}`;
     console.log(`calibration on ${cal.tickers} real tickers / ${cal.days} days of ${calibrate.dataDir} (${cal.folds} folds by ticker):`);
     console.log(`  simulator temperature ${temperature.toFixed(3)}: ${show(cal.before)}`);
-    console.log(`  cross-fitted (fold temperatures ${cal.foldTemperatures.map((t) => t.toFixed(3)).join(', ')}): ${show(cal.crossFitted)}`);
-    console.log(`  shipped temperature ${cal.temperature.toFixed(3)} (fitted on all ${cal.tickers} tickers)`);
+    console.log(
+      `  cross-fitted (fold temperatures ${cal.foldTemperatures.map((t) => t.toFixed(3)).join(', ')}; history temperatures ${cal.foldHistoryTemperatures.map((k) => k.toFixed(1)).join(', ')}): ${show(cal.crossFitted)}`,
+    );
+    console.log(`  shipped temperature ${cal.temperature.toFixed(3)}, history temperature ${cal.historyTemperature.toFixed(1)} (fitted on all ${cal.tickers} tickers)`);
     realCalibration = {
       data: path.basename(path.resolve(calibrate.dataDir)),
       tickers: cal.tickers,
       days: cal.days,
       folds: cal.folds,
       foldTemperatures: cal.foldTemperatures.map(round),
+      foldHistoryTemperatures: cal.foldHistoryTemperatures.map(round),
+      historyTemperature: round(cal.historyTemperature),
       simulatorTemperature: round(temperature),
       temperature: round(cal.temperature),
       before: { ece: round(cal.before.ece), nll: round(cal.before.nll), meanConfidence: round(cal.before.meanConfidence) },
       crossFitted: { ece: round(cal.crossFitted.ece), nll: round(cal.crossFitted.nll), meanConfidence: round(cal.crossFitted.meanConfidence) },
     };
     temperature = cal.temperature;
+    historyTemperature = cal.historyTemperature;
   }
 
   // Timings and the backend name stay out of the file so that the same command rebuilds the same bytes.
@@ -167,6 +173,7 @@ async function train(argv: readonly string[]): Promise<number> {
     hidden: config.hidden,
     params: result.params,
     temperature,
+    historyTemperature,
     metadata: {
       training_config: { ...config, featureSpec: FEATURE_SPEC, domains: DOMAINS },
       metrics: {

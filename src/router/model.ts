@@ -11,6 +11,7 @@ import { INITIAL_GATES, isSupportedHidden, paramLayout, type Hidden, type Tensor
 import { readSafetensors, writeSafetensors, type F32Tensor } from './safetensors.js';
 import { TEMPERATURE_MAX, TEMPERATURE_MIN, isValidTemperature } from './native.js';
 import { expectedMessage } from '../util/describe.js';
+import { HISTORY_TEMPERATURE_MAX, isValidHistoryTemperature } from './history-temperature.js';
 
 /** Version of the file's tensor and metadata conventions; bump when either changes incompatibly. */
 export const MODEL_FORMAT_VERSION = '1';
@@ -45,6 +46,11 @@ export interface LoadedModel {
   params: Float32Array;
   /** Softmax temperature fitted after training. */
   temperature: number;
+  /**
+   * History temperature κ (src/router/history-temperature.ts): a token of a short history is read at T·(1 + κ·u).
+   * 0 when the file has no `history_temperature` tensor.
+   */
+  historyTemperature: number;
   /** Raw string metadata of the file (`training_config` and `metrics` are JSON text). */
   metadata: Record<string, string>;
 }
@@ -53,6 +59,8 @@ export interface SaveModelInput {
   hidden: Hidden;
   params: Float32Array;
   temperature: number;
+  /** History temperature κ, stored as the tensor `history_temperature` when not 0. @defaultValue 0 */
+  historyTemperature?: number;
   /**
    * Extra metadata. Strings are stored as they are, anything else as JSON. `training_config` and `metrics` default
    * to `{}`; `format_version`, `hidden`, `domains` and `feature_spec` are always set by `saveModel` itself.
@@ -113,6 +121,11 @@ export async function saveModel(file: string, input: SaveModelInput): Promise<vo
     { shape: t.shape, data: params.slice(t.offset, t.offset + t.size) },
   ]);
   tensors.push(['temperature', { shape: [1], data: new Float32Array([temperature]) }]);
+  const kappa = input.historyTemperature ?? 0;
+  if (!isValidHistoryTemperature(kappa)) {
+    throw new RangeError(expectedMessage(`number in [0, ${HISTORY_TEMPERATURE_MAX}]`, 'historyTemperature', kappa));
+  }
+  if (kappa !== 0) tensors.push(['history_temperature', { shape: [1], data: new Float32Array([kappa]) }]);
   const metadata: Record<string, string> = { training_config: '{}', metrics: '{}' };
   for (const [key, value] of Object.entries(input.metadata ?? {})) {
     metadata[key] = typeof value === 'string' ? value : JSON.stringify(value);
@@ -163,7 +176,7 @@ export async function loadModel(file: string = defaultModelPath(), opts: LoadMod
   }
   const layout = paramLayout(hidden);
   const params = new Float32Array(layout.size);
-  const expectedNames = new Set<string>([...layout.tensors.map((t) => t.name), 'temperature']);
+  const expectedNames = new Set<string>([...layout.tensors.map((t) => t.name), 'temperature', 'history_temperature']);
   for (const name of tensors.keys()) {
     if (!expectedNames.has(name)) {
       throw new ModelError('BAD_MODEL', file, `Expected only the tensors ${[...expectedNames].join(', ')} but received unknown tensor ${name}`);
@@ -187,7 +200,15 @@ export async function loadModel(file: string = defaultModelPath(), opts: LoadMod
   if (!isValidTemperature(temperature)) {
     throw new ModelError('BAD_MODEL', file, `Expected positive finite temperature but received ${temperature} (accepted: [${TEMPERATURE_MIN}, ${TEMPERATURE_MAX}])`);
   }
-  return { hidden, params, temperature, metadata };
+  const hist = tensors.get('history_temperature');
+  if (hist !== undefined && !sameShape(hist.shape, [1])) {
+    throw new ModelError('BAD_MODEL', file, `Expected tensor history_temperature of shape [1] but received [${hist.shape.join(', ')}]`);
+  }
+  const historyTemperature = hist === undefined ? 0 : hist.data[0]!;
+  if (!isValidHistoryTemperature(historyTemperature)) {
+    throw new ModelError('BAD_MODEL', file, `Expected history_temperature in [0, ${HISTORY_TEMPERATURE_MAX}] but received ${historyTemperature}`);
+  }
+  return { hidden, params, temperature, historyTemperature, metadata };
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {

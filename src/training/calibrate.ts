@@ -11,15 +11,20 @@ import { DOMAINS } from '../domains.js';
 import type { Hidden } from '../router/layout.js';
 import { createForwarder } from './forwarder.js';
 import { loadLabelledDirectory, routeLabelled, summarisePredictions, type EvaluateOptions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
-import { fitTemperature } from './train.js';
+import { fitTemperatureNll } from './train.js';
+import { temperByHistory } from '../router/history-temperature.js';
 
 const D = DOMAINS.length;
 
 export interface CalibrationResult {
   /** Temperature fitted on every ticker: the one to ship. */
   temperature: number;
+  /** History temperature κ fitted with it (src/router/history-temperature.ts). */
+  historyTemperature: number;
   /** Temperature fitted without fold k, for k = 0 … folds − 1. */
   foldTemperatures: number[];
+  /** History temperature fitted without fold k. */
+  foldHistoryTemperatures: number[];
   folds: number;
   tickers: number;
   days: number;
@@ -46,17 +51,35 @@ export function reTemper(probsAtT1: Float32Array, temperature: number): Float32A
   return out;
 }
 
-function fitOn(preds: readonly TickerPrediction[]): number {
+/** The κ grid the history temperature is chosen from (T is fitted for each). */
+const KAPPA_GRID = Array.from({ length: 31 }, (_, i) => i * 0.1);
+
+/** T and κ minimising the NLL of `preds` (probabilities at T = 1, each token read at T·(1 + κ·u)). */
+function fitOn(preds: readonly TickerPrediction[]): { temperature: number; kappa: number } {
   const days = preds.reduce((a, p) => a + p.assign.length, 0);
   const probs = new Float32Array(days * D);
   const labels = new Uint8Array(days);
+  const shortness = new Float32Array(days);
   let at = 0;
   for (const p of preds) {
     probs.set(p.probs, at * D);
     labels.fill(p.label, at, at + p.assign.length);
+    if (p.shortness) shortness.set(p.shortness, at);
     at += p.assign.length;
   }
-  return fitTemperature(probs, labels);
+  const factor = new Float32Array(days);
+  let best = { temperature: 1, kappa: 0, nll: Infinity };
+  for (const kappa of KAPPA_GRID) {
+    for (let i = 0; i < days; i++) factor[i] = 1 + kappa * shortness[i]!;
+    const fit = fitTemperatureNll(probs, labels, factor);
+    if (fit.nll < best.nll) best = { ...fit, kappa };
+  }
+  return { temperature: best.temperature, kappa: best.kappa };
+}
+
+/** Probabilities of `p` at T·(1 + κ·u) from its probabilities at T = 1. */
+function atCalibration(p: TickerPrediction, c: { temperature: number; kappa: number }): TickerPrediction {
+  return { ...p, probs: temperByHistory(reTemper(p.probs, c.temperature), p.shortness ?? new Float32Array(p.assign.length), c.kappa) };
 }
 
 /**
@@ -79,20 +102,18 @@ export async function calibrateOnLabelled(
   }
   atT1.sort((a, b) => (a.ticker < b.ticker ? -1 : a.ticker > b.ticker ? 1 : 0));
   if (atT1.length < folds) throw new RangeError(`Expected at least ${folds} labelled tickers to cross-fit over ${folds} folds but received ${atT1.length}`);
-  const foldTemperatures: number[] = [];
-  const crossFitted: TickerPrediction[] = [];
-  for (let k = 0; k < folds; k++) {
-    const t = fitOn(atT1.filter((_, i) => i % folds !== k));
-    foldTemperatures.push(t);
-    for (const p of atT1.filter((_, i) => i % folds === k)) crossFitted.push({ ...p, probs: reTemper(p.probs, t) });
-  }
+  const fits = Array.from({ length: folds }, (_, k) => fitOn(atT1.filter((_, i) => i % folds !== k)));
+  const crossFitted = atT1.map((p, i) => atCalibration(p, fits[i % folds]!));
+  const all = fitOn(atT1);
   return {
-    temperature: fitOn(atT1),
-    foldTemperatures,
+    temperature: all.temperature,
+    historyTemperature: all.kappa,
+    foldTemperatures: fits.map((f) => f.temperature),
+    foldHistoryTemperatures: fits.map((f) => f.kappa),
     folds,
     tickers: atT1.length,
     days: atT1.reduce((a, p) => a + p.assign.length, 0),
     crossFitted: summarisePredictions(crossFitted),
-    before: summarisePredictions(atT1.map((p) => ({ ...p, probs: reTemper(p.probs, model.temperature) }))),
+    before: summarisePredictions(atT1.map((p) => atCalibration(p, { temperature: model.temperature, kappa: 0 }))),
   };
 }

@@ -16,6 +16,7 @@ import type { FeatureSeries } from '../data/types.js';
 import type { Hidden } from '../router/layout.js';
 import { loadModel, defaultModelPath } from '../router/model.js';
 import { concatSeries } from '../router/batch.js';
+import { tokenShortness } from '../router/history-temperature.js';
 import { createForwarder, type Forwarder } from './forwarder.js';
 import { createRulesForwarder } from './rules.js';
 
@@ -33,6 +34,8 @@ export interface TickerPrediction {
   probs: Float32Array;
   /** Day of each token (days since 1970-01-01), when known: `--by-year` groups by it. */
   dates?: Int32Array;
+  /** Shortness of each token's history (src/router/history-temperature.ts), when known: calibration reads it. */
+  shortness?: Float32Array;
 }
 
 export interface ClassAccuracy {
@@ -311,6 +314,7 @@ export async function routeLabelled(
       assign: out.assign.slice(at, at + n),
       probs: out.probs.slice(at * D, (at + n) * D),
       dates: series.dates,
+      shortness: tokenShortness(series.x, hidden, n),
     });
     at += n;
   }
@@ -375,6 +379,8 @@ export interface EvaluationReport extends EvaluationMetrics {
   model: string;
   backend: string;
   temperature: number;
+  /** History temperature κ of the model (0: none; src/router/history-temperature.ts). */
+  historyTemperature: number;
   /** Tickers with a CSV but no label. */
   skipped: string[];
   /** Tickers that had a label but whose data could not be used, with the reason. */
@@ -489,6 +495,7 @@ export async function evaluateDirectory(opts: EvaluateOptions): Promise<Evaluati
       model: router === 'learned' ? modelPath : 'rules (volatility bands, src/training/rules.ts)',
       backend: forwarder.backend,
       temperature: model.temperature,
+      historyTemperature: 'historyTemperature' in model ? model.historyTemperature : 0,
       skipped,
       failed,
       predictions,
@@ -531,7 +538,7 @@ export function formatConfusion(confusion: number[][]): string[] {
 /** Human-readable report: per-ticker table, per-class and overall accuracy at both levels, confusion matrices. */
 export function formatEvaluation(r: EvaluationReport): string {
   const lines: string[] = [];
-  lines.push(`model ${r.model} (backend ${r.backend}, temperature ${r.temperature.toFixed(3)})`);
+  lines.push(`model ${r.model} (backend ${r.backend}, temperature ${r.temperature.toFixed(3)}, history temperature ${r.historyTemperature.toFixed(1)})`);
   lines.push(`tickers used ${r.tickers}, skipped without label ${r.skipped.length}, failed ${r.failed.length}; days ${r.days}`);
   lines.push(`bars: ${barsText(r.bars)}`);
   if (r.skipped.length > 0) lines.push(`skipped: ${r.skipped.join(' ')}`);
@@ -590,6 +597,7 @@ export function evaluationJson(r: EvaluationReport): Record<string, unknown> {
     model: r.model,
     backend: r.backend,
     temperature: r.temperature,
+    historyTemperature: r.historyTemperature,
     tickers: r.tickers,
     days: r.days,
     skipped: r.skipped,

@@ -1,6 +1,7 @@
 import type { Hidden } from '../router/layout.js';
 import { NativeRouter, nativeAvailable } from '../router/native.js';
 import { referenceForward } from '../router/reference.js';
+import { temperByHistory, tokenShortness } from '../router/history-temperature.js';
 
 /**
  * What training, evaluation, calibration and the rules baseline route with: the native router when the addon is
@@ -20,9 +21,12 @@ export interface Forwarder {
 }
 
 export function createForwarder(
-  model: { hidden: Hidden; params: Float32Array; temperature: number },
+  model: { hidden: Hidden; params: Float32Array; temperature: number; historyTemperature?: number },
   opts: { threads?: number; warn?: (message: string) => void } = {},
 ): Forwarder {
+  const kappa = model.historyTemperature ?? 0;
+  const tempered = (x: Float32Array, out: RouteOutput): RouteOutput =>
+    kappa === 0 ? out : { probs: temperByHistory(out.probs, tokenShortness(x, model.hidden), kappa), assign: out.assign };
   const available = nativeAvailable();
   if (available.ok) {
     const router = new NativeRouter({ hidden: model.hidden, threads: opts.threads ?? 2 });
@@ -31,7 +35,7 @@ export function createForwarder(
       backend: router.backend,
       forward: async (x, vol, risk) => {
         const out = await router.forward({ x, vol, risk });
-        return { probs: out.probs, assign: out.assign };
+        return tempered(x, { probs: out.probs, assign: out.assign });
       },
       close: () => router.close(),
     };
@@ -41,7 +45,7 @@ export function createForwarder(
     backend: 'reference',
     forward: async (x, vol, risk) => {
       const out = referenceForward(model.params, model.hidden, { x, vol, risk }, model.temperature);
-      return { probs: Float32Array.from(out.probs), assign: out.assign };
+      return tempered(x, { probs: Float32Array.from(out.probs), assign: out.assign });
     },
     close: () => undefined,
   };

@@ -314,13 +314,22 @@ export function classWeights(labels: Uint8Array): Float64Array {
  * router's `softmax(clip(s)/T)`, the per-token constant cancels). Golden-section search on log T ∈ [log 0.05, log 20].
  */
 export function fitTemperature(probsAtT1: Float32Array, labels: Uint8Array): number {
+  return fitTemperatureNll(probsAtT1, labels).temperature;
+}
+
+/**
+ * fitTemperature with the NLL at the optimum; with `factor`, token i is read at T·factor[i] (the history
+ * temperature's 1 + κ·u, see src/router/history-temperature.ts) and T is fitted for those factors.
+ */
+export function fitTemperatureNll(probsAtT1: Float32Array, labels: Uint8Array, factor?: Float32Array): { temperature: number; nll: number } {
   const n = labels.length;
   const logp = new Float64Array(n * D);
   for (let i = 0; i < n * D; i++) logp[i] = Math.log(Math.max(probsAtT1[i]!, 1e-30));
   const nll = (logT: number): number => {
-    const inv = Math.exp(-logT);
+    const invT = Math.exp(-logT);
     let sum = 0;
     for (let i = 0; i < n; i++) {
+      const inv = factor === undefined ? invT : invT / factor[i]!;
       let max = -Infinity;
       for (let d = 0; d < D; d++) max = Math.max(max, logp[i * D + d]! * inv);
       let z = 0;
@@ -351,7 +360,8 @@ export function fitTemperature(probsAtT1: Float32Array, labels: Uint8Array): num
       fb = nll(b);
     }
   }
-  return Math.exp((lo + hi) / 2);
+  const logT = (lo + hi) / 2;
+  return { temperature: Math.exp(logT), nll: nll(logT) };
 }
 
 // ---------------------------------------------------------------------------------------------------------------

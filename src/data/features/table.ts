@@ -37,9 +37,8 @@ export interface RawWindowStats {
   pDown2: Float64Array;
   pUp2: Float64Array;
   pUp: Float64Array;
-  /** ln(high/low)², overnight gap². */
+  /** ln(high/low)². */
   pHl2: Float64Array;
-  pGap2: Float64Array;
   /** Days whose overnight gap exceeded 4 × the 60-day volatility known the day before. */
   pBigGap: Float64Array;
   /** Volume: count of known days; ln V, ln V²; Δln V, Δln V² and count. */
@@ -87,6 +86,8 @@ const f = (name: string, center: number, scale: number): FeatureSpecRow => ({ na
 /** ln of a daily volatility: ln(0.006) ≈ −5.1 maps to 0, one unit per factor e^1.2 ≈ 3.3. */
 const LOG_VOL_CENTER = -5.1;
 const LOG_VOL_SCALE = 1.2;
+/** ln(σ / σ_equity) ≈ −0.6 (a bond-and-stock middle) maps to 0; same unit as the log volatilities. */
+const REL_VOL_CENTER = -0.6;
 /** Floor of any volatility before a log: 0.1 bp a day, below a one-cent tick on a $1,000 price. */
 export const VOL_FLOOR = 1e-5;
 /** Longest window, in returns. */
@@ -101,7 +102,7 @@ export const FEATURE_TABLE: readonly FeatureSpecRow[] = [
   // H = 16: the steadiest univariate separators, then how the series moves with the reference markets.
   f('log_vol_20', LOG_VOL_CENTER, LOG_VOL_SCALE),
   f('log_vol_250', LOG_VOL_CENTER, LOG_VOL_SCALE),
-  f('gap_share_250', -1, 0.5),
+  f('rel_vol_250', REL_VOL_CENTER, LOG_VOL_SCALE),
   f('range_ratio_60', -0.4, 0.3),
   f('skew_250', 0, 0.7),
   f('tail_ratio_250', 0.3, 0.08),
@@ -183,12 +184,6 @@ function shape(s: RawWindowStats, t: number, k: number): void {
 
 const sigma = (s: RawWindowStats, t: number, k: number): number => Math.sqrt(win(s.pR2, t, k) / k);
 
-/** ln(mean overnight gap² / mean return²): the share of a day's variance that happens while the venue is shut. */
-function gapShare(s: RawWindowStats, t: number, k: number): number {
-  const r2 = win(s.pR2, t, k);
-  return r2 > 1e-14 ? Math.log(Math.max(win(s.pGap2, t, k) / r2, 1e-3)) : -1;
-}
-
 /**
  * Fewest shared days in the window (up to 250 days) for a context correlation or beta to count; fewer reads as
  * "no context". v3 asked 60; v4 reads short histories. Over 20 days a correlation near 0 is known to about ±0.23
@@ -225,6 +220,24 @@ function contextFits(ctx: readonly (ContextWindowStats | null)[], t: number, k: 
     fitCorr[i] = corr(n, sx, sy, win(c.pXX, t, k), syy, sxy);
     fitBeta[i] = Math.sign(beta) * Math.log1p(Math.min(Math.abs(beta), 50));
   }
+}
+
+/** Daily volatility of the equity market the relative-volatility features assume when the equity context is missing. */
+export const TYPICAL_MARKET_VOL = 0.011;
+
+/**
+ * ln(σ / σ_equity) over the shared days of the `k` days ending at t: how many times the equity market's volatility
+ * the instrument moves, which stays put when a whole market turns calm or wild (2017 against 2008), where σ itself
+ * moves with it. Without enough shared days, σ against TYPICAL_MARKET_VOL.
+ */
+function relativeVol(c: ContextWindowStats | null, t: number, k: number, ownSigma: number): number {
+  const n = c ? win(c.pN, t, k) : 0;
+  if (!c || n < MIN_CONTEXT_DAYS) return Math.log(Math.max(ownSigma, VOL_FLOOR) / TYPICAL_MARKET_VOL);
+  const sx = win(c.pX, t, k);
+  const sy = win(c.pY, t, k);
+  const vx = win(c.pXX, t, k) / n - (sx / n) ** 2;
+  const vy = win(c.pYY, t, k) / n - (sy / n) ** 2;
+  return 0.5 * Math.log(Math.max(vx, VOL_FLOOR ** 2) / Math.max(vy, VOL_FLOOR ** 2));
 }
 
 /** Fewest down (and up) days of the context in a window for the asymmetry feature; fewer reads as none. */
@@ -289,7 +302,7 @@ export function rawFeatureRow(s: RawWindowStats, t: number, out: Float64Array, c
 
   out[0] = logVol(s20);
   out[1] = logVol(sL);
-  out[2] = gapShare(s, t, wL);
+  out[2] = relativeVol(s.ctx[EQUITY_CONTEXT] ?? null, t, wL, sL);
   out[3] = Math.log(Math.max(park60, VOL_FLOOR) / Math.max(s60, VOL_FLOOR));
   out[4] = shapeSkew;
   // ln(σ / mean|r|): ln √(π/2) ≈ 0.23 for a normal law, larger the fatter the tails; far steadier than kurtosis.

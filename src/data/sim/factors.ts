@@ -94,11 +94,53 @@ export function shortEndScale(f: Factors, dur: number): number {
   return still > 0 && dur < RATES_REFERENCE_DURATION ? 1 - still * (1 - dur / RATES_REFERENCE_DURATION) : 1;
 }
 
+/** A sell-off episode under way: its age in days, length, peak volatility multiplier and the market's total fall. */
+interface Episode {
+  age: number;
+  length: number;
+  peak: number;
+  fall: number;
+}
+
+/**
+ * Volatility multiplier of day `age` of an episode: up to its peak over the first five days (2020-02-24 … 03-16,
+ * 2025-04-03 … 04-08), then a decay with a third of the episode's length as time constant.
+ */
+export function episodeMultiplier(e: Episode): number {
+  const rise = e.age < 5 ? (e.age + 1) / 5 : Math.exp(-(e.age - 5) / (e.length / 3));
+  return 1 + (e.peak - 1) * rise;
+}
+
+/**
+ * Sell-off episodes of one history (regime `episodeRate`, `episodePeak`), drawn by their own random stream so that
+ * every other factor of a seed is the same with or without them. Returns per day (burn-in included) the volatility
+ * multiplier (1 outside an episode) and the fall of the market that day (a log return ≤ 0: a third of the episode
+ * carries the fall, the rest gives a third of it back).
+ */
+function drawEpisodes(rng: Rng, total: number, R: Regime): { mult: Float64Array; drift: Float64Array } {
+  const mult = new Float64Array(total).fill(1);
+  const drift = new Float64Array(total);
+  let e: Episode | undefined;
+  for (let i = 0; i < total; i++) {
+    if (e === undefined && rng.next() < R.episodeRate) {
+      const peak = rng.uniform(R.episodePeak[0], R.episodePeak[1]);
+      // 2018-02: −10 % in 9 days; 2015-08: −12 %; 2020-03: −34 % in 23 days; 2025-04: −19 %.
+      e = { age: 0, length: Math.round(rng.uniform(20, 70)), peak, fall: rng.uniform(0.04, 0.08) * peak };
+    }
+    if (e === undefined) continue;
+    mult[i] = episodeMultiplier(e);
+    const third = e.length / 3;
+    drift[i] = e.age < third ? -e.fall / third : (e.fall / 3) / (e.length - third);
+    if (++e.age >= e.length) e = undefined;
+  }
+  return { mult, drift };
+}
+
 /**
  * The factors of one market history in `regime`; `curveRng` draws the yield-curve factor apart from the rest, so the
- * other factors of a seed are the same with or without it.
+ * other factors of a seed are the same with or without it; `episodeRng` (when given) draws sell-off episodes.
  */
-export function buildFactors(rng: Rng, n: number, curveRng: Rng, regime: Regime = RECENT): Factors {
+export function buildFactors(rng: Rng, n: number, curveRng: Rng, regime: Regime = RECENT, episodeRng?: Rng): Factors {
   const total = n + BURN_IN;
   const R = regime;
   const f: Factors = {
@@ -142,11 +184,17 @@ export function buildFactors(rng: Rng, n: number, curveRng: Rng, regime: Regime 
   const oilOwn = Math.sqrt(1 - R.oilMarket ** 2);
   const agriOwn = Math.sqrt(Math.max(0, 1 - R.agriMarket ** 2 - 0.1 ** 2));
   const vixMean = Math.log(R.vixLevel);
+  const episodes = episodeRng === undefined ? undefined : drawEpisodes(episodeRng, total, R);
   let stress = 0;
   let vix = vixMean;
   for (let i = 0; i < total; i++) {
     stress = stress === 0 ? (rng.next() < R.stressEnter ? 1 : 0) : rng.next() < R.stressExit ? 0 : 1;
-    const sm = stress ? 1.3 : 0.95;
+    // An episode multiplies every volatility (equities fully, credit, oil, the havens and the dollar in part) and moves
+    // the markets (stocks and oil down, the dollar up).
+    const em = episodes?.mult[i] ?? 1;
+    const ed = episodes?.drift[i] ?? 0;
+    const part = (share: number): number => 1 + (em - 1) * share;
+    const sm = (stress ? 1.3 : 0.95) * em;
     const zm = rng.studentT(7);
     const zr = rng.studentT(10);
     const zc = rng.studentT(4);
@@ -156,25 +204,25 @@ export function buildFactors(rng: Rng, n: number, curveRng: Rng, regime: Regime 
     const zf = rng.studentT(10);
     const zv = rng.studentT(4);
     const volM = R.equityVol * sm * gm.scale();
-    let market = R.equityDrift + volM * zm;
+    let market = R.equityDrift + ed + volM * zm;
     let vixJump = 0;
     if (rng.next() < (stress ? 0.02 : 0.004)) {
       // Volatility spikes come with a market sell-off the same day.
       vixJump = rng.uniform(0.15, 0.5);
       market -= rng.uniform(1, 2) * volM;
     }
-    const rates = R.rateDrift + R.rateVol * (stress ? 1.2 : 0.97) * gr.scale() * (rateMarketCorr * zm + Math.sqrt(1 - rateMarketCorr ** 2) * zr);
-    const credit = 0.003 * R.creditVolScale * (stress ? 2.5 : 0.8) * gc.scale() * (0.6 * zm + 0.8 * zc);
-    let gold = R.goldDrift + R.goldVol * (stress ? 1.2 : 0.97) * gg.scale() * (R.goldMarket * zm + goldRates * zr + goldOwn * zg);
+    const rates = R.rateDrift + R.rateVol * (stress ? 1.2 : 0.97) * part(0.4) * gr.scale() * (rateMarketCorr * zm + Math.sqrt(1 - rateMarketCorr ** 2) * zr);
+    const credit = 0.003 * R.creditVolScale * (stress ? 2.5 : 0.8) * part(0.6) * gc.scale() * (0.6 * zm + 0.8 * zc);
+    let gold = R.goldDrift + R.goldVol * (stress ? 1.2 : 0.97) * part(0.4) * gg.scale() * (R.goldMarket * zm + goldRates * zr + goldOwn * zg);
     if (rng.next() < 0.006) gold -= rng.uniform(2, 4) * R.goldVol;
-    let oil = R.oilDrift + R.oilVol * (stress ? 1.5 : 0.9) * go.scale() * (R.oilMarket * zm + oilOwn * zo);
+    let oil = R.oilDrift + 1.2 * ed + R.oilVol * (stress ? 1.5 : 0.9) * part(0.7) * go.scale() * (R.oilMarket * zm + oilOwn * zo);
     // Oil shocks are mostly crashes (skew ≈ −0.6 for USO 2020–2025).
     if (rng.next() < 0.006) oil += (rng.next() < 0.75 ? -1 : 1) * Math.abs(rng.normal()) * 2 * R.oilVol;
-    const agri = R.agriVol * (stress ? 1.3 : 0.95) * ga.scale() * (R.agriMarket * zm + 0.1 * zo + agriOwn * za);
-    const fx = R.fxDrift + R.fxVol * (stress ? 1.4 : 0.95) * gf.scale() * (fxMarket * zm + fxRates * zr + fxGold * zg + fxOil * zo + fxOwn * zf);
+    const agri = R.agriVol * (stress ? 1.3 : 0.95) * part(0.3) * ga.scale() * (R.agriMarket * zm + 0.1 * zo + agriOwn * za);
+    const fx = R.fxDrift - 0.25 * ed + R.fxVol * (stress ? 1.4 : 0.95) * part(0.5) * gf.scale() * (fxMarket * zm + fxRates * zr + fxGold * zg + fxOil * zo + fxOwn * zf);
     // Log VIX mean-reverts (half-life ≈ 14 days) and moves against the market (corr ≈ −0.75), about twice as hard
     // when the market falls as when it rises (the spot–volatility asymmetry).
-    vix += 0.05 * (vixMean + (stress ? 0.7 : 0) - vix) + 0.07 * (-0.75 * vixResponse(zm) + 0.66 * zv) + vixJump;
+    vix += 0.05 * (vixMean + (stress ? 0.7 : 0) + Math.log(em) - vix) + 0.07 * (-0.75 * vixResponse(zm) + 0.66 * zv) + vixJump;
     gm.update(zm);
     gr.update(zr);
     gc.update(zc);

@@ -78,6 +78,15 @@ export interface Regime {
   fxMarket: readonly [number, number];
   /** Multiplier of every instrument's own (idiosyncratic) volatility: stock dispersion rises in crises. */
   idioScale: number;
+  /**
+   * Chance per day that a sell-off episode begins (see `episodeMultiplier` in factors.ts): a few weeks in which
+   * equity volatility jumps to `episodePeak` times its level and decays, stocks and oil fall, credit spreads widen and
+   * the dollar rises. Every period has them (2010-05, 2011-08, 2015-08, 2018-02, 2018-Q4, 2020-03, 2024-08, 2025-04),
+   * and they are what a router trained on steady markets mistakes for leverage.
+   */
+  episodeRate: number;
+  /** Range of the peak multiplier of equity volatility in an episode (2015-08: ≈ 4×, 2018-02: ≈ 4×, 2025-04: ≈ 3.5×). */
+  episodePeak: readonly [number, number];
 }
 
 /** The development period's calibration (the values sim/factors.ts was tuned to), and the default of every source. */
@@ -107,6 +116,8 @@ export const RECENT: Regime = {
   fxVol: 0.0045,
   fxMarket: [-0.45, 0.1],
   idioScale: 1,
+  episodeRate: 1 / 800,
+  episodePeak: [2, 3.5],
 };
 
 type Range = readonly [number, number];
@@ -136,6 +147,8 @@ const FAMILIES: Record<Exclude<RegimeFamily, 'recent'>, FamilySpec> = {
     agriMarket: [0, 0.1],
     fxVol: [annual(0.05), annual(0.075)],
     idioScale: [0.6, 0.85],
+    // 2017 had none; 2018-02 ended it at 4× (VIX 11 → 37 in a week).
+    episodeRate: 1 / 1500,
   },
   // 2000–2002: S&P 500 −9 %, −13 %, −23 % a year with realised volatility 22 %, 22 %, 26 % (VIX means 23–27); the
   // 10-year yield fell from 6.7 % to 3.8 % as stocks and Treasuries parted (correlation −0.3 … −0.6); technology
@@ -153,6 +166,7 @@ const FAMILIES: Record<Exclude<RegimeFamily, 'recent'>, FamilySpec> = {
     oilMarket: [0, 0.25],
     fxMarket: [-0.1, 0.35],
     idioScale: [1.3, 1.8],
+    episodeRate: 1 / 300,
   },
   // 2008 – early 2009: S&P 500 realised volatility 41 % for the year and 60–80 % in the fourth quarter, VIX mean 32.7
   // (peak 80.9), high-yield spreads from 5 % to 20 %, the 10-year yield from 4 % to 2.2 % (flight to quality:
@@ -177,6 +191,9 @@ const FAMILIES: Record<Exclude<RegimeFamily, 'recent'>, FamilySpec> = {
     fxVol: [annual(0.1), annual(0.14)],
     fxMarket: [-0.65, -0.3],
     idioScale: [1.6, 2.3],
+    // 2008-09 … 2008-11 on top of an already stressed year; 2002-07 and 2002-10 for the bust's lows.
+    episodeRate: 1 / 200,
+    episodePeak: [2, 3],
   },
   // 2013: the taper tantrum. S&P 500 +30 % at 11 % realised volatility (VIX mean 14.2) while the 10-year yield rose
   // from 1.6 % to 3.0 % (long Treasury funds −13 %) and gold fell 28 %, with bonds (gold–Treasury correlation +0.3 …

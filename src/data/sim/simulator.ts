@@ -40,7 +40,7 @@ function factorsFor(seed: number, dates: Int32Array, family: RegimeFamily): Fact
   const key = `${seed}:${family}:${dates.length}:${dates[dates.length - 1]}`;
   let f = factorCache.get(key);
   if (!f) {
-    f = buildFactors(Rng.derive(seed, 'market-factors'), dates.length, Rng.derive(seed, 'rates-curve'), regimeOf(family, seed));
+    f = buildFactors(Rng.derive(seed, 'market-factors'), dates.length, Rng.derive(seed, 'rates-curve'), regimeOf(family, seed), Rng.derive(seed, 'episodes'));
     if (factorCache.size >= FACTOR_CACHE_SIZE) factorCache.delete(factorCache.keys().next().value as string);
     factorCache.set(key, f);
   }
