@@ -1,18 +1,20 @@
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import type { FlowProducer } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './connection.js';
 import { validateTicker } from '../src/data/validate.js';
 import type { FetchRange, SourceName } from '../src/data/types.js';
 import { bullJobKey, isRunId, jobIds, runKey } from './keys.js';
 import { QUEUE_NAMES } from './queues.js';
 import { createRunMeta, updateRunMeta, type RunStore } from './run-meta.js';
 import { FETCH_JOB_OPTIONS, REPORT_JOB_OPTIONS, ROUTE_JOB_OPTIONS } from './job-options.js';
-import { MAX_TICKERS } from '../src/limits.js';
+import { DEFAULT_SHARD_SIZE, MAX_SHARD_SIZE, MAX_SHARDS, MAX_TICKERS } from '../src/limits.js';
 import {
   PayloadError,
   validateFetchJobData,
   validateRange,
+  validateReportJobData,
+  validateRouteJobData,
   type FetchJobData,
   type ReportJobData,
   type RouteJobData,
@@ -33,11 +35,13 @@ export interface RunRequest {
 export interface EnqueueContext {
   flow: FlowProducer;
   /** Connection for the run metadata hash. */
-  redis: Redis;
+  redis: RedisClient;
   /** Key and queue prefix. */
   prefix: string;
   /** TTL of the run metadata hash. */
   runTtlSeconds: number;
+  /** Tickers per shard (`Config.shardSize`). @defaultValue `DEFAULT_SHARD_SIZE` (1000) */
+  shardSize?: number;
 }
 
 export interface EnqueuedRun {
@@ -46,6 +50,8 @@ export interface EnqueuedRun {
   tickers: string[];
   createdAt: string;
   reportJobId: string;
+  /** Shards the run is cut into (one route job each). */
+  shards: number;
 }
 
 async function runExists(store: RunStore, runId: string): Promise<boolean> {
@@ -76,8 +82,22 @@ export function canonicalTickers(raw: readonly string[]): string[] {
 }
 
 /**
- * Enqueues one run as one flow: report ← route ← fetch × N. The run id is a fresh UUID (never user text), so
- * report folders and keys cannot be steered by input. Payloads are validated here exactly as workers will.
+ * How a run of `tickers` tickers is cut: `size` tickers a shard (the last one the rest) in `shards` shards. The
+ * configured size, raised for a run that would otherwise need more than `MAX_SHARDS` shards.
+ */
+export function shardPlan(tickers: number, shardSize: number = DEFAULT_SHARD_SIZE): { shards: number; size: number } {
+  if (!Number.isSafeInteger(shardSize) || shardSize < 1 || shardSize > MAX_SHARD_SIZE) {
+    throw new PayloadError('shardSize', `Expected integer in 1..${MAX_SHARD_SIZE} for shardSize but received ${String(shardSize)}`);
+  }
+  const size = Math.max(shardSize, Math.ceil(tickers / MAX_SHARDS));
+  return { shards: Math.max(1, Math.ceil(tickers / size)), size };
+}
+
+/**
+ * Enqueues one run as one flow: report ← route × S shards ← fetch × the shard's tickers. Each route job waits only
+ * for its own shard's fetch jobs, so routing overlaps the fetching of the other shards, and no parent has more than
+ * `MAX_SHARD_SIZE` children. The run id is a fresh UUID (never user text), so report folders and keys cannot be
+ * steered by input. Payloads are validated here exactly as workers will.
  */
 export interface EnqueueOptions {
   /**
@@ -101,17 +121,20 @@ export async function enqueueRun(ctx: EnqueueContext, req: RunRequest, opts: Enq
     if (req.seed !== undefined) d.seed = req.seed;
     return validateFetchJobData(d);
   });
-  const routeData: RouteJobData = { runId, tickers };
-  const reportData: ReportJobData = { runId, source: req.source, tickers, createdAt };
+  const plan = shardPlan(tickers.length, ctx.shardSize);
+  const routeData: RouteJobData[] = Array.from({ length: plan.shards }, (_, shard) =>
+    validateRouteJobData({ runId, shard, tickers: tickers.slice(shard * plan.size, (shard + 1) * plan.size) }),
+  );
+  const reportData: ReportJobData = validateReportJobData({ runId, source: req.source, createdAt, shards: plan.shards, shardSize: plan.size });
 
   const store: RunStore = { redis: ctx.redis, prefix: ctx.prefix, ttlSeconds: ctx.runTtlSeconds };
   const reportJobId = jobIds.report(runId);
   if (opts.runId !== undefined && (await runExists(store, runId))) {
     // The flow's root is added last in one transaction: if it exists the whole flow does, and adding it again could
     // re-create children that already finished and were trimmed.
-    if ((await ctx.redis.exists(bullJobKey(ctx.prefix, QUEUE_NAMES.report, reportJobId))) === 1) return { runId, tickers, createdAt, reportJobId };
+    if ((await ctx.redis.exists(bullJobKey(ctx.prefix, QUEUE_NAMES.report, reportJobId))) === 1) return { runId, tickers, createdAt, reportJobId, shards: plan.shards };
   } else {
-    await createRunMeta(store, { runId, source: req.source, tickers, createdAt });
+    await createRunMeta(store, { runId, source: req.source, tickers, createdAt, shards: plan.shards });
   }
   try {
     await ctx.flow.add({
@@ -119,24 +142,22 @@ export async function enqueueRun(ctx: EnqueueContext, req: RunRequest, opts: Enq
       queueName: QUEUE_NAMES.report,
       data: reportData,
       opts: { ...REPORT_JOB_OPTIONS, jobId: jobIds.report(runId) },
-      children: [
-        {
-          name: 'route',
-          queueName: QUEUE_NAMES.route,
-          data: routeData,
-          opts: { ...ROUTE_JOB_OPTIONS, jobId: jobIds.route(runId) },
-          children: fetchData.map((data) => ({
-            name: 'fetch',
-            queueName: QUEUE_NAMES.fetch,
-            data,
-            opts: { ...FETCH_JOB_OPTIONS, jobId: jobIds.fetch(runId, data.ticker) },
-          })),
-        },
-      ],
+      children: routeData.map((data) => ({
+        name: 'route',
+        queueName: QUEUE_NAMES.route,
+        data,
+        opts: { ...ROUTE_JOB_OPTIONS, jobId: jobIds.route(runId, data.shard) },
+        children: fetchData.slice(data.shard * plan.size, (data.shard + 1) * plan.size).map((fetch) => ({
+          name: 'fetch',
+          queueName: QUEUE_NAMES.fetch,
+          data: fetch,
+          opts: { ...FETCH_JOB_OPTIONS, jobId: jobIds.fetch(runId, fetch.ticker) },
+        })),
+      })),
     });
   } catch (err) {
     await updateRunMeta(store, runId, { status: 'failed', error: `enqueue failed: ${errorText(err)}` });
     throw err;
   }
-  return { runId, tickers, createdAt, reportJobId: jobIds.report(runId) };
+  return { runId, tickers, createdAt, reportJobId: jobIds.report(runId), shards: plan.shards };
 }

@@ -20,9 +20,12 @@ export function featureKey(prefix: string, runId: string, ticker: string): strin
   return `${prefix}:run:${runId}:feat:${ticker}`;
 }
 
-/** Routed per-day series of the whole run: `<prefix>:run:<runId>:series`. */
-export function seriesKey(prefix: string, runId: string): string {
-  return `${prefix}:run:${runId}:series`;
+/**
+ * What the route job of one shard hands the report (its tickers' summaries and failures, the shard's per-day
+ * aggregates; `ShardOutput` in jobs/payloads.ts), JSON with the feature TTL: `<prefix>:run:<runId>:shard:<shard>`.
+ */
+export function shardKey(prefix: string, runId: string, shard: number): string {
+  return `${prefix}:run:${runId}:shard:${shard}`;
 }
 
 /** Sorted set of run ids by creation time, so tools can list recent runs: `<prefix>:runs`. */
@@ -76,7 +79,8 @@ export function bullJobKey(prefix: string, queue: string, jobId: string): string
  */
 export const jobIds = {
   fetch: (runId: string, ticker: string) => `fetch_${runId}_${ticker}`,
-  route: (runId: string) => `route_${runId}`,
+  /** The route job of shard `shard` (0-based) of a run. */
+  route: (runId: string, shard: number) => `route_${runId}_${shard}`,
   report: (runId: string) => `report_${runId}`,
 };
 
@@ -89,4 +93,15 @@ export function tickerFromFetchJobKey(jobKey: string): string | undefined {
   const parts = id.split('_');
   if (parts.length !== 3 || parts[0] !== 'fetch' || !isRunId(parts[1])) return undefined;
   return parts[2] || undefined;
+}
+
+/**
+ * Shard index of a route job from its job key (`<prefix>:moe-route:route_<runId>_<shard>`) or id; undefined when the
+ * key is not a route job key.
+ */
+export function shardFromRouteJobKey(jobKey: string): number | undefined {
+  const id = jobKey.slice(jobKey.lastIndexOf(':') + 1);
+  const parts = id.split('_');
+  if (parts.length !== 3 || parts[0] !== 'route' || !isRunId(parts[1]) || !/^(0|[1-9]\d{0,8})$/.test(parts[2] ?? '')) return undefined;
+  return Number(parts[2]);
 }

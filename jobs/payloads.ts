@@ -1,7 +1,9 @@
 import { isDomain, type Domain } from '../src/domains.js';
 import type { DataQuality, FetchRange } from '../src/data/types.js';
-import { MAX_DAYS, MAX_TICKERS, SOURCE_NAMES, TICKER_PATTERN, TICKER_PATTERN_TEXT, type SourceName } from '../src/limits.js';
-import type { FailedTicker, TickerSummary } from '../src/report/types.js';
+import { MAX_DAYS, MAX_SHARD_SIZE, MAX_SHARDS, MAX_TICKERS, SOURCE_NAMES, TICKER_PATTERN, TICKER_PATTERN_TEXT, type SourceName } from '../src/limits.js';
+import type { DailyAggregate, FailedTicker, TickerSummary } from '../src/report/types.js';
+import { validateDailyAggregate } from '../src/report/daily.js';
+import { ReportError } from '../src/report/errors.js';
 import { expectedMessage } from '../src/util/describe.js';
 import { isRunId } from './keys.js';
 
@@ -52,35 +54,65 @@ export interface FetchResult {
 
 export interface RouteJobData {
   runId: string;
-  /** Every ticker of the run in request order; fixes the order of the summary. */
+  /** The run's shard this job routes, 0-based (`jobIds.route(runId, shard)`). */
+  shard: number;
+  /** The shard's tickers (1..`MAX_SHARD_SIZE`) in request order; fixes the order of its part of the summary. */
   tickers: string[];
 }
 
-export interface RouteResult {
+/**
+ * One shard's part of a run, stored by its route job under `shardKey` (JSON, feature TTL) and merged by the report:
+ * per-ticker rows, and per-day sums whose size does not grow with the shard's tickers.
+ */
+export interface ShardOutput {
   runId: string;
+  shard: number;
+  /** Routed tickers of the shard, in request order. */
   tickers: TickerSummary[];
+  /** The shard's tickers that could not be routed, with their reasons. */
   failed: FailedTicker[];
-  /** Key of the routed per-day series block, or null when no ticker was routed. */
-  seriesKey: string | null;
+  /** Per-day sums of the routed tickers' series (the time-series figure). */
+  daily: DailyAggregate;
   backend: string;
   model: { path: string; hidden: number; featureSpec: string };
   tokens: number;
-  /** Enqueue to route start: the fetch stage including queue waits. */
+  /** Enqueue to this shard's route start: its fetch stage including queue waits. */
   fetchMs: number;
-  /** Whole route job: reading blocks, forward pass, aggregation, storing the series. */
+  /** Whole route job: reading blocks, forward pass, aggregation, storing the output. */
   routeMs: number;
-  /** The native forward pass alone. */
+  /** The native forward passes alone. */
   forwardMs: number;
   /** Context series (context.ts) missing for at least one routed ticker; empty when every ticker had the full set. */
-  contextMissing?: string[];
+  contextMissing: string[];
+}
+
+/** What a route job returns (and BullMQ keeps): where its shard's output is, with the counts and timings dashboards read. */
+export interface RouteResult {
+  runId: string;
+  shard: number;
+  /** Key of the shard's `ShardOutput`. */
+  outputKey: string;
+  /** Tickers routed and failed in the shard. */
+  routed: number;
+  failed: number;
+  backend: string;
+  tokens: number;
+  fetchMs: number;
+  routeMs: number;
+  forwardMs: number;
 }
 
 export interface ReportJobData {
   runId: string;
   source: SourceName;
-  tickers: string[];
   /** ISO timestamp of the enqueue. */
   createdAt: string;
+  /**
+   * Shards of the run (1..`MAX_SHARDS`), each of `shardSize` tickers of the run's list in order, the last one the
+   * rest. The list itself (up to `MAX_TICKERS`) stays out of the payload: the report reads it from the run hash.
+   */
+  shards: number;
+  shardSize: number;
 }
 
 export interface ReportResult {
@@ -141,8 +173,8 @@ function source(v: unknown, field = 'source'): SourceName {
   return v as SourceName;
 }
 
-function tickerList(v: unknown, field: string): string[] {
-  if (!Array.isArray(v) || v.length === 0 || v.length > MAX_TICKERS) fail(field, `array of 1..${MAX_TICKERS} tickers`, v);
+function tickerList(v: unknown, field: string, max = MAX_TICKERS): string[] {
+  if (!Array.isArray(v) || v.length === 0 || v.length > max) fail(field, `array of 1..${max} tickers`, v);
   const out = v.map((t, i) => ticker(t, `${field}[${i}]`));
   if (new Set(out).size !== out.length) fail(field, 'tickers without duplicates', v);
   return out;
@@ -172,9 +204,16 @@ export function validateFetchJobData(v: unknown): FetchJobData {
   return out;
 }
 
+/** The run's tickers, as the run hash stores them (`RunMeta.tickers`), checked as strictly as a payload. */
+export function validateRunTickers(v: unknown, field = 'tickers'): string[] {
+  return tickerList(v, field);
+}
+
 export function validateRouteJobData(v: unknown): RouteJobData {
   const d = record(v, 'data');
-  return { runId: runId(d.runId), tickers: tickerList(d.tickers, 'tickers') };
+  const id = runId(d.runId);
+  const tickers = tickerList(d.tickers, 'tickers', MAX_SHARD_SIZE);
+  return { runId: id, shard: int(d.shard, 'shard', 0, MAX_SHARDS - 1), tickers };
 }
 
 export function validateReportJobData(v: unknown): ReportJobData {
@@ -182,8 +221,9 @@ export function validateReportJobData(v: unknown): ReportJobData {
   return {
     runId: runId(d.runId),
     source: source(d.source),
-    tickers: tickerList(d.tickers, 'tickers'),
     createdAt: isoTimestamp(d.createdAt, 'createdAt'),
+    shards: int(d.shards, 'shards', 1, MAX_SHARDS),
+    shardSize: int(d.shardSize, 'shardSize', 1, MAX_SHARD_SIZE),
   };
 }
 
@@ -224,17 +264,33 @@ export function validateFetchResult(v: unknown, field = 'result'): FetchResult {
   return out;
 }
 
-/** Checks the route job's return value as the report job reads it. Only the envelope; the summaries are ours. */
-export function validateRouteResult(v: unknown, field = 'routeResult'): RouteResult {
+/**
+ * Checks a shard's output as the report reads it back from Redis: the envelope, every failure and the per-day sums;
+ * the per-ticker summaries only as an array, since the route stage made them.
+ */
+export function validateShardOutput(v: unknown, field = 'shardOutput'): ShardOutput {
   const r = record(v, field);
   runId(r.runId, `${field}.runId`);
+  int(r.shard, `${field}.shard`, 0, MAX_SHARDS - 1);
   if (!Array.isArray(r.tickers)) fail(`${field}.tickers`, 'array', r.tickers);
   if (!Array.isArray(r.failed)) fail(`${field}.failed`, 'array', r.failed);
-  if (r.seriesKey !== null && typeof r.seriesKey !== 'string') fail(`${field}.seriesKey`, 'string or null', r.seriesKey);
+  r.failed.forEach((f: unknown, i) => {
+    const o = record(f, `${field}.failed[${i}]`);
+    if (typeof o.ticker !== 'string' || typeof o.reason !== 'string') fail(`${field}.failed[${i}]`, '{ ticker, reason } strings', f);
+  });
   if (typeof r.backend !== 'string') fail(`${field}.backend`, 'string', r.backend);
   record(r.model, `${field}.model`);
   for (const k of ['tokens', 'fetchMs', 'routeMs', 'forwardMs'] as const) {
     if (typeof r[k] !== 'number' || !Number.isFinite(r[k])) fail(`${field}.${k}`, 'finite number', r[k]);
   }
-  return r as unknown as RouteResult;
+  if (!Array.isArray(r.contextMissing) || !r.contextMissing.every((t) => typeof t === 'string')) {
+    fail(`${field}.contextMissing`, 'array of tickers', r.contextMissing);
+  }
+  try {
+    validateDailyAggregate(r.daily, `${field}.daily`);
+  } catch (err) {
+    if (err instanceof ReportError) throw new PayloadError(`${field}.daily`, err.message);
+    throw err;
+  }
+  return r as unknown as ShardOutput;
 }

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './connection.js';
 import type { SourceName } from '../src/data/types.js';
 import { runKey, runsIndexKey } from './keys.js';
 
@@ -20,6 +20,10 @@ export interface RunMeta {
   /** Fetch jobs that failed for good (after their last attempt). */
   fetchFailed: number;
   createdAt: string;
+  /** Shards the run is cut into, each one route job (1 for a run enqueued before runs had shards). */
+  shards: number;
+  /** Shards whose route job has stored its output. */
+  shardsRouted: number;
   /** Tickers routed, once routing finished. */
   routed?: number;
   /** Tickers listed as failed in the report (fetch and route failures), once reported. */
@@ -33,12 +37,15 @@ export interface RunMeta {
 }
 
 export interface RunStore {
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   ttlSeconds: number;
 }
 
-export async function createRunMeta(store: RunStore, meta: Pick<RunMeta, 'runId' | 'source' | 'tickers' | 'createdAt'>): Promise<void> {
+export async function createRunMeta(
+  store: RunStore,
+  meta: Pick<RunMeta, 'runId' | 'source' | 'tickers' | 'createdAt'> & Partial<Pick<RunMeta, 'shards'>>,
+): Promise<void> {
   const key = runKey(store.prefix, meta.runId);
   const index = runsIndexKey(store.prefix);
   const created = Date.parse(meta.createdAt);
@@ -52,6 +59,8 @@ export async function createRunMeta(store: RunStore, meta: Pick<RunMeta, 'runId'
       fetched: 0,
       fetchFailed: 0,
       createdAt: meta.createdAt,
+      shards: meta.shards ?? 1,
+      shardsRouted: 0,
     })
     .expire(key, store.ttlSeconds)
     .zadd(index, created, meta.runId)
@@ -162,11 +171,41 @@ export async function storeFetched(store: RunStore, runId: string, key: string, 
   return typeof ended === 'string' ? ended : undefined;
 }
 
+/**
+ * SET of a shard's output with its TTL, and the first time it is stored for the shard, one more in `shardsRouted`:
+ * a route job retried after it stored its output (a worker killed before BullMQ heard of the result) counts once.
+ * A run that has ended takes nothing and the script returns its status instead of 0.
+ */
+const STORE_SHARD =
+  "local s = redis.call('HGET', KEYS[2], 'status') " +
+  `if s and (${ENDED_LUA}) then return s end ` +
+  "local fresh = redis.call('EXISTS', KEYS[1]) == 0 " +
+  "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) " +
+  "if s and fresh then redis.call('HINCRBY', KEYS[2], 'shardsRouted', 1) end return 0";
+
+/**
+ * Stores a shard's output (`ShardOutput` JSON) under `key` and counts the shard as routed, in one step. Returns
+ * undefined once stored, or the status of a run that has already ended, in which case nothing was written.
+ */
+export async function storeShardOutput(store: RunStore, runId: string, key: string, json: string, ttlSeconds: number): Promise<string | undefined> {
+  if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) {
+    throw new RangeError(`Expected positive integer for ttlSeconds but received ${String(ttlSeconds)}`);
+  }
+  const ended = (await store.redis.eval(STORE_SHARD, 2, key, runKey(store.prefix, runId), json, ttlSeconds)) as string | number;
+  return typeof ended === 'string' ? ended : undefined;
+}
+
+/** The run's ticker list alone (the report reads it instead of carrying it in its payload); undefined without a hash. */
+export async function readRunTickers(redis: RedisClient, prefix: string, runId: string): Promise<unknown> {
+  const raw = await redis.hget(runKey(prefix, runId), 'tickers');
+  return raw === null ? undefined : (JSON.parse(raw) as unknown);
+}
+
 function optInt(v: string | undefined): number | undefined {
   return v === undefined ? undefined : Number(v);
 }
 
-export async function readRunMeta(redis: Redis, prefix: string, runId: string): Promise<RunMeta | undefined> {
+export async function readRunMeta(redis: RedisClient, prefix: string, runId: string): Promise<RunMeta | undefined> {
   const h = await redis.hgetall(runKey(prefix, runId));
   if (!h.runId) return undefined;
   const meta: RunMeta = {
@@ -177,6 +216,8 @@ export async function readRunMeta(redis: Redis, prefix: string, runId: string): 
     fetched: Number(h.fetched ?? 0),
     fetchFailed: Number(h.fetchFailed ?? 0),
     createdAt: h.createdAt ?? '',
+    shards: Number(h.shards ?? 1),
+    shardsRouted: Number(h.shardsRouted ?? 0),
   };
   const routed = optInt(h.routed);
   if (routed !== undefined) meta.routed = routed;

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { defaultRepeatStrategy, UnrecoverableError, type FlowProducer, type Job, type Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './connection.js';
 import type { Logger } from 'pino';
 import type { SourceName } from '../src/data/types.js';
 import { runKey } from './keys.js';
@@ -188,9 +188,11 @@ export function runIdForTick(prefix: string, tickJobId: string): string {
 
 export interface ScheduleDeps {
   flow: FlowProducer;
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   runTtlSeconds: number;
+  /** Tickers per shard of the runs it enqueues (`Config.shardSize`). @defaultValue `DEFAULT_SHARD_SIZE` (1000) */
+  shardSize?: number;
   logger: Logger;
 }
 
@@ -207,7 +209,7 @@ export function createScheduleProcessor(deps: ScheduleDeps): (job: Job<unknown>)
     if (job.id === undefined) throw new UnrecoverableError('Invalid scheduled run: the tick job has no id');
     const runId = runIdForTick(deps.prefix, job.id);
     const run: EnqueuedRun = await enqueueRun(
-      { flow: deps.flow, redis: deps.redis, prefix: deps.prefix, runTtlSeconds: deps.runTtlSeconds },
+      { flow: deps.flow, redis: deps.redis, prefix: deps.prefix, runTtlSeconds: deps.runTtlSeconds, ...(deps.shardSize === undefined ? {} : { shardSize: deps.shardSize }) },
       { tickers: data.tickers, source: data.source, range: { days: data.days } },
       { runId },
     );
@@ -217,6 +219,6 @@ export function createScheduleProcessor(deps: ScheduleDeps): (job: Job<unknown>)
 }
 
 /** True when the run of this tick already has metadata (used by tests and tools). */
-export async function tickRunExists(redis: Redis, prefix: string, tickJobId: string): Promise<boolean> {
+export async function tickRunExists(redis: RedisClient, prefix: string, tickJobId: string): Promise<boolean> {
   return (await redis.exists(runKey(prefix, runIdForTick(prefix, tickJobId)))) === 1;
 }

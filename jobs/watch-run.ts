@@ -1,5 +1,5 @@
 import type { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './connection.js';
 import { errorText } from '../src/util/errors.js';
 import { jobIds } from './keys.js';
 import { readRunMeta, type RunMeta } from './run-meta.js';
@@ -8,7 +8,7 @@ import { readRunMeta, type RunMeta } from './run-meta.js';
 export type ConnectionChange = { state: 'lost'; reason: string } | { state: 'back' };
 
 export interface WatchOptions {
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   runId: string;
   /** The `moe-report` queue (same prefix): its job's state is the final word on the run. */
@@ -38,7 +38,7 @@ export class WatchError extends Error {
 }
 
 function fingerprint(m: RunMeta): string {
-  return `${m.status}|${m.fetched}|${m.fetchFailed}|${m.routed ?? ''}|${m.reportDir ?? ''}`;
+  return `${m.status}|${m.fetched}|${m.fetchFailed}|${m.shardsRouted}|${m.routed ?? ''}|${m.reportDir ?? ''}`;
 }
 
 const CONNECTION_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);

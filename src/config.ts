@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DEFAULT_SHARD_SIZE, MAX_SHARD_SIZE } from './limits.js';
 
 /**
  * Service configuration, read once from the environment and validated before anything connects or loads.
@@ -25,8 +26,18 @@ export const DEFAULT_MIN_HISTORY_BARS = 60;
 export const MIN_HISTORY_BARS_RANGE = { min: 20, max: 251 } as const;
 
 export interface Config {
-  /** Redis (BullMQ, feature blocks, run metadata). @defaultValue `redis://127.0.0.1:6379` (env `REDIS_URL`) */
+  /**
+   * Redis (BullMQ, feature blocks, run metadata): one server's URL or, when `redisCluster`, the cluster's seed nodes
+   * as comma-separated `redis://host:port` URLs. @defaultValue `redis://127.0.0.1:6379` (env `REDIS_URL`, or
+   * `REDIS_CLUSTER_NODES`, which wins when both are set)
+   */
   redisUrl: string;
+  /**
+   * Connect with ioredis' `Cluster` to the seed nodes in `redisUrl` instead of to one server; `prefix` then carries a
+   * hash tag so every key lands in one slot. @defaultValue false (true with `REDIS_CLUSTER_NODES`, or a `REDIS_URL`
+   * naming several nodes)
+   */
+  redisCluster: boolean;
   /** Absolute folder that receives `<runId>/` report folders. @defaultValue `./reports` (env `REPORTS_DIR`) */
   reportsDir: string;
   /** Router backend wanted. @defaultValue `auto` (env `MOE_BACKEND`) */
@@ -54,7 +65,8 @@ export interface Config {
   runTtlSeconds: number;
   /**
    * Namespace of every Redis key the project writes, BullMQ queues included; distinct prefixes never see each
-   * other's runs (tests use one per test). @defaultValue `moe` (env `MOE_PREFIX`)
+   * other's runs (tests use one per test). With `redisCluster` a prefix without a hash tag is wrapped in one
+   * (`moe` → `{moe}`, see `hashTaggedPrefix`). @defaultValue `moe` (env `MOE_PREFIX`)
    */
   prefix: string;
   yahoo: {
@@ -80,6 +92,13 @@ export interface Config {
    * `minHistoryBars − 1`. In 20..251. @defaultValue 60 (env `MIN_HISTORY_BARS`)
    */
   minHistoryBars: number;
+  /**
+   * Tickers per shard of a run: each shard is one route job over its own fetch jobs, routed as soon as they are done
+   * (jobs/enqueue-run.ts). Read where runs are enqueued: `enqueue`, `demo`, `bench:pipeline` and the schedule worker.
+   * In 1..`MAX_SHARD_SIZE` (10,000).
+   * @defaultValue 1000 (env `MOE_SHARD_SIZE`)
+   */
+  shardSize: number;
 }
 
 export type ConfigErrorCode = 'CONFIG_INVALID' | 'BACKEND_UNAVAILABLE';
@@ -101,6 +120,89 @@ type Env = Record<string, string | undefined>;
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 const PREFIX_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** A prefix that starts with a hash tag: `{moe}`, `{moe}-demo-1f2e`. */
+const TAGGED_PREFIX_RE = /^\{[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\}[A-Za-z0-9_.-]{0,63}$/;
+
+/**
+ * The prefix with a Redis Cluster hash tag: unchanged when it starts with one, else wrapped whole (`moe` → `{moe}`).
+ * Redis Cluster hashes only the tag of a key that has one, so every key under such a prefix (BullMQ's queue keys, run
+ * hashes, feature blocks) lands in one slot; BullMQ needs that, since a flow's Lua scripts touch the keys of all
+ * three queues at once and a cluster refuses keys of several slots in one command (CROSSSLOT).
+ */
+export function hashTaggedPrefix(prefix: string): string {
+  return prefix.startsWith('{') ? prefix : `{${prefix}}`;
+}
+
+/**
+ * The nodes of a `Config.redisUrl`: one URL, or the comma-separated seed nodes of a cluster. Throws on a value that
+ * `loadConfig` would not have produced.
+ */
+export function redisNodeUrls(redisUrl: string): URL[] {
+  return redisUrl.split(',').map((u) => new URL(u.trim()));
+}
+
+/**
+ * One entry of REDIS_CLUSTER_NODES (`host:port`, or a redis:// / rediss:// URL for credentials and TLS) or of a
+ * REDIS_URL naming several nodes (URLs only), as a normalised URL; undefined after pushing the problem.
+ */
+function clusterNode(entry: string, name: string, index: number, count: number, problems: string[]): string | undefined {
+  const e = entry.trim();
+  const where = count > 1 ? `${name} entry ${index + 1} of ${count}` : name;
+  const bare = name === 'REDIS_CLUSTER_NODES' && !e.includes('://');
+  const expected = bare || name === 'REDIS_CLUSTER_NODES' ? 'host:port or a redis:// or rediss:// URL' : 'a redis:// or rediss:// URL';
+  const bareMatch = bare ? /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(e) : null;
+  if (bare && bareMatch === null) {
+    problems.push(`Expected ${expected} for ${where} but received ${show(entry)}`);
+    return undefined;
+  }
+  if (bareMatch && (Number(bareMatch[2]) < 1 || Number(bareMatch[2]) > 65535)) {
+    problems.push(`Expected a port in 1..65535 for ${where} but received ${show(entry)}`);
+    return undefined;
+  }
+  let u: URL;
+  try {
+    u = new URL(bare ? `redis://${e}` : e);
+  } catch {
+    problems.push(`Expected ${expected} for ${where} but received ${show(entry)}`);
+    return undefined;
+  }
+  if ((u.protocol !== 'redis:' && u.protocol !== 'rediss:') || u.hostname === '' || u.search !== '' || u.hash !== '') {
+    problems.push(`Expected ${expected} for ${where} but received ${show(entry)}`);
+    return undefined;
+  }
+  const port = Number(u.port || 6379);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    problems.push(`Expected a port in 1..65535 for ${where} but received ${show(entry)}`);
+    return undefined;
+  }
+  if (u.pathname !== '' && u.pathname !== '/' && u.pathname !== '/0') {
+    problems.push(`Expected database 0 (a Redis Cluster has no other) for ${where} but received ${show(entry)}`);
+    return undefined;
+  }
+  u.port = String(port);
+  u.pathname = '';
+  return u.toString().replace(/\/$/, '');
+}
+
+/** REDIS_CLUSTER_NODES, else REDIS_URL: one server, or the seed nodes of a cluster. */
+function readRedis(env: Env, problems: string[]): { redisUrl: string; redisCluster: boolean } {
+  const nodesRaw = env.REDIS_CLUSTER_NODES?.trim();
+  const urlRaw = env.REDIS_URL?.trim() || 'redis://127.0.0.1:6379';
+  const [name, raw] = nodesRaw ? ['REDIS_CLUSTER_NODES', nodesRaw] : ['REDIS_URL', urlRaw];
+  const entries = raw.split(',');
+  if (name === 'REDIS_URL' && entries.length === 1) {
+    try {
+      const u = new URL(urlRaw);
+      if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new Error('protocol');
+    } catch {
+      problems.push(`Expected redis:// or rediss:// URL for REDIS_URL but received ${show(urlRaw)}`);
+    }
+    return { redisUrl: urlRaw, redisCluster: false };
+  }
+  const nodes = entries.map((e, i) => clusterNode(e, name, i, entries.length, problems));
+  const ok = nodes.filter((n): n is string => n !== undefined);
+  return { redisUrl: ok.length === nodes.length ? ok.join(',') : raw, redisCluster: true };
+}
 
 function show(value: string): string {
   return JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
@@ -160,13 +262,7 @@ export function minHistoryBars(env: Env = process.env): number {
 export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): Config {
   const problems: string[] = [];
 
-  const redisUrl = env.REDIS_URL?.trim() || 'redis://127.0.0.1:6379';
-  try {
-    const u = new URL(redisUrl);
-    if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new Error('protocol');
-  } catch {
-    problems.push(`Expected redis:// or rediss:// URL for REDIS_URL but received ${show(redisUrl)}`);
-  }
+  const { redisUrl, redisCluster } = readRedis(env, problems);
 
   const reportsDir = path.resolve(cwd, env.REPORTS_DIR?.trim() || './reports');
   const modelPath = path.resolve(cwd, env.MOE_MODEL?.trim() || DEFAULT_MODEL_FILE);
@@ -202,15 +298,24 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   if (jobLockMs < 1000) problems.push(`Expected at least 1000 for JOB_LOCK_MS but received ${jobLockMs}`);
   const shutdownTimeoutMs = positiveInt(env, 'SHUTDOWN_TIMEOUT_MS', 30_000, problems, 3_600_000);
   const minHistory = readMinHistoryBars(env, problems);
+  const shardSize = positiveInt(env, 'MOE_SHARD_SIZE', DEFAULT_SHARD_SIZE, problems, MAX_SHARD_SIZE);
 
-  const prefix = env.MOE_PREFIX?.trim() || 'moe';
-  if (!PREFIX_RE.test(prefix)) {
-    problems.push(`Expected 1-64 characters [A-Za-z0-9_.-] starting with a letter or digit for MOE_PREFIX but received ${show(prefix)}`);
+  const configuredPrefix = env.MOE_PREFIX?.trim() || 'moe';
+  if (/[{}]/.test(configuredPrefix)) {
+    if (!TAGGED_PREFIX_RE.test(configuredPrefix)) {
+      problems.push(
+        `Expected a leading hash tag {NAME} (NAME: 1-64 characters [A-Za-z0-9_.-] starting with a letter or digit), then only [A-Za-z0-9_.-], for MOE_PREFIX but received ${show(configuredPrefix)}`,
+      );
+    }
+  } else if (!PREFIX_RE.test(configuredPrefix)) {
+    problems.push(`Expected 1-64 characters [A-Za-z0-9_.-] starting with a letter or digit for MOE_PREFIX but received ${show(configuredPrefix)}`);
   }
+  const prefix = redisCluster ? hashTaggedPrefix(configuredPrefix) : configuredPrefix;
 
   if (problems.length > 0) throw new ConfigError('CONFIG_INVALID', problems);
   return {
     redisUrl,
+    redisCluster,
     reportsDir,
     backend,
     modelPath,
@@ -224,6 +329,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     jobLockMs,
     shutdownTimeoutMs,
     minHistoryBars: minHistory,
+    shardSize,
   };
 }
 

@@ -37,12 +37,12 @@ describe('bench:pipeline', () => {
     const spy = vi.spyOn(console, 'error').mockImplementation((m: unknown) => void errors.push(String(m)));
     try {
       expect(await main([], () => undefined)).toBe(2);
-      expect(await main(['--tickers', '10001'], () => undefined)).toBe(2);
+      expect(await main(['--tickers', '100001'], () => undefined)).toBe(2);
     } finally {
       spy.mockRestore();
     }
     expect(errors[0]).toContain('Expected --tickers N but received nothing');
-    expect(errors[1]).toContain('Expected integer in 1..10000 for --tickers but received "10001"');
+    expect(errors[1]).toContain('Expected integer in 1..100000 for --tickers but received "100001"');
   });
 
   it('reads a process CPU time from /proc and says NaN where it cannot', () => {

@@ -83,7 +83,13 @@ afterEach(async () => {
   if (errors.length > 0) throw errors[0];
 });
 
-describe.skipIf(!haveRedisServer)('enqueue across a Redis restart', () => {
+/** One run in one shard (the default size), and one cut into four shards through `MOE_SHARD_SIZE` (5, 5, 5, 1). */
+const CASES = [
+  { shards: 1, env: {} as Record<string, string> },
+  { shards: 4, env: { MOE_SHARD_SIZE: '5' } as Record<string, string> },
+];
+
+describe.skipIf(!haveRedisServer).each(CASES)('enqueue across a Redis restart ($shards shard run)', ({ shards, env: shardEnv }) => {
   it('reconnects, says so once, keeps watching and exits 0 when the workers finish the run', async () => {
     const tmp = await mkdtemp(path.join(os.tmpdir(), 'moe-enqueue-restart-'));
     cleanups.push(() => rm(tmp, { recursive: true, force: true }));
@@ -102,6 +108,7 @@ describe.skipIf(!haveRedisServer)('enqueue across a Redis restart', () => {
       REPORTS_DIR: path.join(tmp, 'reports'),
       FEATURE_TTL_SECONDS: '600',
       RUN_TTL_SECONDS: '600',
+      ...shardEnv,
     };
     const config = loadConfig(env);
     // A reconnecting connection (role worker), as the workers' own: it outlives the restart.
@@ -137,11 +144,13 @@ describe.skipIf(!haveRedisServer)('enqueue across a Redis restart', () => {
     const out = lineReader(child, 'stdout');
     const err = lineReader(child, 'stderr');
 
-    const started = await out.waitFor(/^run \S+: 16 tickers from sim$/);
+    const started = await out.waitFor(shards > 1 ? new RegExp(`^run \\S+: 16 tickers from sim in ${shards} shards$`) : /^run \S+: 16 tickers from sim$/);
     expect(started, err.lines.join('\n')).toBeDefined();
     const runId = /^run (\S+):/.exec(started!)![1]!;
-    // Every ticker fetched, routing: the watch is in the middle of the run when Redis goes away.
-    expect(await out.waitFor(/^fetched 16\/16; routing$/), err.lines.join('\n')).toBeDefined();
+    // Every ticker fetched, routing (every shard routed, their outputs in Redis): the watch is in the middle of the
+    // run when Redis goes away.
+    const routing = shards > 1 ? new RegExp(`^fetched 16/16; routing, ${shards}/${shards} shards routed$`) : /^fetched 16\/16; routing$/;
+    expect(await out.waitFor(routing), err.lines.join('\n')).toBeDefined();
 
     await stopRedis(server);
     const lost = await err.waitFor(/lost Redis/);

@@ -89,8 +89,8 @@ describe('enqueue --tickers-file', () => {
     await writeFile(empty, '# nothing yet\n');
     expect(usageError(['--tickers-file', empty])).toBe('empty.txt: Expected at least one ticker for tickers but received none');
     const big = path.join(tmp, 'big.txt');
-    await writeFile(big, benchTickers(20_000).join(' '));
-    expect(usageError(['--tickers-file', big])).toBe('big.txt: Expected at most 10000 tickers for tickers but received 20000');
+    await writeFile(big, benchTickers(100_001).join(' '));
+    expect(usageError(['--tickers-file', big])).toBe('big.txt: Expected at most 100000 tickers for tickers but received 100001');
     expect(usageError(['--tickers-file', path.join(tmp, 'missing.txt')])).toBe(
       `Expected a readable file (or - for stdin) for --tickers-file but received ${JSON.stringify(path.join(tmp, 'missing.txt'))} (ENOENT)`,
     );
@@ -154,7 +154,8 @@ describe('enqueue CLI process', () => {
       const r = runCli(['--tickers-file', '-', '--source', 'sim', '--no-wait'], { MOE_PREFIX: prefix }, `# from a pipe\n${tickers.join('\n')}\n`);
       expect(r.stderr).toBe('');
       expect(r.status).toBe(0);
-      const runId = /^run (\S+): 3000 tickers from sim$/.exec(r.stdout.trim())?.[1];
+      // Three shards of the default 1,000 tickers.
+      const runId = /^run (\S+): 3000 tickers from sim in 3 shards$/.exec(r.stdout.trim())?.[1];
       expect(runId, r.stdout).toBeDefined();
       expect((await readRunMeta(redis, prefix, runId!))?.tickers).toEqual(tickers);
     } finally {

@@ -7,6 +7,7 @@ describe('loadConfig', () => {
     const c = loadConfig({}, '/srv/app');
     expect(c).toEqual({
       redisUrl: 'redis://127.0.0.1:6379',
+      redisCluster: false,
       reportsDir: '/srv/app/reports',
       backend: 'auto',
       modelPath: DEFAULT_MODEL_FILE,
@@ -20,6 +21,7 @@ describe('loadConfig', () => {
       jobLockMs: 30_000,
       shutdownTimeoutMs: 30_000,
       minHistoryBars: 60,
+      shardSize: 1000,
     });
     expect(path.isAbsolute(c.modelPath)).toBe(true);
   });
@@ -30,6 +32,13 @@ describe('loadConfig', () => {
     expect([c.barCacheTtlSeconds, c.jobLockMs, c.shutdownTimeoutMs]).toEqual([60, 2000, 500]);
     expect(() => loadConfig({ JOB_LOCK_MS: '200' })).toThrow('Expected at least 1000 for JOB_LOCK_MS but received 200');
     expect(() => loadConfig({ YAHOO_MAX_PER_SECOND: '0' })).toThrow('Expected integer in 1..1000 for YAHOO_MAX_PER_SECOND but received "0"');
+  });
+
+  it('reads MOE_SHARD_SIZE in 1..10000 and names it when it is not', () => {
+    expect(loadConfig({ MOE_SHARD_SIZE: '250' }).shardSize).toBe(250);
+    expect(() => loadConfig({ MOE_SHARD_SIZE: '0' })).toThrow('Expected integer in 1..10000 for MOE_SHARD_SIZE but received "0"');
+    expect(() => loadConfig({ MOE_SHARD_SIZE: '10001' })).toThrow('Expected integer in 1..10000 for MOE_SHARD_SIZE but received "10001"');
+    expect(() => loadConfig({ MOE_SHARD_SIZE: 'many' })).toThrow('Expected integer in 1..10000 for MOE_SHARD_SIZE but received "many"');
   });
 
   it('reads and normalises values', () => {
@@ -107,5 +116,49 @@ describe('routerBackendChoice', () => {
 
   it('passes cuda through: the router itself refuses it where no GPU is usable', () => {
     expect(routerBackendChoice('cuda')).toBe('cuda');
+  });
+});
+
+describe('Redis Cluster configuration', () => {
+  it('reads REDIS_CLUSTER_NODES as seed nodes and puts the prefix in a hash tag', () => {
+    const c = loadConfig({ REDIS_CLUSTER_NODES: '10.0.0.1:7000, redis-b:7001,rediss://:s3cret@redis-c:7002', REDIS_URL: 'redis://ignored:6379' });
+    expect(c.redisCluster).toBe(true);
+    expect(c.redisUrl).toBe('redis://10.0.0.1:7000,redis://redis-b:7001,rediss://:s3cret@redis-c:7002');
+    expect(c.prefix).toBe('{moe}');
+    expect(loadConfig({ REDIS_CLUSTER_NODES: '[::1]:7000', MOE_PREFIX: 'prod' }).prefix).toBe('{prod}');
+  });
+
+  it('takes a REDIS_URL of several nodes as a cluster and keeps a prefix that has a hash tag', () => {
+    const c = loadConfig({ REDIS_URL: 'redis://a:7000,redis://b', MOE_PREFIX: '{moe}-demo-1f2e' });
+    expect(c.redisCluster).toBe(true);
+    expect(c.redisUrl).toBe('redis://a:7000,redis://b:6379');
+    expect(c.prefix).toBe('{moe}-demo-1f2e');
+  });
+
+  it('leaves a single server and its prefix as they are', () => {
+    const c = loadConfig({ MOE_PREFIX: 'moe' });
+    expect(c.redisCluster).toBe(false);
+    expect(c.prefix).toBe('moe');
+    expect(loadConfig({ MOE_PREFIX: '{moe}' }).prefix).toBe('{moe}');
+  });
+
+  it('names each malformed node entry and a malformed hash tag', () => {
+    let err: unknown;
+    try {
+      loadConfig({ REDIS_CLUSTER_NODES: '127.0.0.1:7000,127.0.0.1,http://x:1,h:70000,redis://h:7000/3,', MOE_PREFIX: '{a:b}' });
+    } catch (e) {
+      err = e;
+    }
+    expect((err as ConfigError).problems).toEqual([
+      'Expected host:port or a redis:// or rediss:// URL for REDIS_CLUSTER_NODES entry 2 of 6 but received "127.0.0.1"',
+      'Expected host:port or a redis:// or rediss:// URL for REDIS_CLUSTER_NODES entry 3 of 6 but received "http://x:1"',
+      'Expected a port in 1..65535 for REDIS_CLUSTER_NODES entry 4 of 6 but received "h:70000"',
+      'Expected database 0 (a Redis Cluster has no other) for REDIS_CLUSTER_NODES entry 5 of 6 but received "redis://h:7000/3"',
+      'Expected host:port or a redis:// or rediss:// URL for REDIS_CLUSTER_NODES entry 6 of 6 but received ""',
+      'Expected a leading hash tag {NAME} (NAME: 1-64 characters [A-Za-z0-9_.-] starting with a letter or digit), then only [A-Za-z0-9_.-], for MOE_PREFIX but received "{a:b}"',
+    ]);
+    expect(() => loadConfig({ REDIS_URL: 'redis://a:7000,a:7001' })).toThrow(
+      'Expected a redis:// or rediss:// URL for REDIS_URL entry 2 of 2 but received "a:7001"',
+    );
   });
 });

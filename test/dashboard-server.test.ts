@@ -148,7 +148,7 @@ describe('dashboard over a real pipeline', () => {
     expect(sample(text, 'moe_router_backend_info', backend)).toBe(1);
     expect(sample(text, 'moe_router_last_run_tokens', backend)).toBe(0);
     const routeQueue = new Queue(QUEUE_NAMES.route, { connection: p.redis, prefix: p.config.prefix });
-    const routeJob = await routeQueue.getJob(jobIds.route(good.runId));
+    const routeJob = await routeQueue.getJob(jobIds.route(good.runId, 0));
     await routeQueue.close();
     const r = routeJob!.returnvalue as { tokens: number; forwardMs: number };
     expect(r.tokens).toBe(good.summary.tokens);
@@ -230,6 +230,8 @@ describe('summary.md as HTML', () => {
       tickers: ['AAA', 'BBB'],
       fetchedDone: 2,
       progress: 1,
+      shards: 1,
+      shardsRouted: 1,
       routed: 2,
       failures: 0,
       failedTickers: [],

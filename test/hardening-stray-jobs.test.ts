@@ -70,20 +70,20 @@ describe('stray stage jobs of a finished run', () => {
     const hash = await p.redis.hgetall(key);
     const files = await folderState(meta.reportDir!);
 
-    const reportData = { runId: run.runId, source: 'sim', tickers: run.tickers, createdAt: run.createdAt };
+    const reportData = { runId: run.runId, source: 'sim', createdAt: run.createdAt, shards: 1, shardSize: 1000 };
     const strayReport = await queues.report.add('report', reportData, { jobId: 'stray-report' });
     await expect(strayReport.waitUntilFinished(events.report, 30_000)).rejects.toThrow(
       `STRAY_JOB: Expected job id ${jobIds.report(run.runId)} for a report job of run ${run.runId} but received stray-report`,
     );
 
-    const strayRoute = await queues.route.add('route', { runId: run.runId, tickers: run.tickers }, { jobId: 'stray-route' });
+    const strayRoute = await queues.route.add('route', { runId: run.runId, shard: 0, tickers: run.tickers }, { jobId: 'stray-route' });
     await expect(strayRoute.waitUntilFinished(events.route, 30_000)).rejects.toThrow(
-      `STRAY_JOB: Expected job id ${jobIds.route(run.runId)} for a route job of run ${run.runId} but received stray-route`,
+      `STRAY_JOB: Expected job id ${jobIds.route(run.runId, 0)} for a route job of run ${run.runId} but received stray-route`,
     );
 
     // The run's own route id, added again once the first job is gone (trimmed): the run has ended, so it is stray.
-    await queues.route.remove(jobIds.route(run.runId));
-    const late = await queues.route.add('route', { runId: run.runId, tickers: run.tickers }, { jobId: jobIds.route(run.runId) });
+    await queues.route.remove(jobIds.route(run.runId, 0));
+    const late = await queues.route.add('route', { runId: run.runId, shard: 0, tickers: run.tickers }, { jobId: jobIds.route(run.runId, 0) });
     await expect(late.waitUntilFinished(events.route, 30_000)).rejects.toThrow(
       `STRAY_JOB: Expected run ${run.runId} to be queued or routing for its route job but it is finished`,
     );
@@ -163,11 +163,11 @@ describe("a run's own route and report jobs retried after a crash", () => {
     const store = { redis, prefix: config.prefix, ttlSeconds: config.runTtlSeconds };
     await serve('fetch');
     const run = await enqueueRun({ flow, redis, ...{ prefix: config.prefix, runTtlSeconds: config.runTtlSeconds } }, { tickers: ['SPY', 'GLD'], source: 'sim', range: { days: 20 } });
-    await reach(QUEUE_NAMES.route, jobIds.route(run.runId), 'waiting');
+    await reach(QUEUE_NAMES.route, jobIds.route(run.runId, 0), 'waiting');
     // What a route worker killed after its first step leaves behind.
     await updateRunMeta(store, run.runId, { status: 'routing' });
     await serve('route');
-    await reach(QUEUE_NAMES.route, jobIds.route(run.runId), 'completed');
+    await reach(QUEUE_NAMES.route, jobIds.route(run.runId, 0), 'completed');
     // What a report worker killed while rendering leaves behind.
     await updateRunMeta(store, run.runId, { status: 'reporting' });
     await serve('report');

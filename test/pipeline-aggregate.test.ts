@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { UNCERTAIN_CONFIDENCE } from '../src/limits.js';
 import { AggregateError, dayToIso, summarizeTicker, tickerSeries, type RoutedTicker } from '../workers/aggregate.js';
-import { decodeSeriesBlock, encodeSeriesBlock, SeriesBlockError } from '../workers/series-block.js';
+import { dailyAggregate, mergeDaily, validateDailyAggregate } from '../src/report/daily.js';
+import { timeSeriesFigure } from '../src/report/figure-data.js';
+import { sampleReportInput } from '../src/report/sample-input.js';
 
 const D0 = 19_723; // 2024-01-01
 
@@ -92,29 +94,47 @@ describe('summarizeTicker', () => {
   });
 });
 
-describe('tickerSeries and the series block', () => {
+describe('tickerSeries and the per-day sums', () => {
   it('uses the probability of the assigned domain as daily confidence', () => {
     const s = tickerSeries(routed([2, 0], [[0.1, 0.1, 0.7, 0.1], [0.55, 0.15, 0.15, 0.15]]));
     expect(Array.from(s.confidence)).toEqual([Math.fround(0.7), Math.fround(0.55)]);
     expect(Array.from(s.assign)).toEqual([2, 0]);
   });
 
-  it('round-trips series through the binary block', () => {
+  it('sums series by date and class, and merging shards gives the sums of the whole run', () => {
     const a = tickerSeries(routed([2, 0, 1], [[0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0]], { ticker: 'GC=F', class: 'Commodities' }));
-    const b = tickerSeries(routed([3], [[0, 0, 0, 1]], { ticker: 'X' }));
-    const back = decodeSeriesBlock(encodeSeriesBlock([a, b]));
-    expect(back).toHaveLength(2);
-    expect(back[0]).toEqual(a);
-    expect(back[1]).toEqual(b);
-    expect(back[1]!.class).toBeUndefined();
+    const b = tickerSeries(routed([3], [[0, 0, 0, 1]], { ticker: 'X', dates: Int32Array.of(D0 + 5) }));
+    const whole = dailyAggregate([a, b]);
+    expect(whole.dates).toEqual([D0, D0 + 1, D0 + 2, D0 + 5]);
+    // Commodities (index 2) and Unknown (index 4, after the four domains) each have one series.
+    expect(whole.classSeries).toEqual([0, 0, 1, 0, 1]);
+    expect(whole.assigned.map((r) => r.reduce((x, y) => x + y, 0))).toEqual([1, 1, 1, 1]);
+    expect(whole.confN).toEqual([1, 1, 1, 1]);
+    const merged = mergeDaily(dailyAggregate([b]), dailyAggregate([a]));
+    expect(merged).toEqual(whole);
+    // Through JSON (a shard's output in Redis) and back, unchanged and valid.
+    expect(validateDailyAggregate(JSON.parse(JSON.stringify(merged)))).toEqual(whole);
   });
 
-  it('rejects a corrupt or truncated block', () => {
-    const block = encodeSeriesBlock([tickerSeries(routed([0], [[1, 0, 0, 0]]))]);
-    expect(() => decodeSeriesBlock(block.subarray(0, block.length - 1))).toThrow(SeriesBlockError);
-    const wrong = Buffer.from(block);
-    wrong.write('XXXX', 0, 'ascii');
-    expect(() => decodeSeriesBlock(wrong)).toThrow('Expected magic "MOES" for series block but received "XXXX"');
+  it('draws the same time-series figure from merged shard sums as from the series', () => {
+    const input = sampleReportInput({ seed: 5, tickers: 30, days: 40 });
+    const shards = [input.series.slice(0, 7), input.series.slice(7, 20), input.series.slice(20)].map((s) => dailyAggregate(s));
+    const daily = shards.reduce((acc, d) => mergeDaily(acc, d));
+    const fromSeries = timeSeriesFigure(input);
+    const fromShards = timeSeriesFigure({ ...input, series: [], daily });
+    expect(fromShards.dates).toEqual(fromSeries.dates);
+    expect(fromShards.classes.map((c) => c.name)).toEqual(fromSeries.classes.map((c) => c.name));
+    fromShards.classes.forEach((c, i) => c.vol.forEach((v, j) => expect(v ?? NaN).toBeCloseTo(fromSeries.classes[i]!.vol[j] ?? NaN, 9)));
+    fromShards.confidence.forEach((v, j) => expect(v ?? NaN).toBeCloseTo(fromSeries.confidence[j] ?? NaN, 9));
+    expect(fromShards.domainShare).toEqual(fromSeries.domainShare);
+  });
+
+  it('rejects malformed sums naming the field', () => {
+    const good = dailyAggregate([tickerSeries(routed([0, 1], [[1, 0, 0, 0], [0, 1, 0, 0]]))]);
+    expect(() => validateDailyAggregate({ ...good, dates: [D0 + 1, D0] })).toThrow('Expected ascending integer day numbers for daily.dates[1] but received');
+    expect(() => validateDailyAggregate({ ...good, confN: [1] }, 'shard.daily')).toThrow('Expected array of 2 numbers for shard.daily.confN but received');
+    expect(() => validateDailyAggregate({ ...good, assigned: good.assigned.slice(1) })).toThrow('Expected array of 4 rows for daily.assigned but received');
+    expect(() => validateDailyAggregate({ ...good, volN: good.volN.map((r) => r.map(() => -1)) })).toThrow('Expected integer ≥ 0 for daily.volN[0][0] but received -1');
   });
 
   it('formats day counts as ISO dates', () => {

@@ -4,18 +4,18 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { FlowProducer, Queue, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { benchTickers } from '../src/cli/bench-pipeline.js';
 import { REPORT_FILES, type RunSummary } from '../src/report/types.js';
 import { closeRedis, createRedis } from '../jobs/connection.js';
-import { jobIds } from '../jobs/keys.js';
+import { jobIds, runKey } from '../jobs/keys.js';
 import { QUEUE_NAMES } from '../jobs/queues.js';
 import { initParams, saveModel } from '../src/router/model.js';
 import { enqueueRun, type EnqueuedRun } from '../jobs/enqueue-run.js';
 import { freePort } from './helpers/redis.js';
+import { startWorkerProcess, type WorkerProc } from './helpers/worker-process.js';
 
 /**
  * Crash and restart safety with real processes and real Redis: workers are `npm run workers` processes, killed with
@@ -23,9 +23,6 @@ import { freePort } from './helpers/redis.js';
  * JOB_LOCK_MS is short so a dead worker's jobs go to another within seconds instead of the default 30 s.
  */
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const WORKERS = path.join(REPO, 'src/cli/workers.ts');
-const TSX = import.meta.resolve('tsx');
 const haveRedisServer = spawnSync('redis-server', ['--version']).status === 0;
 if (!haveRedisServer) console.warn('pipeline-crash: Redis restart test skipped, no redis-server binary on PATH');
 
@@ -42,49 +39,9 @@ afterAll(async () => {
   if (tmp) await rm(tmp, { recursive: true, force: true });
 });
 
-interface WorkerProc {
-  child: ChildProcess;
-  lines: Record<string, unknown>[];
-  /** Resolves with the first log line whose msg is `msg` (also ones already seen). */
-  waitFor(msg: string): Promise<Record<string, unknown>>;
-  exited: Promise<number | null>;
-}
-
 const running: WorkerProc[] = [];
 
-function startWorker(only: string, env: NodeJS.ProcessEnv, extra: string[] = []): Promise<WorkerProc> {
-  const child = spawn(process.execPath, ['--import', TSX, WORKERS, '--only', only, ...extra], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-  const lines: Record<string, unknown>[] = [];
-  const waiters: { msg: string; resolve: (l: Record<string, unknown>) => void }[] = [];
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    let o: Record<string, unknown>;
-    try {
-      o = JSON.parse(line) as Record<string, unknown>;
-    } catch {
-      return;
-    }
-    lines.push(o);
-    for (const w of waiters.filter((x) => x.msg === o.msg)) w.resolve(o);
-  });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const proc: WorkerProc = {
-    child,
-    lines,
-    exited,
-    waitFor: (msg) => {
-      const seen = lines.find((l) => l.msg === msg);
-      if (seen) return Promise.resolve(seen);
-      return new Promise((resolve) => waiters.push({ msg, resolve }));
-    },
-  };
-  running.push(proc);
-  return Promise.race([
-    proc.waitFor('workers started').then(() => proc),
-    exited.then((code) => Promise.reject(new Error(`${only} worker exited with ${code} before starting: ${stderr}`))),
-  ]);
-}
+const startWorker = (only: string, env: NodeJS.ProcessEnv, extra: string[] = []): Promise<WorkerProc> => startWorkerProcess(only, env, running, extra);
 
 async function kill(p: WorkerProc, signal: NodeJS.Signals): Promise<number | null> {
   if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill(signal);
@@ -95,8 +52,14 @@ afterEach(async () => {
   await Promise.all(running.splice(0).map((p) => kill(p, 'SIGKILL')));
 });
 
-/** A test's world: its own prefix, connections and clean-up. */
-async function world(redisUrl = 'redis://127.0.0.1:6379') {
+/**
+ * Every case runs twice: on a run of one shard (the default shard size) and on a run cut into four shards, whose
+ * route jobs each wait for their own fetch jobs only.
+ */
+const SHARDINGS = [1, 4] as const;
+
+/** A test's world: its own prefix, connections and clean-up; its runs are cut into `shards` shards. */
+async function world(shards: number, redisUrl = 'redis://127.0.0.1:6379') {
   const prefix = `t-crash-${randomUUID().slice(0, 8)}`;
   const reportsDir = path.join(tmp, prefix);
   const redis = createRedis(redisUrl, { role: 'worker' });
@@ -121,7 +84,12 @@ async function world(redisUrl = 'redis://127.0.0.1:6379') {
     redis,
     env,
     queue,
-    enqueue: (tickers: string[]) => enqueueRun({ flow, redis, prefix, runTtlSeconds: 600 }, { tickers, source: 'sim', range: { days: 20 }, seed: 3 }),
+    async enqueue(tickers: string[]): Promise<EnqueuedRun> {
+      const shardSize = Math.ceil(tickers.length / shards);
+      const run = await enqueueRun({ flow, redis, prefix, runTtlSeconds: 600, shardSize }, { tickers, source: 'sim', range: { days: 20 }, seed: 3 });
+      expect(run.shards).toBe(shards);
+      return run;
+    },
     /** Waits for the run's report job and returns its summary.json. */
     async finished(run: EnqueuedRun): Promise<RunSummary> {
       const q = queue(QUEUE_NAMES.report);
@@ -129,6 +97,8 @@ async function world(redisUrl = 'redis://127.0.0.1:6379') {
       await q.close();
       if (job === undefined) throw new Error('report job missing');
       const result = (await job.waitUntilFinished(events, 120_000)) as { reportDir: string };
+      // Each shard counted once, however often its route job was started.
+      expect(await redis.hmget(runKey(prefix, run.runId), 'shards', 'shardsRouted')).toEqual([String(shards), String(shards)]);
       return JSON.parse(await readFile(path.join(result.reportDir, REPORT_FILES.summaryJson), 'utf8')) as RunSummary;
     },
     async close() {
@@ -165,9 +135,9 @@ async function fetchedAtLeast(redis: Redis, prefix: string, runId: string, n: nu
   }
 }
 
-describe('crash safety with real worker processes', () => {
+describe.each(SHARDINGS)('crash safety with real worker processes (%i shard run)', (shards) => {
   it('finishes the run with every ticker once after kill -9 of a fetch worker in the middle of the fetch stage', async () => {
-    const w = await world();
+    const w = await world(shards);
     try {
       const fetchA = await startWorker('fetch', w.env, ['--concurrency', '4', '--threads', '1']);
       await startWorker('route,report', w.env);
@@ -198,23 +168,26 @@ describe('crash safety with real worker processes', () => {
   });
 
   it('finishes the run with every ticker once after kill -9 of the route worker while it routes', async () => {
-    const w = await world();
+    const w = await world(shards);
     try {
       await startWorker('fetch,report', w.env, ['--threads', '1']);
       const routeA = await startWorker('route', w.env);
       const tickers = benchTickers(400);
       const run = await w.enqueue(tickers);
       // The route worker logs `routing started` before touching the job's data; freeze it there.
-      await routeA.waitFor('routing started');
+      const started = await routeA.waitFor('routing started');
       routeA.child.kill('SIGSTOP');
       const routeQ = w.queue(QUEUE_NAMES.route);
-      expect(await (await routeQ.getJob(jobIds.route(run.runId)))!.getState()).toBe('active');
+      // Of a sharded run, the first shard whose fetch jobs are done: the others still fetch or wait to be routed.
+      const heldId = String(started.jobId);
+      expect(heldId).toBe(jobIds.route(run.runId, Number(started.shard)));
+      expect(await (await routeQ.getJob(heldId))!.getState()).toBe('active');
       await kill(routeA, 'SIGKILL');
 
       const routeB = await startWorker('route', w.env);
       const summary = await w.finished(run);
       expectEveryTickerOnce(summary, tickers);
-      const routeJob = (await routeQ.getJob(jobIds.route(run.runId)))!;
+      const routeJob = (await routeQ.getJob(heldId))!;
       expect(routeJob.processedBy).toContain(`:${routeB.child.pid}:route`);
       await routeQ.close();
     } finally {
@@ -223,7 +196,7 @@ describe('crash safety with real worker processes', () => {
   });
 
   it('stops on SIGTERM within the shutdown time-out, hands the active job back, and exits 0', async () => {
-    const w = await world();
+    const w = await world(shards);
     try {
       await startWorker('fetch,route', w.env, ['--threads', '1']);
       const reportA = await startWorker('report', { ...w.env, SHUTDOWN_TIMEOUT_MS: '200' });
@@ -256,7 +229,7 @@ describe('crash safety with real worker processes', () => {
 });
 
 
-describe.skipIf(!haveRedisServer)('Redis restart', () => {
+describe.skipIf(!haveRedisServer).each(SHARDINGS)('Redis restart (%i shard run)', (shards) => {
   it('finishes a run when its Redis (AOF on) restarts in the middle of the fetch stage', async () => {
     const port = await freePort();
     const dir = await mkdtemp(path.join(tmp, 'redis-'));
@@ -270,7 +243,7 @@ describe.skipIf(!haveRedisServer)('Redis restart', () => {
       return p;
     };
     let server = await startRedis();
-    const w = await world(`redis://127.0.0.1:${port}`);
+    const w = await world(shards, `redis://127.0.0.1:${port}`);
     try {
       await startWorker('fetch', w.env, ['--concurrency', '2', '--threads', '1']);
       await startWorker('route,report', w.env);

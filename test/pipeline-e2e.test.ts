@@ -6,7 +6,6 @@ import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { FlowProducer, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import sharp from 'sharp';
 import { clearPrefix } from './helpers/redis.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../src/config.js';
@@ -21,6 +20,7 @@ import { QUEUE_NAMES } from '../jobs/queues.js';
 import { watchRun } from '../jobs/watch-run.js';
 import { enqueueRun, type RunRequest } from '../jobs/enqueue-run.js';
 import { startWorkers, type RunningWorkers } from '../workers/start.js';
+import { expectDrawnPng } from './helpers/png.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MARKET_DATA = path.resolve(REPO, '../shared/market-data');
@@ -75,19 +75,6 @@ async function runToEnd(req: RunRequest) {
 
 async function readSummary(dir: string): Promise<RunSummary> {
   return JSON.parse(await readFile(path.join(dir, REPORT_FILES.summaryJson), 'utf8')) as RunSummary;
-}
-
-/** A PNG that decodes, has a real size and is not one flat colour. */
-async function expectDrawnPng(file: string): Promise<void> {
-  const img = sharp(file);
-  const meta = await img.metadata();
-  expect(meta.format).toBe('png');
-  expect(meta.width).toBeGreaterThanOrEqual(600);
-  expect(meta.height).toBeGreaterThanOrEqual(400);
-  const stats = await img.stats();
-  expect(stats.isOpaque).toBe(true);
-  const spread = Math.max(...stats.channels.slice(0, 3).map((c) => c.stdev));
-  expect(spread).toBeGreaterThan(5);
 }
 
 function expectSummaryShape(s: RunSummary, runId: string): void {

@@ -102,13 +102,14 @@ describe('limits and hygiene', () => {
     await Promise.all([flow.close(), reportQ.close(), ev.close()]);
   });
 
-  it('caps a run at 10,000 tickers with a clear error', () => {
-    expect(MAX_TICKERS).toBe(10_000);
-    const ten = benchTickers(10_000);
-    expect(canonicalTickers(ten)).toHaveLength(10_000);
-    expect(validateRouteJobData({ runId: randomUUID(), tickers: ten }).tickers).toHaveLength(10_000);
+  it('caps a run at 100,000 tickers and a route job (one shard) at 10,000, with clear errors', () => {
+    expect(MAX_TICKERS).toBe(100_000);
+    const all = benchTickers(100_000);
+    expect(canonicalTickers(all)).toHaveLength(100_000);
+    expect(() => canonicalTickers([...all, 'SPY'])).toThrow('Expected at most 100000 tickers for tickers but received 100001');
+    const ten = all.slice(0, 10_000);
+    expect(validateRouteJobData({ runId: randomUUID(), shard: 0, tickers: ten }).tickers).toHaveLength(10_000);
     const over = [...ten, 'SPY'];
-    expect(() => canonicalTickers(over)).toThrow('Expected at most 10000 tickers for tickers but received 10001');
-    expect(() => validateRouteJobData({ runId: randomUUID(), tickers: over })).toThrow('Expected array of 1..10000 tickers for tickers but received array of length 10001');
+    expect(() => validateRouteJobData({ runId: randomUUID(), shard: 0, tickers: over })).toThrow('Expected array of 1..10000 tickers for tickers but received array of length 10001');
   });
 });

@@ -7,7 +7,7 @@ import {
   validateReportJobData,
   validateRouteJobData,
 } from '../jobs/payloads.js';
-import { featureKey, isRunId, jobIds, runKey, seriesKey, tickerFromFetchJobKey } from '../jobs/keys.js';
+import { featureKey, isRunId, jobIds, runKey, shardFromRouteJobKey, shardKey, tickerFromFetchJobKey } from '../jobs/keys.js';
 
 const RUN = '0b6f3c1e-6a53-4c1b-9d7a-2f0e8c4a9b11';
 const good = { runId: RUN, ticker: 'AAPL', source: 'sim', range: { days: 60 } };
@@ -52,8 +52,8 @@ describe('fetch payload', () => {
 
 describe('route and report payloads', () => {
   it('accept well-formed payloads', () => {
-    expect(validateRouteJobData({ runId: RUN, tickers: ['A', 'B'] })).toEqual({ runId: RUN, tickers: ['A', 'B'] });
-    const rep = { runId: RUN, source: 'yahoo', tickers: ['SPY'], createdAt: '2026-01-02T03:04:05.000Z' };
+    expect(validateRouteJobData({ runId: RUN, shard: 2, tickers: ['A', 'B'] })).toEqual({ runId: RUN, shard: 2, tickers: ['A', 'B'] });
+    const rep = { runId: RUN, source: 'yahoo', createdAt: '2026-01-02T03:04:05.000Z', shards: 3, shardSize: 1000 };
     expect(validateReportJobData(rep)).toEqual(rep);
   });
 
@@ -61,8 +61,20 @@ describe('route and report payloads', () => {
     expect(fieldOf(() => validateRouteJobData({ runId: RUN, tickers: [] })).field).toBe('tickers');
     expect(fieldOf(() => validateRouteJobData({ runId: RUN, tickers: ['A', 'A'] })).message).toContain('without duplicates');
     expect(fieldOf(() => validateRouteJobData({ runId: RUN, tickers: ['A', 7] })).field).toBe('tickers[1]');
-    const rep = { runId: RUN, source: 'sim', tickers: ['SPY'], createdAt: 'yesterday' };
+    const rep = { runId: RUN, source: 'sim', createdAt: 'yesterday', shards: 1, shardSize: 1000 };
     expect(fieldOf(() => validateReportJobData(rep)).field).toBe('createdAt');
+  });
+
+  it('reject a route job without its shard and a report job without a valid shard plan', () => {
+    const route = fieldOf(() => validateRouteJobData({ runId: RUN, tickers: ['A'] }));
+    expect([route.field, route.message]).toEqual(['shard', 'Expected integer in 0..999 for shard but received undefined']);
+    expect(fieldOf(() => validateRouteJobData({ runId: RUN, shard: 1.5, tickers: ['A'] })).field).toBe('shard');
+    const rep = { runId: RUN, source: 'sim', createdAt: '2026-01-02T03:04:05.000Z', shards: 1, shardSize: 1000 };
+    // The ticker list of a run of up to 100,000 tickers is not a payload field: the report reads it from the run hash.
+    expect(validateReportJobData({ ...rep, tickers: ['SPY'] })).toEqual(rep);
+    expect(fieldOf(() => validateReportJobData({ ...rep, shards: 0 })).message).toBe('Expected integer in 1..1000 for shards but received 0 of type number');
+    expect(fieldOf(() => validateReportJobData({ ...rep, shardSize: 10_001 })).message).toBe('Expected integer in 1..10000 for shardSize but received 10001 of type number');
+    expect(fieldOf(() => validateReportJobData({ runId: RUN, source: 'sim', createdAt: rep.createdAt })).field).toBe('shards');
   });
 
   it('checks fetch results read back by the route job', () => {
@@ -90,15 +102,24 @@ describe('keys and job ids', () => {
   it('builds keys under the prefix and job ids without colons', () => {
     expect(runKey('moe', RUN)).toBe(`moe:run:${RUN}`);
     expect(featureKey('moe', RUN, 'BRK.B')).toBe(`moe:run:${RUN}:feat:BRK.B`);
-    expect(seriesKey('p', RUN)).toBe(`p:run:${RUN}:series`);
-    for (const id of [jobIds.fetch(RUN, 'GC=F'), jobIds.route(RUN), jobIds.report(RUN)]) expect(id).not.toContain(':');
+    expect(shardKey('p', RUN, 12)).toBe(`p:run:${RUN}:shard:12`);
+    expect(jobIds.route(RUN, 12)).toBe(`route_${RUN}_12`);
+    for (const id of [jobIds.fetch(RUN, 'GC=F'), jobIds.route(RUN, 0), jobIds.report(RUN)]) expect(id).not.toContain(':');
   });
 
   it('parses the ticker back from a fetch job key or id', () => {
     expect(tickerFromFetchJobKey(`moe:moe-fetch:${jobIds.fetch(RUN, 'BRK.B')}`)).toBe('BRK.B');
     expect(tickerFromFetchJobKey(jobIds.fetch(RUN, '^VIX'))).toBe('^VIX');
-    expect(tickerFromFetchJobKey(`moe:moe-route:${jobIds.route(RUN)}`)).toBeUndefined();
+    expect(tickerFromFetchJobKey(`moe:moe-route:${jobIds.route(RUN, 0)}`)).toBeUndefined();
     expect(tickerFromFetchJobKey('moe:moe-fetch:fetch_notauuid_AAPL')).toBeUndefined();
+  });
+
+  it('parses the shard back from a route job key or id', () => {
+    expect(shardFromRouteJobKey(`moe:moe-route:${jobIds.route(RUN, 7)}`)).toBe(7);
+    expect(shardFromRouteJobKey(jobIds.route(RUN, 0))).toBe(0);
+    expect(shardFromRouteJobKey(`moe:moe-fetch:${jobIds.fetch(RUN, 'SPY')}`)).toBeUndefined();
+    expect(shardFromRouteJobKey(`route_${RUN}_07`)).toBeUndefined();
+    expect(shardFromRouteJobKey(`route_${RUN}`)).toBeUndefined();
   });
 
   it('recognises only lower-case UUIDs as run ids', () => {

@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeRedis, createRedis } from '../jobs/connection.js';
-import { runKey, runsIndexKey } from '../jobs/keys.js';
-import { bumpRunCounter, createRunMeta, readRunMeta, storeFetched, updateRunMeta, type RunStore } from '../jobs/run-meta.js';
+import { runKey, runsIndexKey, shardKey } from '../jobs/keys.js';
+import { bumpRunCounter, createRunMeta, readRunMeta, readRunTickers, storeFetched, storeShardOutput, updateRunMeta, type RunStore } from '../jobs/run-meta.js';
 
 const prefix = `t-meta-${randomUUID().slice(0, 8)}`;
 let redis: Redis;
@@ -70,6 +70,30 @@ describe('run metadata', () => {
     await expect(storeFetched(store, runId, `${prefix}:feat:GLD`, Buffer.from('x'), 0)).rejects.toThrow(
       'Expected positive integer for ttlSeconds but received 0',
     );
+  });
+
+  it('stores shard outputs with their TTL and counts each shard once, however often it is stored', async () => {
+    const runId = randomUUID();
+    await createRunMeta(store, { runId, source: 'sim', tickers: ['SPY', 'TLT', 'GLD'], createdAt: new Date().toISOString(), shards: 3 });
+    expect(await readRunMeta(redis, prefix, runId)).toMatchObject({ shards: 3, shardsRouted: 0 });
+    expect(await readRunTickers(redis, prefix, runId)).toEqual(['SPY', 'TLT', 'GLD']);
+    expect(await storeShardOutput(store, runId, shardKey(prefix, runId, 0), '{"a":1}', 120)).toBeUndefined();
+    // A retried route job stores its shard again: the output is replaced, the count stays.
+    expect(await storeShardOutput(store, runId, shardKey(prefix, runId, 0), '{"a":2}', 120)).toBeUndefined();
+    await storeShardOutput(store, runId, shardKey(prefix, runId, 2), '{"c":1}', 120);
+    expect(await redis.get(shardKey(prefix, runId, 0))).toBe('{"a":2}');
+    expect(await redis.ttl(shardKey(prefix, runId, 0))).toBeGreaterThan(110);
+    expect(await readRunMeta(redis, prefix, runId)).toMatchObject({ shards: 3, shardsRouted: 2 });
+    // An ended run takes nothing more.
+    await updateRunMeta(store, runId, { status: 'finished' });
+    expect(await storeShardOutput(store, runId, shardKey(prefix, runId, 1), '{"b":1}', 120)).toBe('finished');
+    expect(await redis.exists(shardKey(prefix, runId, 1))).toBe(0);
+    expect(await readRunMeta(redis, prefix, runId)).toMatchObject({ shardsRouted: 2 });
+    // A hash written before runs had shards reads as one shard.
+    const old = randomUUID();
+    await redis.hset(runKey(prefix, old), { runId: old, status: 'queued', source: 'sim', tickers: '["SPY"]', fetched: 0, fetchFailed: 0, createdAt: new Date().toISOString() });
+    expect(await readRunMeta(redis, prefix, old)).toMatchObject({ shards: 1, shardsRouted: 0 });
+    expect(await readRunTickers(redis, prefix, randomUUID())).toBeUndefined();
   });
 
   it('trims index entries older than the run TTL', async () => {

@@ -3,9 +3,9 @@ import type { Chart, LabelItem, Plugin } from 'chart.js';
 import { describe, expect, it } from 'vitest';
 import { renderPanel } from '../src/report/canvas.js';
 import { drawLabels } from '../src/report/charts/common.js';
-import { conditionsPanels } from '../src/report/charts/conditions.js';
+import { SCATTER_DOTS_FROM, conditionsPanels } from '../src/report/charts/conditions.js';
 import { performancePanels } from '../src/report/charts/performance.js';
-import { conditionsFigure, performanceFigure } from '../src/report/figure-data.js';
+import { PERFORMANCE_TICKERS_MAX, conditionsFigure, performanceFigure } from '../src/report/figure-data.js';
 import { sampleReportInput } from '../src/report/sample-input.js';
 import { Rng } from '../src/util/random.js';
 
@@ -74,5 +74,49 @@ describe('labels stay apart with 100 tickers', () => {
       expect(xs.length).toBeGreaterThan(20);
       for (let i = 1; i < xs.length; i++) expect(xs[i]! - xs[i - 1]!).toBeGreaterThanOrEqual(size);
     }
+  });
+});
+
+describe('performance panels of a run with more tickers than they draw', () => {
+  const titleOf = (p: ReturnType<typeof performancePanels>[number]) => (p.config.options?.plugins?.title as { text?: unknown } | undefined)?.text;
+
+  it('draw the 50 highest and 50 lowest returns and say how many more there are', () => {
+    const summary = sampleReportInput({ seed: 33, tickers: 1000, days: 5 }).summary;
+    const fig = performanceFigure(summary);
+    expect(PERFORMANCE_TICKERS_MAX).toBe(100);
+    expect(fig.total).toBe(1000);
+    expect(fig.tickers).toHaveLength(100);
+    const all = summary.tickers.map((t) => t.totalReturn * 100).sort((a, b) => b - a);
+    expect(fig.tickers.map((t) => t.ret).sort((a, b) => b - a)).toEqual([...all.slice(0, 50), ...all.slice(-50)]);
+    // Still grouped by chosen domain, as the full panels are.
+    const domains = fig.tickers.map((t) => t.domain);
+    expect(domains).toEqual([...domains].sort((a, b) => a - b));
+    for (const p of performancePanels(fig)) {
+      const text = titleOf(p) as string[];
+      expect(text).toHaveLength(2);
+      expect(text[1]).toBe('100 of 1,000 tickers: the 50 highest and 50 lowest returns, and 900 more (summary.json)');
+      renderPanel(p);
+    }
+  });
+
+  it('draw every ticker, with a one-line title, up to 100 tickers', () => {
+    const fig = performanceFigure(sampleReportInput({ seed: 33, tickers: 100, days: 5 }).summary);
+    expect(fig.tickers).toHaveLength(100);
+    expect(fig.total).toBe(100);
+    for (const p of performancePanels(fig)) expect(typeof titleOf(p)).toBe('string');
+  });
+});
+
+describe('the return-volatility scatter of a large run', () => {
+  it('draws small rimless dots from 2,000 tickers and says so, markers below', () => {
+    expect(SCATTER_DOTS_FROM).toBe(2000);
+    const style = (n: number) => {
+      const [scatter] = conditionsPanels(conditionsFigure(sampleReportInput({ seed: 34, tickers: n, days: 5 }).summary));
+      const sets = scatter!.config.data.datasets as { pointRadius?: number; borderWidth?: number; data: unknown[] }[];
+      const subtitle = (scatter!.config.options?.plugins as { subtitle?: { text?: string } }).subtitle?.text;
+      return { radius: sets.find((d) => d.data.length > 0)!.pointRadius, border: sets.find((d) => d.data.length > 0)!.borderWidth, subtitle };
+    };
+    expect(style(2000)).toEqual({ radius: 1.5, border: 0, subtitle: 'colour: asset class · 2,000 tickers as dots' });
+    expect(style(1999)).toEqual({ radius: 5, border: 1, subtitle: 'colour: asset class · shape: chosen domain' });
   });
 });

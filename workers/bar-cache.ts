@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../jobs/connection.js';
 import { resolveRange } from '../src/data/sources/range.js';
 import { sourceTicker } from '../src/data/validate.js';
 import type { DataSource } from '../src/data/sources/create.js';
@@ -14,7 +14,7 @@ import { barCacheKey, barCacheLockKey } from '../jobs/keys.js';
  */
 
 export interface BarCacheOptions {
-  redis: Redis;
+  redis: RedisClient;
   /** Key prefix of the deployment (`MOE_PREFIX`). */
   prefix: string;
   /** Lifetime of a cached series. @defaultValue 86400 */

@@ -1,5 +1,5 @@
 import { UnrecoverableError, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../jobs/connection.js';
 import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import { SourceError } from '../src/data/errors.js';
@@ -18,7 +18,7 @@ import { errorText } from '../src/util/errors.js';
 import { boundedError, isFinalAttempt, StrayJobError, validPayload } from './job.js';
 
 export interface FetchDeps {
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   featureTtlSeconds: number;
   runTtlSeconds: number;

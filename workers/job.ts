@@ -92,12 +92,13 @@ function anyOf(words: readonly string[]): string {
 }
 
 /**
- * Checks that a route or report job is its run's own (`jobIds`), then moves the run to `status` when it is in a
- * state the stage may start or restart from (`STAGE_FROM`), in one step. Throws `StrayJobError` otherwise, having
- * changed nothing. A run whose hash is gone (expired, or a flow enqueued without one) goes on untouched.
+ * Checks that a route or report job is its run's own (`jobIds`; a route job's id names its `shard`), then moves the
+ * run to `status` when it is in a state the stage may start or restart from (`STAGE_FROM`), in one step. Throws
+ * `StrayJobError` otherwise, having changed nothing. A run whose hash is gone (expired, or a flow enqueued without
+ * one) goes on untouched.
  */
-export async function enterRunStage(store: RunStore, job: Job<unknown>, runId: string, stage: 'route' | 'report'): Promise<void> {
-  const own = jobIds[stage](runId);
+export async function enterRunStage(store: RunStore, job: Job<unknown>, runId: string, stage: 'route' | 'report', shard = 0): Promise<void> {
+  const own = stage === 'route' ? jobIds.route(runId, shard) : jobIds.report(runId);
   if (job.id !== own) throw new StrayJobError(`Expected job id ${own} for a ${stage} job of run ${runId} but received ${String(job.id)}`);
   const status: StageStatus = stage === 'route' ? 'routing' : 'reporting';
   const refused = await enterStage(store, runId, status);

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../jobs/connection.js';
 
 /**
  * A request rate shared by every process that uses the same Redis key: at most `max` acquisitions per window of
@@ -7,7 +7,7 @@ import type { Redis } from 'ioredis';
  */
 
 export interface RateLimiterOptions {
-  redis: Redis;
+  redis: RedisClient;
   /** Counter key (one per limited service), e.g. `<prefix>:ratelimit:yahoo`. */
   key: string;
   /** Requests allowed per window. */
@@ -35,7 +35,7 @@ return (idx + 1) * window - now
 export class RedisRateLimiter {
   readonly max: number;
   readonly windowMs: number;
-  private readonly redis: Redis;
+  private readonly redis: RedisClient;
   private readonly key: string;
   private readonly random: () => number;
 

@@ -2,29 +2,30 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { UnrecoverableError, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../jobs/connection.js';
 import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import { CONTEXT_TICKERS } from '../src/data/features/context.js';
 import { buildSummaryMarkdown, renderReports, warmRenderPool } from '../src/report/index.js';
 import { compareRuns, routingMix, runRecord, universeId } from '../src/report/drift.js';
-import { REPORT_FILES, type ReportInput, type RunSummary, type TickerSeries } from '../src/report/types.js';
-import { featureKey, isRunId, jobIds, seriesKey } from '../jobs/keys.js';
-import { decodeSeriesBlock } from './series-block.js';
-import { failRun, updateRunMeta, type RunStore } from '../jobs/run-meta.js';
+import { REPORT_FILES, type DailyAggregate, type FailedTicker, type ReportInput, type RunSummary, type TickerSummary } from '../src/report/types.js';
+import { dailyAggregate, mergeDaily } from '../src/report/daily.js';
+import { featureKey, isRunId, jobIds, runKey, shardFromRouteJobKey, shardKey } from '../jobs/keys.js';
+import { failRun, readRunTickers, updateRunMeta, type RunStore } from '../jobs/run-meta.js';
 import { previousUniverseRun, recordUniverseRun } from './universe-history.js';
 import {
   validateReportJobData,
-  validateRouteResult,
+  validateRunTickers,
+  validateShardOutput,
   type ReportJobData,
   type ReportResult,
-  type RouteResult,
+  type ShardOutput,
 } from '../jobs/payloads.js';
 import { errorText } from '../src/util/errors.js';
 import { boundedError, boundedReason, enterRunStage, isFinalAttempt, StrayJobError, validPayload } from './job.js';
 
 export interface ReportDeps {
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   runTtlSeconds: number;
   reportsDir: string;
@@ -38,31 +39,129 @@ export interface ReportDeps {
 }
 
 
-/** The route job's result, or a stand-in listing every ticker as failed when routing failed for good. */
-async function routeOutcome(job: Job<unknown>, data: ReportJobData, modelPath: string): Promise<RouteResult> {
-  const values = Object.values(await job.getChildrenValues<unknown>());
-  if (values.length > 0) return validateRouteResult(values[0]);
-  const reasons = Object.values(await job.getIgnoredChildrenFailures());
-  const why = boundedReason(`ROUTE_FAILED: ${reasons[0] ?? 'the route stage returned nothing'}`);
-  return {
-    runId: data.runId,
-    tickers: [],
-    failed: data.tickers.map((ticker) => ({ ticker, reason: why })),
-    seriesKey: null,
-    backend: 'none',
-    model: { path: modelPath, hidden: 0, featureSpec: 'unknown' },
-    tokens: 0,
-    fetchMs: Math.max(0, (job.processedOn ?? Date.now()) - job.timestamp),
-    routeMs: 0,
-    forwardMs: 0,
-  };
+/** The run's shards merged: per-ticker rows in request order, per-day sums, and what the route jobs reported. */
+interface MergedShards {
+  tickers: TickerSummary[];
+  failed: FailedTicker[];
+  daily: DailyAggregate;
+  backend: string;
+  model: RouteModel;
+  tokens: number;
+  /** Longest enqueue-to-route-start of the shards: the fetch stage of the shard that waited longest. */
+  fetchMs: number;
+  /** The shards' route jobs, summed: the route stage's work, however it overlapped the fetching. */
+  routeMs: number;
+  forwardMs: number;
+  contextMissing: string[];
 }
 
-async function readSeries(redis: Redis, key: string | null): Promise<TickerSeries[]> {
-  if (key === null) return [];
-  const b = await redis.getBuffer(key);
-  if (b === null) throw new UnrecoverableError(`EXPIRED: series block ${key} is gone (TTL passed before reporting)`);
-  return decodeSeriesBlock(b);
+type RouteModel = ShardOutput['model'];
+
+/**
+ * The run's ticker list from its hash (it is not in the report's payload: up to `MAX_TICKERS` tickers), checked, and
+ * checked against the payload's shards. Every problem is permanent.
+ */
+async function runTickers(redis: RedisClient, prefix: string, data: ReportJobData): Promise<string[]> {
+  let raw: unknown;
+  try {
+    raw = await readRunTickers(redis, prefix, data.runId);
+  } catch (err) {
+    if (!(err instanceof SyntaxError)) throw err;
+    throw new UnrecoverableError(`BAD_RUN: the ticker list in ${runKey(prefix, data.runId)} is not JSON: ${errorText(err)}`);
+  }
+  if (raw === undefined) {
+    throw new UnrecoverableError(`RUN_GONE: run ${data.runId} has no hash ${runKey(prefix, data.runId)} (RUN_TTL_SECONDS passed?); the report reads the run's tickers from it`);
+  }
+  let tickers: string[];
+  try {
+    tickers = validateRunTickers(raw, `tickers of ${runKey(prefix, data.runId)}`);
+  } catch (err) {
+    throw new UnrecoverableError(`BAD_RUN: ${errorText(err)}`);
+  }
+  const shards = Math.ceil(tickers.length / data.shardSize);
+  if (shards !== data.shards) {
+    throw new UnrecoverableError(`BAD_RUN: Expected ${shards} shards for ${tickers.length} tickers in shards of ${data.shardSize} but received ${data.shards}`);
+  }
+  return tickers;
+}
+
+/** One shard's stored output, or undefined when there is none. A malformed one is a permanent failure. */
+async function readShard(redis: RedisClient, key: string, runId: string, shard: number): Promise<ShardOutput | undefined> {
+  const raw = await redis.get(key);
+  if (raw === null) return undefined;
+  let out: ShardOutput;
+  try {
+    out = validateShardOutput(JSON.parse(raw), `shard output ${key}`);
+  } catch (err) {
+    throw new UnrecoverableError(`BAD_SHARD: ${errorText(err)}`);
+  }
+  if (out.runId !== runId || out.shard !== shard) {
+    throw new UnrecoverableError(`BAD_SHARD: Expected run ${runId} shard ${shard} in ${key} but received run ${out.runId} shard ${out.shard}`);
+  }
+  return out;
+}
+
+/**
+ * Reads the shards' outputs one at a time and merges them, so the report holds the per-ticker rows of the whole run
+ * but the per-day data of none: its per-day sums have one entry per date of the run. A shard without output lists
+ * its tickers as failed, with its route job's reason when the job failed for good.
+ */
+async function mergeShards(job: Job<unknown>, deps: ReportDeps, data: ReportJobData, tickers: readonly string[]): Promise<MergedShards> {
+  const routeFailures = new Map<number, string>();
+  for (const [jobKey, reason] of Object.entries(await job.getIgnoredChildrenFailures())) {
+    const shard = shardFromRouteJobKey(jobKey);
+    if (shard !== undefined) routeFailures.set(shard, reason);
+  }
+  const merged: MergedShards = {
+    tickers: [],
+    failed: [],
+    daily: dailyAggregate([]),
+    backend: 'none',
+    model: { path: deps.modelPath, hidden: 0, featureSpec: 'unknown' },
+    tokens: 0,
+    fetchMs: 0,
+    routeMs: 0,
+    forwardMs: 0,
+    contextMissing: [],
+  };
+  const backends = new Set<string>();
+  const missing = new Set<string>();
+  let outputs = 0;
+  for (let shard = 0; shard < data.shards; shard++) {
+    const key = shardKey(deps.prefix, data.runId, shard);
+    const out = await readShard(deps.redis, key, data.runId, shard);
+    if (out === undefined) {
+      const reason = routeFailures.get(shard);
+      const why = boundedReason(
+        reason !== undefined
+          ? `ROUTE_FAILED: ${reason || 'the route stage returned nothing'}`
+          : `EXPIRED: the output of shard ${shard} (${key}) is gone (TTL passed before reporting)`,
+      );
+      for (const ticker of tickers.slice(shard * data.shardSize, (shard + 1) * data.shardSize)) merged.failed.push({ ticker, reason: why });
+      continue;
+    }
+    if (outputs++ === 0) merged.model = out.model;
+    backends.add(out.backend);
+    for (const t of out.tickers) merged.tickers.push(t);
+    for (const f of out.failed) merged.failed.push(f);
+    merged.daily = mergeDaily(merged.daily, out.daily);
+    merged.tokens += out.tokens;
+    merged.fetchMs = Math.max(merged.fetchMs, out.fetchMs);
+    merged.routeMs += out.routeMs;
+    merged.forwardMs += out.forwardMs;
+    for (const c of out.contextMissing) missing.add(c);
+  }
+  if (outputs === 0) merged.fetchMs = Math.max(0, (job.processedOn ?? Date.now()) - job.timestamp);
+  if (backends.size > 0) merged.backend = [...backends].join(', ');
+  merged.contextMissing = [...missing].sort();
+  return merged;
+}
+
+/** Keys deleted per command when a run's keys are removed (one `UNLINK` of 100,000 arguments would block Redis). */
+const DELETE_CHUNK = 1_000;
+
+async function deleteKeys(redis: RedisClient, keys: readonly string[]): Promise<void> {
+  for (let i = 0; i < keys.length; i += DELETE_CHUNK) await redis.unlink(...keys.slice(i, i + DELETE_CHUNK));
 }
 
 /**
@@ -84,11 +183,11 @@ export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => 
     // Before anything is read or written: a stray job must leave a finished run and its report folder as they were.
     await enterRunStage(store, job, data.runId, 'report');
     await warming;
-    const route = await routeOutcome(job, data, deps.modelPath);
-    const series = await readSeries(deps.redis, route.seriesKey);
+    const tickers = await runTickers(deps.redis, deps.prefix, data);
+    const route = await mergeShards(job, deps, data, tickers);
     // The universe is what was asked for (source and ticker set), not what happened to succeed, so a run with a
     // failed ticker is still compared with the runs of its schedule.
-    const universe = universeId(data.source, data.tickers);
+    const universe = universeId(data.source, tickers);
     const previous = await previousUniverseRun(deps.redis, deps.prefix, universe, data.runId, data.createdAt);
 
     const summary: RunSummary = {
@@ -105,9 +204,9 @@ export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => 
       universe,
       routing: routingMix(route.tickers),
       drift: previous && route.tickers.length > 0 ? compareRuns(universe, route.tickers, previous) : null,
-      context: { set: [...CONTEXT_TICKERS], missing: route.contextMissing ?? [] },
+      context: { set: [...CONTEXT_TICKERS], missing: route.contextMissing },
     };
-    const input: ReportInput = { summary, series };
+    const input: ReportInput = { summary, series: [], daily: route.daily };
     // The run id is a validated UUID, so the folder cannot escape REPORTS_DIR.
     const outDir = path.join(deps.reportsDir, data.runId);
     const files = await renderReports(input, outDir, { pool: deps.pool });
@@ -137,8 +236,9 @@ export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => 
       finishedAt: summary.finishedAt,
       ...(routed > 0 ? {} : { error: 'no ticker could be routed (see the report for each reason)' }),
     });
-    const keys = [...data.tickers.map((t) => featureKey(deps.prefix, data.runId, t)), seriesKey(deps.prefix, data.runId)];
-    await deps.redis.del(...keys);
+    // The route jobs dropped the blocks they read; a shard whose route job failed for good left its blocks behind.
+    const shards = Array.from({ length: data.shards }, (_, i) => shardKey(deps.prefix, data.runId, i));
+    await deleteKeys(deps.redis, [...shards, ...tickers.map((t) => featureKey(deps.prefix, data.runId, t))]);
     deps.logger.info({ runId: data.runId, outDir, routed, failed: summary.failed.length, timings: summary.timings }, 'report written');
     return { reportDir: outDir, files, routed, failed: summary.failed.length };
   }

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import type { Job } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../jobs/connection.js';
 import type { Logger } from 'pino';
 import { NUM_DOMAINS, domainIndex } from '../src/domains.js';
 import { decodeFeatureSeries } from '../src/data/features/block.js';
@@ -8,21 +8,31 @@ import type { FeatureSeries } from '../src/data/types.js';
 import { concatSeries } from '../src/router/batch.js';
 import { loadModel } from '../src/router/model.js';
 import { NativeRouter } from '../src/router/native.js';
+import { temperByHistory, tokenShortness } from '../src/router/history-temperature.js';
 import { featureEffects, meanInput, topReasons, type AttributionInput } from '../src/router/attribution.js';
 import { FEATURE_TABLE } from '../src/data/features/table.js';
 import { routerBackendChoice, type BackendName } from '../src/config.js';
 import type { FailedTicker, TickerSeries, TickerSummary } from '../src/report/types.js';
-import { seriesKey as makeSeriesKey, tickerFromFetchJobKey } from '../jobs/keys.js';
+import { featureKey, shardKey, tickerFromFetchJobKey } from '../jobs/keys.js';
+import { dailyAggregate } from '../src/report/daily.js';
 import { summarizeTicker, tickerSeries, type RoutedTicker } from './aggregate.js';
-import { encodeSeriesBlock } from './series-block.js';
-import type { RunStore } from '../jobs/run-meta.js';
-import { validateFetchResult, validateRouteJobData, type FetchResult, type RouteResult } from '../jobs/payloads.js';
+import { storeShardOutput, type RunStore } from '../jobs/run-meta.js';
+import {
+  validateFetchResult,
+  validateRouteJobData,
+  validateShardOutput,
+  type FetchResult,
+  type RouteResult,
+  type ShardOutput,
+} from '../jobs/payloads.js';
 import { errorText } from '../src/util/errors.js';
-import { boundedReason, enterRunStage, validPayload } from './job.js';
+import { boundedReason, enterRunStage, StrayJobError, validPayload } from './job.js';
 
 export interface LoadedRouter {
   router: NativeRouter;
   model: { path: string; hidden: number; featureSpec: string };
+  /** The model's history temperature κ: short histories' probabilities are re-tempered after each forward. */
+  historyTemperature: number;
 }
 
 /** Loads the model and creates the one native router a route worker keeps for its whole life. */
@@ -36,11 +46,11 @@ export async function openRouter(modelPath: string, backend: BackendName): Promi
     router.close();
     throw err;
   }
-  return { router, model: { path: modelPath, hidden: m.hidden, featureSpec: m.metadata.feature_spec ?? 'unknown' } };
+  return { router, model: { path: modelPath, hidden: m.hidden, featureSpec: m.metadata.feature_spec ?? 'unknown' }, historyTemperature: m.historyTemperature };
 }
 
 export interface RouteDeps {
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   featureTtlSeconds: number;
   runTtlSeconds: number;
@@ -80,7 +90,7 @@ async function collectChildren(job: Job<unknown>, tickers: readonly string[]) {
 }
 
 /** Reads and decodes the feature blocks; tickers whose block expired or does not match the model fail alone. */
-async function readBlocks(redis: Redis, results: Map<string, FetchResult>, hidden: number, failed: Map<string, string>): Promise<Loaded[]> {
+async function readBlocks(redis: RedisClient, results: Map<string, FetchResult>, hidden: number, failed: Map<string, string>): Promise<Loaded[]> {
   const list = [...results.values()];
   if (list.length === 0) return [];
   const blocks = await redis.mgetBuffer(...list.map((r) => r.key));
@@ -107,9 +117,41 @@ async function readBlocks(redis: Redis, results: Map<string, FetchResult>, hidde
   return out;
 }
 
+/** The job's return value: the output's key, counts and the timings dashboards read. */
+function routeResult(o: ShardOutput, outputKey: string): RouteResult {
+  return {
+    runId: o.runId,
+    shard: o.shard,
+    outputKey,
+    routed: o.tickers.length,
+    failed: o.failed.length,
+    backend: o.backend,
+    tokens: o.tokens,
+    fetchMs: o.fetchMs,
+    routeMs: o.routeMs,
+    forwardMs: o.forwardMs,
+  };
+}
+
+/** The shard's output already stored by an earlier attempt of this job, or undefined (none, or not readable). */
+async function storedOutput(deps: RouteDeps, key: string, runId: string, shard: number): Promise<ShardOutput | undefined> {
+  const raw = await deps.redis.get(key);
+  if (raw === null) return undefined;
+  try {
+    const o = validateShardOutput(JSON.parse(raw), `shard output ${key}`);
+    if (o.runId === runId && o.shard === shard) return o;
+    deps.logger.warn({ key, runId, shard }, 'stored shard output names another shard; routing the shard again');
+  } catch (err) {
+    deps.logger.warn({ key, err }, 'stored shard output is unreadable; routing the shard again');
+  }
+  return undefined;
+}
+
 /**
- * Route stage: every ticker-day of the run in ONE forward pass of the held router, aggregated per ticker. A run
- * whose tickers all failed still succeeds here (with zero tickers) so the report can list the failures.
+ * Route stage, one shard of a run: every ticker-day of the shard in ONE forward pass of the held router, aggregated
+ * per ticker and per day, stored as the shard's output for the report (`ShardOutput`), and the shard's feature
+ * blocks dropped. A shard whose tickers all failed still succeeds here (with zero tickers) so the report can list
+ * the failures.
  */
 export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Promise<RouteResult> {
   const { router, model } = deps.loaded;
@@ -119,10 +161,14 @@ export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Pr
     const t0 = performance.now();
     const data = validPayload(job, 'route', validateRouteJobData);
     // Logged before any work: operators (and the crash tests) can tell a route job that started from one that waits.
-    deps.logger.info({ runId: data.runId, jobId: job.id, attempt: job.attemptsMade + 1 }, 'routing started');
+    deps.logger.info({ runId: data.runId, shard: data.shard, jobId: job.id, attempt: job.attemptsMade + 1 }, 'routing started');
     // Before anything is read or written: a stray job must leave a finished run exactly as it was.
-    await enterRunStage(store, job, data.runId, 'route');
+    await enterRunStage(store, job, data.runId, 'route', data.shard);
     const fetchMs = Math.max(0, (job.processedOn ?? Date.now()) - job.timestamp);
+    const outputKey = shardKey(deps.prefix, data.runId, data.shard);
+    // An attempt that died after storing its output (and dropping the feature blocks) left the answer: it stands.
+    const earlier = await storedOutput(deps, outputKey, data.runId, data.shard);
+    if (earlier !== undefined) return routeResult(earlier, outputKey);
 
     const { results, failed } = await collectChildren(job, data.tickers);
     const loaded = await readBlocks(deps.redis, results, router.hidden, failed);
@@ -137,6 +183,7 @@ export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Pr
     if (n > 0) {
       const f0 = performance.now();
       const out = await router.forward({ x, vol, risk });
+      temperByHistory(out.probs, tokenShortness(x, H, n), deps.loaded.historyTemperature);
       forwardMs = performance.now() - f0;
       let start = 0;
       const byTicker = new Map<string, RoutedTicker>();
@@ -172,30 +219,35 @@ export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Pr
       summaries.forEach((s, i) => (s.reasons = topReasons(effects[i]!, inputs[i]!.x, names)));
     }
 
-    let sKey: string | null = null;
-    if (series.length > 0) {
-      sKey = makeSeriesKey(deps.prefix, data.runId);
-      await deps.redis.set(sKey, encodeSeriesBlock(series), 'EX', deps.featureTtlSeconds);
-    }
     const failedList: FailedTicker[] = data.tickers.filter((t) => failed.has(t)).map((t) => ({ ticker: t, reason: failed.get(t)! }));
     // Failures keyed by something other than a run ticker (unparsable job keys) are still reported.
     for (const [k, reason] of failed) if (!data.tickers.includes(k)) failedList.push({ ticker: k, reason });
 
     const contextMissing = [...new Set(loaded.flatMap((l) => l.fetched.contextMissing ?? []))].sort();
-    const routeMs = performance.now() - t0;
-    deps.logger.info({ runId: data.runId, tickers: summaries.length, failed: failedList.length, tokens: n, forwardMs, routeMs }, 'routed');
-    return {
+    const output: ShardOutput = {
       runId: data.runId,
+      shard: data.shard,
       tickers: summaries,
       failed: failedList,
-      seriesKey: sKey,
+      daily: dailyAggregate(series),
       backend: router.backend,
       model,
       tokens: n,
       fetchMs,
-      routeMs,
+      routeMs: 0,
       forwardMs,
       contextMissing,
     };
+    output.routeMs = performance.now() - t0;
+    const ended = await storeShardOutput(store, data.runId, outputKey, JSON.stringify(output), deps.featureTtlSeconds);
+    if (ended !== undefined) throw new StrayJobError(`Expected run ${data.runId} to be in progress for its route job but it is ${ended}`);
+    // Each block is read once, here: dropping the shard's blocks now bounds Redis to the shards still in flight rather
+    // than every block of the run until its report.
+    await deps.redis.unlink(...data.tickers.map((t) => featureKey(deps.prefix, data.runId, t)));
+    deps.logger.info(
+      { runId: data.runId, shard: data.shard, tickers: summaries.length, failed: failedList.length, tokens: n, forwardMs, routeMs: output.routeMs },
+      'routed',
+    );
+    return routeResult(output, outputKey);
   };
 }

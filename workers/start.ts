@@ -93,7 +93,7 @@ const QUEUE_OF: Record<WorkerRole, string> = { ...QUEUE_NAMES, schedule: SCHEDUL
 export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWorkers> {
   const { config, logger } = opts;
   const roles = opts.roles ?? (['fetch', 'route', 'report'] as const);
-  const redis = createRedis(config.redisUrl, { role: 'worker', name: `moe-workers:${roles.join(',')}` });
+  const redis = createRedis(config, { role: 'worker', name: `moe-workers:${roles.join(',')}` });
   // Workers ride out Redis restarts (ioredis reconnects); say so in the logs instead of as unhandled error events.
   redis.on('error', (err: Error) => logger.warn({ err: err.message, redis: redactUrl(config.redisUrl) }, 'redis connection error'));
   const pools: { pool: Piscina; idle: (timeoutMs: number) => Promise<void> }[] = [];
@@ -167,7 +167,7 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
     }
     if (roles.includes('schedule')) {
       flow = new FlowProducer({ connection: redis, prefix: config.prefix });
-      processors.schedule = createScheduleProcessor({ ...common, flow });
+      processors.schedule = createScheduleProcessor({ ...common, flow, shardSize: config.shardSize });
     }
     for (const role of roles) {
       const processor = processors[role]!;

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../jobs/connection.js';
 import { isUniverseRunRecord, type UniverseRunRecord } from '../src/report/drift.js';
 import { universeKey } from '../jobs/keys.js';
 
@@ -27,7 +27,7 @@ function parse(json: string): UniverseRunRecord | undefined {
   }
 }
 
-async function records(redis: Redis, key: string): Promise<UniverseRunRecord[]> {
+async function records(redis: RedisClient, key: string): Promise<UniverseRunRecord[]> {
   const all = await redis.hgetall(key);
   return Object.values(all)
     .map(parse)
@@ -36,7 +36,7 @@ async function records(redis: Redis, key: string): Promise<UniverseRunRecord[]> 
 
 /** The newest recorded run of `universe` created before `createdAt` (other than `runId`), if any. */
 export async function previousUniverseRun(
-  redis: Redis,
+  redis: RedisClient,
   prefix: string,
   universe: string,
   runId: string,
@@ -54,7 +54,7 @@ export async function previousUniverseRun(
 
 /** Records a finished run and trims the universe's history to the newest `HISTORY_RUNS`. */
 export async function recordUniverseRun(
-  redis: Redis,
+  redis: RedisClient,
   prefix: string,
   universe: string,
   record: UniverseRunRecord,

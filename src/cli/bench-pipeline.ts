@@ -7,13 +7,12 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { FlowProducer, Queue, QueueEvents, Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
-import { loadConfig } from '../config.js';
+import { hashTaggedPrefix, loadConfig } from '../config.js';
 import { simTicker, SUBTYPE_CODE, type Subtype } from '../data/universe.js';
-import { closeRedis, connectClient, createRedis } from '../../jobs/connection.js';
+import { closeRedis, connectClient, createRedis, deleteMatching, type RedisClient, type RedisTarget } from '../../jobs/connection.js';
 import { jobIds, prefixPattern } from '../../jobs/keys.js';
 import { QUEUE_NAMES, ROLES, type Role } from '../../jobs/queues.js';
-import { enqueueRun } from '../../jobs/enqueue-run.js';
+import { enqueueRun, shardPlan } from '../../jobs/enqueue-run.js';
 import { FETCH_JOB_OPTIONS, REPORT_JOB_OPTIONS, ROUTE_JOB_OPTIONS } from '../../jobs/job-options.js';
 import { MAX_DAYS, MAX_TICKERS } from '../limits.js';
 import { errorText } from '../util/errors.js';
@@ -23,8 +22,8 @@ import { CommandError, EXIT, runCommand, runIfMain } from './run.js';
 export const BENCH_PIPELINE_USAGE = `Usage: npm run bench:pipeline -- --tickers N [--days D] [--runs R] [--fetch-procs P] [--json]
 
 Times whole runs of N simulated tickers × D days (fetch → route → report, four PNGs and the summaries) with the
-workers in separate processes, next to a bare BullMQ flow of the same shape (report ← route ← N fetch jobs whose
-processors do nothing) on the same Redis, in the same invocation. Reports time to the final report, tickers/s,
+workers in separate processes, next to a bare BullMQ flow of the same shape (report ← one route job per shard ←
+the shard's fetch jobs, processors that do nothing) on the same Redis, in the same invocation. Reports time to the final report, tickers/s,
 Redis peak memory (above the level before the run), each worker process's peak RSS and the CPU seconds of every
 process (workers, a Redis server on this machine, this process). The real workers first do
 one warm-up run of 20 tickers (their thread pools start lazily), then the timed runs.
@@ -41,7 +40,8 @@ Options:
   --json            print one JSON object on the last line
   --help            this text
 
-Uses REDIS_URL and MOE_MODEL; every key lives under a fresh prefix that is removed at the end.`;
+Uses REDIS_URL, MOE_MODEL and MOE_SHARD_SIZE (tickers per shard); every key lives under a fresh prefix that is
+removed at the end.`;
 
 const FLAGS = {
   tickers: { type: 'string' },
@@ -158,7 +158,7 @@ function threadCpuUsed(
 }
 
 /** The pid of the Redis server when it runs on this machine (its CPU time is part of the flow's cost), else undefined. */
-async function localRedisPid(redis: Redis): Promise<number | undefined> {
+async function localRedisPid(redis: RedisClient): Promise<number | undefined> {
   const m = /process_id:(\d+)/.exec(await redis.info('server'));
   if (!m) return undefined;
   try {
@@ -216,7 +216,7 @@ async function stopProcs(procs: Proc[]): Promise<void> {
 }
 
 /** Samples worker RSS and Redis memory every 100 ms until stopped. */
-function startSampler(redis: Redis, procs: Proc[]) {
+function startSampler(redis: RedisClient, procs: Proc[]) {
   let redisPeak = 0;
   let busy = false;
   const sample = async () => {
@@ -242,26 +242,24 @@ function startSampler(redis: Redis, procs: Proc[]) {
   };
 }
 
-async function redisUsedMemory(redis: Redis): Promise<number> {
+async function redisUsedMemory(redis: RedisClient): Promise<number> {
   const m = /used_memory:(\d+)/.exec(await redis.info('memory'));
   return m ? Number(m[1]) : 0;
 }
 
-async function removePrefix(redis: Redis, prefix: string): Promise<void> {
+async function removePrefix(redis: RedisClient, prefix: string): Promise<void> {
   for (const name of Object.values(QUEUE_NAMES)) {
     const q = new Queue(name, { connection: redis, prefix });
     await q.obliterate({ force: true }).catch(() => undefined);
     await q.close();
   }
-  for await (const keys of redis.scanStream({ match: prefixPattern(prefix), count: 1000 })) {
-    if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
-  }
+  await deleteMatching(redis, prefixPattern(prefix));
 }
 
 /** The bare worker process: processors that return at once, with the real stages' concurrency. */
 async function bareWorker(role: Role): Promise<void> {
   const config = loadConfig();
-  const redis = createRedis(config.redisUrl, { role: 'worker', name: `moe-bench-bare:${role}` });
+  const redis = createRedis(config, { role: 'worker', name: `moe-bench-bare:${role}` });
   const w = new Worker(QUEUE_NAMES[role], async () => ({ ok: true }), { connection: redis, prefix: config.prefix, concurrency: CONCURRENCY[role] });
   await w.waitUntilReady();
   console.log(`bare ${role} ready`);
@@ -300,9 +298,9 @@ async function startWorkers(procs: Proc[], env: NodeJS.ProcessEnv, fetchProcs: n
 }
 
 /** The producer side of a measured flow: a FlowProducer and report-queue events on their own connection. */
-async function openProducer(redisUrl: string, redis: Redis, prefix: string) {
+async function openProducer(target: RedisTarget, redis: RedisClient, prefix: string) {
   const flow = new FlowProducer({ connection: redis, prefix });
-  const eventsRedis = createRedis(redisUrl, { role: 'worker', name: 'moe-bench-events' });
+  const eventsRedis = createRedis(target, { role: 'worker', name: 'moe-bench-events' });
   const events = new QueueEvents(QUEUE_NAMES.report, { connection: eventsRedis, prefix });
   await events.waitUntilReady();
   return {
@@ -315,11 +313,11 @@ async function openProducer(redisUrl: string, redis: Redis, prefix: string) {
   };
 }
 
-async function measureBare(redisUrl: string, redis: Redis, env: NodeJS.ProcessEnv, prefix: string, tickers: string[], days: number, fetchProcs: number): Promise<Measured> {
+async function measureBare(target: RedisTarget, redis: RedisClient, env: NodeJS.ProcessEnv, prefix: string, tickers: string[], days: number, fetchProcs: number, shardSize: number): Promise<Measured> {
   const procs: Proc[] = [];
   try {
     await startWorkers(procs, env, fetchProcs, (role) => [SELF, '--bare-worker', role], 'ready');
-    const { flow, events, close } = await openProducer(redisUrl, redis, prefix);
+    const { flow, events, close } = await openProducer(target, redis, prefix);
     const base = await redisUsedMemory(redis);
     const sampler = startSampler(redis, procs);
     const runId = randomUUID();
@@ -327,25 +325,27 @@ async function measureBare(redisUrl: string, redis: Redis, env: NodeJS.ProcessEn
     const cpu0 = cpuSnapshot(procs, redisPid);
     const t0 = performance.now();
     // Same shape, options and payload sizes as enqueueRun's flow.
+    const plan = shardPlan(tickers.length, shardSize);
     const node = await flow.add({
       name: 'report',
       queueName: QUEUE_NAMES.report,
-      data: { runId, source: 'sim', tickers, createdAt: new Date().toISOString() },
+      data: { runId, source: 'sim', createdAt: new Date().toISOString(), shards: plan.shards, shardSize: plan.size },
       opts: { ...REPORT_JOB_OPTIONS, jobId: jobIds.report(runId) },
-      children: [
-        {
+      children: Array.from({ length: plan.shards }, (_, shard) => {
+        const own = tickers.slice(shard * plan.size, (shard + 1) * plan.size);
+        return {
           name: 'route',
           queueName: QUEUE_NAMES.route,
-          data: { runId, tickers },
-          opts: { ...ROUTE_JOB_OPTIONS, jobId: jobIds.route(runId) },
-          children: tickers.map((ticker) => ({
+          data: { runId, shard, tickers: own },
+          opts: { ...ROUTE_JOB_OPTIONS, jobId: jobIds.route(runId, shard) },
+          children: own.map((ticker) => ({
             name: 'fetch',
             queueName: QUEUE_NAMES.fetch,
             data: { runId, ticker, source: 'sim', range: { days }, seed: 7 },
             opts: { ...FETCH_JOB_OPTIONS, jobId: jobIds.fetch(runId, ticker) },
           })),
-        },
-      ],
+        };
+      }),
     });
     await node.job.waitUntilFinished(events);
     const seconds = (performance.now() - t0) / 1000;
@@ -358,18 +358,18 @@ async function measureBare(redisUrl: string, redis: Redis, env: NodeJS.ProcessEn
   }
 }
 
-async function measureReal(redisUrl: string, redis: Redis, env: NodeJS.ProcessEnv, prefix: string, tickers: string[], days: number, fetchProcs: number, runs: number): Promise<Measured> {
+async function measureReal(target: RedisTarget, redis: RedisClient, env: NodeJS.ProcessEnv, prefix: string, tickers: string[], days: number, fetchProcs: number, runs: number, shardSize: number): Promise<Measured> {
   const procs: Proc[] = [];
   try {
     const only = (role: Role) => [WORKERS_CLI, '--only', role, ...(role === 'fetch' ? ['--concurrency', String(CONCURRENCY.fetch)] : [])];
     await startWorkers(procs, env, fetchProcs, only, 'workers started');
-    const { flow, events, close } = await openProducer(redisUrl, redis, prefix);
+    const { flow, events, close } = await openProducer(target, redis, prefix);
     const base = await redisUsedMemory(redis);
     const sampler = startSampler(redis, procs);
     const reportQueue = new Queue(QUEUE_NAMES.report, { connection: redis, prefix });
     // One small run first: worker threads (feature pool, render pool) start lazily and load their modules on first
     // use; a service that is up pays that once, so the timed runs measure the steady state.
-    const warm = await enqueueRun({ flow, redis, prefix, runTtlSeconds: 3600 }, { tickers: tickers.slice(0, 20), source: 'sim', range: { days }, seed: 7 });
+    const warm = await enqueueRun({ flow, redis, prefix, runTtlSeconds: 3600, shardSize }, { tickers: tickers.slice(0, 20), source: 'sim', range: { days }, seed: 7 });
     await (await reportQueue.getJob(warm.reportJobId))?.waitUntilFinished(events);
     const times: number[] = [];
     let stages: Record<string, number> | undefined;
@@ -379,7 +379,7 @@ async function measureReal(redisUrl: string, redis: Redis, env: NodeJS.ProcessEn
     const cpu0 = cpuSnapshot(procs, redisPid);
     for (let r = 0; r < runs; r++) {
       const t0 = performance.now();
-      const run = await enqueueRun({ flow, redis, prefix, runTtlSeconds: 3600 }, { tickers, source: 'sim', range: { days }, seed: 7 });
+      const run = await enqueueRun({ flow, redis, prefix, runTtlSeconds: 3600, shardSize }, { tickers, source: 'sim', range: { days }, seed: 7 });
       const job = await reportQueue.getJob(run.reportJobId);
       if (job === undefined) throw new Error(`report job ${run.reportJobId} not found right after enqueue`);
       const result = (await job.waitUntilFinished(events)) as { routed?: number; failed?: number; reportDir?: string };
@@ -446,20 +446,22 @@ async function benchPipeline(argv: readonly string[], out: (line: string) => voi
   if (typeof prof === 'string') workerNodeArgs = ['--cpu-prof', `--cpu-prof-dir=${path.resolve(prof)}`];
   const config = loadConfig();
 
-  const prefix = `bench-${randomUUID().slice(0, 8)}`;
+  // A hash tag on a cluster (every key in one slot), as the workers derive from MOE_PREFIX themselves.
+  const prefix = config.redisCluster ? hashTaggedPrefix(`bench-${randomUUID().slice(0, 8)}`) : `bench-${randomUUID().slice(0, 8)}`;
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'moe-bench-'));
   // A short lock keeps the benchmark honest about BullMQ's lock renewals without changing their count much.
   const env: NodeJS.ProcessEnv = { ...process.env, MOE_PREFIX: prefix, REPORTS_DIR: path.join(tmp, 'reports'), LOG_LEVEL: 'info', MOE_SKIP_SETUP: '1' };
-  const redis = await connectClient(config.redisUrl, 'moe-bench-pipeline');
+  const redis = await connectClient(config, 'moe-bench-pipeline');
   const tickers = benchTickers(tickersN);
   const load0 = os.loadavg();
   try {
-    out(`bench:pipeline: ${tickersN} tickers × ${days} days, ${fetchProcs} fetch process(es) + route + report, ${os.availableParallelism()} CPUs, load ${load0.map((l) => l.toFixed(2)).join(' ')}`);
-    const bare = await measureBare(config.redisUrl, redis, env, prefix, tickers, days, fetchProcs);
+    const plan = shardPlan(tickersN, config.shardSize);
+    out(`bench:pipeline: ${tickersN} tickers × ${days} days in ${plan.shards} shard(s) of ${plan.size}, ${fetchProcs} fetch process(es) + route + report, ${os.availableParallelism()} CPUs, load ${load0.map((l) => l.toFixed(2)).join(' ')}`);
+    const bare = await measureBare(config, redis, env, prefix, tickers, days, fetchProcs, config.shardSize);
     await removePrefix(redis, prefix);
     out(`bare flow:  ${bare.seconds.toFixed(2)} s  (${(tickersN / bare.seconds).toFixed(0)} tickers/s, Redis +${mb(bare.redisPeakBytes)} MB)`);
     out(`  CPU seconds: ${formatCpu(bare.cpuSeconds)}`);
-    const real = await measureReal(config.redisUrl, redis, env, prefix, tickers, days, fetchProcs, runs);
+    const real = await measureReal(config, redis, env, prefix, tickers, days, fetchProcs, runs, config.shardSize);
     out(`pipeline:   ${real.seconds.toFixed(2)} s${runs > 1 ? ` (mean of ${runs} runs)` : ''}  (${(tickersN / real.seconds).toFixed(0)} tickers/s, ${(real.seconds / bare.seconds).toFixed(2)}× bare, Redis +${mb(real.redisPeakBytes)} MB)`);
     out(`  CPU seconds${runs > 1 ? ' per run' : ''}: ${formatCpu(real.cpuSeconds)}`);
     if (real.stagesMs) out(`  stages (last run): ${Object.entries(real.stagesMs).map(([k, v]) => `${k} ${v}`).join(', ')}`);
@@ -475,6 +477,8 @@ async function benchPipeline(argv: readonly string[], out: (line: string) => voi
         JSON.stringify({
           tickers: tickersN,
           days,
+          shards: plan.shards,
+          shardSize: plan.size,
           runs,
           seconds: Number(real.seconds.toFixed(3)),
           bareSeconds: Number(bare.seconds.toFixed(3)),

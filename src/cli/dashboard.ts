@@ -16,7 +16,7 @@ Serves the pipeline's dashboard until SIGINT/SIGTERM:
 
 Environment: DASHBOARD_HOST (default 127.0.0.1), DASHBOARD_PORT (3000), DASHBOARD_TOKEN (required when the host
 is not loopback; every request then needs it: "Authorization: Bearer TOKEN", or open any page once with
-?token=TOKEN), DASHBOARD_QUEUE_ACTIONS, REDIS_URL, MOE_PREFIX, REPORTS_DIR, LOG_LEVEL.`;
+?token=TOKEN), DASHBOARD_QUEUE_ACTIONS, REDIS_URL (or REDIS_CLUSTER_NODES), MOE_PREFIX, REPORTS_DIR, LOG_LEVEL.`;
 
 export function main(argv: readonly string[]): Promise<number> {
   return runCommand('dashboard', () => dashboard(argv));
@@ -31,7 +31,7 @@ async function dashboard(argv: readonly string[]): Promise<number> {
   if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
   const config = loadConfig();
   const logger = createLogger({ name: 'moe-dashboard', level: config.logLevel });
-  const redis = await connectClient(config.redisUrl, 'moe-dashboard');
+  const redis = await connectClient(config, 'moe-dashboard');
   // Later errors (Redis restarts) are logged; ioredis reconnects and the next request works again.
   redis.on('error', (err: Error) => logger.warn({ err: err.message, redis: redactUrl(config.redisUrl) }, 'redis connection error'));
 

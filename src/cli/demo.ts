@@ -13,7 +13,7 @@ import { DOMAINS } from '../domains.js';
 import { DEFAULT_UNIVERSE } from '../data/universe.js';
 import { prettyLine } from '../log.js';
 import { REPORT_FILES, type RunSummary } from '../report/types.js';
-import { closeRedis, createRedis, waitReady } from '../../jobs/connection.js';
+import { closeRedis, createRedis, deleteMatching, waitReady, type RedisTarget } from '../../jobs/connection.js';
 import { runKeysPattern, runsIndexKey, universeKeysPattern } from '../../jobs/keys.js';
 import { QUEUE_NAMES, ROLES, type Role } from '../../jobs/queues.js';
 import { watchRun } from '../../jobs/watch-run.js';
@@ -50,8 +50,8 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function redisAnswers(url: string): Promise<boolean> {
-  const r = createRedis(url, { name: 'moe-demo-probe' });
+async function redisAnswers(target: RedisTarget): Promise<boolean> {
+  const r = createRedis(target, { name: 'moe-demo-probe' });
   r.on('error', () => undefined); // the probe's failure is the answer; ioredis would otherwise print it
   try {
     await waitReady(r, 1_500);
@@ -181,15 +181,17 @@ async function runDemo(config: Config, signal: AbortSignal, cleanups: Cleanup[])
     say(`demo: no model file at ${config.modelPath}; build one with \`npm run train\` or set MOE_MODEL`);
     return 1;
   }
+  let target: RedisTarget = config;
   let redisUrl = config.redisUrl;
   let prefix = config.prefix;
   let ownRedis = false;
-  if (await redisAnswers(redisUrl)) {
+  if (await redisAnswers(target)) {
     // A shared Redis: a private prefix keeps this demo's jobs away from any other workers on it.
     prefix = `${config.prefix}-demo-${randomBytes(4).toString('hex')}`;
     say(`Using Redis at ${redisUrl} (key prefix ${prefix})`);
   } else {
     redisUrl = await startRedisServer(cleanups);
+    target = redisUrl;
     ownRedis = true;
     say(`Started redis-server at ${redisUrl}`);
   }
@@ -197,12 +199,14 @@ async function runDemo(config: Config, signal: AbortSignal, cleanups: Cleanup[])
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     REDIS_URL: redisUrl,
+    // The demo's own redis-server is a single server, whatever cluster the environment named.
+    REDIS_CLUSTER_NODES: ownRedis ? '' : process.env.REDIS_CLUSTER_NODES,
     MOE_PREFIX: prefix,
     MOE_MODEL: config.modelPath,
     REPORTS_DIR: config.reportsDir,
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
   };
-  const redis = createRedis(redisUrl, { name: 'moe-demo' });
+  const redis = createRedis(target, { name: 'moe-demo' });
   const flow = new FlowProducer({ connection: redis, prefix });
   const reportQueue = new Queue(QUEUE_NAMES.report, { connection: redis, prefix });
   cleanups.push(async () => {
@@ -213,11 +217,7 @@ async function runDemo(config: Config, signal: AbortSignal, cleanups: Cleanup[])
         await q.obliterate({ force: true }).catch((e: unknown) => say(`demo: could not clean queue ${name}: ${String(e)}`));
         await q.close();
       }
-      for (const match of [runKeysPattern(prefix), universeKeysPattern(prefix)]) {
-        for await (const keys of redis.scanStream({ match, count: 500 })) {
-          if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
-        }
-      }
+      for (const match of [runKeysPattern(prefix), universeKeysPattern(prefix)]) await deleteMatching(redis, match);
       await redis.del(runsIndexKey(prefix));
     }
     await Promise.allSettled([flow.close(), reportQueue.close()]);
@@ -239,7 +239,7 @@ async function runDemo(config: Config, signal: AbortSignal, cleanups: Cleanup[])
 
   const tickers = DEFAULT_UNIVERSE.map((u) => u.ticker);
   const run = await enqueueRun(
-    { flow, redis, prefix, runTtlSeconds: config.runTtlSeconds },
+    { flow, redis, prefix, runTtlSeconds: config.runTtlSeconds, shardSize: config.shardSize },
     { tickers, source: 'sim', range: { days: DEMO_DAYS }, seed: DEMO_SEED },
   );
   say(`Enqueued run ${run.runId}: ${run.tickers.length} tickers × ${DEMO_DAYS} days from the simulator`);

@@ -121,7 +121,8 @@ function progressLine(m: RunMeta): string {
     case 'queued':
       return fetched;
     case 'routing':
-      return `${fetched}; routing`;
+      // A run of several shards routes each as soon as its tickers are fetched, while the others still fetch.
+      return m.shards > 1 ? `${fetched}; routing, ${m.shardsRouted}/${m.shards} shards routed` : `${fetched}; routing`;
     case 'reporting':
       return `${fetched}; routed; reporting`;
     case 'finished':
@@ -161,7 +162,7 @@ async function enqueue(argv: readonly string[], out: (line: string) => void): Pr
   }
   const config = loadConfig();
   // Reconnecting: a run outlives a Redis restart (AOF keeps the queues, the workers ride it out), so its watch does too.
-  const redis = await connectClient(config.redisUrl, 'moe-enqueue', undefined, { reconnect: true });
+  const redis = await connectClient(config, 'moe-enqueue', undefined, { reconnect: true });
   const connection = { connection: redis, prefix: config.prefix };
   const flow = new FlowProducer(connection);
   const reportQueue = new Queue(QUEUE_NAMES.report, connection);
@@ -181,9 +182,9 @@ async function enqueue(argv: readonly string[], out: (line: string) => void): Pr
   process.once('SIGINT', onSignal);
   let runId: string | undefined;
   try {
-    const run = await enqueueRun({ flow, redis, prefix: config.prefix, runTtlSeconds: config.runTtlSeconds }, parsed.request);
+    const run = await enqueueRun({ flow, redis, prefix: config.prefix, runTtlSeconds: config.runTtlSeconds, shardSize: config.shardSize }, parsed.request);
     runId = run.runId;
-    out(`run ${run.runId}: ${run.tickers.length} tickers from ${parsed.request.source}`);
+    out(`run ${run.runId}: ${run.tickers.length} tickers from ${parsed.request.source}${run.shards > 1 ? ` in ${run.shards} shards` : ''}`);
     if (!parsed.wait) return EXIT.ok;
     let progressed = false;
     const hint = setTimeout(() => {

@@ -145,7 +145,7 @@ async function schedule(argv: readonly string[], out: (line: string) => void): P
     return EXIT.ok;
   }
   const config = loadConfig();
-  const redis = await connectClient(config.redisUrl, 'moe-schedule');
+  const redis = await connectClient(config, 'moe-schedule');
   const queue = new Queue(SCHEDULE_QUEUE, { connection: redis, prefix: config.prefix });
   try {
     switch (command.cmd) {

@@ -19,8 +19,9 @@ Options:
 On SIGTERM/SIGINT the workers take no new jobs and finish active ones for up to SHUTDOWN_TIMEOUT_MS (default
 30000); jobs still running then go back to their queue for another worker, and the process exits 0.
 
-Environment: REDIS_URL, MOE_PREFIX, MOE_MODEL, MOE_BACKEND (auto|cpu), REPORTS_DIR, LOG_LEVEL, FEATURE_TTL_SECONDS,
-SHUTDOWN_TIMEOUT_MS, JOB_LOCK_MS, YAHOO_TIMEOUT_MS, YAHOO_MAX_PER_SECOND, BAR_CACHE_TTL_SECONDS.
+Environment: REDIS_URL (or REDIS_CLUSTER_NODES, host:port,… of a Redis Cluster), MOE_PREFIX, MOE_MODEL,
+MOE_BACKEND (auto|cpu), REPORTS_DIR, LOG_LEVEL, FEATURE_TTL_SECONDS, SHUTDOWN_TIMEOUT_MS, JOB_LOCK_MS,
+YAHOO_TIMEOUT_MS, YAHOO_MAX_PER_SECOND, BAR_CACHE_TTL_SECONDS.
 Logs are JSON lines (pino) on stdout.`;
 
 const FLAGS = {

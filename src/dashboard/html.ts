@@ -73,6 +73,7 @@ function runCard(r: RunView, detail: boolean, failedTable = false): string {
   const stage = r.active ? `${r.fetchedDone} of ${r.tickers.length} fetched${r.status === 'reporting' ? ', reporting' : ''}` : `${r.routed ?? 0} routed`;
   const fields: [string, string][] = [
     ['progress', `<progress max="100" value="${pct}"></progress> ${escapeHtml(stage)}`],
+    ['shards', `${r.shardsRouted} of ${r.shards} routed`],
     ['tickers', `${r.tickers.length}: ${escapeHtml(tickerList(r.tickers))}`],
     ['failures', String(r.failures)],
     ['duration', `${formatDuration(r.durationMs)}${r.active ? ' so far' : ''}`],

@@ -1,5 +1,5 @@
 import type { Job, Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../jobs/connection.js';
 import { Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RouteResult } from '../../jobs/payloads.js';
 import { runsIndexKey } from '../../jobs/keys.js';
@@ -46,7 +46,7 @@ function isRouteResult(v: unknown): v is RouteSpeed {
 }
 
 export interface MetricsSources {
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   /** The three pipeline queues, by name. */
   queues: readonly Queue[];

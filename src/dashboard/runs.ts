@@ -1,6 +1,6 @@
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../jobs/connection.js';
 import { isRunId, runsIndexKey } from '../../jobs/keys.js';
 import { REPORT_FILES, type RunSummary } from '../report/types.js';
 import { readRunMeta, type RunMeta, type RunStatus } from '../../jobs/run-meta.js';
@@ -17,6 +17,9 @@ export interface RunView {
   fetchedDone: number;
   /** 0..1: fetch progress, then 1 once routed. */
   progress: number;
+  /** Shards of the run (one route job each) and those whose route job has stored its output. */
+  shards: number;
+  shardsRouted: number;
   routed: number | undefined;
   /** Failed tickers: from the report when written, else fetch failures so far. */
   failures: number;
@@ -127,6 +130,8 @@ export async function runView(meta: RunMeta, reportsDir: string, now = Date.now(
     tickers: meta.tickers,
     fetchedDone,
     progress: routedDone ? 1 : n > 0 ? Math.min(1, fetchedDone / n) : 0,
+    shards: meta.shards,
+    shardsRouted: meta.shardsRouted,
     routed: meta.routed,
     failures: digest ? digest.failed.length : (meta.failedTickers ?? meta.fetchFailed),
     failedTickers: digest?.failed ?? [],
@@ -144,7 +149,7 @@ export async function runView(meta: RunMeta, reportsDir: string, now = Date.now(
 }
 
 /** The newest `limit` runs of the prefix, newest first; runs whose hash expired are left out. */
-export async function listRuns(redis: Redis, prefix: string, reportsDir: string, limit = 50): Promise<RunView[]> {
+export async function listRuns(redis: RedisClient, prefix: string, reportsDir: string, limit = 50): Promise<RunView[]> {
   const ids = await redis.zrevrange(runsIndexKey(prefix), 0, limit - 1);
   const metas = await Promise.all(ids.filter(isRunId).map((id) => readRunMeta(redis, prefix, id)));
   const now = Date.now();

@@ -7,7 +7,7 @@ import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import { Queue } from 'bullmq';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../jobs/connection.js';
 import type { Logger } from 'pino';
 import { isRunId } from '../../jobs/keys.js';
 import { QUEUE_NAMES } from '../../jobs/queues.js';
@@ -34,7 +34,7 @@ export interface DashboardOptions {
   /** REPORTS_DIR: where `<runId>/` report folders are read from. */
   reportsDir: string;
   /** Client connection (the dashboard only reads, except bull-board actions when enabled). */
-  redis: Redis;
+  redis: RedisClient;
   logger: Logger;
   /** Runs listed on the runs page. @defaultValue 50 */
   runsShown?: number;

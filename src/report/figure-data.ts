@@ -17,6 +17,7 @@ import {
 import { sharesArray } from './drift.js';
 import type { DriftPanelData } from './figure-types.js';
 import { REPORT_FILES, type ReportInput, type RunSummary } from './types.js';
+import { DAILY_CLASSES, dailyAggregate } from './daily.js';
 
 const domains = (): string[] => [...DOMAINS];
 
@@ -71,35 +72,9 @@ export function conditionsFigure(summary: RunSummary): ConditionsFigure {
 }
 
 export function timeSeriesFigure(input: ReportInput): TimeSeriesFigure {
-  const dateSet = new Set<number>();
-  for (const s of input.series) for (const d of s.dates) dateSet.add(d);
-  const dates = [...dateSet].sort((a, b) => a - b);
-  const col = new Map(dates.map((d, i) => [d, i]));
-  const names = classOrder(input.series);
-  const volSum = names.map(() => new Float64Array(dates.length));
-  const volN = names.map(() => new Uint32Array(dates.length));
-  const confSum = new Float64Array(dates.length);
-  const n = new Uint32Array(dates.length);
-  const assigned = Array.from({ length: NUM_DOMAINS }, () => new Uint32Array(dates.length));
-  for (const s of input.series) {
-    const c = names.indexOf(classOf(s));
-    for (let i = 0; i < s.dates.length; i++) {
-      const j = col.get(s.dates[i] ?? 0);
-      if (j === undefined) continue;
-      const v = s.vol[i];
-      if (v !== undefined && Number.isFinite(v)) {
-        bump(volSum[c], j, v);
-        bump(volN[c], j, 1);
-      }
-      const conf = s.confidence[i];
-      if (conf !== undefined && Number.isFinite(conf)) {
-        bump(confSum, j, conf);
-        bump(n, j, 1);
-      }
-      const a = s.assign[i];
-      if (a !== undefined) bump(assigned[a], j, 1);
-    }
-  }
+  const daily = input.daily ?? dailyAggregate(input.series);
+  const { dates, volSum, volN, confSum, confN: n, assigned } = daily;
+  const classes = DAILY_CLASSES.map((name, c) => ({ name, c })).filter(({ c }) => (daily.classSeries[c] ?? 0) > 0);
   const scale = annualisedVol(1) * 100;
   return {
     kind: 'timeSeries',
@@ -107,8 +82,8 @@ export function timeSeriesFigure(input: ReportInput): TimeSeriesFigure {
     title: 'Volatility regimes, router confidence and routing drift',
     subtitle: subtitle(input.summary),
     domains: domains(),
-    dates,
-    classes: names.map((name, c) => ({
+    dates: [...dates],
+    classes: classes.map(({ name, c }) => ({
       name,
       vol: dates.map((_, j) => (volN[c]![j]! > 0 ? (volSum[c]![j]! / volN[c]![j]!) * scale : null)),
     })),
@@ -146,16 +121,31 @@ function driftPanelData(summary: RunSummary): DriftPanelData {
   };
 }
 
+/**
+ * Most tickers the performance panels draw one bar each for. The panels grow to 1,600 CSS px, about 13 px a bar at
+ * 100 tickers with every tick label drawn (`test/report-labels.test.ts`); beyond that the bars thin below a pixel at a
+ * few thousand tickers and the labels thin out to an arbitrary sample. A larger run shows its
+ * `PERFORMANCE_TICKERS_MAX / 2` highest and as many lowest returns, and the panels say how many more there are.
+ */
+export const PERFORMANCE_TICKERS_MAX = 100;
+
+/** The tickers a performance figure of `rows` draws: all of them, or the highest and lowest returns. */
+function performanceRows<T extends { ticker: string; ret: number }>(rows: T[]): T[] {
+  if (rows.length <= PERFORMANCE_TICKERS_MAX) return rows;
+  const byReturn = [...rows].sort((a, b) => b.ret - a.ret || a.ticker.localeCompare(b.ticker));
+  const half = PERFORMANCE_TICKERS_MAX / 2;
+  return [...byReturn.slice(0, half), ...byReturn.slice(-half)];
+}
+
 export function performanceFigure(summary: RunSummary): PerformanceFigure {
-  const tickers = summary.tickers
-    .map((t) => ({
-      ticker: t.ticker,
-      cls: classOf(t),
-      domain: Math.max(0, domainIndex(t.domain)),
-      ret: t.totalReturn * 100,
-      probs: [...t.probs],
-    }))
-    .sort((a, b) => a.domain - b.domain || b.ret - a.ret || a.ticker.localeCompare(b.ticker));
+  const all = summary.tickers.map((t) => ({
+    ticker: t.ticker,
+    cls: classOf(t),
+    domain: Math.max(0, domainIndex(t.domain)),
+    ret: t.totalReturn * 100,
+    probs: [...t.probs],
+  }));
+  const tickers = performanceRows(all).sort((a, b) => a.domain - b.domain || b.ret - a.ret || a.ticker.localeCompare(b.ticker));
   return {
     kind: 'performance',
     file: REPORT_FILES.performance,
@@ -163,11 +153,8 @@ export function performanceFigure(summary: RunSummary): PerformanceFigure {
     subtitle: subtitle(summary),
     domains: domains(),
     tickers,
+    total: all.length,
   };
-}
-
-function bump(arr: Float64Array | Uint32Array | undefined, i: number, by: number): void {
-  if (arr && i < arr.length) arr[i] = (arr[i] ?? 0) + by;
 }
 
 /** The four figures of a run, in `REPORT_FILES` order. */

@@ -83,8 +83,13 @@ export interface PerformanceTicker {
 export interface PerformanceFigure extends FigureHeader {
   kind: 'performance';
   domains: string[];
-  /** Sorted by chosen domain, then by return. */
+  /**
+   * Sorted by chosen domain, then by return: every routed ticker, or for a run of more than
+   * `PERFORMANCE_TICKERS_MAX` (figure-data.ts) only its highest and lowest returns.
+   */
   tickers: PerformanceTicker[];
+  /** Routed tickers of the run; more than `tickers.length` when the figure shows only the extremes. */
+  total: number;
 }
 
 export type Figure = RoutingFigure | ConditionsFigure | TimeSeriesFigure | PerformanceFigure;

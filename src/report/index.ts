@@ -3,7 +3,8 @@ export { buildSummaryMarkdown } from './summary-markdown.js';
 export { createRenderPool, warmRenderPool, type RenderPoolOptions } from './pool.js';
 export { ReportError, type ReportErrorCode } from './errors.js';
 export { classStats, marketCondition, CONDITION_THRESHOLDS, type ClassStats, type MarketCondition } from './market-condition.js';
-export { REPORT_FILES, type ReportInput, type RunSummary, type TickerSummary, type TickerSeries } from './types.js';
+export { REPORT_FILES, type DailyAggregate, type ReportInput, type RunSummary, type TickerSummary, type TickerSeries } from './types.js';
+export { DAILY_CLASSES, dailyAggregate, mergeDaily, validateDailyAggregate } from './daily.js';
 export { sampleReportInput, type SampleInputOptions } from './sample-input.js';
 export {
   PSI_BANDS,

@@ -108,7 +108,11 @@ export interface RunSummary {
   /** Router backend that ran, e.g. `simd-avx512`, `simd-avx2`, `scalar`, `cuda`. */
   backend: string;
   model: { path: string; hidden: number; featureSpec: string };
-  /** Milliseconds per stage. */
+  /**
+   * Milliseconds per stage: `fetchMs` from the enqueue to the start of the last shard's route job, `routeMs` the
+   * shards' route jobs summed (they overlap the fetching of other shards), `reportMs` the report job, `totalMs` the
+   * enqueue to the written report.
+   */
   timings: { fetchMs: number; routeMs: number; reportMs: number; totalMs: number };
   /** Total tokens (ticker-days) routed. */
   tokens: number;
@@ -136,9 +140,32 @@ export interface TickerSeries {
   assign: Uint8Array;
 }
 
+/**
+ * The per-day sums the time-series figure is drawn from (src/report/daily.ts builds, merges and checks them): 16
+ * numbers per distinct date of the run, however many tickers it has.
+ */
+export interface DailyAggregate {
+  /** Days since 1970-01-01 UTC, ascending, distinct: the union of every ticker's routed dates. */
+  dates: number[];
+  /** Ticker series per class, in `DAILY_CLASSES` order (daily.ts); the figure draws the classes with at least one. */
+  classSeries: number[];
+  /** Sum of the finite daily volatilities per class per date: `[class][date]`. */
+  volSum: number[][];
+  /** Number of finite daily volatilities per class per date. */
+  volN: number[][];
+  /** Sum and number of finite confidences (probability of the assigned domain) per date. */
+  confSum: number[];
+  confN: number[];
+  /** Ticker-days assigned to each domain per date: `[domain][date]`. */
+  assigned: number[][];
+}
+
 export interface ReportInput {
   summary: RunSummary;
+  /** Per-day series of each routed ticker; the time-series figure sums them unless `daily` is given. */
   series: TickerSeries[];
+  /** The run's per-day sums, already reduced (a sharded run's report merges its shards'); `series` is then unused. */
+  daily?: DailyAggregate;
 }
 
 /** File names written into `REPORTS_DIR/<runId>/`. */

@@ -1,6 +1,7 @@
 import { DOMAINS, NUM_DOMAINS, isDomain } from '../domains.js';
 import { expectedMessage } from '../util/describe.js';
 import { ReportError } from './errors.js';
+import { validateDailyAggregate } from './daily.js';
 import type { ReportInput, TickerSeries, TickerSummary } from './types.js';
 
 function fail(what: string, name: string, value: unknown): never {
@@ -73,4 +74,5 @@ export function validateReportInput(input: ReportInput, outDir: string): void {
   summary.tickers.forEach(checkTicker);
   checkRouting(summary);
   series.forEach(checkSeries);
+  if (input.daily !== undefined) validateDailyAggregate(input.daily, 'input.daily');
 }

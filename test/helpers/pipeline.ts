@@ -25,7 +25,8 @@ export interface TestPipeline {
   config: Config;
   redis: Redis;
   tmp: string;
-  run(req: RunRequest): Promise<{ run: EnqueuedRun; meta: RunMeta }>;
+  /** Enqueues a run in shards of `shardSize` tickers (default: the configuration's) and waits for its end. */
+  run(req: RunRequest, shardSize?: number): Promise<{ run: EnqueuedRun; meta: RunMeta }>;
   summary(meta: RunMeta): Promise<RunSummary>;
   close(): Promise<void>;
 }
@@ -59,8 +60,8 @@ export async function startTestPipeline(name: string, env: Record<string, string
     config,
     redis,
     tmp,
-    async run(req) {
-      const run = await enqueueRun({ flow, redis, prefix: config.prefix, runTtlSeconds: config.runTtlSeconds }, req);
+    async run(req, shardSize = config.shardSize) {
+      const run = await enqueueRun({ flow, redis, prefix: config.prefix, runTtlSeconds: config.runTtlSeconds, shardSize }, req);
       const meta = await watchRun({ redis, prefix: config.prefix, runId: run.runId, reportQueue, intervalMs: 100, timeoutMs: 50_000 });
       return { run, meta };
     },

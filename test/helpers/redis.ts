@@ -1,18 +1,17 @@
 import net from 'node:net';
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import { deleteMatching, type RedisClient } from '../../jobs/connection.js';
+import { prefixPattern } from '../../jobs/keys.js';
 import { QUEUE_NAMES, SCHEDULE_QUEUE } from '../../jobs/queues.js';
 
-/** Removes a test's queues (every pipeline queue and the schedule queue) and every other key under its prefix. */
-export async function clearPrefix(redis: Redis, prefix: string): Promise<void> {
+/** Removes a test's queues (every pipeline queue and the schedule queue) and every other key under its prefix (a cluster's too). */
+export async function clearPrefix(redis: RedisClient, prefix: string): Promise<void> {
   for (const name of [...Object.values(QUEUE_NAMES), SCHEDULE_QUEUE]) {
     const q = new Queue(name, { connection: redis, prefix });
     await q.obliterate({ force: true });
     await q.close();
   }
-  for await (const keys of redis.scanStream({ match: `${prefix}:*`, count: 500 })) {
-    if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
-  }
+  await deleteMatching(redis, prefixPattern(prefix));
 }
 
 /** A TCP port on loopback that nothing listens on right now (for a test's private redis-server). */

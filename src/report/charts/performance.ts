@@ -27,8 +27,20 @@ function tickerAxis(fig: PerformanceFigure) {
   };
 }
 
+/**
+ * The panel's title, and for a run with more tickers than the panels draw a second line saying which ones are shown
+ * and how many are left out, so a top-and-bottom selection is never read as the whole run.
+ */
+function titleLines(fig: PerformanceFigure, title: string): string | string[] {
+  const shown = fig.tickers.length;
+  if (fig.total <= shown) return title;
+  const n = (v: number) => v.toLocaleString('en-US');
+  const half = Math.floor(shown / 2);
+  return [title, `${n(shown)} of ${n(fig.total)} tickers: the ${half} highest and ${shown - half} lowest returns, and ${n(fig.total - shown)} more (summary.json)`];
+}
+
 /** Title, a compact domain legend on top and no tooltips (static images): shared by both performance panels. */
-function domainLegendPlugins(title: string) {
+function domainLegendPlugins(title: string | string[]) {
   return {
     title: panelTitle(title),
     legend: { position: 'top' as const, labels: { boxWidth: 14, font: { size: 11 } } },
@@ -56,7 +68,7 @@ export function returnsByDomain(fig: PerformanceFigure): Panel {
           .filter((_, i) => used[i]),
       },
       options: {
-        plugins: domainLegendPlugins(title),
+        plugins: domainLegendPlugins(titleLines(fig, title)),
         scales: {
           x: tickerAxis(fig),
           y: {
@@ -90,7 +102,7 @@ export function domainProbabilities(fig: PerformanceFigure): Panel {
         })),
       },
       options: {
-        plugins: domainLegendPlugins(title),
+        plugins: domainLegendPlugins(titleLines(fig, title)),
         scales: {
           x: tickerAxis(fig),
           y: { stacked: true, min: 0, max: 1, grid, title: axisTitle('Probability') },
