@@ -99,7 +99,17 @@ export interface Config {
    * @defaultValue 1000 (env `MOE_SHARD_SIZE`)
    */
   shardSize: number;
+  /**
+   * Worker processes on this host that compute features (those serving the fetch stage) and so share its CPUs. A
+   * fetch process without an explicit thread count (`workers --threads`) takes about CPUs / `hostProcs` feature
+   * threads (`defaultFeatureThreads` in `workers/pool.ts`), so P processes on an N-core host together start about N
+   * threads, not P × N. In 1..`MAX_HOST_PROCS`. @defaultValue 1 (env `MOE_HOST_PROCS`)
+   */
+  hostProcs: number;
 }
+
+/** Most worker processes `MOE_HOST_PROCS` may name: far more than any host has cores. */
+export const MAX_HOST_PROCS = 1024;
 
 export type ConfigErrorCode = 'CONFIG_INVALID' | 'BACKEND_UNAVAILABLE';
 
@@ -299,6 +309,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   const shutdownTimeoutMs = positiveInt(env, 'SHUTDOWN_TIMEOUT_MS', 30_000, problems, 3_600_000);
   const minHistory = readMinHistoryBars(env, problems);
   const shardSize = positiveInt(env, 'MOE_SHARD_SIZE', DEFAULT_SHARD_SIZE, problems, MAX_SHARD_SIZE);
+  const hostProcs = positiveInt(env, 'MOE_HOST_PROCS', 1, problems, MAX_HOST_PROCS);
 
   const configuredPrefix = env.MOE_PREFIX?.trim() || 'moe';
   if (/[{}]/.test(configuredPrefix)) {
@@ -330,6 +341,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     shutdownTimeoutMs,
     minHistoryBars: minHistory,
     shardSize,
+    hostProcs,
   };
 }
 

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { benchTickers, cpuSeconds, main, threadCpu } from '../src/cli/bench-pipeline.js';
+import { benchTickers, cpuSeconds, main, sweepCounts, sweepEfficiency, threadCpu } from '../src/cli/bench-pipeline.js';
 import { canonicalTickers } from '../jobs/enqueue-run.js';
 import { parseSimTicker } from '../src/data/universe.js';
 import { createRedis, closeRedis } from '../jobs/connection.js';
@@ -43,6 +43,29 @@ describe('bench:pipeline', () => {
     }
     expect(errors[0]).toContain('Expected --tickers N but received nothing');
     expect(errors[1]).toContain('Expected integer in 1..100000 for --tickers but received "100001"');
+  });
+
+  it('reads the sweep counts and refuses bad ones or a sweep with --fetch-procs', async () => {
+    expect(sweepCounts('1,2, 4,8,12,2')).toEqual([1, 2, 4, 8, 12]);
+    for (const bad of ['', '1,,2', '0', '1,65', 'two']) {
+      expect(() => sweepCounts(bad)).toThrow(`Expected a comma-separated list of integers in 1..64 for --sweep-fetch-procs but received ${JSON.stringify(bad)}`);
+    }
+    const errors: string[] = [];
+    const spy = vi.spyOn(console, 'error').mockImplementation((m: unknown) => void errors.push(String(m)));
+    try {
+      expect(await main(['--tickers', '5', '--sweep-fetch-procs', '1,2', '--fetch-procs', '2'], () => undefined)).toBe(2);
+      expect(await main(['--tickers', '5', '--route-procs', '0'], () => undefined)).toBe(2);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(errors[0]).toContain('Expected either --fetch-procs or --sweep-fetch-procs but received both ("2" and "1,2")');
+    expect(errors[1]).toContain('Expected integer in 1..64 for --route-procs but received "0"');
+  });
+
+  it('rates each sweep row per fetch process against one process, or the first count without it', () => {
+    const row = (fetchProcs: number, tickersPerSecond: number) => ({ fetchProcs, seconds: 1, tickersPerSecond, fetchStageSeconds: 1, cpuSeconds: 1 });
+    expect(sweepEfficiency([row(2, 300), row(1, 200), row(4, 400)]).map((r) => r.efficiency)).toEqual([0.75, 1, 0.5]);
+    expect(sweepEfficiency([row(2, 300), row(4, 450)]).map((r) => r.efficiency)).toEqual([1, 0.75]);
   });
 
   it('reads a process CPU time from /proc and says NaN where it cannot', () => {
@@ -91,6 +114,13 @@ describe('bench:pipeline', () => {
     expect(cpu.report).toBeGreaterThan(bareCpu.report!);
     expect(cpu.fetch! + cpu.route! + cpu.report!).toBeGreaterThan(0);
     expect(last.stagesMs).toMatchObject({ fetchMs: expect.any(Number), routeMs: expect.any(Number), reportMs: expect.any(Number) });
+    // Orchestration CPU of both flows per ticker, and their ratio.
+    for (const o of [last.orchestration, last.bareOrchestration] as { cpuSeconds: number; msPerTicker: number; parts: Record<string, number> }[]) {
+      expect(o.msPerTicker).toBeGreaterThan(0);
+      expect(Object.keys(o.parts).sort()).toEqual(['bench', 'redis', 'workerMain']);
+    }
+    expect(last.orchestrationRatio).toBeGreaterThan(0);
+    expect(lines.some((l) => /^ {2}ratio \d+\.\d+× the bare flow$/.test(l))).toBe(true);
     expect(last.prefix).toMatch(/^bench-[0-9a-f]{8}$/);
     const redis = createRedis('redis://127.0.0.1:6379');
     try {
@@ -99,6 +129,31 @@ describe('bench:pipeline', () => {
       expect(left).toEqual([]);
     } finally {
       await closeRedis(redis);
+    }
+  });
+
+  it('starts several route and report processes and sweeps fetch process counts', async () => {
+    const lines: string[] = [];
+    expect(await main(['--tickers', '8', '--days', '20', '--fetch-procs', '2', '--route-procs', '2', '--report-procs', '2', '--json'], (l) => lines.push(l))).toBe(0);
+    const last = JSON.parse(lines.at(-1)!) as Record<string, unknown>;
+    expect([last.fetchProcs, last.routeProcs, last.reportProcs]).toEqual([2, 2, 2]);
+    // Two fetch processes share the host's CPUs (MOE_HOST_PROCS=2): ⌊CPUs / 2⌋ feature threads each, at least one.
+    expect(last.featureThreads).toBe(Math.max(1, Math.min(4, Math.floor(os.availableParallelism() / 2))));
+    expect(Object.keys(last.workerPeakRssMB as object).sort()).toEqual(['fetch0', 'fetch1', 'report4', 'report5', 'route2', 'route3']);
+    expect(Object.keys(last.bareCpuSeconds as object).sort()).toEqual(['bench', 'fetch0', 'fetch1', 'redis', 'report4', 'report5', 'route2', 'route3']);
+
+    const sweepLines: string[] = [];
+    expect(await main(['--tickers', '6', '--days', '20', '--sweep-fetch-procs', '1,2', '--json'], (l) => sweepLines.push(l))).toBe(0);
+    expect(sweepLines.filter((l) => /^ +[12] \| /.test(l))).toHaveLength(2);
+    const sweep = (JSON.parse(sweepLines.at(-1)!) as { sweep: Record<string, number>[] }).sweep;
+    expect(sweep.map((r) => r.fetchProcs)).toEqual([1, 2]);
+    expect(sweep[0]!.efficiency).toBe(1);
+    for (const r of sweep) {
+      expect(r.seconds).toBeGreaterThan(0);
+      expect(r.tickersPerSecond).toBeGreaterThan(0);
+      expect(r.fetchStageSeconds).toBeGreaterThanOrEqual(0);
+      expect(r.cpuSeconds).toBeGreaterThan(0);
+      expect(r.efficiency).toBeGreaterThan(0);
     }
   });
 });

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, DEFAULT_MODEL_FILE, loadConfig, routerBackendChoice } from '../src/config.js';
+import { defaultFeatureThreads, MAX_DEFAULT_FEATURE_THREADS } from '../workers/pool.js';
 
 describe('loadConfig', () => {
   it('fills every default from an empty environment', () => {
@@ -22,6 +23,7 @@ describe('loadConfig', () => {
       shutdownTimeoutMs: 30_000,
       minHistoryBars: 60,
       shardSize: 1000,
+      hostProcs: 1,
     });
     expect(path.isAbsolute(c.modelPath)).toBe(true);
   });
@@ -32,6 +34,38 @@ describe('loadConfig', () => {
     expect([c.barCacheTtlSeconds, c.jobLockMs, c.shutdownTimeoutMs]).toEqual([60, 2000, 500]);
     expect(() => loadConfig({ JOB_LOCK_MS: '200' })).toThrow('Expected at least 1000 for JOB_LOCK_MS but received 200');
     expect(() => loadConfig({ YAHOO_MAX_PER_SECOND: '0' })).toThrow('Expected integer in 1..1000 for YAHOO_MAX_PER_SECOND but received "0"');
+  });
+
+  it('reads MOE_HOST_PROCS in 1..1024 and names it when it is not', () => {
+    expect(loadConfig({ MOE_HOST_PROCS: '8' }).hostProcs).toBe(8);
+    expect(loadConfig({ MOE_HOST_PROCS: '' }).hostProcs).toBe(1);
+    expect(() => loadConfig({ MOE_HOST_PROCS: '0' })).toThrow('Expected integer in 1..1024 for MOE_HOST_PROCS but received "0"');
+    expect(() => loadConfig({ MOE_HOST_PROCS: '1025' })).toThrow('Expected integer in 1..1024 for MOE_HOST_PROCS but received "1025"');
+    expect(() => loadConfig({ MOE_HOST_PROCS: '2.5' })).toThrow('Expected integer in 1..1024 for MOE_HOST_PROCS but received "2.5"');
+    expect(() => loadConfig({ MOE_HOST_PROCS: 'all' })).toThrow('Expected integer in 1..1024 for MOE_HOST_PROCS but received "all"');
+  });
+
+  it('gives each of P fetch processes on N CPUs about N / P feature threads, at least 1 and at most 4', () => {
+    // One process alone: every CPU, up to the cap (the default of earlier releases).
+    expect(defaultFeatureThreads(1, 2)).toBe(2);
+    expect(defaultFeatureThreads(1, 16)).toBe(MAX_DEFAULT_FEATURE_THREADS);
+    // Several processes split the host, rounded down (each main thread needs CPU too), never below one thread.
+    expect([1, 2, 4, 8, 12, 16, 32].map((p) => defaultFeatureThreads(p, 16))).toEqual([4, 4, 4, 2, 1, 1, 1]);
+    expect(defaultFeatureThreads(3, 16)).toBe(4);
+    expect(defaultFeatureThreads(5, 16)).toBe(3);
+    expect(defaultFeatureThreads(2, 2)).toBe(1);
+    expect(defaultFeatureThreads(4, 2)).toBe(1);
+    // P processes never take more threads together than the host has CPUs, unless each is down to one.
+    for (const cpus of [1, 2, 4, 6, 16, 64]) {
+      for (let p = 1; p <= 2 * cpus; p++) {
+        const t = defaultFeatureThreads(p, cpus);
+        expect(t).toBeGreaterThanOrEqual(1);
+        if (t > 1) expect(p * t).toBeLessThanOrEqual(cpus);
+      }
+    }
+    expect(defaultFeatureThreads()).toBeGreaterThanOrEqual(1);
+    expect(() => defaultFeatureThreads(0, 16)).toThrow('Expected integer ≥ 1 for hostProcs but received 0');
+    expect(() => defaultFeatureThreads(1, 1.5)).toThrow('Expected integer ≥ 1 for cpus but received 1.5');
   });
 
   it('reads MOE_SHARD_SIZE in 1..10000 and names it when it is not', () => {

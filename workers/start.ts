@@ -10,7 +10,7 @@ import { QUEUE_NAMES, SCHEDULE_QUEUE, type WorkerRole } from '../jobs/queues.js'
 import { createScheduleProcessor } from '../jobs/schedule.js';
 import { RedisRateLimiter } from './rate-limit.js';
 import { createFetchProcessor } from './fetch.js';
-import { createFeaturePool, trackRunning } from './pool.js';
+import { createFeaturePool, defaultFeatureThreads, trackRunning } from './pool.js';
 import { createReportProcessor } from './report.js';
 import { createRouteProcessor, openRouter, type LoadedRouter } from './route.js';
 import { boundedError } from './job.js';
@@ -28,7 +28,10 @@ export interface StartWorkersOptions {
    * --cpu-prof, 5,000 tickers). @defaultValue fetch 16, route 1, report 1, schedule 1
    */
   concurrency?: Partial<Record<WorkerRole, number>>;
-  /** Threads of the feature pool. @defaultValue `defaultThreads()` */
+  /**
+   * Threads of the feature pool. @defaultValue this process's share of the host's CPUs,
+   * `defaultFeatureThreads(config.hostProcs)` (`MOE_HOST_PROCS` fetch processes on the host)
+   */
   featureThreads?: number;
   /**
    * Threads of the render pool; the four figures of a report render in parallel, so up to 4 help.
@@ -99,6 +102,7 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
   const pools: { pool: Piscina; idle: (timeoutMs: number) => Promise<void> }[] = [];
   let loaded: LoadedRouter | undefined;
   const workers = new Map<WorkerRole, Worker>();
+  let featureThreads: number | undefined;
   let flow: FlowProducer | undefined;
 
   /** True once jobs were handed back: their processors may still be running (a forward pass in native code). */
@@ -141,7 +145,8 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
     if (roles.includes('fetch')) {
       // Features must match what the route workers' model expects; the model file says which size that is.
       const { hidden } = await loadModel(config.modelPath);
-      const pool = createFeaturePool(opts.featureThreads);
+      featureThreads = opts.featureThreads ?? defaultFeatureThreads(config.hostProcs);
+      const pool = createFeaturePool(featureThreads);
       pools.push({ pool, ...trackRunning(pool) });
       // One request rate for every fetch worker on this Redis, whatever the number of processes and hosts.
       const limiter = new RedisRateLimiter({ redis, key: rateLimitKey(config.prefix, 'yahoo'), max: config.yahoo.maxPerSecond, windowMs: 1000 });
@@ -197,7 +202,7 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
     throw err;
   }
   logger.info(
-    { roles, prefix: config.prefix, backend: loaded?.router.backend, fallbackReason: loaded?.router.fallbackReason },
+    { roles, prefix: config.prefix, featureThreads, backend: loaded?.router.backend, fallbackReason: loaded?.router.fallbackReason },
     'workers started',
   );
 

@@ -16,17 +16,22 @@ import { enqueueRun, shardPlan } from '../../jobs/enqueue-run.js';
 import { FETCH_JOB_OPTIONS, REPORT_JOB_OPTIONS, ROUTE_JOB_OPTIONS } from '../../jobs/job-options.js';
 import { MAX_DAYS, MAX_TICKERS } from '../limits.js';
 import { errorText } from '../util/errors.js';
-import { intFlag, parseArgs, UsageError } from './args.js';
+import { defaultFeatureThreads } from '../../workers/pool.js';
+import { intFlag, parseArgs, stringFlag, UsageError } from './args.js';
 import { CommandError, EXIT, runCommand, runIfMain } from './run.js';
 
-export const BENCH_PIPELINE_USAGE = `Usage: npm run bench:pipeline -- --tickers N [--days D] [--runs R] [--fetch-procs P] [--json]
+export const BENCH_PIPELINE_USAGE = `Usage: npm run bench:pipeline -- --tickers N [--days D] [--runs R] [--fetch-procs P] [--route-procs P]
+         [--report-procs P] [--sweep-fetch-procs LIST] [--json]
 
 Times whole runs of N simulated tickers × D days (fetch → route → report, four PNGs and the summaries) with the
 workers in separate processes, next to a bare BullMQ flow of the same shape (report ← one route job per shard ←
 the shard's fetch jobs, processors that do nothing) on the same Redis, in the same invocation. Reports time to the final report, tickers/s,
 Redis peak memory (above the level before the run), each worker process's peak RSS and the CPU seconds of every
-process (workers, a Redis server on this machine, this process). The real workers first do
-one warm-up run of 20 tickers (their thread pools start lazily), then the timed runs.
+process (workers, the Redis server, this process) and the orchestration CPU of both flows per ticker: Redis, the
+main thread of every worker process (BullMQ, ioredis, the processors' JavaScript) and this process (FlowProducer,
+QueueEvents), with the ratio of the real flow's to the bare flow's. The real workers first do one warm-up run of 20
+tickers (their thread pools start lazily), then the timed runs. Every fetch process runs with MOE_HOST_PROCS set to
+the number of fetch processes, so together they take about one feature thread per CPU.
 
 Options:
   --tickers N       tickers per run, 1..${MAX_TICKERS} (required)
@@ -34,6 +39,13 @@ Options:
   --runs R          consecutive runs of the real pipeline on the same workers (default 1); with R > 1 the worker
                     RSS after every run is reported, to see whether memory grows from run to run
   --fetch-procs P   fetch worker processes (default 1)
+  --route-procs P   route worker processes, one router each (default 1)
+  --report-procs P  report worker processes (default 1)
+  --sweep-fetch-procs LIST
+                    comma-separated fetch process counts (e.g. 1,2,4,8,12): one real run series per count, no bare
+                    flow, one row each with wall time, tickers/s, fetch-stage time, CPU seconds of all processes and
+                    the efficiency against one process (tickers/s per fetch process relative to the count 1, or to
+                    the first count when 1 is not listed)
   --cpu-prof DIR    write a V8 CPU profile of every worker process into DIR (open in Chrome DevTools)
   --threads         also print each real worker process's CPU seconds per thread (user + system), to see the
                     time a JS profile does not show: GC, zlib, libvips and cairo threads, page faults
@@ -48,6 +60,9 @@ const FLAGS = {
   days: { type: 'string' },
   runs: { type: 'string' },
   'fetch-procs': { type: 'string' },
+  'route-procs': { type: 'string' },
+  'report-procs': { type: 'string' },
+  'sweep-fetch-procs': { type: 'string' },
   json: { type: 'boolean' },
   'cpu-prof': { type: 'string' },
   threads: { type: 'boolean' },
@@ -157,31 +172,84 @@ function threadCpuUsed(
   ].join(', ');
 }
 
-/** The pid of the Redis server when it runs on this machine (its CPU time is part of the flow's cost), else undefined. */
-async function localRedisPid(redis: RedisClient): Promise<number | undefined> {
-  const m = /process_id:(\d+)/.exec(await redis.info('server'));
-  if (!m) return undefined;
-  try {
-    return readFileSync(`/proc/${m[1]}/comm`, 'utf8').startsWith('redis') ? Number(m[1]) : undefined;
-  } catch {
-    return undefined;
-  }
+/**
+ * CPU seconds the Redis server has used (user + system, every thread of it), from its own `INFO cpu`, so a server on
+ * another machine counts too; NaN when the reply does not say. On a cluster: the node the client asks.
+ */
+async function redisCpuSeconds(redis: RedisClient): Promise<number> {
+  const info = await redis.info('cpu');
+  const user = /used_cpu_user:([\d.]+)/.exec(info);
+  const sys = /used_cpu_sys:([\d.]+)/.exec(info);
+  return user && sys ? Number(user[1]) + Number(sys[1]) : Number.NaN;
 }
 
-/** CPU seconds of each worker process, the local Redis server and this process (FlowProducer, QueueEvents). */
-function cpuSnapshot(procs: Proc[], redisPid: number | undefined): number[] {
+/** CPU seconds of a process's main thread (its JavaScript: BullMQ, ioredis, the processor), NaN when gone. */
+function mainThreadSeconds(pid: number | undefined): number {
+  const t = pid === undefined ? undefined : threadCpu(pid).get(pid);
+  return t === undefined ? Number.NaN : t.user + t.system;
+}
+
+/** CPU seconds so far of each worker process and its main thread, the Redis server and this process. */
+interface CpuSnapshot {
+  procs: number[];
+  main: number[];
+  redis: number;
+  bench: number;
+}
+
+async function cpuSnapshot(procs: Proc[], redis: RedisClient): Promise<CpuSnapshot> {
   const own = process.cpuUsage();
-  return [...procs.map((p) => cpuSeconds(p.child.pid)), cpuSeconds(redisPid), (own.user + own.system) / 1e6];
+  return {
+    procs: procs.map((p) => cpuSeconds(p.child.pid)),
+    main: procs.map((p) => mainThreadSeconds(p.child.pid)),
+    redis: await redisCpuSeconds(redis),
+    bench: (own.user + own.system) / 1e6,
+  };
 }
 
-function cpuUsed(procs: Proc[], before: number[], after: number[], runs: number): Record<string, number> {
-  const labels = [...procs.map((p, i) => `${p.role}${procs.filter((q) => q.role === p.role).length > 1 ? i : ''}`), 'redis', 'bench'];
+const round2 = (v: number) => Math.round(v * 100) / 100;
+
+/** Label of a worker process: its role, with its index among all processes when the role has several. */
+function procLabel(procs: Proc[], i: number): string {
+  const role = procs[i]!.role;
+  return `${role}${procs.filter((q) => q.role === role).length > 1 ? i : ''}`;
+}
+
+function cpuUsed(procs: Proc[], before: CpuSnapshot, after: CpuSnapshot, runs: number): Record<string, number> {
   const out: Record<string, number> = {};
-  labels.forEach((l, i) => {
-    const v = (after[i]! - before[i]!) / runs;
-    if (Number.isFinite(v)) out[l] = Math.round(v * 100) / 100;
-  });
+  const put = (label: string, v: number) => {
+    if (Number.isFinite(v)) out[label] = round2(v / runs);
+  };
+  procs.forEach((_, i) => put(procLabel(procs, i), after.procs[i]! - before.procs[i]!));
+  put('redis', after.redis - before.redis);
+  put('bench', after.bench - before.bench);
   return out;
+}
+
+/**
+ * The flow's orchestration CPU per run: what moves jobs rather than computes features, routes or draws. Redis, the
+ * main thread of every worker process and this process (FlowProducer, QueueEvents). The bare flow spends nothing
+ * else; in the real flow the worker main threads also run the processors' own JavaScript (payload checks, storing a
+ * feature block, the route worker's aggregation, the report's merge), so its figure is an upper bound on BullMQ and
+ * ioredis. Feature, render, router and V8 helper threads are left out of both.
+ */
+export interface Orchestration {
+  cpuSeconds: number;
+  msPerTicker: number;
+  /** Redis, the worker processes' main threads together, this process. */
+  parts: { redis: number; workerMain: number; bench: number };
+}
+
+function orchestration(before: CpuSnapshot, after: CpuSnapshot, runs: number, tickers: number): Orchestration {
+  const redis = (after.redis - before.redis) / runs;
+  const workerMain = after.main.reduce((acc, v, i) => acc + (v - before.main[i]!), 0) / runs;
+  const bench = (after.bench - before.bench) / runs;
+  const total = redis + workerMain + bench;
+  return {
+    cpuSeconds: round2(total),
+    msPerTicker: Math.round((total / tickers) * 1e6) / 1e3,
+    parts: { redis: round2(redis), workerMain: round2(workerMain), bench: round2(bench) },
+  };
 }
 
 /** Node flags for the worker processes (profiling); set once by main. */
@@ -271,10 +339,12 @@ async function bareWorker(role: Role): Promise<void> {
 interface Measured {
   seconds: number;
   redisPeakBytes: number;
-  workers: { role: string; peakRssMB: number }[];
+  workers: { role: string; label: string; peakRssMB: number }[];
   rssAfterRunMB?: number[][];
-  /** CPU seconds per run of each worker process, the local Redis server and the benchmark process itself. */
+  /** CPU seconds per run of each worker process, the Redis server and the benchmark process itself. */
   cpuSeconds: Record<string, number>;
+  /** Orchestration CPU per run: Redis, the worker processes' main threads, this process. */
+  orchestration: Orchestration;
   /** Per worker process, CPU seconds of its busiest threads over all the timed runs (real flow only). */
   threads?: string[];
   /** Stage timings of the last run, from its summary.json. */
@@ -290,11 +360,24 @@ function stageTimes(reportDir: string): Record<string, number> | undefined {
   }
 }
 
-/** Starts the fetch, route and report processes (`argv(role)` after the loader) and waits for each to be ready. */
-async function startWorkers(procs: Proc[], env: NodeJS.ProcessEnv, fetchProcs: number, argv: (role: Role) => string[], ready: string): Promise<void> {
-  for (let i = 0; i < fetchProcs; i++) procs.push(await startProc('fetch', argv('fetch'), env, ready));
-  procs.push(await startProc('route', argv('route'), env, ready));
-  procs.push(await startProc('report', argv('report'), env, ready));
+/** Worker processes per stage. */
+export type ProcPlan = Record<Role, number>;
+
+/** What one measurement runs: the tickers, their days and shard size, and the worker processes per stage. */
+interface Workload {
+  tickers: string[];
+  days: number;
+  shardSize: number;
+  procs: ProcPlan;
+}
+
+/**
+ * Starts the fetch, route and report processes (`argv(role)` after the loader) and waits for each to be ready. The
+ * fetch processes learn how many of them share this host (MOE_HOST_PROCS), so their feature pools split its CPUs.
+ */
+async function startWorkers(procs: Proc[], env: NodeJS.ProcessEnv, plan: ProcPlan, argv: (role: Role) => string[], ready: string): Promise<void> {
+  const procEnv = { ...env, MOE_HOST_PROCS: String(plan.fetch) };
+  for (const role of ROLES) for (let i = 0; i < plan[role]; i++) procs.push(await startProc(role, argv(role), procEnv, ready));
 }
 
 /** The producer side of a measured flow: a FlowProducer and report-queue events on their own connection. */
@@ -313,16 +396,16 @@ async function openProducer(target: RedisTarget, redis: RedisClient, prefix: str
   };
 }
 
-async function measureBare(target: RedisTarget, redis: RedisClient, env: NodeJS.ProcessEnv, prefix: string, tickers: string[], days: number, fetchProcs: number, shardSize: number): Promise<Measured> {
+async function measureBare(target: RedisTarget, redis: RedisClient, env: NodeJS.ProcessEnv, prefix: string, work: Workload): Promise<Measured> {
+  const { tickers, days, shardSize } = work;
   const procs: Proc[] = [];
   try {
-    await startWorkers(procs, env, fetchProcs, (role) => [SELF, '--bare-worker', role], 'ready');
+    await startWorkers(procs, env, work.procs, (role) => [SELF, '--bare-worker', role], 'ready');
     const { flow, events, close } = await openProducer(target, redis, prefix);
     const base = await redisUsedMemory(redis);
     const sampler = startSampler(redis, procs);
     const runId = randomUUID();
-    const redisPid = await localRedisPid(redis);
-    const cpu0 = cpuSnapshot(procs, redisPid);
+    const cpu0 = await cpuSnapshot(procs, redis);
     const t0 = performance.now();
     // Same shape, options and payload sizes as enqueueRun's flow.
     const plan = shardPlan(tickers.length, shardSize);
@@ -349,20 +432,27 @@ async function measureBare(target: RedisTarget, redis: RedisClient, env: NodeJS.
     });
     await node.job.waitUntilFinished(events);
     const seconds = (performance.now() - t0) / 1000;
-    const cpu = cpuUsed(procs, cpu0, cpuSnapshot(procs, redisPid), 1);
+    const cpu1 = await cpuSnapshot(procs, redis);
     const peak = await sampler.stop();
     await close();
-    return { seconds, redisPeakBytes: Math.max(0, peak - base), workers: procs.map((p) => ({ role: p.role, peakRssMB: p.peakRssKb / 1024 })), cpuSeconds: cpu };
+    return {
+      seconds,
+      redisPeakBytes: Math.max(0, peak - base),
+      workers: procs.map((p, i) => ({ role: p.role, label: procLabel(procs, i), peakRssMB: p.peakRssKb / 1024 })),
+      cpuSeconds: cpuUsed(procs, cpu0, cpu1, 1),
+      orchestration: orchestration(cpu0, cpu1, 1, tickers.length),
+    };
   } finally {
     await stopProcs(procs);
   }
 }
 
-async function measureReal(target: RedisTarget, redis: RedisClient, env: NodeJS.ProcessEnv, prefix: string, tickers: string[], days: number, fetchProcs: number, runs: number, shardSize: number): Promise<Measured> {
+async function measureReal(target: RedisTarget, redis: RedisClient, env: NodeJS.ProcessEnv, prefix: string, work: Workload, runs: number): Promise<Measured> {
+  const { tickers, days, shardSize } = work;
   const procs: Proc[] = [];
   try {
     const only = (role: Role) => [WORKERS_CLI, '--only', role, ...(role === 'fetch' ? ['--concurrency', String(CONCURRENCY.fetch)] : [])];
-    await startWorkers(procs, env, fetchProcs, only, 'workers started');
+    await startWorkers(procs, env, work.procs, only, 'workers started');
     const { flow, events, close } = await openProducer(target, redis, prefix);
     const base = await redisUsedMemory(redis);
     const sampler = startSampler(redis, procs);
@@ -374,9 +464,8 @@ async function measureReal(target: RedisTarget, redis: RedisClient, env: NodeJS.
     const times: number[] = [];
     let stages: Record<string, number> | undefined;
     const rssAfterRunMB: number[][] = [];
-    const redisPid = await localRedisPid(redis);
     const threads0 = procs.map((p) => threadCpu(p.child.pid));
-    const cpu0 = cpuSnapshot(procs, redisPid);
+    const cpu0 = await cpuSnapshot(procs, redis);
     for (let r = 0; r < runs; r++) {
       const t0 = performance.now();
       const run = await enqueueRun({ flow, redis, prefix, runTtlSeconds: 3600, shardSize }, { tickers, source: 'sim', range: { days }, seed: 7 });
@@ -388,16 +477,17 @@ async function measureReal(target: RedisTarget, redis: RedisClient, env: NodeJS.
       if (result.routed !== tickers.length) throw new Error(`run ${run.runId} routed ${result.routed} of ${tickers.length} tickers (${result.failed} failed)`);
       rssAfterRunMB.push(procs.map((p) => Math.round(rssKb(p.child.pid) / 102.4) / 10));
     }
-    const cpu1 = cpuSnapshot(procs, redisPid);
-    const threads = procs.map((p, i) => `${p.role}: ${threadCpuUsed(threads0[i]!, threadCpu(p.child.pid), cpu1[i]! - cpu0[i]!)}`);
+    const cpu1 = await cpuSnapshot(procs, redis);
+    const threads = procs.map((p, i) => `${procLabel(procs, i)}: ${threadCpuUsed(threads0[i]!, threadCpu(p.child.pid), cpu1.procs[i]! - cpu0.procs[i]!)}`);
     const cpu = cpuUsed(procs, cpu0, cpu1, runs);
     const peak = await sampler.stop();
     await Promise.allSettled([close(), reportQueue.close()]);
     const out: Measured = {
       seconds: times.reduce((a, b) => a + b, 0) / times.length,
       redisPeakBytes: Math.max(0, peak - base),
-      workers: procs.map((p) => ({ role: p.role, peakRssMB: p.peakRssKb / 1024 })),
+      workers: procs.map((p, i) => ({ role: p.role, label: procLabel(procs, i), peakRssMB: p.peakRssKb / 1024 })),
       cpuSeconds: cpu,
+      orchestration: orchestration(cpu0, cpu1, runs, tickers.length),
       threads,
     };
     if (runs > 1) out.rssAfterRunMB = rssAfterRunMB;
@@ -416,6 +506,44 @@ const mb = (b: number) => Math.round(b / 104857.6) / 10;
 function formatCpu(c: Record<string, number>): string {
   const total = Object.values(c).reduce((a, b) => a + b, 0);
   return `${total.toFixed(2)} in all (${Object.entries(c).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')})`;
+}
+
+function formatOrchestration(o: Orchestration): string {
+  return `${o.msPerTicker.toFixed(3)} ms/ticker, ${o.cpuSeconds.toFixed(2)} CPU-s (Redis ${o.parts.redis.toFixed(2)}, worker main threads ${o.parts.workerMain.toFixed(2)}, bench ${o.parts.bench.toFixed(2)})`;
+}
+
+/** Most processes of one stage the benchmark starts. */
+const MAX_PROCS = 64;
+
+/** Fetch process counts of `--sweep-fetch-procs`: distinct integers in 1..`MAX_PROCS`, in the order given. */
+export function sweepCounts(raw: string): number[] {
+  const items = raw.split(',').map((x) => x.trim());
+  const bad = items.find((x) => !/^\d+$/.test(x) || Number(x) < 1 || Number(x) > MAX_PROCS);
+  if (raw.trim() === '' || bad !== undefined) {
+    throw new UsageError(`Expected a comma-separated list of integers in 1..${MAX_PROCS} for --sweep-fetch-procs but received ${JSON.stringify(raw)}`);
+  }
+  return [...new Set(items.map(Number))];
+}
+
+/** One row of a fetch-process sweep. */
+export interface SweepRow {
+  fetchProcs: number;
+  seconds: number;
+  tickersPerSecond: number;
+  fetchStageSeconds: number | undefined;
+  cpuSeconds: number;
+  /** Tickers/s per fetch process relative to one process (or to the sweep's first count when 1 is not in it). */
+  efficiency: number;
+}
+
+/**
+ * Efficiency of each row: (tickers/s ÷ fetch processes) over the same for the base row, the count 1 when swept,
+ * else the first count.
+ */
+export function sweepEfficiency(rows: Omit<SweepRow, 'efficiency'>[]): SweepRow[] {
+  const base = rows.find((r) => r.fetchProcs === 1) ?? rows[0];
+  const perProc = (r: Omit<SweepRow, 'efficiency'>) => r.tickersPerSecond / r.fetchProcs;
+  return rows.map((r) => ({ ...r, efficiency: base === undefined ? Number.NaN : Math.round((perProc(r) / perProc(base)) * 100) / 100 }));
 }
 
 export function main(argv: readonly string[], out: (line: string) => void = console.log): Promise<number> {
@@ -439,7 +567,16 @@ async function benchPipeline(argv: readonly string[], out: (line: string) => voi
   const tickersN = intFlag(args, 'tickers', 0, 1, MAX_TICKERS);
   const days = intFlag(args, 'days', 60, 1, MAX_DAYS);
   const runs = intFlag(args, 'runs', 1, 1, 1000);
-  const fetchProcs = intFlag(args, 'fetch-procs', 1, 1, 16);
+  const procPlan: ProcPlan = {
+    fetch: intFlag(args, 'fetch-procs', 1, 1, MAX_PROCS),
+    route: intFlag(args, 'route-procs', 1, 1, MAX_PROCS),
+    report: intFlag(args, 'report-procs', 1, 1, MAX_PROCS),
+  };
+  const sweepRaw = stringFlag(args, 'sweep-fetch-procs');
+  const sweep = sweepRaw === undefined ? undefined : sweepCounts(sweepRaw);
+  if (sweep !== undefined && args.flags.has('fetch-procs')) {
+    throw new UsageError(`Expected either --fetch-procs or --sweep-fetch-procs but received both (${JSON.stringify(stringFlag(args, 'fetch-procs'))} and ${JSON.stringify(sweepRaw)})`);
+  }
   const json = args.flags.has('json');
   const showThreads = args.flags.has('threads');
   const prof = args.flags.get('cpu-prof');
@@ -454,23 +591,59 @@ async function benchPipeline(argv: readonly string[], out: (line: string) => voi
   const redis = await connectClient(config, 'moe-bench-pipeline');
   const tickers = benchTickers(tickersN);
   const load0 = os.loadavg();
+  const cpus = os.availableParallelism();
+  const work = (fetch: number): Workload => ({ tickers, days, shardSize: config.shardSize, procs: { ...procPlan, fetch } });
   try {
     const plan = shardPlan(tickersN, config.shardSize);
-    out(`bench:pipeline: ${tickersN} tickers × ${days} days in ${plan.shards} shard(s) of ${plan.size}, ${fetchProcs} fetch process(es) + route + report, ${os.availableParallelism()} CPUs, load ${load0.map((l) => l.toFixed(2)).join(' ')}`);
-    const bare = await measureBare(config, redis, env, prefix, tickers, days, fetchProcs, config.shardSize);
+    const procsText = (fetch: number) =>
+      `${fetch} fetch process(es) × ${defaultFeatureThreads(fetch, cpus)} feature thread(s) + ${procPlan.route} route + ${procPlan.report} report`;
+    const head = `bench:pipeline: ${tickersN} tickers × ${days} days in ${plan.shards} shard(s) of ${plan.size}`;
+    const loadText = `${cpus} CPUs, load ${load0.map((l) => l.toFixed(2)).join(' ')}`;
+    if (sweep !== undefined) {
+      out(`${head}, fetch processes ${sweep.join(', ')} + ${procPlan.route} route + ${procPlan.report} report, ${loadText}`);
+      out('fetch procs | threads each | wall s | tickers/s | fetch stage s | CPU-s all processes | efficiency');
+      const measured: Omit<SweepRow, 'efficiency'>[] = [];
+      for (const n of sweep) {
+        const real = await measureReal(config, redis, env, prefix, work(n), runs);
+        await removePrefix(redis, prefix);
+        const fetchMs = real.stagesMs?.fetchMs;
+        measured.push({
+          fetchProcs: n,
+          seconds: Number(real.seconds.toFixed(3)),
+          tickersPerSecond: Number((tickersN / real.seconds).toFixed(1)),
+          fetchStageSeconds: fetchMs === undefined ? undefined : fetchMs / 1000,
+          cpuSeconds: round2(Object.values(real.cpuSeconds).reduce((a, b) => a + b, 0)),
+        });
+      }
+      // Printed once all are measured: the base row (the count 1) may come last in the list.
+      for (const r of sweepEfficiency(measured)) {
+        out(
+          `${String(r.fetchProcs).padStart(11)} | ${String(defaultFeatureThreads(r.fetchProcs, cpus)).padStart(12)} | ${r.seconds.toFixed(2).padStart(6)} | ${r.tickersPerSecond.toFixed(0).padStart(9)} | ${(r.fetchStageSeconds?.toFixed(2) ?? '-').padStart(13)} | ${r.cpuSeconds.toFixed(2).padStart(19)} | ${r.efficiency.toFixed(2)}`,
+        );
+      }
+      if (json) out(JSON.stringify({ tickers: tickersN, days, runs, routeProcs: procPlan.route, reportProcs: procPlan.report, cpus, sweep: sweepEfficiency(measured), prefix }));
+      return EXIT.ok;
+    }
+    out(`${head}, ${procsText(procPlan.fetch)}, ${loadText}`);
+    const bare = await measureBare(config, redis, env, prefix, work(procPlan.fetch));
     await removePrefix(redis, prefix);
     out(`bare flow:  ${bare.seconds.toFixed(2)} s  (${(tickersN / bare.seconds).toFixed(0)} tickers/s, Redis +${mb(bare.redisPeakBytes)} MB)`);
     out(`  CPU seconds: ${formatCpu(bare.cpuSeconds)}`);
-    const real = await measureReal(config, redis, env, prefix, tickers, days, fetchProcs, runs, config.shardSize);
+    const real = await measureReal(config, redis, env, prefix, work(procPlan.fetch), runs);
     out(`pipeline:   ${real.seconds.toFixed(2)} s${runs > 1 ? ` (mean of ${runs} runs)` : ''}  (${(tickersN / real.seconds).toFixed(0)} tickers/s, ${(real.seconds / bare.seconds).toFixed(2)}× bare, Redis +${mb(real.redisPeakBytes)} MB)`);
     out(`  CPU seconds${runs > 1 ? ' per run' : ''}: ${formatCpu(real.cpuSeconds)}`);
     if (real.stagesMs) out(`  stages (last run): ${Object.entries(real.stagesMs).map(([k, v]) => `${k} ${v}`).join(', ')}`);
     if (showThreads) for (const t of real.threads ?? []) out(`  threads ${t}`);
-    for (const w of real.workers) out(`  ${w.role.padEnd(7)} worker peak RSS ${w.peakRssMB.toFixed(0)} MB`);
+    for (const w of real.workers) out(`  ${w.label.padEnd(7)} worker peak RSS ${w.peakRssMB.toFixed(0)} MB`);
     if (real.rssAfterRunMB) {
-      out(`  RSS after each run (MB, ${real.workers.map((w) => w.role).join('/')}):`);
+      out(`  RSS after each run (MB, ${real.workers.map((w) => w.label).join('/')}):`);
       real.rssAfterRunMB.forEach((r, i) => out(`    run ${String(i + 1).padStart(2)}: ${r.join(' / ')}`));
     }
+    const overheadRatio = real.orchestration.msPerTicker / bare.orchestration.msPerTicker;
+    out(`orchestration (Redis + worker main threads + bench), per ticker:`);
+    out(`  bare flow: ${formatOrchestration(bare.orchestration)}`);
+    out(`  pipeline:  ${formatOrchestration(real.orchestration)}${runs > 1 ? ' per run' : ''}`);
+    out(`  ratio ${overheadRatio.toFixed(2)}× the bare flow`);
     const load1 = os.loadavg();
     if (json) {
       out(
@@ -480,6 +653,10 @@ async function benchPipeline(argv: readonly string[], out: (line: string) => voi
           shards: plan.shards,
           shardSize: plan.size,
           runs,
+          fetchProcs: procPlan.fetch,
+          routeProcs: procPlan.route,
+          reportProcs: procPlan.report,
+          featureThreads: defaultFeatureThreads(procPlan.fetch, cpus),
           seconds: Number(real.seconds.toFixed(3)),
           bareSeconds: Number(bare.seconds.toFixed(3)),
           ratio: Number((real.seconds / bare.seconds).toFixed(2)),
@@ -488,10 +665,13 @@ async function benchPipeline(argv: readonly string[], out: (line: string) => voi
           bareRedisPeakMB: mb(bare.redisPeakBytes),
           cpuSeconds: real.cpuSeconds,
           bareCpuSeconds: bare.cpuSeconds,
-          workerPeakRssMB: Object.fromEntries(real.workers.map((w, i) => [`${w.role}${real.workers.filter((x) => x.role === w.role).length > 1 ? i : ''}`, Math.round(w.peakRssMB)])),
+          orchestration: real.orchestration,
+          bareOrchestration: bare.orchestration,
+          orchestrationRatio: Number.isFinite(overheadRatio) ? Number(overheadRatio.toFixed(2)) : null,
+          workerPeakRssMB: Object.fromEntries(real.workers.map((w) => [w.label, Math.round(w.peakRssMB)])),
           ...(real.stagesMs ? { stagesMs: real.stagesMs } : {}),
           ...(real.rssAfterRunMB ? { rssAfterRunMB: real.rssAfterRunMB } : {}),
-          cpus: os.availableParallelism(),
+          cpus,
           prefix,
           loadBefore: load0.map((l) => Number(l.toFixed(2))),
           loadAfter: load1.map((l) => Number(l.toFixed(2))),

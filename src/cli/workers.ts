@@ -13,7 +13,7 @@ Run as many processes on as many hosts as you like; they share the queues throug
 Options:
   --only LIST        stages to serve (default fetch,route,report,schedule; schedule turns cron ticks into runs)
   --concurrency N    fetch jobs at once (default 16; route and report take one job at a time)
-  --threads N        feature-pool threads (default: the CPU count, at most 4)
+  --threads N        feature-pool threads (default: ⌊CPUs / MOE_HOST_PROCS⌋, at least 1, at most 4)
   --help             this text
 
 On SIGTERM/SIGINT the workers take no new jobs and finish active ones for up to SHUTDOWN_TIMEOUT_MS (default
@@ -21,7 +21,8 @@ On SIGTERM/SIGINT the workers take no new jobs and finish active ones for up to 
 
 Environment: REDIS_URL (or REDIS_CLUSTER_NODES, host:port,… of a Redis Cluster), MOE_PREFIX, MOE_MODEL,
 MOE_BACKEND (auto|cpu), REPORTS_DIR, LOG_LEVEL, FEATURE_TTL_SECONDS, SHUTDOWN_TIMEOUT_MS, JOB_LOCK_MS,
-YAHOO_TIMEOUT_MS, YAHOO_MAX_PER_SECOND, BAR_CACHE_TTL_SECONDS.
+YAHOO_TIMEOUT_MS, YAHOO_MAX_PER_SECOND, BAR_CACHE_TTL_SECONDS, MOE_HOST_PROCS (fetch processes on this host, which
+share its CPUs between their feature pools; default 1).
 Logs are JSON lines (pino) on stdout.`;
 
 const FLAGS = {
