@@ -8,7 +8,7 @@ import type { FeatureSeries } from '../src/data/types.js';
 import { concatSeries } from '../src/router/batch.js';
 import { loadModel } from '../src/router/model.js';
 import { NativeRouter } from '../src/router/native.js';
-import { temperByHistory, tokenShortness } from '../src/router/history-temperature.js';
+import { temperBatchByHistory } from '../src/router/history-temperature.js';
 import { featureEffects, meanInput, topReasons, type AttributionInput } from '../src/router/attribution.js';
 import { FEATURE_TABLE } from '../src/data/features/table.js';
 import { routerBackendChoice, type BackendName } from '../src/config.js';
@@ -183,7 +183,7 @@ export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Pr
     if (n > 0) {
       const f0 = performance.now();
       const out = await router.forward({ x, vol, risk });
-      temperByHistory(out.probs, tokenShortness(x, H, n), deps.loaded.historyTemperature);
+      temperBatchByHistory(out.probs, x, H, deps.loaded.historyTemperature, n);
       forwardMs = performance.now() - f0;
       let start = 0;
       const byTicker = new Map<string, RoutedTicker>();

@@ -35,16 +35,18 @@ export function tokenShortness(x: Float32Array, hidden: number, n: number = x.le
 }
 
 /**
- * Re-tempers `probs` (row-major `[n, 4]`, at the router's T) in place: token i at T·(1 + kappa·shortness[i]).
- * Tokens with shortness 0, and every token when kappa is 0, are left exactly as they are.
+ * Re-tempers `probs` (row-major `[n, 4]`) in place: token i from its temperature to `temperature`·(1 + kappa·
+ * shortness[i]) times it, i.e. `softmax(ln p / f)`. Tokens whose factor f is exactly 1 (full histories, when
+ * `temperature` is 1) are left bit for bit as they are. With `temperature` T and probabilities taken at T = 1 this is
+ * the router's output at T·(1 + κ·u) in one pass (calibration); with the default 1 it adds the history temperature to
+ * probabilities already at the model's T (route worker, evaluate).
  */
-export function temperByHistory(probs: Float32Array, shortness: Float32Array, kappa: number): Float32Array {
-  if (kappa === 0) return probs;
+export function temperByHistory(probs: Float32Array, shortness: Float32Array, kappa: number, temperature = 1): Float32Array {
   const logp = new Float64Array(D);
   for (let i = 0; i < shortness.length; i++) {
-    const u = shortness[i]!;
-    if (u === 0) continue;
-    const inv = 1 / (1 + kappa * u);
+    const f = temperature * (1 + kappa * shortness[i]!);
+    if (f === 1) continue;
+    const inv = 1 / f;
     const row = i * D;
     let max = -Infinity;
     for (let d = 0; d < D; d++) {
@@ -56,4 +58,12 @@ export function temperByHistory(probs: Float32Array, shortness: Float32Array, ka
     for (let d = 0; d < D; d++) probs[row + d] = logp[d]! / z;
   }
   return probs;
+}
+
+/**
+ * The history temperature for a routed batch: `probs` of the `n` tokens of `x` (at the model's T) re-tempered in
+ * place; with `kappa` 0 nothing is computed. What the route worker and the forwarder call after each forward.
+ */
+export function temperBatchByHistory(probs: Float32Array, x: Float32Array, hidden: number, kappa: number, n: number = x.length / hidden): Float32Array {
+  return kappa === 0 ? probs : temperByHistory(probs, tokenShortness(x, hidden, n), kappa);
 }

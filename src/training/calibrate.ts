@@ -11,7 +11,7 @@ import { DOMAINS } from '../domains.js';
 import type { Hidden } from '../router/layout.js';
 import { createForwarder } from './forwarder.js';
 import { loadLabelledDirectory, routeLabelled, summarisePredictions, type EvaluateOptions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
-import { fitTemperatureNll } from './train.js';
+import { fitTemperatureNll, logProbs } from './train.js';
 import { temperByHistory } from '../router/history-temperature.js';
 
 const D = DOMAINS.length;
@@ -34,23 +34,6 @@ export interface CalibrationResult {
   before: EvaluationMetrics;
 }
 
-/** Probabilities at temperature T from probabilities at T = 1: softmax(ln p / T). */
-export function reTemper(probsAtT1: Float32Array, temperature: number): Float32Array {
-  const out = new Float32Array(probsAtT1.length);
-  for (let i = 0; i < probsAtT1.length; i += D) {
-    let max = -Infinity;
-    for (let d = 0; d < D; d++) max = Math.max(max, Math.log(Math.max(probsAtT1[i + d]!, 1e-30)) / temperature);
-    let z = 0;
-    for (let d = 0; d < D; d++) {
-      const e = Math.exp(Math.log(Math.max(probsAtT1[i + d]!, 1e-30)) / temperature - max);
-      out[i + d] = e;
-      z += e;
-    }
-    for (let d = 0; d < D; d++) out[i + d]! /= z;
-  }
-  return out;
-}
-
 /** The κ grid the history temperature is chosen from (T is fitted for each). */
 const KAPPA_GRID = Array.from({ length: 31 }, (_, i) => i * 0.1);
 
@@ -67,11 +50,12 @@ function fitOn(preds: readonly TickerPrediction[]): { temperature: number; kappa
     if (p.shortness) shortness.set(p.shortness, at);
     at += p.assign.length;
   }
+  const logp = logProbs(probs);
   const factor = new Float32Array(days);
   let best = { temperature: 1, kappa: 0, nll: Infinity };
   for (const kappa of KAPPA_GRID) {
     for (let i = 0; i < days; i++) factor[i] = 1 + kappa * shortness[i]!;
-    const fit = fitTemperatureNll(probs, labels, factor);
+    const fit = fitTemperatureNll(logp, labels, factor);
     if (fit.nll < best.nll) best = { ...fit, kappa };
   }
   return { temperature: best.temperature, kappa: best.kappa };
@@ -79,7 +63,7 @@ function fitOn(preds: readonly TickerPrediction[]): { temperature: number; kappa
 
 /** Probabilities of `p` at T·(1 + κ·u) from its probabilities at T = 1. */
 function atCalibration(p: TickerPrediction, c: { temperature: number; kappa: number }): TickerPrediction {
-  return { ...p, probs: temperByHistory(reTemper(p.probs, c.temperature), p.shortness ?? new Float32Array(p.assign.length), c.kappa) };
+  return { ...p, probs: temperByHistory(p.probs.slice(), p.shortness ?? new Float32Array(p.assign.length), c.kappa, c.temperature) };
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { Hidden } from '../router/layout.js';
 import { NativeRouter, nativeAvailable } from '../router/native.js';
 import { referenceForward } from '../router/reference.js';
-import { temperByHistory, tokenShortness } from '../router/history-temperature.js';
+import { temperBatchByHistory } from '../router/history-temperature.js';
 
 /**
  * What training, evaluation, calibration and the rules baseline route with: the native router when the addon is
@@ -25,8 +25,7 @@ export function createForwarder(
   opts: { threads?: number; warn?: (message: string) => void } = {},
 ): Forwarder {
   const kappa = model.historyTemperature ?? 0;
-  const tempered = (x: Float32Array, out: RouteOutput): RouteOutput =>
-    kappa === 0 ? out : { probs: temperByHistory(out.probs, tokenShortness(x, model.hidden), kappa), assign: out.assign };
+  const tempered = (x: Float32Array, out: RouteOutput): RouteOutput => ({ probs: temperBatchByHistory(out.probs, x, model.hidden, kappa), assign: out.assign });
   const available = nativeAvailable();
   if (available.ok) {
     const router = new NativeRouter({ hidden: model.hidden, threads: opts.threads ?? 2 });

@@ -314,17 +314,23 @@ export function classWeights(labels: Uint8Array): Float64Array {
  * router's `softmax(clip(s)/T)`, the per-token constant cancels). Golden-section search on log T ∈ [log 0.05, log 20].
  */
 export function fitTemperature(probsAtT1: Float32Array, labels: Uint8Array): number {
-  return fitTemperatureNll(probsAtT1, labels).temperature;
+  return fitTemperatureNll(logProbs(probsAtT1), labels).temperature;
+}
+
+/** ln p of every probability (floored at 1e-30), what the temperature fits read; computed once per data set. */
+export function logProbs(probs: Float32Array): Float64Array {
+  const logp = new Float64Array(probs.length);
+  for (let i = 0; i < probs.length; i++) logp[i] = Math.log(Math.max(probs[i]!, 1e-30));
+  return logp;
 }
 
 /**
- * fitTemperature with the NLL at the optimum; with `factor`, token i is read at T·factor[i] (the history
- * temperature's 1 + κ·u, see src/router/history-temperature.ts) and T is fitted for those factors.
+ * fitTemperature on log-probabilities at T = 1 (`logProbs`), with the NLL at the optimum; with `factor`, token i is
+ * read at T·factor[i] (the history temperature's 1 + κ·u, see src/router/history-temperature.ts) and T is fitted for
+ * those factors.
  */
-export function fitTemperatureNll(probsAtT1: Float32Array, labels: Uint8Array, factor?: Float32Array): { temperature: number; nll: number } {
+export function fitTemperatureNll(logp: Float64Array, labels: Uint8Array, factor?: Float32Array): { temperature: number; nll: number } {
   const n = labels.length;
-  const logp = new Float64Array(n * D);
-  for (let i = 0; i < n * D; i++) logp[i] = Math.log(Math.max(probsAtT1[i]!, 1e-30));
   const nll = (logT: number): number => {
     const invT = Math.exp(-logT);
     let sum = 0;
