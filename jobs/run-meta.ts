@@ -1,6 +1,7 @@
 import type { RedisClient } from './connection.js';
 import type { SourceName } from '../src/data/types.js';
 import { runKey, runsIndexKey } from './keys.js';
+import { evalScript } from './scripts.js';
 
 /**
  * Per-run metadata hash `<prefix>:run:<runId>`: what CLIs and dashboards show while a run is in flight.
@@ -79,7 +80,7 @@ export async function updateRunMeta(store: RunStore, runId: string, fields: Upda
   for (const [k, v] of Object.entries(fields)) if (v !== undefined) flat[k] = String(v);
   if (Object.keys(flat).length === 0) return;
   const args = Object.entries(flat).flat();
-  await store.redis.eval(
+  await evalScript(store.redis, 
     "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], unpack(ARGV)) end return 0",
     1,
     key,
@@ -118,7 +119,7 @@ const ENTER_STAGE =
  */
 export async function enterStage(store: RunStore, runId: string, status: StageStatus): Promise<{ status: string; allowed: readonly RunStatus[] } | undefined> {
   const allowed = STAGE_FROM[status];
-  const [entered, was] = (await store.redis.eval(ENTER_STAGE, 1, runKey(store.prefix, runId), status, ...allowed)) as [number, string?];
+  const [entered, was] = (await evalScript(store.redis, ENTER_STAGE, 1, runKey(store.prefix, runId), status, ...allowed)) as [number, string?];
   return entered === 0 ? { status: was ?? '', allowed } : undefined;
 }
 
@@ -134,7 +135,7 @@ const FAIL_RUN =
  * whatever fails after, and a failed run keeps its first reason.
  */
 export async function failRun(store: RunStore, runId: string, error: string): Promise<void> {
-  await store.redis.eval(FAIL_RUN, 1, runKey(store.prefix, runId), error);
+  await evalScript(store.redis, FAIL_RUN, 1, runKey(store.prefix, runId), error);
 }
 
 const BUMP =
@@ -143,7 +144,7 @@ const BUMP =
 
 /** Adds one to a progress counter of an existing run that has not ended. */
 export async function bumpRunCounter(store: RunStore, runId: string, field: 'fetched' | 'fetchFailed'): Promise<void> {
-  await store.redis.eval(BUMP, 1, runKey(store.prefix, runId), field);
+  await evalScript(store.redis, BUMP, 1, runKey(store.prefix, runId), field);
 }
 
 /**
@@ -167,7 +168,7 @@ export async function storeFetched(store: RunStore, runId: string, key: string, 
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) {
     throw new RangeError(`Expected positive integer for ttlSeconds but received ${String(ttlSeconds)}`);
   }
-  const ended = (await store.redis.eval(STORE_FETCHED, 2, key, runKey(store.prefix, runId), block, ttlSeconds)) as string | number;
+  const ended = (await evalScript(store.redis, STORE_FETCHED, 2, key, runKey(store.prefix, runId), block, ttlSeconds)) as string | number;
   return typeof ended === 'string' ? ended : undefined;
 }
 
@@ -191,7 +192,7 @@ export async function storeShardOutput(store: RunStore, runId: string, key: stri
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) {
     throw new RangeError(`Expected positive integer for ttlSeconds but received ${String(ttlSeconds)}`);
   }
-  const ended = (await store.redis.eval(STORE_SHARD, 2, key, runKey(store.prefix, runId), json, ttlSeconds)) as string | number;
+  const ended = (await evalScript(store.redis, STORE_SHARD, 2, key, runKey(store.prefix, runId), json, ttlSeconds)) as string | number;
   return typeof ended === 'string' ? ended : undefined;
 }
 

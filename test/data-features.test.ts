@@ -130,6 +130,25 @@ describe('feature block', () => {
     expect(empty.dates).toHaveLength(0);
   });
 
+  it('lays every value out little-endian and decodes a block at any byte offset', () => {
+    const s = series(16);
+    const buf = encodeFeatureSeries(s);
+    // The layout written value by value, as the format table says.
+    let o = buf.length - 4 * s.dates.length * (4 + 16);
+    for (const d of s.dates) expect(buf.readInt32LE((o += 4) - 4)).toBe(d);
+    for (const arr of [s.x, s.vol, s.risk, s.ret]) for (const v of arr) expect(buf.readFloatLE((o += 4) - 4)).toBe(v);
+    expect(o).toBe(buf.length);
+    // A block read out of a larger reply sits at an odd offset of its memory: the copy must not assume alignment.
+    for (const shift of [1, 2, 3]) {
+      const big = Buffer.alloc(buf.length + shift);
+      buf.copy(big, shift);
+      const d = decodeFeatureSeries(big.subarray(shift));
+      expect(Array.from(d.dates)).toEqual(Array.from(s.dates));
+      expect(Array.from(d.x)).toEqual(Array.from(s.x));
+      expect(Array.from(d.ret)).toEqual(Array.from(s.ret));
+    }
+  });
+
   it('rejects wrong or short buffers with a clear error', () => {
     const s16 = series(16);
     const buf = encodeFeatureSeries(s16);

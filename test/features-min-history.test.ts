@@ -12,7 +12,7 @@ import { decodeFeatureSeries } from '../src/data/features/block.js';
 import { NO_CONTEXT } from '../src/data/features/context.js';
 import { simulateBars } from '../src/data/sim/simulator.js';
 import type { Bar } from '../src/data/types.js';
-import featureTask, { barsToColumns, type FeatureTaskResult } from '../workers/features.task.js';
+import featureTask, { barsToColumns, type FeatureTask, type FeatureTaskResult } from '../workers/features.task.js';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const fixtureDir = path.resolve(repoRoot, '../shared/yahoo-fixtures');
@@ -113,7 +113,7 @@ describe.skipIf(!existsSync(aaplFixture))('yahoo source: the same minimum', () =
 });
 
 describe('feature task: keeps the routed days', () => {
-  const run = async (task: Parameters<typeof featureTask>[0]): Promise<{ days: number; dates: Int32Array; x: Float32Array }> => {
+  const run = async (task: FeatureTask): Promise<{ days: number; dates: Int32Array; x: Float32Array }> => {
     const res: FeatureTaskResult = await featureTask(task);
     if (!('block' in res)) throw new Error(`unexpected ${JSON.stringify(res)}`);
     const s = decodeFeatureSeries(Buffer.from(res.block.buffer, res.block.byteOffset, res.block.byteLength));

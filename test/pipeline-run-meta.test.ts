@@ -1,8 +1,9 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeRedis, createRedis } from '../jobs/connection.js';
 import { runKey, runsIndexKey, shardKey } from '../jobs/keys.js';
+import { evalScript } from '../jobs/scripts.js';
 import { bumpRunCounter, createRunMeta, readRunMeta, readRunTickers, storeFetched, storeShardOutput, updateRunMeta, type RunStore } from '../jobs/run-meta.js';
 
 const prefix = `t-meta-${randomUUID().slice(0, 8)}`;
@@ -94,6 +95,19 @@ describe('run metadata', () => {
     await redis.hset(runKey(prefix, old), { runId: old, status: 'queued', source: 'sim', tickers: '["SPY"]', fetched: 0, fetchFailed: 0, createdAt: new Date().toISOString() });
     expect(await readRunMeta(redis, prefix, old)).toMatchObject({ shards: 1, shardsRouted: 0 });
     expect(await readRunTickers(redis, prefix, randomUUID())).toBeUndefined();
+  });
+
+  it('runs scripts by SHA1, sending the text only to a server that does not know it yet', async () => {
+    // A script no server has seen: the first call must fall back from NOSCRIPT to EVAL, later ones go by SHA1.
+    const script = `-- ${randomUUID()}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])`;
+    const sha = createHash('sha1').update(script).digest('hex');
+    const key = `${prefix}:script-counter`;
+    expect(await redis.script('EXISTS', sha)).toEqual([0]);
+    expect(await evalScript(redis, script, 1, key, 2)).toBe(2);
+    expect(await redis.script('EXISTS', sha)).toEqual([1]);
+    expect(await evalScript(redis, script, 1, key, 3)).toBe(5);
+    // A script's own error is the caller's, not a reason to resend it.
+    await expect(evalScript(redis, "return redis.error_reply('BROKEN: on purpose')", 0)).rejects.toThrow(/BROKEN: on purpose/);
   });
 
   it('trims index entries older than the run TTL', async () => {

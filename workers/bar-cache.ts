@@ -5,6 +5,7 @@ import { sourceTicker } from '../src/data/validate.js';
 import type { DataSource } from '../src/data/sources/create.js';
 import type { FetchRange, SourceResult } from '../src/data/types.js';
 import { barCacheKey, barCacheLockKey } from '../jobs/keys.js';
+import { evalScript } from '../jobs/scripts.js';
 
 /**
  * Bars of a network source cached in Redis, so that the same ticker and range is fetched once a day however many
@@ -69,6 +70,6 @@ export async function getBarsCached(cache: BarCacheOptions, source: DataSource, 
     await cache.redis.set(key, JSON.stringify(res), 'EX', ttl);
     return { ...res, cached: false };
   } finally {
-    await cache.redis.eval(RELEASE, 1, lockKey, token);
+    await evalScript(cache.redis, RELEASE, 1, lockKey, token);
   }
 }

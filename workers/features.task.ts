@@ -7,6 +7,8 @@ import type { Bar, DataQuality, FetchRange, SourceResult } from '../src/data/typ
 import type { Domain } from '../src/domains.js';
 import type { Hidden } from '../src/router/layout.js';
 import type { MarketContext } from '../src/data/features/context.js';
+import { errorText } from '../src/util/errors.js';
+import type { BatchOutcome } from './task-batcher.js';
 
 /**
  * Bars as columns: a structured clone of an array of 300 small objects costs about 0.5 ms per ticker on the fetch
@@ -64,6 +66,18 @@ export type FeatureTaskResult =
   /** A source error of an in-thread source, as data: an Error crossing threads loses its `code`. */
   | { sourceError: { code: SourceErrorCode; message: string } };
 
+/**
+ * Several tasks in one pool task (`TaskBatcher`): one hand-over each way, and a context that the tasks share is
+ * cloned once. Each task's outcome is its own: one that throws fails alone.
+ */
+export interface FeatureBatch {
+  batch: FeatureTask[];
+}
+
+export interface FeatureBatchResult {
+  outcomes: BatchOutcome<FeatureTaskResult>[];
+}
+
 const simSources = new Map<number, SimSource>();
 
 function simSource(seed: number): SimSource {
@@ -80,7 +94,24 @@ function simSource(seed: number): SimSource {
  * Piscina task: features of one ticker, encoded for Redis. Runs off the main thread because a few hundred days ×
  * rolling windows for many tickers would otherwise stall the worker's lock renewals.
  */
-export default async function featureTask(task: FeatureTask): Promise<FeatureTaskResult> {
+export default async function featureTask(task: FeatureTask): Promise<FeatureTaskResult>;
+export default async function featureTask(task: FeatureBatch): Promise<FeatureBatchResult>;
+export default async function featureTask(task: FeatureTask | FeatureBatch): Promise<FeatureTaskResult | FeatureBatchResult> {
+  if ('batch' in task) {
+    const outcomes: BatchOutcome<FeatureTaskResult>[] = [];
+    for (const t of task.batch) {
+      try {
+        outcomes.push({ ok: await oneTask(t) });
+      } catch (err) {
+        outcomes.push({ error: errorText(err) });
+      }
+    }
+    return { outcomes };
+  }
+  return oneTask(task);
+}
+
+async function oneTask(task: FeatureTask): Promise<FeatureTaskResult> {
   let bars: Bar[];
   let source: SourceResult | undefined;
   if ('sim' in task) {

@@ -13,7 +13,8 @@ import type { Hidden } from '../src/router/layout.js';
 import { featureKey } from '../jobs/keys.js';
 import { bumpRunCounter, storeFetched, type RunStore } from '../jobs/run-meta.js';
 import { validateFetchJobData, type FetchJobData, type FetchResult } from '../jobs/payloads.js';
-import { barsToColumns, type FeatureTask, type FeatureTaskResult } from './features.task.js';
+import { barsToColumns, type FeatureBatch, type FeatureBatchResult, type FeatureTask, type FeatureTaskResult } from './features.task.js';
+import { TaskBatcher } from './task-batcher.js';
 import { errorText } from '../src/util/errors.js';
 import { boundedError, isFinalAttempt, StrayJobError, validPayload } from './job.js';
 
@@ -104,9 +105,15 @@ export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>, token
     return ctx;
   }
 
+  // Feature tasks go to the pool in batches while its threads are busy (task-batcher.ts): one hand-over per batch.
+  const batcher = new TaskBatcher<FeatureTask, FeatureTaskResult>({
+    slots: deps.pool.maxThreads,
+    runBatch: async (batch, transferList) => ((await deps.pool.run({ batch } satisfies FeatureBatch, { transferList })) as FeatureBatchResult).outcomes,
+  });
+
   async function runTask(task: FeatureTask, transferList: ArrayBuffer[] = []): Promise<FeatureTaskResult> {
     try {
-      return (await deps.pool.run(task, { transferList })) as FeatureTaskResult;
+      return await batcher.run(task, transferList);
     } catch (err) {
       // Feature computation is deterministic: the same bars fail the same way on every attempt.
       throw new UnrecoverableError(`FEATURES: ${errorText(err)}`);

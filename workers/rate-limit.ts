@@ -1,4 +1,5 @@
 import type { RedisClient } from '../jobs/connection.js';
+import { evalScript } from '../jobs/scripts.js';
 
 /**
  * A request rate shared by every process that uses the same Redis key: at most `max` acquisitions per window of
@@ -53,7 +54,7 @@ export class RedisRateLimiter {
   /** Resolves when one more request fits the shared rate; waits for later windows as long as needed. */
   async acquire(): Promise<void> {
     for (;;) {
-      const wait = Number(await this.redis.eval(ACQUIRE, 1, this.key, this.max, this.windowMs));
+      const wait = Number(await evalScript(this.redis, ACQUIRE, 1, this.key, this.max, this.windowMs));
       if (wait <= 0) return;
       // Spread the waiters over the first tenth of the next window instead of waking them all at its first tick.
       await new Promise((r) => setTimeout(r, wait + Math.floor(this.random() * this.windowMs * 0.1)));
