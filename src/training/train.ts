@@ -7,17 +7,18 @@
  * factors from (seed, ticker), so another seed gives new instruments on new market paths even where the synthetic
  * ticker names repeat. One held-out split fits the temperature by NLL, the other gives the reported metrics.
  */
-import { DOMAINS, domainIndex } from '../domains.js';
-import { MIN_HISTORY_BARS, computeFeatures } from '../data/features/compute.js';
-import { trainingSet } from '../data/sim/simulator.js';
+import { DOMAINS } from '../domains.js';
+import { MIN_HISTORY_BARS } from '../data/features/compute.js';
 import { REGIME_FAMILIES, type RegimeFamily } from '../data/sim/regimes.js';
-import { Rng } from '../util/random.js';
 import { summarisePredictions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
 import { paramLayout, type Hidden } from '../router/layout.js';
-import { concatSeries } from '../router/batch.js';
+import { simulatedTokensParallel, type TokenSet } from './tokens.js';
+import { allocSlot, BatchFeeder, BatchSampler, type BatchSlot } from './batch-feeder.js';
 import { initParams } from '../router/model.js';
 import { NativeRouter, nativeAvailable } from '../router/native.js';
 import { referenceForward, referenceLossAndGrad } from '../router/reference.js';
+
+export { simulatedTokens, type TokenSet } from './tokens.js';
 
 const D = DOMAINS.length;
 
@@ -42,7 +43,15 @@ export interface TrainConfig {
   focalGamma: number;
   /** Weight each class by `N / (4·N_c)` so the four domains count alike. */
   classBalance: boolean;
+  /** Threads of the native trainer (SIMD backend). */
   threads: number;
+  /**
+   * Worker threads simulating the market histories (one seed per task); the token set is the same for any count.
+   * @defaultValue `threads`
+   */
+  simThreads?: number;
+  /** Minibatches gathered on a feeder thread ahead of the steps (the same batches either way). @defaultValue true */
+  feeder?: boolean;
   data: {
     tickersPerSubtype: number;
     /** Simulated days per ticker (the feature warm-up comes out of these). */
@@ -113,62 +122,6 @@ export function defaultTrainConfig(overrides: { hidden?: Hidden; seed?: number; 
   };
 }
 
-/** Tokens of many tickers, concatenated. */
-export interface TokenSet {
-  hidden: Hidden;
-  x: Float32Array;
-  vol: Float32Array;
-  risk: Float32Array;
-  labels: Uint8Array;
-  /** Token ranges per ticker: `[start, end)`. */
-  tickers: { ticker: string; label: number; subtype: string; seed: number; family: RegimeFamily; start: number; end: number }[];
-  get size(): number;
-}
-
-/**
- * Simulates the instruments of `opts` once per seed (each seed is another market history and other instrument
- * parameters, in the regime family `familyOf(seed)`) and turns them into tokens with `computeFeatures`.
- */
-export function simulatedTokens(
-  hidden: Hidden,
-  opts: {
-    seeds: number[];
-    tickersPerSubtype: number;
-    days: number;
-    contextDropout?: number;
-    newListingShare?: number;
-    familyOf?: (seed: number) => RegimeFamily;
-  },
-): TokenSet {
-  const familyOf = opts.familyOf ?? (() => 'recent');
-  const series = opts.seeds.flatMap((seed) =>
-    trainingSet({
-      seed,
-      tickersPerSubtype: opts.tickersPerSubtype,
-      days: opts.days,
-      contextDropout: opts.contextDropout ?? 0,
-      newListingShare: opts.newListingShare ?? 0,
-      family: familyOf(seed),
-    }).map((s) => ({
-      s,
-      seed,
-      name: opts.seeds.length > 1 ? `${s.ticker}@${seed}` : s.ticker,
-      f: computeFeatures(s.ticker, s.bars, hidden, s.context),
-    })),
-  );
-  const { x, vol, risk, offsets } = concatSeries(series.map(({ f }) => f), hidden);
-  const total = offsets[offsets.length - 1]!;
-  const labels = new Uint8Array(total);
-  const tickers: TokenSet['tickers'] = [];
-  series.forEach(({ s, seed, name }, i) => {
-    const start = offsets[i]!;
-    const end = offsets[i + 1]!;
-    const label = domainIndex(s.class);
-    labels.fill(label, start, end);
-    tickers.push({ ticker: name, label, subtype: s.subtype, seed, family: s.family, start, end });
-  });
-  return { hidden, x, vol, risk, labels, tickers, get size() { return total; } };
-}
 
 /** `count` consecutive seeds from `first`. */
 export function seedRange(first: number, count: number): number[] {
@@ -477,21 +430,22 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
     throw new RangeError(`Expected a non-empty list of ${REGIME_FAMILIES.join(', ')} for data.families but received ${JSON.stringify(d.families)}`);
   }
   const byIndex = (first: number, list: readonly RegimeFamily[]) => (seed: number) => list[(seed - first) % list.length]!;
-  const train = simulatedTokens(H, {
+  const simThreads = config.simThreads ?? config.threads;
+  const train = await simulatedTokensParallel(H, {
     seeds: seedRange(d.trainSeed, d.trainSeeds),
     tickersPerSubtype: d.tickersPerSubtype,
     days: d.days,
     contextDropout: d.contextDropout,
     newListingShare: d.newListingShare,
     familyOf: byIndex(d.trainSeed, d.families),
-  });
-  const validation = simulatedTokens(H, {
+  }, simThreads);
+  const validation = await simulatedTokensParallel(H, {
     seeds: validationSeeds,
     tickersPerSubtype: d.validationTickersPerSubtype,
     days: d.days,
     familyOf: byIndex(d.validationSeed, d.families),
-  });
-  const test = simulatedTokens(H, { seeds: testSeeds, tickersPerSubtype: d.testTickersPerSubtype, days: d.days, familyOf: byIndex(d.testSeed, REGIME_FAMILIES) });
+  }, simThreads);
+  const test = await simulatedTokensParallel(H, { seeds: testSeeds, tickersPerSubtype: d.testTickersPerSubtype, days: d.days, familyOf: byIndex(d.testSeed, REGIME_FAMILIES) }, simThreads);
   const t1 = performance.now();
   log(`data: train ${train.tickers.length} tickers / ${train.size} days, validation ${validation.tickers.length} / ${validation.size}, test ${test.tickers.length} / ${test.size} (${((t1 - t0) / 1000).toFixed(1)} s)`);
   for (const [name, set] of [['training', train], ['validation', validation], ['test', test]] as const) {
@@ -503,50 +457,43 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
     backend.setParams(initParams(H, config.seed), 1);
     const cw = config.classBalance ? classWeights(train.labels) : new Float64Array(D).fill(1);
     const B = Math.min(config.batchSize, train.size);
-    const bx = new Float32Array(B * H);
-    const bvol = new Float32Array(B);
-    const brisk = new Float32Array(B);
-    const blab = new Uint8Array(B);
-    const bw = new Float32Array(B);
-    const order = new Uint32Array(train.size).map((_, i) => i);
-    const rng = Rng.derive(config.seed, 'shuffle');
-    let cursor = order.length;
     const history: TrainStepLog[] = [];
     const logEvery = hooks.logEvery ?? 100;
-    for (let step = 0; step < config.steps; step++) {
-      for (let j = 0; j < B; j++) {
-        if (cursor >= order.length) {
-          for (let i = order.length - 1; i > 0; i--) {
-            const k = rng.int(i + 1);
-            const tmp = order[i]!;
-            order[i] = order[k]!;
-            order[k] = tmp;
-          }
-          cursor = 0;
+    // Batches come from a feeder thread a few steps ahead (batch-feeder.ts), or, with `feeder: false`, are gathered
+    // here between steps: the same batches in the same order either way.
+    const feeder = config.feeder === false ? undefined : new BatchFeeder(train, cw, { seed: config.seed, batch: B, steps: config.steps });
+    const sampler = feeder === undefined ? new BatchSampler(train, cw, config.seed) : undefined;
+    const own = sampler === undefined ? undefined : allocSlot(B, H);
+    try {
+      for (let step = 0; step < config.steps; step++) {
+        let slot: BatchSlot;
+        if (feeder !== undefined) slot = await feeder.next();
+        else {
+          sampler!.fill(own!);
+          slot = own!;
         }
-        const n = order[cursor++]!;
-        bx.set(train.x.subarray(n * H, n * H + H), j * H);
-        bvol[j] = train.vol[n]!;
-        brisk[j] = train.risk[n]!;
-        blab[j] = train.labels[n]!;
-        bw[j] = cw[blab[j]!]!;
+        const { labels: blab, weights: bw } = slot;
+        const batch = { x: slot.x, vol: slot.vol, risk: slot.risk };
+        if (config.focalGamma > 0) {
+          const { probs } = await backend.forward(batch);
+          for (let j = 0; j < B; j++) bw[j]! *= (1 - probs[j * D + blab[j]!]!) ** config.focalGamma;
+        }
+        const out = await backend.lossAndGrad(batch, blab, {
+          labelSmoothing: config.labelSmoothing,
+          reconWeight: config.reconWeight,
+          sampleWeight: bw,
+        });
+        // The native trainer has read the batch: its slot may be refilled while the optimiser steps.
+        feeder?.release();
+        if (!Number.isFinite(out.loss)) throw new RangeError(`Expected finite loss at step ${step} but received ${out.loss}`);
+        const lr = learningRate(step, config);
+        const gradNorm = backend.adamwStep(out.grad, { lr, weightDecay: config.weightDecay, clipNorm: config.clipNorm });
+        const entry = { step, lr, loss: out.loss, ce: out.ce, rec: out.rec, gradNorm };
+        history.push(entry);
+        if (step % logEvery === 0 || step === config.steps - 1) hooks.onStep?.(entry);
       }
-      const batch = { x: bx, vol: bvol, risk: brisk };
-      if (config.focalGamma > 0) {
-        const { probs } = await backend.forward(batch);
-        for (let j = 0; j < B; j++) bw[j]! *= (1 - probs[j * D + blab[j]!]!) ** config.focalGamma;
-      }
-      const out = await backend.lossAndGrad(batch, blab, {
-        labelSmoothing: config.labelSmoothing,
-        reconWeight: config.reconWeight,
-        sampleWeight: bw,
-      });
-      if (!Number.isFinite(out.loss)) throw new RangeError(`Expected finite loss at step ${step} but received ${out.loss}`);
-      const lr = learningRate(step, config);
-      const gradNorm = backend.adamwStep(out.grad, { lr, weightDecay: config.weightDecay, clipNorm: config.clipNorm });
-      const entry = { step, lr, loss: out.loss, ce: out.ce, rec: out.rec, gradNorm };
-      history.push(entry);
-      if (step % logEvery === 0 || step === config.steps - 1) hooks.onStep?.(entry);
+    } finally {
+      await feeder?.close();
     }
     const t2 = performance.now();
     const params = backend.getParams();

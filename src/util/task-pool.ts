@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Piscina } from 'piscina';
@@ -32,6 +33,20 @@ export function workerExecArgv(taskFile: string, parentArgv: readonly string[] =
     argv.push('--import', loader);
   }
   return argv;
+}
+
+/**
+ * The task module `name` beside the module at `base` (an `import.meta.url`): `name.ts` when the sources run, or
+ * `name.js` / `name.mjs` when they were compiled or bundled (a bundle of a CLI ships its task files beside it).
+ */
+export function siblingTaskFile(base: string | URL, name: string): URL {
+  const tried: string[] = [];
+  for (const ext of ['.ts', '.js', '.mjs']) {
+    const url = new URL(`./${name}${ext}`, base);
+    if (existsSync(url)) return url;
+    tried.push(fileURLToPath(url));
+  }
+  throw new Error(`Expected a task module ${name}.ts, .js or .mjs but found none of ${tried.join(', ')}`);
 }
 
 function checkInteger(value: unknown, name: string, min: number): number | undefined {

@@ -1,0 +1,6 @@
+import { seedTokens, type SeedTokens, type SeedTokensTask } from './tokens.js';
+
+/** Piscina task of `simulatedTokensParallel`: one market history's tokens (simulation and features). */
+export default function tokensTask(task: SeedTokensTask): SeedTokens {
+  return seedTokens(task.hidden, task.seed, task.opts);
+}

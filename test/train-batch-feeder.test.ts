@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { allocSlot, BatchFeeder, BatchSampler, type SampleSource } from '../src/training/batch-feeder.js';
+
+/** A small token set whose values name their token, so a batch shows which tokens it holds. */
+function source(n: number, H = 4): SampleSource {
+  return {
+    hidden: H,
+    x: Float32Array.from({ length: n * H }, (_, i) => i),
+    vol: Float32Array.from({ length: n }, (_, i) => i + 0.5),
+    risk: Float32Array.from({ length: n }, (_, i) => -i),
+    labels: Uint8Array.from({ length: n }, (_, i) => i % 4),
+  };
+}
+
+const cw = Float64Array.from([1, 2, 3, 4]);
+
+describe('batch feeder', () => {
+  it('hands out, step by step, exactly the batches the sampler draws here', async () => {
+    const src = source(37);
+    const steps = 25; // 25 × 8 tokens: five passes over the 37 tokens, batches that straddle two shuffles
+    const here = new BatchSampler(src, cw, 11);
+    const mine = allocSlot(8, 4);
+    const feeder = new BatchFeeder(src, cw, { seed: 11, batch: 8, steps, slots: 3 });
+    try {
+      const seen = new Set<number>();
+      for (let step = 0; step < steps; step++) {
+        const slot = await feeder.next();
+        here.fill(mine);
+        for (const k of ['x', 'vol', 'risk', 'labels', 'weights'] as const) expect(Array.from(slot[k])).toEqual(Array.from(mine[k]));
+        for (const v of slot.vol) seen.add(v - 0.5);
+        expect(Array.from(slot.weights)).toEqual(Array.from(slot.labels, (l) => cw[l]!));
+        feeder.release();
+      }
+      expect(seen.size).toBe(37);
+    } finally {
+      await feeder.close();
+    }
+  });
+
+  it('another seed gives another order; a closed feeder stops even while it waits for a free slot', async () => {
+    const src = source(50);
+    const a = allocSlot(10, 4);
+    const b = allocSlot(10, 4);
+    new BatchSampler(src, cw, 1).fill(a);
+    new BatchSampler(src, cw, 2).fill(b);
+    expect(Array.from(a.vol)).not.toEqual(Array.from(b.vol));
+    // Nothing is released: the feeder fills its two slots and then waits.
+    const feeder = new BatchFeeder(src, cw, { seed: 1, batch: 10, steps: 1000, slots: 2 });
+    expect(Array.from((await feeder.next()).vol)).toEqual(Array.from(a.vol));
+    await feeder.close();
+  });
+
+  it('refuses bad sizes with the value it received', () => {
+    expect(() => new BatchFeeder(source(5), cw, { seed: 1, batch: 0, steps: 3 })).toThrow('Expected integer ≥ 1 for batch but received 0');
+    expect(() => new BatchFeeder(source(5), cw, { seed: 1, batch: 2, steps: 3, slots: 0 })).toThrow('Expected integer ≥ 1 for slots but received 0');
+    expect(() => new BatchFeeder(source(0), cw, { seed: 1, batch: 2, steps: 3 })).toThrow('Expected at least one token to sample from but received none');
+  });
+});
