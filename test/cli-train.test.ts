@@ -1,4 +1,4 @@
-import { chmod, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -75,5 +75,21 @@ describe('train --out', () => {
     expect(r.out.at(-1)).toBe(`wrote ${file}`);
     expect((await stat(file)).size).toBeGreaterThan(0);
     expect(await readdir(path.dirname(file))).toEqual(['router.safetensors']);
+  });
+});
+
+describe('train speed flags', () => {
+  it('give the same model bytes: feeder thread or not, one simulation thread or several', async () => {
+    const a = path.join(tmp, 'a.safetensors');
+    const b = path.join(tmp, 'b.safetensors');
+    // Three histories so that the seeds really spread over the two simulation threads.
+    expect((await train(['--train-seeds', '3', '--steps', '6', '--out', a])).code).toBe(0);
+    expect((await train(['--train-seeds', '3', '--steps', '6', '--feeder', 'off', '--sim-threads', '1', '--out', b])).code).toBe(0);
+    // The files name their own path in the rebuild command; everything else must match.
+    const strip = (buf: Buffer, name: string) => buf.toString('latin1').split(name).join('OUT');
+    expect(strip(await readFile(a), 'a.safetensors')).toBe(strip(await readFile(b), 'b.safetensors'));
+    const bad = await train(['--feeder', 'maybe']);
+    expect(bad.code).toBe(2);
+    expect(bad.err.join('\n')).toContain('Expected on or off for --feeder but received "maybe"');
   });
 });

@@ -15,7 +15,7 @@ import { UsageError, intFlag, parseArgs, stringFlag, writableFilePath } from './
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N] [--steps N] [--batch N] [--lr X]
-                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--threads N] [--out FILE]
+                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--out FILE]
                        [--calibrate-data DIR [--calibrate-labels FILE] [--calibrate-context-dir DIR] [--calibrate-folds K]]`;
 
 interface CalibrateArgs {
@@ -53,6 +53,8 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
     'calibrate-context-dir': { type: 'string' },
     'calibrate-folds': { type: 'string' },
     threads: { type: 'string' },
+    'sim-threads': { type: 'string' },
+    feeder: { type: 'string' },
     out: { type: 'string' },
     help: { type: 'boolean' },
   });
@@ -71,6 +73,11 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
   config.data.contextDropout = numberFlag(stringFlag(args, 'context-dropout'), 'context-dropout', config.data.contextDropout, 0, 1);
   config.data.newListingShare = numberFlag(stringFlag(args, 'new-listing-share'), 'new-listing-share', config.data.newListingShare, 0, 1);
   config.threads = intFlag(args, 'threads', config.threads, 1, 256);
+  // Speed only: the token set and the batches are the same for any value of these two.
+  config.simThreads = intFlag(args, 'sim-threads', config.threads, 1, 256);
+  const feeder = stringFlag(args, 'feeder') ?? 'on';
+  if (feeder !== 'on' && feeder !== 'off') throw new UsageError(`Expected on or off for --feeder but received ${JSON.stringify(feeder)}`);
+  config.feeder = feeder === 'on';
   config.data.tickersPerSubtype = intFlag(args, 'tickers-per-subtype', config.data.tickersPerSubtype, 1, 1000);
   config.data.days = intFlag(args, 'days', config.data.days, WARMUP_DAYS + 20, 20_000);
   config.data.trainSeeds = intFlag(args, 'train-seeds', config.data.trainSeeds, 1, 1000);
@@ -168,14 +175,16 @@ async function train(argv: readonly string[]): Promise<number> {
     historyTemperature = cal.historyTemperature;
   }
 
-  // Timings and the backend name stay out of the file so that the same command rebuilds the same bytes.
+  // Timings, the backend name and the speed-only settings stay out of the file so that the same command rebuilds the
+  // same bytes.
+  const { simThreads: _simThreads, feeder: _feeder, ...savedConfig } = config;
   await saveModel(out, {
     hidden: config.hidden,
     params: result.params,
     temperature,
     historyTemperature,
     metadata: {
-      training_config: { ...config, featureSpec: FEATURE_SPEC, domains: DOMAINS },
+      training_config: { ...savedConfig, featureSpec: FEATURE_SPEC, domains: DOMAINS },
       metrics: {
         heldOutSimulator: {
           ...metricsSummary(result.test),
