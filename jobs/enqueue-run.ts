@@ -1,13 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
-import type { FlowProducer } from 'bullmq';
+import { Job, Queue, type FlowProducer } from 'bullmq';
 import type { RedisClient } from './connection.js';
 import { validateTicker } from '../src/data/validate.js';
 import type { FetchRange, SourceName } from '../src/data/types.js';
 import { bullJobKey, isRunId, jobIds, runKey } from './keys.js';
 import { QUEUE_NAMES } from './queues.js';
-import { createRunMeta, updateRunMeta, type RunStore } from './run-meta.js';
-import { FETCH_JOB_OPTIONS, REPORT_JOB_OPTIONS, ROUTE_JOB_OPTIONS } from './job-options.js';
+import { createRunMeta, ENQUEUE_FAILED, reopenAfterEnqueueFailure, updateRunMeta, type RunStore } from './run-meta.js';
+import { FETCH_JOB_OPTIONS, GATE_JOB_NAME, GATE_JOB_OPTIONS, REPORT_JOB_OPTIONS, ROUTE_JOB_OPTIONS } from './job-options.js';
 import { DEFAULT_SHARD_SIZE, MAX_SHARD_SIZE, MAX_SHARDS, MAX_TICKERS } from '../src/limits.js';
 import {
   PayloadError,
@@ -94,15 +94,20 @@ export function shardPlan(tickers: number, shardSize: number = DEFAULT_SHARD_SIZ
 }
 
 /**
- * Enqueues one run as one flow: report ← route × S shards ← fetch × the shard's tickers. Each route job waits only
- * for its own shard's fetch jobs, so routing overlaps the fetching of the other shards, and no parent has more than
- * `MAX_SHARD_SIZE` children. The run id is a fresh UUID (never user text), so report folders and keys cannot be
- * steered by input. Payloads are validated here exactly as workers will.
+ * Enqueues one run: report ← route × S shards ← fetch × the shard's tickers. Each route job waits only for its own
+ * shard's fetch jobs, so routing overlaps the fetching of the other shards, and no parent has more than
+ * `MAX_SHARD_SIZE` children. The run is added as S + 1 flows, not one: first the report with its gate (a delayed
+ * child that keeps it waiting), then one flow per shard, attached to the report, then the gate is removed. The first
+ * fetch jobs can start while later shards are still being added, and the enqueuing process holds one shard's jobs at
+ * a time instead of the run's (one flow of 100,000 tickers took 1.5 GB and 50 s before the first fetch could start).
+ * The run id is a fresh UUID (never user text), so report folders and keys cannot be steered by input. Payloads are
+ * validated here exactly as workers will.
  */
 export interface EnqueueOptions {
   /**
    * Run id to use instead of a fresh one (scheduled runs derive it from their tick). Enqueueing the same id again
-   * keeps the existing metadata and re-adds the same job ids, which BullMQ ignores: one run, not two.
+   * keeps the existing metadata and adds only what is missing (a run whose enqueue was cut short is completed; one
+   * past its enqueue is left alone): one run, not two.
    */
   runId?: string;
 }
@@ -115,49 +120,73 @@ export async function enqueueRun(ctx: EnqueueContext, req: RunRequest, opts: Enq
   const createdAt = new Date().toISOString();
   const dataDir = req.dataDir === undefined ? undefined : path.resolve(req.dataDir);
 
-  const fetchData: FetchJobData[] = tickers.map((ticker) => {
+  const fetchData = (ticker: string): FetchJobData => {
     const d: FetchJobData = { runId, ticker, source: req.source, range };
     if (dataDir !== undefined) d.dataDir = dataDir;
     if (req.seed !== undefined) d.seed = req.seed;
     return validateFetchJobData(d);
-  });
+  };
+  // Every payload is checked before anything is written: a bad one fails the request, not a shard halfway through.
+  for (const t of tickers) fetchData(t);
   const plan = shardPlan(tickers.length, ctx.shardSize);
-  const routeData: RouteJobData[] = Array.from({ length: plan.shards }, (_, shard) =>
-    validateRouteJobData({ runId, shard, tickers: tickers.slice(shard * plan.size, (shard + 1) * plan.size) }),
-  );
+  const routeData = (shard: number): RouteJobData => validateRouteJobData({ runId, shard, tickers: tickers.slice(shard * plan.size, (shard + 1) * plan.size) });
   const reportData: ReportJobData = validateReportJobData({ runId, source: req.source, createdAt, shards: plan.shards, shardSize: plan.size });
+  const done: EnqueuedRun = { runId, tickers, createdAt, reportJobId: jobIds.report(runId), shards: plan.shards };
 
   const store: RunStore = { redis: ctx.redis, prefix: ctx.prefix, ttlSeconds: ctx.runTtlSeconds };
   const reportJobId = jobIds.report(runId);
-  if (opts.runId !== undefined && (await runExists(store, runId))) {
-    // The flow's root is added last in one transaction: if it exists the whole flow does, and adding it again could
-    // re-create children that already finished and were trimmed.
-    if ((await ctx.redis.exists(bullJobKey(ctx.prefix, QUEUE_NAMES.report, reportJobId))) === 1) return { runId, tickers, createdAt, reportJobId, shards: plan.shards };
-  } else {
-    await createRunMeta(store, { runId, source: req.source, tickers, createdAt, shards: plan.shards });
-  }
+  const routeQueue = new Queue(QUEUE_NAMES.route, { connection: ctx.redis, prefix: ctx.prefix });
   try {
-    await ctx.flow.add({
-      name: 'report',
-      queueName: QUEUE_NAMES.report,
-      data: reportData,
-      opts: { ...REPORT_JOB_OPTIONS, jobId: jobIds.report(runId) },
-      children: routeData.map((data) => ({
-        name: 'route',
-        queueName: QUEUE_NAMES.route,
-        data,
-        opts: { ...ROUTE_JOB_OPTIONS, jobId: jobIds.route(runId, data.shard) },
-        children: fetchData.slice(data.shard * plan.size, (data.shard + 1) * plan.size).map((fetch) => ({
-          name: 'fetch',
-          queueName: QUEUE_NAMES.fetch,
-          data: fetch,
-          opts: { ...FETCH_JOB_OPTIONS, jobId: jobIds.fetch(runId, fetch.ticker) },
-        })),
-      })),
-    });
-  } catch (err) {
-    await updateRunMeta(store, runId, { status: 'failed', error: `enqueue failed: ${errorText(err)}` });
-    throw err;
+    let resume = false;
+    if (opts.runId !== undefined && (await runExists(store, runId))) {
+      if ((await ctx.redis.exists(bullJobKey(ctx.prefix, QUEUE_NAMES.report, reportJobId))) === 1) {
+        // Past its enqueue once the gate is gone (or ran out): adding shards again could re-create finished, trimmed jobs.
+        const gate = await Job.fromId(routeQueue, jobIds.gate(runId));
+        if (gate === undefined || !(await gate.isDelayed())) return done;
+        resume = true;
+        await reopenAfterEnqueueFailure(store, runId);
+      }
+    } else {
+      await createRunMeta(store, { runId, source: req.source, tickers, createdAt, shards: plan.shards });
+    }
+    try {
+      if (!resume) {
+        await ctx.flow.add({
+          name: 'report',
+          queueName: QUEUE_NAMES.report,
+          data: reportData,
+          opts: { ...REPORT_JOB_OPTIONS, jobId: reportJobId },
+          children: [{ name: GATE_JOB_NAME, queueName: QUEUE_NAMES.route, data: { runId }, opts: { ...GATE_JOB_OPTIONS, jobId: jobIds.gate(runId) } }],
+        });
+      }
+      const parent = { id: reportJobId, queue: `${ctx.prefix}:${QUEUE_NAMES.report}` };
+      for (let shard = 0; shard < plan.shards; shard++) {
+        const routeJobId = jobIds.route(runId, shard);
+        if (resume && (await ctx.redis.exists(bullJobKey(ctx.prefix, QUEUE_NAMES.route, routeJobId))) === 1) continue;
+        const data = routeData(shard);
+        await ctx.flow.add({
+          name: 'route',
+          queueName: QUEUE_NAMES.route,
+          data,
+          opts: { ...ROUTE_JOB_OPTIONS, jobId: routeJobId, parent },
+          children: data.tickers.map((ticker) => ({
+            name: 'fetch',
+            queueName: QUEUE_NAMES.fetch,
+            data: fetchData(ticker),
+            opts: { ...FETCH_JOB_OPTIONS, jobId: jobIds.fetch(runId, ticker) },
+          })),
+        });
+      }
+      // Every shard is in: the gate goes (removing a child releases its parent's wait for it), so the report runs once
+      // the shards are done. A gate that is no longer delayed has run out its delay and completes on a route worker.
+      const gate = await Job.fromId(routeQueue, jobIds.gate(runId));
+      if (gate !== undefined && (await gate.isDelayed())) await gate.remove();
+    } catch (err) {
+      await updateRunMeta(store, runId, { status: 'failed', error: `${ENQUEUE_FAILED}${errorText(err)}` });
+      throw err;
+    }
+  } finally {
+    await routeQueue.close();
   }
-  return { runId, tickers, createdAt, reportJobId: jobIds.report(runId), shards: plan.shards };
+  return done;
 }

@@ -82,6 +82,8 @@ export const jobIds = {
   /** The route job of shard `shard` (0-based) of a run. */
   route: (runId: string, shard: number) => `route_${runId}_${shard}`,
   report: (runId: string) => `report_${runId}`,
+  /** The gate of a run's report (route queue): held back until every shard has been added (enqueue-run.ts). */
+  gate: (runId: string) => `gate_${runId}`,
 };
 
 /**

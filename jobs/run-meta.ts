@@ -80,12 +80,28 @@ export async function updateRunMeta(store: RunStore, runId: string, fields: Upda
   for (const [k, v] of Object.entries(fields)) if (v !== undefined) flat[k] = String(v);
   if (Object.keys(flat).length === 0) return;
   const args = Object.entries(flat).flat();
-  await evalScript(store.redis, 
+  await evalScript(
+    store.redis,
     "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], unpack(ARGV)) end return 0",
     1,
     key,
     ...args,
   );
+}
+
+/** Prefix of the error of a run whose enqueue failed part of the way (enqueue-run.ts). */
+export const ENQUEUE_FAILED = 'enqueue failed: ';
+
+const REOPEN =
+  "if redis.call('HGET', KEYS[1], 'status') == 'failed' and string.sub(redis.call('HGET', KEYS[1], 'error') or '', 1, " +
+  `${ENQUEUE_FAILED.length}) == '${ENQUEUE_FAILED}' then redis.call('HSET', KEYS[1], 'status', 'queued') redis.call('HDEL', KEYS[1], 'error') return 1 end return 0`;
+
+/**
+ * A run marked failed only because its enqueue was cut short goes back to `queued` when that enqueue is completed;
+ * any other failure stands. Returns whether it was reopened.
+ */
+export async function reopenAfterEnqueueFailure(store: RunStore, runId: string): Promise<boolean> {
+  return (await evalScript(store.redis, REOPEN, 1, runKey(store.prefix, runId))) === 1;
 }
 
 /** Statuses of a run that has ended: no stage job may change it any more. */

@@ -158,6 +158,33 @@ describe('a run cut into shards', () => {
       await Promise.all([reportQ.close(), flow.close()]);
     }
   });
+
+  it('ends a run whose enqueue was cut short once its gate runs out, keeping the enqueue error, with nothing left waiting', async () => {
+    const reportQ = new Queue(QUEUE_NAMES.report, { connection: p.redis, prefix: p.config.prefix });
+    const routeQ = new Queue(QUEUE_NAMES.route, { connection: p.redis, prefix: p.config.prefix });
+    const flow = new FlowProducer({ connection: p.redis, prefix: p.config.prefix });
+    let calls = 0;
+    const dying = {
+      add: (...args: Parameters<FlowProducer['add']>) => (++calls > 2 ? Promise.reject(new Error('producer killed')) : flow.add(...args)),
+    } as unknown as FlowProducer;
+    try {
+      const runId = randomUUID();
+      const ctx = { flow: dying, redis: p.redis, prefix: p.config.prefix, runTtlSeconds: p.config.runTtlSeconds, shardSize: 4 };
+      await expect(enqueueRun(ctx, { tickers: benchTickers(10), source: 'sim', range: { days: 20 }, seed: 2 }, { runId })).rejects.toThrow('producer killed');
+      // The run has failed: shard 0's jobs end without routing (a stage job never revives an ended run), and the
+      // report waits behind the gate.
+      await expect.poll(async () => routeQ.getJobState(jobIds.route(runId, 0)), { timeout: 30_000, interval: 100 }).toMatch(/^(completed|failed)$/);
+      expect((await readRunMeta(p.redis, p.config.prefix, runId))?.shardsRouted).toBe(0);
+      expect(await reportQ.getJobState(jobIds.report(runId))).toBe('waiting-children');
+      // The delay running out, without the wait: a route worker completes the gate and the report job runs.
+      await (await routeQ.getJob(jobIds.gate(runId)))!.promote();
+      await expect.poll(async () => routeQ.getJobState(jobIds.gate(runId)), { timeout: 30_000, interval: 100 }).toBe('completed');
+      await expect.poll(async () => reportQ.getJobState(jobIds.report(runId)), { timeout: 30_000, interval: 100 }).toMatch(/^(completed|failed)$/);
+      expect(await readRunMeta(p.redis, p.config.prefix, runId)).toMatchObject({ status: 'failed', error: 'enqueue failed: producer killed' });
+    } finally {
+      await Promise.all([reportQ.close(), routeQ.close(), flow.close()]);
+    }
+  });
 });
 
 describe('enqueueing large runs', () => {
@@ -192,6 +219,51 @@ describe('enqueueing large runs', () => {
       expect(validateRouteJobData(last.data).tickers).toEqual(tickers.slice(19_000));
       // Each route job waits for its own shard's fetch jobs only.
       expect((await last.getDependenciesCount()).unprocessed).toBe(1000);
+      // The report waits for its 20 shards; the gate that held it while they were added is gone.
+      expect((await report.getDependenciesCount()).unprocessed).toBe(20);
+      expect(await routeQ.getJobState(jobIds.gate(run.runId))).toBe('unknown');
+    } finally {
+      await Promise.all([reportQ.close(), routeQ.close()]);
+    }
+  });
+
+  it('completes an enqueue that was cut short when the same run id is enqueued again, and leaves a complete one alone', async () => {
+    const tickers = benchTickers(50);
+    const runId = randomUUID();
+    const ctx = { flow, redis, prefix, runTtlSeconds: 600, shardSize: 10 };
+    // A producer that dies after the report and two of five shards are in.
+    let calls = 0;
+    const dying = {
+      add: (...args: Parameters<FlowProducer['add']>) => {
+        if (++calls > 3) return Promise.reject(new Error('connection lost'));
+        return flow.add(...args);
+      },
+    } as unknown as FlowProducer;
+    await expect(enqueueRun({ ...ctx, flow: dying }, { tickers, source: 'sim', range: { days: 5 } }, { runId })).rejects.toThrow('connection lost');
+    const reportQ = new Queue(QUEUE_NAMES.report, { connection: redis, prefix });
+    const routeQ = new Queue(QUEUE_NAMES.route, { connection: redis, prefix });
+    try {
+      // The gate stays shut: without the missing shards the report must not run.
+      expect(await routeQ.getJobState(jobIds.gate(runId))).toBe('delayed');
+      expect(await routeQ.getJobState(jobIds.route(runId, 1))).toBe('waiting-children');
+      expect(await routeQ.getJobState(jobIds.route(runId, 2))).toBe('unknown');
+      expect(await readRunMeta(redis, prefix, runId)).toMatchObject({ status: 'failed', error: 'enqueue failed: connection lost' });
+
+      const again = await enqueueRun(ctx, { tickers, source: 'sim', range: { days: 5 } }, { runId });
+      expect(again.shards).toBe(5);
+      expect(await readRunMeta(redis, prefix, runId)).toMatchObject({ status: 'queued', shards: 5 });
+      for (let shard = 0; shard < 5; shard++) expect(await routeQ.getJobState(jobIds.route(runId, shard))).toBe('waiting-children');
+      expect(await routeQ.getJobState(jobIds.gate(runId))).toBe('unknown');
+      const report = (await reportQ.getJob(jobIds.report(runId)))!;
+      expect((await report.getDependenciesCount()).unprocessed).toBe(5);
+      const fetchQ = new Queue(QUEUE_NAMES.fetch, { connection: redis, prefix });
+      expect(await fetchQ.getWaitingCount()).toBeGreaterThanOrEqual(50);
+      await fetchQ.close();
+
+      // Once its gate is gone a run is past its enqueue: a third call adds nothing.
+      const adds = calls;
+      await enqueueRun({ ...ctx, flow: dying }, { tickers, source: 'sim', range: { days: 5 } }, { runId });
+      expect(calls).toBe(adds);
     } finally {
       await Promise.all([reportQ.close(), routeQ.close()]);
     }

@@ -17,6 +17,7 @@ import { featureKey, shardKey, tickerFromFetchJobKey } from '../jobs/keys.js';
 import { dailyAggregate } from '../src/report/daily.js';
 import { summarizeTicker, tickerSeries, type RoutedTicker } from './aggregate.js';
 import { storeShardOutput, type RunStore } from '../jobs/run-meta.js';
+import { GATE_JOB_NAME } from '../jobs/job-options.js';
 import {
   validateFetchResult,
   validateRouteJobData,
@@ -117,6 +118,12 @@ async function readBlocks(redis: RedisClient, results: Map<string, FetchResult>,
   return out;
 }
 
+/** What a completed gate job returns. */
+export interface GateResult {
+  gate: true;
+  runId: string;
+}
+
 /** The job's return value: the output's key, counts and the timings dashboards read. */
 function routeResult(o: ShardOutput, outputKey: string): RouteResult {
   return {
@@ -153,11 +160,13 @@ async function storedOutput(deps: RouteDeps, key: string, runId: string, shard: 
  * blocks dropped. A shard whose tickers all failed still succeeds here (with zero tickers) so the report can list
  * the failures.
  */
-export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Promise<RouteResult> {
+export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Promise<RouteResult | GateResult> {
   const { router, model } = deps.loaded;
   const store: RunStore = { redis: deps.redis, prefix: deps.prefix, ttlSeconds: deps.runTtlSeconds };
 
   return async (job: Job<unknown>) => {
+    // The report's gate (enqueue-run.ts) only has to finish; it carries no work.
+    if (job.name === GATE_JOB_NAME) return { gate: true, runId: String((job.data as { runId?: unknown } | null)?.runId) };
     const t0 = performance.now();
     const data = validPayload(job, 'route', validateRouteJobData);
     // Logged before any work: operators (and the crash tests) can tell a route job that started from one that waits.
