@@ -10,13 +10,15 @@
 // Eight versions were written, each checked against the scalar oracle (native/tests/cuda_vs_scalar.cpp) and timed
 // by native/bench/cuda_bench.cu; the three that are the fastest for some case stay here: v2 (H = 16 without the
 // expert output), v4 (H = 32 without it) and v8 (with it, both sizes). v1, v3, v5, v6 and v7 are in the repository's
-// history (2026-11). These are the FP32 kernels (MOE_CUDA_PRECISION=fp32, the default); v9 (forward_tc.cu) runs the
-// two matrix products on the tensor cores in TF32 or BF16 (MOE_CUDA_PRECISION=tf32|bf16). MOE_CUDA_FORWARD_KERNEL=
-// 2|4|8|9 forces one (any other value, or one that does not compute in the precision asked for, is an error), else
-// forwardKernelVersion picks the fastest measured on an H100 for the hidden size and whether the expert output is
-// asked for. The per-token stages every version shares (statistics, the four signals, logits, argmax, softmax) are
-// written once in stages.cuh; a kernel here is its version's tiling and data movement around them. Rates of the
-// eight: H100, H = 32, 1e7 tokens with expert output.
+// history (2026-11). These are the FP32 kernels (MOE_CUDA_PRECISION=fp32); v9 (forward_tc.cu) runs the two matrix
+// products on the tensor cores in split TF32 (tf32x3, the default precision since 2026-12-04: within the accuracy
+// contract on the trained model and faster than v8 at both sizes), TF32 or BF16 (MOE_CUDA_PRECISION=tf32x3|tf32|
+// bf16). MOE_CUDA_FORWARD_KERNEL=2|4|8|9 forces one (any other value, or one that does not compute in the precision
+// asked for, is an error; a forced 2, 4 or 8 with MOE_CUDA_PRECISION unset computes in fp32), else
+// forwardKernelVersion picks v9 for the tensor-core precisions and, for fp32, the fastest measured on an H100 for the
+// hidden size and whether the expert output is asked for. The per-token stages every version shares (statistics, the
+// four signals, logits, argmax, softmax) are written once in stages.cuh; a kernel here is its version's tiling and
+// data movement around them. Rates of the eight: H100, H = 32, 1e7 tokens with expert output.
 //   v1  one token per thread: each 16-byte weight broadcast from shared memory feeds 4 FMAs per lane. 1.94 G tokens/s.
 //   v2  two tokens per thread: each weight load feeds two tokens (half the shared-memory bytes per FMA). Buckets
 //       start at even slots so the two tokens a thread takes in the expert stage share one weight slice. 2.40 G.
@@ -830,7 +832,11 @@ int forcedForwardKernel() {
 }
 
 const char* precisionName(Precision p) {
-  return p == Precision::TF32 ? "tf32" : p == Precision::BF16 ? "bf16" : p == Precision::FP32 ? "fp32" : "env";
+  return p == Precision::TF32X3 ? "tf32x3"
+         : p == Precision::TF32 ? "tf32"
+         : p == Precision::BF16 ? "bf16"
+         : p == Precision::FP32 ? "fp32"
+                                : "env";
 }
 
 Precision forwardPrecision() {
@@ -839,11 +845,16 @@ Precision forwardPrecision() {
   static const Precision precision = [] {
     const char* e = std::getenv("MOE_CUDA_PRECISION");
     const std::string v = e ? e : "";
-    if (v.empty()) return kDefaultPrecision;
+    if (v.empty()) {
+      // A forced fp32 kernel (2, 4 or 8) computes in fp32 whatever the default precision is.
+      const int forced = forcedForwardKernel();
+      return forced != 0 && forced != 9 ? Precision::FP32 : kDefaultPrecision;
+    }
     if (v == "fp32") return Precision::FP32;
+    if (v == "tf32x3") return Precision::TF32X3;
     if (v == "tf32") return Precision::TF32;
     if (v == "bf16") return Precision::BF16;
-    MOE_FAIL("MOE_CUDA_PRECISION must be unset or fp32, tf32 or bf16 (the precisions of the forward's matrix "
+    MOE_FAIL("MOE_CUDA_PRECISION must be unset or fp32, tf32x3, tf32 or bf16 (the precisions of the forward's matrix "
              "products) but is '" + v + "'");
   }();
   return precision;
@@ -853,17 +864,17 @@ int forwardKernelVersion(int H, bool expert, Precision precision) {
   const int forced = forcedForwardKernel();
   const Precision prec = precision == Precision::Env ? forwardPrecision() : precision;
   if (prec != Precision::FP32) {
-    // The tensor-core kernel is the only one with TF32 or BF16 products.
+    // The tensor-core kernel is the only one with split-TF32, TF32 or BF16 products.
     MOE_CHECK(forced == 0 || forced == 9, "MOE_CUDA_FORWARD_KERNEL=" + std::to_string(forced) +
                                               " is an fp32 kernel but MOE_CUDA_PRECISION is " + precisionName(prec) +
-                                              " (tf32 and bf16 run forward kernel 9)");
+                                              " (tf32x3, tf32 and bf16 run forward kernel 9)");
     return 9;
   }
-  MOE_CHECK(forced != 9, "MOE_CUDA_FORWARD_KERNEL=9 computes in tf32 or bf16: set MOE_CUDA_PRECISION=tf32 or bf16 "
-                         "(the precision is fp32)");
-  // fp32 (the default precision: tf32 and bf16 miss the accuracy contract with the trained model; performance.md).
-  // The fastest of each case on an H100, 1e7 tokens (docs/performance.md): v8 with the expert output at both sizes;
-  // without it v4 at H = 32 (v8 ties) and v2 at H = 16 (128 registers suffice, four blocks per SM).
+  MOE_CHECK(forced != 9, "MOE_CUDA_FORWARD_KERNEL=9 computes in tf32x3, tf32 or bf16: set MOE_CUDA_PRECISION=tf32x3, "
+                         "tf32 or bf16 (the precision is fp32)");
+  // fp32 (MOE_CUDA_PRECISION=fp32, or a forced fp32 kernel). The fastest of each case on an H100, 1e7 tokens
+  // (docs/performance.md): v8 with the expert output at both sizes; without it v4 at H = 32 (v8 ties) and v2 at
+  // H = 16 (128 registers suffice, four blocks per SM).
   if (forced != 0) return forced;
   if (expert) return 8;
   return H == 32 ? 4 : 2;

@@ -1,31 +1,45 @@
 // Forward kernel v9: the two matrix products of the router (h = x·W1 and the expert's h·We[a]) on the tensor cores
-// with warp-level mma.sync, inputs rounded to TF32 (m16n8k8) or BF16 (m16n8k16), FP32 accumulation. Everything else
-// (b1 and be added in FP32 as the accumulators' start, relu, h·Wc, the statistics, the four signals, logits, argmax,
-// softmax, the expert activation) is FP32 and, past the per-lane partial sums, the stages every version shares
-// (stages.cuh). Selected by MOE_CUDA_PRECISION=tf32|bf16 (forward.cu); fp32 keeps the FP32 versions 2, 4 and 8.
+// with warp-level mma.sync, FP32 accumulation. Precisions (MOE_CUDA_PRECISION, forward.cu):
+//   tf32x3  x·W1 in split TF32 ("3xTF32"): x = x_hi + x_lo and W1 = W_hi + W_lo, each part rounded to TF32, and
+//           x·W1 ≈ x_lo·W_hi + x_hi·W_lo + x_hi·W_hi (three mma per step; the dropped x_lo·W_lo is ~2^-22 of the
+//           product), so h, and everything computed from it in FP32, is within a few FP32 roundings of the oracle.
+//           The expert product stays single TF32 (it only reaches the expert output y).
+//   tf32    both products with inputs rounded to TF32 (m16n8k8).
+//   bf16    both products with inputs rounded to BF16 (m16n8k16).
+// Everything else (b1 and be added in FP32 as the accumulators' start, relu, h·Wc, the statistics, the four signals,
+// logits, argmax, softmax, the expert activation) is FP32 and, past the per-lane partial sums, the stages every
+// version shares (stages.cuh). fp32 keeps the FP32 versions 2, 4 and 8.
 //
-// Shape: persistent blocks of 4 warps; each block converts the weights once into shared memory, already in the
-// register layout of the mma B operand (one 8-byte load per lane and mma, no bank conflicts), and each warp then walks
-// on its own over tiles of 32 tokens (two 16-row mma tiles): no barrier after the weights are loaded.
+// Shape: persistent blocks, one per SM, of 24 warps (H = 16) or 16 (H = 32); each block converts the weights once
+// into shared memory, already in the register layout of the mma operands (one 8- or 16-byte load per lane and mma,
+// no bank conflicts), and each warp then walks on its own over tiles of 32 tokens (two 16-row mma tiles): no barrier
+// after the weights are loaded.
 //   x        each lane loads, per token row it holds in the A operand (rows g and g+8 of each 16-row tile, g = lane/4),
 //            the H/4 consecutive columns t·H/4 .. t·H/4+H/4-1 (t = lane%4) as float4: the k index of the product
 //            is permuted so that A's columns of a lane are contiguous in memory; W1's rows follow the same permutation.
-//   h        the accumulators of x·W1 (started at b1) are h in the C layout: a lane holds columns 8j+2t, 8j+2t+1 of
-//            rows g and g+8 for every 8-column block j. relu in place; h·Wc is summed over the lane's columns and the
-//            four lanes of a row add their partial sums (shuffles); the statistics of x likewise.
+//   h        one 16-row tile at a time (half the accumulators live): the accumulators of x·W1 (started at b1) are h in
+//            the C layout: a lane holds columns 8j+2t, 8j+2t+1 of rows g and g+8 for every 8-column block j. relu in
+//            place; h·Wc is summed over the lane's columns and the four lanes of a row add their partial sums
+//            (shuffles); the statistics of x likewise. With the expert output, h (rounded to TF32 or BF16) goes to the
+//            warp's staging tile in shared memory, row r for tile row r, and leaves the registers before the gate.
 //   gate     each lane then owns one of the 4 rows its lane quad holds (stages.cuh gateTokens: signals, logits,
-//            argmax, softmax, stores), and the argmax goes back to the quad by shuffles.
-//   expert   the C layout of h is the A layout of the second product once its k index is permuted the same way (TF32:
-//            k slot t ↔ column 2t, slot t+4 ↔ 2t+1 of an 8-column block; BF16: the C pairs are exactly A's pairs), so
-//            h never leaves the registers. Tokens of one tile pick different experts: the warp runs the product for
-//            each expert that one of its 32 tokens picked (a warp vote) and stores the rows that picked it.
-//            Consecutive tokens of one ticker mostly share an expert, which skips the other products; random inputs
-//            run all four.
-// Measured (H200, 2026-12-04, kernel only, 1e7 tokens with the expert output): H = 32 tf32 4.82 G tokens/s, bf16
-// 6.78 G against v8's 3.08 G; H = 16 9.31 and 10.18 G against 8.16 G. Bound by latency and instruction count (16
-// warps per SM at 128 registers; the shared FP32 stages are most of the instructions), not by the tensor cores or
-// DRAM. Neither precision meets the accuracy contract with the trained H = 16 model (tf32 max |Δp| 4.8e-3 on feature
-// tokens), so fp32 stays the default: docs/performance.md, "Tensor-core forward".
+//            argmax, softmax, stores).
+//   expert   bucketed by expert, so that each token's expert product runs once: the warp counts its tokens per
+//            expert (ballots) and gives each token its place in expert order (rowOf: place → tile row). The product
+//            runs transposed, y^T = We[e]^T · h^T: We[e]^T is the A operand (H/16 row tiles, from shared memory in A's
+//            register order), and 8 consecutive places of one expert are the 8 columns of the B operand (a lane reads
+//            its token's k pair from the staged row as one 8-byte word), one product per group of 8. 32 tokens of
+//            four random experts take ~5.7 groups, where the v9 of the morning of 2026-12-04 (every expert any of the
+//            32 tokens picked, on both 16-row tiles) ran the equivalent of 16; consecutive days of one ticker take 4.
+//            Padding columns of a group read some row of the tile and are not stored (each output column depends only
+//            on its own B column). Every token's sums run in the same k order whatever its neighbours: results are
+//            bit-identical from call to call and independent of the tile a token lands in.
+// Measured (H200, 2026-12-04, kernel only, 1e7 tokens with the expert output, G tokens/s): H = 32 tf32x3 4.46, tf32
+// 5.06, bf16 6.91 against v8's 3.07 (the v9 of the morning: tf32 4.82, bf16 6.78); H = 16 tf32x3 9.62, tf32 10.49,
+// bf16 11.67 against 8.16 (9.31, 10.18). tf32x3 keeps probabilities within 4.5e-6 of the oracle on the trained H = 16
+// model with feature tokens (v8: 3.8e-6; tf32 4.2e-3). Nsight Compute (H = 32 tf32x3): L1/shared-memory throughput
+// 94%, issue slots 47% busy: bound by shared memory (the mma operands: W1 hi and lo per 16-row tile, We[e]^T per group
+// of 8 tokens, the staged h); at H = 16 (24 warps) 89% and 71%. docs/performance.md, "Tensor-core forward".
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -37,10 +51,15 @@ namespace moe::cuda {
 
 namespace {
 
-constexpr int kThreadsTC = 128;          // 4 warps per block, each on its own tiles
-constexpr int kWarpsTC = kThreadsTC / 32;
+// Warps per block, one block per SM (no block-level barrier after the weights are loaded): 16 at H = 32, where the
+// per-warp staging tiles (9 KB each in TF32) and one copy of the weights per SM just fit in shared memory (~196 KB
+// for tf32x3) at 128 registers per thread; 24 at H = 16 (80 registers; 138 KB), 11% faster than 16 there
+// (tf32x3 with the expert output, 1e7 tokens: 9.56 against 8.64 G tokens/s; H200, 2026-12-04).
+constexpr int kWarps16 = 24, kWarps32 = 16;
 constexpr int kMT = 2;                   // 16-row mma tiles per warp tile
 constexpr int kTileTC = 16 * kMT;        // tokens per warp tile
+
+constexpr int kTF32 = int(Precision::TF32), kBF16 = int(Precision::BF16), kTF32X3 = int(Precision::TF32X3);
 
 __device__ __forceinline__ std::uint32_t toTf32(float v) {
   std::uint32_t r;
@@ -56,83 +75,127 @@ __device__ __forceinline__ std::uint32_t packBf16(float lo, float hi) {
 
 // d += a·b for one 16×8 tile: m16n8k16 BF16 or m16n8k8 TF32, FP32 accumulators.
 template <bool BF16>
-__device__ __forceinline__ void mma(float (&d)[4], const std::uint32_t (&a)[4], uint2 b) {
+__device__ __forceinline__ void mma(float (&d)[4], std::uint32_t a0, std::uint32_t a1, std::uint32_t a2,
+                                    std::uint32_t a3, std::uint32_t b0, std::uint32_t b1) {
   if constexpr (BF16) {
     asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b.x), "r"(b.y));
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
   } else {
     asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b.x), "r"(b.y));
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  }
+}
+template <bool BF16>
+__device__ __forceinline__ void mma(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
+  mma<BF16>(d, a[0], a[1], a[2], a[3], b0, b1);
+}
+
+// Sizes and shared memory of one instance (P: a Precision as int). K: k of one mma. The parameters from b1 up to We
+// (b1, Wc, bc, the signal weights, the gates) stay FP32 at their layout offsets relative to L::b1; be follows; then
+// the B operands of W1 (KS1 k-steps × NJ1 column blocks × 32 lanes; uint2 per lane, uint4 hi + lo for tf32x3), the
+// A operands of the four We[e]^T (4 × KS2 k-steps × MT2 row tiles × 32 lanes, uint4 per lane), the staging tiles of
+// the warps (32 rows of SW 4-byte words: F TF32 values or F/2 BF16 pairs, then 8 words of padding) and, per warp, the
+// tile row of each staged token (32 bytes).
+template <int H_, int P_, int W_>
+struct CfgTC {
+  static constexpr int H = H_, F = 2 * H_;
+  static constexpr bool BF16 = P_ == kBF16, X3 = P_ == kTF32X3;
+  static constexpr int K = BF16 ? 16 : 8;
+  static constexpr int KS1 = H / K, NJ1 = F / 8;   // x·W1: k-steps over H, 8-column blocks of h
+  static constexpr int KS2 = F / K, MT2 = H / 16;  // y^T = We^T·h^T: k-steps over F, 16-row tiles of y^T (columns of y)
+  static constexpr int CPL = H / 4;                // columns of x per lane and row
+  static constexpr int WARPS = W_, THREADS = 32 * WARPS;
+  // Staged row: word 8s + 2t and the next hold the k pair lane t reads at k-step s (TF32: columns 8s+2t, +1; BF16:
+  // the pairs of columns 16s+4t, +1 and 16s+4t+2, +3). SW ≡ 8 (mod 32) words (H = 16 BF16: 24, also conflict-free):
+  // the four consecutive rows a half-warp reads fall in distinct banks.
+  static constexpr int SW = (BF16 ? F / 2 : F) + 8;
+  static constexpr int tailFloats = Lay<H>::We - Lay<H>::b1;
+  static constexpr int beFloats = kDomains * H;
+  static constexpr int w1Frags = KS1 * NJ1 * 32, weFrags = kDomains * KS2 * MT2 * 32;
+  static constexpr int w1Bytes = w1Frags * (X3 ? 16 : 8);
+  static constexpr int stageWords = kTileTC * SW;
+  // Shared memory: the weights once per block, then per warp its staging tile and rowOf.
+  static constexpr std::size_t weightBytes =
+      std::size_t(tailFloats + beFloats) * 4 + std::size_t(w1Bytes) + std::size_t(weFrags) * 16;
+  static constexpr std::size_t warpBytes = std::size_t(stageWords) * 4 + kTileTC;
+  static constexpr std::size_t bytes(int warps) { return weightBytes + std::size_t(warps) * warpBytes; }
+  static_assert(tailFloats % 4 == 0 && beFloats % 4 == 0 && stageWords % 4 == 0 && kTileTC % 16 == 0,
+                "16-byte alignment of the shared-memory regions");
+  static_assert(KS1 >= 1 && (BF16 ? NJ1 % 2 == 0 : true), "BF16 pairs two 8-column blocks of h per k-step");
+  static_assert(CPL % 4 == 0, "x columns per lane move as float4");
+  static_assert(H % 16 == 0 && F % K == 0, "whole mma tiles in the expert product");
+};
+
+// Fills shared memory: the FP32 parameters past W1 (except We) and the mma operands in their lane order.
+// W1 (B operand of x·W1, rows of W1 = columns of x): TF32 slot t ↔ row t·CPL + 2s, slot t+4 ↔ t·CPL + 2s + 1; BF16
+// slots 2t, 2t+1, 2t+8, 2t+9 ↔ rows t·CPL + 4s + 0..3. tf32x3 stores {hi, hi, lo, lo}: lo = TF32(w - hi).
+// We[e]^T (A operand of y^T = We^T·h^T; row m = column m of y, k = row f of We[e]): a lane (g, t) holds rows
+// m0 = 16·mt + g and m0 + 8; TF32 slot t ↔ f = 8s + 2t, slot t+4 ↔ 8s + 2t + 1; BF16 slots 2t, 2t+1 ↔ f = 16s + 4t,
+// +1 and 2t+8, 2t+9 ↔ 16s + 4t + 2, +3 (the staged h rows hold the same k pairs in adjacent words).
+template <class C>
+__device__ __forceinline__ void loadWeightsTC(float* tail, float* be, void* w1v, uint4* wef,
+                                              const float* __restrict__ wG, int tid, int nt) {
+  using L = Lay<C::H>;
+  constexpr int H = C::H, F = C::F;
+  for (int i = tid; i < C::tailFloats / 4; i += nt)
+    reinterpret_cast<float4*>(tail)[i] = reinterpret_cast<const float4*>(wG + L::b1)[i];
+  for (int i = tid; i < C::beFloats / 4; i += nt)
+    reinterpret_cast<float4*>(be)[i] = reinterpret_cast<const float4*>(wG + L::be)[i];
+  const float* W1 = wG + L::W1;
+  for (int i = tid; i < C::w1Frags; i += nt) {
+    const int lane = i % 32, j = (i / 32) % C::NJ1, s = i / 32 / C::NJ1, g = lane >> 2, t = lane & 3;
+    const int n = 8 * j + g;
+    if constexpr (C::BF16) {
+      const int r = t * C::CPL + 4 * s;
+      reinterpret_cast<uint2*>(w1v)[i] = make_uint2(packBf16(W1[r * F + n], W1[(r + 1) * F + n]),
+                                                    packBf16(W1[(r + 2) * F + n], W1[(r + 3) * F + n]));
+    } else {
+      const int r = t * C::CPL + 2 * s;
+      const float v0 = W1[r * F + n], v1 = W1[(r + 1) * F + n];
+      const std::uint32_t h0 = toTf32(v0), h1 = toTf32(v1);
+      if constexpr (C::X3)
+        reinterpret_cast<uint4*>(w1v)[i] =
+            make_uint4(h0, h1, toTf32(v0 - __uint_as_float(h0)), toTf32(v1 - __uint_as_float(h1)));
+      else
+        reinterpret_cast<uint2*>(w1v)[i] = make_uint2(h0, h1);
+    }
+  }
+  for (int i = tid; i < C::weFrags; i += nt) {
+    const int lane = i % 32, mt = (i / 32) % C::MT2, s = (i / 32 / C::MT2) % C::KS2, e = i / 32 / C::MT2 / C::KS2;
+    const int g = lane >> 2, t = lane & 3, m0 = 16 * mt + g, m1 = m0 + 8;
+    const float* We = wG + L::We + e * F * H;  // We[e][f][m] at f·H + m
+    if constexpr (C::BF16) {
+      const int f = 16 * s + 4 * t;
+      wef[i] = make_uint4(packBf16(We[f * H + m0], We[(f + 1) * H + m0]),
+                          packBf16(We[f * H + m1], We[(f + 1) * H + m1]),
+                          packBf16(We[(f + 2) * H + m0], We[(f + 3) * H + m0]),
+                          packBf16(We[(f + 2) * H + m1], We[(f + 3) * H + m1]));
+    } else {
+      const int f = 8 * s + 2 * t;
+      wef[i] = make_uint4(toTf32(We[f * H + m0]), toTf32(We[f * H + m1]), toTf32(We[(f + 1) * H + m0]),
+                          toTf32(We[(f + 1) * H + m1]));
+    }
   }
 }
 
-// Sizes and shared memory of one instance. K: k of one mma. The parameters from b1 up to We (b1, Wc, bc, the signal
-// weights, the gates) stay FP32 at their layout offsets relative to L::b1; be follows; then the B operands of W1
-// (KS1 k-steps × NJ1 column blocks × 32 lanes) and of the four We slices (4 × KS2 × NT2 × 32), one uint2 per lane.
-template <int H_, bool BF16_>
-struct CfgTC {
-  static constexpr int H = H_, F = 2 * H_;
-  static constexpr bool BF16 = BF16_;
-  static constexpr int K = BF16 ? 16 : 8;
-  static constexpr int KS1 = H / K, NJ1 = F / 8;  // x·W1: k-steps over H, 8-column blocks of h
-  static constexpr int KS2 = F / K, NT2 = H / 8;  // h·We: k-steps over F, 8-column blocks of y
-  static constexpr int CPL = H / 4;               // columns of x per lane and row
-  static constexpr int tailFloats = Lay<H>::We - Lay<H>::b1;
-  static constexpr int beFloats = kDomains * H;
-  static constexpr int w1Frags = KS1 * NJ1 * 32, weFrags = kDomains * KS2 * NT2 * 32;
-  static constexpr std::size_t bytes = std::size_t(tailFloats + beFloats) * 4 + std::size_t(w1Frags + weFrags) * 8;
-  static_assert(tailFloats % 4 == 0 && beFloats % 4 == 0, "16-byte alignment of the shared-memory regions");
-  static_assert(KS1 >= 1 && (BF16 ? NJ1 % 2 == 0 : true), "BF16 pairs two 8-column blocks of h per k-step");
-  static_assert(CPL % 4 == 0, "x columns per lane move as float4");
-};
-
-// Fills shared memory: the FP32 parameters past W1 (except We) and the B operands in their lane order. Logical k
-// index of the B operand of W1 (rows of W1, columns of x): TF32 slot t ↔ row t·CPL + 2s, slot t+4 ↔ t·CPL + 2s + 1;
-// BF16 slots 2t, 2t+1, 2t+8, 2t+9 ↔ rows t·CPL + 4s + 0..3. Of We (rows f of We[e], columns of h): TF32 slot t ↔
-// f = 8s + 2t, slot t+4 ↔ 8s + 2t + 1; BF16 slots 2t, 2t+1 ↔ 16s + 2t, +1 and 2t+8, 2t+9 ↔ 16s + 8 + 2t, +1.
-template <class C>
-__device__ __forceinline__ void loadWeightsTC(float* tail, float* be, uint2* w1f, uint2* wef,
-                                              const float* __restrict__ wG, int tid) {
-  using L = Lay<C::H>;
-  constexpr int H = C::H, F = C::F;
-  for (int i = tid; i < C::tailFloats / 4; i += kThreadsTC)
-    reinterpret_cast<float4*>(tail)[i] = reinterpret_cast<const float4*>(wG + L::b1)[i];
-  for (int i = tid; i < C::beFloats / 4; i += kThreadsTC)
-    reinterpret_cast<float4*>(be)[i] = reinterpret_cast<const float4*>(wG + L::be)[i];
-  const float* W1 = wG + L::W1;
-  for (int i = tid; i < C::w1Frags; i += kThreadsTC) {
-    const int lane = i % 32, j = (i / 32) % C::NJ1, s = i / 32 / C::NJ1, g = lane >> 2, t = lane & 3;
-    const int n = 8 * j + g;
-    uint2 b;
-    if constexpr (C::BF16) {
-      const int r = t * C::CPL + 4 * s;
-      b.x = packBf16(W1[r * F + n], W1[(r + 1) * F + n]);
-      b.y = packBf16(W1[(r + 2) * F + n], W1[(r + 3) * F + n]);
-    } else {
-      const int r = t * C::CPL + 2 * s;
-      b.x = toTf32(W1[r * F + n]);
-      b.y = toTf32(W1[(r + 1) * F + n]);
-    }
-    w1f[i] = b;
-  }
-  for (int i = tid; i < C::weFrags; i += kThreadsTC) {
-    const int lane = i % 32, tn = (i / 32) % C::NT2, s = (i / 32 / C::NT2) % C::KS2, e = i / 32 / C::NT2 / C::KS2;
-    const int g = lane >> 2, t = lane & 3, n = 8 * tn + g;
-    const float* We = wG + L::We + e * F * H;
-    uint2 b;
-    if constexpr (C::BF16) {
-      const int f = 16 * s + 2 * t;
-      b.x = packBf16(We[f * H + n], We[(f + 1) * H + n]);
-      b.y = packBf16(We[(f + 8) * H + n], We[(f + 9) * H + n]);
-    } else {
-      const int f = 8 * s + 2 * t;
-      b.x = toTf32(We[f * H + n]);
-      b.y = toTf32(We[(f + 1) * H + n]);
-    }
-    wef[i] = b;
-  }
+// Shared-memory loads the compiler may neither merge nor hoist: the B operands of x·W1 are the same for both 16-row
+// tiles, and loaded once for both they would stay live across the first tile's epilogue (spills at H = 32); the A
+// operands of an expert are the same for each of its groups of 8 tokens.
+__device__ __forceinline__ uint2 ldsFresh2(const void* p) {
+  uint2 v;
+  asm volatile("ld.shared.v2.u32 {%0,%1}, [%2];"
+               : "=r"(v.x), "=r"(v.y)
+               : "r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(p))));
+  return v;
+}
+__device__ __forceinline__ uint4 ldsFresh4(const void* p) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(p))));
+  return v;
 }
 
 __device__ __forceinline__ float quadSum(float v) {
@@ -141,32 +204,41 @@ __device__ __forceinline__ float quadSum(float v) {
   return v;
 }
 
-// Four blocks per SM: at most 128 registers, 16 warps per SM (without the bound H = 32 TF32 takes 131 registers and
-// three blocks; with it, 32 bytes of spills).
-template <int H, bool BF16>
-__global__ void __launch_bounds__(kThreadsTC, 4)
+// The expert activation of domain e (warp-uniform): Derivatives tanh, Fixed Income 0.8·y, the others relu.
+__device__ __forceinline__ float activate(int e, float v) {
+  return e == 3 ? tanhf(v) : e == 1 ? v * 0.8f : fmaxf(v, 0.0f);
+}
+
+// One block per SM of W warps (fewer for small batches, launchTC): at most 128 registers per thread at W = 16, 80
+// at W = 24.
+template <int H, int P, int W>
+__global__ void __launch_bounds__(CfgTC<H, P, W>::THREADS, 1)
     forwardKernelTC(const float* __restrict__ wG, float invT, ForwardArgs a) {
-  using C = CfgTC<H, BF16>;
+  using C = CfgTC<H, P, W>;
   using L = Lay<H>;
-  constexpr int CPL = C::CPL, KS1 = C::KS1, NJ1 = C::NJ1, KS2 = C::KS2, NT2 = C::NT2;
+  constexpr bool BF16 = C::BF16, X3 = C::X3;
+  constexpr int CPL = C::CPL, KS1 = C::KS1, NJ1 = C::NJ1, KS2 = C::KS2, MT2 = C::MT2, SW = C::SW;
   constexpr int EP = 2 * kMT / 4;  // rows whose epilogue a lane computes (a quad holds 2·kMT rows)
-  static_assert(EP >= 1 && 2 * kMT == 4 * EP, "each lane of a quad owns the same number of rows");
+  static_assert(EP == 1, "each lane of a quad owns one row: the bucketing below relies on it");
   extern __shared__ float4 smem4[];
   float* tail = reinterpret_cast<float*>(smem4);
   float* beS = tail + C::tailFloats;
-  uint2* w1f = reinterpret_cast<uint2*>(beS + C::beFloats);
-  uint2* wef = w1f + C::w1Frags;
+  void* w1v = beS + C::beFloats;
+  uint4* wef = reinterpret_cast<uint4*>(reinterpret_cast<char*>(w1v) + C::w1Bytes);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, tq = lane & 3;
+  const int warps = blockDim.x >> 5;  // W, or fewer where shared memory is smaller (prepareTC)
+  std::uint32_t* stage =
+      reinterpret_cast<std::uint32_t*>(reinterpret_cast<char*>(smem4) + C::weightBytes + warp * C::warpBytes);
+  std::uint8_t* rowOf = reinterpret_cast<std::uint8_t*>(stage + C::stageWords);
   // The stage functions index the parameters by their layout offsets: w[L::Wv] etc. fall inside `tail`.
   const float* w = tail - L::b1;
-  const int tid = threadIdx.x, lane = tid & 31, g = lane >> 2, tq = lane & 3;
 
-  loadWeightsTC<C>(tail, beS, w1f, wef, wG, tid);
+  loadWeightsTC<C>(tail, beS, w1v, wef, wG, tid, blockDim.x);
   __syncthreads();
-  const float gate[4] = {w[L::gates], w[L::gates + 1], w[L::gates + 2], w[L::gates + 3]};
   const bool wantExpert = a.expert != nullptr;
   const int numTiles = (a.n + kTileTC - 1) / kTileTC;
 
-  for (int tile = blockIdx.x * kWarpsTC + (tid >> 5); tile < numTiles; tile += gridDim.x * kWarpsTC) {
+  for (int tile = blockIdx.x * warps + warp; tile < numTiles; tile += gridDim.x * warps) {
     const int base = tile * kTileTC;
     const int m = min(kTileTC, a.n - base);
 
@@ -188,10 +260,64 @@ __global__ void __launch_bounds__(kThreadsTC, 4)
         }
       }
 
-    // ---- statistics of x per row: the lane's columns, then the quad's four lanes ----
-    float st[kMT][2][3];
+    // vol and risk of the lane's row (see the gate below), loaded early: their latency hides behind the products.
+    const int myRow = 16 * (tq >> 1) + g + 8 * (tq & 1);  // the quad's rows (mt, hi) = (tq / 2, tq % 2)
+    const bool mine = myRow < m;
+    float vol[EP], risk[EP];
+    vol[0] = mine ? a.vol[base + myRow] : 0.0f;
+    risk[0] = mine ? a.risk[base + myRow] : 0.0f;
+    if (wantExpert) __syncwarp();  // the previous tile's reads of stage and rowOf are done
+
+    // ---- per 16-row tile: h = relu(b1 + x·W1) on the tensor cores, h·Wc over the lane's columns 8j + 2tq + c,
+    //      and h into the staging tile (row r of the tile = staged row r) ----
+    float bp[kMT][2][4], st[kMT][2][3];
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
+    for (int mt = 0; mt < kMT; ++mt) {
+      float acc[NJ1][4];
+#pragma unroll
+      for (int j = 0; j < NJ1; ++j) {
+        const float2 b1 = *reinterpret_cast<const float2*>(w + L::b1 + 8 * j + 2 * tq);
+        acc[j][0] = acc[j][2] = b1.x;
+        acc[j][1] = acc[j][3] = b1.y;
+      }
+#pragma unroll
+      for (int s = 0; s < KS1; ++s) {
+        std::uint32_t af[4];
+        if constexpr (BF16) {
+          af[0] = packBf16(xr[mt][0][4 * s], xr[mt][0][4 * s + 1]);
+          af[1] = packBf16(xr[mt][1][4 * s], xr[mt][1][4 * s + 1]);
+          af[2] = packBf16(xr[mt][0][4 * s + 2], xr[mt][0][4 * s + 3]);
+          af[3] = packBf16(xr[mt][1][4 * s + 2], xr[mt][1][4 * s + 3]);
+        } else {
+          af[0] = toTf32(xr[mt][0][2 * s]);
+          af[1] = toTf32(xr[mt][1][2 * s]);
+          af[2] = toTf32(xr[mt][0][2 * s + 1]);
+          af[3] = toTf32(xr[mt][1][2 * s + 1]);
+        }
+        if constexpr (X3) {
+          // x_lo·W_hi, x_hi·W_lo, then x_hi·W_hi: three products summed in the FP32 accumulators.
+          std::uint32_t al[4];
+          al[0] = toTf32(xr[mt][0][2 * s] - __uint_as_float(af[0]));
+          al[1] = toTf32(xr[mt][1][2 * s] - __uint_as_float(af[1]));
+          al[2] = toTf32(xr[mt][0][2 * s + 1] - __uint_as_float(af[2]));
+          al[3] = toTf32(xr[mt][1][2 * s + 1] - __uint_as_float(af[3]));
+#pragma unroll
+          for (int j = 0; j < NJ1; ++j) {
+            const uint4 b = ldsFresh4(reinterpret_cast<const uint4*>(w1v) + (s * NJ1 + j) * 32 + lane);
+            mma<false>(acc[j], al, b.x, b.y);
+            mma<false>(acc[j], af, b.z, b.w);
+            mma<false>(acc[j], af, b.x, b.y);
+          }
+        } else {
+#pragma unroll
+          for (int j = 0; j < NJ1; ++j) {
+            const uint2 b = ldsFresh2(reinterpret_cast<const uint2*>(w1v) + (s * NJ1 + j) * 32 + lane);
+            mma<BF16>(acc[j], af, b.x, b.y);
+          }
+        }
+      }
+      // Statistics of x per row (the lane's columns, then the quad's four lanes), after the product: the tile's x
+      // rows are dead from here, which shortens their lives by the statistics' registers.
 #pragma unroll
       for (int hi = 0; hi < 2; ++hi) {
         float s = 0, sa = 0;
@@ -208,68 +334,40 @@ __global__ void __launch_bounds__(kThreadsTC, 4)
         st[mt][hi][1] = quadSum(v) / H;
         st[mt][hi][2] = quadSum(sa) / H;
       }
-
-    // ---- h = relu(b1 + x·W1) on the tensor cores ----
-    float acc[kMT][NJ1][4];
-#pragma unroll
-    for (int j = 0; j < NJ1; ++j) {
-      const float2 b1 = *reinterpret_cast<const float2*>(w + L::b1 + 8 * j + 2 * tq);
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {
-        acc[mt][j][0] = acc[mt][j][2] = b1.x;
-        acc[mt][j][1] = acc[mt][j][3] = b1.y;
-      }
-    }
-#pragma unroll
-    for (int s = 0; s < KS1; ++s) {
-      std::uint32_t af[kMT][4];
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {
-        if constexpr (BF16) {
-          af[mt][0] = packBf16(xr[mt][0][4 * s], xr[mt][0][4 * s + 1]);
-          af[mt][1] = packBf16(xr[mt][1][4 * s], xr[mt][1][4 * s + 1]);
-          af[mt][2] = packBf16(xr[mt][0][4 * s + 2], xr[mt][0][4 * s + 3]);
-          af[mt][3] = packBf16(xr[mt][1][4 * s + 2], xr[mt][1][4 * s + 3]);
-        } else {
-          af[mt][0] = toTf32(xr[mt][0][2 * s]);
-          af[mt][1] = toTf32(xr[mt][1][2 * s]);
-          af[mt][2] = toTf32(xr[mt][0][2 * s + 1]);
-          af[mt][3] = toTf32(xr[mt][1][2 * s + 1]);
-        }
-      }
-#pragma unroll
-      for (int j = 0; j < NJ1; ++j) {
-        const uint2 b = w1f[(s * NJ1 + j) * 32 + lane];
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) mma<BF16>(acc[mt][j], af[mt], b);
-      }
-    }
-
-    // ---- relu, and h·Wc over the lane's columns 8j + 2tq + c, then over the quad ----
-    float bp[kMT][2][4];
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
       for (int hi = 0; hi < 2; ++hi)
 #pragma unroll
         for (int d = 0; d < 4; ++d) bp[mt][hi][d] = 0.0f;
 #pragma unroll
-    for (int j = 0; j < NJ1; ++j)
+      for (int j = 0; j < NJ1; ++j)
 #pragma unroll
-      for (int c = 0; c < 2; ++c) {
-        const float4 wc = reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq + c];
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt)
+        for (int c = 0; c < 2; ++c) {
+          const float4 wc = reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq + c];
 #pragma unroll
           for (int hi = 0; hi < 2; ++hi) {
-            const float hv = fmaxf(acc[mt][j][2 * hi + c], 0.0f);
-            acc[mt][j][2 * hi + c] = hv;
+            const float hv = fmaxf(acc[j][2 * hi + c], 0.0f);
+            acc[j][2 * hi + c] = hv;
             bp[mt][hi][0] += hv * wc.x;
             bp[mt][hi][1] += hv * wc.y;
             bp[mt][hi][2] += hv * wc.z;
             bp[mt][hi][3] += hv * wc.w;
           }
+        }
+      if (wantExpert) {
+        // Rows 16mt + g + 8hi, words 8j + 2tq, +1 (TF32) or word 4j + tq (BF16 pair): see CfgTC::SW.
+#pragma unroll
+        for (int hi = 0; hi < 2; ++hi) {
+          std::uint32_t* sr = stage + (16 * mt + g + 8 * hi) * SW;
+#pragma unroll
+          for (int j = 0; j < NJ1; ++j) {
+            if constexpr (BF16)
+              sr[4 * j + tq] = packBf16(acc[j][2 * hi], acc[j][2 * hi + 1]);
+            else
+              reinterpret_cast<uint2*>(sr)[4 * j + tq] = make_uint2(toTf32(acc[j][2 * hi]), toTf32(acc[j][2 * hi + 1]));
+          }
+        }
       }
+    }
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -277,166 +375,171 @@ __global__ void __launch_bounds__(kThreadsTC, 4)
 #pragma unroll
         for (int d = 0; d < 4; ++d) bp[mt][hi][d] = quadSum(bp[mt][hi][d]);
 
-    // ---- the lane's rows: idx = 4·kk + tq among the quad's rows (mt, hi) = (idx / 2, idx % 2) ----
-    float b[EP][4], sk[EP][3], vol[EP], risk[EP];
-    int row[EP], am[EP];
+    // ---- the lane's row myRow: (mt, hi) = (tq / 2, tq % 2) among the quad's rows ----
+    float b[EP][4], sk[EP][3];
+    int row[EP] = {myRow}, am[EP];
 #pragma unroll
-    for (int kk = 0; kk < EP; ++kk) {
-      const int idx = 4 * kk + tq;
-      row[kk] = 16 * (idx >> 1) + g + 8 * (idx & 1);
+    for (int d = 0; d < 4; ++d) b[0][d] = w[L::bc + d];
 #pragma unroll
-      for (int d = 0; d < 4; ++d) b[kk][d] = w[L::bc + d];
+    for (int k = 0; k < 3; ++k) sk[0][k] = 0.0f;
 #pragma unroll
-      for (int k = 0; k < 3; ++k) sk[kk][k] = 0.0f;
+    for (int q = 0; q < 4; ++q) {  // compile-time indices only: selects, no local memory
+      if (tq != q) continue;
 #pragma unroll
-      for (int q = 0; q < 4; ++q) {  // compile-time indices only: selects, no local memory
-        if (tq != q) continue;
-        const int mt = (4 * kk + q) >> 1, hi = (4 * kk + q) & 1;
+      for (int d = 0; d < 4; ++d) b[0][d] += bp[q >> 1][q & 1][d];
 #pragma unroll
-        for (int d = 0; d < 4; ++d) b[kk][d] += bp[mt][hi][d];
-#pragma unroll
-        for (int k = 0; k < 3; ++k) sk[kk][k] = st[mt][hi][k];
-      }
-      const bool ok = row[kk] < m;
-      vol[kk] = ok ? a.vol[base + row[kk]] : 0.0f;
-      risk[kk] = ok ? a.risk[base + row[kk]] : 0.0f;
+      for (int k = 0; k < 3; ++k) sk[0][k] = st[q >> 1][q & 1][k];
     }
+    // The gates from shared memory here rather than in registers across the loop.
+    const float gate[4] = {w[L::gates], w[L::gates + 1], w[L::gates + 2], w[L::gates + 3]};
     gateTokens<H, EP>(w, gate, invT, b, sk, vol, risk, row, m, base, a, am);
     if (!wantExpert) continue;
 
-    // ---- expert of every row the lane holds in the C layout (from the lane of its quad that computed it) ----
-    int amR[kMT][2];
+    // ---- bucket the tile's tokens by expert: counts (ballots), then each token's place in expert order; rowOf[p]
+    //      is the tile row of the p-th token in that order ----
+    int cnt[kDomains], first[kDomains];
+    {
+      int at = 0, pos = 0;
+      const unsigned below = (1u << lane) - 1u;
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int hi = 0; hi < 2; ++hi) {
-        const int idx = 2 * mt + hi;
-        const int e = __shfl_sync(0xffffffffu, am[idx >> 2], (lane & ~3) | (idx & 3));
-        amR[mt][hi] = 16 * mt + g + 8 * hi < m ? e : -1;
+      for (int e = 0; e < kDomains; ++e) {
+        const unsigned mask = __ballot_sync(0xffffffffu, mine && am[0] == e);
+        cnt[e] = __popc(mask);
+        first[e] = at;
+        if (am[0] == e) pos = at + __popc(mask & below);
+        at += cnt[e];
       }
+      if (mine) rowOf[pos] = std::uint8_t(myRow);
+    }
+    __syncwarp();
 
-    // h as the A operand of h·We (see loadWeightsTC for the k order).
-    std::uint32_t ha[kMT][KS2][4];
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int s = 0; s < KS2; ++s) {
-        if constexpr (BF16) {
-          ha[mt][s][0] = packBf16(acc[mt][2 * s][0], acc[mt][2 * s][1]);
-          ha[mt][s][1] = packBf16(acc[mt][2 * s][2], acc[mt][2 * s][3]);
-          ha[mt][s][2] = packBf16(acc[mt][2 * s + 1][0], acc[mt][2 * s + 1][1]);
-          ha[mt][s][3] = packBf16(acc[mt][2 * s + 1][2], acc[mt][2 * s + 1][3]);
-        } else {
-          ha[mt][s][0] = toTf32(acc[mt][s][0]);
-          ha[mt][s][1] = toTf32(acc[mt][s][2]);
-          ha[mt][s][2] = toTf32(acc[mt][s][1]);
-          ha[mt][s][3] = toTf32(acc[mt][s][3]);
-        }
-      }
-
+    // ---- per expert, its groups of 8 staged tokens: y^T = be + We[e]^T · h^T, activation, store ----
 #pragma unroll 1
     for (int e = 0; e < kDomains; ++e) {
-      bool mine = false;
+      // cnt[e] and first[e] by compile-time indices (selects): a run-time index would put the arrays in local memory.
+      int c = cnt[0], f0 = first[0];
 #pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) mine = mine || amR[mt][0] == e || amR[mt][1] == e;
-      if (!__any_sync(0xffffffffu, mine)) continue;
-      float y[kMT][NT2][4];
+      for (int k = 1; k < kDomains; ++k)
+        if (e == k) c = cnt[k], f0 = first[k];
+      const uint4* wa = wef + e * KS2 * MT2 * 32 + lane;
+      // One group of 8 places at a time. (Loading each A operand once for all groups of the expert, at most 4, moved
+      // less through shared memory, L1 throughput 76% instead of 94%, but issued less, 43% instead of 47% of the
+      // slots: 8-10% slower at H = 32 with the expert output, 2-3% at H = 16; H200, 2026-12-04.)
+#pragma unroll 1
+      for (int q = 0; q < c; q += 8) {
+        // B: this lane's column is the token in place f0 + q + g, clamped; rowOf past the tile's count holds rows of
+        // earlier tiles or, before the first, anything: masked to a row. A padding column thus reads some row of the
+        // tile; its outputs are not stored (each output column depends only on its own B column).
+        const std::uint32_t* sb = stage + (rowOf[min(f0 + q + g, kTileTC - 1)] & (kTileTC - 1)) * SW + 2 * tq;
+        float y[MT2][4];
 #pragma unroll
-      for (int tn = 0; tn < NT2; ++tn) {
-        const float2 bv = *reinterpret_cast<const float2*>(beS + e * H + 8 * tn + 2 * tq);
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          y[mt][tn][0] = y[mt][tn][2] = bv.x;
-          y[mt][tn][1] = y[mt][tn][3] = bv.y;
+        for (int mt = 0; mt < MT2; ++mt) {
+          y[mt][0] = y[mt][1] = beS[e * H + 16 * mt + g];
+          y[mt][2] = y[mt][3] = beS[e * H + 16 * mt + g + 8];
         }
-      }
-      const uint2* we = wef + e * KS2 * NT2 * 32 + lane;
 #pragma unroll
-      for (int s = 0; s < KS2; ++s)
+        for (int s = 0; s < KS2; ++s) {
+          const uint2 bh = *reinterpret_cast<const uint2*>(sb + 8 * s);
 #pragma unroll
-        for (int tn = 0; tn < NT2; ++tn) {
-          const uint2 bw = we[(s * NT2 + tn) * 32];
-#pragma unroll
-          for (int mt = 0; mt < kMT; ++mt) mma<BF16>(y[mt][tn], ha[mt][s], bw);
-        }
-      // Activation and store of the rows that picked e: columns 8tn + 2tq, +1 of rows g and g+8.
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int hi = 0; hi < 2; ++hi) {
-          if (amR[mt][hi] != e) continue;
-          float* o = a.expert + std::size_t(base + 16 * mt + g + 8 * hi) * H + 2 * tq;
-#pragma unroll
-          for (int tn = 0; tn < NT2; ++tn) {
-            float v0 = y[mt][tn][2 * hi], v1 = y[mt][tn][2 * hi + 1];
-            if (e == 3) {
-              v0 = tanhf(v0);
-              v1 = tanhf(v1);
-            } else if (e == 1) {
-              v0 *= 0.8f;
-              v1 *= 0.8f;
-            } else {
-              v0 = fmaxf(v0, 0.0f);
-              v1 = fmaxf(v1, 0.0f);
-            }
-            *reinterpret_cast<float2*>(o + 8 * tn) = make_float2(v0, v1);
+          for (int mt = 0; mt < MT2; ++mt) {
+            const uint4 av = ldsFresh4(wa + (s * MT2 + mt) * 32);
+            mma<BF16>(y[mt], av.x, av.y, av.z, av.w, bh.x, bh.y);
           }
         }
+        // C: y^T rows 16mt + g (+8) = columns of y; columns 2tq, 2tq+1 = the group's tokens q + 2tq, +1.
+        const int n0 = q + 2 * tq;
+        const bool ok0 = n0 < c, ok1 = n0 + 1 < c;
+        float* o0 = a.expert + std::size_t(base + (ok0 ? rowOf[f0 + n0] : 0)) * H + g;
+        float* o1 = a.expert + std::size_t(base + (ok1 ? rowOf[f0 + n0 + 1] : 0)) * H + g;
+#pragma unroll
+        for (int mt = 0; mt < MT2; ++mt) {
+          if (ok0) {
+            o0[16 * mt] = activate(e, y[mt][0]);
+            o0[16 * mt + 8] = activate(e, y[mt][2]);
+          }
+          if (ok1) {
+            o1[16 * mt] = activate(e, y[mt][1]);
+            o1[16 * mt + 8] = activate(e, y[mt][3]);
+          }
+        }
+      }
     }
   }
 }
 
 struct TcLaunch {
-  int blocks = 0;
+  bool prepared = false;
+  int blocks = 0, warps = 0, sms = 0;
 };
 
-template <int H, bool BF16>
+template <int H, int P, int W>
 TcLaunch& tcLaunch() {
   static TcLaunch l;
   return l;
 }
 
-template <int H, bool BF16>
+// W warps per block, or as many as the device's shared memory per block holds (an A100's 163 KB: 12 at H = 32
+// tf32x3). blocks = 0 where not even 4 fit: launching then fails with that reason.
+template <int H, int P, int W>
 void prepareTC() {
-  using C = CfgTC<H, BF16>;
-  auto k = forwardKernelTC<H, BF16>;
-  MOE_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::bytes)));
-  int dev = 0, sms = 0, per = 0;
+  using C = CfgTC<H, P, W>;
+  auto k = forwardKernelTC<H, P, W>;
+  int dev = 0, sms = 0, optin = 0, per = 0;
   MOE_CUDA_CHECK(cudaGetDevice(&dev));
   MOE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k, kThreadsTC, C::bytes));
-  MOE_CHECK(per >= 1, "forward kernel 9 does not fit on this device (shared memory or registers)");
-  tcLaunch<H, BF16>().blocks = per * sms;
+  MOE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  const long fit = (long(optin) - long(C::weightBytes)) / long(C::warpBytes);
+  TcLaunch& l = tcLaunch<H, P, W>();
+  l.warps = int(std::min<long>(W, fit));
+  l.blocks = 0;
+  l.sms = sms;
+  l.prepared = true;
+  if (l.warps < 4) return;
+  MOE_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::bytes(l.warps))));
+  MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k, 32 * l.warps, C::bytes(l.warps)));
+  l.blocks = per * sms;
 }
 
-template <int H, bool BF16>
+// A batch with fewer tiles than the SMs' warps (1e4 tokens: 313 tiles) runs blocks of fewer warps (at least 4), one
+// per SM, so that it spreads over the SMs instead of filling a few.
+template <int H, int P, int W>
 void launchTC(const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream) {
-  using C = CfgTC<H, BF16>;
-  const TcLaunch& l = tcLaunch<H, BF16>();
-  MOE_CHECK(l.blocks > 0, "prepareForward was not called for this hidden size");
+  using C = CfgTC<H, P, W>;
+  const TcLaunch& l = tcLaunch<H, P, W>();
+  MOE_CHECK(l.prepared, "prepareForward was not called for this hidden size");
+  MOE_CHECK(l.blocks > 0, "forward kernel 9 does not fit on this device (shared memory or registers)");
   const int tiles = (a.n + kTileTC - 1) / kTileTC;
-  const int blocks = std::min((tiles + kWarpsTC - 1) / kWarpsTC, l.blocks);
-  forwardKernelTC<H, BF16><<<blocks, kThreadsTC, C::bytes, stream>>>(p.w, p.invT, a);
+  const int warps = std::min(l.warps, std::max(4, (tiles + l.sms - 1) / l.sms));
+  const int blocks = std::min((tiles + warps - 1) / warps, l.blocks);
+  forwardKernelTC<H, P, W><<<blocks, 32 * warps, C::bytes(warps), stream>>>(p.w, p.invT, a);
+}
+
+template <int H, int W>
+void prepareAllTC() {
+  prepareTC<H, kTF32X3, W>();
+  prepareTC<H, kTF32, W>();
+  prepareTC<H, kBF16, W>();
+}
+
+template <int H, int W>
+void launchAllTC(Precision precision, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream) {
+  if (precision == Precision::TF32X3) launchTC<H, kTF32X3, W>(p, a, stream);
+  else if (precision == Precision::TF32) launchTC<H, kTF32, W>(p, a, stream);
+  else launchTC<H, kBF16, W>(p, a, stream);
 }
 
 }  // namespace
 
 void prepareForwardTC(int H) {
-  if (H == 16) {
-    prepareTC<16, false>();
-    prepareTC<16, true>();
-  } else {
-    prepareTC<32, false>();
-    prepareTC<32, true>();
-  }
+  if (H == 16) prepareAllTC<16, kWarps16>();
+  else prepareAllTC<32, kWarps32>();
 }
 
 void launchForwardTC(int H, Precision precision, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream) {
-  MOE_CHECK(precision == Precision::TF32 || precision == Precision::BF16,
-            "forward kernel 9 computes its products in tf32 or bf16");
-  const bool bf16 = precision == Precision::BF16;
-  if (H == 16) bf16 ? launchTC<16, true>(p, a, stream) : launchTC<16, false>(p, a, stream);
-  else bf16 ? launchTC<32, true>(p, a, stream) : launchTC<32, false>(p, a, stream);
+  MOE_CHECK(precision == Precision::TF32X3 || precision == Precision::TF32 || precision == Precision::BF16,
+            "forward kernel 9 computes its products in tf32x3, tf32 or bf16");
+  if (H == 16) launchAllTC<16, kWarps16>(precision, p, a, stream);
+  else launchAllTC<32, kWarps32>(precision, p, a, stream);
   MOE_LAUNCH_CHECK();
 }
 
