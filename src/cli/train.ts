@@ -73,7 +73,7 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
   config.data.contextDropout = numberFlag(stringFlag(args, 'context-dropout'), 'context-dropout', config.data.contextDropout, 0, 1);
   config.data.newListingShare = numberFlag(stringFlag(args, 'new-listing-share'), 'new-listing-share', config.data.newListingShare, 0, 1);
   config.threads = intFlag(args, 'threads', config.threads, 1, 256);
-  // Speed only: the token set and the batches are the same for any value of these two.
+  // Speed only: the token set, the batches and the calibration's fits are the same for any value of these two.
   config.simThreads = intFlag(args, 'sim-threads', config.threads, 1, 256);
   const feeder = stringFlag(args, 'feeder') ?? 'on';
   if (feeder !== 'on' && feeder !== 'off') throw new UsageError(`Expected on or off for --feeder but received ${JSON.stringify(feeder)}`);
@@ -149,7 +149,7 @@ async function train(argv: readonly string[]): Promise<number> {
   if (calibrate) {
     const cal = await calibrateOnLabelled(
       { hidden: config.hidden, params: result.params, temperature },
-      { ...calibrate, warn: (m) => console.warn(`warning: ${m}`) },
+      { ...calibrate, threads: config.simThreads ?? config.threads, warn: (m) => console.warn(`warning: ${m}`) },
     );
     const show = (m: EvaluationMetrics) => `ECE ${m.ece.toFixed(3)}, NLL ${m.nll.toFixed(3)}, mean confidence ${m.meanConfidence.toFixed(3)}`;
     console.log(`calibration on ${cal.tickers} real tickers / ${cal.days} days of ${calibrate.dataDir} (${cal.folds} folds by ticker):`);

@@ -11,7 +11,9 @@ import { DOMAINS } from '../domains.js';
 import type { Hidden } from '../router/layout.js';
 import { createForwarder } from './forwarder.js';
 import { loadLabelledDirectory, routeLabelled, summarisePredictions, type EvaluateOptions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
-import { fitTemperatureNll, logProbs } from './train.js';
+import { logProbs } from './temperature.js';
+import kappaFit, { type KappaFitTask } from './calibrate.task.js';
+import { createTaskPool, siblingTaskFile } from '../util/task-pool.js';
 import { temperByHistory } from '../router/history-temperature.js';
 
 const D = DOMAINS.length;
@@ -37,12 +39,22 @@ export interface CalibrationResult {
 /** The κ grid the history temperature is chosen from (T is fitted for each). */
 const KAPPA_GRID = Array.from({ length: 31 }, (_, i) => i * 0.1);
 
-/** T and κ minimising the NLL of `preds` (probabilities at T = 1, each token read at T·(1 + κ·u)). */
-function fitOn(preds: readonly TickerPrediction[]): { temperature: number; kappa: number } {
+/** What the fits of one ticker subset read: ln p at T = 1, labels and shortness per day, in shared memory. */
+interface FitData {
+  logp: Float64Array;
+  labels: Uint8Array;
+  shortness: Float32Array;
+}
+
+function sharedArray<T extends Float64Array | Float32Array | Uint8Array>(ctor: new (b: SharedArrayBuffer) => T, bytesPer: number, n: number): T {
+  return new ctor(new SharedArrayBuffer(n * bytesPer));
+}
+
+function fitData(preds: readonly TickerPrediction[]): FitData {
   const days = preds.reduce((a, p) => a + p.assign.length, 0);
   const probs = new Float32Array(days * D);
-  const labels = new Uint8Array(days);
-  const shortness = new Float32Array(days);
+  const labels = sharedArray(Uint8Array, 1, days);
+  const shortness = sharedArray(Float32Array, 4, days);
   let at = 0;
   for (const p of preds) {
     probs.set(p.probs, at * D);
@@ -50,15 +62,34 @@ function fitOn(preds: readonly TickerPrediction[]): { temperature: number; kappa
     if (p.shortness) shortness.set(p.shortness, at);
     at += p.assign.length;
   }
-  const logp = logProbs(probs);
-  const factor = new Float32Array(days);
-  let best = { temperature: 1, kappa: 0, nll: Infinity };
-  for (const kappa of KAPPA_GRID) {
-    for (let i = 0; i < days; i++) factor[i] = 1 + kappa * shortness[i]!;
-    const fit = fitTemperatureNll(logp, labels, factor);
-    if (fit.nll < best.nll) best = { ...fit, kappa };
+  const logp = sharedArray(Float64Array, 8, days * D);
+  logp.set(logProbs(probs));
+  return { logp, labels, shortness };
+}
+
+/**
+ * T and κ minimising the NLL of each subset's predictions (probabilities at T = 1, each token read at T·(1 + κ·u)):
+ * one golden-section fit of T per κ of the grid, the first κ with the lowest NLL winning. The fits are independent, so
+ * they run on `threads` worker threads (`calibrate.task.ts`) over the subsets' data in shared memory; the result is
+ * the same for any thread count.
+ */
+async function fitAll(subsets: readonly (readonly TickerPrediction[])[], threads: number): Promise<{ temperature: number; kappa: number }[]> {
+  const data = subsets.map(fitData);
+  const pool = threads > 1 ? createTaskPool({ filename: siblingTaskFile(import.meta.url, 'calibrate.task'), maxThreads: threads }) : undefined;
+  try {
+    const fit = (d: FitData, kappa: number): Promise<{ temperature: number; nll: number }> =>
+      pool !== undefined ? (pool.run({ ...d, kappa } satisfies KappaFitTask) as Promise<{ temperature: number; nll: number }>) : Promise.resolve(kappaFit({ ...d, kappa }));
+    const fits = await Promise.all(data.map((d) => Promise.all(KAPPA_GRID.map((kappa) => fit(d, kappa)))));
+    return fits.map((perKappa) => {
+      let best = { temperature: 1, kappa: 0, nll: Infinity };
+      perKappa.forEach((f, k) => {
+        if (f.nll < best.nll) best = { ...f, kappa: KAPPA_GRID[k]! };
+      });
+      return { temperature: best.temperature, kappa: best.kappa };
+    });
+  } finally {
+    await pool?.destroy();
   }
-  return { temperature: best.temperature, kappa: best.kappa };
 }
 
 /** Probabilities of `p` at T·(1 + κ·u) from its probabilities at T = 1. */
@@ -72,7 +103,11 @@ function atCalibration(p: TickerPrediction, c: { temperature: number; kappa: num
  */
 export async function calibrateOnLabelled(
   model: { hidden: Hidden; params: Float32Array; temperature: number },
-  opts: Pick<EvaluateOptions, 'dataDir' | 'labelsFile' | 'contextDir' | 'warn'> & { folds?: number },
+  opts: Pick<EvaluateOptions, 'dataDir' | 'labelsFile' | 'contextDir' | 'warn'> & {
+    folds?: number;
+    /** Worker threads for the temperature fits (the result is the same for any count). @defaultValue 1 */
+    threads?: number;
+  },
 ): Promise<CalibrationResult> {
   const folds = opts.folds ?? 5;
   if (!Number.isInteger(folds) || folds < 2) throw new RangeError(`Expected integer ≥ 2 for folds but received ${String(folds)}`);
@@ -86,9 +121,11 @@ export async function calibrateOnLabelled(
   }
   atT1.sort((a, b) => (a.ticker < b.ticker ? -1 : a.ticker > b.ticker ? 1 : 0));
   if (atT1.length < folds) throw new RangeError(`Expected at least ${folds} labelled tickers to cross-fit over ${folds} folds but received ${atT1.length}`);
-  const fits = Array.from({ length: folds }, (_, k) => fitOn(atT1.filter((_, i) => i % folds !== k)));
+  // The fold fits and the fit on every ticker, all at once.
+  const fitted = await fitAll([...Array.from({ length: folds }, (_, k) => atT1.filter((_, i) => i % folds !== k)), atT1], opts.threads ?? 1);
+  const fits = fitted.slice(0, folds);
+  const all = fitted[folds]!;
   const crossFitted = atT1.map((p, i) => atCalibration(p, fits[i % folds]!));
-  const all = fitOn(atT1);
   return {
     temperature: all.temperature,
     historyTemperature: all.kappa,
