@@ -62,10 +62,23 @@ describe('bench:pipeline', () => {
     expect(errors[1]).toContain('Expected integer in 1..64 for --route-procs but received "0"');
   });
 
-  it('rates each sweep row per fetch process against one process, or the first count without it', () => {
-    const row = (fetchProcs: number, tickersPerSecond: number) => ({ fetchProcs, seconds: 1, tickersPerSecond, fetchStageSeconds: 1, cpuSeconds: 1 });
+  it('rates each sweep row per fetch process and per feature thread against one process, or the first count without it', () => {
+    const row = (fetchProcs: number, tickersPerSecond: number, featureThreads = fetchProcs) => ({
+      fetchProcs,
+      featureThreads,
+      seconds: 1,
+      tickersPerSecond,
+      fetchStageSeconds: 1,
+      cpuSeconds: 1,
+      redisPeakMB: 1,
+      peakRssMB: {},
+    });
     expect(sweepEfficiency([row(2, 300), row(1, 200), row(4, 400)]).map((r) => r.efficiency)).toEqual([0.75, 1, 0.5]);
     expect(sweepEfficiency([row(2, 300), row(4, 450)]).map((r) => r.efficiency)).toEqual([1, 0.75]);
+    // 16 cores: one process takes 4 threads, 8 processes 2 each; twice the rate on four times the threads.
+    const r = sweepEfficiency([row(1, 1000, 4), row(8, 2000, 16)]);
+    expect(r.map((x) => x.efficiency)).toEqual([1, 0.25]);
+    expect(r.map((x) => x.threadEfficiency)).toEqual([1, 0.5]);
   });
 
   it('reads a process CPU time from /proc and says NaN where it cannot', () => {
@@ -145,10 +158,15 @@ describe('bench:pipeline', () => {
     const sweepLines: string[] = [];
     expect(await main(['--tickers', '6', '--days', '20', '--sweep-fetch-procs', '1,2', '--json'], (l) => sweepLines.push(l))).toBe(0);
     expect(sweepLines.filter((l) => /^ +[12] \| /.test(l))).toHaveLength(2);
-    const sweep = (JSON.parse(sweepLines.at(-1)!) as { sweep: Record<string, number>[] }).sweep;
+    const sweep = (JSON.parse(sweepLines.at(-1)!) as { sweep: (Record<string, number> & { peakRssMB: Record<string, number> })[] }).sweep;
     expect(sweep.map((r) => r.fetchProcs)).toEqual([1, 2]);
     expect(sweep[0]!.efficiency).toBe(1);
+    expect(sweep[0]!.threadEfficiency).toBe(1);
     for (const r of sweep) {
+      expect(r.featureThreads).toBe(r.fetchProcs! * Math.max(1, Math.min(4, Math.floor(os.availableParallelism() / r.fetchProcs!))));
+      expect(Object.keys(r.peakRssMB).sort()).toEqual(['fetch', 'report', 'route']);
+      for (const v of Object.values(r.peakRssMB)) expect(v).toBeGreaterThan(20);
+      expect(r.redisPeakMB).toBeGreaterThanOrEqual(0);
       expect(r.seconds).toBeGreaterThan(0);
       expect(r.tickersPerSecond).toBeGreaterThan(0);
       expect(r.fetchStageSeconds).toBeGreaterThanOrEqual(0);

@@ -528,22 +528,39 @@ export function sweepCounts(raw: string): number[] {
 /** One row of a fetch-process sweep. */
 export interface SweepRow {
   fetchProcs: number;
+  /** Feature threads of all fetch processes together (each process's `defaultFeatureThreads`). */
+  featureThreads: number;
   seconds: number;
   tickersPerSecond: number;
   fetchStageSeconds: number | undefined;
   cpuSeconds: number;
+  /** Redis's peak memory above its level before the run, MB. */
+  redisPeakMB: number;
+  /** Highest peak RSS of any process of each role, MB. */
+  peakRssMB: Record<string, number>;
   /** Tickers/s per fetch process relative to one process (or to the sweep's first count when 1 is not in it). */
   efficiency: number;
+  /**
+   * Tickers/s per feature thread, relative likewise. A host's cores cap the threads (one process may already take
+   * `MAX_DEFAULT_FEATURE_THREADS`), so per-process efficiency falls as 1/P once they are all in use, whatever the
+   * queue does; this one says how well the threads that exist are used.
+   */
+  threadEfficiency: number;
 }
 
 /**
  * Efficiency of each row: (tickers/s ÷ fetch processes) over the same for the base row, the count 1 when swept,
  * else the first count.
  */
-export function sweepEfficiency(rows: Omit<SweepRow, 'efficiency'>[]): SweepRow[] {
+export function sweepEfficiency(rows: Omit<SweepRow, 'efficiency' | 'threadEfficiency'>[]): SweepRow[] {
   const base = rows.find((r) => r.fetchProcs === 1) ?? rows[0];
-  const perProc = (r: Omit<SweepRow, 'efficiency'>) => r.tickersPerSecond / r.fetchProcs;
-  return rows.map((r) => ({ ...r, efficiency: base === undefined ? Number.NaN : Math.round((perProc(r) / perProc(base)) * 100) / 100 }));
+  const rel = (per: (r: Omit<SweepRow, 'efficiency' | 'threadEfficiency'>) => number, r: Omit<SweepRow, 'efficiency' | 'threadEfficiency'>) =>
+    base === undefined ? Number.NaN : Math.round((per(r) / per(base)) * 100) / 100;
+  return rows.map((r) => ({
+    ...r,
+    efficiency: rel((x) => x.tickersPerSecond / x.fetchProcs, r),
+    threadEfficiency: rel((x) => x.tickersPerSecond / x.featureThreads, r),
+  }));
 }
 
 export function main(argv: readonly string[], out: (line: string) => void = console.log): Promise<number> {
@@ -601,14 +618,19 @@ async function benchPipeline(argv: readonly string[], out: (line: string) => voi
     const loadText = `${cpus} CPUs, load ${load0.map((l) => l.toFixed(2)).join(' ')}`;
     if (sweep !== undefined) {
       out(`${head}, fetch processes ${sweep.join(', ')} + ${procPlan.route} route + ${procPlan.report} report, ${loadText}`);
-      out('fetch procs | threads each | wall s | tickers/s | fetch stage s | CPU-s all processes | efficiency');
-      const measured: Omit<SweepRow, 'efficiency'>[] = [];
+      out('fetch procs | threads each | wall s | tickers/s | fetch stage s | CPU-s all processes | Redis +MB | peak RSS fetch/route/report MB | efficiency | per thread');
+      const measured: Omit<SweepRow, 'efficiency' | 'threadEfficiency'>[] = [];
       for (const n of sweep) {
         const real = await measureReal(config, redis, env, prefix, work(n), runs);
         await removePrefix(redis, prefix);
         const fetchMs = real.stagesMs?.fetchMs;
+        const peakRssMB: Record<string, number> = {};
+        for (const w of real.workers) peakRssMB[w.role] = Math.max(peakRssMB[w.role] ?? 0, Math.round(w.peakRssMB));
         measured.push({
           fetchProcs: n,
+          featureThreads: n * defaultFeatureThreads(n, cpus),
+          redisPeakMB: mb(real.redisPeakBytes),
+          peakRssMB,
           seconds: Number(real.seconds.toFixed(3)),
           tickersPerSecond: Number((tickersN / real.seconds).toFixed(1)),
           fetchStageSeconds: fetchMs === undefined ? undefined : fetchMs / 1000,
@@ -618,7 +640,7 @@ async function benchPipeline(argv: readonly string[], out: (line: string) => voi
       // Printed once all are measured: the base row (the count 1) may come last in the list.
       for (const r of sweepEfficiency(measured)) {
         out(
-          `${String(r.fetchProcs).padStart(11)} | ${String(defaultFeatureThreads(r.fetchProcs, cpus)).padStart(12)} | ${r.seconds.toFixed(2).padStart(6)} | ${r.tickersPerSecond.toFixed(0).padStart(9)} | ${(r.fetchStageSeconds?.toFixed(2) ?? '-').padStart(13)} | ${r.cpuSeconds.toFixed(2).padStart(19)} | ${r.efficiency.toFixed(2)}`,
+          `${String(r.fetchProcs).padStart(11)} | ${String(defaultFeatureThreads(r.fetchProcs, cpus)).padStart(12)} | ${r.seconds.toFixed(2).padStart(6)} | ${r.tickersPerSecond.toFixed(0).padStart(9)} | ${(r.fetchStageSeconds?.toFixed(2) ?? '-').padStart(13)} | ${r.cpuSeconds.toFixed(2).padStart(19)} | ${r.redisPeakMB.toFixed(1).padStart(9)} | ${['fetch', 'route', 'report'].map((k) => r.peakRssMB[k] ?? '-').join(' / ').padStart(30)} | ${r.efficiency.toFixed(2).padStart(10)} | ${r.threadEfficiency.toFixed(2)}`,
         );
       }
       if (json) out(JSON.stringify({ tickers: tickersN, days, runs, routeProcs: procPlan.route, reportProcs: procPlan.report, cpus, sweep: sweepEfficiency(measured), prefix }));
