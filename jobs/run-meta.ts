@@ -15,7 +15,10 @@ export interface RunMeta {
   runId: string;
   status: RunStatus;
   source: SourceName;
+  /** The run's tickers in request order; read with `{ tickerList: false }`, only the first `TICKERS_HEAD` of them. */
   tickers: string[];
+  /** How many tickers the run has. */
+  tickerCount: number;
   /** Fetch jobs that stored a feature block. */
   fetched: number;
   /** Fetch jobs that failed for good (after their last attempt). */
@@ -57,6 +60,8 @@ export async function createRunMeta(
       status: 'queued',
       source: meta.source,
       tickers: JSON.stringify(meta.tickers),
+      tickerCount: meta.tickers.length,
+      tickersHead: JSON.stringify(meta.tickers.slice(0, TICKERS_HEAD)),
       fetched: 0,
       fetchFailed: 0,
       createdAt: meta.createdAt,
@@ -222,14 +227,35 @@ function optInt(v: string | undefined): number | undefined {
   return v === undefined ? undefined : Number(v);
 }
 
-export async function readRunMeta(redis: RedisClient, prefix: string, runId: string): Promise<RunMeta | undefined> {
-  const h = await redis.hgetall(runKey(prefix, runId));
+/** Tickers a run's hash also keeps apart, for readers that show a run without its whole list. */
+export const TICKERS_HEAD = 8;
+
+/** Fields of the run hash other than the ticker list (HMGET reads them without the list's megabytes). */
+const META_FIELDS = ['runId', 'status', 'source', 'tickerCount', 'tickersHead', 'fetched', 'fetchFailed', 'createdAt', 'shards', 'shardsRouted', 'routed', 'failedTickers', 'backend', 'reportDir', 'finishedAt', 'error'] as const;
+
+/**
+ * The run's metadata, or undefined without a hash. With `{ tickerList: false }` (progress watchers, the dashboard,
+ * metrics) the ticker list stays in Redis and `tickers` holds its first `TICKERS_HEAD`: a 100,000-ticker run's list is
+ * 1.5 MB of JSON, read and parsed on every poll otherwise. A hash written before `tickerCount` existed is read whole.
+ */
+export async function readRunMeta(redis: RedisClient, prefix: string, runId: string, opts: { tickerList?: boolean } = {}): Promise<RunMeta | undefined> {
+  const key = runKey(prefix, runId);
+  let h: Record<string, string | undefined>;
+  if (opts.tickerList === false) {
+    const values = await redis.hmget(key, ...META_FIELDS);
+    h = Object.fromEntries(META_FIELDS.map((f, i) => [f, values[i] ?? undefined]));
+    if (h.runId && (h.tickerCount === undefined || h.tickersHead === undefined)) h = await redis.hgetall(key);
+  } else {
+    h = await redis.hgetall(key);
+  }
   if (!h.runId) return undefined;
+  const tickers = JSON.parse(h.tickers ?? h.tickersHead ?? '[]') as string[];
   const meta: RunMeta = {
     runId: h.runId,
     status: (RUN_STATUSES as readonly string[]).includes(h.status ?? '') ? (h.status as RunStatus) : 'queued',
     source: h.source as SourceName,
-    tickers: JSON.parse(h.tickers ?? '[]') as string[],
+    tickers: opts.tickerList === false ? tickers.slice(0, TICKERS_HEAD) : tickers,
+    tickerCount: h.tickerCount !== undefined ? Number(h.tickerCount) : tickers.length,
     fetched: Number(h.fetched ?? 0),
     fetchFailed: Number(h.fetchFailed ?? 0),
     createdAt: h.createdAt ?? '',

@@ -67,7 +67,7 @@ function lossReason(err: unknown): string {
 
 /** The run's metadata, with the report job's failure folded in when the workers could not write it. */
 async function poll(opts: WatchOptions): Promise<RunMeta> {
-  const meta = await readRunMeta(opts.redis, opts.prefix, opts.runId);
+  const meta = await readRunMeta(opts.redis, opts.prefix, opts.runId, { tickerList: false });
   if (meta === undefined) throw new WatchError('RUN_GONE', `Run ${opts.runId} has no metadata (expired or never enqueued)`);
   if (meta.status === 'finished' || meta.status === 'failed') return meta;
   const job = await opts.reportQueue.getJob(jobIds.report(opts.runId));

@@ -228,6 +228,7 @@ describe('summary.md as HTML', () => {
       active: false,
       source: 'csv',
       tickers: ['AAA', 'BBB'],
+      tickerCount: 2,
       fetchedDone: 2,
       progress: 1,
       shards: 1,

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeRedis, createRedis } from '../jobs/connection.js';
 import { runKey, runsIndexKey, shardKey } from '../jobs/keys.js';
 import { evalScript } from '../jobs/scripts.js';
-import { bumpRunCounter, createRunMeta, readRunMeta, readRunTickers, storeFetched, storeShardOutput, updateRunMeta, type RunStore } from '../jobs/run-meta.js';
+import { bumpRunCounter, createRunMeta, readRunMeta, TICKERS_HEAD, readRunTickers, storeFetched, storeShardOutput, updateRunMeta, type RunStore } from '../jobs/run-meta.js';
 
 const prefix = `t-meta-${randomUUID().slice(0, 8)}`;
 let redis: Redis;
@@ -95,6 +95,25 @@ describe('run metadata', () => {
     await redis.hset(runKey(prefix, old), { runId: old, status: 'queued', source: 'sim', tickers: '["SPY"]', fetched: 0, fetchFailed: 0, createdAt: new Date().toISOString() });
     expect(await readRunMeta(redis, prefix, old)).toMatchObject({ shards: 1, shardsRouted: 0 });
     expect(await readRunTickers(redis, prefix, randomUUID())).toBeUndefined();
+  });
+
+  it('reads a run without its ticker list for watchers and pages: the first tickers and the count', async () => {
+    const runId = randomUUID();
+    const tickers = Array.from({ length: 30_000 }, (_, i) => `T${i}`);
+    await createRunMeta(store, { runId, source: 'sim', tickers, createdAt: new Date().toISOString(), shards: 30 });
+    expect((await readRunMeta(redis, prefix, runId))!.tickers).toEqual(tickers);
+    const head = (await readRunMeta(redis, prefix, runId, { tickerList: false }))!;
+    expect(head).toMatchObject({ runId, status: 'queued', tickerCount: 30_000, shards: 30, tickers: tickers.slice(0, TICKERS_HEAD) });
+    // The list itself is not read: a hash whose list is unreadable still answers the short read.
+    await redis.hset(runKey(prefix, runId), 'tickers', '[not json');
+    expect((await readRunMeta(redis, prefix, runId, { tickerList: false }))!.tickerCount).toBe(30_000);
+    await expect(readRunMeta(redis, prefix, runId)).rejects.toThrow(SyntaxError);
+    // A hash written before the count and head were kept is read whole.
+    const old = randomUUID();
+    await redis.hset(runKey(prefix, old), { runId: old, status: 'finished', source: 'csv', tickers: JSON.stringify(tickers.slice(0, 12)), fetched: 12, fetchFailed: 0, createdAt: '2026-01-01T00:00:00Z' });
+    await redis.expire(runKey(prefix, old), 60);
+    expect(await readRunMeta(redis, prefix, old, { tickerList: false })).toMatchObject({ tickerCount: 12, tickers: tickers.slice(0, TICKERS_HEAD), status: 'finished' });
+    expect(await readRunMeta(redis, prefix, randomUUID(), { tickerList: false })).toBeUndefined();
   });
 
   it('runs scripts by SHA1, sending the text only to a server that does not know it yet', async () => {

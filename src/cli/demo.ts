@@ -253,7 +253,7 @@ async function runDemo(config: Config, signal: AbortSignal, cleanups: Cleanup[])
       runId: run.runId,
       reportQueue,
       signal: both,
-      onProgress: (m) => say(`  ${(m.status === 'queued' && m.fetched + m.fetchFailed > 0 ? 'fetching' : m.status).padEnd(9)} fetched ${m.fetched}/${m.tickers.length}${m.fetchFailed ? `, ${m.fetchFailed} failed` : ''}`),
+      onProgress: (m) => say(`  ${(m.status === 'queued' && m.fetched + m.fetchFailed > 0 ? 'fetching' : m.status).padEnd(9)} fetched ${m.fetched}/${m.tickerCount}${m.fetchFailed ? `, ${m.fetchFailed} failed` : ''}`),
     });
   } catch (err) {
     if (exited.signal.aborted && !signal.aborted) throw new Error(exitReason);

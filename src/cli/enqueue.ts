@@ -115,7 +115,7 @@ export function parseEnqueueArgs(argv: readonly string[]): EnqueueArgs {
 }
 
 function progressLine(m: RunMeta): string {
-  const total = m.tickers.length;
+  const total = m.tickerCount;
   const fetched = `fetched ${m.fetched}/${total}${m.fetchFailed > 0 ? ` (${m.fetchFailed} failed)` : ''}`;
   switch (m.status) {
     case 'queued':

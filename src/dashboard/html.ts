@@ -62,19 +62,19 @@ export function formatDuration(ms: number): string {
 
 const fileUrl = (runId: string, file: string): string => `/runs/${runId}/files/${encodeURIComponent(file)}`;
 
-function tickerList(t: readonly string[]): string {
+function tickerList(t: readonly string[], count: number = t.length): string {
   const shown = t.slice(0, 8).join(', ');
-  return t.length > 8 ? `${shown}, … (${t.length})` : shown;
+  return count > 8 ? `${shown}, … (${count})` : shown;
 }
 
 /** `detail`: full-size images; `failedTable`: list failures (the run page does when it has no summary.md). */
 function runCard(r: RunView, detail: boolean, failedTable = false): string {
   const pct = Math.round(r.progress * 100);
-  const stage = r.active ? `${r.fetchedDone} of ${r.tickers.length} fetched${r.status === 'reporting' ? ', reporting' : ''}` : `${r.routed ?? 0} routed`;
+  const stage = r.active ? `${r.fetchedDone} of ${r.tickerCount} fetched${r.status === 'reporting' ? ', reporting' : ''}` : `${r.routed ?? 0} routed`;
   const fields: [string, string][] = [
     ['progress', `<progress max="100" value="${pct}"></progress> ${escapeHtml(stage)}`],
     ['shards', `${r.shardsRouted} of ${r.shards} routed`],
-    ['tickers', `${r.tickers.length}: ${escapeHtml(tickerList(r.tickers))}`],
+    ['tickers', `${r.tickerCount}: ${escapeHtml(tickerList(r.tickers, r.tickerCount))}`],
     ['failures', String(r.failures)],
     ['duration', `${formatDuration(r.durationMs)}${r.active ? ' so far' : ''}`],
     ['backend', escapeHtml(r.backend ?? '—')],

@@ -65,7 +65,7 @@ interface Snapshot {
 
 async function readRuns(src: MetricsSources): Promise<Record<RunStatus, number>> {
   const ids = await src.redis.zrevrange(runsIndexKey(src.prefix), 0, RUNS_WINDOW - 1);
-  const metas = await Promise.all(ids.map((id) => readRunMeta(src.redis, src.prefix, id)));
+  const metas = await Promise.all(ids.map((id) => readRunMeta(src.redis, src.prefix, id, { tickerList: false })));
   const runs = Object.fromEntries(RUN_STATUSES.map((s) => [s, 0])) as Record<RunStatus, number>;
   for (const m of metas) if (m !== undefined && m.status in runs) runs[m.status] += 1;
   return runs;

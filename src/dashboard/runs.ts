@@ -12,8 +12,10 @@ export interface RunView {
   /** True while the run can still change (queued, routing, reporting). */
   active: boolean;
   source: string;
+  /** The run's first tickers (`TICKERS_HEAD`: the pages show a few and the count, never the whole list). */
   tickers: string[];
-  /** Fetch jobs done (stored or failed for good) out of `tickers.length`. */
+  tickerCount: number;
+  /** Fetch jobs done (stored or failed for good) out of `tickerCount`. */
   fetchedDone: number;
   /** 0..1: fetch progress, then 1 once routed. */
   progress: number;
@@ -117,7 +119,7 @@ async function hasAllFiles(dir: string): Promise<boolean> {
 export async function runView(meta: RunMeta, reportsDir: string, now = Date.now()): Promise<RunView> {
   const active = !TERMINAL.includes(meta.status);
   const digest = active ? undefined : await readDigest(reportsDir, meta.runId);
-  const n = meta.tickers.length;
+  const n = meta.tickerCount;
   const fetchedDone = meta.fetched + meta.fetchFailed;
   const created = Date.parse(meta.createdAt);
   const end = meta.finishedAt ? Date.parse(meta.finishedAt) : now;
@@ -128,6 +130,7 @@ export async function runView(meta: RunMeta, reportsDir: string, now = Date.now(
     active,
     source: meta.source,
     tickers: meta.tickers,
+    tickerCount: meta.tickerCount,
     fetchedDone,
     progress: routedDone ? 1 : n > 0 ? Math.min(1, fetchedDone / n) : 0,
     shards: meta.shards,
@@ -151,7 +154,7 @@ export async function runView(meta: RunMeta, reportsDir: string, now = Date.now(
 /** The newest `limit` runs of the prefix, newest first; runs whose hash expired are left out. */
 export async function listRuns(redis: RedisClient, prefix: string, reportsDir: string, limit = 50): Promise<RunView[]> {
   const ids = await redis.zrevrange(runsIndexKey(prefix), 0, limit - 1);
-  const metas = await Promise.all(ids.filter(isRunId).map((id) => readRunMeta(redis, prefix, id)));
+  const metas = await Promise.all(ids.filter(isRunId).map((id) => readRunMeta(redis, prefix, id, { tickerList: false })));
   const now = Date.now();
   return Promise.all(metas.filter((m): m is RunMeta => m !== undefined).map((m) => runView(m, reportsDir, now)));
 }

@@ -126,7 +126,7 @@ export function createDashboardApp(o: DashboardOptions): DashboardApp {
 
   app.get('/runs/:runId', async (req, res) => {
     const runId = req.params.runId;
-    const meta = isRunId(runId) ? await readRunMeta(o.redis, o.prefix, runId) : undefined;
+    const meta = isRunId(runId) ? await readRunMeta(o.redis, o.prefix, runId, { tickerList: false }) : undefined;
     if (meta === undefined) {
       ownPage(res).status(404).type('html').send(notFoundPage(`No run ${runId} (unknown, expired, or not a run id).`));
       return;
