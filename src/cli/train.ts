@@ -3,6 +3,7 @@
  * Trains the router on simulator data, fits its temperature, prints held-out metrics and writes the model file.
  */
 import { existsSync, statSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { DOMAINS } from '../domains.js';
 import { FEATURE_SPEC, WARMUP_DAYS } from '../data/features/compute.js';
@@ -16,7 +17,11 @@ import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N] [--steps N] [--batch N] [--lr X]
                        [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--out FILE]
-                       [--calibrate-data DIR [--calibrate-labels FILE] [--calibrate-context-dir DIR] [--calibrate-folds K]]`;
+                       [--calibrate-data DIR [--calibrate-labels FILE] [--calibrate-context-dir DIR] [--calibrate-folds K]]
+
+--threads N is the native trainer's (part of the recipe: the model file records it). --sim-threads N (default: the
+CPUs, up to 16) simulates the market histories and runs the calibration's fits on worker threads, and --feeder off
+gathers the minibatches between steps instead of on a feeder thread: both change the speed, never the file.`;
 
 interface CalibrateArgs {
   dataDir: string;
@@ -74,7 +79,9 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
   config.data.newListingShare = numberFlag(stringFlag(args, 'new-listing-share'), 'new-listing-share', config.data.newListingShare, 0, 1);
   config.threads = intFlag(args, 'threads', config.threads, 1, 256);
   // Speed only: the token set, the batches and the calibration's fits are the same for any value of these two.
-  config.simThreads = intFlag(args, 'sim-threads', config.threads, 1, 256);
+  // The host's CPUs by default (at most 16): the shipped command keeps `--threads 2` for its bytes, but simulating
+  // and calibrating on every core changes nothing in the file.
+  config.simThreads = intFlag(args, 'sim-threads', Math.max(config.threads, Math.min(16, os.availableParallelism())), 1, 256);
   const feeder = stringFlag(args, 'feeder') ?? 'on';
   if (feeder !== 'on' && feeder !== 'off') throw new UsageError(`Expected on or off for --feeder but received ${JSON.stringify(feeder)}`);
   config.feeder = feeder === 'on';
