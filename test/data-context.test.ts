@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -164,6 +164,37 @@ describe('market context features', () => {
       expect(both.from).toEqual({ SPY: 'dev', IEF: 'own', GLD: 'dev', DBC: 'dev', UUP: 'dev' });
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('serves each member from the candidate that covers the routed dates: a folder of 2001–2002 keeps its own stand-in', async () => {
+    const csv = (bars: readonly Bar[]) =>
+      ['date,open,high,low,close,adj_close,volume', ...bars.map((b) => `${b.date},${b.open},${b.high},${b.low},${b.close},${b.adjClose},${b.volume ?? ''}`)].join('\n') + '\n';
+    const old = mkdtempSync(path.join(os.tmpdir(), 'moe-ctx-old-'));
+    const recent = mkdtempSync(path.join(os.tmpdir(), 'moe-ctx-new-'));
+    try {
+      // The data folder: 2001–2002, with IVV but no SPY (GLD, DBC and UUP are in neither folder).
+      writeFileSync(path.join(old, 'IVV.csv'), csv(simulateBars('IVV', { class: 'Equities', subtype: 'index-etf' }, 500, 3, '2002-12-31')));
+      writeFileSync(path.join(old, 'IEF.csv'), csv(simulateBars('IEF', { class: 'Fixed Income', subtype: 'treasury-long' }, 500, 4, '2002-12-31')));
+      // The context folder: SPY and IEF of 2023–2024, sharing none of those days.
+      writeFileSync(path.join(recent, 'SPY.csv'), csv(simulateBars('SPY', { class: 'Equities', subtype: 'index-etf' }, 500, 5, '2024-12-31')));
+      writeFileSync(path.join(recent, 'IEF.csv'), csv(simulateBars('IEF', { class: 'Fixed Income', subtype: 'treasury-long' }, 500, 6, '2024-12-31')));
+      const sources = [
+        { label: 'old', source: createSource({ source: 'csv', dataDir: old }) },
+        { label: 'recent', source: createSource({ source: 'csv', dataDir: recent }) },
+      ];
+      // Without the dates to route, the primary wins wherever it is (the order of earlier releases).
+      expect((await fetchContext(sources, { days: 400 })).from).toEqual({ SPY: 'recent', IEF: 'old' });
+      // For 2001–2002 tickers, SPY of 2023–2024 would share no day: the folder's own IVV serves.
+      const span = { from: '2001-01-02', to: '2002-12-31' };
+      const got = await fetchContext(sources, { days: 400 }, span);
+      expect(got.from).toEqual({ SPY: 'old (IVV)', IEF: 'old' });
+      expect(got.missing.map((m) => m.ticker).sort()).toEqual(['DBC', 'GLD', 'UUP']);
+      // For 2023–2024 tickers both come from the context folder, whose days these are.
+      expect((await fetchContext(sources, { days: 400 }, { from: '2023-01-01', to: '2024-12-31' })).from).toEqual({ SPY: 'recent', IEF: 'recent' });
+    } finally {
+      rmSync(old, { recursive: true, force: true });
+      rmSync(recent, { recursive: true, force: true });
     }
   });
 });

@@ -12,7 +12,7 @@ import { fetchContext } from '../data/sources/context-fetch.js';
 import { MAX_RANGE_DAYS, UNCERTAIN_CONFIDENCE } from '../limits.js';
 import { createSource, SourceError } from '../data/sources/create.js';
 import { LabelsFileError, parseLabelsCsv } from '../data/sources/csv.js';
-import type { FeatureSeries } from '../data/types.js';
+import type { Bar, FeatureSeries } from '../data/types.js';
 import type { Hidden } from '../router/layout.js';
 import { loadModel, defaultModelPath } from '../router/model.js';
 import { concatSeries } from '../router/batch.js';
@@ -449,9 +449,8 @@ export async function loadLabelledDirectory(
     const dir = path.resolve(opts.contextDir);
     contextSources.push({ label: dir, source: createSource({ source: 'csv', dataDir: dir }) });
   }
-  const ctx = await fetchContext(contextSources, { days: MAX_RANGE_DAYS });
-  for (const m of ctx.missing) opts.warn?.(`context series ${m.ticker} missing (${m.reason}); its features read as "no context"`);
-  const items: { series: FeatureSeries; label: number }[] = [];
+  // Every file first: the context series are chosen for the dates these tickers cover (fetchContext's span).
+  const loaded: { ticker: string; label: number; bars: Bar[] }[] = [];
   for (const ticker of tickers) {
     const label = labels.get(ticker);
     if (label === undefined) continue;
@@ -462,11 +461,27 @@ export async function loadLabelledDirectory(
       let bars = result.bars;
       if (opts.maxBars !== undefined) bars = bars.slice(0, opts.maxBars);
       if (opts.lastBars !== undefined) bars = bars.slice(-opts.lastBars);
+      loaded.push({ ticker, label, bars });
+    } catch (e) {
+      // One unusable file must not sink the whole evaluation: it is reported with its reason instead.
+      if (!(e instanceof Error)) throw e;
+      failed.push({ ticker, reason: e instanceof SourceError ? `${e.code}: ${e.message}` : `${e.name}: ${e.message}` });
+    }
+  }
+  const dated = loaded.filter((l) => l.bars.length > 0);
+  const span =
+    dated.length === 0
+      ? undefined
+      : { from: dated.reduce((m, l) => (l.bars[0]!.date < m ? l.bars[0]!.date : m), dated[0]!.bars[0]!.date), to: dated.reduce((m, l) => (l.bars.at(-1)!.date > m ? l.bars.at(-1)!.date : m), dated[0]!.bars.at(-1)!.date) };
+  const ctx = await fetchContext(contextSources, { days: MAX_RANGE_DAYS }, span);
+  for (const m of ctx.missing) opts.warn?.(`context series ${m.ticker} missing (${m.reason}); its features read as "no context"`);
+  const items: { series: FeatureSeries; label: number }[] = [];
+  for (const { ticker, label, bars } of loaded) {
+    try {
       const series = computeFeatures(ticker, bars, hidden, ctx.context, { minBars, ...(opts.days !== undefined ? { days: opts.days } : {}) });
       if (series.vol.length === 0) throw new Error(`no routed day: ${bars.length} bars, fewer than the minimum history of ${minBars}`);
       items.push({ series, label });
     } catch (e) {
-      // One unusable file must not sink the whole evaluation: it is reported with its reason instead.
       if (!(e instanceof Error)) throw e;
       failed.push({ ticker, reason: e instanceof SourceError ? `${e.code}: ${e.message}` : `${e.name}: ${e.message}` });
     }
