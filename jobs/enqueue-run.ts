@@ -126,8 +126,9 @@ export async function enqueueRun(ctx: EnqueueContext, req: RunRequest, opts: Enq
     if (req.seed !== undefined) d.seed = req.seed;
     return validateFetchJobData(d);
   };
-  // Every payload is checked before anything is written: a bad one fails the request, not a shard halfway through.
-  for (const t of tickers) fetchData(t);
+  // Checked before anything is written, so that a bad request fails whole, not a shard halfway through: the tickers
+  // by canonicalTickers above, the rest of a fetch payload (the same for every ticker) here, once.
+  fetchData(tickers[0]!);
   const plan = shardPlan(tickers.length, ctx.shardSize);
   const routeData = (shard: number): RouteJobData => validateRouteJobData({ runId, shard, tickers: tickers.slice(shard * plan.size, (shard + 1) * plan.size) });
   const reportData: ReportJobData = validateReportJobData({ runId, source: req.source, createdAt, shards: plan.shards, shardSize: plan.size });

@@ -186,10 +186,15 @@ const STORE_FETCHED =
  * already ended, in which case nothing was written.
  */
 export async function storeFetched(store: RunStore, runId: string, key: string, block: Buffer, ttlSeconds: number): Promise<string | undefined> {
+  return storeUnlessEnded(store, STORE_FETCHED, runId, key, block, ttlSeconds);
+}
+
+/** Runs one of the store scripts above: `value` under `key` with its TTL, or the status of a run that has ended. */
+async function storeUnlessEnded(store: RunStore, script: string, runId: string, key: string, value: Buffer | string, ttlSeconds: number): Promise<string | undefined> {
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) {
     throw new RangeError(`Expected positive integer for ttlSeconds but received ${String(ttlSeconds)}`);
   }
-  const ended = (await evalScript(store.redis, STORE_FETCHED, 2, key, runKey(store.prefix, runId), block, ttlSeconds)) as string | number;
+  const ended = (await evalScript(store.redis, script, 2, key, runKey(store.prefix, runId), value, ttlSeconds)) as string | number;
   return typeof ended === 'string' ? ended : undefined;
 }
 
@@ -210,11 +215,7 @@ const STORE_SHARD =
  * undefined once stored, or the status of a run that has already ended, in which case nothing was written.
  */
 export async function storeShardOutput(store: RunStore, runId: string, key: string, json: string, ttlSeconds: number): Promise<string | undefined> {
-  if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) {
-    throw new RangeError(`Expected positive integer for ttlSeconds but received ${String(ttlSeconds)}`);
-  }
-  const ended = (await evalScript(store.redis, STORE_SHARD, 2, key, runKey(store.prefix, runId), json, ttlSeconds)) as string | number;
-  return typeof ended === 'string' ? ended : undefined;
+  return storeUnlessEnded(store, STORE_SHARD, runId, key, json, ttlSeconds);
 }
 
 /** The run's ticker list alone (the report reads it instead of carrying it in its payload); undefined without a hash. */

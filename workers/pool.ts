@@ -1,6 +1,6 @@
 import os from 'node:os';
 import type { Piscina } from 'piscina';
-import { createTaskPool } from '../src/util/task-pool.js';
+import { createTaskPool, siblingTaskFile } from '../src/util/task-pool.js';
 import { expectedMessage } from '../src/util/describe.js';
 
 /** The fetch worker's feature pool, and a way to wait for a pool's running tasks at shutdown. */
@@ -28,7 +28,7 @@ export function defaultFeatureThreads(hostProcs = 1, cpus: number = os.available
 
 /** The feature pool (`features.task.ts`): threads start on demand and end after 30 s idle. */
 export function createFeaturePool(maxThreads: number = defaultFeatureThreads()): Piscina {
-  return createTaskPool({ filename: new URL('./features.task.ts', import.meta.url), maxThreads, minThreads: 0, idleTimeout: 30_000 });
+  return createTaskPool({ filename: siblingTaskFile(import.meta.url, 'features.task'), maxThreads, minThreads: 0, idleTimeout: 30_000 });
 }
 
 /**

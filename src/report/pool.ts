@@ -1,11 +1,9 @@
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 // Loading the native modules on the main thread first keeps their shared libraries mapped for the life of the
 // process: with canvas loaded only inside workers, the process segfaulted on exit (exit code 139) once they ended.
 import 'canvas';
 import 'sharp';
 import type { Piscina } from 'piscina';
-import { createTaskPool } from '../util/task-pool.js';
+import { createTaskPool, siblingTaskFile } from '../util/task-pool.js';
 import { buildFigures } from './figure-data.js';
 import { sampleReportInput } from './sample-input.js';
 
@@ -22,14 +20,10 @@ export interface RenderPoolOptions {
   idleTimeout?: number;
 }
 
-const here = fileURLToPath(import.meta.url);
-/** The task file beside this one, with this module's extension: `.ts` under tsx and vitest, `.js` once compiled. */
-export const RENDER_TASK_FILE = path.join(path.dirname(here), `render-task${path.extname(here)}`);
-
 /** A piscina pool running `render-task`; pass it to `renderReports` and `destroy()` it when done. */
 export function createRenderPool(opts: RenderPoolOptions = {}): Piscina {
   const maxThreads = opts.maxThreads ?? 2;
-  return createTaskPool({ filename: RENDER_TASK_FILE, maxThreads, minThreads: opts.minThreads ?? maxThreads, ...(opts.idleTimeout === undefined ? {} : { idleTimeout: opts.idleTimeout }) });
+  return createTaskPool({ filename: siblingTaskFile(import.meta.url, 'render-task'), maxThreads, minThreads: opts.minThreads ?? maxThreads, ...(opts.idleTimeout === undefined ? {} : { idleTimeout: opts.idleTimeout }) });
 }
 
 /**

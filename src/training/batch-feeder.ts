@@ -10,7 +10,7 @@
  */
 import type { Piscina } from 'piscina';
 import { Rng } from '../util/random.js';
-import { createTaskPool, siblingTaskFile } from '../util/task-pool.js';
+import { createTaskPool, sharedCopy, siblingTaskFile } from '../util/task-pool.js';
 
 /** The token arrays a sampler draws from. */
 export interface SampleSource {
@@ -126,15 +126,6 @@ export interface FeederData {
 export const PRODUCED = 0;
 export const CONSUMED = 1;
 
-/** Typed arrays of `a` over shared memory: the same values, visible to another thread without a copy. */
-function shared<T extends Float32Array | Uint8Array>(a: T): T {
-  if (a.buffer instanceof SharedArrayBuffer) return a;
-  const s = new SharedArrayBuffer(a.byteLength);
-  const copy = new (a.constructor as new (b: SharedArrayBuffer) => T)(s);
-  copy.set(a);
-  return copy;
-}
-
 /**
  * Batches for `steps` steps, gathered on a worker thread `slots` batches ahead. `next(step)` resolves with step
  * `step`'s batch (steps in order, each once); the slot stays the caller's until `release()`, after which the feeder
@@ -161,10 +152,10 @@ export class BatchFeeder {
     this.#counters = new Int32Array(ring, K * bytes, 2);
     const data: FeederData = {
       hidden: H,
-      x: shared(src.x),
-      vol: shared(src.vol),
-      risk: shared(src.risk),
-      labels: shared(src.labels),
+      x: sharedCopy(src.x),
+      vol: sharedCopy(src.vol),
+      risk: sharedCopy(src.risk),
+      labels: sharedCopy(src.labels),
       classWeights,
       seed: opts.seed,
       batch: B,

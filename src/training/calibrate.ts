@@ -13,7 +13,7 @@ import { createForwarder } from './forwarder.js';
 import { loadLabelledDirectory, routeLabelled, summarisePredictions, type EvaluateOptions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
 import { logProbs } from './temperature.js';
 import kappaFit, { type KappaFitTask } from './calibrate.task.js';
-import { createTaskPool, siblingTaskFile } from '../util/task-pool.js';
+import { createTaskPool, sharedArray, sharedCopy, siblingTaskFile } from '../util/task-pool.js';
 import { temperByHistory } from '../router/history-temperature.js';
 
 const D = DOMAINS.length;
@@ -46,15 +46,11 @@ interface FitData {
   shortness: Float32Array;
 }
 
-function sharedArray<T extends Float64Array | Float32Array | Uint8Array>(ctor: new (b: SharedArrayBuffer) => T, bytesPer: number, n: number): T {
-  return new ctor(new SharedArrayBuffer(n * bytesPer));
-}
-
 function fitData(preds: readonly TickerPrediction[]): FitData {
   const days = preds.reduce((a, p) => a + p.assign.length, 0);
   const probs = new Float32Array(days * D);
-  const labels = sharedArray(Uint8Array, 1, days);
-  const shortness = sharedArray(Float32Array, 4, days);
+  const labels = sharedArray(Uint8Array, days);
+  const shortness = sharedArray(Float32Array, days);
   let at = 0;
   for (const p of preds) {
     probs.set(p.probs, at * D);
@@ -62,9 +58,7 @@ function fitData(preds: readonly TickerPrediction[]): FitData {
     if (p.shortness) shortness.set(p.shortness, at);
     at += p.assign.length;
   }
-  const logp = sharedArray(Float64Array, 8, days * D);
-  logp.set(logProbs(probs));
-  return { logp, labels, shortness };
+  return { logp: sharedCopy(logProbs(probs)), labels, shortness };
 }
 
 /**

@@ -468,11 +468,10 @@ export async function loadLabelledDirectory(
       failed.push({ ticker, reason: e instanceof SourceError ? `${e.code}: ${e.message}` : `${e.name}: ${e.message}` });
     }
   }
-  const dated = loaded.filter((l) => l.bars.length > 0);
-  const span =
-    dated.length === 0
-      ? undefined
-      : { from: dated.reduce((m, l) => (l.bars[0]!.date < m ? l.bars[0]!.date : m), dated[0]!.bars[0]!.date), to: dated.reduce((m, l) => (l.bars.at(-1)!.date > m ? l.bars.at(-1)!.date : m), dated[0]!.bars.at(-1)!.date) };
+  // The folder's dates: its earliest first bar to its latest last bar (ISO dates sort as strings).
+  const firsts = loaded.filter((l) => l.bars.length > 0).map((l) => l.bars[0]!.date).sort();
+  const lasts = loaded.filter((l) => l.bars.length > 0).map((l) => l.bars.at(-1)!.date).sort();
+  const span = firsts.length === 0 ? undefined : { from: firsts[0]!, to: lasts.at(-1)! };
   const ctx = await fetchContext(contextSources, { days: MAX_RANGE_DAYS }, span);
   for (const m of ctx.missing) opts.warn?.(`context series ${m.ticker} missing (${m.reason}); its features read as "no context"`);
   const items: { series: FeatureSeries; label: number }[] = [];

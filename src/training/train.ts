@@ -348,6 +348,14 @@ export interface TrainHooks {
   logEvery?: number;
 }
 
+/** Batches gathered on this thread, between steps, into one reused slot. */
+function gatherHere(sampler: BatchSampler, slot: BatchSlot): () => Promise<BatchSlot> {
+  return async () => {
+    sampler.fill(slot);
+    return slot;
+  };
+}
+
 export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): Promise<TrainResult> {
   const log = hooks.log ?? (() => undefined);
   const warn = hooks.warn ?? log;
@@ -404,16 +412,10 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
     // Batches come from a feeder thread a few steps ahead (batch-feeder.ts), or, with `feeder: false`, are gathered
     // here between steps: the same batches in the same order either way.
     const feeder = config.feeder === false ? undefined : new BatchFeeder(train, cw, { seed: config.seed, batch: B, steps: config.steps });
-    const sampler = feeder === undefined ? new BatchSampler(train, cw, config.seed) : undefined;
-    const own = sampler === undefined ? undefined : allocSlot(B, H);
+    const nextBatch = feeder !== undefined ? () => feeder.next() : gatherHere(new BatchSampler(train, cw, config.seed), allocSlot(B, H));
     try {
       for (let step = 0; step < config.steps; step++) {
-        let slot: BatchSlot;
-        if (feeder !== undefined) slot = await feeder.next();
-        else {
-          sampler!.fill(own!);
-          slot = own!;
-        }
+        const slot = await nextBatch();
         const { labels: blab, weights: bw } = slot;
         const batch = { x: slot.x, vol: slot.vol, risk: slot.risk };
         if (config.focalGamma > 0) {
