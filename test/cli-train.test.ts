@@ -79,17 +79,20 @@ describe('train --out', () => {
 });
 
 describe('train speed flags', () => {
-  it('give the same model bytes: feeder thread or not, one simulation thread or several', async () => {
+  it('give the same model bytes: feeder thread or not, one simulation thread or several, fused steps or not', async () => {
     const a = path.join(tmp, 'a.safetensors');
     const b = path.join(tmp, 'b.safetensors');
     // Three histories so that the seeds really spread over the two simulation threads.
     expect((await train(['--train-seeds', '3', '--steps', '6', '--out', a])).code).toBe(0);
-    expect((await train(['--train-seeds', '3', '--steps', '6', '--feeder', 'off', '--sim-threads', '1', '--out', b])).code).toBe(0);
+    expect((await train(['--train-seeds', '3', '--steps', '6', '--feeder', 'off', '--sim-threads', '1', '--fused-step', 'off', '--out', b])).code).toBe(0);
     // The files name their own path in the rebuild command; everything else must match.
     const strip = (buf: Buffer, name: string) => buf.toString('latin1').split(name).join('OUT');
     expect(strip(await readFile(a), 'a.safetensors')).toBe(strip(await readFile(b), 'b.safetensors'));
     const bad = await train(['--feeder', 'maybe']);
     expect(bad.code).toBe(2);
     expect(bad.err.join('\n')).toContain('Expected on or off for --feeder but received "maybe"');
+    const badFused = await train(['--fused-step', '1']);
+    expect(badFused.code).toBe(2);
+    expect(badFused.err.join('\n')).toContain('Expected on or off for --fused-step but received "1"');
   });
 });

@@ -66,6 +66,29 @@ noGpu(`no usable GPU (${gpu.reason ?? ''})`, () => {
     }
   });
 
+  it('trainStep needs the CUDA backend: checked arguments first, then a clear error (never a crash)', async () => {
+    const r = new NativeRouter({ hidden: 16, backend: 'simd' });
+    try {
+      expect(r.trainStepSupported).toBe(false);
+      const rng = new Rng(3);
+      const batch = randomBatch(16, 4, rng);
+      const labels = new Uint8Array([0, 1, 2, 3]);
+      await expect(r.trainStep(batch, labels, { focalGamma: -1 }, { lr: 1e-3 })).rejects.toThrow(
+        'Expected finite number >= 0 for options.focalGamma but received -1',
+      );
+      await expect(r.trainStep(batch, new Uint8Array([0, 1, 2, 4]), {}, { lr: 1e-3 })).rejects.toThrow(/labels/);
+      await expect(r.trainStep(batch, labels, {}, { lr: 1e-3 })).rejects.toThrow(
+        /trainStep needs the CUDA backend but this router runs on simd-\w+; use lossAndGrad and adamwStep/,
+      );
+      // Nothing changed, and the router still trains the separate way.
+      expect(Array.from(r.getParams()).every((v) => v === 0)).toBe(true);
+      const g = await r.lossAndGrad(batch, labels, {});
+      expect(Number.isFinite(r.adamwStep(g.grad, { lr: 1e-3 }))).toBe(true);
+    } finally {
+      r.close();
+    }
+  });
+
   it("'cuda' is a clear error naming the reason", () => {
     let err: unknown;
     try {
@@ -133,6 +156,34 @@ withGpu(`CUDA backend on ${gpu.device ?? ''}`, () => {
       } finally {
         cuda.close();
         ref.close();
+      }
+    });
+
+    it(`trainStep equals lossAndGrad then adamwStep bit for bit, and blocks other updates while it runs, H=${hidden}`, async () => {
+      const rng = new Rng(91 + hidden);
+      const params = randomParams(hidden, rng);
+      const fused = new NativeRouter({ hidden, backend: 'cuda' });
+      const split = new NativeRouter({ hidden, backend: 'cuda' });
+      try {
+        expect(fused.trainStepSupported).toBe(true);
+        for (const r of [fused, split]) r.setParams(params, 1);
+        const opts = { labelSmoothing: 0.05, reconWeight: 0.1 };
+        const adam = { lr: 5e-3, clipNorm: 1, weightDecay: 0.01 };
+        for (const n of [33, 4096]) {
+          const batch = randomBatch(hidden, n, rng);
+          const labels = new Uint8Array(n).map(() => rng.int(4));
+          const sampleWeight = new Float32Array(n).map(() => 0.5 + rng.next());
+          const pending = fused.trainStep(batch, labels, { ...opts, sampleWeight }, adam);
+          expect(() => fused.setParams(params, 1)).toThrow(/trainStep of this Router is still running/);
+          const a = await pending;
+          const g = await split.lossAndGrad(batch, labels, { ...opts, sampleWeight });
+          const norm = split.adamwStep(g.grad, adam);
+          expect([a.loss, a.ce, a.rec, a.gradNorm]).toEqual([g.loss, g.ce, g.rec, norm]);
+          expect(Buffer.from(fused.getParams().buffer).equals(Buffer.from(split.getParams().buffer))).toBe(true);
+        }
+      } finally {
+        fused.close();
+        split.close();
       }
     });
   }

@@ -12,9 +12,13 @@
 //              rows' inputs, T = 0.7, and at H = 16 the feature tokens of MOE_BENCH_TOKENS16 (see below) if set:
 //              max |Δp| and max |Δp| / p, argmax differences where the oracle's top two logits differ by more than
 //              1e-2 and within it, max |Δy| / (1 + |y|) of the expert output where the argmax agrees
-// MOE_BENCH_ONLY=kernels: the kernel and accuracy rows only (no copy, pipeline or training rows).
+// MOE_BENCH_ONLY=kernels: the kernel and accuracy rows only (no copy, pipeline or training rows); =train: the
+// training rows only.
 //   pipeline   Backend::forward from host arrays (pageable, as JS memory is): staging + transfers + kernel
-//   train      lossAndGrad + adamwStep steps from host batches, as the TypeScript trainer drives them
+//   train      lossAndGrad + adamwStep steps from host batches, as the TypeScript trainer drove them
+//   train-fused   the same steps as one Backend::trainStep call each (the trainer's path on the GPU)
+//   train-device  the step's kernels alone on a batch already on the device (as the PyTorch baseline runs), and the
+//              loss-and-gradient kernel alone
 // Weights come from the same safetensors files the PyTorch comparison loads.
 #include <algorithm>
 #include <chrono>
@@ -122,6 +126,7 @@ int main(int argc, char** argv) {
   const int trainSteps = argc > 3 ? std::atoi(argv[3]) : 200;
   const char* onlyEnv = std::getenv("MOE_BENCH_ONLY");
   const bool kernelsOnly = onlyEnv && std::string(onlyEnv) == "kernels";
+  const bool trainOnly = onlyEnv && std::string(onlyEnv) == "train";
   try {
     const moe::CudaProbe& probe = moe::probeCuda();
     MOE_CHECK(probe.ok, probe.reason);
@@ -129,7 +134,7 @@ int main(int argc, char** argv) {
     Timer timer;
 
     // ---- copy bandwidths ----
-    if (!kernelsOnly) {
+    if (!kernelsOnly && !trainOnly) {
       const std::size_t bytes = std::size_t(1) << 30;
       char *d1 = nullptr, *d2 = nullptr, *h = nullptr;
       MOE_CUDA_CHECK(cudaMalloc(&d1, bytes));
@@ -177,6 +182,8 @@ int main(int argc, char** argv) {
       moe::cuda::launchTransposeWe(H, dW, nullptr);
       moe::cuda::prepareForward(H);
       const moe::cuda::DeviceParams dp{dW, 1.0f};
+      if (trainOnly) cudaFree(dW);
+      else {
 
       // ---- kernel only ----
       const std::size_t nMax = 10000000;
@@ -305,6 +312,7 @@ int main(int argc, char** argv) {
         accuracy("features", hx, hv, hr, tEnv && *tEnv ? std::strtof(tEnv, nullptr) : 0.7f);
       }
       cudaFree(x), cudaFree(vol), cudaFree(risk), cudaFree(probs), cudaFree(expert), cudaFree(assign), cudaFree(dW);
+      }  // !trainOnly
 
       if (kernelsOnly) continue;
 
@@ -312,6 +320,7 @@ int main(int argc, char** argv) {
       const auto be = moe::makeCudaBackend();
       moe::Params p{H, 1.0f, w};
       for (std::size_t n : {std::size_t(1000000), std::size_t(10000000)}) {
+        if (trainOnly) break;
         std::vector<float> hx(n * H), hv(n), hr(n), hp(n * 4), he(n * H);
         std::vector<std::uint8_t> ha(n);
         fillUniform(hx, 23);
@@ -350,6 +359,80 @@ int main(int argc, char** argv) {
         const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         std::printf("{\"kind\":\"train\",\"H\":%d,\"batch\":%zu,\"steps\":%d,\"msPerStep\":%.4f,\"lossFirst\":%.5f,\"lossLast\":%.5f}\n",
                     H, n, trainSteps, ms / trainSteps, lossFirst, lossLast);
+
+        // The same steps as one fused call each (Backend::trainStep: the gradient stays on the device).
+        params = std::make_shared<moe::Params>(moe::Params{H, 1.0f, w});
+        st = moe::AdamWState{};
+        auto fused = [&] {
+          const moe::StepResult r = be->trainStep(*params, params->w, st, b, lo, 0.0f, ao);
+          if (st.t == 1) lossFirst = r.loss.loss;
+          lossLast = r.loss.loss;
+        };
+        for (int i = 0; i < 5; ++i) fused();
+        const auto t1 = std::chrono::steady_clock::now();
+        for (int i = 0; i < trainSteps; ++i) fused();
+        const double msF = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
+        std::printf("{\"kind\":\"train-fused\",\"H\":%d,\"batch\":%zu,\"steps\":%d,\"msPerStep\":%.4f,\"lossFirst\":%.5f,\"lossLast\":%.5f}\n",
+                    H, n, trainSteps, msF / trainSteps, lossFirst, lossLast);
+
+        // The step's kernels alone on a batch already on the device, as the PyTorch baseline runs: zero the partial
+        // rows, loss and gradient, the fixed-order reduction, AdamW and the WeT refresh (CUDA events, median).
+        {
+          const std::size_t P = L.size, row = P + 3;
+          const int rows = moe::cuda::lossGradRowsFor(H, n);
+          float *dW = nullptr, *dM = nullptr, *dV = nullptr, *dG = nullptr, *dx = nullptr, *dvol = nullptr,
+                *drisk = nullptr, *dsw = nullptr;
+          std::uint8_t* dlab = nullptr;
+          double *dPart = nullptr, *dRed = nullptr, *dNorm = nullptr;
+          const std::size_t withT = H == 16 ? moe::cuda::Lay<16>::sizeWithT : moe::cuda::Lay<32>::sizeWithT;
+          MOE_CUDA_CHECK(cudaMalloc(&dW, withT * 4));
+          MOE_CUDA_CHECK(cudaMalloc(&dM, P * 4));
+          MOE_CUDA_CHECK(cudaMalloc(&dV, P * 4));
+          MOE_CUDA_CHECK(cudaMalloc(&dG, P * 4));
+          MOE_CUDA_CHECK(cudaMalloc(&dx, n * H * 4));
+          MOE_CUDA_CHECK(cudaMalloc(&dvol, n * 4));
+          MOE_CUDA_CHECK(cudaMalloc(&drisk, n * 4));
+          MOE_CUDA_CHECK(cudaMalloc(&dsw, n * 4));
+          MOE_CUDA_CHECK(cudaMalloc(&dlab, n));
+          MOE_CUDA_CHECK(cudaMalloc(&dPart, std::size_t(rows) * row * 8));
+          MOE_CUDA_CHECK(cudaMalloc(&dRed, row * 8));
+          MOE_CUDA_CHECK(cudaMalloc(&dNorm, 8));
+          MOE_CUDA_CHECK(cudaMemcpy(dW, w.data(), P * 4, cudaMemcpyHostToDevice));
+          MOE_CUDA_CHECK(cudaMemset(dM, 0, P * 4));
+          MOE_CUDA_CHECK(cudaMemset(dV, 0, P * 4));
+          MOE_CUDA_CHECK(cudaMemcpy(dx, hx.data(), n * H * 4, cudaMemcpyHostToDevice));
+          MOE_CUDA_CHECK(cudaMemcpy(dvol, hv.data(), n * 4, cudaMemcpyHostToDevice));
+          MOE_CUDA_CHECK(cudaMemcpy(drisk, hr.data(), n * 4, cudaMemcpyHostToDevice));
+          MOE_CUDA_CHECK(cudaMemcpy(dsw, sw.data(), n * 4, cudaMemcpyHostToDevice));
+          MOE_CUDA_CHECK(cudaMemcpy(dlab, labels.data(), n, cudaMemcpyHostToDevice));
+          moe::cuda::launchTransposeWe(H, dW, nullptr);
+          const moe::cuda::LossArgs la{dx, dvol, drisk, dlab, dsw, int(n), lo.labelSmoothing, lo.reconWeight, 0.0f};
+          int t = 0;
+          auto deviceStep = [&] {
+            ++t;
+            const moe::cuda::AdamWArgs a{ao.lr, ao.beta1, ao.beta2, ao.eps, ao.weightDecay, ao.clipNorm,
+                                         1.0 - std::pow(double(ao.beta1), double(t)),
+                                         1.0 - std::pow(double(ao.beta2), double(t))};
+            MOE_CUDA_CHECK(cudaMemsetAsync(dPart, 0, std::size_t(rows) * row * 8, nullptr));
+            moe::cuda::launchLossGrad(H, {dW, 1.0f}, la, rows, dPart, nullptr);
+            moe::cuda::launchReduceLossGrad(H, dPart, rows, 1.0 / double(n), dRed, dG, nullptr);
+            moe::cuda::launchAdamW(H, dW, dM, dV, dG, a, dNorm, nullptr);
+            moe::cuda::launchTransposeWe(H, dW, nullptr);
+          };
+          for (int i = 0; i < 5; ++i) deviceStep();
+          const double msD = timer.medianMs(7, [&] {
+            for (int i = 0; i < 20; ++i) deviceStep();
+          }) / 20;
+          // The loss-and-gradient kernel alone.
+          const double msK = timer.medianMs(7, [&] {
+            for (int i = 0; i < 20; ++i) moe::cuda::launchLossGrad(H, {dW, 1.0f}, la, rows, dPart, nullptr);
+          }) / 20;
+          std::printf("{\"kind\":\"train-device\",\"H\":%d,\"batch\":%zu,\"rows\":%d,\"msPerStep\":%.4f,\"msLossGradKernel\":%.4f}\n",
+                      H, n, rows, msD, msK);
+          for (void* q : {(void*)dW, (void*)dM, (void*)dV, (void*)dG, (void*)dx, (void*)dvol, (void*)drisk, (void*)dsw,
+                          (void*)dlab, (void*)dPart, (void*)dRed, (void*)dNorm})
+            cudaFree(q);
+        }
       }
     }
   } catch (const std::exception& e) {

@@ -15,7 +15,10 @@
 //   the contract held;
 //   loss within 1e-5 relative, gradient within 1e-5·max|g| + 1e-4·|g| (the SIMD test's bound);
 //   GPU results bit-identical on a second run; every output element written (outputs are poisoned with NaN);
-//   AdamW: 4 steps with clipping engaged against the CPU step, within 1e-6 + 1e-5·|p|.
+//   AdamW: 4 steps with clipping engaged against the CPU step, within 1e-6 + 1e-5·|p|;
+//   trainStep (loss, gradient with focal weights and AdamW in one call) against the oracle's loss and gradient with
+//   the focal weights computed on the host and the CPU AdamW: loss within 1e-5 relative, norm within 1e-4, each
+//   parameter's movement within 2e-5·max|g| + 1e-4·|g| (+1e-7 for the float parameters).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -200,6 +203,63 @@ int run(int argc, char** argv) {
       for (std::size_t i = 0; i < n * 4; ++i)
         if (!probOk(p1[i], std::fabs(p1[i] - p2[i]))) ++badP;
       check(badP == 0, "forward after adamw", H, n, double(badP));
+    }
+
+    // trainStep (one fused call) against the oracle's loss and gradient with the focal weights computed on the host
+    // from the oracle's probabilities, then the CPU AdamW. With lr = 1, eps = 1, no decay and no clip, the first
+    // step moves each parameter by g / (|g| + 1) ≈ g, so the step's movement is compared with the gradient bound.
+    for (std::size_t n : {std::size_t(33), std::size_t(4096), std::size_t(65537)}) {
+      if (n > maxTokens) continue;
+      std::vector<float> x(n * H), vol(n), risk(n), sw(n), probs(n * 4);
+      std::vector<std::uint8_t> labels(n), am(n);
+      for (auto& v : x) v = nd(gen);
+      for (std::size_t i = 0; i < n; ++i) {
+        vol[i] = std::fabs(nd(gen)) * 0.02f, risk[i] = nd(gen), sw[i] = 0.5f + std::fabs(nd(gen));
+        labels[i] = std::uint8_t(gen() % 4);
+      }
+      const moe::Batch b{x.data(), vol.data(), risk.data(), n};
+      const float gamma = 2.0f;
+      ref->forward(p, b, {probs.data(), am.data(), nullptr});
+      std::vector<float> focal(n);
+      for (std::size_t i = 0; i < n; ++i)
+        focal[i] = float(double(sw[i]) * std::pow(1.0 - double(probs[i * 4 + labels[i]]), double(gamma)));
+      const moe::AdamWOptions o{1.0f, 0.9f, 0.999f, 1.0f, 0.0f, 0.0f};
+      std::vector<float> g1(L.size), pc = p.w, pg = p.w;
+      const moe::LossResult r1 = ref->lossAndGrad(p, b, {labels.data(), focal.data(), 0.05f, 0.1f}, g1.data());
+      moe::AdamWState sc, sg;
+      const double nc = moe::adamwStep(L, pc, sc, g1.data(), o);
+      // A fresh backend each time: its first call allocates the device buffers.
+      const moe::StepResult r2 =
+          moe::makeCudaBackend()->trainStep(p, pg, sg, b, {labels.data(), sw.data(), 0.05f, 0.1f}, gamma, o);
+      double gmax = 0, worst = 0;
+      for (float v : g1) gmax = std::max(gmax, double(std::fabs(v)));
+      std::size_t bad = 0;
+      for (std::size_t i = 0; i < L.size; ++i) {
+        const double dc = double(pc[i]) - p.w[i], dg = double(pg[i]) - p.w[i], err = std::fabs(dc - dg);
+        if (!(err <= 2e-5 * gmax + 1e-4 * std::fabs(dc) + 1e-7 * (1 + std::fabs(p.w[i])))) ++bad;
+        worst = std::max(worst, std::isnan(err) ? INFINITY : err / gmax);
+      }
+      const double lossRel = std::fabs(r1.loss - r2.loss.loss) / std::max(1e-12, std::fabs(r1.loss));
+      const double normRel = std::fabs(nc - r2.gradNorm) / nc;
+      std::printf("trainStep H=%d n=%zu (focal 2): loss %.6f vs %.6f (rel %.1e), norm rel %.1e, max |dstep|/max|g| "
+                  "%.2e, t %lld\n", H, n, r1.loss, r2.loss.loss, lossRel, normRel, worst, (long long)sg.t);
+      check(lossRel <= 1e-5, "trainStep loss", H, n, lossRel);
+      check(normRel <= 1e-4, "trainStep gradient norm", H, n, normRel);
+      check(bad == 0 && sg.t == 1, "trainStep parameters", H, n, double(bad));
+    }
+    {
+      moe::AdamWState st;
+      std::vector<float> q = p.w, x(H), one(1, 0.1f);
+      std::uint8_t lab = 0;
+      bool threw = false;
+      try {
+        ref->trainStep(p, q, st, {x.data(), one.data(), one.data(), 1}, {&lab, nullptr, 0.0f, 0.0f}, 0.0f,
+                       {1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 0.0f});
+      } catch (const moe::Error&) {
+        threw = true;
+      }
+      check(threw && ref->supportsTrainStep() == false && gpu->supportsTrainStep(), "trainStep on the CPU throws", H,
+            0, 0);
     }
   }
   std::printf("%s (%d failures)\n", failures ? "FAIL" : "ok", failures);

@@ -95,6 +95,8 @@ def bench(w16, w32, outdir, steps):
     for path in (w16, w32):
         p = load(path, dev)
         H = p["W1"].shape[0]
+        # TORCH_ONLY=train: the training rows only (no check file, no forward rows).
+        train_only = os.environ.get("TORCH_ONLY") == "train"
         # Check file: inputs and PyTorch outputs for 4096 tokens; the Node script runs the CUDA router on the
         # same inputs and compares (same weights file, same math).
         n = 4096
@@ -102,12 +104,12 @@ def bench(w16, w32, outdir, steps):
         vol = torch.rand(n, device=dev, generator=gen) * 0.05
         risk = torch.randn(n, device=dev, generator=gen)
         probs, a, out = forward(p, x, vol, risk, 1.0)
-        with open(os.path.join(outdir, f"torch_check_h{H}.bin"), "wb") as f:
+        with open(os.path.join(outdir, f"torch_check_h{H}.bin" if not train_only else os.devnull), "wb") as f:
             for t in (x, vol, risk, probs, out):
                 f.write(t.float().contiguous().cpu().numpy().tobytes())
             f.write(a.to(torch.uint8).cpu().numpy().tobytes())
 
-        for n in (10_000, 1_000_000, 10_000_000):
+        for n in () if train_only else (10_000, 1_000_000, 10_000_000):
             x = torch.randn(n, H, device=dev, generator=gen)
             vol = torch.rand(n, device=dev, generator=gen) * 0.05
             risk = torch.randn(n, device=dev, generator=gen)

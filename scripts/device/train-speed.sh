@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # GPU session for the training recipe's time end to end: the shipped recipe (`npm run train -- --calibrate-data`,
 # models/README.md) on the GPU two ways in one session (about 2 minutes):
-#   gpu-new     the defaults: histories simulated and calibration fits run on every core (--sim-threads =
-#               --threads 16), batches gathered on the feeder thread;
-#   gpu-nofeed  the same with the batches gathered between steps (--feeder off).
-# (`--sim-threads 1 --feeder off` is the arrangement before both; with the calibration on one thread it takes over
-# 3 minutes.) The runs must write the same tensors (the speed settings change no result); their held-out figures are
-# compared with the CPU build's (the shipped model, trained on an AVX-512 CPU).
+#   gpu-fused   the defaults: histories simulated and calibration fits run on every core (--sim-threads =
+#               --threads 16), batches gathered on the feeder thread, one fused native call per step;
+#   gpu-split   the same with a loss-and-gradient call and an AdamW call per step (--fused-step off).
+# The runs must write the same tensors (the speed settings change no result); their held-out figures are compared
+# with the CPU build's (the shipped model, trained on an AVX-512 CPU).
 # Build machine, repository root, after `npm ci && npm run build:native` with nvcc (CUDA compiled in):
 #   echo /.device-train/ >> .git/info/exclude; mkdir -p .device-train/node_modules
 #   for f in src/cli/train.ts src/training/tokens.task.ts src/training/batch-feeder.task.ts src/training/calibrate.task.ts; do
@@ -32,13 +31,13 @@ run() {
   local rc=$?
   { echo "##### $name: $* (rc $rc, wall $(( ($(date +%s%N) - t0) / 1000000 )) ms)"; grep -vE "^step " "/tmp/$name.log" | grep -E "^(data|time|per day|per ticker|backend|mean confidence|calibration|  shipped|training)|cuda|simd" ; } >> "$O/train.txt"
 }
-run gpu-new --threads 16
-run gpu-nofeed --threads 16 --feeder off
+run gpu-fused --threads 16
+run gpu-split --threads 16 --fused-step off
 python3 - "$O/train.txt" <<'PY' >> "$O/train.txt"
 import json, struct, sys
 def tensors(p):
     b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; return b[8 + n:]
-t = {k: tensors(f'/tmp/{k}.safetensors') for k in ('gpu-new', 'gpu-nofeed')}
-print('tensors equal: new/nofeed', t['gpu-new'] == t['gpu-nofeed'])
+t = {k: tensors(f'/tmp/{k}.safetensors') for k in ('gpu-fused', 'gpu-split')}
+print('tensors equal: fused/split', t['gpu-fused'] == t['gpu-split'])
 PY
 cat "$O/train.txt"

@@ -16,12 +16,14 @@ import { UsageError, intFlag, parseArgs, stringFlag, writableFilePath } from './
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N] [--steps N] [--batch N] [--lr X]
-                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--out FILE]
+                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--fused-step on|off] [--out FILE]
                        [--calibrate-data DIR [--calibrate-labels FILE] [--calibrate-context-dir DIR] [--calibrate-folds K]]
 
 --threads N is the native trainer's (part of the recipe: the model file records it). --sim-threads N (default: the
-CPUs, up to 16) simulates the market histories and runs the calibration's fits on worker threads, and --feeder off
-gathers the minibatches between steps instead of on a feeder thread: both change the speed, never the file.`;
+CPUs, up to 16) simulates the market histories and runs the calibration's fits on worker threads, --feeder off
+gathers the minibatches between steps instead of on a feeder thread, and --fused-step off trains on the GPU with
+separate loss and optimizer calls instead of one call per step: these change the speed, never the file (the fused
+step computes --focal's weights in the kernel: with --focal above 0 the GPU's floats may differ).`;
 
 interface CalibrateArgs {
   dataDir: string;
@@ -60,6 +62,7 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
     threads: { type: 'string' },
     'sim-threads': { type: 'string' },
     feeder: { type: 'string' },
+    'fused-step': { type: 'string' },
     out: { type: 'string' },
     help: { type: 'boolean' },
   });
@@ -85,6 +88,9 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
   const feeder = stringFlag(args, 'feeder') ?? 'on';
   if (feeder !== 'on' && feeder !== 'off') throw new UsageError(`Expected on or off for --feeder but received ${JSON.stringify(feeder)}`);
   config.feeder = feeder === 'on';
+  const fusedStep = stringFlag(args, 'fused-step') ?? 'on';
+  if (fusedStep !== 'on' && fusedStep !== 'off') throw new UsageError(`Expected on or off for --fused-step but received ${JSON.stringify(fusedStep)}`);
+  config.fusedStep = fusedStep === 'on';
   config.data.tickersPerSubtype = intFlag(args, 'tickers-per-subtype', config.data.tickersPerSubtype, 1, 1000);
   config.data.days = intFlag(args, 'days', config.data.days, WARMUP_DAYS + 20, 20_000);
   config.data.trainSeeds = intFlag(args, 'train-seeds', config.data.trainSeeds, 1, 1000);
@@ -184,7 +190,7 @@ async function train(argv: readonly string[]): Promise<number> {
 
   // Timings, the backend name and the speed-only settings stay out of the file so that the same command rebuilds the
   // same bytes.
-  const { simThreads: _simThreads, feeder: _feeder, ...savedConfig } = config;
+  const { simThreads: _simThreads, feeder: _feeder, fusedStep: _fusedStep, ...savedConfig } = config;
   await saveModel(out, {
     hidden: config.hidden,
     params: result.params,

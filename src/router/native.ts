@@ -79,6 +79,14 @@ export interface LossResult {
   grad: Float32Array;
 }
 
+/** What `trainStep` returns: the batch's loss parts before the step and the gradient norm before clipping. */
+export interface StepResult {
+  loss: number;
+  ce: number;
+  rec: number;
+  gradNorm: number;
+}
+
 export interface AdamWOptions {
   /** Learning rate, finite > 0. */
   lr: number;
@@ -123,6 +131,11 @@ interface AddonRouter {
     grad: Float32Array): Promise<{ loss: number; ce: number; rec: number }>;
   adamwStep(grad: Float32Array, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number,
     clipNorm: number): number;
+  trainStepSupported(): boolean;
+  trainStep(x: Float32Array, vol: Float32Array, risk: Float32Array, labels: Uint8Array,
+    sampleWeight: Float32Array | null, labelSmoothing: number, reconWeight: number, focalGamma: number, lr: number,
+    beta1: number, beta2: number, eps: number, weightDecay: number,
+    clipNorm: number): Promise<{ loss: number; ce: number; rec: number; gradNorm: number }>;
   resetOptimizer(): void;
   close(): void;
 }
@@ -289,6 +302,38 @@ function checkBatch(batch: unknown, hidden: Hidden): number {
   return n;
 }
 
+/** Checks the batch, labels and loss options of `lossAndGrad` and `trainStep`. */
+function lossInputs(batch: TokenBatch, hidden: Hidden, labels: Uint8Array, opts: LossOptions): { eps: number; lam: number; sw: Float32Array | null } {
+  const n = checkBatch(batch, hidden);
+  expectU8(labels, 'labels', n);
+  const bad = labels.findIndex((c) => c >= D);
+  if (bad >= 0) {
+    throw new RangeError(`Expected values in 0..3 for labels but received ${labels[bad]} at index ${bad}`);
+  }
+  const o = expectObject(opts, 'options');
+  const eps = expectNumber(o.labelSmoothing ?? 0, 'options.labelSmoothing', 'number in [0, 1)', unitInterval);
+  const lam = expectNumber(o.reconWeight ?? 0, 'options.reconWeight', 'finite number >= 0', nonNegativeFinite);
+  let sw: Float32Array | null = null;
+  if (o.sampleWeight !== undefined) {
+    sw = expectF32(o.sampleWeight, 'options.sampleWeight', n);
+    expectFinite(sw, 'options.sampleWeight');
+  }
+  return { eps, lam, sw };
+}
+
+/** Checks AdamW options and fills their defaults. */
+function adamInputs(opts: AdamWOptions): { lr: number; beta1: number; beta2: number; eps: number; wd: number; clip: number } {
+  const o = expectObject(opts, 'options');
+  return {
+    lr: expectNumber(o.lr, 'options.lr', 'finite number > 0', positiveFinite),
+    beta1: expectNumber(o.beta1 ?? 0.9, 'options.beta1', 'number in [0, 1)', unitInterval),
+    beta2: expectNumber(o.beta2 ?? 0.999, 'options.beta2', 'number in [0, 1)', unitInterval),
+    eps: expectNumber(o.eps ?? 1e-8, 'options.eps', 'finite number > 0', positiveFinite),
+    wd: expectNumber(o.weightDecay ?? 0.01, 'options.weightDecay', 'finite number >= 0', nonNegativeFinite),
+    clip: expectNumber(o.clipNorm ?? 1, 'options.clipNorm', 'finite number >= 0', nonNegativeFinite),
+  };
+}
+
 /** Output arrays for a forward of n tokens: the caller's (checked) when given, else fresh ones. */
 function forwardOutputs(opts: unknown, n: number, hidden: Hidden): ForwardOutput {
   if (opts === undefined) return { probs: new Float32Array(n * D), assign: new Uint8Array(n) };
@@ -411,25 +456,29 @@ export class NativeRouter {
   /** Mean loss L = (1/N) Σ (w·CE + λ·rec) over the batch and its gradient for every parameter (docs/router.md). */
   async lossAndGrad(batch: TokenBatch, labels: Uint8Array, opts: LossOptions = {}): Promise<LossResult> {
     const r = this.open();
-    const n = checkBatch(batch, this.hidden);
-    expectU8(labels, 'labels', n);
-    const bad = labels.findIndex((c) => c >= D);
-    if (bad >= 0) {
-      throw new RangeError(`Expected values in 0..3 for labels but received ${labels[bad]} at index ${bad}`);
-    }
-    const o = expectObject(opts, 'options');
-    const eps = o.labelSmoothing ?? 0;
-    expectNumber(eps, 'options.labelSmoothing', 'number in [0, 1)', unitInterval);
-    const lam = o.reconWeight ?? 0;
-    expectNumber(lam, 'options.reconWeight', 'finite number >= 0', nonNegativeFinite);
-    let sw: Float32Array | null = null;
-    if (o.sampleWeight !== undefined) {
-      sw = expectF32(o.sampleWeight, 'options.sampleWeight', n);
-      expectFinite(sw, 'options.sampleWeight');
-    }
+    const { eps, lam, sw } = lossInputs(batch, this.hidden, labels, opts);
     const grad = new Float32Array(this.paramCount);
-    const res = await r.lossAndGrad(batch.x, batch.vol, batch.risk, labels, sw, eps as number, lam as number, grad);
+    const res = await r.lossAndGrad(batch.x, batch.vol, batch.risk, labels, sw, eps, lam, grad);
     return { loss: res.loss, ce: res.ce, rec: res.rec, grad };
+  }
+
+  /** Whether `trainStep` runs on this router's backend (the CUDA one). */
+  get trainStepSupported(): boolean {
+    return this.open().trainStepSupported();
+  }
+
+  /**
+   * `lossAndGrad` then `adamwStep` in one native call whose gradient never leaves the backend (CUDA only: see
+   * `trainStepSupported`), each sample weight multiplied by (1 - p[label])^focalGamma at the current parameters.
+   * The inputs are copied when called (the caller may refill them at once); the parameters change when the promise
+   * resolves, and until then setParams, adamwStep, resetOptimizer and another trainStep throw.
+   */
+  async trainStep(batch: TokenBatch, labels: Uint8Array, opts: LossOptions & { focalGamma?: number }, adam: AdamWOptions): Promise<StepResult> {
+    const r = this.open();
+    const { eps, lam, sw } = lossInputs(batch, this.hidden, labels, opts);
+    const focal = expectNumber(opts.focalGamma ?? 0, 'options.focalGamma', 'finite number >= 0', nonNegativeFinite);
+    const a = adamInputs(adam);
+    return await r.trainStep(batch.x, batch.vol, batch.risk, labels, sw, eps, lam, focal, a.lr, a.beta1, a.beta2, a.eps, a.wd, a.clip);
   }
 
   /** One AdamW step on the held parameters; returns the gradient norm before clipping. A NaN/±Inf gradient value
@@ -437,15 +486,9 @@ export class NativeRouter {
   adamwStep(grad: Float32Array, opts: AdamWOptions): number {
     const r = this.open();
     expectF32(grad, 'grad', this.paramCount);
-    const o = expectObject(opts, 'options');
-    const lr = expectNumber(o.lr, 'options.lr', 'finite number > 0', positiveFinite);
-    const beta1 = expectNumber(o.beta1 ?? 0.9, 'options.beta1', 'number in [0, 1)', unitInterval);
-    const beta2 = expectNumber(o.beta2 ?? 0.999, 'options.beta2', 'number in [0, 1)', unitInterval);
-    const eps = expectNumber(o.eps ?? 1e-8, 'options.eps', 'finite number > 0', positiveFinite);
-    const wd = expectNumber(o.weightDecay ?? 0.01, 'options.weightDecay', 'finite number >= 0', nonNegativeFinite);
-    const clip = expectNumber(o.clipNorm ?? 1, 'options.clipNorm', 'finite number >= 0', nonNegativeFinite);
+    const a = adamInputs(opts);
     expectFinite(grad, 'grad');
-    return r.adamwStep(grad, lr, beta1, beta2, eps, wd, clip);
+    return r.adamwStep(grad, a.lr, a.beta1, a.beta2, a.eps, a.wd, a.clip);
   }
 
   /** Zeroes the AdamW moments and step count. */

@@ -55,6 +55,12 @@ export interface TrainConfig {
   simThreads?: number;
   /** Minibatches gathered on a feeder thread ahead of the steps (the same batches either way). @defaultValue true */
   feeder?: boolean;
+  /**
+   * Where the backend has one (CUDA), each step as one native call that keeps the gradient on the device
+   * (`TrainerBackend.trainStep`): the same parameters bit for bit as separate loss and AdamW calls when focalGamma is
+   * 0 (the focal weights are then computed in the kernel, from its own probabilities). @defaultValue true
+   */
+  fusedStep?: boolean;
   data: {
     tickersPerSubtype: number;
     /** Simulated days per ticker (the feature warm-up comes out of these). */
@@ -159,6 +165,9 @@ export interface TrainerBackend {
   forward(batch: Batch): Promise<{ probs: Float32Array; assign: Uint8Array }>;
   lossAndGrad(batch: Batch, labels: Uint8Array, opts: LossOpts): Promise<{ loss: number; ce: number; rec: number; grad: Float32Array }>;
   adamwStep(grad: Float32Array, opts: AdamOpts): number;
+  /** lossAndGrad then adamwStep in one call, the gradient staying in the backend (only where it has one). The inputs
+   * are copied when called; the parameters change when the promise resolves. */
+  trainStep?(batch: Batch, labels: Uint8Array, opts: LossOpts & { focalGamma: number }, adam: AdamOpts): Promise<{ loss: number; ce: number; rec: number; gradNorm: number }>;
   close(): void;
 }
 
@@ -239,6 +248,7 @@ export function createTrainerBackend(hidden: Hidden, threads: number, warn: (m: 
       forward: (b) => router.forward(b),
       lossAndGrad: (b, l, o) => router.lossAndGrad(b, l, o),
       adamwStep: (g, o) => router.adamwStep(g, o),
+      ...(router.trainStepSupported ? { trainStep: (b, l, o, a) => router.trainStep(b, l, o, a) } : {}),
       close: () => router.close(),
     };
   }
@@ -414,25 +424,33 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
     const feeder = config.feeder === false ? undefined : new BatchFeeder(train, cw, { seed: config.seed, batch: B, steps: config.steps });
     const nextBatch = feeder !== undefined ? () => feeder.next() : gatherHere(new BatchSampler(train, cw, config.seed), allocSlot(B, H));
     try {
+      const fused = config.fusedStep !== false ? backend.trainStep?.bind(backend) : undefined;
       for (let step = 0; step < config.steps; step++) {
         const slot = await nextBatch();
         const { labels: blab, weights: bw } = slot;
         const batch = { x: slot.x, vol: slot.vol, risk: slot.risk };
-        if (config.focalGamma > 0) {
-          const { probs } = await backend.forward(batch);
-          for (let j = 0; j < B; j++) bw[j]! *= (1 - probs[j * D + blab[j]!]!) ** config.focalGamma;
-        }
-        const out = await backend.lossAndGrad(batch, blab, {
-          labelSmoothing: config.labelSmoothing,
-          reconWeight: config.reconWeight,
-          sampleWeight: bw,
-        });
-        // The native trainer has read the batch: its slot may be refilled while the optimiser steps.
-        feeder?.release();
-        if (!Number.isFinite(out.loss)) throw new RangeError(`Expected finite loss at step ${step} but received ${out.loss}`);
         const lr = learningRate(step, config);
-        const gradNorm = backend.adamwStep(out.grad, { lr, weightDecay: config.weightDecay, clipNorm: config.clipNorm });
-        const entry = { step, lr, loss: out.loss, ce: out.ce, rec: out.rec, gradNorm };
+        const lossOpts = { labelSmoothing: config.labelSmoothing, reconWeight: config.reconWeight, sampleWeight: bw };
+        const adam = { lr, weightDecay: config.weightDecay, clipNorm: config.clipNorm };
+        let entry: TrainStepLog;
+        if (fused !== undefined) {
+          const pending = fused(batch, blab, { ...lossOpts, focalGamma: config.focalGamma }, adam);
+          feeder?.release(); // the backend copied the batch at the call
+          const out = await pending;
+          if (!Number.isFinite(out.loss)) throw new RangeError(`Expected finite loss at step ${step} but received ${out.loss}`);
+          entry = { step, lr, loss: out.loss, ce: out.ce, rec: out.rec, gradNorm: out.gradNorm };
+        } else {
+          if (config.focalGamma > 0) {
+            const { probs } = await backend.forward(batch);
+            for (let j = 0; j < B; j++) bw[j]! *= (1 - probs[j * D + blab[j]!]!) ** config.focalGamma;
+          }
+          const out = await backend.lossAndGrad(batch, blab, lossOpts);
+          // The native trainer has read the batch: its slot may be refilled while the optimiser steps.
+          feeder?.release();
+          if (!Number.isFinite(out.loss)) throw new RangeError(`Expected finite loss at step ${step} but received ${out.loss}`);
+          const gradNorm = backend.adamwStep(out.grad, adam);
+          entry = { step, lr, loss: out.loss, ce: out.ce, rec: out.rec, gradNorm };
+        }
         history.push(entry);
         if (step % logEvery === 0 || step === config.steps - 1) hooks.onStep?.(entry);
       }

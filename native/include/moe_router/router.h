@@ -66,6 +66,13 @@ struct LossResult {
   double loss = 0, ce = 0, rec = 0;
 };
 
+// What Backend::trainStep returns: the batch's loss parts (at the parameters before the step) and the pre-clip
+// gradient norm.
+struct StepResult {
+  LossResult loss;
+  double gradNorm = 0;
+};
+
 // One kernel family. Every function processes tokens [begin, end) of the batch; the caller splits work.
 // lossGrad accumulates *unnormalised* sums (Σ w·CE, Σ rec and Σ over tokens of ∂/∂θ) into grad/result;
 // normalisation by N happens once, after all ranges are reduced.
@@ -109,6 +116,12 @@ class Backend {
   // One AdamW step of `params` (see adamwStep below); the default runs on the CPU. Returns the pre-clip norm.
   virtual double adamwStep(const Layout& layout, std::vector<float>& params, AdamWState& st, const float* grad,
                            const AdamWOptions& o) const;
+  // One whole training step without the gradient leaving the backend: the loss and gradient of batch b at p, each
+  // sample weight multiplied by (1 - p[label])^focalGamma at p (focalGamma ≥ 0; a weight, not differentiated),
+  // then AdamW from p.w into `params` (same size). Only where supportsTrainStep(): the default throws moe::Error.
+  virtual bool supportsTrainStep() const { return false; }
+  virtual StepResult trainStep(const Params& p, std::vector<float>& params, AdamWState& st, const Batch& b,
+                               const LossOptions& o, float focalGamma, const AdamWOptions& ao) const;
   // Frees device resources early (environment teardown); later calls fail with moe::Error. No-op on the CPU.
   virtual void release() const {}
 };

@@ -95,6 +95,8 @@ Napi::Function RouterWrap::Define(Napi::Env env) {
                       InstanceMethod<&RouterWrap::Forward>("forward"),
                       InstanceMethod<&RouterWrap::LossAndGrad>("lossAndGrad"),
                       InstanceMethod<&RouterWrap::AdamwStep>("adamwStep"),
+                      InstanceMethod<&RouterWrap::TrainStep>("trainStep"),
+                      InstanceMethod<&RouterWrap::TrainStepSupported>("trainStepSupported"),
                       InstanceMethod<&RouterWrap::ResetOptimizer>("resetOptimizer"),
                       InstanceMethod<&RouterWrap::Close>("close")});
 }
@@ -143,6 +145,10 @@ void RouterWrap::requireOpen(Napi::Env env) const {
   if (closed_) throw Napi::Error::New(env, "Router is closed");
 }
 
+void RouterWrap::requireIdle(Napi::Env env) const {
+  if (stepping_) throw Napi::Error::New(env, "a trainStep of this Router is still running: await it first");
+}
+
 Napi::Value RouterWrap::BackendName(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), backend_ ? backend_->name() : "closed");
 }
@@ -165,6 +171,7 @@ Napi::Value RouterWrap::ParamCount(const Napi::CallbackInfo& info) {
 // optimizer. RangeError on a NaN/±Inf parameter or a temperature outside the range (args.h says why that range).
 Napi::Value RouterWrap::SetParams(const Napi::CallbackInfo& info) {
   requireOpen(info.Env());
+  requireIdle(info.Env());
   Napi::Float32Array p = requireF32(info[0], "params", paramCount_);
   const float T = float(requireNumber(info[1], "temperature", kTemperatureText, isTemperature));
   requireFinite(info.Env(), "params", p.Data(), paramCount_);
@@ -224,6 +231,42 @@ Napi::Value RouterWrap::Forward(const Napi::CallbackInfo& info) {
   return queueForward(env, std::move(b), std::move(outputs));
 }
 
+namespace {
+
+// (labels Uint8Array[n] (values 0..3), sampleWeight [n] (finite) | null, labelSmoothing [0,1), reconWeight ≥ 0) at
+// info[3..6], checked and staged into `keep`.
+LossOptions stagedLossOptions(const Napi::CallbackInfo& info, StagingPool& pool, std::vector<Staged>& keep,
+                              std::size_t n) {
+  Napi::Env env = info.Env();
+  Napi::Uint8Array labels = requireU8(info[3], "labels", n);
+  Napi::Float32Array sw = optionalF32(info[4], "sampleWeight", n);
+  const float eps = float(requireNumber(info[5], "labelSmoothing", "number in [0, 1)", isUnitInterval));
+  const float lam = float(requireNumber(info[6], "reconWeight", "finite number >= 0", isNonNegativeFinite));
+  for (std::size_t i = 0; i < n; ++i)
+    if (labels[i] > 3)
+      throw Napi::RangeError::New(env, "Expected values in 0..3 for labels but received " +
+                                           std::to_string(labels[i]) + " at index " + std::to_string(i));
+  keep.push_back(pool.take(n));
+  copyBytes(keep.back().u8(), labels.Data(), n);
+  const std::uint8_t* stagedLabels = keep.back().u8();
+  const float* stagedSw = sw.IsEmpty() ? nullptr : stageFinite(env, pool, keep, sw, "sampleWeight");
+  return LossOptions{stagedLabels, stagedSw, eps, lam};
+}
+
+// (lr > 0, beta1 [0,1), beta2 [0,1), eps > 0, weightDecay ≥ 0, clipNorm ≥ 0) from info[at].
+AdamWOptions readAdamW(const Napi::CallbackInfo& info, int at) {
+  AdamWOptions o{};
+  o.lr = float(requireNumber(info[at], "lr", "finite number > 0", isPositiveFinite));
+  o.beta1 = float(requireNumber(info[at + 1], "beta1", "number in [0, 1)", isBeta));
+  o.beta2 = float(requireNumber(info[at + 2], "beta2", "number in [0, 1)", isBeta));
+  o.eps = float(requireNumber(info[at + 3], "eps", "finite number > 0", isPositiveFinite));
+  o.weightDecay = float(requireNumber(info[at + 4], "weightDecay", "finite number >= 0", isNonNegative));
+  o.clipNorm = float(requireNumber(info[at + 5], "clipNorm", "finite number >= 0", isNonNegative));
+  return o;
+}
+
+}  // namespace
+
 // lossAndGrad(x, vol, risk, labels Uint8Array[n] (values 0..3), sampleWeight [n] (finite) | null,
 //             labelSmoothing [0,1), reconWeight ≥ 0, grad Float32Array[paramCount] (written)) → Promise<{loss, ce, rec}>.
 // Inputs are checked like forward's and staged the same way; grad is written when the work is done (rejects,
@@ -232,29 +275,60 @@ Napi::Value RouterWrap::LossAndGrad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   requireOpen(env);
   const BatchArrays in = readBatch(info, hidden_);
-  const std::size_t n = in.n;
-  Napi::Uint8Array labels = requireU8(info[3], "labels", n);
-  Napi::Float32Array sw = optionalF32(info[4], "sampleWeight", n);
-  const float eps = float(requireNumber(info[5], "labelSmoothing", "number in [0, 1)", isUnitInterval));
-  const float lam = float(requireNumber(info[6], "reconWeight", "finite number >= 0", isNonNegativeFinite));
   Napi::Float32Array grad = requireF32(info[7], "grad", paramCount_);
-  for (std::size_t i = 0; i < n; ++i)
-    if (labels[i] > 3)
-      throw Napi::RangeError::New(env, "Expected values in 0..3 for labels but received " +
-                                           std::to_string(labels[i]) + " at index " + std::to_string(i));
   LossBaton b;
   b.backend = backend_;
   b.params = params_;
   b.buffers.reserve(6);
   b.batch = staged(env, *staging_, b.buffers, in);
-  b.buffers.push_back(staging_->take(n));
-  copyBytes(b.buffers.back().u8(), labels.Data(), n);
-  const std::uint8_t* stagedLabels = b.buffers.back().u8();
-  const float* stagedSw = sw.IsEmpty() ? nullptr : stageFinite(env, *staging_, b.buffers, sw, "sampleWeight");
-  b.opts = LossOptions{stagedLabels, stagedSw, eps, lam};
+  b.opts = stagedLossOptions(info, *staging_, b.buffers, in.n);
   std::vector<CopyBack> outputs;
   b.grad = static_cast<float*>(stageOutput(*staging_, b.buffers, outputs, grad, "grad"));
   return queueLoss(env, std::move(b), std::move(outputs));
+}
+
+// trainStepSupported() → whether trainStep runs on this router's backend (the CUDA one).
+Napi::Value RouterWrap::TrainStepSupported(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), backend_ && backend_->supportsTrainStep());
+}
+
+// trainStep(x, vol, risk, labels, sampleWeight | null, labelSmoothing, reconWeight (as lossAndGrad), focalGamma ≥ 0,
+//           lr, beta1, beta2, eps, weightDecay, clipNorm (as adamwStep)) → Promise<{loss, ce, rec, gradNorm}>.
+// lossAndGrad with each weight times (1 - p[label])^focalGamma, then adamwStep, in one call whose gradient never
+// leaves the backend; the parameters and optimizer state change when the promise resolves. Only where
+// trainStepSupported() (else an Error naming the backend); one step at a time: while one is in flight, trainStep,
+// setParams, adamwStep and resetOptimizer throw.
+Napi::Value RouterWrap::TrainStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  requireOpen(env);
+  requireIdle(env);
+  if (!backend_->supportsTrainStep())
+    throw Napi::Error::New(env, std::string("trainStep needs the CUDA backend but this router runs on ") +
+                                    backend_->name() + "; use lossAndGrad and adamwStep");
+  const BatchArrays in = readBatch(info, hidden_);
+  const float focal = float(requireNumber(info[7], "focalGamma", "finite number >= 0", isNonNegative));
+  const AdamWOptions o = readAdamW(info, 8);
+  StepBaton b;
+  b.backend = backend_;
+  b.params = params_;
+  b.next = std::make_shared<Params>(*params_);
+  b.adam = adam_;
+  b.buffers.reserve(6);
+  b.batch = staged(env, *staging_, b.buffers, in);
+  b.opts = stagedLossOptions(info, *staging_, b.buffers, in.n);
+  b.focalGamma = focal;
+  b.adamw = o;
+  auto self = std::make_shared<Napi::ObjectReference>(Napi::Persistent(info.This().As<Napi::Object>()));
+  b.settle = [this, self](StepBaton* done) {
+    stepping_ = false;
+    if (done && !closed_) {
+      params_ = std::move(done->next);
+      adam_ = done->adam;
+    }
+    self->Reset();
+  };
+  stepping_ = true;
+  return queueStep(env, std::move(b));
 }
 
 // adamwStep(grad [paramCount] (finite), lr > 0, beta1 [0,1), beta2 [0,1), eps > 0, weightDecay ≥ 0, clipNorm ≥ 0)
@@ -264,14 +338,9 @@ Napi::Value RouterWrap::LossAndGrad(const Napi::CallbackInfo& info) {
 Napi::Value RouterWrap::AdamwStep(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   requireOpen(env);
+  requireIdle(env);
   Napi::Float32Array grad = requireF32(info[0], "grad", paramCount_);
-  AdamWOptions o{};
-  o.lr = float(requireNumber(info[1], "lr", "finite number > 0", isPositiveFinite));
-  o.beta1 = float(requireNumber(info[2], "beta1", "number in [0, 1)", isBeta));
-  o.beta2 = float(requireNumber(info[3], "beta2", "number in [0, 1)", isBeta));
-  o.eps = float(requireNumber(info[4], "eps", "finite number > 0", isPositiveFinite));
-  o.weightDecay = float(requireNumber(info[5], "weightDecay", "finite number >= 0", isNonNegative));
-  o.clipNorm = float(requireNumber(info[6], "clipNorm", "finite number >= 0", isNonNegative));
+  const AdamWOptions o = readAdamW(info, 1);
   requireFinite(env, "grad", grad.Data(), paramCount_);
   auto next = std::make_shared<Params>(*params_);
   double norm = 0;
@@ -286,6 +355,7 @@ Napi::Value RouterWrap::AdamwStep(const Napi::CallbackInfo& info) {
 
 Napi::Value RouterWrap::ResetOptimizer(const Napi::CallbackInfo& info) {
   requireOpen(info.Env());
+  requireIdle(info.Env());
   adam_ = AdamWState{};
   return info.Env().Undefined();
 }

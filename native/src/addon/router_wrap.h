@@ -26,14 +26,18 @@ class RouterWrap : public Napi::ObjectWrap<RouterWrap> {
   Napi::Value Forward(const Napi::CallbackInfo& info);
   Napi::Value LossAndGrad(const Napi::CallbackInfo& info);
   Napi::Value AdamwStep(const Napi::CallbackInfo& info);
+  Napi::Value TrainStep(const Napi::CallbackInfo& info);
+  Napi::Value TrainStepSupported(const Napi::CallbackInfo& info);
   Napi::Value ResetOptimizer(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   void requireOpen(Napi::Env env) const;
+  void requireIdle(Napi::Env env) const;  // throws while a trainStep is in flight
 
   int hidden_ = 16;
   std::size_t paramCount_ = 0;
   bool closed_ = false;
+  bool stepping_ = false;
   std::shared_ptr<const Backend> backend_;
   std::string fallback_;  // why 'auto' did not get the GPU ('' when it did, or when a CPU backend was asked for)
   std::string device_;    // GPU description when the CUDA backend runs

@@ -165,7 +165,38 @@ class LossWorker final : public PromiseWorker {
   LossBaton b_;
 };
 
+class StepWorker final : public PromiseWorker {
+ public:
+  StepWorker(Napi::Env env, StepBaton b) : PromiseWorker(env, "trainStep", {}), b_(std::move(b)) {}
+
+ private:
+  void run() override {
+    b_.result = b_.backend->trainStep(*b_.params, b_.next->w, b_.adam, b_.batch, b_.opts, b_.focalGamma, b_.adamw);
+  }
+  Napi::Value result() override {
+    if (b_.settle) b_.settle(&b_);
+    Napi::Object r = Napi::Object::New(Env());
+    r.Set("loss", b_.result.loss.loss);
+    r.Set("ce", b_.result.loss.ce);
+    r.Set("rec", b_.result.loss.rec);
+    r.Set("gradNorm", b_.result.gradNorm);
+    return r;
+  }
+  void OnError(const Napi::Error& e) override {
+    if (b_.settle) b_.settle(nullptr);
+    PromiseWorker::OnError(e);
+  }
+  StepBaton b_;
+};
+
 }  // namespace
+
+Napi::Promise queueStep(Napi::Env env, StepBaton baton) {
+  auto* w = new StepWorker(env, std::move(baton));
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
 
 Napi::Promise queueForward(Napi::Env env, ForwardBaton baton, std::vector<CopyBack> outputs) {
   auto* w = new ForwardWorker(env, std::move(baton), std::move(outputs));  // deletes itself after OnOK/OnError

@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -94,6 +95,22 @@ struct LossBaton {
   LossResult result;
 };
 
+// One fused training step (Backend::trainStep) on a copy of the optimizer state; `settle` runs on the JS thread when
+// the step is done, with the baton on success and nullptr on failure, before the promise settles.
+struct StepBaton {
+  std::shared_ptr<const Backend> backend;
+  ParamsPtr params;                    // the step starts from these
+  std::shared_ptr<Params> next;        // receives the updated parameters (a copy of *params before the step)
+  AdamWState adam;
+  std::vector<Staged> buffers;
+  Batch batch{};
+  LossOptions opts{};
+  float focalGamma = 0;
+  AdamWOptions adamw{};
+  StepResult result;
+  std::function<void(StepBaton*)> settle;
+};
+
 // A caller's output typed array and the native buffer whose `bytes` bytes are copied into it in OnOK.
 struct CopyBack {
   Napi::ObjectReference array;
@@ -107,5 +124,7 @@ struct CopyBack {
 // array lost its memory while the work ran (no output is written then).
 Napi::Promise queueForward(Napi::Env env, ForwardBaton baton, std::vector<CopyBack> outputs);
 Napi::Promise queueLoss(Napi::Env env, LossBaton baton, std::vector<CopyBack> outputs);
+// Settles with {loss, ce, rec, gradNorm}.
+Napi::Promise queueStep(Napi::Env env, StepBaton baton);
 
 }  // namespace moe::addon

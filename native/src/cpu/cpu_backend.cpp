@@ -135,6 +135,12 @@ std::unique_ptr<Backend> makeCpuBackend(BackendChoice choice, int threads) {
   return std::make_unique<CpuBackend>(scalarKernels(), threads);
 }
 
+StepResult Backend::trainStep(const Params&, std::vector<float>&, AdamWState&, const Batch&, const LossOptions&, float,
+                              const AdamWOptions&) const {
+  MOE_FAIL(std::string("trainStep needs the CUDA backend; backend ") + name() +
+           " trains with lossAndGrad and adamwStep");
+}
+
 double Backend::adamwStep(const Layout& layout, std::vector<float>& params, AdamWState& st, const float* grad,
                           const AdamWOptions& o) const {
   return ::moe::adamwStep(layout, params, st, grad, o);

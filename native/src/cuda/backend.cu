@@ -190,57 +190,14 @@ class CudaBackend final : public Backend {
     }
   }
 
-  // Contract: Backend::lossAndGrad. Chunks run in order on one stream (their kernels add into the same partial
-  // rows); the two slots still let the host stage chunk i+1 while chunk i runs.
+  // Contract: Backend::lossAndGrad.
   LossResult lossAndGrad(const Params& p, const Batch& b, const LossOptions& o, float* grad) const override {
     std::lock_guard<std::mutex> lock(mu_);
     requireOpen();
-    MOE_CHECK(b.n > 0, "lossAndGrad needs at least one token");
-    const int H = p.H;
-    ensureWeights(H, p.w, p.temperature);
-    const std::size_t n = b.n, P = Layout(H).size, row = P + 3;
-    const int rows = cuda::lossGradRowsFor(H, n);
-    if (partialCap_ < std::size_t(rows) * row) {
-      devFree(dPartial_);
-      devAlloc(dPartial_, std::size_t(rows) * row);
-      partialCap_ = std::size_t(rows) * row;
-    }
-    if (reducedCap_ < row) {
-      devFree(dReduced_);
-      hostFree(hReduced_);
-      devAlloc(dReduced_, row);
-      hostAlloc(hReduced_, row);
-      reducedCap_ = row;
-    }
-    const std::size_t C = std::min(n, kChunk);
-    for (Slot& s : slots_) s.ensure(C, H);
-    const std::size_t chunks = (n + C - 1) / C;
+    const std::size_t P = Layout(p.H).size, row = P + 3;
     cudaStream_t st = slots_[0].stream;
-    const cuda::DeviceParams dp{dW_, invT_};
     try {
-      MOE_CUDA_CHECK(cudaMemsetAsync(dPartial_, 0, std::size_t(rows) * row * sizeof(double), st));
-      for (std::size_t i = 0; i < chunks; ++i) {
-        Slot& s = slots_[i % 2];
-        const std::size_t at = i * C, m = std::min(C, n - at);
-        if (i >= 2) MOE_CUDA_CHECK(cudaEventSynchronize(s.done));
-        std::vector<cuda::CopyPool::Task> copies{{s.hx, b.x + at * H, m * H * sizeof(float)},
-                                                 {s.hvol, b.vol + at, m * sizeof(float)},
-                                                 {s.hrisk, b.risk + at, m * sizeof(float)},
-                                                 {s.hlabels, o.labels + at, m}};
-        if (o.sampleWeight) copies.push_back({s.hsw, o.sampleWeight + at, m * sizeof(float)});
-        pool_->run(copies);
-        MOE_CUDA_CHECK(cudaMemcpyAsync(s.x, s.hx, m * H * sizeof(float), cudaMemcpyHostToDevice, st));
-        MOE_CUDA_CHECK(cudaMemcpyAsync(s.vol, s.hvol, m * sizeof(float), cudaMemcpyHostToDevice, st));
-        MOE_CUDA_CHECK(cudaMemcpyAsync(s.risk, s.hrisk, m * sizeof(float), cudaMemcpyHostToDevice, st));
-        MOE_CUDA_CHECK(cudaMemcpyAsync(s.labels, s.hlabels, m, cudaMemcpyHostToDevice, st));
-        if (o.sampleWeight)
-          MOE_CUDA_CHECK(cudaMemcpyAsync(s.sw, s.hsw, m * sizeof(float), cudaMemcpyHostToDevice, st));
-        const cuda::LossArgs la{s.x, s.vol, s.risk, s.labels, o.sampleWeight ? s.sw : nullptr, int(m),
-                                o.labelSmoothing, o.reconWeight};
-        cuda::launchLossGrad(H, dp, la, rows, dPartial_, st);
-        MOE_CUDA_CHECK(cudaEventRecord(s.done, st));
-      }
-      cuda::launchReduceLossGrad(H, dPartial_, rows, 1.0 / double(n), dReduced_, st);
+      lossGradOnDevice(p, b, o, 0.0f, false);
       MOE_CUDA_CHECK(cudaMemcpyAsync(hReduced_, dReduced_, row * sizeof(double), cudaMemcpyDeviceToHost, st));
       MOE_CUDA_CHECK(cudaStreamSynchronize(st));
     } catch (...) {
@@ -248,11 +205,46 @@ class CudaBackend final : public Backend {
       throw;
     }
     for (std::size_t i = 0; i < P; ++i) grad[i] = float(hReduced_[i]);
-    LossResult r;
-    r.ce = hReduced_[P];
-    r.rec = hReduced_[P + 1];
-    r.loss = hReduced_[P + 2];
-    return r;
+    return lossParts(P);
+  }
+
+  bool supportsTrainStep() const override { return true; }
+
+  // Contract: Backend::trainStep. The gradient stays on the device: the reduction writes it as floats for the AdamW
+  // kernel, and only the updated parameters, the norm and the three loss sums come back (one synchronisation).
+  StepResult trainStep(const Params& p, std::vector<float>& params, AdamWState& st, const Batch& b,
+                       const LossOptions& o, float focalGamma, const AdamWOptions& ao) const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    requireOpen();
+    const int H = p.H;
+    const std::size_t P = Layout(H).size;
+    MOE_CHECK(params.size() == P && p.w.size() == P, "parameter vector does not match the layout");
+    MOE_CHECK(focalGamma >= 0 && std::isfinite(focalGamma), "focalGamma must be a finite number >= 0");
+    cudaStream_t s = slots_[0].stream;
+    const std::int64_t t = st.t + 1;
+    const cuda::AdamWArgs a{ao.lr, ao.beta1, ao.beta2, ao.eps, ao.weightDecay, ao.clipNorm,
+                            1.0 - std::pow(double(ao.beta1), double(t)), 1.0 - std::pow(double(ao.beta2), double(t))};
+    try {
+      lossGradOnDevice(p, b, o, focalGamma, true);
+      if (st.t == 0) {
+        MOE_CUDA_CHECK(cudaMemsetAsync(dM_, 0, P * sizeof(float), s));
+        MOE_CUDA_CHECK(cudaMemsetAsync(dV_, 0, P * sizeof(float), s));
+      }
+      cuda::launchAdamW(H, dW_, dM_, dV_, dGrad_, a, dNorm_, s);
+      cuda::launchTransposeWe(H, dW_, s);
+      MOE_CUDA_CHECK(cudaMemcpyAsync(hGrad_, dW_, P * sizeof(float), cudaMemcpyDeviceToHost, s));
+      MOE_CUDA_CHECK(cudaMemcpyAsync(hNorm_, dNorm_, sizeof(double), cudaMemcpyDeviceToHost, s));
+      MOE_CUDA_CHECK(cudaMemcpyAsync(hReduced_ + P, dReduced_ + P, 3 * sizeof(double), cudaMemcpyDeviceToHost, s));
+      MOE_CUDA_CHECK(cudaStreamSynchronize(s));
+    } catch (...) {
+      mirror_.clear();  // the device copy may be half-updated: upload again next time
+      drain();
+      throw;
+    }
+    std::memcpy(params.data(), hGrad_, P * sizeof(float));
+    mirror_.assign(params.begin(), params.end());
+    st.t = t;
+    return StepResult{lossParts(P), *hNorm_};
   }
 
   // AdamW with the moments on the device; `params` receives the updated vector, which also stays on the device
@@ -352,6 +344,67 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // Loss and gradient of batch b at parameters p, queued on slot 0's stream and not waited for: the reduced sums in
+  // dReduced_ (gradient, then Σ w·CE, Σ rec, Σ loss, all divided by n) and, with toGrad, the gradient as floats in
+  // dGrad_ (named only after ensureWeights, which may allocate it). Chunks of up to kChunk tokens run in order on
+  // that one stream (their kernels add into the same partial rows); the two slots still let the host stage chunk
+  // i+1 while chunk i runs. Caller holds mu_.
+  void lossGradOnDevice(const Params& p, const Batch& b, const LossOptions& o, float focalGamma, bool toGrad) const {
+    MOE_CHECK(b.n > 0, "lossAndGrad needs at least one token");
+    const int H = p.H;
+    ensureWeights(H, p.w, p.temperature);
+    const std::size_t n = b.n, P = Layout(H).size, row = P + 3;
+    const int rows = cuda::lossGradRowsFor(H, n);
+    if (partialCap_ < std::size_t(rows) * row) {
+      devFree(dPartial_);
+      devAlloc(dPartial_, std::size_t(rows) * row);
+      partialCap_ = std::size_t(rows) * row;
+    }
+    if (reducedCap_ < row) {
+      devFree(dReduced_);
+      hostFree(hReduced_);
+      devAlloc(dReduced_, row);
+      hostAlloc(hReduced_, row);
+      reducedCap_ = row;
+    }
+    const std::size_t C = std::min(n, kChunk);
+    for (Slot& s : slots_) s.ensure(C, H);
+    const std::size_t chunks = (n + C - 1) / C;
+    cudaStream_t st = slots_[0].stream;
+    const cuda::DeviceParams dp{dW_, invT_};
+    MOE_CUDA_CHECK(cudaMemsetAsync(dPartial_, 0, std::size_t(rows) * row * sizeof(double), st));
+    for (std::size_t i = 0; i < chunks; ++i) {
+      Slot& s = slots_[i % 2];
+      const std::size_t at = i * C, m = std::min(C, n - at);
+      if (i >= 2) MOE_CUDA_CHECK(cudaEventSynchronize(s.done));
+      std::vector<cuda::CopyPool::Task> copies{{s.hx, b.x + at * H, m * H * sizeof(float)},
+                                               {s.hvol, b.vol + at, m * sizeof(float)},
+                                               {s.hrisk, b.risk + at, m * sizeof(float)},
+                                               {s.hlabels, o.labels + at, m}};
+      if (o.sampleWeight) copies.push_back({s.hsw, o.sampleWeight + at, m * sizeof(float)});
+      pool_->run(copies);
+      MOE_CUDA_CHECK(cudaMemcpyAsync(s.x, s.hx, m * H * sizeof(float), cudaMemcpyHostToDevice, st));
+      MOE_CUDA_CHECK(cudaMemcpyAsync(s.vol, s.hvol, m * sizeof(float), cudaMemcpyHostToDevice, st));
+      MOE_CUDA_CHECK(cudaMemcpyAsync(s.risk, s.hrisk, m * sizeof(float), cudaMemcpyHostToDevice, st));
+      MOE_CUDA_CHECK(cudaMemcpyAsync(s.labels, s.hlabels, m, cudaMemcpyHostToDevice, st));
+      if (o.sampleWeight)
+        MOE_CUDA_CHECK(cudaMemcpyAsync(s.sw, s.hsw, m * sizeof(float), cudaMemcpyHostToDevice, st));
+      const cuda::LossArgs la{s.x, s.vol, s.risk, s.labels, o.sampleWeight ? s.sw : nullptr, int(m),
+                              o.labelSmoothing, o.reconWeight, focalGamma};
+      cuda::launchLossGrad(H, dp, la, rows, dPartial_, st);
+      MOE_CUDA_CHECK(cudaEventRecord(s.done, st));
+    }
+    cuda::launchReduceLossGrad(H, dPartial_, rows, 1.0 / double(n), dReduced_, toGrad ? dGrad_ : nullptr, st);
+  }
+
+  LossResult lossParts(std::size_t P) const {
+    LossResult r;
+    r.ce = hReduced_[P];
+    r.rec = hReduced_[P + 1];
+    r.loss = hReduced_[P + 2];
+    return r;
+  }
+
   void requireOpen() const { MOE_CHECK(!released_, "the CUDA backend was released (environment shutting down)"); }
 
   // Makes the device weights equal to w (and 1/T), uploading only when they differ from the last upload. The

@@ -87,10 +87,12 @@ void prepareForwardTC(int H);
 void launchForwardTC(int H, Precision precision, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream);
 
 // ---- loss and gradient (lossgrad.cu) ----
-// Contract: inputs as forward, labels[n] (0..3, checked by the caller), sampleWeight[n] or nullptr.
+// Contract: inputs as forward, labels[n] (0..3, checked by the caller), sampleWeight[n] or nullptr, focalGamma ≥ 0
+// (0: none; else each token's weight is multiplied by (1 - p[label])^focalGamma at the current parameters).
 // Accumulates unnormalised sums into partial[rows][rowLen] (rowLen = Lay<H>::size + 3: gradient, then Σ w·CE,
-// Σ rec, Σ loss), one row per warp; rows must be zeroed before the first chunk. reduceLossGrad then sums the rows in
-// a fixed order into out[rowLen] doubles (gradient already divided by nTotal).
+// Σ rec, Σ loss), one row per block; rows must be zeroed before the first chunk. reduceLossGrad then sums the rows
+// in a fixed order into out[rowLen] doubles (gradient already divided by nTotal) and, when gradF is not null, the
+// gradient as floats into gradF[Lay<H>::size].
 struct LossArgs {
   const float* x;
   const float* vol;
@@ -100,11 +102,13 @@ struct LossArgs {
   int n;
   float labelSmoothing;
   float reconWeight;
+  float focalGamma;
 };
-int lossGradRows(int H);                       // most rows (= warps of the grid) this device runs at once
+int lossGradRows(int H);                       // most rows (= blocks) this device runs at once
 int lossGradRowsFor(int H, std::size_t n);      // rows used for a batch of n tokens (fixed per n and device)
 void launchLossGrad(int H, const DeviceParams& p, const LossArgs& a, int rows, double* partial, cudaStream_t stream);
-void launchReduceLossGrad(int H, const double* partial, int rows, double invN, double* out, cudaStream_t stream);
+void launchReduceLossGrad(int H, const double* partial, int rows, double invN, double* out, float* gradF,
+                          cudaStream_t stream);
 
 // ---- AdamW (adamw.cu) ----
 // One step on params[size] with moments m, v (device). Bias corrections come from the host in double, as the CPU
