@@ -83,7 +83,7 @@ describe('train speed flags', () => {
     const a = path.join(tmp, 'a.safetensors');
     const b = path.join(tmp, 'b.safetensors');
     // Three histories so that the seeds really spread over the two simulation threads.
-    expect((await train(['--train-seeds', '3', '--steps', '6', '--out', a])).code).toBe(0);
+    expect((await train(['--train-seeds', '3', '--steps', '6', '--feeder-threads', '3', '--out', a])).code).toBe(0);
     expect((await train(['--train-seeds', '3', '--steps', '6', '--feeder', 'off', '--sim-threads', '1', '--fused-step', 'off', '--out', b])).code).toBe(0);
     // The files name their own path in the rebuild command; everything else must match.
     const strip = (buf: Buffer, name: string) => buf.toString('latin1').split(name).join('OUT');

@@ -15,12 +15,16 @@ function source(n: number, H = 4): SampleSource {
 const cw = Float64Array.from([1, 2, 3, 4]);
 
 describe('batch feeder', () => {
-  it('hands out, step by step, exactly the batches the sampler draws here', async () => {
+  it.each([
+    [1, 3],
+    [3, 4],
+    [2, 2],
+  ])('hands out, step by step, exactly the batches the sampler draws here (%i feeder threads, %i slots)', async (threads, slots) => {
     const src = source(37);
     const steps = 25; // 25 × 8 tokens: five passes over the 37 tokens, batches that straddle two shuffles
     const here = new BatchSampler(src, cw, 11);
     const mine = allocSlot(8, 4);
-    const feeder = new BatchFeeder(src, cw, { seed: 11, batch: 8, steps, slots: 3 });
+    const feeder = new BatchFeeder(src, cw, { seed: 11, batch: 8, steps, slots, threads });
     try {
       const seen = new Set<number>();
       for (let step = 0; step < steps; step++) {
@@ -53,6 +57,7 @@ describe('batch feeder', () => {
   it('refuses bad sizes with the value it received', () => {
     expect(() => new BatchFeeder(source(5), cw, { seed: 1, batch: 0, steps: 3 })).toThrow('Expected integer ≥ 1 for batch but received 0');
     expect(() => new BatchFeeder(source(5), cw, { seed: 1, batch: 2, steps: 3, slots: 0 })).toThrow('Expected integer ≥ 1 for slots but received 0');
+    expect(() => new BatchFeeder(source(5), cw, { seed: 1, batch: 2, steps: 3, threads: 1.5 })).toThrow('Expected integer ≥ 1 for threads but received 1.5');
     expect(() => new BatchFeeder(source(0), cw, { seed: 1, batch: 2, steps: 3 })).toThrow('Expected at least one token to sample from but received none');
   });
 });

@@ -16,12 +16,13 @@ import { UsageError, intFlag, parseArgs, stringFlag, writableFilePath } from './
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N] [--steps N] [--batch N] [--lr X]
-                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--fused-step on|off] [--out FILE]
+                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--out FILE]
                        [--calibrate-data DIR [--calibrate-labels FILE] [--calibrate-context-dir DIR] [--calibrate-folds K]]
 
 --threads N is the native trainer's (part of the recipe: the model file records it). --sim-threads N (default: the
 CPUs, up to 16) simulates the market histories and runs the calibration's fits on worker threads, --feeder off
-gathers the minibatches between steps instead of on a feeder thread, and --fused-step off trains on the GPU with
+gathers the minibatches between steps instead of on feeder threads (--feeder-threads N, default half the CPUs, from 1
+to 8, each gathering every N-th batch), and --fused-step off trains on the GPU with
 separate loss and optimizer calls instead of one call per step: these change the speed, never the file (the fused
 step computes --focal's weights in the kernel: with --focal above 0 the GPU's floats may differ).`;
 
@@ -63,6 +64,7 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
     'sim-threads': { type: 'string' },
     feeder: { type: 'string' },
     'fused-step': { type: 'string' },
+    'feeder-threads': { type: 'string' },
     out: { type: 'string' },
     help: { type: 'boolean' },
   });
@@ -88,6 +90,7 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
   const feeder = stringFlag(args, 'feeder') ?? 'on';
   if (feeder !== 'on' && feeder !== 'off') throw new UsageError(`Expected on or off for --feeder but received ${JSON.stringify(feeder)}`);
   config.feeder = feeder === 'on';
+  config.feederThreads = intFlag(args, 'feeder-threads', Math.max(1, Math.min(8, Math.floor(os.availableParallelism() / 2))), 1, 64);
   const fusedStep = stringFlag(args, 'fused-step') ?? 'on';
   if (fusedStep !== 'on' && fusedStep !== 'off') throw new UsageError(`Expected on or off for --fused-step but received ${JSON.stringify(fusedStep)}`);
   config.fusedStep = fusedStep === 'on';
@@ -190,7 +193,7 @@ async function train(argv: readonly string[]): Promise<number> {
 
   // Timings, the backend name and the speed-only settings stay out of the file so that the same command rebuilds the
   // same bytes.
-  const { simThreads: _simThreads, feeder: _feeder, fusedStep: _fusedStep, ...savedConfig } = config;
+  const { simThreads: _simThreads, feeder: _feeder, feederThreads: _feederThreads, fusedStep: _fusedStep, ...savedConfig } = config;
   await saveModel(out, {
     hidden: config.hidden,
     params: result.params,

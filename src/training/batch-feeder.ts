@@ -74,22 +74,27 @@ export class BatchSampler {
     this.#cursor = this.#order.length;
   }
 
+  /** Index of the next token in the order, reshuffling at the start of every epoch. */
+  #take(): number {
+    const order = this.#order;
+    if (this.#cursor >= order.length) {
+      for (let i = order.length - 1; i > 0; i--) {
+        const k = this.#rng.int(i + 1);
+        const tmp = order[i]!;
+        order[i] = order[k]!;
+        order[k] = tmp;
+      }
+      this.#cursor = 0;
+    }
+    return order[this.#cursor++]!;
+  }
+
   /** Fills `slot` with the next `slot.vol.length` tokens. */
   fill(slot: BatchSlot): void {
     const { hidden: H, x, vol, risk, labels } = this.#src;
-    const order = this.#order;
     const B = slot.vol.length;
     for (let j = 0; j < B; j++) {
-      if (this.#cursor >= order.length) {
-        for (let i = order.length - 1; i > 0; i--) {
-          const k = this.#rng.int(i + 1);
-          const tmp = order[i]!;
-          order[i] = order[k]!;
-          order[k] = tmp;
-        }
-        this.#cursor = 0;
-      }
-      const n = order[this.#cursor++]!;
+      const n = this.#take();
       const s = n * H;
       const d = j * H;
       for (let k = 0; k < H; k++) slot.x[d + k] = x[s + k]!;
@@ -97,6 +102,17 @@ export class BatchSampler {
       slot.risk[j] = risk[n]!;
       slot.labels[j] = labels[n]!;
       slot.weights[j] = this.#classWeights[labels[n]!]!;
+    }
+  }
+
+  /** Moves past the next `count` tokens as `fill` would, without gathering them (the shuffles still run). */
+  skip(count: number): void {
+    let left = count;
+    while (left > 0) {
+      if (this.#cursor >= this.#order.length) this.#take(), left--;
+      const run = Math.min(left, this.#order.length - this.#cursor);
+      this.#cursor += run;
+      left -= run;
     }
   }
 }
@@ -118,18 +134,23 @@ export interface FeederData {
   batch: number;
   steps: number;
   slots: number;
-  /** The ring: `slots` batch slots, then two Int32 counters (batches produced, batches consumed). */
+  /** Feeder threads; this one fills the steps s with s mod threads = thread. */
+  threads: number;
+  thread: number;
+  /** The ring: `slots` batch slots, then Int32s: the batches consumed, then one stamp per slot (its step + 1 once
+   * filled). */
   ring: SharedArrayBuffer;
 }
 
-/** Index (Int32) of the produced and consumed counters at the end of the ring. */
-export const PRODUCED = 0;
-export const CONSUMED = 1;
+/** Index (Int32, after the slots) of the consumed counter and of slot 0's stamp. */
+export const CONSUMED = 0;
+export const STAMPS = 1;
 
 /**
- * Batches for `steps` steps, gathered on a worker thread `slots` batches ahead. `next(step)` resolves with step
- * `step`'s batch (steps in order, each once); the slot stays the caller's until `release()`, after which the feeder
- * may overwrite it. `close()` stops the thread.
+ * Batches for `steps` steps, gathered on `threads` worker threads (step s by thread s mod threads, each running the
+ * whole shuffle and gathering only its own steps) at most `slots` batches ahead. `next()` resolves with the next
+ * step's batch (steps in order, each once); the slot stays the caller's until `release()`, after which a feeder may
+ * overwrite it. `close()` stops the threads. The batches are the same for any thread count.
  */
 export class BatchFeeder {
   readonly #pool: Piscina;
@@ -138,19 +159,20 @@ export class BatchFeeder {
   #failed: Error | undefined;
   #next = 0;
 
-  constructor(src: SampleSource, classWeights: Float64Array, opts: { seed: number; batch: number; steps: number; slots?: number }) {
+  constructor(src: SampleSource, classWeights: Float64Array, opts: { seed: number; batch: number; steps: number; slots?: number; threads?: number }) {
     const H = src.hidden;
     const B = opts.batch;
-    const K = opts.slots ?? 4;
-    for (const [name, v, min] of [['batch', B, 1], ['steps', opts.steps, 0], ['slots', K, 1]] as const) {
+    const T = opts.threads ?? 1;
+    const K = opts.slots ?? Math.max(4, 2 * T);
+    for (const [name, v, min] of [['batch', B, 1], ['steps', opts.steps, 0], ['slots', K, 1], ['threads', T, 1]] as const) {
       if (!Number.isInteger(v) || v < min) throw new RangeError(`Expected integer ≥ ${min} for ${name} but received ${String(v)}`);
     }
     if (src.vol.length === 0) throw new RangeError('Expected at least one token to sample from but received none');
     const bytes = slotBytes(B, H);
-    const ring = new SharedArrayBuffer(K * bytes + 8);
+    const ring = new SharedArrayBuffer(K * bytes + 4 * (STAMPS + K));
     this.#slots = Array.from({ length: K }, (_, i) => slotViews(ring, i * bytes, B, H));
-    this.#counters = new Int32Array(ring, K * bytes, 2);
-    const data: FeederData = {
+    this.#counters = new Int32Array(ring, K * bytes, STAMPS + K);
+    const data: Omit<FeederData, 'thread'> = {
       hidden: H,
       x: sharedCopy(src.x),
       vol: sharedCopy(src.vol),
@@ -161,24 +183,28 @@ export class BatchFeeder {
       batch: B,
       steps: opts.steps,
       slots: K,
+      threads: T,
       ring,
     };
-    // A one-thread pool running one long task: the pool brings the thread's TypeScript loader, as for every task file.
-    this.#pool = createTaskPool({ filename: siblingTaskFile(import.meta.url, 'batch-feeder.task'), maxThreads: 1 });
-    this.#pool.run(data).catch((err: unknown) => {
-      this.#failed = err instanceof Error ? err : new Error(String(err));
-      // Wake a waiting `next` so it sees the failure.
-      Atomics.notify(this.#counters, PRODUCED);
-    });
+    // One long task per thread: the pool brings each thread's TypeScript loader, as for every task file.
+    this.#pool = createTaskPool({ filename: siblingTaskFile(import.meta.url, 'batch-feeder.task'), minThreads: T, maxThreads: T });
+    for (let t = 0; t < T; t++) {
+      this.#pool.run({ ...data, thread: t } satisfies FeederData).catch((err: unknown) => {
+        this.#failed ??= err instanceof Error ? err : new Error(String(err));
+        // Wake a waiting `next` so it sees the failure.
+        for (let i = 0; i < K; i++) Atomics.notify(this.#counters, STAMPS + i);
+      });
+    }
   }
 
   async next(): Promise<BatchSlot> {
     const step = this.#next++;
+    const at = STAMPS + (step % this.#slots.length);
     for (;;) {
       if (this.#failed !== undefined) throw new Error(`batch feeder failed: ${this.#failed.message}`);
-      const produced = Atomics.load(this.#counters, PRODUCED);
-      if (produced > step) return this.#slots[step % this.#slots.length]!;
-      const w = (Atomics as unknown as AtomicsWaitAsync).waitAsync(this.#counters, PRODUCED, produced, 1000);
+      const stamp = Atomics.load(this.#counters, at);
+      if (stamp === step + 1) return this.#slots[step % this.#slots.length]!;
+      const w = (Atomics as unknown as AtomicsWaitAsync).waitAsync(this.#counters, at, stamp, 1000);
       if (w.async) await w.value;
     }
   }

@@ -53,8 +53,10 @@ export interface TrainConfig {
    * @defaultValue `threads`
    */
   simThreads?: number;
-  /** Minibatches gathered on a feeder thread ahead of the steps (the same batches either way). @defaultValue true */
+  /** Minibatches gathered on feeder threads ahead of the steps (the same batches either way). @defaultValue true */
   feeder?: boolean;
+  /** Feeder threads, each gathering every n-th batch (the same batches for any count). @defaultValue 1 */
+  feederThreads?: number;
   /**
    * Where the backend has one (CUDA), each step as one native call that keeps the gradient on the device
    * (`TrainerBackend.trainStep`): the same parameters bit for bit as separate loss and AdamW calls when focalGamma is
@@ -419,9 +421,9 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
     const B = Math.min(config.batchSize, train.size);
     const history: TrainStepLog[] = [];
     const logEvery = hooks.logEvery ?? 100;
-    // Batches come from a feeder thread a few steps ahead (batch-feeder.ts), or, with `feeder: false`, are gathered
+    // Batches come from feeder threads a few steps ahead (batch-feeder.ts), or, with `feeder: false`, are gathered
     // here between steps: the same batches in the same order either way.
-    const feeder = config.feeder === false ? undefined : new BatchFeeder(train, cw, { seed: config.seed, batch: B, steps: config.steps });
+    const feeder = config.feeder === false ? undefined : new BatchFeeder(train, cw, { seed: config.seed, batch: B, steps: config.steps, threads: config.feederThreads ?? 1 });
     const nextBatch = feeder !== undefined ? () => feeder.next() : gatherHere(new BatchSampler(train, cw, config.seed), allocSlot(B, H));
     try {
       const fused = config.fusedStep !== false ? backend.trainStep?.bind(backend) : undefined;
