@@ -84,7 +84,7 @@ describe('train speed flags', () => {
     const b = path.join(tmp, 'b.safetensors');
     // Three histories so that the seeds really spread over the two simulation threads.
     expect((await train(['--train-seeds', '3', '--steps', '6', '--feeder-threads', '3', '--out', a])).code).toBe(0);
-    expect((await train(['--train-seeds', '3', '--steps', '6', '--feeder', 'off', '--sim-threads', '1', '--fused-step', 'off', '--out', b])).code).toBe(0);
+    expect((await train(['--train-seeds', '3', '--steps', '6', '--feeder', 'off', '--sim-threads', '1', '--fused-step', 'off', '--steps-per-call', '4', '--out', b])).code).toBe(0);
     // The files name their own path in the rebuild command; everything else must match.
     const strip = (buf: Buffer, name: string) => buf.toString('latin1').split(name).join('OUT');
     expect(strip(await readFile(a), 'a.safetensors')).toBe(strip(await readFile(b), 'b.safetensors'));
@@ -94,5 +94,8 @@ describe('train speed flags', () => {
     const badFused = await train(['--fused-step', '1']);
     expect(badFused.code).toBe(2);
     expect(badFused.err.join('\n')).toContain('Expected on or off for --fused-step but received "1"');
+    const badGroup = await train(['--steps-per-call', '0']);
+    expect(badGroup.code).toBe(2);
+    expect(badGroup.err.join('\n')).toContain('--steps-per-call');
   });
 });

@@ -66,20 +66,34 @@ noGpu(`no usable GPU (${gpu.reason ?? ''})`, () => {
     }
   });
 
-  it('trainStep needs the CUDA backend: checked arguments first, then a clear error (never a crash)', async () => {
+  it('trainSteps needs the CUDA backend: checked arguments first, then a clear error (never a crash)', async () => {
     const r = new NativeRouter({ hidden: 16, backend: 'simd' });
     try {
-      expect(r.trainStepSupported).toBe(false);
+      expect(r.trainStepsSupported).toBe(false);
       const rng = new Rng(3);
       const batch = randomBatch(16, 4, rng);
       const labels = new Uint8Array([0, 1, 2, 3]);
-      await expect(r.trainStep(batch, labels, { focalGamma: -1 }, { lr: 1e-3 })).rejects.toThrow(
+      await expect(r.trainSteps(batch, labels, { focalGamma: -1 }, { lr: 1e-3 })).rejects.toThrow(
         'Expected finite number >= 0 for options.focalGamma but received -1',
       );
-      await expect(r.trainStep(batch, new Uint8Array([0, 1, 2, 4]), {}, { lr: 1e-3 })).rejects.toThrow(/labels/);
-      await expect(r.trainStep(batch, labels, {}, { lr: 1e-3 })).rejects.toThrow(
-        /trainStep needs the CUDA backend but this router runs on simd-\w+; use lossAndGrad and adamwStep/,
+      await expect(r.trainSteps(batch, new Uint8Array([0, 1, 2, 4]), {}, { lr: 1e-3 })).rejects.toThrow(/labels/);
+      await expect(r.trainSteps(batch, labels, {}, { lr: 1e-3 }, 3)).rejects.toThrow(
+        "Expected an integer ≥ 1 dividing the batch's 4 tokens for steps but received 3",
       );
+      await expect(r.trainSteps(batch, labels, {}, { lr: [1e-3] }, 2)).rejects.toThrow('Expected 2 learning rates for options.lr but received 1');
+      await expect(r.trainSteps(batch, labels, {}, { lr: [1e-3, 0] }, 2)).rejects.toThrow(
+        'Expected finite numbers > 0 for options.lr but received 0 at index 1',
+      );
+      await expect(r.trainSteps(batch, labels, {}, { lr: 1e-3 }, 2)).rejects.toThrow(
+        /trainSteps needs the CUDA backend but this router runs on simd-\w+; use lossAndGrad and adamwStep/,
+      );
+      // The addon itself checks too, and throws rather than crashes.
+      const addon = loadNativeAddon();
+      const raw = new addon.Router(16, 'simd', 1);
+      expect(() => raw.trainSteps(batch.x, batch.vol, batch.risk, labels, null, 0, 0, 0, new Float32Array([1e-3]), 0.9, 0.999, 1e-8, 0, 1)).toThrow(
+        /trainSteps needs the CUDA backend/,
+      );
+      raw.close();
       // Nothing changed, and the router still trains the separate way.
       expect(Array.from(r.getParams()).every((v) => v === 0)).toBe(true);
       const g = await r.lossAndGrad(batch, labels, {});
@@ -159,26 +173,31 @@ withGpu(`CUDA backend on ${gpu.device ?? ''}`, () => {
       }
     });
 
-    it(`trainStep equals lossAndGrad then adamwStep bit for bit, and blocks other updates while it runs, H=${hidden}`, async () => {
+    it(`trainSteps equals lossAndGrad then adamwStep bit for bit, and blocks other updates while it runs, H=${hidden}`, async () => {
       const rng = new Rng(91 + hidden);
       const params = randomParams(hidden, rng);
       const fused = new NativeRouter({ hidden, backend: 'cuda' });
       const split = new NativeRouter({ hidden, backend: 'cuda' });
       try {
-        expect(fused.trainStepSupported).toBe(true);
+        expect(fused.trainStepsSupported).toBe(true);
         for (const r of [fused, split]) r.setParams(params, 1);
         const opts = { labelSmoothing: 0.05, reconWeight: 0.1 };
-        const adam = { lr: 5e-3, clipNorm: 1, weightDecay: 0.01 };
-        for (const n of [33, 4096]) {
-          const batch = randomBatch(hidden, n, rng);
-          const labels = new Uint8Array(n).map(() => rng.int(4));
-          const sampleWeight = new Float32Array(n).map(() => 0.5 + rng.next());
-          const pending = fused.trainStep(batch, labels, { ...opts, sampleWeight }, adam);
-          expect(() => fused.setParams(params, 1)).toThrow(/trainStep of this Router is still running/);
+        const adam = { clipNorm: 1, weightDecay: 0.01 };
+        for (const [n, steps] of [[33, 1], [4096, 4]] as const) {
+          const batch = randomBatch(hidden, n * steps, rng);
+          const labels = new Uint8Array(n * steps).map(() => rng.int(4));
+          const sampleWeight = new Float32Array(n * steps).map(() => 0.5 + rng.next());
+          const lr = Array.from({ length: steps }, (_, k) => 5e-3 / (k + 1));
+          const pending = fused.trainSteps(batch, labels, { ...opts, sampleWeight }, { ...adam, lr }, steps);
+          expect(() => fused.setParams(params, 1)).toThrow(/trainSteps call of this Router is still running/);
           const a = await pending;
-          const g = await split.lossAndGrad(batch, labels, { ...opts, sampleWeight });
-          const norm = split.adamwStep(g.grad, adam);
-          expect([a.loss, a.ce, a.rec, a.gradNorm]).toEqual([g.loss, g.ce, g.rec, norm]);
+          for (let k = 0; k < steps; k++) {
+            const part = <T extends Float32Array | Uint8Array>(v: T, w: number) => v.subarray(k * n * w, (k + 1) * n * w) as T;
+            const b = { x: part(batch.x, hidden), vol: part(batch.vol, 1), risk: part(batch.risk, 1) };
+            const g = await split.lossAndGrad(b, part(labels, 1), { ...opts, sampleWeight: part(sampleWeight, 1) });
+            const norm = split.adamwStep(g.grad, { ...adam, lr: lr[k]! });
+            expect([a.loss[k], a.ce[k], a.rec[k], a.gradNorm[k]]).toEqual([g.loss, g.ce, g.rec, norm]);
+          }
           expect(Buffer.from(fused.getParams().buffer).equals(Buffer.from(split.getParams().buffer))).toBe(true);
         }
       } finally {

@@ -41,6 +41,34 @@ describe('batch feeder', () => {
     }
   });
 
+  it.each([
+    [1, 3],
+    [2, 4],
+  ])('groups consecutive batches into one slot, the last only those left (%i feeder threads, %i batches a slot)', async (threads, group) => {
+    const src = source(37);
+    const steps = 25;
+    const here = new BatchSampler(src, cw, 11);
+    const mine = allocSlot(8, 4);
+    const feeder = new BatchFeeder(src, cw, { seed: 11, batch: 8, steps, threads, group });
+    try {
+      for (let step = 0; step < steps; ) {
+        const slot = await feeder.next();
+        const k = Math.min(group, steps - step);
+        expect(slot.vol.length).toBe(8 * k);
+        for (let j = 0; j < k; j++) {
+          here.fill(mine);
+          expect(Array.from(slot.x.subarray(j * 32, (j + 1) * 32))).toEqual(Array.from(mine.x));
+          expect(Array.from(slot.labels.subarray(j * 8, (j + 1) * 8))).toEqual(Array.from(mine.labels));
+          expect(Array.from(slot.weights.subarray(j * 8, (j + 1) * 8))).toEqual(Array.from(mine.weights));
+        }
+        feeder.release();
+        step += k;
+      }
+    } finally {
+      await feeder.close();
+    }
+  });
+
   it('another seed gives another order; a closed feeder stops even while it waits for a free slot', async () => {
     const src = source(50);
     const a = allocSlot(10, 4);

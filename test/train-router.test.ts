@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../src/util/random.js';
-import { classWeights, defaultTrainConfig, fitTemperature, learningRate, trainRouter } from '../src/training/train.js';
+import { classWeights, defaultTrainConfig, fitTemperature, fitTemperatureNll, learningRate, logProbs, trainRouter } from '../src/training/train.js';
 
 describe('training schedule and weights', () => {
   it('warms up linearly, peaks, then decays by cosine to the floor', () => {
@@ -45,6 +45,26 @@ describe('training schedule and weights', () => {
     const fitted = fitTemperature(probs, labels);
     expect(fitted).toBeGreaterThan(trueT * 0.9);
     expect(fitted).toBeLessThan(trueT * 1.1);
+    // The minimiser itself, to ~1e-9: scaling every factor by r (a power of two: exact in float32) moves it to T / r
+    // with the same NLL.
+    const logp = logProbs(probs);
+    const factor = new Float32Array(n).map(() => 1 + rng.next());
+    for (const f of [undefined, factor]) {
+      const fit = fitTemperatureNll(logp, labels, f);
+      for (const r of [0.5, 2]) {
+        const other = fitTemperatureNll(logp, labels, f === undefined ? new Float32Array(n).fill(r) : f.map((v) => v * r));
+        expect(Math.abs(other.temperature * r - fit.temperature)).toBeLessThan(1e-9 * fit.temperature);
+        expect(Math.abs(other.nll - fit.nll)).toBeLessThan(1e-12);
+      }
+    }
+  });
+
+  it('fits T inside [0.05, 20], at the bound when the data push past it', () => {
+    // Labels always the top class: sharper is always better, the optimum is the lower bound.
+    const probs = Float32Array.from([0.7, 0.1, 0.1, 0.1, 0.1, 0.6, 0.2, 0.1]);
+    expect(fitTemperature(probs, Uint8Array.from([0, 1]))).toBeCloseTo(0.05, 9);
+    // Labels always the bottom class: flatter is always better, the optimum is the upper bound.
+    expect(fitTemperature(probs, Uint8Array.from([3, 3]))).toBeCloseTo(20, 6);
   });
 });
 

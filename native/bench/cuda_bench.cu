@@ -16,7 +16,7 @@
 // training rows only.
 //   pipeline   Backend::forward from host arrays (pageable, as JS memory is): staging + transfers + kernel
 //   train      lossAndGrad + adamwStep steps from host batches, as the TypeScript trainer drove them
-//   train-fused   the same steps as one Backend::trainStep call each (the trainer's path on the GPU)
+//   train-fused   the same steps as Backend::trainSteps calls of 1 and of 16 steps (the trainer's path on the GPU)
 //   train-device  the step's kernels alone on a batch already on the device (as the PyTorch baseline runs), and the
 //              loss-and-gradient kernel alone
 // Weights come from the same safetensors files the PyTorch comparison loads.
@@ -360,20 +360,36 @@ int main(int argc, char** argv) {
         std::printf("{\"kind\":\"train\",\"H\":%d,\"batch\":%zu,\"steps\":%d,\"msPerStep\":%.4f,\"lossFirst\":%.5f,\"lossLast\":%.5f}\n",
                     H, n, trainSteps, ms / trainSteps, lossFirst, lossLast);
 
-        // The same steps as one fused call each (Backend::trainStep: the gradient stays on the device).
-        params = std::make_shared<moe::Params>(moe::Params{H, 1.0f, w});
-        st = moe::AdamWState{};
-        auto fused = [&] {
-          const moe::StepResult r = be->trainStep(*params, params->w, st, b, lo, 0.0f, ao);
-          if (st.t == 1) lossFirst = r.loss.loss;
-          lossLast = r.loss.loss;
-        };
-        for (int i = 0; i < 5; ++i) fused();
-        const auto t1 = std::chrono::steady_clock::now();
-        for (int i = 0; i < trainSteps; ++i) fused();
-        const double msF = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
-        std::printf("{\"kind\":\"train-fused\",\"H\":%d,\"batch\":%zu,\"steps\":%d,\"msPerStep\":%.4f,\"lossFirst\":%.5f,\"lossLast\":%.5f}\n",
-                    H, n, trainSteps, msF / trainSteps, lossFirst, lossLast);
+        // The same steps as fused calls (Backend::trainSteps: the gradient stays on the device): one step per call,
+        // and 16 per call (16 batches in one array, the trainer's default on the GPU).
+        for (std::size_t per : {std::size_t(1), std::size_t(16)}) {
+          std::vector<float> gx(per * n * H), gv(per * n), gr(per * n), gw(per * n), lrs(per, ao.lr);
+          std::vector<std::uint8_t> gl(per * n);
+          for (std::size_t k = 0; k < per; ++k) {
+            std::copy(hx.begin(), hx.end(), gx.begin() + k * n * H);
+            std::copy(hv.begin(), hv.end(), gv.begin() + k * n);
+            std::copy(hr.begin(), hr.end(), gr.begin() + k * n);
+            std::copy(sw.begin(), sw.end(), gw.begin() + k * n);
+            std::copy(labels.begin(), labels.end(), gl.begin() + k * n);
+          }
+          const moe::Batch gb{gx.data(), gv.data(), gr.data(), per * n};
+          const moe::LossOptions glo{gl.data(), gw.data(), lo.labelSmoothing, lo.reconWeight};
+          std::vector<moe::StepResult> res(per);
+          params = std::make_shared<moe::Params>(moe::Params{H, 1.0f, w});
+          st = moe::AdamWState{};
+          auto fused = [&] {
+            be->trainSteps(*params, params->w, st, gb, glo, per, lrs.data(), 0.0f, ao, res.data());
+            if (st.t == std::int64_t(per)) lossFirst = res[0].loss.loss;
+            lossLast = res[per - 1].loss.loss;
+          };
+          const int calls = std::max<int>(1, trainSteps / int(per));
+          for (int i = 0; i < 2; ++i) fused();
+          const auto t1 = std::chrono::steady_clock::now();
+          for (int i = 0; i < calls; ++i) fused();
+          const double msF = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
+          std::printf("{\"kind\":\"train-fused\",\"H\":%d,\"batch\":%zu,\"stepsPerCall\":%zu,\"steps\":%zu,\"msPerStep\":%.4f,\"lossFirst\":%.5f,\"lossLast\":%.5f}\n",
+                      H, n, per, calls * per, msF / double(calls * per), lossFirst, lossLast);
+        }
 
         // The step's kernels alone on a batch already on the device, as the PyTorch baseline runs: zero the partial
         // rows, loss and gradient, the fixed-order reduction, AdamW and the WeT refresh (CUDA events, median).

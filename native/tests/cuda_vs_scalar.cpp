@@ -16,9 +16,10 @@
 //   loss within 1e-5 relative, gradient within 1e-5·max|g| + 1e-4·|g| (the SIMD test's bound);
 //   GPU results bit-identical on a second run; every output element written (outputs are poisoned with NaN);
 //   AdamW: 4 steps with clipping engaged against the CPU step, within 1e-6 + 1e-5·|p|;
-//   trainStep (loss, gradient with focal weights and AdamW in one call) against the oracle's loss and gradient with
+//   trainSteps (loss, gradient with focal weights and AdamW in one call) against the oracle's loss and gradient with
 //   the focal weights computed on the host and the CPU AdamW: loss within 1e-5 relative, norm within 1e-4, each
-//   parameter's movement within 2e-5·max|g| + 1e-4·|g| (+1e-7 for the float parameters).
+//   parameter's movement within 2e-5·max|g| + 1e-4·|g| (+1e-7 for the float parameters); three steps in one call
+//   bit-identical to three calls of one step.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -205,7 +206,7 @@ int run(int argc, char** argv) {
       check(badP == 0, "forward after adamw", H, n, double(badP));
     }
 
-    // trainStep (one fused call) against the oracle's loss and gradient with the focal weights computed on the host
+    // trainSteps (one step, one fused call) against the oracle's loss and gradient with the focal weights computed on the host
     // from the oracle's probabilities, then the CPU AdamW. With lr = 1, eps = 1, no decay and no clip, the first
     // step moves each parameter by g / (|g| + 1) ≈ g, so the step's movement is compared with the gradient bound.
     for (std::size_t n : {std::size_t(33), std::size_t(4096), std::size_t(65537)}) {
@@ -229,8 +230,8 @@ int run(int argc, char** argv) {
       moe::AdamWState sc, sg;
       const double nc = moe::adamwStep(L, pc, sc, g1.data(), o);
       // A fresh backend each time: its first call allocates the device buffers.
-      const moe::StepResult r2 =
-          moe::makeCudaBackend()->trainStep(p, pg, sg, b, {labels.data(), sw.data(), 0.05f, 0.1f}, gamma, o);
+      moe::StepResult r2;
+      moe::makeCudaBackend()->trainSteps(p, pg, sg, b, {labels.data(), sw.data(), 0.05f, 0.1f}, 1, &o.lr, gamma, o, &r2);
       double gmax = 0, worst = 0;
       for (float v : g1) gmax = std::max(gmax, double(std::fabs(v)));
       std::size_t bad = 0;
@@ -241,11 +242,42 @@ int run(int argc, char** argv) {
       }
       const double lossRel = std::fabs(r1.loss - r2.loss.loss) / std::max(1e-12, std::fabs(r1.loss));
       const double normRel = std::fabs(nc - r2.gradNorm) / nc;
-      std::printf("trainStep H=%d n=%zu (focal 2): loss %.6f vs %.6f (rel %.1e), norm rel %.1e, max |dstep|/max|g| "
+      std::printf("trainSteps H=%d n=%zu (focal 2): loss %.6f vs %.6f (rel %.1e), norm rel %.1e, max |dstep|/max|g| "
                   "%.2e, t %lld\n", H, n, r1.loss, r2.loss.loss, lossRel, normRel, worst, (long long)sg.t);
-      check(lossRel <= 1e-5, "trainStep loss", H, n, lossRel);
-      check(normRel <= 1e-4, "trainStep gradient norm", H, n, normRel);
-      check(bad == 0 && sg.t == 1, "trainStep parameters", H, n, double(bad));
+      check(lossRel <= 1e-5, "trainSteps loss", H, n, lossRel);
+      check(normRel <= 1e-4, "trainSteps gradient norm", H, n, normRel);
+      check(bad == 0 && sg.t == 1, "trainSteps parameters", H, n, double(bad));
+    }
+
+    // Three steps in one trainSteps call against three calls of one step (fresh backends): the same bits.
+    if (maxTokens >= 3 * 4096) {
+      const std::size_t n = 4096, K = 3;
+      std::vector<float> x(K * n * H), vol(K * n), risk(K * n), sw(K * n);
+      std::vector<std::uint8_t> labels(K * n);
+      for (auto& v : x) v = nd(gen);
+      for (std::size_t i = 0; i < K * n; ++i) {
+        vol[i] = std::fabs(nd(gen)) * 0.02f, risk[i] = nd(gen), sw[i] = 0.5f + std::fabs(nd(gen));
+        labels[i] = std::uint8_t(gen() % 4);
+      }
+      const float lr[K] = {5e-3f, 4e-3f, 3e-3f};
+      const moe::AdamWOptions o{0.0f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f};
+      std::vector<float> pa = p.w, pb = p.w;
+      moe::AdamWState sa, sb;
+      moe::StepResult ra[K], rb[K];
+      moe::makeCudaBackend()->trainSteps(p, pa, sa, {x.data(), vol.data(), risk.data(), K * n},
+                                         {labels.data(), sw.data(), 0.05f, 0.1f}, K, lr, 1.0f, o, ra);
+      const auto one = moe::makeCudaBackend();
+      for (std::size_t k = 0; k < K; ++k) {
+        const moe::Params q{H, p.temperature, pb};
+        one->trainSteps(q, pb, sb, {x.data() + k * n * H, vol.data() + k * n, risk.data() + k * n, n},
+                        {labels.data() + k * n, sw.data() + k * n, 0.05f, 0.1f}, 1, lr + k, 1.0f, o, rb + k);
+      }
+      bool same = pa == pb && sa.t == 3 && sb.t == 3;
+      for (std::size_t k = 0; k < K; ++k)
+        same = same && ra[k].loss.loss == rb[k].loss.loss && ra[k].loss.ce == rb[k].loss.ce &&
+               ra[k].loss.rec == rb[k].loss.rec && ra[k].gradNorm == rb[k].gradNorm;
+      std::printf("trainSteps H=%d: 3 steps in one call %s 3 calls\n", H, same ? "identical to" : "DIFFER from");
+      check(same, "trainSteps, 3 steps in one call against 3 calls", H, K * n, 0);
     }
     {
       moe::AdamWState st;
@@ -253,12 +285,14 @@ int run(int argc, char** argv) {
       std::uint8_t lab = 0;
       bool threw = false;
       try {
-        ref->trainStep(p, q, st, {x.data(), one.data(), one.data(), 1}, {&lab, nullptr, 0.0f, 0.0f}, 0.0f,
-                       {1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 0.0f});
+        const float lr = 1e-3f;
+        moe::StepResult r;
+        ref->trainSteps(p, q, st, {x.data(), one.data(), one.data(), 1}, {&lab, nullptr, 0.0f, 0.0f}, 1, &lr, 0.0f,
+                        {lr, 0.9f, 0.999f, 1e-8f, 0.0f, 0.0f}, &r);
       } catch (const moe::Error&) {
         threw = true;
       }
-      check(threw && ref->supportsTrainStep() == false && gpu->supportsTrainStep(), "trainStep on the CPU throws", H,
+      check(threw && ref->supportsTrainSteps() == false && gpu->supportsTrainSteps(), "trainSteps on the CPU throws", H,
             0, 0);
     }
   }

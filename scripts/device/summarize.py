@@ -61,11 +61,17 @@ for r in node:
     print(f"| {r.get('mode', 'staged')} | {r['H']} | {r['tokens']:.0e} | {'yes' if r['expert'] else 'no'} | {g(pl['tokensPerSec']) if pl and r['expert'] and r.get('mode', 'staged') == 'staged' else '-'} | "
           f"{g(r['tokensPerSec'])} | {r['transferLimitMs']:.1f} | {r['ms']:.1f} | {100 * r['ofTransferLimit']:.0f}% |")
 print()
-print("| H | batch | steps | CUDA ms/step | torch eager ms/step | × eager | loss first → last (CUDA) | (torch) |")
-print("|---|---|---|---|---|---|---|---|")
+print("| step | H | batch | steps | CUDA ms/step | torch eager ms/step | × eager | loss first → last (CUDA) | (torch) |")
+print("|---|---|---|---|---|---|---|---|---|")
 for r in bench:
-    if r["kind"] != "train":
+    if r["kind"] == "train-device":
+        t = next((t for t in torch_rows if t.get("kind") == "torch-train" and t["H"] == r["H"] and t["batch"] == r["batch"]), None)
+        x = f"{t['msPerStep']:.3f} | {t['msPerStep'] / r['msPerStep']:.1f}" if t else "- | -"
+        print(f"| kernels, batch on the device (loss-gradient kernel alone {r['msLossGradKernel']:.3f}) | {r['H']} | {r['batch']} | - | {r['msPerStep']:.3f} | {x} | - | - |")
         continue
+    if r["kind"] not in ("train", "train-fused"):
+        continue
+    print("| " + ("host batches, lossAndGrad + adamwStep" if r["kind"] == "train" else f"host batches, trainSteps calls of {r.get('stepsPerCall', 1)}"), end=" ")
     t = next((t for t in torch_rows if t.get("kind") == "torch-train" and t["H"] == r["H"] and t["batch"] == r["batch"]), None)
     print(f"| {r['H']} | {r['batch']} | {r['steps']} | {r['msPerStep']:.3f} | {t['msPerStep']:.3f} | {t['msPerStep'] / r['msPerStep']:.1f} | "
           f"{r['lossFirst']:.3f} → {r['lossLast']:.3f} | {t['lossFirst']:.3f} → {t['lossLast']:.3f} |" if t else

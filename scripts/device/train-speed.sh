@@ -2,11 +2,11 @@
 # GPU session for the training recipe's time end to end: the shipped recipe (`npm run train -- --calibrate-data`,
 # models/README.md) on the GPU three ways in one session (about 3 minutes):
 #   gpu-fused   the defaults: histories simulated and calibration fits run on every core (--sim-threads =
-#               --threads 16), batches gathered on feeder threads (half the cores, at most 8), one fused native call
-#               per step;
-#   gpu-fused-1 the same with one feeder thread (--feeder-threads 1);
-#   gpu-split   one feeder thread and a loss-and-gradient call plus an AdamW call per step (--fused-step off): the
-#               arrangement before the fused step and the feeder threads.
+#               --threads 16), batches gathered on feeder threads (half the cores, at most 8), 16 steps per native
+#               call (the gradient never leaves the device);
+#   gpu-fused-1 the same with one step per call (--steps-per-call 1);
+#   gpu-split   one feeder thread and a loss-and-gradient call plus an AdamW call per step (--fused-step off
+#               --feeder-threads 1): the arrangement before the fused steps and the feeder threads.
 # The runs must write the same tensors (the speed settings change no result); their held-out figures are compared
 # with the CPU build's (the shipped model, trained on an AVX-512 CPU).
 # Build machine, repository root, after `npm ci && npm run build:native` with nvcc (CUDA compiled in):
@@ -35,7 +35,7 @@ run() {
   { echo "##### $name: $* (rc $rc, wall $(( ($(date +%s%N) - t0) / 1000000 )) ms)"; grep -vE "^step " "/tmp/$name.log" | grep -E "^(data|time|per day|per ticker|backend|mean confidence|calibration|  shipped|training)|cuda|simd" ; } >> "$O/train.txt"
 }
 run gpu-fused --threads 16
-run gpu-fused-1 --threads 16 --feeder-threads 1
+run gpu-fused-1 --threads 16 --steps-per-call 1
 run gpu-split --threads 16 --feeder-threads 1 --fused-step off
 python3 - "$O/train.txt" <<'PY' >> "$O/train.txt"
 import json, struct, sys

@@ -16,15 +16,16 @@ import { UsageError, intFlag, parseArgs, stringFlag, writableFilePath } from './
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N] [--steps N] [--batch N] [--lr X]
-                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--out FILE]
+                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--steps-per-call N] [--out FILE]
                        [--calibrate-data DIR [--calibrate-labels FILE] [--calibrate-context-dir DIR] [--calibrate-folds K]]
 
 --threads N is the native trainer's (part of the recipe: the model file records it). --sim-threads N (default: the
 CPUs, up to 16) simulates the market histories and runs the calibration's fits on worker threads, --feeder off
 gathers the minibatches between steps instead of on feeder threads (--feeder-threads N, default half the CPUs, from 1
 to 8, each gathering every N-th batch), and --fused-step off trains on the GPU with
-separate loss and optimizer calls instead of one call per step: these change the speed, never the file (the fused
-step computes --focal's weights in the kernel: with --focal above 0 the GPU's floats may differ).`;
+separate loss and optimizer calls instead of one call per --steps-per-call N steps (default 16): these change the
+speed, never the file (the fused steps compute --focal's weights in the kernel: with --focal above 0 the GPU's floats
+may differ).`;
 
 interface CalibrateArgs {
   dataDir: string;
@@ -65,6 +66,7 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
     feeder: { type: 'string' },
     'fused-step': { type: 'string' },
     'feeder-threads': { type: 'string' },
+    'steps-per-call': { type: 'string' },
     out: { type: 'string' },
     help: { type: 'boolean' },
   });
@@ -94,6 +96,7 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
   const fusedStep = stringFlag(args, 'fused-step') ?? 'on';
   if (fusedStep !== 'on' && fusedStep !== 'off') throw new UsageError(`Expected on or off for --fused-step but received ${JSON.stringify(fusedStep)}`);
   config.fusedStep = fusedStep === 'on';
+  config.stepsPerCall = intFlag(args, 'steps-per-call', 16, 1, 4096);
   config.data.tickersPerSubtype = intFlag(args, 'tickers-per-subtype', config.data.tickersPerSubtype, 1, 1000);
   config.data.days = intFlag(args, 'days', config.data.days, WARMUP_DAYS + 20, 20_000);
   config.data.trainSeeds = intFlag(args, 'train-seeds', config.data.trainSeeds, 1, 1000);
@@ -163,12 +166,15 @@ async function train(argv: readonly string[]): Promise<number> {
   let historyTemperature = 0;
   let realCalibration: Record<string, unknown> | undefined;
   if (calibrate) {
+    const c0 = performance.now();
     const cal = await calibrateOnLabelled(
       { hidden: config.hidden, params: result.params, temperature },
       { ...calibrate, threads: config.simThreads ?? config.threads, warn: (m) => console.warn(`warning: ${m}`) },
     );
     const show = (m: EvaluationMetrics) => `ECE ${m.ece.toFixed(3)}, NLL ${m.nll.toFixed(3)}, mean confidence ${m.meanConfidence.toFixed(3)}`;
-    console.log(`calibration on ${cal.tickers} real tickers / ${cal.days} days of ${calibrate.dataDir} (${cal.folds} folds by ticker):`);
+    console.log(
+      `calibration on ${cal.tickers} real tickers / ${cal.days} days of ${calibrate.dataDir} (${cal.folds} folds by ticker, ${((performance.now() - c0) / 1000).toFixed(1)} s):`,
+    );
     console.log(`  simulator temperature ${temperature.toFixed(3)}: ${show(cal.before)}`);
     console.log(
       `  cross-fitted (fold temperatures ${cal.foldTemperatures.map((t) => t.toFixed(3)).join(', ')}; history temperatures ${cal.foldHistoryTemperatures.map((k) => k.toFixed(1)).join(', ')}): ${show(cal.crossFitted)}`,
@@ -193,7 +199,7 @@ async function train(argv: readonly string[]): Promise<number> {
 
   // Timings, the backend name and the speed-only settings stay out of the file so that the same command rebuilds the
   // same bytes.
-  const { simThreads: _simThreads, feeder: _feeder, feederThreads: _feederThreads, fusedStep: _fusedStep, ...savedConfig } = config;
+  const { simThreads: _simThreads, feeder: _feeder, feederThreads: _feederThreads, fusedStep: _fusedStep, stepsPerCall: _stepsPerCall, ...savedConfig } = config;
   await saveModel(out, {
     hidden: config.hidden,
     params: result.params,

@@ -79,12 +79,13 @@ export interface LossResult {
   grad: Float32Array;
 }
 
-/** What `trainStep` returns: the batch's loss parts before the step and the gradient norm before clipping. */
-export interface StepResult {
-  loss: number;
-  ce: number;
-  rec: number;
-  gradNorm: number;
+/** What `trainSteps` returns, one value per step: its batch's loss parts before the step and the gradient norm
+ * before clipping. */
+export interface StepsResult {
+  loss: Float64Array;
+  ce: Float64Array;
+  rec: Float64Array;
+  gradNorm: Float64Array;
 }
 
 export interface AdamWOptions {
@@ -131,11 +132,11 @@ interface AddonRouter {
     grad: Float32Array): Promise<{ loss: number; ce: number; rec: number }>;
   adamwStep(grad: Float32Array, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number,
     clipNorm: number): number;
-  trainStepSupported(): boolean;
-  trainStep(x: Float32Array, vol: Float32Array, risk: Float32Array, labels: Uint8Array,
-    sampleWeight: Float32Array | null, labelSmoothing: number, reconWeight: number, focalGamma: number, lr: number,
+  trainStepsSupported(): boolean;
+  trainSteps(x: Float32Array, vol: Float32Array, risk: Float32Array, labels: Uint8Array,
+    sampleWeight: Float32Array | null, labelSmoothing: number, reconWeight: number, focalGamma: number, lr: Float32Array,
     beta1: number, beta2: number, eps: number, weightDecay: number,
-    clipNorm: number): Promise<{ loss: number; ce: number; rec: number; gradNorm: number }>;
+    clipNorm: number): Promise<{ loss: Float64Array; ce: Float64Array; rec: Float64Array; gradNorm: Float64Array }>;
   resetOptimizer(): void;
   close(): void;
 }
@@ -287,24 +288,27 @@ function expectObject(v: unknown, name: string): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
-/** Checks a batch (types, lengths, then finite values: NaN/±Inf would route quietly to Equities with uniform
- * probabilities) and returns its token count n ≥ 1 (taken from `vol`). */
-function checkBatch(batch: unknown, hidden: Hidden): number {
+/** Checks a batch (types, lengths, then, unless `finite` is false, finite values: NaN/±Inf would route quietly to
+ * Equities with uniform probabilities) and returns its token count n ≥ 1 (taken from `vol`). */
+function checkBatch(batch: unknown, hidden: Hidden, finite = true): number {
   const b = expectObject(batch, 'batch');
   if (!(b.vol instanceof Float32Array)) throw new TypeError(expectedMessage('Float32Array', 'batch.vol', b.vol));
   const n = b.vol.length;
   if (n < 1) throw new RangeError(`Expected at least 1 token for batch.vol but received Float32Array of length 0`);
   const x = expectF32(b.x, 'batch.x', n * hidden);
   const risk = expectF32(b.risk, 'batch.risk', n);
-  expectFinite(x, 'batch.x');
-  expectFinite(b.vol, 'batch.vol');
-  expectFinite(risk, 'batch.risk');
+  if (finite) {
+    expectFinite(x, 'batch.x');
+    expectFinite(b.vol, 'batch.vol');
+    expectFinite(risk, 'batch.risk');
+  }
   return n;
 }
 
-/** Checks the batch, labels and loss options of `lossAndGrad` and `trainStep`. */
-function lossInputs(batch: TokenBatch, hidden: Hidden, labels: Uint8Array, opts: LossOptions): { eps: number; lam: number; sw: Float32Array | null } {
-  const n = checkBatch(batch, hidden);
+/** Checks the batch, labels and loss options of `lossAndGrad` and `trainSteps`; `finite` false leaves the scan for
+ * NaN/±Inf to the addon, which makes it while copying the inputs. */
+function lossInputs(batch: TokenBatch, hidden: Hidden, labels: Uint8Array, opts: LossOptions, finite = true): { eps: number; lam: number; sw: Float32Array | null } {
+  const n = checkBatch(batch, hidden, finite);
   expectU8(labels, 'labels', n);
   const bad = labels.findIndex((c) => c >= D);
   if (bad >= 0) {
@@ -316,7 +320,7 @@ function lossInputs(batch: TokenBatch, hidden: Hidden, labels: Uint8Array, opts:
   let sw: Float32Array | null = null;
   if (o.sampleWeight !== undefined) {
     sw = expectF32(o.sampleWeight, 'options.sampleWeight', n);
-    expectFinite(sw, 'options.sampleWeight');
+    if (finite) expectFinite(sw, 'options.sampleWeight');
   }
   return { eps, lam, sw };
 }
@@ -462,23 +466,41 @@ export class NativeRouter {
     return { loss: res.loss, ce: res.ce, rec: res.rec, grad };
   }
 
-  /** Whether `trainStep` runs on this router's backend (the CUDA one). */
-  get trainStepSupported(): boolean {
-    return this.open().trainStepSupported();
+  /** Whether `trainSteps` runs on this router's backend (the CUDA one). */
+  get trainStepsSupported(): boolean {
+    return this.open().trainStepsSupported();
   }
 
   /**
-   * `lossAndGrad` then `adamwStep` in one native call whose gradient never leaves the backend (CUDA only: see
-   * `trainStepSupported`), each sample weight multiplied by (1 - p[label])^focalGamma at the current parameters.
-   * The inputs are copied when called (the caller may refill them at once); the parameters change when the promise
-   * resolves, and until then setParams, adamwStep, resetOptimizer and another trainStep throw.
+   * `steps` training steps in one native call (CUDA only: see `trainStepsSupported`): step k takes tokens
+   * [k·n/steps, (k+1)·n/steps) of the batch (n a multiple of `steps`) and does what `lossAndGrad` then `adamwStep`
+   * with learning rate `adam.lr[k]` (or `adam.lr` for every step) would, each sample weight multiplied by
+   * (1 - p[label])^focalGamma at the parameters of that step, without the gradient leaving the device. The inputs are
+   * copied (and checked for NaN/±Inf, the error naming x, vol, risk or sampleWeight) when called, so the caller may
+   * refill them at once; the parameters change when the promise resolves, and until then setParams, adamwStep,
+   * resetOptimizer and another trainSteps throw.
    */
-  async trainStep(batch: TokenBatch, labels: Uint8Array, opts: LossOptions & { focalGamma?: number }, adam: AdamWOptions): Promise<StepResult> {
+  async trainSteps(
+    batch: TokenBatch,
+    labels: Uint8Array,
+    opts: LossOptions & { focalGamma?: number },
+    adam: Omit<AdamWOptions, 'lr'> & { lr: number | ArrayLike<number> },
+    steps = 1,
+  ): Promise<StepsResult> {
     const r = this.open();
-    const { eps, lam, sw } = lossInputs(batch, this.hidden, labels, opts);
+    const { eps, lam, sw } = lossInputs(batch, this.hidden, labels, opts, false);
+    if (!Number.isInteger(steps) || steps < 1 || batch.vol.length % steps !== 0) {
+      throw new RangeError(`Expected an integer ≥ 1 dividing the batch's ${batch.vol.length} tokens for steps but received ${String(steps)}`);
+    }
     const focal = expectNumber(opts.focalGamma ?? 0, 'options.focalGamma', 'finite number >= 0', nonNegativeFinite);
-    const a = adamInputs(adam);
-    return await r.trainStep(batch.x, batch.vol, batch.risk, labels, sw, eps, lam, focal, a.lr, a.beta1, a.beta2, a.eps, a.wd, a.clip);
+    const a = adamInputs({ ...adam, lr: 1 });
+    const lrIn = adam.lr;
+    const lr = typeof lrIn === 'number' ? new Float32Array(steps).fill(lrIn) : Float32Array.from(lrIn);
+    if (lr.length !== steps) throw new RangeError(`Expected ${steps} learning rates for options.lr but received ${lr.length}`);
+    lr.forEach((v, i) => {
+      if (!positiveFinite(v)) throw new RangeError(`Expected finite numbers > 0 for options.lr but received ${v} at index ${i}`);
+    });
+    return await r.trainSteps(batch.x, batch.vol, batch.risk, labels, sw, eps, lam, focal, lr, a.beta1, a.beta2, a.eps, a.wd, a.clip);
   }
 
   /** One AdamW step on the held parameters; returns the gradient norm before clipping. A NaN/±Inf gradient value

@@ -2,8 +2,8 @@ import { BatchSampler, CONSUMED, STAMPS, slotBytes, slotViews, type BatchSlot, t
 
 /**
  * One feeder thread of `BatchFeeder` (one task for the whole training): runs the whole shuffle with `BatchSampler`
- * and fills the ring's slots with the steps s ≡ thread (mod threads), never more than `slots` batches ahead of the
- * training loop, stamping each slot with its step + 1; returns after the last step.
+ * and fills the ring's slots s ≡ thread (mod threads) in order (the last one with `lastBatch` tokens), never more
+ * than `slots` slots ahead of the training loop, stamping each with s + 1; returns the number it filled.
  */
 export default function feed(d: FeederData): number {
   const H = d.hidden;
@@ -14,8 +14,9 @@ export default function feed(d: FeederData): number {
   const slots: BatchSlot[] = Array.from({ length: d.slots }, (_, i) => slotViews(d.ring, i * bytes, B, H));
   let filled = 0;
   for (let step = 0; step < d.steps; step++) {
+    const last = step === d.steps - 1;
     if (step % d.threads !== d.thread) {
-      sampler.skip(B);
+      sampler.skip(last ? d.lastBatch : B);
       continue;
     }
     // Wait while the ring is full: the slot of step − slots is still the training loop's.
@@ -24,7 +25,7 @@ export default function feed(d: FeederData): number {
       if (step - consumed < d.slots) break;
       Atomics.wait(counters, CONSUMED, consumed);
     }
-    sampler.fill(slots[step % d.slots]!);
+    sampler.fill(last ? slotViews(d.ring, (step % d.slots) * bytes, d.lastBatch, H) : slots[step % d.slots]!);
     Atomics.store(counters, STAMPS + (step % d.slots), step + 1);
     Atomics.notify(counters, STAMPS + (step % d.slots));
     filled++;

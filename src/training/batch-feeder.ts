@@ -131,10 +131,13 @@ export interface FeederData {
   labels: Uint8Array;
   classWeights: Float64Array;
   seed: number;
+  /** Tokens per slot (`group` batches), and tokens of the last slot (fewer when the steps do not fill it). */
   batch: number;
+  lastBatch: number;
+  /** Slots to fill in all. */
   steps: number;
   slots: number;
-  /** Feeder threads; this one fills the steps s with s mod threads = thread. */
+  /** Feeder threads; this one fills the slots s with s mod threads = thread. */
   threads: number;
   thread: number;
   /** The ring: `slots` batch slots, then Int32s: the batches consumed, then one stamp per slot (its step + 1 once
@@ -147,30 +150,42 @@ export const CONSUMED = 0;
 export const STAMPS = 1;
 
 /**
- * Batches for `steps` steps, gathered on `threads` worker threads (step s by thread s mod threads, each running the
- * whole shuffle and gathering only its own steps) at most `slots` batches ahead. `next()` resolves with the next
- * step's batch (steps in order, each once); the slot stays the caller's until `release()`, after which a feeder may
- * overwrite it. `close()` stops the threads. The batches are the same for any thread count.
+ * Batches for `steps` steps, `group` consecutive batches to a slot (one slot = group·batch tokens, the last slot only
+ * the batches left), gathered on `threads` worker threads (slot s by thread s mod threads, each running the whole
+ * shuffle and gathering only its own slots) at most `slots` slots ahead. `next()` resolves with the next slot (in
+ * order, each once); it stays the caller's until `release()`, after which a feeder may overwrite it. `close()` stops
+ * the threads. The batches are the same for any thread count and grouping.
  */
 export class BatchFeeder {
   readonly #pool: Piscina;
   readonly #slots: BatchSlot[];
+  readonly #last: BatchSlot;
+  readonly #count: number;
   readonly #counters: Int32Array;
   #failed: Error | undefined;
   #next = 0;
 
-  constructor(src: SampleSource, classWeights: Float64Array, opts: { seed: number; batch: number; steps: number; slots?: number; threads?: number }) {
+  constructor(
+    src: SampleSource,
+    classWeights: Float64Array,
+    opts: { seed: number; batch: number; steps: number; slots?: number; threads?: number; group?: number },
+  ) {
     const H = src.hidden;
-    const B = opts.batch;
+    const G = opts.group ?? 1;
     const T = opts.threads ?? 1;
     const K = opts.slots ?? Math.max(4, 2 * T);
-    for (const [name, v, min] of [['batch', B, 1], ['steps', opts.steps, 0], ['slots', K, 1], ['threads', T, 1]] as const) {
+    for (const [name, v, min] of [['batch', opts.batch, 1], ['steps', opts.steps, 0], ['slots', K, 1], ['threads', T, 1], ['group', G, 1]] as const) {
       if (!Number.isInteger(v) || v < min) throw new RangeError(`Expected integer ≥ ${min} for ${name} but received ${String(v)}`);
     }
     if (src.vol.length === 0) throw new RangeError('Expected at least one token to sample from but received none');
+    const B = opts.batch * G;
+    const count = Math.ceil(opts.steps / G);
+    const lastBatch = (opts.steps - (count - 1) * G) * opts.batch;
     const bytes = slotBytes(B, H);
     const ring = new SharedArrayBuffer(K * bytes + 4 * (STAMPS + K));
     this.#slots = Array.from({ length: K }, (_, i) => slotViews(ring, i * bytes, B, H));
+    this.#last = count > 0 ? slotViews(ring, ((count - 1) % K) * bytes, lastBatch, H) : this.#slots[0]!;
+    this.#count = count;
     this.#counters = new Int32Array(ring, K * bytes, STAMPS + K);
     const data: Omit<FeederData, 'thread'> = {
       hidden: H,
@@ -181,7 +196,8 @@ export class BatchFeeder {
       classWeights,
       seed: opts.seed,
       batch: B,
-      steps: opts.steps,
+      lastBatch,
+      steps: count,
       slots: K,
       threads: T,
       ring,
@@ -203,7 +219,7 @@ export class BatchFeeder {
     for (;;) {
       if (this.#failed !== undefined) throw new Error(`batch feeder failed: ${this.#failed.message}`);
       const stamp = Atomics.load(this.#counters, at);
-      if (stamp === step + 1) return this.#slots[step % this.#slots.length]!;
+      if (stamp === step + 1) return step === this.#count - 1 ? this.#last : this.#slots[step % this.#slots.length]!;
       const w = (Atomics as unknown as AtomicsWaitAsync).waitAsync(this.#counters, at, stamp, 1000);
       if (w.async) await w.value;
     }

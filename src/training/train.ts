@@ -58,11 +58,14 @@ export interface TrainConfig {
   /** Feeder threads, each gathering every n-th batch (the same batches for any count). @defaultValue 1 */
   feederThreads?: number;
   /**
-   * Where the backend has one (CUDA), each step as one native call that keeps the gradient on the device
-   * (`TrainerBackend.trainStep`): the same parameters bit for bit as separate loss and AdamW calls when focalGamma is
-   * 0 (the focal weights are then computed in the kernel, from its own probabilities). @defaultValue true
+   * Where the backend has them (CUDA), `stepsPerCall` steps at a time as one native call that keeps the gradient on
+   * the device (`TrainerBackend.trainSteps`): the same parameters bit for bit as separate loss and AdamW calls when
+   * focalGamma is 0 (the focal weights are then computed in the kernel, from its own probabilities).
+   * @defaultValue true
    */
   fusedStep?: boolean;
+  /** Steps per fused call (speed only). @defaultValue 16 */
+  stepsPerCall?: number;
   data: {
     tickersPerSubtype: number;
     /** Simulated days per ticker (the feature warm-up comes out of these). */
@@ -167,9 +170,16 @@ export interface TrainerBackend {
   forward(batch: Batch): Promise<{ probs: Float32Array; assign: Uint8Array }>;
   lossAndGrad(batch: Batch, labels: Uint8Array, opts: LossOpts): Promise<{ loss: number; ce: number; rec: number; grad: Float32Array }>;
   adamwStep(grad: Float32Array, opts: AdamOpts): number;
-  /** lossAndGrad then adamwStep in one call, the gradient staying in the backend (only where it has one). The inputs
-   * are copied when called; the parameters change when the promise resolves. */
-  trainStep?(batch: Batch, labels: Uint8Array, opts: LossOpts & { focalGamma: number }, adam: AdamOpts): Promise<{ loss: number; ce: number; rec: number; gradNorm: number }>;
+  /** `steps` times lossAndGrad then adamwStep in one call (step k on tokens [k·n/steps, (k+1)·n/steps), learning rate
+   * lr[k]), the gradient staying in the backend (only where it has one). The inputs are copied when called; the
+   * parameters change when the promise resolves. */
+  trainSteps?(
+    batch: Batch,
+    labels: Uint8Array,
+    opts: LossOpts & { focalGamma: number },
+    adam: Omit<AdamOpts, 'lr'> & { lr: number[] },
+    steps: number,
+  ): Promise<{ loss: Float64Array; ce: Float64Array; rec: Float64Array; gradNorm: Float64Array }>;
   close(): void;
 }
 
@@ -250,7 +260,7 @@ export function createTrainerBackend(hidden: Hidden, threads: number, warn: (m: 
       forward: (b) => router.forward(b),
       lossAndGrad: (b, l, o) => router.lossAndGrad(b, l, o),
       adamwStep: (g, o) => router.adamwStep(g, o),
-      ...(router.trainStepSupported ? { trainStep: (b, l, o, a) => router.trainStep(b, l, o, a) } : {}),
+      ...(router.trainStepsSupported ? { trainSteps: (b, l, o, a, k) => router.trainSteps(b, l, o, a, k) } : {}),
       close: () => router.close(),
     };
   }
@@ -360,9 +370,15 @@ export interface TrainHooks {
   logEvery?: number;
 }
 
-/** Batches gathered on this thread, between steps, into one reused slot. */
-function gatherHere(sampler: BatchSampler, slot: BatchSlot): () => Promise<BatchSlot> {
+/** Batches gathered on this thread, between steps, `group` at a time into one reused slot (the last group only the
+ * batches left of `steps`). */
+function gatherHere(sampler: BatchSampler, B: number, H: number, group: number, steps: number): () => Promise<BatchSlot> {
+  const full = allocSlot(B * group, H);
+  let done = 0;
   return async () => {
+    const k = Math.min(group, steps - done);
+    const slot = k === group ? full : allocSlot(B * k, H);
+    done += k;
     sampler.fill(slot);
     return slot;
   };
@@ -421,40 +437,52 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
     const B = Math.min(config.batchSize, train.size);
     const history: TrainStepLog[] = [];
     const logEvery = hooks.logEvery ?? 100;
-    // Batches come from feeder threads a few steps ahead (batch-feeder.ts), or, with `feeder: false`, are gathered
-    // here between steps: the same batches in the same order either way.
-    const feeder = config.feeder === false ? undefined : new BatchFeeder(train, cw, { seed: config.seed, batch: B, steps: config.steps, threads: config.feederThreads ?? 1 });
-    const nextBatch = feeder !== undefined ? () => feeder.next() : gatherHere(new BatchSampler(train, cw, config.seed), allocSlot(B, H));
+    // With a fused backend, `group` steps go to the device in one call. Batches come from feeder threads a few
+    // calls ahead (batch-feeder.ts), or, with `feeder: false`, are gathered here between calls: the same batches in
+    // the same order either way.
+    const fused = config.fusedStep !== false ? backend.trainSteps?.bind(backend) : undefined;
+    const group = fused !== undefined ? (config.stepsPerCall ?? 16) : 1;
+    if (!Number.isInteger(group) || group < 1) throw new RangeError(`Expected integer ≥ 1 for stepsPerCall but received ${String(group)}`);
+    const feeder =
+      config.feeder === false
+        ? undefined
+        : new BatchFeeder(train, cw, { seed: config.seed, batch: B, steps: config.steps, threads: config.feederThreads ?? 1, group });
+    const nextBatch = feeder !== undefined ? () => feeder.next() : gatherHere(new BatchSampler(train, cw, config.seed), B, H, group, config.steps);
+    const lossOpts = { labelSmoothing: config.labelSmoothing, reconWeight: config.reconWeight };
+    const record = (entry: TrainStepLog) => {
+      if (!Number.isFinite(entry.loss)) throw new RangeError(`Expected finite loss at step ${entry.step} but received ${entry.loss}`);
+      history.push(entry);
+      if (entry.step % logEvery === 0 || entry.step === config.steps - 1) hooks.onStep?.(entry);
+    };
     try {
-      const fused = config.fusedStep !== false ? backend.trainStep?.bind(backend) : undefined;
-      for (let step = 0; step < config.steps; step++) {
+      for (let step = 0; step < config.steps; ) {
         const slot = await nextBatch();
         const { labels: blab, weights: bw } = slot;
         const batch = { x: slot.x, vol: slot.vol, risk: slot.risk };
-        const lr = learningRate(step, config);
-        const lossOpts = { labelSmoothing: config.labelSmoothing, reconWeight: config.reconWeight, sampleWeight: bw };
-        const adam = { lr, weightDecay: config.weightDecay, clipNorm: config.clipNorm };
-        let entry: TrainStepLog;
+        const k = slot.vol.length / B;
+        const adam = { weightDecay: config.weightDecay, clipNorm: config.clipNorm };
         if (fused !== undefined) {
-          const pending = fused(batch, blab, { ...lossOpts, focalGamma: config.focalGamma }, adam);
-          feeder?.release(); // the backend copied the batch at the call
+          const lr = Array.from({ length: k }, (_, j) => learningRate(step + j, config));
+          const pending = fused(batch, blab, { ...lossOpts, sampleWeight: bw, focalGamma: config.focalGamma }, { ...adam, lr }, k);
+          feeder?.release(); // the backend copied the batches at the call
           const out = await pending;
-          if (!Number.isFinite(out.loss)) throw new RangeError(`Expected finite loss at step ${step} but received ${out.loss}`);
-          entry = { step, lr, loss: out.loss, ce: out.ce, rec: out.rec, gradNorm: out.gradNorm };
+          for (let j = 0; j < k; j++) {
+            record({ step: step + j, lr: lr[j]!, loss: out.loss[j]!, ce: out.ce[j]!, rec: out.rec[j]!, gradNorm: out.gradNorm[j]! });
+          }
         } else {
           if (config.focalGamma > 0) {
             const { probs } = await backend.forward(batch);
             for (let j = 0; j < B; j++) bw[j]! *= (1 - probs[j * D + blab[j]!]!) ** config.focalGamma;
           }
-          const out = await backend.lossAndGrad(batch, blab, lossOpts);
+          const out = await backend.lossAndGrad(batch, blab, { ...lossOpts, sampleWeight: bw });
           // The native trainer has read the batch: its slot may be refilled while the optimiser steps.
           feeder?.release();
           if (!Number.isFinite(out.loss)) throw new RangeError(`Expected finite loss at step ${step} but received ${out.loss}`);
-          const gradNorm = backend.adamwStep(out.grad, adam);
-          entry = { step, lr, loss: out.loss, ce: out.ce, rec: out.rec, gradNorm };
+          const lr = learningRate(step, config);
+          const gradNorm = backend.adamwStep(out.grad, { ...adam, lr });
+          record({ step, lr, loss: out.loss, ce: out.ce, rec: out.rec, gradNorm });
         }
-        history.push(entry);
-        if (step % logEvery === 0 || step === config.steps - 1) hooks.onStep?.(entry);
+        step += k;
       }
     } finally {
       await feeder?.close();

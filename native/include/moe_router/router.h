@@ -66,7 +66,7 @@ struct LossResult {
   double loss = 0, ce = 0, rec = 0;
 };
 
-// What Backend::trainStep returns: the batch's loss parts (at the parameters before the step) and the pre-clip
+// One step of Backend::trainSteps: its batch's loss parts (at the parameters before the step) and the pre-clip
 // gradient norm.
 struct StepResult {
   LossResult loss;
@@ -116,12 +116,16 @@ class Backend {
   // One AdamW step of `params` (see adamwStep below); the default runs on the CPU. Returns the pre-clip norm.
   virtual double adamwStep(const Layout& layout, std::vector<float>& params, AdamWState& st, const float* grad,
                            const AdamWOptions& o) const;
-  // One whole training step without the gradient leaving the backend: the loss and gradient of batch b at p, each
-  // sample weight multiplied by (1 - p[label])^focalGamma at p (focalGamma ≥ 0; a weight, not differentiated),
-  // then AdamW from p.w into `params` (same size). Only where supportsTrainStep(): the default throws moe::Error.
-  virtual bool supportsTrainStep() const { return false; }
-  virtual StepResult trainStep(const Params& p, std::vector<float>& params, AdamWState& st, const Batch& b,
-                               const LossOptions& o, float focalGamma, const AdamWOptions& ao) const;
+  // `steps` training steps in one call, the gradient never leaving the backend: step k takes tokens
+  // [k·m, (k+1)·m) of b (m = b.n / steps; b.n a multiple of steps) and computes their loss and gradient at the
+  // parameters step k-1 left (each sample weight multiplied by (1 - p[label])^focalGamma there, focalGamma ≥ 0; a
+  // weight, not differentiated), then AdamW with learning rate lr[k] (ao.lr is not read). Starts from p.w, leaves
+  // the result in `params` (same size) and st, and step k's loss parts and norm in out[k]. Only where
+  // supportsTrainSteps(): the default throws moe::Error.
+  virtual bool supportsTrainSteps() const { return false; }
+  virtual void trainSteps(const Params& p, std::vector<float>& params, AdamWState& st, const Batch& b,
+                          const LossOptions& o, std::size_t steps, const float* lr, float focalGamma,
+                          const AdamWOptions& ao, StepResult* out) const;
   // Frees device resources early (environment teardown); later calls fail with moe::Error. No-op on the CPU.
   virtual void release() const {}
 };

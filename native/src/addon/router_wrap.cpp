@@ -95,8 +95,8 @@ Napi::Function RouterWrap::Define(Napi::Env env) {
                       InstanceMethod<&RouterWrap::Forward>("forward"),
                       InstanceMethod<&RouterWrap::LossAndGrad>("lossAndGrad"),
                       InstanceMethod<&RouterWrap::AdamwStep>("adamwStep"),
-                      InstanceMethod<&RouterWrap::TrainStep>("trainStep"),
-                      InstanceMethod<&RouterWrap::TrainStepSupported>("trainStepSupported"),
+                      InstanceMethod<&RouterWrap::TrainSteps>("trainSteps"),
+                      InstanceMethod<&RouterWrap::TrainStepsSupported>("trainStepsSupported"),
                       InstanceMethod<&RouterWrap::ResetOptimizer>("resetOptimizer"),
                       InstanceMethod<&RouterWrap::Close>("close")});
 }
@@ -146,7 +146,7 @@ void RouterWrap::requireOpen(Napi::Env env) const {
 }
 
 void RouterWrap::requireIdle(Napi::Env env) const {
-  if (stepping_) throw Napi::Error::New(env, "a trainStep of this Router is still running: await it first");
+  if (stepping_) throw Napi::Error::New(env, "a trainSteps call of this Router is still running: await it first");
 }
 
 Napi::Value RouterWrap::BackendName(const Napi::CallbackInfo& info) {
@@ -253,15 +253,16 @@ LossOptions stagedLossOptions(const Napi::CallbackInfo& info, StagingPool& pool,
   return LossOptions{stagedLabels, stagedSw, eps, lam};
 }
 
-// (lr > 0, beta1 [0,1), beta2 [0,1), eps > 0, weightDecay ≥ 0, clipNorm ≥ 0) from info[at].
-AdamWOptions readAdamW(const Napi::CallbackInfo& info, int at) {
+// (lr > 0, beta1 [0,1), beta2 [0,1), eps > 0, weightDecay ≥ 0, clipNorm ≥ 0) from info[at], or without lr (left 0)
+// from beta1 at info[at].
+AdamWOptions readAdamW(const Napi::CallbackInfo& info, int at, bool withLr = true) {
   AdamWOptions o{};
-  o.lr = float(requireNumber(info[at], "lr", "finite number > 0", isPositiveFinite));
-  o.beta1 = float(requireNumber(info[at + 1], "beta1", "number in [0, 1)", isBeta));
-  o.beta2 = float(requireNumber(info[at + 2], "beta2", "number in [0, 1)", isBeta));
-  o.eps = float(requireNumber(info[at + 3], "eps", "finite number > 0", isPositiveFinite));
-  o.weightDecay = float(requireNumber(info[at + 4], "weightDecay", "finite number >= 0", isNonNegative));
-  o.clipNorm = float(requireNumber(info[at + 5], "clipNorm", "finite number >= 0", isNonNegative));
+  if (withLr) o.lr = float(requireNumber(info[at++], "lr", "finite number > 0", isPositiveFinite));
+  o.beta1 = float(requireNumber(info[at], "beta1", "number in [0, 1)", isBeta));
+  o.beta2 = float(requireNumber(info[at + 1], "beta2", "number in [0, 1)", isBeta));
+  o.eps = float(requireNumber(info[at + 2], "eps", "finite number > 0", isPositiveFinite));
+  o.weightDecay = float(requireNumber(info[at + 3], "weightDecay", "finite number >= 0", isNonNegative));
+  o.clipNorm = float(requireNumber(info[at + 4], "clipNorm", "finite number >= 0", isNonNegative));
   return o;
 }
 
@@ -287,28 +288,41 @@ Napi::Value RouterWrap::LossAndGrad(const Napi::CallbackInfo& info) {
   return queueLoss(env, std::move(b), std::move(outputs));
 }
 
-// trainStepSupported() → whether trainStep runs on this router's backend (the CUDA one).
-Napi::Value RouterWrap::TrainStepSupported(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), backend_ && backend_->supportsTrainStep());
+// trainStepsSupported() → whether trainSteps runs on this router's backend (the CUDA one).
+Napi::Value RouterWrap::TrainStepsSupported(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), backend_ && backend_->supportsTrainSteps());
 }
 
-// trainStep(x, vol, risk, labels, sampleWeight | null, labelSmoothing, reconWeight (as lossAndGrad), focalGamma ≥ 0,
-//           lr, beta1, beta2, eps, weightDecay, clipNorm (as adamwStep)) → Promise<{loss, ce, rec, gradNorm}>.
-// lossAndGrad with each weight times (1 - p[label])^focalGamma, then adamwStep, in one call whose gradient never
-// leaves the backend; the parameters and optimizer state change when the promise resolves. Only where
-// trainStepSupported() (else an Error naming the backend); one step at a time: while one is in flight, trainStep,
-// setParams, adamwStep and resetOptimizer throw.
-Napi::Value RouterWrap::TrainStep(const Napi::CallbackInfo& info) {
+// trainSteps(x, vol, risk, labels, sampleWeight | null, labelSmoothing, reconWeight (as lossAndGrad, n tokens),
+//            focalGamma ≥ 0, lr Float32Array[steps] (each finite > 0; n a multiple of steps), beta1, beta2, eps,
+//            weightDecay, clipNorm (as adamwStep)) → Promise<{loss, ce, rec, gradNorm: Float64Array[steps]}>.
+// Backend::trainSteps: step k trains on tokens [k·n/steps, (k+1)·n/steps) with learning rate lr[k], each sample
+// weight times (1 - p[label])^focalGamma, as lossAndGrad then adamwStep would, the gradient never leaving the backend.
+// The inputs are copied (and checked for NaN/±Inf) at the call; the parameters and optimizer state change when the
+// promise resolves. Only where trainStepsSupported() (else an Error naming the backend); one call at a time: while
+// one is in flight, trainSteps, setParams, adamwStep and resetOptimizer throw.
+Napi::Value RouterWrap::TrainSteps(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   requireOpen(env);
   requireIdle(env);
-  if (!backend_->supportsTrainStep())
-    throw Napi::Error::New(env, std::string("trainStep needs the CUDA backend but this router runs on ") +
+  if (!backend_->supportsTrainSteps())
+    throw Napi::Error::New(env, std::string("trainSteps needs the CUDA backend but this router runs on ") +
                                     backend_->name() + "; use lossAndGrad and adamwStep");
   const BatchArrays in = readBatch(info, hidden_);
   const float focal = float(requireNumber(info[7], "focalGamma", "finite number >= 0", isNonNegative));
-  const AdamWOptions o = readAdamW(info, 8);
-  StepBaton b;
+  if (!info[8].IsTypedArray() || info[8].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    failExpected(env, false, "Float32Array", "lr", info[8]);
+  Napi::Float32Array lr = info[8].As<Napi::Float32Array>();
+  const std::size_t steps = lr.ElementLength();
+  if (steps == 0 || in.n % steps != 0)
+    throw Napi::RangeError::New(env, "Expected a token count that is a multiple of the steps (lr.length " +
+                                         std::to_string(steps) + ") but received " + std::to_string(in.n) + " tokens");
+  for (std::size_t k = 0; k < steps; ++k)
+    if (!isPositiveFinite(lr[k]))
+      throw Napi::RangeError::New(env, "Expected finite numbers > 0 for lr but received " + std::to_string(lr[k]) +
+                                           " at index " + std::to_string(k));
+  const AdamWOptions o = readAdamW(info, 9, false);
+  StepsBaton b;
   b.backend = backend_;
   b.params = params_;
   b.next = std::make_shared<Params>(*params_);
@@ -316,10 +330,11 @@ Napi::Value RouterWrap::TrainStep(const Napi::CallbackInfo& info) {
   b.buffers.reserve(6);
   b.batch = staged(env, *staging_, b.buffers, in);
   b.opts = stagedLossOptions(info, *staging_, b.buffers, in.n);
+  b.lr.assign(lr.Data(), lr.Data() + steps);
   b.focalGamma = focal;
   b.adamw = o;
   auto self = std::make_shared<Napi::ObjectReference>(Napi::Persistent(info.This().As<Napi::Object>()));
-  b.settle = [this, self](StepBaton* done) {
+  b.settle = [this, self](StepsBaton* done) {
     stepping_ = false;
     if (done && !closed_) {
       params_ = std::move(done->next);
@@ -328,7 +343,7 @@ Napi::Value RouterWrap::TrainStep(const Napi::CallbackInfo& info) {
     self->Reset();
   };
   stepping_ = true;
-  return queueStep(env, std::move(b));
+  return queueSteps(env, std::move(b));
 }
 
 // adamwStep(grad [paramCount] (finite), lr > 0, beta1 [0,1), beta2 [0,1), eps > 0, weightDecay ≥ 0, clipNorm ≥ 0)

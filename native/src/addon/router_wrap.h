@@ -26,13 +26,13 @@ class RouterWrap : public Napi::ObjectWrap<RouterWrap> {
   Napi::Value Forward(const Napi::CallbackInfo& info);
   Napi::Value LossAndGrad(const Napi::CallbackInfo& info);
   Napi::Value AdamwStep(const Napi::CallbackInfo& info);
-  Napi::Value TrainStep(const Napi::CallbackInfo& info);
-  Napi::Value TrainStepSupported(const Napi::CallbackInfo& info);
+  Napi::Value TrainSteps(const Napi::CallbackInfo& info);
+  Napi::Value TrainStepsSupported(const Napi::CallbackInfo& info);
   Napi::Value ResetOptimizer(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   void requireOpen(Napi::Env env) const;
-  void requireIdle(Napi::Env env) const;  // throws while a trainStep is in flight
+  void requireIdle(Napi::Env env) const;  // throws while a trainSteps call is in flight
 
   int hidden_ = 16;
   std::size_t paramCount_ = 0;

@@ -165,34 +165,45 @@ class LossWorker final : public PromiseWorker {
   LossBaton b_;
 };
 
-class StepWorker final : public PromiseWorker {
+class StepsWorker final : public PromiseWorker {
  public:
-  StepWorker(Napi::Env env, StepBaton b) : PromiseWorker(env, "trainStep", {}), b_(std::move(b)) {}
+  StepsWorker(Napi::Env env, StepsBaton b) : PromiseWorker(env, "trainSteps", {}), b_(std::move(b)) {}
 
  private:
   void run() override {
-    b_.result = b_.backend->trainStep(*b_.params, b_.next->w, b_.adam, b_.batch, b_.opts, b_.focalGamma, b_.adamw);
+    b_.results.resize(b_.lr.size());
+    b_.backend->trainSteps(*b_.params, b_.next->w, b_.adam, b_.batch, b_.opts, b_.lr.size(), b_.lr.data(),
+                           b_.focalGamma, b_.adamw, b_.results.data());
   }
   Napi::Value result() override {
     if (b_.settle) b_.settle(&b_);
+    const std::size_t k = b_.results.size();
+    Napi::Float64Array loss = Napi::Float64Array::New(Env(), k), ce = Napi::Float64Array::New(Env(), k),
+                       rec = Napi::Float64Array::New(Env(), k), norm = Napi::Float64Array::New(Env(), k);
+    for (std::size_t i = 0; i < k; ++i) {
+      loss[i] = b_.results[i].loss.loss;
+      ce[i] = b_.results[i].loss.ce;
+      rec[i] = b_.results[i].loss.rec;
+      norm[i] = b_.results[i].gradNorm;
+    }
     Napi::Object r = Napi::Object::New(Env());
-    r.Set("loss", b_.result.loss.loss);
-    r.Set("ce", b_.result.loss.ce);
-    r.Set("rec", b_.result.loss.rec);
-    r.Set("gradNorm", b_.result.gradNorm);
+    r.Set("loss", loss);
+    r.Set("ce", ce);
+    r.Set("rec", rec);
+    r.Set("gradNorm", norm);
     return r;
   }
   void OnError(const Napi::Error& e) override {
     if (b_.settle) b_.settle(nullptr);
     PromiseWorker::OnError(e);
   }
-  StepBaton b_;
+  StepsBaton b_;
 };
 
 }  // namespace
 
-Napi::Promise queueStep(Napi::Env env, StepBaton baton) {
-  auto* w = new StepWorker(env, std::move(baton));
+Napi::Promise queueSteps(Napi::Env env, StepsBaton baton) {
+  auto* w = new StepsWorker(env, std::move(baton));
   Napi::Promise p = w->promise();
   w->Queue();
   return p;

@@ -95,20 +95,21 @@ struct LossBaton {
   LossResult result;
 };
 
-// One fused training step (Backend::trainStep) on a copy of the optimizer state; `settle` runs on the JS thread when
-// the step is done, with the baton on success and nullptr on failure, before the promise settles.
-struct StepBaton {
+// Fused training steps (Backend::trainSteps) on a copy of the optimizer state; `settle` runs on the JS thread when
+// they are done, with the baton on success and nullptr on failure, before the promise settles.
+struct StepsBaton {
   std::shared_ptr<const Backend> backend;
-  ParamsPtr params;                    // the step starts from these
-  std::shared_ptr<Params> next;        // receives the updated parameters (a copy of *params before the step)
+  ParamsPtr params;                    // the steps start from these
+  std::shared_ptr<Params> next;        // receives the updated parameters (a copy of *params before the steps)
   AdamWState adam;
   std::vector<Staged> buffers;
   Batch batch{};
   LossOptions opts{};
+  std::vector<float> lr;               // one per step
   float focalGamma = 0;
   AdamWOptions adamw{};
-  StepResult result;
-  std::function<void(StepBaton*)> settle;
+  std::vector<StepResult> results;
+  std::function<void(StepsBaton*)> settle;
 };
 
 // A caller's output typed array and the native buffer whose `bytes` bytes are copied into it in OnOK.
@@ -124,7 +125,7 @@ struct CopyBack {
 // array lost its memory while the work ran (no output is written then).
 Napi::Promise queueForward(Napi::Env env, ForwardBaton baton, std::vector<CopyBack> outputs);
 Napi::Promise queueLoss(Napi::Env env, LossBaton baton, std::vector<CopyBack> outputs);
-// Settles with {loss, ce, rec, gradNorm}.
-Napi::Promise queueStep(Napi::Env env, StepBaton baton);
+// Settles with {loss, ce, rec, gradNorm}, each a Float64Array with one value per step.
+Napi::Promise queueSteps(Napi::Env env, StepsBaton baton);
 
 }  // namespace moe::addon

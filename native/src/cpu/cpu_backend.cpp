@@ -135,9 +135,9 @@ std::unique_ptr<Backend> makeCpuBackend(BackendChoice choice, int threads) {
   return std::make_unique<CpuBackend>(scalarKernels(), threads);
 }
 
-StepResult Backend::trainStep(const Params&, std::vector<float>&, AdamWState&, const Batch&, const LossOptions&, float,
-                              const AdamWOptions&) const {
-  MOE_FAIL(std::string("trainStep needs the CUDA backend; backend ") + name() +
+void Backend::trainSteps(const Params&, std::vector<float>&, AdamWState&, const Batch&, const LossOptions&,
+                         std::size_t, const float*, float, const AdamWOptions&, StepResult*) const {
+  MOE_FAIL(std::string("trainSteps needs the CUDA backend; backend ") + name() +
            " trains with lossAndGrad and adamwStep");
 }
 

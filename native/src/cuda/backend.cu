@@ -208,33 +208,47 @@ class CudaBackend final : public Backend {
     return lossParts(P);
   }
 
-  bool supportsTrainStep() const override { return true; }
+  bool supportsTrainSteps() const override { return true; }
 
-  // Contract: Backend::trainStep. The gradient stays on the device: the reduction writes it as floats for the AdamW
-  // kernel, and only the updated parameters, the norm and the three loss sums come back (one synchronisation).
-  StepResult trainStep(const Params& p, std::vector<float>& params, AdamWState& st, const Batch& b,
-                       const LossOptions& o, float focalGamma, const AdamWOptions& ao) const override {
+  // Contract: Backend::trainSteps. Every step's loss, gradient, AdamW and WeT refresh are queued on slot 0's stream
+  // with no host synchronisation between steps: the gradient stays on the device (the reduction writes it as floats
+  // for the AdamW kernel), each step's loss sums and norm are copied on the device into one small array, and the
+  // host waits once, for the final parameters and that array. Batch k+1 is staged into the other slot's pinned
+  // buffers while step k runs.
+  void trainSteps(const Params& p, std::vector<float>& params, AdamWState& st, const Batch& b, const LossOptions& o,
+                  std::size_t steps, const float* lr, float focalGamma, const AdamWOptions& ao,
+                  StepResult* out) const override {
     std::lock_guard<std::mutex> lock(mu_);
     requireOpen();
     const int H = p.H;
     const std::size_t P = Layout(H).size;
     MOE_CHECK(params.size() == P && p.w.size() == P, "parameter vector does not match the layout");
+    MOE_CHECK(steps >= 1 && b.n >= steps && b.n % steps == 0, "trainSteps needs a token count that is a multiple of steps");
     MOE_CHECK(focalGamma >= 0 && std::isfinite(focalGamma), "focalGamma must be a finite number >= 0");
+    const std::size_t m = b.n / steps;
     cudaStream_t s = slots_[0].stream;
-    const std::int64_t t = st.t + 1;
-    const cuda::AdamWArgs a{ao.lr, ao.beta1, ao.beta2, ao.eps, ao.weightDecay, ao.clipNorm,
-                            1.0 - std::pow(double(ao.beta1), double(t)), 1.0 - std::pow(double(ao.beta2), double(t))};
     try {
-      lossGradOnDevice(p, b, o, focalGamma, true);
-      if (st.t == 0) {
-        MOE_CUDA_CHECK(cudaMemsetAsync(dM_, 0, P * sizeof(float), s));
-        MOE_CUDA_CHECK(cudaMemsetAsync(dV_, 0, P * sizeof(float), s));
+      if (stepsCap_ < steps) {
+        devFree(dSteps_);
+        hostFree(hSteps_);
+        devAlloc(dSteps_, 4 * steps);
+        hostAlloc(hSteps_, 4 * steps);
+        stepsCap_ = steps;
       }
-      cuda::launchAdamW(H, dW_, dM_, dV_, dGrad_, a, dNorm_, s);
-      cuda::launchTransposeWe(H, dW_, s);
+      for (std::size_t k = 0; k < steps; ++k) {
+        const Batch bk{b.x + k * m * H, b.vol + k * m, b.risk + k * m, m};
+        const LossOptions ok{o.labels + k * m, o.sampleWeight ? o.sampleWeight + k * m : nullptr, o.labelSmoothing,
+                             o.reconWeight};
+        // Step 0 uploads p when the device holds other weights; later steps start from what the last one left.
+        lossGradOnDevice(p, bk, ok, focalGamma, true, k == 0, int(k % 2));
+        AdamWOptions ak = ao;
+        ak.lr = lr[k];
+        queueAdamW(H, P, st.t + std::int64_t(k), ak);
+        MOE_CUDA_CHECK(cudaMemcpyAsync(dSteps_ + 4 * k, dReduced_ + P, 3 * sizeof(double), cudaMemcpyDeviceToDevice, s));
+        MOE_CUDA_CHECK(cudaMemcpyAsync(dSteps_ + 4 * k + 3, dNorm_, sizeof(double), cudaMemcpyDeviceToDevice, s));
+      }
       MOE_CUDA_CHECK(cudaMemcpyAsync(hGrad_, dW_, P * sizeof(float), cudaMemcpyDeviceToHost, s));
-      MOE_CUDA_CHECK(cudaMemcpyAsync(hNorm_, dNorm_, sizeof(double), cudaMemcpyDeviceToHost, s));
-      MOE_CUDA_CHECK(cudaMemcpyAsync(hReduced_ + P, dReduced_ + P, 3 * sizeof(double), cudaMemcpyDeviceToHost, s));
+      MOE_CUDA_CHECK(cudaMemcpyAsync(hSteps_, dSteps_, 4 * steps * sizeof(double), cudaMemcpyDeviceToHost, s));
       MOE_CUDA_CHECK(cudaStreamSynchronize(s));
     } catch (...) {
       mirror_.clear();  // the device copy may be half-updated: upload again next time
@@ -243,8 +257,13 @@ class CudaBackend final : public Backend {
     }
     std::memcpy(params.data(), hGrad_, P * sizeof(float));
     mirror_.assign(params.begin(), params.end());
-    st.t = t;
-    return StepResult{lossParts(P), *hNorm_};
+    st.t += std::int64_t(steps);
+    for (std::size_t k = 0; k < steps; ++k) {
+      out[k].loss.ce = hSteps_[4 * k];
+      out[k].loss.rec = hSteps_[4 * k + 1];
+      out[k].loss.loss = hSteps_[4 * k + 2];
+      out[k].gradNorm = hSteps_[4 * k + 3];
+    }
   }
 
   // AdamW with the moments on the device; `params` receives the updated vector, which also stays on the device
@@ -258,18 +277,10 @@ class CudaBackend final : public Backend {
     MOE_CHECK(params.size() == P, "parameter vector does not match the layout");
     ensureWeights(H, params, mirrorT_ > 0 ? mirrorT_ : 1.0f);
     cudaStream_t s = slots_[0].stream;
-    if (st.t == 0) {
-      MOE_CUDA_CHECK(cudaMemsetAsync(dM_, 0, P * sizeof(float), s));
-      MOE_CUDA_CHECK(cudaMemsetAsync(dV_, 0, P * sizeof(float), s));
-    }
-    const std::int64_t t = st.t + 1;
-    const cuda::AdamWArgs a{o.lr, o.beta1, o.beta2, o.eps, o.weightDecay, o.clipNorm,
-                            1.0 - std::pow(double(o.beta1), double(t)), 1.0 - std::pow(double(o.beta2), double(t))};
     try {
       std::memcpy(hGrad_, grad, P * sizeof(float));
       MOE_CUDA_CHECK(cudaMemcpyAsync(dGrad_, hGrad_, P * sizeof(float), cudaMemcpyHostToDevice, s));
-      cuda::launchAdamW(H, dW_, dM_, dV_, dGrad_, a, dNorm_, s);
-      cuda::launchTransposeWe(H, dW_, s);
+      queueAdamW(H, P, st.t, o);
       MOE_CUDA_CHECK(cudaMemcpyAsync(hGrad_, dW_, P * sizeof(float), cudaMemcpyDeviceToHost, s));
       MOE_CUDA_CHECK(cudaMemcpyAsync(hNorm_, dNorm_, sizeof(double), cudaMemcpyDeviceToHost, s));
       MOE_CUDA_CHECK(cudaStreamSynchronize(s));
@@ -280,7 +291,7 @@ class CudaBackend final : public Backend {
     }
     std::memcpy(params.data(), hGrad_, P * sizeof(float));
     mirror_.assign(params.begin(), params.end());
-    st.t = t;
+    st.t += 1;
     return *hNorm_;
   }
 
@@ -346,13 +357,15 @@ class CudaBackend final : public Backend {
  private:
   // Loss and gradient of batch b at parameters p, queued on slot 0's stream and not waited for: the reduced sums in
   // dReduced_ (gradient, then Σ w·CE, Σ rec, Σ loss, all divided by n) and, with toGrad, the gradient as floats in
-  // dGrad_ (named only after ensureWeights, which may allocate it). Chunks of up to kChunk tokens run in order on
-  // that one stream (their kernels add into the same partial rows); the two slots still let the host stage chunk
-  // i+1 while chunk i runs. Caller holds mu_.
-  void lossGradOnDevice(const Params& p, const Batch& b, const LossOptions& o, float focalGamma, bool toGrad) const {
+  // dGrad_ (named only after ensureWeights, which may allocate it). With upload false the device weights are used as
+  // they are (the last trainSteps step left them). Chunks of up to kChunk tokens run in order on that one stream
+  // (their kernels add into the same partial rows); the two slots (chunk i in slot (i + slotShift) % 2) still let the
+  // host stage chunk i+1 while chunk i runs. Caller holds mu_.
+  void lossGradOnDevice(const Params& p, const Batch& b, const LossOptions& o, float focalGamma, bool toGrad,
+                        bool upload = true, int slotShift = 0) const {
     MOE_CHECK(b.n > 0, "lossAndGrad needs at least one token");
     const int H = p.H;
-    ensureWeights(H, p.w, p.temperature);
+    if (upload) ensureWeights(H, p.w, p.temperature);
     const std::size_t n = b.n, P = Layout(H).size, row = P + 3;
     const int rows = cuda::lossGradRowsFor(H, n);
     if (partialCap_ < std::size_t(rows) * row) {
@@ -374,9 +387,9 @@ class CudaBackend final : public Backend {
     const cuda::DeviceParams dp{dW_, invT_};
     MOE_CUDA_CHECK(cudaMemsetAsync(dPartial_, 0, std::size_t(rows) * row * sizeof(double), st));
     for (std::size_t i = 0; i < chunks; ++i) {
-      Slot& s = slots_[i % 2];
+      Slot& s = slots_[(i + std::size_t(slotShift)) % 2];
       const std::size_t at = i * C, m = std::min(C, n - at);
-      if (i >= 2) MOE_CUDA_CHECK(cudaEventSynchronize(s.done));
+      MOE_CUDA_CHECK(cudaEventSynchronize(s.done));  // the slot's last chunk (of any call) has left its buffers
       std::vector<cuda::CopyPool::Task> copies{{s.hx, b.x + at * H, m * H * sizeof(float)},
                                                {s.hvol, b.vol + at, m * sizeof(float)},
                                                {s.hrisk, b.risk + at, m * sizeof(float)},
@@ -395,6 +408,22 @@ class CudaBackend final : public Backend {
       MOE_CUDA_CHECK(cudaEventRecord(s.done, st));
     }
     cuda::launchReduceLossGrad(H, dPartial_, rows, 1.0 / double(n), dReduced_, toGrad ? dGrad_ : nullptr, st);
+  }
+
+  // AdamW step t + 1 (t steps done before it) on the device from the gradient in dGrad_, then the WeT refresh, queued on
+  // slot 0's stream after what the caller queued there (the moments are zeroed first when t == 0); the norm goes to
+  // dNorm_. Caller holds mu_, and ensureWeights(H, …) has run.
+  void queueAdamW(int H, std::size_t P, std::int64_t t, const AdamWOptions& o) const {
+    cudaStream_t s = slots_[0].stream;
+    if (t == 0) {
+      MOE_CUDA_CHECK(cudaMemsetAsync(dM_, 0, P * sizeof(float), s));
+      MOE_CUDA_CHECK(cudaMemsetAsync(dV_, 0, P * sizeof(float), s));
+    }
+    const double n = double(t + 1);
+    const cuda::AdamWArgs a{o.lr, o.beta1, o.beta2, o.eps, o.weightDecay, o.clipNorm,
+                            1.0 - std::pow(double(o.beta1), n), 1.0 - std::pow(double(o.beta2), n)};
+    cuda::launchAdamW(H, dW_, dM_, dV_, dGrad_, a, dNorm_, s);
+    cuda::launchTransposeWe(H, dW_, s);
   }
 
   LossResult lossParts(std::size_t P) const {
@@ -449,7 +478,8 @@ class CudaBackend final : public Backend {
     }
     devFree(dW_), devFree(dM_), devFree(dV_), devFree(dGrad_), devFree(dNorm_), devFree(dPartial_), devFree(dReduced_);
     hostFree(hGrad_), hostFree(hNorm_), hostFree(hReduced_);
-    partialCap_ = reducedCap_ = 0;
+    devFree(dSteps_), hostFree(hSteps_);
+    partialCap_ = reducedCap_ = stepsCap_ = 0;
     wH_ = 0;
     mirror_.clear();
   }
@@ -464,7 +494,8 @@ class CudaBackend final : public Backend {
   mutable float *dW_ = nullptr, *dM_ = nullptr, *dV_ = nullptr, *dGrad_ = nullptr, *hGrad_ = nullptr;
   mutable double *dNorm_ = nullptr, *hNorm_ = nullptr;
   mutable double *dPartial_ = nullptr, *dReduced_ = nullptr, *hReduced_ = nullptr;
-  mutable std::size_t partialCap_ = 0, reducedCap_ = 0;
+  mutable double *dSteps_ = nullptr, *hSteps_ = nullptr;  // trainSteps: per step Σ w·CE, Σ rec, Σ loss (÷ n), norm
+  mutable std::size_t partialCap_ = 0, reducedCap_ = 0, stepsCap_ = 0;
 };
 
 }  // namespace

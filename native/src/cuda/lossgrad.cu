@@ -247,6 +247,20 @@ __device__ __forceinline__ void backSignalsLG(const TokenSignals& sg, const floa
 // A thread owns an IW × FW tile of ∂W1 and an FH × KW tile of every expert's ∂We (the expert of a token is the same
 // for the whole block, so the update picks one of four register tiles without divergence), one entry of ∂Wc and at
 // most one bias entry. After each chunk the registers are added into the block's row of double partial sums.
+// acc[r][c] += a[r]·b[c]: one thread's R × C tile of an outer-product sum, its operands read from shared memory.
+template <int R, int C>
+__device__ __forceinline__ void addOuter(float (&acc)[R][C], const float* a, const float* b) {
+  float av[R], bv[C];
+#pragma unroll
+  for (int r = 0; r < R; ++r) av[r] = a[r];
+#pragma unroll
+  for (int c = 0; c < C; ++c) bv[c] = b[c];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int c = 0; c < C; ++c) acc[r][c] += av[r] * bv[c];
+}
+
 constexpr int kThreads = 256;
 constexpr int kBlockWarps = kThreads / 32;
 constexpr int kT = 64;  // tokens per chunk
@@ -342,34 +356,16 @@ __global__ void __launch_bounds__(kThreads, 2) lossGradKernel(const float* __res
       const float* hr = sm + S::hs + tt * F;
       const float* pr = sm + S::dpre + tt * F;
       const float* br = sm + S::db + tt * 4;
-      float xv[T::IW], pv[T::FW];
-#pragma unroll
-      for (int ii = 0; ii < T::IW; ++ii) xv[ii] = xr[i0 + ii];
-#pragma unroll
-      for (int ff = 0; ff < T::FW; ++ff) pv[ff] = pr[f0 + ff];
-#pragma unroll
-      for (int ii = 0; ii < T::IW; ++ii)
-#pragma unroll
-        for (int ff = 0; ff < T::FW; ++ff) aW1[ii][ff] += xv[ii] * pv[ff];
+      addOuter(aW1, xr + i0, pr + f0);
       if (ownsWc) aWc += hr[tid >> 2] * br[tid & 3];
       if (ownsB1) aB += pr[tid];
       if (ownsBc) aB += br[tid - T::bcFirst];
       if (lam != 0) {
         const int am = amS[tt];
         const float* yr = sm + S::dys + tt * H;
-        float hv[T::FH], yv[T::KW];
-#pragma unroll
-        for (int fh = 0; fh < T::FH; ++fh) hv[fh] = hr[fe0 + fh];
-#pragma unroll
-        for (int kw = 0; kw < T::KW; ++kw) yv[kw] = yr[k0 + kw];
 #pragma unroll
         for (int e = 0; e < 4; ++e)
-          if (am == e) {
-#pragma unroll
-            for (int fh = 0; fh < T::FH; ++fh)
-#pragma unroll
-              for (int kw = 0; kw < T::KW; ++kw) aWe[e][fh][kw] += hv[fh] * yv[kw];
-          }
+          if (am == e) addOuter(aWe[e], hr + fe0, yr + k0);
         if (ownsBe && beA == am) aB += yr[beK];
       }
     }
