@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { randomBatch, randomParams } from './helpers/router.js';
 import { paramLayout, type Hidden } from '../src/router/layout.js';
-import { NativeRouter, loadNativeAddon, nativeAvailable } from '../src/router/native.js';
+import { NativeRouter, loadNativeAddon, nativeAvailable, sharedBatch } from '../src/router/native.js';
 import { referenceForward, referenceLossAndGrad, type ReferenceForwardOutput } from '../src/router/reference.js';
 import { Rng } from '../src/util/random.js';
 
@@ -125,6 +125,37 @@ suite(suiteName, () => {
     expect(got.assign).toEqual(want.assign);
     expect(got.expert).toEqual(want.expert);
     r.close();
+  });
+
+  it('routes arrays in SharedArrayBuffers in place, with the same results, and names a NaN or ±Inf input', async () => {
+    const hidden = 32;
+    const rng = new Rng(21);
+    for (const backend of ['simd', 'scalar'] as const) {
+      const r = new NativeRouter({ hidden, backend, threads: 2 });
+      r.setParams(randomParams(hidden, rng), 0.8);
+      const plain = randomBatch(hidden, 3001, rng);
+      const { batch, out } = sharedBatch(3001, hidden, true);
+      batch.x.set(plain.x);
+      batch.vol.set(plain.vol);
+      batch.risk.set(plain.risk);
+      const want = r.forwardSync(plain, { expert: true });
+      const got = await r.forward(batch, { expert: true, out });
+      expect(got.probs).toBe(out.probs);
+      expect(Buffer.from(got.probs.buffer).equals(Buffer.from(want.probs.buffer))).toBe(true);
+      expect(Array.from(got.assign)).toEqual(Array.from(want.assign));
+      expect(Buffer.from(got.expert!.buffer).equals(Buffer.from(want.expert!.buffer))).toBe(true);
+      // The addon checks shared inputs itself, off the JS thread: the promise rejects naming the array and index.
+      batch.x[7 * hidden + 3] = NaN;
+      await expect(r.forward(batch, { expert: true, out })).rejects.toThrow(
+        `Expected finite values for x but received NaN at index ${7 * hidden + 3}`,
+      );
+      batch.x[7 * hidden + 3] = 0;
+      batch.risk[2999] = -Infinity;
+      await expect(r.forward(batch, { out })).rejects.toThrow('Expected finite values for risk but received -Infinity at index 2999');
+      // Shared inputs with ordinary outputs take the copying path, checked on the call as before.
+      await expect(r.forward(batch)).rejects.toThrow(new RangeError('Expected finite values for batch.risk but received -Infinity at index 2999'));
+      r.close();
+    }
   });
 
   it('AVX2 kernels (pinned through the raw addon) match the reference too', async () => {

@@ -46,7 +46,18 @@ struct Batch {
   const float* vol;
   const float* risk;
   std::size_t n;
+  // The caller has not checked x, vol and risk for NaN/±Inf: forward does, and throws moe::Error with
+  // nonFiniteMessage for one it finds (the CPU backends: the first of x, else of vol, else of risk; the CUDA
+  // backend: the same within the first chunk of 2^18 tokens that has one) instead of routing it.
+  bool checkFinite = false;
 };
+
+// Index of the first NaN/±Inf in p[0..n), n when there is none.
+std::size_t firstNonFinite(const float* p, std::size_t n);
+// "Expected finite values for <name> but received NaN|Infinity|-Infinity at index <i>".
+std::string nonFiniteMessage(const char* name, float v, std::size_t i);
+// Throws moe::Error (nonFiniteMessage) for the first non-finite value of b.x (n·H values), b.vol or b.risk.
+void requireFiniteBatch(const Batch& b, int H);
 
 // Outputs: probs[n*4], assign[n], expert[n*H] (nullptr = not computed).
 struct ForwardOut {

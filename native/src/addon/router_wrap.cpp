@@ -1,5 +1,6 @@
 #include "router_wrap.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -80,6 +81,18 @@ struct OutputArrays {
 OutputArrays readForwardOut(const Napi::CallbackInfo& info, std::size_t n, int H) {
   return OutputArrays{requireF32(info[3], "probs", n * 4), requireU8(info[4], "assign", n),
                       optionalF32(info[5], "expert", n * std::size_t(H))};
+}
+
+// Whether a typed array's memory is a SharedArrayBuffer's (those cannot be detached, so async work may use it in
+// place while a reference holds it).
+bool onSharedMemory(Napi::Env env, const Napi::TypedArray& a) {
+  const Napi::Value ctor = env.Global().Get("SharedArrayBuffer");
+  if (!ctor.IsFunction()) return false;
+  napi_value buffer = nullptr;
+  if (napi_get_typedarray_info(env, a, nullptr, nullptr, nullptr, &buffer, nullptr) != napi_ok || buffer == nullptr)
+    return false;
+  bool shared = false;
+  return napi_instanceof(env, buffer, ctor, &shared) == napi_ok && shared;
 }
 
 }  // namespace
@@ -215,12 +228,25 @@ Napi::Value RouterWrap::ForwardSync(const Napi::CallbackInfo& info) {
 // ms (with a 64 MB expert output 3.7 ms, or 11 ms into freshly allocated arrays, whose first-touch page faults
 // now fall on the JS thread). End to end: CUDA 3.0 → 8.4 ms, AVX-512 on 8 threads 6.8 → 12.3 ms, on 1 thread
 // 37.6 → 42.2 ms. Staging through pinned memory in the CUDA backend could take one of those copies back.
+// When every array lives in a SharedArrayBuffer none of that happens: the worker reads and writes them in place
+// (workers.h says why that is safe) and the backend checks the inputs while it reads them (Batch::checkFinite); a
+// NaN/±Inf then rejects the promise, naming the array and the index, instead of throwing here.
 Napi::Value RouterWrap::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   requireOpen(env);
   const BatchArrays in = readBatch(info, hidden_);
-  const OutputArrays out = readForwardOut(info, in.n, hidden_);
-  ForwardBaton b{backend_, params_, {}, {}, {}};
+  OutputArrays out = readForwardOut(info, in.n, hidden_);
+  ForwardBaton b{backend_, params_, {}, {}, {}, {}};
+  std::vector<Napi::TypedArray> all{in.x, in.vol, in.risk, out.probs, out.assign};
+  if (!out.expert.IsEmpty()) all.push_back(out.expert);
+  if (std::all_of(all.begin(), all.end(), [&](const Napi::TypedArray& a) { return onSharedMemory(env, a); })) {
+    // In place: nothing copied on this thread; the backend checks the inputs as it reads them.
+    for (const Napi::TypedArray& a : all)
+      b.pins.push_back(std::make_shared<Napi::ObjectReference>(Napi::Persistent(a.As<Napi::Object>())));
+    b.batch = Batch{in.x.Data(), in.vol.Data(), in.risk.Data(), in.n, true};
+    b.out = ForwardOut{out.probs.Data(), out.assign.Data(), out.expert.IsEmpty() ? nullptr : out.expert.Data()};
+    return queueForward(env, std::move(b), {});
+  }
   std::vector<CopyBack> outputs;
   b.buffers.reserve(6);
   b.batch = staged(env, *staging_, b.buffers, in);

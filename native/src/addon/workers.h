@@ -8,7 +8,9 @@
 // on the JS thread (the finite check rides along in the same pass), the backend reads and writes only native
 // buffers, and OnOK copies the results into the caller's output arrays if they are still attached at their size,
 // else rejects with an Error naming the array. Sync calls (forwardSync, adamwStep) still read in place: no JS can
-// run while they do.
+// run while they do, and so does an async forward whose arrays all live in SharedArrayBuffers: those can be neither
+// detached nor shrunk, and a reference to the typed array keeps the shared memory alive (the backend then checks
+// the inputs for NaN/±Inf itself, Batch::checkFinite, and the promise rejects naming the array and the index).
 // What that costs is measured at RouterWrap::Forward. (A zero-copy fix would need V8's BackingStore, outside
 // Node-API and its ABI promise.)
 #pragma once
@@ -83,6 +85,9 @@ struct ForwardBaton {
   std::vector<Staged> buffers;  // native copies of the inputs and room for the outputs; batch and out point here
   Batch batch{};
   ForwardOut out{};
+  // In place instead (every array over a SharedArrayBuffer, which cannot be detached): batch and out point into the
+  // caller's memory, kept alive by these references until the worker is gone (released on the JS thread).
+  std::vector<std::shared_ptr<Napi::ObjectReference>> pins;
 };
 
 struct LossBaton {

@@ -74,6 +74,7 @@ class CpuBackend final : public Backend {
   const char* name() const override { return k_.name; }
 
   void forward(const Params& p, const Batch& b, const ForwardOut& out) const override {
+    if (b.checkFinite) requireFiniteBatch(b, p.H);
     const ParamView v{p.w.data(), p.H, p.temperature};
     parallelRanges(b.n, partsFor(b.n, threads_),
                    [&](std::size_t s, std::size_t e, int) { k_.forward(v, b, out, s, e); });
@@ -133,6 +134,29 @@ std::unique_ptr<Backend> makeCpuBackend(BackendChoice choice, int threads) {
 #endif
   MOE_CHECK(choice != BackendChoice::Simd, "backend 'simd' requested but this CPU has neither AVX2+FMA nor AVX-512");
   return std::make_unique<CpuBackend>(scalarKernels(), threads);
+}
+
+std::size_t firstNonFinite(const float* p, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i)
+    if (!std::isfinite(p[i])) return i;
+  return n;
+}
+
+std::string nonFiniteMessage(const char* name, float v, std::size_t i) {
+  const char* text = std::isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity";
+  return std::string("Expected finite values for ") + name + " but received " + text + " at index " + std::to_string(i);
+}
+
+void requireFiniteBatch(const Batch& b, int H) {
+  const struct {
+    const char* name;
+    const float* p;
+    std::size_t n;
+  } arrays[] = {{"x", b.x, b.n * std::size_t(H)}, {"vol", b.vol, b.n}, {"risk", b.risk, b.n}};
+  for (const auto& a : arrays) {
+    const std::size_t i = firstNonFinite(a.p, a.n);
+    if (i < a.n) MOE_FAIL(nonFiniteMessage(a.name, a.p[i], i));
+  }
 }
 
 void Backend::trainSteps(const Params&, std::vector<float>&, AdamWState&, const Batch&, const LossOptions&,

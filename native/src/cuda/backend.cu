@@ -149,8 +149,12 @@ class CudaBackend final : public Backend {
     const std::size_t chunks = (n + C - 1) / C;
     const cuda::DeviceParams dp{dW_, invT_};
     const char* reg = std::getenv("MOE_CUDA_HOST_REGISTER");
-    if (reg && std::string(reg) == "1" && forwardRegistered(H, b, out, C, dp)) return;
+    if (!b.checkFinite && reg && std::string(reg) == "1" && forwardRegistered(H, b, out, C, dp)) return;
     std::vector<cuda::CopyPool::Task> copies;
+    // With b.checkFinite the staging copies scan the inputs as they go; the first NaN/±Inf (x, then vol, then risk)
+    // fails the call once its chunk is staged.
+    constexpr std::size_t kNone = ~std::size_t(0);
+    std::size_t bad[3] = {kNone, kNone, kNone};
     try {
       for (std::size_t i = 0; i < chunks + 2; ++i) {
         copies.clear();
@@ -165,11 +169,18 @@ class CudaBackend final : public Backend {
         if (i < chunks) {  // ... while the inputs of chunk i enter it
           Slot& s = slots_[i % 2];
           const std::size_t at = i * C, m = std::min(C, n - at);
-          copies.push_back({s.hx, b.x + at * H, m * H * sizeof(float)});
-          copies.push_back({s.hvol, b.vol + at, m * sizeof(float)});
-          copies.push_back({s.hrisk, b.risk + at, m * sizeof(float)});
+          const bool chk = b.checkFinite;
+          copies.push_back({s.hx, b.x + at * H, m * H * sizeof(float), chk ? &bad[0] : nullptr, at * H});
+          copies.push_back({s.hvol, b.vol + at, m * sizeof(float), chk ? &bad[1] : nullptr, at});
+          copies.push_back({s.hrisk, b.risk + at, m * sizeof(float), chk ? &bad[2] : nullptr, at});
         }
         pool_->run(copies);
+        if (bad[0] != kNone || bad[1] != kNone || bad[2] != kNone) {
+          const int k = bad[0] != kNone ? 0 : bad[1] != kNone ? 1 : 2;
+          const float* arr[3] = {b.x, b.vol, b.risk};
+          const char* names[3] = {"x", "vol", "risk"};
+          MOE_FAIL(nonFiniteMessage(names[k], arr[k][bad[k]], bad[k]));
+        }
         if (i >= chunks) continue;
         Slot& s = slots_[i % 2];
         const std::size_t at = i * C, m = std::min(C, n - at);

@@ -32,6 +32,22 @@ void CopyPool::start() {
   }
 }
 
+// memcpy, then (for a checked task) a scan of the copy while it is still in cache: the exponent bits of a float are
+// all ones exactly for NaN and ±Inf, an integer test the compiler vectorises.
+void CopyPool::copyPart(const Task& t) {
+  if (t.bytes) std::memcpy(t.dst, t.src, t.bytes);
+  if (!t.firstBad) return;
+  const auto* bits = static_cast<const std::uint32_t*>(t.dst);
+  const std::size_t n = t.bytes / sizeof(float);
+  std::uint32_t any = 0;
+  for (std::size_t i = 0; i < n; ++i) any |= std::uint32_t((bits[i] & 0x7f800000u) == 0x7f800000u);
+  if (!any) return;
+  std::size_t i = 0;
+  while ((bits[i] & 0x7f800000u) != 0x7f800000u) ++i;
+  std::lock_guard<std::mutex> lock(mu_);
+  *t.firstBad = std::min(*t.firstBad, t.base + i);
+}
+
 bool CopyPool::takePart(std::size_t& idx) {
   std::lock_guard<std::mutex> lock(mu_);
   if (next_ >= parts_.size()) return false;
@@ -50,8 +66,7 @@ void CopyPool::worker() {
     }
     std::size_t idx = 0;
     while (takePart(idx)) {
-      const Task& t = parts_[idx];
-      std::memcpy(t.dst, t.src, t.bytes);
+      copyPart(parts_[idx]);
       std::lock_guard<std::mutex> lock(mu_);
       if (++done_ == parts_.size()) finished_.notify_one();
     }
@@ -62,8 +77,7 @@ void CopyPool::run(const std::vector<Task>& tasks) {
   std::size_t total = 0;
   for (const Task& t : tasks) total += t.bytes;
   if (threads_ == 1 || total < kPoolFrom) {
-    for (const Task& t : tasks)
-      if (t.bytes) std::memcpy(t.dst, t.src, t.bytes);
+    for (const Task& t : tasks) copyPart(t);
     return;
   }
   if (pool_.empty()) start();
@@ -73,15 +87,14 @@ void CopyPool::run(const std::vector<Task>& tasks) {
     for (const Task& t : tasks)
       for (std::size_t at = 0; at < t.bytes; at += kPart)
         parts_.push_back({static_cast<char*>(t.dst) + at, static_cast<const char*>(t.src) + at,
-                          std::min(kPart, t.bytes - at)});
+                          std::min(kPart, t.bytes - at), t.firstBad, t.base + at / sizeof(float)});
     next_ = done_ = 0;
     ++gen_;
   }
   wake_.notify_all();
   std::size_t idx = 0;
   while (takePart(idx)) {
-    const Task& t = parts_[idx];
-    std::memcpy(t.dst, t.src, t.bytes);
+    copyPart(parts_[idx]);
     std::lock_guard<std::mutex> lock(mu_);
     ++done_;
   }

@@ -17,6 +17,10 @@ class CopyPool {
     void* dst;
     const void* src;
     std::size_t bytes;
+    // When set, the bytes are floats and *firstBad (SIZE_MAX before run) receives the index of the first NaN/±Inf
+    // among them, checked on the copy as it is made (SIZE_MAX stays when there is none).
+    std::size_t* firstBad = nullptr;
+    std::size_t base = 0;  // index of the task's first float (parts of a split task carry their own)
   };
   // threads: copying threads including the caller (1 = plain memcpy on the caller). Started on first large copy.
   explicit CopyPool(int threads);
@@ -31,6 +35,7 @@ class CopyPool {
   void start();
   void worker();
   bool takePart(std::size_t& idx);
+  void copyPart(const Task& t);
 
   int threads_;
   std::vector<std::thread> pool_;
