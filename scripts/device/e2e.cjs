@@ -82,10 +82,16 @@ async function main() {
       emit({ kind: 'node-torch-check', H, tokens: n, maxRelProbs: maxRel, argmaxDiffer: diff, maxExpertErr: maxE });
     }
     // Throughput from JS arrays, transfers included.
-    for (const n of [1_000_000, 10_000_000]) {
-      const x = fill(new Float32Array(n * H), 4, 0), vol = fill(new Float32Array(n), 0.05, 0.025), risk = fill(new Float32Array(n), 4, 0);
-      const p = new Float32Array(n * 4), s = new Uint8Array(n), e = new Float32Array(n * H);
-      for (const mode of ['staged', 'registered'])
+    // 'shared': every array over a SharedArrayBuffer, which the addon reads and writes in place (no copies on the JS
+    // thread); 'staged' and 'registered': ordinary arrays, copied by the addon, then staged (or page-locked) by the
+    // CUDA backend.
+    const fresh = (ctor, len, shared) => new ctor(shared ? new SharedArrayBuffer(len * ctor.BYTES_PER_ELEMENT) : len);
+    for (const n of [1_000_000, 10_000_000])
+    for (const shared of [true, false]) {
+      const x = fill(fresh(Float32Array, n * H, shared), 4, 0), vol = fill(fresh(Float32Array, n, shared), 0.05, 0.025),
+            risk = fill(fresh(Float32Array, n, shared), 4, 0);
+      const p = fresh(Float32Array, n * 4, shared), s = fresh(Uint8Array, n, shared), e = fresh(Float32Array, n * H, shared);
+      for (const mode of shared ? ['shared'] : ['staged', 'registered'])
       for (const expert of [true, false]) {
         process.env.MOE_CUDA_HOST_REGISTER = mode === 'registered' ? '1' : '0';
         const run = () => gpu.forward(x, vol, risk, p, s, expert ? e : null);
