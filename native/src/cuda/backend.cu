@@ -237,15 +237,14 @@ class CudaBackend final : public Backend {
     MOE_CHECK(steps >= 1 && b.n >= steps && b.n % steps == 0, "trainSteps needs a token count that is a multiple of steps");
     MOE_CHECK(focalGamma >= 0 && std::isfinite(focalGamma), "focalGamma must be a finite number >= 0");
     const std::size_t m = b.n / steps;
-    cudaStream_t s = slots_[0].stream;
-    try {
-      if (stepsCap_ < steps) {
-        devFree(dSteps_);
-        hostFree(hSteps_);
-        devAlloc(dSteps_, 4 * steps);
-        hostAlloc(hSteps_, 4 * steps);
-        stepsCap_ = steps;
-      }
+    if (stepsCap_ < steps) {
+      devFree(dSteps_);
+      hostFree(hSteps_);
+      devAlloc(dSteps_, 4 * steps);
+      hostAlloc(hSteps_, 4 * steps);
+      stepsCap_ = steps;
+    }
+    stepOnDevice(params, st, std::int64_t(steps), [&](cudaStream_t s) {
       for (std::size_t k = 0; k < steps; ++k) {
         const Batch bk{b.x + k * m * H, b.vol + k * m, b.risk + k * m, m};
         const LossOptions ok{o.labels + k * m, o.sampleWeight ? o.sampleWeight + k * m : nullptr, o.labelSmoothing,
@@ -258,17 +257,8 @@ class CudaBackend final : public Backend {
         MOE_CUDA_CHECK(cudaMemcpyAsync(dSteps_ + 4 * k, dReduced_ + P, 3 * sizeof(double), cudaMemcpyDeviceToDevice, s));
         MOE_CUDA_CHECK(cudaMemcpyAsync(dSteps_ + 4 * k + 3, dNorm_, sizeof(double), cudaMemcpyDeviceToDevice, s));
       }
-      MOE_CUDA_CHECK(cudaMemcpyAsync(hGrad_, dW_, P * sizeof(float), cudaMemcpyDeviceToHost, s));
       MOE_CUDA_CHECK(cudaMemcpyAsync(hSteps_, dSteps_, 4 * steps * sizeof(double), cudaMemcpyDeviceToHost, s));
-      MOE_CUDA_CHECK(cudaStreamSynchronize(s));
-    } catch (...) {
-      mirror_.clear();  // the device copy may be half-updated: upload again next time
-      drain();
-      throw;
-    }
-    std::memcpy(params.data(), hGrad_, P * sizeof(float));
-    mirror_.assign(params.begin(), params.end());
-    st.t += std::int64_t(steps);
+    });
     for (std::size_t k = 0; k < steps; ++k) {
       out[k].loss.ce = hSteps_[4 * k];
       out[k].loss.rec = hSteps_[4 * k + 1];
@@ -287,22 +277,12 @@ class CudaBackend final : public Backend {
     const std::size_t P = layout.size;
     MOE_CHECK(params.size() == P, "parameter vector does not match the layout");
     ensureWeights(H, params, mirrorT_ > 0 ? mirrorT_ : 1.0f);
-    cudaStream_t s = slots_[0].stream;
-    try {
+    stepOnDevice(params, st, 1, [&](cudaStream_t s) {
       std::memcpy(hGrad_, grad, P * sizeof(float));
       MOE_CUDA_CHECK(cudaMemcpyAsync(dGrad_, hGrad_, P * sizeof(float), cudaMemcpyHostToDevice, s));
       queueAdamW(H, P, st.t, o);
-      MOE_CUDA_CHECK(cudaMemcpyAsync(hGrad_, dW_, P * sizeof(float), cudaMemcpyDeviceToHost, s));
       MOE_CUDA_CHECK(cudaMemcpyAsync(hNorm_, dNorm_, sizeof(double), cudaMemcpyDeviceToHost, s));
-      MOE_CUDA_CHECK(cudaStreamSynchronize(s));
-    } catch (...) {
-      mirror_.clear();  // the device copy may be half-updated: upload again next time
-      drain();
-      throw;
-    }
-    std::memcpy(params.data(), hGrad_, P * sizeof(float));
-    mirror_.assign(params.begin(), params.end());
-    st.t += 1;
+    });
     return *hNorm_;
   }
 
@@ -419,6 +399,27 @@ class CudaBackend final : public Backend {
       MOE_CUDA_CHECK(cudaEventRecord(s.done, st));
     }
     cuda::launchReduceLossGrad(H, dPartial_, rows, 1.0 / double(n), dReduced_, toGrad ? dGrad_ : nullptr, st);
+  }
+
+  // Runs `queue(stream)` (work on slot 0's stream that updates the device parameters), then brings the parameters
+  // back into `params` (through hGrad_, after whatever `queue` read from it) and the mirror, waits once, and advances
+  // st.t by `steps`. On a failure the mirror is cleared (the device copy may be half-updated: upload again next time)
+  // and the streams drained. Caller holds mu_.
+  template <class Queue>
+  void stepOnDevice(std::vector<float>& params, AdamWState& st, std::int64_t steps, Queue queue) const {
+    cudaStream_t s = slots_[0].stream;
+    try {
+      queue(s);
+      MOE_CUDA_CHECK(cudaMemcpyAsync(hGrad_, dW_, params.size() * sizeof(float), cudaMemcpyDeviceToHost, s));
+      MOE_CUDA_CHECK(cudaStreamSynchronize(s));
+    } catch (...) {
+      mirror_.clear();
+      drain();
+      throw;
+    }
+    std::memcpy(params.data(), hGrad_, params.size() * sizeof(float));
+    mirror_.assign(params.begin(), params.end());
+    st.t += steps;
   }
 
   // AdamW step t + 1 (t steps done before it) on the device from the gradient in dGrad_, then the WeT refresh, queued on
