@@ -13,8 +13,8 @@ export default function feed(d: FeederData): number {
   const sampler = new BatchSampler({ hidden: H, x: d.x, vol: d.vol, risk: d.risk, labels: d.labels }, d.classWeights, d.seed);
   const slots: BatchSlot[] = Array.from({ length: d.slots }, (_, i) => slotViews(d.ring, i * bytes, B, H));
   let filled = 0;
-  for (let step = 0; step < d.steps; step++) {
-    const last = step === d.steps - 1;
+  for (let step = 0; step < d.slotCount; step++) {
+    const last = step === d.slotCount - 1;
     if (step % d.threads !== d.thread) {
       sampler.skip(last ? d.lastBatch : B);
       continue;

@@ -109,7 +109,11 @@ export class BatchSampler {
   skip(count: number): void {
     let left = count;
     while (left > 0) {
-      if (this.#cursor >= this.#order.length) this.#take(), left--;
+      if (this.#cursor >= this.#order.length) {
+        this.#take(); // reshuffles and takes the epoch's first token
+        left--;
+        continue;
+      }
       const run = Math.min(left, this.#order.length - this.#cursor);
       this.#cursor += run;
       left -= run;
@@ -135,7 +139,7 @@ export interface FeederData {
   batch: number;
   lastBatch: number;
   /** Slots to fill in all. */
-  steps: number;
+  slotCount: number;
   slots: number;
   /** Feeder threads; this one fills the slots s with s mod threads = thread. */
   threads: number;
@@ -197,7 +201,7 @@ export class BatchFeeder {
       seed: opts.seed,
       batch: B,
       lastBatch,
-      steps: count,
+      slotCount: count,
       slots: K,
       threads: T,
       ring,
