@@ -244,9 +244,10 @@ __device__ __forceinline__ void backSignalsLG(const TokenSignals& sg, const floa
 // expert's), ∂base and the expert in shared memory; phase 2 then forms the matrix gradients as sums of outer
 // products over the chunk, each entry owned by one thread and summed in registers in token order:
 //   ∂W1 = Σ x ⊗ ∂pre, ∂b1 = Σ ∂pre, ∂Wc = Σ h ⊗ ∂base, ∂bc = Σ ∂base, ∂We[a] = Σ_{am = a} h ⊗ ∂y, ∂be[a] = Σ_{am = a} ∂y.
-// A thread owns an IW × FW tile of ∂W1 and an FH × KW tile of every expert's ∂We (the expert of a token is the same
-// for the whole block, so the update picks one of four register tiles without divergence), one entry of ∂Wc and at
-// most one bias entry. After each chunk the registers are added into the block's row of double partial sums.
+// A thread owns an IW × FW tile of ∂W1 and an FH × KW tile of every expert's ∂We (all threads read the same token at
+// a time, so the update picks one of the four register tiles without divergence), one entry of ∂Wc and at most one
+// bias entry. After each chunk the registers are added into the block's row of double partial sums.
+
 // acc[r][c] += a[r]·b[c]: one thread's R × C tile of an outer-product sum, its operands read from shared memory.
 template <int R, int C>
 __device__ __forceinline__ void addOuter(float (&acc)[R][C], const float* a, const float* b) {
