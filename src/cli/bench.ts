@@ -7,7 +7,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { INITIAL_GATES, paramLayout, type Hidden } from '../router/layout.js';
-import { NativeRouter, cudaStatus, loadNativeAddon, nativeAvailable, type TokenBatch } from '../router/native.js';
+import { NativeRouter, cudaStatus, loadNativeAddon, nativeAvailable, sharedBatch, type ForwardOutput, type TokenBatch } from '../router/native.js';
 import { referenceForward } from '../router/reference.js';
 import { Rng } from '../util/random.js';
 import { intFlag, listFlag, parseArgs, UsageError } from './args.js';
@@ -40,6 +40,9 @@ export interface RouterBenchRow {
   repeats: number;
   /** Kernel family that ran ('cuda', 'simd-avx512', 'simd-avx2', 'scalar', 'float64'). */
   backend: string;
+  /** How the batch reached the addon: ordinary typed arrays (copied in and out by the addon), or arrays in
+   * SharedArrayBuffers, routed in place (`sharedBatch`). */
+  arrays: 'copied' | 'shared';
 }
 
 function parseBenchArgs(argv: readonly string[]): BenchArgs | 'help' {
@@ -108,34 +111,44 @@ export async function benchRouter(tokens: number, impls: readonly Impl[] = IMPLS
       const [best, median, cpu] = await timeRuns(refTokens, 2, () => {
         referenceForward(params, hidden, refBatch, 1);
       });
-      rows.push({ impl: 'ts-reference', hidden, threads: 1, tokensPerSec: best, medianTokensPerSec: median, tokensPerCpuSec: cpu, tokens: refTokens, repeats: 2, backend: 'float64' });
+      rows.push({ impl: 'ts-reference', hidden, threads: 1, tokensPerSec: best, medianTokensPerSec: median, tokensPerCpuSec: cpu, tokens: refTokens, repeats: 2, backend: 'float64', arrays: 'copied' });
     }
     if (!available.ok) continue;
+    // One native measurement: forward of the whole batch with the expert output into reused outputs (as a
+    // long-lived route worker would: a fresh 128 MB expert array per call costs ~30k page faults, which measures the
+    // kernel's memory manager rather than the router), from ordinary arrays or from arrays in SharedArrayBuffers.
+    const measure = async (impl: RouterBenchRow['impl'], router: NativeRouter, threads: 1 | 2, arrays: RouterBenchRow['arrays']) => {
+      router.setParams(params, 1);
+      const repeats = 5;
+      let input = batch;
+      let out: ForwardOutput = { probs: new Float32Array(tokens * 4), assign: new Uint8Array(tokens), expert: new Float32Array(tokens * hidden) };
+      if (arrays === 'shared') {
+        const shared = sharedBatch(tokens, hidden, true);
+        shared.batch.x.set(batch.x);
+        shared.batch.vol.set(batch.vol);
+        shared.batch.risk.set(batch.risk);
+        input = shared.batch;
+        out = shared.out;
+      }
+      const [b, m, cpu] = await timeRuns(tokens, repeats, async () => {
+        await router.forward(input, { expert: true, out });
+      });
+      rows.push({ impl, hidden, threads, tokensPerSec: b, medianTokensPerSec: m, tokensPerCpuSec: cpu, tokens, repeats, backend: router.backend, arrays });
+    };
     for (const impl of ['native-scalar', 'native-simd'] as const) {
       if (!impls.includes(impl)) continue;
       for (const threads of [1, 2] as const) {
         const router = new NativeRouter({ hidden, threads, backend: impl === 'native-simd' ? 'simd' : 'scalar' });
-        router.setParams(params, 1);
-        const repeats = 5;
-        // Outputs are reused across runs, as a long-lived route worker would: a fresh 128 MB expert array per
-        // call costs ~30k page faults, which measures the kernel's memory manager rather than the router.
-        const out = { probs: new Float32Array(tokens * 4), assign: new Uint8Array(tokens), expert: new Float32Array(tokens * hidden) };
-        const [b, m, cpu] = await timeRuns(tokens, repeats, async () => {
-          await router.forward(batch, { expert: true, out });
-        });
-        rows.push({ impl, hidden, threads, tokensPerSec: b, medianTokensPerSec: m, tokensPerCpuSec: cpu, tokens, repeats, backend: router.backend });
+        // In place against copied, side by side, where the copies weigh most: the fastest CPU configuration.
+        for (const arrays of impl === 'native-simd' && threads === 2 ? (['copied', 'shared'] as const) : (['copied'] as const)) {
+          await measure(impl, router, threads, arrays);
+        }
         router.close();
       }
     }
     if (impls.includes('native-cuda') && cudaStatus().available) {
       const router = new NativeRouter({ hidden, backend: 'cuda' });
-      router.setParams(params, 1);
-      const repeats = 5;
-      const out = { probs: new Float32Array(tokens * 4), assign: new Uint8Array(tokens), expert: new Float32Array(tokens * hidden) };
-      const [b, m, cpu] = await timeRuns(tokens, repeats, async () => {
-        await router.forward(batch, { expert: true, out });
-      });
-      rows.push({ impl: 'native-cuda', hidden, threads: 1, tokensPerSec: b, medianTokensPerSec: m, tokensPerCpuSec: cpu, tokens, repeats, backend: router.backend });
+      for (const arrays of ['copied', 'shared'] as const) await measure('native-cuda', router, 1, arrays);
       router.close();
     }
   }
@@ -145,12 +158,15 @@ export async function benchRouter(tokens: number, impls: readonly Impl[] = IMPLS
 function printRouterTable(rows: RouterBenchRow[]): void {
   const fmt = (x: number): string => (x >= 1e6 ? `${(x / 1e6).toFixed(2)} M` : `${(x / 1e3).toFixed(1)} k`);
   console.log('router forward (probs + assign + expert output), tokens/s: best and median wall clock, best per CPU-second');
-  console.log('impl           H   thr  backend           best      median     per-CPU-s   × ts-ref');
+  console.log('(arrays: copied = ordinary typed arrays, copied in and out by the addon; shared = in SharedArrayBuffers, routed in place)');
+  console.log('impl           H   thr  backend       arrays        best      median     per-CPU-s   × ts-ref  × copied');
   for (const r of rows) {
     const ref = rows.find((q) => q.impl === 'ts-reference' && q.hidden === r.hidden);
     const ratio = ref ? (r.tokensPerSec / ref.tokensPerSec).toFixed(1) : '-';
+    const copied = r.arrays === 'shared' ? rows.find((q) => q.impl === r.impl && q.hidden === r.hidden && q.threads === r.threads && q.arrays === 'copied') : undefined;
+    const vsCopied = copied ? (r.tokensPerSec / copied.tokensPerSec).toFixed(2) : '-';
     console.log(
-      `${r.impl.padEnd(14)} ${String(r.hidden).padStart(2)}  ${String(r.threads).padStart(3)}  ${r.backend.padEnd(13)} ${fmt(r.tokensPerSec).padStart(10)}  ${fmt(r.medianTokensPerSec).padStart(10)}  ${fmt(r.tokensPerCpuSec).padStart(10)}  ${ratio.padStart(8)}`,
+      `${r.impl.padEnd(14)} ${String(r.hidden).padStart(2)}  ${String(r.threads).padStart(3)}  ${r.backend.padEnd(13)} ${r.arrays.padEnd(7)} ${fmt(r.tokensPerSec).padStart(10)}  ${fmt(r.medianTokensPerSec).padStart(10)}  ${fmt(r.tokensPerCpuSec).padStart(10)}  ${ratio.padStart(8)}  ${vsCopied.padStart(8)}`,
     );
   }
 }
