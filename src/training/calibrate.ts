@@ -63,7 +63,7 @@ function fitData(preds: readonly TickerPrediction[]): FitData {
 
 /**
  * T and κ minimising the NLL of each subset's predictions (probabilities at T = 1, each token read at T·(1 + κ·u)):
- * one golden-section fit of T per κ of the grid, the first κ with the lowest NLL winning. The fits are independent, so
+ * one fit of T per κ of the grid (fitTemperatureNll), the first κ with the lowest NLL winning. The fits are independent, so
  * they run on `threads` worker threads (`calibrate.task.ts`) over the subsets' data in shared memory; the result is
  * the same for any thread count.
  */
