@@ -63,9 +63,9 @@ function fitData(preds: readonly TickerPrediction[]): FitData {
 
 /**
  * T and κ minimising the NLL of each subset's predictions (probabilities at T = 1, each token read at T·(1 + κ·u)):
- * one fit of T per κ of the grid (fitTemperatureNll), the first κ with the lowest NLL winning. The fits are independent, so
- * they run on `threads` worker threads (`calibrate.task.ts`) over the subsets' data in shared memory; the result is
- * the same for any thread count.
+ * one fit of T per κ of the grid (fitTemperatureNll), the first κ with the lowest NLL winning. The fits are
+ * independent, so they run on `threads` worker threads (`calibrate.task.ts`) over the subsets' data in shared
+ * memory; the result is the same for any thread count.
  */
 async function fitAll(subsets: readonly (readonly TickerPrediction[])[], threads: number): Promise<{ temperature: number; kappa: number }[]> {
   const data = subsets.map(fitData);
