@@ -7,6 +7,8 @@
 #include <thread>
 #include <vector>
 
+#include "moe_router/router.h"
+
 namespace moe::addon {
 
 namespace {
@@ -92,22 +94,8 @@ const char* typedArrayName(napi_typedarray_type t) {
   }
 }
 
-std::uint32_t bitsOf(float f) {
-  std::uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-}
-
-bool nonFinite(std::uint32_t u) { return (u & 0x7F800000u) == 0x7F800000u; }
-
-// Block of the OR-reduction: small enough to stay in L1 when a block has to be searched again for the index.
+// Block of the copy's OR-reduction: small enough to stay in L1 when a block has to be searched again for the index.
 constexpr std::size_t kScanBlock = 4096;
-
-std::size_t searchBlock(const float* p, std::size_t b, std::size_t e) {
-  for (std::size_t i = b; i < e; ++i)
-    if (nonFinite(bitsOf(p[i]))) return i;
-  return e;
-}
 
 }  // namespace
 
@@ -190,16 +178,6 @@ const char* const kTemperatureText = "number in [0.001, 1000]";
 
 namespace {
 
-std::size_t scanSerial(const float* p, std::size_t n) {
-  for (std::size_t b = 0; b < n; b += kScanBlock) {
-    const std::size_t e = std::min(n, b + kScanBlock);
-    std::uint32_t bad = 0;
-    for (std::size_t i = b; i < e; ++i) bad |= std::uint32_t(nonFinite(bitsOf(p[i])));
-    if (bad) return searchBlock(p, b, e);
-  }
-  return n;
-}
-
 std::size_t copyScanSerial(float* dst, const float* src, std::size_t n) {
   for (std::size_t b = 0; b < n; b += kScanBlock) {
     const std::size_t e = std::min(n, b + kScanBlock);
@@ -207,9 +185,9 @@ std::size_t copyScanSerial(float* dst, const float* src, std::size_t n) {
     for (std::size_t i = b; i < e; ++i) {
       const float v = src[i];
       dst[i] = v;
-      bad |= std::uint32_t(nonFinite(bitsOf(v)));
+      bad |= std::uint32_t(nonFiniteBits(v));
     }
-    if (bad) return searchBlock(src, b, e);
+    if (bad) return b + firstNonFinite(src + b, e - b);
   }
   return n;
 }
@@ -254,7 +232,7 @@ std::size_t splitMin(std::size_t n, std::size_t elementBytes, Fn fn) {
 }  // namespace
 
 std::size_t findNonFinite(const float* p, std::size_t n) {
-  return splitMin(n, sizeof(float), [p](std::size_t b, std::size_t e) { return b + scanSerial(p + b, e - b); });
+  return splitMin(n, sizeof(float), [p](std::size_t b, std::size_t e) { return b + firstNonFinite(p + b, e - b); });
 }
 
 std::size_t copyFindNonFinite(float* dst, const float* src, std::size_t n) {
@@ -273,10 +251,7 @@ void copyBytes(void* dst, const void* src, std::size_t bytes) {
 
 void requireFiniteAt(Napi::Env env, const char* name, const float* p, std::size_t i, std::size_t n) {
   if (i >= n) return;
-  const float v = p[i];
-  const char* text = std::isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity";
-  throw Napi::RangeError::New(env, std::string("Expected finite values for ") + name + " but received " + text +
-                                       " at index " + std::to_string(i));
+  throw Napi::RangeError::New(env, nonFiniteMessage(name, p[i], i));
 }
 
 void requireFinite(Napi::Env env, const char* name, const float* p, std::size_t n) {

@@ -14,7 +14,6 @@ namespace {
 
 bool isHidden(double x) { return x == 16 || x == 32; }
 bool isThreads(double x) { return x >= 1 && x <= 64 && x == static_cast<int>(x); }
-bool isNonNegative(double x) { return x >= 0 && std::isfinite(x); }
 bool isBeta(double x) { return x >= 0 && x < 1; }
 
 // Inputs shared by forward and loss: (x [n*H], vol [n], risk [n]) at info[0..2]; n comes from vol. Types and
@@ -287,8 +286,8 @@ AdamWOptions readAdamW(const Napi::CallbackInfo& info, int at, bool withLr = tru
   o.beta1 = float(requireNumber(info[at], "beta1", "number in [0, 1)", isBeta));
   o.beta2 = float(requireNumber(info[at + 1], "beta2", "number in [0, 1)", isBeta));
   o.eps = float(requireNumber(info[at + 2], "eps", "finite number > 0", isPositiveFinite));
-  o.weightDecay = float(requireNumber(info[at + 3], "weightDecay", "finite number >= 0", isNonNegative));
-  o.clipNorm = float(requireNumber(info[at + 4], "clipNorm", "finite number >= 0", isNonNegative));
+  o.weightDecay = float(requireNumber(info[at + 3], "weightDecay", "finite number >= 0", isNonNegativeFinite));
+  o.clipNorm = float(requireNumber(info[at + 4], "clipNorm", "finite number >= 0", isNonNegativeFinite));
   return o;
 }
 
@@ -335,7 +334,7 @@ Napi::Value RouterWrap::TrainSteps(const Napi::CallbackInfo& info) {
     throw Napi::Error::New(env, std::string("trainSteps needs the CUDA backend but this router runs on ") +
                                     backend_->name() + "; use lossAndGrad and adamwStep");
   const BatchArrays in = readBatch(info, hidden_);
-  const float focal = float(requireNumber(info[7], "focalGamma", "finite number >= 0", isNonNegative));
+  const float focal = float(requireNumber(info[7], "focalGamma", "finite number >= 0", isNonNegativeFinite));
   if (!info[8].IsTypedArray() || info[8].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
     failExpected(env, false, "Float32Array", "lr", info[8]);
   Napi::Float32Array lr = info[8].As<Napi::Float32Array>();

@@ -137,8 +137,15 @@ std::unique_ptr<Backend> makeCpuBackend(BackendChoice choice, int threads) {
 }
 
 std::size_t firstNonFinite(const float* p, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i)
-    if (!std::isfinite(p[i])) return i;
+  constexpr std::size_t kBlock = 4096;  // small enough to stay in L1 when a block is searched again for the index
+  for (std::size_t b = 0; b < n; b += kBlock) {
+    const std::size_t e = std::min(n, b + kBlock);
+    std::uint32_t bad = 0;
+    for (std::size_t i = b; i < e; ++i) bad |= std::uint32_t(nonFiniteBits(p[i]));
+    if (bad)
+      for (std::size_t i = b; i < e; ++i)
+        if (nonFiniteBits(p[i])) return i;
+  }
   return n;
 }
 

@@ -4,6 +4,8 @@
 #include <cstring>
 #include <system_error>
 
+#include "moe_router/router.h"
+
 namespace moe::cuda {
 
 namespace {
@@ -32,18 +34,12 @@ void CopyPool::start() {
   }
 }
 
-// memcpy, then (for a checked task) a scan of the copy while it is still in cache: the exponent bits of a float are
-// all ones exactly for NaN and ±Inf, an integer test the compiler vectorises.
+// memcpy, then (for a checked task) a scan of the copy while it is still in cache.
 void CopyPool::copyPart(const Task& t) {
   if (t.bytes) std::memcpy(t.dst, t.src, t.bytes);
   if (!t.firstBad) return;
-  const auto* bits = static_cast<const std::uint32_t*>(t.dst);
-  const std::size_t n = t.bytes / sizeof(float);
-  std::uint32_t any = 0;
-  for (std::size_t i = 0; i < n; ++i) any |= std::uint32_t((bits[i] & 0x7f800000u) == 0x7f800000u);
-  if (!any) return;
-  std::size_t i = 0;
-  while ((bits[i] & 0x7f800000u) != 0x7f800000u) ++i;
+  const std::size_t n = t.bytes / sizeof(float), i = firstNonFinite(static_cast<const float*>(t.dst), n);
+  if (i == n) return;
   std::lock_guard<std::mutex> lock(mu_);
   *t.firstBad = std::min(*t.firstBad, t.base + i);
 }
