@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expectedMessage } from '../util/describe.js';
+import { isShared, sharedArray } from '../util/shared-memory.js';
 import { D, isSupportedHidden, paramLayout, type Hidden } from './layout.js';
 
 export type BackendChoice = 'auto' | 'cuda' | 'simd' | 'scalar';
@@ -305,10 +306,9 @@ function checkBatch(batch: unknown, hidden: Hidden, finite = true): number {
   return n;
 }
 
-const onShared = (a: unknown): boolean => ArrayBuffer.isView(a) && a.buffer instanceof SharedArrayBuffer;
-const isSharedBatch = (b: TokenBatch): boolean => onShared(b.x) && onShared(b.vol) && onShared(b.risk);
+const isSharedBatch = (b: TokenBatch): boolean => isShared(b.x) && isShared(b.vol) && isShared(b.risk);
 const isSharedOutput = (o: ForwardOptions): boolean =>
-  o.out !== undefined && onShared(o.out.probs) && onShared(o.out.assign) && (o.expert !== true || onShared(o.out.expert));
+  o.out !== undefined && isShared(o.out.probs) && isShared(o.out.assign) && (o.expert !== true || isShared(o.out.expert));
 
 /**
  * A batch of n tokens and room for its outputs, all in SharedArrayBuffers: `forward(batch, { out, expert })` then
@@ -316,10 +316,10 @@ const isSharedOutput = (o: ForwardOptions): boolean =>
  * n·H output.
  */
 export function sharedBatch(n: number, hidden: Hidden, expert = false): { batch: TokenBatch; out: ForwardOutput } {
-  const f32 = (len: number) => new Float32Array(new SharedArrayBuffer(4 * len));
+  const f32 = (len: number) => sharedArray(Float32Array, len);
   return {
     batch: { x: f32(n * hidden), vol: f32(n), risk: f32(n) },
-    out: { probs: f32(n * D), assign: new Uint8Array(new SharedArrayBuffer(n)), ...(expert ? { expert: f32(n * hidden) } : {}) },
+    out: { probs: f32(n * D), assign: sharedArray(Uint8Array, n), ...(expert ? { expert: f32(n * hidden) } : {}) },
   };
 }
 

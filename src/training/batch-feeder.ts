@@ -10,7 +10,8 @@
  */
 import type { Piscina } from 'piscina';
 import { Rng } from '../util/random.js';
-import { createTaskPool, sharedCopy, siblingTaskFile } from '../util/task-pool.js';
+import { createTaskPool, siblingTaskFile } from '../util/task-pool.js';
+import { sharedCopy } from '../util/shared-memory.js';
 
 /** The token arrays a sampler draws from. */
 export interface SampleSource {

@@ -13,7 +13,8 @@ import { createForwarder } from './forwarder.js';
 import { loadLabelledDirectory, routeLabelled, summarisePredictions, type EvaluateOptions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
 import { logProbs } from './temperature.js';
 import kappaFit, { type KappaFitTask } from './calibrate.task.js';
-import { createTaskPool, sharedArray, sharedCopy, siblingTaskFile } from '../util/task-pool.js';
+import { createTaskPool, siblingTaskFile } from '../util/task-pool.js';
+import { sharedArray, sharedCopy } from '../util/shared-memory.js';
 import { temperByHistory } from '../router/history-temperature.js';
 
 const D = DOMAINS.length;

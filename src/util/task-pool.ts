@@ -65,19 +65,3 @@ export function createTaskPool(opts: TaskPoolOptions): Piscina {
   const file = opts.filename instanceof URL ? fileURLToPath(opts.filename) : opts.filename;
   return new Piscina({ filename: pathToFileURL(file).href, maxThreads, minThreads, idleTimeout, execArgv: workerExecArgv(file) });
 }
-
-type SharedTyped = Float64Array | Float32Array | Uint8Array;
-
-/** A zeroed typed array of `length` over shared memory: pool threads read and write it without a copy. */
-export function sharedArray<T extends SharedTyped>(ctor: { new (b: SharedArrayBuffer): T; BYTES_PER_ELEMENT: number }, length: number): T {
-  return new ctor(new SharedArrayBuffer(length * ctor.BYTES_PER_ELEMENT));
-}
-
-/** `a` itself when it is already over shared memory, else a copy of it there. */
-export function sharedCopy<T extends SharedTyped>(a: T): T {
-  if (a.buffer instanceof SharedArrayBuffer) return a;
-  const copy = sharedArray(a.constructor as { new (b: SharedArrayBuffer): T; BYTES_PER_ELEMENT: number }, a.length);
-  copy.set(a);
-  return copy;
-}
-
