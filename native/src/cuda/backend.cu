@@ -237,13 +237,7 @@ class CudaBackend final : public Backend {
     MOE_CHECK(steps >= 1 && b.n >= steps && b.n % steps == 0, "trainSteps needs a token count that is a multiple of steps");
     MOE_CHECK(focalGamma >= 0 && std::isfinite(focalGamma), "focalGamma must be a finite number >= 0");
     const std::size_t m = b.n / steps;
-    if (stepsCap_ < steps) {
-      devFree(dSteps_);
-      hostFree(hSteps_);
-      devAlloc(dSteps_, 4 * steps);
-      hostAlloc(hSteps_, 4 * steps);
-      stepsCap_ = steps;
-    }
+    growDoubles(stepsCap_, 4 * steps, dSteps_, &hSteps_);
     stepOnDevice(params, st, std::int64_t(steps), [&](cudaStream_t s) {
       for (std::size_t k = 0; k < steps; ++k) {
         const Batch bk{b.x + k * m * H, b.vol + k * m, b.risk + k * m, m};
@@ -359,18 +353,8 @@ class CudaBackend final : public Backend {
     if (upload) ensureWeights(H, p.w, p.temperature);
     const std::size_t n = b.n, P = Layout(H).size, row = P + 3;
     const int rows = cuda::lossGradRowsFor(H, n);
-    if (partialCap_ < std::size_t(rows) * row) {
-      devFree(dPartial_);
-      devAlloc(dPartial_, std::size_t(rows) * row);
-      partialCap_ = std::size_t(rows) * row;
-    }
-    if (reducedCap_ < row) {
-      devFree(dReduced_);
-      hostFree(hReduced_);
-      devAlloc(dReduced_, row);
-      hostAlloc(hReduced_, row);
-      reducedCap_ = row;
-    }
+    growDoubles(partialCap_, std::size_t(rows) * row, dPartial_);
+    growDoubles(reducedCap_, row, dReduced_, &hReduced_);
     const std::size_t C = std::min(n, kChunk);
     for (Slot& s : slots_) s.ensure(C, H);
     const std::size_t chunks = (n + C - 1) / C;
@@ -399,6 +383,19 @@ class CudaBackend final : public Backend {
       MOE_CUDA_CHECK(cudaEventRecord(s.done, st));
     }
     cuda::launchReduceLossGrad(H, dPartial_, rows, 1.0 / double(n), dReduced_, toGrad ? dGrad_ : nullptr, st);
+  }
+
+  // Makes `dev` (and its pinned twin `*host`, when given) hold at least `need` doubles, `cap` their current size;
+  // the contents are not kept. Buffers only grow, so later calls of the same size reuse them.
+  void growDoubles(std::size_t& cap, std::size_t need, double*& dev, double** host = nullptr) const {
+    if (cap >= need) return;
+    devFree(dev);
+    devAlloc(dev, need);
+    if (host) {
+      hostFree(*host);
+      hostAlloc(*host, need);
+    }
+    cap = need;
   }
 
   // Runs `queue(stream)` (work on slot 0's stream that updates the device parameters), then brings the parameters
@@ -507,6 +504,7 @@ class CudaBackend final : public Backend {
   mutable double *dNorm_ = nullptr, *hNorm_ = nullptr;
   mutable double *dPartial_ = nullptr, *dReduced_ = nullptr, *hReduced_ = nullptr;
   mutable double *dSteps_ = nullptr, *hSteps_ = nullptr;  // trainSteps: per step Σ w·CE, Σ rec, Σ loss (÷ n), norm
+  // Sizes in doubles of dPartial_, of dReduced_ and hReduced_, and of dSteps_ and hSteps_ (growDoubles).
   mutable std::size_t partialCap_ = 0, reducedCap_ = 0, stepsCap_ = 0;
 };
 
