@@ -437,6 +437,11 @@ export async function loadLabelledDirectory(
   );
   let tickers = files.map((f) => f.slice(0, -4).toUpperCase()).sort();
   const failed: { ticker: string; reason: string }[] = [];
+  // One unusable file must not sink the whole evaluation: it is reported with its reason instead.
+  const fail = (ticker: string, e: unknown): void => {
+    if (!(e instanceof Error)) throw e;
+    failed.push({ ticker, reason: e instanceof SourceError ? `${e.code}: ${e.message}` : `${e.name}: ${e.message}` });
+  };
   if (opts.tickers !== undefined) {
     const wanted = new Set(opts.tickers.map((t) => t.toUpperCase()));
     for (const t of wanted) if (!tickers.includes(t)) failed.push({ ticker: t, reason: `no ${t}.csv in ${dataDir}` });
@@ -463,9 +468,7 @@ export async function loadLabelledDirectory(
       if (opts.lastBars !== undefined) bars = bars.slice(-opts.lastBars);
       loaded.push({ ticker, label, bars });
     } catch (e) {
-      // One unusable file must not sink the whole evaluation: it is reported with its reason instead.
-      if (!(e instanceof Error)) throw e;
-      failed.push({ ticker, reason: e instanceof SourceError ? `${e.code}: ${e.message}` : `${e.name}: ${e.message}` });
+      fail(ticker, e);
     }
   }
   // The folder's dates: its earliest first bar to its latest last bar (ISO dates sort as strings).
@@ -481,8 +484,7 @@ export async function loadLabelledDirectory(
       if (series.vol.length === 0) throw new Error(`no routed day: ${bars.length} bars, fewer than the minimum history of ${minBars}`);
       items.push({ series, label });
     } catch (e) {
-      if (!(e instanceof Error)) throw e;
-      failed.push({ ticker, reason: e instanceof SourceError ? `${e.code}: ${e.message}` : `${e.name}: ${e.message}` });
+      fail(ticker, e);
     }
   }
   if (items.length === 0) {
