@@ -132,10 +132,10 @@ export async function enqueueRun(ctx: EnqueueContext, req: RunRequest, opts: Enq
   const plan = shardPlan(tickers.length, ctx.shardSize);
   const routeData = (shard: number): RouteJobData => validateRouteJobData({ runId, shard, tickers: tickers.slice(shard * plan.size, (shard + 1) * plan.size) });
   const reportData: ReportJobData = validateReportJobData({ runId, source: req.source, createdAt, shards: plan.shards, shardSize: plan.size });
-  const done: EnqueuedRun = { runId, tickers, createdAt, reportJobId: jobIds.report(runId), shards: plan.shards };
+  const reportJobId = jobIds.report(runId);
+  const done: EnqueuedRun = { runId, tickers, createdAt, reportJobId, shards: plan.shards };
 
   const store: RunStore = { redis: ctx.redis, prefix: ctx.prefix, ttlSeconds: ctx.runTtlSeconds };
-  const reportJobId = jobIds.report(runId);
   const routeQueue = new Queue(QUEUE_NAMES.route, { connection: ctx.redis, prefix: ctx.prefix });
   try {
     let resume = false;

@@ -36,17 +36,18 @@ export const REPORT_JOB_OPTIONS: JobsOptions = {
   removeOnFail: { age: 7 * DAY, count: 1_000 },
 };
 
-/**
- * The report's gate: a child that holds the report back while the shards are still being added, one flow each
- * (enqueue-run.ts). It is added delayed and removed once the last shard is in, so it never runs; if the enqueuing
- * process dies first, the delay runs out, a route worker completes it and the report goes ahead with the shards that
- * were added, listing the others' tickers as failed. The delay is far longer than adding 1,000 shards takes (about a minute for 100,000 tickers).
- */
 /** Name of the gate job (in the route queue; route workers complete it at once). */
 export const GATE_JOB_NAME = 'gate';
 
 export const GATE_DELAY_MS = 15 * 60_000;
 
+/**
+ * The report's gate: a child that holds the report back while the shards are still being added, one flow each
+ * (enqueue-run.ts). It is added delayed and removed once the last shard is in, so it never runs; if the enqueuing
+ * process dies first, the delay runs out, a route worker completes it and the report goes ahead with the shards that
+ * were added, listing the others' tickers as failed. The delay is far longer than adding 1,000 shards takes (about
+ * a minute for 100,000 tickers).
+ */
 export const GATE_JOB_OPTIONS: JobsOptions = {
   delay: GATE_DELAY_MS,
   attempts: 3,
