@@ -27,9 +27,9 @@ function barsWithin(bars: readonly Bar[], span: { from: string; to: string }): n
  *
  * With `span` (the dates of the series to be routed, e.g. an evaluation folder's first to last bar), every candidate
  * of a member is read and the first, in the order above, with at least 90 % as many bars inside the span as the best
- * one serves. A folder
- * of 1999–2016 data that holds IVV but not SPY is then compared with its own IVV, not with a `--context-dir` SPY of
- * 2020–2025 that shares none of its days (which would leave every context feature at "no context").
+ * one serves. A folder of 1999–2016 data that holds IVV but not SPY is then compared with its own IVV, not with a
+ * `--context-dir` SPY of 2020–2025 that shares none of its days (which would leave every context feature at "no
+ * context").
  */
 export async function fetchContext(
   sources: readonly { label: string; source: DataSource }[],
