@@ -167,6 +167,26 @@ describe('market context features', () => {
     }
   });
 
+  it.skipIf(!existsSync(market))('stands the euro trust in for the dollar, inverted, where no dollar fund is to be had', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'moe-ctx-fx-'));
+    try {
+      symlinkSync(path.join(market, 'FXE.csv'), path.join(dir, 'FXE.csv'));
+      const own = createSource({ source: 'csv', dataDir: dir });
+      const got = await fetchContext([{ label: 'own', source: own }], { days: 300 });
+      expect(got.from).toEqual({ UUP: 'own (1/FXE)' });
+      const fxe = (await own.fetch('FXE', { days: 300 })).bars;
+      const dollar = got.context[CONTEXT_SET.findIndex((c) => c.ticker === 'UUP')]!;
+      // Every log close is FXE's negated: the euro's rises are the dollar's falls.
+      expect(dollar.logClose.length).toBe(fxe.length);
+      fxe.forEach((b, i) => expect(dollar.logClose[i]).toBeCloseTo(-Math.log(b.adjClose), 12));
+      // A real dollar fund in any source still wins over the stand-in.
+      const both = await fetchContext([{ label: 'own', source: own }, { label: 'dev', source: createSource({ source: 'csv', dataDir: market }) }], { days: 300 });
+      expect(both.from.UUP).toBe('dev');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('serves each member from the candidate that covers the routed dates: a folder of 2001–2002 keeps its own stand-in', async () => {
     const csv = (bars: readonly Bar[]) =>
       ['date,open,high,low,close,adj_close,volume', ...bars.map((b) => `${b.date},${b.open},${b.high},${b.low},${b.close},${b.adjClose},${b.volume ?? ''}`)].join('\n') + '\n';

@@ -1,6 +1,6 @@
 import type { DataSource } from './create.js';
 import type { Bar, FetchRange } from '../types.js';
-import { CONTEXT_SET, buildContext, type MarketContext } from '../features/context.js';
+import { CONTEXT_SET, buildContext, invertBars, type MarketContext } from '../features/context.js';
 
 export interface FetchedContext {
   context: MarketContext;
@@ -39,19 +39,24 @@ export async function fetchContext(
   const got = new Map<string, Bar[] | Error>();
   const from: Record<string, string> = {};
   await Promise.all(
-    CONTEXT_SET.map(async ({ ticker, alternates }) => {
+    CONTEXT_SET.map(async (member) => {
+      const { ticker } = member;
+      const inverse: readonly string[] = 'inverseAlternates' in member ? member.inverseAlternates : [];
+      const candidates = [ticker, ...member.alternates, ...inverse.map((t) => `1/${t}`)];
       const found: { bars: Bar[]; label: string; within: number }[] = [];
-      for (const candidate of [ticker, ...alternates]) {
+      for (const candidate of candidates) {
+        const inverted = candidate.startsWith('1/');
         for (const { label, source } of sources) {
           try {
-            const res = await source.fetch(candidate, range);
+            const res = await source.fetch(inverted ? candidate.slice(2) : candidate, range);
+            const bars = inverted ? invertBars(res.bars) : res.bars;
             const name = candidate === ticker ? label : `${label} (${candidate})`;
             if (span === undefined) {
-              got.set(ticker, res.bars);
+              got.set(ticker, bars);
               from[ticker] = name;
               return;
             }
-            found.push({ bars: res.bars, label: name, within: barsWithin(res.bars, span) });
+            found.push({ bars, label: name, within: barsWithin(bars, span) });
           } catch (e) {
             // Only the primary's failure is worth reporting: stand-ins are usually simply absent.
             if (candidate === ticker) got.set(ticker, e instanceof Error ? e : new Error(String(e)));
