@@ -5,6 +5,7 @@ import { createSource, SourceError } from '../src/data/sources/create.js';
 import { DOMAINS } from '../src/domains.js';
 import { WARMUP_DAYS } from '../src/data/features/compute.js';
 import { validateTicker } from '../src/data/validate.js';
+import { REGIME_FAMILIES, type RegimeFamily } from '../src/data/sim/regimes.js';
 
 /** Root-mean-square daily log return of a bar series. */
 function dailyVol(bars: { adjClose: number }[]): number {
@@ -107,6 +108,35 @@ describe('simulateBars', () => {
       expect(v, `${sub} daily vol ${(v * 100).toFixed(3)} %`).toBeGreaterThanOrEqual(lo);
       expect(v, `${sub} daily vol ${(v * 100).toFixed(3)} %`).toBeLessThanOrEqual(hi);
     }
+  });
+
+  it('draws each regime family at the equity volatility of the history it cites', () => {
+    // Realised volatility of the equity context over a 1,000-day history (annualised), median of six histories: the
+    // published ranges of regimes.ts (2017 6.7 %, 2000–02 22–26 %, 2008 41 % for the year and 60–80 % at its worst,
+    // 2020 34 % for the year, 2022 24 %).
+    const bands: Partial<Record<RegimeFamily, [number, number]>> = {
+      recent: [0.15, 0.22],
+      'calm-bull': [0.06, 0.12],
+      'dotcom-bust': [0.2, 0.3],
+      'crisis-2008': [0.4, 0.65],
+      'crash-2020': [0.28, 0.45],
+      'rate-shock-2022': [0.2, 0.3],
+    };
+    const annualVol = (family: RegimeFamily, seed: number) => dailyVol(simulateContextBars(seed, 1000, DEFAULT_SIM_END, family).get('SPY')!) * Math.sqrt(252);
+    for (const family of REGIME_FAMILIES) {
+      const v = median([101, 102, 103, 104, 105, 106].map((seed) => annualVol(family, seed)));
+      const [lo, hi] = bands[family] ?? [0.1, 0.22];
+      expect(v, `${family}: ${(100 * v).toFixed(1)} % a year`).toBeGreaterThanOrEqual(lo);
+      expect(v, `${family}: ${(100 * v).toFixed(1)} % a year`).toBeLessThanOrEqual(hi);
+    }
+    // 2020's crash: a fall of a quarter or more within 23 trading days, in most histories of the family.
+    const deepest = (seed: number) => {
+      const spy = simulateContextBars(seed, 1000, DEFAULT_SIM_END, 'crash-2020').get('SPY')!;
+      let worst = 0;
+      for (let i = 0; i + 23 < spy.length; i++) worst = Math.min(worst, Math.log(spy[i + 23]!.adjClose / spy[i]!.adjClose));
+      return worst;
+    };
+    expect(median([101, 102, 103, 104, 105, 106].map(deepest))).toBeLessThan(-0.25);
   });
 
   it('makes leveraged and volatility products decay and keeps cash flat', () => {

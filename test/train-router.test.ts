@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../src/util/random.js';
+import { REGIME_FAMILIES } from '../src/data/sim/regimes.js';
+import { SUBTYPES } from '../src/data/universe.js';
+import { weakestSubtypes } from '../src/cli/study.js';
 import { classWeights, defaultTrainConfig, fitTemperature, fitTemperatureNll, learningRate, logProbs, trainRouter } from '../src/training/train.js';
 
 describe('training schedule and weights', () => {
@@ -84,6 +87,18 @@ describe('short training run', () => {
     // Chance is 25 %; a few hundred steps already separate the domains on unseen instruments.
     expect(result.test.perDay.accuracy).toBeGreaterThan(0.6);
     expect(result.params.every((v) => Number.isFinite(v))).toBe(true);
+    // Every family's held-out histories, by sub-type (the study names a left-out family's weakest three).
+    expect(Object.keys(result.testByFamily).sort()).toEqual([...REGIME_FAMILIES].sort());
+    for (const m of Object.values(result.testByFamily)) {
+      expect(Object.keys(m.bySubtype).sort()).toEqual(Object.values(SUBTYPES).flat().sort());
+      expect(Object.values(m.bySubtype).every((v) => v >= 0 && v <= 1)).toBe(true);
+    }
+    const subtypes = result.testByFamily['crash-2020']!.bySubtype;
+    const named = weakestSubtypes(subtypes).split(', ');
+    expect(named).toHaveLength(3);
+    const rates = named.map((w) => subtypes[w.slice(0, w.lastIndexOf(' ', w.length - 3))]!);
+    expect(rates).toEqual([...rates].sort((x, y) => x - y));
+    expect(Math.max(...rates)).toBeLessThanOrEqual(Math.min(...Object.values(subtypes).filter((v) => !rates.includes(v))));
   });
 
   it('refuses simulated histories shorter than the minimum history', async () => {

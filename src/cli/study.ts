@@ -26,7 +26,18 @@ export interface LeftOutRow {
   days: number;
   /** Per-day accuracy on the held-out histories of the families it did train on. */
   trainedFamiliesPerDay: number;
+  /** Per-day accuracy of the left-out family's histories by sub-type. */
+  bySubtype: Record<string, number>;
   seconds: number;
+}
+
+/** The `n` sub-types routed worst, as `name 87.1 %`. */
+export function weakestSubtypes(bySubtype: Record<string, number>, n = 3): string {
+  return Object.entries(bySubtype)
+    .sort((a, b) => a[1] - b[1])
+    .slice(0, n)
+    .map(([k, v]) => `${k} ${(100 * v).toFixed(1)} %`)
+    .join(', ');
 }
 
 export function main(argv: readonly string[]): Promise<number> {
@@ -65,6 +76,7 @@ export function main(argv: readonly string[]): Promise<number> {
         ece: held.ece,
         days: held.days,
         trainedFamiliesPerDay: others.reduce((a, [, m]) => a + m.perDay * m.days, 0) / Math.max(1, otherDays),
+        bySubtype: held.bySubtype,
         seconds: r.seconds.total,
       };
       rows.push(row);
@@ -72,6 +84,7 @@ export function main(argv: readonly string[]): Promise<number> {
       console.log(
         `${family.padEnd(20)} ${pct(row.perDay)} ${pct(row.perTicker)}   ${row.ece.toFixed(3)} ${String(row.days).padStart(7)}   ${pct(row.trainedFamiliesPerDay).padStart(24)}   ${row.seconds.toFixed(0).padStart(7)}${row.perDay < LEFT_OUT_TARGET ? '   below target' : ''}`,
       );
+      console.log(`  weakest: ${weakestSubtypes(row.bySubtype)}`);
     }
     const worst = rows.reduce((a, b) => (b.perDay < a.perDay ? b : a));
     console.log(`worst left-out family: ${worst.family} at ${(100 * worst.perDay).toFixed(2)} % per day (target ≥ ${100 * LEFT_OUT_TARGET} %)`);

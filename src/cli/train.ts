@@ -212,7 +212,7 @@ async function train(argv: readonly string[]): Promise<number> {
           ...metricsSummary(result.test),
           perDayBySubtype: roundAll(result.testBySubtype),
           perDayBySeed: roundAll(result.testBySeed),
-          byFamily: Object.fromEntries(Object.entries(result.testByFamily).map(([k, m]) => [k, { ...m, perDay: round(m.perDay), perTicker: round(m.perTicker), ece: round(m.ece) }])),
+          byFamily: Object.fromEntries(Object.entries(result.testByFamily).map(([k, { bySubtype: _, ...m }]) => [k, { ...m, perDay: round(m.perDay), perTicker: round(m.perTicker), ece: round(m.ece) }])),
           perDayByHistory: roundAll(result.testByHistory),
         },
         validationSimulator: metricsSummary(result.validation),

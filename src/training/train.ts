@@ -84,7 +84,7 @@ export interface TrainConfig {
     testSeed: number;
     /**
      * Held-out market histories: seeds `testSeed … testSeed + testSeeds − 1`, seed j from family
-     * `REGIME_FAMILIES[j mod 11]`, whatever the training families (a left-out family is scored on its own histories).
+     * `REGIME_FAMILIES[j mod REGIME_FAMILIES.length]`, whatever the training families (a left-out family is scored on its own histories).
      * Errors come in regimes of one history (a calm or a stressed year), so one history alone over- or understates
      * accuracy by a point or more.
      */
@@ -335,6 +335,8 @@ export interface FamilyMetrics {
   perDay: number;
   perTicker: number;
   ece: number;
+  /** Per-day accuracy by simulator sub-type within the family's histories. */
+  bySubtype: Record<string, number>;
 }
 
 export interface SplitInfo {
@@ -497,15 +499,9 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
     const validationMetrics = summarisePredictions((await predictTokenSet(backend, validation)).preds);
     const testPreds = (await predictTokenSet(backend, test)).preds;
     const testMetrics = summarisePredictions(testPreds);
-    const testByFamily: Record<string, FamilyMetrics> = {};
-    for (const family of REGIME_FAMILIES) {
-      const preds = testPreds.filter((_, i) => test.tickers[i]!.family === family);
-      if (preds.length === 0) continue;
-      const m = summarisePredictions(preds);
-      testByFamily[family] = { days: m.days, tickers: m.tickers, perDay: m.perDay.accuracy, perTicker: m.perTicker.accuracy, ece: m.ece };
-    }
-    // Right days and days, by sub-type and by market history.
+    // Right days and days, by sub-type (over all histories and within each family) and by market history.
     const bySubtype = new Map<string, [number, number]>();
+    const byFamilySubtype = new Map<string, Map<string, [number, number]>>();
     const bySeed = new Map<string, [number, number]>();
     const byHistory = new Map<string, [number, number]>(HISTORY_BANDS.map((b) => [b.name, [0, 0]]));
     const tally = (map: Map<string, [number, number]>, key: string, right: number, days: number) => {
@@ -518,6 +514,8 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
       let right = 0;
       for (const a of testPreds[i]!.assign) right += a === t.label ? 1 : 0;
       tally(bySubtype, t.subtype, right, t.end - t.start);
+      if (!byFamilySubtype.has(t.family)) byFamilySubtype.set(t.family, new Map());
+      tally(byFamilySubtype.get(t.family)!, t.subtype, right, t.end - t.start);
       tally(bySeed, String(t.seed), right, t.end - t.start);
       // Token j of an instrument is its bar j + MIN_HISTORY_BARS − 1: it saw j + MIN_HISTORY_BARS bars.
       testPreds[i]!.assign.forEach((a, j) => {
@@ -526,6 +524,14 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
       });
     });
     const rate = ([c, n]: [number, number]) => (n > 0 ? c / n : 0);
+    const testByFamily: Record<string, FamilyMetrics> = {};
+    for (const family of REGIME_FAMILIES) {
+      const preds = testPreds.filter((_, i) => test.tickers[i]!.family === family);
+      if (preds.length === 0) continue;
+      const m = summarisePredictions(preds);
+      const subtypes = Object.fromEntries([...byFamilySubtype.get(family)!].map(([k, v]) => [k, rate(v)]));
+      testByFamily[family] = { days: m.days, tickers: m.tickers, perDay: m.perDay.accuracy, perTicker: m.perTicker.accuracy, ece: m.ece, bySubtype: subtypes };
+    }
     const tail = Math.max(1, Math.floor(history.length * 0.05));
     const mean = (xs: TrainStepLog[]) => xs.reduce((a, s) => a + s.loss, 0) / Math.max(xs.length, 1);
     const t3 = performance.now();

@@ -26,6 +26,7 @@ export const REGIME_FAMILIES = [
   'rate-shock-2022',
   'gold-against-bonds',
   'dollar-swing',
+  'crash-2020',
 ] as const;
 export type RegimeFamily = (typeof REGIME_FAMILIES)[number];
 
@@ -173,7 +174,7 @@ const FAMILIES: Record<Exclude<RegimeFamily, 'recent'>, FamilySpec> = {
   // stock–bond correlation −0.4 … −0.7), oil from $145 to $33, the dollar up 20 % in half a year.
   'crisis-2008': {
     equityDrift: [perYear(-0.6), perYear(-0.2)],
-    equityVol: [annual(0.35), annual(0.6)],
+    equityVol: [annual(0.28), annual(0.42)],
     stressEnter: 0.02,
     stressExit: 0.015,
     vixLevel: [24, 34],
@@ -287,6 +288,37 @@ const FAMILIES: Record<Exclude<RegimeFamily, 'recent'>, FamilySpec> = {
     fxDrift: [perYear(-0.12), perYear(0.12)],
     fxVol: [annual(0.07), annual(0.11)],
     fxMarket: [-0.2, 0.35],
+  },
+  // 2020: the S&P 500 fell 34 % in 23 trading days (19 Feb … 23 Mar) with one-month realised volatility above 80 % and
+  // the VIX at a record 82.7 close (16 Mar; 29.3 the year's mean), then rose 68 % by December (realised volatility
+  // 34 % for the year); the Fed cut to zero on 15 Mar (the short end pinned), the 10-year yield fell from 1.9 % to
+  // 0.5 %, high-yield spreads went from 3.6 % to 10.9 %, WTI crude settled at −$37.63 on 20 Apr in record contango
+  // (USO −67 % in the year), gold rose 25 % and the dollar index jumped 8 % in ten days of March before falling 7 %
+  // over the year. Unlike 2008, the crash is an episode on a moderately volatile market, not a wild year: the
+  // family is a 22–32 % market hit often by 3–4.5× sell-off episodes.
+  'crash-2020': {
+    // The rebound: the episodes (below) carry the falls, and give back only a third of them themselves.
+    equityDrift: [perYear(0), perYear(0.35)],
+    equityVol: [annual(0.2), annual(0.28)],
+    stressEnter: 0.01,
+    stressExit: 0.02,
+    vixLevel: [24, 32],
+    rateVol: [0.0006, 0.0009],
+    rateDrift: [perYear(0.003), perYear(0.01)],
+    rateMarketCorr: [-0.6, -0.1],
+    shortEndStill: [0.7, 0.9],
+    creditVolScale: [1.8, 2.8],
+    goldDrift: [perYear(0.1), perYear(0.25)],
+    goldVol: [annual(0.15), annual(0.22)],
+    oilDrift: [perYear(-0.9), perYear(-0.2)],
+    oilVol: [annual(0.6), annual(0.9)],
+    oilMarket: [0.35, 0.6],
+    futuresCarry: [-0.002, -0.0006],
+    fxVol: [annual(0.07), annual(0.1)],
+    fxMarket: [-0.6, -0.3],
+    idioScale: [1.3, 1.9],
+    episodeRate: 1 / 250,
+    episodePeak: [3, 4.5],
   },
 };
 
