@@ -6,11 +6,12 @@
  */
 import { writeFileSync } from 'node:fs';
 import { REGIME_FAMILIES, type RegimeFamily } from '../data/sim/regimes.js';
+import { isSupportedHidden } from '../router/layout.js';
 import { defaultTrainConfig, trainRouter } from '../training/train.js';
 import { intFlag, listFlag, parseArgs, UsageError } from './args.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
-const USAGE = `usage: npm run study -- --leave-one-family-out [--families A,B,...] [--steps N] [--seed N] [--threads N] [--json FILE]
+const USAGE = `usage: npm run study -- --leave-one-family-out [--families A,B,...] [--hidden 16|32] [--steps N] [--seed N] [--threads N] [--json FILE]
 
 Trains one router per family with that family left out (same recipe as npm run train otherwise) and scores it on
 held-out histories of the family it never saw. Families: ${REGIME_FAMILIES.join(', ')}.`;
@@ -45,6 +46,7 @@ export function main(argv: readonly string[]): Promise<number> {
     const args = parseArgs(argv, {
       'leave-one-family-out': { type: 'boolean' },
       families: { type: 'string' },
+      hidden: { type: 'string' },
       steps: { type: 'string' },
       seed: { type: 'string' },
       threads: { type: 'string' },
@@ -58,7 +60,9 @@ export function main(argv: readonly string[]): Promise<number> {
     if (!args.flags.has('leave-one-family-out')) throw new UsageError('Expected --leave-one-family-out but received nothing');
     if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
     const families = listFlag(args, 'families', REGIME_FAMILIES, REGIME_FAMILIES);
-    const base = defaultTrainConfig({ seed: intFlag(args, 'seed', 7, 0, 2 ** 31 - 1), steps: intFlag(args, 'steps', defaultTrainConfig().steps, 1, 1_000_000) });
+    const hidden = intFlag(args, 'hidden', 16, 16, 32);
+    if (!isSupportedHidden(hidden)) throw new UsageError(`Expected 16 or 32 for --hidden but received ${hidden}`);
+    const base = defaultTrainConfig({ hidden, seed: intFlag(args, 'seed', 7, 0, 2 ** 31 - 1), steps: intFlag(args, 'steps', defaultTrainConfig().steps, 1, 1_000_000) });
     base.threads = intFlag(args, 'threads', base.threads, 1, 256);
     const rows: LeftOutRow[] = [];
     console.log('left-out family        per day  per ticker    ECE   days   trained families per day   seconds');

@@ -1,0 +1,31 @@
+import { describe, expect, it, vi } from 'vitest';
+import { main, weakestSubtypes } from '../src/cli/study.js';
+
+/** `npm run study`: bad flags are refused with exit 2 and a message naming the flag, before any training. */
+async function study(args: string[]): Promise<{ code: number; err: string }> {
+  const err: string[] = [];
+  const error = vi.spyOn(console, 'error').mockImplementation((m: unknown) => void err.push(String(m)));
+  const log = vi.spyOn(console, 'log').mockImplementation(() => undefined);
+  try {
+    return { code: await main(args), err: err.join('\n') };
+  } finally {
+    error.mockRestore();
+    log.mockRestore();
+  }
+}
+
+describe('study --leave-one-family-out', () => {
+  it('refuses an embedding size other than 16 or 32, and an unknown family, with exit 2', async () => {
+    const hidden = await study(['--leave-one-family-out', '--hidden', '24']);
+    expect(hidden.code).toBe(2);
+    expect(hidden.err).toContain('Expected 16 or 32 for --hidden but received 24');
+    const family = await study(['--leave-one-family-out', '--families', 'crash-1929']);
+    expect(family.code).toBe(2);
+    expect(family.err).toMatch(/crash-1929/);
+    expect((await study([])).code).toBe(2);
+  });
+
+  it('names the weakest sub-types in ascending order', () => {
+    expect(weakestSubtypes({ stock: 0.97, 'credit-hy': 0.34, 'leveraged-2x': 0.78, inverse: 0.99 }, 2)).toBe('credit-hy 34.0 %, leveraged-2x 78.0 %');
+  });
+});
