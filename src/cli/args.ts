@@ -1,6 +1,7 @@
 import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs as nodeParseArgs } from 'node:util';
+import { isSupportedHidden, type Hidden } from '../data/types.js';
 
 /**
  * The argument parsing every CLI shares: declared flags only, so a typo is a usage error rather than a silent no-op.
@@ -73,6 +74,13 @@ export function intFlag(args: ParsedArgs, name: string, fallback: number, min: n
     throw new UsageError(`Expected integer in ${min}..${max} for --${name} but received ${JSON.stringify(raw)}`);
   }
   return n;
+}
+
+/** The router's embedding size from `--hidden` (16 or 32); 16 when absent. */
+export function hiddenFlag(args: ParsedArgs): Hidden {
+  const hidden = intFlag(args, 'hidden', 16, 16, 32);
+  if (!isSupportedHidden(hidden)) throw new UsageError(`Expected 16 or 32 for --hidden but received ${hidden}`);
+  return hidden;
 }
 
 /** Comma-separated list flag whose items must be in `allowed`; `fallback` when absent. */

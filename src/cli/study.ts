@@ -6,9 +6,8 @@
  */
 import { writeFileSync } from 'node:fs';
 import { REGIME_FAMILIES, type RegimeFamily } from '../data/sim/regimes.js';
-import { isSupportedHidden } from '../router/layout.js';
 import { defaultTrainConfig, trainRouter } from '../training/train.js';
-import { intFlag, listFlag, parseArgs, UsageError } from './args.js';
+import { hiddenFlag, intFlag, listFlag, parseArgs, UsageError } from './args.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run study -- --leave-one-family-out [--families A,B,...] [--hidden 16|32] [--steps N] [--seed N] [--threads N] [--json FILE]
@@ -60,8 +59,7 @@ export function main(argv: readonly string[]): Promise<number> {
     if (!args.flags.has('leave-one-family-out')) throw new UsageError('Expected --leave-one-family-out but received nothing');
     if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
     const families = listFlag(args, 'families', REGIME_FAMILIES, REGIME_FAMILIES);
-    const hidden = intFlag(args, 'hidden', 16, 16, 32);
-    if (!isSupportedHidden(hidden)) throw new UsageError(`Expected 16 or 32 for --hidden but received ${hidden}`);
+    const hidden = hiddenFlag(args);
     const base = defaultTrainConfig({ hidden, seed: intFlag(args, 'seed', 7, 0, 2 ** 31 - 1), steps: intFlag(args, 'steps', defaultTrainConfig().steps, 1, 1_000_000) });
     base.threads = intFlag(args, 'threads', base.threads, 1, 256);
     const rows: LeftOutRow[] = [];

@@ -7,12 +7,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { DOMAINS } from '../domains.js';
 import { FEATURE_SPEC, WARMUP_DAYS } from '../data/features/compute.js';
-import { isSupportedHidden } from '../router/layout.js';
 import { DEFAULT_MODEL_PATH, saveModel } from '../router/model.js';
 import { defaultTrainConfig, metricsSummary, trainRouter, type TrainConfig } from '../training/train.js';
 import { formatConfusion, formatLevel, type EvaluationMetrics } from '../training/evaluate.js';
 import { calibrateOnLabelled } from '../training/calibrate.js';
-import { UsageError, intFlag, parseArgs, stringFlag, writableFilePath } from './args.js';
+import { UsageError, hiddenFlag, intFlag, parseArgs, stringFlag, writableFilePath } from './args.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N] [--steps N] [--batch N] [--lr X]
@@ -72,8 +71,7 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
   });
   if (args.flags.has('help')) return 'help';
   if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals)}`);
-  const hidden = intFlag(args, 'hidden', 16, 16, 32);
-  if (!isSupportedHidden(hidden)) throw new UsageError(`Expected 16 or 32 for --hidden but received ${hidden}`);
+  const hidden = hiddenFlag(args);
   const config = defaultTrainConfig({
     hidden,
     seed: intFlag(args, 'seed', 7, 0, 2 ** 31 - 1),
