@@ -42,15 +42,18 @@ export async function fetchContext(
     CONTEXT_SET.map(async (member) => {
       const { ticker } = member;
       const inverse: readonly string[] = 'inverseAlternates' in member ? member.inverseAlternates : [];
-      const candidates = [ticker, ...member.alternates, ...inverse.map((t) => `1/${t}`)];
+      const candidates = [
+        ...[ticker, ...member.alternates].map((symbol) => ({ symbol, inverted: false })),
+        ...inverse.map((symbol) => ({ symbol, inverted: true })),
+      ];
       const found: { bars: Bar[]; label: string; within: number }[] = [];
-      for (const candidate of candidates) {
-        const inverted = candidate.startsWith('1/');
+      for (const { symbol, inverted } of candidates) {
+        const primary = symbol === ticker;
         for (const { label, source } of sources) {
           try {
-            const res = await source.fetch(inverted ? candidate.slice(2) : candidate, range);
+            const res = await source.fetch(symbol, range);
             const bars = inverted ? invertBars(res.bars) : res.bars;
-            const name = candidate === ticker ? label : `${label} (${candidate})`;
+            const name = primary ? label : `${label} (${inverted ? '1/' : ''}${symbol})`;
             if (span === undefined) {
               got.set(ticker, bars);
               from[ticker] = name;
@@ -59,7 +62,7 @@ export async function fetchContext(
             found.push({ bars, label: name, within: barsWithin(bars, span) });
           } catch (e) {
             // Only the primary's failure is worth reporting: stand-ins are usually simply absent.
-            if (candidate === ticker) got.set(ticker, e instanceof Error ? e : new Error(String(e)));
+            if (primary) got.set(ticker, e instanceof Error ? e : new Error(String(e)));
           }
         }
       }
