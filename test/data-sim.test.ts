@@ -93,6 +93,7 @@ describe('simulateBars', () => {
       stock: [0.012, 0.035],
       'index-etf': [0.008, 0.016],
       'precious-metals': [0.007, 0.02],
+      'industrial-metals': [0.009, 0.02],
       energy: [0.017, 0.042],
       agriculture: [0.008, 0.02],
       'broad-basket': [0.007, 0.016],
@@ -145,6 +146,41 @@ describe('simulateBars', () => {
       median(set.filter((s) => s.subtype === sub).map((s) => Math.log(s.bars.at(-1)!.adjClose / s.bars[0]!.adjClose) / 1000));
     expect(drift('volatility-long')).toBeLessThan(-0.001);
     expect(Math.abs(drift('cash-like'))).toBeLessThan(0.0003);
+  });
+
+  it('gives a share of instruments as a close-only vendor does, on its own random stream', () => {
+    const flat = (b: { open: number; high: number; low: number; close: number }) => b.open === b.close && b.high === b.close && b.low === b.close;
+    const opts = { seed: 6, tickersPerSubtype: 10, days: 120, gappyShare: 0 };
+    const some = trainingSet({ ...opts, closeOnlyShare: 0.2 });
+    const none = trainingSet({ ...opts, closeOnlyShare: 0 });
+    const closeOnly = some.filter((s) => s.bars.every(flat)).length;
+    expect(closeOnly / some.length).toBeGreaterThan(0.12);
+    expect(closeOnly / some.length).toBeLessThan(0.28);
+    expect(none.filter((s) => s.bars.every(flat))).toHaveLength(0);
+    // The same closes either way: only the bars' open, high and low go.
+    some.forEach((s, i) => expect(s.bars.map((b) => b.adjClose)).toEqual(none[i]!.bars.map((b) => b.adjClose)));
+  });
+
+  it('moves base-metal funds with stocks and against the dollar, and foreign havens with bonds', () => {
+    const set = trainingSet({ seed: 8, tickersPerSubtype: 12, days: 750, gappyShare: 0, closeOnlyShare: 0, marketPaths: 1 });
+    const ctx = simulateContextBars(8, 750);
+    const ret = (bars: { adjClose: number }[]) => bars.slice(1).map((b, i) => Math.log(b.adjClose / bars[i]!.adjClose));
+    const corr = (a: number[], b: number[]): number => {
+      const ma = a.reduce((x, y) => x + y) / a.length;
+      const mb = b.reduce((x, y) => x + y) / b.length;
+      let ab = 0, aa = 0, bb = 0;
+      a.forEach((v, i) => { ab += (v - ma) * (b[i]! - mb); aa += (v - ma) ** 2; bb += (b[i]! - mb) ** 2; });
+      return ab / Math.sqrt(aa * bb);
+    };
+    const with_ = (sub: string, ticker: string) => median(set.filter((s) => s.subtype === sub).map((s) => corr(ret(s.bars), ret(ctx.get(ticker)!))));
+    // DBB 2020–2025: SPY +0.29, DBC +0.55, UUP −0.38.
+    expect(with_('industrial-metals', 'SPY')).toBeGreaterThan(0.1);
+    expect(with_('industrial-metals', 'DBC')).toBeGreaterThan(0.25);
+    expect(with_('industrial-metals', 'UUP')).toBeLessThan(-0.1);
+    // Some foreign currencies are havens: the trusts' highest correlation with IEF is a bond fund's (FXY +0.52; the
+    // dollar's own link to rates alone gives at most ≈ 0.4).
+    const fxRates = set.filter((s) => s.subtype === 'fx-trust').map((s) => corr(ret(s.bars), ret(ctx.get('IEF')!)));
+    expect(Math.max(...fxRates)).toBeGreaterThan(0.5);
   });
 
   it('labels the training set and drops days from a share of it', () => {

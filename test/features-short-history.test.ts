@@ -33,9 +33,9 @@ function leveragedOn(base: Bar[], lev: number): Bar[] {
 
 const logRet = (bars: readonly Bar[], t: number): number => Math.log(bars[t]!.adjClose / bars[t - 1]!.adjClose);
 
-describe('feature spec v5: short histories', () => {
-  it('is spec v5 with rel_vol_250 at slot 2, history_250 at slot 8 and volume_change_sd_60 at slot 16', () => {
-    expect(FEATURE_SPEC).toBe('v5');
+describe('feature spec v6: short histories', () => {
+  it('is spec v6 with rel_vol_250 at slot 2, history_250 at slot 8 and volume_change_sd_60 at slot 16', () => {
+    expect(FEATURE_SPEC).toBe('v6');
     expect(FEATURE_TABLE[1]!.name).toBe('log_vol_250');
     expect(FEATURE_TABLE[2]!.name).toBe('rel_vol_250');
     expect(FEATURE_TABLE.some((f) => f.name === 'gap_share_250')).toBe(false);
@@ -198,6 +198,25 @@ describe('feature spec v5: short histories', () => {
     // A leveraged index fund reacts alike to falls and rises (≈ 0), but the fit is made.
     expect(Math.abs(at(expectedFirst, 'asym_equity_250'))).toBeGreaterThan(0);
     expect(Math.abs(at(expectedFirst, 'asym_equity_250'))).toBeLessThan(1);
+  });
+
+  it('reads no range ratio from a vendor that gives closes only: the centre, whatever the rest of the series', () => {
+    const closesOnly = (bars: readonly Bar[]): Bar[] => bars.map((b) => ({ ...b, open: b.close, high: b.close, low: b.close }));
+    const k = col('range_ratio_60');
+    const ranged = computeFeatures('S', stock, 16, context);
+    const bare = computeFeatures('S', closesOnly(stock), 16, context);
+    const n = ranged.dates.length;
+    for (let d = 0; d < n; d++) {
+      expect(bare.x[d * 16 + k]).toBe(0);
+      expect(ranged.x[d * 16 + k]).not.toBe(0);
+      // Every other feature of the token reads only closes (and the same context): unchanged.
+      for (let j = 0; j < 16; j++) if (j !== k) expect(bare.x[d * 16 + j]).toBe(ranged.x[d * 16 + j]);
+    }
+    // A range on fewer than half of the window's 60 bars is no range either; on half of them it is read.
+    const withRangeOn = (every: number): Bar[] => stock.map((b, i) => (i % every === 0 ? b : { ...b, open: b.close, high: b.close, low: b.close }));
+    const last = (bars: Bar[]): number => computeFeatures('S', bars, 16, context).x[(n - 1) * 16 + k]!;
+    expect(last(withRangeOn(3))).toBe(0);
+    expect(last(withRangeOn(2))).not.toBe(0);
   });
 
   it('refuses a minimum below 20 bars or a days count below 1', () => {

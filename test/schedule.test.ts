@@ -82,11 +82,11 @@ describe('schedule CLI arguments', () => {
     const lines: string[] = [];
     const add = ['add', '--cron', '0 30 16 * * 1-5', '--tz', 'America/New_York', '--universe', 'default', '--id', 'close'];
     expect(await Promise.all([main(add, (l) => lines.push(l)), main(add, (l) => lines.push(l))])).toEqual([0, 0]);
-    expect(lines[0]).toMatch(/^schedule close: '0 30 16 \* \* 1-5' America\/New_York, 48 tickers from yahoo, 120 days; next run \d{4}-\d\d-\d\dT\d\d:30:00\.000Z$/);
+    expect(lines[0]).toMatch(/^schedule close: '0 30 16 \* \* 1-5' America\/New_York, 50 tickers from yahoo, 120 days; next run \d{4}-\d\d-\d\dT\d\d:30:00\.000Z$/);
     const listed: string[] = [];
     expect(await main(['list'], (l) => listed.push(l))).toBe(0);
     expect(listed).toHaveLength(1);
-    expect(listed[0]).toMatch(/^close\t'0 30 16 \* \* 1-5' America\/New_York\tnext .*\t48 tickers \(default\) from yahoo, 120 days$/);
+    expect(listed[0]).toMatch(/^close\t'0 30 16 \* \* 1-5' America\/New_York\tnext .*\t50 tickers \(default\) from yahoo, 120 days$/);
     // 16:30 in New York is 21:30 or 20:30 UTC, on a weekday.
     const next = new Date(/next (\S+)/.exec(listed[0]!)![1]!);
     expect([20, 21]).toContain(next.getUTCHours());

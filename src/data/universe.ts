@@ -28,7 +28,7 @@ export const SUBTYPES = {
     'muni',
     'cash-like',
   ],
-  Commodities: ['precious-metals', 'energy', 'agriculture', 'broad-basket'],
+  Commodities: ['precious-metals', 'industrial-metals', 'energy', 'agriculture', 'broad-basket'],
   Derivatives: ['leveraged-2x', 'leveraged-3x', 'inverse', 'volatility-long', 'volatility-short', 'fx-trust'],
 } as const satisfies Record<Domain, readonly string[]>;
 
@@ -90,6 +90,8 @@ export const DEFAULT_UNIVERSE: UniverseEntry[] = [
   e('GLDM', CO, 'precious-metals'),
   e('IAU', CO, 'precious-metals'),
   e('DBO', CO, 'energy'),
+  e('DBB', CO, 'industrial-metals'),
+  e('CPER', CO, 'industrial-metals'),
 
   e('VXX', DE, 'volatility-long'),
   e('UVXY', DE, 'volatility-long'),
@@ -128,6 +130,7 @@ export const SUBTYPE_CODE: Readonly<Record<Subtype, string>> = {
   muni: 'MUN',
   'cash-like': 'CSH',
   'precious-metals': 'PMT',
+  'industrial-metals': 'IMT',
   energy: 'ENR',
   agriculture: 'AGR',
   'broad-basket': 'BSK',

@@ -6,7 +6,7 @@ import { EQUITY_CONTEXT, FEATURE_TABLE, FEATURE_COUNT, LONG, type ContextWindowS
 import { CONTEXT_SET, NO_CONTEXT, alignContext, type MarketContext } from './context.js';
 
 /** Version of the feature definition; stored with trained weights so a model never meets features it was not trained on. */
-export const FEATURE_SPEC = 'v5';
+export const FEATURE_SPEC = 'v6';
 /**
  * History the sources fetch before the first routed day (`barsNeeded = days + WARMUP_DAYS`): the longest window
  * (250 returns, one trading year) then sees 251 closes. A ticker with less history routes on what it has, from
@@ -199,11 +199,11 @@ function windowStats(bars: readonly Bar[], context: MarketContext, first: number
   const P = (): Float64Array => scratch.take(n + 1);
   const s = {
     pR: P(), pR2: P(), pR3: P(), pR4: P(), pRLag: P(), pLag: P(), pLag2: P(), pAbs: P(), pAbsLag: P(), pAbsAbsLag: P(),
-    pLagAbs: P(), pDown2: P(), pUp2: P(), pUp: P(), pHl2: P(), pBigGap: P(), pVolN: P(), pLv: P(),
+    pLagAbs: P(), pDown2: P(), pUp2: P(), pUp: P(), pHl2: P(), pRanged: P(), pBigGap: P(), pVolN: P(), pLv: P(),
     pLv2: P(), pDlv: P(), pDlv2: P(), pDlvN: P(), pAbsLv: P(), pAbsV: P(), pAbs2V: P(),
   };
   const fin = (v: number): number => (Number.isFinite(v) ? v : 0);
-  const { pR, pR2, pR3, pR4, pRLag, pLag, pLag2, pAbs, pAbsLag, pAbsAbsLag, pLagAbs, pDown2, pUp2, pUp, pHl2, pBigGap } = s;
+  const { pR, pR2, pR3, pR4, pRLag, pLag, pLag2, pAbs, pAbsLag, pAbsAbsLag, pLagAbs, pDown2, pUp2, pUp, pHl2, pRanged, pBigGap } = s;
   const { pVolN, pLv, pLv2, pDlv, pDlv2, pDlvN, pAbsLv, pAbsV, pAbs2V } = s;
   for (let t = 0; t < n; t++) {
     const rt = r[t]!;
@@ -233,6 +233,7 @@ function windowStats(bars: readonly Bar[], context: MarketContext, first: number
     pUp2[u] = pUp2[t]! + fin(rt > 0 ? r2 : 0);
     pUp[u] = pUp[t]! + (rt > 0 ? 1 : 0);
     pHl2[u] = pHl2[t]! + fin(h * h);
+    pRanged[u] = pRanged[t]! + (h > 0 ? 1 : 0);
     // Volatility known at the close of day t−1 (60 days, fewer early on; pR2 up to t is already summed): a jump is
     // judged against it.
     const k = Math.min(60, t - 1);

@@ -39,6 +39,8 @@ export interface RawWindowStats {
   pUp: Float64Array;
   /** ln(high/low)². */
   pHl2: Float64Array;
+  /** Bars whose high is above their low (a vendor that gives closes only has none). */
+  pRanged: Float64Array;
   /** Days whose overnight gap exceeded 4 × the 60-day volatility known the day before. */
   pBigGap: Float64Array;
   /** Volume: count of known days; ln V, ln V²; Δln V, Δln V² and count. */
@@ -90,6 +92,8 @@ const LOG_VOL_SCALE = 1.2;
 const REL_VOL_CENTER = -0.6;
 /** Floor of any volatility before a log: 0.1 bp a day, below a one-cent tick on a $1,000 price. */
 export const VOL_FLOOR = 1e-5;
+/** Centre of `range_ratio_60` (raw), also its value where the bars carry no intraday range. */
+const RANGE_RATIO_CENTER = -0.4;
 /** Longest window, in returns. */
 export const LONG = 250;
 /**
@@ -103,7 +107,7 @@ export const FEATURE_TABLE: readonly FeatureSpecRow[] = [
   f('log_vol_20', LOG_VOL_CENTER, LOG_VOL_SCALE),
   f('log_vol_250', LOG_VOL_CENTER, LOG_VOL_SCALE),
   f('rel_vol_250', REL_VOL_CENTER, LOG_VOL_SCALE),
-  f('range_ratio_60', -0.4, 0.3),
+  f('range_ratio_60', RANGE_RATIO_CENTER, 0.3),
   f('skew_250', 0, 0.7),
   f('tail_ratio_250', 0.3, 0.08),
   f('asym_equity_250', 0, 0.3),
@@ -303,7 +307,8 @@ export function rawFeatureRow(s: RawWindowStats, t: number, out: Float64Array, c
   out[0] = logVol(s20);
   out[1] = logVol(sL);
   out[2] = relativeVol(s.ctx[EQUITY_CONTEXT] ?? null, t, wL, sL);
-  out[3] = Math.log(Math.max(park60, VOL_FLOOR) / Math.max(s60, VOL_FLOOR));
+  // Without a range on at least half of the window's bars (a close-only vendor), the ratio says nothing: its centre.
+  out[3] = win(s.pRanged, t, w60) >= w60 / 2 ? Math.log(Math.max(park60, VOL_FLOOR) / Math.max(s60, VOL_FLOOR)) : RANGE_RATIO_CENTER;
   out[4] = shapeSkew;
   // ln(σ / mean|r|): ln √(π/2) ≈ 0.23 for a normal law, larger the fatter the tails; far steadier than kurtosis.
   out[5] = meanAbsL > 1e-12 ? Math.log(Math.sqrt(m2L) / meanAbsL) : 0.23;

@@ -249,11 +249,25 @@ function subtypeReturns(subtype: Subtype, rng: Rng, f: Factors, underlying?: Lev
       return res(combine(n, (t) => yieldPerDay + still * dur * f.rates[t]! + e[t]!), U(0.55, 0.9), U(0, 0.2));
     }
     case 'precious-metals': {
+      if (rng.next() < 0.15) {
+        // Platinum and palladium (PPLT, PALL): half gold, half industrial metal (catalysts), and their own supply shocks.
+        const bg = U(0.5, 0.8);
+        const bm = U(0.3, 0.6);
+        const e = idio(rng, f, U(0.008, 0.012));
+        return res(combine(n, (t) => bg * f.gold[t]! + bm * f.metals[t]! + e[t]!), U(0.42, 0.75), U(0.25, 0.5));
+      }
       const silver = rng.next() < 0.45;
       const beta = silver ? U(1.3, 1.8) : U(0.9, 1.1);
       const e = idio(rng, f, silver ? U(0.007, 0.014) : U(0.0003, 0.002));
       const mb = silver ? 0.1 : 0;
       return res(combine(n, (t) => beta * f.gold[t]! + mb * f.market[t]! + e[t]!), U(0.42, 0.75), U(0.25, 0.5));
+    }
+    case 'industrial-metals': {
+      // Base-metal futures funds (DBB, CPER, JJC): copper alone or a basket, rolling futures like the other funds.
+      const beta = U(0.8, 1.3);
+      const roll = -U(0, 0.0004) + 0.5 * f.regime.futuresCarry;
+      const e = idio(rng, f, U(0.002, 0.007));
+      return res(combine(n, (t) => roll + beta * f.metals[t]! + e[t]!), U(0.42, 0.75), U(0.25, 0.5));
     }
     case 'energy': {
       if (rng.next() < 0.6) {
@@ -302,8 +316,21 @@ function subtypeReturns(subtype: Subtype, rng: Rng, f: Factors, underlying?: Lev
     case 'fx-trust': {
       const beta = (rng.next() < 0.5 ? 1 : -1) * U(0.6, 1.2);
       const carry = U(-0.00012, 0.00008);
-      const e = idio(rng, f, U(0.0005, 0.0025), { nu: Math.round(U(6, 12)), stressMult: 1.2 });
-      return res(combine(n, (t) => carry + beta * f.fx[t]! + e[t]!), U(0.6, 0.9));
+      // A foreign currency against the dollar (beta < 0) carries its economy: a haven (yen, franc) rises with bonds and
+      // gold when markets fear (FXY 2020–2025: IEF +0.52, GLD +0.42, SPY +0.02), a commodity currency (Australian,
+      // Canadian dollar) with stocks, metals and oil. Both follow the dollar index loosely (FXY −0.57 against UUP, where
+      // the euro, most of the index, sits at −0.92): their own policy moves them.
+      const kind = beta > 0 ? 'dollar' : rng.next() < 0.35 ? 'haven' : rng.next() < 0.5 ? 'commodity' : 'plain';
+      const own = kind === 'haven' || kind === 'commodity' ? U(0.0025, 0.0045) : U(0.0005, 0.0025);
+      const e = idio(rng, f, own, { nu: Math.round(U(6, 12)), stressMult: 1.2 });
+      const bRates = kind === 'haven' ? U(0.3, 0.7) * RATES_REFERENCE_DURATION : 0;
+      const bGold = kind === 'haven' ? U(0, 0.15) : 0;
+      const bMarket = kind === 'commodity' ? U(0.1, 0.25) : kind === 'haven' ? -U(0, 0.1) : 0;
+      const bCommod = kind === 'commodity' ? U(0.05, 0.15) : 0;
+      return res(
+        combine(n, (t) => carry + beta * f.fx[t]! + bRates * f.rates[t]! + bGold * f.gold[t]! + bMarket * f.market[t]! + bCommod * (f.oil[t]! + f.metals[t]!) + e[t]!),
+        U(0.6, 0.9),
+      );
     }
   }
 }
@@ -335,7 +362,7 @@ const tick = (p: number): number =>
 export function instrumentModel(subtype: Subtype, rng: Rng, f: Factors, underlying?: LeverageUnderlying): PricePath {
   const ret = subtypeReturns(subtype, rng, f, underlying);
   return pricePath(ret, rng, f.n, {
-    rangeScale: ret.liquid ? [0.75, 1.05] : subtype === 'fx-trust' ? [0.3, 0.7] : [0.35, 1],
+    rangeScale: ret.liquid ? [0.65, 1.1] : [0.2, 1],
     volumeNoise: VOLUME_NOISE[subtype === 'fx-trust' ? 'fx' : SUBTYPE_CLASS[subtype]],
   });
 }
@@ -354,7 +381,7 @@ const CONTEXT_MODELS: Record<
   rates: { load: (f, t) => RATES_REFERENCE_DURATION * f.rates[t]!, idio: 0.0002, overnight: 0.55, liquid: false, look: 'Fixed Income' },
   gold: { load: (f, t) => f.gold[t]!, idio: 0.0004, overnight: 0.6, liquid: false, look: 'Commodities' },
   commodity: {
-    load: (f, t) => -0.0001 + 0.6 * f.regime.futuresCarry + 0.5 * f.oil[t]! + 0.25 * f.agri[t]! + 0.15 * f.gold[t]!,
+    load: (f, t) => -0.0001 + 0.6 * f.regime.futuresCarry + 0.5 * f.oil[t]! + 0.2 * f.agri[t]! + 0.1 * f.gold[t]! + 0.15 * f.metals[t]!,
     idio: 0.0015,
     overnight: 0.6,
     liquid: false,

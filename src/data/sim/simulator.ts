@@ -40,7 +40,7 @@ function factorsFor(seed: number, dates: Int32Array, family: RegimeFamily): Fact
   const key = `${seed}:${family}:${dates.length}:${dates[dates.length - 1]}`;
   let f = factorCache.get(key);
   if (!f) {
-    f = buildFactors(Rng.derive(seed, 'market-factors'), dates.length, Rng.derive(seed, 'rates-curve'), regimeOf(family, seed), Rng.derive(seed, 'episodes'));
+    f = buildFactors(Rng.derive(seed, 'market-factors'), dates.length, Rng.derive(seed, 'rates-curve'), regimeOf(family, seed), Rng.derive(seed, 'episodes'), Rng.derive(seed, 'metals'));
     if (factorCache.size >= FACTOR_CACHE_SIZE) factorCache.delete(factorCache.keys().next().value as string);
     factorCache.set(key, f);
   }
@@ -189,6 +189,9 @@ function degradeContext(full: MarketContext, rng: Rng): MarketContext {
   });
 }
 
+/** The bar as a close-only vendor gives it. */
+const closeOnly = (b: Bar): Bar => ({ ...b, open: b.close, high: b.close, low: b.close });
+
 export interface TrainingSetOptions {
   /** Seed of the whole set (factors and every instrument). */
   seed: number;
@@ -198,6 +201,11 @@ export interface TrainingSetOptions {
   days: number;
   /** Share of instruments that lose random days, as thin real ETFs do (18–28 % missing). @defaultValue 0.15 */
   gappyShare?: number;
+  /**
+   * Share of instruments from a vendor that gives closes only (open = high = low = close), so the router also learns to
+   * route without an intraday range. @defaultValue 0.05
+   */
+  closeOnlyShare?: number;
   /** Last day. @defaultValue DEFAULT_SIM_END */
   end?: string;
   /**
@@ -228,6 +236,7 @@ export function trainingSet(opts: TrainingSetOptions): TrainingInstrument[] {
     );
   }
   const gappyShare = opts.gappyShare ?? 0.15;
+  const closeOnlyShare = opts.closeOnlyShare ?? 0.05;
   const paths = opts.marketPaths ?? 8;
   if (!Number.isInteger(paths) || paths < 1 || paths > 1000) {
     throw new RangeError(`Expected integer in [1, 1000] for marketPaths but received ${String(paths)}`);
@@ -263,6 +272,7 @@ export function trainingSet(opts: TrainingSetOptions): TrainingInstrument[] {
           const dropRate = rng.uniform(0.02, 0.25);
           bars = bars.filter((_, t) => t === 0 || rng.next() >= dropRate);
         }
+        if (Rng.derive(opts.seed, `vendor:${ticker}`).next() < closeOnlyShare) bars = bars.map(closeOnly);
         const lrng = Rng.derive(opts.seed, `listing:${ticker}`);
         if (lrng.next() < (opts.newListingShare ?? 0)) {
           const keep = Math.round(Math.exp(lrng.uniform(Math.log(60), Math.log(400))));
