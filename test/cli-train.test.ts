@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../src/cli/train.js';
+import { loadModel } from '../src/router/model.js';
 
 /** `npm run train --out`: a model that could not be written is refused before training, not after. */
 
@@ -75,6 +76,36 @@ describe('train --out', () => {
     expect(r.out.at(-1)).toBe(`wrote ${file}`);
     expect((await stat(file)).size).toBeGreaterThan(0);
     expect(await readdir(path.dirname(file))).toEqual(['router.safetensors']);
+  });
+});
+
+describe('train --seeds', () => {
+  it('refuses one seed, a repeated seed, a non-integer and --seed beside it, with exit 2 before any training', async () => {
+    for (const [args, msg] of [
+      [['--seeds', '7'], 'Expected 2 to 8 distinct integer seeds in [0, 2147483647], comma-separated, for --seeds but received "7"'],
+      [['--seeds', '7,7'], 'for --seeds but received "7,7"'],
+      [['--seeds', '7,x'], 'for --seeds but received "7,x"'],
+      [['--seeds', '7,11', '--seed', '3'], 'Expected --seed N or --seeds LIST but received both'],
+    ] as const) {
+      const r = await train([...args, '--out', path.join(tmp, 'never.safetensors')]);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.err.join('\n')).toContain(msg);
+      expect(r.out).toEqual([]);
+    }
+  });
+
+  it('trains one member per seed and writes them as one ensemble with its rebuild command', async () => {
+    const file = path.join(tmp, 'ensemble.safetensors');
+    const r = await train(['--seeds', '3,5', '--out', file]);
+    expect(r.err).toEqual([]);
+    expect(r.code).toBe(0);
+    expect(r.out.some((l) => l.startsWith('member 2 (seed 5): held-out simulator'))).toBe(true);
+    const m = await loadModel(file);
+    expect(m.members).toHaveLength(2);
+    expect(m.members[0]).not.toEqual(m.members[1]);
+    expect(m.metadata.seed).toBe('3,5');
+    expect(m.metadata.command).toContain('--seeds 3,5 ');
+    expect(JSON.parse(m.metadata.training_config!).seeds).toEqual([3, 5]);
   });
 });
 

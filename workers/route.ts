@@ -7,7 +7,7 @@ import { decodeFeatureSeries } from '../src/data/features/block.js';
 import type { FeatureSeries } from '../src/data/types.js';
 import { concatSeries } from '../src/router/batch.js';
 import { loadModel } from '../src/router/model.js';
-import { NativeRouter } from '../src/router/native.js';
+import { EnsembleRouter } from '../src/router/ensemble.js';
 import { temperBatchByHistory } from '../src/router/history-temperature.js';
 import { featureEffects, meanInput, topReasons, type AttributionInput } from '../src/router/attribution.js';
 import { FEATURE_TABLE } from '../src/data/features/table.js';
@@ -30,23 +30,18 @@ import { errorText } from '../src/util/errors.js';
 import { boundedReason, enterRunStage, StrayJobError, validPayload } from './job.js';
 
 export interface LoadedRouter {
-  router: NativeRouter;
+  /** The model's routers: one, or an ensemble's members behind one forward. */
+  router: EnsembleRouter;
   model: { path: string; hidden: number; featureSpec: string };
   /** The model's history temperature κ: short histories' probabilities are re-tempered after each forward. */
   historyTemperature: number;
 }
 
-/** Loads the model and creates the one native router a route worker keeps for its whole life. */
+/** Loads the model and creates the native router (one per member) a route worker keeps for its whole life. */
 export async function openRouter(modelPath: string, backend: BackendName): Promise<LoadedRouter> {
   const choice = routerBackendChoice(backend);
   const m = await loadModel(modelPath);
-  const router = new NativeRouter({ hidden: m.hidden, backend: choice });
-  try {
-    router.setParams(m.params, m.temperature);
-  } catch (err) {
-    router.close();
-    throw err;
-  }
+  const router = new EnsembleRouter(m.members, m.temperature, { hidden: m.hidden, backend: choice });
   return { router, model: { path: modelPath, hidden: m.hidden, featureSpec: m.metadata.feature_spec ?? 'unknown' }, historyTemperature: m.historyTemperature };
 }
 

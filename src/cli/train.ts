@@ -8,16 +8,19 @@ import path from 'node:path';
 import { DOMAINS } from '../domains.js';
 import { FEATURE_SPEC, WARMUP_DAYS } from '../data/features/compute.js';
 import { DEFAULT_MODEL_PATH, saveModel } from '../router/model.js';
-import { defaultTrainConfig, metricsSummary, trainRouter, type TrainConfig } from '../training/train.js';
+import { defaultTrainConfig, metricsSummary, trainRouter, type TrainConfig, type TrainResult, type TrainStepLog } from '../training/train.js';
+import { trainEnsemble } from '../training/ensemble.js';
 import { formatConfusion, formatLevel, type EvaluationMetrics } from '../training/evaluate.js';
 import { calibrateOnLabelled } from '../training/calibrate.js';
 import { UsageError, hiddenFlag, intFlag, parseArgs, stringFlag, writableFilePath } from './args.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
-const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N] [--steps N] [--batch N] [--lr X]
+const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N | --seeds N,N,...] [--steps N] [--batch N] [--lr X]
                        [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--steps-per-call N] [--out FILE]
                        [--calibrate-data DIR [--calibrate-labels FILE] [--calibrate-context-dir DIR] [--calibrate-folds K]]
 
+--seeds 7,11,13 trains one router per seed with the same recipe and writes them as one ensemble (their mean
+probabilities, one temperature); its held-out figures are on the first seed's histories.
 --threads N is the native trainer's (part of the recipe: the model file records it). --sim-threads N (default: the
 CPUs, up to 16) simulates the market histories and runs the calibration's fits on worker threads, --feeder off
 gathers the minibatches between steps instead of on feeder threads (--feeder-threads N, default half the CPUs, from 1
@@ -42,10 +45,24 @@ function numberFlag(raw: string | undefined, name: string, fallback: number, min
   return v;
 }
 
-function parseConfig(argv: readonly string[]): { config: TrainConfig; out: string; calibrate?: CalibrateArgs } | 'help' {
+/** Most members of an ensemble trained by one command (the model file holds up to MAX_MEMBERS). */
+const MAX_SEEDS = 8;
+
+function seedsFlag(raw: string | undefined): number[] | undefined {
+  if (raw === undefined) return undefined;
+  const parts = raw.split(',');
+  const seeds = parts.map((p) => (/^\d{1,10}$/.test(p.trim()) ? Number(p.trim()) : Number.NaN));
+  if (seeds.length < 2 || seeds.length > MAX_SEEDS || seeds.some((v) => !Number.isSafeInteger(v) || v > 2 ** 31 - 1) || new Set(seeds).size !== seeds.length) {
+    throw new UsageError(`Expected 2 to ${MAX_SEEDS} distinct integer seeds in [0, 2147483647], comma-separated, for --seeds but received ${JSON.stringify(raw)}`);
+  }
+  return seeds;
+}
+
+function parseConfig(argv: readonly string[]): { config: TrainConfig; out: string; seeds?: number[]; calibrate?: CalibrateArgs } | 'help' {
   const args = parseArgs(argv, {
     hidden: { type: 'string' },
     seed: { type: 'string' },
+    seeds: { type: 'string' },
     steps: { type: 'string' },
     batch: { type: 'string' },
     lr: { type: 'string' },
@@ -72,9 +89,11 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
   if (args.flags.has('help')) return 'help';
   if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals)}`);
   const hidden = hiddenFlag(args);
+  const seeds = seedsFlag(stringFlag(args, 'seeds'));
+  if (seeds !== undefined && args.flags.has('seed')) throw new UsageError('Expected --seed N or --seeds LIST but received both');
   const config = defaultTrainConfig({
     hidden,
-    seed: intFlag(args, 'seed', 7, 0, 2 ** 31 - 1),
+    seed: seeds?.[0] ?? intFlag(args, 'seed', 7, 0, 2 ** 31 - 1),
     steps: intFlag(args, 'steps', defaultTrainConfig().steps, 1, 1_000_000),
   });
   config.batchSize = intFlag(args, 'batch', config.batchSize, 16, 1 << 20);
@@ -106,7 +125,7 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
     for (const f of ['calibrate-labels', 'calibrate-context-dir', 'calibrate-folds']) {
       if (args.flags.has(f)) throw new UsageError(`Expected --calibrate-data DIR with --${f} but received none`);
     }
-    return { config, out };
+    return { config, out, ...(seeds ? { seeds } : {}) };
   }
   const dirFlag = (name: string, value: string): string => {
     if (!existsSync(value) || !statSync(value).isDirectory()) throw new UsageError(`Expected a folder for --${name} but received ${JSON.stringify(value)} (not a folder)`);
@@ -120,7 +139,7 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
   }
   const ctxDir = stringFlag(args, 'calibrate-context-dir');
   if (ctxDir !== undefined) calibrate.contextDir = dirFlag('calibrate-context-dir', ctxDir);
-  return { config, out, calibrate };
+  return { config, out, ...(seeds ? { seeds } : {}), calibrate };
 }
 
 export function main(argv: readonly string[]): Promise<number> {
@@ -133,21 +152,38 @@ async function train(argv: readonly string[]): Promise<number> {
     console.log(USAGE);
     return EXIT.ok;
   }
-  const { config, calibrate } = parsed;
+  const { config, calibrate, seeds } = parsed;
   // Checked once every flag is, and before training: not when the model is done and has nowhere to go.
   const out = writableFilePath(parsed.out, 'out');
-  console.log(`training H=${config.hidden} seed=${config.seed} steps=${config.steps} batch=${config.batchSize} → ${out}`);
-  const result = await trainRouter(config, {
-    log: (m) => console.log(m),
-    warn: (m) => console.warn(`warning: ${m}`),
-    onStep: (s) =>
+  console.log(`training H=${config.hidden} ${seeds ? `seeds=${seeds.join(',')}` : `seed=${config.seed}`} steps=${config.steps} batch=${config.batchSize} → ${out}`);
+  const hooks = {
+    log: (m: string) => console.log(m),
+    warn: (m: string) => console.warn(`warning: ${m}`),
+    onStep: (s: TrainStepLog) =>
       console.log(
         `step ${String(s.step).padStart(5)} lr ${s.lr.toExponential(2)} loss ${s.loss.toFixed(4)} ce ${s.ce.toFixed(4)} rec ${s.rec.toFixed(4)} |g| ${s.gradNorm.toFixed(3)}`,
       ),
-  });
+  };
+  // One router, or the members of an ensemble and their held-out figures together.
+  let result: TrainResult;
+  let memberParams: Float32Array[];
+  let memberSeconds = 0;
+  if (seeds === undefined) {
+    result = await trainRouter(config, hooks);
+    memberParams = [result.params];
+  } else {
+    const ens = await trainEnsemble(config, seeds, hooks);
+    for (const [i, m] of ens.members.entries()) {
+      console.log(`member ${i + 1} (seed ${seeds[i]}): held-out simulator (its own seeds ${m.data.test.seeds[0]}…) per day ${(100 * m.test.perDay.accuracy).toFixed(1)}%, per ticker ${(100 * m.test.perTicker.accuracy).toFixed(1)}%; temperature ${m.temperature.toFixed(3)}`);
+      memberSeconds += m.seconds.total;
+    }
+    const { members: _members, ...scored } = ens;
+    result = { ...ens.members[0]!, ...scored };
+    memberParams = ens.members.map((m) => m.params);
+  }
   const t = result.test;
-  console.log(`backend ${result.backend}; loss ${result.lossStart.toFixed(4)} → ${result.lossEnd.toFixed(4)}; temperature ${result.temperature.toFixed(3)}`);
-  console.log(`held-out simulator (seeds ${result.data.test.seeds.join(',')}, ${t.tickers} instruments, ${t.days} days):`);
+  console.log(`backend ${result.backend}; loss ${result.lossStart.toFixed(4)} → ${result.lossEnd.toFixed(4)}${seeds ? ' (first member)' : ''}; temperature ${result.temperature.toFixed(3)}`);
+  console.log(`held-out simulator${seeds ? `, the ensemble of ${seeds.length}` : ''} (seeds ${result.data.test.seeds.join(',')}, ${t.tickers} instruments, ${t.days} days):`);
   console.log(formatLevel('per day', t.perDay).join('\n'));
   console.log(formatLevel('per ticker (majority)', t.perTicker).join('\n'));
   console.log(formatConfusion(t.perDay.confusion).join('\n'));
@@ -158,7 +194,11 @@ async function train(argv: readonly string[]): Promise<number> {
   console.log(`by regime family (per day / per ticker / ECE): ${Object.entries(result.testByFamily).map(([k, m]) => `${k} ${(100 * m.perDay).toFixed(1)}% / ${(100 * m.perTicker).toFixed(1)}% / ${m.ece.toFixed(3)}`).join(', ')}`);
   console.log(`per day by history length (bars): ${Object.entries(result.testByHistory).map(([k, v]) => `${k} ${(100 * v).toFixed(1)}%`).join(', ')}`);
   console.log(`mean confidence ${t.meanConfidence.toFixed(3)}, ECE ${t.ece.toFixed(3)}, NLL ${t.nll.toFixed(3)}`);
-  console.log(`time: data ${result.seconds.data.toFixed(1)} s, training ${result.seconds.train.toFixed(1)} s, total ${result.seconds.total.toFixed(1)} s`);
+  console.log(
+    seeds
+      ? `time: ${memberSeconds.toFixed(1)} s for ${seeds.length} members`
+      : `time: data ${result.seconds.data.toFixed(1)} s, training ${result.seconds.train.toFixed(1)} s, total ${result.seconds.total.toFixed(1)} s`,
+  );
 
   let temperature = result.temperature;
   let historyTemperature = 0;
@@ -166,7 +206,7 @@ async function train(argv: readonly string[]): Promise<number> {
   if (calibrate) {
     const c0 = performance.now();
     const cal = await calibrateOnLabelled(
-      { hidden: config.hidden, params: result.params, temperature },
+      { hidden: config.hidden, params: memberParams[0]!, members: memberParams, temperature },
       { ...calibrate, threads: config.simThreads ?? config.threads, warn: (m) => console.warn(`warning: ${m}`) },
     );
     const show = (m: EvaluationMetrics) => `ECE ${m.ece.toFixed(3)}, NLL ${m.nll.toFixed(3)}, mean confidence ${m.meanConfidence.toFixed(3)}`;
@@ -200,11 +240,12 @@ async function train(argv: readonly string[]): Promise<number> {
   const { simThreads: _simThreads, feeder: _feeder, feederThreads: _feederThreads, fusedStep: _fusedStep, stepsPerCall: _stepsPerCall, ...savedConfig } = config;
   await saveModel(out, {
     hidden: config.hidden,
-    params: result.params,
+    params: memberParams[0]!,
+    moreMembers: memberParams.slice(1),
     temperature,
     historyTemperature,
     metadata: {
-      training_config: { ...savedConfig, featureSpec: FEATURE_SPEC, domains: DOMAINS },
+      training_config: { ...savedConfig, ...(seeds ? { seeds } : {}), featureSpec: FEATURE_SPEC, domains: DOMAINS },
       metrics: {
         heldOutSimulator: {
           ...metricsSummary(result.test),
@@ -221,11 +262,12 @@ async function train(argv: readonly string[]): Promise<number> {
       data: {
         source: 'simulator (src/data/sim/simulator.ts trainingSet), features src/data/features/compute.ts computeFeatures',
         train: result.data.train,
+        ...(seeds ? { members: seeds.map((seed) => ({ seed, trainSeeds: `${seed}…${seed + config.data.trainSeeds - 1}` })) } : {}),
         validation: { ...result.data.validation, use: 'temperature fit' },
         test: { ...result.data.test, use: 'held-out metrics' },
       },
-      seed: String(config.seed),
-      command: rebuildCommand(config, out, calibrate),
+      seed: seeds ? seeds.join(',') : String(config.seed),
+      command: rebuildCommand(config, out, calibrate, seeds),
     },
   });
   console.log(`wrote ${out}`);
@@ -240,13 +282,13 @@ function roundAll(r: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, round(v)]));
 }
 
-function rebuildCommand(c: TrainConfig, out: string, cal?: CalibrateArgs): string {
+function rebuildCommand(c: TrainConfig, out: string, cal?: CalibrateArgs, seeds?: readonly number[]): string {
   const rel = path.relative(process.cwd(), out) || out;
   const relDir = (d: string) => path.relative(process.cwd(), path.resolve(d)) || '.';
   const calFlags = cal
     ? ` --calibrate-data ${relDir(cal.dataDir)}${cal.labelsFile ? ` --calibrate-labels ${relDir(cal.labelsFile)}` : ''}${cal.contextDir ? ` --calibrate-context-dir ${relDir(cal.contextDir)}` : ''} --calibrate-folds ${cal.folds}`
     : '';
-  return `npm run train -- --hidden ${c.hidden} --seed ${c.seed} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --test-seeds ${c.data.testSeeds} --focal ${c.focalGamma} --context-dropout ${c.data.contextDropout} --new-listing-share ${c.data.newListingShare} --out ${rel}${calFlags}`;
+  return `npm run train -- --hidden ${c.hidden} ${seeds ? `--seeds ${seeds.join(',')}` : `--seed ${c.seed}`} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --test-seeds ${c.data.testSeeds} --focal ${c.focalGamma} --context-dropout ${c.data.contextDropout} --new-listing-share ${c.data.newListingShare} --out ${rel}${calFlags}`;
 }
 
 await runIfMain(import.meta.url, main);

@@ -42,8 +42,13 @@ export class ModelError extends Error {
 
 export interface LoadedModel {
   hidden: Hidden;
-  /** Flat parameters in `paramLayout(hidden)` order. */
+  /** Flat parameters in `paramLayout(hidden)` order (the first member's, for an ensemble). */
   params: Float32Array;
+  /**
+   * Every member's parameters, `params` first. One for a single router; an ensemble of K routers averages their
+   * probabilities (src/router/ensemble.ts), and `temperature` and `historyTemperature` apply to that average.
+   */
+  members: Float32Array[];
   /** Softmax temperature fitted after training. */
   temperature: number;
   /**
@@ -58,6 +63,8 @@ export interface LoadedModel {
 export interface SaveModelInput {
   hidden: Hidden;
   params: Float32Array;
+  /** Further members of an ensemble, stored as `member1.W1`, … (`params` is member 0, under the plain names). */
+  moreMembers?: readonly Float32Array[];
   temperature: number;
   /** History temperature κ, stored as the tensor `history_temperature` when not 0. @defaultValue 0 */
   historyTemperature?: number;
@@ -110,8 +117,12 @@ export function initParams(hidden: Hidden, seed: number): Float32Array {
 export async function saveModel(file: string, input: SaveModelInput): Promise<void> {
   const { hidden, params, temperature } = input;
   const layout = paramLayout(hidden);
-  if (!(params instanceof Float32Array) || params.length !== layout.size) {
-    throw new TypeError(expectedMessage(`Float32Array of length ${layout.size}`, 'params', params));
+  const more = input.moreMembers ?? [];
+  if (1 + more.length > MAX_MEMBERS) throw new RangeError(expectedMessage(`at most ${MAX_MEMBERS - 1} further members`, 'moreMembers', more.length));
+  for (const [i, p] of [params, ...more].entries()) {
+    if (!(p instanceof Float32Array) || p.length !== layout.size) {
+      throw new TypeError(expectedMessage(`Float32Array of length ${layout.size}`, i === 0 ? 'params' : `moreMembers[${i - 1}]`, p));
+    }
   }
   if (!isValidTemperature(temperature)) {
     throw new RangeError(expectedMessage(`number in [${TEMPERATURE_MIN}, ${TEMPERATURE_MAX}]`, 'temperature', temperature));
@@ -120,6 +131,9 @@ export async function saveModel(file: string, input: SaveModelInput): Promise<vo
     t.name,
     { shape: t.shape, data: params.slice(t.offset, t.offset + t.size) },
   ]);
+  more.forEach((p, i) => {
+    for (const t of layout.tensors) tensors.push([`${memberPrefix(i + 1)}${t.name}`, { shape: t.shape, data: p.slice(t.offset, t.offset + t.size) }]);
+  });
   tensors.push(['temperature', { shape: [1], data: new Float32Array([temperature]) }]);
   const kappa = input.historyTemperature ?? 0;
   if (!isValidHistoryTemperature(kappa)) {
@@ -133,6 +147,7 @@ export async function saveModel(file: string, input: SaveModelInput): Promise<vo
   Object.assign(metadata, {
     format_version: MODEL_FORMAT_VERSION,
     hidden: String(hidden),
+    members: String(1 + more.length),
     domains: JSON.stringify(DOMAINS),
     feature_spec: FEATURE_SPEC,
   });
@@ -175,23 +190,33 @@ export async function loadModel(file: string = defaultModelPath(), opts: LoadMod
     );
   }
   const layout = paramLayout(hidden);
-  const params = new Float32Array(layout.size);
-  const expectedNames = new Set<string>([...layout.tensors.map((t) => t.name), 'temperature', 'history_temperature']);
+  // A file from before ensembles has no `members` entry: one router.
+  const count = metadata.members === undefined ? 1 : Number(metadata.members);
+  if (!Number.isSafeInteger(count) || count < 1 || count > MAX_MEMBERS || (metadata.members !== undefined && metadata.members !== String(count))) {
+    throw new ModelError('BAD_MODEL', file, `Expected metadata members an integer in [1, ${MAX_MEMBERS}] but received ${JSON.stringify(metadata.members)}`);
+  }
+  const members = Array.from({ length: count }, () => new Float32Array(layout.size));
+  const params = members[0]!;
+  const expectedNames = new Set<string>(['temperature', 'history_temperature']);
+  for (let m = 0; m < count; m++) for (const t of layout.tensors) expectedNames.add(`${memberPrefix(m)}${t.name}`);
   for (const name of tensors.keys()) {
     if (!expectedNames.has(name)) {
       throw new ModelError('BAD_MODEL', file, `Expected only the tensors ${[...expectedNames].join(', ')} but received unknown tensor ${name}`);
     }
   }
-  for (const spec of layout.tensors) {
-    const t = tensors.get(spec.name);
-    if (t === undefined) throw new ModelError('BAD_MODEL', file, `Expected tensor ${spec.name} but it is missing`);
-    if (!sameShape(t.shape, spec.shape)) {
-      throw new ModelError('BAD_MODEL', file, `Expected shape [${spec.shape.join(', ')}] for ${spec.name} but received [${t.shape.join(', ')}]`);
+  members.forEach((into, m) => {
+    for (const spec of layout.tensors) {
+      const name = `${memberPrefix(m)}${spec.name}`;
+      const t = tensors.get(name);
+      if (t === undefined) throw new ModelError('BAD_MODEL', file, `Expected tensor ${name} but it is missing`);
+      if (!sameShape(t.shape, spec.shape)) {
+        throw new ModelError('BAD_MODEL', file, `Expected shape [${spec.shape.join(', ')}] for ${name} but received [${t.shape.join(', ')}]`);
+      }
+      const bad = t.data.findIndex((v) => !Number.isFinite(v));
+      if (bad >= 0) throw new ModelError('BAD_MODEL', file, `Expected finite values in ${name} but received ${t.data[bad]} at index ${bad}`);
+      into.set(t.data, spec.offset);
     }
-    const bad = t.data.findIndex((v) => !Number.isFinite(v));
-    if (bad >= 0) throw new ModelError('BAD_MODEL', file, `Expected finite values in ${spec.name} but received ${t.data[bad]} at index ${bad}`);
-    params.set(t.data, spec.offset);
-  }
+  });
   const temp = tensors.get('temperature');
   if (temp === undefined || !sameShape(temp.shape, [1])) {
     throw new ModelError('BAD_MODEL', file, `Expected tensor temperature of shape [1] but received ${temp === undefined ? 'none' : `[${temp.shape.join(', ')}]`}`);
@@ -208,7 +233,15 @@ export async function loadModel(file: string = defaultModelPath(), opts: LoadMod
   if (!isValidHistoryTemperature(historyTemperature)) {
     throw new ModelError('BAD_MODEL', file, `Expected history_temperature in [0, ${HISTORY_TEMPERATURE_MAX}] but received ${historyTemperature}`);
   }
-  return { hidden, params, temperature, historyTemperature, metadata };
+  return { hidden, params, members, temperature, historyTemperature, metadata };
+}
+
+/** Most members a model file may hold. */
+export const MAX_MEMBERS = 16;
+
+/** Tensor-name prefix of member m: none for the first (so a single-router reader finds a whole router), `member{m}.` after. */
+function memberPrefix(m: number): string {
+  return m === 0 ? '' : `member${m}.`;
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {

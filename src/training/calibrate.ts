@@ -97,7 +97,7 @@ function atCalibration(p: TickerPrediction, c: { temperature: number; kappa: num
  * `folds` ticker folds (ticker i, in sorted order, is in fold i mod folds).
  */
 export async function calibrateOnLabelled(
-  model: { hidden: Hidden; params: Float32Array; temperature: number },
+  model: { hidden: Hidden; params: Float32Array; members?: readonly Float32Array[]; temperature: number },
   opts: Pick<EvaluateOptions, 'dataDir' | 'labelsFile' | 'contextDir' | 'warn'> & {
     folds?: number;
     /** Worker threads for the temperature fits (the result is the same for any count). @defaultValue 1 */

@@ -1,5 +1,6 @@
 import type { Hidden } from '../router/layout.js';
-import { NativeRouter, nativeAvailable } from '../router/native.js';
+import { nativeAvailable } from '../router/native.js';
+import { EnsembleRouter, averageMembers } from '../router/ensemble.js';
 import { referenceForward } from '../router/reference.js';
 import { temperBatchByHistory } from '../router/history-temperature.js';
 
@@ -21,21 +22,18 @@ export interface Forwarder {
 }
 
 export function createForwarder(
-  model: { hidden: Hidden; params: Float32Array; temperature: number; historyTemperature?: number },
+  model: { hidden: Hidden; params: Float32Array; members?: readonly Float32Array[]; temperature: number; historyTemperature?: number },
   opts: { threads?: number; warn?: (message: string) => void } = {},
 ): Forwarder {
   const kappa = model.historyTemperature ?? 0;
+  const members = model.members ?? [model.params];
   const tempered = (x: Float32Array, out: RouteOutput): RouteOutput => ({ probs: temperBatchByHistory(out.probs, x, model.hidden, kappa), assign: out.assign });
   const available = nativeAvailable();
   if (available.ok) {
-    const router = new NativeRouter({ hidden: model.hidden, threads: opts.threads ?? 2 });
-    router.setParams(model.params, model.temperature);
+    const router = new EnsembleRouter(members, model.temperature, { hidden: model.hidden, threads: opts.threads ?? 2 });
     return {
       backend: router.backend,
-      forward: async (x, vol, risk) => {
-        const out = await router.forward({ x, vol, risk });
-        return tempered(x, { probs: out.probs, assign: out.assign });
-      },
+      forward: async (x, vol, risk) => tempered(x, await router.forward({ x, vol, risk })),
       close: () => router.close(),
     };
   }
@@ -43,8 +41,12 @@ export function createForwarder(
   return {
     backend: 'reference',
     forward: async (x, vol, risk) => {
-      const out = referenceForward(model.params, model.hidden, { x, vol, risk }, model.temperature);
-      return tempered(x, { probs: Float32Array.from(out.probs), assign: out.assign });
+      if (members.length === 1) {
+        const out = referenceForward(members[0]!, model.hidden, { x, vol, risk }, model.temperature);
+        return tempered(x, { probs: Float32Array.from(out.probs), assign: out.assign });
+      }
+      const outs = members.map((p) => Float32Array.from(referenceForward(p, model.hidden, { x, vol, risk }, 1).probs));
+      return tempered(x, averageMembers(outs, model.temperature));
     },
     close: () => undefined,
   };

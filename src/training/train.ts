@@ -320,7 +320,12 @@ export interface TrainResult {
   testByFamily: Record<string, FamilyMetrics>;
   /** Held-out per-day accuracy by the history a token had: `60-119`, `120-249`, `250+` bars. */
   testByHistory: Record<string, number>;
+  /** With `hooks.keepSets`: the validation and test token sets. */
+  sets?: { validation: TokenSet; test: TokenSet };
 }
+
+/** The held-out breakdowns of `TrainResult` for predictions `testPreds` (one per ticker of `test`, in its order). */
+export type HeldOutBreakdown = Pick<TrainResult, 'testBySubtype' | 'testBySeed' | 'testByFamily' | 'testByHistory'>;
 
 /** Bands of history length (bars up to and including the token's) that the held-out accuracy is split by. */
 export const HISTORY_BANDS: readonly { name: string; below: number }[] = [
@@ -370,6 +375,8 @@ export interface TrainHooks {
   /** Called every `logEvery` steps. @defaultValue 100 */
   onStep?: (s: TrainStepLog) => void;
   logEvery?: number;
+  /** Keep the validation and test token sets in the result (`sets`), to score other routers on them. */
+  keepSets?: boolean;
 }
 
 /** Batches gathered on this thread, between steps, `group` at a time into one reused slot (the last group only the
@@ -499,39 +506,7 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
     const validationMetrics = summarisePredictions((await predictTokenSet(backend, validation)).preds);
     const testPreds = (await predictTokenSet(backend, test)).preds;
     const testMetrics = summarisePredictions(testPreds);
-    // Right days and days, by sub-type (over all histories and within each family) and by market history.
-    const bySubtype = new Map<string, [number, number]>();
-    const byFamilySubtype = new Map<string, Map<string, [number, number]>>();
-    const bySeed = new Map<string, [number, number]>();
-    const byHistory = new Map<string, [number, number]>(HISTORY_BANDS.map((b) => [b.name, [0, 0]]));
-    const tally = (map: Map<string, [number, number]>, key: string, right: number, days: number) => {
-      const acc = map.get(key) ?? [0, 0];
-      acc[0] += right;
-      acc[1] += days;
-      map.set(key, acc);
-    };
-    test.tickers.forEach((t, i) => {
-      let right = 0;
-      for (const a of testPreds[i]!.assign) right += a === t.label ? 1 : 0;
-      tally(bySubtype, t.subtype, right, t.end - t.start);
-      if (!byFamilySubtype.has(t.family)) byFamilySubtype.set(t.family, new Map());
-      tally(byFamilySubtype.get(t.family)!, t.subtype, right, t.end - t.start);
-      tally(bySeed, String(t.seed), right, t.end - t.start);
-      // Token j of an instrument is its bar j + MIN_HISTORY_BARS − 1: it saw j + MIN_HISTORY_BARS bars.
-      testPreds[i]!.assign.forEach((a, j) => {
-        const band = HISTORY_BANDS.find((b) => j + MIN_HISTORY_BARS < b.below)!;
-        tally(byHistory, band.name, a === t.label ? 1 : 0, 1);
-      });
-    });
-    const rate = ([c, n]: [number, number]) => (n > 0 ? c / n : 0);
-    const testByFamily: Record<string, FamilyMetrics> = {};
-    for (const family of REGIME_FAMILIES) {
-      const preds = testPreds.filter((_, i) => test.tickers[i]!.family === family);
-      if (preds.length === 0) continue;
-      const m = summarisePredictions(preds);
-      const subtypes = Object.fromEntries([...byFamilySubtype.get(family)!].map(([k, v]) => [k, rate(v)]));
-      testByFamily[family] = { days: m.days, tickers: m.tickers, perDay: m.perDay.accuracy, perTicker: m.perTicker.accuracy, ece: m.ece, bySubtype: subtypes };
-    }
+    const breakdown = heldOutBreakdown(test, testPreds);
     const tail = Math.max(1, Math.floor(history.length * 0.05));
     const mean = (xs: TrainStepLog[]) => xs.reduce((a, s) => a + s.loss, 0) / Math.max(xs.length, 1);
     const t3 = performance.now();
@@ -551,14 +526,54 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
       },
       validation: validationMetrics,
       test: testMetrics,
-      testBySubtype: Object.fromEntries([...bySubtype].map(([k, v]) => [k, rate(v)])),
-      testBySeed: Object.fromEntries([...bySeed].map(([k, v]) => [k, rate(v)])),
-      testByFamily,
-      testByHistory: Object.fromEntries([...byHistory].map(([k, v]) => [k, rate(v)])),
+      ...breakdown,
+      ...(hooks.keepSets ? { sets: { validation, test } } : {}),
     };
   } finally {
     backend.close();
   }
+}
+
+export function heldOutBreakdown(test: TokenSet, testPreds: readonly TickerPrediction[]): HeldOutBreakdown {
+  // Right days and days, by sub-type (over all histories and within each family) and by market history.
+  const bySubtype = new Map<string, [number, number]>();
+  const byFamilySubtype = new Map<string, Map<string, [number, number]>>();
+  const bySeed = new Map<string, [number, number]>();
+  const byHistory = new Map<string, [number, number]>(HISTORY_BANDS.map((b) => [b.name, [0, 0]]));
+  const tally = (map: Map<string, [number, number]>, key: string, right: number, days: number) => {
+    const acc = map.get(key) ?? [0, 0];
+    acc[0] += right;
+    acc[1] += days;
+    map.set(key, acc);
+  };
+  test.tickers.forEach((t, i) => {
+    let right = 0;
+    for (const a of testPreds[i]!.assign) right += a === t.label ? 1 : 0;
+    tally(bySubtype, t.subtype, right, t.end - t.start);
+    if (!byFamilySubtype.has(t.family)) byFamilySubtype.set(t.family, new Map());
+    tally(byFamilySubtype.get(t.family)!, t.subtype, right, t.end - t.start);
+    tally(bySeed, String(t.seed), right, t.end - t.start);
+    // Token j of an instrument is its bar j + MIN_HISTORY_BARS − 1: it saw j + MIN_HISTORY_BARS bars.
+    testPreds[i]!.assign.forEach((a, j) => {
+      const band = HISTORY_BANDS.find((b) => j + MIN_HISTORY_BARS < b.below)!;
+      tally(byHistory, band.name, a === t.label ? 1 : 0, 1);
+    });
+  });
+  const rate = ([c, n]: [number, number]) => (n > 0 ? c / n : 0);
+  const testByFamily: Record<string, FamilyMetrics> = {};
+  for (const family of REGIME_FAMILIES) {
+    const preds = testPreds.filter((_, i) => test.tickers[i]!.family === family);
+    if (preds.length === 0) continue;
+    const m = summarisePredictions(preds);
+    const subtypes = Object.fromEntries([...byFamilySubtype.get(family)!].map(([k, v]) => [k, rate(v)]));
+    testByFamily[family] = { days: m.days, tickers: m.tickers, perDay: m.perDay.accuracy, perTicker: m.perTicker.accuracy, ece: m.ece, bySubtype: subtypes };
+  }
+  return {
+    testBySubtype: Object.fromEntries([...bySubtype].map(([k, v]) => [k, rate(v)])),
+    testBySeed: Object.fromEntries([...bySeed].map(([k, v]) => [k, rate(v)])),
+    testByFamily,
+    testByHistory: Object.fromEntries([...byHistory].map(([k, v]) => [k, rate(v)])),
+  };
 }
 
 /** Compact metrics for the model file and the model card (no per-ticker table). */

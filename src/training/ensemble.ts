@@ -1,0 +1,74 @@
+/**
+ * Training an ensemble: one router per seed with the same recipe (each its own training histories, initialisation and
+ * shuffling), then the members scored together on the first member's validation and test histories, their mean
+ * probabilities read at one simulator temperature (src/router/ensemble.ts).
+ */
+import { DOMAINS } from '../domains.js';
+import { averageMembers } from '../router/ensemble.js';
+import { summarisePredictions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
+import { fitTemperature } from './temperature.js';
+import { createTrainerBackend, heldOutBreakdown, predictTokenSet, trainRouter, type HeldOutBreakdown, type TrainConfig, type TrainHooks, type TrainResult } from './train.js';
+import type { TokenSet } from './tokens.js';
+
+const D = DOMAINS.length;
+
+/** The recipe `config` with `seed` in place of its own: initialisation, shuffling and every simulated split. */
+export function memberConfig(config: TrainConfig, seed: number): TrainConfig {
+  return {
+    ...config,
+    seed,
+    data: { ...config.data, trainSeed: seed, validationSeed: seed + 10_000, testSeed: seed + 20_000 },
+  };
+}
+
+export interface EnsembleResult extends HeldOutBreakdown {
+  /** Each member's own training result (its held-out figures on its own histories). */
+  members: TrainResult[];
+  /** The ensemble's simulator temperature, fitted on the first member's validation histories. */
+  temperature: number;
+  validation: EvaluationMetrics;
+  /** The ensemble on the first member's test histories. */
+  test: EvaluationMetrics;
+}
+
+/** Splits one forward's outputs per ticker of `set`. */
+function perTicker(set: TokenSet, probs: Float32Array, assign: Uint8Array): TickerPrediction[] {
+  return set.tickers.map((t) => ({ ticker: t.ticker, label: t.label, assign: assign.slice(t.start, t.end), probs: probs.slice(t.start * D, t.end * D) }));
+}
+
+/** Trains one member per seed (`seeds[0]` first) and scores the ensemble. */
+export async function trainEnsemble(config: TrainConfig, seeds: readonly number[], hooks: TrainHooks = {}): Promise<EnsembleResult> {
+  if (seeds.length < 2 || new Set(seeds).size !== seeds.length) {
+    throw new RangeError(`Expected at least two distinct seeds for an ensemble but received ${JSON.stringify(seeds)}`);
+  }
+  const members: TrainResult[] = [];
+  for (const [i, seed] of seeds.entries()) {
+    hooks.log?.(`member ${i + 1} of ${seeds.length}: seed ${seed}`);
+    members.push(await trainRouter(memberConfig(config, seed), { ...hooks, keepSets: i === 0 }));
+  }
+  const { validation, test } = members[0]!.sets!;
+  delete members[0]!.sets;
+  const backend = createTrainerBackend(config.hidden, config.threads, hooks.warn ?? (() => undefined));
+  const valProbs: Float32Array[] = [];
+  const testProbs: Float32Array[] = [];
+  try {
+    for (const m of members) {
+      backend.setParams(m.params, 1);
+      valProbs.push((await predictTokenSet(backend, validation)).probs);
+      testProbs.push((await predictTokenSet(backend, test)).probs);
+    }
+  } finally {
+    backend.close();
+  }
+  const temperature = fitTemperature(averageMembers(valProbs, 1).probs, validation.labels);
+  const val = averageMembers(valProbs, temperature);
+  const out = averageMembers(testProbs, temperature);
+  const testPreds = perTicker(test, out.probs, out.assign);
+  return {
+    members,
+    temperature,
+    validation: summarisePredictions(perTicker(validation, val.probs, val.assign)),
+    test: summarisePredictions(testPreds),
+    ...heldOutBreakdown(test, testPreds),
+  };
+}
