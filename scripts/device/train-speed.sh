@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GPU session for the training recipe's time end to end: the shipped recipe (`npm run train -- --calibrate-data`,
-# models/README.md) on the GPU three ways in one session (about 3 minutes):
+# GPU session for the training recipe's time end to end: one router of the shipped recipe (`npm run train --
+# --calibrate-data`; the shipped ensemble, `--seeds 7,11,13`, trains three of them one after another; models/README.md)
+# on the GPU three ways in one session (about 3 minutes):
 #   gpu-fused   the defaults: histories simulated and calibration fits run on every core (--sim-threads =
 #               --threads 16), batches gathered on feeder threads (half the cores, at most 8), 16 steps per native
 #               call (the gradient never leaves the device);
