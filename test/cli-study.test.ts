@@ -25,6 +25,15 @@ describe('study --leave-one-family-out', () => {
     expect((await study([])).code).toBe(2);
   });
 
+  it('refuses an ensemble of one seed, and --seed beside --seeds, with exit 2', async () => {
+    const one = await study(['--leave-one-family-out', '--seeds', '7']);
+    expect(one.code).toBe(2);
+    expect(one.err).toContain('Expected 2 to 8 distinct integer seeds in [0, 2147483647], comma-separated, for --seeds but received "7"');
+    const both = await study(['--leave-one-family-out', '--seeds', '7,11', '--seed', '7']);
+    expect(both.code).toBe(2);
+    expect(both.err).toContain('Expected --seed N or --seeds LIST but received both');
+  });
+
   it('names the weakest sub-types in ascending order', () => {
     expect(weakestSubtypes({ stock: 0.97, 'credit-hy': 0.34, 'leveraged-2x': 0.78, inverse: 0.99 }, 2)).toBe('credit-hy 34.0 %, leveraged-2x 78.0 %');
   });

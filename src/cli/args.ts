@@ -83,6 +83,24 @@ export function hiddenFlag(args: ParsedArgs): Hidden {
   return hidden;
 }
 
+/** Most members of an ensemble trained by one command (a model file holds up to MAX_MEMBERS). */
+const MAX_SEEDS = 8;
+
+/**
+ * `--seeds A,B,…`: one router per seed, averaged as an ensemble (src/training/ensemble.ts); undefined when absent.
+ * 2 to 8 distinct seeds, and not together with `--seed`.
+ */
+export function seedsFlag(args: ParsedArgs): number[] | undefined {
+  const raw = stringFlag(args, 'seeds');
+  if (raw === undefined) return undefined;
+  const seeds = raw.split(',').map((p) => (/^\d{1,10}$/.test(p.trim()) ? Number(p.trim()) : Number.NaN));
+  if (seeds.length < 2 || seeds.length > MAX_SEEDS || seeds.some((v) => !Number.isSafeInteger(v) || v > 2 ** 31 - 1) || new Set(seeds).size !== seeds.length) {
+    throw new UsageError(`Expected 2 to ${MAX_SEEDS} distinct integer seeds in [0, 2147483647], comma-separated, for --seeds but received ${JSON.stringify(raw)}`);
+  }
+  if (args.flags.has('seed')) throw new UsageError('Expected --seed N or --seeds LIST but received both');
+  return seeds;
+}
+
 /** Comma-separated list flag whose items must be in `allowed`; `fallback` when absent. */
 export function listFlag<T extends string>(args: ParsedArgs, name: string, allowed: readonly T[], fallback: readonly T[]): T[] {
   const raw = stringFlag(args, name);

@@ -7,13 +7,15 @@
 import { writeFileSync } from 'node:fs';
 import { REGIME_FAMILIES, type RegimeFamily } from '../data/sim/regimes.js';
 import { defaultTrainConfig, trainRouter } from '../training/train.js';
-import { hiddenFlag, intFlag, listFlag, parseArgs, UsageError } from './args.js';
+import { hiddenFlag, intFlag, listFlag, parseArgs, seedsFlag, UsageError } from './args.js';
+import { trainEnsemble } from '../training/ensemble.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
-const USAGE = `usage: npm run study -- --leave-one-family-out [--families A,B,...] [--hidden 16|32] [--steps N] [--seed N] [--threads N] [--json FILE]
+const USAGE = `usage: npm run study -- --leave-one-family-out [--families A,B,...] [--hidden 16|32] [--steps N] [--seed N | --seeds A,B,...] [--threads N] [--json FILE]
 
 Trains one router per family with that family left out (same recipe as npm run train otherwise) and scores it on
-held-out histories of the family it never saw. Families: ${REGIME_FAMILIES.join(', ')}.`;
+held-out histories of the family it never saw; with --seeds, an ensemble of one router per seed (as npm run train --
+--seeds) scored on the first seed's held-out histories. Families: ${REGIME_FAMILIES.join(', ')}.`;
 
 /** Per-day accuracy a router must keep on a regime family it was not trained on (issue target). */
 export const LEFT_OUT_TARGET = 0.95;
@@ -48,6 +50,7 @@ export function main(argv: readonly string[]): Promise<number> {
       hidden: { type: 'string' },
       steps: { type: 'string' },
       seed: { type: 'string' },
+      seeds: { type: 'string' },
       threads: { type: 'string' },
       json: { type: 'string' },
       help: { type: 'boolean' },
@@ -60,14 +63,17 @@ export function main(argv: readonly string[]): Promise<number> {
     if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
     const families = listFlag(args, 'families', REGIME_FAMILIES, REGIME_FAMILIES);
     const hidden = hiddenFlag(args);
-    const base = defaultTrainConfig({ hidden, seed: intFlag(args, 'seed', 7, 0, 2 ** 31 - 1), steps: intFlag(args, 'steps', defaultTrainConfig().steps, 1, 1_000_000) });
+    const seeds = seedsFlag(args);
+    const base = defaultTrainConfig({ hidden, seed: seeds?.[0] ?? intFlag(args, 'seed', 7, 0, 2 ** 31 - 1), steps: intFlag(args, 'steps', defaultTrainConfig().steps, 1, 1_000_000) });
     base.threads = intFlag(args, 'threads', base.threads, 1, 256);
     const rows: LeftOutRow[] = [];
     console.log('left-out family        per day  per ticker    ECE   days   trained families per day   seconds');
     for (const family of families) {
       const config = structuredClone(base);
       config.data.families = REGIME_FAMILIES.filter((f) => f !== family);
-      const r = await trainRouter(config, { warn: (m) => console.warn(`warning: ${m}`) });
+      const hooks = { warn: (m: string) => console.warn(`warning: ${m}`) };
+      const r = seeds === undefined ? await trainRouter(config, hooks) : await trainEnsemble(config, seeds, hooks);
+      const seconds = 'members' in r ? r.members.reduce((a, m) => a + m.seconds.total, 0) : r.seconds.total;
       const held = r.testByFamily[family]!;
       const others = Object.entries(r.testByFamily).filter(([f]) => f !== family);
       const otherDays = others.reduce((a, [, m]) => a + m.days, 0);
@@ -79,7 +85,7 @@ export function main(argv: readonly string[]): Promise<number> {
         days: held.days,
         trainedFamiliesPerDay: others.reduce((a, [, m]) => a + m.perDay * m.days, 0) / Math.max(1, otherDays),
         bySubtype: held.bySubtype,
-        seconds: r.seconds.total,
+        seconds,
       };
       rows.push(row);
       const pct = (v: number) => `${(100 * v).toFixed(2)} %`.padStart(9);
@@ -91,7 +97,7 @@ export function main(argv: readonly string[]): Promise<number> {
     const worst = rows.reduce((a, b) => (b.perDay < a.perDay ? b : a));
     console.log(`worst left-out family: ${worst.family} at ${(100 * worst.perDay).toFixed(2)} % per day (target ≥ ${100 * LEFT_OUT_TARGET} %)`);
     const jsonOut = args.flags.get('json');
-    if (typeof jsonOut === 'string') writeFileSync(jsonOut, `${JSON.stringify({ steps: base.steps, seed: base.seed, rows }, null, 1)}\n`);
+    if (typeof jsonOut === 'string') writeFileSync(jsonOut, `${JSON.stringify({ steps: base.steps, seed: base.seed, ...(seeds ? { seeds } : {}), rows }, null, 1)}\n`);
     return EXIT.ok;
   });
 }

@@ -12,7 +12,7 @@ import { defaultTrainConfig, metricsSummary, trainRouter, type TrainConfig, type
 import { trainEnsemble } from '../training/ensemble.js';
 import { formatConfusion, formatLevel, type EvaluationMetrics } from '../training/evaluate.js';
 import { calibrateOnLabelled } from '../training/calibrate.js';
-import { UsageError, hiddenFlag, intFlag, parseArgs, stringFlag, writableFilePath } from './args.js';
+import { UsageError, hiddenFlag, intFlag, parseArgs, seedsFlag, stringFlag, writableFilePath } from './args.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N | --seeds N,N,...] [--steps N] [--batch N] [--lr X]
@@ -43,19 +43,6 @@ function numberFlag(raw: string | undefined, name: string, fallback: number, min
     throw new UsageError(`Expected number in [${min}, ${max}] for --${name} but received ${JSON.stringify(raw)}`);
   }
   return v;
-}
-
-/** Most members of an ensemble trained by one command (the model file holds up to MAX_MEMBERS). */
-const MAX_SEEDS = 8;
-
-function seedsFlag(raw: string | undefined): number[] | undefined {
-  if (raw === undefined) return undefined;
-  const parts = raw.split(',');
-  const seeds = parts.map((p) => (/^\d{1,10}$/.test(p.trim()) ? Number(p.trim()) : Number.NaN));
-  if (seeds.length < 2 || seeds.length > MAX_SEEDS || seeds.some((v) => !Number.isSafeInteger(v) || v > 2 ** 31 - 1) || new Set(seeds).size !== seeds.length) {
-    throw new UsageError(`Expected 2 to ${MAX_SEEDS} distinct integer seeds in [0, 2147483647], comma-separated, for --seeds but received ${JSON.stringify(raw)}`);
-  }
-  return seeds;
 }
 
 function parseConfig(argv: readonly string[]): { config: TrainConfig; out: string; seeds?: number[]; calibrate?: CalibrateArgs } | 'help' {
@@ -89,8 +76,7 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
   if (args.flags.has('help')) return 'help';
   if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals)}`);
   const hidden = hiddenFlag(args);
-  const seeds = seedsFlag(stringFlag(args, 'seeds'));
-  if (seeds !== undefined && args.flags.has('seed')) throw new UsageError('Expected --seed N or --seeds LIST but received both');
+  const seeds = seedsFlag(args);
   const config = defaultTrainConfig({
     hidden,
     seed: seeds?.[0] ?? intFlag(args, 'seed', 7, 0, 2 ** 31 - 1),
