@@ -74,7 +74,7 @@ export interface ShardOutput {
   /** Per-day sums of the routed tickers' series (the time-series figure). */
   daily: DailyAggregate;
   backend: string;
-  model: { path: string; hidden: number; featureSpec: string };
+  model: { path: string; hidden: number; featureSpec: string; members?: number };
   tokens: number;
   /** Enqueue to this shard's route start: its fetch stage including queue waits. */
   fetchMs: number;

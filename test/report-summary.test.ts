@@ -84,7 +84,10 @@ describe('buildSummaryMarkdown', () => {
     expect(md).toContain('| TLT | Fixed Income (treasury-long) | Equities | 0.700 |');
     expect(md).not.toContain('| SPY | Equities');
     expect(md).toContain('volatility ≥ 30 %');
-    expect(md).toContain('Router backend: `simd-avx2`');
+    expect(md).toContain('Router backend: `simd-avx2`; model `models/router.safetensors` (H = 16, features v1)');
+    const ens = summary([ticker({ ticker: 'SPY', class: 'Equities' })]);
+    ens.model = { ...ens.model, members: 3 };
+    expect(buildSummaryMarkdown(ens)).toContain('(H = 16, an ensemble of 3 routers, features v1)');
     expect(md).toContain('Fetch 900 ms, route 12 ms, report 1.50 s, total 2.60 s');
     expect(md).toContain('## Failed tickers\n\nNone.');
     // The note opens with one sentence per class, before the tables.

@@ -32,7 +32,8 @@ import { boundedReason, enterRunStage, StrayJobError, validPayload } from './job
 export interface LoadedRouter {
   /** The model's routers: one, or an ensemble's members behind one forward. */
   router: EnsembleRouter;
-  model: { path: string; hidden: number; featureSpec: string };
+  /** Where the weights came from; `members` when the model is an ensemble of several routers. */
+  model: { path: string; hidden: number; featureSpec: string; members?: number };
   /** The model's history temperature κ: short histories' probabilities are re-tempered after each forward. */
   historyTemperature: number;
 }
@@ -42,7 +43,8 @@ export async function openRouter(modelPath: string, backend: BackendName): Promi
   const choice = routerBackendChoice(backend);
   const m = await loadModel(modelPath);
   const router = new EnsembleRouter(m.members, m.temperature, { hidden: m.hidden, backend: choice });
-  return { router, model: { path: modelPath, hidden: m.hidden, featureSpec: m.metadata.feature_spec ?? 'unknown' }, historyTemperature: m.historyTemperature };
+  const model = { path: modelPath, hidden: m.hidden, featureSpec: m.metadata.feature_spec ?? 'unknown', ...(m.members.length > 1 ? { members: m.members.length } : {}) };
+  return { router, model, historyTemperature: m.historyTemperature };
 }
 
 export interface RouteDeps {

@@ -85,7 +85,7 @@ export function buildSummaryMarkdown(summary: RunSummary): string {
   lines.push('## Backend and timings', '');
   lines.push(
     `- Router backend: \`${summary.backend}\`; model \`${summary.model.path}\` (H = ${summary.model.hidden}, ` +
-      `features ${summary.model.featureSpec})`,
+      `${summary.model.members !== undefined ? `an ensemble of ${summary.model.members} routers, ` : ''}features ${summary.model.featureSpec})`,
     `- Fetch ${ms(t.fetchMs)}, route ${ms(t.routeMs)}, report ${ms(t.reportMs)}, total ${ms(t.totalMs)}`,
   );
   if (summary.context) {

@@ -107,7 +107,7 @@ export interface RunSummary {
   failed: FailedTicker[];
   /** Router backend that ran, e.g. `simd-avx512`, `simd-avx2`, `scalar`, `cuda`. */
   backend: string;
-  model: { path: string; hidden: number; featureSpec: string };
+  model: { path: string; hidden: number; featureSpec: string; members?: number };
   /**
    * Milliseconds per stage: `fetchMs` from the enqueue to the start of the last shard's route job, `routeMs` the
    * shards' route jobs summed (they overlap the fetching of other shards), `reportMs` the report job, `totalMs` the
