@@ -66,12 +66,12 @@ export function main(argv: readonly string[]): Promise<number> {
     const seeds = seedsFlag(args);
     const base = defaultTrainConfig({ hidden, seed: seeds?.[0] ?? intFlag(args, 'seed', 7, 0, 2 ** 31 - 1), steps: intFlag(args, 'steps', defaultTrainConfig().steps, 1, 1_000_000) });
     base.threads = intFlag(args, 'threads', base.threads, 1, 256);
+    const hooks = { warn: (m: string) => console.warn(`warning: ${m}`) };
     const rows: LeftOutRow[] = [];
     console.log('left-out family        per day  per ticker    ECE   days   trained families per day   seconds');
     for (const family of families) {
       const config = structuredClone(base);
       config.data.families = REGIME_FAMILIES.filter((f) => f !== family);
-      const hooks = { warn: (m: string) => console.warn(`warning: ${m}`) };
       const r = seeds === undefined ? await trainRouter(config, hooks) : await trainEnsemble(config, seeds, hooks);
       const seconds = 'members' in r ? r.members.reduce((a, m) => a + m.seconds.total, 0) : r.seconds.total;
       const held = r.testByFamily[family]!;

@@ -11,6 +11,7 @@
 import { NUM_DOMAINS as D } from '../domains.js';
 import type { Hidden } from './layout.js';
 import { NativeRouter, type RouterOptions, type TokenBatch } from './native.js';
+import { temperRow } from './history-temperature.js';
 
 export interface EnsembleOutput {
   probs: Float32Array;
@@ -30,21 +31,17 @@ export function averageMembers(outs: readonly Float32Array[], temperature: numbe
   const n = len / D;
   const probs = new Float32Array(len);
   const assign = new Uint8Array(n);
-  const inv = 1 / temperature;
-  const l = new Float64Array(D);
+  const row = new Float64Array(D);
   for (let i = 0; i < n; i++) {
-    let max = -Infinity;
     for (let d = 0; d < D; d++) {
       let s = 0;
       for (const o of outs) s += o[i * D + d]!;
-      l[d] = Math.log(Math.max(s / outs.length, 1e-30)) * inv;
-      if (l[d]! > max) max = l[d]!;
+      row[d] = s / outs.length;
     }
-    let z = 0;
-    for (let d = 0; d < D; d++) z += (l[d] = Math.exp(l[d]! - max));
+    temperRow(row, 1 / temperature);
     let best = 0;
     for (let d = 0; d < D; d++) {
-      probs[i * D + d] = l[d]! / z;
+      probs[i * D + d] = row[d]!;
       if (probs[i * D + d]! > probs[i * D + best]!) best = d;
     }
     assign[i] = best;

@@ -42,22 +42,32 @@ export function tokenShortness(x: Float32Array, hidden: number, n: number = x.le
  * probabilities already at the model's T (route worker, evaluate).
  */
 export function temperByHistory(probs: Float32Array, shortness: Float32Array, kappa: number, temperature = 1): Float32Array {
-  const logp = new Float64Array(D);
+  const row = new Float64Array(D);
   for (let i = 0; i < shortness.length; i++) {
     const f = temperature * (1 + kappa * shortness[i]!);
     if (f === 1) continue;
-    const inv = 1 / f;
-    const row = i * D;
-    let max = -Infinity;
-    for (let d = 0; d < D; d++) {
-      logp[d] = Math.log(Math.max(probs[row + d]!, 1e-30)) * inv;
-      if (logp[d]! > max) max = logp[d]!;
-    }
-    let z = 0;
-    for (let d = 0; d < D; d++) z += (logp[d] = Math.exp(logp[d]! - max));
-    for (let d = 0; d < D; d++) probs[row + d] = logp[d]! / z;
+    for (let d = 0; d < D; d++) row[d] = probs[i * D + d]!;
+    temperRow(row, 1 / f);
+    for (let d = 0; d < D; d++) probs[i * D + d] = row[d]!;
   }
   return probs;
+}
+
+/**
+ * One token's `D` probabilities (or any positive weights) in `row`, replaced in place, in float64, by
+ * `softmax(ln row · inv)`: the same probabilities read at 1/inv times their temperature. Values are floored at 1e-30
+ * before the log. The one re-tempering step of the history temperature and of an ensemble's mean
+ * (src/router/ensemble.ts).
+ */
+export function temperRow(row: Float64Array, inv: number): void {
+  let max = -Infinity;
+  for (let d = 0; d < D; d++) {
+    row[d] = Math.log(Math.max(row[d]!, 1e-30)) * inv;
+    if (row[d]! > max) max = row[d]!;
+  }
+  let z = 0;
+  for (let d = 0; d < D; d++) z += (row[d] = Math.exp(row[d]! - max));
+  for (let d = 0; d < D; d++) row[d] = row[d]! / z;
 }
 
 /**

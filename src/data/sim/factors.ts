@@ -146,7 +146,8 @@ function drawEpisodes(rng: Rng, total: number, R: Regime): { mult: Float64Array;
 
 /**
  * The factors of one market history in `regime`; `curveRng` draws the yield-curve factor apart from the rest, so the
- * other factors of a seed are the same with or without it; `episodeRng` (when given) draws sell-off episodes.
+ * other factors of a seed are the same with or without it; `episodeRng` (when given) draws sell-off episodes, and
+ * `metalsRng` (when given) the industrial-metals factor (0 without it), each on its own stream in the same way.
  */
 export function buildFactors(rng: Rng, n: number, curveRng: Rng, regime: Regime = RECENT, episodeRng?: Rng, metalsRng?: Rng): Factors {
   const total = n + BURN_IN;
