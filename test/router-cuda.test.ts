@@ -132,6 +132,10 @@ noGpu(`no usable GPU (${gpu.reason ?? ''})`, () => {
   });
 });
 
+// The forward's products: fp32 kernels with MOE_CUDA_PRECISION=fp32 (the oracle's 1e-5 relative), else the
+// tensor-core precisions' contract (bf16x3 by default: probabilities within 2e-3; docs/performance.md).
+const fp32 = process.env.MOE_CUDA_PRECISION === 'fp32';
+
 withGpu(`CUDA backend on ${gpu.device ?? ''}`, () => {
   for (const hidden of [16, 32] as const) {
     it(`forward, gradient and AdamW match the scalar oracle, H=${hidden}`, async () => {
@@ -147,7 +151,8 @@ withGpu(`CUDA backend on ${gpu.device ?? ''}`, () => {
           const a = await cuda.forward(batch, { expert: true });
           const b = await ref.forward(batch, { expert: true });
           for (let i = 0; i < n * 4; i++) {
-            expect(Math.abs((a.probs[i] as number) - (b.probs[i] as number))).toBeLessThanOrEqual(1e-9 + 1e-5 * (b.probs[i] as number));
+            const want = b.probs[i] as number;
+            expect(Math.abs((a.probs[i] as number) - want)).toBeLessThanOrEqual(fp32 ? 1e-9 + 1e-5 * want : 2e-3);
           }
           const labels = new Uint8Array(n).map(() => rng.int(4));
           const ga = await cuda.lossAndGrad(batch, labels, { labelSmoothing: 0.1, reconWeight: 0.5 });

@@ -5,10 +5,10 @@
 //   hostcopy   pageable -> pinned and pinned -> pageable memcpy through the backend's CopyPool, 1..16 threads
 //   hostregister  cost of page-locking 1 GiB of pageable memory (the MOE_CUDA_HOST_REGISTER=1 variant)
 //   kernel     forward kernel only (the fp32 versions 2, 4 and 8, see forward.cu, and the tensor-core version 9 in
-//              tf32x3, tf32 and bf16, see forward_tc.cu), inputs and outputs on the device, 1e4 / 1e6 / 1e7 tokens,
-//              with and without the expert output; tokens/s and achieved GB/s (bytes of each input read once, each
-//              output written once)
-//   accuracy   v8 (fp32) and v9 (tf32x3, tf32, bf16) against the scalar oracle on these weights, 1e6 tokens of the kernel
+//              bf16x3, tf32x3, tf32 and bf16, see forward_tc.cu), inputs and outputs on the device, 1e4 / 1e6 / 1e7
+//              tokens, with and without the expert output; tokens/s and achieved GB/s (bytes of each input read
+//              once, each output written once)
+//   accuracy   v8 (fp32) and v9 (each precision) against the scalar oracle on these weights, 1e6 tokens of the kernel
 //              rows' inputs, T = 0.7, and at H = 16 the feature tokens of MOE_BENCH_TOKENS16 (see below) if set:
 //              max |Δp| and max |Δp| / p, argmax differences where the oracle's top two logits differ by more than
 //              1e-2 and within it, max |Δy| / (1 + |y|) of the expert output where the argmax agrees
@@ -207,8 +207,10 @@ int main(int argc, char** argv) {
         MOE_CUDA_CHECK(cudaMemcpy(risk, hr.data(), nMax * 4, cudaMemcpyHostToDevice));
       }
       using moe::cuda::Precision;
-      const std::pair<int, Precision> kernels[] = {{2, Precision::FP32},   {4, Precision::FP32}, {8, Precision::FP32},
-                                                   {9, Precision::TF32X3}, {9, Precision::TF32}, {9, Precision::BF16}};
+      const std::pair<int, Precision> kernels[] = {{2, Precision::FP32},   {4, Precision::FP32},
+                                                   {8, Precision::FP32},   {9, Precision::BF16X3},
+                                                   {9, Precision::TF32X3}, {9, Precision::TF32},
+                                                   {9, Precision::BF16}};
       for (std::size_t n : {std::size_t(10000), std::size_t(1000000), std::size_t(10000000)}) {
         for (const auto& kp : kernels)
         for (bool withExpert : {true, false}) {

@@ -6,7 +6,8 @@
 // MOE_CUDA_FORWARD_KERNEL forces an fp32 kernel: 2, 4 or 8):
 //   probabilities within 1e-5·|p| + 1e-9; argmax equal unless the reference's top two probabilities are within
 //   2e-5 relative (a true near-tie); expert outputs within 1e-4·(1 + |y|) where the argmax agrees;
-// with MOE_CUDA_PRECISION=tf32x3 (also when unset: the default) or tf32 (forward kernel 9), the accuracy contract of
+// with MOE_CUDA_PRECISION=bf16x3 (also when unset: the default), tf32x3 or tf32 (forward kernel 9), the accuracy
+//   contract of
 //   the tensor-core precisions instead: probabilities within 2e-3 (absolute); argmax equal wherever the reference's
 //   top two logits differ by more than 1e-2 (logit gap = ln(p_top / p_second)); expert outputs within 2e-2·(1 + |y|)
 //   where the argmax agrees (both compute the expert product in TF32);
@@ -55,7 +56,7 @@ int run(int argc, char** argv) {
   const unsigned seed = seedEnv ? unsigned(std::strtoul(seedEnv, nullptr, 10)) : std::random_device{}();
   // The precision of the forward's matrix products, as the backend reads it: unset is the default precision
   // (kDefaultPrecision in native/src/cuda/common.cuh, here by name), except with a forced fp32 kernel (2, 4 or 8).
-  const char* kDefaultPrecision = "tf32x3";
+  const char* kDefaultPrecision = "bf16x3";
   const char* precEnv = std::getenv("MOE_CUDA_PRECISION");
   const char* kernelEnv = std::getenv("MOE_CUDA_FORWARD_KERNEL");
   const std::string forced = kernelEnv ? kernelEnv : "";

@@ -57,25 +57,26 @@ struct ForwardArgs {
   int n;
 };
 // Arithmetic of the forward's two matrix products (x·W1 and h·We[a]): FP32 (versions 2, 4 and 8), or on the tensor
-// cores with FP32 accumulation (version 9, forward_tc.cu): TF32X3 (x·W1 in split TF32, near FP32; h·We in TF32),
-// TF32 or BF16 inputs. Env: MOE_CUDA_PRECISION.
-enum class Precision : int { Env = -1, FP32 = 0, TF32 = 1, BF16 = 2, TF32X3 = 3 };
-// The precision when MOE_CUDA_PRECISION is unset or empty (docs/performance.md, "Tensor-core forward"): tf32x3 meets
-// the accuracy contract with the trained model (probabilities within 2e-3 of the oracle; measured 4.5e-6) and is
-// faster than the FP32 kernels at H = 16 and 32 (H200, 2026-12-04). The training path (lossgrad.cu) is FP32 always.
-constexpr Precision kDefaultPrecision = Precision::TF32X3;
-// MOE_CUDA_PRECISION=fp32|tf32x3|tf32|bf16, read once; unset or empty: kDefaultPrecision, except fp32 when
+// cores with FP32 accumulation (version 9, forward_tc.cu): BF16X3 (x·W1 in split BF16; h·We in TF32), TF32X3 (x·W1 in
+// split TF32, near FP32; h·We in TF32), TF32 or BF16 inputs. Env: MOE_CUDA_PRECISION.
+enum class Precision : int { Env = -1, FP32 = 0, TF32 = 1, BF16 = 2, TF32X3 = 3, BF16X3 = 4 };
+// The precision when MOE_CUDA_PRECISION is unset or empty (docs/performance.md, "Tensor-core forward"): bf16x3 is the
+// fastest that meets the accuracy contract with the trained model (probabilities within 2e-3 of the oracle, argmax
+// equal where the top two logits differ by more than 1e-2; measured 8.6e-5, no argmax difference; tf32 misses it) and
+// `evaluate` gives the CPU's rows with it (H200, 2026-12-05). The training path (lossgrad.cu) is FP32 always.
+constexpr Precision kDefaultPrecision = Precision::BF16X3;
+// MOE_CUDA_PRECISION=fp32|bf16x3|tf32x3|tf32|bf16, read once; unset or empty: kDefaultPrecision, except fp32 when
 // MOE_CUDA_FORWARD_KERNEL forces an fp32 kernel (2, 4 or 8); any other value throws moe::Error naming the allowed
 // values (here and on every later call).
 Precision forwardPrecision();
 const char* precisionName(Precision p);
 // version: 0 = the default (forwardKernelVersion), 2, 4 or 8 = that FP32 kernel, 9 = the tensor-core kernel
 // (forward.cu and forward_tc.cu explain them); precision: Env = forwardPrecision(). Versions 2, 4 and 8 need FP32,
-// version 9 TF32X3, TF32 or BF16; any other value or combination throws before anything is launched.
+// version 9 BF16X3, TF32X3, TF32 or BF16; any other value or combination throws before anything is launched.
 void launchForward(int H, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream, int version = 0,
                    Precision precision = Precision::Env);
 // MOE_CUDA_FORWARD_KERNEL=2|4|8|9 forces a version; else, for FP32, the fastest measured for this H and output set,
-// and 9 for TF32X3, TF32 and BF16. Throws when a forced version does not compute in `precision` (Env:
+// and 9 for the other precisions. Throws when a forced version does not compute in `precision` (Env:
 // forwardPrecision()).
 int forwardKernelVersion(int H, bool expert, Precision precision = Precision::Env);
 // The version MOE_CUDA_FORWARD_KERNEL forces, 0 when it is unset or empty; any other value throws moe::Error.

@@ -833,6 +833,7 @@ int forcedForwardKernel() {
 
 const char* precisionName(Precision p) {
   return p == Precision::TF32X3 ? "tf32x3"
+         : p == Precision::BF16X3 ? "bf16x3"
          : p == Precision::TF32 ? "tf32"
          : p == Precision::BF16 ? "bf16"
          : p == Precision::FP32 ? "fp32"
@@ -851,11 +852,12 @@ Precision forwardPrecision() {
       return forced != 0 && forced != 9 ? Precision::FP32 : kDefaultPrecision;
     }
     if (v == "fp32") return Precision::FP32;
+    if (v == "bf16x3") return Precision::BF16X3;
     if (v == "tf32x3") return Precision::TF32X3;
     if (v == "tf32") return Precision::TF32;
     if (v == "bf16") return Precision::BF16;
-    MOE_FAIL("MOE_CUDA_PRECISION must be unset or fp32, tf32x3, tf32 or bf16 (the precisions of the forward's matrix "
-             "products) but is '" + v + "'");
+    MOE_FAIL("MOE_CUDA_PRECISION must be unset or fp32, bf16x3, tf32x3, tf32 or bf16 (the precisions of the "
+             "forward's matrix products) but is '" + v + "'");
   }();
   return precision;
 }
@@ -864,14 +866,14 @@ int forwardKernelVersion(int H, bool expert, Precision precision) {
   const int forced = forcedForwardKernel();
   const Precision prec = precision == Precision::Env ? forwardPrecision() : precision;
   if (prec != Precision::FP32) {
-    // The tensor-core kernel is the only one with split-TF32, TF32 or BF16 products.
+    // The tensor-core kernel is the only one with split, TF32 or BF16 products.
     MOE_CHECK(forced == 0 || forced == 9, "MOE_CUDA_FORWARD_KERNEL=" + std::to_string(forced) +
                                               " is an fp32 kernel but MOE_CUDA_PRECISION is " + precisionName(prec) +
-                                              " (tf32x3, tf32 and bf16 run forward kernel 9)");
+                                              " (bf16x3, tf32x3, tf32 and bf16 run forward kernel 9)");
     return 9;
   }
-  MOE_CHECK(forced != 9, "MOE_CUDA_FORWARD_KERNEL=9 computes in tf32x3, tf32 or bf16: set MOE_CUDA_PRECISION=tf32x3, "
-                         "tf32 or bf16 (the precision is fp32)");
+  MOE_CHECK(forced != 9, "MOE_CUDA_FORWARD_KERNEL=9 computes in bf16x3, tf32x3, tf32 or bf16: set MOE_CUDA_PRECISION "
+                         "to one of them (the precision is fp32)");
   // fp32 (MOE_CUDA_PRECISION=fp32, or a forced fp32 kernel). The fastest of each case on an H100, 1e7 tokens
   // (docs/performance.md): v8 with the expert output at both sizes; without it v4 at H = 32 (v8 ties) and v2 at
   // H = 16 (128 registers suffice, four blocks per SM).

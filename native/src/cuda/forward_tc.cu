@@ -1,9 +1,12 @@
 // Forward kernel v9: the two matrix products of the router (h = x·W1 and the expert's h·We[a]) on the tensor cores
 // with warp-level mma.sync, FP32 accumulation. Precisions (MOE_CUDA_PRECISION, forward.cu):
-//   tf32x3  x·W1 in split TF32 ("3xTF32"): x = x_hi + x_lo and W1 = W_hi + W_lo, each part rounded to TF32, and
-//           x·W1 ≈ x_lo·W_hi + x_hi·W_lo + x_hi·W_hi (three mma per step; the dropped x_lo·W_lo is ~2^-22 of the
-//           product), so h, and everything computed from it in FP32, is within a few FP32 roundings of the oracle.
-//           The expert product stays single TF32 (it only reaches the expert output y).
+//   bf16x3  (the default since 2026-12-05) x·W1 in split BF16: x = x_hi + x_lo and W1 = W_hi + W_lo, each part
+//           rounded to BF16, and x·W1 ≈ x_lo·W_hi + x_hi·W_lo + x_hi·W_hi, three m16n8k16 products per 16 k (the
+//           dropped x_lo·W_lo is ~2^-16 of the product): x and W1 carried to ~16 significant bits, with half the
+//           mma steps and half the bytes of W1's operands of tf32x3. The expert product in TF32.
+//   tf32x3  x·W1 in split TF32 ("3xTF32") the same way, three m16n8k8 products per 8 k (the dropped part ~2^-22), so
+//           h, and everything computed from it in FP32, is within a few FP32 roundings of the oracle. The expert
+//           product in TF32 (it only reaches the expert output y).
 //   tf32    both products with inputs rounded to TF32 (m16n8k8).
 //   bf16    both products with inputs rounded to BF16 (m16n8k16).
 // Everything else (b1 and be added in FP32 as the accumulators' start, relu, h·Wc, the statistics, the four signals,
@@ -34,12 +37,16 @@
 //            Padding columns of a group read some row of the tile and are not stored (each output column depends only
 //            on its own B column). Every token's sums run in the same k order whatever its neighbours: results are
 //            bit-identical from call to call and independent of the tile a token lands in.
-// Measured (H200, 2026-12-04, kernel only, 1e7 tokens with the expert output, G tokens/s): H = 32 tf32x3 4.46, tf32
-// 5.06, bf16 6.91 against v8's 3.07 (the v9 of the morning: tf32 4.82, bf16 6.78); H = 16 tf32x3 9.62, tf32 10.49,
-// bf16 11.67 against 8.16 (9.31, 10.18). tf32x3 keeps probabilities within 4.5e-6 of the oracle on the trained H = 16
-// model with feature tokens (v8: 3.8e-6; tf32 4.2e-3). Nsight Compute (H = 32 tf32x3): L1/shared-memory throughput
-// 94%, issue slots 47% busy: bound by shared memory (the mma operands: W1 hi and lo per 16-row tile, We[e]^T per group
-// of 8 tokens, the staged h); at H = 16 (24 warps) 89% and 71%. docs/performance.md, "Tensor-core forward".
+// Measured (H200, 2026-12-05, kernel only, 1e7 tokens with the expert output, G tokens/s, best of two runs): H = 32
+// bf16x3 4.95, tf32x3 4.37, tf32 5.02, bf16 6.88 against v8's 3.07; H = 16 bf16x3 9.84, tf32x3 9.27, tf32 9.85, bf16
+// 11.04 against 8.12. bf16x3 keeps probabilities within 8.6e-5 of the oracle on the trained H = 16 model with feature
+// tokens (tf32x3 4.1e-6, v8 3.3e-6; tf32 5.1e-3: the contract's 2e-3 missed). Nsight Compute (H = 32 tf32x3, 2026-12-04):
+// L1/shared-memory throughput 94%, issue slots 47% busy: bound by shared memory (the mma operands: W1 hi and lo per
+// 16-row tile, We[e]^T per group of 8 tokens, the staged h); at H = 16 (24 warps) 89% and 71%. A version 10 that
+// moved far less through shared memory (W1's operands shared by both 16-row tiles, the expert products bucketed over
+// the whole block between barriers, We[e]^T in registers once per expert) and was bit-identical to v9 ran slower with
+// the expert output (H = 32 tf32x3 4.13, H = 16 6.88; L1 throughput 56%, issue slots 45%): the same ~103 warp
+// instructions per token and the block's barriers. docs/performance.md, "Tensor-core forward".
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -59,7 +66,8 @@ constexpr int kWarps16 = 24, kWarps32 = 16;
 constexpr int kMT = 2;                   // 16-row mma tiles per warp tile
 constexpr int kTileTC = 16 * kMT;        // tokens per warp tile
 
-constexpr int kTF32 = int(Precision::TF32), kBF16 = int(Precision::BF16), kTF32X3 = int(Precision::TF32X3);
+constexpr int kTF32 = int(Precision::TF32), kBF16 = int(Precision::BF16), kTF32X3 = int(Precision::TF32X3),
+              kBF16X3 = int(Precision::BF16X3);
 
 __device__ __forceinline__ std::uint32_t toTf32(float v) {
   std::uint32_t r;
@@ -71,6 +79,13 @@ __device__ __forceinline__ std::uint32_t toTf32(float v) {
 __device__ __forceinline__ std::uint32_t packBf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const std::uint32_t*>(&v);
+}
+
+// Split BF16 of a pair: hi = BF16(a), BF16(b) packed as packBf16, lo = the BF16 of what hi leaves out.
+__device__ __forceinline__ void splitBf16(float a, float b, std::uint32_t& hi, std::uint32_t& lo) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+  hi = *reinterpret_cast<const std::uint32_t*>(&v);
+  lo = packBf16(a - __low2float(v), b - __high2float(v));
 }
 
 // d += a·b for one 16×8 tile: m16n8k16 BF16 or m16n8k8 TF32, FP32 accumulators.
@@ -92,25 +107,26 @@ __device__ __forceinline__ void mma(float (&d)[4], const std::uint32_t (&a)[4], 
   mma<BF16>(d, a[0], a[1], a[2], a[3], b0, b1);
 }
 
-// Sizes and shared memory of one instance (P: a Precision as int). K: k of one mma. The parameters from b1 up to We
-// (b1, Wc, bc, the signal weights, the gates) stay FP32 at their layout offsets relative to L::b1; be follows; then
-// the B operands of W1 (KS1 k-steps × NJ1 column blocks × 32 lanes; uint2 per lane, uint4 hi + lo for tf32x3), the
-// A operands of the four We[e]^T (4 × KS2 k-steps × MT2 row tiles × 32 lanes, uint4 per lane), the staging tiles of
-// the warps (32 rows of SW 4-byte words: F TF32 values or F/2 BF16 pairs, then 8 words of padding) and, per warp, the
-// tile row of each staged token (32 bytes).
+// Sizes and shared memory of one instance (P: a Precision as int). BF1 / BF2: x·W1 / the expert product in BF16
+// (m16n8k16) rather than TF32 (m16n8k8); X3: x·W1 split in hi and lo parts (three products per step). K1, K2: k of
+// one mma of each product. The parameters from b1 up to We (b1, Wc, bc, the signal weights, the gates) stay FP32 at
+// their layout offsets relative to L::b1; be follows; then the B operands of W1 (KS1 k-steps × NJ1 column blocks × 32
+// lanes; uint2 per lane, uint4 hi + lo when split), the A operands of the four We[e]^T (4 × KS2 k-steps × MT2 row
+// tiles × 32 lanes, uint4 per lane), the staging tiles of the warps (32 rows of SW 4-byte words: F TF32 values or
+// F/2 BF16 pairs, then 8 words of padding) and, per warp, the tile row of each staged token (32 bytes).
 template <int H_, int P_, int W_>
 struct CfgTC {
   static constexpr int H = H_, F = 2 * H_;
-  static constexpr bool BF16 = P_ == kBF16, X3 = P_ == kTF32X3;
-  static constexpr int K = BF16 ? 16 : 8;
-  static constexpr int KS1 = H / K, NJ1 = F / 8;   // x·W1: k-steps over H, 8-column blocks of h
-  static constexpr int KS2 = F / K, MT2 = H / 16;  // y^T = We^T·h^T: k-steps over F, 16-row tiles of y^T (columns of y)
-  static constexpr int CPL = H / 4;                // columns of x per lane and row
+  static constexpr bool BF1 = P_ == kBF16 || P_ == kBF16X3, BF2 = P_ == kBF16, X3 = P_ == kTF32X3 || P_ == kBF16X3;
+  static constexpr int K1 = BF1 ? 16 : 8, K2 = BF2 ? 16 : 8;
+  static constexpr int KS1 = H / K1, NJ1 = F / 8;   // x·W1: k-steps over H, 8-column blocks of h
+  static constexpr int KS2 = F / K2, MT2 = H / 16;  // y^T = We^T·h^T: k-steps over F, 16-row tiles of y^T (columns of y)
+  static constexpr int CPL = H / 4;                 // columns of x per lane and row
   static constexpr int WARPS = W_, THREADS = 32 * WARPS;
   // Staged row: word 8s + 2t and the next hold the k pair lane t reads at k-step s (TF32: columns 8s+2t, +1; BF16:
   // the pairs of columns 16s+4t, +1 and 16s+4t+2, +3). SW ≡ 8 (mod 32) words (H = 16 BF16: 24, also conflict-free):
   // the four consecutive rows a half-warp reads fall in distinct banks.
-  static constexpr int SW = (BF16 ? F / 2 : F) + 8;
+  static constexpr int SW = (BF2 ? F / 2 : F) + 8;
   static constexpr int tailFloats = Lay<H>::We - Lay<H>::b1;
   static constexpr int beFloats = kDomains * H;
   static constexpr int w1Frags = KS1 * NJ1 * 32, weFrags = kDomains * KS2 * MT2 * 32;
@@ -123,14 +139,15 @@ struct CfgTC {
   static constexpr std::size_t bytes(int warps) { return weightBytes + std::size_t(warps) * warpBytes; }
   static_assert(tailFloats % 4 == 0 && beFloats % 4 == 0 && stageWords % 4 == 0 && kTileTC % 16 == 0,
                 "16-byte alignment of the shared-memory regions");
-  static_assert(KS1 >= 1 && (BF16 ? NJ1 % 2 == 0 : true), "BF16 pairs two 8-column blocks of h per k-step");
+  static_assert(KS1 >= 1 && (BF2 ? NJ1 % 2 == 0 : true), "BF16 pairs two 8-column blocks of h per k-step");
   static_assert(CPL % 4 == 0, "x columns per lane move as float4");
-  static_assert(H % 16 == 0 && F % K == 0, "whole mma tiles in the expert product");
+  static_assert(H % 16 == 0 && F % K2 == 0, "whole mma tiles in the expert product");
 };
 
 // Fills shared memory: the FP32 parameters past W1 (except We) and the mma operands in their lane order.
 // W1 (B operand of x·W1, rows of W1 = columns of x): TF32 slot t ↔ row t·CPL + 2s, slot t+4 ↔ t·CPL + 2s + 1; BF16
-// slots 2t, 2t+1, 2t+8, 2t+9 ↔ rows t·CPL + 4s + 0..3. tf32x3 stores {hi, hi, lo, lo}: lo = TF32(w - hi).
+// slots 2t, 2t+1, 2t+8, 2t+9 ↔ rows t·CPL + 4s + 0..3. Split precisions store {hi, hi, lo, lo}: lo = TF32(w - hi)
+// (tf32x3) or the BF16 pairs of w - hi (bf16x3).
 // We[e]^T (A operand of y^T = We^T·h^T; row m = column m of y, k = row f of We[e]): a lane (g, t) holds rows
 // m0 = 16·mt + g and m0 + 8; TF32 slot t ↔ f = 8s + 2t, slot t+4 ↔ 8s + 2t + 1; BF16 slots 2t, 2t+1 ↔ f = 16s + 4t,
 // +1 and 2t+8, 2t+9 ↔ 16s + 4t + 2, +3 (the staged h rows hold the same k pairs in adjacent words).
@@ -147,10 +164,17 @@ __device__ __forceinline__ void loadWeightsTC(float* tail, float* be, void* w1v,
   for (int i = tid; i < C::w1Frags; i += nt) {
     const int lane = i % 32, j = (i / 32) % C::NJ1, s = i / 32 / C::NJ1, g = lane >> 2, t = lane & 3;
     const int n = 8 * j + g;
-    if constexpr (C::BF16) {
+    if constexpr (C::BF1) {
       const int r = t * C::CPL + 4 * s;
-      reinterpret_cast<uint2*>(w1v)[i] = make_uint2(packBf16(W1[r * F + n], W1[(r + 1) * F + n]),
-                                                    packBf16(W1[(r + 2) * F + n], W1[(r + 3) * F + n]));
+      if constexpr (C::X3) {
+        std::uint32_t h0, l0, h1, l1;
+        splitBf16(W1[r * F + n], W1[(r + 1) * F + n], h0, l0);
+        splitBf16(W1[(r + 2) * F + n], W1[(r + 3) * F + n], h1, l1);
+        reinterpret_cast<uint4*>(w1v)[i] = make_uint4(h0, h1, l0, l1);
+      } else {
+        reinterpret_cast<uint2*>(w1v)[i] = make_uint2(packBf16(W1[r * F + n], W1[(r + 1) * F + n]),
+                                                      packBf16(W1[(r + 2) * F + n], W1[(r + 3) * F + n]));
+      }
     } else {
       const int r = t * C::CPL + 2 * s;
       const float v0 = W1[r * F + n], v1 = W1[(r + 1) * F + n];
@@ -166,7 +190,7 @@ __device__ __forceinline__ void loadWeightsTC(float* tail, float* be, void* w1v,
     const int lane = i % 32, mt = (i / 32) % C::MT2, s = (i / 32 / C::MT2) % C::KS2, e = i / 32 / C::MT2 / C::KS2;
     const int g = lane >> 2, t = lane & 3, m0 = 16 * mt + g, m1 = m0 + 8;
     const float* We = wG + L::We + e * F * H;  // We[e][f][m] at f·H + m
-    if constexpr (C::BF16) {
+    if constexpr (C::BF2) {
       const int f = 16 * s + 4 * t;
       wef[i] = make_uint4(packBf16(We[f * H + m0], We[(f + 1) * H + m0]),
                           packBf16(We[f * H + m1], We[(f + 1) * H + m1]),
@@ -209,6 +233,189 @@ __device__ __forceinline__ float activate(int e, float v) {
   return e == 3 ? tanhf(v) : e == 1 ? v * 0.8f : fmaxf(v, 0.0f);
 }
 
+// v[e] for a warp-uniform run-time e by compile-time indices (selects): a run-time index would put v in local memory.
+__device__ __forceinline__ int pick4(const int (&v)[kDomains], int e) {
+  int r = v[0];
+#pragma unroll
+  for (int k = 1; k < kDomains; ++k)
+    if (e == k) r = v[k];
+  return r;
+}
+
+// ---- stages both tensor-core versions share ----
+
+// x of the warp tile: rows 16·mt + g + 8·hi, columns tq·CPL .. +CPL-1 (zeros past m).
+template <int CPL, int H>
+__device__ __forceinline__ void loadXTile(float (&xr)[kMT][2][CPL], const float* x, int base, int m, int g, int tq) {
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int hi = 0; hi < 2; ++hi) {
+      const int r = 16 * mt + g + 8 * hi;
+      const float4* src = reinterpret_cast<const float4*>(x + std::size_t(base + r) * H + tq * CPL);
+#pragma unroll
+      for (int q = 0; q < CPL / 4; ++q) {
+        const float4 v = r < m ? __ldg(src + q) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        xr[mt][hi][4 * q] = v.x;
+        xr[mt][hi][4 * q + 1] = v.y;
+        xr[mt][hi][4 * q + 2] = v.z;
+        xr[mt][hi][4 * q + 3] = v.w;
+      }
+    }
+}
+
+// Statistics of x per row of one 16-row tile (the lane's columns, then the quad's four lanes): mean, variance, mean |x|.
+template <int CPL, int H>
+__device__ __forceinline__ void rowStatsTC(const float (&xr)[2][CPL], float (&st)[2][3]) {
+#pragma unroll
+  for (int hi = 0; hi < 2; ++hi) {
+    float s = 0, sa = 0;
+#pragma unroll
+    for (int c = 0; c < CPL; ++c) {
+      s += xr[hi][c];
+      sa += fabsf(xr[hi][c]);
+    }
+    const float mean = quadSum(s) / H;
+    float v = 0;
+#pragma unroll
+    for (int c = 0; c < CPL; ++c) v += (xr[hi][c] - mean) * (xr[hi][c] - mean);
+    st[hi][0] = mean;
+    st[hi][1] = quadSum(v) / H;
+    st[hi][2] = quadSum(sa) / H;
+  }
+}
+
+// The A operand of x·W1 at k-step s for one 16-row tile (rows g and g+8 in xr[0] and xr[1]); al: the lo parts of the
+// split precisions (untouched otherwise).
+template <class C>
+__device__ __forceinline__ void xFragTC(const float (&xr)[2][C::CPL], int s, std::uint32_t (&af)[4],
+                                        std::uint32_t (&al)[4]) {
+  if constexpr (C::BF1) {
+    if constexpr (C::X3) {
+      splitBf16(xr[0][4 * s], xr[0][4 * s + 1], af[0], al[0]);
+      splitBf16(xr[1][4 * s], xr[1][4 * s + 1], af[1], al[1]);
+      splitBf16(xr[0][4 * s + 2], xr[0][4 * s + 3], af[2], al[2]);
+      splitBf16(xr[1][4 * s + 2], xr[1][4 * s + 3], af[3], al[3]);
+    } else {
+      af[0] = packBf16(xr[0][4 * s], xr[0][4 * s + 1]);
+      af[1] = packBf16(xr[1][4 * s], xr[1][4 * s + 1]);
+      af[2] = packBf16(xr[0][4 * s + 2], xr[0][4 * s + 3]);
+      af[3] = packBf16(xr[1][4 * s + 2], xr[1][4 * s + 3]);
+    }
+  } else {
+    af[0] = toTf32(xr[0][2 * s]);
+    af[1] = toTf32(xr[1][2 * s]);
+    af[2] = toTf32(xr[0][2 * s + 1]);
+    af[3] = toTf32(xr[1][2 * s + 1]);
+    if constexpr (C::X3) {
+      al[0] = toTf32(xr[0][2 * s] - __uint_as_float(af[0]));
+      al[1] = toTf32(xr[1][2 * s] - __uint_as_float(af[1]));
+      al[2] = toTf32(xr[0][2 * s + 1] - __uint_as_float(af[2]));
+      al[3] = toTf32(xr[1][2 * s + 1] - __uint_as_float(af[3]));
+    }
+  }
+}
+
+// The B operand of x·W1 at (k-step s, column block j): {hi, hi, lo, lo} when split, else {b0, b1, -, -}.
+template <class C>
+__device__ __forceinline__ uint4 w1FragTC(const void* w1v, int s, int j, int lane) {
+  if constexpr (C::X3) return ldsFresh4(reinterpret_cast<const uint4*>(w1v) + (s * C::NJ1 + j) * 32 + lane);
+  const uint2 b = ldsFresh2(reinterpret_cast<const uint2*>(w1v) + (s * C::NJ1 + j) * 32 + lane);
+  return make_uint4(b.x, b.y, 0u, 0u);
+}
+
+// acc += x·W1 for one k-step: split x_lo·W_hi, x_hi·W_lo, then x_hi·W_hi (summed in that order in FP32), or one product.
+template <class C>
+__device__ __forceinline__ void w1StepTC(float (&acc)[4], const std::uint32_t (&af)[4], const std::uint32_t (&al)[4],
+                                         uint4 b) {
+  if constexpr (C::X3) {
+    mma<C::BF1>(acc, al, b.x, b.y);
+    mma<C::BF1>(acc, af, b.z, b.w);
+  }
+  mma<C::BF1>(acc, af, b.x, b.y);
+}
+
+// relu of the accumulators of column block j (h in place), h·Wc over the lane's columns 8j + 2tq + c into bp, and
+// with the expert output h rounded into the staging rows 16mt + g + 8hi (words 8j + 2tq, +1 in TF32 or word 4j + tq
+// as a BF16 pair: see CfgTC::SW).
+template <class C>
+__device__ __forceinline__ void hEpilogueTC(float (&acc)[4], const float4 (&wc)[2], float (&bp)[2][4],
+                                            std::uint32_t* stage, int mt, int j, int g, int tq, bool wantExpert) {
+#pragma unroll
+  for (int c = 0; c < 2; ++c)
+#pragma unroll
+    for (int hi = 0; hi < 2; ++hi) {
+      const float hv = fmaxf(acc[2 * hi + c], 0.0f);
+      acc[2 * hi + c] = hv;
+      bp[hi][0] += hv * wc[c].x;
+      bp[hi][1] += hv * wc[c].y;
+      bp[hi][2] += hv * wc[c].z;
+      bp[hi][3] += hv * wc[c].w;
+    }
+  if (wantExpert) {
+#pragma unroll
+    for (int hi = 0; hi < 2; ++hi) {
+      std::uint32_t* sr = stage + (16 * mt + g + 8 * hi) * C::SW;
+      if constexpr (C::BF2)
+        sr[4 * j + tq] = packBf16(acc[2 * hi], acc[2 * hi + 1]);
+      else
+        reinterpret_cast<uint2*>(sr)[4 * j + tq] = make_uint2(toTf32(acc[2 * hi]), toTf32(acc[2 * hi + 1]));
+    }
+  }
+}
+
+// The gate of the lane's row myRow ((mt, hi) = (tq / 2, tq % 2) among the quad's four rows): the quad's partial
+// sums of h·Wc added up, then stages.cuh's gateTokens (signals, logits, argmax, softmax, stores). Returns the argmax.
+template <int H>
+__device__ __forceinline__ int gateLaneTC(const float* w, float invT, float (&bp)[kMT][2][4],
+                                          const float (&st)[kMT][2][3], float vol, float risk, int myRow, int m,
+                                          int base, int tq, const ForwardArgs& a) {
+  using L = Lay<H>;
+  constexpr int EP = 2 * kMT / 4;  // rows whose epilogue a lane computes (a quad holds 2·kMT rows)
+  static_assert(EP == 1, "each lane of a quad owns one row: the bucketing relies on it");
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int hi = 0; hi < 2; ++hi)
+#pragma unroll
+      for (int d = 0; d < 4; ++d) bp[mt][hi][d] = quadSum(bp[mt][hi][d]);
+  float b[EP][4], sk[EP][3], vl[EP] = {vol}, rk[EP] = {risk};
+  int row[EP] = {myRow}, am[EP];
+#pragma unroll
+  for (int d = 0; d < 4; ++d) b[0][d] = w[L::bc + d];
+#pragma unroll
+  for (int k = 0; k < 3; ++k) sk[0][k] = 0.0f;
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {  // compile-time indices only: selects, no local memory
+    if (tq != q) continue;
+#pragma unroll
+    for (int d = 0; d < 4; ++d) b[0][d] += bp[q >> 1][q & 1][d];
+#pragma unroll
+    for (int k = 0; k < 3; ++k) sk[0][k] = st[q >> 1][q & 1][k];
+  }
+  // The gates from shared memory here rather than in registers across the loop.
+  const float gate[4] = {w[L::gates], w[L::gates + 1], w[L::gates + 2], w[L::gates + 3]};
+  gateTokens<H, EP>(w, gate, invT, b, sk, vl, rk, row, m, base, a, am);
+  return am[0];
+}
+
+// Stores one group's expert outputs: C of y^T = be + We[e]^T·h^T, rows 16mt + g (+8) = columns of y, columns 2tq,
+// 2tq+1 = the group's tokens; o0 / o1 the output rows of those tokens or null (padding: not stored).
+template <int MT2>
+__device__ __forceinline__ void storeExpertTC(const float (&y)[MT2][4], int e, float* o0, float* o1) {
+#pragma unroll
+  for (int mt = 0; mt < MT2; ++mt) {
+    if (o0) {
+      o0[16 * mt] = activate(e, y[mt][0]);
+      o0[16 * mt + 8] = activate(e, y[mt][2]);
+    }
+    if (o1) {
+      o1[16 * mt] = activate(e, y[mt][1]);
+      o1[16 * mt + 8] = activate(e, y[mt][3]);
+    }
+  }
+}
+
 // One block per SM of W warps (fewer for small batches, launchTC): at most 128 registers per thread at W = 16, 80
 // at W = 24.
 template <int H, int P, int W>
@@ -216,10 +423,8 @@ __global__ void __launch_bounds__(CfgTC<H, P, W>::THREADS, 1)
     forwardKernelTC(const float* __restrict__ wG, float invT, ForwardArgs a) {
   using C = CfgTC<H, P, W>;
   using L = Lay<H>;
-  constexpr bool BF16 = C::BF16, X3 = C::X3;
+  constexpr bool BF2 = C::BF2;
   constexpr int CPL = C::CPL, KS1 = C::KS1, NJ1 = C::NJ1, KS2 = C::KS2, MT2 = C::MT2, SW = C::SW;
-  constexpr int EP = 2 * kMT / 4;  // rows whose epilogue a lane computes (a quad holds 2·kMT rows)
-  static_assert(EP == 1, "each lane of a quad owns one row: the bucketing below relies on it");
   extern __shared__ float4 smem4[];
   float* tail = reinterpret_cast<float*>(smem4);
   float* beS = tail + C::tailFloats;
@@ -241,35 +446,16 @@ __global__ void __launch_bounds__(CfgTC<H, P, W>::THREADS, 1)
   for (int tile = blockIdx.x * warps + warp; tile < numTiles; tile += gridDim.x * warps) {
     const int base = tile * kTileTC;
     const int m = min(kTileTC, a.n - base);
-
-    // ---- x: rows 16·mt + g + 8·hi, columns tq·CPL .. +CPL-1 (zeros past m) ----
     float xr[kMT][2][CPL];
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int hi = 0; hi < 2; ++hi) {
-        const int r = 16 * mt + g + 8 * hi;
-        const float4* src = reinterpret_cast<const float4*>(a.x + std::size_t(base + r) * H + tq * CPL);
-#pragma unroll
-        for (int q = 0; q < CPL / 4; ++q) {
-          const float4 v = r < m ? __ldg(src + q) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-          xr[mt][hi][4 * q] = v.x;
-          xr[mt][hi][4 * q + 1] = v.y;
-          xr[mt][hi][4 * q + 2] = v.z;
-          xr[mt][hi][4 * q + 3] = v.w;
-        }
-      }
+    loadXTile<CPL, H>(xr, a.x, base, m, g, tq);
 
     // vol and risk of the lane's row (see the gate below), loaded early: their latency hides behind the products.
     const int myRow = 16 * (tq >> 1) + g + 8 * (tq & 1);  // the quad's rows (mt, hi) = (tq / 2, tq % 2)
     const bool mine = myRow < m;
-    float vol[EP], risk[EP];
-    vol[0] = mine ? a.vol[base + myRow] : 0.0f;
-    risk[0] = mine ? a.risk[base + myRow] : 0.0f;
+    const float vol = mine ? a.vol[base + myRow] : 0.0f, risk = mine ? a.risk[base + myRow] : 0.0f;
     if (wantExpert) __syncwarp();  // the previous tile's reads of stage and rowOf are done
 
-    // ---- per 16-row tile: h = relu(b1 + x·W1) on the tensor cores, h·Wc over the lane's columns 8j + 2tq + c,
-    //      and h into the staging tile (row r of the tile = staged row r) ----
+    // ---- per 16-row tile: h = relu(b1 + x·W1) on the tensor cores, h·Wc over the lane's columns, h staged ----
     float bp[kMT][2][4], st[kMT][2][3];
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
@@ -282,117 +468,25 @@ __global__ void __launch_bounds__(CfgTC<H, P, W>::THREADS, 1)
       }
 #pragma unroll
       for (int s = 0; s < KS1; ++s) {
-        std::uint32_t af[4];
-        if constexpr (BF16) {
-          af[0] = packBf16(xr[mt][0][4 * s], xr[mt][0][4 * s + 1]);
-          af[1] = packBf16(xr[mt][1][4 * s], xr[mt][1][4 * s + 1]);
-          af[2] = packBf16(xr[mt][0][4 * s + 2], xr[mt][0][4 * s + 3]);
-          af[3] = packBf16(xr[mt][1][4 * s + 2], xr[mt][1][4 * s + 3]);
-        } else {
-          af[0] = toTf32(xr[mt][0][2 * s]);
-          af[1] = toTf32(xr[mt][1][2 * s]);
-          af[2] = toTf32(xr[mt][0][2 * s + 1]);
-          af[3] = toTf32(xr[mt][1][2 * s + 1]);
-        }
-        if constexpr (X3) {
-          // x_lo·W_hi, x_hi·W_lo, then x_hi·W_hi: three products summed in the FP32 accumulators.
-          std::uint32_t al[4];
-          al[0] = toTf32(xr[mt][0][2 * s] - __uint_as_float(af[0]));
-          al[1] = toTf32(xr[mt][1][2 * s] - __uint_as_float(af[1]));
-          al[2] = toTf32(xr[mt][0][2 * s + 1] - __uint_as_float(af[2]));
-          al[3] = toTf32(xr[mt][1][2 * s + 1] - __uint_as_float(af[3]));
+        std::uint32_t af[4], al[4];
+        xFragTC<C>(xr[mt], s, af, al);
 #pragma unroll
-          for (int j = 0; j < NJ1; ++j) {
-            const uint4 b = ldsFresh4(reinterpret_cast<const uint4*>(w1v) + (s * NJ1 + j) * 32 + lane);
-            mma<false>(acc[j], al, b.x, b.y);
-            mma<false>(acc[j], af, b.z, b.w);
-            mma<false>(acc[j], af, b.x, b.y);
-          }
-        } else {
-#pragma unroll
-          for (int j = 0; j < NJ1; ++j) {
-            const uint2 b = ldsFresh2(reinterpret_cast<const uint2*>(w1v) + (s * NJ1 + j) * 32 + lane);
-            mma<BF16>(acc[j], af, b.x, b.y);
-          }
-        }
+        for (int j = 0; j < NJ1; ++j) w1StepTC<C>(acc[j], af, al, w1FragTC<C>(w1v, s, j, lane));
       }
-      // Statistics of x per row (the lane's columns, then the quad's four lanes), after the product: the tile's x
-      // rows are dead from here, which shortens their lives by the statistics' registers.
-#pragma unroll
-      for (int hi = 0; hi < 2; ++hi) {
-        float s = 0, sa = 0;
-#pragma unroll
-        for (int c = 0; c < CPL; ++c) {
-          s += xr[mt][hi][c];
-          sa += fabsf(xr[mt][hi][c]);
-        }
-        const float mean = quadSum(s) / H;
-        float v = 0;
-#pragma unroll
-        for (int c = 0; c < CPL; ++c) v += (xr[mt][hi][c] - mean) * (xr[mt][hi][c] - mean);
-        st[mt][hi][0] = mean;
-        st[mt][hi][1] = quadSum(v) / H;
-        st[mt][hi][2] = quadSum(sa) / H;
-      }
+      // Statistics after the product: the tile's x rows are dead from here, which shortens their lives.
+      rowStatsTC<CPL, H>(xr[mt], st[mt]);
 #pragma unroll
       for (int hi = 0; hi < 2; ++hi)
 #pragma unroll
         for (int d = 0; d < 4; ++d) bp[mt][hi][d] = 0.0f;
 #pragma unroll
-      for (int j = 0; j < NJ1; ++j)
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-          const float4 wc = reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq + c];
-#pragma unroll
-          for (int hi = 0; hi < 2; ++hi) {
-            const float hv = fmaxf(acc[j][2 * hi + c], 0.0f);
-            acc[j][2 * hi + c] = hv;
-            bp[mt][hi][0] += hv * wc.x;
-            bp[mt][hi][1] += hv * wc.y;
-            bp[mt][hi][2] += hv * wc.z;
-            bp[mt][hi][3] += hv * wc.w;
-          }
-        }
-      if (wantExpert) {
-        // Rows 16mt + g + 8hi, words 8j + 2tq, +1 (TF32) or word 4j + tq (BF16 pair): see CfgTC::SW.
-#pragma unroll
-        for (int hi = 0; hi < 2; ++hi) {
-          std::uint32_t* sr = stage + (16 * mt + g + 8 * hi) * SW;
-#pragma unroll
-          for (int j = 0; j < NJ1; ++j) {
-            if constexpr (BF16)
-              sr[4 * j + tq] = packBf16(acc[j][2 * hi], acc[j][2 * hi + 1]);
-            else
-              reinterpret_cast<uint2*>(sr)[4 * j + tq] = make_uint2(toTf32(acc[j][2 * hi]), toTf32(acc[j][2 * hi + 1]));
-          }
-        }
+      for (int j = 0; j < NJ1; ++j) {
+        const float4 wc[2] = {reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq],
+                              reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq + 1]};
+        hEpilogueTC<C>(acc[j], wc, bp[mt], stage, mt, j, g, tq, wantExpert);
       }
     }
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int hi = 0; hi < 2; ++hi)
-#pragma unroll
-        for (int d = 0; d < 4; ++d) bp[mt][hi][d] = quadSum(bp[mt][hi][d]);
-
-    // ---- the lane's row myRow: (mt, hi) = (tq / 2, tq % 2) among the quad's rows ----
-    float b[EP][4], sk[EP][3];
-    int row[EP] = {myRow}, am[EP];
-#pragma unroll
-    for (int d = 0; d < 4; ++d) b[0][d] = w[L::bc + d];
-#pragma unroll
-    for (int k = 0; k < 3; ++k) sk[0][k] = 0.0f;
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {  // compile-time indices only: selects, no local memory
-      if (tq != q) continue;
-#pragma unroll
-      for (int d = 0; d < 4; ++d) b[0][d] += bp[q >> 1][q & 1][d];
-#pragma unroll
-      for (int k = 0; k < 3; ++k) sk[0][k] = st[q >> 1][q & 1][k];
-    }
-    // The gates from shared memory here rather than in registers across the loop.
-    const float gate[4] = {w[L::gates], w[L::gates + 1], w[L::gates + 2], w[L::gates + 3]};
-    gateTokens<H, EP>(w, gate, invT, b, sk, vol, risk, row, m, base, a, am);
+    const int am = gateLaneTC<H>(w, invT, bp, st, vol, risk, myRow, m, base, tq, a);
     if (!wantExpert) continue;
 
     // ---- bucket the tile's tokens by expert: counts (ballots), then each token's place in expert order; rowOf[p]
@@ -403,10 +497,10 @@ __global__ void __launch_bounds__(CfgTC<H, P, W>::THREADS, 1)
       const unsigned below = (1u << lane) - 1u;
 #pragma unroll
       for (int e = 0; e < kDomains; ++e) {
-        const unsigned mask = __ballot_sync(0xffffffffu, mine && am[0] == e);
+        const unsigned mask = __ballot_sync(0xffffffffu, mine && am == e);
         cnt[e] = __popc(mask);
         first[e] = at;
-        if (am[0] == e) pos = at + __popc(mask & below);
+        if (am == e) pos = at + __popc(mask & below);
         at += cnt[e];
       }
       if (mine) rowOf[pos] = std::uint8_t(myRow);
@@ -416,11 +510,7 @@ __global__ void __launch_bounds__(CfgTC<H, P, W>::THREADS, 1)
     // ---- per expert, its groups of 8 staged tokens: y^T = be + We[e]^T · h^T, activation, store ----
 #pragma unroll 1
     for (int e = 0; e < kDomains; ++e) {
-      // cnt[e] and first[e] by compile-time indices (selects): a run-time index would put the arrays in local memory.
-      int c = cnt[0], f0 = first[0];
-#pragma unroll
-      for (int k = 1; k < kDomains; ++k)
-        if (e == k) c = cnt[k], f0 = first[k];
+      const int c = pick4(cnt, e), f0 = pick4(first, e);
       const uint4* wa = wef + e * KS2 * MT2 * 32 + lane;
       // One group of 8 places at a time. (Loading each A operand once for all groups of the expert, at most 4, moved
       // less through shared memory, L1 throughput 76% instead of 94%, but issued less, 43% instead of 47% of the
@@ -443,25 +533,12 @@ __global__ void __launch_bounds__(CfgTC<H, P, W>::THREADS, 1)
 #pragma unroll
           for (int mt = 0; mt < MT2; ++mt) {
             const uint4 av = ldsFresh4(wa + (s * MT2 + mt) * 32);
-            mma<BF16>(y[mt], av.x, av.y, av.z, av.w, bh.x, bh.y);
+            mma<BF2>(y[mt], av.x, av.y, av.z, av.w, bh.x, bh.y);
           }
         }
-        // C: y^T rows 16mt + g (+8) = columns of y; columns 2tq, 2tq+1 = the group's tokens q + 2tq, +1.
         const int n0 = q + 2 * tq;
-        const bool ok0 = n0 < c, ok1 = n0 + 1 < c;
-        float* o0 = a.expert + std::size_t(base + (ok0 ? rowOf[f0 + n0] : 0)) * H + g;
-        float* o1 = a.expert + std::size_t(base + (ok1 ? rowOf[f0 + n0 + 1] : 0)) * H + g;
-#pragma unroll
-        for (int mt = 0; mt < MT2; ++mt) {
-          if (ok0) {
-            o0[16 * mt] = activate(e, y[mt][0]);
-            o0[16 * mt + 8] = activate(e, y[mt][2]);
-          }
-          if (ok1) {
-            o1[16 * mt] = activate(e, y[mt][1]);
-            o1[16 * mt + 8] = activate(e, y[mt][3]);
-          }
-        }
+        storeExpertTC<MT2>(y, e, n0 < c ? a.expert + std::size_t(base + rowOf[f0 + n0]) * H + g : nullptr,
+                           n0 + 1 < c ? a.expert + std::size_t(base + rowOf[f0 + n0 + 1]) * H + g : nullptr);
       }
     }
   }
@@ -516,6 +593,7 @@ void launchTC(const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream) 
 
 template <int H, int W>
 void prepareAllTC() {
+  prepareTC<H, kBF16X3, W>();
   prepareTC<H, kTF32X3, W>();
   prepareTC<H, kTF32, W>();
   prepareTC<H, kBF16, W>();
@@ -523,7 +601,8 @@ void prepareAllTC() {
 
 template <int H, int W>
 void launchAllTC(Precision precision, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream) {
-  if (precision == Precision::TF32X3) launchTC<H, kTF32X3, W>(p, a, stream);
+  if (precision == Precision::BF16X3) launchTC<H, kBF16X3, W>(p, a, stream);
+  else if (precision == Precision::TF32X3) launchTC<H, kTF32X3, W>(p, a, stream);
   else if (precision == Precision::TF32) launchTC<H, kTF32, W>(p, a, stream);
   else launchTC<H, kBF16, W>(p, a, stream);
 }
@@ -536,8 +615,9 @@ void prepareForwardTC(int H) {
 }
 
 void launchForwardTC(int H, Precision precision, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream) {
-  MOE_CHECK(precision == Precision::TF32X3 || precision == Precision::TF32 || precision == Precision::BF16,
-            "forward kernel 9 computes its products in tf32x3, tf32 or bf16");
+  MOE_CHECK(precision == Precision::BF16X3 || precision == Precision::TF32X3 || precision == Precision::TF32 ||
+                precision == Precision::BF16,
+            "forward kernel 9 computes its products in bf16x3, tf32x3, tf32 or bf16");
   if (H == 16) launchAllTC<16, kWarps16>(precision, p, a, stream);
   else launchAllTC<32, kWarps32>(precision, p, a, stream);
   MOE_LAUNCH_CHECK();
