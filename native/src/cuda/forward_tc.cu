@@ -242,7 +242,7 @@ __device__ __forceinline__ int pick4(const int (&v)[kDomains], int e) {
   return r;
 }
 
-// ---- stages both tensor-core versions share ----
+// ---- the kernel's per-tile stages, in the order it runs them ----
 
 // x of the warp tile: rows 16·mt + g + 8·hi, columns tq·CPL .. +CPL-1 (zeros past m).
 template <int CPL, int H>
