@@ -34,6 +34,18 @@ describe('study --leave-one-family-out', () => {
     expect(both.err).toContain('Expected --seed N or --seeds LIST but received both');
   });
 
+  it('refuses --real-folds (no real folder is scored) and a missing --real-data folder, with exit 2', async () => {
+    const folds = await study(['--leave-one-family-out', '--real-data', '.', '--real-folds', '5']);
+    expect(folds.code).toBe(2);
+    expect(folds.err).toContain('Expected no --real-folds with study');
+    const missing = await study(['--leave-one-family-out', '--real-data', '/no/such/folder']);
+    expect(missing.code).toBe(2);
+    expect(missing.err).toContain('Expected a folder for --real-data but received "/no/such/folder" (not a folder)');
+    const orphan = await study(['--leave-one-family-out', '--real-listings', '2']);
+    expect(orphan.code).toBe(2);
+    expect(orphan.err).toContain('Expected --real-data DIR with --real-listings but received none');
+  });
+
   it('names the weakest sub-types in ascending order', () => {
     expect(weakestSubtypes({ stock: 0.97, 'credit-hy': 0.34, 'leveraged-2x': 0.78, inverse: 0.99 }, 2)).toBe('credit-hy 34.0 %, leveraged-2x 78.0 %');
   });

@@ -130,3 +130,22 @@ describe('train speed flags', () => {
     expect(badGroup.err.join('\n')).toContain('--steps-per-call');
   });
 });
+
+describe('train --real-data', () => {
+  it('refuses --real-* flags without --real-data, a missing folder, and --real-data with --calibrate-data, before any training', async () => {
+    const orphan = await train(['--real-repeat', '3']);
+    expect(orphan.code).toBe(2);
+    expect(orphan.err.join('\n')).toContain('Expected --real-data DIR with --real-repeat but received none');
+    const missing = path.join(tmp, 'no-such-folder');
+    const gone = await train(['--real-data', missing]);
+    expect(gone.code).toBe(2);
+    expect(gone.err.join('\n')).toContain(`Expected a folder for --real-data but received ${JSON.stringify(missing)} (not a folder)`);
+    const both = await train(['--real-data', tmp, '--calibrate-data', tmp]);
+    expect(both.code).toBe(2);
+    expect(both.err.join('\n')).toContain('Expected either --real-data or --calibrate-data but received both');
+    const folds = await train(['--real-data', tmp, '--real-folds', '1']);
+    expect(folds.code).toBe(2);
+    expect(folds.err.join('\n')).toContain('--real-folds');
+    for (const r of [orphan, gone, both, folds]) expect(r.out).toEqual([]);
+  });
+});

@@ -1,7 +1,8 @@
-import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs as nodeParseArgs } from 'node:util';
 import { isSupportedHidden, type Hidden } from '../data/types.js';
+import type { RealTrainingData } from '../training/real-tokens.js';
 
 /**
  * The argument parsing every CLI shares: declared flags only, so a typo is a usage error rather than a silent no-op.
@@ -149,4 +150,71 @@ export function writableFilePath(raw: string, flag: string): string {
   }
   rmSync(probe, { force: true });
   return file;
+}
+
+/** A folder that must exist for `--name`. */
+export function dirFlag(name: string, value: string): string {
+  if (!existsSync(value) || !statSync(value).isDirectory()) throw new UsageError(`Expected a folder for --${name} but received ${JSON.stringify(value)} (not a folder)`);
+  return value;
+}
+
+/** A labels CSV that must exist for `--name`. */
+export function fileFlag(name: string, value: string): string {
+  if (!existsSync(value)) throw new UsageError(`Expected a labels CSV for --${name} but received ${JSON.stringify(value)} (no such file)`);
+  return value;
+}
+
+/** `--real-*` of `npm run train` and `npm run study`: a real labelled folder in training, cross-fitted over ticker folds. */
+export interface RealArgs {
+  dataDir: string;
+  labelsFile?: string;
+  contextDir?: string;
+  repeat: number;
+  listings: number;
+  folds: number;
+}
+
+export const REAL_DATA_FLAGS: Record<string, FlagSpec> = {
+  'real-data': { type: 'string' },
+  'real-labels': { type: 'string' },
+  'real-context-dir': { type: 'string' },
+  'real-repeat': { type: 'string' },
+  'real-listings': { type: 'string' },
+  'real-folds': { type: 'string' },
+};
+
+/** The `--real-*` flags (REAL_DATA_FLAGS), or undefined without `--real-data`; refuses `--calibrate-data` beside it. */
+export function realDataFlags(args: ParsedArgs): RealArgs | undefined {
+  const dir = stringFlag(args, 'real-data');
+  if (dir === undefined) {
+    for (const f of Object.keys(REAL_DATA_FLAGS)) {
+      if (args.flags.has(f)) throw new UsageError(`Expected --real-data DIR with --${f} but received none`);
+    }
+    return undefined;
+  }
+  if (args.flags.has('calibrate-data')) {
+    throw new UsageError('Expected either --real-data or --calibrate-data but received both (with --real-data the calibration comes from the out-of-fold predictions)');
+  }
+  const real: RealArgs = {
+    dataDir: dirFlag('real-data', dir),
+    repeat: intFlag(args, 'real-repeat', 4, 1, 1000),
+    listings: intFlag(args, 'real-listings', 8, 0, 1000),
+    folds: intFlag(args, 'real-folds', 5, 2, 1000),
+  };
+  const labels = stringFlag(args, 'real-labels');
+  if (labels !== undefined) real.labelsFile = fileFlag('real-labels', labels);
+  const ctx = stringFlag(args, 'real-context-dir');
+  if (ctx !== undefined) real.contextDir = dirFlag('real-context-dir', ctx);
+  return real;
+}
+
+/** `TrainConfig.data.real` from the `--real-*` flags. */
+export function realTrainingData(real: RealArgs): RealTrainingData {
+  return {
+    dataDir: real.dataDir,
+    ...(real.labelsFile !== undefined ? { labelsFile: real.labelsFile } : {}),
+    ...(real.contextDir !== undefined ? { contextDir: real.contextDir } : {}),
+    repeat: real.repeat,
+    listings: real.listings,
+  };
 }

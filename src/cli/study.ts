@@ -7,15 +7,18 @@
 import { writeFileSync } from 'node:fs';
 import { REGIME_FAMILIES, type RegimeFamily } from '../data/sim/regimes.js';
 import { defaultTrainConfig, trainRouter } from '../training/train.js';
-import { hiddenFlag, intFlag, listFlag, parseArgs, seedsFlag, UsageError } from './args.js';
+import { hiddenFlag, intFlag, listFlag, parseArgs, REAL_DATA_FLAGS, realDataFlags, realTrainingData, seedsFlag, UsageError } from './args.js';
 import { trainEnsemble } from '../training/ensemble.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run study -- --leave-one-family-out [--families A,B,...] [--hidden 16|32] [--steps N] [--seed N | --seeds A,B,...] [--threads N] [--json FILE]
+                       [--real-data DIR [--real-labels FILE] [--real-context-dir DIR] [--real-repeat R] [--real-listings L]]
 
 Trains one router per family with that family left out (same recipe as npm run train otherwise) and scores it on
 held-out histories of the family it never saw; with --seeds, an ensemble of one router per seed (as npm run train --
---seeds) scored on the first seed's held-out histories. Families: ${REGIME_FAMILIES.join(', ')}.`;
+--seeds) scored on the first seed's held-out histories. --real-data adds a real labelled folder to every router's
+training set as npm run train -- --real-data does (its period is then never wholly unseen: the development folder's
+2020–2025 holds the 2020 crash and the 2022 rate shock). Families: ${REGIME_FAMILIES.join(', ')}.`;
 
 /** Per-day accuracy a router must keep on a regime family it was not trained on (issue target). */
 export const LEFT_OUT_TARGET = 0.95;
@@ -53,6 +56,7 @@ export function main(argv: readonly string[]): Promise<number> {
       seeds: { type: 'string' },
       threads: { type: 'string' },
       json: { type: 'string' },
+      ...REAL_DATA_FLAGS,
       help: { type: 'boolean' },
     });
     if (args.flags.has('help')) {
@@ -66,6 +70,9 @@ export function main(argv: readonly string[]): Promise<number> {
     const seeds = seedsFlag(args);
     const base = defaultTrainConfig({ hidden, seed: seeds?.[0] ?? intFlag(args, 'seed', 7, 0, 2 ** 31 - 1), steps: intFlag(args, 'steps', defaultTrainConfig().steps, 1, 1_000_000) });
     base.threads = intFlag(args, 'threads', base.threads, 1, 256);
+    if (args.flags.has('real-folds')) throw new UsageError('Expected no --real-folds with study (it scores simulator families, not the real folder) but received one');
+    const real = realDataFlags(args);
+    if (real !== undefined) base.data.real = realTrainingData(real);
     const hooks = { warn: (m: string) => console.warn(`warning: ${m}`) };
     const rows: LeftOutRow[] = [];
     console.log('left-out family        per day  per ticker    ECE   days   trained families per day   seconds');
@@ -97,7 +104,7 @@ export function main(argv: readonly string[]): Promise<number> {
     const worst = rows.reduce((a, b) => (b.perDay < a.perDay ? b : a));
     console.log(`worst left-out family: ${worst.family} at ${(100 * worst.perDay).toFixed(2)} % per day (target ≥ ${100 * LEFT_OUT_TARGET} %)`);
     const jsonOut = args.flags.get('json');
-    if (typeof jsonOut === 'string') writeFileSync(jsonOut, `${JSON.stringify({ steps: base.steps, seed: base.seed, ...(seeds ? { seeds } : {}), rows }, null, 1)}\n`);
+    if (typeof jsonOut === 'string') writeFileSync(jsonOut, `${JSON.stringify({ steps: base.steps, seed: base.seed, ...(seeds ? { seeds } : {}), ...(base.data.real ? { real: base.data.real } : {}), rows }, null, 1)}\n`);
     return EXIT.ok;
   });
 }

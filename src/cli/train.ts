@@ -2,7 +2,6 @@
  * `npm run train [-- --hidden 16 --seed 7 --steps 1500 --out models/router.safetensors]`
  * Trains the router on simulator data, fits its temperature, prints held-out metrics and writes the model file.
  */
-import { existsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DOMAINS } from '../domains.js';
@@ -12,15 +11,22 @@ import { defaultTrainConfig, metricsSummary, trainRouter, type TrainConfig, type
 import { trainEnsemble } from '../training/ensemble.js';
 import { formatConfusion, formatLevel, type EvaluationMetrics } from '../training/evaluate.js';
 import { calibrateOnLabelled } from '../training/calibrate.js';
-import { UsageError, hiddenFlag, intFlag, parseArgs, seedsFlag, stringFlag, writableFilePath } from './args.js';
+import { crossFit, crossFitSummary, formatCrossFit } from '../training/crossfit.js';
+import { REAL_DATA_FLAGS, UsageError, dirFlag, fileFlag, hiddenFlag, intFlag, parseArgs, realDataFlags, realTrainingData, seedsFlag, stringFlag, writableFilePath, type RealArgs } from './args.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N | --seeds N,N,...] [--steps N] [--batch N] [--lr X]
                        [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--steps-per-call N] [--out FILE]
                        [--calibrate-data DIR [--calibrate-labels FILE] [--calibrate-context-dir DIR] [--calibrate-folds K]]
+                       [--real-data DIR [--real-labels FILE] [--real-context-dir DIR] [--real-repeat R] [--real-listings L] [--real-folds K]]
 
 --seeds 7,11,13 trains one router per seed with the same recipe and writes them as one ensemble (their mean
 probabilities, one temperature); its held-out figures are on the first seed's histories.
+--real-data DIR adds a real labelled folder to the training set (each ticker's series --real-repeat times, default 4,
+and --real-listings new-listing copies of its first 60–400 bars, default 8) and cross-fits over --real-folds ticker
+folds (default 5): one router (or ensemble) per fold trained without that fold's tickers and scored on them, every
+bar and a listing's first and last 60 / 120 / 250; the temperature and history temperature are fitted on those
+out-of-fold predictions (not with --calibrate-data). It trains folds + 1 times as long.
 --threads N is the native trainer's (part of the recipe: the model file records it). --sim-threads N (default: the
 CPUs, up to 16) simulates the market histories and runs the calibration's fits on worker threads, --feeder off
 gathers the minibatches between steps instead of on feeder threads (--feeder-threads N, default half the CPUs, from 1
@@ -45,7 +51,7 @@ function numberFlag(raw: string | undefined, name: string, fallback: number, min
   return v;
 }
 
-function parseConfig(argv: readonly string[]): { config: TrainConfig; out: string; seeds?: number[]; calibrate?: CalibrateArgs } | 'help' {
+function parseConfig(argv: readonly string[]): { config: TrainConfig; out: string; seeds?: number[]; calibrate?: CalibrateArgs; real?: RealArgs } | 'help' {
   const args = parseArgs(argv, {
     hidden: { type: 'string' },
     seed: { type: 'string' },
@@ -64,6 +70,7 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
     'calibrate-labels': { type: 'string' },
     'calibrate-context-dir': { type: 'string' },
     'calibrate-folds': { type: 'string' },
+    ...REAL_DATA_FLAGS,
     threads: { type: 'string' },
     'sim-threads': { type: 'string' },
     feeder: { type: 'string' },
@@ -106,23 +113,18 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
   config.data.testSeeds = intFlag(args, 'test-seeds', config.data.testSeeds, 1, 1000);
   config.warmupSteps = Math.min(config.warmupSteps, Math.max(1, Math.floor(config.steps / 10)));
   const out = stringFlag(args, 'out') ?? DEFAULT_MODEL_PATH;
+  const real = realDataFlags(args);
+  if (real !== undefined) config.data.real = realTrainingData(real);
   const calData = stringFlag(args, 'calibrate-data');
   if (calData === undefined) {
     for (const f of ['calibrate-labels', 'calibrate-context-dir', 'calibrate-folds']) {
       if (args.flags.has(f)) throw new UsageError(`Expected --calibrate-data DIR with --${f} but received none`);
     }
-    return { config, out, ...(seeds ? { seeds } : {}) };
+    return { config, out, ...(seeds ? { seeds } : {}), ...(real ? { real } : {}) };
   }
-  const dirFlag = (name: string, value: string): string => {
-    if (!existsSync(value) || !statSync(value).isDirectory()) throw new UsageError(`Expected a folder for --${name} but received ${JSON.stringify(value)} (not a folder)`);
-    return value;
-  };
   const calibrate: CalibrateArgs = { dataDir: dirFlag('calibrate-data', calData), folds: intFlag(args, 'calibrate-folds', 5, 2, 1000) };
   const labels = stringFlag(args, 'calibrate-labels');
-  if (labels !== undefined) {
-    if (!existsSync(labels)) throw new UsageError(`Expected a labels CSV for --calibrate-labels but received ${JSON.stringify(labels)} (no such file)`);
-    calibrate.labelsFile = labels;
-  }
+  if (labels !== undefined) calibrate.labelsFile = fileFlag('calibrate-labels', labels);
   const ctxDir = stringFlag(args, 'calibrate-context-dir');
   if (ctxDir !== undefined) calibrate.contextDir = dirFlag('calibrate-context-dir', ctxDir);
   return { config, out, ...(seeds ? { seeds } : {}), calibrate };
@@ -138,7 +140,7 @@ async function train(argv: readonly string[]): Promise<number> {
     console.log(USAGE);
     return EXIT.ok;
   }
-  const { config, calibrate, seeds } = parsed;
+  const { config, calibrate, seeds, real } = parsed;
   // Checked once every flag is, and before training: not when the model is done and has nowhere to go.
   const out = writableFilePath(parsed.out, 'out');
   console.log(`training H=${config.hidden} ${seeds ? `seeds=${seeds.join(',')}` : `seed=${config.seed}`} steps=${config.steps} batch=${config.batchSize} → ${out}`);
@@ -220,6 +222,15 @@ async function train(argv: readonly string[]): Promise<number> {
     temperature = cal.temperature;
     historyTemperature = cal.historyTemperature;
   }
+  let crossFitted: Record<string, unknown> | undefined;
+  if (real) {
+    // The file's router saw every real ticker: its figures on that folder come from routers that did not (crossfit.ts).
+    const cf = await crossFit({ config, ...(seeds ? { seeds } : {}), folds: real.folds, hooks: { ...hooks, onStep: () => undefined } });
+    console.log(formatCrossFit(cf).join('\n'));
+    crossFitted = crossFitSummary(cf, real, round);
+    temperature = cf.temperature;
+    historyTemperature = cf.historyTemperature;
+  }
 
   // Timings, the backend name and the speed-only settings stay out of the file so that the same command rebuilds the
   // same bytes.
@@ -244,6 +255,7 @@ async function train(argv: readonly string[]): Promise<number> {
         trainLoss: { start: round(result.lossStart), end: round(result.lossEnd) },
         temperature: round(temperature),
         ...(realCalibration ? { realCalibration } : {}),
+        ...(crossFitted ? { realCrossFitted: crossFitted } : {}),
       },
       data: {
         source: 'simulator (src/data/sim/simulator.ts trainingSet), features src/data/features/compute.ts computeFeatures',
@@ -253,7 +265,7 @@ async function train(argv: readonly string[]): Promise<number> {
         test: { ...result.data.test, use: 'held-out metrics' },
       },
       seed: seeds ? seeds.join(',') : String(config.seed),
-      command: rebuildCommand(config, out, calibrate, seeds),
+      command: rebuildCommand(config, out, calibrate, seeds, real),
     },
   });
   console.log(`wrote ${out}`);
@@ -268,13 +280,16 @@ function roundAll(r: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, round(v)]));
 }
 
-function rebuildCommand(c: TrainConfig, out: string, cal?: CalibrateArgs, seeds?: readonly number[]): string {
+function rebuildCommand(c: TrainConfig, out: string, cal?: CalibrateArgs, seeds?: readonly number[], real?: RealArgs): string {
   const rel = path.relative(process.cwd(), out) || out;
   const relDir = (d: string) => path.relative(process.cwd(), path.resolve(d)) || '.';
   const calFlags = cal
     ? ` --calibrate-data ${relDir(cal.dataDir)}${cal.labelsFile ? ` --calibrate-labels ${relDir(cal.labelsFile)}` : ''}${cal.contextDir ? ` --calibrate-context-dir ${relDir(cal.contextDir)}` : ''} --calibrate-folds ${cal.folds}`
     : '';
-  return `npm run train -- --hidden ${c.hidden} ${seeds ? `--seeds ${seeds.join(',')}` : `--seed ${c.seed}`} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --test-seeds ${c.data.testSeeds} --focal ${c.focalGamma} --context-dropout ${c.data.contextDropout} --new-listing-share ${c.data.newListingShare} --out ${rel}${calFlags}`;
+  const realFlags = real
+    ? ` --real-data ${relDir(real.dataDir)}${real.labelsFile ? ` --real-labels ${relDir(real.labelsFile)}` : ''}${real.contextDir ? ` --real-context-dir ${relDir(real.contextDir)}` : ''} --real-repeat ${real.repeat} --real-listings ${real.listings} --real-folds ${real.folds}`
+    : '';
+  return `npm run train -- --hidden ${c.hidden} ${seeds ? `--seeds ${seeds.join(',')}` : `--seed ${c.seed}`} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --test-seeds ${c.data.testSeeds} --focal ${c.focalGamma} --context-dropout ${c.data.contextDropout} --new-listing-share ${c.data.newListingShare} --out ${rel}${calFlags}${realFlags}`;
 }
 
 await runIfMain(import.meta.url, main);

@@ -68,7 +68,7 @@ function fitData(preds: readonly TickerPrediction[]): FitData {
  * independent, so they run on `threads` worker threads (`calibrate.task.ts`) over the subsets' data in shared
  * memory; the result is the same for any thread count.
  */
-async function fitAll(subsets: readonly (readonly TickerPrediction[])[], threads: number): Promise<{ temperature: number; kappa: number }[]> {
+export async function fitAll(subsets: readonly (readonly TickerPrediction[])[], threads: number): Promise<{ temperature: number; kappa: number }[]> {
   const data = subsets.map(fitData);
   const pool = threads > 1 ? createTaskPool({ filename: siblingTaskFile(import.meta.url, 'calibrate.task'), maxThreads: threads }) : undefined;
   try {
@@ -88,7 +88,7 @@ async function fitAll(subsets: readonly (readonly TickerPrediction[])[], threads
 }
 
 /** Probabilities of `p` at T·(1 + κ·u) from its probabilities at T = 1. */
-function atCalibration(p: TickerPrediction, c: { temperature: number; kappa: number }): TickerPrediction {
+export function atCalibration(p: TickerPrediction, c: { temperature: number; kappa: number }): TickerPrediction {
   return { ...p, probs: temperByHistory(p.probs.slice(), p.shortness ?? new Float32Array(p.assign.length), c.kappa, c.temperature) };
 }
 

@@ -13,6 +13,7 @@ import { MAX_RANGE_DAYS, UNCERTAIN_CONFIDENCE } from '../limits.js';
 import { createSource, SourceError } from '../data/sources/create.js';
 import { LabelsFileError, parseLabelsCsv } from '../data/sources/csv.js';
 import type { Bar, FeatureSeries } from '../data/types.js';
+import type { MarketContext } from '../data/features/context.js';
 import type { Hidden } from '../router/layout.js';
 import { loadModel, defaultModelPath } from '../router/model.js';
 import { concatSeries } from '../router/batch.js';
@@ -406,14 +407,27 @@ export interface LabelledDirectory {
   context: EvaluationReport['context'];
 }
 
+/** Labelled bars of a folder with the context series for their dates: `loadLabelledDirectory` before the features. */
+export interface LabelledBars {
+  loaded: { ticker: string; label: number; bars: Bar[] }[];
+  context: MarketContext;
+  skipped: string[];
+  failed: { ticker: string; reason: string }[];
+  contextFrom: EvaluationReport['context'];
+  dataDir: string;
+}
+
+/** Options of `loadLabelledBars` (evaluate's, plus tickers left out). */
+export type LabelledBarsOptions = Pick<EvaluateOptions, 'dataDir' | 'labelsFile' | 'tickers' | 'days' | 'contextDir' | 'warn' | 'maxBars' | 'lastBars' | 'minBars'> & {
+  /** Tickers left out as if their files were absent (a cross-fitting fold). @defaultValue none */
+  exclude?: readonly string[];
+};
+
 /**
- * Reads every labelled `<TICKER>.csv` of a folder and computes its features (with the context from the folder, then
- * `contextDir`). One unusable file is reported in `failed`, never fatal; no usable file at all is.
+ * Reads every labelled `<TICKER>.csv` of a folder and the context series for the dates they cover (from the folder,
+ * then `contextDir`). One unusable file is reported in `failed`, never fatal.
  */
-export async function loadLabelledDirectory(
-  opts: Pick<EvaluateOptions, 'dataDir' | 'labelsFile' | 'tickers' | 'days' | 'contextDir' | 'warn' | 'maxBars' | 'lastBars' | 'minBars'>,
-  hidden: Hidden,
-): Promise<LabelledDirectory> {
+export async function loadLabelledBars(opts: LabelledBarsOptions): Promise<LabelledBars> {
   const minBars = opts.minBars ?? minHistoryBars();
   if (opts.maxBars !== undefined && opts.lastBars !== undefined) {
     throw new RangeError(`Expected either maxBars or lastBars but received both (${opts.maxBars}, ${opts.lastBars})`);
@@ -447,6 +461,10 @@ export async function loadLabelledDirectory(
     for (const t of wanted) if (!tickers.includes(t)) failed.push({ ticker: t, reason: `no ${t}.csv in ${dataDir}` });
     tickers = tickers.filter((t) => wanted.has(t));
   }
+  if (opts.exclude !== undefined) {
+    const out = new Set(opts.exclude.map((t) => t.toUpperCase()));
+    tickers = tickers.filter((t) => !out.has(t));
+  }
   const skipped = tickers.filter((t) => !labels.has(t));
   const source = createSource({ source: 'csv', dataDir });
   const contextSources = [{ label: dataDir, source }];
@@ -477,20 +495,31 @@ export async function loadLabelledDirectory(
   const span = firsts.length === 0 ? undefined : { from: firsts[0]!, to: lasts.at(-1)! };
   const ctx = await fetchContext(contextSources, { days: MAX_RANGE_DAYS }, span);
   for (const m of ctx.missing) opts.warn?.(`context series ${m.ticker} missing (${m.reason}); its features read as "no context"`);
+  return { loaded, context: ctx.context, skipped, failed, contextFrom: { from: ctx.from, missing: ctx.missing }, dataDir };
+}
+
+/**
+ * Reads every labelled `<TICKER>.csv` of a folder and computes its features (with the context from the folder, then
+ * `contextDir`). One unusable file is reported in `failed`, never fatal; no usable file at all is.
+ */
+export async function loadLabelledDirectory(opts: LabelledBarsOptions, hidden: Hidden): Promise<LabelledDirectory> {
+  const minBars = opts.minBars ?? minHistoryBars();
+  const { loaded, context, skipped, failed, contextFrom, dataDir } = await loadLabelledBars(opts);
   const items: { series: FeatureSeries; label: number }[] = [];
   for (const { ticker, label, bars } of loaded) {
     try {
-      const series = computeFeatures(ticker, bars, hidden, ctx.context, { minBars, ...(opts.days !== undefined ? { days: opts.days } : {}) });
+      const series = computeFeatures(ticker, bars, hidden, context, { minBars, ...(opts.days !== undefined ? { days: opts.days } : {}) });
       if (series.vol.length === 0) throw new Error(`no routed day: ${bars.length} bars, fewer than the minimum history of ${minBars}`);
       items.push({ series, label });
     } catch (e) {
-      fail(ticker, e);
+      if (!(e instanceof Error)) throw e;
+      failed.push({ ticker, reason: `${e.name}: ${e.message}` });
     }
   }
   if (items.length === 0) {
     throw new EvaluationError('NO_DATA', `Expected at least one labelled ticker with data in ${dataDir} but received none (${skipped.length} unlabelled, ${failed.length} failed)`);
   }
-  return { items, skipped, failed, context: { from: ctx.from, missing: ctx.missing } };
+  return { items, skipped, failed, context: contextFrom };
 }
 
 export async function evaluateDirectory(opts: EvaluateOptions): Promise<EvaluationReport> {

@@ -13,6 +13,7 @@ import { REGIME_FAMILIES, type RegimeFamily } from '../data/sim/regimes.js';
 import { summarisePredictions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
 import { paramLayout, type Hidden } from '../router/layout.js';
 import { simulatedTokensParallel, type TokenSet } from './tokens.js';
+import { concatTokenSets, realTrainingTokens, type RealTrainingData } from './real-tokens.js';
 import { allocSlot, BatchFeeder, BatchSampler, type BatchSlot } from './batch-feeder.js';
 import { initParams } from '../router/model.js';
 import { NativeRouter, nativeAvailable } from '../router/native.js';
@@ -95,6 +96,11 @@ export interface TrainConfig {
     contextDropout: number;
     /** Share of training instruments that are new listings with only their last 60–400 bars (trainingSet). */
     newListingShare: number;
+    /**
+     * A real labelled folder whose tickers join the training set (real-tokens.ts); figures on that folder must then
+     * be cross-fitted (crossfit.ts). @defaultValue none: the simulator only
+     */
+    real?: RealTrainingData;
   };
 }
 
@@ -418,7 +424,7 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
   }
   const byIndex = (first: number, list: readonly RegimeFamily[]) => (seed: number) => list[(seed - first) % list.length]!;
   const simThreads = config.simThreads ?? config.threads;
-  const train = await simulatedTokensParallel(H, {
+  const simulated = await simulatedTokensParallel(H, {
     seeds: seedRange(d.trainSeed, d.trainSeeds),
     tickersPerSubtype: d.tickersPerSubtype,
     days: d.days,
@@ -426,6 +432,7 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
     newListingShare: d.newListingShare,
     familyOf: byIndex(d.trainSeed, d.families),
   }, simThreads);
+  const train = d.real === undefined ? simulated : concatTokenSets(simulated, await realTrainingTokens(H, d.real, config.seed, warn));
   const validation = await simulatedTokensParallel(H, {
     seeds: validationSeeds,
     tickersPerSubtype: d.validationTickersPerSubtype,
@@ -434,7 +441,8 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
   }, simThreads);
   const test = await simulatedTokensParallel(H, { seeds: testSeeds, tickersPerSubtype: d.testTickersPerSubtype, days: d.days, familyOf: byIndex(d.testSeed, REGIME_FAMILIES) }, simThreads);
   const t1 = performance.now();
-  log(`data: train ${train.tickers.length} tickers / ${train.size} days, validation ${validation.tickers.length} / ${validation.size}, test ${test.tickers.length} / ${test.size} (${((t1 - t0) / 1000).toFixed(1)} s)`);
+  const real = train.size - simulated.size;
+  log(`data: train ${train.tickers.length} tickers / ${train.size} days${real > 0 ? ` (${real} of them real)` : ''}, validation ${validation.tickers.length} / ${validation.size}, test ${test.tickers.length} / ${test.size} (${((t1 - t0) / 1000).toFixed(1)} s)`);
   for (const [name, set] of [['training', train], ['validation', validation], ['test', test]] as const) {
     if (set.size === 0) throw new RangeError(`Expected ${name} tokens but the simulator gave none for ${JSON.stringify(d)}`);
   }

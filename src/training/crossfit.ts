@@ -1,0 +1,170 @@
+/**
+ * Cross-fitting over a real labelled folder that also trains the router (`TrainConfig.data.real`, real-tokens.ts).
+ *
+ * The folder's tickers are split into k folds (ticker i, in sorted order, in fold i mod k, as the calibration's
+ * folds). For each fold a router (or an ensemble) is trained with that fold's tickers left out of its real data and
+ * scores only that fold's tickers, on every slice asked for (all bars, a listing's first N, the last N). Every
+ * prediction is thus out of fold: no ticker is scored by a router that saw its bars. The temperature and history
+ * temperature to ship are fitted on those out-of-fold predictions (over all tickers), and the calibration reported
+ * is itself cross-fitted: fold k's tickers are read at the T and κ fitted on the other folds' predictions.
+ */
+import path from 'node:path';
+import { minHistoryBars } from '../config.js';
+import { atCalibration, fitAll } from './calibrate.js';
+import { memberConfig, trainEnsemble } from './ensemble.js';
+import { loadLabelledDirectory, metricsByYear, routeLabelled, summarisePredictions, type EvaluationMetrics, type TickerPrediction, type YearMetrics } from './evaluate.js';
+import { createForwarder } from './forwarder.js';
+import { trainRouter, type TrainConfig, type TrainHooks } from './train.js';
+
+/** One way of cutting each ticker's bars: all of them, its first `maxBars`, or its last `lastBars`. */
+export interface CrossFitSlice {
+  name: string;
+  maxBars?: number;
+  lastBars?: number;
+}
+
+/** The slices `npm run train -- --real-data` reports: every bar, then a listing's first and last 60 / 120 / 250. */
+export const DEFAULT_SLICES: readonly CrossFitSlice[] = [
+  { name: 'all' },
+  ...[60, 120, 250].map((n) => ({ name: `first ${n}`, maxBars: n })),
+  ...[60, 120, 250].map((n) => ({ name: `last ${n}`, lastBars: n })),
+];
+
+export interface CrossFitResult {
+  folds: number;
+  /** Tickers of each fold. */
+  foldTickers: string[][];
+  /** T and κ fitted on every out-of-fold prediction of the `all` slice: the pair to ship with a router trained on every ticker. */
+  temperature: number;
+  historyTemperature: number;
+  /** T and κ fitted without fold k. */
+  foldCalibration: { temperature: number; kappa: number }[];
+  /** Cross-fitted metrics per slice (out-of-fold routers, out-of-fold calibration). */
+  slices: { slice: CrossFitSlice; metrics: EvaluationMetrics }[];
+  /** The `all` slice per calendar year of the token dates. */
+  byYear: YearMetrics[];
+  /** Out-of-fold predictions of the `all` slice, calibrated as reported. */
+  predictions: TickerPrediction[];
+  seconds: number;
+}
+
+export interface CrossFitOptions {
+  /** The recipe; `data.real` names the folder (its `exclude` is set per fold). */
+  config: TrainConfig;
+  /** One seed: single routers; more: an ensemble per fold (`trainEnsemble`). @defaultValue `[config.seed]` */
+  seeds?: readonly number[];
+  folds: number;
+  slices?: readonly CrossFitSlice[];
+  /** Threads of the calibration's fits. @defaultValue config.simThreads ?? config.threads */
+  threads?: number;
+  hooks?: TrainHooks;
+}
+
+const byTicker = (a: { ticker: string }, b: { ticker: string }) => (a.ticker < b.ticker ? -1 : a.ticker > b.ticker ? 1 : 0);
+
+/** Trains `folds` routers (or ensembles) and scores each on the real tickers it did not see (module comment). */
+export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
+  const t0 = performance.now();
+  const { config, folds } = opts;
+  const real = config.data.real;
+  if (real === undefined) throw new RangeError('Expected data.real (a labelled folder) to cross-fit over but received none');
+  if (!Number.isInteger(folds) || folds < 2) throw new RangeError(`Expected integer ≥ 2 for folds but received ${String(folds)}`);
+  const seeds = opts.seeds ?? [config.seed];
+  const slices = opts.slices ?? DEFAULT_SLICES;
+  const log = opts.hooks?.log ?? (() => undefined);
+  const warn = opts.hooks?.warn ?? log;
+  const dirOpts = {
+    dataDir: real.dataDir,
+    ...(real.labelsFile !== undefined ? { labelsFile: real.labelsFile } : {}),
+    ...(real.contextDir !== undefined ? { contextDir: real.contextDir } : {}),
+    minBars: minHistoryBars(),
+  };
+  // Each slice's features once, for every ticker; a fold routes its own rows.
+  const sliceItems = [];
+  for (const s of slices) {
+    const dir = await loadLabelledDirectory({ ...dirOpts, ...(s.maxBars !== undefined ? { maxBars: s.maxBars } : {}), ...(s.lastBars !== undefined ? { lastBars: s.lastBars } : {}) }, config.hidden);
+    sliceItems.push(dir.items.slice().sort((a, b) => byTicker(a.series, b.series)));
+  }
+  const tickers = sliceItems[0]!.map((it) => it.series.ticker);
+  if (tickers.length < folds) throw new RangeError(`Expected at least ${folds} labelled tickers in ${real.dataDir} to cross-fit over ${folds} folds but received ${tickers.length}`);
+  const foldTickers = Array.from({ length: folds }, (_, k) => tickers.filter((_, i) => i % folds === k));
+  const oof: TickerPrediction[][] = slices.map(() => []);
+  for (let k = 0; k < folds; k++) {
+    log(`fold ${k + 1} of ${folds}: ${foldTickers[k]!.length} tickers left out of training (${foldTickers[k]!.join(' ')})`);
+    const foldConfig: TrainConfig = { ...config, data: { ...config.data, real: { ...real, exclude: foldTickers[k]! } } };
+    const members =
+      seeds.length > 1
+        ? (await trainEnsemble(foldConfig, seeds, opts.hooks)).members.map((m) => m.params)
+        : [(await trainRouter(memberConfig(foldConfig, seeds[0]!), opts.hooks)).params];
+    const forwarder = createForwarder({ hidden: config.hidden, params: members[0]!, members, temperature: 1 }, { warn });
+    try {
+      const held = new Set(foldTickers[k]!);
+      for (const [i, items] of sliceItems.entries()) {
+        oof[i]!.push(...(await routeLabelled(forwarder, config.hidden, items.filter((it) => held.has(it.series.ticker)))));
+      }
+    } finally {
+      forwarder.close();
+    }
+  }
+  for (const p of oof) p.sort(byTicker);
+  // Calibration from the out-of-fold predictions of every bar: fold k's tickers read at the pair fitted without them.
+  const foldOf = new Map(foldTickers.flatMap((ts, k) => ts.map((t) => [t, k] as const)));
+  const all = oof[0]!;
+  const fitted = await fitAll([...foldTickers.map((_, k) => all.filter((p) => foldOf.get(p.ticker) !== k)), all], opts.threads ?? config.simThreads ?? config.threads);
+  const foldCalibration = fitted.slice(0, folds);
+  const shipped = fitted[folds]!;
+  const calibrated = oof.map((preds) => preds.map((p) => atCalibration(p, foldCalibration[foldOf.get(p.ticker)!]!)));
+  return {
+    folds,
+    foldTickers,
+    temperature: shipped.temperature,
+    historyTemperature: shipped.kappa,
+    foldCalibration,
+    slices: slices.map((slice, i) => ({ slice, metrics: summarisePredictions(calibrated[i]!) })),
+    byYear: metricsByYear(calibrated[0]!),
+    predictions: calibrated[0]!,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+/** One line per slice and per year: per ticker, per day, ECE and the confident tickers. */
+export function formatCrossFit(r: CrossFitResult): string[] {
+  const pct = (v: number) => `${(100 * v).toFixed(1)} %`;
+  const lines = [`cross-fitted over ${r.folds} ticker folds (${r.seconds.toFixed(0)} s): T = ${r.temperature.toFixed(3)}, κ = ${r.historyTemperature.toFixed(1)} from the out-of-fold predictions`];
+  for (const { slice, metrics: m } of r.slices) {
+    const c = m.confident;
+    lines.push(
+      `  ${slice.name.padEnd(10)} per ticker ${pct(m.perTicker.accuracy).padStart(7)}  per day ${pct(m.perDay.accuracy).padStart(7)}  ECE ${m.ece.toFixed(3)}` +
+        (slice.name === 'all' ? `  confident ${c.correct}/${c.tickers}, uncertain ${c.uncertain.length}` : ''),
+    );
+  }
+  for (const y of r.byYear) {
+    lines.push(`  ${String(y.year).padEnd(10)} per ticker ${pct(y.perTicker.accuracy).padStart(7)}  per day ${pct(y.perDay.accuracy).padStart(7)}  ECE ${y.ece.toFixed(3)}`);
+  }
+  const wrong = r.slices[0]!.metrics.outcomes.filter((o) => o.predicted !== o.label);
+  if (wrong.length > 0) lines.push(`  wrong (all bars): ${wrong.map((o) => `${o.ticker} ${o.label} → ${o.predicted} (${o.confidence.toFixed(2)})`).join(', ')}`);
+  return lines;
+}
+
+/** What the model file's metrics keep of a cross-fit (`realCrossFitted`): the folder, the folds and every slice's figures. */
+export function crossFitSummary(r: CrossFitResult, data: { dataDir: string; repeat: number; listings: number }, round: (v: number) => number): Record<string, unknown> {
+  const level = (m: { perTicker: { accuracy: number }; perDay: { accuracy: number }; ece: number; tickers: number; days: number }) => ({
+    perTicker: round(m.perTicker.accuracy),
+    perDay: round(m.perDay.accuracy),
+    ece: round(m.ece),
+    tickers: m.tickers,
+    days: m.days,
+  });
+  const all = r.slices[0]!.metrics;
+  return {
+    data: path.basename(path.resolve(data.dataDir)),
+    repeat: data.repeat,
+    listings: data.listings,
+    folds: r.folds,
+    foldCalibration: r.foldCalibration.map((c) => ({ temperature: round(c.temperature), kappa: round(c.kappa) })),
+    slices: Object.fromEntries(r.slices.map(({ slice, metrics }) => [slice.name, level(metrics)])),
+    byYear: Object.fromEntries(r.byYear.map((y) => [String(y.year), level(y)])),
+    confident: { tickers: all.confident.tickers, correct: all.confident.correct, uncertain: all.confident.uncertain },
+    wrong: all.outcomes.filter((o) => o.predicted !== o.label).map((o) => `${o.ticker}: ${o.label} → ${o.predicted}`),
+  };
+}

@@ -1,0 +1,83 @@
+/**
+ * Training tokens from a real labelled folder (`<TICKER>.csv` and `labels.csv`, as `npm run evaluate` reads it),
+ * mixed into the simulator's training set. Real series carry what no simulator has (a vendor's bars, a fund's own
+ * quirks, the market's real links), but only of the folder's tickers and period, so they are a minority of the
+ * training tokens and every figure on that folder must then be cross-fitted (`crossfit.ts`: no ticker scored by a
+ * router that trained on it).
+ *
+ * Each ticker gives its whole series `repeat` times and `listings` new-listing copies: its first L bars, L drawn
+ * log-uniform in [MIN_HISTORY_BARS, 400] from (seed, ticker), so a real fund's first months are in training too.
+ */
+import { computeFeatures, MIN_HISTORY_BARS } from '../data/features/compute.js';
+import type { FeatureSeries } from '../data/types.js';
+import type { Hidden } from '../router/layout.js';
+import { concatSeries } from '../router/batch.js';
+import { Rng } from '../util/random.js';
+import { loadLabelledBars } from './evaluate.js';
+import type { TokenSet } from './tokens.js';
+
+/** A real labelled folder in the training set (`TrainConfig.data.real`). */
+export interface RealTrainingData {
+  /** Folder of `<TICKER>.csv` with `labels.csv` (or `labelsFile`). */
+  dataDir: string;
+  labelsFile?: string;
+  /** Second folder for the context series the data folder lacks. */
+  contextDir?: string;
+  /** Tickers left out (the fold a cross-fitted figure scores). @defaultValue none */
+  exclude?: string[];
+  /** Copies of each ticker's whole series. */
+  repeat: number;
+  /** New-listing copies per ticker (its first 60–400 bars). */
+  listings: number;
+}
+
+/** The longest new-listing copy, in bars (as the simulator's new listings). */
+const LISTING_MAX_BARS = 400;
+
+/** Tokens of a real labelled folder for training (see the module comment); `seed` draws the listing lengths. */
+export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData, seed: number, warn?: (m: string) => void): Promise<TokenSet> {
+  for (const [name, v] of [['repeat', data.repeat], ['listings', data.listings]] as const) {
+    if (!Number.isInteger(v) || v < 0 || v > 1000) throw new RangeError(`Expected integer in [0, 1000] for real.${name} but received ${String(v)}`);
+  }
+  const dir = await loadLabelledBars({
+    dataDir: data.dataDir,
+    ...(data.labelsFile !== undefined ? { labelsFile: data.labelsFile } : {}),
+    ...(data.contextDir !== undefined ? { contextDir: data.contextDir } : {}),
+    ...(data.exclude !== undefined ? { exclude: data.exclude } : {}),
+    ...(warn ? { warn } : {}),
+  });
+  for (const f of dir.failed) warn?.(`real training data: ${f.ticker} left out (${f.reason})`);
+  const rows: { ticker: string; label: number; series: FeatureSeries }[] = [];
+  for (const { ticker, label, bars } of dir.loaded) {
+    if (bars.length < MIN_HISTORY_BARS) continue;
+    const whole = computeFeatures(ticker, bars, hidden, dir.context);
+    for (let r = 0; r < data.repeat; r++) rows.push({ ticker, label, series: whole });
+    const rng = Rng.derive(seed, `listing:${ticker}`);
+    for (let c = 0; c < data.listings; c++) {
+      const n = Math.round(Math.exp(rng.uniform(Math.log(MIN_HISTORY_BARS), Math.log(LISTING_MAX_BARS))));
+      rows.push({ ticker: `${ticker}:first${n}`, label, series: computeFeatures(ticker, bars.slice(0, Math.min(n, bars.length)), hidden, dir.context) });
+    }
+  }
+  if (rows.length === 0) {
+    throw new RangeError(`Expected labelled tickers with at least ${MIN_HISTORY_BARS} bars for real training data in ${dir.dataDir} but received none`);
+  }
+  const { x, vol, risk, offsets } = concatSeries(rows.map((r) => r.series), hidden);
+  const labels = new Uint8Array(vol.length);
+  const tickers: TokenSet['tickers'] = rows.map((r, i) => {
+    labels.fill(r.label, offsets[i]!, offsets[i + 1]!);
+    return { ticker: r.ticker, label: r.label, subtype: 'real', seed: 0, family: 'recent', start: offsets[i]!, end: offsets[i + 1]! };
+  });
+  const total = vol.length;
+  return { hidden, x, vol, risk, labels, tickers, get size() { return total; } };
+}
+
+/** Two token sets as one (`b`'s rows after `a`'s). */
+export function concatTokenSets(a: TokenSet, b: TokenSet): TokenSet {
+  const { x, vol, risk } = concatSeries([a, b], a.hidden);
+  const labels = new Uint8Array(vol.length);
+  labels.set(a.labels, 0);
+  labels.set(b.labels, a.size);
+  const tickers = [...a.tickers, ...b.tickers.map((t) => ({ ...t, start: t.start + a.size, end: t.end + a.size }))];
+  const total = vol.length;
+  return { hidden: a.hidden, x, vol, risk, labels, tickers, get size() { return total; } };
+}

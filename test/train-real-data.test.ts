@@ -1,0 +1,121 @@
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { domainIndex, type Domain } from '../src/domains.js';
+import { defaultTrainConfig, type TrainConfig } from '../src/training/train.js';
+import { concatTokenSets, realTrainingTokens } from '../src/training/real-tokens.js';
+import { crossFit, formatCrossFit } from '../src/training/crossfit.js';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const marketData = path.resolve(repoRoot, '../shared/market-data');
+const haveMarketData = existsSync(path.join(marketData, 'labels.csv'));
+if (!haveMarketData) console.warn(`skipping the real-data training tests: ${marketData} (labels.csv and the csv files) is absent`);
+
+// The context set and one or two tickers of every class.
+const TICKERS = ['SPY', 'IEF', 'GLD', 'DBC', 'UUP', 'AAPL', 'TLT', 'USO', 'VXX', 'SQQQ'];
+
+/** A recipe small enough for a test: a few steps on two tiny simulated histories. */
+function tinyConfig(dataDir: string): TrainConfig {
+  const config = defaultTrainConfig({ hidden: 16, seed: 5, steps: 8 });
+  config.batchSize = 256;
+  config.warmupSteps = 2;
+  config.simThreads = 1;
+  config.feeder = false;
+  config.data = {
+    ...config.data,
+    trainSeeds: 2,
+    tickersPerSubtype: 1,
+    days: 300,
+    testSeeds: 1,
+    validationTickersPerSubtype: 1,
+    testTickersPerSubtype: 1,
+    real: { dataDir, repeat: 2, listings: 1 },
+  };
+  return config;
+}
+
+describe.skipIf(!haveMarketData)('real labelled data in training', () => {
+  let dir: string;
+  let labels: Map<string, Domain>;
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'moe-real-'));
+    const lines = (await readFile(path.join(marketData, 'labels.csv'), 'utf8')).split('\n');
+    const kept = lines.filter((l) => TICKERS.includes(l.split(',')[0]!));
+    labels = new Map(kept.map((l) => [l.split(',')[0]!, l.split(',')[1] as Domain]));
+    await writeFile(path.join(dir, 'labels.csv'), [lines[0], ...kept].join('\n') + '\n');
+    for (const t of TICKERS) await copyFile(path.join(marketData, `${t}.csv`), path.join(dir, `${t}.csv`));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('gives each ticker its whole series `repeat` times and `listings` first-bars copies, seeded, without the excluded tickers', async () => {
+    const data = { dataDir: dir, repeat: 2, listings: 3 };
+    const set = await realTrainingTokens(16, data, 7);
+    const again = await realTrainingTokens(16, data, 7);
+    expect(Buffer.from(again.x.buffer).equals(Buffer.from(set.x.buffer))).toBe(true);
+    expect(set.tickers).toHaveLength(TICKERS.length * 5);
+    for (const t of set.tickers) {
+      const base = t.ticker.split(':')[0]!;
+      expect(t.label).toBe(domainIndex(labels.get(base)!));
+      expect(Array.from(set.labels.subarray(t.start, t.end)).every((l) => l === t.label)).toBe(true);
+      if (t.ticker.includes(':first')) {
+        // A listing of n bars routes its bars from the 60th on: 1 … 341 tokens.
+        const n = Number(t.ticker.split(':first')[1]);
+        expect(n).toBeGreaterThanOrEqual(60);
+        expect(n).toBeLessThanOrEqual(400);
+        expect(t.end - t.start).toBe(n - 59);
+      }
+    }
+    const whole = set.tickers.filter((t) => t.ticker === 'AAPL');
+    expect(whole).toHaveLength(2);
+    expect(whole[0]!.end - whole[0]!.start).toBeGreaterThan(1000);
+    // Another seed draws other listing lengths; the whole series stay.
+    const other = await realTrainingTokens(16, data, 8);
+    expect(other.tickers.filter((t) => t.ticker.includes(':first')).map((t) => t.ticker)).not.toEqual(set.tickers.filter((t) => t.ticker.includes(':first')).map((t) => t.ticker));
+    const without = await realTrainingTokens(16, { ...data, exclude: ['aapl', 'TLT'] }, 7);
+    expect(without.tickers.some((t) => t.ticker.startsWith('AAPL') || t.ticker.startsWith('TLT'))).toBe(false);
+    expect(without.tickers).toHaveLength((TICKERS.length - 2) * 5);
+    await expect(realTrainingTokens(16, { ...data, repeat: -1 }, 7)).rejects.toThrow(/real\.repeat/);
+    await expect(realTrainingTokens(16, { ...data, exclude: TICKERS }, 7)).rejects.toThrow(/real training data/);
+    // Joined after a simulated set, rows and labels keep their place.
+    const joined = concatTokenSets(without, set);
+    expect(joined.size).toBe(without.size + set.size);
+    expect(joined.tickers[without.tickers.length]!.start).toBe(without.size);
+    expect(Array.from(joined.labels.subarray(without.size))).toEqual(Array.from(set.labels));
+  }, 60_000);
+
+  it('cross-fits: each fold trains without its tickers and scores only them, every slice, calibration out of fold', async () => {
+    const config = tinyConfig(dir);
+    const realCounts: number[] = [];
+    const r = await crossFit({
+      config,
+      folds: 2,
+      slices: [{ name: 'all' }, { name: 'first 120', maxBars: 120 }],
+      hooks: { log: (m) => { const hit = /\((\d+) of them real\)/.exec(m); if (hit) realCounts.push(Number(hit[1])); } },
+    });
+    const sorted = [...TICKERS].sort();
+    expect(r.foldTickers).toEqual([sorted.filter((_, i) => i % 2 === 0), sorted.filter((_, i) => i % 2 === 1)]);
+    // The real tokens each fold trained on are exactly those of the other fold's tickers.
+    for (let k = 0; k < 2; k++) {
+      const expected = await realTrainingTokens(16, { ...config.data.real!, exclude: r.foldTickers[k]! }, config.seed);
+      expect(realCounts[k]).toBe(expected.size);
+    }
+    expect(realCounts).toHaveLength(2);
+    // Every ticker scored once, on every slice.
+    expect(r.predictions.map((p) => p.ticker)).toEqual(sorted);
+    expect(r.slices.map((s) => s.metrics.tickers)).toEqual([TICKERS.length, TICKERS.length]);
+    expect(r.slices[1]!.metrics.days).toBe(TICKERS.length * 61);
+    expect(r.byYear.length).toBeGreaterThanOrEqual(5);
+    expect(r.temperature).toBeGreaterThan(0.05);
+    expect(r.temperature).toBeLessThan(20);
+    expect(r.foldCalibration).toHaveLength(2);
+    expect(formatCrossFit(r).join('\n')).toContain('first 120');
+    await expect(crossFit({ config, folds: 1 })).rejects.toThrow(/folds/);
+    const { real: _real, ...noReal } = config.data;
+    await expect(crossFit({ config: { ...config, data: noReal }, folds: 2 })).rejects.toThrow(/data\.real/);
+  }, 120_000);
+});
