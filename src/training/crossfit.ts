@@ -5,14 +5,15 @@
  * folds). For each fold a router (or an ensemble) is trained with that fold's tickers left out of its real data and
  * scores only that fold's tickers, on every slice asked for (all bars, a listing's first N, the last N). Every
  * prediction is thus out of fold: no ticker is scored by a router that saw its bars. The temperature and history
- * temperature to ship are fitted on those out-of-fold predictions (over all tickers), and the calibration reported
- * is itself cross-fitted: fold k's tickers are read at the T and κ fitted on the other folds' predictions.
+ * temperature to ship are fitted on those out-of-fold predictions, every slice's pooled (so a listing's first bars
+ * weigh in as their own slices, not only as the first days of long series), over all tickers; the calibration
+ * reported is itself cross-fitted: fold k's tickers are read at the T and κ fitted on the other folds' predictions.
  */
 import path from 'node:path';
 import { minHistoryBars } from '../config.js';
 import { atCalibration, fitAll } from './calibrate.js';
 import { memberConfig, trainEnsemble } from './ensemble.js';
-import { loadLabelledDirectory, metricsByYear, routeLabelled, summarisePredictions, type EvaluationMetrics, type TickerPrediction, type YearMetrics } from './evaluate.js';
+import { loadLabelledDirectory, metricsByYear, routeLabelled, summarisePredictions, wrongTickers, type EvaluationMetrics, type TickerPrediction, type YearMetrics } from './evaluate.js';
 import { createForwarder } from './forwarder.js';
 import { trainRouter, type TrainConfig, type TrainHooks } from './train.js';
 
@@ -34,7 +35,7 @@ export interface CrossFitResult {
   folds: number;
   /** Tickers of each fold. */
   foldTickers: string[][];
-  /** T and κ fitted on every out-of-fold prediction of the `all` slice: the pair to ship with a router trained on every ticker. */
+  /** T and κ fitted on every out-of-fold prediction (all slices pooled): the pair to ship with a router trained on every ticker. */
   temperature: number;
   historyTemperature: number;
   /** T and κ fitted without fold k. */
@@ -107,10 +108,10 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
     }
   }
   for (const p of oof) p.sort(byTicker);
-  // Calibration from the out-of-fold predictions of every bar: fold k's tickers read at the pair fitted without them.
+  // Calibration from the out-of-fold predictions of every slice, pooled: fold k's tickers read at the pair fitted without them.
   const foldOf = new Map(foldTickers.flatMap((ts, k) => ts.map((t) => [t, k] as const)));
-  const all = oof[0]!;
-  const fitted = await fitAll([...foldTickers.map((_, k) => all.filter((p) => foldOf.get(p.ticker) !== k)), all], opts.threads ?? config.simThreads ?? config.threads);
+  const pooled = oof.flat();
+  const fitted = await fitAll([...foldTickers.map((_, k) => pooled.filter((p) => foldOf.get(p.ticker) !== k)), pooled], opts.threads ?? config.simThreads ?? config.threads);
   const foldCalibration = fitted.slice(0, folds);
   const shipped = fitted[folds]!;
   const calibrated = oof.map((preds) => preds.map((p) => atCalibration(p, foldCalibration[foldOf.get(p.ticker)!]!)));
@@ -131,18 +132,13 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
 export function formatCrossFit(r: CrossFitResult): string[] {
   const pct = (v: number) => `${(100 * v).toFixed(1)} %`;
   const lines = [`cross-fitted over ${r.folds} ticker folds (${r.seconds.toFixed(0)} s): T = ${r.temperature.toFixed(3)}, κ = ${r.historyTemperature.toFixed(1)} from the out-of-fold predictions`];
+  const row = (name: string, m: { perTicker: { accuracy: number }; perDay: { accuracy: number }; ece: number }, extra: string, wrong: string[]) =>
+    `  ${name.padEnd(10)} per ticker ${pct(m.perTicker.accuracy).padStart(7)}  per day ${pct(m.perDay.accuracy).padStart(7)}  ECE ${m.ece.toFixed(3)}${extra}${wrong.length > 0 ? `  wrong: ${wrong.join(', ')}` : ''}`;
   for (const { slice, metrics: m } of r.slices) {
     const c = m.confident;
-    lines.push(
-      `  ${slice.name.padEnd(10)} per ticker ${pct(m.perTicker.accuracy).padStart(7)}  per day ${pct(m.perDay.accuracy).padStart(7)}  ECE ${m.ece.toFixed(3)}` +
-        (slice.name === 'all' ? `  confident ${c.correct}/${c.tickers}, uncertain ${c.uncertain.length}` : ''),
-    );
+    lines.push(row(slice.name, m, slice.name === 'all' ? `  confident ${c.correct}/${c.tickers}, uncertain ${c.uncertain.join(' ') || 'none'}` : '', wrongTickers(m.outcomes)));
   }
-  for (const y of r.byYear) {
-    lines.push(`  ${String(y.year).padEnd(10)} per ticker ${pct(y.perTicker.accuracy).padStart(7)}  per day ${pct(y.perDay.accuracy).padStart(7)}  ECE ${y.ece.toFixed(3)}`);
-  }
-  const wrong = r.slices[0]!.metrics.outcomes.filter((o) => o.predicted !== o.label);
-  if (wrong.length > 0) lines.push(`  wrong (all bars): ${wrong.map((o) => `${o.ticker} ${o.label} → ${o.predicted} (${o.confidence.toFixed(2)})`).join(', ')}`);
+  for (const y of r.byYear) lines.push(row(String(y.year), y, '', y.wrong));
   return lines;
 }
 
@@ -165,6 +161,6 @@ export function crossFitSummary(r: CrossFitResult, data: { dataDir: string; repe
     slices: Object.fromEntries(r.slices.map(({ slice, metrics }) => [slice.name, level(metrics)])),
     byYear: Object.fromEntries(r.byYear.map((y) => [String(y.year), level(y)])),
     confident: { tickers: all.confident.tickers, correct: all.confident.correct, uncertain: all.confident.uncertain },
-    wrong: all.outcomes.filter((o) => o.predicted !== o.label).map((o) => `${o.ticker}: ${o.label} → ${o.predicted}`),
+    wrong: Object.fromEntries([...r.slices.map(({ slice, metrics }) => [slice.name, wrongTickers(metrics.outcomes)] as const), ...r.byYear.map((y) => [String(y.year), y.wrong] as const)].filter(([, w]) => w.length > 0)),
   };
 }

@@ -94,6 +94,8 @@ export interface YearMetrics {
   meanConfidence: number;
   ece: number;
   nll: number;
+  /** Tickers whose majority that year is not their label, as `TICKER: Label → Routed`. */
+  wrong: string[];
 }
 
 export interface EvaluationMetrics {
@@ -262,6 +264,11 @@ export function yearOfDays(days: number): number {
   return new Date(days * 86_400_000).getUTCFullYear();
 }
 
+/** The outcomes whose routed domain is not the label, as `TICKER: Label → Routed`. */
+export function wrongTickers(outcomes: readonly TickerOutcome[]): string[] {
+  return outcomes.filter((o) => o.predicted !== o.label).map((o) => `${o.ticker}: ${o.label} → ${o.predicted}`);
+}
+
 /**
  * Metrics per calendar year of the token dates: each ticker's tokens dated in that year (majority per ticker, per
  * day, calibration), so a year is judged only on its own days while the features of its first days still read the
@@ -289,7 +296,7 @@ export function metricsByYear(preds: readonly TickerPrediction[]): YearMetrics[]
     .sort((x, y) => x - y)
     .map((year) => {
       const m = summarisePredictions(byYear.get(year)!);
-      return { year, tickers: m.tickers, days: m.days, perTicker: m.perTicker, perDay: m.perDay, meanConfidence: m.meanConfidence, ece: m.ece, nll: m.nll };
+      return { year, tickers: m.tickers, days: m.days, perTicker: m.perTicker, perDay: m.perDay, meanConfidence: m.meanConfidence, ece: m.ece, nll: m.nll, wrong: wrongTickers(m.outcomes) };
     });
 }
 
@@ -628,7 +635,7 @@ export function formatByYear(years: readonly YearMetrics[]): string[] {
   lines.push(`  ${'year'.padEnd(6)}${'tickers'.padStart(8)}${'days'.padStart(8)}  ${'per ticker'.padStart(17)}  ${'per day'.padStart(7)}  conf    ECE`);
   for (const y of years) {
     lines.push(
-      `  ${String(y.year).padEnd(6)}${String(y.tickers).padStart(8)}${String(y.days).padStart(8)}  ${pct(y.perTicker.accuracy)} (${`${y.perTicker.correct}/${y.perTicker.total}`.padStart(7)})  ${pct(y.perDay.accuracy)}  ${y.meanConfidence.toFixed(2)}  ${y.ece.toFixed(3)}`,
+      `  ${String(y.year).padEnd(6)}${String(y.tickers).padStart(8)}${String(y.days).padStart(8)}  ${pct(y.perTicker.accuracy)} (${`${y.perTicker.correct}/${y.perTicker.total}`.padStart(7)})  ${pct(y.perDay.accuracy)}  ${y.meanConfidence.toFixed(2)}  ${y.ece.toFixed(3)}${y.wrong.length > 0 ? `  wrong: ${y.wrong.join(', ')}` : ''}`,
     );
   }
   return lines;
@@ -669,6 +676,7 @@ export function evaluationJson(r: EvaluationReport): Record<string, unknown> {
             meanConfidence: y.meanConfidence,
             ece: y.ece,
             nll: y.nll,
+            wrong: y.wrong,
           })),
         }
       : {}),
