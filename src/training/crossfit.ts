@@ -46,6 +46,8 @@ export interface CrossFitResult {
   byYear: YearMetrics[];
   /** Out-of-fold predictions of the `all` slice, calibrated as reported. */
   predictions: TickerPrediction[];
+  /** Out-of-fold predictions of every slice (in `slices` order) at T = 1, before any calibration. */
+  atT1: TickerPrediction[][];
   seconds: number;
 }
 
@@ -124,6 +126,7 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
     slices: slices.map((slice, i) => ({ slice, metrics: summarisePredictions(calibrated[i]!) })),
     byYear: metricsByYear(calibrated[0]!),
     predictions: calibrated[0]!,
+    atT1: oof,
     seconds: (performance.now() - t0) / 1000,
   };
 }
