@@ -222,6 +222,8 @@ describe('metrics per calendar year', () => {
     expect(years[1]!.perDay.accuracy).toBe(1);
     expect(years[2]!.perDay.accuracy).toBe(0);
     expect(years[1]!.ece).toBeCloseTo(0.3, 6);
+    // Each year names its misrouted tickers.
+    expect(years.map((y) => y.wrong)).toEqual([['A: Equities → Fixed Income'], [], ['B: Commodities → Derivatives']]);
   });
 });
 
