@@ -414,6 +414,12 @@ export interface LabelledDirectory {
   context: EvaluationReport['context'];
 }
 
+/** Why one labelled file could not be used: a source error's code and message, else the error's name and message. */
+function failureReason(e: unknown): string {
+  if (!(e instanceof Error)) throw e;
+  return e instanceof SourceError ? `${e.code}: ${e.message}` : `${e.name}: ${e.message}`;
+}
+
 /** Labelled bars of a folder with the context series for their dates: `loadLabelledDirectory` before the features. */
 export interface LabelledBars {
   loaded: { ticker: string; label: number; bars: Bar[] }[];
@@ -459,10 +465,7 @@ export async function loadLabelledBars(opts: LabelledBarsOptions): Promise<Label
   let tickers = files.map((f) => f.slice(0, -4).toUpperCase()).sort();
   const failed: { ticker: string; reason: string }[] = [];
   // One unusable file must not sink the whole evaluation: it is reported with its reason instead.
-  const fail = (ticker: string, e: unknown): void => {
-    if (!(e instanceof Error)) throw e;
-    failed.push({ ticker, reason: e instanceof SourceError ? `${e.code}: ${e.message}` : `${e.name}: ${e.message}` });
-  };
+  const fail = (ticker: string, e: unknown): void => void failed.push({ ticker, reason: failureReason(e) });
   if (opts.tickers !== undefined) {
     const wanted = new Set(opts.tickers.map((t) => t.toUpperCase()));
     for (const t of wanted) if (!tickers.includes(t)) failed.push({ ticker: t, reason: `no ${t}.csv in ${dataDir}` });
@@ -519,8 +522,7 @@ export async function loadLabelledDirectory(opts: LabelledBarsOptions, hidden: H
       if (series.vol.length === 0) throw new Error(`no routed day: ${bars.length} bars, fewer than the minimum history of ${minBars}`);
       items.push({ series, label });
     } catch (e) {
-      if (!(e instanceof Error)) throw e;
-      failed.push({ ticker, reason: `${e.name}: ${e.message}` });
+      failed.push({ ticker, reason: failureReason(e) });
     }
   }
   if (items.length === 0) {

@@ -14,7 +14,7 @@ import type { Hidden } from '../router/layout.js';
 import { concatSeries } from '../router/batch.js';
 import { Rng } from '../util/random.js';
 import { loadLabelledBars } from './evaluate.js';
-import type { TokenSet } from './tokens.js';
+import { assembleTokens, type TokenSet } from './tokens.js';
 
 /** A real labelled folder in the training set (`TrainConfig.data.real`). */
 export interface RealTrainingData {
@@ -61,14 +61,9 @@ export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData,
   if (rows.length === 0) {
     throw new RangeError(`Expected labelled tickers with at least ${MIN_HISTORY_BARS} bars for real training data in ${dir.dataDir} but received none`);
   }
-  const { x, vol, risk, offsets } = concatSeries(rows.map((r) => r.series), hidden);
-  const labels = new Uint8Array(vol.length);
-  const tickers: TokenSet['tickers'] = rows.map((r, i) => {
-    labels.fill(r.label, offsets[i]!, offsets[i + 1]!);
-    return { ticker: r.ticker, label: r.label, subtype: 'real', seed: 0, family: 'recent', start: offsets[i]!, end: offsets[i + 1]! };
-  });
-  const total = vol.length;
-  return { hidden, x, vol, risk, labels, tickers, get size() { return total; } };
+  const { x, vol, risk } = concatSeries(rows.map((r) => r.series), hidden);
+  const tokenRows = rows.map((r) => ({ ticker: r.ticker, label: r.label, subtype: 'real', family: 'recent' as const, days: r.series.vol.length }));
+  return assembleTokens(hidden, [{ seed: 0, x, vol, risk, rows: tokenRows }]);
 }
 
 /** Two token sets as one (`b`'s rows after `a`'s). */
