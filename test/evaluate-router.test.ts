@@ -17,6 +17,7 @@ import {
   metricsByYear,
   parseLabels,
   summarisePredictions,
+  calibrationNoise,
   yearOfDays,
   type TickerPrediction,
 } from '../src/training/evaluate.js';
@@ -116,6 +117,21 @@ describe('evaluation metrics', () => {
     for (const bad of ['Fixed', 'Income', 'Equitie', 'FX', '']) {
       expect(() => parseLabels(`ticker,class\nX,${bad}\n`, 'l.csv'), bad).toThrow(/on line 2 of l\.csv/);
     }
+  });
+
+  it('gives the ECE a perfectly calibrated router would show on the same tokens', () => {
+    // Certain tokens are right every draw: no noise at all.
+    expect(calibrationNoise([pred('A', 0, [0, 0, 0], 1)])).toEqual({ median: 0, p90: 0 });
+    expect(calibrationNoise([])).toEqual({ median: 0, p90: 0 });
+    // At confidence 0.7 the ECE of n tokens is |k/n − 0.7| with k ~ Binomial(n, 0.7): mean ≈ 0.8·√(0.21/n).
+    const few = calibrationNoise([pred('A', 0, Array(100).fill(0), 0.7)], 400);
+    const many = calibrationNoise([pred('A', 0, Array(10_000).fill(0), 0.7)], 400);
+    expect(few.median).toBeGreaterThan(0.015);
+    expect(few.median).toBeLessThan(0.05);
+    expect(few.p90).toBeGreaterThan(few.median);
+    expect(many.p90).toBeLessThan(0.01);
+    // Seeded: the same tokens give the same figures; the labels and routes do not enter.
+    expect(calibrationNoise([pred('B', 2, Array(100).fill(1), 0.7)], 400)).toEqual(few);
   });
 });
 
@@ -298,6 +314,30 @@ describe('evaluation of short histories (--max-bars, --last-bars, --by-year)', (
     await expect(evaluateDirectory({ dataDir: dir, modelPath, maxBars: 60, lastBars: 60 })).rejects.toThrow(/either maxBars or lastBars/);
   });
 
+  it('routes every stretch of N bars as its own listing (--window-bars)', async () => {
+    const windows = await evaluateDirectory({ dataDir: dir, modelPath, windowBars: 60 });
+    // Stretches start at 340, 320, …, 0: the last ends at the last bar, one every 20 bars.
+    const starts = Array.from({ length: 18 }, (_, i) => 340 - 20 * (17 - i));
+    expect(windows.days).toBe(4 * starts.length);
+    expect(windows.bars).toEqual({ slice: 'windows', count: 60, minBars: 60, step: 20 });
+    const first60 = await evaluateDirectory({ dataDir: dir, modelPath, maxBars: 60 });
+    const last60 = await evaluateDirectory({ dataDir: dir, modelPath, lastBars: 60 });
+    for (const [i, p] of windows.predictions.entries()) {
+      const bs = bars.get(p.ticker)!;
+      expect(Array.from(p.dates!)).toEqual(starts.map((s) => isoToDays(bs[s + 59]!.date)));
+      // Each stretch is a listing of 60 bars: its first and last are the --max-bars 60 and --last-bars 60 tokens.
+      expect(Array.from(p.probs.slice(0, 4))).toEqual(Array.from(first60.predictions[i]!.probs));
+      expect(Array.from(p.probs.slice(-4))).toEqual(Array.from(last60.predictions[i]!.probs));
+      expect(Array.from(p.shortness!)).toEqual(starts.map(() => first60.predictions[i]!.shortness![0]!));
+    }
+    const sparse = await evaluateDirectory({ dataDir: dir, modelPath, windowBars: 120, windowStep: 100 });
+    expect(sparse.days).toBe(4 * 3); // starts 280, 180, 80
+    expect(formatEvaluation(sparse)).toMatch(/bars: one token per stretch of 120 bars of each ticker \(as a listing that old\), a stretch every 100 bars/);
+    await expect(evaluateDirectory({ dataDir: dir, modelPath, windowBars: 59 })).rejects.toThrow(/^Expected integer ≥ 60 \(the minimum history\) for windowBars but received 59$/);
+    await expect(evaluateDirectory({ dataDir: dir, modelPath, windowBars: 60, days: 5 })).rejects.toThrow(/windowBars without maxBars, lastBars or days/);
+    await expect(evaluateDirectory({ dataDir: dir, modelPath, windowBars: 60, windowStep: 0 })).rejects.toThrow(/^Expected integer ≥ 1 for windowStep but received 0$/);
+  });
+
   it('CLI takes --max-bars / --last-bars / --by-year and refuses a slice under the minimum history', async () => {
     const tsx = path.join(repoRoot, 'node_modules', '.bin', 'tsx');
     const cli = path.join(repoRoot, 'src', 'cli', 'evaluate.ts');
@@ -307,11 +347,23 @@ describe('evaluation of short histories (--max-bars, --last-bars, --by-year)', (
     expect(json.bars).toEqual({ slice: 'last', count: 120, minBars: 60 });
     expect(json.byYear.reduce((a, y) => a + y.days, 0)).toBe(4 * 61);
     expect(ok.stdout).toMatch(/by calendar year/);
-    for (const args of [['--max-bars', '59'], ['--max-bars', '60', '--last-bars', '60']]) {
+    const refusals: [string[], RegExp][] = [
+      [['--max-bars', '59'], /Expected integer in 60\.\.\d+ for --max-bars but received "59"/],
+      [['--max-bars', '60', '--last-bars', '60'], /Expected one of --max-bars, --last-bars and --window-bars but received --max-bars and --last-bars/],
+      [['--window-bars', '60', '--days', '5'], /Expected --window-bars without --days but received both/],
+      [['--window-step', '5'], /Expected --window-bars N with --window-step but received none/],
+    ];
+    for (const [args, message] of refusals) {
       const bad = await run(tsx, [cli, '--data', dir, '--model', modelPath, ...args], { cwd: repoRoot }).catch((e: { code: number; stderr: string }) => e);
       expect((bad as { code: number }).code).toBe(2);
-      expect((bad as { stderr: string }).stderr).toMatch(args.length === 2 ? /Expected integer in 60\.\.\d+ for --max-bars but received "59"/ : /Expected one of --max-bars and --last-bars but received both/);
+      expect((bad as { stderr: string }).stderr).toMatch(message);
     }
+    const windows = await run(tsx, [cli, '--data', dir, '--model', modelPath, '--window-bars', '60', '--window-step', '50', '--json'], { cwd: repoRoot });
+    const wj = JSON.parse(windows.stdout.trim().split('\n').at(-1)!) as { days: number; bars: unknown };
+    expect(wj.bars).toEqual({ slice: 'windows', count: 60, minBars: 60, step: 50 });
+    expect(wj.days).toBe(4 * 7); // starts 340, 290, …, 40
+    expect(windows.stdout).toMatch(/ECE \d\.\d{3} \(a perfectly calibrated router on these 28 tokens: \d\.\d{3}, 90th percentile \d\.\d{3}\)/);
+    expect(Object.keys((wj as unknown as { eceNoise: object }).eceNoise)).toEqual(['median', 'p90']);
   });
 });
 

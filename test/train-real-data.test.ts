@@ -8,6 +8,7 @@ import { domainIndex, type Domain } from '../src/domains.js';
 import { defaultTrainConfig, type TrainConfig } from '../src/training/train.js';
 import { concatTokenSets, realTrainingTokens } from '../src/training/real-tokens.js';
 import { crossFit, formatCrossFit } from '../src/training/crossfit.js';
+import { calibrationNoise } from '../src/training/evaluate.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const marketData = path.resolve(repoRoot, '../shared/market-data');
@@ -94,7 +95,7 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     const r = await crossFit({
       config,
       folds: 2,
-      slices: [{ name: 'all' }, { name: 'first 120', maxBars: 120 }],
+      slices: [{ name: 'all' }, { name: 'first 120', maxBars: 120 }, { name: 'windows 60', windowBars: 60 }],
       hooks: { log: (m) => { const hit = /\((\d+) of them real\)/.exec(m); if (hit) realCounts.push(Number(hit[1])); } },
     });
     const sorted = [...TICKERS].sort();
@@ -107,8 +108,14 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     expect(realCounts).toHaveLength(2);
     // Every ticker scored once, on every slice.
     expect(r.predictions.map((p) => p.ticker)).toEqual(sorted);
-    expect(r.slices.map((s) => s.metrics.tickers)).toEqual([TICKERS.length, TICKERS.length]);
+    expect(r.slices.map((s) => s.metrics.tickers)).toEqual([TICKERS.length, TICKERS.length, TICKERS.length]);
     expect(r.slices[1]!.metrics.days).toBe(TICKERS.length * 61);
+    // Every stretch of 60 bars is one token (a month apart), at the shortness of a 60-bar listing.
+    expect(r.slices[2]!.metrics.days).toBeGreaterThan(TICKERS.length * 10);
+    for (const p of r.atT1[2]!) for (const u of p.shortness!) expect(u).toBeCloseTo(1, 5);
+    // The ECE noise of few tokens is larger than that of many.
+    expect(calibrationNoise(r.atT1[2]!).median).toBeLessThan(calibrationNoise(r.atT1[2]!.map((p) => ({ ...p, assign: p.assign.slice(0, 1), probs: p.probs.slice(0, 4) }))).median);
+    expect(formatCrossFit(r).join('\n')).toMatch(/windows 60 +per ticker .* ECE \d\.\d{3} \(noise \d\.\d{3}, 90 % ≤ \d\.\d{3}\)/);
     expect(r.byYear.length).toBeGreaterThanOrEqual(5);
     expect(r.temperature).toBeGreaterThan(0.05);
     expect(r.temperature).toBeLessThan(20);

@@ -1,7 +1,9 @@
 /**
- * `npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B] [--days N] [--max-bars N | --last-bars N] [--by-year] [--context-dir DIR] [--router learned|rules] [--json]`
+ * `npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B] [--days N] [--max-bars N | --last-bars N | --window-bars N [--window-step S]] [--by-year] [--context-dir DIR] [--router learned|rules] [--json]`
  * Routes every labelled `<TICKER>.csv` of DIR with the model and prints accuracy per ticker and per day.
- * `--max-bars N` routes each ticker from its first N bars only (a new listing), `--last-bars N` from its last N;
+ * `--max-bars N` routes each ticker from its first N bars only (a new listing), `--last-bars N` from its last N,
+ * `--window-bars N` from every stretch of N bars (one token each, a stretch every S bars, 20 by default: the
+ * accuracy and calibration from N bars of history over many tokens per ticker);
  * `--by-year` adds the metrics per calendar year of the routed days. Tickers below `UNCERTAIN_CONFIDENCE` are listed
  * apart, with the per-ticker accuracy of the confident rest (`confident` in `--json`).
  * Exit code 0 on success, 2 on bad usage, 1 when evaluation fails.
@@ -16,7 +18,7 @@ import { UsageError, intFlag, parseArgs, stringFlag } from './args.js';
 import { CommandError, EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE =
-  'usage: npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B,...] [--days N] [--max-bars N | --last-bars N] [--by-year] [--context-dir DIR] [--router learned|rules] [--json]';
+  'usage: npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B,...] [--days N] [--max-bars N | --last-bars N | --window-bars N [--window-step S]] [--by-year] [--context-dir DIR] [--router learned|rules] [--json]';
 
 /** Most bars a slice may name: the longest history one fetch holds. */
 const MAX_SLICE_BARS = MAX_RANGE_DAYS + WARMUP_DAYS;
@@ -30,6 +32,8 @@ function parseOptions(argv: readonly string[]): { opts: EvaluateOptions; json: b
     days: { type: 'string' },
     'max-bars': { type: 'string' },
     'last-bars': { type: 'string' },
+    'window-bars': { type: 'string' },
+    'window-step': { type: 'string' },
     'by-year': { type: 'boolean' },
     'context-dir': { type: 'string' },
     router: { type: 'string' },
@@ -74,13 +78,16 @@ function parseOptions(argv: readonly string[]): { opts: EvaluateOptions; json: b
     opts.router = router;
   }
   if (args.flags.has('days')) opts.days = intFlag(args, 'days', 0, 1, MAX_RANGE_DAYS);
-  if (args.flags.has('max-bars') && args.flags.has('last-bars')) {
-    throw new UsageError('Expected one of --max-bars and --last-bars but received both');
-  }
+  const slices = ['max-bars', 'last-bars', 'window-bars'].filter((f) => args.flags.has(f));
+  if (slices.length > 1) throw new UsageError(`Expected one of --max-bars, --last-bars and --window-bars but received ${slices.map((f) => `--${f}`).join(' and ')}`);
+  if (args.flags.has('window-bars') && args.flags.has('days')) throw new UsageError('Expected --window-bars without --days but received both');
+  if (args.flags.has('window-step') && !args.flags.has('window-bars')) throw new UsageError('Expected --window-bars N with --window-step but received none');
   // A slice shorter than the minimum history (MIN_HISTORY_BARS) would route nothing.
   const minBars = minHistoryBars();
   if (args.flags.has('max-bars')) opts.maxBars = intFlag(args, 'max-bars', 0, minBars, MAX_SLICE_BARS);
   if (args.flags.has('last-bars')) opts.lastBars = intFlag(args, 'last-bars', 0, minBars, MAX_SLICE_BARS);
+  if (args.flags.has('window-bars')) opts.windowBars = intFlag(args, 'window-bars', 0, minBars, MAX_SLICE_BARS);
+  if (args.flags.has('window-step')) opts.windowStep = intFlag(args, 'window-step', 0, 1, MAX_SLICE_BARS);
   if (args.flags.has('by-year')) opts.byYear = true;
   return { opts, json: args.flags.has('json') };
 }

@@ -13,22 +13,28 @@ import path from 'node:path';
 import { minHistoryBars } from '../config.js';
 import { atCalibration, fitAll } from './calibrate.js';
 import { memberConfig, trainEnsemble } from './ensemble.js';
-import { loadLabelledDirectory, metricsByYear, routeLabelled, summarisePredictions, wrongTickers, type EvaluationMetrics, type TickerPrediction, type YearMetrics } from './evaluate.js';
+import { calibrationNoise, loadLabelledDirectory, metricsByYear, type CalibrationNoise, routeLabelled, summarisePredictions, wrongTickers, type EvaluationMetrics, type TickerPrediction, type YearMetrics } from './evaluate.js';
 import { createForwarder } from './forwarder.js';
 import { trainRouter, type TrainConfig, type TrainHooks } from './train.js';
 
-/** One way of cutting each ticker's bars: all of them, its first `maxBars`, or its last `lastBars`. */
+/** One way of cutting each ticker's bars: all of them, its first `maxBars`, its last `lastBars`, or every stretch of `windowBars`. */
 export interface CrossFitSlice {
   name: string;
   maxBars?: number;
   lastBars?: number;
+  windowBars?: number;
 }
 
-/** The slices `npm run train -- --real-data` reports: every bar, then a listing's first and last 60 / 120 / 250. */
+/**
+ * The slices `npm run train -- --real-data` reports: every bar, a listing's first and last 60 / 120 / 250, and every
+ * stretch of 60 and 120 bars (one token a month per ticker: the short histories' calibration over thousands of
+ * tokens, where the first and last 60 bars give one token per ticker).
+ */
 export const DEFAULT_SLICES: readonly CrossFitSlice[] = [
   { name: 'all' },
   ...[60, 120, 250].map((n) => ({ name: `first ${n}`, maxBars: n })),
   ...[60, 120, 250].map((n) => ({ name: `last ${n}`, lastBars: n })),
+  ...[60, 120].map((n) => ({ name: `windows ${n}`, windowBars: n })),
 ];
 
 export interface CrossFitResult {
@@ -40,8 +46,8 @@ export interface CrossFitResult {
   historyTemperature: number;
   /** T and κ fitted without fold k. */
   foldCalibration: { temperature: number; kappa: number }[];
-  /** Cross-fitted metrics per slice (out-of-fold routers, out-of-fold calibration). */
-  slices: { slice: CrossFitSlice; metrics: EvaluationMetrics }[];
+  /** Cross-fitted metrics per slice (out-of-fold routers, out-of-fold calibration), and the ECE noise on its tokens. */
+  slices: { slice: CrossFitSlice; metrics: EvaluationMetrics; eceNoise: CalibrationNoise }[];
   /** The `all` slice per calendar year of the token dates. */
   byYear: YearMetrics[];
   /** Out-of-fold predictions of the `all` slice, calibrated as reported. */
@@ -85,7 +91,15 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
   // Each slice's features once, for every ticker; a fold routes its own rows.
   const sliceItems = [];
   for (const s of slices) {
-    const dir = await loadLabelledDirectory({ ...dirOpts, ...(s.maxBars !== undefined ? { maxBars: s.maxBars } : {}), ...(s.lastBars !== undefined ? { lastBars: s.lastBars } : {}) }, config.hidden);
+    const dir = await loadLabelledDirectory(
+      {
+        ...dirOpts,
+        ...(s.maxBars !== undefined ? { maxBars: s.maxBars } : {}),
+        ...(s.lastBars !== undefined ? { lastBars: s.lastBars } : {}),
+        ...(s.windowBars !== undefined ? { windowBars: s.windowBars } : {}),
+      },
+      config.hidden,
+    );
     sliceItems.push(dir.items.slice().sort((a, b) => byTicker(a.series, b.series)));
   }
   const tickers = sliceItems[0]!.map((it) => it.series.ticker);
@@ -123,7 +137,7 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
     temperature: shipped.temperature,
     historyTemperature: shipped.kappa,
     foldCalibration,
-    slices: slices.map((slice, i) => ({ slice, metrics: summarisePredictions(calibrated[i]!) })),
+    slices: slices.map((slice, i) => ({ slice, metrics: summarisePredictions(calibrated[i]!), eceNoise: calibrationNoise(calibrated[i]!) })),
     byYear: metricsByYear(calibrated[0]!),
     predictions: calibrated[0]!,
     atT1: oof,
@@ -136,10 +150,11 @@ export function formatCrossFit(r: CrossFitResult): string[] {
   const pct = (v: number) => `${(100 * v).toFixed(1)} %`;
   const lines = [`cross-fitted over ${r.folds} ticker folds (${r.seconds.toFixed(0)} s): T = ${r.temperature.toFixed(3)}, κ = ${r.historyTemperature.toFixed(1)} from the out-of-fold predictions`];
   const row = (name: string, m: { perTicker: { accuracy: number }; perDay: { accuracy: number }; ece: number }, extra: string, wrong: string[]) =>
-    `  ${name.padEnd(10)} per ticker ${pct(m.perTicker.accuracy).padStart(7)}  per day ${pct(m.perDay.accuracy).padStart(7)}  ECE ${m.ece.toFixed(3)}${extra}${wrong.length > 0 ? `  wrong: ${wrong.join(', ')}` : ''}`;
-  for (const { slice, metrics: m } of r.slices) {
+    `  ${name.padEnd(11)} per ticker ${pct(m.perTicker.accuracy).padStart(7)}  per day ${pct(m.perDay.accuracy).padStart(7)}  ECE ${m.ece.toFixed(3)}${extra}${wrong.length > 0 ? `  wrong: ${wrong.join(', ')}` : ''}`;
+  for (const { slice, metrics: m, eceNoise } of r.slices) {
     const c = m.confident;
-    lines.push(row(slice.name, m, slice.name === 'all' ? `  confident ${c.correct}/${c.tickers}, uncertain ${c.uncertain.join(' ') || 'none'}` : '', wrongTickers(m.outcomes)));
+    const noise = ` (noise ${eceNoise.median.toFixed(3)}, 90 % ≤ ${eceNoise.p90.toFixed(3)})`;
+    lines.push(row(slice.name, m, `${noise}${slice.name === 'all' ? `  confident ${c.correct}/${c.tickers}, uncertain ${c.uncertain.join(' ') || 'none'}` : ''}`, wrongTickers(m.outcomes)));
   }
   for (const y of r.byYear) lines.push(row(String(y.year), y, '', y.wrong));
   return lines;

@@ -20,6 +20,7 @@ import { concatSeries } from '../router/batch.js';
 import { tokenShortness } from '../router/history-temperature.js';
 import { createForwarder, type Forwarder } from './forwarder.js';
 import { createRulesForwarder } from './rules.js';
+import { Rng } from '../util/random.js';
 
 const D = DOMAINS.length;
 const ECE_BINS = 10;
@@ -239,6 +240,50 @@ export function summarisePredictions(preds: readonly TickerPrediction[]): Evalua
   };
 }
 
+/** How far the ECE of a perfectly calibrated router would stray on the same tokens (`calibrationNoise`). */
+export interface CalibrationNoise {
+  /** Median and 90th percentile of that ECE over the draws. */
+  median: number;
+  p90: number;
+}
+
+/**
+ * The ECE that a perfectly calibrated router would show on these tokens: each token's top probability kept, whether
+ * it was right drawn with exactly that probability (seeded, `draws` times), binned as `summarisePredictions` bins.
+ * On few tokens the ECE is mostly this noise (97 tokens at the development folder's confidences: median ≈ 0.04,
+ * 90th percentile ≈ 0.06), so an ECE is read against it; on thousands of tokens it is below 0.01.
+ */
+export function calibrationNoise(preds: readonly TickerPrediction[], draws = 100): CalibrationNoise {
+  const conf: number[] = [];
+  for (const p of preds) {
+    for (let n = 0; n < p.assign.length; n++) {
+      let c = 0;
+      for (let d = 0; d < D; d++) c = Math.max(c, p.probs[n * D + d]!);
+      conf.push(c);
+    }
+  }
+  if (conf.length === 0) return { median: 0, p90: 0 };
+  const rng = new Rng(1);
+  const eces: number[] = [];
+  const binConf = new Float64Array(ECE_BINS);
+  const binCorrect = new Float64Array(ECE_BINS);
+  for (let r = 0; r < draws; r++) {
+    binConf.fill(0);
+    binCorrect.fill(0);
+    for (const c of conf) {
+      const bin = Math.min(ECE_BINS - 1, Math.floor(c * ECE_BINS));
+      binConf[bin]! += c;
+      if (rng.next() < c) binCorrect[bin]! += 1;
+    }
+    let ece = 0;
+    for (let b = 0; b < ECE_BINS; b++) ece += Math.abs(binCorrect[b]! - binConf[b]!) / conf.length;
+    eces.push(ece);
+  }
+  eces.sort((a, b) => a - b);
+  const at = (q: number) => eces[Math.min(draws - 1, Math.floor(q * draws))]!;
+  return { median: at(0.5), p90: at(0.9) };
+}
+
 /** Accuracy of the per-ticker call on the tickers whose confidence reaches `UNCERTAIN_CONFIDENCE`. */
 export function confidentMetrics(outcomes: readonly TickerOutcome[]): ConfidentMetrics {
   const sure = outcomes.filter((o) => !o.uncertain);
@@ -369,6 +414,15 @@ export interface EvaluateOptions {
   maxBars?: number;
   /** Only each ticker's last `lastBars` bars. Not with `maxBars`. @defaultValue all bars */
   lastBars?: number;
+  /**
+   * One token per stretch of exactly `windowBars` bars of each ticker (as if it had listed at the stretch's first bar),
+   * a stretch every `windowStep` bars, the last ending at the ticker's last bar: how the router does from N bars of
+   * history, measured over many tokens per ticker instead of one (`maxBars`). Not with `maxBars`, `lastBars` or `days`.
+   * @defaultValue off
+   */
+  windowBars?: number;
+  /** Bars between the stretches of `windowBars`. @defaultValue `WINDOW_STEP` (20) */
+  windowStep?: number;
   /** Fewest bars a token is made from (its first token is bar `minBars − 1`). @defaultValue `MIN_HISTORY_BARS` (60) */
   minBars?: number;
   /** Also metrics per calendar year of the token dates (`byYear` of the report). @defaultValue false */
@@ -400,9 +454,11 @@ export interface EvaluationReport extends EvaluationMetrics {
   /** With the learned router: the rules baseline on the same days, for comparison. */
   baseline?: EvaluationMetrics;
   /** The bars each ticker was routed from: all, its first N or its last N; tokens from bar `minBars − 1` of those. */
-  bars: { slice: 'all' | 'first' | 'last'; count: number | null; minBars: number };
+  bars: { slice: 'all' | 'first' | 'last' | 'windows'; count: number | null; minBars: number; step?: number };
   /** With `byYear`: metrics per calendar year of the token dates. */
   byYear?: YearMetrics[];
+  /** The ECE a perfectly calibrated router would show on these tokens (`calibrationNoise`): what `ece` is read against. */
+  eceNoise: CalibrationNoise;
 }
 
 
@@ -431,7 +487,7 @@ export interface LabelledBars {
 }
 
 /** Options of `loadLabelledBars` (evaluate's, plus tickers left out). */
-export type LabelledBarsOptions = Pick<EvaluateOptions, 'dataDir' | 'labelsFile' | 'tickers' | 'days' | 'contextDir' | 'warn' | 'maxBars' | 'lastBars' | 'minBars'> & {
+export type LabelledBarsOptions = Pick<EvaluateOptions, 'dataDir' | 'labelsFile' | 'tickers' | 'days' | 'contextDir' | 'warn' | 'maxBars' | 'lastBars' | 'minBars' | 'windowBars' | 'windowStep'> & {
   /** Tickers left out as if their files were absent (a cross-fitting fold). @defaultValue none */
   exclude?: readonly string[];
 };
@@ -445,10 +501,16 @@ export async function loadLabelledBars(opts: LabelledBarsOptions): Promise<Label
   if (opts.maxBars !== undefined && opts.lastBars !== undefined) {
     throw new RangeError(`Expected either maxBars or lastBars but received both (${opts.maxBars}, ${opts.lastBars})`);
   }
-  for (const [name, v] of [['maxBars', opts.maxBars], ['lastBars', opts.lastBars]] as const) {
+  if (opts.windowBars !== undefined && (opts.maxBars !== undefined || opts.lastBars !== undefined || opts.days !== undefined)) {
+    throw new RangeError(`Expected windowBars without maxBars, lastBars or days but received windowBars ${opts.windowBars} with them`);
+  }
+  for (const [name, v] of [['maxBars', opts.maxBars], ['lastBars', opts.lastBars], ['windowBars', opts.windowBars]] as const) {
     if (v !== undefined && !(Number.isSafeInteger(v) && v >= minBars)) {
       throw new RangeError(`Expected integer ≥ ${minBars} (the minimum history) for ${name} but received ${String(v)}`);
     }
+  }
+  if (opts.windowStep !== undefined && !(Number.isSafeInteger(opts.windowStep) && opts.windowStep >= 1)) {
+    throw new RangeError(`Expected integer ≥ 1 for windowStep but received ${String(opts.windowStep)}`);
   }
   const dataDir = path.resolve(opts.dataDir);
   const labelsFile = path.resolve(opts.labelsFile ?? path.join(dataDir, 'labels.csv'));
@@ -489,7 +551,7 @@ export async function loadLabelledBars(opts: LabelledBarsOptions): Promise<Label
     if (label === undefined) continue;
     try {
       // A slice needs the whole file (its first bars); otherwise the source's `days + WARMUP_DAYS` bars suffice.
-      const sliced = opts.maxBars !== undefined || opts.lastBars !== undefined;
+      const sliced = opts.maxBars !== undefined || opts.lastBars !== undefined || opts.windowBars !== undefined;
       const result = await source.fetch(ticker, { days: sliced ? MAX_RANGE_DAYS : (opts.days ?? MAX_RANGE_DAYS) });
       let bars = result.bars;
       if (opts.maxBars !== undefined) bars = bars.slice(0, opts.maxBars);
@@ -518,7 +580,10 @@ export async function loadLabelledDirectory(opts: LabelledBarsOptions, hidden: H
   const items: { series: FeatureSeries; label: number }[] = [];
   for (const { ticker, label, bars } of loaded) {
     try {
-      const series = computeFeatures(ticker, bars, hidden, context, { minBars, ...(opts.days !== undefined ? { days: opts.days } : {}) });
+      const series =
+        opts.windowBars !== undefined
+          ? windowedFeatures(ticker, bars, hidden, context, opts.windowBars, opts.windowStep ?? WINDOW_STEP)
+          : computeFeatures(ticker, bars, hidden, context, { minBars, ...(opts.days !== undefined ? { days: opts.days } : {}) });
       if (series.vol.length === 0) throw new Error(`no routed day: ${bars.length} bars, fewer than the minimum history of ${minBars}`);
       items.push({ series, label });
     } catch (e) {
@@ -529,6 +594,38 @@ export async function loadLabelledDirectory(opts: LabelledBarsOptions, hidden: H
     throw new EvaluationError('NO_DATA', `Expected at least one labelled ticker with data in ${dataDir} but received none (${skipped.length} unlabelled, ${failed.length} failed)`);
   }
   return { items, skipped, failed, context: contextFrom };
+}
+
+/** Bars between two stretches of `windowBars` (a month of trading days). */
+export const WINDOW_STEP = 20;
+
+/**
+ * One token per stretch of `windowBars` bars of `bars` (the token of its last bar, made from that stretch alone), a
+ * stretch every `step` bars, the last ending at the last bar; in date order, as one series. No stretch when there
+ * are fewer than `windowBars` bars.
+ */
+export function windowedFeatures(ticker: string, bars: readonly Bar[], hidden: Hidden, context: MarketContext, windowBars: number, step: number): FeatureSeries {
+  const starts: number[] = [];
+  for (let s = bars.length - windowBars; s >= 0; s -= step) starts.unshift(s);
+  const out: FeatureSeries = {
+    ticker,
+    hidden,
+    dates: new Int32Array(starts.length),
+    x: new Float32Array(starts.length * hidden),
+    vol: new Float32Array(starts.length),
+    risk: new Float32Array(starts.length),
+    ret: new Float32Array(starts.length),
+  };
+  starts.forEach((s, i) => {
+    const one = computeFeatures(ticker, bars.slice(s, s + windowBars), hidden, context, { minBars: windowBars });
+    const last = one.vol.length - 1;
+    out.dates[i] = one.dates[last]!;
+    out.x.set(one.x.subarray(last * hidden, (last + 1) * hidden), i * hidden);
+    out.vol[i] = one.vol[last]!;
+    out.risk[i] = one.risk[last]!;
+    out.ret[i] = one.ret[last]!;
+  });
+  return out;
 }
 
 export async function evaluateDirectory(opts: EvaluateOptions): Promise<EvaluationReport> {
@@ -555,11 +652,13 @@ export async function evaluateDirectory(opts: EvaluateOptions): Promise<Evaluati
       predictions,
       context,
       bars: {
-        slice: opts.maxBars !== undefined ? 'first' : opts.lastBars !== undefined ? 'last' : 'all',
-        count: opts.maxBars ?? opts.lastBars ?? null,
+        slice: opts.maxBars !== undefined ? 'first' : opts.lastBars !== undefined ? 'last' : opts.windowBars !== undefined ? 'windows' : 'all',
+        count: opts.maxBars ?? opts.lastBars ?? opts.windowBars ?? null,
         minBars,
+        ...(opts.windowBars !== undefined ? { step: opts.windowStep ?? WINDOW_STEP } : {}),
       },
       ...(opts.byYear ? { byYear: metricsByYear(predictions) } : {}),
+      eceNoise: calibrationNoise(predictions),
     };
   } finally {
     forwarder.close();
@@ -611,7 +710,9 @@ export function formatEvaluation(r: EvaluationReport): string {
   lines.push(...formatLevel('per day', r.perDay));
   lines.push('confusion per ticker:', ...formatConfusion(r.perTicker.confusion));
   lines.push('confusion per day:', ...formatConfusion(r.perDay.confusion));
-  lines.push(`mean confidence ${r.meanConfidence.toFixed(3)}, ECE ${r.ece.toFixed(3)}, NLL ${r.nll.toFixed(3)}`);
+  lines.push(
+    `mean confidence ${r.meanConfidence.toFixed(3)}, ECE ${r.ece.toFixed(3)} (a perfectly calibrated router on these ${r.days} tokens: ${r.eceNoise.median.toFixed(3)}, 90th percentile ${r.eceNoise.p90.toFixed(3)}), NLL ${r.nll.toFixed(3)}`,
+  );
   const ctxFrom = Object.entries(r.context.from).map(([t, from]) => `${t} (${from})`);
   lines.push(`context: ${ctxFrom.length > 0 ? ctxFrom.join(', ') : 'none'}${r.context.missing.length > 0 ? `; missing ${r.context.missing.map((m) => m.ticker).join(' ')}` : ''}`);
   if (r.baseline) {
@@ -628,6 +729,7 @@ function barsText(b: EvaluationReport['bars']): string {
   const from = `one token a day from each ticker's ${b.minBars}th bar on (minimum history)`;
   if (b.slice === 'first') return `each ticker's first ${b.count} bars (a new listing); ${from}`;
   if (b.slice === 'last') return `each ticker's last ${b.count} bars; ${from}`;
+  if (b.slice === 'windows') return `one token per stretch of ${b.count} bars of each ticker (as a listing that old), a stretch every ${b.step} bars, the last ending at its last bar`;
   return `all; ${from}`;
 }
 
@@ -664,6 +766,7 @@ export function evaluationJson(r: EvaluationReport): Record<string, unknown> {
     confusionDays: r.perDay.confusion,
     meanConfidence: r.meanConfidence,
     ece: r.ece,
+    eceNoise: r.eceNoise,
     nll: r.nll,
     context: r.context,
     bars: r.bars,
