@@ -330,6 +330,10 @@ describe('evaluation of short histories (--max-bars, --last-bars, --by-year)', (
       expect(Array.from(p.probs.slice(-4))).toEqual(Array.from(last60.predictions[i]!.probs));
       expect(Array.from(p.shortness!)).toEqual(starts.map(() => first60.predictions[i]!.shortness![0]!));
     }
+    // A file shorter than the stretch routes nothing and is reported, the others still route.
+    const long = await evaluateDirectory({ dataDir: dir, modelPath, windowBars: 400 });
+    expect(long.days).toBe(4);
+    await expect(evaluateDirectory({ dataDir: dir, modelPath, windowBars: 401 })).rejects.toThrow(/NO_DATA|at least one labelled ticker/);
     const sparse = await evaluateDirectory({ dataDir: dir, modelPath, windowBars: 120, windowStep: 100 });
     expect(sparse.days).toBe(4 * 3); // starts 280, 180, 80
     expect(formatEvaluation(sparse)).toMatch(/bars: one token per stretch of 120 bars of each ticker \(as a listing that old\), a stretch every 100 bars/);

@@ -584,7 +584,10 @@ export async function loadLabelledDirectory(opts: LabelledBarsOptions, hidden: H
         opts.windowBars !== undefined
           ? windowedFeatures(ticker, bars, hidden, context, opts.windowBars, opts.windowStep ?? WINDOW_STEP)
           : computeFeatures(ticker, bars, hidden, context, { minBars, ...(opts.days !== undefined ? { days: opts.days } : {}) });
-      if (series.vol.length === 0) throw new Error(`no routed day: ${bars.length} bars, fewer than the minimum history of ${minBars}`);
+      if (series.vol.length === 0) {
+        const need = opts.windowBars !== undefined ? `a stretch of ${opts.windowBars}` : `the minimum history of ${minBars}`;
+        throw new Error(`no routed day: ${bars.length} bars, fewer than ${need}`);
+      }
       items.push({ series, label });
     } catch (e) {
       failed.push({ ticker, reason: failureReason(e) });
