@@ -9,6 +9,7 @@ import { defaultTrainConfig, type TrainConfig } from '../src/training/train.js';
 import { concatTokenSets, realTrainingTokens } from '../src/training/real-tokens.js';
 import { crossFit, formatCrossFit } from '../src/training/crossfit.js';
 import { calibrationNoise } from '../src/training/evaluate.js';
+import { FEATURE_TABLE } from '../src/data/features/table.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const marketData = path.resolve(repoRoot, '../shared/market-data');
@@ -81,6 +82,19 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     expect(without.tickers.some((t) => t.ticker.startsWith('AAPL') || t.ticker.startsWith('TLT'))).toBe(false);
     expect(without.tickers).toHaveLength((TICKERS.length - 2) * 5);
     await expect(realTrainingTokens(16, { ...data, repeat: -1 }, 7)).rejects.toThrow(/real\.repeat/);
+    await expect(realTrainingTokens(16, { ...data, contextDropout: 1.5 }, 7)).rejects.toThrow(/real\.contextDropout/);
+    // Context dropout: the same rows (listing lengths from their own stream) and labels, some copies with less
+    // context than the folder has (its coverage feature below 1), seeded.
+    const dropped = await realTrainingTokens(16, { ...data, contextDropout: 0.5 }, 7);
+    expect(dropped.tickers.map((t) => [t.ticker, t.start, t.end])).toEqual(set.tickers.map((t) => [t.ticker, t.start, t.end]));
+    expect(Array.from(dropped.labels)).toEqual(Array.from(set.labels));
+    const coverage = FEATURE_TABLE.findIndex((f) => f.name === 'ctx_coverage_250');
+    const lessContext = (s: typeof set) => s.tickers.filter((t) => s.x[(t.end - 1) * 16 + coverage]! < set.x[(t.end - 1) * 16 + coverage]! - 1e-6).length;
+    expect(lessContext(set)).toBe(0);
+    expect(lessContext(dropped)).toBeGreaterThan(set.tickers.length / 8);
+    expect(lessContext(dropped)).toBeLessThan(set.tickers.length * 0.8);
+    const droppedAgain = await realTrainingTokens(16, { ...data, contextDropout: 0.5 }, 7);
+    expect(Buffer.from(droppedAgain.x.buffer).equals(Buffer.from(dropped.x.buffer))).toBe(true);
     await expect(realTrainingTokens(16, { ...data, exclude: TICKERS }, 7)).rejects.toThrow(/real training data/);
     // Joined after a simulated set, rows and labels keep their place.
     const joined = concatTokenSets(without, set);
@@ -95,7 +109,7 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     const r = await crossFit({
       config,
       folds: 2,
-      slices: [{ name: 'all' }, { name: 'first 120', maxBars: 120 }, { name: 'windows 60', windowBars: 60 }],
+      slices: [{ name: 'all' }, { name: 'first 120', maxBars: 120 }, { name: 'windows 60', windowBars: 60 }, { name: 'no context', context: 'none' }],
       hooks: { log: (m) => { const hit = /\((\d+) of them real\)/.exec(m); if (hit) realCounts.push(Number(hit[1])); } },
     });
     const sorted = [...TICKERS].sort();
@@ -108,7 +122,10 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     expect(realCounts).toHaveLength(2);
     // Every ticker scored once, on every slice.
     expect(r.predictions.map((p) => p.ticker)).toEqual(sorted);
-    expect(r.slices.map((s) => s.metrics.tickers)).toEqual([TICKERS.length, TICKERS.length, TICKERS.length]);
+    expect(r.slices.map((s) => s.metrics.tickers)).toEqual([TICKERS.length, TICKERS.length, TICKERS.length, TICKERS.length]);
+    // Without context the same days are routed, from other features (the context's coverage reads none).
+    expect(r.slices[3]!.metrics.days).toBe(r.slices[0]!.metrics.days);
+    expect(Array.from(r.atT1[3]![0]!.probs.slice(0, 40))).not.toEqual(Array.from(r.atT1[0]![0]!.probs.slice(0, 40)));
     expect(r.slices[1]!.metrics.days).toBe(TICKERS.length * 61);
     // Every stretch of 60 bars is one token (a month apart), at the shortness of a 60-bar listing.
     expect(r.slices[2]!.metrics.days).toBeGreaterThan(TICKERS.length * 10);

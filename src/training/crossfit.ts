@@ -23,6 +23,8 @@ export interface CrossFitSlice {
   maxBars?: number;
   lastBars?: number;
   windowBars?: number;
+  /** `none`: the slice is routed without any context series (a source that has none). @defaultValue the folder's */
+  context?: 'none';
 }
 
 /**
@@ -97,6 +99,7 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
         ...(s.maxBars !== undefined ? { maxBars: s.maxBars } : {}),
         ...(s.lastBars !== undefined ? { lastBars: s.lastBars } : {}),
         ...(s.windowBars !== undefined ? { windowBars: s.windowBars } : {}),
+        ...(s.context === 'none' ? { noContext: true } : {}),
       },
       config.hidden,
     );

@@ -13,7 +13,7 @@ import { MAX_RANGE_DAYS, UNCERTAIN_CONFIDENCE } from '../limits.js';
 import { createSource, SourceError } from '../data/sources/create.js';
 import { LabelsFileError, parseLabelsCsv } from '../data/sources/csv.js';
 import type { Bar, FeatureSeries } from '../data/types.js';
-import type { MarketContext } from '../data/features/context.js';
+import { CONTEXT_SET, NO_CONTEXT, type MarketContext } from '../data/features/context.js';
 import type { Hidden } from '../router/layout.js';
 import { loadModel, defaultModelPath } from '../router/model.js';
 import { concatSeries } from '../router/batch.js';
@@ -453,7 +453,7 @@ export interface EvaluationReport extends EvaluationMetrics {
   router: 'learned' | 'rules';
   /** With the learned router: the rules baseline on the same days, for comparison. */
   baseline?: EvaluationMetrics;
-  /** The bars each ticker was routed from: all, its first N or its last N; tokens from bar `minBars − 1` of those. */
+  /** The bars each ticker was routed from: all, its first N, its last N (tokens from bar `minBars − 1` of those), or every stretch of N bars, one every `step` (one token each). */
   bars: { slice: 'all' | 'first' | 'last' | 'windows'; count: number | null; minBars: number; step?: number };
   /** With `byYear`: metrics per calendar year of the token dates. */
   byYear?: YearMetrics[];
@@ -490,6 +490,8 @@ export interface LabelledBars {
 export type LabelledBarsOptions = Pick<EvaluateOptions, 'dataDir' | 'labelsFile' | 'tickers' | 'days' | 'contextDir' | 'warn' | 'maxBars' | 'lastBars' | 'minBars' | 'windowBars' | 'windowStep'> & {
   /** Tickers left out as if their files were absent (a cross-fitting fold). @defaultValue none */
   exclude?: readonly string[];
+  /** No context series at all, as from a source that has none (a cross-fitting slice). @defaultValue false */
+  noContext?: boolean;
 };
 
 /**
@@ -565,6 +567,9 @@ export async function loadLabelledBars(opts: LabelledBarsOptions): Promise<Label
   const firsts = loaded.filter((l) => l.bars.length > 0).map((l) => l.bars[0]!.date).sort();
   const lasts = loaded.filter((l) => l.bars.length > 0).map((l) => l.bars.at(-1)!.date).sort();
   const span = firsts.length === 0 ? undefined : { from: firsts[0]!, to: lasts.at(-1)! };
+  if (opts.noContext === true) {
+    return { loaded, context: NO_CONTEXT, skipped, failed, contextFrom: { from: {}, missing: CONTEXT_SET.map((c) => ({ ticker: c.ticker, reason: 'left out' })) }, dataDir };
+  }
   const ctx = await fetchContext(contextSources, { days: MAX_RANGE_DAYS }, span);
   for (const m of ctx.missing) opts.warn?.(`context series ${m.ticker} missing (${m.reason}); its features read as "no context"`);
   return { loaded, context: ctx.context, skipped, failed, contextFrom: { from: ctx.from, missing: ctx.missing }, dataDir };

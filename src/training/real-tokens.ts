@@ -13,6 +13,8 @@ import type { FeatureSeries } from '../data/types.js';
 import type { Hidden } from '../router/layout.js';
 import { concatSeries } from '../router/batch.js';
 import { Rng } from '../util/random.js';
+import { degradeContext } from '../data/sim/simulator.js';
+import type { MarketContext } from '../data/features/context.js';
 import { loadLabelledBars } from './evaluate.js';
 import { assembleTokens, type TokenSet } from './tokens.js';
 
@@ -29,6 +31,12 @@ export interface RealTrainingData {
   repeat: number;
   /** New-listing copies per ticker (its first 60–400 bars). */
   listings: number;
+  /**
+   * Share of the copies (whole and new-listing) that see a degraded context, as the simulator's instruments do
+   * (`degradeContext`: none at all, each series missing with probability ½, or context only after a random date),
+   * drawn per copy from (seed, ticker). @defaultValue 0
+   */
+  contextDropout?: number;
 }
 
 /** The longest new-listing copy, in bars (as the simulator's new listings). */
@@ -39,6 +47,8 @@ export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData,
   for (const [name, v] of [['repeat', data.repeat], ['listings', data.listings]] as const) {
     if (!Number.isInteger(v) || v < 0 || v > 1000) throw new RangeError(`Expected integer in [0, 1000] for real.${name} but received ${String(v)}`);
   }
+  const dropout = data.contextDropout ?? 0;
+  if (!(dropout >= 0 && dropout <= 1)) throw new RangeError(`Expected a share in [0, 1] for real.contextDropout but received ${String(dropout)}`);
   const dir = await loadLabelledBars({
     dataDir: data.dataDir,
     ...(data.labelsFile !== undefined ? { labelsFile: data.labelsFile } : {}),
@@ -50,12 +60,18 @@ export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData,
   const rows: { ticker: string; label: number; series: FeatureSeries }[] = [];
   for (const { ticker, label, bars } of dir.loaded) {
     if (bars.length < MIN_HISTORY_BARS) continue;
+    // Degraded contexts from their own stream, so the listing lengths are the same with or without them.
+    const crng = Rng.derive(seed, `context:${ticker}`);
+    const contextOf = (): MarketContext => (dropout > 0 && crng.next() < dropout ? degradeContext(dir.context, crng) : dir.context);
     const whole = computeFeatures(ticker, bars, hidden, dir.context);
-    for (let r = 0; r < data.repeat; r++) rows.push({ ticker, label, series: whole });
+    for (let r = 0; r < data.repeat; r++) {
+      const ctx = contextOf();
+      rows.push({ ticker, label, series: ctx === dir.context ? whole : computeFeatures(ticker, bars, hidden, ctx) });
+    }
     const rng = Rng.derive(seed, `listing:${ticker}`);
     for (let c = 0; c < data.listings; c++) {
       const n = Math.round(Math.exp(rng.uniform(Math.log(MIN_HISTORY_BARS), Math.log(LISTING_MAX_BARS))));
-      rows.push({ ticker: `${ticker}:first${n}`, label, series: computeFeatures(ticker, bars.slice(0, Math.min(n, bars.length)), hidden, dir.context) });
+      rows.push({ ticker: `${ticker}:first${n}`, label, series: computeFeatures(ticker, bars.slice(0, Math.min(n, bars.length)), hidden, contextOf()) });
     }
   }
   if (rows.length === 0) {

@@ -176,7 +176,7 @@ export function simulateContext(
  * Training must also teach what to do when context is missing or partial (a source without the reference series,
  * history that starts later than the instrument's): a degraded copy of the full context, drawn per instrument.
  */
-function degradeContext(full: MarketContext, rng: Rng): MarketContext {
+export function degradeContext(full: MarketContext, rng: Rng): MarketContext {
   const mode = rng.next();
   if (mode < 0.4) return NO_CONTEXT;
   if (mode < 0.7) return full.map((c) => (rng.next() < 0.5 ? null : c));
