@@ -1,6 +1,7 @@
 import { chmod, mkdir, readFile, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../src/cli/train.js';
 import { loadModel } from '../src/router/model.js';
@@ -146,6 +147,20 @@ describe('train --real-data', () => {
     const folds = await train(['--real-data', tmp, '--real-folds', '1']);
     expect(folds.code).toBe(2);
     expect(folds.err.join('\n')).toContain('--real-folds');
-    for (const r of [orphan, gone, both, folds]) expect(r.out).toEqual([]);
+    const dropout = await train(['--real-data', tmp, '--real-context-dropout', '1.5']);
+    expect(dropout.code).toBe(2);
+    expect(dropout.err.join('\n')).toContain('Expected a share in [0, 1] for --real-context-dropout but received "1.5"');
+    for (const r of [orphan, gone, both, folds, dropout]) expect(r.out).toEqual([]);
+  });
+});
+
+describe('--real-context-dropout', () => {
+  it('reaches the real training data only when set above 0', async () => {
+    const { parseArgs, realDataFlags, realTrainingData, REAL_DATA_FLAGS } = await import('../src/cli/args.js');
+    const dir = path.dirname(fileURLToPath(import.meta.url));
+    const parse = (extra: string[]) => realTrainingData(realDataFlags(parseArgs(['--real-data', dir, ...extra], REAL_DATA_FLAGS))!);
+    expect(parse(['--real-context-dropout', '0.5']).contextDropout).toBe(0.5);
+    expect('contextDropout' in parse(['--real-context-dropout', '0'])).toBe(false);
+    expect('contextDropout' in parse([])).toBe(false);
   });
 });

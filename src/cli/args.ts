@@ -172,6 +172,8 @@ export interface RealArgs {
   repeat: number;
   listings: number;
   folds: number;
+  /** Share of the real copies that see a degraded context (RealTrainingData.contextDropout); absent: none. */
+  contextDropout?: number;
 }
 
 export const REAL_DATA_FLAGS: Record<string, FlagSpec> = {
@@ -181,6 +183,7 @@ export const REAL_DATA_FLAGS: Record<string, FlagSpec> = {
   'real-repeat': { type: 'string' },
   'real-listings': { type: 'string' },
   'real-folds': { type: 'string' },
+  'real-context-dropout': { type: 'string' },
 };
 
 /** The `--real-*` flags (REAL_DATA_FLAGS), or undefined without `--real-data`; refuses `--calibrate-data` beside it. */
@@ -205,6 +208,12 @@ export function realDataFlags(args: ParsedArgs): RealArgs | undefined {
   if (labels !== undefined) real.labelsFile = fileFlag('real-labels', labels);
   const ctx = stringFlag(args, 'real-context-dir');
   if (ctx !== undefined) real.contextDir = dirFlag('real-context-dir', ctx);
+  const dropout = stringFlag(args, 'real-context-dropout');
+  if (dropout !== undefined) {
+    const v = Number(dropout);
+    if (dropout.trim() === '' || !(v >= 0 && v <= 1)) throw new UsageError(`Expected a share in [0, 1] for --real-context-dropout but received ${JSON.stringify(dropout)}`);
+    if (v > 0) real.contextDropout = v;
+  }
   return real;
 }
 
@@ -216,5 +225,6 @@ export function realTrainingData(real: RealArgs): RealTrainingData {
     ...(real.contextDir !== undefined ? { contextDir: real.contextDir } : {}),
     repeat: real.repeat,
     listings: real.listings,
+    ...(real.contextDropout !== undefined ? { contextDropout: real.contextDropout } : {}),
   };
 }

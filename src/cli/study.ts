@@ -12,7 +12,7 @@ import { trainEnsemble } from '../training/ensemble.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run study -- --leave-one-family-out [--families A,B,...] [--hidden 16|32] [--steps N] [--seed N | --seeds A,B,...] [--threads N] [--json FILE]
-                       [--real-data DIR [--real-labels FILE] [--real-context-dir DIR] [--real-repeat R] [--real-listings L]]
+                       [--real-data DIR [--real-labels FILE] [--real-context-dir DIR] [--real-repeat R] [--real-listings L] [--real-context-dropout P]]
 
 Trains one router per family with that family left out (same recipe as npm run train otherwise) and scores it on
 held-out histories of the family it never saw; with --seeds, an ensemble of one router per seed (as npm run train --

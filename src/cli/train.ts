@@ -18,7 +18,7 @@ import { EXIT, runCommand, runIfMain } from './run.js';
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N | --seeds N,N,...] [--steps N] [--batch N] [--lr X]
                        [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--steps-per-call N] [--out FILE]
                        [--calibrate-data DIR [--calibrate-labels FILE] [--calibrate-context-dir DIR] [--calibrate-folds K]]
-                       [--real-data DIR [--real-labels FILE] [--real-context-dir DIR] [--real-repeat R] [--real-listings L] [--real-folds K]]
+                       [--real-data DIR [--real-labels FILE] [--real-context-dir DIR] [--real-repeat R] [--real-listings L] [--real-folds K] [--real-context-dropout P]]
 
 --seeds 7,11,13 trains one router per seed with the same recipe and writes them as one ensemble (their mean
 probabilities, one temperature); its held-out figures are on the first seed's histories.
@@ -26,7 +26,8 @@ probabilities, one temperature); its held-out figures are on the first seed's hi
 and --real-listings new-listing copies of its first 60–400 bars, default 8) and cross-fits over --real-folds ticker
 folds (default 5): one router (or ensemble) per fold trained without that fold's tickers and scored on them, every
 bar and a listing's first and last 60 / 120 / 250; the temperature and history temperature are fitted on those
-out-of-fold predictions (not with --calibrate-data). It trains folds + 1 times as long.
+out-of-fold predictions (not with --calibrate-data). It trains folds + 1 times as long. --real-context-dropout P (default
+0) gives that share of the real copies a degraded context, as the simulator's instruments get.
 --threads N is the native trainer's (part of the recipe: the model file records it). --sim-threads N (default: the
 CPUs, up to 16) simulates the market histories and runs the calibration's fits on worker threads, --feeder off
 gathers the minibatches between steps instead of on feeder threads (--feeder-threads N, default half the CPUs, from 1
@@ -287,7 +288,7 @@ function rebuildCommand(c: TrainConfig, out: string, cal?: CalibrateArgs, seeds?
     ? ` --calibrate-data ${relDir(cal.dataDir)}${cal.labelsFile ? ` --calibrate-labels ${relDir(cal.labelsFile)}` : ''}${cal.contextDir ? ` --calibrate-context-dir ${relDir(cal.contextDir)}` : ''} --calibrate-folds ${cal.folds}`
     : '';
   const realFlags = real
-    ? ` --real-data ${relDir(real.dataDir)}${real.labelsFile ? ` --real-labels ${relDir(real.labelsFile)}` : ''}${real.contextDir ? ` --real-context-dir ${relDir(real.contextDir)}` : ''} --real-repeat ${real.repeat} --real-listings ${real.listings} --real-folds ${real.folds}`
+    ? ` --real-data ${relDir(real.dataDir)}${real.labelsFile ? ` --real-labels ${relDir(real.labelsFile)}` : ''}${real.contextDir ? ` --real-context-dir ${relDir(real.contextDir)}` : ''} --real-repeat ${real.repeat} --real-listings ${real.listings} --real-folds ${real.folds}${real.contextDropout !== undefined ? ` --real-context-dropout ${real.contextDropout}` : ''}`
     : '';
   return `npm run train -- --hidden ${c.hidden} ${seeds ? `--seeds ${seeds.join(',')}` : `--seed ${c.seed}`} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --test-seeds ${c.data.testSeeds} --focal ${c.focalGamma} --context-dropout ${c.data.contextDropout} --new-listing-share ${c.data.newListingShare} --out ${rel}${calFlags}${realFlags}`;
 }
