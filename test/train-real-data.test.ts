@@ -109,7 +109,7 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     const r = await crossFit({
       config,
       folds: 2,
-      slices: [{ name: 'all' }, { name: 'first 120', maxBars: 120 }, { name: 'windows 60', windowBars: 60 }, { name: 'no context', context: 'none' }],
+      slices: [{ name: 'all' }, { name: 'first 120', maxBars: 120 }, { name: 'windows 60', windowBars: 60 }, { name: 'no context', context: 'none', calibrate: false }],
       hooks: { log: (m) => { const hit = /\((\d+) of them real\)/.exec(m); if (hit) realCounts.push(Number(hit[1])); } },
     });
     const sorted = [...TICKERS].sort();
@@ -137,6 +137,9 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     expect(r.temperature).toBeGreaterThan(0.05);
     expect(r.temperature).toBeLessThan(20);
     expect(r.foldCalibration).toHaveLength(2);
+    // A slice kept out of the calibration does not move it.
+    const without = await crossFit({ config, folds: 2, slices: [{ name: 'all' }, { name: 'first 120', maxBars: 120 }, { name: 'windows 60', windowBars: 60 }] });
+    expect([without.temperature, without.historyTemperature]).toEqual([r.temperature, r.historyTemperature]);
     expect(formatCrossFit(r).join('\n')).toContain('first 120');
     await expect(crossFit({ config, folds: 1 })).rejects.toThrow(/folds/);
     const { real: _real, ...noReal } = config.data;

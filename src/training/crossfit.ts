@@ -25,18 +25,22 @@ export interface CrossFitSlice {
   windowBars?: number;
   /** `none`: the slice is routed without any context series (a source that has none). @defaultValue the folder's */
   context?: 'none';
+  /** false: reported only, its predictions left out of the calibration's fit. @defaultValue true */
+  calibrate?: boolean;
 }
 
 /**
- * The slices `npm run train -- --real-data` reports: every bar, a listing's first and last 60 / 120 / 250, and every
+ * The slices `npm run train -- --real-data` reports: every bar, a listing's first and last 60 / 120 / 250, every
  * stretch of 60 and 120 bars (one token a month per ticker: the short histories' calibration over thousands of
- * tokens, where the first and last 60 bars give one token per ticker).
+ * tokens, where the first and last 60 bars give one token per ticker), and every bar without any context series.
  */
 export const DEFAULT_SLICES: readonly CrossFitSlice[] = [
   { name: 'all' },
   ...[60, 120, 250].map((n) => ({ name: `first ${n}`, maxBars: n })),
   ...[60, 120, 250].map((n) => ({ name: `last ${n}`, lastBars: n })),
   ...[60, 120].map((n) => ({ name: `windows ${n}`, windowBars: n })),
+  // Reported, not calibrated on: one temperature cannot serve routes with and without context (models/README.md).
+  { name: 'no context', context: 'none', calibrate: false },
 ];
 
 export interface CrossFitResult {
@@ -129,7 +133,7 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
   for (const p of oof) p.sort(byTicker);
   // Calibration from the out-of-fold predictions of every slice, pooled: fold k's tickers read at the pair fitted without them.
   const foldOf = new Map(foldTickers.flatMap((ts, k) => ts.map((t) => [t, k] as const)));
-  const pooled = oof.flat();
+  const pooled = oof.filter((_, i) => slices[i]!.calibrate !== false).flat();
   const fitted = await fitAll([...foldTickers.map((_, k) => pooled.filter((p) => foldOf.get(p.ticker) !== k)), pooled], opts.threads ?? config.simThreads ?? config.threads);
   const foldCalibration = fitted.slice(0, folds);
   const shipped = fitted[folds]!;
