@@ -189,6 +189,32 @@ describe.skipIf(!haveMarketData)('evaluation on real market data (../shared/mark
     expect(r.meanConfidence).toBeLessThanOrEqual(1);
   });
 
+  it('routes with only the context series asked for (--context-series), the others read as missing', async () => {
+    const tsx = path.join(repoRoot, 'node_modules', '.bin', 'tsx');
+    const cli = path.join(repoRoot, 'src', 'cli', 'evaluate.ts');
+    const args = [cli, '--data', marketData, '--model', modelPath, '--tickers', 'AAPL,TLT', '--days', '30'];
+    const parse = (stdout: string) => JSON.parse(stdout.trim().split('\n').at(-1)!) as { context: { from: Record<string, string>; missing: { ticker: string; reason: string }[] } };
+    const two = await run(tsx, [...args, '--context-series', 'equity,rates', '--json'], { cwd: repoRoot });
+    expect(Object.keys(parse(two.stdout).context.from).sort()).toEqual(['IEF', 'SPY']);
+    expect(parse(two.stdout).context.missing).toEqual(['GLD', 'DBC', 'UUP'].map((ticker) => ({ ticker, reason: 'left out' })));
+    expect(two.stdout).toMatch(/context: .*; missing GLD DBC UUP/);
+    const none = await run(tsx, [...args, '--context-series', 'none', '--json'], { cwd: repoRoot });
+    expect(parse(none.stdout).context.from).toEqual({});
+    // The same days routed; each token's shortfall, read by the context temperature, is that of the series kept.
+    const all = await evaluateDirectory({ dataDir: marketData, modelPath, tickers: ['AAPL', 'TLT'], days: 30 });
+    const part = await evaluateDirectory({ dataDir: marketData, modelPath, tickers: ['AAPL', 'TLT'], days: 30, keepContext: ['equity', 'rates'] });
+    const without = await evaluateDirectory({ dataDir: marketData, modelPath, tickers: ['AAPL', 'TLT'], days: 30, keepContext: [] });
+    for (const [r, c] of [[all, 0], [part, 0.6], [without, 1]] as const) {
+      expect(r.days).toBe(60);
+      for (const p of r.predictions) for (const v of p.shortfall!) expect(v).toBeCloseTo(c, 2);
+    }
+    for (const [bad, why] of [['gold,silver', 'unknown "silver"'], ['equity,equity', 'a name twice'], ['', 'unknown ""']] as const) {
+      const e = await run(tsx, [...args, '--context-series', bad], { cwd: repoRoot }).catch((x: { code: number; stderr: string }) => x);
+      expect((e as { code: number }).code).toBe(2);
+      expect((e as { stderr: string }).stderr).toContain(`Expected none or comma-separated names among equity, rates, gold, commodity, dollar for --context-series but received ${JSON.stringify(bad)} (${why})`);
+    }
+  });
+
   it('CLI prints a JSON summary on its last line and exits 2 on bad usage', async () => {
     const tsx = path.join(repoRoot, 'node_modules', '.bin', 'tsx');
     const cli = path.join(repoRoot, 'src', 'cli', 'evaluate.ts');

@@ -5,7 +5,11 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { computeFeatures } from '../src/data/features/compute.js';
 import { simulateBars, simulateContext } from '../src/data/sim/simulator.js';
-import { HISTORY_SLOT, temperByHistory, tokenShortness } from '../src/router/history-temperature.js';
+import { CONTEXT_SLOT, HISTORY_SLOT, temperBatchByHistory, temperByHistory, tokenShortfall, tokenShortness } from '../src/router/history-temperature.js';
+import { NO_CONTEXT } from '../src/data/features/context.js';
+import { atCalibration, fitAll } from '../src/training/calibrate.js';
+import { summarisePredictions, type TickerPrediction } from '../src/training/evaluate.js';
+import { Rng } from '../src/util/random.js';
 import { initParams, loadModel, saveModel } from '../src/router/model.js';
 import { referenceForward } from '../src/router/reference.js';
 import { calibrateOnLabelled } from '../src/training/calibrate.js';
@@ -55,14 +59,72 @@ describe('history temperature', () => {
     expect(temperByHistory(before.slice(), u, 0)).toEqual(before);
   });
 
+  it('reads the context shortfall from ctx_coverage_250: 0 with every context series, 1 with none, 0.6 with two of five', () => {
+    expect(CONTEXT_SLOT).toBe(9);
+    const full = tokenShortfall(series.x, 16);
+    expect(Math.max(...full)).toBeLessThan(0.01);
+    const none = computeFeatures('TLT', simulateBars('TLT', { class: 'Fixed Income', subtype: 'treasury-long' }, DAYS, 3), 16, NO_CONTEXT);
+    expect(Array.from(new Set(tokenShortfall(none.x, 16)))).toEqual([1]);
+    const two = computeFeatures('TLT', simulateBars('TLT', { class: 'Fixed Income', subtype: 'treasury-long' }, DAYS, 3), 16, context.map((c, i) => (i < 2 ? c : null)));
+    for (const c of tokenShortfall(two.x, 16)) expect(c).toBeCloseTo(0.6, 2);
+    // The batch form re-tempers by both scalars: a token with no context at λ = 1 is read at twice the temperature.
+    const params = initParams(16, 11);
+    const at = Float32Array.from(referenceForward(params, 16, none, 0.7).probs);
+    const want = referenceForward(params, 16, none, 1.4).probs;
+    temperBatchByHistory(at, none.x, 16, { historyTemperature: 0, contextTemperature: 1 });
+    for (let i = 0; i < 40; i++) expect(at[i]!).toBeCloseTo(want[i]!, 5);
+  });
+
+  it('fits λ on the routes short of context only, leaving T and κ as fitted without them', async () => {
+    // Calibrated routes with their context, and over-confident ones without (right 55 % of the time at 0.9).
+    const rng = new Rng(5);
+    const preds = (n: number, shortfall: number, right: (top: number) => number): TickerPrediction[] =>
+      Array.from({ length: 8 }, (_, t) => {
+        const probs = new Float32Array(n * 4);
+        const assign = new Uint8Array(n);
+        for (let i = 0; i < n; i++) {
+          const top = rng.uniform(0.4, 0.98);
+          const d = rng.int(4);
+          for (let k = 0; k < 4; k++) probs[i * 4 + k] = k === d ? top : (1 - top) / 3;
+          assign[i] = d;
+        }
+        // One label per ticker: its tokens are right where the draw says so, else routed elsewhere.
+        const label = t % 4;
+        for (let i = 0; i < n; i++) {
+          const top = probs[i * 4 + assign[i]!]!;
+          const ok = rng.next() < right(top);
+          const other = (label + 1 + rng.int(3)) % 4;
+          const d = ok ? label : other;
+          for (let k = 0; k < 4; k++) probs[i * 4 + k] = k === d ? top : (1 - top) / 3;
+          assign[i] = d;
+        }
+        return { ticker: `T${t}`, label, assign, probs, shortness: new Float32Array(n), shortfall: new Float32Array(n).fill(shortfall) };
+      });
+    const withContext = preds(500, 0, (top) => top);
+    const without = preds(500, 1, (top) => 0.25 + 0.3 * top);
+    const [both, only] = await fitAll([[...withContext, ...without], withContext], 1);
+    expect([both!.temperature, both!.kappa]).toEqual([only!.temperature, only!.kappa]);
+    expect(only!.temperature).toBeGreaterThan(0.9);
+    expect(only!.temperature).toBeLessThan(1.1);
+    expect(only!.lambda).toBe(0);
+    expect(both!.lambda).toBeGreaterThan(0.5);
+    const ece = (c: { temperature: number; kappa: number; lambda: number }) => summarisePredictions(without.map((p) => atCalibration(p, c))).ece;
+    expect(ece(both!)).toBeLessThan(ece({ ...both!, lambda: 0 }) / 2);
+  });
+
   it('is stored in the model file, 0 when absent, and refused outside [0, 10]', async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'moe-hist-'));
     try {
       const params = initParams(16, 1);
-      await saveModel(path.join(dir, 'a.safetensors'), { hidden: 16, params, temperature: 0.8, historyTemperature: 0.7 });
+      await saveModel(path.join(dir, 'a.safetensors'), { hidden: 16, params, temperature: 0.8, historyTemperature: 0.7, contextTemperature: 1.25 });
       await saveModel(path.join(dir, 'b.safetensors'), { hidden: 16, params, temperature: 0.8 });
       expect((await loadModel(path.join(dir, 'a.safetensors'))).historyTemperature).toBeCloseTo(0.7, 6);
       expect((await loadModel(path.join(dir, 'b.safetensors'))).historyTemperature).toBe(0);
+      expect((await loadModel(path.join(dir, 'a.safetensors'))).contextTemperature).toBe(1.25);
+      expect((await loadModel(path.join(dir, 'b.safetensors'))).contextTemperature).toBe(0);
+      await expect(saveModel(path.join(dir, 'd.safetensors'), { hidden: 16, params, temperature: 0.8, contextTemperature: 11 })).rejects.toThrow(
+        /Expected number in \[0, 10\] for contextTemperature but received 11/,
+      );
       await expect(saveModel(path.join(dir, 'c.safetensors'), { hidden: 16, params, temperature: 0.8, historyTemperature: -1 })).rejects.toThrow(
         /Expected number in \[0, 10\] for historyTemperature but received -1/,
       );

@@ -33,7 +33,7 @@ describe.skipIf(!haveMarketData)('calibration on real labelled data', () => {
     const threaded = await calibrateOnLabelled(model, { dataDir: dir, folds: 5, threads: 2 });
     expect(here.tickers).toBe(TICKERS.length);
     expect(here.days).toBeGreaterThan(10_000);
-    for (const k of ['temperature', 'historyTemperature', 'foldTemperatures', 'foldHistoryTemperatures', 'days'] as const) expect(threaded[k]).toEqual(here[k]);
+    for (const k of ['temperature', 'historyTemperature', 'foldTemperatures', 'foldHistoryTemperatures', 'contextTemperature', 'foldContextTemperatures', 'days'] as const) expect(threaded[k]).toEqual(here[k]);
     expect(threaded.crossFitted.ece).toBe(here.crossFitted.ece);
     // The fitted values are inside the search range and the grid; cross-fitting scores each fold with another fit.
     expect(here.temperature).toBeGreaterThan(0.05);

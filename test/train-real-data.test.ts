@@ -109,7 +109,7 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     const r = await crossFit({
       config,
       folds: 2,
-      slices: [{ name: 'all' }, { name: 'first 120', maxBars: 120 }, { name: 'windows 60', windowBars: 60 }, { name: 'no context', context: 'none', calibrate: false }],
+      slices: [{ name: 'all' }, { name: 'first 120', maxBars: 120 }, { name: 'windows 60', windowBars: 60 }, { name: 'no context', context: [] }, { name: 'SPY+IEF', context: ['equity', 'rates'] }],
       hooks: { log: (m) => { const hit = /\((\d+) of them real\)/.exec(m); if (hit) realCounts.push(Number(hit[1])); } },
     });
     const sorted = [...TICKERS].sort();
@@ -122,10 +122,15 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     expect(realCounts).toHaveLength(2);
     // Every ticker scored once, on every slice.
     expect(r.predictions.map((p) => p.ticker)).toEqual(sorted);
-    expect(r.slices.map((s) => s.metrics.tickers)).toEqual([TICKERS.length, TICKERS.length, TICKERS.length, TICKERS.length]);
-    // Without context the same days are routed, from other features (the context's coverage reads none).
-    expect(r.slices[3]!.metrics.days).toBe(r.slices[0]!.metrics.days);
-    expect(Array.from(r.atT1[3]![0]!.probs.slice(0, 40))).not.toEqual(Array.from(r.atT1[0]![0]!.probs.slice(0, 40)));
+    expect(r.slices.map((s) => s.metrics.tickers)).toEqual(Array(5).fill(TICKERS.length));
+    // Without context (or with two of its five series) the same days are routed, from other features; the context's
+    // shortfall reads 1 (0.6), 0 with every series.
+    for (const [i, c] of [[3, 1], [4, 0.6]] as const) {
+      expect(r.slices[i]!.metrics.days).toBe(r.slices[0]!.metrics.days);
+      expect(Array.from(r.atT1[i]![0]!.probs.slice(0, 40))).not.toEqual(Array.from(r.atT1[0]![0]!.probs.slice(0, 40)));
+      for (const p of r.atT1[i]!) for (const v of p.shortfall!.subarray(-20)) expect(v).toBeCloseTo(c, 2);
+    }
+    for (const p of r.atT1[0]!) for (const v of p.shortfall!) expect(v).toBeLessThan(0.1);
     expect(r.slices[1]!.metrics.days).toBe(TICKERS.length * 61);
     // Every stretch of 60 bars is one token (a month apart), at the shortness of a 60-bar listing.
     expect(r.slices[2]!.metrics.days).toBeGreaterThan(TICKERS.length * 10);
@@ -137,9 +142,10 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     expect(r.temperature).toBeGreaterThan(0.05);
     expect(r.temperature).toBeLessThan(20);
     expect(r.foldCalibration).toHaveLength(2);
-    // A slice kept out of the calibration does not move it.
+    // Routes short of context fit the context temperature alone: T and κ are those fitted without them, and λ is 0 then.
     const without = await crossFit({ config, folds: 2, slices: [{ name: 'all' }, { name: 'first 120', maxBars: 120 }, { name: 'windows 60', windowBars: 60 }] });
-    expect([without.temperature, without.historyTemperature]).toEqual([r.temperature, r.historyTemperature]);
+    expect([without.temperature, without.historyTemperature, without.contextTemperature]).toEqual([r.temperature, r.historyTemperature, 0]);
+    expect(formatCrossFit(r)[0]).toMatch(/λ = \d\.\d\d/);
     expect(formatCrossFit(r).join('\n')).toContain('first 120');
     await expect(crossFit({ config, folds: 1 })).rejects.toThrow(/folds/);
     const { real: _real, ...noReal } = config.data;

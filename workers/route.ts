@@ -8,7 +8,7 @@ import type { FeatureSeries } from '../src/data/types.js';
 import { concatSeries } from '../src/router/batch.js';
 import { loadModel } from '../src/router/model.js';
 import { EnsembleRouter } from '../src/router/ensemble.js';
-import { temperBatchByHistory } from '../src/router/history-temperature.js';
+import { temperBatchByHistory, type TokenTemperatures } from '../src/router/history-temperature.js';
 import { featureEffects, meanInput, topReasons, type AttributionInput } from '../src/router/attribution.js';
 import { FEATURE_TABLE } from '../src/data/features/table.js';
 import { routerBackendChoice, type BackendName } from '../src/config.js';
@@ -34,8 +34,11 @@ export interface LoadedRouter {
   router: EnsembleRouter;
   /** Where the weights came from; `members` when the model is an ensemble of several routers. */
   model: { path: string; hidden: number; featureSpec: string; members?: number };
-  /** The model's history temperature κ: short histories' probabilities are re-tempered after each forward. */
-  historyTemperature: number;
+  /**
+   * The model's history temperature κ and context temperature λ: the probabilities of short histories and of tokens
+   * without their context series are re-tempered after each forward.
+   */
+  temperatures: TokenTemperatures;
 }
 
 /** Loads the model and creates the native router (one per member) a route worker keeps for its whole life. */
@@ -44,7 +47,7 @@ export async function openRouter(modelPath: string, backend: BackendName): Promi
   const m = await loadModel(modelPath);
   const router = new EnsembleRouter(m.members, m.temperature, { hidden: m.hidden, backend: choice });
   const model = { path: modelPath, hidden: m.hidden, featureSpec: m.metadata.feature_spec ?? 'unknown', ...(m.members.length > 1 ? { members: m.members.length } : {}) };
-  return { router, model, historyTemperature: m.historyTemperature };
+  return { router, model, temperatures: { historyTemperature: m.historyTemperature, contextTemperature: m.contextTemperature } };
 }
 
 export interface RouteDeps {
@@ -189,7 +192,7 @@ export function createRouteProcessor(deps: RouteDeps): (job: Job<unknown>) => Pr
     if (n > 0) {
       const f0 = performance.now();
       const out = await router.forward({ x, vol, risk });
-      temperBatchByHistory(out.probs, x, H, deps.loaded.historyTemperature, n);
+      temperBatchByHistory(out.probs, x, H, deps.loaded.temperatures, n);
       forwardMs = performance.now() - f0;
       let start = 0;
       const byTicker = new Map<string, RoutedTicker>();

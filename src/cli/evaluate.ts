@@ -1,9 +1,11 @@
 /**
- * `npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B] [--days N] [--max-bars N | --last-bars N | --window-bars N [--window-step S]] [--by-year] [--context-dir DIR] [--router learned|rules] [--json]`
+ * `npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B] [--days N] [--max-bars N | --last-bars N | --window-bars N [--window-step S]] [--by-year] [--context-dir DIR] [--context-series none|NAME,…] [--router learned|rules] [--json]`
  * Routes every labelled `<TICKER>.csv` of DIR with the model and prints accuracy per ticker and per day.
  * `--max-bars N` routes each ticker from its first N bars only (a new listing), `--last-bars N` from its last N,
  * `--window-bars N` from every stretch of N bars (one token each, a stretch every S bars, 20 by default: the
  * accuracy and calibration from N bars of history over many tokens per ticker);
+ * `--context-series none|NAME,…` routes with only those context series (equity, rates, gold, commodity, dollar;
+ * `none`: without any), as from a source that lacks the others;
  * `--by-year` adds the metrics per calendar year of the routed days. Tickers below `UNCERTAIN_CONFIDENCE` are listed
  * apart, with the per-ticker accuracy of the confident rest (`confident` in `--json`).
  * Exit code 0 on success, 2 on bad usage, 1 when evaluation fails.
@@ -14,11 +16,12 @@ import { ModelError } from '../router/model.js';
 import { MAX_RANGE_DAYS } from '../limits.js';
 import { minHistoryBars } from '../config.js';
 import { WARMUP_DAYS } from '../data/features/compute.js';
+import { CONTEXT_SET, type ContextName } from '../data/features/context.js';
 import { UsageError, intFlag, parseArgs, stringFlag } from './args.js';
 import { CommandError, EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE =
-  'usage: npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B,...] [--days N] [--max-bars N | --last-bars N | --window-bars N [--window-step S]] [--by-year] [--context-dir DIR] [--router learned|rules] [--json]';
+  'usage: npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B,...] [--days N] [--max-bars N | --last-bars N | --window-bars N [--window-step S]] [--by-year] [--context-dir DIR] [--context-series none|NAME,...] [--router learned|rules] [--json]';
 
 /** Most bars a slice may name: the longest history one fetch holds. */
 const MAX_SLICE_BARS = MAX_RANGE_DAYS + WARMUP_DAYS;
@@ -36,6 +39,7 @@ function parseOptions(argv: readonly string[]): { opts: EvaluateOptions; json: b
     'window-step': { type: 'string' },
     'by-year': { type: 'boolean' },
     'context-dir': { type: 'string' },
+    'context-series': { type: 'string' },
     router: { type: 'string' },
     json: { type: 'boolean' },
     help: { type: 'boolean' },
@@ -70,6 +74,8 @@ function parseOptions(argv: readonly string[]): { opts: EvaluateOptions; json: b
     }
     opts.contextDir = contextDir;
   }
+  const series = stringFlag(args, 'context-series');
+  if (series !== undefined) opts.keepContext = parseContextSeries(series);
   const router = stringFlag(args, 'router');
   if (router !== undefined) {
     if (router !== 'learned' && router !== 'rules') {
@@ -90,6 +96,17 @@ function parseOptions(argv: readonly string[]): { opts: EvaluateOptions; json: b
   if (args.flags.has('window-step')) opts.windowStep = intFlag(args, 'window-step', 0, 1, MAX_SLICE_BARS);
   if (args.flags.has('by-year')) opts.byYear = true;
   return { opts, json: args.flags.has('json') };
+}
+
+/** `none` or a comma-separated list of context names (CONTEXT_SET), for `--context-series`. */
+function parseContextSeries(text: string): ContextName[] {
+  const names: readonly string[] = CONTEXT_SET.map((c) => c.name);
+  const expected = `none or comma-separated names among ${names.join(', ')} for --context-series`;
+  if (text.trim() === 'none') return [];
+  const list = text.split(',').map((t) => t.trim());
+  for (const n of list) if (!names.includes(n)) throw new UsageError(`Expected ${expected} but received ${JSON.stringify(text)} (unknown ${JSON.stringify(n)})`);
+  if (new Set(list).size !== list.length) throw new UsageError(`Expected ${expected} but received ${JSON.stringify(text)} (a name twice)`);
+  return list as ContextName[];
 }
 
 export function main(argv: readonly string[]): Promise<number> {

@@ -191,6 +191,7 @@ async function train(argv: readonly string[]): Promise<number> {
 
   let temperature = result.temperature;
   let historyTemperature = 0;
+  let contextTemperature = 0;
   let realCalibration: Record<string, unknown> | undefined;
   if (calibrate) {
     const c0 = performance.now();
@@ -204,9 +205,9 @@ async function train(argv: readonly string[]): Promise<number> {
     );
     console.log(`  simulator temperature ${temperature.toFixed(3)}: ${show(cal.before)}`);
     console.log(
-      `  cross-fitted (fold temperatures ${cal.foldTemperatures.map((t) => t.toFixed(3)).join(', ')}; history temperatures ${cal.foldHistoryTemperatures.map((k) => k.toFixed(1)).join(', ')}): ${show(cal.crossFitted)}`,
+      `  cross-fitted (fold temperatures ${cal.foldTemperatures.map((t) => t.toFixed(3)).join(', ')}; history temperatures ${cal.foldHistoryTemperatures.map((k) => k.toFixed(1)).join(', ')}; context temperatures ${cal.foldContextTemperatures.map((k) => k.toFixed(2)).join(', ')}): ${show(cal.crossFitted)}`,
     );
-    console.log(`  shipped temperature ${cal.temperature.toFixed(3)}, history temperature ${cal.historyTemperature.toFixed(1)} (fitted on all ${cal.tickers} tickers)`);
+    console.log(`  shipped temperature ${cal.temperature.toFixed(3)}, history temperature ${cal.historyTemperature.toFixed(1)}, context temperature ${cal.contextTemperature.toFixed(2)} (fitted on all ${cal.tickers} tickers)`);
     realCalibration = {
       data: path.basename(path.resolve(calibrate.dataDir)),
       tickers: cal.tickers,
@@ -215,6 +216,8 @@ async function train(argv: readonly string[]): Promise<number> {
       foldTemperatures: cal.foldTemperatures.map(round),
       foldHistoryTemperatures: cal.foldHistoryTemperatures.map(round),
       historyTemperature: round(cal.historyTemperature),
+      foldContextTemperatures: cal.foldContextTemperatures.map(round),
+      contextTemperature: round(cal.contextTemperature),
       simulatorTemperature: round(temperature),
       temperature: round(cal.temperature),
       before: { ece: round(cal.before.ece), nll: round(cal.before.nll), meanConfidence: round(cal.before.meanConfidence) },
@@ -222,6 +225,7 @@ async function train(argv: readonly string[]): Promise<number> {
     };
     temperature = cal.temperature;
     historyTemperature = cal.historyTemperature;
+    contextTemperature = cal.contextTemperature;
   }
   let crossFitted: Record<string, unknown> | undefined;
   if (real) {
@@ -231,6 +235,7 @@ async function train(argv: readonly string[]): Promise<number> {
     crossFitted = crossFitSummary(cf, real, round);
     temperature = cf.temperature;
     historyTemperature = cf.historyTemperature;
+    contextTemperature = cf.contextTemperature;
   }
 
   // Timings, the backend name and the speed-only settings stay out of the file so that the same command rebuilds the
@@ -242,6 +247,7 @@ async function train(argv: readonly string[]): Promise<number> {
     moreMembers: memberParams.slice(1),
     temperature,
     historyTemperature,
+    contextTemperature,
     metadata: {
       training_config: { ...savedConfig, ...(seeds ? { seeds } : {}), featureSpec: FEATURE_SPEC, domains: DOMAINS },
       metrics: {

@@ -46,7 +46,8 @@ export interface LoadedModel {
   params: Float32Array;
   /**
    * Every member's parameters, `params` first. One for a single router; an ensemble of K routers averages their
-   * probabilities (src/router/ensemble.ts), and `temperature` and `historyTemperature` apply to that average.
+   * probabilities (src/router/ensemble.ts), and `temperature`, `historyTemperature` and `contextTemperature` apply to
+   * that average.
    */
   members: Float32Array[];
   /** Softmax temperature fitted after training. */
@@ -56,6 +57,11 @@ export interface LoadedModel {
    * 0 when the file has no `history_temperature` tensor.
    */
   historyTemperature: number;
+  /**
+   * Context temperature λ (src/router/history-temperature.ts): a token without its context series is read at
+   * T·(1 + κ·u + λ·c). 0 when the file has no `context_temperature` tensor.
+   */
+  contextTemperature: number;
   /** Raw string metadata of the file (`training_config` and `metrics` are JSON text). */
   metadata: Record<string, string>;
 }
@@ -68,6 +74,8 @@ export interface SaveModelInput {
   temperature: number;
   /** History temperature κ, stored as the tensor `history_temperature` when not 0. @defaultValue 0 */
   historyTemperature?: number;
+  /** Context temperature λ, stored as the tensor `context_temperature` when not 0. @defaultValue 0 */
+  contextTemperature?: number;
   /**
    * Extra metadata. Strings are stored as they are, anything else as JSON. `training_config` and `metrics` default
    * to `{}`; `format_version`, `hidden`, `domains` and `feature_spec` are always set by `saveModel` itself.
@@ -135,11 +143,11 @@ export async function saveModel(file: string, input: SaveModelInput): Promise<vo
     for (const t of layout.tensors) tensors.push([`${memberPrefix(i + 1)}${t.name}`, { shape: t.shape, data: p.slice(t.offset, t.offset + t.size) }]);
   });
   tensors.push(['temperature', { shape: [1], data: new Float32Array([temperature]) }]);
-  const kappa = input.historyTemperature ?? 0;
-  if (!isValidHistoryTemperature(kappa)) {
-    throw new RangeError(expectedMessage(`number in [0, ${HISTORY_TEMPERATURE_MAX}]`, 'historyTemperature', kappa));
+  for (const [key, tensor] of [['historyTemperature', 'history_temperature'], ['contextTemperature', 'context_temperature']] as const) {
+    const v = input[key] ?? 0;
+    if (!isValidHistoryTemperature(v)) throw new RangeError(expectedMessage(`number in [0, ${HISTORY_TEMPERATURE_MAX}]`, key, v));
+    if (v !== 0) tensors.push([tensor, { shape: [1], data: new Float32Array([v]) }]);
   }
-  if (kappa !== 0) tensors.push(['history_temperature', { shape: [1], data: new Float32Array([kappa]) }]);
   const metadata: Record<string, string> = { training_config: '{}', metrics: '{}' };
   for (const [key, value] of Object.entries(input.metadata ?? {})) {
     metadata[key] = typeof value === 'string' ? value : JSON.stringify(value);
@@ -197,7 +205,7 @@ export async function loadModel(file: string = defaultModelPath(), opts: LoadMod
   }
   const members = Array.from({ length: count }, () => new Float32Array(layout.size));
   const params = members[0]!;
-  const expectedNames = new Set<string>(['temperature', 'history_temperature']);
+  const expectedNames = new Set<string>(['temperature', 'history_temperature', 'context_temperature']);
   for (let m = 0; m < count; m++) for (const t of layout.tensors) expectedNames.add(`${memberPrefix(m)}${t.name}`);
   for (const name of tensors.keys()) {
     if (!expectedNames.has(name)) {
@@ -225,15 +233,19 @@ export async function loadModel(file: string = defaultModelPath(), opts: LoadMod
   if (!isValidTemperature(temperature)) {
     throw new ModelError('BAD_MODEL', file, `Expected positive finite temperature but received ${temperature} (accepted: [${TEMPERATURE_MIN}, ${TEMPERATURE_MAX}])`);
   }
-  const hist = tensors.get('history_temperature');
-  if (hist !== undefined && !sameShape(hist.shape, [1])) {
-    throw new ModelError('BAD_MODEL', file, `Expected tensor history_temperature of shape [1] but received [${hist.shape.join(', ')}]`);
-  }
-  const historyTemperature = hist === undefined ? 0 : hist.data[0]!;
-  if (!isValidHistoryTemperature(historyTemperature)) {
-    throw new ModelError('BAD_MODEL', file, `Expected history_temperature in [0, ${HISTORY_TEMPERATURE_MAX}] but received ${historyTemperature}`);
-  }
-  return { hidden, params, members, temperature, historyTemperature, metadata };
+  // Optional scalars: 0 when absent.
+  const scalar = (name: string): number => {
+    const t = tensors.get(name);
+    if (t !== undefined && !sameShape(t.shape, [1])) {
+      throw new ModelError('BAD_MODEL', file, `Expected tensor ${name} of shape [1] but received [${t.shape.join(', ')}]`);
+    }
+    const v = t === undefined ? 0 : t.data[0]!;
+    if (!isValidHistoryTemperature(v)) throw new ModelError('BAD_MODEL', file, `Expected ${name} in [0, ${HISTORY_TEMPERATURE_MAX}] but received ${v}`);
+    return v;
+  };
+  const historyTemperature = scalar('history_temperature');
+  const contextTemperature = scalar('context_temperature');
+  return { hidden, params, members, temperature, historyTemperature, contextTemperature, metadata };
 }
 
 /** Most members a model file may hold. */

@@ -10,12 +10,12 @@ export interface KappaFitTask {
 
 /** Piscina task of `calibrate.ts`: T fitted with each token read at T·(1 + κ·u), and the NLL there. */
 export default function kappaFit(task: KappaFitTask): { temperature: number; nll: number } {
-  return fitTemperatureNll(task.logp, task.labels, kappaFactors(task.shortness, task.kappa));
+  return fitTemperatureNll(task.logp, task.labels, calibrationFactors(task.shortness, task.kappa));
 }
 
-/** Per-token factors 1 + κ·u of the history temperature. */
-export function kappaFactors(shortness: Float32Array, kappa: number): Float32Array {
+/** Per-token factors 1 + κ·u (+ λ·c with a shortfall) of the history and context temperatures. */
+export function calibrationFactors(shortness: Float32Array, kappa: number, shortfall?: Float32Array, lambda = 0): Float32Array {
   const factor = new Float32Array(shortness.length);
-  for (let i = 0; i < shortness.length; i++) factor[i] = 1 + kappa * shortness[i]!;
+  for (let i = 0; i < shortness.length; i++) factor[i] = 1 + kappa * shortness[i]! + (shortfall === undefined ? 0 : lambda * shortfall[i]!);
   return factor;
 }

@@ -11,8 +11,8 @@ import { DOMAINS } from '../domains.js';
 import type { Hidden } from '../router/layout.js';
 import { createForwarder } from './forwarder.js';
 import { loadLabelledDirectory, routeLabelled, summarisePredictions, type EvaluateOptions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
-import { logProbs } from './temperature.js';
-import kappaFit, { type KappaFitTask } from './calibrate.task.js';
+import { logProbs, meanNll } from './temperature.js';
+import kappaFit, { calibrationFactors, type KappaFitTask } from './calibrate.task.js';
 import { createTaskPool, siblingTaskFile } from '../util/task-pool.js';
 import { sharedArray, sharedCopy } from '../util/shared-memory.js';
 import { temperByHistory } from '../router/history-temperature.js';
@@ -28,6 +28,10 @@ export interface CalibrationResult {
   foldTemperatures: number[];
   /** History temperature fitted without fold k. */
   foldHistoryTemperatures: number[];
+  /** Context temperature λ fitted with them (0 when every token had its context). */
+  contextTemperature: number;
+  /** Context temperature fitted without fold k. */
+  foldContextTemperatures: number[];
   folds: number;
   tickers: number;
   days: number;
@@ -40,42 +44,71 @@ export interface CalibrationResult {
 /** The κ grid the history temperature is chosen from (T is fitted for each). */
 const KAPPA_GRID = Array.from({ length: 31 }, (_, i) => i * 0.1);
 
-/** What the fits of one ticker subset read: ln p at T = 1, labels and shortness per day, in shared memory. */
+/** The λ grid the context temperature is chosen from (T and κ fixed). */
+const LAMBDA_GRID = Array.from({ length: 121 }, (_, i) => i * 0.05);
+
+/** Tokens with a context shortfall below this fit T and κ; λ is fitted on every token with a shortfall. */
+export const FULL_CONTEXT_SHORTFALL = 0.1;
+
+/** The three calibration scalars: each token is read at T·(1 + κ·u + λ·c) (src/router/history-temperature.ts). */
+export interface Calibration {
+  temperature: number;
+  kappa: number;
+  lambda: number;
+}
+
+/** What the fits of one ticker subset read: ln p at T = 1, labels, shortness and shortfall per day, in shared memory. */
 interface FitData {
   logp: Float64Array;
   labels: Uint8Array;
   shortness: Float32Array;
+  shortfall: Float32Array;
 }
 
-function fitData(preds: readonly TickerPrediction[]): FitData {
-  const days = preds.reduce((a, p) => a + p.assign.length, 0);
-  const probs = new Float32Array(days * D);
-  const labels = sharedArray(Uint8Array, days);
-  const shortness = sharedArray(Float32Array, days);
-  let at = 0;
+/** The fit data of the tokens of `preds` that `keep(shortfall)` selects. */
+function fitData(preds: readonly TickerPrediction[], keep: (c: number) => boolean): FitData {
+  const rows: number[] = [];
+  const probs: number[] = [];
+  const labels: number[] = [];
+  const shortness: number[] = [];
+  const shortfall: number[] = [];
   for (const p of preds) {
-    probs.set(p.probs, at * D);
-    labels.fill(p.label, at, at + p.assign.length);
-    if (p.shortness) shortness.set(p.shortness, at);
-    at += p.assign.length;
+    for (let i = 0; i < p.assign.length; i++) {
+      const c = p.shortfall?.[i] ?? 0;
+      if (!keep(c)) continue;
+      rows.push(i);
+      for (let d = 0; d < D; d++) probs.push(p.probs[i * D + d]!);
+      labels.push(p.label);
+      shortness.push(p.shortness?.[i] ?? 0);
+      shortfall.push(c);
+    }
   }
-  return { logp: sharedCopy(logProbs(probs)), labels, shortness };
+  const n = rows.length;
+  const out = { labels: sharedArray(Uint8Array, n), shortness: sharedArray(Float32Array, n), shortfall: sharedArray(Float32Array, n) };
+  out.labels.set(labels);
+  out.shortness.set(shortness);
+  out.shortfall.set(shortfall);
+  return { logp: sharedCopy(logProbs(Float32Array.from(probs))), ...out };
 }
 
 /**
- * T and κ minimising the NLL of each subset's predictions (probabilities at T = 1, each token read at T·(1 + κ·u)):
- * one fit of T per κ of the grid (fitTemperatureNll), the first κ with the lowest NLL winning. The fits are
- * independent, so they run on `threads` worker threads (`calibrate.task.ts`) over the subsets' data in shared
- * memory; the result is the same for any thread count.
+ * T, κ and λ minimising the NLL of each subset's predictions (probabilities at T = 1, each token read at
+ * T·(1 + κ·u + λ·c)), in two blocks. T and κ on the tokens with (nearly) their whole context (shortfall below
+ * FULL_CONTEXT_SHORTFALL): one fit of T per κ of the grid (fitTemperatureNll), the first κ with the lowest NLL
+ * winning. Then λ, T and κ fixed, on every token with a shortfall: the first λ of its grid with the lowest NLL, the
+ * exact optimum of the whole NLL in λ given T and κ (the other tokens do not depend on it). Routes without context
+ * thus never move the T of routes with it. The T/κ fits are independent, so they run on `threads` worker threads
+ * (`calibrate.task.ts`) over the subsets' data in shared memory; the result is the same for any thread count.
  */
-export async function fitAll(subsets: readonly (readonly TickerPrediction[])[], threads: number): Promise<{ temperature: number; kappa: number }[]> {
-  const data = subsets.map(fitData);
+export async function fitAll(subsets: readonly (readonly TickerPrediction[])[], threads: number): Promise<Calibration[]> {
+  const full = subsets.map((s) => fitData(s, (c) => c < FULL_CONTEXT_SHORTFALL));
   const pool = threads > 1 ? createTaskPool({ filename: siblingTaskFile(import.meta.url, 'calibrate.task'), maxThreads: threads }) : undefined;
+  let pairs: { temperature: number; kappa: number }[];
   try {
     const fit = (d: FitData, kappa: number): Promise<{ temperature: number; nll: number }> =>
       pool !== undefined ? (pool.run({ ...d, kappa } satisfies KappaFitTask) as Promise<{ temperature: number; nll: number }>) : Promise.resolve(kappaFit({ ...d, kappa }));
-    const fits = await Promise.all(data.map((d) => Promise.all(KAPPA_GRID.map((kappa) => fit(d, kappa)))));
-    return fits.map((perKappa) => {
+    const fits = await Promise.all(full.map((d) => Promise.all(KAPPA_GRID.map((kappa) => fit(d, kappa)))));
+    pairs = fits.map((perKappa) => {
       let best = { temperature: 1, kappa: 0, nll: Infinity };
       perKappa.forEach((f, k) => {
         if (f.nll < best.nll) best = { ...f, kappa: KAPPA_GRID[k]! };
@@ -85,11 +118,24 @@ export async function fitAll(subsets: readonly (readonly TickerPrediction[])[], 
   } finally {
     await pool?.destroy();
   }
+  return subsets.map((s, i) => {
+    const { temperature, kappa } = pairs[i]!;
+    const short = fitData(s, (c) => c > 0);
+    let best = { lambda: 0, nll: Infinity };
+    if (short.labels.length > 0) {
+      for (const lambda of LAMBDA_GRID) {
+        const nll = meanNll(short.logp, short.labels, calibrationFactors(short.shortness, kappa, short.shortfall, lambda), temperature);
+        if (nll < best.nll) best = { lambda, nll };
+      }
+    }
+    return { temperature, kappa, lambda: best.lambda };
+  });
 }
 
-/** Probabilities of `p` at T·(1 + κ·u) from its probabilities at T = 1. */
-export function atCalibration(p: TickerPrediction, c: { temperature: number; kappa: number }): TickerPrediction {
-  return { ...p, probs: temperByHistory(p.probs.slice(), p.shortness ?? new Float32Array(p.assign.length), c.kappa, c.temperature) };
+/** Probabilities of `p` at T·(1 + κ·u + λ·c) from its probabilities at T = 1. */
+export function atCalibration(p: TickerPrediction, c: { temperature: number; kappa: number; lambda?: number }): TickerPrediction {
+  const none = new Float32Array(p.assign.length);
+  return { ...p, probs: temperByHistory(p.probs.slice(), p.shortness ?? none, c.kappa, c.temperature, p.shortfall ?? none, c.lambda ?? 0) };
 }
 
 /**
@@ -126,6 +172,8 @@ export async function calibrateOnLabelled(
     historyTemperature: all.kappa,
     foldTemperatures: fits.map((f) => f.temperature),
     foldHistoryTemperatures: fits.map((f) => f.kappa),
+    contextTemperature: all.lambda,
+    foldContextTemperatures: fits.map((f) => f.lambda),
     folds,
     tickers: atT1.length,
     days: atT1.reduce((a, p) => a + p.assign.length, 0),

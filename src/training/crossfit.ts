@@ -11,7 +11,8 @@
  */
 import path from 'node:path';
 import { minHistoryBars } from '../config.js';
-import { atCalibration, fitAll } from './calibrate.js';
+import { atCalibration, fitAll, type Calibration } from './calibrate.js';
+import type { ContextName } from '../data/features/context.js';
 import { memberConfig, trainEnsemble } from './ensemble.js';
 import { calibrationNoise, loadLabelledDirectory, metricsByYear, type CalibrationNoise, routeLabelled, summarisePredictions, wrongTickers, type EvaluationMetrics, type TickerPrediction, type YearMetrics } from './evaluate.js';
 import { createForwarder } from './forwarder.js';
@@ -23,8 +24,11 @@ export interface CrossFitSlice {
   maxBars?: number;
   lastBars?: number;
   windowBars?: number;
-  /** `none`: the slice is routed without any context series (a source that has none). @defaultValue the folder's */
-  context?: 'none';
+  /**
+   * The context series the slice is routed with (the others read as missing): `[]` none (a source that has none),
+   * `['equity', 'rates']` what a source before 2004 has. @defaultValue every series of the folder
+   */
+  context?: readonly ContextName[];
   /** false: reported only, its predictions left out of the calibration's fit. @defaultValue true */
   calibrate?: boolean;
 }
@@ -39,19 +43,21 @@ export const DEFAULT_SLICES: readonly CrossFitSlice[] = [
   ...[60, 120, 250].map((n) => ({ name: `first ${n}`, maxBars: n })),
   ...[60, 120, 250].map((n) => ({ name: `last ${n}`, lastBars: n })),
   ...[60, 120].map((n) => ({ name: `windows ${n}`, windowBars: n })),
-  // Reported, not calibrated on: one temperature cannot serve routes with and without context (models/README.md).
-  { name: 'no context', context: 'none', calibrate: false },
+  // Routes with part or none of the context: they fit the context temperature λ (calibrate.ts), not T or κ.
+  { name: 'SPY+IEF only', context: ['equity', 'rates'] },
+  { name: 'no context', context: [] },
 ];
 
 export interface CrossFitResult {
   folds: number;
   /** Tickers of each fold. */
   foldTickers: string[][];
-  /** T and κ fitted on every out-of-fold prediction (all slices pooled): the pair to ship with a router trained on every ticker. */
+  /** T, κ and λ fitted on every out-of-fold prediction (all slices pooled): those to ship with a router trained on every ticker. */
   temperature: number;
   historyTemperature: number;
-  /** T and κ fitted without fold k. */
-  foldCalibration: { temperature: number; kappa: number }[];
+  contextTemperature: number;
+  /** T, κ and λ fitted without fold k. */
+  foldCalibration: Calibration[];
   /** Cross-fitted metrics per slice (out-of-fold routers, out-of-fold calibration), and the ECE noise on its tokens. */
   slices: { slice: CrossFitSlice; metrics: EvaluationMetrics; eceNoise: CalibrationNoise }[];
   /** The `all` slice per calendar year of the token dates. */
@@ -103,7 +109,7 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
         ...(s.maxBars !== undefined ? { maxBars: s.maxBars } : {}),
         ...(s.lastBars !== undefined ? { lastBars: s.lastBars } : {}),
         ...(s.windowBars !== undefined ? { windowBars: s.windowBars } : {}),
-        ...(s.context === 'none' ? { noContext: true } : {}),
+        ...(s.context !== undefined ? { keepContext: s.context } : {}),
       },
       config.hidden,
     );
@@ -143,6 +149,7 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
     foldTickers,
     temperature: shipped.temperature,
     historyTemperature: shipped.kappa,
+    contextTemperature: shipped.lambda,
     foldCalibration,
     slices: slices.map((slice, i) => ({ slice, metrics: summarisePredictions(calibrated[i]!), eceNoise: calibrationNoise(calibrated[i]!) })),
     byYear: metricsByYear(calibrated[0]!),
@@ -155,7 +162,7 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
 /** One line per slice and per year: per ticker, per day, ECE and the confident tickers. */
 export function formatCrossFit(r: CrossFitResult): string[] {
   const pct = (v: number) => `${(100 * v).toFixed(1)} %`;
-  const lines = [`cross-fitted over ${r.folds} ticker folds (${r.seconds.toFixed(0)} s): T = ${r.temperature.toFixed(3)}, κ = ${r.historyTemperature.toFixed(1)} from the out-of-fold predictions`];
+  const lines = [`cross-fitted over ${r.folds} ticker folds (${r.seconds.toFixed(0)} s): T = ${r.temperature.toFixed(3)}, κ = ${r.historyTemperature.toFixed(1)}, λ = ${r.contextTemperature.toFixed(2)} from the out-of-fold predictions`];
   const row = (name: string, m: { perTicker: { accuracy: number }; perDay: { accuracy: number }; ece: number }, extra: string, wrong: string[]) =>
     `  ${name.padEnd(11)} per ticker ${pct(m.perTicker.accuracy).padStart(7)}  per day ${pct(m.perDay.accuracy).padStart(7)}  ECE ${m.ece.toFixed(3)}${extra}${wrong.length > 0 ? `  wrong: ${wrong.join(', ')}` : ''}`;
   for (const { slice, metrics: m, eceNoise } of r.slices) {
@@ -182,7 +189,7 @@ export function crossFitSummary(r: CrossFitResult, data: { dataDir: string; repe
     repeat: data.repeat,
     listings: data.listings,
     folds: r.folds,
-    foldCalibration: r.foldCalibration.map((c) => ({ temperature: round(c.temperature), kappa: round(c.kappa) })),
+    foldCalibration: r.foldCalibration.map((c) => ({ temperature: round(c.temperature), kappa: round(c.kappa), lambda: round(c.lambda) })),
     slices: Object.fromEntries(r.slices.map(({ slice, metrics }) => [slice.name, level(metrics)])),
     byYear: Object.fromEntries(r.byYear.map((y) => [String(y.year), level(y)])),
     confident: { tickers: all.confident.tickers, correct: all.confident.correct, uncertain: all.confident.uncertain },

@@ -13,11 +13,11 @@ import { MAX_RANGE_DAYS, UNCERTAIN_CONFIDENCE } from '../limits.js';
 import { createSource, SourceError } from '../data/sources/create.js';
 import { LabelsFileError, parseLabelsCsv } from '../data/sources/csv.js';
 import type { Bar, FeatureSeries } from '../data/types.js';
-import { CONTEXT_SET, NO_CONTEXT, type MarketContext } from '../data/features/context.js';
+import { CONTEXT_SET, type ContextName, type MarketContext } from '../data/features/context.js';
 import type { Hidden } from '../router/layout.js';
 import { loadModel, defaultModelPath } from '../router/model.js';
 import { concatSeries } from '../router/batch.js';
-import { tokenShortness } from '../router/history-temperature.js';
+import { tokenShortfall, tokenShortness } from '../router/history-temperature.js';
 import { createForwarder, type Forwarder } from './forwarder.js';
 import { createRulesForwarder } from './rules.js';
 import { Rng } from '../util/random.js';
@@ -38,6 +38,8 @@ export interface TickerPrediction {
   dates?: Int32Array;
   /** Shortness of each token's history (src/router/history-temperature.ts), when known: calibration reads it. */
   shortness?: Float32Array;
+  /** Context shortfall of each token (src/router/history-temperature.ts), when known: calibration reads it. */
+  shortfall?: Float32Array;
 }
 
 export interface ClassAccuracy {
@@ -368,6 +370,7 @@ export async function routeLabelled(
       probs: out.probs.slice(at * D, (at + n) * D),
       dates: series.dates,
       shortness: tokenShortness(series.x, hidden, n),
+      shortfall: tokenShortfall(series.x, hidden, n),
     });
     at += n;
   }
@@ -432,6 +435,11 @@ export interface EvaluateOptions {
    * @defaultValue none: only `dataDir`
    */
   contextDir?: string;
+  /**
+   * Only these context series (the others read as missing, as from a source that lacks them; `[]`: none at all).
+   * @defaultValue every series found
+   */
+  keepContext?: readonly ContextName[];
   /** `learned` (the model file) or `rules` (the volatility baseline, rules.ts). @defaultValue `learned` */
   router?: 'learned' | 'rules';
   warn?: (message: string) => void;
@@ -443,6 +451,8 @@ export interface EvaluationReport extends EvaluationMetrics {
   temperature: number;
   /** History temperature κ of the model (0: none; src/router/history-temperature.ts). */
   historyTemperature: number;
+  /** Context temperature λ of the model (0: none; src/router/history-temperature.ts). */
+  contextTemperature: number;
   /** Tickers with a CSV but no label. */
   skipped: string[];
   /** Tickers that had a label but whose data could not be used, with the reason. */
@@ -487,11 +497,12 @@ export interface LabelledBars {
 }
 
 /** Options of `loadLabelledBars` (evaluate's, plus tickers left out). */
-export type LabelledBarsOptions = Pick<EvaluateOptions, 'dataDir' | 'labelsFile' | 'tickers' | 'days' | 'contextDir' | 'warn' | 'maxBars' | 'lastBars' | 'minBars' | 'windowBars' | 'windowStep'> & {
+export type LabelledBarsOptions = Pick<
+  EvaluateOptions,
+  'dataDir' | 'labelsFile' | 'tickers' | 'days' | 'contextDir' | 'keepContext' | 'warn' | 'maxBars' | 'lastBars' | 'minBars' | 'windowBars' | 'windowStep'
+> & {
   /** Tickers left out as if their files were absent (a cross-fitting fold). @defaultValue none */
   exclude?: readonly string[];
-  /** No context series at all, as from a source that has none (a cross-fitting slice). @defaultValue false */
-  noContext?: boolean;
 };
 
 /**
@@ -567,10 +578,15 @@ export async function loadLabelledBars(opts: LabelledBarsOptions): Promise<Label
   const firsts = loaded.filter((l) => l.bars.length > 0).map((l) => l.bars[0]!.date).sort();
   const lasts = loaded.filter((l) => l.bars.length > 0).map((l) => l.bars.at(-1)!.date).sort();
   const span = firsts.length === 0 ? undefined : { from: firsts[0]!, to: lasts.at(-1)! };
-  if (opts.noContext === true) {
-    return { loaded, context: NO_CONTEXT, skipped, failed, contextFrom: { from: {}, missing: CONTEXT_SET.map((c) => ({ ticker: c.ticker, reason: 'left out' })) }, dataDir };
-  }
   const ctx = await fetchContext(contextSources, { days: MAX_RANGE_DAYS }, span);
+  if (opts.keepContext !== undefined) {
+    // As from a source without the others: those series read as missing (NO_CONTEXT with none kept).
+    const keep = new Set<string>(opts.keepContext);
+    const left = CONTEXT_SET.filter((c) => !keep.has(c.name));
+    ctx.context = ctx.context.map((series, i) => (keep.has(CONTEXT_SET[i]!.name) ? series : null));
+    ctx.missing = [...ctx.missing.filter((m) => !left.some((c) => c.ticker === m.ticker)), ...left.map((c) => ({ ticker: c.ticker, reason: 'left out' }))];
+    for (const c of left) delete ctx.from[c.ticker];
+  }
   for (const m of ctx.missing) opts.warn?.(`context series ${m.ticker} missing (${m.reason}); its features read as "no context"`);
   return { loaded, context: ctx.context, skipped, failed, contextFrom: { from: ctx.from, missing: ctx.missing }, dataDir };
 }
@@ -655,6 +671,7 @@ export async function evaluateDirectory(opts: EvaluateOptions): Promise<Evaluati
       backend: forwarder.backend,
       temperature: model.temperature,
       historyTemperature: 'historyTemperature' in model ? model.historyTemperature : 0,
+      contextTemperature: 'contextTemperature' in model ? model.contextTemperature : 0,
       skipped,
       failed,
       predictions,
@@ -699,7 +716,7 @@ export function formatConfusion(confusion: number[][]): string[] {
 /** Human-readable report: per-ticker table, per-class and overall accuracy at both levels, confusion matrices. */
 export function formatEvaluation(r: EvaluationReport): string {
   const lines: string[] = [];
-  lines.push(`model ${r.model} (backend ${r.backend}, temperature ${r.temperature.toFixed(3)}, history temperature ${r.historyTemperature.toFixed(1)})`);
+  lines.push(`model ${r.model} (backend ${r.backend}, temperature ${r.temperature.toFixed(3)}, history temperature ${r.historyTemperature.toFixed(1)}, context temperature ${r.contextTemperature.toFixed(2)})`);
   lines.push(`tickers used ${r.tickers}, skipped without label ${r.skipped.length}, failed ${r.failed.length}; days ${r.days}`);
   lines.push(`bars: ${barsText(r.bars)}`);
   if (r.skipped.length > 0) lines.push(`skipped: ${r.skipped.join(' ')}`);
@@ -762,6 +779,7 @@ export function evaluationJson(r: EvaluationReport): Record<string, unknown> {
     backend: r.backend,
     temperature: r.temperature,
     historyTemperature: r.historyTemperature,
+    contextTemperature: r.contextTemperature,
     tickers: r.tickers,
     days: r.days,
     skipped: r.skipped,

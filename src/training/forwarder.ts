@@ -22,12 +22,12 @@ export interface Forwarder {
 }
 
 export function createForwarder(
-  model: { hidden: Hidden; params: Float32Array; members?: readonly Float32Array[]; temperature: number; historyTemperature?: number },
+  model: { hidden: Hidden; params: Float32Array; members?: readonly Float32Array[]; temperature: number; historyTemperature?: number; contextTemperature?: number },
   opts: { threads?: number; warn?: (message: string) => void } = {},
 ): Forwarder {
-  const kappa = model.historyTemperature ?? 0;
+  const scalars = { historyTemperature: model.historyTemperature ?? 0, contextTemperature: model.contextTemperature ?? 0 };
   const members = model.members ?? [model.params];
-  const tempered = (x: Float32Array, out: RouteOutput): RouteOutput => ({ probs: temperBatchByHistory(out.probs, x, model.hidden, kappa), assign: out.assign });
+  const tempered = (x: Float32Array, out: RouteOutput): RouteOutput => ({ probs: temperBatchByHistory(out.probs, x, model.hidden, scalars), assign: out.assign });
   const available = nativeAvailable();
   if (available.ok) {
     const router = new EnsembleRouter(members, model.temperature, { hidden: model.hidden, threads: opts.threads ?? 2 });

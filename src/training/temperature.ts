@@ -35,36 +35,7 @@ export function logProbs(probs: Float32Array): Float64Array {
  * with it to that order and chose the same κ on the development folder).
  */
 export function fitTemperatureNll(logp: Float64Array, labels: Uint8Array, factor?: Float32Array): { temperature: number; nll: number } {
-  const n = labels.length;
-  // NLL, slope and curvature at β, means over the tokens.
-  const at = (beta: number): [number, number, number] => {
-    let sum = 0;
-    let slope = 0;
-    let curv = 0;
-    const e = [0, 0, 0, 0];
-    for (let i = 0; i < n; i++) {
-      const scale = factor === undefined ? 1 : 1 / factor[i]!;
-      const b = beta * scale;
-      let max = -Infinity;
-      for (let d = 0; d < D; d++) max = Math.max(max, logp[i * D + d]! * b);
-      let z = 0;
-      for (let d = 0; d < D; d++) z += e[d] = Math.exp(logp[i * D + d]! * b - max);
-      let m1 = 0;
-      let m2 = 0;
-      for (let d = 0; d < D; d++) {
-        const l = logp[i * D + d]! * scale;
-        const p = e[d]! / z;
-        m1 += p * l;
-        m2 += p * l * l;
-      }
-      const ly = logp[i * D + labels[i]!]! * scale;
-      sum += max + Math.log(z) - ly * beta;
-      slope += m1 - ly;
-      curv += m2 - m1 * m1;
-    }
-    const k = Math.max(n, 1);
-    return [sum / k, slope / k, curv / k];
-  };
+  const at = (beta: number): [number, number, number] => nllAt(logp, labels, factor, beta);
   let lo = 1 / 20;
   let hi = 1 / 0.05;
   let beta = 1;
@@ -80,4 +51,40 @@ export function fitTemperatureNll(logp: Float64Array, labels: Uint8Array, factor
     if (done) break;
   }
   return { temperature: 1 / beta, nll: at(beta)[0] };
+}
+
+/** Mean NLL of `labels` with token i read at T·factor[i] (factor absent: 1), T > 0. */
+export function meanNll(logp: Float64Array, labels: Uint8Array, factor: Float32Array | undefined, temperature: number): number {
+  return nllAt(logp, labels, factor, 1 / temperature)[0];
+}
+
+/** NLL, its slope and its curvature in β = 1/T at β, means over the tokens (fitTemperatureNll). */
+function nllAt(logp: Float64Array, labels: Uint8Array, factor: Float32Array | undefined, beta: number): [number, number, number] {
+  const n = labels.length;
+  let sum = 0;
+  let slope = 0;
+  let curv = 0;
+  const e = [0, 0, 0, 0];
+  for (let i = 0; i < n; i++) {
+    const scale = factor === undefined ? 1 : 1 / factor[i]!;
+    const b = beta * scale;
+    let max = -Infinity;
+    for (let d = 0; d < D; d++) max = Math.max(max, logp[i * D + d]! * b);
+    let z = 0;
+    for (let d = 0; d < D; d++) z += e[d] = Math.exp(logp[i * D + d]! * b - max);
+    let m1 = 0;
+    let m2 = 0;
+    for (let d = 0; d < D; d++) {
+      const l = logp[i * D + d]! * scale;
+      const p = e[d]! / z;
+      m1 += p * l;
+      m2 += p * l * l;
+    }
+    const ly = logp[i * D + labels[i]!]! * scale;
+    sum += max + Math.log(z) - ly * beta;
+    slope += m1 - ly;
+    curv += m2 - m1 * m1;
+  }
+  const k = Math.max(n, 1);
+  return [sum / k, slope / k, curv / k];
 }
