@@ -67,7 +67,6 @@ interface FitData {
 
 /** The fit data of the tokens of `preds` that `keep(shortfall)` selects. */
 function fitData(preds: readonly TickerPrediction[], keep: (c: number) => boolean): FitData {
-  const rows: number[] = [];
   const probs: number[] = [];
   const labels: number[] = [];
   const shortness: number[] = [];
@@ -76,14 +75,13 @@ function fitData(preds: readonly TickerPrediction[], keep: (c: number) => boolea
     for (let i = 0; i < p.assign.length; i++) {
       const c = p.shortfall?.[i] ?? 0;
       if (!keep(c)) continue;
-      rows.push(i);
       for (let d = 0; d < D; d++) probs.push(p.probs[i * D + d]!);
       labels.push(p.label);
       shortness.push(p.shortness?.[i] ?? 0);
       shortfall.push(c);
     }
   }
-  const n = rows.length;
+  const n = labels.length;
   const out = { labels: sharedArray(Uint8Array, n), shortness: sharedArray(Float32Array, n), shortfall: sharedArray(Float32Array, n) };
   out.labels.set(labels);
   out.shortness.set(shortness);
