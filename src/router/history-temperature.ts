@@ -60,6 +60,11 @@ export function tokenShortfall(x: Float32Array, hidden: number, n: number = x.le
   return c;
 }
 
+/** A token's factor 1 + κ·u + λ·c, the multiple of T it is read at (u its shortness, c its context shortfall). */
+export function temperatureFactor(kappa: number, shortness: number, lambda: number, shortfall: number): number {
+  return 1 + kappa * shortness + lambda * shortfall;
+}
+
 /**
  * Re-tempers `probs` (row-major `[n, 4]`) in place: token i from its temperature to `temperature`·(1 + kappa·
  * shortness[i] + lambda·shortfall[i]) times it, i.e. `softmax(ln p / f)`. Tokens whose factor f is exactly 1 (full histories, when
@@ -77,7 +82,7 @@ export function temperByHistory(
 ): Float32Array {
   const row = new Float64Array(D);
   for (let i = 0; i < shortness.length; i++) {
-    const f = temperature * (1 + kappa * shortness[i]! + (shortfall === undefined ? 0 : lambda * shortfall[i]!));
+    const f = temperature * temperatureFactor(kappa, shortness[i]!, lambda, shortfall?.[i] ?? 0);
     if (f === 1) continue;
     for (let d = 0; d < D; d++) row[d] = probs[i * D + d]!;
     temperRow(row, 1 / f);
