@@ -1,11 +1,11 @@
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sourceError } from './helpers/errors.js';
 import { createSource } from '../src/data/sources/create.js';
-import { LabelsFileError, parseBarsCsv, parseLabelsCsv } from '../src/data/sources/csv.js';
+import { LabelsFileError, dateCell, dateOrder, parseBarsCsv, parseLabelsCsv } from '../src/data/sources/csv.js';
 import { cleanBars } from '../src/data/clean.js';
 import { simulateBars } from '../src/data/sim/simulator.js';
 import { computeFeatures, MIN_HISTORY_BARS, WARMUP_DAYS } from '../src/data/features/compute.js';
@@ -168,6 +168,98 @@ describe('parseBarsCsv: other vendors\' spellings', () => {
     const cleaned = cleanBars(rows);
     expect(cleaned.bars.map((b) => b.date)).toEqual(['2024-01-03']);
     expect(cleaned.quality.malformed).toBe(1);
+  });
+});
+
+describe('parseBarsCsv: dates, prices and volumes as other vendors write them', () => {
+  it('reads each date spelling, numeric day and month in the order the file shows', () => {
+    expect(['2024/01/02', '2024.1.2', '20240102', 'Jan 2, 2024', 'January 02 2024', 'Sept 3, 2024', '2-Jan-2024', '02 Jan 24', '31 Dec 99'].map((d) => dateCell(d))).toEqual([
+      '2024-01-02',
+      '2024-01-02',
+      '2024-01-02',
+      '2024-01-02',
+      '2024-01-02',
+      '2024-09-03',
+      '2024-01-02',
+      '2024-01-02',
+      '1999-12-31',
+    ]);
+    expect(dateOrder(['01/02/2024', '01/13/2024'])).toBe('month-first');
+    expect(dateOrder(['13.01.2024', '01.02.2024'])).toBe('day-first');
+    expect(dateOrder(['01/02/2024', '02/03/2024'])).toBe('ambiguous');
+    expect(dateOrder(['13/01/2024', '01/13/2024'])).toBe('ambiguous');
+    expect(dateOrder(['2024-01-02'])).toBe('none');
+    expect(dateCell('01/02/2024', 'month-first')).toBe('2024-01-02');
+    expect(dateCell('01/02/2024', 'day-first')).toBe('2024-02-01');
+    expect(dateCell('1-2-24', 'day-first')).toBe('2024-02-01');
+    // Unreadable spellings stay as they are, for the cleaner to drop with a count.
+    for (const bad of ['01/02/2024', 'Foo 2, 2024', 'Ju 2, 2024', '2024-1-2x', 'yesterday']) expect(dateCell(bad)).toBe(bad);
+    expect(cleanBars(parseBarsCsv('date,open,high,low,close\n2024/02/30,1,1,1,1\n', 'X.csv').rows).quality.malformed).toBe(1);
+  });
+
+  it('reads $ prices, thousands commas, K/M/B volumes and the column names of Nasdaq and Investing.com', () => {
+    const nasdaq = ['Date,Close/Last,Volume,Open,High,Low', '01/03/2024,"$1,184.25",58414460,$1190.00,$1199.5,$1170.10', '01/02/2024,$185.64,82488670,$187.15,$188.44,$183.885'].join('\n');
+    const a = parseBarsCsv(nasdaq, 'N.csv');
+    expect(a.dateOrder).toBe('ambiguous'); // two days only: neither field passes 12
+    expect(a.rows.map((r) => [r.close, r.open, r.volume])).toEqual([
+      [1184.25, 1190, 58414460],
+      [185.64, 187.15, 82488670],
+    ]);
+    const investing = ['"Date","Price","Open","High","Low","Vol.","Change %"', '"Jan 03, 2024","184.25","184.22","185.88","183.43","58.41M","-0.75%"', '"Jan 02, 2024","185.64","187.15","188.44","183.89","1.2B","-3.58%"', '"Jan 01, 2024","185.64","187.15","188.44","183.89","-",""'].join('\n');
+    const b = parseBarsCsv(investing, 'I.csv');
+    expect(b.rows.map((r) => [r.date, r.close, r.volume])).toEqual([
+      ['2024-01-03', 184.25, 58410000],
+      ['2024-01-02', 185.64, 1.2e9],
+      ['2024-01-01', 185.64, null],
+    ]);
+    const av = parseBarsCsv('timestamp,open,high,low,close,adjusted_close,volume\n2024-01-02,1,2,0.5,1.5,1.4,10k\n', 'AV.csv');
+    expect(av.rows[0]).toMatchObject({ date: '2024-01-02', close: 1.5, adjClose: 1.4, volume: 10_000 });
+    // Not a number in any of those spellings: NaN, which the cleaner drops and counts.
+    expect(parseBarsCsv('date,open,high,low,close\n2024-01-02,1,1,1,"1,23"\n', 'E.csv').rows[0]!.close).toBeNaN();
+    expect(() => parseBarsCsv('Date,Open,High,Low,Volume\n', 'NC.csv')).toThrow(/for NC\.csv .*\(no close\)/);
+  });
+});
+
+describe.skipIf(!haveMarket)('csv source on the development data rewritten as other vendors export it', () => {
+  let dir = '';
+  const original = readFileSync(path.join(marketDir, 'SPY.csv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split(','));
+  const usd = (v: string): string => `"$${Number(v).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 4 })}"`;
+  const MON = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+  const [y, m, d] = [(r: string[]) => r[0]!.slice(0, 4), (r: string[]) => r[0]!.slice(5, 7), (r: string[]) => r[0]!.slice(8, 10)];
+
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(tmpdir(), 'data-csv-vendors-'));
+    const write = (name: string, header: string, row: (r: string[]) => string, newestFirst: boolean): void => {
+      const rows = newestFirst ? [...original].reverse() : original;
+      writeFileSync(path.join(dir, `${name}.csv`), [header, ...rows.map(row)].join('\n') + '\n');
+    };
+    // Nasdaq.com: newest first, US dates, dollar prices with thousands commas, no adjusted close.
+    write('NASDAQ', 'Date,Close/Last,Volume,Open,High,Low', (r) => `${m(r)}/${d(r)}/${y(r)},${usd(r[4]!)},${r[6]},${usd(r[1]!)},${usd(r[2]!)},${usd(r[3]!)}`, true);
+    // A European export: day first with dots.
+    write('EURO', 'Datum,Open,High,Low,Close,Volume'.replace('Datum', 'Date'), (r) => `${d(r)}.${m(r)}.${y(r)},${r[1]},${r[2]},${r[3]},${r[4]},${r[6]}`, false);
+    // Investing.com: month names, Price as the close, volumes in millions.
+    write('INVESTING', '"Date","Price","Open","High","Low","Vol.","Change %"', (r) => `"${MON[Number(m(r)) - 1]} ${d(r)}, ${y(r)}","${r[4]}","${r[1]}","${r[2]}","${r[3]}","${(Number(r[6]) / 1e6).toFixed(2)}M","0.00%"`, true);
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('gives the same days and closes as the original file', async () => {
+    const src = createSource({ source: 'csv', dataDir: dir });
+    const want = original.map((r) => [r[0], Number(r[4])]);
+    for (const name of ['NASDAQ', 'EURO', 'INVESTING']) {
+      const res = await src.fetch(name, { days: 10_000 });
+      expect(res.bars.map((b) => [b.date, b.close]), name).toEqual(want);
+      expect(res.quality.malformed ?? 0, name).toBe(0);
+    }
+  });
+
+  it('says why a file whose day and month order cannot be told fails', async () => {
+    // Only the first twelve days of each month: every date reads either way.
+    const early = original.filter((r) => Number(d(r)) <= 12);
+    writeFileSync(path.join(dir, 'EARLY.csv'), ['Date,Open,High,Low,Close', ...early.map((r) => `${m(r)}/${d(r)}/${y(r)},${r[1]},${r[2]},${r[3]},${r[4]}`)].join('\n'));
+    const err = await sourceError(createSource({ source: 'csv', dataDir: dir }).fetch('EARLY', { days: 100 }));
+    expect(err.code).toBe('BAD_DATA');
+    expect(err.message).toContain(`0 usable of ${early.length} rows (malformed ${early.length}`);
+    expect(err.message).toContain('the file does not show whether the day or the month comes first');
   });
 });
 

@@ -62,7 +62,7 @@ describe('a CSV with a 10 MB first line', () => {
     const s = await p.summary(meta);
     expect(s.failed).toHaveLength(1);
     const reason = s.failed[0]!.reason;
-    expect(reason).toMatch(/^BAD_DATA: Expected header with date,open,high,low,close\[,adj_close,volume\] for .*HUGE\.csv but received "x{40}"… \(10485760 chars\)$/);
+    expect(reason).toMatch(/^BAD_DATA: Expected header with date,open,high,low,close\[,adj_close,volume\] for .*HUGE\.csv but received "x{40}"… \(10485760 chars\) \(no date, open, high, low, close\)$/);
 
     for (const f of [REPORT_FILES.summaryJson, REPORT_FILES.summaryMd]) {
       expect((await stat(path.join(meta.reportDir!, f))).size, f).toBeLessThan(16 * 1024);
@@ -93,7 +93,7 @@ describe('a CSV with a 10 MB first line', () => {
 describe('messages that quote input', () => {
   it('quote a short excerpt of a huge CSV header or labels line', () => {
     expect(() => parseBarsCsv(`${ONE_MB}\n`, 'BIG.csv')).toThrow(
-      new TypeError(`Expected header with date,open,high,low,close[,adj_close,volume] for BIG.csv but received "${'y'.repeat(40)}"… (1048576 chars)`),
+      new TypeError(`Expected header with date,open,high,low,close[,adj_close,volume] for BIG.csv but received "${'y'.repeat(40)}"… (1048576 chars) (no date, open, high, low, close)`),
     );
     expect(() => parseLabelsCsv(`${ONE_MB}\n`, 'labels.csv', true)).toThrow(
       `Expected a header with columns ticker,class for labels.csv but received "${'y'.repeat(40)}"… (1048576 chars)`,
