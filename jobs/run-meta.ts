@@ -168,34 +168,54 @@ export async function bumpRunCounter(store: RunStore, runId: string, field: 'fet
   await evalScript(store.redis, BUMP, 1, runKey(store.prefix, runId), field);
 }
 
-/**
- * SET of the block with its TTL, then BUMP of `fetched`, in one script: atomic, so the counter never runs ahead.
- * A run that has ended takes neither (a stray fetch job) and the script returns its status instead of 0.
- */
-const STORE_FETCHED =
-  "local s = redis.call('HGET', KEYS[2], 'status') " +
-  `if s and (${ENDED_LUA}) then return s end ` +
-  "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) " +
-  "if s then redis.call('HINCRBY', KEYS[2], 'fetched', 1) end return 0";
-
-/**
- * Stores a fetched ticker's block and counts it in one round trip: with thousands of fetch jobs per run, each
- * round trip is latency the job holds its slot for. One EVAL rather than MULTI/SET/EVAL/EXEC: the transaction's
- * pipeline and four replies cost the fetch worker's main thread about twice as much per job (CPU profile of
- * `bench:pipeline`), for the same atomicity. Returns undefined once stored, or the status of a run that has
- * already ended, in which case nothing was written.
- */
-export async function storeFetched(store: RunStore, runId: string, key: string, block: Buffer, ttlSeconds: number): Promise<string | undefined> {
-  return storeUnlessEnded(store, STORE_FETCHED, runId, key, block, ttlSeconds);
-}
-
-/** Runs one of the store scripts above: `value` under `key` with its TTL, or the status of a run that has ended. */
-async function storeUnlessEnded(store: RunStore, script: string, runId: string, key: string, value: Buffer | string, ttlSeconds: number): Promise<string | undefined> {
+function checkTtl(ttlSeconds: number): void {
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) {
     throw new RangeError(`Expected positive integer for ttlSeconds but received ${String(ttlSeconds)}`);
   }
-  const ended = (await evalScript(store.redis, script, 2, key, runKey(store.prefix, runId), value, ttlSeconds)) as string | number;
+}
+
+/**
+ * SET of each block with its TTL, then `fetched` raised by their count, in one script: atomic, so the counter never
+ * runs ahead. KEYS: the run's hash, then one key per block; ARGV: the TTL, then the blocks in the keys' order. A run
+ * that has ended takes nothing (stray fetch jobs) and the script returns its status instead of 0.
+ */
+const STORE_FETCHED =
+  "local s = redis.call('HGET', KEYS[1], 'status') " +
+  `if s and (${ENDED_LUA}) then return s end ` +
+  "for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[i], 'EX', ARGV[1]) end " +
+  "if s then redis.call('HINCRBY', KEYS[1], 'fetched', #KEYS - 1) end return 0";
+
+/**
+ * Stores fetched tickers' blocks of one run and counts them, in one round trip: with thousands of fetch jobs per
+ * run, each round trip is a write on the fetch worker's main thread and a script call in Redis (the fetch worker
+ * gathers the blocks that finish together, `workers/block-store.ts`). One script rather than MULTI/SET/EVAL/EXEC:
+ * the transaction's pipeline and its replies cost the main thread about twice as much (CPU profile of
+ * `bench:pipeline`), for the same atomicity. Returns undefined once stored, or the status of a run that has already
+ * ended, in which case nothing was written.
+ */
+export async function storeFetchedBlocks(
+  store: RunStore,
+  runId: string,
+  blocks: readonly { key: string; block: Buffer }[],
+  ttlSeconds: number,
+): Promise<string | undefined> {
+  checkTtl(ttlSeconds);
+  if (blocks.length === 0) throw new RangeError(`Expected at least one block to store for run ${runId} but received none`);
+  const ended = (await evalScript(
+    store.redis,
+    STORE_FETCHED,
+    1 + blocks.length,
+    runKey(store.prefix, runId),
+    ...blocks.map((b) => b.key),
+    ttlSeconds,
+    ...blocks.map((b) => b.block),
+  )) as string | number;
   return typeof ended === 'string' ? ended : undefined;
+}
+
+/** One ticker's block (storeFetchedBlocks with one block). */
+export async function storeFetched(store: RunStore, runId: string, key: string, block: Buffer, ttlSeconds: number): Promise<string | undefined> {
+  return storeFetchedBlocks(store, runId, [{ key, block }], ttlSeconds);
 }
 
 /**
@@ -215,7 +235,9 @@ const STORE_SHARD =
  * undefined once stored, or the status of a run that has already ended, in which case nothing was written.
  */
 export async function storeShardOutput(store: RunStore, runId: string, key: string, json: string, ttlSeconds: number): Promise<string | undefined> {
-  return storeUnlessEnded(store, STORE_SHARD, runId, key, json, ttlSeconds);
+  checkTtl(ttlSeconds);
+  const ended = (await evalScript(store.redis, STORE_SHARD, 2, key, runKey(store.prefix, runId), json, ttlSeconds)) as string | number;
+  return typeof ended === 'string' ? ended : undefined;
 }
 
 /** The run's ticker list alone (the report reads it instead of carrying it in its payload); undefined without a hash. */

@@ -1,9 +1,10 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { closeRedis, createRedis } from '../jobs/connection.js';
 import { runKey, runsIndexKey, shardKey } from '../jobs/keys.js';
 import { evalScript } from '../jobs/scripts.js';
+import { BlockStore } from '../workers/block-store.js';
 import { bumpRunCounter, createRunMeta, readRunMeta, TICKERS_HEAD, readRunTickers, storeFetched, storeShardOutput, updateRunMeta, type RunStore } from '../jobs/run-meta.js';
 
 const prefix = `t-meta-${randomUUID().slice(0, 8)}`;
@@ -71,6 +72,38 @@ describe('run metadata', () => {
     await expect(storeFetched(store, runId, `${prefix}:feat:GLD`, Buffer.from('x'), 0)).rejects.toThrow(
       'Expected positive integer for ttlSeconds but received 0',
     );
+  });
+
+  it('stores the blocks that arrive in one turn with one script call per run, each job waiting for its own', async () => {
+    const [a, b] = [randomUUID(), randomUUID()];
+    for (const runId of [a, b]) await createRunMeta(store, { runId, source: 'sim', tickers: ['X'], createdAt: new Date().toISOString() });
+    const calls = vi.spyOn(redis, 'evalsha');
+    try {
+      const blocks = new BlockStore(store, 120, { maxBlocks: 3 });
+      const key = (runId: string, i: number) => `${prefix}:run:${runId}:feat:T${i}`;
+      const block = (i: number) => Buffer.from([i, 0, 255, 13, 10]);
+      // Seven blocks of run a (three calls of at most three) and two of run b (one call), all in one turn.
+      const stored = [...[0, 1, 2, 3, 4, 5, 6].map((i) => blocks.store(a, key(a, i), block(i))), ...[0, 1].map((i) => blocks.store(b, key(b, i), block(i)))];
+      expect(await Promise.all(stored)).toEqual(Array(9).fill(undefined));
+      expect(calls).toHaveBeenCalledTimes(4);
+      for (const i of [0, 1, 2, 3, 4, 5, 6]) expect(Buffer.compare((await redis.getBuffer(key(a, i)))!, block(i))).toBe(0);
+      expect(await redis.ttl(key(a, 6))).toBeGreaterThan(110);
+      expect((await readRunMeta(redis, prefix, a))?.fetched).toBe(7);
+      expect((await readRunMeta(redis, prefix, b))?.fetched).toBe(2);
+
+      // A run that has ended takes none of them and every job hears why; a failed call fails every job of its batch.
+      await updateRunMeta(store, b, { status: 'finished' });
+      expect(await Promise.all([blocks.store(b, key(b, 7), block(7)), blocks.store(b, key(b, 8), block(8))])).toEqual(['finished', 'finished']);
+      expect(await redis.exists(key(b, 7), key(b, 8))).toBe(0);
+      const broken = randomUUID();
+      await redis.set(runKey(prefix, broken), 'not a hash', 'EX', 60);
+      const failing = [blocks.store(broken, key(broken, 0), block(0)), blocks.store(broken, key(broken, 1), block(1))];
+      for (const f of failing) await expect(f).rejects.toThrow(/WRONGTYPE/);
+      expect(await redis.exists(key(broken, 0), key(broken, 1))).toBe(0);
+    } finally {
+      calls.mockRestore();
+    }
+    expect(() => new BlockStore(store, 0)).toThrow('Expected integer ≥ 1 for ttlSeconds but received 0');
   });
 
   it('stores shard outputs with their TTL and counts each shard once, however often it is stored', async () => {

@@ -11,7 +11,8 @@ import type { DataQuality, SourceName, SourceResult } from '../src/data/types.js
 import type { Domain } from '../src/domains.js';
 import type { Hidden } from '../src/router/layout.js';
 import { featureKey } from '../jobs/keys.js';
-import { bumpRunCounter, storeFetched, type RunStore } from '../jobs/run-meta.js';
+import { bumpRunCounter, type RunStore } from '../jobs/run-meta.js';
+import { BlockStore } from './block-store.js';
 import { validateFetchJobData, type FetchJobData, type FetchResult } from '../jobs/payloads.js';
 import { barsToColumns, type FeatureBatch, type FeatureBatchResult, type FeatureTask, type FeatureTaskResult } from './features.task.js';
 import { TaskBatcher } from './task-batcher.js';
@@ -53,6 +54,8 @@ const PERMANENT: ReadonlySet<string> = new Set(['UNKNOWN_TICKER', 'NO_DATA', 'BA
 export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>, token?: string, signal?: AbortSignal) => Promise<FetchResult> {
   const makeSource = deps.sourceFactory ?? createSource;
   const store: RunStore = { redis: deps.redis, prefix: deps.prefix, ttlSeconds: deps.runTtlSeconds };
+  // Blocks that finish together leave together (block-store.ts).
+  const blocks = new BlockStore(store, deps.featureTtlSeconds);
 
   // Sources are reused across jobs of the same kind (the csv source reads its labels file once).
   const sources = new Map<string, DataSource>();
@@ -160,7 +163,7 @@ export function createFetchProcessor(deps: FetchDeps): (job: Job<unknown>, token
     if (days === 0) throw new UnrecoverableError(`NO_DATA: no routed days for ${data.ticker} after the feature warm-up`);
     const key = featureKey(deps.prefix, data.runId, data.ticker);
     const block = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
-    const ended = await storeFetched(store, data.runId, key, block, deps.featureTtlSeconds);
+    const ended = await blocks.store(data.runId, key, block);
     if (ended !== undefined) throw new StrayJobError(`Expected run ${data.runId} to be in progress for its fetch job but it is ${ended}`);
 
     const out: FetchResult = { key, ticker: data.ticker, days, requestedDays: data.range.days, quality: meta.quality };
