@@ -7,6 +7,7 @@ import { canonicalTickers } from '../jobs/enqueue-run.js';
 import { parseSimTicker } from '../src/data/universe.js';
 import { createRedis, closeRedis } from '../jobs/connection.js';
 import { initParams, saveModel } from '../src/router/model.js';
+import { profileBuckets, queueShare, type CpuProfile } from '../src/util/cpu-profile.js';
 
 let tmp: string;
 const saved = process.env.MOE_MODEL;
@@ -143,6 +144,70 @@ describe('bench:pipeline', () => {
     } finally {
       await closeRedis(redis);
     }
+  });
+
+  it('charges each profile sample to the innermost BullMQ, ioredis, piscina or own frame on its stack, within a window', () => {
+    const frame = (id: number, functionName: string, url: string, children: number[] = []) => ({ id, callFrame: { functionName, url }, children });
+    const profile: CpuProfile = {
+      nodes: [
+        frame(1, '(root)', '', [2, 3, 7, 10, 11, 12]),
+        frame(2, '(program)', ''),
+        frame(3, 'moveToFinished', 'file:///app/node_modules/bullmq/dist/esm/classes/job.js', [4, 6]),
+        frame(4, 'sendCommand', 'file:///app/node_modules/ioredis/built/Redis.js', [5]),
+        frame(5, 'writeBuffer', ''), // a native write under ioredis
+        frame(6, 'pack', 'file:///app/node_modules/msgpackr/pack.js'), // BullMQ's own dependency
+        frame(7, 'processor', 'file:///app/workers/report.ts', [8]),
+        frame(8, 'draw', 'file:///app/node_modules/chart.js/dist/chart.js', [9]), // the project's drawing
+        frame(9, 'postTask', 'file:///app/node_modules/piscina/dist/index.js'),
+        frame(10, '(garbage collector)', ''),
+        frame(11, '(idle)', ''),
+        frame(12, 'listOnTimeout', 'node:internal/timers'),
+      ],
+      startTime: 1_000,
+      endTime: 2_000,
+      // Samples at 1000, 1100, …: each stands for the 100 µs to the next.
+      samples: [5, 6, 8, 9, 7, 10, 11, 12, 2, 5, 5],
+      timeDeltas: [0, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100],
+    };
+    const b = profileBuckets(profile, '/app/');
+    expect(b).toEqual({ bullmq: 100, ioredis: 200, piscina: 100, own: 200, node: 100, gc: 100, program: 100, idle: 100 });
+    // BullMQ and ioredis over the samples that can be told apart (GC, program and idle left out).
+    expect(queueShare(b)).toBeCloseTo(300 / 700, 12);
+    // Only the samples in [1200, 1500]: chart.js, piscina, the processor, GC.
+    expect(profileBuckets(profile, '/app/', { fromUs: 1_200, toUs: 1_500 })).toMatchObject({ own: 200, piscina: 100, gc: 100, ioredis: 0, bullmq: 0 });
+    expect(queueShare(profileBuckets(profile, '/app/', { fromUs: 1_500, toUs: 1_650 }))).toBeNaN();
+  });
+
+  it('attributes the orchestration of both flows to BullMQ and ioredis by profiling the worker processes', async () => {
+    const lines: string[] = [];
+    expect(await main(['--tickers', '12', '--days', '20', '--attribute', '--json'], (l) => lines.push(l))).toBe(0);
+    const last = JSON.parse(lines.at(-1)!) as Record<string, unknown>;
+    type A = { msPerTicker: number; parts: Record<string, number>; mains: { role: string; cpuSeconds: number; shares: Record<string, number> }[] };
+    for (const a of [last.attributedOrchestration, last.bareAttributedOrchestration] as A[]) {
+      expect(a.msPerTicker).toBeGreaterThan(0);
+      expect(Object.keys(a.parts).sort()).toEqual(['bench', 'queueMain', 'redis']);
+      expect(a.mains.map((m) => m.role).sort()).toEqual(['fetch', 'report', 'route']);
+      for (const m of a.mains) {
+        const sum = Object.values(m.shares).reduce((x, y) => x + y, 0);
+        if (sum > 0) expect(sum).toBeCloseTo(1, 2);
+      }
+    }
+    // The real report worker's main thread runs the project's own code (merging, summaries); the bare one none of it.
+    const real = last.attributedOrchestration as A;
+    expect(real.mains.find((m) => m.role === 'report')!.shares.own).toBeGreaterThan(0);
+    expect(last.attributedRatio).toBeGreaterThan(0);
+    // The bound from whole main threads is never below the part of them that is BullMQ and ioredis.
+    expect((last.orchestration as { msPerTicker: number }).msPerTicker).toBeGreaterThanOrEqual(real.msPerTicker - 0.001);
+    expect(lines.some((l) => /^ {2}ratio \d+\.\d+× the bare flow$/.test(l))).toBe(true);
+
+    const errors: string[] = [];
+    const spy = vi.spyOn(console, 'error').mockImplementation((m: unknown) => void errors.push(String(m)));
+    try {
+      expect(await main(['--tickers', '5', '--attribute', '--sweep-fetch-procs', '1,2'], () => undefined)).toBe(2);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(errors[0]).toContain('Expected --attribute without --sweep-fetch-procs but received both');
   });
 
   it('starts several route and report processes and sweeps fetch process counts', async () => {

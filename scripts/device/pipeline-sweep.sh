@@ -34,7 +34,8 @@
 #   s50k-rev   --tickers 50000 --sweep-fetch-procs 12,8,4,2,1 --json
 # Not in the default list: r4-10k (--tickers 10000 --route-procs 4 --sweep-fetch-procs 2,8) and r4-50k
 # (--tickers 50000 --route-procs 4 --sweep-fetch-procs 8), the same with four route processes; smoke (200
-# tickers, 1,2) for a check of the packaging. SWEEP_STEPS="s10k-fwd s50k-fwd" runs a subset or other steps.
+# tickers, 1,2) for a check of the packaging; attr10k and attr10k-p2 (--tickers 10000 [--fetch-procs 2] --attribute
+# --json: the orchestration attributed to BullMQ and ioredis by CPU profiles). SWEEP_STEPS="s10k-fwd s50k-fwd" runs a subset or other steps.
 # Each step's output goes to OUTDIR/<step>.txt, the console to OUTDIR/log.txt (at most 7 files: the device tool
 # returns at most 8). A local check of the packaging:
 #   SWEEP_ROOT=/tmp/moe SWEEP_REDIS_PORT=6390 SWEEP_STEPS=smoke bash DIR/run-on-device.sh /tmp/out
@@ -149,6 +150,8 @@ for s in $STEPS; do
     s50k-rev) step s50k-rev 240 --tickers 50000 --sweep-fetch-procs 12,8,4,2,1 --json ;;
     r4-10k) step r4-10k 70 --tickers 10000 --route-procs 4 --sweep-fetch-procs 2,8 --json ;;
     r4-50k) step r4-50k 60 --tickers 50000 --route-procs 4 --sweep-fetch-procs 8 --json ;;
+    attr10k) step attr10k 120 --tickers 10000 --attribute --json ;;
+    attr10k-p2) step attr10k-p2 120 --tickers 10000 --fetch-procs 2 --attribute --json ;;
     *) echo "unknown step $s" ;;
   esac
 done

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -16,6 +16,7 @@ import { enqueueRun, shardPlan } from '../../jobs/enqueue-run.js';
 import { FETCH_JOB_OPTIONS, REPORT_JOB_OPTIONS, ROUTE_JOB_OPTIONS } from '../../jobs/job-options.js';
 import { MAX_DAYS, MAX_TICKERS } from '../limits.js';
 import { errorText } from '../util/errors.js';
+import { profileBuckets, queueShare, type CpuProfile } from '../util/cpu-profile.js';
 import { defaultFeatureThreads } from '../../workers/pool.js';
 import { intFlag, parseArgs, stringFlag, UsageError } from './args.js';
 import { CommandError, EXIT, runCommand, runIfMain } from './run.js';
@@ -47,6 +48,10 @@ Options:
                     the efficiency against one process (tickers/s per fetch process relative to the count 1, or to
                     the first count when 1 is not listed)
   --cpu-prof DIR    write a V8 CPU profile of every worker process into DIR (open in Chrome DevTools)
+  --attribute       profile every worker process (into --cpu-prof DIR, or a temporary folder) and also report the
+                    orchestration the way it is defined: Redis, the share of each worker main thread's CPU that its
+                    profile puts in BullMQ and ioredis over the timed runs, and this process; with each real main
+                    thread's split (BullMQ, ioredis, piscina, the project's code, Node); profiling slows every thread
   --threads         also print each real worker process's CPU seconds per thread (user + system), to see the
                     time a JS profile does not show: GC, zlib, libvips and cairo threads, page faults
   --json            print one JSON object on the last line
@@ -65,6 +70,7 @@ const FLAGS = {
   'sweep-fetch-procs': { type: 'string' },
   json: { type: 'boolean' },
   'cpu-prof': { type: 'string' },
+  attribute: { type: 'boolean' },
   threads: { type: 'boolean' },
   help: { type: 'boolean' },
   // Internal: this file is also the bare worker process.
@@ -252,7 +258,7 @@ function orchestration(before: CpuSnapshot, after: CpuSnapshot, runs: number, ti
   };
 }
 
-/** Node flags for the worker processes (profiling); set once by main. */
+/** Node flags for the worker processes (profiling); set by each call of main. */
 let workerNodeArgs: string[] = [];
 
 /** Starts a process and resolves once it prints a line containing `ready` (JSON logs or the bare worker's line). */
@@ -349,6 +355,15 @@ interface Measured {
   threads?: string[];
   /** Stage timings of the last run, from its summary.json. */
   stagesMs?: Record<string, number>;
+  /** What `--attribute` needs: each worker process's pid, role and main-thread CPU over the timed runs, and their span. */
+  timed: { pids: (number | undefined)[]; roles: string[]; mainSeconds: number[]; fromUs: number; toUs: number };
+}
+
+/** The monotonic clock of V8's CPU profiles, in microseconds. */
+const monotonicUs = (): number => Number(process.hrtime.bigint() / 1000n);
+
+function timedSpan(procs: Proc[], before: CpuSnapshot, after: CpuSnapshot, fromUs: number, toUs: number): Measured['timed'] {
+  return { pids: procs.map((p) => p.child.pid), roles: procs.map((p) => p.role), mainSeconds: after.main.map((v, i) => v - before.main[i]!), fromUs, toUs };
 }
 
 function stageTimes(reportDir: string): Record<string, number> | undefined {
@@ -406,6 +421,7 @@ async function measureBare(target: RedisTarget, redis: RedisClient, env: NodeJS.
     const sampler = startSampler(redis, procs);
     const runId = randomUUID();
     const cpu0 = await cpuSnapshot(procs, redis);
+    const us0 = monotonicUs();
     const t0 = performance.now();
     // Same shape, options and payload sizes as enqueueRun's flow.
     const plan = shardPlan(tickers.length, shardSize);
@@ -432,6 +448,7 @@ async function measureBare(target: RedisTarget, redis: RedisClient, env: NodeJS.
     });
     await node.job.waitUntilFinished(events);
     const seconds = (performance.now() - t0) / 1000;
+    const us1 = monotonicUs();
     const cpu1 = await cpuSnapshot(procs, redis);
     const peak = await sampler.stop();
     await close();
@@ -441,6 +458,7 @@ async function measureBare(target: RedisTarget, redis: RedisClient, env: NodeJS.
       workers: procs.map((p, i) => ({ role: p.role, label: procLabel(procs, i), peakRssMB: p.peakRssKb / 1024 })),
       cpuSeconds: cpuUsed(procs, cpu0, cpu1, 1),
       orchestration: orchestration(cpu0, cpu1, 1, tickers.length),
+      timed: timedSpan(procs, cpu0, cpu1, us0, us1),
     };
   } finally {
     await stopProcs(procs);
@@ -466,6 +484,7 @@ async function measureReal(target: RedisTarget, redis: RedisClient, env: NodeJS.
     const rssAfterRunMB: number[][] = [];
     const threads0 = procs.map((p) => threadCpu(p.child.pid));
     const cpu0 = await cpuSnapshot(procs, redis);
+    const us0 = monotonicUs();
     for (let r = 0; r < runs; r++) {
       const t0 = performance.now();
       const run = await enqueueRun({ flow, redis, prefix, runTtlSeconds: 3600, shardSize }, { tickers, source: 'sim', range: { days }, seed: 7 });
@@ -477,6 +496,7 @@ async function measureReal(target: RedisTarget, redis: RedisClient, env: NodeJS.
       if (result.routed !== tickers.length) throw new Error(`run ${run.runId} routed ${result.routed} of ${tickers.length} tickers (${result.failed} failed)`);
       rssAfterRunMB.push(procs.map((p) => Math.round(rssKb(p.child.pid) / 102.4) / 10));
     }
+    const us1 = monotonicUs();
     const cpu1 = await cpuSnapshot(procs, redis);
     const threads = procs.map((p, i) => `${procLabel(procs, i)}: ${threadCpuUsed(threads0[i]!, threadCpu(p.child.pid), cpu1.procs[i]! - cpu0.procs[i]!)}`);
     const cpu = cpuUsed(procs, cpu0, cpu1, runs);
@@ -489,6 +509,7 @@ async function measureReal(target: RedisTarget, redis: RedisClient, env: NodeJS.
       cpuSeconds: cpu,
       orchestration: orchestration(cpu0, cpu1, runs, tickers.length),
       threads,
+      timed: timedSpan(procs, cpu0, cpu1, us0, us1),
     };
     if (runs > 1) out.rssAfterRunMB = rssAfterRunMB;
     if (stages) out.stagesMs = stages;
@@ -499,6 +520,42 @@ async function measureReal(target: RedisTarget, redis: RedisClient, env: NodeJS.
   } finally {
     await stopProcs(procs);
   }
+}
+
+/** Orchestration as the issue defines it: Redis, the BullMQ and ioredis part of each worker main thread, this process. */
+interface Attributed {
+  msPerTicker: number;
+  cpuSeconds: number;
+  parts: { redis: number; queueMain: number; bench: number };
+  /** Per worker main thread: its CPU seconds per run, and the share of its profile's samples per kind of code. */
+  mains: { role: string; cpuSeconds: number; shares: Record<string, number> }[];
+}
+
+async function attributeOrchestration(dir: string, m: Measured, tickers: number, runs: number): Promise<Attributed> {
+  const files = await readdir(dir);
+  const mains: Attributed['mains'] = [];
+  let queueMain = 0;
+  for (const [i, pid] of m.timed.pids.entries()) {
+    // Node names a thread's profile CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile; thread 0 is the main thread.
+    const file = files.find((f) => pid !== undefined && f.endsWith('.cpuprofile') && f.split('.')[3] === String(pid) && f.split('.')[4] === '0');
+    if (file === undefined) throw new Error(`Expected a CPU profile of process ${String(pid)} (${m.timed.roles[i]}) in ${dir} but found none`);
+    const profile = JSON.parse(await readFile(path.join(dir, file), 'utf8')) as CpuProfile;
+    const b = profileBuckets(profile, `${REPO}/`, { fromUs: m.timed.fromUs, toUs: m.timed.toUs });
+    const share = queueShare(b);
+    const cpu = m.timed.mainSeconds[i]! / runs;
+    queueMain += cpu * (Number.isFinite(share) ? share : 0);
+    const attributed = b.bullmq + b.ioredis + b.piscina + b.own + b.node;
+    const shares = Object.fromEntries((['bullmq', 'ioredis', 'piscina', 'own', 'node'] as const).map((k) => [k, attributed > 0 ? Number((b[k] / attributed).toFixed(3)) : 0]));
+    mains.push({ role: m.timed.roles[i]!, cpuSeconds: round2(cpu), shares });
+  }
+  const { redis, bench } = m.orchestration.parts;
+  const total = redis + queueMain + bench;
+  return { msPerTicker: Math.round((total / tickers) * 1e6) / 1e3, cpuSeconds: round2(total), parts: { redis, queueMain: round2(queueMain), bench }, mains };
+}
+
+function formatAttributed(a: Attributed): string {
+  const mains = a.mains.map((m) => `${m.role} ${m.cpuSeconds.toFixed(2)} s: ${Object.entries(m.shares).map(([k, v]) => `${k} ${(100 * v).toFixed(0)}%`).join(' ')}`);
+  return `${a.msPerTicker.toFixed(3)} ms/ticker, ${a.cpuSeconds.toFixed(2)} CPU-s (Redis ${a.parts.redis.toFixed(2)}, BullMQ + ioredis on worker main threads ${a.parts.queueMain.toFixed(2)}, bench ${a.parts.bench.toFixed(2)}; ${mains.join('; ')})`;
 }
 
 const mb = (b: number) => Math.round(b / 104857.6) / 10;
@@ -597,12 +654,15 @@ async function benchPipeline(argv: readonly string[], out: (line: string) => voi
   const json = args.flags.has('json');
   const showThreads = args.flags.has('threads');
   const prof = args.flags.get('cpu-prof');
-  if (typeof prof === 'string') workerNodeArgs = ['--cpu-prof', `--cpu-prof-dir=${path.resolve(prof)}`];
+  const attribute = args.flags.has('attribute');
+  if (attribute && sweep !== undefined) throw new UsageError('Expected --attribute without --sweep-fetch-procs but received both');
   const config = loadConfig();
 
   // A hash tag on a cluster (every key in one slot), as the workers derive from MOE_PREFIX themselves.
   const prefix = config.redisCluster ? hashTaggedPrefix(`bench-${randomUUID().slice(0, 8)}`) : `bench-${randomUUID().slice(0, 8)}`;
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'moe-bench-'));
+  const profDir = typeof prof === 'string' ? path.resolve(prof) : attribute ? path.join(tmp, 'profiles') : undefined;
+  workerNodeArgs = profDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
   // A short lock keeps the benchmark honest about BullMQ's lock renewals without changing their count much.
   const env: NodeJS.ProcessEnv = { ...process.env, MOE_PREFIX: prefix, REPORTS_DIR: path.join(tmp, 'reports'), LOG_LEVEL: 'info', MOE_SKIP_SETUP: '1' };
   const redis = await connectClient(config, 'moe-bench-pipeline');
@@ -666,6 +726,15 @@ async function benchPipeline(argv: readonly string[], out: (line: string) => voi
     out(`  bare flow: ${formatOrchestration(bare.orchestration)}`);
     out(`  pipeline:  ${formatOrchestration(real.orchestration)}${runs > 1 ? ' per run' : ''}`);
     out(`  ratio ${overheadRatio.toFixed(2)}× the bare flow`);
+    let attributed: { bare: Attributed; real: Attributed; ratio: number } | undefined;
+    if (attribute) {
+      const a = { bare: await attributeOrchestration(profDir!, bare, tickersN, 1), real: await attributeOrchestration(profDir!, real, tickersN, runs) };
+      attributed = { ...a, ratio: a.real.msPerTicker / a.bare.msPerTicker };
+      out(`orchestration as defined (Redis + the BullMQ and ioredis share of each worker main thread, by its profile + bench), per ticker:`);
+      out(`  bare flow: ${formatAttributed(a.bare)}`);
+      out(`  pipeline:  ${formatAttributed(a.real)}${runs > 1 ? ' per run' : ''}`);
+      out(`  ratio ${attributed.ratio.toFixed(2)}× the bare flow`);
+    }
     const load1 = os.loadavg();
     if (json) {
       out(
@@ -690,6 +759,7 @@ async function benchPipeline(argv: readonly string[], out: (line: string) => voi
           orchestration: real.orchestration,
           bareOrchestration: bare.orchestration,
           orchestrationRatio: Number.isFinite(overheadRatio) ? Number(overheadRatio.toFixed(2)) : null,
+          ...(attributed ? { attributedOrchestration: attributed.real, bareAttributedOrchestration: attributed.bare, attributedRatio: Number(attributed.ratio.toFixed(2)) } : {}),
           workerPeakRssMB: Object.fromEntries(real.workers.map((w) => [w.label, Math.round(w.peakRssMB)])),
           ...(real.stagesMs ? { stagesMs: real.stagesMs } : {}),
           ...(real.rssAfterRunMB ? { rssAfterRunMB: real.rssAfterRunMB } : {}),
