@@ -522,7 +522,10 @@ async function measureReal(target: RedisTarget, redis: RedisClient, env: NodeJS.
   }
 }
 
-/** Orchestration as the issue defines it: Redis, the BullMQ and ioredis part of each worker main thread, this process. */
+/**
+ * Orchestration as docs/performance.md defines it: Redis, the BullMQ and ioredis part of each worker main thread (by
+ * its CPU profile over the timed runs), this process. A thread without samples in that span counts whole.
+ */
 interface Attributed {
   msPerTicker: number;
   cpuSeconds: number;
@@ -543,7 +546,7 @@ async function attributeOrchestration(dir: string, m: Measured, tickers: number,
     const b = profileBuckets(profile, `${REPO}/`, { fromUs: m.timed.fromUs, toUs: m.timed.toUs });
     const share = queueShare(b);
     const cpu = m.timed.mainSeconds[i]! / runs;
-    queueMain += cpu * (Number.isFinite(share) ? share : 0);
+    queueMain += cpu * (Number.isFinite(share) ? share : 1);
     const attributed = b.bullmq + b.ioredis + b.piscina + b.own + b.node;
     const shares = Object.fromEntries((['bullmq', 'ioredis', 'piscina', 'own', 'node'] as const).map((k) => [k, attributed > 0 ? Number((b[k] / attributed).toFixed(3)) : 0]));
     mains.push({ role: m.timed.roles[i]!, cpuSeconds: round2(cpu), shares });
