@@ -168,6 +168,9 @@ export async function bumpRunCounter(store: RunStore, runId: string, field: 'fet
   await evalScript(store.redis, BUMP, 1, runKey(store.prefix, runId), field);
 }
 
+/** What the store scripts return: 0 once stored, or the status of a run that has ended. */
+const endedStatus = (reply: unknown): string | undefined => (typeof reply === 'string' ? reply : undefined);
+
 function checkTtl(ttlSeconds: number): void {
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) {
     throw new RangeError(`Expected positive integer for ttlSeconds but received ${String(ttlSeconds)}`);
@@ -201,16 +204,9 @@ export async function storeFetchedBlocks(
 ): Promise<string | undefined> {
   checkTtl(ttlSeconds);
   if (blocks.length === 0) throw new RangeError(`Expected at least one block to store for run ${runId} but received none`);
-  const ended = (await evalScript(
-    store.redis,
-    STORE_FETCHED,
-    1 + blocks.length,
-    runKey(store.prefix, runId),
-    ...blocks.map((b) => b.key),
-    ttlSeconds,
-    ...blocks.map((b) => b.block),
-  )) as string | number;
-  return typeof ended === 'string' ? ended : undefined;
+  return endedStatus(
+    await evalScript(store.redis, STORE_FETCHED, 1 + blocks.length, runKey(store.prefix, runId), ...blocks.map((b) => b.key), ttlSeconds, ...blocks.map((b) => b.block)),
+  );
 }
 
 /** One ticker's block (storeFetchedBlocks with one block). */
@@ -236,8 +232,7 @@ const STORE_SHARD =
  */
 export async function storeShardOutput(store: RunStore, runId: string, key: string, json: string, ttlSeconds: number): Promise<string | undefined> {
   checkTtl(ttlSeconds);
-  const ended = (await evalScript(store.redis, STORE_SHARD, 2, key, runKey(store.prefix, runId), json, ttlSeconds)) as string | number;
-  return typeof ended === 'string' ? ended : undefined;
+  return endedStatus(await evalScript(store.redis, STORE_SHARD, 2, key, runKey(store.prefix, runId), json, ttlSeconds));
 }
 
 /** The run's ticker list alone (the report reads it instead of carrying it in its payload); undefined without a hash. */

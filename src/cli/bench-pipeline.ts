@@ -16,7 +16,7 @@ import { enqueueRun, shardPlan } from '../../jobs/enqueue-run.js';
 import { FETCH_JOB_OPTIONS, REPORT_JOB_OPTIONS, ROUTE_JOB_OPTIONS } from '../../jobs/job-options.js';
 import { MAX_DAYS, MAX_TICKERS } from '../limits.js';
 import { errorText } from '../util/errors.js';
-import { profileBuckets, queueShare, type CpuProfile } from '../util/cpu-profile.js';
+import { CODE_BUCKETS, codeShares, profileBuckets, type CpuProfile } from '../util/cpu-profile.js';
 import { defaultFeatureThreads } from '../../workers/pool.js';
 import { intFlag, parseArgs, stringFlag, UsageError } from './args.js';
 import { CommandError, EXIT, runCommand, runIfMain } from './run.js';
@@ -540,16 +540,20 @@ async function attributeOrchestration(dir: string, m: Measured, tickers: number,
   let queueMain = 0;
   for (const [i, pid] of m.timed.pids.entries()) {
     // Node names a thread's profile CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile; thread 0 is the main thread.
-    const file = files.find((f) => pid !== undefined && f.endsWith('.cpuprofile') && f.split('.')[3] === String(pid) && f.split('.')[4] === '0');
+    const file = files.find((f) => {
+      const [, , , filePid, thread] = f.split('.');
+      return pid !== undefined && f.endsWith('.cpuprofile') && filePid === String(pid) && thread === '0';
+    });
     if (file === undefined) throw new Error(`Expected a CPU profile of process ${String(pid)} (${m.timed.roles[i]}) in ${dir} but found none`);
     const profile = JSON.parse(await readFile(path.join(dir, file), 'utf8')) as CpuProfile;
-    const b = profileBuckets(profile, `${REPO}/`, { fromUs: m.timed.fromUs, toUs: m.timed.toUs });
-    const share = queueShare(b);
+    const shares = codeShares(profileBuckets(profile, `${REPO}/`, { fromUs: m.timed.fromUs, toUs: m.timed.toUs }));
     const cpu = m.timed.mainSeconds[i]! / runs;
-    queueMain += cpu * (Number.isFinite(share) ? share : 1);
-    const attributed = b.bullmq + b.ioredis + b.piscina + b.own + b.node;
-    const shares = Object.fromEntries((['bullmq', 'ioredis', 'piscina', 'own', 'node'] as const).map((k) => [k, attributed > 0 ? Number((b[k] / attributed).toFixed(3)) : 0]));
-    mains.push({ role: m.timed.roles[i]!, cpuSeconds: round2(cpu), shares });
+    queueMain += cpu * (shares === undefined ? 1 : shares.bullmq + shares.ioredis);
+    mains.push({
+      role: m.timed.roles[i]!,
+      cpuSeconds: round2(cpu),
+      shares: Object.fromEntries(CODE_BUCKETS.map((k) => [k, shares === undefined ? 0 : Number(shares[k].toFixed(3))])),
+    });
   }
   const { redis, bench } = m.orchestration.parts;
   const total = redis + queueMain + bench;

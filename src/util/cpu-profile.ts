@@ -68,11 +68,21 @@ export function profileBuckets(profile: CpuProfile, ownRoot: string, window?: { 
   return out;
 }
 
+/** The buckets of code that a sample can be charged to by its stack (not V8's own entries). */
+export const CODE_BUCKETS = ['bullmq', 'ioredis', 'piscina', 'own', 'node'] as const;
+export type CodeBucket = (typeof CODE_BUCKETS)[number];
+
 /**
- * Share of a thread's CPU spent in BullMQ and ioredis: their samples over every sample but idle ones, with GC and
- * V8's `program` time spread over the rest in proportion (they cannot be told apart by caller). NaN with no samples.
+ * Each code bucket's share of a thread's samples, over every sample but V8's own (GC and `program` cannot be told
+ * apart by caller, so they are spread over the rest in proportion; idle is not CPU). Undefined with no such samples.
  */
+export function codeShares(b: Record<ProfileBucket, number>): Record<CodeBucket, number> | undefined {
+  const total = CODE_BUCKETS.reduce((acc, k) => acc + b[k], 0);
+  return total > 0 ? (Object.fromEntries(CODE_BUCKETS.map((k) => [k, b[k] / total])) as Record<CodeBucket, number>) : undefined;
+}
+
+/** Share of a thread's CPU spent in BullMQ and ioredis (codeShares); NaN with no samples. */
 export function queueShare(b: Record<ProfileBucket, number>): number {
-  const attributed = b.bullmq + b.ioredis + b.piscina + b.own + b.node;
-  return attributed > 0 ? (b.bullmq + b.ioredis) / attributed : Number.NaN;
+  const shares = codeShares(b);
+  return shares === undefined ? Number.NaN : shares.bullmq + shares.ioredis;
 }

@@ -85,8 +85,10 @@ const num = (s: string | undefined): number | null => {
 
 /** A volume, also with the K / M / B suffix some sites write (`125.91M`). */
 const volumeNum = (s: string | undefined): number | null => {
-  const m = s === undefined ? null : /^(.*\d)\s*([KMB])$/i.exec(s);
-  if (m === null) return num(s);
+  const plain = num(s);
+  if (plain === null || !Number.isNaN(plain)) return plain;
+  const m = /^(.*\d)\s*([KMB])$/i.exec(s!);
+  if (m === null) return plain;
   const v = num(m[1]);
   return v === null || Number.isNaN(v) ? Number.NaN : v * { K: 1e3, M: 1e6, B: 1e9 }[m[2]!.toUpperCase() as 'K' | 'M' | 'B'];
 };
