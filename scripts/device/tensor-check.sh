@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# One short GPU session for the tensor-core forward kernel (v9, native/src/cuda/forward_tc.cu): builds the native
+# One short GPU session for the tensor-core forward kernels (v9 and v11, native/src/cuda/forward_tc.cu): builds the native
 # core, moe_cuda_test and moe_cuda_bench with CMake on the GPU machine (sm_90 only), then
-#   1. moe_cuda_test against the scalar oracle: each precision (bf16x3, tf32x3, tf32, bf16) with v9 forced; the
+#   1. moe_cuda_test against the scalar oracle: each precision (bf16x3, tf32x3, tf32, bf16) with v9 and v11 forced; the
 #      default (precision and version unset); fp32 with v2, v4, v8 forced and with MOE_CUDA_PRECISION=fp32; each
 #      with the test's own tolerances (fp32: 1e-5 relative; the tensor-core contract: probabilities within 2e-3,
 #      argmax equal where the oracle's top two logits differ by more than 1e-2; bf16 5× looser);
 #   2. the errors a bad setting gives (unknown MOE_CUDA_PRECISION, a forced kernel of the other precision);
-#   3. moe_cuda_bench MOE_BENCH_ONLY=kernels, twice: kernel-only rates of v2/v4/v8 (fp32) and v9 (each precision)
+#   3. moe_cuda_bench MOE_BENCH_ONLY=kernels, twice: kernel-only rates of v2/v4/v8 (fp32), v9 and v11 (each precision)
 #      and their accuracy against the oracle on the bench weights (models/router.safetensors at H = 16, random H = 32
 #      weights) with the bench's uniform inputs and, when the feature-token file exists, with simulator feature
 #      tokens at T = 0.6627 (the committed H = 16 model's fitted temperature); a table of 1e6 / 1e7 tokens.
 #      TC_BENCH2_ENV="VAR=value ..." runs the second bench run with that environment (an A/B of a setting);
-#   4. compute-sanitizer memcheck of v9 (bf16x3 and tf32x3, n up to 1000) and Nsight Compute on one 1e7-token launch
-#      of v9 with the expert output: bf16x3 at H = 32 and H = 16, tf32x3 at H = 32;
+#      TC_TORCH=1 adds PyTorch on the same card and weights (torch_router.py bench, eager and torch.compile);
+#   4. compute-sanitizer memcheck of v9 and v11 (bf16x3 and tf32x3, n up to 1000) and Nsight Compute on one 1e7-token launch
+#      with the expert output: v9 and v11 bf16x3 at H = 32, v11 bf16x3 at H = 16;
 #   5. when .device/node.xz, .device/evaluate.mjs (an esbuild bundle of src/cli/evaluate.ts), .device/moe_router.node
 #      and .device/market-data exist: `evaluate` on the development folder with the CPU backend and with the CUDA
 #      backend at each setting of TC_EVAL_SETTINGS (space-separated; VAR=value pairs joined by commas; `default`: no
@@ -21,7 +22,8 @@
 # the GPU machine gets too:
 #   npx tsx scripts/device/feature-tokens.ts build/tc-data/tokens16.bin      (carry build/tc-data; TC_TOKENS=FILE
 #                                                                             or .tc-data/tokens16.bin also work)
-# Writes 8 files to OUT (device, build log, correctness, bench1/2, table, memcheck, ncu).
+# Writes its files to OUT (device, build log, correctness, bench1/2, table, memcheck, ncu, torch, eval-*): more than
+# the device tool brings back (8), so tar them into one where that matters.
 # Needs CUDA 13 (nvcc, compute-sanitizer, ncu), CMake, g++ and python3 with torch and safetensors (for the random
 # H = 32 weights); no Node. Run from the repository root:
 #   bash scripts/device/tensor-check.sh OUT
@@ -60,15 +62,21 @@ run_test() {  # label, max tokens, env...
   grep -E "^device|^forward|FAIL|^ok|moe_cuda_test:" /tmp/t.txt; echo "rc=$rc"
 }
 run_test "bf16x3 (v9)" 1000000 MOE_CUDA_PRECISION=bf16x3 MOE_CUDA_FORWARD_KERNEL=9
-run_test "tf32x3 (v9)" 1000000 MOE_CUDA_PRECISION=tf32x3
-for p in tf32 bf16; do run_test "$p (v9)" 65537 MOE_CUDA_PRECISION=$p; done
+run_test "bf16x3 (v11)" 1000000 MOE_CUDA_PRECISION=bf16x3 MOE_CUDA_FORWARD_KERNEL=11
+run_test "tf32x3 (v9)" 1000000 MOE_CUDA_PRECISION=tf32x3 MOE_CUDA_FORWARD_KERNEL=9
+run_test "tf32x3 (v11)" 65537 MOE_CUDA_PRECISION=tf32x3 MOE_CUDA_FORWARD_KERNEL=11
+for p in tf32 bf16; do
+  run_test "$p (v9)" 65537 MOE_CUDA_PRECISION=$p MOE_CUDA_FORWARD_KERNEL=9
+  run_test "$p (v11)" 65537 MOE_CUDA_PRECISION=$p MOE_CUDA_FORWARD_KERNEL=11
+done
 run_test "default (MOE_CUDA_PRECISION and MOE_CUDA_FORWARD_KERNEL unset)" 65537
 for v in 2 4 8; do run_test "fp32 v$v (forced, precision unset)" 65537 MOE_CUDA_FORWARD_KERNEL=$v; done
 run_test "fp32 (MOE_CUDA_PRECISION=fp32)" 1000 MOE_CUDA_PRECISION=fp32
 
 step "settings that must be refused" 10 | tee -a "$T"
 for e in "MOE_CUDA_PRECISION=fp16" "MOE_CUDA_PRECISION=TF32X3" "MOE_CUDA_PRECISION=tf32x3 MOE_CUDA_FORWARD_KERNEL=8" \
-         "MOE_CUDA_PRECISION=fp32 MOE_CUDA_FORWARD_KERNEL=9" "MOE_CUDA_FORWARD_KERNEL=7" "MOE_CUDA_FORWARD_KERNEL=10"; do
+         "MOE_CUDA_PRECISION=fp32 MOE_CUDA_FORWARD_KERNEL=9" "MOE_CUDA_PRECISION=fp32 MOE_CUDA_FORWARD_KERNEL=11" \
+         "MOE_CUDA_FORWARD_KERNEL=7" "MOE_CUDA_FORWARD_KERNEL=10"; do
   # shellcheck disable=SC2086
   env $e timeout 10 "$B/moe_cuda_test" 1 2>&1 | grep -E "moe_cuda_test:" | sed "s/^/$e → /" | tee -a "$T"
 done
@@ -103,11 +111,12 @@ for r in (1, 2):
             rows.setdefault(k, []).append(j["tokensPerSec"] / 1e9)
         elif j["kind"] == "accuracy" and r == 1:
             acc.append(j)
-cols = [(2, "fp32"), (4, "fp32"), (8, "fp32")] + [(9, p) for p in ("bf16x3", "tf32x3", "tf32", "bf16")]
-ratios = [(9, "bf16x3"), (9, "tf32x3"), (9, "tf32"), (9, "bf16")]
+precs = ("bf16x3", "tf32x3", "tf32", "bf16")
+cols = [(2, "fp32"), (4, "fp32"), (8, "fp32")] + [(v, p) for v in (9, 11) for p in precs]
+ratios = [(9, "bf16x3"), (11, "bf16x3")]
 print("| H | tokens | expert | " + " | ".join("v%d %s" % c for c in cols) + " | " +
-      " | ".join("v%d %s / v8" % c for c in ratios) + " |")
-print("|" + " --- |" * (3 + len(cols) + len(ratios)))
+      " | ".join("v%d %s / v8" % c for c in ratios) + " | " + " | ".join("v11 / v9 %s" % p for p in precs) + " |")
+print("|" + " --- |" * (3 + len(cols) + len(ratios) + len(precs)))
 for H in (16, 32):
     for n in (1000000, 10000000):
         for ex in (True, False):
@@ -116,9 +125,10 @@ for H in (16, 32):
                 return max(x) if x else float("nan")
             runs = lambda v, p: "/".join("%.2f" % x for x in rows.get((H, n, ex, v, p), []))
             v8 = g(8, "fp32")
-            print("| %d | %.0e | %s | %s | %s |" % (
+            print("| %d | %.0e | %s | %s | %s | %s |" % (
                 H, n, "yes" if ex else "no", " | ".join(runs(v, p) for v, p in cols),
-                " | ".join("%.2f×" % (g(v, p) / v8) for v, p in ratios)))
+                " | ".join("%.2f×" % (g(v, p) / v8) for v, p in ratios),
+                " | ".join("%.2f×" % (g(11, p) / g(9, p)) for p in precs)))
 print()
 print("G tokens/s, run 1/run 2 (median of 20 launches at 1e7, 50 at 1e6, each run)%s; ratios: best of the runs." %
       (", run 2 with " + env2 if env2 else ""))
@@ -132,25 +142,33 @@ for j in acc:
           "met" if j["meetsContract"] else "NOT met"))
 EOF
 
-l=$(left 60); step "compute-sanitizer memcheck, v9 bf16x3 and tf32x3 (n up to 1000)" "$l"
-for p in bf16x3 tf32x3; do
-  MOE_CUDA_PRECISION=$p timeout "$l" compute-sanitizer --tool memcheck --error-exitcode 9 "$B/moe_cuda_test" 1000 > /tmp/mc.txt 2>&1
-  echo "memcheck $p rc=$?" | tee -a "$O/memcheck.txt"; cat /tmp/mc.txt >> "$O/memcheck.txt"
-  grep -E "ERROR SUMMARY|FAIL" /tmp/mc.txt | head -3
-done
+if [[ -n "${TC_TORCH:-}" ]]; then
+  # PyTorch on the same card and weights (eager and torch.compile, FP32 matmuls, every expert computed and gathered).
+  l=$(left 120); step "PyTorch baseline (torch_router.py bench)" "$l"
+  TORCH_ONLY=forward timeout "$l" python3 scripts/device/torch_router.py bench /tmp/router16.safetensors /tmp/router32.safetensors /tmp 200 2>&1 |
+    grep -v Warning > "$O/torch.jsonl"; echo "rc=$?"
+  grep -E 'torch-forward' "$O/torch.jsonl" | head -12
+fi
 
-# Nsight Compute on the first 1e7-token launch of a v9 instance with the expert output: the bench launches each
+l=$(left 60); step "compute-sanitizer memcheck, v9 and v11, bf16x3 and tf32x3 (n up to 1000)" "$l"
+for v in 9 11; do for p in bf16x3 tf32x3; do
+  MOE_CUDA_FORWARD_KERNEL=$v MOE_CUDA_PRECISION=$p timeout "$l" compute-sanitizer --tool memcheck --error-exitcode 9 "$B/moe_cuda_test" 1000 > /tmp/mc.txt 2>&1
+  echo "memcheck v$v $p rc=$?" | tee -a "$O/memcheck.txt"; cat /tmp/mc.txt >> "$O/memcheck.txt"
+  grep -E "ERROR SUMMARY|FAIL" /tmp/mc.txt | head -3
+done; done
+
+# Nsight Compute on the first 1e7-token launch of a v9 or v11 instance with the expert output: the bench launches each
 # instance 203 + 203 (1e4 tokens, with and without the expert output), 53 + 53 (1e6) times before it. Instance names:
-# forwardKernelTC<H, precision (1 tf32, 2 bf16, 3 tf32x3, 4 bf16x3), warps per block>.
-for c in "32 4 bf16x3" "16 4 bf16x3" "32 3 tf32x3"; do
+# forwardKernelTC<H, precision (1 tf32, 2 bf16, 3 tf32x3, 4 bf16x3), warps per block, dense (v11)>.
+for c in "32 4 bf16x3 9" "32 4 bf16x3 11" "16 4 bf16x3 11"; do
   set -- $c
-  k="forwardKernelTCILi$1ELi$2E"
-  l=$(left 60); step "ncu: v9 $3, H = $1, 1e7 tokens, expert output" "$l"
+  k="forwardKernelTCILi$1ELi$2ELi[0-9]+ELb$(( $4 == 11 ))E"
+  l=$(left 60); step "ncu: v$4 $3, H = $1, 1e7 tokens, expert output" "$l"
   MOE_BENCH_ONLY=kernels timeout "$l" ncu --clock-control none --kernel-name-base mangled -k "regex:$k" --launch-skip 512 \
     --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis --section Occupancy \
     --section WarpStateStats --section LaunchStats --section MemoryWorkloadAnalysis --section InstructionStats \
     "$B/moe_cuda_bench" /tmp/router16.safetensors /tmp/router32.safetensors > /tmp/ncu.txt 2>&1
-  { echo "=== ncu v9 $3 H=$1"; cat /tmp/ncu.txt; } >> "$O/ncu.txt"
+  { echo "=== ncu v$4 $3 H=$1"; cat /tmp/ncu.txt; } >> "$O/ncu.txt"
   grep -E "SM Frequency|Duration|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|Issue Slots Busy|Executed Ipc Active|highest-utilized|Achieved Occupancy|Theoretical Occupancy|Registers Per|Warp Cycles Per Issued|Block Limit Reg|Block Limit Shared|Executed Instructions  |Avg. Active Threads" /tmp/ncu.txt | head -24
 done
 if [[ -f .device/node.xz && -f .device/evaluate.mjs && -f .device/moe_router.node && -d .device/market-data ]]; then

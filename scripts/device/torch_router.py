@@ -95,8 +95,9 @@ def bench(w16, w32, outdir, steps):
     for path in (w16, w32):
         p = load(path, dev)
         H = p["W1"].shape[0]
-        # TORCH_ONLY=train: the training rows only (no check file, no forward rows).
+        # TORCH_ONLY=train: the training rows only (no check file, no forward rows); =forward: no training rows.
         train_only = os.environ.get("TORCH_ONLY") == "train"
+        forward_only = os.environ.get("TORCH_ONLY") == "forward"
         # Check file: inputs and PyTorch outputs for 4096 tokens; the Node script runs the CUDA router on the
         # same inputs and compares (same weights file, same math).
         n = 4096
@@ -129,7 +130,7 @@ def bench(w16, w32, outdir, steps):
 
         # Training steps: the loss of docs/router.md (label smoothing 0.05, reconstruction 0.1), backward, global-norm
         # clip 1, AdamW (decay 0.01 on matrices only), on one batch already on the GPU.
-        for n in (4096, 65536):
+        for n in () if forward_only else (4096, 65536):
             params = {k: v.clone().requires_grad_(True) for k, v in p.items()}
             opt = torch.optim.AdamW([
                 {"params": [params[k] for k in NAMES if k in DECAY], "weight_decay": 0.01},

@@ -65,18 +65,23 @@ enum class Precision : int { Env = -1, FP32 = 0, TF32 = 1, BF16 = 2, TF32X3 = 3,
 // equal where the top two logits differ by more than 1e-2; measured 8.6e-5, no argmax difference; tf32 misses it) and
 // `evaluate` gives the CPU's rows with it (H200, 2026-12-05). The training path (lossgrad.cu) is FP32 always.
 constexpr Precision kDefaultPrecision = Precision::BF16X3;
+// The tensor-core kernel the precisions other than fp32 run unless MOE_CUDA_FORWARD_KERNEL forces 9 or 11: v11 (the
+// expert product dense over the experts a tile's rows chose), the same probabilities and argmax as v9 bit for bit and
+// faster in every case measured (1.17× at H = 32, 1.08× at H = 16 with the expert output, 1e7 tokens, bf16x3; H100,
+// 2026-12-05; docs/performance.md, "Version 11").
+constexpr int kDefaultTensorKernel = 11;
 // MOE_CUDA_PRECISION=fp32|bf16x3|tf32x3|tf32|bf16, read once; unset or empty: kDefaultPrecision, except fp32 when
 // MOE_CUDA_FORWARD_KERNEL forces an fp32 kernel (2, 4 or 8); any other value throws moe::Error naming the allowed
 // values (here and on every later call).
 Precision forwardPrecision();
 const char* precisionName(Precision p);
-// version: 0 = the default (forwardKernelVersion), 2, 4 or 8 = that FP32 kernel, 9 = the tensor-core kernel
+// version: 0 = the default (forwardKernelVersion), 2, 4 or 8 = that FP32 kernel, 9 or 11 = a tensor-core kernel
 // (forward.cu and forward_tc.cu explain them); precision: Env = forwardPrecision(). Versions 2, 4 and 8 need FP32,
-// version 9 BF16X3, TF32X3, TF32 or BF16; any other value or combination throws before anything is launched.
+// versions 9 and 11 BF16X3, TF32X3, TF32 or BF16; any other value or combination throws before anything is launched.
 void launchForward(int H, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream, int version = 0,
                    Precision precision = Precision::Env);
-// MOE_CUDA_FORWARD_KERNEL=2|4|8|9 forces a version; else, for FP32, the fastest measured for this H and output set,
-// and 9 for the other precisions. Throws when a forced version does not compute in `precision` (Env:
+// MOE_CUDA_FORWARD_KERNEL=2|4|8|9|11 forces a version; else, for FP32, the fastest measured for this H and output
+// set, and kDefaultTensorKernel (11) for the other precisions. Throws when a forced version does not compute in `precision` (Env:
 // forwardPrecision()).
 int forwardKernelVersion(int H, bool expert, Precision precision = Precision::Env);
 // The version MOE_CUDA_FORWARD_KERNEL forces, 0 when it is unset or empty; any other value throws moe::Error.
@@ -85,7 +90,9 @@ int forcedForwardKernel();
 void prepareForward(int H);
 // The tensor-core kernel (forward_tc.cu), called through prepareForward and launchForward.
 void prepareForwardTC(int H);
-void launchForwardTC(int H, Precision precision, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream);
+// version 9 (the expert product bucketed by expert) or 11 (dense over the experts a tile's rows chose).
+void launchForwardTC(int H, int version, Precision precision, const DeviceParams& p, const ForwardArgs& a,
+                     cudaStream_t stream);
 
 // ---- loss and gradient (lossgrad.cu) ----
 // Contract: inputs as forward, labels[n] (0..3, checked by the caller), sampleWeight[n] or nullptr, focalGamma ≥ 0

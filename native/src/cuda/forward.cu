@@ -10,12 +10,14 @@
 // Eight versions were written, each checked against the scalar oracle (native/tests/cuda_vs_scalar.cpp) and timed
 // by native/bench/cuda_bench.cu; the three that are the fastest for some case stay here: v2 (H = 16 without the
 // expert output), v4 (H = 32 without it) and v8 (with it, both sizes). v1, v3, v5, v6 and v7 are in the repository's
-// history (2026-11). These are the FP32 kernels (MOE_CUDA_PRECISION=fp32); v9 (forward_tc.cu) runs the two matrix
-// products on the tensor cores in split TF32 (tf32x3, the default precision since 2026-12-04: within the accuracy
-// contract on the trained model and faster than v8 at both sizes), TF32 or BF16 (MOE_CUDA_PRECISION=tf32x3|tf32|
-// bf16). MOE_CUDA_FORWARD_KERNEL=2|4|8|9 forces one (any other value, or one that does not compute in the precision
-// asked for, is an error; a forced 2, 4 or 8 with MOE_CUDA_PRECISION unset computes in fp32), else
-// forwardKernelVersion picks v9 for the tensor-core precisions and, for fp32, the fastest measured on an H100 for the
+// history (2026-11). These are the FP32 kernels (MOE_CUDA_PRECISION=fp32); v9 and v11 (forward_tc.cu) run the two
+// matrix products on the tensor cores in split BF16 (bf16x3, the default precision since 2026-12-05: within the
+// accuracy contract on the trained model and faster than v8 at both sizes), split TF32, TF32 or BF16
+// (MOE_CUDA_PRECISION=bf16x3|tf32x3|tf32|bf16); v11 differs from v9 in the expert product only (dense over the experts
+// a tile's rows chose, instead of bucketed by expert). MOE_CUDA_FORWARD_KERNEL=2|4|8|9|11 forces one (any other value,
+// or one that does not compute in the precision asked for, is an error; a forced 2, 4 or 8 with MOE_CUDA_PRECISION
+// unset computes in fp32), else forwardKernelVersion picks v11 (kDefaultTensorKernel) for the tensor-core precisions
+// and, for fp32, the fastest measured on an H100 for the
 // hidden size and whether the expert output is asked for. The per-token stages every version shares (statistics, the
 // four signals, logits, argmax, softmax) are written once in stages.cuh; a kernel here is its version's tiling and
 // data movement around them. Rates of the eight: H100, H = 32, 1e7 tokens with expert output.
@@ -823,10 +825,10 @@ int forcedForwardKernel() {
     const char* e = std::getenv("MOE_CUDA_FORWARD_KERNEL");
     const std::string v = e ? e : "";
     if (v.empty()) return 0;
-    MOE_CHECK(v == "2" || v == "4" || v == "8" || v == "9",
-              "MOE_CUDA_FORWARD_KERNEL must be unset or 2, 4, 8 or 9 (the forward kernels that exist) but is '" + v +
-                  "'");
-    return v[0] - '0';
+    MOE_CHECK(v == "2" || v == "4" || v == "8" || v == "9" || v == "11",
+              "MOE_CUDA_FORWARD_KERNEL must be unset or 2, 4, 8, 9 or 11 (the forward kernels that exist) but is '" +
+                  v + "'");
+    return std::stoi(v);
   }();
   return forced;
 }
@@ -849,7 +851,7 @@ Precision forwardPrecision() {
     if (v.empty()) {
       // A forced fp32 kernel (2, 4 or 8) computes in fp32 whatever the default precision is.
       const int forced = forcedForwardKernel();
-      return forced != 0 && forced != 9 ? Precision::FP32 : kDefaultPrecision;
+      return forced != 0 && forced != 9 && forced != 11 ? Precision::FP32 : kDefaultPrecision;
     }
     if (v == "fp32") return Precision::FP32;
     if (v == "bf16x3") return Precision::BF16X3;
@@ -867,13 +869,15 @@ int forwardKernelVersion(int H, bool expert, Precision precision) {
   const Precision prec = precision == Precision::Env ? forwardPrecision() : precision;
   if (prec != Precision::FP32) {
     // The tensor-core kernel is the only one with split, TF32 or BF16 products.
-    MOE_CHECK(forced == 0 || forced == 9, "MOE_CUDA_FORWARD_KERNEL=" + std::to_string(forced) +
-                                              " is an fp32 kernel but MOE_CUDA_PRECISION is " + precisionName(prec) +
-                                              " (bf16x3, tf32x3, tf32 and bf16 run forward kernel 9)");
-    return 9;
+    MOE_CHECK(forced == 0 || forced == 9 || forced == 11,
+              "MOE_CUDA_FORWARD_KERNEL=" + std::to_string(forced) + " is an fp32 kernel but MOE_CUDA_PRECISION is " +
+                  precisionName(prec) + " (bf16x3, tf32x3, tf32 and bf16 run forward kernels 9 and 11)");
+    return forced != 0 ? forced : kDefaultTensorKernel;
   }
-  MOE_CHECK(forced != 9, "MOE_CUDA_FORWARD_KERNEL=9 computes in bf16x3, tf32x3, tf32 or bf16: set MOE_CUDA_PRECISION "
-                         "to one of them (the precision is fp32)");
+  MOE_CHECK(forced != 9 && forced != 11,
+            "MOE_CUDA_FORWARD_KERNEL=" + std::to_string(forced) +
+                " computes in bf16x3, tf32x3, tf32 or bf16: set MOE_CUDA_PRECISION to one of them (the precision is "
+                "fp32)");
   // fp32 (MOE_CUDA_PRECISION=fp32, or a forced fp32 kernel). The fastest of each case on an H100, 1e7 tokens
   // (docs/performance.md): v8 with the expert output at both sizes; without it v4 at H = 32 (v8 ties) and v2 at
   // H = 16 (128 registers suffice, four blocks per SM).
@@ -893,8 +897,8 @@ void launchForward(int H, const DeviceParams& p, const ForwardArgs& a, cudaStrea
   MOE_CHECK(a.n >= 1, "forward needs at least one token");
   const Precision prec = precision == Precision::Env ? forwardPrecision() : precision;
   const int v = version == 0 ? forwardKernelVersion(H, a.expert != nullptr, prec) : version;
-  if (v == 9) {
-    launchForwardTC(H, prec, p, a, stream);
+  if (v == 9 || v == 11) {
+    launchForwardTC(H, v, prec, p, a, stream);
     return;
   }
   MOE_CHECK(prec == Precision::FP32, "forward kernel " + std::to_string(v) + " computes in fp32, not " +

@@ -1,5 +1,6 @@
-// Forward kernel v9: the two matrix products of the router (h = x·W1 and the expert's h·We[a]) on the tensor cores
-// with warp-level mma.sync, FP32 accumulation. Precisions (MOE_CUDA_PRECISION, forward.cu):
+// Forward kernels v9 and v11: the two matrix products of the router (h = x·W1 and the expert's h·We[a]) on the tensor
+// cores with warp-level mma.sync, FP32 accumulation. They share everything up to the expert product (one template,
+// forwardKernelTC<..., D>; D = v11) and differ in that product (below). Precisions (MOE_CUDA_PRECISION, forward.cu):
 //   bf16x3  (the default since 2026-12-05) x·W1 in split BF16: x = x_hi + x_lo and W1 = W_hi + W_lo, each part
 //           rounded to BF16, and x·W1 ≈ x_lo·W_hi + x_hi·W_lo + x_hi·W_hi, three m16n8k16 products per 16 k (the
 //           dropped x_lo·W_lo is ~2^-16 of the product): x and W1 carried to ~16 significant bits, with half the
@@ -27,7 +28,7 @@
 //            warp's staging tile in shared memory, row r for tile row r, and leaves the registers before the gate.
 //   gate     each lane then owns one of the 4 rows its lane quad holds (stages.cuh gateTokens: signals, logits,
 //            argmax, softmax, stores).
-//   expert   bucketed by expert, so that each token's expert product runs once: the warp counts its tokens per
+//   expert   (v9) bucketed by expert, so that each token's expert product runs once: the warp counts its tokens per
 //            expert (ballots) and gives each token its place in expert order (rowOf: place → tile row). The product
 //            runs transposed, y^T = We[e]^T · h^T: We[e]^T is the A operand (H/16 row tiles, from shared memory in A's
 //            register order), and 8 consecutive places of one expert are the 8 columns of the B operand (a lane reads
@@ -37,7 +38,19 @@
 //            Padding columns of a group read some row of the tile and are not stored (each output column depends only
 //            on its own B column). Every token's sums run in the same k order whatever its neighbours: results are
 //            bit-identical from call to call and independent of the tile a token lands in.
-// Measured (H200, 2026-12-05, kernel only, 1e7 tokens with the expert output, G tokens/s, best of two runs): H = 32
+// Version 11 (the default since 2026-12-05): the expert product dense over the experts the warp tile's rows chose.
+//            h never leaves the lanes that computed it: the C layout of x·W1 is already the A layout of the next
+//            product (TF32: k order permuted within each 8, c0 c2 c1 c3; BF16: two 8-column blocks as they are), so each
+//            lane stages its own A fragments in shared memory before the gate (no other lane reads them, no barrier)
+//            and takes them back after it. Then, for each expert some row of the tile chose, y = be[e] + h·We[e] for
+//            all rows of the tile (We[e] the B operand from shared memory, each load serving both 16-row tiles at
+//            H = 32), activated (Derivatives by tanh.approx.f32), and stored as float2 for the rows that chose e. No
+//            ballot ranks, no row indirection, no scattered 4-byte stores; with four experts present the tensor cores
+//            do 4× the useful products, which they have to spare. Probabilities and argmax are v9's bit for bit; the
+//            expert output within the same bound (TF32 products, k in another order, tanh within 2^-10.98).
+//            H100, 2026-12-05, bf16x3, 1e7 tokens with the expert output: H = 32 5.66 against v9's 4.82 G tokens/s,
+//            H = 16 10.76 against 9.96; Nsight Compute at H = 32: L1/shared 83% (v9 94%), 16% fewer instructions.
+// Measured for v9 (H200, 2026-12-05, kernel only, 1e7 tokens with the expert output, G tokens/s, best of two runs): H = 32
 // bf16x3 4.95, tf32x3 4.37, tf32 5.02, bf16 6.88 against v8's 3.07; H = 16 bf16x3 9.84, tf32x3 9.27, tf32 9.85, bf16
 // 11.04 against 8.12. bf16x3 keeps probabilities within 8.6e-5 of the oracle on the trained H = 16 model with feature
 // tokens (tf32x3 4.1e-6, v8 3.3e-6; tf32 5.1e-3: the contract's 2e-3 missed). Nsight Compute (H = 32 tf32x3, 2026-12-04):
@@ -114,9 +127,10 @@ __device__ __forceinline__ void mma(float (&d)[4], const std::uint32_t (&a)[4], 
 // lanes; uint2 per lane, uint4 hi + lo when split), the A operands of the four We[e]^T (4 × KS2 k-steps × MT2 row
 // tiles × 32 lanes, uint4 per lane), the staging tiles of the warps (32 rows of SW 4-byte words: F TF32 values or
 // F/2 BF16 pairs, then 8 words of padding) and, per warp, the tile row of each staged token (32 bytes).
-template <int H_, int P_, int W_>
+template <int H_, int P_, int W_, bool D_ = false>
 struct CfgTC {
   static constexpr int H = H_, F = 2 * H_;
+  static constexpr bool DENSE = D_;                 // version 11: the expert product dense, h kept in A fragments
   static constexpr bool BF1 = P_ == kBF16 || P_ == kBF16X3, BF2 = P_ == kBF16, X3 = P_ == kTF32X3 || P_ == kBF16X3;
   static constexpr int K1 = BF1 ? 16 : 8, K2 = BF2 ? 16 : 8;
   static constexpr int KS1 = H / K1, NJ1 = F / 8;   // x·W1: k-steps over H, 8-column blocks of h
@@ -129,19 +143,26 @@ struct CfgTC {
   static constexpr int SW = (BF2 ? F / 2 : F) + 8;
   static constexpr int tailFloats = Lay<H>::We - Lay<H>::b1;
   static constexpr int beFloats = kDomains * H;
-  static constexpr int w1Frags = KS1 * NJ1 * 32, weFrags = kDomains * KS2 * MT2 * 32;
+  static constexpr int NB2 = H / 8;                 // version 11: 8-column blocks of y (the expert product's N)
+  static constexpr int MTS = H == 32 ? 2 : 1;       // version 11: 16-row tiles per expert product (expertDenseTC)
+  // Version 9: the A operands of the four We[e]^T (uint4 per lane); version 11: the B operands of the four We[e], two
+  // 8-column blocks of y per uint4 (4 × KS2 × NB2/2 × 32).
+  static constexpr int w1Frags = KS1 * NJ1 * 32, weFrags = DENSE ? kDomains * KS2 * (NB2 / 2) * 32 : kDomains * KS2 * MT2 * 32;
   static constexpr int w1Bytes = w1Frags * (X3 ? 16 : 8);
-  static constexpr int stageWords = kTileTC * SW;
+  // Per warp: version 9 stages h as rows (SW words each) and the tile row of each place (rowOf); version 11 stages
+  // each lane's own A fragments of h for the expert product (kMT × KS2 × 32 lanes × uint4), no rowOf.
+  static constexpr int stageWords = DENSE ? kMT * KS2 * 32 * 4 : kTileTC * SW;
   // Shared memory: the weights once per block, then per warp its staging tile and rowOf.
   static constexpr std::size_t weightBytes =
       std::size_t(tailFloats + beFloats) * 4 + std::size_t(w1Bytes) + std::size_t(weFrags) * 16;
-  static constexpr std::size_t warpBytes = std::size_t(stageWords) * 4 + kTileTC;
+  static constexpr std::size_t warpBytes = std::size_t(stageWords) * 4 + (DENSE ? 0 : kTileTC);
   static constexpr std::size_t bytes(int warps) { return weightBytes + std::size_t(warps) * warpBytes; }
   static_assert(tailFloats % 4 == 0 && beFloats % 4 == 0 && stageWords % 4 == 0 && kTileTC % 16 == 0,
                 "16-byte alignment of the shared-memory regions");
   static_assert(KS1 >= 1 && (BF2 ? NJ1 % 2 == 0 : true), "BF16 pairs two 8-column blocks of h per k-step");
   static_assert(CPL % 4 == 0, "x columns per lane move as float4");
   static_assert(H % 16 == 0 && F % K2 == 0, "whole mma tiles in the expert product");
+  static_assert(NB2 % 2 == 0, "version 11 loads the B operands of two 8-column blocks of y at once");
 };
 
 // Fills shared memory: the FP32 parameters past W1 (except We) and the mma operands in their lane order.
@@ -186,20 +207,47 @@ __device__ __forceinline__ void loadWeightsTC(float* tail, float* be, void* w1v,
         reinterpret_cast<uint2*>(w1v)[i] = make_uint2(h0, h1);
     }
   }
-  for (int i = tid; i < C::weFrags; i += nt) {
-    const int lane = i % 32, mt = (i / 32) % C::MT2, s = (i / 32 / C::MT2) % C::KS2, e = i / 32 / C::MT2 / C::KS2;
-    const int g = lane >> 2, t = lane & 3, m0 = 16 * mt + g, m1 = m0 + 8;
-    const float* We = wG + L::We + e * F * H;  // We[e][f][m] at f·H + m
-    if constexpr (C::BF2) {
-      const int f = 16 * s + 4 * t;
-      wef[i] = make_uint4(packBf16(We[f * H + m0], We[(f + 1) * H + m0]),
-                          packBf16(We[f * H + m1], We[(f + 1) * H + m1]),
-                          packBf16(We[(f + 2) * H + m0], We[(f + 3) * H + m0]),
-                          packBf16(We[(f + 2) * H + m1], We[(f + 3) * H + m1]));
-    } else {
-      const int f = 8 * s + 2 * t;
-      wef[i] = make_uint4(toTf32(We[f * H + m0]), toTf32(We[f * H + m1]), toTf32(We[(f + 1) * H + m0]),
-                          toTf32(We[(f + 1) * H + m1]));
+  if constexpr (C::DENSE) {
+    // B operands of y = h·We[e] (k = row f of We[e], n = column of y): a lane (g, t) holds column 8nb + g; TF32 slot t
+    // ↔ f = 8s + 2t and slot t+4 ↔ 8s + 2t + 1 (the C layout of h gives the A operand in that k order); BF16 the
+    // pairs f = 16s + 2t, +1 and 16s + 2t + 8, +9 (A from the C layout of two 8-column blocks as they are).
+    for (int i = tid; i < C::weFrags; i += nt) {
+      const int lane = i % 32, np = (i / 32) % (C::NB2 / 2), s = (i / 32 / (C::NB2 / 2)) % C::KS2,
+                e = i / 32 / (C::NB2 / 2) / C::KS2;
+      const int g = lane >> 2, t = lane & 3;
+      const float* We = wG + L::We + e * F * H;  // We[e][f][n] at f·H + n
+      std::uint32_t b[4];
+#pragma unroll
+      for (int u = 0; u < 2; ++u) {
+        const int n = 8 * (2 * np + u) + g;
+        if constexpr (C::BF2) {
+          const int f = 16 * s + 2 * t;
+          b[2 * u] = packBf16(We[f * H + n], We[(f + 1) * H + n]);
+          b[2 * u + 1] = packBf16(We[(f + 8) * H + n], We[(f + 9) * H + n]);
+        } else {
+          const int f = 8 * s + 2 * t;
+          b[2 * u] = toTf32(We[f * H + n]);
+          b[2 * u + 1] = toTf32(We[(f + 1) * H + n]);
+        }
+      }
+      wef[i] = make_uint4(b[0], b[1], b[2], b[3]);
+    }
+  } else {
+    for (int i = tid; i < C::weFrags; i += nt) {
+      const int lane = i % 32, mt = (i / 32) % C::MT2, s = (i / 32 / C::MT2) % C::KS2, e = i / 32 / C::MT2 / C::KS2;
+      const int g = lane >> 2, t = lane & 3, m0 = 16 * mt + g, m1 = m0 + 8;
+      const float* We = wG + L::We + e * F * H;  // We[e][f][m] at f·H + m
+      if constexpr (C::BF2) {
+        const int f = 16 * s + 4 * t;
+        wef[i] = make_uint4(packBf16(We[f * H + m0], We[(f + 1) * H + m0]),
+                            packBf16(We[f * H + m1], We[(f + 1) * H + m1]),
+                            packBf16(We[(f + 2) * H + m0], We[(f + 3) * H + m0]),
+                            packBf16(We[(f + 2) * H + m1], We[(f + 3) * H + m1]));
+      } else {
+        const int f = 8 * s + 2 * t;
+        wef[i] = make_uint4(toTf32(We[f * H + m0]), toTf32(We[f * H + m1]), toTf32(We[(f + 1) * H + m0]),
+                            toTf32(We[(f + 1) * H + m1]));
+      }
     }
   }
 }
@@ -231,6 +279,66 @@ __device__ __forceinline__ float quadSum(float v) {
 // The expert activation of domain e (warp-uniform): Derivatives tanh, Fixed Income 0.8·y, the others relu.
 __device__ __forceinline__ float activate(int e, float v) {
   return e == 3 ? tanhf(v) : e == 1 ? v * 0.8f : fmaxf(v, 0.0f);
+}
+
+// Version 11's activation (e a compile-time index once its loop is unrolled): tanh by the hardware approximation
+// (tanh.approx.f32, relative error below 2^-10.98, one instruction against tanhf's ~20), within the expert output's
+// bound with the TF32 or BF16 products it follows.
+__device__ __forceinline__ float activateFast(int e, float v) {
+  if (e == 3) {
+    float r;
+    asm("tanh.approx.f32 %0, %1;" : "=f"(r) : "f"(v));
+    return r;
+  }
+  return e == 1 ? v * 0.8f : fmaxf(v, 0.0f);
+}
+
+// Version 11's expert product of MTS 16-row tiles at once (CfgTC::MTS: both tiles of the warp tile at H = 32, so that
+// each B operand loaded from shared memory serves 32 rows; one at H = 16, where 80 registers do not hold two): for each
+// expert some row of them chose (present, bit e), y = be[e] + h·We[e] over all their rows on the tensor cores (A: the lane's staged fragments of h, B: We[e] from shared memory), activated, and stored
+// for the rows that chose e (lane rows 16mt + g and 16mt + g + 8, columns 8nb + 2t, +1 as float2; yp[mt][hi] null
+// for rows past the batch). Every row's output is computed once per expert present and stored once; its sums run in
+// the same k order whatever its neighbours (bit-identical from call to call).
+template <class C, int MTS>
+__device__ __forceinline__ void expertDenseTC(const std::uint32_t (&hA)[MTS][C::KS2][4], const uint4* wed,
+                                              const float* beS, unsigned present, const int (&er)[MTS][2],
+                                              float* const (&yp)[MTS][2], int lane, int tq) {
+  constexpr int H = C::H, KS2 = C::KS2, NB2 = C::NB2;
+#pragma unroll
+  for (int e = 0; e < kDomains; ++e) {
+    if (!(present & (1u << e))) continue;
+    float y[MTS][NB2][4];
+#pragma unroll
+    for (int nb = 0; nb < NB2; ++nb) {
+      const float2 b = *reinterpret_cast<const float2*>(beS + e * H + 8 * nb + 2 * tq);
+#pragma unroll
+      for (int mt = 0; mt < MTS; ++mt) {
+        y[mt][nb][0] = y[mt][nb][2] = b.x;
+        y[mt][nb][1] = y[mt][nb][3] = b.y;
+      }
+    }
+#pragma unroll
+    for (int s = 0; s < KS2; ++s)
+#pragma unroll
+      for (int np = 0; np < NB2 / 2; ++np) {
+        const uint4 b = ldsFresh4(wed + ((e * KS2 + s) * (NB2 / 2) + np) * 32 + lane);
+#pragma unroll
+        for (int mt = 0; mt < MTS; ++mt) {
+          mma<C::BF2>(y[mt][2 * np], hA[mt][s], b.x, b.y);
+          mma<C::BF2>(y[mt][2 * np + 1], hA[mt][s], b.z, b.w);
+        }
+      }
+#pragma unroll
+    for (int mt = 0; mt < MTS; ++mt)
+#pragma unroll
+      for (int hi = 0; hi < 2; ++hi) {
+        if (er[mt][hi] != e || !yp[mt][hi]) continue;
+#pragma unroll
+        for (int nb = 0; nb < NB2; ++nb)
+          *reinterpret_cast<float2*>(yp[mt][hi] + 8 * nb) =
+              make_float2(activateFast(e, y[mt][nb][2 * hi]), activateFast(e, y[mt][nb][2 * hi + 1]));
+      }
+  }
 }
 
 // v[e] for a warp-uniform run-time e by compile-time indices (selects): a run-time index would put v in local memory.
@@ -352,6 +460,19 @@ __device__ __forceinline__ void hEpilogueTC(float (&acc)[4], const float4 (&wc)[
       bp[hi][2] += hv * wc[c].z;
       bp[hi][3] += hv * wc[c].w;
     }
+  if constexpr (C::DENSE) {
+    // Version 11: the lane's own A fragments of h for the expert product (no other lane reads them): TF32 k-step j
+    // {c0, c2, c1, c3}; BF16 k-step j/2, half j%2: {pack(c0, c1), pack(c2, c3)}.
+    if (wantExpert) {
+      if constexpr (C::BF2)
+        reinterpret_cast<uint2*>(stage)[((mt * C::KS2 + j / 2) * 32 + g * 4 + tq) * 2 + (j & 1)] =
+            make_uint2(packBf16(acc[0], acc[1]), packBf16(acc[2], acc[3]));
+      else
+        reinterpret_cast<uint4*>(stage)[(mt * C::KS2 + j) * 32 + g * 4 + tq] =
+            make_uint4(toTf32(acc[0]), toTf32(acc[2]), toTf32(acc[1]), toTf32(acc[3]));
+    }
+    return;
+  }
   if (wantExpert) {
 #pragma unroll
     for (int hi = 0; hi < 2; ++hi) {
@@ -418,10 +539,10 @@ __device__ __forceinline__ void storeExpertTC(const float (&y)[MT2][4], int e, f
 
 // One block per SM of W warps (fewer for small batches, launchTC): at most 128 registers per thread at W = 16, 80
 // at W = 24.
-template <int H, int P, int W>
-__global__ void __launch_bounds__(CfgTC<H, P, W>::THREADS, 1)
+template <int H, int P, int W, bool D>
+__global__ void __launch_bounds__(CfgTC<H, P, W, D>::THREADS, 1)
     forwardKernelTC(const float* __restrict__ wG, float invT, ForwardArgs a) {
-  using C = CfgTC<H, P, W>;
+  using C = CfgTC<H, P, W, D>;
   using L = Lay<H>;
   constexpr bool BF2 = C::BF2;
   constexpr int CPL = C::CPL, KS1 = C::KS1, NJ1 = C::NJ1, KS2 = C::KS2, MT2 = C::MT2, SW = C::SW;
@@ -453,7 +574,7 @@ __global__ void __launch_bounds__(CfgTC<H, P, W>::THREADS, 1)
     const int myRow = 16 * (tq >> 1) + g + 8 * (tq & 1);  // the quad's rows (mt, hi) = (tq / 2, tq % 2)
     const bool mine = myRow < m;
     const float vol = mine ? a.vol[base + myRow] : 0.0f, risk = mine ? a.risk[base + myRow] : 0.0f;
-    if (wantExpert) __syncwarp();  // the previous tile's reads of stage and rowOf are done
+    if (!D && wantExpert) __syncwarp();  // the previous tile's reads of stage and rowOf are done (v11: lane-private)
 
     // ---- per 16-row tile: h = relu(b1 + x·W1) on the tensor cores, h·Wc over the lane's columns, h staged ----
     float bp[kMT][2][4], st[kMT][2][3];
@@ -488,6 +609,45 @@ __global__ void __launch_bounds__(CfgTC<H, P, W>::THREADS, 1)
     }
     const int am = gateLaneTC<H>(w, invT, bp, st, vol, risk, myRow, m, base, tq, a);
     if (!wantExpert) continue;
+
+    if constexpr (D) {
+      // ---- version 11: the experts the tile's rows chose, dense on the tensor cores, MTS 16-row tiles at a time ----
+      constexpr int MTS = C::MTS;
+      unsigned chose[kDomains];  // lanes whose row chose e (the lanes of tile mt: tq = 2mt, 2mt + 1)
+#pragma unroll
+      for (int e = 0; e < kDomains; ++e) chose[e] = __ballot_sync(0xffffffffu, mine && am == e);
+#pragma unroll 1
+      for (int mt0 = 0; mt0 < kMT; mt0 += MTS) {
+        const unsigned lanes = MTS == kMT ? 0xffffffffu : mt0 == 0 ? 0x33333333u : 0xccccccccu;
+        unsigned present = 0;
+#pragma unroll
+        for (int e = 0; e < kDomains; ++e) present |= ((chose[e] & lanes) ? 1u : 0u) << e;
+        std::uint32_t hA[MTS][KS2][4];
+        int er[MTS][2];
+        float* yp[MTS][2];
+#pragma unroll
+        for (int u = 0; u < MTS; ++u) {
+          const int mt = mt0 + u;
+#pragma unroll
+          for (int s2 = 0; s2 < KS2; ++s2) {
+            const uint4 v = reinterpret_cast<const uint4*>(stage)[(mt * KS2 + s2) * 32 + lane];
+            hA[u][s2][0] = v.x;
+            hA[u][s2][1] = v.y;
+            hA[u][s2][2] = v.z;
+            hA[u][s2][3] = v.w;
+          }
+#pragma unroll
+          for (int hi = 0; hi < 2; ++hi) {
+            // The expert of row 16mt + g + 8hi, from the lane of the quad that owns it (tq = 2mt + hi).
+            er[u][hi] = __shfl_sync(0xffffffffu, am, (lane & ~3) | (2 * mt + hi));
+            const int r = 16 * mt + g + 8 * hi;
+            yp[u][hi] = r < m ? a.expert + std::size_t(base + r) * H + 2 * tq : nullptr;
+          }
+        }
+        expertDenseTC<C, MTS>(hA, wef, beS, present, er, yp, lane, tq);
+      }
+      continue;
+    }
 
     // ---- bucket the tile's tokens by expert: counts (ballots), then each token's place in expert order; rowOf[p]
     //      is the tile row of the p-th token in that order ----
@@ -549,7 +709,7 @@ struct TcLaunch {
   int blocks = 0, warps = 0, sms = 0;
 };
 
-template <int H, int P, int W>
+template <int H, int P, int W, bool D>
 TcLaunch& tcLaunch() {
   static TcLaunch l;
   return l;
@@ -557,16 +717,16 @@ TcLaunch& tcLaunch() {
 
 // W warps per block, or as many as the device's shared memory per block holds (an A100's 163 KB: 12 at H = 32
 // tf32x3). blocks = 0 where not even 4 fit: launching then fails with that reason.
-template <int H, int P, int W>
+template <int H, int P, int W, bool D>
 void prepareTC() {
-  using C = CfgTC<H, P, W>;
-  auto k = forwardKernelTC<H, P, W>;
+  using C = CfgTC<H, P, W, D>;
+  auto k = forwardKernelTC<H, P, W, D>;
   int dev = 0, sms = 0, optin = 0, per = 0;
   MOE_CUDA_CHECK(cudaGetDevice(&dev));
   MOE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   MOE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   const long fit = (long(optin) - long(C::weightBytes)) / long(C::warpBytes);
-  TcLaunch& l = tcLaunch<H, P, W>();
+  TcLaunch& l = tcLaunch<H, P, W, D>();
   l.warps = int(std::min<long>(W, fit));
   l.blocks = 0;
   l.sms = sms;
@@ -579,47 +739,61 @@ void prepareTC() {
 
 // A batch with fewer tiles than the SMs' warps (1e4 tokens: 313 tiles) runs blocks of fewer warps (at least 4), one
 // per SM, so that it spreads over the SMs instead of filling a few.
-template <int H, int P, int W>
+template <int H, int P, int W, bool D>
 void launchTC(const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream) {
-  using C = CfgTC<H, P, W>;
-  const TcLaunch& l = tcLaunch<H, P, W>();
+  using C = CfgTC<H, P, W, D>;
+  const TcLaunch& l = tcLaunch<H, P, W, D>();
   MOE_CHECK(l.prepared, "prepareForward was not called for this hidden size");
-  MOE_CHECK(l.blocks > 0, "forward kernel 9 does not fit on this device (shared memory or registers)");
+  MOE_CHECK(l.blocks > 0, std::string("forward kernel ") + (D ? "11" : "9") +
+                              " does not fit on this device (shared memory or registers)");
   const int tiles = (a.n + kTileTC - 1) / kTileTC;
   const int warps = std::min(l.warps, std::max(4, (tiles + l.sms - 1) / l.sms));
   const int blocks = std::min((tiles + warps - 1) / warps, l.blocks);
-  forwardKernelTC<H, P, W><<<blocks, 32 * warps, C::bytes(warps), stream>>>(p.w, p.invT, a);
+  forwardKernelTC<H, P, W, D><<<blocks, 32 * warps, C::bytes(warps), stream>>>(p.w, p.invT, a);
 }
 
-template <int H, int W>
+template <int H, int W, bool D>
 void prepareAllTC() {
-  prepareTC<H, kBF16X3, W>();
-  prepareTC<H, kTF32X3, W>();
-  prepareTC<H, kTF32, W>();
-  prepareTC<H, kBF16, W>();
+  prepareTC<H, kBF16X3, W, D>();
+  prepareTC<H, kTF32X3, W, D>();
+  prepareTC<H, kTF32, W, D>();
+  prepareTC<H, kBF16, W, D>();
 }
 
-template <int H, int W>
+template <int H, int W, bool D>
 void launchAllTC(Precision precision, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream) {
-  if (precision == Precision::BF16X3) launchTC<H, kBF16X3, W>(p, a, stream);
-  else if (precision == Precision::TF32X3) launchTC<H, kTF32X3, W>(p, a, stream);
-  else if (precision == Precision::TF32) launchTC<H, kTF32, W>(p, a, stream);
-  else launchTC<H, kBF16, W>(p, a, stream);
+  if (precision == Precision::BF16X3) launchTC<H, kBF16X3, W, D>(p, a, stream);
+  else if (precision == Precision::TF32X3) launchTC<H, kTF32X3, W, D>(p, a, stream);
+  else if (precision == Precision::TF32) launchTC<H, kTF32, W, D>(p, a, stream);
+  else launchTC<H, kBF16, W, D>(p, a, stream);
 }
 
 }  // namespace
 
 void prepareForwardTC(int H) {
-  if (H == 16) prepareAllTC<16, kWarps16>();
-  else prepareAllTC<32, kWarps32>();
+  if (H == 16) {
+    prepareAllTC<16, kWarps16, false>();
+    prepareAllTC<16, kWarps16, true>();
+  } else {
+    prepareAllTC<32, kWarps32, false>();
+    prepareAllTC<32, kWarps32, true>();
+  }
 }
 
-void launchForwardTC(int H, Precision precision, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream) {
+void launchForwardTC(int H, int version, Precision precision, const DeviceParams& p, const ForwardArgs& a,
+                     cudaStream_t stream) {
+  MOE_CHECK(version == 9 || version == 11, "the tensor-core forward kernels are 9 and 11, not " + std::to_string(version));
   MOE_CHECK(precision == Precision::BF16X3 || precision == Precision::TF32X3 || precision == Precision::TF32 ||
                 precision == Precision::BF16,
-            "forward kernel 9 computes its products in bf16x3, tf32x3, tf32 or bf16");
-  if (H == 16) launchAllTC<16, kWarps16>(precision, p, a, stream);
-  else launchAllTC<32, kWarps32>(precision, p, a, stream);
+            "forward kernel " + std::to_string(version) + " computes its products in bf16x3, tf32x3, tf32 or bf16");
+  const bool dense = version == 11;
+  if (H == 16) {
+    if (dense) launchAllTC<16, kWarps16, true>(precision, p, a, stream);
+    else launchAllTC<16, kWarps16, false>(precision, p, a, stream);
+  } else {
+    if (dense) launchAllTC<32, kWarps32, true>(precision, p, a, stream);
+    else launchAllTC<32, kWarps32, false>(precision, p, a, stream);
+  }
   MOE_LAUNCH_CHECK();
 }
 
