@@ -6,7 +6,7 @@
 // MOE_CUDA_FORWARD_KERNEL forces an fp32 kernel: 2, 4 or 8):
 //   probabilities within 1e-5·|p| + 1e-9; argmax equal unless the reference's top two probabilities are within
 //   2e-5 relative (a true near-tie); expert outputs within 1e-4·(1 + |y|) where the argmax agrees;
-// with MOE_CUDA_PRECISION=bf16x3 (also when unset: the default), tf32x3 or tf32 (forward kernel 9), the accuracy
+// with MOE_CUDA_PRECISION=bf16x3 (also when unset: the default), tf32x3 or tf32 (forward kernels 9 and 11), the accuracy
 //   contract of
 //   the tensor-core precisions instead: probabilities within 2e-3 (absolute); argmax equal wherever the reference's
 //   top two logits differ by more than 1e-2 (logit gap = ln(p_top / p_second)); expert outputs within 2e-2·(1 + |y|)
@@ -27,6 +27,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
@@ -43,6 +44,45 @@ void check(bool ok, const char* what, int H, std::size_t n, double detail) {
     ++failures;
     std::printf("  FAIL %s H=%d n=%zu (%.3g)\n", what, H, n, detail);
   }
+}
+
+// Redraws the x row of every token that sits on a kink of the loss (a hidden pre-activation within 1e-4 of 0, where
+// relu's derivative flips, or top two logits within 1e-3, where the chosen expert does) until none does. There the
+// GPU's order of summation may legitimately land on the other side of the kink from the oracle's, and one token
+// then moves a whole row of gradient entries by its own share: a few in a million tokens, enough to fail a
+// parameter-by-parameter bound now and then (once in a run of 2026-12-05, seed 715581919: H = 32, n = 4096, 17
+// parameters at 8.2e-5 of max|g|). Returns how many rows were redrawn.
+template <class Gen, class Dist>
+std::size_t redrawKinks(const std::unique_ptr<moe::Backend>& ref, const moe::Params& p, const moe::Layout& L, std::vector<float>& x,
+                        const std::vector<float>& vol, const std::vector<float>& risk, Gen& gen, Dist& nd) {
+  const int H = L.H, F = L.F;
+  const std::size_t n = vol.size();
+  std::vector<float> probs(n * 4);
+  std::vector<std::uint8_t> am(n);
+  std::size_t redrawn = 0;
+  for (int round = 0; round < 20; ++round) {
+    ref->forward(p, {x.data(), vol.data(), risk.data(), n}, {probs.data(), am.data(), nullptr});
+    std::size_t now = 0;
+    for (std::size_t t = 0; t < n; ++t) {
+      bool kink = false;
+      for (int f = 0; f < F && !kink; ++f) {
+        double pre = p.w[L.b1 + f];
+        for (int i = 0; i < H; ++i) pre += double(x[t * H + i]) * p.w[L.W1 + std::size_t(i) * F + f];
+        kink = std::fabs(pre) < 1e-4;
+      }
+      double top = -1, second = -1;
+      for (int d = 0; d < 4; ++d) {
+        const double v = probs[t * 4 + d];
+        if (v > top) { second = top; top = v; } else if (v > second) second = v;
+      }
+      if (!kink && !(std::log(top / second) < 1e-3)) continue;
+      for (int i = 0; i < H; ++i) x[t * H + i] = nd(gen);
+      ++now;
+    }
+    redrawn += now;
+    if (now == 0) return redrawn;
+  }
+  return redrawn;
 }
 
 int run(int argc, char** argv) {
@@ -219,6 +259,7 @@ int run(int argc, char** argv) {
         vol[i] = std::fabs(nd(gen)) * 0.02f, risk[i] = nd(gen), sw[i] = 0.5f + std::fabs(nd(gen));
         labels[i] = std::uint8_t(gen() % 4);
       }
+      const std::size_t redrawn = redrawKinks(ref, p, L, x, vol, risk, gen, nd);
       const moe::Batch b{x.data(), vol.data(), risk.data(), n};
       const float gamma = 2.0f;
       ref->forward(p, b, {probs.data(), am.data(), nullptr});
@@ -243,8 +284,9 @@ int run(int argc, char** argv) {
       }
       const double lossRel = std::fabs(r1.loss - r2.loss.loss) / std::max(1e-12, std::fabs(r1.loss));
       const double normRel = std::fabs(nc - r2.gradNorm) / nc;
-      std::printf("trainSteps H=%d n=%zu (focal 2): loss %.6f vs %.6f (rel %.1e), norm rel %.1e, max |dstep|/max|g| "
-                  "%.2e, t %lld\n", H, n, r1.loss, r2.loss.loss, lossRel, normRel, worst, (long long)sg.t);
+      std::printf("trainSteps H=%d n=%zu (focal 2, %zu rows off kinks): loss %.6f vs %.6f (rel %.1e), norm rel %.1e, "
+                  "max |dstep|/max|g| %.2e, t %lld\n", H, n, redrawn, r1.loss, r2.loss.loss, lossRel, normRel, worst,
+                  (long long)sg.t);
       check(lossRel <= 1e-5, "trainSteps loss", H, n, lossRel);
       check(normRel <= 1e-4, "trainSteps gradient norm", H, n, normRel);
       check(bad == 0 && sg.t == 1, "trainSteps parameters", H, n, double(bad));

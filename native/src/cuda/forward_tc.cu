@@ -163,6 +163,7 @@ struct CfgTC {
   static_assert(CPL % 4 == 0, "x columns per lane move as float4");
   static_assert(H % 16 == 0 && F % K2 == 0, "whole mma tiles in the expert product");
   static_assert(NB2 % 2 == 0, "version 11 loads the B operands of two 8-column blocks of y at once");
+  static_assert(kMT % MTS == 0, "version 11 takes the warp tile's 16-row tiles MTS at a time");
 };
 
 // Fills shared memory: the FP32 parameters past W1 (except We) and the mma operands in their lane order.
