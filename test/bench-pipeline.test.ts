@@ -128,6 +128,16 @@ describe('bench:pipeline', () => {
     expect(cpu.report).toBeGreaterThan(bareCpu.report!);
     expect(cpu.fetch! + cpu.route! + cpu.report!).toBeGreaterThan(0);
     expect(last.stagesMs).toMatchObject({ fetchMs: expect.any(Number), routeMs: expect.any(Number), reportMs: expect.any(Number) });
+    // The run's timeline after its fetch stage, from its jobs' timestamps and the report worker's log, in order.
+    const tail = last.tailMs as Record<string, number> & { phases: Record<string, number>; shardsAhead: number };
+    const order = ['enqueued', 'lastFetchDone', 'lastRouteStart', 'lastRouteDone', 'reportStart', 'reportDone', 'seen'].map((k) => tail[k]!);
+    for (const v of order) expect(v).toBeGreaterThanOrEqual(0);
+    for (let i = 2; i < order.length; i++) expect(order[i]!).toBeGreaterThanOrEqual(order[i - 1]!);
+    expect(tail.afterFetch).toBe(tail.seen! - tail.lastFetchDone!);
+    expect(Object.keys(tail.phases)).toEqual(['enter', 'tickers', 'merge', 'previous', 'render', 'summaries', 'finish']);
+    expect(tail.shardsAhead).toBeGreaterThanOrEqual(0);
+    expect(tail.shardsAhead).toBeLessThanOrEqual(1);
+    expect(lines.some((l) => /^ {2}tail \(last run, ms from enqueue\): enqueued \d+, last fetch done \d+, .* ms after the fetch stage; report phases /.test(l))).toBe(true);
     // Orchestration CPU of both flows per ticker, and their ratio.
     for (const o of [last.orchestration, last.bareOrchestration] as { cpuSeconds: number; msPerTicker: number; parts: Record<string, number> }[]) {
       expect(o.msPerTicker).toBeGreaterThan(0);

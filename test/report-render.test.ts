@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Piscina } from 'piscina';
@@ -6,7 +6,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DOMAINS } from '../src/domains.js';
 import { createRenderPool } from '../src/report/pool.js';
-import { renderReports } from '../src/report/render-reports.js';
+import { renderFigures, renderReports } from '../src/report/render-reports.js';
 import { sampleReportInput } from '../src/report/sample-input.js';
 import { DOMAIN_COLOURS } from '../src/report/theme.js';
 import { REPORT_FILES, type ReportInput, type RunSummary } from '../src/report/types.js';
@@ -101,6 +101,26 @@ describe('renderReports through the render pool (12 tickers, 3 classes, 60 days,
     for (const p of panels) {
       expect(inkShare(img, left, TITLE, p.w, p.h)).toBeGreaterThan(0.02);
       left += p.w;
+    }
+  });
+
+  it('renderFigures writes the same four PNGs alone, running the caller\'s work once while the threads draw', async () => {
+    const alone = await mkdtemp(path.join(os.tmpdir(), 'moe-figures-'));
+    try {
+      const seen: number[] = [];
+      const before = pool.completed;
+      const pngs = await renderFigures(input, alone, { pool, whileRendering: () => void seen.push(pool.completed - before) });
+      // Called once, before any of the four figures came back.
+      expect(seen).toEqual([0]);
+      expect(pool.completed - before).toBe(4);
+      expect(pngs).toEqual(Object.values(REPORT_FILES).filter((f) => f.endsWith('.png')).map((f) => path.join(alone, f)));
+      expect(await readdir(alone)).toHaveLength(4);
+      for (const f of pngs) expect((await readFile(f)).equals(await readFile(path.join(dir, path.basename(f))))).toBe(true);
+      // A failing hook fails the call, once the renders it started are done.
+      await expect(renderFigures(input, alone, { pool, whileRendering: () => { throw new Error('hook'); } })).rejects.toThrow('hook');
+      expect(pool.completed - before).toBe(8);
+    } finally {
+      await rm(alone, { recursive: true, force: true });
     }
   });
 

@@ -6,17 +6,17 @@ import type { RedisClient } from '../jobs/connection.js';
 import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import { CONTEXT_TICKERS } from '../src/data/features/context.js';
-import { buildSummaryMarkdown, renderReports, warmRenderPool } from '../src/report/index.js';
+import { buildSummaryMarkdown, prepareSummaryJson, renderFigures, summaryJson, warmRenderPool } from '../src/report/index.js';
 import { compareRuns, routingMix, runRecord, universeId } from '../src/report/drift.js';
 import { REPORT_FILES, type DailyAggregate, type FailedTicker, type ReportInput, type RunSummary, type TickerSummary } from '../src/report/types.js';
-import { dailyAggregate, mergeDaily } from '../src/report/daily.js';
 import { featureKey, isRunId, jobIds, runKey, shardFromRouteJobKey, shardKey } from '../jobs/keys.js';
 import { failRun, readRunTickers, updateRunMeta, type RunStore } from '../jobs/run-meta.js';
 import { previousUniverseRun, recordUniverseRun } from './universe-history.js';
+import { readShard, ShardMerge } from './shard-merge.js';
+import type { ShardPrefetch } from './shard-prefetch.js';
 import {
   validateReportJobData,
   validateRunTickers,
-  validateShardOutput,
   type ReportJobData,
   type ReportResult,
   type ShardOutput,
@@ -35,6 +35,8 @@ export interface ReportDeps {
   pool: Piscina;
   /** Lifetime of a universe's run history (drift baseline). @defaultValue `HISTORY_TTL_SECONDS` (35 days) */
   historyTtlSeconds?: number;
+  /** Shards merged ahead while runs are routed; without one, a report job merges every shard itself. */
+  prefetch?: ShardPrefetch;
   logger: Logger;
 }
 
@@ -53,6 +55,8 @@ interface MergedShards {
   routeMs: number;
   forwardMs: number;
   contextMissing: string[];
+  /** Shards that were merged ahead by the prefetch (0 when it had none, or they were merged again). */
+  shardsAhead: number;
 }
 
 type RouteModel = ShardOutput['model'];
@@ -85,76 +89,61 @@ async function runTickers(redis: RedisClient, prefix: string, data: ReportJobDat
   return tickers;
 }
 
-/** One shard's stored output, or undefined when there is none. A malformed one is a permanent failure. */
-async function readShard(redis: RedisClient, key: string, runId: string, shard: number): Promise<ShardOutput | undefined> {
-  const raw = await redis.get(key);
-  if (raw === null) return undefined;
-  let out: ShardOutput;
-  try {
-    out = validateShardOutput(JSON.parse(raw), `shard output ${key}`);
-  } catch (err) {
-    throw new UnrecoverableError(`BAD_SHARD: ${errorText(err)}`);
-  }
-  if (out.runId !== runId || out.shard !== shard) {
-    throw new UnrecoverableError(`BAD_SHARD: Expected run ${runId} shard ${shard} in ${key} but received run ${out.runId} shard ${out.shard}`);
-  }
-  return out;
-}
-
 /**
- * Reads the shards' outputs one at a time and merges them, so the report holds the per-ticker rows of the whole run
- * but the per-day data of none: its per-day sums have one entry per date of the run. A shard without output lists
- * its tickers as failed, with its route job's reason when the job failed for good.
+ * Merges the run's shards in shard order, going on from `ahead` (the shards a `ShardPrefetch` merged while the run was
+ * being routed) or from the first. The report holds the per-ticker rows of the whole run but the per-day data of none:
+ * its per-day sums have one entry per date of the run. A shard without output lists its tickers as failed, with its
+ * route job's reason when the job failed for good.
  */
-async function mergeShards(job: Job<unknown>, deps: ReportDeps, data: ReportJobData, tickers: readonly string[]): Promise<MergedShards> {
-  const routeFailures = new Map<number, string>();
-  for (const [jobKey, reason] of Object.entries(await job.getIgnoredChildrenFailures())) {
-    const shard = shardFromRouteJobKey(jobKey);
-    if (shard !== undefined) routeFailures.set(shard, reason);
-  }
-  const merged: MergedShards = {
-    tickers: [],
-    failed: [],
-    daily: dailyAggregate([]),
-    backend: 'none',
-    model: { path: deps.modelPath, hidden: 0, featureSpec: 'unknown' },
-    tokens: 0,
-    fetchMs: 0,
-    routeMs: 0,
-    forwardMs: 0,
-    contextMissing: [],
+async function mergeShards(job: Job<unknown>, deps: ReportDeps, data: ReportJobData, tickers: readonly string[], ahead?: ShardMerge): Promise<MergedShards> {
+  // Read once, and only when a shard has no output (the reasons of route jobs that failed for good).
+  let routeFailures: Map<number, string> | undefined;
+  const failureOf = async (shard: number) => {
+    if (routeFailures === undefined) {
+      routeFailures = new Map();
+      for (const [jobKey, reason] of Object.entries(await job.getIgnoredChildrenFailures())) {
+        const s = shardFromRouteJobKey(jobKey);
+        if (s !== undefined) routeFailures.set(s, reason);
+      }
+    }
+    return routeFailures.get(shard);
   };
-  const backends = new Set<string>();
-  const missing = new Set<string>();
-  let outputs = 0;
-  for (let shard = 0; shard < data.shards; shard++) {
+  // Outputs never change once stored, but one may be gone since it was merged ahead (TTL): then that shard's tickers
+  // fail as EXPIRED, as they would have without the prefetch, so the merge starts over.
+  let acc = new ShardMerge();
+  if (ahead !== undefined && ahead.next > 0 && ahead.next <= data.shards) {
+    const keys = Array.from({ length: ahead.next }, (_, shard) => shardKey(deps.prefix, data.runId, shard));
+    if ((await deps.redis.exists(...keys)) === keys.length) acc = ahead;
+  }
+  const from = acc.next;
+  for (let shard = from; shard < data.shards; shard++) {
     const key = shardKey(deps.prefix, data.runId, shard);
     const out = await readShard(deps.redis, key, data.runId, shard);
     if (out === undefined) {
-      const reason = routeFailures.get(shard);
+      const reason = await failureOf(shard);
       const why = boundedReason(
         reason !== undefined
           ? `ROUTE_FAILED: ${reason || 'the route stage returned nothing'}`
           : `EXPIRED: the output of shard ${shard} (${key}) is gone (TTL passed before reporting)`,
       );
-      for (const ticker of tickers.slice(shard * data.shardSize, (shard + 1) * data.shardSize)) merged.failed.push({ ticker, reason: why });
+      acc.addMissing(tickers.slice(shard * data.shardSize, (shard + 1) * data.shardSize), why);
       continue;
     }
-    if (outputs++ === 0) merged.model = out.model;
-    backends.add(out.backend);
-    for (const t of out.tickers) merged.tickers.push(t);
-    for (const f of out.failed) merged.failed.push(f);
-    merged.daily = mergeDaily(merged.daily, out.daily);
-    merged.tokens += out.tokens;
-    merged.fetchMs = Math.max(merged.fetchMs, out.fetchMs);
-    merged.routeMs += out.routeMs;
-    merged.forwardMs += out.forwardMs;
-    for (const c of out.contextMissing) missing.add(c);
+    acc.add(out);
   }
-  if (outputs === 0) merged.fetchMs = Math.max(0, (job.processedOn ?? Date.now()) - job.timestamp);
-  if (backends.size > 0) merged.backend = [...backends].join(', ');
-  merged.contextMissing = [...missing].sort();
-  return merged;
+  return {
+    tickers: acc.tickers,
+    failed: acc.failed,
+    daily: acc.daily,
+    backend: acc.backends.size > 0 ? [...acc.backends].join(', ') : 'none',
+    model: acc.model ?? { path: deps.modelPath, hidden: 0, featureSpec: 'unknown' },
+    tokens: acc.tokens,
+    fetchMs: acc.outputs === 0 ? Math.max(0, (job.processedOn ?? Date.now()) - job.timestamp) : acc.fetchMs,
+    routeMs: acc.routeMs,
+    forwardMs: acc.forwardMs,
+    contextMissing: [...acc.contextMissing].sort(),
+    shardsAhead: from,
+  };
 }
 
 /** Keys deleted per command when a run's keys are removed (one `UNLINK` of 100,000 arguments would block Redis). */
@@ -179,16 +168,29 @@ export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => 
 
   async function run(job: Job<unknown>, signal?: AbortSignal): Promise<ReportResult> {
     const t0 = performance.now();
+    // Where the job's time goes, in the 'report written' log line (bench:pipeline shows it in its tail timeline).
+    const phasesMs: Record<string, number> = {};
+    let tPhase = t0;
+    const phase = (name: string) => {
+      const now = performance.now();
+      phasesMs[name] = Math.round(now - tPhase);
+      tPhase = now;
+    };
     const data = validPayload(job, 'report', validateReportJobData);
     // Before anything is read or written: a stray job must leave a finished run and its report folder as they were.
     await enterRunStage(store, job, data.runId, 'report');
     await warming;
+    phase('enter');
     const tickers = await runTickers(deps.redis, deps.prefix, data);
-    const route = await mergeShards(job, deps, data, tickers);
+    phase('tickers');
+    // Taken only now, past the stage check: a stray job must not take a run's prefetched shards.
+    const route = await mergeShards(job, deps, data, tickers, await deps.prefetch?.take(data.runId));
+    phase('merge');
     // The universe is what was asked for (source and ticker set), not what happened to succeed, so a run with a
     // failed ticker is still compared with the runs of its schedule.
     const universe = universeId(data.source, tickers);
     const previous = await previousUniverseRun(deps.redis, deps.prefix, universe, data.runId, data.createdAt);
+    phase('previous');
 
     const summary: RunSummary = {
       runId: data.runId,
@@ -209,17 +211,27 @@ export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => 
     const input: ReportInput = { summary, series: [], daily: route.daily };
     // The run id is a validated UUID, so the folder cannot escape REPORTS_DIR.
     const outDir = path.join(deps.reportsDir, data.runId);
-    const files = await renderReports(input, outDir, { pool: deps.pool });
+    // summary.json's per-ticker rows (nearly all of it) are serialised on this thread while the render threads draw;
+    // the file is written once, when the timings are known.
+    let finalJson: ((final: RunSummary) => string) | undefined;
+    const figures = await renderFigures(input, outDir, { pool: deps.pool, whileRendering: () => (finalJson = prepareSummaryJson(summary)) });
+    phase('render');
     // Handed back at shutdown while rendering: another worker redoes the job, and this one's Redis is closing.
     if (signal?.aborted) throw new Error('report job handed back at shutdown');
 
-    // Timings are only known once rendering is done: finish the summary files with them.
+    // Timings are only known once rendering is done: the summary files are written with them.
     const finished = new Date();
     summary.finishedAt = finished.toISOString();
     summary.timings.reportMs = Math.round(performance.now() - t0);
     summary.timings.totalMs = Math.max(0, finished.getTime() - Date.parse(data.createdAt));
-    await writeFile(path.join(outDir, REPORT_FILES.summaryJson), `${JSON.stringify(summary, null, 2)}\n`);
-    await writeFile(path.join(outDir, REPORT_FILES.summaryMd), buildSummaryMarkdown(summary));
+    const jsonPath = path.join(outDir, REPORT_FILES.summaryJson);
+    const mdPath = path.join(outDir, REPORT_FILES.summaryMd);
+    await Promise.all([
+      writeFile(jsonPath, finalJson ? finalJson(summary) : summaryJson(summary)),
+      writeFile(mdPath, buildSummaryMarkdown(summary)),
+    ]);
+    const files = [...figures, jsonPath, mdPath];
+    phase('summaries');
 
     const routed = summary.tickers.length;
     // Only runs that routed something become the baseline of the next run; an outage must not look like drift.
@@ -239,7 +251,8 @@ export function createReportProcessor(deps: ReportDeps): (job: Job<unknown>) => 
     // The route jobs dropped the blocks they read; a shard whose route job failed for good left its blocks behind.
     const shards = Array.from({ length: data.shards }, (_, i) => shardKey(deps.prefix, data.runId, i));
     await deleteKeys(deps.redis, [...shards, ...tickers.map((t) => featureKey(deps.prefix, data.runId, t))]);
-    deps.logger.info({ runId: data.runId, outDir, routed, failed: summary.failed.length, timings: summary.timings }, 'report written');
+    phase('finish');
+    deps.logger.info({ runId: data.runId, outDir, routed, failed: summary.failed.length, timings: summary.timings, phasesMs, shardsAhead: route.shardsAhead }, 'report written');
     return { reportDir: outDir, files, routed, failed: summary.failed.length };
   }
 

@@ -5,13 +5,14 @@ import type { Logger } from 'pino';
 import type { Config } from '../src/config.js';
 import { loadModel } from '../src/router/model.js';
 import { createRenderPool } from '../src/report/index.js';
-import { closeRedis, createRedis, redactUrl, waitReady } from '../jobs/connection.js';
+import { closeRedis, createRedis, redactUrl, waitReady, type RedisClient } from '../jobs/connection.js';
 import { QUEUE_NAMES, SCHEDULE_QUEUE, type WorkerRole } from '../jobs/queues.js';
 import { createScheduleProcessor } from '../jobs/schedule.js';
 import { RedisRateLimiter } from './rate-limit.js';
 import { createFetchProcessor } from './fetch.js';
 import { createFeaturePool, defaultFeatureThreads, trackRunning } from './pool.js';
 import { createReportProcessor } from './report.js';
+import { ShardPrefetch } from './shard-prefetch.js';
 import { createRouteProcessor, openRouter, type LoadedRouter } from './route.js';
 import { boundedError } from './job.js';
 import { StageWorker } from './stage-worker.js';
@@ -45,6 +46,8 @@ export interface RunningWorkers {
   readonly workers: ReadonlyMap<WorkerRole, Worker>;
   /** Router backend in use, when this process routes. */
   readonly backend: string | undefined;
+  /** The report stage's shard prefetch (what it holds: `rows`, `size`), when this process reports. */
+  readonly shardPrefetch: ShardPrefetch | undefined;
   /**
    * Stops taking jobs and waits up to `timeoutMs` for active ones; jobs still running then are handed back to their
    * queue (waiting again, for any other worker). Then frees pools, the router and Redis. Safe to call twice.
@@ -104,6 +107,8 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
   const workers = new Map<WorkerRole, Worker>();
   let featureThreads: number | undefined;
   let flow: FlowProducer | undefined;
+  let prefetch: ShardPrefetch | undefined;
+  let eventsRedis: RedisClient | undefined;
 
   /** True once jobs were handed back: their processors may still be running (a forward pass in native code). */
   let handedBack = false;
@@ -125,6 +130,8 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
   const cleanup = async (timeoutMs = config.shutdownTimeoutMs) => {
     await closeWorkers(timeoutMs);
     await flow?.close();
+    await prefetch?.close();
+    if (eventsRedis !== undefined) await closeRedis(eventsRedis);
     // Tasks still running (a warm-up render, a handed-back report) finish first: a thread terminated inside native
     // rendering code can take the whole process down. Bounded, so a stuck task cannot hold the exit forever.
     await Promise.all(pools.map(async ({ pool, idle }) => {
@@ -168,7 +175,13 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
       // (bench:pipeline, report stage 3.5 s of 4.5 s); the figures are independent.
       const pool = createRenderPool({ maxThreads: opts.renderThreads ?? Math.max(1, Math.min(4, os.availableParallelism())) });
       pools.push({ pool, ...trackRunning(pool) });
-      processors.report = createReportProcessor({ ...common, reportsDir: config.reportsDir, modelPath: config.modelPath, pool });
+      // Each run's shard outputs are read and merged here while it is routed, so its report job only finalises; the
+      // route queue's events need a connection of their own (a blocking read).
+      eventsRedis = createRedis(config, { role: 'worker', name: 'moe-workers:report-prefetch' });
+      eventsRedis.on('error', (err: Error) => logger.warn({ err: err.message, redis: redactUrl(config.redisUrl) }, 'redis connection error (shard prefetch)'));
+      prefetch = new ShardPrefetch({ events: eventsRedis, redis, prefix: config.prefix, logger });
+      await prefetch.start();
+      processors.report = createReportProcessor({ ...common, reportsDir: config.reportsDir, modelPath: config.modelPath, pool, prefetch });
     }
     if (roles.includes('schedule')) {
       flow = new FlowProducer({ connection: redis, prefix: config.prefix });
@@ -210,6 +223,7 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
   return {
     workers,
     backend: loaded?.router.backend,
+    shardPrefetch: prefetch,
     close: (timeoutMs?: number) => (closing ??= cleanup(timeoutMs)),
   };
 }

@@ -10,7 +10,7 @@ import { FlowProducer, Queue, QueueEvents, Worker } from 'bullmq';
 import { hashTaggedPrefix, loadConfig } from '../config.js';
 import { simTicker, SUBTYPE_CODE, type Subtype } from '../data/universe.js';
 import { closeRedis, connectClient, createRedis, deleteMatching, type RedisClient, type RedisTarget } from '../../jobs/connection.js';
-import { jobIds, prefixPattern } from '../../jobs/keys.js';
+import { bullJobKey, jobIds, prefixPattern } from '../../jobs/keys.js';
 import { QUEUE_NAMES, ROLES, type Role } from '../../jobs/queues.js';
 import { enqueueRun, shardPlan } from '../../jobs/enqueue-run.js';
 import { FETCH_JOB_OPTIONS, REPORT_JOB_OPTIONS, ROUTE_JOB_OPTIONS } from '../../jobs/job-options.js';
@@ -30,7 +30,9 @@ the shard's fetch jobs, processors that do nothing) on the same Redis, in the sa
 Redis peak memory (above the level before the run), each worker process's peak RSS and the CPU seconds of every
 process (workers, the Redis server, this process) and the orchestration CPU of both flows per ticker: Redis, the
 main thread of every worker process (BullMQ, ioredis, the processors' JavaScript) and this process (FlowProducer,
-QueueEvents), with the ratio of the real flow's to the bare flow's. The real workers first do one warm-up run of 20
+QueueEvents), with the ratio of the real flow's to the bare flow's, and the last run's tail: when its last fetch job
+completed, its last route job ran and its report job ran (the jobs' own timestamps, in ms from the enqueue call),
+with the report job's phases from its log. The real workers first do one warm-up run of 20
 tickers (their thread pools start lazily), then the timed runs. Every fetch process runs with MOE_HOST_PROCS set to
 the number of fetch processes, so together they take about one feature thread per CPU.
 
@@ -96,6 +98,8 @@ interface Proc {
   child: ChildProcess;
   peakRssKb: number;
   stderr: string;
+  /** The newest `report written` log line of a report worker (its phases), for the tail timeline. */
+  reportLog?: string;
 }
 
 function rssKb(pid: number | undefined): number {
@@ -270,6 +274,7 @@ async function startProc(role: string, args: string[], env: NodeJS.ProcessEnv, r
     const rl = createInterface({ input: child.stdout! });
     rl.on('line', (line) => {
       if (line.includes(ready)) resolve();
+      if (line.includes('"report written"')) proc.reportLog = line;
     });
     child.once('exit', (code) => reject(new Error(`${role} worker exited with ${code} before it was ready: ${proc.stderr}`)));
   });
@@ -342,6 +347,73 @@ async function bareWorker(role: Role): Promise<void> {
   await closeRedis(redis);
 }
 
+/**
+ * When the last run's stages ended, in ms from its enqueue call: the enqueue's return, the last fetch job's
+ * completion, the last route job's start and end, the report job's start and end (BullMQ's `processedOn` and
+ * `finishedOn`), and when this process saw the report finish. `phases` is the report job's own split, from its log.
+ */
+export interface Tail {
+  enqueued: number;
+  lastFetchDone: number;
+  lastRouteStart: number;
+  lastRouteDone: number;
+  reportStart: number;
+  reportDone: number;
+  seen: number;
+  /** seen − lastFetchDone: what remains once the fetch stage is over. */
+  afterFetch: number;
+  phases?: Record<string, number>;
+  /** Shards the report worker had merged before the report job started (its shard prefetch). */
+  shardsAhead?: number;
+}
+
+/** Reads the run's job timestamps (fetch jobs kept by their retention: the last ones to finish are). */
+async function tailTimeline(
+  redis: RedisClient,
+  prefix: string,
+  run: { runId: string; tickers: string[]; shards: number; reportJobId: string },
+  t0: number,
+  enqueued: number,
+  seen: number,
+  reportLog: string | undefined,
+): Promise<Tail> {
+  const pipe = redis.pipeline();
+  for (const t of run.tickers) pipe.hget(bullJobKey(prefix, QUEUE_NAMES.fetch, jobIds.fetch(run.runId, t)), 'finishedOn');
+  for (let s = 0; s < run.shards; s++) pipe.hmget(bullJobKey(prefix, QUEUE_NAMES.route, jobIds.route(run.runId, s)), 'processedOn', 'finishedOn');
+  pipe.hmget(bullJobKey(prefix, QUEUE_NAMES.report, run.reportJobId), 'processedOn', 'finishedOn');
+  const replies = ((await pipe.exec()) ?? []).map(([, v]) => v);
+  const num = (v: unknown) => (v === null || v === undefined ? Number.NaN : Number(v) - t0);
+  const max = (xs: number[]) => xs.reduce((a, b) => (Number.isFinite(b) && !(b <= a) ? b : a), Number.NaN);
+  const fetchDone = replies.slice(0, run.tickers.length).map(num);
+  const routes = replies.slice(run.tickers.length, run.tickers.length + run.shards) as (string | null)[][];
+  const report = replies[replies.length - 1] as (string | null)[];
+  const lastFetchDone = max(fetchDone);
+  let log: { phasesMs?: Record<string, number>; shardsAhead?: number } = {};
+  try {
+    if (reportLog !== undefined) log = JSON.parse(reportLog) as typeof log;
+  } catch {
+    log = {};
+  }
+  return {
+    enqueued: Math.round(enqueued - t0),
+    lastFetchDone,
+    lastRouteStart: max(routes.map((r) => num(r[0]))),
+    lastRouteDone: max(routes.map((r) => num(r[1]))),
+    reportStart: num(report[0]),
+    reportDone: num(report[1]),
+    seen: Math.round(seen - t0),
+    afterFetch: Math.round(seen - t0 - lastFetchDone),
+    ...(log.phasesMs ? { phases: log.phasesMs } : {}),
+    ...(log.shardsAhead !== undefined ? { shardsAhead: log.shardsAhead } : {}),
+  };
+}
+
+function formatTail(t: Tail): string {
+  const phases = t.phases ? `; report phases ${Object.entries(t.phases).map(([k, v]) => `${k} ${v}`).join(', ')}` : '';
+  const ahead = t.shardsAhead !== undefined ? `; shards merged ahead ${t.shardsAhead}` : '';
+  return `enqueued ${t.enqueued}, last fetch done ${t.lastFetchDone}, last route ${t.lastRouteStart}–${t.lastRouteDone}, report ${t.reportStart}–${t.reportDone}, seen ${t.seen}: ${t.afterFetch} ms after the fetch stage${phases}${ahead}`;
+}
+
 interface Measured {
   seconds: number;
   redisPeakBytes: number;
@@ -355,6 +427,8 @@ interface Measured {
   threads?: string[];
   /** Stage timings of the last run, from its summary.json. */
   stagesMs?: Record<string, number>;
+  /** The last run's timeline after its fetch stage, from its jobs' timestamps and the report worker's log. */
+  tail?: Tail;
   /** What `--attribute` needs: each worker process's pid, role and main-thread CPU over the timed runs, and their span. */
   timed: { pids: (number | undefined)[]; roles: string[]; mainSeconds: number[]; fromUs: number; toUs: number };
 }
@@ -481,23 +555,30 @@ async function measureReal(target: RedisTarget, redis: RedisClient, env: NodeJS.
     await (await reportQueue.getJob(warm.reportJobId))?.waitUntilFinished(events);
     const times: number[] = [];
     let stages: Record<string, number> | undefined;
+    let tail: Tail | undefined;
     const rssAfterRunMB: number[][] = [];
     const threads0 = procs.map((p) => threadCpu(p.child.pid));
     const cpu0 = await cpuSnapshot(procs, redis);
     const us0 = monotonicUs();
+    const runIds: { runId: string; tickers: string[]; shards: number; reportJobId: string; t0: number; enqueued: number; seen: number }[] = [];
     for (let r = 0; r < runs; r++) {
       const t0 = performance.now();
+      const epoch0 = Date.now();
       const run = await enqueueRun({ flow, redis, prefix, runTtlSeconds: 3600, shardSize }, { tickers, source: 'sim', range: { days }, seed: 7 });
+      const enqueued = Date.now();
       const job = await reportQueue.getJob(run.reportJobId);
       if (job === undefined) throw new Error(`report job ${run.reportJobId} not found right after enqueue`);
       const result = (await job.waitUntilFinished(events)) as { routed?: number; failed?: number; reportDir?: string };
       times.push((performance.now() - t0) / 1000);
+      runIds.push({ ...run, t0: epoch0, enqueued, seen: Date.now() });
       if (result.reportDir) stages = stageTimes(result.reportDir);
       if (result.routed !== tickers.length) throw new Error(`run ${run.runId} routed ${result.routed} of ${tickers.length} tickers (${result.failed} failed)`);
       rssAfterRunMB.push(procs.map((p) => Math.round(rssKb(p.child.pid) / 102.4) / 10));
     }
     const us1 = monotonicUs();
     const cpu1 = await cpuSnapshot(procs, redis);
+    const last = runIds[runIds.length - 1];
+    if (last !== undefined) tail = await tailTimeline(redis, prefix, last, last.t0, last.enqueued, last.seen, procs.find((p) => p.role === 'report')?.reportLog);
     const threads = procs.map((p, i) => `${procLabel(procs, i)}: ${threadCpuUsed(threads0[i]!, threadCpu(p.child.pid), cpu1.procs[i]! - cpu0.procs[i]!)}`);
     const cpu = cpuUsed(procs, cpu0, cpu1, runs);
     const peak = await sampler.stop();
@@ -513,6 +594,7 @@ async function measureReal(target: RedisTarget, redis: RedisClient, env: NodeJS.
     };
     if (runs > 1) out.rssAfterRunMB = rssAfterRunMB;
     if (stages) out.stagesMs = stages;
+    if (tail) out.tail = tail;
     return out;
   } catch (err) {
     for (const p of procs) if (p.stderr) console.error(`[${p.role} stderr] ${p.stderr}`);
@@ -722,6 +804,7 @@ async function benchPipeline(argv: readonly string[], out: (line: string) => voi
     out(`pipeline:   ${real.seconds.toFixed(2)} s${runs > 1 ? ` (mean of ${runs} runs)` : ''}  (${(tickersN / real.seconds).toFixed(0)} tickers/s, ${(real.seconds / bare.seconds).toFixed(2)}× bare, Redis +${mb(real.redisPeakBytes)} MB)`);
     out(`  CPU seconds${runs > 1 ? ' per run' : ''}: ${formatCpu(real.cpuSeconds)}`);
     if (real.stagesMs) out(`  stages (last run): ${Object.entries(real.stagesMs).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    if (real.tail) out(`  tail (last run, ms from enqueue): ${formatTail(real.tail)}`);
     if (showThreads) for (const t of real.threads ?? []) out(`  threads ${t}`);
     for (const w of real.workers) out(`  ${w.label.padEnd(7)} worker peak RSS ${w.peakRssMB.toFixed(0)} MB`);
     if (real.rssAfterRunMB) {
@@ -769,6 +852,7 @@ async function benchPipeline(argv: readonly string[], out: (line: string) => voi
           ...(attributed ? { attributedOrchestration: attributed.real, bareAttributedOrchestration: attributed.bare, attributedRatio: Number(attributed.ratio.toFixed(2)) } : {}),
           workerPeakRssMB: Object.fromEntries(real.workers.map((w) => [w.label, Math.round(w.peakRssMB)])),
           ...(real.stagesMs ? { stagesMs: real.stagesMs } : {}),
+          ...(real.tail ? { tailMs: real.tail } : {}),
           ...(real.rssAfterRunMB ? { rssAfterRunMB: real.rssAfterRunMB } : {}),
           cpus,
           prefix,

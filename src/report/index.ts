@@ -1,4 +1,5 @@
-export { renderReports, type RenderReportsOptions } from './render-reports.js';
+export { renderFigures, renderReports, type RenderFiguresOptions, type RenderReportsOptions } from './render-reports.js';
+export { prepareSummaryJson, summaryJson } from './summary-json.js';
 export { buildSummaryMarkdown } from './summary-markdown.js';
 export { createRenderPool, warmRenderPool, type RenderPoolOptions } from './pool.js';
 export { ReportError, type ReportErrorCode } from './errors.js';
