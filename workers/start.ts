@@ -99,9 +99,13 @@ const QUEUE_OF: Record<WorkerRole, string> = { ...QUEUE_NAMES, schedule: SCHEDUL
 export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWorkers> {
   const { config, logger } = opts;
   const roles = opts.roles ?? (['fetch', 'route', 'report'] as const);
-  const redis = createRedis(config, { role: 'worker', name: `moe-workers:${roles.join(',')}` });
   // Workers ride out Redis restarts (ioredis reconnects); say so in the logs instead of as unhandled error events.
-  redis.on('error', (err: Error) => logger.warn({ err: err.message, redis: redactUrl(config.redisUrl) }, 'redis connection error'));
+  const connect = (name: string, what: string): RedisClient => {
+    const client = createRedis(config, { role: 'worker', name });
+    client.on('error', (err: Error) => logger.warn({ err: err.message, redis: redactUrl(config.redisUrl) }, `redis connection error${what}`));
+    return client;
+  };
+  const redis = connect(`moe-workers:${roles.join(',')}`, '');
   const pools: { pool: Piscina; idle: (timeoutMs: number) => Promise<void> }[] = [];
   let loaded: LoadedRouter | undefined;
   const workers = new Map<WorkerRole, Worker>();
@@ -177,8 +181,7 @@ export async function startWorkers(opts: StartWorkersOptions): Promise<RunningWo
       pools.push({ pool, ...trackRunning(pool) });
       // Each run's shard outputs are read and merged here while it is routed, so its report job only finalises; the
       // route queue's events need a connection of their own (a blocking read).
-      eventsRedis = createRedis(config, { role: 'worker', name: 'moe-workers:report-prefetch' });
-      eventsRedis.on('error', (err: Error) => logger.warn({ err: err.message, redis: redactUrl(config.redisUrl) }, 'redis connection error (shard prefetch)'));
+      eventsRedis = connect('moe-workers:report-prefetch', ' (shard prefetch)');
       prefetch = new ShardPrefetch({ events: eventsRedis, redis, prefix: config.prefix, logger });
       await prefetch.start();
       processors.report = createReportProcessor({ ...common, reportsDir: config.reportsDir, modelPath: config.modelPath, pool, prefetch });

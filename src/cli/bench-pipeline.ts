@@ -367,16 +367,20 @@ export interface Tail {
   shardsAhead?: number;
 }
 
+/** A timed run: its jobs, and when (epoch ms) it was enqueued, the enqueue returned and its report was seen done. */
+interface TimedRun {
+  runId: string;
+  tickers: string[];
+  shards: number;
+  reportJobId: string;
+  t0: number;
+  enqueued: number;
+  seen: number;
+}
+
 /** Reads the run's job timestamps (fetch jobs kept by their retention: the last ones to finish are). */
-async function tailTimeline(
-  redis: RedisClient,
-  prefix: string,
-  run: { runId: string; tickers: string[]; shards: number; reportJobId: string },
-  t0: number,
-  enqueued: number,
-  seen: number,
-  reportLog: string | undefined,
-): Promise<Tail> {
+async function tailTimeline(redis: RedisClient, prefix: string, run: TimedRun, reportLog: string | undefined): Promise<Tail> {
+  const { t0, enqueued, seen } = run;
   const pipe = redis.pipeline();
   for (const t of run.tickers) pipe.hget(bullJobKey(prefix, QUEUE_NAMES.fetch, jobIds.fetch(run.runId, t)), 'finishedOn');
   for (let s = 0; s < run.shards; s++) pipe.hmget(bullJobKey(prefix, QUEUE_NAMES.route, jobIds.route(run.runId, s)), 'processedOn', 'finishedOn');
@@ -560,7 +564,7 @@ async function measureReal(target: RedisTarget, redis: RedisClient, env: NodeJS.
     const threads0 = procs.map((p) => threadCpu(p.child.pid));
     const cpu0 = await cpuSnapshot(procs, redis);
     const us0 = monotonicUs();
-    const runIds: { runId: string; tickers: string[]; shards: number; reportJobId: string; t0: number; enqueued: number; seen: number }[] = [];
+    let last: TimedRun | undefined;
     for (let r = 0; r < runs; r++) {
       const t0 = performance.now();
       const epoch0 = Date.now();
@@ -570,15 +574,14 @@ async function measureReal(target: RedisTarget, redis: RedisClient, env: NodeJS.
       if (job === undefined) throw new Error(`report job ${run.reportJobId} not found right after enqueue`);
       const result = (await job.waitUntilFinished(events)) as { routed?: number; failed?: number; reportDir?: string };
       times.push((performance.now() - t0) / 1000);
-      runIds.push({ ...run, t0: epoch0, enqueued, seen: Date.now() });
+      last = { ...run, t0: epoch0, enqueued, seen: Date.now() };
       if (result.reportDir) stages = stageTimes(result.reportDir);
       if (result.routed !== tickers.length) throw new Error(`run ${run.runId} routed ${result.routed} of ${tickers.length} tickers (${result.failed} failed)`);
       rssAfterRunMB.push(procs.map((p) => Math.round(rssKb(p.child.pid) / 102.4) / 10));
     }
     const us1 = monotonicUs();
     const cpu1 = await cpuSnapshot(procs, redis);
-    const last = runIds[runIds.length - 1];
-    if (last !== undefined) tail = await tailTimeline(redis, prefix, last, last.t0, last.enqueued, last.seen, procs.find((p) => p.role === 'report')?.reportLog);
+    if (last !== undefined) tail = await tailTimeline(redis, prefix, last, procs.find((p) => p.role === 'report')?.reportLog);
     const threads = procs.map((p, i) => `${procLabel(procs, i)}: ${threadCpuUsed(threads0[i]!, threadCpu(p.child.pid), cpu1.procs[i]! - cpu0.procs[i]!)}`);
     const cpu = cpuUsed(procs, cpu0, cpu1, runs);
     const peak = await sampler.stop();
