@@ -4,11 +4,11 @@
 //   copy       device-to-device and pinned host<->device bandwidth (cudaMemcpy, CUDA events, median of repeats)
 //   hostcopy   pageable -> pinned and pinned -> pageable memcpy through the backend's CopyPool, 1..16 threads
 //   hostregister  cost of page-locking 1 GiB of pageable memory (the MOE_CUDA_HOST_REGISTER=1 variant)
-//   kernel     forward kernel only (the fp32 versions 2, 4 and 8, see forward.cu, and the tensor-core versions 9 and
-//              11 in bf16x3, tf32x3, tf32 and bf16, see forward_tc.cu), inputs and outputs on the device, 1e4 / 1e6 / 1e7
+//   kernel     forward kernel only (the fp32 versions 2, 4 and 8, see forward.cu, the tensor-core versions 9 and 11
+//              in bf16x3, tf32x3, tf32 and bf16 and 12 in the first three, see forward_tc.cu), inputs and outputs on the device, 1e4 / 1e6 / 1e7
 //              tokens, with and without the expert output; tokens/s and achieved GB/s (bytes of each input read
 //              once, each output written once)
-//   accuracy   v8 (fp32), v9 and v11 (each precision) against the scalar oracle on these weights, 1e6 tokens of the kernel
+//   accuracy   v8 (fp32), v9, v11 and v12 (each precision) against the scalar oracle on these weights, 1e6 tokens of the kernel
 //              rows' inputs, T = 0.7, and at H = 16 the feature tokens of MOE_BENCH_TOKENS16 (see below) if set:
 //              max |Δp| and max |Δp| / p, argmax differences where the oracle's top two logits differ by more than
 //              1e-2 and within it, max |Δy| / (1 + |y|) of the expert output where the argmax agrees
@@ -212,7 +212,8 @@ int main(int argc, char** argv) {
                                                    {9, Precision::TF32X3}, {9, Precision::TF32},
                                                    {9, Precision::BF16},   {11, Precision::BF16X3},
                                                    {11, Precision::TF32X3}, {11, Precision::TF32},
-                                                   {11, Precision::BF16}};
+                                                   {11, Precision::BF16},   {12, Precision::BF16X3},
+                                                   {12, Precision::TF32X3}, {12, Precision::TF32}};
       for (std::size_t n : {std::size_t(10000), std::size_t(1000000), std::size_t(10000000)}) {
         for (const auto& kp : kernels)
         for (bool withExpert : {true, false}) {
@@ -253,7 +254,7 @@ int main(int argc, char** argv) {
         for (const auto& kp : kernels) {
           const int version = kp.first;
           const Precision precision = kp.second;
-          if (version != 8 && version != 9 && version != 11) continue;
+          if (version < 8) continue;
           moe::cuda::launchForward(H, dpT, {x, vol, risk, probs, assign, expert, int(n)}, nullptr, version, precision);
           MOE_CUDA_CHECK(cudaMemcpy(p2.data(), probs, n * 16, cudaMemcpyDeviceToHost));
           MOE_CUDA_CHECK(cudaMemcpy(a2.data(), assign, n, cudaMemcpyDeviceToHost));

@@ -825,8 +825,8 @@ int forcedForwardKernel() {
     const char* e = std::getenv("MOE_CUDA_FORWARD_KERNEL");
     const std::string v = e ? e : "";
     if (v.empty()) return 0;
-    MOE_CHECK(v == "2" || v == "4" || v == "8" || v == "9" || v == "11",
-              "MOE_CUDA_FORWARD_KERNEL must be unset or 2, 4, 8, 9 or 11 (the forward kernels that exist) but is '" +
+    MOE_CHECK(v == "2" || v == "4" || v == "8" || v == "9" || v == "11" || v == "12",
+              "MOE_CUDA_FORWARD_KERNEL must be unset or 2, 4, 8, 9, 11 or 12 (the forward kernels that exist) but is '" +
                   v + "'");
     return std::stoi(v);
   }();
@@ -851,7 +851,7 @@ Precision forwardPrecision() {
     if (v.empty()) {
       // A forced fp32 kernel (2, 4 or 8) computes in fp32 whatever the default precision is.
       const int forced = forcedForwardKernel();
-      return forced != 0 && forced != 9 && forced != 11 ? Precision::FP32 : kDefaultPrecision;
+      return forced != 0 && forced < 9 ? Precision::FP32 : kDefaultPrecision;
     }
     if (v == "fp32") return Precision::FP32;
     if (v == "bf16x3") return Precision::BF16X3;
@@ -869,12 +869,12 @@ int forwardKernelVersion(int H, bool expert, Precision precision) {
   const Precision prec = precision == Precision::Env ? forwardPrecision() : precision;
   if (prec != Precision::FP32) {
     // The tensor-core kernel is the only one with split, TF32 or BF16 products.
-    MOE_CHECK(forced == 0 || forced == 9 || forced == 11,
+    MOE_CHECK(forced == 0 || forced >= 9,
               "MOE_CUDA_FORWARD_KERNEL=" + std::to_string(forced) + " is an fp32 kernel but MOE_CUDA_PRECISION is " +
-                  precisionName(prec) + " (bf16x3, tf32x3, tf32 and bf16 run forward kernels 9 and 11)");
+                  precisionName(prec) + " (bf16x3, tf32x3, tf32 and bf16 run forward kernels 9, 11 and 12)");
     return forced != 0 ? forced : kDefaultTensorKernel;
   }
-  MOE_CHECK(forced != 9 && forced != 11,
+  MOE_CHECK(forced < 9,
             "MOE_CUDA_FORWARD_KERNEL=" + std::to_string(forced) +
                 " computes in bf16x3, tf32x3, tf32 or bf16: set MOE_CUDA_PRECISION to one of them (the precision is "
                 "fp32)");
@@ -897,7 +897,7 @@ void launchForward(int H, const DeviceParams& p, const ForwardArgs& a, cudaStrea
   MOE_CHECK(a.n >= 1, "forward needs at least one token");
   const Precision prec = precision == Precision::Env ? forwardPrecision() : precision;
   const int v = version == 0 ? forwardKernelVersion(H, a.expert != nullptr, prec) : version;
-  if (v == 9 || v == 11) {
+  if (v >= 9) {
     launchForwardTC(H, v, prec, p, a, stream);
     return;
   }

@@ -61,6 +61,7 @@
 // the expert output (H = 32 tf32x3 4.13, H = 16 6.88; L1 throughput 56%, issue slots 45%): the same ~103 warp
 // instructions per token and the block's barriers. docs/performance.md, "Tensor-core forward".
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -101,11 +102,30 @@ __device__ __forceinline__ void splitBf16(float a, float b, std::uint32_t& hi, s
   lo = packBf16(a - __low2float(v), b - __high2float(v));
 }
 
-// d += a·b for one 16×8 tile: m16n8k16 BF16 or m16n8k8 TF32, FP32 accumulators.
-template <bool BF16>
-__device__ __forceinline__ void mma(float (&d)[4], std::uint32_t a0, std::uint32_t a1, std::uint32_t a2,
-                                    std::uint32_t a3, std::uint32_t b0, std::uint32_t b1) {
-  if constexpr (BF16) {
+// Two FP16 (round to nearest even; at or past 65520 infinity) in one register, lo in the low half.
+__device__ __forceinline__ std::uint32_t packF16(float lo, float hi) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const std::uint32_t*>(&v);
+}
+
+// The larger of two packed FP16 pairs, half by half (one HMNMX2).
+__device__ __forceinline__ std::uint32_t hmax2u(std::uint32_t a, std::uint32_t b) {
+  const __half2 r = __hmax2(*reinterpret_cast<const __half2*>(&a), *reinterpret_cast<const __half2*>(&b));
+  return *reinterpret_cast<const std::uint32_t*>(&r);
+}
+
+// Operand types of one mma: TF32 (m16n8k8), BF16 or FP16 (m16n8k16; the same fragment layouts).
+constexpr int kMmaTf32 = 0, kMmaBf16 = 1, kMmaF16 = 2;
+
+// d += a·b for one 16×8 tile of operand type T, FP32 accumulators.
+template <int T>
+__device__ __forceinline__ void mmaT(float (&d)[4], std::uint32_t a0, std::uint32_t a1, std::uint32_t a2,
+                                     std::uint32_t a3, std::uint32_t b0, std::uint32_t b1) {
+  if constexpr (T == kMmaF16) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  } else if constexpr (T == kMmaBf16) {
     asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
@@ -116,8 +136,17 @@ __device__ __forceinline__ void mma(float (&d)[4], std::uint32_t a0, std::uint32
   }
 }
 template <bool BF16>
+__device__ __forceinline__ void mma(float (&d)[4], std::uint32_t a0, std::uint32_t a1, std::uint32_t a2,
+                                    std::uint32_t a3, std::uint32_t b0, std::uint32_t b1) {
+  mmaT<BF16 ? kMmaBf16 : kMmaTf32>(d, a0, a1, a2, a3, b0, b1);
+}
+template <bool BF16>
 __device__ __forceinline__ void mma(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
   mma<BF16>(d, a[0], a[1], a[2], a[3], b0, b1);
+}
+template <int T>
+__device__ __forceinline__ void mmaT(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
+  mmaT<T>(d, a[0], a[1], a[2], a[3], b0, b1);
 }
 
 // Sizes and shared memory of one instance (P: a Precision as int). BF1 / BF2: x·W1 / the expert product in BF16
@@ -127,11 +156,15 @@ __device__ __forceinline__ void mma(float (&d)[4], const std::uint32_t (&a)[4], 
 // lanes; uint2 per lane, uint4 hi + lo when split), the A operands of the four We[e]^T (4 × KS2 k-steps × MT2 row
 // tiles × 32 lanes, uint4 per lane), the staging tiles of the warps (32 rows of SW 4-byte words: F TF32 values or
 // F/2 BF16 pairs, then 8 words of padding) and, per warp, the tile row of each staged token (32 bytes).
-template <int H_, int P_, int W_, bool D_ = false>
+template <int H_, int P_, int W_, int V_>
 struct CfgTC {
   static constexpr int H = H_, F = 2 * H_;
-  static constexpr bool DENSE = D_;                 // version 11: the expert product dense, h kept in A fragments
-  static constexpr bool BF1 = P_ == kBF16 || P_ == kBF16X3, BF2 = P_ == kBF16, X3 = P_ == kTF32X3 || P_ == kBF16X3;
+  static constexpr bool DENSE = V_ >= 11;           // V_: 9, 11 or 12           // versions 11 and 12: the expert product dense, h in A fragments
+  // The expert product's operands: BF16 at bf16; else TF32 (v9, v11) or FP16 (v12: TF32's 11-bit significand at the
+  // m16n8k16 rate, h range-checked per tile). BF2: that product in m16n8k16 (BF16 or FP16) rather than m16n8k8.
+  static constexpr int ET = P_ == kBF16 ? kMmaBf16 : V_ == 12 ? kMmaF16 : kMmaTf32;
+  static constexpr bool F16E = ET == kMmaF16;
+  static constexpr bool BF1 = P_ == kBF16 || P_ == kBF16X3, BF2 = ET != kMmaTf32, X3 = P_ == kTF32X3 || P_ == kBF16X3;
   static constexpr int K1 = BF1 ? 16 : 8, K2 = BF2 ? 16 : 8;
   static constexpr int KS1 = H / K1, NJ1 = F / 8;   // x·W1: k-steps over H, 8-column blocks of h
   static constexpr int KS2 = F / K2, MT2 = H / 16;  // y^T = We^T·h^T: k-steps over F, 16-row tiles of y^T (columns of y)
@@ -160,6 +193,7 @@ struct CfgTC {
   static_assert(tailFloats % 4 == 0 && beFloats % 4 == 0 && stageWords % 4 == 0 && kTileTC % 16 == 0,
                 "16-byte alignment of the shared-memory regions");
   static_assert(KS1 >= 1 && (BF2 ? NJ1 % 2 == 0 : true), "BF16 pairs two 8-column blocks of h per k-step");
+  static_assert(!F16E || DENSE, "FP16 expert operands in the dense versions only (h range-checked there)");
   static_assert(CPL % 4 == 0, "x columns per lane move as float4");
   static_assert(H % 16 == 0 && F % K2 == 0, "whole mma tiles in the expert product");
   static_assert(NB2 % 2 == 0, "version 11 loads the B operands of two 8-column blocks of y at once");
@@ -173,6 +207,13 @@ struct CfgTC {
 // We[e]^T (A operand of y^T = We^T·h^T; row m = column m of y, k = row f of We[e]): a lane (g, t) holds rows
 // m0 = 16·mt + g and m0 + 8; TF32 slot t ↔ f = 8s + 2t, slot t+4 ↔ 8s + 2t + 1; BF16 slots 2t, 2t+1 ↔ f = 16s + 4t,
 // +1 and 2t+8, 2t+9 ↔ 16s + 4t + 2, +3 (the staged h rows hold the same k pairs in adjacent words).
+// A pair of the expert product's 16-bit operands (BF16 or FP16, C::ET), lo in the low half.
+template <class C>
+__device__ __forceinline__ std::uint32_t packE(float lo, float hi) {
+  if constexpr (C::F16E) return packF16(lo, hi);
+  else return packBf16(lo, hi);
+}
+
 template <class C>
 __device__ __forceinline__ void loadWeightsTC(float* tail, float* be, void* w1v, uint4* wef,
                                               const float* __restrict__ wG, int tid, int nt) {
@@ -223,8 +264,8 @@ __device__ __forceinline__ void loadWeightsTC(float* tail, float* be, void* w1v,
         const int n = 8 * (2 * np + u) + g;
         if constexpr (C::BF2) {
           const int f = 16 * s + 2 * t;
-          b[2 * u] = packBf16(We[f * H + n], We[(f + 1) * H + n]);
-          b[2 * u + 1] = packBf16(We[(f + 8) * H + n], We[(f + 9) * H + n]);
+          b[2 * u] = packE<C>(We[f * H + n], We[(f + 1) * H + n]);
+          b[2 * u + 1] = packE<C>(We[(f + 8) * H + n], We[(f + 9) * H + n]);
         } else {
           const int f = 8 * s + 2 * t;
           b[2 * u] = toTf32(We[f * H + n]);
@@ -325,8 +366,8 @@ __device__ __forceinline__ void expertDenseTC(const std::uint32_t (&hA)[MTS][C::
         const uint4 b = ldsFresh4(wed + ((e * KS2 + s) * (NB2 / 2) + np) * 32 + lane);
 #pragma unroll
         for (int mt = 0; mt < MTS; ++mt) {
-          mma<C::BF2>(y[mt][2 * np], hA[mt][s], b.x, b.y);
-          mma<C::BF2>(y[mt][2 * np + 1], hA[mt][s], b.z, b.w);
+          mmaT<C::ET>(y[mt][2 * np], hA[mt][s], b.x, b.y);
+          mmaT<C::ET>(y[mt][2 * np + 1], hA[mt][s], b.z, b.w);
         }
       }
 #pragma unroll
@@ -449,7 +490,8 @@ __device__ __forceinline__ void w1StepTC(float (&acc)[4], const std::uint32_t (&
 // as a BF16 pair: see CfgTC::SW).
 template <class C>
 __device__ __forceinline__ void hEpilogueTC(float (&acc)[4], const float4 (&wc)[2], float (&bp)[2][4],
-                                            std::uint32_t* stage, int mt, int j, int g, int tq, bool wantExpert) {
+                                            std::uint32_t* stage, int mt, int j, int g, int tq, bool wantExpert,
+                                            std::uint32_t& hmx) {
 #pragma unroll
   for (int c = 0; c < 2; ++c)
 #pragma unroll
@@ -462,13 +504,15 @@ __device__ __forceinline__ void hEpilogueTC(float (&acc)[4], const float4 (&wc)[
       bp[hi][3] += hv * wc[c].w;
     }
   if constexpr (C::DENSE) {
-    // Version 11: the lane's own A fragments of h for the expert product (no other lane reads them): TF32 k-step j
-    // {c0, c2, c1, c3}; BF16 k-step j/2, half j%2: {pack(c0, c1), pack(c2, c3)}.
+    // Versions 11 and 12: the lane's own A fragments of h for the expert product (no other lane reads them): TF32
+    // k-step j {c0, c2, c1, c3}; BF16 or FP16 k-step j/2, half j%2: {pack(c0, c1), pack(c2, c3)}. FP16 (v12): hmx
+    // keeps the largest h the lane packed (h >= 0), so that a tile past FP16's range (infinity) is seen.
     if (wantExpert) {
-      if constexpr (C::BF2)
-        reinterpret_cast<uint2*>(stage)[((mt * C::KS2 + j / 2) * 32 + g * 4 + tq) * 2 + (j & 1)] =
-            make_uint2(packBf16(acc[0], acc[1]), packBf16(acc[2], acc[3]));
-      else
+      if constexpr (C::BF2) {
+        const std::uint32_t w0 = packE<C>(acc[0], acc[1]), w1 = packE<C>(acc[2], acc[3]);
+        reinterpret_cast<uint2*>(stage)[((mt * C::KS2 + j / 2) * 32 + g * 4 + tq) * 2 + (j & 1)] = make_uint2(w0, w1);
+        if constexpr (C::F16E) hmx = hmax2u(hmx, hmax2u(w0, w1));
+      } else
         reinterpret_cast<uint4*>(stage)[(mt * C::KS2 + j) * 32 + g * 4 + tq] =
             make_uint4(toTf32(acc[0]), toTf32(acc[2]), toTf32(acc[1]), toTf32(acc[3]));
     }
@@ -538,14 +582,43 @@ __device__ __forceinline__ void storeExpertTC(const float (&y)[MT2][4], int e, f
   }
 }
 
-// One block per SM of W warps (fewer for small batches, launchTC): at most 128 registers per thread at W = 16, 80
-// at W = 24.
-template <int H, int P, int W, bool D>
-__global__ void __launch_bounds__(CfgTC<H, P, W, D>::THREADS, 1)
-    forwardKernelTC(const float* __restrict__ wG, float invT, ForwardArgs a) {
-  using C = CfgTC<H, P, W, D>;
+// Version 12's way out for a tile whose h passed FP16's range (some |h| >= 65520, infinity once packed): the expert
+// output of its rows in FP32 from the parameters in global memory, one row per lane (row r = lane; its expert from
+// the lane that routed it, 4(r % 8) + 2(r / 16) + (r % 16) / 8), h recomputed for each 8 columns of y. Slow, and
+// only inputs far outside what the router sees take it; the result is the oracle's math in FP32.
+template <int H>
+__device__ __noinline__ void expertRowsFp32(const float* __restrict__ wG, const ForwardArgs& a, int base, int m, int am,
+                                            int lane) {
   using L = Lay<H>;
-  constexpr bool BF2 = C::BF2;
+  constexpr int F = 2 * H;
+  const int e = __shfl_sync(0xffffffffu, am, 4 * (lane & 7) + 2 * (lane >> 4) + ((lane >> 3) & 1));
+  if (lane >= m) return;
+  const float* x = a.x + std::size_t(base + lane) * H;
+  float* out = a.expert + std::size_t(base + lane) * H;
+  const float* We = wG + L::We + std::size_t(e) * F * H;
+  for (int n0 = 0; n0 < H; n0 += 8) {
+    float y[8];
+#pragma unroll
+    for (int n = 0; n < 8; ++n) y[n] = wG[L::be + e * H + n0 + n];
+    for (int f = 0; f < F; ++f) {
+      float acc = wG[L::b1 + f];
+      for (int i = 0; i < H; ++i) acc += x[i] * wG[L::W1 + i * F + f];
+      const float hv = acc > 0 ? acc : 0.0f;
+#pragma unroll
+      for (int n = 0; n < 8; ++n) y[n] += hv * We[f * H + n0 + n];
+    }
+#pragma unroll
+    for (int n = 0; n < 8; ++n) out[n0 + n] = activate(e, y[n]);
+  }
+}
+
+// One block per SM of W warps (fewer for small batches, launchTC): at most 128 registers per thread at W = 16, 80
+// at W = 24. V: the version (9, 11 or 12; CfgTC).
+template <int H, int P, int W, int V>
+__global__ void __launch_bounds__(CfgTC<H, P, W, V>::THREADS, 1)
+    forwardKernelTC(const float* __restrict__ wG, float invT, ForwardArgs a) {
+  using C = CfgTC<H, P, W, V>;
+  using L = Lay<H>;
   constexpr int CPL = C::CPL, KS1 = C::KS1, NJ1 = C::NJ1, KS2 = C::KS2, MT2 = C::MT2, SW = C::SW;
   extern __shared__ float4 smem4[];
   float* tail = reinterpret_cast<float*>(smem4);
@@ -575,10 +648,11 @@ __global__ void __launch_bounds__(CfgTC<H, P, W, D>::THREADS, 1)
     const int myRow = 16 * (tq >> 1) + g + 8 * (tq & 1);  // the quad's rows (mt, hi) = (tq / 2, tq % 2)
     const bool mine = myRow < m;
     const float vol = mine ? a.vol[base + myRow] : 0.0f, risk = mine ? a.risk[base + myRow] : 0.0f;
-    if (!D && wantExpert) __syncwarp();  // the previous tile's reads of stage and rowOf are done (v11: lane-private)
+    if (!C::DENSE && wantExpert) __syncwarp();  // the previous tile's reads of stage and rowOf are done (v11: lane-private)
 
     // ---- per 16-row tile: h = relu(b1 + x·W1) on the tensor cores, h·Wc over the lane's columns, h staged ----
     float bp[kMT][2][4], st[kMT][2][3];
+    std::uint32_t hmx = 0;  // v12: the largest h packed, two FP16 halves
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
       float acc[NJ1][4];
@@ -605,14 +679,24 @@ __global__ void __launch_bounds__(CfgTC<H, P, W, D>::THREADS, 1)
       for (int j = 0; j < NJ1; ++j) {
         const float4 wc[2] = {reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq],
                               reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq + 1]};
-        hEpilogueTC<C>(acc[j], wc, bp[mt], stage, mt, j, g, tq, wantExpert);
+        hEpilogueTC<C>(acc[j], wc, bp[mt], stage, mt, j, g, tq, wantExpert, hmx);
       }
     }
     const int am = gateLaneTC<H>(w, invT, bp, st, vol, risk, myRow, m, base, tq, a);
     if (!wantExpert) continue;
 
-    if constexpr (D) {
-      // ---- version 11: the experts the tile's rows chose, dense on the tensor cores, MTS 16-row tiles at a time ----
+    if constexpr (C::DENSE) {
+      if constexpr (C::F16E) {
+        // Version 12: a tile with an h past FP16's range (a half at infinity: exponent bits all set; h has no NaN
+        // after fmaxf) computes its expert output in FP32 instead.
+        const bool past = (hmx & 0x7c00u) == 0x7c00u || (hmx & 0x7c000000u) == 0x7c000000u;
+        if (__any_sync(0xffffffffu, past)) {
+          expertRowsFp32<H>(wG, a, base, m, am, lane);
+          continue;
+        }
+      }
+      // ---- versions 11 and 12: the experts the tile's rows chose, dense on the tensor cores, MTS 16-row tiles at a
+      //      time ----
       constexpr int MTS = C::MTS;
       unsigned chose[kDomains];  // lanes whose row chose e (the lanes of tile mt: tq = 2mt, 2mt + 1)
 #pragma unroll
@@ -694,7 +778,7 @@ __global__ void __launch_bounds__(CfgTC<H, P, W, D>::THREADS, 1)
 #pragma unroll
           for (int mt = 0; mt < MT2; ++mt) {
             const uint4 av = ldsFresh4(wa + (s * MT2 + mt) * 32);
-            mma<BF2>(y[mt], av.x, av.y, av.z, av.w, bh.x, bh.y);
+            mmaT<C::ET>(y[mt], av.x, av.y, av.z, av.w, bh.x, bh.y);
           }
         }
         const int n0 = q + 2 * tq;
@@ -710,7 +794,7 @@ struct TcLaunch {
   int blocks = 0, warps = 0, sms = 0;
 };
 
-template <int H, int P, int W, bool D>
+template <int H, int P, int W, int V>
 TcLaunch& tcLaunch() {
   static TcLaunch l;
   return l;
@@ -718,16 +802,16 @@ TcLaunch& tcLaunch() {
 
 // W warps per block, or as many as the device's shared memory per block holds (an A100's 163 KB: 12 at H = 32
 // tf32x3). blocks = 0 where not even 4 fit: launching then fails with that reason.
-template <int H, int P, int W, bool D>
+template <int H, int P, int W, int V>
 void prepareTC() {
-  using C = CfgTC<H, P, W, D>;
-  auto k = forwardKernelTC<H, P, W, D>;
+  using C = CfgTC<H, P, W, V>;
+  auto k = forwardKernelTC<H, P, W, V>;
   int dev = 0, sms = 0, optin = 0, per = 0;
   MOE_CUDA_CHECK(cudaGetDevice(&dev));
   MOE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   MOE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   const long fit = (long(optin) - long(C::weightBytes)) / long(C::warpBytes);
-  TcLaunch& l = tcLaunch<H, P, W, D>();
+  TcLaunch& l = tcLaunch<H, P, W, V>();
   l.warps = int(std::min<long>(W, fit));
   l.blocks = 0;
   l.sms = sms;
@@ -740,61 +824,66 @@ void prepareTC() {
 
 // A batch with fewer tiles than the SMs' warps (1e4 tokens: 313 tiles) runs blocks of fewer warps (at least 4), one
 // per SM, so that it spreads over the SMs instead of filling a few.
-template <int H, int P, int W, bool D>
+template <int H, int P, int W, int V>
 void launchTC(const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream) {
-  using C = CfgTC<H, P, W, D>;
-  const TcLaunch& l = tcLaunch<H, P, W, D>();
+  using C = CfgTC<H, P, W, V>;
+  const TcLaunch& l = tcLaunch<H, P, W, V>();
   MOE_CHECK(l.prepared, "prepareForward was not called for this hidden size");
-  MOE_CHECK(l.blocks > 0, std::string("forward kernel ") + (D ? "11" : "9") +
+  MOE_CHECK(l.blocks > 0, "forward kernel " + std::to_string(V) +
                               " does not fit on this device (shared memory or registers)");
   const int tiles = (a.n + kTileTC - 1) / kTileTC;
   const int warps = std::min(l.warps, std::max(4, (tiles + l.sms - 1) / l.sms));
   const int blocks = std::min((tiles + warps - 1) / warps, l.blocks);
-  forwardKernelTC<H, P, W, D><<<blocks, 32 * warps, C::bytes(warps), stream>>>(p.w, p.invT, a);
+  forwardKernelTC<H, P, W, V><<<blocks, 32 * warps, C::bytes(warps), stream>>>(p.w, p.invT, a);
 }
 
-template <int H, int W, bool D>
+template <int H, int W, int V>
 void prepareAllTC() {
-  prepareTC<H, kBF16X3, W, D>();
-  prepareTC<H, kTF32X3, W, D>();
-  prepareTC<H, kTF32, W, D>();
-  prepareTC<H, kBF16, W, D>();
+  prepareTC<H, kBF16X3, W, V>();
+  prepareTC<H, kTF32X3, W, V>();
+  prepareTC<H, kTF32, W, V>();
+  prepareTC<H, kBF16, W, V>();
 }
 
-template <int H, int W, bool D>
+template <int H, int W, int V>
 void launchAllTC(Precision precision, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream) {
-  if (precision == Precision::BF16X3) launchTC<H, kBF16X3, W, D>(p, a, stream);
-  else if (precision == Precision::TF32X3) launchTC<H, kTF32X3, W, D>(p, a, stream);
-  else if (precision == Precision::TF32) launchTC<H, kTF32, W, D>(p, a, stream);
-  else launchTC<H, kBF16, W, D>(p, a, stream);
+  if (precision == Precision::BF16X3) launchTC<H, kBF16X3, W, V>(p, a, stream);
+  else if (precision == Precision::TF32X3) launchTC<H, kTF32X3, W, V>(p, a, stream);
+  else if (precision == Precision::TF32) launchTC<H, kTF32, W, V>(p, a, stream);
+  else launchTC<H, kBF16, W, V>(p, a, stream);
+}
+
+template <int H, int W>
+void launchVersionTC(int version, Precision precision, const DeviceParams& p, const ForwardArgs& a,
+                     cudaStream_t stream) {
+  if (version == 9) launchAllTC<H, W, 9>(precision, p, a, stream);
+  else if (version == 11) launchAllTC<H, W, 11>(precision, p, a, stream);
+  else launchAllTC<H, W, 12>(precision, p, a, stream);
 }
 
 }  // namespace
 
 void prepareForwardTC(int H) {
   if (H == 16) {
-    prepareAllTC<16, kWarps16, false>();
-    prepareAllTC<16, kWarps16, true>();
+    prepareAllTC<16, kWarps16, 9>();
+    prepareAllTC<16, kWarps16, 11>();
+    prepareAllTC<16, kWarps16, 12>();
   } else {
-    prepareAllTC<32, kWarps32, false>();
-    prepareAllTC<32, kWarps32, true>();
+    prepareAllTC<32, kWarps32, 9>();
+    prepareAllTC<32, kWarps32, 11>();
+    prepareAllTC<32, kWarps32, 12>();
   }
 }
 
 void launchForwardTC(int H, int version, Precision precision, const DeviceParams& p, const ForwardArgs& a,
                      cudaStream_t stream) {
-  MOE_CHECK(version == 9 || version == 11, "the tensor-core forward kernels are 9 and 11, not " + std::to_string(version));
+  MOE_CHECK(version == 9 || version == 11 || version == 12,
+            "the tensor-core forward kernels are 9, 11 and 12, not " + std::to_string(version));
   MOE_CHECK(precision == Precision::BF16X3 || precision == Precision::TF32X3 || precision == Precision::TF32 ||
                 precision == Precision::BF16,
             "forward kernel " + std::to_string(version) + " computes its products in bf16x3, tf32x3, tf32 or bf16");
-  const bool dense = version == 11;
-  if (H == 16) {
-    if (dense) launchAllTC<16, kWarps16, true>(precision, p, a, stream);
-    else launchAllTC<16, kWarps16, false>(precision, p, a, stream);
-  } else {
-    if (dense) launchAllTC<32, kWarps32, true>(precision, p, a, stream);
-    else launchAllTC<32, kWarps32, false>(precision, p, a, stream);
-  }
+  if (H == 16) launchVersionTC<16, kWarps16>(version, precision, p, a, stream);
+  else launchVersionTC<32, kWarps32>(version, precision, p, a, stream);
   MOE_LAUNCH_CHECK();
 }
 
