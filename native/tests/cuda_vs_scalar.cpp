@@ -14,8 +14,8 @@
 // with MOE_CUDA_PRECISION=bf16, which does not meet that contract (docs/performance.md), bounds 5× looser that still
 //   catch a wrong kernel (probabilities 1e-2, logit gap 5e-2, expert outputs 1e-1·(1 + |y|)); each line says whether
 //   the contract held;
-//   inputs far outside the router's range (every 7th row of x scaled by 1e5): expert outputs within that bound plus
-//   a fifth of it times Σ_f |h_f|·|We_fk| (h with its rounding; the sums cancel on such rows);
+//   values far outside the router's range (every 7th row of x scaled by 1e5; every We scaled by 3e5): expert outputs
+//   within that bound plus a fifth of it times Σ_f |h_f|·|We_fk| (h with its rounding; the sums cancel on such rows);
 //   loss within 1e-5 relative, gradient within 1e-5·max|g| + 1e-4·|g| (the SIMD test's bound);
 //   GPU results bit-identical on a second run; every output element written (outputs are poisoned with NaN);
 //   AdamW: 4 steps with clipping engaged against the CPU step, within 1e-6 + 1e-5·|p|;
@@ -294,24 +294,27 @@ int run(int argc, char** argv) {
       check(bad == 0 && sg.t == 1, "trainSteps parameters", H, n, double(bad));
     }
 
-    // Inputs far outside what the router sees: every 7th row scaled by 1e5, so that h passes FP16's range (65504) in
-    // most tiles (v12 computes such a tile's expert output in FP32). Where the argmax agrees, expert outputs within
-    // expertTol·(1 + |y|) + (expertTol / 5)·s, s = Σ_f (|h_f| + Σ_i |x_i W1_if|)·|We_fk| (in double): the sums
-    // cancel on these rows, and s bounds what rounding h and We (or FP32 sums) can move y by. Nothing non-finite;
-    // probabilities are not compared (the logits clip).
-    {
+    // Values far outside what the router sees, past FP16's range (65504), where v12 computes a tile's expert output
+    // in FP32: every 7th row of x scaled by 1e5 (h past the range in most tiles), then the normal inputs with every
+    // We scaled by 3e5 (the weights past it). Where the argmax agrees, expert outputs within expertTol·(1 + |y|) +
+    // (expertTol / 5)·s, s = Σ_f (|h_f| + Σ_i |x_i W1_if|)·|We_fk| (in double): the sums cancel on these rows, and s
+    // bounds what rounding h and We (or FP32 sums) can move y by. Probabilities are not compared (the logits clip).
+    for (const bool wideWe : {false, true}) {
       const std::size_t n = 1000;
       const int F = L.F;
+      moe::Params q = p;
+      if (wideWe)
+        for (std::size_t i = L.We; i < L.be; ++i) q.w[i] *= 3e5f;
       std::vector<float> x(n * H), vol(n), risk(n), p1(n * 4), p2(n * 4, nan), e1(n * H), e2(n * H, nan);
       std::vector<std::uint8_t> a1(n), a2(n, 255);
       for (std::size_t i = 0; i < n; ++i) {
-        for (int k = 0; k < H; ++k) x[i * H + k] = nd(gen) * (i % 7 == 0 ? 1e5f : 1.0f);
+        for (int k = 0; k < H; ++k) x[i * H + k] = nd(gen) * (!wideWe && i % 7 == 0 ? 1e5f : 1.0f);
         vol[i] = std::fabs(nd(gen)) * 0.5f;
         risk[i] = nd(gen);
       }
       const moe::Batch b{x.data(), vol.data(), risk.data(), n};
-      ref->forward(p, b, {p1.data(), a1.data(), e1.data()});
-      gpu->forward(p, b, {p2.data(), a2.data(), e2.data()});
+      ref->forward(q, b, {p1.data(), a1.data(), e1.data()});
+      gpu->forward(q, b, {p2.data(), a2.data(), e2.data()});
       std::size_t compared = 0, badE = 0;
       double maxExpert = 0;
       std::vector<double> hs(F);
@@ -319,14 +322,14 @@ int run(int argc, char** argv) {
         if (a1[t] != a2[t]) continue;
         ++compared;
         for (int f = 0; f < F; ++f) {
-          double acc = p.w[L.b1 + f], mag = 0;
+          double acc = q.w[L.b1 + f], mag = 0;
           for (int i = 0; i < H; ++i) {
-            acc += double(x[t * H + i]) * p.w[L.W1 + i * F + f];
-            mag += std::fabs(double(x[t * H + i]) * p.w[L.W1 + i * F + f]);
+            acc += double(x[t * H + i]) * q.w[L.W1 + i * F + f];
+            mag += std::fabs(double(x[t * H + i]) * q.w[L.W1 + i * F + f]);
           }
           hs[f] = std::max(acc, 0.0) + mag;
         }
-        const float* We = p.w.data() + L.We + std::size_t(a1[t]) * F * H;
+        const float* We = q.w.data() + L.We + std::size_t(a1[t]) * F * H;
         for (int k = 0; k < H; ++k) {
           double sk = 0;
           for (int f = 0; f < F; ++f) sk += hs[f] * std::fabs(double(We[f * H + k]));
@@ -336,9 +339,11 @@ int run(int argc, char** argv) {
           maxExpert = std::max(maxExpert, std::isnan(err) ? INFINITY : err / bound);
         }
       }
-      std::printf("forward H=%d n=%zu, every 7th row of x times 1e5: expert error %.2e of its bound over %zu rows with "
-                  "the oracle's argmax\n", H, n, maxExpert, compared);
-      check(badE == 0 && compared >= n / 2, "expert output, large inputs", H, n, double(badE));
+      const char* what = wideWe ? "every We times 3e5" : "every 7th row of x times 1e5";
+      std::printf("forward H=%d n=%zu, %s: expert error %.2e of its bound over %zu rows with the oracle's argmax\n", H,
+                  n, what, maxExpert, compared);
+      check(badE == 0 && compared >= n / 2, wideWe ? "expert output, wide We" : "expert output, large inputs", H, n,
+            double(badE));
     }
 
     // Three steps in one trainSteps call against three calls of one step (fresh backends): the same bits.

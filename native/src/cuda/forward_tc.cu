@@ -1,14 +1,16 @@
-// Forward kernels v9 and v11: the two matrix products of the router (h = x·W1 and the expert's h·We[a]) on the tensor
-// cores with warp-level mma.sync, FP32 accumulation. They share everything up to the expert product (one template,
-// forwardKernelTC<..., D>; D = v11) and differ in that product (below). Precisions (MOE_CUDA_PRECISION, forward.cu):
+// Forward kernels v9, v11 and v12: the two matrix products of the router (h = x·W1 and the expert's h·We[a]) on the
+// tensor cores with warp-level mma.sync, FP32 accumulation. They share everything up to the expert product (one
+// template, forwardKernelTC<..., V>, V the version) and differ in that product (below). Precisions
+// (MOE_CUDA_PRECISION, forward.cu):
 //   bf16x3  (the default since 2026-12-05) x·W1 in split BF16: x = x_hi + x_lo and W1 = W_hi + W_lo, each part
 //           rounded to BF16, and x·W1 ≈ x_lo·W_hi + x_hi·W_lo + x_hi·W_hi, three m16n8k16 products per 16 k (the
 //           dropped x_lo·W_lo is ~2^-16 of the product): x and W1 carried to ~16 significant bits, with half the
-//           mma steps and half the bytes of W1's operands of tf32x3. The expert product in TF32.
+//           mma steps and half the bytes of W1's operands of tf32x3. The expert product in TF32 (v9, v11) or FP16
+//           (v12).
 //   tf32x3  x·W1 in split TF32 ("3xTF32") the same way, three m16n8k8 products per 8 k (the dropped part ~2^-22), so
 //           h, and everything computed from it in FP32, is within a few FP32 roundings of the oracle. The expert
-//           product in TF32 (it only reaches the expert output y).
-//   tf32    both products with inputs rounded to TF32 (m16n8k8).
+//           product in TF32 or FP16 as above (it only reaches the expert output y).
+//   tf32    both products with inputs rounded to TF32 (m16n8k8; v12's expert product in FP16).
 //   bf16    both products with inputs rounded to BF16 (m16n8k16).
 // Everything else (b1 and be added in FP32 as the accumulators' start, relu, h·Wc, the statistics, the four signals,
 // logits, argmax, softmax, the expert activation) is FP32 and, past the per-lane partial sums, the stages every
@@ -50,6 +52,17 @@
 //            expert output within the same bound (TF32 products, k in another order, tanh within 2^-10.98).
 //            H100, 2026-12-05, bf16x3, 1e7 tokens with the expert output: H = 32 5.66 against v9's 4.82 G tokens/s,
 //            H = 16 10.76 against 9.96; Nsight Compute at H = 32: L1/shared 83% (v9 94%), 16% fewer instructions.
+// Version 12 (the default since 2026-12-05): v11 with the expert product in FP16 (m16n8k16) instead of TF32
+//            (m16n8k8) at the precisions that computed it in TF32. FP16 has TF32's 11-bit significand, so h and We
+//            round as finely, at half the mma instructions, half the B operands from shared memory and half the
+//            staged A fragments; what FP16 lacks is range: a value at or past 65520 packs to infinity. Each lane keeps
+//            the largest h it packed (HMNMX2 on the packed pairs), and a tile where any did (a vote) computes its
+//            rows' expert outputs in FP32 instead (expertRowsFp32: the oracle's math, slow, for inputs far outside
+//            what the router sees; moe_cuda_test's rows of x·1e5 take it); a We past the range (a barrier's vote when
+//            the block loads the weights) sends every tile there.
+//            Without the expert output v12 runs v11's instance. H200, 2026-12-05, bf16x3, 1e7 tokens with the
+//            expert output: H = 32 6.62 against v11's 5.80 G tokens/s (1.14×), H = 16 11.97 against 10.90 (1.10×);
+//            expert outputs within the same bounds as v11's (the bench's maxima equal to three digits).
 // Measured for v9 (H200, 2026-12-05, kernel only, 1e7 tokens with the expert output, G tokens/s, best of two runs): H = 32
 // bf16x3 4.95, tf32x3 4.37, tf32 5.02, bf16 6.88 against v8's 3.07; H = 16 bf16x3 9.84, tf32x3 9.27, tf32 9.85, bf16
 // 11.04 against 8.12. bf16x3 keeps probabilities within 8.6e-5 of the oracle on the trained H = 16 model with feature
@@ -215,10 +228,12 @@ __device__ __forceinline__ std::uint32_t packE(float lo, float hi) {
 }
 
 template <class C>
-__device__ __forceinline__ void loadWeightsTC(float* tail, float* be, void* w1v, uint4* wef,
+// Returns whether an FP16 operand of We (v12) came out infinite (|We| >= 65520): that block then takes the FP32 way out.
+__device__ __forceinline__ bool loadWeightsTC(float* tail, float* be, void* w1v, uint4* wef,
                                               const float* __restrict__ wG, int tid, int nt) {
   using L = Lay<C::H>;
   constexpr int H = C::H, F = C::F;
+  bool wide = false;
   for (int i = tid; i < C::tailFloats / 4; i += nt)
     reinterpret_cast<float4*>(tail)[i] = reinterpret_cast<const float4*>(wG + L::b1)[i];
   for (int i = tid; i < C::beFloats / 4; i += nt)
@@ -273,6 +288,8 @@ __device__ __forceinline__ void loadWeightsTC(float* tail, float* be, void* w1v,
         }
       }
       wef[i] = make_uint4(b[0], b[1], b[2], b[3]);
+      if constexpr (C::F16E)
+        for (int u = 0; u < 4; ++u) wide = wide || (b[u] & 0x7c00u) == 0x7c00u || (b[u] & 0x7c000000u) == 0x7c000000u;
     }
   } else {
     for (int i = tid; i < C::weFrags; i += nt) {
@@ -292,6 +309,7 @@ __device__ __forceinline__ void loadWeightsTC(float* tail, float* be, void* w1v,
       }
     }
   }
+  return wide;
 }
 
 // Shared-memory loads the compiler may neither merge nor hoist: the B operands of x·W1 are the same for both 16-row
@@ -491,7 +509,7 @@ __device__ __forceinline__ void w1StepTC(float (&acc)[4], const std::uint32_t (&
 template <class C>
 __device__ __forceinline__ void hEpilogueTC(float (&acc)[4], const float4 (&wc)[2], float (&bp)[2][4],
                                             std::uint32_t* stage, int mt, int j, int g, int tq, bool wantExpert,
-                                            std::uint32_t& hmx) {
+                                            std::uint32_t& hmx, std::uint32_t (&pend)[2]) {
 #pragma unroll
   for (int c = 0; c < 2; ++c)
 #pragma unroll
@@ -505,12 +523,17 @@ __device__ __forceinline__ void hEpilogueTC(float (&acc)[4], const float4 (&wc)[
     }
   if constexpr (C::DENSE) {
     // Versions 11 and 12: the lane's own A fragments of h for the expert product (no other lane reads them): TF32
-    // k-step j {c0, c2, c1, c3}; BF16 or FP16 k-step j/2, half j%2: {pack(c0, c1), pack(c2, c3)}. FP16 (v12): hmx
-    // keeps the largest h the lane packed (h >= 0), so that a tile past FP16's range (infinity) is seen.
+    // k-step j {c0, c2, c1, c3}; BF16 or FP16 k-step j/2, half j%2: {pack(c0, c1), pack(c2, c3)}, the even block's
+    // pair held in pend until the odd one's completes a 16-byte store (8-byte stores at a 16-byte lane stride took
+    // twice the wavefronts). FP16 (v12): hmx keeps the largest h the lane packed (h >= 0), so that a tile past FP16's
+    // range (infinity) is seen.
     if (wantExpert) {
       if constexpr (C::BF2) {
         const std::uint32_t w0 = packE<C>(acc[0], acc[1]), w1 = packE<C>(acc[2], acc[3]);
-        reinterpret_cast<uint2*>(stage)[((mt * C::KS2 + j / 2) * 32 + g * 4 + tq) * 2 + (j & 1)] = make_uint2(w0, w1);
+        if (j & 1)
+          reinterpret_cast<uint4*>(stage)[(mt * C::KS2 + j / 2) * 32 + g * 4 + tq] = make_uint4(pend[0], pend[1], w0, w1);
+        else
+          pend[0] = w0, pend[1] = w1;
         if constexpr (C::F16E) hmx = hmax2u(hmx, hmax2u(w0, w1));
       } else
         reinterpret_cast<uint4*>(stage)[(mt * C::KS2 + j) * 32 + g * 4 + tq] =
@@ -633,8 +656,8 @@ __global__ void __launch_bounds__(CfgTC<H, P, W, V>::THREADS, 1)
   // The stage functions index the parameters by their layout offsets: w[L::Wv] etc. fall inside `tail`.
   const float* w = tail - L::b1;
 
-  loadWeightsTC<C>(tail, beS, w1v, wef, wG, tid, blockDim.x);
-  __syncthreads();
+  // v12: weWide when some We is past FP16's range (any thread's, by the barrier's vote).
+  const bool weWide = __syncthreads_or(loadWeightsTC<C>(tail, beS, w1v, wef, wG, tid, blockDim.x)) != 0;
   const bool wantExpert = a.expert != nullptr;
   const int numTiles = (a.n + kTileTC - 1) / kTileTC;
 
@@ -652,7 +675,7 @@ __global__ void __launch_bounds__(CfgTC<H, P, W, V>::THREADS, 1)
 
     // ---- per 16-row tile: h = relu(b1 + x·W1) on the tensor cores, h·Wc over the lane's columns, h staged ----
     float bp[kMT][2][4], st[kMT][2][3];
-    std::uint32_t hmx = 0;  // v12: the largest h packed, two FP16 halves
+    std::uint32_t hmx = 0, pend[2] = {0u, 0u};  // v12: the largest h packed, two FP16 halves; BF2: an even block's A pair
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
       float acc[NJ1][4];
@@ -679,7 +702,7 @@ __global__ void __launch_bounds__(CfgTC<H, P, W, V>::THREADS, 1)
       for (int j = 0; j < NJ1; ++j) {
         const float4 wc[2] = {reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq],
                               reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq + 1]};
-        hEpilogueTC<C>(acc[j], wc, bp[mt], stage, mt, j, g, tq, wantExpert, hmx);
+        hEpilogueTC<C>(acc[j], wc, bp[mt], stage, mt, j, g, tq, wantExpert, hmx, pend);
       }
     }
     const int am = gateLaneTC<H>(w, invT, bp, st, vol, risk, myRow, m, base, tq, a);
@@ -690,7 +713,7 @@ __global__ void __launch_bounds__(CfgTC<H, P, W, V>::THREADS, 1)
         // Version 12: a tile with an h past FP16's range (a half at infinity: exponent bits all set; h has no NaN
         // after fmaxf) computes its expert output in FP32 instead.
         const bool past = (hmx & 0x7c00u) == 0x7c00u || (hmx & 0x7c000000u) == 0x7c000000u;
-        if (__any_sync(0xffffffffu, past)) {
+        if (__any_sync(0xffffffffu, past) || weWide) {
           expertRowsFp32<H>(wG, a, base, m, am, lane);
           continue;
         }
@@ -856,8 +879,10 @@ void launchAllTC(Precision precision, const DeviceParams& p, const ForwardArgs& 
 template <int H, int W>
 void launchVersionTC(int version, Precision precision, const DeviceParams& p, const ForwardArgs& a,
                      cudaStream_t stream) {
+  // Without the expert output v12 is v11's code (they differ in the expert product only); its own instance, built
+  // around the FP32 way out, ran 8% slower there (H = 32; H200, 2026-12-05).
   if (version == 9) launchAllTC<H, W, 9>(precision, p, a, stream);
-  else if (version == 11) launchAllTC<H, W, 11>(precision, p, a, stream);
+  else if (version == 11 || !a.expert) launchAllTC<H, W, 11>(precision, p, a, stream);
   else launchAllTC<H, W, 12>(precision, p, a, stream);
 }
 
