@@ -12,6 +12,7 @@
 //              rows' inputs, T = 0.7, and at H = 16 the feature tokens of MOE_BENCH_TOKENS16 (see below) if set:
 //              max |Δp| and max |Δp| / p, argmax differences where the oracle's top two logits differ by more than
 //              1e-2 and within it, max |Δy| / (1 + |y|) of the expert output where the argmax agrees
+// MOE_BENCH_KERNEL_TOKENS=N: kernel rows of N tokens only (1e4, 1e6 or 1e7).
 // MOE_BENCH_ONLY=kernels: the kernel and accuracy rows only (no copy, pipeline or training rows); =train: the
 // training rows only.
 //   pipeline   Backend::forward from host arrays (pageable, as JS memory is): staging + transfers + kernel
@@ -214,7 +215,12 @@ int main(int argc, char** argv) {
                                                    {11, Precision::TF32X3}, {11, Precision::TF32},
                                                    {11, Precision::BF16},   {12, Precision::BF16X3},
                                                    {12, Precision::TF32X3}, {12, Precision::TF32}};
+      // MOE_BENCH_KERNEL_TOKENS=N: the kernel rows at that size only (a profiler then finds each instance's N-token
+      // launch first: v12 and v11 share an instance without the expert output).
+      const char* sizeEnv = std::getenv("MOE_BENCH_KERNEL_TOKENS");
+      const std::size_t onlySize = sizeEnv ? std::size_t(std::strtoull(sizeEnv, nullptr, 10)) : 0;
       for (std::size_t n : {std::size_t(10000), std::size_t(1000000), std::size_t(10000000)}) {
+        if (onlySize != 0 && n != onlySize) continue;
         for (const auto& kp : kernels)
         for (bool withExpert : {true, false}) {
           const int version = kp.first;

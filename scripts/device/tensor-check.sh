@@ -166,9 +166,8 @@ for v in 9 11 12; do for p in bf16x3 tf32x3; do
   grep -E "ERROR SUMMARY|FAIL" /tmp/mc.txt | head -3
 done; done
 
-# Nsight Compute on the first 1e7-token launch of a v9, v11 or v12 instance with the expert output: the bench launches
-# each instance 203 + 203 (1e4 tokens, with and without the expert output), 53 + 53 (1e6) times before it. Instance
-# names: forwardKernelTC<H, precision (1 tf32, 2 bf16, 3 tf32x3, 4 bf16x3), warps per block, version>. Each report
+# Nsight Compute on the first launch of a v9, v11 or v12 instance with the expert output in a bench of 1e7-token
+# kernel rows only (MOE_BENCH_KERNEL_TOKENS: the bench runs each kernel with the expert output first). Instance names: forwardKernelTC<H, precision (1 tf32, 2 bf16, 3 tf32x3, 4 bf16x3), warps per block, version>. Each report
 # is printed whole (ncu-v*-H*.txt: the sections' tables, the warp stall reasons and pipe utilisation where this ncu
 # prints section bodies) with its raw metrics (ncu-v*-H*.csv), and the 25 SASS instructions with the most stall
 # samples (SourceCounters).
@@ -180,7 +179,7 @@ for c in ${TC_NCU_CONFIGS:-32:4:bf16x3:9 32:4:bf16x3:11 32:4:bf16x3:12 16:4:bf16
   tag="v$4-H$1"
   l=$(left 75); step "ncu: v$4 $3, H = $1, 1e7 tokens, expert output" "$l"
   rm -f "/tmp/ncu-$tag.ncu-rep"
-  MOE_BENCH_ONLY=kernels timeout "$l" ncu --clock-control none --kernel-name-base mangled -k "regex:$k" --launch-skip 512 \
+  MOE_BENCH_ONLY=kernels MOE_BENCH_KERNEL_TOKENS=10000000 timeout "$l" ncu --clock-control none --kernel-name-base mangled -k "regex:$k" \
     --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis --section Occupancy \
     --section WarpStateStats --section LaunchStats --section MemoryWorkloadAnalysis --section MemoryWorkloadAnalysis_Tables \
     --section InstructionStats --section SourceCounters -o "/tmp/ncu-$tag" \
