@@ -30,6 +30,7 @@
 # H = 32 weights); no Node. Run from the repository root:
 #   bash scripts/device/tensor-check.sh OUT
 # Every step has a time limit; the whole run stays under TENSOR_CHECK_BUDGET seconds (default 270).
+# TC_ONLY=ncu: the build and the Nsight Compute profiles only (TC_NCU_CONFIGS picks them).
 set -u
 O="${1:?usage: tensor-check.sh OUT}"
 mkdir -p "$O"
@@ -63,6 +64,7 @@ run_test() {  # label, max tokens, env...
   cat /tmp/t.txt >> "$T"; echo "rc=$rc" >> "$T"
   grep -E "^device|^forward|FAIL|^ok|moe_cuda_test:" /tmp/t.txt; echo "rc=$rc"
 }
+if [[ "${TC_ONLY:-}" != ncu ]]; then  # TC_ONLY=ncu: the build and the profiles only
 run_test "bf16x3 (v9)" 1000000 MOE_CUDA_PRECISION=bf16x3 MOE_CUDA_FORWARD_KERNEL=9
 run_test "bf16x3 (v11)" 1000000 MOE_CUDA_PRECISION=bf16x3 MOE_CUDA_FORWARD_KERNEL=11
 run_test "bf16x3 (v12)" 1000000 MOE_CUDA_PRECISION=bf16x3 MOE_CUDA_FORWARD_KERNEL=12
@@ -166,6 +168,7 @@ for v in 9 11 12; do for p in bf16x3 tf32x3; do
   grep -E "ERROR SUMMARY|FAIL" /tmp/mc.txt | head -3
 done; done
 
+fi  # TC_ONLY
 # Nsight Compute on the first launch of a v9, v11 or v12 instance with the expert output in a bench of 1e7-token
 # kernel rows only (MOE_BENCH_KERNEL_TOKENS: the bench runs each kernel with the expert output first). Instance names: forwardKernelTC<H, precision (1 tf32, 2 bf16, 3 tf32x3, 4 bf16x3), warps per block, version>. Each report
 # is printed whole (ncu-v*-H*.txt: the sections' tables, the warp stall reasons and pipe utilisation where this ncu
@@ -234,7 +237,7 @@ if hdr is not None:
             print("  %6.2f%%  %s" % (100 * num(r) / tot, r[sc][:110]))
 PY
 done
-if [[ -f .device/node.xz && -f .device/evaluate.mjs && -f .device/moe_router.node && -d .device/market-data ]]; then
+if [[ "${TC_ONLY:-}" != ncu && -f .device/node.xz && -f .device/evaluate.mjs && -f .device/moe_router.node && -d .device/market-data ]]; then
   l=$(left 60); step "evaluate on the development folder: CPU against CUDA settings" "$l"
   xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node
   ev() {  # label, env...
