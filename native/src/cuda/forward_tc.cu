@@ -60,6 +60,8 @@
 //            rows' expert outputs in FP32 instead (expertRowsFp32: the oracle's math, slow, for inputs far outside
 //            what the router sees; moe_cuda_test's rows of x·1e5 take it); a We past the range (a barrier's vote when
 //            the block loads the weights) sends every tile there.
+//            At bf16x3 v12 also turns x·W1 inside out (CfgTC::JOUTER): per 8-column block of h both 16-row tiles,
+//            so that each B operand of W1 is loaded once per warp tile, not once per 16 rows (+3% at both sizes).
 //            Without the expert output v12 runs v11's instance. H200, 2026-12-05, bf16x3, 1e7 tokens with the
 //            expert output: H = 32 6.62 against v11's 5.80 G tokens/s (1.14×), H = 16 11.97 against 10.90 (1.10×);
 //            expert outputs within the same bounds as v11's (the bench's maxima equal to three digits).
@@ -182,6 +184,12 @@ struct CfgTC {
   static constexpr int KS1 = H / K1, NJ1 = F / 8;   // x·W1: k-steps over H, 8-column blocks of h
   static constexpr int KS2 = F / K2, MT2 = H / 16;  // y^T = We^T·h^T: k-steps over F, 16-row tiles of y^T (columns of y)
   static constexpr int CPL = H / 4;                 // columns of x per lane and row
+  // v12 at bf16x3: x·W1 with the 8-column blocks of h outside and both 16-row tiles inside, so that each B operand of
+  // W1 (and each b1 and Wc load) serves both, the A fragments of both tiles live (32 registers at H = 32, 16 at
+  // H = 16). Against v12 without it, same run (H100, 2026-12-05, 1e7 tokens with the expert output): H = 32 6.82 /
+  // 6.76 against 6.63 / 6.50 G tokens/s, H = 16 11.88 / 11.92 against 11.56 / 11.57; tf32 within ±2% either way
+  // (and tf32x3's 64 registers of fragments, or 32 at H = 16, spill), so only bf16x3 takes it.
+  static constexpr bool JOUTER = V_ == 12 && P_ == kBF16X3;
   static constexpr int WARPS = W_, THREADS = 32 * WARPS;
   // Staged row: word 8s + 2t and the next hold the k pair lane t reads at k-step s (TF32: columns 8s+2t, +1; BF16:
   // the pairs of columns 16s+4t, +1 and 16s+4t+2, +3). SW ≡ 8 (mod 32) words (H = 16 BF16: 24, also conflict-free):
@@ -675,34 +683,71 @@ __global__ void __launch_bounds__(CfgTC<H, P, W, V>::THREADS, 1)
 
     // ---- per 16-row tile: h = relu(b1 + x·W1) on the tensor cores, h·Wc over the lane's columns, h staged ----
     float bp[kMT][2][4], st[kMT][2][3];
-    std::uint32_t hmx = 0, pend[2] = {0u, 0u};  // v12: the largest h packed, two FP16 halves; BF2: an even block's A pair
+    // v12: the largest h packed, two FP16 halves; BF2: an even block's A pair per 16-row tile
+    std::uint32_t hmx = 0, pend[kMT][2] = {};
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
-      float acc[NJ1][4];
-#pragma unroll
-      for (int j = 0; j < NJ1; ++j) {
-        const float2 b1 = *reinterpret_cast<const float2*>(w + L::b1 + 8 * j + 2 * tq);
-        acc[j][0] = acc[j][2] = b1.x;
-        acc[j][1] = acc[j][3] = b1.y;
-      }
-#pragma unroll
-      for (int s = 0; s < KS1; ++s) {
-        std::uint32_t af[4], al[4];
-        xFragTC<C>(xr[mt], s, af, al);
-#pragma unroll
-        for (int j = 0; j < NJ1; ++j) w1StepTC<C>(acc[j], af, al, w1FragTC<C>(w1v, s, j, lane));
-      }
-      // Statistics after the product: the tile's x rows are dead from here, which shortens their lives.
-      rowStatsTC<CPL, H>(xr[mt], st[mt]);
+    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
       for (int hi = 0; hi < 2; ++hi)
 #pragma unroll
         for (int d = 0; d < 4; ++d) bp[mt][hi][d] = 0.0f;
+    if constexpr (C::JOUTER) {
+      // v12: the statistics and both tiles' A fragments first (x's rows die there), then per 8-column block j both
+      // tiles' products from one load of each B operand, and their epilogues. Every sum runs in v11's order (k-steps
+      // in order per block, blocks in order per tile): the same bits.
+      std::uint32_t af[kMT][KS1][4], al[kMT][KS1][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        rowStatsTC<CPL, H>(xr[mt], st[mt]);
+#pragma unroll
+        for (int s = 0; s < KS1; ++s) xFragTC<C>(xr[mt], s, af[mt][s], al[mt][s]);
+      }
 #pragma unroll
       for (int j = 0; j < NJ1; ++j) {
+        const float2 b1 = *reinterpret_cast<const float2*>(w + L::b1 + 8 * j + 2 * tq);
+        float acc[kMT][4];
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          acc[mt][0] = acc[mt][2] = b1.x;
+          acc[mt][1] = acc[mt][3] = b1.y;
+        }
+#pragma unroll
+        for (int s = 0; s < KS1; ++s) {
+          const uint4 b = w1FragTC<C>(w1v, s, j, lane);
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) w1StepTC<C>(acc[mt], af[mt][s], al[mt][s], b);
+        }
         const float4 wc[2] = {reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq],
                               reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq + 1]};
-        hEpilogueTC<C>(acc[j], wc, bp[mt], stage, mt, j, g, tq, wantExpert, hmx, pend);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+          hEpilogueTC<C>(acc[mt], wc, bp[mt], stage, mt, j, g, tq, wantExpert, hmx, pend[mt]);
+      }
+    } else {
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        float acc[NJ1][4];
+#pragma unroll
+        for (int j = 0; j < NJ1; ++j) {
+          const float2 b1 = *reinterpret_cast<const float2*>(w + L::b1 + 8 * j + 2 * tq);
+          acc[j][0] = acc[j][2] = b1.x;
+          acc[j][1] = acc[j][3] = b1.y;
+        }
+#pragma unroll
+        for (int s = 0; s < KS1; ++s) {
+          std::uint32_t af[4], al[4];
+          xFragTC<C>(xr[mt], s, af, al);
+#pragma unroll
+          for (int j = 0; j < NJ1; ++j) w1StepTC<C>(acc[j], af, al, w1FragTC<C>(w1v, s, j, lane));
+        }
+        // Statistics after the product: the tile's x rows are dead from here, which shortens their lives.
+        rowStatsTC<CPL, H>(xr[mt], st[mt]);
+#pragma unroll
+        for (int j = 0; j < NJ1; ++j) {
+          const float4 wc[2] = {reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq],
+                                reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq + 1]};
+          hEpilogueTC<C>(acc[j], wc, bp[mt], stage, mt, j, g, tq, wantExpert, hmx, pend[mt]);
+        }
       }
     }
     const int am = gateLaneTC<H>(w, invT, bp, st, vol, risk, myRow, m, base, tq, a);
