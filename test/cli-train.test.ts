@@ -123,6 +123,12 @@ describe('train speed flags', () => {
     const bad = await train(['--feeder', 'maybe']);
     expect(bad.code).toBe(2);
     expect(bad.err.join('\n')).toContain('Expected on or off for --feeder but received "maybe"');
+    const badRange = await train(['--vol-scale-range', '2,1']);
+    expect(badRange.code).toBe(2);
+    expect(badRange.err.join('\n')).toContain('Expected LO,HI with 0 < LO ≤ HI ≤ 10 for --vol-scale-range but received "2,1"');
+    const badShare = await train(['--vol-scale-share', '2']);
+    expect(badShare.code).toBe(2);
+    expect(badShare.err.join('\n')).toContain('Expected number in [0, 1] for --vol-scale-share but received "2"');
     const badFused = await train(['--fused-step', '1']);
     expect(badFused.code).toBe(2);
     expect(badFused.err.join('\n')).toContain('Expected on or off for --fused-step but received "1"');

@@ -183,6 +183,34 @@ describe('simulateBars', () => {
     expect(Math.max(...fxRates)).toBeGreaterThan(0.5);
   });
 
+  it('scales whole market histories, instruments and context alike, by one factor each', () => {
+    const opts = { seed: 9, tickersPerSubtype: 2, days: 160, gappyShare: 0, closeOnlyShare: 0, marketPaths: 4 };
+    const plain = trainingSet(opts);
+    const scaled = trainingSet({ ...opts, volScaleShare: 1, volScaleRange: [0.5, 2] as const });
+    const ret = (v: readonly number[]) => v.slice(1).map((x, i) => Math.log(x / v[i]!));
+    const ks = new Set<string>();
+    scaled.forEach((s, i) => {
+      const p = plain[i]!;
+      const a = ret(p.bars.map((b) => b.adjClose)), b = ret(s.bars.map((b) => b.adjClose));
+      const big = a.reduce((m, x, t) => (Math.abs(x) > Math.abs(a[m]!) ? t : m), 0);
+      const k = b[big]! / a[big]!;
+      expect(k).toBeGreaterThanOrEqual(0.5 - 1e-9);
+      expect(k).toBeLessThanOrEqual(2 + 1e-9);
+      // Every return of the series, its closes' and its ranges' log distances, times the same k.
+      b.forEach((r, t) => expect(r).toBeCloseTo(k * a[t]!, 9));
+      s.bars.forEach((bar, t) => expect(Math.log(bar.high / bar.close)).toBeCloseTo(k * Math.log(p.bars[t]!.high / p.bars[t]!.close), 9));
+      expect(s.bars.map((b) => b.date)).toEqual(p.bars.map((b) => b.date));
+      // Its context with it (the same history's factor), where it has one.
+      const c = s.context.find((x) => x !== null), cp = p.context.find((x) => x !== null);
+      if (c && cp) expect((c.logClose[20]! - c.logClose[19]!) / (cp.logClose[20]! - cp.logClose[19]!)).toBeCloseTo(k, 6);
+      ks.add(k.toFixed(6));
+    });
+    expect(ks.size).toBeGreaterThan(1);
+    expect(ks.size).toBeLessThanOrEqual(4);
+    expect(trainingSet({ ...opts, volScaleShare: 0 })).toEqual(plain);
+    expect(() => trainingSet({ ...opts, volScaleShare: 1.5 })).toThrow(/volScaleShare in \[0, 1\]/);
+  });
+
   it('labels the training set and drops days from a share of it', () => {
     const set = trainingSet({ seed: 2, tickersPerSubtype: 2, days: 200, gappyShare: 0.5 });
     expect(set).toHaveLength(2 * Object.values(SUBTYPES).flat().length);

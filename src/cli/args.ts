@@ -66,6 +66,31 @@ export function stringFlag(args: ParsedArgs, name: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
+/**
+ * The training set's volatility scaling (`--vol-scale-share P`, `--vol-scale-range LO,HI`) into `data`: the share of
+ * training market histories made calmer or wilder as a whole and the range of that factor (trainingSet).
+ */
+export function volScaleFlags(args: ParsedArgs, data: { volScaleShare?: number; volScaleRange?: [number, number] }): void {
+  data.volScaleShare = numberFlag(stringFlag(args, 'vol-scale-share'), 'vol-scale-share', data.volScaleShare ?? 0, 0, 1);
+  const raw = stringFlag(args, 'vol-scale-range');
+  if (raw === undefined) return;
+  const parts = raw.split(',').map((p) => Number(p));
+  if (parts.length !== 2 || !parts.every((p) => Number.isFinite(p)) || !(parts[0]! > 0 && parts[1]! >= parts[0]! && parts[1]! <= 10)) {
+    throw new UsageError(`Expected LO,HI with 0 < LO ≤ HI ≤ 10 for --vol-scale-range but received ${JSON.stringify(raw)}`);
+  }
+  data.volScaleRange = [parts[0]!, parts[1]!];
+}
+
+/** Number in [min, max] from a flag's raw value (`stringFlag`); `fallback` when absent. */
+export function numberFlag(raw: string | undefined, name: string, fallback: number, min: number, max: number): number {
+  if (raw === undefined) return fallback;
+  const v = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(v) || v < min || v > max) {
+    throw new UsageError(`Expected number in [${min}, ${max}] for --${name} but received ${JSON.stringify(raw)}`);
+  }
+  return v;
+}
+
 /** Integer flag in [min, max]; `fallback` when absent. */
 export function intFlag(args: ParsedArgs, name: string, fallback: number, min: number, max: number): number {
   const raw = stringFlag(args, name);

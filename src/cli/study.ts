@@ -7,11 +7,11 @@
 import { writeFileSync } from 'node:fs';
 import { REGIME_FAMILIES, type RegimeFamily } from '../data/sim/regimes.js';
 import { defaultTrainConfig, trainRouter } from '../training/train.js';
-import { hiddenFlag, intFlag, listFlag, parseArgs, REAL_DATA_FLAGS, realDataFlags, realTrainingData, seedsFlag, UsageError } from './args.js';
+import { hiddenFlag, intFlag, listFlag, parseArgs, volScaleFlags, REAL_DATA_FLAGS, realDataFlags, realTrainingData, seedsFlag, UsageError } from './args.js';
 import { trainEnsemble } from '../training/ensemble.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
-const USAGE = `usage: npm run study -- --leave-one-family-out [--families A,B,...] [--hidden 16|32] [--steps N] [--seed N | --seeds A,B,...] [--threads N] [--json FILE]
+const USAGE = `usage: npm run study -- --leave-one-family-out [--families A,B,...] [--hidden 16|32] [--steps N] [--seed N | --seeds A,B,...] [--threads N] [--vol-scale-share P] [--vol-scale-range LO,HI] [--json FILE]
                        [--real-data DIR [--real-labels FILE] [--real-context-dir DIR] [--real-repeat R] [--real-listings L] [--real-context-dropout P]]
 
 Trains one router per family with that family left out (same recipe as npm run train otherwise) and scores it on
@@ -55,6 +55,8 @@ export function main(argv: readonly string[]): Promise<number> {
       seed: { type: 'string' },
       seeds: { type: 'string' },
       threads: { type: 'string' },
+      'vol-scale-share': { type: 'string' },
+      'vol-scale-range': { type: 'string' },
       json: { type: 'string' },
       ...REAL_DATA_FLAGS,
       help: { type: 'boolean' },
@@ -70,6 +72,7 @@ export function main(argv: readonly string[]): Promise<number> {
     const seeds = seedsFlag(args);
     const base = defaultTrainConfig({ hidden, seed: seeds?.[0] ?? intFlag(args, 'seed', 7, 0, 2 ** 31 - 1), steps: intFlag(args, 'steps', defaultTrainConfig().steps, 1, 1_000_000) });
     base.threads = intFlag(args, 'threads', base.threads, 1, 256);
+    volScaleFlags(args, base.data);
     if (args.flags.has('real-folds')) throw new UsageError('Expected no --real-folds with study (it scores simulator families, not the real folder) but received one');
     const real = realDataFlags(args);
     if (real !== undefined) base.data.real = realTrainingData(real);

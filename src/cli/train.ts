@@ -12,11 +12,11 @@ import { trainEnsemble } from '../training/ensemble.js';
 import { formatConfusion, formatLevel, type EvaluationMetrics } from '../training/evaluate.js';
 import { calibrateOnLabelled } from '../training/calibrate.js';
 import { crossFit, crossFitSummary, formatCrossFit } from '../training/crossfit.js';
-import { REAL_DATA_FLAGS, UsageError, dirFlag, fileFlag, hiddenFlag, intFlag, parseArgs, realDataFlags, realTrainingData, seedsFlag, stringFlag, writableFilePath, type RealArgs } from './args.js';
+import { REAL_DATA_FLAGS, UsageError, dirFlag, fileFlag, hiddenFlag, intFlag, numberFlag, parseArgs, realDataFlags, realTrainingData, seedsFlag, stringFlag, volScaleFlags, writableFilePath, type RealArgs } from './args.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N | --seeds N,N,...] [--steps N] [--batch N] [--lr X]
-                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--steps-per-call N] [--out FILE]
+                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--vol-scale-share P] [--vol-scale-range LO,HI] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--steps-per-call N] [--out FILE]
                        [--calibrate-data DIR [--calibrate-labels FILE] [--calibrate-context-dir DIR] [--calibrate-folds K]]
                        [--real-data DIR [--real-labels FILE] [--real-context-dir DIR] [--real-repeat R] [--real-listings L] [--real-folds K] [--real-context-dropout P]]
 
@@ -43,15 +43,6 @@ interface CalibrateArgs {
   folds: number;
 }
 
-function numberFlag(raw: string | undefined, name: string, fallback: number, min: number, max: number): number {
-  if (raw === undefined) return fallback;
-  const v = Number(raw);
-  if (raw.trim() === '' || !Number.isFinite(v) || v < min || v > max) {
-    throw new UsageError(`Expected number in [${min}, ${max}] for --${name} but received ${JSON.stringify(raw)}`);
-  }
-  return v;
-}
-
 function parseConfig(argv: readonly string[]): { config: TrainConfig; out: string; seeds?: number[]; calibrate?: CalibrateArgs; real?: RealArgs } | 'help' {
   const args = parseArgs(argv, {
     hidden: { type: 'string' },
@@ -67,6 +58,8 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
     focal: { type: 'string' },
     'context-dropout': { type: 'string' },
     'new-listing-share': { type: 'string' },
+    'vol-scale-share': { type: 'string' },
+    'vol-scale-range': { type: 'string' },
     'calibrate-data': { type: 'string' },
     'calibrate-labels': { type: 'string' },
     'calibrate-context-dir': { type: 'string' },
@@ -95,6 +88,7 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
   config.focalGamma = numberFlag(stringFlag(args, 'focal'), 'focal', config.focalGamma, 0, 10);
   config.data.contextDropout = numberFlag(stringFlag(args, 'context-dropout'), 'context-dropout', config.data.contextDropout, 0, 1);
   config.data.newListingShare = numberFlag(stringFlag(args, 'new-listing-share'), 'new-listing-share', config.data.newListingShare, 0, 1);
+  volScaleFlags(args, config.data);
   config.threads = intFlag(args, 'threads', config.threads, 1, 256);
   // Speed only: the token set, the batches and the calibration's fits are the same for any value of these two.
   // The host's CPUs by default (at most 16): the shipped command keeps `--threads 2` for its bytes, but simulating
@@ -296,7 +290,7 @@ function rebuildCommand(c: TrainConfig, out: string, cal?: CalibrateArgs, seeds?
   const realFlags = real
     ? ` --real-data ${relDir(real.dataDir)}${real.labelsFile ? ` --real-labels ${relDir(real.labelsFile)}` : ''}${real.contextDir ? ` --real-context-dir ${relDir(real.contextDir)}` : ''} --real-repeat ${real.repeat} --real-listings ${real.listings} --real-folds ${real.folds}${real.contextDropout !== undefined ? ` --real-context-dropout ${real.contextDropout}` : ''}`
     : '';
-  return `npm run train -- --hidden ${c.hidden} ${seeds ? `--seeds ${seeds.join(',')}` : `--seed ${c.seed}`} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --test-seeds ${c.data.testSeeds} --focal ${c.focalGamma} --context-dropout ${c.data.contextDropout} --new-listing-share ${c.data.newListingShare} --out ${rel}${calFlags}${realFlags}`;
+  return `npm run train -- --hidden ${c.hidden} ${seeds ? `--seeds ${seeds.join(',')}` : `--seed ${c.seed}`} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --test-seeds ${c.data.testSeeds} --focal ${c.focalGamma} --context-dropout ${c.data.contextDropout} --new-listing-share ${c.data.newListingShare} --vol-scale-share ${c.data.volScaleShare ?? 0}${c.data.volScaleRange ? ` --vol-scale-range ${c.data.volScaleRange.join(',')}` : ''} --out ${rel}${calFlags}${realFlags}`;
 }
 
 await runIfMain(import.meta.url, main);

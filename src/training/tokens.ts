@@ -38,6 +38,8 @@ export interface SeedTokenOptions {
   days: number;
   contextDropout?: number;
   newListingShare?: number;
+  volScaleShare?: number;
+  volScaleRange?: readonly [number, number];
   family: RegimeFamily;
 }
 
@@ -49,6 +51,8 @@ export function seedTokens(hidden: Hidden, seed: number, opts: SeedTokenOptions)
     days: opts.days,
     contextDropout: opts.contextDropout ?? 0,
     newListingShare: opts.newListingShare ?? 0,
+    volScaleShare: opts.volScaleShare ?? 0,
+    ...(opts.volScaleRange !== undefined ? { volScaleRange: opts.volScaleRange } : {}),
     family: opts.family,
   }).map((s) => ({ s, f: computeFeatures(s.ticker, s.bars, hidden, s.context) }));
   const { x, vol, risk } = concatSeries(series.map(({ f }) => f), hidden);

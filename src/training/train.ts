@@ -97,6 +97,13 @@ export interface TrainConfig {
     /** Share of training instruments that are new listings with only their last 60–400 bars (trainingSet). */
     newListingShare: number;
     /**
+     * Share of training market histories made calmer or wilder as a whole (trainingSet's volScaleShare: every series'
+     * log returns times one k in [0.5, 2]); validation and test histories are never scaled. Absent in older configs: 0.
+     */
+    volScaleShare?: number;
+    /** The factor's range, log-uniform. Absent: [0.5, 2]. */
+    volScaleRange?: [number, number];
+    /**
      * A real labelled folder whose tickers join the training set (real-tokens.ts); figures on that folder must then
      * be cross-fitted (crossfit.ts). @defaultValue none: the simulator only
      */
@@ -430,6 +437,8 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
     days: d.days,
     contextDropout: d.contextDropout,
     newListingShare: d.newListingShare,
+    volScaleShare: d.volScaleShare ?? 0,
+    ...(d.volScaleRange !== undefined ? { volScaleRange: d.volScaleRange } : {}),
     familyOf: byIndex(d.trainSeed, d.families),
   }, simThreads);
   const train = d.real === undefined ? simulated : concatTokenSets(simulated, await realTrainingTokens(H, d.real, config.seed, warn));

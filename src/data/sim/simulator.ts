@@ -223,6 +223,40 @@ export interface TrainingSetOptions {
    * as many short histories as a market with recent listings holds. @defaultValue 0
    */
   newListingShare?: number;
+  /**
+   * Share of market histories whose every series (instruments and context) has its log returns, and its bars' ranges,
+   * multiplied by one factor k, log-uniform in `volScaleRange`: the same market, calmer or wilder as a whole, so that
+   * a class is told by how a series moves against the others rather than by its volatility alone (scaleHistory).
+   * @defaultValue 0
+   */
+  volScaleShare?: number;
+  /** Range of that factor. @defaultValue [0.5, 2] */
+  volScaleRange?: readonly [number, number];
+}
+
+/**
+ * The series with its log returns multiplied by k from its first close on (close and adjusted close), and each
+ * bar's open, high and low moved to k times their log distance from the close: a market k times as volatile (k < 1:
+ * calmer) with the same days, the same links and the same drift per unit of volatility.
+ */
+export function scaleHistory(bars: readonly Bar[], k: number): Bar[] {
+  if (bars.length === 0 || k === 1) return [...bars];
+  const c0 = Math.log(bars[0]!.close), a0 = Math.log(bars[0]!.adjClose);
+  return bars.map((b) => {
+    const close = Math.exp(c0 + k * (Math.log(b.close) - c0));
+    const at = (p: number): number => close * Math.exp(k * Math.log(p / b.close));
+    return { ...b, open: at(b.open), high: at(b.high), low: at(b.low), close, adjClose: Math.exp(a0 + k * (Math.log(b.adjClose) - a0)) };
+  });
+}
+
+/** The context series with their log closes multiplied by k from their first (scaleHistory's market). */
+function scaleContext(ctx: MarketContext, k: number): MarketContext {
+  if (k === 1) return ctx;
+  return ctx.map((c) => {
+    if (c === null) return null;
+    const l0 = c.logClose[0] ?? 0;
+    return { ticker: c.ticker, dates: c.dates, logClose: c.logClose.map((l) => l0 + k * (l - l0)) };
+  });
 }
 
 /**
@@ -250,11 +284,22 @@ export function trainingSet(opts: TrainingSetOptions): TrainingInstrument[] {
   }
   const dropout = opts.contextDropout ?? 0;
   const family = opts.family ?? 'recent';
+  const volShare = opts.volScaleShare ?? 0;
+  const [volLo, volHi] = opts.volScaleRange ?? [0.5, 2];
+  if (!(volShare >= 0 && volShare <= 1) || !(volLo > 0 && volHi >= volLo)) {
+    throw new RangeError(`Expected volScaleShare in [0, 1] and 0 < lo ≤ hi for volScaleRange but received ${volShare}, [${volLo}, ${volHi}]`);
+  }
+  // One factor per market history, drawn from that history's seed: its instruments and its context move together.
+  const volK = (marketSeed: number): number => {
+    if (volShare === 0) return 1;
+    const r = Rng.derive(marketSeed, 'vol-scale');
+    return r.next() < volShare ? Math.exp(r.uniform(Math.log(volLo), Math.log(volHi))) : 1;
+  };
   const contexts = new Map<number, MarketContext>();
   const contextOf = (marketSeed: number): MarketContext => {
     let c = contexts.get(marketSeed);
     if (c === undefined) {
-      c = simulateContext(marketSeed, opts.days, opts.end ?? DEFAULT_SIM_END, family);
+      c = scaleContext(simulateContext(marketSeed, opts.days, opts.end ?? DEFAULT_SIM_END, family), volK(marketSeed));
       contexts.set(marketSeed, c);
     }
     return c;
@@ -266,7 +311,7 @@ export function trainingSet(opts: TrainingSetOptions): TrainingInstrument[] {
         const ticker = simTicker(subtype, i);
         // History 0 is the seed's own, so a one-path set equals what simulateBars gives for the same seed.
         const marketSeed = i % paths === 0 ? opts.seed : Rng.derive(opts.seed, `market-path:${i % paths}`).int(2 ** 31);
-        let bars = simulateOnMarket(ticker, subtype, opts.days, opts.seed, marketSeed, endDays, family);
+        let bars = scaleHistory(simulateOnMarket(ticker, subtype, opts.days, opts.seed, marketSeed, endDays, family), volK(marketSeed));
         const rng = Rng.derive(opts.seed, `gaps:${ticker}`);
         if (rng.next() < gappyShare) {
           const dropRate = rng.uniform(0.02, 0.25);
