@@ -62,9 +62,9 @@
 //            the block loads the weights) sends every tile there.
 //            At bf16x3 v12 also turns x·W1 inside out (CfgTC::JOUTER): per 8-column block of h both 16-row tiles,
 //            so that each B operand of W1 is loaded once per warp tile, not once per 16 rows (+3% at both sizes).
-//            Without the expert output v12 runs v11's instance. H200, 2026-12-05, bf16x3, 1e7 tokens with the
-//            expert output: H = 32 6.62 against v11's 5.80 G tokens/s (1.14×), H = 16 11.97 against 10.90 (1.10×);
-//            expert outputs within the same bounds as v11's (the bench's maxima equal to three digits).
+//            Without the expert output v12 runs v11's instance. H100, 2026-12-05 evening, bf16x3, 1e7 tokens with
+//            the expert output: H = 32 6.82 against v11's 5.64 G tokens/s (1.21×), H = 16 11.92 against 10.90
+//            (1.09×); expert outputs within the same bounds as v11's (the bench's maxima equal to three digits).
 // Measured for v9 (H200, 2026-12-05, kernel only, 1e7 tokens with the expert output, G tokens/s, best of two runs): H = 32
 // bf16x3 4.95, tf32x3 4.37, tf32 5.02, bf16 6.88 against v8's 3.07; H = 16 bf16x3 9.84, tf32x3 9.27, tf32 9.85, bf16
 // 11.04 against 8.12. bf16x3 keeps probabilities within 8.6e-5 of the oracle on the trained H = 16 model with feature
@@ -174,7 +174,8 @@ __device__ __forceinline__ void mmaT(float (&d)[4], const std::uint32_t (&a)[4],
 template <int H_, int P_, int W_, int V_>
 struct CfgTC {
   static constexpr int H = H_, F = 2 * H_;
-  static constexpr bool DENSE = V_ >= 11;           // V_: 9, 11 or 12           // versions 11 and 12: the expert product dense, h in A fragments
+  // V_: the version, 9, 11 or 12. DENSE: versions 11 and 12, the expert product dense, h kept in A fragments.
+  static constexpr bool DENSE = V_ >= 11;
   // The expert product's operands: BF16 at bf16; else TF32 (v9, v11) or FP16 (v12: TF32's 11-bit significand at the
   // m16n8k16 rate, h range-checked per tile). BF2: that product in m16n8k16 (BF16 or FP16) rather than m16n8k8.
   static constexpr int ET = P_ == kBF16 ? kMmaBf16 : V_ == 12 ? kMmaF16 : kMmaTf32;
