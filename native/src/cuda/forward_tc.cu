@@ -40,7 +40,7 @@
 //            Padding columns of a group read some row of the tile and are not stored (each output column depends only
 //            on its own B column). Every token's sums run in the same k order whatever its neighbours: results are
 //            bit-identical from call to call and independent of the tile a token lands in.
-// Version 11 (the default since 2026-12-05): the expert product dense over the experts the warp tile's rows chose.
+// Version 11 (the default on the afternoon of 2026-12-05, until v12): the expert product dense over the experts the warp tile's rows chose.
 //            h never leaves the lanes that computed it: the C layout of x·W1 is already the A layout of the next
 //            product (TF32: k order permuted within each 8, c0 c2 c1 c3; BF16: two 8-column blocks as they are), so each
 //            lane stages its own A fragments in shared memory before the gate (no other lane reads them, no barrier)
@@ -150,15 +150,6 @@ __device__ __forceinline__ void mmaT(float (&d)[4], std::uint32_t a0, std::uint3
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
   }
 }
-template <bool BF16>
-__device__ __forceinline__ void mma(float (&d)[4], std::uint32_t a0, std::uint32_t a1, std::uint32_t a2,
-                                    std::uint32_t a3, std::uint32_t b0, std::uint32_t b1) {
-  mmaT<BF16 ? kMmaBf16 : kMmaTf32>(d, a0, a1, a2, a3, b0, b1);
-}
-template <bool BF16>
-__device__ __forceinline__ void mma(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
-  mma<BF16>(d, a[0], a[1], a[2], a[3], b0, b1);
-}
 template <int T>
 __device__ __forceinline__ void mmaT(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
   mmaT<T>(d, a[0], a[1], a[2], a[3], b0, b1);
@@ -181,6 +172,7 @@ struct CfgTC {
   static constexpr int ET = P_ == kBF16 ? kMmaBf16 : V_ == 12 ? kMmaF16 : kMmaTf32;
   static constexpr bool F16E = ET == kMmaF16;
   static constexpr bool BF1 = P_ == kBF16 || P_ == kBF16X3, BF2 = ET != kMmaTf32, X3 = P_ == kTF32X3 || P_ == kBF16X3;
+  static constexpr int T1 = BF1 ? kMmaBf16 : kMmaTf32;  // x·W1's operand type
   static constexpr int K1 = BF1 ? 16 : 8, K2 = BF2 ? 16 : 8;
   static constexpr int KS1 = H / K1, NJ1 = F / 8;   // x·W1: k-steps over H, 8-column blocks of h
   static constexpr int KS2 = F / K2, MT2 = H / 16;  // y^T = We^T·h^T: k-steps over F, 16-row tiles of y^T (columns of y)
@@ -222,13 +214,6 @@ struct CfgTC {
   static_assert(kMT % MTS == 0, "version 11 takes the warp tile's 16-row tiles MTS at a time");
 };
 
-// Fills shared memory: the FP32 parameters past W1 (except We) and the mma operands in their lane order.
-// W1 (B operand of x·W1, rows of W1 = columns of x): TF32 slot t ↔ row t·CPL + 2s, slot t+4 ↔ t·CPL + 2s + 1; BF16
-// slots 2t, 2t+1, 2t+8, 2t+9 ↔ rows t·CPL + 4s + 0..3. Split precisions store {hi, hi, lo, lo}: lo = TF32(w - hi)
-// (tf32x3) or the BF16 pairs of w - hi (bf16x3).
-// We[e]^T (A operand of y^T = We^T·h^T; row m = column m of y, k = row f of We[e]): a lane (g, t) holds rows
-// m0 = 16·mt + g and m0 + 8; TF32 slot t ↔ f = 8s + 2t, slot t+4 ↔ 8s + 2t + 1; BF16 slots 2t, 2t+1 ↔ f = 16s + 4t,
-// +1 and 2t+8, 2t+9 ↔ 16s + 4t + 2, +3 (the staged h rows hold the same k pairs in adjacent words).
 // A pair of the expert product's 16-bit operands (BF16 or FP16, C::ET), lo in the low half.
 template <class C>
 __device__ __forceinline__ std::uint32_t packE(float lo, float hi) {
@@ -236,8 +221,16 @@ __device__ __forceinline__ std::uint32_t packE(float lo, float hi) {
   else return packBf16(lo, hi);
 }
 
+// Fills shared memory: the FP32 parameters past W1 (except We) and the mma operands in their lane order.
+// W1 (B operand of x·W1, rows of W1 = columns of x): TF32 slot t ↔ row t·CPL + 2s, slot t+4 ↔ t·CPL + 2s + 1; BF16
+// slots 2t, 2t+1, 2t+8, 2t+9 ↔ rows t·CPL + 4s + 0..3. Split precisions store {hi, hi, lo, lo}: lo = TF32(w - hi)
+// (tf32x3) or the BF16 pairs of w - hi (bf16x3).
+// We[e]^T (A operand of y^T = We^T·h^T; row m = column m of y, k = row f of We[e]): a lane (g, t) holds rows
+// m0 = 16·mt + g and m0 + 8; TF32 slot t ↔ f = 8s + 2t, slot t+4 ↔ 8s + 2t + 1; BF16 slots 2t, 2t+1 ↔ f = 16s + 4t,
+// +1 and 2t+8, 2t+9 ↔ 16s + 4t + 2, +3 (the staged h rows hold the same k pairs in adjacent words); the dense
+// versions' B operands of We[e] are described in the loop that fills them. Returns whether an FP16 operand of We (v12)
+// came out infinite (|We| >= 65520): that block then takes the FP32 way out.
 template <class C>
-// Returns whether an FP16 operand of We (v12) came out infinite (|We| >= 65520): that block then takes the FP32 way out.
 __device__ __forceinline__ bool loadWeightsTC(float* tail, float* be, void* w1v, uint4* wef,
                                               const float* __restrict__ wG, int tid, int nt) {
   using L = Lay<C::H>;
@@ -506,10 +499,10 @@ template <class C>
 __device__ __forceinline__ void w1StepTC(float (&acc)[4], const std::uint32_t (&af)[4], const std::uint32_t (&al)[4],
                                          uint4 b) {
   if constexpr (C::X3) {
-    mma<C::BF1>(acc, al, b.x, b.y);
-    mma<C::BF1>(acc, af, b.z, b.w);
+    mmaT<C::T1>(acc, al, b.x, b.y);
+    mmaT<C::T1>(acc, af, b.z, b.w);
   }
-  mma<C::BF1>(acc, af, b.x, b.y);
+  mmaT<C::T1>(acc, af, b.x, b.y);
 }
 
 // relu of the accumulators of column block j (h in place), h·Wc over the lane's columns 8j + 2tq + c into bp, and
@@ -925,8 +918,9 @@ void launchAllTC(Precision precision, const DeviceParams& p, const ForwardArgs& 
 template <int H, int W>
 void launchVersionTC(int version, Precision precision, const DeviceParams& p, const ForwardArgs& a,
                      cudaStream_t stream) {
-  // Without the expert output v12 is v11's code (they differ in the expert product only); its own instance, built
-  // around the FP32 way out, ran 8% slower there (H = 32; H200, 2026-12-05).
+  // Without the expert output v12 runs v11's instance: the same results (they differ in the expert product, and in
+  // x·W1's loop order at bf16x3, which keeps every sum's order); v12's own instance, built around the FP32 way out,
+  // ran 8% slower there (H = 32; H200, 2026-12-05, before x·W1 was turned inside out; not measured since).
   if (version == 9) launchAllTC<H, W, 9>(precision, p, a, stream);
   else if (version == 11 || !a.expert) launchAllTC<H, W, 11>(precision, p, a, stream);
   else launchAllTC<H, W, 12>(precision, p, a, stream);
