@@ -48,6 +48,27 @@ void check(bool ok, const char* what, int H, std::size_t n, double detail) {
   }
 }
 
+// The largest and second largest of a token's four probabilities.
+void topTwo(const float* probs, double& top, double& second) {
+  top = -1, second = -1;
+  for (int d = 0; d < 4; ++d) {
+    const double v = probs[d];
+    if (v > top) { second = top; top = v; } else if (v > second) second = v;
+  }
+}
+
+// Hidden pre-activation f of the token row x (b1 + x·W1 in double) and, in mag, the sum of its terms' magnitudes.
+double preActivation(const moe::Params& p, const moe::Layout& L, const float* x, int f, double& mag) {
+  double pre = p.w[L.b1 + f];
+  mag = 0;
+  for (int i = 0; i < L.H; ++i) {
+    const double term = double(x[i]) * p.w[L.W1 + std::size_t(i) * L.F + f];
+    pre += term;
+    mag += std::fabs(term);
+  }
+  return pre;
+}
+
 // Redraws the x row of every token that sits on a kink of the loss (a hidden pre-activation within 1e-4 of 0, where
 // relu's derivative flips, or top two logits within 1e-3, where the chosen expert does) until none does. There the
 // GPU's order of summation may legitimately land on the other side of the kink from the oracle's, and one token
@@ -67,16 +88,10 @@ std::size_t redrawKinks(const std::unique_ptr<moe::Backend>& ref, const moe::Par
     std::size_t now = 0;
     for (std::size_t t = 0; t < n; ++t) {
       bool kink = false;
-      for (int f = 0; f < F && !kink; ++f) {
-        double pre = p.w[L.b1 + f];
-        for (int i = 0; i < H; ++i) pre += double(x[t * H + i]) * p.w[L.W1 + std::size_t(i) * F + f];
-        kink = std::fabs(pre) < 1e-4;
-      }
-      double top = -1, second = -1;
-      for (int d = 0; d < 4; ++d) {
-        const double v = probs[t * 4 + d];
-        if (v > top) { second = top; top = v; } else if (v > second) second = v;
-      }
+      double mag;
+      for (int f = 0; f < F && !kink; ++f) kink = std::fabs(preActivation(p, L, &x[t * H], f, mag)) < 1e-4;
+      double top, second;
+      topTwo(&probs[t * 4], top, second);
       if (!kink && !(std::log(top / second) < 1e-3)) continue;
       for (int i = 0; i < H; ++i) x[t * H + i] = nd(gen);
       ++now;
@@ -150,11 +165,8 @@ int run(int argc, char** argv) {
           if (std::isnan(g)) maxRel = maxAbs = INFINITY;
         }
         if (a1[t] != a2[t]) {
-          double top = -1, second = -1;
-          for (int d = 0; d < 4; ++d) {
-            const double v = p1[t * 4 + d];
-            if (v > top) { second = top; top = v; } else if (v > second) second = v;
-          }
+          double top, second;
+          topTwo(&p1[t * 4], top, second);
           // fp32: a true near-tie of the probabilities; tensor-core precisions: top two logits within gapTol.
           const double gap = std::log(top / second);
           const bool tie = lowPrec ? gap <= gapTol : top - second <= 2e-5 * top;
@@ -322,12 +334,8 @@ int run(int argc, char** argv) {
         if (a1[t] != a2[t]) continue;
         ++compared;
         for (int f = 0; f < F; ++f) {
-          double acc = q.w[L.b1 + f], mag = 0;
-          for (int i = 0; i < H; ++i) {
-            acc += double(x[t * H + i]) * q.w[L.W1 + i * F + f];
-            mag += std::fabs(double(x[t * H + i]) * q.w[L.W1 + i * F + f]);
-          }
-          hs[f] = std::max(acc, 0.0) + mag;
+          double mag;
+          hs[f] = std::max(preActivation(q, L, &x[t * H], f, mag), 0.0) + mag;
         }
         const float* We = q.w.data() + L.We + std::size_t(a1[t]) * F * H;
         for (int k = 0; k < H; ++k) {

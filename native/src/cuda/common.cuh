@@ -68,8 +68,8 @@ constexpr Precision kDefaultPrecision = Precision::BF16X3;
 // The tensor-core kernel the precisions other than fp32 run unless MOE_CUDA_FORWARD_KERNEL forces 9, 11 or 12: v12
 // (v11, the expert product dense over the experts a tile's rows chose, with that product in FP16), the same
 // probabilities and argmax as v9 and v11 bit for bit, expert outputs as close to the oracle as v11's, and faster with
-// the expert output in every case measured (1.14× v11 at H = 32, 1.10× at H = 16, 1e7 tokens, bf16x3; H200,
-// 2026-12-05; docs/performance.md, "Version 12"); without it v12 runs v11's code.
+// the expert output in every case measured (1.21× v11 at H = 32, 1.09× at H = 16, 1e7 tokens, bf16x3; H100,
+// 2026-12-05; docs/performance.md, "Version 12"); without it v12 runs v11's instance.
 constexpr int kDefaultTensorKernel = 12;
 // MOE_CUDA_PRECISION=fp32|bf16x3|tf32x3|tf32|bf16, read once; unset or empty: kDefaultPrecision, except fp32 when
 // MOE_CUDA_FORWARD_KERNEL forces an fp32 kernel (2, 4 or 8); any other value throws moe::Error naming the allowed

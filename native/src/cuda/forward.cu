@@ -10,17 +10,16 @@
 // Eight versions were written, each checked against the scalar oracle (native/tests/cuda_vs_scalar.cpp) and timed
 // by native/bench/cuda_bench.cu; the three that are the fastest for some case stay here: v2 (H = 16 without the
 // expert output), v4 (H = 32 without it) and v8 (with it, both sizes). v1, v3, v5, v6 and v7 are in the repository's
-// history (2026-11). These are the FP32 kernels (MOE_CUDA_PRECISION=fp32); v9 and v11 (forward_tc.cu) run the two
-// matrix products on the tensor cores in split BF16 (bf16x3, the default precision since 2026-12-05: within the
+// history (2026-11). These are the FP32 kernels (MOE_CUDA_PRECISION=fp32); v9, v11 and v12 (forward_tc.cu) run the
+// two matrix products on the tensor cores in split BF16 (bf16x3, the default precision since 2026-12-05: within the
 // accuracy contract on the trained model and faster than v8 at both sizes), split TF32, TF32 or BF16
-// (MOE_CUDA_PRECISION=bf16x3|tf32x3|tf32|bf16); v11 differs from v9 in the expert product only (dense over the experts
-// a tile's rows chose, instead of bucketed by expert). MOE_CUDA_FORWARD_KERNEL=2|4|8|9|11 forces one (any other value,
-// or one that does not compute in the precision asked for, is an error; a forced 2, 4 or 8 with MOE_CUDA_PRECISION
-// unset computes in fp32), else forwardKernelVersion picks v11 (kDefaultTensorKernel) for the tensor-core precisions
-// and, for fp32, the fastest measured on an H100 for the
-// hidden size and whether the expert output is asked for. The per-token stages every version shares (statistics, the
-// four signals, logits, argmax, softmax) are written once in stages.cuh; a kernel here is its version's tiling and
-// data movement around them. Rates of the eight: H100, H = 32, 1e7 tokens with expert output.
+// (MOE_CUDA_PRECISION=bf16x3|tf32x3|tf32|bf16); they differ in the expert product only (v9 bucketed by expert, v11
+// dense over the experts a tile's rows chose, v12 that in FP16). MOE_CUDA_FORWARD_KERNEL=2|4|8|9|11|12 forces one
+// (any other value, or one that does not compute in the precision asked for, is an error; a forced 2, 4 or 8 with
+// MOE_CUDA_PRECISION unset computes in fp32), else forwardKernelVersion picks v12 (kDefaultTensorKernel) for the
+// tensor-core precisions and, for fp32, the fastest measured on an H100 for the hidden size and whether the expert
+// output is asked for. The per-token stages every version shares (statistics, the four signals, logits, argmax,
+// softmax) are written once in stages.cuh; a kernel here is its version's tiling and data movement around them. Rates of the eight: H100, H = 32, 1e7 tokens with expert output.
 //   v1  one token per thread: each 16-byte weight broadcast from shared memory feeds 4 FMAs per lane. 1.94 G tokens/s.
 //   v2  two tokens per thread: each weight load feeds two tokens (half the shared-memory bytes per FMA). Buckets
 //       start at even slots so the two tokens a thread takes in the expert stage share one weight slice. 2.40 G.
