@@ -170,7 +170,8 @@ done; done
 
 fi  # TC_ONLY
 # Nsight Compute on the first launch of a v9, v11 or v12 instance with the expert output in a bench of 1e7-token
-# kernel rows only (MOE_BENCH_KERNEL_TOKENS: the bench runs each kernel with the expert output first). Instance names: forwardKernelTC<H, precision (1 tf32, 2 bf16, 3 tf32x3, 4 bf16x3), warps per block, version>. Each report
+# kernel rows only (MOE_BENCH_KERNEL_TOKENS: the bench runs each kernel with the expert output first). Instance
+# names: forwardKernelTC<H, precision (1 tf32, 2 bf16, 3 tf32x3, 4 bf16x3), warps per block, version>. Each report
 # is printed whole (ncu-v*-H*.txt: the sections' tables, the warp stall reasons and pipe utilisation where this ncu
 # prints section bodies) with its raw metrics (ncu-v*-H*.csv), and the 25 SASS instructions with the most stall
 # samples (SourceCounters).
