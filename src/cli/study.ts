@@ -7,7 +7,7 @@
 import { writeFileSync } from 'node:fs';
 import { REGIME_FAMILIES, type RegimeFamily } from '../data/sim/regimes.js';
 import { defaultTrainConfig, trainRouter } from '../training/train.js';
-import { hiddenFlag, intFlag, listFlag, parseArgs, volScaleFlags, REAL_DATA_FLAGS, realDataFlags, realTrainingData, seedsFlag, UsageError } from './args.js';
+import { hiddenFlag, intFlag, listFlag, parseArgs, REAL_DATA_FLAGS, realDataFlags, realTrainingData, seedsFlag, UsageError, volScaleFlags } from './args.js';
 import { trainEnsemble } from '../training/ensemble.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 

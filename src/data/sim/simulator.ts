@@ -237,10 +237,11 @@ export interface TrainingSetOptions {
 /**
  * The series with its log returns multiplied by k from its first close on (close and adjusted close), and each
  * bar's open, high and low moved to k times their log distance from the close: a market k times as volatile (k < 1:
- * calmer) with the same days, the same links and the same drift per unit of volatility.
+ * calmer) with the same days, the same links and the same drift per unit of volatility. k = 1 returns the array
+ * itself (no copy: the default, unscaled training set).
  */
-export function scaleHistory(bars: readonly Bar[], k: number): Bar[] {
-  if (bars.length === 0 || k === 1) return [...bars];
+export function scaleHistory(bars: Bar[], k: number): Bar[] {
+  if (bars.length === 0 || k === 1) return bars;
   const c0 = Math.log(bars[0]!.close), a0 = Math.log(bars[0]!.adjClose);
   return bars.map((b) => {
     const close = Math.exp(c0 + k * (Math.log(b.close) - c0));
