@@ -120,21 +120,17 @@ describe('train speed flags', () => {
     // The files name their own path in the rebuild command; everything else must match.
     const strip = (buf: Buffer, name: string) => buf.toString('latin1').split(name).join('OUT');
     expect(strip(await readFile(a), 'a.safetensors')).toBe(strip(await readFile(b), 'b.safetensors'));
-    const bad = await train(['--feeder', 'maybe']);
-    expect(bad.code).toBe(2);
-    expect(bad.err.join('\n')).toContain('Expected on or off for --feeder but received "maybe"');
-    const badRange = await train(['--vol-scale-range', '2,1']);
-    expect(badRange.code).toBe(2);
-    expect(badRange.err.join('\n')).toContain('Expected LO,HI with 0 < LO ≤ HI ≤ 10 for --vol-scale-range but received "2,1"');
-    const badShare = await train(['--vol-scale-share', '2']);
-    expect(badShare.code).toBe(2);
-    expect(badShare.err.join('\n')).toContain('Expected number in [0, 1] for --vol-scale-share but received "2"');
-    const badFused = await train(['--fused-step', '1']);
-    expect(badFused.code).toBe(2);
-    expect(badFused.err.join('\n')).toContain('Expected on or off for --fused-step but received "1"');
-    const badGroup = await train(['--steps-per-call', '0']);
-    expect(badGroup.code).toBe(2);
-    expect(badGroup.err.join('\n')).toContain('--steps-per-call');
+    for (const [args, msg] of [
+      [['--feeder', 'maybe'], 'Expected on or off for --feeder but received "maybe"'],
+      [['--vol-scale-range', '2,1'], 'Expected LO,HI with 0 < LO ≤ HI ≤ 10 for --vol-scale-range but received "2,1"'],
+      [['--vol-scale-share', '2'], 'Expected number in [0, 1] for --vol-scale-share but received "2"'],
+      [['--fused-step', '1'], 'Expected on or off for --fused-step but received "1"'],
+      [['--steps-per-call', '0'], '--steps-per-call'],
+    ] as const) {
+      const bad = await train([...args]);
+      expect(bad.code, args.join(' ')).toBe(2);
+      expect(bad.err.join('\n')).toContain(msg);
+    }
   });
 });
 
