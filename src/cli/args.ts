@@ -66,6 +66,12 @@ export function stringFlag(args: ParsedArgs, name: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
+/** The flags volScaleFlags reads, for parseArgs. */
+export const VOL_SCALE_FLAGS: Record<string, FlagSpec> = {
+  'vol-scale-share': { type: 'string' },
+  'vol-scale-range': { type: 'string' },
+};
+
 /**
  * The training set's volatility scaling (`--vol-scale-share P`, `--vol-scale-range LO,HI`) into `data`: the share of
  * training market histories made calmer or wilder as a whole and the range of that factor (trainingSet).

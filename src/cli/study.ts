@@ -7,7 +7,7 @@
 import { writeFileSync } from 'node:fs';
 import { REGIME_FAMILIES, type RegimeFamily } from '../data/sim/regimes.js';
 import { defaultTrainConfig, trainRouter } from '../training/train.js';
-import { hiddenFlag, intFlag, listFlag, parseArgs, REAL_DATA_FLAGS, realDataFlags, realTrainingData, seedsFlag, UsageError, volScaleFlags } from './args.js';
+import { hiddenFlag, intFlag, listFlag, parseArgs, REAL_DATA_FLAGS, realDataFlags, realTrainingData, seedsFlag, UsageError, volScaleFlags, VOL_SCALE_FLAGS } from './args.js';
 import { trainEnsemble } from '../training/ensemble.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
@@ -55,8 +55,7 @@ export function main(argv: readonly string[]): Promise<number> {
       seed: { type: 'string' },
       seeds: { type: 'string' },
       threads: { type: 'string' },
-      'vol-scale-share': { type: 'string' },
-      'vol-scale-range': { type: 'string' },
+      ...VOL_SCALE_FLAGS,
       json: { type: 'string' },
       ...REAL_DATA_FLAGS,
       help: { type: 'boolean' },

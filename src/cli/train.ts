@@ -12,7 +12,7 @@ import { trainEnsemble } from '../training/ensemble.js';
 import { formatConfusion, formatLevel, type EvaluationMetrics } from '../training/evaluate.js';
 import { calibrateOnLabelled } from '../training/calibrate.js';
 import { crossFit, crossFitSummary, formatCrossFit } from '../training/crossfit.js';
-import { REAL_DATA_FLAGS, UsageError, dirFlag, fileFlag, hiddenFlag, intFlag, numberFlag, parseArgs, realDataFlags, realTrainingData, seedsFlag, stringFlag, volScaleFlags, writableFilePath, type RealArgs } from './args.js';
+import { REAL_DATA_FLAGS, UsageError, dirFlag, fileFlag, hiddenFlag, intFlag, numberFlag, parseArgs, realDataFlags, realTrainingData, seedsFlag, stringFlag, volScaleFlags, VOL_SCALE_FLAGS, writableFilePath, type RealArgs } from './args.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N | --seeds N,N,...] [--steps N] [--batch N] [--lr X]
@@ -58,8 +58,7 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
     focal: { type: 'string' },
     'context-dropout': { type: 'string' },
     'new-listing-share': { type: 'string' },
-    'vol-scale-share': { type: 'string' },
-    'vol-scale-range': { type: 'string' },
+    ...VOL_SCALE_FLAGS,
     'calibrate-data': { type: 'string' },
     'calibrate-labels': { type: 'string' },
     'calibrate-context-dir': { type: 'string' },
