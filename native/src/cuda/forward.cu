@@ -19,7 +19,8 @@
 // MOE_CUDA_PRECISION unset computes in fp32), else forwardKernelVersion picks v12 (kDefaultTensorKernel) for the
 // tensor-core precisions and, for fp32, the fastest measured on an H100 for the hidden size and whether the expert
 // output is asked for. The per-token stages every version shares (statistics, the four signals, logits, argmax,
-// softmax) are written once in stages.cuh; a kernel here is its version's tiling and data movement around them. Rates of the eight: H100, H = 32, 1e7 tokens with expert output.
+// softmax) are written once in stages.cuh; a kernel here is its version's tiling and data movement around them.
+// Rates of the eight: H100, H = 32, 1e7 tokens with expert output.
 //   v1  one token per thread: each 16-byte weight broadcast from shared memory feeds 4 FMAs per lane. 1.94 G tokens/s.
 //   v2  two tokens per thread: each weight load feeds two tokens (half the shared-memory bytes per FMA). Buckets
 //       start at even slots so the two tokens a thread takes in the expert stage share one weight slice. 2.40 G.

@@ -40,7 +40,8 @@
 //            Padding columns of a group read some row of the tile and are not stored (each output column depends only
 //            on its own B column). Every token's sums run in the same k order whatever its neighbours: results are
 //            bit-identical from call to call and independent of the tile a token lands in.
-// Version 11 (the default on the afternoon of 2026-12-05, until v12): the expert product dense over the experts the warp tile's rows chose.
+// Version 11 (the default on the afternoon of 2026-12-05, until v12): the expert product dense over the experts the
+//            warp tile's rows chose.
 //            h never leaves the lanes that computed it: the C layout of x·W1 is already the A layout of the next
 //            product (TF32: k order permuted within each 8, c0 c2 c1 c3; BF16: two 8-column blocks as they are), so each
 //            lane stages its own A fragments in shared memory before the gate (no other lane reads them, no barrier)
