@@ -5,10 +5,10 @@
 //   hostcopy   pageable -> pinned and pinned -> pageable memcpy through the backend's CopyPool, 1..16 threads
 //   hostregister  cost of page-locking 1 GiB of pageable memory (the MOE_CUDA_HOST_REGISTER=1 variant)
 //   kernel     forward kernel only (the fp32 versions 2, 4 and 8, see forward.cu, the tensor-core versions 9 and 11
-//              in bf16x3, tf32x3, tf32 and bf16 and 12 in the first three, see forward_tc.cu), inputs and outputs on the device, 1e4 / 1e6 / 1e7
+//              in bf16x3, tf32x3, tf32 and bf16 and 12 and 13 in the first three, see forward_tc.cu), inputs and outputs on the device, 1e4 / 1e6 / 1e7
 //              tokens, with and without the expert output; tokens/s and achieved GB/s (bytes of each input read
 //              once, each output written once)
-//   accuracy   v8 (fp32), v9, v11 and v12 (each precision) against the scalar oracle on these weights, 1e6 tokens of the kernel
+//   accuracy   v8 (fp32), v9, v11, v12 and v13 (each precision) against the scalar oracle on these weights, 1e6 tokens of the kernel
 //              rows' inputs, T = 0.7, and at H = 16 the feature tokens of MOE_BENCH_TOKENS16 (see below) if set:
 //              max |Δp| and max |Δp| / p, argmax differences where the oracle's top two logits differ by more than
 //              1e-2 and within it, max |Δy| / (1 + |y|) of the expert output where the argmax agrees
@@ -214,7 +214,9 @@ int main(int argc, char** argv) {
                                                    {9, Precision::BF16},   {11, Precision::BF16X3},
                                                    {11, Precision::TF32X3}, {11, Precision::TF32},
                                                    {11, Precision::BF16},   {12, Precision::BF16X3},
-                                                   {12, Precision::TF32X3}, {12, Precision::TF32}};
+                                                   {12, Precision::TF32X3}, {12, Precision::TF32},
+                                                   {13, Precision::BF16X3}, {13, Precision::TF32X3},
+                                                   {13, Precision::TF32}};
       // MOE_BENCH_KERNEL_TOKENS=N: the kernel rows at that size only (a profiler then finds each instance's N-token
       // launch first: v12 and v11 share an instance without the expert output).
       const char* sizeEnv = std::getenv("MOE_BENCH_KERNEL_TOKENS");

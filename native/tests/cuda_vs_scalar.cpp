@@ -6,11 +6,10 @@
 // MOE_CUDA_FORWARD_KERNEL forces an fp32 kernel: 2, 4 or 8):
 //   probabilities within 1e-5·|p| + 1e-9; argmax equal unless the reference's top two probabilities are within
 //   2e-5 relative (a true near-tie); expert outputs within 1e-4·(1 + |y|) where the argmax agrees;
-// with MOE_CUDA_PRECISION=bf16x3 (also when unset: the default), tf32x3 or tf32 (forward kernels 9, 11 and 12), the accuracy
-//   contract of
-//   the tensor-core precisions instead: probabilities within 2e-3 (absolute); argmax equal wherever the reference's
+// with MOE_CUDA_PRECISION=bf16x3 (also when unset: the default), tf32x3 or tf32 (forward kernels 9, 11, 12 and 13),
+//   the accuracy contract of the tensor-core precisions instead: probabilities within 2e-3 (absolute); argmax equal wherever the reference's
 //   top two logits differ by more than 1e-2 (logit gap = ln(p_top / p_second)); expert outputs within 2e-2·(1 + |y|)
-//   where the argmax agrees (the expert product in TF32, or FP16 in v12: the same 11-bit significand);
+//   where the argmax agrees (the expert product in TF32, or FP16 in v12 and v13: the same 11-bit significand);
 // with MOE_CUDA_PRECISION=bf16, which does not meet that contract (docs/performance.md), bounds 5× looser that still
 //   catch a wrong kernel (probabilities 1e-2, logit gap 5e-2, expert outputs 1e-1·(1 + |y|)); each line says whether
 //   the contract held;

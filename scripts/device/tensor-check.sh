@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# One short GPU session for the tensor-core forward kernels (v9, v11 and v12, native/src/cuda/forward_tc.cu): builds the native
+# One short GPU session for the tensor-core forward kernels (v9, v11, v12 and v13, native/src/cuda/forward_tc.cu): builds the native
 # core, moe_cuda_test and moe_cuda_bench with CMake on the GPU machine (sm_90 only), then
-#   1. moe_cuda_test against the scalar oracle: each precision (bf16x3, tf32x3, tf32, bf16) with v9 and v11 forced, v12
-#      with the first three (at bf16 v12 is v11); the
+#   1. moe_cuda_test against the scalar oracle: each precision (bf16x3, tf32x3, tf32, bf16) with v9, v11 and v13 forced,
+#      v12 with the first three (at bf16 v12 is v11); the
 #      default (precision and version unset); fp32 with v2, v4, v8 forced and with MOE_CUDA_PRECISION=fp32; each
 #      with the test's own tolerances (fp32: 1e-5 relative; the tensor-core contract: probabilities within 2e-3,
 #      argmax equal where the oracle's top two logits differ by more than 1e-2; bf16 5× looser);
 #   2. the errors a bad setting gives (unknown MOE_CUDA_PRECISION, a forced kernel of the other precision);
-#   3. moe_cuda_bench MOE_BENCH_ONLY=kernels, twice: kernel-only rates of v2/v4/v8 (fp32), v9, v11 and v12 (each precision)
+#   3. moe_cuda_bench MOE_BENCH_ONLY=kernels, twice: kernel-only rates of v2/v4/v8 (fp32), v9, v11, v12 and v13 (each precision)
 #      and their accuracy against the oracle on the bench weights (models/router.safetensors at H = 16, random H = 32
 #      weights) with the bench's uniform inputs and, when the feature-token file exists, with simulator feature
 #      tokens at T = 0.6627 (the committed H = 16 model's fitted temperature); a table of 1e6 / 1e7 tokens.
 #      TC_BENCH2_ENV="VAR=value ..." runs the second bench run with that environment (an A/B of a setting);
 #      TC_TORCH=1 adds PyTorch on the same card and weights (torch_router.py bench, eager and torch.compile);
-#   4. compute-sanitizer memcheck of v9, v11 and v12 (bf16x3 and tf32x3, n up to 1000) and Nsight Compute on one 1e7-token
-#      launch with the expert output: v9, v11 and v12 bf16x3 at H = 32, v11 and v12 at H = 16, each with the stall
+#   4. compute-sanitizer memcheck of v9, v11, v12 and v13 (bf16x3 and tf32x3, n up to 1000) and Nsight Compute on one
+#      1e7-token launch with the expert output: v12 and v13 bf16x3 at H = 32 and H = 16, each with the stall
 #      reasons and the pipes' utilisation (ncu-v*-H*.txt; TC_NCU_REP=1 also keeps the reports, ncu-*.ncu-rep);
 #   5. when .device/node.xz, .device/evaluate.mjs (an esbuild bundle of src/cli/evaluate.ts), .device/moe_router.node
 #      and .device/market-data exist: `evaluate` on the development folder with the CPU backend and with the CUDA
@@ -31,6 +31,7 @@
 #   bash scripts/device/tensor-check.sh OUT
 # Every step has a time limit; the whole run stays under TENSOR_CHECK_BUDGET seconds (default 270).
 # TC_ONLY=ncu: the build and the Nsight Compute profiles only (TC_NCU_CONFIGS picks them).
+# TC_QUICK=1: step 1 tests only v12, v13 and the default; TC_MEMCHECK_VERSIONS="12 13" picks step 4's memcheck versions.
 set -u
 O="${1:?usage: tensor-check.sh OUT}"
 mkdir -p "$O"
@@ -65,27 +66,38 @@ run_test() {  # label, max tokens, env...
   grep -E "^device|^forward|FAIL|^ok|moe_cuda_test:" /tmp/t.txt; echo "rc=$rc"
 }
 if [[ "${TC_ONLY:-}" != ncu ]]; then  # TC_ONLY=ncu: the build and the profiles only
+# TC_QUICK=1: only v12 and v13 and the default are tested here (the other versions' code is unchanged).
+if [[ -z "${TC_QUICK:-}" ]]; then
 run_test "bf16x3 (v9)" 1000000 MOE_CUDA_PRECISION=bf16x3 MOE_CUDA_FORWARD_KERNEL=9
 run_test "bf16x3 (v11)" 1000000 MOE_CUDA_PRECISION=bf16x3 MOE_CUDA_FORWARD_KERNEL=11
+fi
 run_test "bf16x3 (v12)" 1000000 MOE_CUDA_PRECISION=bf16x3 MOE_CUDA_FORWARD_KERNEL=12
+run_test "bf16x3 (v13)" 1000000 MOE_CUDA_PRECISION=bf16x3 MOE_CUDA_FORWARD_KERNEL=13
+run_test "tf32x3 (v13)" 65537 MOE_CUDA_PRECISION=tf32x3 MOE_CUDA_FORWARD_KERNEL=13
+run_test "tf32 (v13)" 65537 MOE_CUDA_PRECISION=tf32 MOE_CUDA_FORWARD_KERNEL=13
+run_test "bf16 (v13)" 65537 MOE_CUDA_PRECISION=bf16 MOE_CUDA_FORWARD_KERNEL=13
 run_test "tf32x3 (v12)" 65537 MOE_CUDA_PRECISION=tf32x3 MOE_CUDA_FORWARD_KERNEL=12
 run_test "tf32 (v12)" 65537 MOE_CUDA_PRECISION=tf32 MOE_CUDA_FORWARD_KERNEL=12
+if [[ -z "${TC_QUICK:-}" ]]; then
 run_test "tf32x3 (v9)" 1000000 MOE_CUDA_PRECISION=tf32x3 MOE_CUDA_FORWARD_KERNEL=9
 run_test "tf32x3 (v11)" 65537 MOE_CUDA_PRECISION=tf32x3 MOE_CUDA_FORWARD_KERNEL=11
 for p in tf32 bf16; do
   run_test "$p (v9)" 65537 MOE_CUDA_PRECISION=$p MOE_CUDA_FORWARD_KERNEL=9
   run_test "$p (v11)" 65537 MOE_CUDA_PRECISION=$p MOE_CUDA_FORWARD_KERNEL=11
 done
+fi
 run_test "default (MOE_CUDA_PRECISION and MOE_CUDA_FORWARD_KERNEL unset)" 65537
+if [[ -z "${TC_QUICK:-}" ]]; then
 for v in 2 4 8; do run_test "fp32 v$v (forced, precision unset)" 65537 MOE_CUDA_FORWARD_KERNEL=$v; done
 # The seed whose fused-training-step check failed once before its tokens were drawn off the loss's kinks.
 run_test "fp32 v4 (forced), seed 715581919" 65537 MOE_CUDA_FORWARD_KERNEL=4 MOE_TEST_SEED=715581919
 run_test "fp32 (MOE_CUDA_PRECISION=fp32)" 1000 MOE_CUDA_PRECISION=fp32
+fi
 
 step "settings that must be refused" 10 | tee -a "$T"
 for e in "MOE_CUDA_PRECISION=fp16" "MOE_CUDA_PRECISION=TF32X3" "MOE_CUDA_PRECISION=tf32x3 MOE_CUDA_FORWARD_KERNEL=8" \
          "MOE_CUDA_PRECISION=fp32 MOE_CUDA_FORWARD_KERNEL=9" "MOE_CUDA_PRECISION=fp32 MOE_CUDA_FORWARD_KERNEL=11" \
-         "MOE_CUDA_FORWARD_KERNEL=7" "MOE_CUDA_FORWARD_KERNEL=10" "MOE_CUDA_FORWARD_KERNEL=13"; do
+         "MOE_CUDA_FORWARD_KERNEL=7" "MOE_CUDA_FORWARD_KERNEL=10" "MOE_CUDA_FORWARD_KERNEL=14"; do
   # shellcheck disable=SC2086
   env $e timeout 10 "$B/moe_cuda_test" 1 2>&1 | grep -E "moe_cuda_test:" | sed "s/^/$e → /" | tee -a "$T"
 done
@@ -121,12 +133,12 @@ for r in (1, 2):
         elif j["kind"] == "accuracy" and r == 1:
             acc.append(j)
 precs = ("bf16x3", "tf32x3", "tf32", "bf16")
-cols = [(2, "fp32"), (4, "fp32"), (8, "fp32")] + [(v, p) for v in (9, 11) for p in precs] + [(12, p) for p in precs[:3]]
-ratios = [(9, "bf16x3"), (11, "bf16x3"), (12, "bf16x3")]
+cols = [(2, "fp32"), (4, "fp32"), (8, "fp32")] + [(v, p) for v in (9, 11) for p in precs] + [(v, p) for v in (12, 13) for p in precs[:3]]
+ratios = [(9, "bf16x3"), (11, "bf16x3"), (12, "bf16x3"), (13, "bf16x3")]
 print("| H | tokens | expert | " + " | ".join("v%d %s" % c for c in cols) + " | " +
       " | ".join("v%d %s / v8" % c for c in ratios) + " | " + " | ".join("v11 / v9 %s" % p for p in precs) + " | " +
-      " | ".join("v12 / v11 %s" % p for p in precs[:3]) + " |")
-print("|" + " --- |" * (3 + len(cols) + len(ratios) + len(precs) + 3))
+      " | ".join("v12 / v11 %s" % p for p in precs[:3]) + " | " + " | ".join("v13 / v12 %s" % p for p in precs[:3]) + " |")
+print("|" + " --- |" * (3 + len(cols) + len(ratios) + len(precs) + 6))
 for H in (16, 32):
     for n in (1000000, 10000000):
         for ex in (True, False):
@@ -135,11 +147,12 @@ for H in (16, 32):
                 return max(x) if x else float("nan")
             runs = lambda v, p: "/".join("%.2f" % x for x in rows.get((H, n, ex, v, p), []))
             v8 = g(8, "fp32")
-            print("| %d | %.0e | %s | %s | %s | %s | %s |" % (
+            print("| %d | %.0e | %s | %s | %s | %s | %s | %s |" % (
                 H, n, "yes" if ex else "no", " | ".join(runs(v, p) for v, p in cols),
                 " | ".join("%.2f×" % (g(v, p) / v8) for v, p in ratios),
                 " | ".join("%.2f×" % (g(11, p) / g(9, p)) for p in precs),
-                " | ".join("%.2f×" % (g(12, p) / g(11, p)) for p in precs[:3])))
+                " | ".join("%.2f×" % (g(12, p) / g(11, p)) for p in precs[:3]),
+                " | ".join("%.2f×" % (g(13, p) / g(12, p)) for p in precs[:3])))
 print()
 print("G tokens/s, run 1/run 2 (median of 20 launches at 1e7, 50 at 1e6, each run)%s; ratios: best of the runs." %
       (", run 2 with " + env2 if env2 else ""))
@@ -161,8 +174,8 @@ if [[ -n "${TC_TORCH:-}" ]]; then
   grep -E 'torch-forward' "$O/torch.jsonl" | head -12
 fi
 
-l=$(left 60); step "compute-sanitizer memcheck, v9, v11 and v12, bf16x3 and tf32x3 (n up to 1000)" "$l"
-for v in 9 11 12; do for p in bf16x3 tf32x3; do
+l=$(left 60); step "compute-sanitizer memcheck, v9, v11, v12 and v13, bf16x3 and tf32x3 (n up to 1000)" "$l"
+for v in ${TC_MEMCHECK_VERSIONS:-9 11 12 13}; do for p in bf16x3 tf32x3; do
   MOE_CUDA_FORWARD_KERNEL=$v MOE_CUDA_PRECISION=$p timeout "$l" compute-sanitizer --tool memcheck --error-exitcode 9 "$B/moe_cuda_test" 1000 > /tmp/mc.txt 2>&1
   echo "memcheck v$v $p rc=$?" | tee -a "$O/memcheck.txt"; cat /tmp/mc.txt >> "$O/memcheck.txt"
   grep -E "ERROR SUMMARY|FAIL" /tmp/mc.txt | head -3
@@ -176,7 +189,7 @@ fi  # TC_ONLY
 # prints section bodies) with its raw metrics (ncu-v*-H*.csv), and the 25 SASS instructions with the most stall
 # samples (SourceCounters).
 # TC_NCU_CONFIGS="H:precision number:name:version ..." picks others ("none": no profile).
-for c in ${TC_NCU_CONFIGS:-32:4:bf16x3:9 32:4:bf16x3:11 32:4:bf16x3:12 16:4:bf16x3:11 16:4:bf16x3:12}; do
+for c in ${TC_NCU_CONFIGS:-32:4:bf16x3:12 32:4:bf16x3:13 16:4:bf16x3:12 16:4:bf16x3:13}; do
   [[ "$c" == none ]] && break
   set -- ${c//:/ }
   k="forwardKernelTCILi$1ELi$2ELi[0-9]+ELi$4E"

@@ -57,15 +57,15 @@ struct ForwardArgs {
   int n;
 };
 // Arithmetic of the forward's two matrix products (x·W1 and h·We[a]): FP32 (versions 2, 4 and 8), or on the tensor
-// cores with FP32 accumulation (versions 9, 11 and 12, forward_tc.cu): BF16X3 (x·W1 in split BF16; h·We in TF32, FP16
-// in v12), TF32X3 (x·W1 in split TF32, near FP32; h·We likewise), TF32 or BF16 inputs. Env: MOE_CUDA_PRECISION.
+// cores with FP32 accumulation (versions 9, 11, 12 and 13, forward_tc.cu): BF16X3 (x·W1 in split BF16; h·We in TF32,
+// FP16 in v12 and v13), TF32X3 (x·W1 in split TF32, near FP32; h·We likewise), TF32 or BF16 inputs. Env: MOE_CUDA_PRECISION.
 enum class Precision : int { Env = -1, FP32 = 0, TF32 = 1, BF16 = 2, TF32X3 = 3, BF16X3 = 4 };
 // The precision when MOE_CUDA_PRECISION is unset or empty (docs/performance.md, "Tensor-core forward"): bf16x3 is the
 // fastest that meets the accuracy contract with the trained model (probabilities within 2e-3 of the oracle, argmax
 // equal where the top two logits differ by more than 1e-2; measured 8.6e-5, no argmax difference; tf32 misses it) and
 // `evaluate` gives the CPU's rows with it (H200, 2026-12-05). The training path (lossgrad.cu) is FP32 always.
 constexpr Precision kDefaultPrecision = Precision::BF16X3;
-// The tensor-core kernel the precisions other than fp32 run unless MOE_CUDA_FORWARD_KERNEL forces 9, 11 or 12: v12
+// The tensor-core kernel the precisions other than fp32 run unless MOE_CUDA_FORWARD_KERNEL forces 9, 11, 12 or 13: v12
 // (v11, the expert product dense over the experts a tile's rows chose, with that product in FP16), the same
 // probabilities and argmax as v9 and v11 bit for bit, expert outputs as close to the oracle as v11's, and faster with
 // the expert output in every case measured (1.21× v11 at H = 32, 1.09× at H = 16, 1e7 tokens, bf16x3; H100,
@@ -76,12 +76,12 @@ constexpr int kDefaultTensorKernel = 12;
 // values (here and on every later call).
 Precision forwardPrecision();
 const char* precisionName(Precision p);
-// version: 0 = the default (forwardKernelVersion), 2, 4 or 8 = that FP32 kernel, 9, 11 or 12 = a tensor-core kernel
+// version: 0 = the default (forwardKernelVersion), 2, 4 or 8 = that FP32 kernel, 9, 11, 12 or 13 = a tensor-core kernel
 // (forward.cu and forward_tc.cu explain them); precision: Env = forwardPrecision(). Versions 2, 4 and 8 need FP32,
-// versions 9, 11 and 12 BF16X3, TF32X3, TF32 or BF16; any other value or combination throws before anything is launched.
+// versions 9, 11, 12 and 13 BF16X3, TF32X3, TF32 or BF16; any other value or combination throws before anything is launched.
 void launchForward(int H, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream, int version = 0,
                    Precision precision = Precision::Env);
-// MOE_CUDA_FORWARD_KERNEL=2|4|8|9|11|12 forces a version; else, for FP32, the fastest measured for this H and output
+// MOE_CUDA_FORWARD_KERNEL=2|4|8|9|11|12|13 forces a version; else, for FP32, the fastest measured for this H and output
 // set, and kDefaultTensorKernel (12) for the other precisions. Throws when a forced version does not compute in `precision` (Env:
 // forwardPrecision()).
 int forwardKernelVersion(int H, bool expert, Precision precision = Precision::Env);
@@ -91,8 +91,8 @@ int forcedForwardKernel();
 void prepareForward(int H);
 // The tensor-core kernel (forward_tc.cu), called through prepareForward and launchForward.
 void prepareForwardTC(int H);
-// version 9 (the expert product bucketed by expert), 11 (dense over the experts a tile's rows chose) or 12 (11 with
-// that product in FP16).
+// version 9 (the expert product bucketed by expert), 11 (dense over the experts a tile's rows chose), 12 (11 with
+// that product in FP16) or 13 (12 with h·Wc and the statistics' signal on the tensor cores, vol and risk by tables).
 void launchForwardTC(int H, int version, Precision precision, const DeviceParams& p, const ForwardArgs& a,
                      cudaStream_t stream);
 

@@ -10,11 +10,12 @@
 // Eight versions were written, each checked against the scalar oracle (native/tests/cuda_vs_scalar.cpp) and timed
 // by native/bench/cuda_bench.cu; the three that are the fastest for some case stay here: v2 (H = 16 without the
 // expert output), v4 (H = 32 without it) and v8 (with it, both sizes). v1, v3, v5, v6 and v7 are in the repository's
-// history (2026-11). These are the FP32 kernels (MOE_CUDA_PRECISION=fp32); v9, v11 and v12 (forward_tc.cu) run the
+// history (2026-11). These are the FP32 kernels (MOE_CUDA_PRECISION=fp32); v9, v11, v12 and v13 (forward_tc.cu) run the
 // two matrix products on the tensor cores in split BF16 (bf16x3, the default precision since 2026-12-05: within the
 // accuracy contract on the trained model and faster than v8 at both sizes), split TF32, TF32 or BF16
 // (MOE_CUDA_PRECISION=bf16x3|tf32x3|tf32|bf16); they differ in the expert product only (v9 bucketed by expert, v11
-// dense over the experts a tile's rows chose, v12 that in FP16). MOE_CUDA_FORWARD_KERNEL=2|4|8|9|11|12 forces one
+// dense over the experts a tile's rows chose, v12 that in FP16, v13 with the gate on the tensor cores as well).
+// MOE_CUDA_FORWARD_KERNEL=2|4|8|9|11|12|13 forces one
 // (any other value, or one that does not compute in the precision asked for, is an error; a forced 2, 4 or 8 with
 // MOE_CUDA_PRECISION unset computes in fp32), else forwardKernelVersion picks v12 (kDefaultTensorKernel) for the
 // tensor-core precisions and, for fp32, the fastest measured on an H100 for the hidden size and whether the expert
@@ -825,8 +826,9 @@ int forcedForwardKernel() {
     const char* e = std::getenv("MOE_CUDA_FORWARD_KERNEL");
     const std::string v = e ? e : "";
     if (v.empty()) return 0;
-    MOE_CHECK(v == "2" || v == "4" || v == "8" || v == "9" || v == "11" || v == "12",
-              "MOE_CUDA_FORWARD_KERNEL must be unset or 2, 4, 8, 9, 11 or 12 (the forward kernels that exist) but is '" +
+    MOE_CHECK(v == "2" || v == "4" || v == "8" || v == "9" || v == "11" || v == "12" || v == "13",
+              "MOE_CUDA_FORWARD_KERNEL must be unset or 2, 4, 8, 9, 11, 12 or 13 (the forward kernels that exist) but "
+              "is '" +
                   v + "'");
     return std::stoi(v);
   }();
@@ -871,7 +873,7 @@ int forwardKernelVersion(int H, bool expert, Precision precision) {
     // The tensor-core kernel is the only one with split, TF32 or BF16 products.
     MOE_CHECK(forced == 0 || forced >= 9,
               "MOE_CUDA_FORWARD_KERNEL=" + std::to_string(forced) + " is an fp32 kernel but MOE_CUDA_PRECISION is " +
-                  precisionName(prec) + " (bf16x3, tf32x3, tf32 and bf16 run forward kernels 9, 11 and 12)");
+                  precisionName(prec) + " (bf16x3, tf32x3, tf32 and bf16 run forward kernels 9, 11, 12 and 13)");
     return forced != 0 ? forced : kDefaultTensorKernel;
   }
   MOE_CHECK(forced < 9,

@@ -1,4 +1,4 @@
-// Forward kernels v9, v11 and v12: the two matrix products of the router (h = x·W1 and the expert's h·We[a]) on the
+// Forward kernels v9, v11, v12 and v13: the two matrix products of the router (h = x·W1 and the expert's h·We[a]) on the
 // tensor cores with warp-level mma.sync, FP32 accumulation. They share everything up to the expert product (one
 // template, forwardKernelTC<..., V>, V the version) and differ in that product (below). Precisions
 // (MOE_CUDA_PRECISION, forward.cu):
@@ -66,6 +66,26 @@
 //            Without the expert output v12 runs v11's instance. H100, 2026-12-05 evening, bf16x3, 1e7 tokens with
 //            the expert output: H = 32 6.82 against v11's 5.64 G tokens/s (1.21×), H = 16 11.92 against 10.90
 //            (1.09×); expert outputs within the same bounds as v11's (the bench's maxima equal to three digits).
+// Version 13: v12 with the gate moved off the FP32 lanes, which spent about 16 of v12's ~56 warp instructions per
+//            token (H = 16) on the three signals (112 relu units: 8 vol, 8 risk and 12 statistics units × 4 domains)
+//            and about 7 on h·Wc and its quad sums:
+//            - h·Wc on the tensor cores: the hi pairs of h that v12 packs as the expert product's A fragments, and
+//              the lo pairs of what they leave out, times g0·Wc (hi and lo, each column n of an 8-column B being
+//              domain n % 4) in split form (lo·hi, hi·lo, hi·hi: ~22 bits), one k-step per two 8-column blocks of h,
+//              into accumulators started at g0·bc. No per-lane FMAs, no quad sums.
+//            - the statistics' signal g3/12·Σ_j relu(a_j), a_j = Bs_j + st·Ws_j, on the tensor cores: u = (mean,
+//              variance, mean |x|, 1) per row (one m16n8k8 TF32 k-step, split in three) times (Ws; Bs), two units × four
+//              domains per 8-column block; relu(a) = (a + |a|) / 2, so each lane adds |a| of its two units (one FADD
+//              with the absolute-value operand each), the lanes t and t ^ 2 add theirs, and a seventh block of summed
+//              weights adds Σ_j a_j into the same accumulators.
+//            - the vol and risk signals by tables: c·Σ_j relu(v·Wt_j + Bt_j) is piecewise linear in v with one kink per
+//              unit and domain; the block sorts the 32 kinks when it loads the weights and sums, per interval, the
+//              slopes and offsets of the units active there, so a row's signal is a binary search (6 steps) and four
+//              FMAs.
+//            Each lane then takes its row's two domains and the other two from lane tq ^ 1. The sums run in another
+//            order than the oracle's (probabilities within the contract, not bit-equal to v12's). FP16 range as in
+//            v12: a tile with an h past it (or a g0·Wc or We past it) routes its rows in FP32 (gateRowFp32 and
+//            expertRowsFp32).
 // Measured for v9 (H200, 2026-12-05, kernel only, 1e7 tokens with the expert output, G tokens/s, best of two runs): H = 32
 // bf16x3 4.95, tf32x3 4.37, tf32 5.02, bf16 6.88 against v8's 3.07; H = 16 bf16x3 9.84, tf32x3 9.27, tf32 9.85, bf16
 // 11.04 against 8.12. bf16x3 keeps probabilities within 8.6e-5 of the oracle on the trained H = 16 model with feature
@@ -166,11 +186,12 @@ __device__ __forceinline__ void mmaT(float (&d)[4], const std::uint32_t (&a)[4],
 template <int H_, int P_, int W_, int V_>
 struct CfgTC {
   static constexpr int H = H_, F = 2 * H_;
-  // V_: the version, 9, 11 or 12. DENSE: versions 11 and 12, the expert product dense, h kept in A fragments.
-  static constexpr bool DENSE = V_ >= 11;
+  // V_: the version, 9, 11, 12 or 13. DENSE: versions 11 to 13, the expert product dense, h kept in A fragments.
+  // TCG: version 13, the gate on the tensor cores (h·Wc and the statistics' signal) and by tables (vol and risk).
+  static constexpr bool DENSE = V_ >= 11, TCG = V_ >= 13;
   // The expert product's operands: BF16 at bf16; else TF32 (v9, v11) or FP16 (v12: TF32's 11-bit significand at the
   // m16n8k16 rate, h range-checked per tile). BF2: that product in m16n8k16 (BF16 or FP16) rather than m16n8k8.
-  static constexpr int ET = P_ == kBF16 ? kMmaBf16 : V_ == 12 ? kMmaF16 : kMmaTf32;
+  static constexpr int ET = P_ == kBF16 ? kMmaBf16 : V_ >= 12 ? kMmaF16 : kMmaTf32;
   static constexpr bool F16E = ET == kMmaF16;
   static constexpr bool BF1 = P_ == kBF16 || P_ == kBF16X3, BF2 = ET != kMmaTf32, X3 = P_ == kTF32X3 || P_ == kBF16X3;
   static constexpr int T1 = BF1 ? kMmaBf16 : kMmaTf32;  // x·W1's operand type
@@ -183,7 +204,7 @@ struct CfgTC {
   // H = 16). Against v12 without it, same run (H100, 2026-12-05, 1e7 tokens with the expert output): H = 32 6.82 /
   // 6.76 against 6.63 / 6.50 G tokens/s, H = 16 11.88 / 11.92 against 11.56 / 11.57; tf32 within ±2% either way
   // (and tf32x3's 64 registers of fragments, or 32 at H = 16, spill), so only bf16x3 takes it.
-  static constexpr bool JOUTER = V_ == 12 && P_ == kBF16X3;
+  static constexpr bool JOUTER = V_ >= 12 && P_ == kBF16X3;
   static constexpr int WARPS = W_, THREADS = 32 * WARPS;
   // Staged row: word 8s + 2t and the next hold the k pair lane t reads at k-step s (TF32: columns 8s+2t, +1; BF16:
   // the pairs of columns 16s+4t, +1 and 16s+4t+2, +3). SW ≡ 8 (mod 32) words (H = 16 BF16: 24, also conflict-free):
@@ -201,8 +222,14 @@ struct CfgTC {
   // each lane's own A fragments of h for the expert product (kMT × KS2 × 32 lanes × uint4), no rowOf.
   static constexpr int stageWords = DENSE ? kMT * KS2 * 32 * 4 : kTileTC * SW;
   // Shared memory: the weights once per block, then per warp its staging tile and rowOf.
+  // Version 13's gate operands after We's (see GateTC): the B operands of g0·Wc (KS2 k-steps × 32 lanes, uint4: hi
+  // and lo pairs), of the statistics' signal (kStatBlocks × 32 lanes, uint2: TF32 hi and lo), the accumulators' start
+  // g0·bc (8 floats) and the tables of the vol and risk signals (64 sorted breakpoints, 33 slopes and 33 offsets as
+  // float4 each).
+  static constexpr int kStatBlocks = kStatUnits / 2 + 1, tabBytes = 64 * 4 + 2 * 33 * 16;
+  static constexpr int gateBytes = TCG ? KS2 * 32 * 16 + kStatBlocks * 32 * 8 + 8 * 4 + 2 * tabBytes : 0;
   static constexpr std::size_t weightBytes =
-      std::size_t(tailFloats + beFloats) * 4 + std::size_t(w1Bytes) + std::size_t(weFrags) * 16;
+      std::size_t(tailFloats + beFloats) * 4 + std::size_t(w1Bytes) + std::size_t(weFrags) * 16 + gateBytes;
   static constexpr std::size_t warpBytes = std::size_t(stageWords) * 4 + (DENSE ? 0 : kTileTC);
   static constexpr std::size_t bytes(int warps) { return weightBytes + std::size_t(warps) * warpBytes; }
   static_assert(tailFloats % 4 == 0 && beFloats % 4 == 0 && stageWords % 4 == 0 && kTileTC % 16 == 0,
@@ -213,6 +240,10 @@ struct CfgTC {
   static_assert(H % 16 == 0 && F % K2 == 0, "whole mma tiles in the expert product");
   static_assert(NB2 % 2 == 0, "version 11 loads the B operands of two 8-column blocks of y at once");
   static_assert(kMT % MTS == 0, "version 11 takes the warp tile's 16-row tiles MTS at a time");
+  static_assert(!TCG || (BF2 && kNumStats == 3 && kStatUnits % 2 == 0 && kVolUnits * 4 <= 64 && kRiskUnits * 4 <= 64),
+                "version 13: h·Wc in m16n8k16 steps, the statistics' signal as one m16n8k8 k-step (3 statistics and "
+                "the bias), two units per 8-column block, at most 64 breakpoints per table");
+  static_assert(gateBytes % 16 == 0 && tabBytes % 16 == 0, "16-byte alignment of the gate region");
 };
 
 // A pair of the expert product's 16-bit operands (BF16 or FP16, C::ET), lo in the low half.
@@ -220,6 +251,129 @@ template <class C>
 __device__ __forceinline__ std::uint32_t packE(float lo, float hi) {
   if constexpr (C::F16E) return packF16(lo, hi);
   else return packBf16(lo, hi);
+}
+
+// Split 16-bit pair of the expert product's type (C::ET): hi = the pair rounded, lo = the pair of what hi leaves out.
+template <class C>
+__device__ __forceinline__ void splitE(float a, float b, std::uint32_t& hi, std::uint32_t& lo) {
+  if constexpr (C::F16E) {
+    const __half2 v = __floats2half2_rn(a, b);
+    hi = *reinterpret_cast<const std::uint32_t*>(&v);
+    lo = packF16(a - __low2float(v), b - __high2float(v));
+  } else {
+    splitBf16(a, b, hi, lo);
+  }
+}
+
+// Whether a packed FP16 pair holds an infinity (exponent bits all set; the values here have no NaN).
+__device__ __forceinline__ bool f16PairInf(std::uint32_t v) {
+  return (v & 0x7c00u) == 0x7c00u || (v & 0x7c000000u) == 0x7c000000u;
+}
+
+// Version 13's gate region of shared memory (CfgTC::gateBytes), in that order.
+template <class C>
+struct GateTC {
+  const uint4* wcf;    // B operands of g0·Wc: k-step s, lane (g, t): the pairs f = 16s + 2t, +1 and 16s + 2t + 8, +9 of
+                       // column g, domain g % 4 (columns 4..7 repeat 0..3), {hi, hi, lo, lo}
+  const uint2* stf;    // B operands of the statistics' signal (m16n8k8 TF32, k = t: mean, variance, mean |x|, 1; n = g)
+  const float* pinit;  // g0·bc[n % 4], n = 0..7: where the accumulators of the gate start
+  const float* tab;    // vol then risk: 64 breakpoints (sorted, +inf past the units'), 33 float4 slopes, 33 offsets
+  __device__ explicit GateTC(const void* base)
+      : wcf(reinterpret_cast<const uint4*>(base)),
+        stf(reinterpret_cast<const uint2*>(wcf + C::KS2 * 32)),
+        pinit(reinterpret_cast<const float*>(stf + C::kStatBlocks * 32)),
+        tab(pinit + 8) {}
+};
+
+// Fills one table of version 13's gate: c·Σ_j relu(v·Wt[j][d] + Bt[j][d]) over v is piecewise linear, with a kink
+// where some unit's pre-activation crosses 0 (v = -Bt/Wt). bp: the UNITS·4 breakpoints sorted (ties by index), +inf
+// up to 64; on the interval with k breakpoints below v the sum is A[k][d]·v + B[k][d], A and B the sums of Wt and Bt
+// over the units active there, in unit order, times c. The sum is continuous, so which side a v at a breakpoint
+// takes does not matter.
+template <int UNITS>
+__device__ __forceinline__ void buildSignalTable(float* bp, const float* Wt, const float* Bt, float c, int tid, int nt) {
+  constexpr int N = UNITS * 4;
+  float4* A = reinterpret_cast<float4*>(bp + 64);
+  float4* B = A + 33;
+  auto brk = [&](int i) { return Wt[i] != 0.0f ? -Bt[i] / Wt[i] : INFINITY; };
+  auto rank = [&](int i) {
+    const float b = brk(i);
+    int r = 0;
+    for (int k = 0; k < N; ++k) {
+      const float bk = brk(k);
+      r += bk < b || (bk == b && k < i);
+    }
+    return r;
+  };
+  for (int i = tid; i < 64; i += nt)
+    if (i >= N) bp[i] = INFINITY;
+    else bp[rank(i)] = brk(i);
+  for (int i = tid; i < 33 * 4; i += nt) {
+    const int k = i / 4, d = i % 4;
+    float sa = 0.0f, sb = 0.0f;
+    for (int j = 0; j < UNITS; ++j) {
+      const int u = 4 * j + d;
+      const float wt = Wt[u];
+      const bool on = wt > 0.0f ? rank(u) < k : wt < 0.0f ? rank(u) >= k : Bt[u] > 0.0f;
+      if (on) sa += wt, sb += Bt[u];
+    }
+    reinterpret_cast<float*>(A)[i] = c * sa;
+    reinterpret_cast<float*>(B)[i] = c * sb;
+  }
+}
+
+// The table's value at v (float4 over the domains): k = the breakpoints below v by a branchless binary search.
+__device__ __forceinline__ float4 signalFromTable(const float* bp, float v) {
+  int k = 0;
+#pragma unroll
+  for (int step = 32; step >= 1; step >>= 1)
+    if (bp[k + step - 1] < v) k += step;
+  const float4 A = reinterpret_cast<const float4*>(bp + 64)[k], B = reinterpret_cast<const float4*>(bp + 64)[33 + k];
+  return make_float4(fmaf(A.x, v, B.x), fmaf(A.y, v, B.y), fmaf(A.z, v, B.z), fmaf(A.w, v, B.w));
+}
+
+// Fills version 13's gate region (see GateTC) from the parameters in global memory. Returns whether an FP16 operand of
+// g0·Wc came out infinite (the block then takes the FP32 way out, as for We).
+template <class C>
+__device__ __forceinline__ bool loadGateTC(void* base, const float* __restrict__ wG, int tid, int nt) {
+  using L = Lay<C::H>;
+  uint4* wcf = reinterpret_cast<uint4*>(base);
+  uint2* stf = reinterpret_cast<uint2*>(wcf + C::KS2 * 32);
+  float* pinit = reinterpret_cast<float*>(stf + C::kStatBlocks * 32);
+  float* tab = pinit + 8;
+  const float g0 = wG[L::gates], g1 = wG[L::gates + 1], g2 = wG[L::gates + 2], g3 = wG[L::gates + 3];
+  // The statistics' signal g3·Σ_j relu(a_j) / kStatUnits = cs2·(Σ_j a_j + Σ_j |a_j|): the linear part from the last
+  // block's columns, the absolute part summed by the lanes.
+  const float cs2 = g3 / (2.0f * kStatUnits);
+  bool wide = false;
+  for (int i = tid; i < C::KS2 * 32; i += nt) {
+    const int lane = i % 32, s = i / 32, g = lane >> 2, t = lane & 3, d = g & 3, f = 16 * s + 2 * t;
+    auto wc = [&](int ff) { return g0 * wG[L::Wc + ff * kDomains + d]; };
+    std::uint32_t h0, l0, h1, l1;
+    splitE<C>(wc(f), wc(f + 1), h0, l0);
+    splitE<C>(wc(f + 8), wc(f + 9), h1, l1);
+    wcf[i] = make_uint4(h0, h1, l0, l1);
+    if constexpr (C::F16E) wide = wide || f16PairInf(h0) || f16PairInf(h1);
+  }
+  for (int i = tid; i < C::kStatBlocks * 32; i += nt) {
+    const int lane = i % 32, nb = i / 32, g = lane >> 2, k = lane & 3, d = g & 3;
+    auto wst = [&](int j) {
+      return k < kNumStats ? wG[L::Ws + (k * kStatUnits + j) * kDomains + d] : wG[L::Bs + j * kDomains + d];
+    };
+    float v = 0.0f;
+    if (nb < C::kStatBlocks - 1) {
+      v = wst(2 * nb + (g >> 2));
+    } else {
+      for (int j = 0; j < kStatUnits; ++j) v += wst(j);
+      v *= cs2;
+    }
+    const std::uint32_t hi = toTf32(v);
+    stf[i] = make_uint2(hi, toTf32(v - __uint_as_float(hi)));
+  }
+  for (int i = tid; i < 8; i += nt) pinit[i] = g0 * wG[L::bc + (i & 3)];
+  buildSignalTable<kVolUnits>(tab, wG + L::Wv, wG + L::Bv, g1 / kVolUnits, tid, nt);
+  buildSignalTable<kRiskUnits>(tab + C::tabBytes / 4, wG + L::Wr, wG + L::Br, g2 / kRiskUnits, tid, nt);
+  return wide;
 }
 
 // Fills shared memory: the FP32 parameters past W1 (except We) and the mma operands in their lane order.
@@ -556,6 +710,135 @@ __device__ __forceinline__ void hEpilogueTC(float (&acc)[4], const float4 (&wc)[
   }
 }
 
+// Version 13's epilogue of column block j of one 16-row tile: relu in place, then h split into hi and lo pairs of the
+// expert product's type (C::ET). The hi pairs are the expert product's A fragments (staged as in v12 when the expert
+// output is asked for); at odd j, k-step j/2 of h·(g0·Wc) runs on the tensor cores into P in split form (lo·hi, hi·lo,
+// hi·hi: h and Wc carried to ~22 bits), wcb its B operand. FP16: hmx keeps the largest hi pair, as in v12.
+template <class C>
+__device__ __forceinline__ void hEpilogueGateTC(float (&acc)[4], float (&P)[4], std::uint32_t* stage, int mt, int j,
+                                                int g, int tq, bool wantExpert, std::uint32_t& hmx,
+                                                std::uint32_t (&pend)[2], std::uint32_t (&pendLo)[2], uint4 wcb) {
+#pragma unroll
+  for (int k = 0; k < 4; ++k) acc[k] = fmaxf(acc[k], 0.0f);
+  std::uint32_t w0, w1, l0, l1;
+  splitE<C>(acc[0], acc[1], w0, l0);
+  splitE<C>(acc[2], acc[3], w1, l1);
+  if constexpr (C::F16E) hmx = hmax2u(hmx, hmax2u(w0, w1));
+  if (j & 1) {
+    if (wantExpert)
+      reinterpret_cast<uint4*>(stage)[(mt * C::KS2 + j / 2) * 32 + g * 4 + tq] = make_uint4(pend[0], pend[1], w0, w1);
+    const std::uint32_t ah[4] = {pend[0], pend[1], w0, w1}, al[4] = {pendLo[0], pendLo[1], l0, l1};
+    mmaT<C::ET>(P, al, wcb.x, wcb.y);
+    mmaT<C::ET>(P, ah, wcb.z, wcb.w);
+    mmaT<C::ET>(P, ah, wcb.x, wcb.y);
+  } else {
+    pend[0] = w0, pend[1] = w1, pendLo[0] = l0, pendLo[1] = l1;
+  }
+}
+
+// Version 13's gate of the warp tile. P[mt] (C layout of a 16×8 tile: lane (g, t) holds rows g, g + 8 and columns 2t,
+// 2t + 1, i.e. domains 2(t % 2) + c, every column n being domain n % 4) holds g0·(bc + h·Wc) of the tile's rows; the
+// statistics' signal joins it on the tensor cores: u = (mean, variance, mean |x|, 1) per row times, per 8-column block,
+// two units × four domains of (Ws; Bs) in split TF32, |pre-activation| summed by each lane over its units and by the
+// lanes t and t ^ 2 over all, times cs2; the last block adds the linear part cs2·Σ_j a_j (relu(a) = (a + |a|) / 2).
+// Each lane then takes its row's two domains and the other two from lane tq ^ 1, adds the vol and risk signals from
+// their tables, and gateFinish stores probabilities and argmax. Returns the argmax of the lane's row.
+template <class C>
+__device__ __forceinline__ int gateTC(const GateTC<C>& gt, float (&P)[kMT][4], const float (&st)[kMT][2][3],
+                                      float cs2, float invT, float vol, float risk, int myRow, int m, int base,
+                                      int lane, int tq, const ForwardArgs& a) {
+  static_assert(kMT == 2, "the lane quad's four rows are two 16-row tiles × rows g, g + 8");
+  std::uint32_t ah[kMT][2], al[kMT][2];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int hi = 0; hi < 2; ++hi) {
+      const float v = tq == 0 ? st[mt][hi][0] : tq == 1 ? st[mt][hi][1] : tq == 2 ? st[mt][hi][2] : 1.0f;
+      ah[mt][hi] = toTf32(v);
+      al[mt][hi] = toTf32(v - __uint_as_float(ah[mt][hi]));
+    }
+  float sa[kMT][4];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int k = 0; k < 4; ++k) sa[mt][k] = 0.0f;
+#pragma unroll
+  for (int nb = 0; nb < C::kStatBlocks; ++nb) {
+    const uint2 b = gt.stf[nb * 32 + lane];
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+      if (nb == C::kStatBlocks - 1) {
+        mmaT<kMmaTf32>(P[mt], al[mt][0], al[mt][1], 0u, 0u, b.x, 0u);
+        mmaT<kMmaTf32>(P[mt], ah[mt][0], ah[mt][1], 0u, 0u, b.y, 0u);
+        mmaT<kMmaTf32>(P[mt], ah[mt][0], ah[mt][1], 0u, 0u, b.x, 0u);
+      } else {
+        float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        mmaT<kMmaTf32>(c, al[mt][0], al[mt][1], 0u, 0u, b.x, 0u);
+        mmaT<kMmaTf32>(c, ah[mt][0], ah[mt][1], 0u, 0u, b.y, 0u);
+        mmaT<kMmaTf32>(c, ah[mt][0], ah[mt][1], 0u, 0u, b.x, 0u);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) sa[mt][k] += fabsf(c[k]);
+      }
+    }
+  }
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int k = 0; k < 4; ++k) P[mt][k] = fmaf(cs2, sa[mt][k] + __shfl_xor_sync(0xffffffffu, sa[mt][k], 2), P[mt][k]);
+  // The lane's row (mt, hi) = (tq / 2, tq % 2): its domains 2hi + c here, the others from lane tq ^ 1 (same mt).
+  const bool myMt = tq >> 1, myHi = tq & 1;
+  float pm[4], own[2], got[2], s[1][4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) pm[k] = myMt ? P[1][k] : P[0][k];
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    own[c] = myHi ? pm[2 + c] : pm[c];
+    got[c] = __shfl_xor_sync(0xffffffffu, myHi ? pm[c] : pm[2 + c], 1);
+  }
+  const float4 sv = signalFromTable(gt.tab, vol), sr = signalFromTable(gt.tab + C::tabBytes / 4, risk);
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    s[0][c] = myHi ? got[c] : own[c];
+    s[0][2 + c] = myHi ? own[c] : got[c];
+  }
+  s[0][0] += sv.x + sr.x;
+  s[0][1] += sv.y + sr.y;
+  s[0][2] += sv.z + sr.z;
+  s[0][3] += sv.w + sr.w;
+  const int row[1] = {myRow};
+  int am[1];
+  gateFinish<1>(s, invT, row, m, base, a, am);
+  return am[0];
+}
+
+// Version 13's way out for a tile past FP16's range (with expertRowsFp32): the gate of the lane's row with b =
+// bc + h·Wc in FP32 from the parameters in global memory, then gateTokens (the signals as the FP32 versions compute
+// them). sk: the row's statistics. Returns the argmax.
+template <int H>
+__device__ __noinline__ int gateRowFp32(const float* __restrict__ wG, const float* w, float invT, float sk0, float sk1,
+                                        float sk2, float vol, float risk, int myRow, int m, int base,
+                                        const ForwardArgs& a) {
+  using L = Lay<H>;
+  constexpr int F = 2 * H;
+  float b[1][4];
+  for (int d = 0; d < 4; ++d) b[0][d] = wG[L::bc + d];
+  if (myRow < m) {
+    const float* x = a.x + std::size_t(base + myRow) * H;
+    for (int f = 0; f < F; ++f) {
+      float acc = wG[L::b1 + f];
+      for (int i = 0; i < H; ++i) acc += x[i] * wG[L::W1 + i * F + f];
+      const float hv = fmaxf(acc, 0.0f);
+      for (int d = 0; d < 4; ++d) b[0][d] += hv * wG[L::Wc + f * kDomains + d];
+    }
+  }
+  const float sk[1][3] = {{sk0, sk1, sk2}}, vl[1] = {vol}, rk[1] = {risk};
+  const float gate[4] = {w[L::gates], w[L::gates + 1], w[L::gates + 2], w[L::gates + 3]};
+  const int row[1] = {myRow};
+  int am[1];
+  gateTokens<H, 1>(w, gate, invT, b, sk, vl, rk, row, m, base, a, am);
+  return am[0];
+}
+
 // The gate of the lane's row myRow ((mt, hi) = (tq / 2, tq % 2) among the quad's four rows): the quad's partial
 // sums of h·Wc added up, then stages.cuh's gateTokens (signals, logits, argmax, softmax, stores). Returns the argmax.
 template <int H>
@@ -639,7 +922,7 @@ __device__ __noinline__ void expertRowsFp32(const float* __restrict__ wG, const 
 }
 
 // One block per SM of W warps (fewer for small batches, launchTC): at most 128 registers per thread at W = 16, 80
-// at W = 24. V: the version (9, 11 or 12; CfgTC).
+// at W = 24. V: the version (9, 11, 12 or 13; CfgTC).
 template <int H, int P, int W, int V>
 __global__ void __launch_bounds__(CfgTC<H, P, W, V>::THREADS, 1)
     forwardKernelTC(const float* __restrict__ wG, float invT, ForwardArgs a) {
@@ -659,8 +942,14 @@ __global__ void __launch_bounds__(CfgTC<H, P, W, V>::THREADS, 1)
   // The stage functions index the parameters by their layout offsets: w[L::Wv] etc. fall inside `tail`.
   const float* w = tail - L::b1;
 
-  // v12: weWide when some We is past FP16's range (any thread's, by the barrier's vote).
-  const bool weWide = __syncthreads_or(loadWeightsTC<C>(tail, beS, w1v, wef, wG, tid, blockDim.x)) != 0;
+  // v13's gate operands follow We's.
+  const GateTC<C> gt(wef + C::weFrags);
+  // v12, v13: weWide when some We (v13: or g0·Wc) is past FP16's range (any thread's, by the barrier's vote).
+  bool wideHere = loadWeightsTC<C>(tail, beS, w1v, wef, wG, tid, blockDim.x);
+  if constexpr (C::TCG) wideHere = loadGateTC<C>(wef + C::weFrags, wG, tid, blockDim.x) || wideHere;
+  const bool weWide = __syncthreads_or(wideHere) != 0;
+  // v13: the statistics' signal's scale, as loadGateTC computes it.
+  const float cs2 = w[L::gates + 3] / (2.0f * kStatUnits);
   const bool wantExpert = a.expert != nullptr;
   const int numTiles = (a.n + kTileTC - 1) / kTileTC;
 
@@ -680,12 +969,24 @@ __global__ void __launch_bounds__(CfgTC<H, P, W, V>::THREADS, 1)
     float bp[kMT][2][4], st[kMT][2][3];
     // v12: the largest h packed, two FP16 halves; BF2: an even block's A pair per 16-row tile
     std::uint32_t hmx = 0, pend[kMT][2] = {};
+    // v13: the gate's accumulators (C layout, started at g0·bc) and an even block's lo pair per 16-row tile
+    float gacc[kMT][4];
+    std::uint32_t pendLo[kMT][2] = {};
+    if constexpr (C::TCG) {
+      const float2 pi = *reinterpret_cast<const float2*>(gt.pinit + 2 * tq);
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
+      for (int mt = 0; mt < kMT; ++mt) {
+        gacc[mt][0] = gacc[mt][2] = pi.x;
+        gacc[mt][1] = gacc[mt][3] = pi.y;
+      }
+    } else {
 #pragma unroll
-      for (int hi = 0; hi < 2; ++hi)
+      for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-        for (int d = 0; d < 4; ++d) bp[mt][hi][d] = 0.0f;
+        for (int hi = 0; hi < 2; ++hi)
+#pragma unroll
+          for (int d = 0; d < 4; ++d) bp[mt][hi][d] = 0.0f;
+    }
     if constexpr (C::JOUTER) {
       // v12: the statistics and both tiles' A fragments first (x's rows die there), then per 8-column block j both
       // tiles' products from one load of each B operand, and their epilogues. Every sum runs in v11's order (k-steps
@@ -712,11 +1013,18 @@ __global__ void __launch_bounds__(CfgTC<H, P, W, V>::THREADS, 1)
 #pragma unroll
           for (int mt = 0; mt < kMT; ++mt) w1StepTC<C>(acc[mt], af[mt][s], al[mt][s], b);
         }
-        const float4 wc[2] = {reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq],
-                              reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq + 1]};
+        if constexpr (C::TCG) {
+          const uint4 wcb = (j & 1) ? ldsFresh4(gt.wcf + (j / 2) * 32 + lane) : make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
-        for (int mt = 0; mt < kMT; ++mt)
-          hEpilogueTC<C>(acc[mt], wc, bp[mt], stage, mt, j, g, tq, wantExpert, hmx, pend[mt]);
+          for (int mt = 0; mt < kMT; ++mt)
+            hEpilogueGateTC<C>(acc[mt], gacc[mt], stage, mt, j, g, tq, wantExpert, hmx, pend[mt], pendLo[mt], wcb);
+        } else {
+          const float4 wc[2] = {reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq],
+                                reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq + 1]};
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt)
+            hEpilogueTC<C>(acc[mt], wc, bp[mt], stage, mt, j, g, tq, wantExpert, hmx, pend[mt]);
+        }
       }
     } else {
 #pragma unroll
@@ -739,17 +1047,41 @@ __global__ void __launch_bounds__(CfgTC<H, P, W, V>::THREADS, 1)
         rowStatsTC<CPL, H>(xr[mt], st[mt]);
 #pragma unroll
         for (int j = 0; j < NJ1; ++j) {
-          const float4 wc[2] = {reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq],
-                                reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq + 1]};
-          hEpilogueTC<C>(acc[j], wc, bp[mt], stage, mt, j, g, tq, wantExpert, hmx, pend[mt]);
+          if constexpr (C::TCG) {
+            const uint4 wcb = (j & 1) ? ldsFresh4(gt.wcf + (j / 2) * 32 + lane) : make_uint4(0u, 0u, 0u, 0u);
+            hEpilogueGateTC<C>(acc[j], gacc[mt], stage, mt, j, g, tq, wantExpert, hmx, pend[mt], pendLo[mt], wcb);
+          } else {
+            const float4 wc[2] = {reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq],
+                                  reinterpret_cast<const float4*>(w + L::Wc)[8 * j + 2 * tq + 1]};
+            hEpilogueTC<C>(acc[j], wc, bp[mt], stage, mt, j, g, tq, wantExpert, hmx, pend[mt]);
+          }
         }
       }
     }
-    const int am = gateLaneTC<H>(w, invT, bp, st, vol, risk, myRow, m, base, tq, a);
+    int am;
+    if constexpr (C::TCG) {
+      // Version 13: a tile with an h past FP16's range (or a g0·Wc or We past it) routes its rows in FP32 instead.
+      if constexpr (C::F16E) {
+        if (__any_sync(0xffffffffu, f16PairInf(hmx)) || weWide) {
+          float sk[3] = {0.0f, 0.0f, 0.0f};
+#pragma unroll
+          for (int q = 0; q < 4; ++q)
+            if (tq == q)
+#pragma unroll
+              for (int k = 0; k < 3; ++k) sk[k] = st[q >> 1][q & 1][k];
+          am = gateRowFp32<H>(wG, w, invT, sk[0], sk[1], sk[2], vol, risk, myRow, m, base, a);
+          if (wantExpert) expertRowsFp32<H>(wG, a, base, m, am, lane);
+          continue;
+        }
+      }
+      am = gateTC<C>(gt, gacc, st, cs2, invT, vol, risk, myRow, m, base, lane, tq, a);
+    } else {
+      am = gateLaneTC<H>(w, invT, bp, st, vol, risk, myRow, m, base, tq, a);
+    }
     if (!wantExpert) continue;
 
     if constexpr (C::DENSE) {
-      if constexpr (C::F16E) {
+      if constexpr (C::F16E && !C::TCG) {
         // Version 12: a tile with an h past FP16's range (a half at infinity: exponent bits all set; h has no NaN
         // after fmaxf) computes its expert output in FP32 instead.
         const bool past = (hmx & 0x7c00u) == 0x7c00u || (hmx & 0x7c000000u) == 0x7c000000u;
@@ -923,6 +1255,7 @@ void launchVersionTC(int version, Precision precision, const DeviceParams& p, co
   // x·W1's loop order at bf16x3, which keeps every sum's order); v12's own instance, built around the FP32 way out,
   // ran 8% slower there (H = 32; H200, 2026-12-05, before x·W1 was turned inside out; not measured since).
   if (version == 9) launchAllTC<H, W, 9>(precision, p, a, stream);
+  else if (version == 13) launchAllTC<H, W, 13>(precision, p, a, stream);
   else if (version == 11 || !a.expert) launchAllTC<H, W, 11>(precision, p, a, stream);
   else launchAllTC<H, W, 12>(precision, p, a, stream);
 }
@@ -934,17 +1267,19 @@ void prepareForwardTC(int H) {
     prepareAllTC<16, kWarps16, 9>();
     prepareAllTC<16, kWarps16, 11>();
     prepareAllTC<16, kWarps16, 12>();
+    prepareAllTC<16, kWarps16, 13>();
   } else {
     prepareAllTC<32, kWarps32, 9>();
     prepareAllTC<32, kWarps32, 11>();
     prepareAllTC<32, kWarps32, 12>();
+    prepareAllTC<32, kWarps32, 13>();
   }
 }
 
 void launchForwardTC(int H, int version, Precision precision, const DeviceParams& p, const ForwardArgs& a,
                      cudaStream_t stream) {
-  MOE_CHECK(version == 9 || version == 11 || version == 12,
-            "the tensor-core forward kernels are 9, 11 and 12, not " + std::to_string(version));
+  MOE_CHECK(version == 9 || version == 11 || version == 12 || version == 13,
+            "the tensor-core forward kernels are 9, 11, 12 and 13, not " + std::to_string(version));
   MOE_CHECK(precision == Precision::BF16X3 || precision == Precision::TF32X3 || precision == Precision::TF32 ||
                 precision == Precision::BF16,
             "forward kernel " + std::to_string(version) + " computes its products in bf16x3, tf32x3, tf32 or bf16");

@@ -140,25 +140,16 @@ __device__ __forceinline__ float softmaxTerms(const float (&z)[4], float zm, flo
   return sum;
 }
 
-// The end of every forward version for the N tokens a thread owns: signals from vol, risk and the statistics, then
-// per token the logits of base b (b = bc + h·Wc), argmax and softmax, stored where row[t] < m (a row of the tile:
-// token base + row[t]). g: the four gates. am[t] receives the argmax (the token's expert).
-template <int H, int N>
-__device__ __forceinline__ void gateTokens(const float* w, const float (&g)[4], float invT, const float (&b)[N][4],
-                                           const float (&st)[N][3], const float (&vol)[N], const float (&risk)[N],
-                                           const int (&row)[N], int m, int base, const ForwardArgs& a,
-                                           int (&am)[N]) {
-  float vs[N][4], rs[N][4], ss[N][4];
-  signalSums<H, N>(w, vol, risk, st, vs, rs, ss);
+// Logits (clipped, over the temperature), argmax and softmax of N tokens from their gated pre-activations s, stored
+// where row[t] < m (a row of the tile: token base + row[t]). am[t] receives the argmax (the token's expert).
+template <int N>
+__device__ __forceinline__ void gateFinish(const float (&s)[N][4], float invT, const int (&row)[N], int m, int base,
+                                           const ForwardArgs& a, int (&am)[N]) {
 #pragma unroll
   for (int t = 0; t < N; ++t) {
     float z[4];
 #pragma unroll
-    for (int d = 0; d < 4; ++d) {
-      const float s = g[0] * b[t][d] + g[1] * (vs[t][d] / kVolUnits) + g[2] * (rs[t][d] / kRiskUnits) +
-                      g[3] * (ss[t][d] / kStatUnits);
-      z[d] = clippedLogit(s, invT);
-    }
+    for (int d = 0; d < 4; ++d) z[d] = clippedLogit(s[t][d], invT);
     float zm, e[4];
     am[t] = argmax4(z, zm);
     const float sum = softmaxTerms(z, zm, e);
@@ -168,6 +159,26 @@ __device__ __forceinline__ void gateTokens(const float* w, const float (&g)[4], 
       a.assign[tok] = std::uint8_t(am[t]);
     }
   }
+}
+
+// The end of every forward version for the N tokens a thread owns: signals from vol, risk and the statistics, then
+// per token the gated pre-activations of base b (b = bc + h·Wc) and gateFinish. g: the four gates. am[t] receives
+// the argmax (the token's expert).
+template <int H, int N>
+__device__ __forceinline__ void gateTokens(const float* w, const float (&g)[4], float invT, const float (&b)[N][4],
+                                           const float (&st)[N][3], const float (&vol)[N], const float (&risk)[N],
+                                           const int (&row)[N], int m, int base, const ForwardArgs& a,
+                                           int (&am)[N]) {
+  float vs[N][4], rs[N][4], ss[N][4];
+  signalSums<H, N>(w, vol, risk, st, vs, rs, ss);
+  float s[N][4];
+#pragma unroll
+  for (int t = 0; t < N; ++t)
+#pragma unroll
+    for (int d = 0; d < 4; ++d)
+      s[t][d] = g[0] * b[t][d] + g[1] * (vs[t][d] / kVolUnits) + g[2] * (rs[t][d] / kRiskUnits) +
+                g[3] * (ss[t][d] / kStatUnits);
+  gateFinish<N>(s, invT, row, m, base, a, am);
 }
 
 }  // namespace moe::cuda
