@@ -32,6 +32,9 @@
 # Every step has a time limit; the whole run stays under TENSOR_CHECK_BUDGET seconds (default 270).
 # TC_ONLY=ncu: the build and the Nsight Compute profiles only (TC_NCU_CONFIGS picks them).
 # TC_QUICK=1: step 1 tests only v12, v13 and the default; TC_MEMCHECK_VERSIONS="12 13" picks step 4's memcheck versions.
+# TC_BIN=DIR: moe_cuda_test and moe_cuda_bench built elsewhere (`cmake -S . -B DIR -DMOE_BUILD_TESTS=ON
+# -DCMAKE_CUDA_ARCHITECTURES=90-real && cmake --build DIR --target moe_cuda_test moe_cuda_bench`; 3 MB as tar.xz), so
+# that no build takes the GPU machine's time.
 set -u
 O="${1:?usage: tensor-check.sh OUT}"
 mkdir -p "$O"
@@ -39,7 +42,7 @@ start=$(date +%s)
 BUDGET=${TENSOR_CHECK_BUDGET:-270}
 left() { local l=$(( BUDGET - ($(date +%s) - start) )); (( l > $1 )) && l=$1; (( l < 5 )) && l=5; echo "$l"; }
 step() { echo; echo "=== $1 (limit $2 s, at $(( $(date +%s) - start )) s)"; }
-B=/tmp/moe-tc
+B=${TC_BIN:-/tmp/moe-tc}
 
 {
 date -u
@@ -48,11 +51,16 @@ nvcc --version | tail -2
 nproc
 } 2>&1 | tee "$O/device.txt"
 
+if [[ -n "${TC_BIN:-}" ]]; then  # binaries built elsewhere: no build here
+  [[ -x "$B/moe_cuda_test" && -x "$B/moe_cuda_bench" ]] || { echo "TC_BIN=$B holds no moe_cuda_test and moe_cuda_bench"; exit 1; }
+  echo "binaries from $B (no build)"
+else
 l=$(left 150); step "build (CMake, sm_90)" "$l"
 ( timeout "$l" cmake -S . -B "$B" -DMOE_BUILD_TESTS=ON -DCMAKE_CUDA_ARCHITECTURES=90-real > "$O/build.log" 2>&1 &&
   timeout "$l" cmake --build "$B" --target moe_cuda_test moe_cuda_bench -j"$(nproc)" >> "$O/build.log" 2>&1 ); rc=$?
 echo "build rc=$rc ($(( $(date +%s) - start )) s)"; grep -E "error|registers|spill" "$O/build.log" | head -20
 if (( rc != 0 )); then tail -40 "$O/build.log"; exit 1; fi
+fi
 
 python3 scripts/device/torch_router.py make-h32 /tmp/router32.safetensors
 cp models/router.safetensors /tmp/router16.safetensors
