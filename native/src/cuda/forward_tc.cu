@@ -175,6 +175,15 @@ template <int T>
 __device__ __forceinline__ void mmaT(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
   mmaT<T>(d, a[0], a[1], a[2], a[3], b0, b1);
 }
+// d += a·b in split form, a = ah + al and b = {hi, hi, lo, lo} (the B operand's two registers of each part): al·b_hi,
+// ah·b_lo, then ah·b_hi, summed in that order in FP32 (the dropped al·b_lo is the square of the parts' error).
+template <int T>
+__device__ __forceinline__ void mmaSplit(float (&d)[4], const std::uint32_t (&ah)[4], const std::uint32_t (&al)[4],
+                                         uint4 b) {
+  mmaT<T>(d, al, b.x, b.y);
+  mmaT<T>(d, ah, b.z, b.w);
+  mmaT<T>(d, ah, b.x, b.y);
+}
 
 // Sizes and shared memory of one instance (P: a Precision as int). BF1 / BF2: x·W1 / the expert product in BF16
 // (m16n8k16) rather than TF32 (m16n8k8); X3: x·W1 split in hi and lo parts (three products per step). K1, K2: k of
@@ -273,17 +282,20 @@ __device__ __forceinline__ bool f16PairInf(std::uint32_t v) {
 // Version 13's gate region of shared memory (CfgTC::gateBytes), in that order.
 template <class C>
 struct GateTC {
-  const uint4* wcf;    // B operands of g0·Wc: k-step s, lane (g, t): the pairs f = 16s + 2t, +1 and 16s + 2t + 8, +9 of
+  uint4* wcf;          // B operands of g0·Wc: k-step s, lane (g, t): the pairs f = 16s + 2t, +1 and 16s + 2t + 8, +9 of
                        // column g, domain g % 4 (columns 4..7 repeat 0..3), {hi, hi, lo, lo}
-  const uint2* stf;    // B operands of the statistics' signal (m16n8k8 TF32, k = t: mean, variance, mean |x|, 1; n = g)
-  const float* pinit;  // g0·bc[n % 4], n = 0..7: where the accumulators of the gate start
-  const float* tab;    // vol then risk: 64 breakpoints (sorted, +inf past the units'), 33 float4 slopes, 33 offsets
-  __device__ explicit GateTC(const void* base)
-      : wcf(reinterpret_cast<const uint4*>(base)),
-        stf(reinterpret_cast<const uint2*>(wcf + C::KS2 * 32)),
-        pinit(reinterpret_cast<const float*>(stf + C::kStatBlocks * 32)),
+  uint2* stf;          // B operands of the statistics' signal (m16n8k8 TF32, k = t: mean, variance, mean |x|, 1; n = g)
+  float* pinit;        // g0·bc[n % 4], n = 0..7: where the accumulators of the gate start
+  float* tab;          // vol then risk: 64 breakpoints (sorted, +inf past the units'), 33 float4 slopes, 33 offsets
+  __device__ explicit GateTC(void* base)
+      : wcf(reinterpret_cast<uint4*>(base)),
+        stf(reinterpret_cast<uint2*>(wcf + C::KS2 * 32)),
+        pinit(reinterpret_cast<float*>(stf + C::kStatBlocks * 32)),
         tab(pinit + 8) {}
 };
+
+// The statistics' signal g3·Σ_j relu(a_j) / kStatUnits = cs2·(Σ_j a_j + Σ_j |a_j|): cs2 from the gate g3.
+__device__ __forceinline__ float statSignalScale(float g3) { return g3 / (2.0f * kStatUnits); }
 
 // Fills one table of version 13's gate: c·Σ_j relu(v·Wt[j][d] + Bt[j][d]) over v is piecewise linear, with a kink
 // where some unit's pre-activation crosses 0 (v = -Bt/Wt). bp: the UNITS·4 breakpoints sorted (ties by index), +inf
@@ -335,16 +347,11 @@ __device__ __forceinline__ float4 signalFromTable(const float* bp, float v) {
 // Fills version 13's gate region (see GateTC) from the parameters in global memory. Returns whether an FP16 operand of
 // g0·Wc came out infinite (the block then takes the FP32 way out, as for We).
 template <class C>
-__device__ __forceinline__ bool loadGateTC(void* base, const float* __restrict__ wG, int tid, int nt) {
+__device__ __forceinline__ bool loadGateTC(const GateTC<C>& gt, const float* __restrict__ wG, int tid, int nt) {
   using L = Lay<C::H>;
-  uint4* wcf = reinterpret_cast<uint4*>(base);
-  uint2* stf = reinterpret_cast<uint2*>(wcf + C::KS2 * 32);
-  float* pinit = reinterpret_cast<float*>(stf + C::kStatBlocks * 32);
-  float* tab = pinit + 8;
-  const float g0 = wG[L::gates], g1 = wG[L::gates + 1], g2 = wG[L::gates + 2], g3 = wG[L::gates + 3];
-  // The statistics' signal g3·Σ_j relu(a_j) / kStatUnits = cs2·(Σ_j a_j + Σ_j |a_j|): the linear part from the last
-  // block's columns, the absolute part summed by the lanes.
-  const float cs2 = g3 / (2.0f * kStatUnits);
+  const float g0 = wG[L::gates], g1 = wG[L::gates + 1], g2 = wG[L::gates + 2];
+  // The linear part of the statistics' signal from the last block's columns, the absolute part summed by the lanes.
+  const float cs2 = statSignalScale(wG[L::gates + 3]);
   bool wide = false;
   for (int i = tid; i < C::KS2 * 32; i += nt) {
     const int lane = i % 32, s = i / 32, g = lane >> 2, t = lane & 3, d = g & 3, f = 16 * s + 2 * t;
@@ -352,7 +359,7 @@ __device__ __forceinline__ bool loadGateTC(void* base, const float* __restrict__
     std::uint32_t h0, l0, h1, l1;
     splitE<C>(wc(f), wc(f + 1), h0, l0);
     splitE<C>(wc(f + 8), wc(f + 9), h1, l1);
-    wcf[i] = make_uint4(h0, h1, l0, l1);
+    gt.wcf[i] = make_uint4(h0, h1, l0, l1);
     if constexpr (C::F16E) wide = wide || f16PairInf(h0) || f16PairInf(h1);
   }
   for (int i = tid; i < C::kStatBlocks * 32; i += nt) {
@@ -368,11 +375,11 @@ __device__ __forceinline__ bool loadGateTC(void* base, const float* __restrict__
       v *= cs2;
     }
     const std::uint32_t hi = toTf32(v);
-    stf[i] = make_uint2(hi, toTf32(v - __uint_as_float(hi)));
+    gt.stf[i] = make_uint2(hi, toTf32(v - __uint_as_float(hi)));
   }
-  for (int i = tid; i < 8; i += nt) pinit[i] = g0 * wG[L::bc + (i & 3)];
-  buildSignalTable<kVolUnits>(tab, wG + L::Wv, wG + L::Bv, g1 / kVolUnits, tid, nt);
-  buildSignalTable<kRiskUnits>(tab + C::tabBytes / 4, wG + L::Wr, wG + L::Br, g2 / kRiskUnits, tid, nt);
+  for (int i = tid; i < 8; i += nt) gt.pinit[i] = g0 * wG[L::bc + (i & 3)];
+  buildSignalTable<kVolUnits>(gt.tab, wG + L::Wv, wG + L::Bv, g1 / kVolUnits, tid, nt);
+  buildSignalTable<kRiskUnits>(gt.tab + C::tabBytes / 4, wG + L::Wr, wG + L::Br, g2 / kRiskUnits, tid, nt);
   return wide;
 }
 
@@ -653,11 +660,8 @@ __device__ __forceinline__ uint4 w1FragTC(const void* w1v, int s, int j, int lan
 template <class C>
 __device__ __forceinline__ void w1StepTC(float (&acc)[4], const std::uint32_t (&af)[4], const std::uint32_t (&al)[4],
                                          uint4 b) {
-  if constexpr (C::X3) {
-    mmaT<C::T1>(acc, al, b.x, b.y);
-    mmaT<C::T1>(acc, af, b.z, b.w);
-  }
-  mmaT<C::T1>(acc, af, b.x, b.y);
+  if constexpr (C::X3) mmaSplit<C::T1>(acc, af, al, b);
+  else mmaT<C::T1>(acc, af, b.x, b.y);
 }
 
 // relu of the accumulators of column block j (h in place), h·Wc over the lane's columns 8j + 2tq + c into bp, and
@@ -710,6 +714,15 @@ __device__ __forceinline__ void hEpilogueTC(float (&acc)[4], const float4 (&wc)[
   }
 }
 
+// h_f = relu(b1[f] + x·W1[:, f]) of one token row in FP32 from the parameters in global memory (the FP32 ways out of v12 and v13).
+template <int H>
+__device__ __forceinline__ float hiddenFp32(const float* __restrict__ wG, const float* x, int f) {
+  using L = Lay<H>;
+  float acc = wG[L::b1 + f];
+  for (int i = 0; i < H; ++i) acc += x[i] * wG[L::W1 + i * 2 * H + f];
+  return acc > 0 ? acc : 0.0f;
+}
+
 // Version 13's epilogue of column block j of one 16-row tile: relu in place, then h split into hi and lo pairs of the
 // expert product's type (C::ET). The hi pairs are the expert product's A fragments (staged as in v12 when the expert
 // output is asked for); at odd j, k-step j/2 of h·(g0·Wc) runs on the tensor cores into P in split form (lo·hi, hi·lo,
@@ -728,9 +741,7 @@ __device__ __forceinline__ void hEpilogueGateTC(float (&acc)[4], float (&P)[4], 
     if (wantExpert)
       reinterpret_cast<uint4*>(stage)[(mt * C::KS2 + j / 2) * 32 + g * 4 + tq] = make_uint4(pend[0], pend[1], w0, w1);
     const std::uint32_t ah[4] = {pend[0], pend[1], w0, w1}, al[4] = {pendLo[0], pendLo[1], l0, l1};
-    mmaT<C::ET>(P, al, wcb.x, wcb.y);
-    mmaT<C::ET>(P, ah, wcb.z, wcb.w);
-    mmaT<C::ET>(P, ah, wcb.x, wcb.y);
+    mmaSplit<C::ET>(P, ah, al, wcb);
   } else {
     pend[0] = w0, pend[1] = w1, pendLo[0] = l0, pendLo[1] = l1;
   }
@@ -748,7 +759,8 @@ __device__ __forceinline__ int gateTC(const GateTC<C>& gt, float (&P)[kMT][4], c
                                       float cs2, float invT, float vol, float risk, int myRow, int m, int base,
                                       int lane, int tq, const ForwardArgs& a) {
   static_assert(kMT == 2, "the lane quad's four rows are two 16-row tiles × rows g, g + 8");
-  std::uint32_t ah[kMT][2], al[kMT][2];
+  // A operands (m16n8k8 TF32): k = tq for rows g and g + 8, the k = tq + 4 half zero.
+  std::uint32_t ah[kMT][4] = {}, al[kMT][4] = {};
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -764,18 +776,15 @@ __device__ __forceinline__ int gateTC(const GateTC<C>& gt, float (&P)[kMT][4], c
     for (int k = 0; k < 4; ++k) sa[mt][k] = 0.0f;
 #pragma unroll
   for (int nb = 0; nb < C::kStatBlocks; ++nb) {
-    const uint2 b = gt.stf[nb * 32 + lane];
+    const uint2 s = gt.stf[nb * 32 + lane];
+    const uint4 b = make_uint4(s.x, 0u, s.y, 0u);  // k = tq: {hi, -, lo, -}; the k = tq + 4 half zero
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
       if (nb == C::kStatBlocks - 1) {
-        mmaT<kMmaTf32>(P[mt], al[mt][0], al[mt][1], 0u, 0u, b.x, 0u);
-        mmaT<kMmaTf32>(P[mt], ah[mt][0], ah[mt][1], 0u, 0u, b.y, 0u);
-        mmaT<kMmaTf32>(P[mt], ah[mt][0], ah[mt][1], 0u, 0u, b.x, 0u);
+        mmaSplit<kMmaTf32>(P[mt], ah[mt], al[mt], b);
       } else {
         float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        mmaT<kMmaTf32>(c, al[mt][0], al[mt][1], 0u, 0u, b.x, 0u);
-        mmaT<kMmaTf32>(c, ah[mt][0], ah[mt][1], 0u, 0u, b.y, 0u);
-        mmaT<kMmaTf32>(c, ah[mt][0], ah[mt][1], 0u, 0u, b.x, 0u);
+        mmaSplit<kMmaTf32>(c, ah[mt], al[mt], b);
 #pragma unroll
         for (int k = 0; k < 4; ++k) sa[mt][k] += fabsf(c[k]);
       }
@@ -825,9 +834,7 @@ __device__ __noinline__ int gateRowFp32(const float* __restrict__ wG, const floa
   if (myRow < m) {
     const float* x = a.x + std::size_t(base + myRow) * H;
     for (int f = 0; f < F; ++f) {
-      float acc = wG[L::b1 + f];
-      for (int i = 0; i < H; ++i) acc += x[i] * wG[L::W1 + i * F + f];
-      const float hv = fmaxf(acc, 0.0f);
+      const float hv = hiddenFp32<H>(wG, x, f);
       for (int d = 0; d < 4; ++d) b[0][d] += hv * wG[L::Wc + f * kDomains + d];
     }
   }
@@ -910,9 +917,7 @@ __device__ __noinline__ void expertRowsFp32(const float* __restrict__ wG, const 
 #pragma unroll
     for (int n = 0; n < 8; ++n) y[n] = wG[L::be + e * H + n0 + n];
     for (int f = 0; f < F; ++f) {
-      float acc = wG[L::b1 + f];
-      for (int i = 0; i < H; ++i) acc += x[i] * wG[L::W1 + i * F + f];
-      const float hv = acc > 0 ? acc : 0.0f;
+      const float hv = hiddenFp32<H>(wG, x, f);
 #pragma unroll
       for (int n = 0; n < 8; ++n) y[n] += hv * We[f * H + n0 + n];
     }
@@ -946,10 +951,9 @@ __global__ void __launch_bounds__(CfgTC<H, P, W, V>::THREADS, 1)
   const GateTC<C> gt(wef + C::weFrags);
   // v12, v13: weWide when some We (v13: or g0·Wc) is past FP16's range (any thread's, by the barrier's vote).
   bool wideHere = loadWeightsTC<C>(tail, beS, w1v, wef, wG, tid, blockDim.x);
-  if constexpr (C::TCG) wideHere = loadGateTC<C>(wef + C::weFrags, wG, tid, blockDim.x) || wideHere;
+  if constexpr (C::TCG) wideHere = loadGateTC<C>(gt, wG, tid, blockDim.x) || wideHere;
   const bool weWide = __syncthreads_or(wideHere) != 0;
-  // v13: the statistics' signal's scale, as loadGateTC computes it.
-  const float cs2 = w[L::gates + 3] / (2.0f * kStatUnits);
+  const float cs2 = statSignalScale(w[L::gates + 3]);  // v13, as loadGateTC scaled the linear part
   const bool wantExpert = a.expert != nullptr;
   const int numTiles = (a.n + kTileTC - 1) / kTileTC;
 
@@ -1084,7 +1088,7 @@ __global__ void __launch_bounds__(CfgTC<H, P, W, V>::THREADS, 1)
       if constexpr (C::F16E && !C::TCG) {
         // Version 12: a tile with an h past FP16's range (a half at infinity: exponent bits all set; h has no NaN
         // after fmaxf) computes its expert output in FP32 instead.
-        const bool past = (hmx & 0x7c00u) == 0x7c00u || (hmx & 0x7c000000u) == 0x7c000000u;
+        const bool past = f16PairInf(hmx);
         if (__any_sync(0xffffffffu, past) || weWide) {
           expertRowsFp32<H>(wG, a, base, m, am, lane);
           continue;
