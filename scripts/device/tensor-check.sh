@@ -3,7 +3,7 @@
 # core, moe_cuda_test and moe_cuda_bench with CMake on the GPU machine (sm_90 only), then
 #   1. moe_cuda_test against the scalar oracle: each precision (bf16x3, tf32x3, tf32, bf16) with v9, v11 and v13 forced,
 #      v12 with the first three (at bf16 v12 is v11); the
-#      default (precision and version unset); fp32 with v2, v4, v8 forced and with MOE_CUDA_PRECISION=fp32; each
+#      default (precision and version unset: bf16x3 on v13); fp32 with v2, v4, v8 forced and with MOE_CUDA_PRECISION=fp32; each
 #      with the test's own tolerances (fp32: 1e-5 relative; the tensor-core contract: probabilities within 2e-3,
 #      argmax equal where the oracle's top two logits differ by more than 1e-2; bf16 5× looser);
 #   2. the errors a bad setting gives (unknown MOE_CUDA_PRECISION, a forced kernel of the other precision);

@@ -65,12 +65,13 @@ enum class Precision : int { Env = -1, FP32 = 0, TF32 = 1, BF16 = 2, TF32X3 = 3,
 // equal where the top two logits differ by more than 1e-2; measured 8.6e-5, no argmax difference; tf32 misses it) and
 // `evaluate` gives the CPU's rows with it (H200, 2026-12-05). The training path (lossgrad.cu) is FP32 always.
 constexpr Precision kDefaultPrecision = Precision::BF16X3;
-// The tensor-core kernel the precisions other than fp32 run unless MOE_CUDA_FORWARD_KERNEL forces 9, 11, 12 or 13: v12
-// (v11, the expert product dense over the experts a tile's rows chose, with that product in FP16), the same
-// probabilities and argmax as v9 and v11 bit for bit, expert outputs as close to the oracle as v11's, and faster with
-// the expert output in every case measured (1.21× v11 at H = 32, 1.09× at H = 16, 1e7 tokens, bf16x3; H100,
-// 2026-12-05; docs/performance.md, "Version 12"); without it v12 runs v11's instance.
-constexpr int kDefaultTensorKernel = 12;
+// The tensor-core kernel the precisions other than fp32 run unless MOE_CUDA_FORWARD_KERNEL forces 9, 11, 12 or 13: v13
+// (v12, the expert product dense and in FP16, with the gate on the tensor cores and by tables as well): faster than
+// v12 with and without the expert output at 1e6 and 1e7 tokens (1.17× at H = 32, 1.18× at H = 16, 1e7 tokens with the
+// expert output, bf16x3; H100, 2026-12-06; docs/performance.md, "Version 13"), within the accuracy contract (its sums
+// run in another order than v12's, so its probabilities are not v12's bits) and `evaluate` gives the CPU's rows with it.
+// Until 2026-12-06 v12 (the same probabilities and argmax as v9 and v11 bit for bit).
+constexpr int kDefaultTensorKernel = 13;
 // MOE_CUDA_PRECISION=fp32|bf16x3|tf32x3|tf32|bf16, read once; unset or empty: kDefaultPrecision, except fp32 when
 // MOE_CUDA_FORWARD_KERNEL forces an fp32 kernel (2, 4 or 8); any other value throws moe::Error naming the allowed
 // values (here and on every later call).
@@ -82,7 +83,7 @@ const char* precisionName(Precision p);
 void launchForward(int H, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream, int version = 0,
                    Precision precision = Precision::Env);
 // MOE_CUDA_FORWARD_KERNEL=2|4|8|9|11|12|13 forces a version; else, for FP32, the fastest measured for this H and output
-// set, and kDefaultTensorKernel (12) for the other precisions. Throws when a forced version does not compute in `precision` (Env:
+// set, and kDefaultTensorKernel (13) for the other precisions. Throws when a forced version does not compute in `precision` (Env:
 // forwardPrecision()).
 int forwardKernelVersion(int H, bool expert, Precision precision = Precision::Env);
 // The version MOE_CUDA_FORWARD_KERNEL forces, 0 when it is unset or empty; any other value throws moe::Error.

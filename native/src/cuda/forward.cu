@@ -17,7 +17,7 @@
 // dense over the experts a tile's rows chose, v12 that in FP16, v13 with the gate on the tensor cores as well).
 // MOE_CUDA_FORWARD_KERNEL=2|4|8|9|11|12|13 forces one
 // (any other value, or one that does not compute in the precision asked for, is an error; a forced 2, 4 or 8 with
-// MOE_CUDA_PRECISION unset computes in fp32), else forwardKernelVersion picks v12 (kDefaultTensorKernel) for the
+// MOE_CUDA_PRECISION unset computes in fp32), else forwardKernelVersion picks v13 (kDefaultTensorKernel) for the
 // tensor-core precisions and, for fp32, the fastest measured on an H100 for the hidden size and whether the expert
 // output is asked for. The per-token stages every version shares (statistics, the four signals, logits, argmax,
 // softmax) are written once in stages.cuh; a kernel here is its version's tiling and data movement around them.
