@@ -15,7 +15,7 @@ async function study(args: string[]): Promise<{ code: number; err: string }> {
 }
 
 describe('study --leave-one-family-out', () => {
-  it('refuses an embedding size other than 16 or 32, and an unknown family, with exit 2', async () => {
+  it('refuses an embedding size other than 16 or 32, an unknown family and no training histories, with exit 2', async () => {
     const hidden = await study(['--leave-one-family-out', '--hidden', '24']);
     expect(hidden.code).toBe(2);
     expect(hidden.err).toContain('Expected 16 or 32 for --hidden but received 24');
@@ -23,6 +23,9 @@ describe('study --leave-one-family-out', () => {
     expect(family.code).toBe(2);
     expect(family.err).toMatch(/crash-1929/);
     expect((await study([])).code).toBe(2);
+    const histories = await study(['--leave-one-family-out', '--train-seeds', '0']);
+    expect(histories.code).toBe(2);
+    expect(histories.err).toContain('Expected integer in 1..1000 for --train-seeds but received "0"');
   });
 
   it('refuses an ensemble of one seed, and --seed beside --seeds, with exit 2', async () => {
