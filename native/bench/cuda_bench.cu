@@ -217,6 +217,14 @@ int main(int argc, char** argv) {
                                                    {12, Precision::TF32X3}, {12, Precision::TF32},
                                                    {13, Precision::BF16X3}, {13, Precision::TF32X3},
                                                    {13, Precision::TF32}};
+      // MOE_BENCH_KERNELS=13:bf16x3,12:bf16x3,...: only those versions and precisions (an A/B of two builds).
+      const char* pickEnv = std::getenv("MOE_BENCH_KERNELS");
+      const std::string pick = pickEnv ? "," + std::string(pickEnv) + "," : "";
+      auto picked = [&](const std::pair<int, Precision>& kp) {
+        return pick.empty() ||
+               pick.find("," + std::to_string(kp.first) + ":" + moe::cuda::precisionName(kp.second) + ",") !=
+                   std::string::npos;
+      };
       // MOE_BENCH_KERNEL_TOKENS=N: the kernel rows at that size only (a profiler then finds each instance's N-token
       // launch first: v12 and v11 share an instance without the expert output).
       const char* sizeEnv = std::getenv("MOE_BENCH_KERNEL_TOKENS");
@@ -225,6 +233,7 @@ int main(int argc, char** argv) {
         if (onlySize != 0 && n != onlySize) continue;
         for (const auto& kp : kernels)
         for (bool withExpert : {true, false}) {
+          if (!picked(kp)) continue;
           const int version = kp.first;
           const Precision precision = kp.second;
           // Small batches rotate through the 1e7-token buffers so repeats do not run out of L2.
@@ -262,7 +271,7 @@ int main(int argc, char** argv) {
         for (const auto& kp : kernels) {
           const int version = kp.first;
           const Precision precision = kp.second;
-          if (version < 8) continue;
+          if (version < 8 || !picked(kp)) continue;
           moe::cuda::launchForward(H, dpT, {x, vol, risk, probs, assign, expert, int(n)}, nullptr, version, precision);
           MOE_CUDA_CHECK(cudaMemcpy(p2.data(), probs, n * 16, cudaMemcpyDeviceToHost));
           MOE_CUDA_CHECK(cudaMemcpy(a2.data(), assign, n, cudaMemcpyDeviceToHost));

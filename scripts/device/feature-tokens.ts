@@ -3,7 +3,8 @@
 // market context, as in training), through the same feature function as the pipeline, H = 16. Writes uint64 n, then
 // float32 x[n·16], vol[n], risk[n] (little-endian), the layout moe_cuda_bench reads from MOE_BENCH_TOKENS16.
 //   npx tsx scripts/device/feature-tokens.ts OUT [tickersPerSubtype, default 8: ~295k tokens, 21 MB]
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 
 import { computeFeatures } from '../../src/data/features/compute.js';
 import { trainingSet } from '../../src/data/sim/simulator.js';
@@ -33,5 +34,6 @@ for (const list of [xs, vols, risks]) {
     o += v.byteLength;
   }
 }
+mkdirSync(dirname(out), { recursive: true });
 writeFileSync(out, buf);
 console.log(`${n} tokens → ${out}`);

@@ -67,8 +67,9 @@ enum class Precision : int { Env = -1, FP32 = 0, TF32 = 1, BF16 = 2, TF32X3 = 3,
 constexpr Precision kDefaultPrecision = Precision::BF16X3;
 // The tensor-core kernel the precisions other than fp32 run unless MOE_CUDA_FORWARD_KERNEL forces 9, 11, 12 or 13: v13
 // (v12, the expert product dense and in FP16, with the gate on the tensor cores and by tables as well): faster than
-// v12 with and without the expert output at 1e6 and 1e7 tokens (1.17× at H = 32, 1.18× at H = 16, 1e7 tokens with the
-// expert output, bf16x3; H100, 2026-12-06; docs/performance.md, "Version 13"), within the accuracy contract (its sums
+// v12 with and without the expert output at 1e6 and 1e7 tokens (1.19× at H = 32 and 1.21× at H = 16 with its tiles
+// prefetched, 1e7 tokens with the expert output, bf16x3; H100, 2026-12-06; docs/performance.md, "Version 13"), within
+// the accuracy contract (its sums
 // run in another order than v12's, so its probabilities are not v12's bits) and `evaluate` gives the CPU's rows with it.
 // Until 2026-12-06 v12 (the same probabilities and argmax as v9 and v11 bit for bit).
 constexpr int kDefaultTensorKernel = 13;

@@ -86,6 +86,9 @@
 //            order than the oracle's (probabilities within the contract, not bit-equal to v12's). FP16 range as in
 //            v12: a tile with an h past it (or a g0·Wc or We past it) routes its rows in FP32 (gateRowFp32 and
 //            expertRowsFp32).
+//            - each warp's next tile of x, vol and risk copied into shared memory by cp.async while it routes the
+//              current one (prefetchTile), instead of loaded when the tile starts: the tile's first use of x was the
+//              largest single stall (16-17 % of the samples).
 // Measured for v9 (H200, 2026-12-05, kernel only, 1e7 tokens with the expert output, G tokens/s, best of two runs): H = 32
 // bf16x3 4.95, tf32x3 4.37, tf32 5.02, bf16 6.88 against v8's 3.07; H = 16 bf16x3 9.84, tf32x3 9.27, tf32 9.85, bf16
 // 11.04 against 8.12. bf16x3 keeps probabilities within 8.6e-5 of the oracle on the trained H = 16 model with feature
@@ -239,9 +242,15 @@ struct CfgTC {
   static constexpr int gateBytes = TCG ? KS2 * 32 * 16 + kStatBlocks * 32 * 8 + 8 * 4 + 2 * tabBytes : 0;
   static constexpr std::size_t weightBytes =
       std::size_t(tailFloats + beFloats) * 4 + std::size_t(w1Bytes) + std::size_t(weFrags) * 16 + gateBytes;
-  static constexpr std::size_t warpBytes = std::size_t(stageWords) * 4 + (DENSE ? 0 : kTileTC);
+  // Version 13 (XP): each warp's next tile of x, vol and risk, copied in by cp.async while it works on the current
+  // one: kTileTC rows of XS floats (H = 32: 36, so that the float4 reads of a quarter-warp, two rows × four lanes,
+  // fall in distinct banks), then kTileTC vol and kTileTC risk values.
+  static constexpr bool XP = TCG;
+  static constexpr int XS = H == 32 ? H + 4 : H;
+  static constexpr int xWords = XP ? kTileTC * XS + 2 * kTileTC : 0;
+  static constexpr std::size_t warpBytes = std::size_t(stageWords + xWords) * 4 + (DENSE ? 0 : kTileTC);
   static constexpr std::size_t bytes(int warps) { return weightBytes + std::size_t(warps) * warpBytes; }
-  static_assert(tailFloats % 4 == 0 && beFloats % 4 == 0 && stageWords % 4 == 0 && kTileTC % 16 == 0,
+  static_assert(tailFloats % 4 == 0 && beFloats % 4 == 0 && stageWords % 4 == 0 && XS % 4 == 0 && kTileTC % 16 == 0,
                 "16-byte alignment of the shared-memory regions");
   static_assert(KS1 >= 1 && (BF2 ? NJ1 % 2 == 0 : true), "BF16 pairs two 8-column blocks of h per k-step");
   static_assert(!F16E || DENSE, "FP16 expert operands in the dense versions only (h range-checked there)");
@@ -608,6 +617,65 @@ __device__ __forceinline__ void loadXTile(float (&xr)[kMT][2][CPL], const float*
     }
 }
 
+// Version 13's prefetch of the warp's next tile: the lane's part of x (the rows and columns loadXTile reads; 16 bytes
+// a copy, through L2 only) and its gate row's vol and risk (4 bytes each) copied into the warp's buffer by cp.async
+// (rows past m filled with zeros), one commit group per tile, issued once the current tile's x is in registers and
+// used. Each lane reads back only what it copied itself, so no barrier is needed, only the wait for its own copies.
+// Against v13 loading its tile when the tile starts (H100, 2026-12-06; docs/performance.md, "Version 13"): 1.03×
+// (H = 16) and 1.05× (H = 32) with 1e7 tokens and the expert output at bf16x3.
+__device__ __forceinline__ void cpAsync16(float* dst, const float* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(static_cast<std::uint32_t>(
+                   __cvta_generic_to_shared(dst))),
+               "l"(src), "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void cpAsync4(float* dst, const float* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(static_cast<std::uint32_t>(
+                   __cvta_generic_to_shared(dst))),
+               "l"(src), "r"(valid ? 4 : 0)
+               : "memory");
+}
+template <class C>
+__device__ __forceinline__ void prefetchTile(float* xs, const ForwardArgs& a, int tile, int numTiles, int g, int tq,
+                                             int myRow) {
+  if (tile >= numTiles) return;
+  constexpr int CPL = C::CPL, H = C::H, XS = C::XS;
+  const int base = tile * kTileTC, m = min(kTileTC, a.n - base);
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int hi = 0; hi < 2; ++hi) {
+      const int r = 16 * mt + g + 8 * hi;
+      const float* src = a.x + std::size_t(base + r) * H + tq * CPL;
+#pragma unroll
+      for (int q = 0; q < CPL / 4; ++q) cpAsync16(xs + r * XS + tq * CPL + 4 * q, r < m ? src + 4 * q : a.x, r < m);
+    }
+  {
+    const bool ok = myRow < m;
+    cpAsync4(xs + kTileTC * XS + myRow, ok ? a.vol + base + myRow : a.vol, ok);
+    cpAsync4(xs + kTileTC * XS + kTileTC + myRow, ok ? a.risk + base + myRow : a.risk, ok);
+  }
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+template <int CPL, int XS>
+__device__ __forceinline__ void readXTile(float (&xr)[kMT][2][CPL], const float* xs, int g, int tq) {
+  asm volatile("cp.async.wait_all;" ::: "memory");
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int hi = 0; hi < 2; ++hi) {
+      const float4* src = reinterpret_cast<const float4*>(xs + (16 * mt + g + 8 * hi) * XS + tq * CPL);
+#pragma unroll
+      for (int q = 0; q < CPL / 4; ++q) {
+        const float4 v = src[q];
+        xr[mt][hi][4 * q] = v.x;
+        xr[mt][hi][4 * q + 1] = v.y;
+        xr[mt][hi][4 * q + 2] = v.z;
+        xr[mt][hi][4 * q + 3] = v.w;
+      }
+    }
+}
+
 // Statistics of x per row of one 16-row tile (the lane's columns, then the quad's four lanes): mean, variance, mean |x|.
 template <int CPL, int H>
 __device__ __forceinline__ void rowStatsTC(const float (&xr)[2][CPL], float (&st)[2][3]) {
@@ -955,7 +1023,8 @@ __global__ void __launch_bounds__(CfgTC<H, P, W, V>::THREADS, 1)
   const int warps = blockDim.x >> 5;  // W, or fewer where shared memory is smaller (prepareTC)
   std::uint32_t* stage =
       reinterpret_cast<std::uint32_t*>(reinterpret_cast<char*>(smem4) + C::weightBytes + warp * C::warpBytes);
-  std::uint8_t* rowOf = reinterpret_cast<std::uint8_t*>(stage + C::stageWords);
+  float* xs = reinterpret_cast<float*>(stage + C::stageWords);  // v13: the warp's next tile (C::XP)
+  std::uint8_t* rowOf = reinterpret_cast<std::uint8_t*>(stage + C::stageWords + C::xWords);
   // The stage functions index the parameters by their layout offsets: w[L::Wv] etc. fall inside `tail`.
   const float* w = tail - L::b1;
 
@@ -968,17 +1037,28 @@ __global__ void __launch_bounds__(CfgTC<H, P, W, V>::THREADS, 1)
   const float cs2 = statSignalScale(w[L::gates + 3]);  // v13, as loadGateTC scaled the linear part
   const bool wantExpert = a.expert != nullptr;
   const int numTiles = (a.n + kTileTC - 1) / kTileTC;
+  const int tileStep = gridDim.x * warps;
+  const int myRow = 16 * (tq >> 1) + g + 8 * (tq & 1);  // the lane's row in the gate: the quad's (mt, hi) = (tq / 2, tq % 2)
+  if constexpr (C::XP) prefetchTile<C>(xs, a, blockIdx.x * warps + warp, numTiles, g, tq, myRow);
 
-  for (int tile = blockIdx.x * warps + warp; tile < numTiles; tile += gridDim.x * warps) {
+  for (int tile = blockIdx.x * warps + warp; tile < numTiles; tile += tileStep) {
     const int base = tile * kTileTC;
     const int m = min(kTileTC, a.n - base);
     float xr[kMT][2][CPL];
-    loadXTile<CPL, H>(xr, a.x, base, m, g, tq);
+    if constexpr (C::XP) readXTile<CPL, C::XS>(xr, xs, g, tq);
+    else loadXTile<CPL, H>(xr, a.x, base, m, g, tq);
 
-    // vol and risk of the lane's row (see the gate below), loaded early: their latency hides behind the products.
-    const int myRow = 16 * (tq >> 1) + g + 8 * (tq & 1);  // the quad's rows (mt, hi) = (tq / 2, tq % 2)
+    // vol and risk of the lane's row (see the gate below), loaded early: their latency hides behind the products
+    // (v13: copied in with the tile's x).
     const bool mine = myRow < m;
-    const float vol = mine ? a.vol[base + myRow] : 0.0f, risk = mine ? a.risk[base + myRow] : 0.0f;
+    float vol, risk;
+    if constexpr (C::XP) {
+      vol = xs[kTileTC * C::XS + myRow];
+      risk = xs[kTileTC * C::XS + kTileTC + myRow];
+    } else {
+      vol = mine ? a.vol[base + myRow] : 0.0f;
+      risk = mine ? a.risk[base + myRow] : 0.0f;
+    }
     if (!C::DENSE && wantExpert) __syncwarp();  // the previous tile's reads of stage and rowOf are done (v11: lane-private)
 
     // ---- per 16-row tile: h = relu(b1 + x·W1) on the tensor cores, h·Wc over the lane's columns, h staged ----
@@ -1014,6 +1094,7 @@ __global__ void __launch_bounds__(CfgTC<H, P, W, V>::THREADS, 1)
 #pragma unroll
         for (int s = 0; s < KS1; ++s) xFragTC<C>(xr[mt], s, af[mt][s], al[mt][s]);
       }
+      if constexpr (C::XP) prefetchTile<C>(xs, a, tile + tileStep, numTiles, g, tq, myRow);  // x's registers are dead
 #pragma unroll
       for (int j = 0; j < NJ1; ++j) {
         const float2 b1 = *reinterpret_cast<const float2*>(w + L::b1 + 8 * j + 2 * tq);
@@ -1073,6 +1154,7 @@ __global__ void __launch_bounds__(CfgTC<H, P, W, V>::THREADS, 1)
           }
         }
       }
+      if constexpr (C::XP) prefetchTile<C>(xs, a, tile + tileStep, numTiles, g, tq, myRow);
     }
     int am;
     if constexpr (C::TCG) {
