@@ -225,6 +225,9 @@ int main(int argc, char** argv) {
                pick.find("," + std::to_string(kp.first) + ":" + moe::cuda::precisionName(kp.second) + ",") !=
                    std::string::npos;
       };
+      MOE_CHECK(std::any_of(std::begin(kernels), std::end(kernels), picked),
+                "MOE_BENCH_KERNELS must name kernels as version:precision (e.g. 13:bf16x3,12:bf16x3) but received " +
+                    std::string(pickEnv ? pickEnv : ""));
       // MOE_BENCH_KERNEL_TOKENS=N: the kernel rows at that size only (a profiler then finds each instance's N-token
       // launch first: v12 and v11 share an instance without the expert output).
       const char* sizeEnv = std::getenv("MOE_BENCH_KERNEL_TOKENS");
