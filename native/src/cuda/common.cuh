@@ -69,8 +69,8 @@ constexpr Precision kDefaultPrecision = Precision::BF16X3;
 // (v12, the expert product dense and in FP16, with the gate on the tensor cores and by tables as well): faster than
 // v12 with and without the expert output at 1e6 and 1e7 tokens (1.19× at H = 32 and 1.21× at H = 16 with its tiles
 // prefetched, 1e7 tokens with the expert output, bf16x3; H100, 2026-12-06; docs/performance.md, "Version 13"), within
-// the accuracy contract (its sums
-// run in another order than v12's, so its probabilities are not v12's bits) and `evaluate` gives the CPU's rows with it.
+// the accuracy contract (its sums run in another order than v12's, so its probabilities are not v12's bits) and
+// `evaluate` gives the CPU's rows with it.
 // Until 2026-12-06 v12 (the same probabilities and argmax as v9 and v11 bit for bit).
 constexpr int kDefaultTensorKernel = 13;
 // MOE_CUDA_PRECISION=fp32|bf16x3|tf32x3|tf32|bf16, read once; unset or empty: kDefaultPrecision, except fp32 when

@@ -650,11 +650,9 @@ __device__ __forceinline__ void prefetchTile(float* xs, const ForwardArgs& a, in
 #pragma unroll
       for (int q = 0; q < CPL / 4; ++q) cpAsync16(xs + r * XS + tq * CPL + 4 * q, r < m ? src + 4 * q : a.x, r < m);
     }
-  {
-    const bool ok = myRow < m;
-    cpAsync4(xs + kTileTC * XS + myRow, ok ? a.vol + base + myRow : a.vol, ok);
-    cpAsync4(xs + kTileTC * XS + kTileTC + myRow, ok ? a.risk + base + myRow : a.risk, ok);
-  }
+  const bool ok = myRow < m;
+  cpAsync4(xs + kTileTC * XS + myRow, ok ? a.vol + base + myRow : a.vol, ok);
+  cpAsync4(xs + kTileTC * XS + kTileTC + myRow, ok ? a.risk + base + myRow : a.risk, ok);
   asm volatile("cp.async.commit_group;" ::: "memory");
 }
 template <int CPL, int XS>
