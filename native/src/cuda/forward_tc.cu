@@ -16,10 +16,10 @@
 // logits, argmax, softmax, the expert activation) is FP32 and, past the per-lane partial sums, the stages every
 // version shares (stages.cuh). fp32 keeps the FP32 versions 2, 4 and 8.
 //
-// Shape: persistent blocks, one per SM, of 24 warps (H = 16) or 16 (H = 32); each block converts the weights once
-// into shared memory, already in the register layout of the mma operands (one 8- or 16-byte load per lane and mma,
-// no bank conflicts), and each warp then walks on its own over tiles of 32 tokens (two 16-row mma tiles): no barrier
-// after the weights are loaded.
+// Shape: persistent blocks, one per SM, of 24 warps (H = 16; 20 in version 13) or 16 (H = 32); each block converts
+// the weights once into shared memory, already in the register layout of the mma operands (one 8- or 16-byte load per
+// lane and mma, no bank conflicts), and each warp then walks on its own over tiles of 32 tokens (two 16-row mma
+// tiles): no barrier after the weights are loaded.
 //   x        each lane loads, per token row it holds in the A operand (rows g and g+8 of each 16-row tile, g = lane/4),
 //            the H/4 consecutive columns t·H/4 .. t·H/4+H/4-1 (t = lane%4) as float4: the k index of the product
 //            is permuted so that A's columns of a lane are contiguous in memory; W1's rows follow the same permutation.
@@ -113,9 +113,13 @@ namespace {
 
 // Warps per block, one block per SM (no block-level barrier after the weights are loaded): 16 at H = 32, where the
 // per-warp staging tiles (9 KB each in TF32) and one copy of the weights per SM just fit in shared memory (~196 KB
-// for tf32x3) at 128 registers per thread; 24 at H = 16 (80 registers; 138 KB), 11% faster than 16 there
-// (tf32x3 with the expert output, 1e7 tokens: 9.56 against 8.64 G tokens/s; H200, 2026-12-04).
-constexpr int kWarps16 = 24, kWarps32 = 16;
+// for tf32x3) at 128 registers per thread; 24 at H = 16 (80 registers; 138 KB), 11% faster than 16 there (tf32x3
+// with the expert output, 1e7 tokens: 9.56 against 8.64 G tokens/s; H200, 2026-12-04), except version 13 with the
+// expert output: 20 warps, whose 96 registers hold its expert product's two 16-row tiles at once (CfgTC::MTS), 1.02×
+// 24 warps with one tile (bf16x3, 1e7 tokens, medians of four rounds: 15.21 against 14.88 G tokens/s; H100,
+// 2026-12-06; docs/performance.md, "Version 13"). Without the expert output (the route worker's case) version 13 keeps
+// 24 warps and one tile, another instance: 20 warps read 2 % slower there in two runs.
+constexpr int warpsTC(int H, int V, bool expert) { return H == 32 ? 16 : V >= 13 && expert ? 20 : 24; }
 constexpr int kMT = 2;                   // 16-row mma tiles per warp tile
 constexpr int kTileTC = 16 * kMT;        // tokens per warp tile
 
@@ -225,7 +229,8 @@ struct CfgTC {
   static constexpr int tailFloats = Lay<H>::We - Lay<H>::b1;
   static constexpr int beFloats = kDomains * H;
   static constexpr int NB2 = H / 8;                 // version 11: 8-column blocks of y (the expert product's N)
-  static constexpr int MTS = H == 32 ? 2 : 1;       // version 11: 16-row tiles per expert product (expertDenseTC)
+  // 16-row tiles per expert product (expertDenseTC): two where the block's register budget is 96 a thread or more.
+  static constexpr int MTS = 65536 / THREADS >= 96 ? 2 : 1;
   // Version 9: the A operands of the four We[e]^T (uint4 per lane); version 11: the B operands of the four We[e], two
   // 8-column blocks of y per uint4 (4 × KS2 × NB2/2 × 32).
   static constexpr int w1Frags = KS1 * NJ1 * 32, weFrags = DENSE ? kDomains * KS2 * (NB2 / 2) * 32 : kDomains * KS2 * MT2 * 32;
@@ -538,8 +543,9 @@ __device__ __forceinline__ float activateFast(int e, float v) {
   return e == 1 ? v * 0.8f : fmaxf(v, 0.0f);
 }
 
-// Version 11's expert product of MTS 16-row tiles at once (CfgTC::MTS: both tiles of the warp tile at H = 32, so that
-// each B operand loaded from shared memory serves 32 rows; one at H = 16, where 80 registers do not hold two): for each
+// Version 11's expert product of MTS 16-row tiles at once (CfgTC::MTS: both tiles of the warp tile at H = 32 and in
+// version 13, so that each B operand loaded from shared memory serves 32 rows; one at H = 16 in versions 11 and 12,
+// whose 80 registers at 24 warps do not hold two): for each
 // expert some row of them chose (present, bit e), y = be[e] + h·We[e] over all their rows on the tensor cores (A: the lane's staged fragments of h, B: We[e] from shared memory), activated, and stored
 // for the rows that chose e (lane rows 16mt + g and 16mt + g + 8, columns 8nb + 2t, +1 as float2; yp[mt][hi] null
 // for rows past the batch). Every row's output is computed once per expert present and stored once; its sums run in
@@ -1328,7 +1334,7 @@ void launchTC(const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream) 
   forwardKernelTC<H, P, W, V><<<blocks, 32 * warps, C::bytes(warps), stream>>>(p.w, p.invT, a);
 }
 
-template <int H, int W, int V>
+template <int H, int V, int W>
 void prepareAllTC() {
   prepareTC<H, kBF16X3, W, V>();
   prepareTC<H, kTF32X3, W, V>();
@@ -1336,7 +1342,16 @@ void prepareAllTC() {
   prepareTC<H, kBF16, W, V>();
 }
 
-template <int H, int W, int V>
+// Every instance of version V at H: one warp count, or (version 13 at H = 16) one with the expert output and one
+// without.
+template <int H, int V>
+void prepareVersionTC() {
+  constexpr int We = warpsTC(H, V, true), Wn = warpsTC(H, V, false);
+  prepareAllTC<H, V, We>();
+  if constexpr (Wn != We) prepareAllTC<H, V, Wn>();
+}
+
+template <int H, int V, int W>
 void launchAllTC(Precision precision, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream) {
   if (precision == Precision::BF16X3) launchTC<H, kBF16X3, W, V>(p, a, stream);
   else if (precision == Precision::TF32X3) launchTC<H, kTF32X3, W, V>(p, a, stream);
@@ -1344,31 +1359,38 @@ void launchAllTC(Precision precision, const DeviceParams& p, const ForwardArgs& 
   else launchTC<H, kBF16, W, V>(p, a, stream);
 }
 
-template <int H, int W>
+template <int H, int V>
+void launchWarpsTC(Precision precision, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream) {
+  constexpr int We = warpsTC(H, V, true), Wn = warpsTC(H, V, false);
+  if (We == Wn || a.expert) launchAllTC<H, V, We>(precision, p, a, stream);
+  else launchAllTC<H, V, Wn>(precision, p, a, stream);
+}
+
+template <int H>
 void launchVersionTC(int version, Precision precision, const DeviceParams& p, const ForwardArgs& a,
                      cudaStream_t stream) {
   // Without the expert output v12 runs v11's instance: the same results (they differ in the expert product, and in
   // x·W1's loop order at bf16x3, which keeps every sum's order); v12's own instance, built around the FP32 way out,
   // ran 8% slower there (H = 32; H200, 2026-12-05, before x·W1 was turned inside out; not measured since).
-  if (version == 9) launchAllTC<H, W, 9>(precision, p, a, stream);
-  else if (version == 13) launchAllTC<H, W, 13>(precision, p, a, stream);
-  else if (version == 11 || !a.expert) launchAllTC<H, W, 11>(precision, p, a, stream);
-  else launchAllTC<H, W, 12>(precision, p, a, stream);
+  if (version == 9) launchWarpsTC<H, 9>(precision, p, a, stream);
+  else if (version == 13) launchWarpsTC<H, 13>(precision, p, a, stream);
+  else if (version == 11 || !a.expert) launchWarpsTC<H, 11>(precision, p, a, stream);
+  else launchWarpsTC<H, 12>(precision, p, a, stream);
 }
 
 }  // namespace
 
 void prepareForwardTC(int H) {
   if (H == 16) {
-    prepareAllTC<16, kWarps16, 9>();
-    prepareAllTC<16, kWarps16, 11>();
-    prepareAllTC<16, kWarps16, 12>();
-    prepareAllTC<16, kWarps16, 13>();
+    prepareVersionTC<16, 9>();
+    prepareVersionTC<16, 11>();
+    prepareVersionTC<16, 12>();
+    prepareVersionTC<16, 13>();
   } else {
-    prepareAllTC<32, kWarps32, 9>();
-    prepareAllTC<32, kWarps32, 11>();
-    prepareAllTC<32, kWarps32, 12>();
-    prepareAllTC<32, kWarps32, 13>();
+    prepareVersionTC<32, 9>();
+    prepareVersionTC<32, 11>();
+    prepareVersionTC<32, 12>();
+    prepareVersionTC<32, 13>();
   }
 }
 
@@ -1379,8 +1401,8 @@ void launchForwardTC(int H, int version, Precision precision, const DeviceParams
   MOE_CHECK(precision == Precision::BF16X3 || precision == Precision::TF32X3 || precision == Precision::TF32 ||
                 precision == Precision::BF16,
             "forward kernel " + std::to_string(version) + " computes its products in bf16x3, tf32x3, tf32 or bf16");
-  if (H == 16) launchVersionTC<16, kWarps16>(version, precision, p, a, stream);
-  else launchVersionTC<32, kWarps32>(version, precision, p, a, stream);
+  if (H == 16) launchVersionTC<16>(version, precision, p, a, stream);
+  else launchVersionTC<32>(version, precision, p, a, stream);
   MOE_LAUNCH_CHECK();
 }
 
