@@ -94,7 +94,7 @@ const char* typedArrayName(napi_typedarray_type t) {
   }
 }
 
-// Block of the copy's OR-reduction: small enough to stay in L1 when a block has to be searched again for the index.
+// The threads' ranges split at multiples of the core's scan block (firstNonFinite, copyFirstNonFinite: 4,096 values).
 constexpr std::size_t kScanBlock = 4096;
 
 }  // namespace
@@ -178,20 +178,6 @@ const char* const kTemperatureText = "number in [0.001, 1000]";
 
 namespace {
 
-std::size_t copyScanSerial(float* dst, const float* src, std::size_t n) {
-  for (std::size_t b = 0; b < n; b += kScanBlock) {
-    const std::size_t e = std::min(n, b + kScanBlock);
-    std::uint32_t bad = 0;
-    for (std::size_t i = b; i < e; ++i) {
-      const float v = src[i];
-      dst[i] = v;
-      bad |= std::uint32_t(nonFiniteBits(v));
-    }
-    if (bad) return b + firstNonFinite(src + b, e - b);
-  }
-  return n;
-}
-
 // Most threads one scan or copy uses: most of the bandwidth on the hosts measured, a few tens of µs to start.
 constexpr unsigned kCopyThreads = 4;
 // Below this a range takes under ~0.5 ms on one core: a thread would cost more than it saves.
@@ -237,7 +223,7 @@ std::size_t findNonFinite(const float* p, std::size_t n) {
 
 std::size_t copyFindNonFinite(float* dst, const float* src, std::size_t n) {
   return splitMin(n, sizeof(float),
-                  [dst, src](std::size_t b, std::size_t e) { return b + copyScanSerial(dst + b, src + b, e - b); });
+                  [dst, src](std::size_t b, std::size_t e) { return b + copyFirstNonFinite(dst + b, src + b, e - b); });
 }
 
 void copyBytes(void* dst, const void* src, std::size_t bytes) {

@@ -149,6 +149,21 @@ std::size_t firstNonFinite(const float* p, std::size_t n) {
   return n;
 }
 
+std::size_t copyFirstNonFinite(float* dst, const float* src, std::size_t n) {
+  constexpr std::size_t kBlock = 4096;  // as firstNonFinite's
+  for (std::size_t b = 0; b < n; b += kBlock) {
+    const std::size_t e = std::min(n, b + kBlock);
+    std::uint32_t bad = 0;
+    for (std::size_t i = b; i < e; ++i) {
+      const float v = src[i];
+      dst[i] = v;
+      bad |= std::uint32_t(nonFiniteBits(v));
+    }
+    if (bad) return b + firstNonFinite(src + b, e - b);
+  }
+  return n;
+}
+
 std::string nonFiniteMessage(const char* name, float v, std::size_t i) {
   const char* text = std::isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity";
   return std::string("Expected finite values for ") + name + " but received " + text + " at index " + std::to_string(i);

@@ -34,11 +34,15 @@ void CopyPool::start() {
   }
 }
 
-// memcpy, then (for a checked task) a scan of the copy while it is still in cache.
+// memcpy, or for a checked task the copy with the NaN/±Inf test fused into it (copyFirstNonFinite: one pass over the
+// values; a memcpy and then a scan of the copy read them twice: 1.5–2.1× slower on the development VM, 2026-12-06).
 void CopyPool::copyPart(const Task& t) {
-  if (t.bytes) std::memcpy(t.dst, t.src, t.bytes);
-  if (!t.firstBad) return;
-  const std::size_t n = t.bytes / sizeof(float), i = firstNonFinite(static_cast<const float*>(t.dst), n);
+  if (!t.firstBad) {
+    if (t.bytes) std::memcpy(t.dst, t.src, t.bytes);
+    return;
+  }
+  const std::size_t n = t.bytes / sizeof(float),
+                    i = copyFirstNonFinite(static_cast<float*>(t.dst), static_cast<const float*>(t.src), n);
   if (i == n) return;
   std::lock_guard<std::mutex> lock(mu_);
   *t.firstBad = std::min(*t.firstBad, t.base + i);
