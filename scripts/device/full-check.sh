@@ -42,9 +42,6 @@ for b in "$D"/bin/*.xz; do xz -dc "$b" > "$B/$(basename "$b" .xz)" && chmod +x "
 xz -dc "$D/node.xz" > /tmp/node && chmod +x /tmp/node
 xz -dc "$D/moe_router.node.xz" > "$D/moe_router.node"
 xz -dc "$D/tokens16.bin.xz" > /tmp/tokens16.bin
-# tensor-check.sh's `evaluate` step reads .device/: the same files
-mkdir -p .device && ln -sf "$D/node.xz" .device/node.xz && ln -sf "$D/evaluate.mjs" .device/evaluate.mjs &&
-  ln -sf "$D/moe_router.node" .device/moe_router.node && ln -sfn "$D/market-data" .device/market-data
 python3 scripts/device/torch_router.py make-h32 /tmp/router32.safetensors > /dev/null 2>&1
 cp models/router.safetensors /tmp/router16.safetensors
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv; nproc; } |
@@ -69,7 +66,7 @@ for k in sorted(d):
 PY
 
 step "tensor-check.sh"
-TC_BIN=$B TC_QUICK=1 TC_TORCH=1 TC_MEMCHECK_VERSIONS=13 TENSOR_CHECK_BUDGET="$(left 200)" TC_TOKENS=/tmp/tokens16.bin \
+TC_DEVICE_DIR=$D TC_BIN=$B TC_QUICK=1 TC_TORCH=1 TC_MEMCHECK_VERSIONS=13 TENSOR_CHECK_BUDGET="$(left 200)" TC_TOKENS=/tmp/tokens16.bin \
   TC_EVAL_SETTINGS="default" TC_NCU_CONFIGS="16:4:bf16x3:13 32:4:bf16x3:13" \
   bash scripts/device/tensor-check.sh "$O/tc" > "$O/tc.log" 2>&1
 grep -E "rc=|every line|DIFFERS|Duration|Issue Slots Busy|DRAM Throughput" "$O/tc.log" | sort | uniq -c

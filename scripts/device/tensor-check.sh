@@ -16,10 +16,10 @@
 #   4. compute-sanitizer memcheck of v9, v11, v12 and v13 (bf16x3 and tf32x3, n up to 1000) and Nsight Compute on one
 #      1e7-token launch with the expert output: v12 and v13 bf16x3 at H = 32 and H = 16, each with the stall
 #      reasons and the pipes' utilisation (ncu-v*-H*.txt; TC_NCU_REP=1 also keeps the reports, ncu-*.ncu-rep);
-#   5. when .device/node.xz, .device/evaluate.mjs (an esbuild bundle of src/cli/evaluate.ts), .device/moe_router.node
-#      and .device/market-data exist: `evaluate` on the development folder with the CPU backend and with the CUDA
-#      backend at each setting of TC_EVAL_SETTINGS (space-separated; VAR=value pairs joined by commas; `default`: no
-#      variable), and whether every line but the model and context paths is the same as the CPU's.
+#   5. when DIR/node.xz, DIR/evaluate.mjs (an esbuild bundle of src/cli/evaluate.ts), DIR/moe_router.node and
+#      DIR/market-data exist (DIR: TC_DEVICE_DIR, default .device): `evaluate` on the development folder with the CPU
+#      backend and with the CUDA backend at each setting of TC_EVAL_SETTINGS (space-separated; VAR=value pairs joined
+#      by commas; `default`: no variable), and whether every line but the model and context paths is the same as the CPU's.
 # Feature tokens: scripts/device/feature-tokens.ts writes them here (no GPU needed), into a git-ignored folder that
 # the GPU machine gets too:
 #   npx tsx scripts/device/feature-tokens.ts build/tc-data/tokens16.bin      (carry build/tc-data; TC_TOKENS=FILE
@@ -259,13 +259,14 @@ if hdr is not None:
             print("  %6.2f%%  %s" % (100 * num(r) / tot, r[sc][:110]))
 PY
 done
-if [[ "${TC_ONLY:-}" != ncu && -f .device/node.xz && -f .device/evaluate.mjs && -f .device/moe_router.node && -d .device/market-data ]]; then
+DD=${TC_DEVICE_DIR:-$PWD/.device}
+if [[ "${TC_ONLY:-}" != ncu && -f "$DD/node.xz" && -f "$DD/evaluate.mjs" && -f "$DD/moe_router.node" && -d "$DD/market-data" ]]; then
   l=$(left 60); step "evaluate on the development folder: CPU against CUDA settings" "$l"
-  xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node
+  xz -dc "$DD/node.xz" > /tmp/node && chmod +x /tmp/node
   ev() {  # label, env...
     local label="$1"; shift
-    env MOE_NATIVE_PATH="$PWD/.device/moe_router.node" "$@" timeout 60 /tmp/node .device/evaluate.mjs \
-      --data .device/market-data --model models/router.safetensors > "$O/eval-$label.txt" 2>&1
+    env MOE_NATIVE_PATH="$DD/moe_router.node" "$@" timeout 60 /tmp/node "$DD/evaluate.mjs" \
+      --data "$DD/market-data" --model models/router.safetensors > "$O/eval-$label.txt" 2>&1
     echo "evaluate $label rc=$?"
   }
   ev cpu CUDA_VISIBLE_DEVICES=
