@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { randomBatch, randomParams } from './helpers/router.js';
 import { paramLayout, type Hidden } from '../src/router/layout.js';
-import { NativeRouter, loadNativeAddon, nativeAvailable, sharedBatch } from '../src/router/native.js';
+import { NativeRouter, cudaStatus, loadNativeAddon, nativeAvailable, pinnedBatch, sharedBatch } from '../src/router/native.js';
 import { referenceForward, referenceLossAndGrad, type ReferenceForwardOutput } from '../src/router/reference.js';
 import { Rng } from '../src/util/random.js';
 
@@ -156,6 +156,43 @@ suite(suiteName, () => {
       await expect(r.forward(batch)).rejects.toThrow(new RangeError('Expected finite values for batch.risk but received -Infinity at index 2999'));
       r.close();
     }
+  });
+
+  it('pinnedBatch: page-locked arrays where a GPU is usable (else shared ones), routed in place alike', async () => {
+    const hidden = 16;
+    const rng = new Rng(23);
+    const gpu = cudaStatus().available;
+    const addon = loadNativeAddon();
+    const raw = addon.allocPinned(4096);
+    if (gpu) expect(raw?.byteLength).toBe(4096);
+    else expect(raw).toBeNull();
+    expect(() => addon.allocPinned(0)).toThrow('Expected integer in [1, 2^40] for bytes but received 0');
+    expect(() => (addon.allocPinned as (b: unknown) => unknown)('8')).toThrow(/for bytes but received/);
+    expect(() => pinnedBatch(0, hidden)).toThrow(new RangeError('Expected integer ≥ 1 for n but received 0 of type number'));
+    expect(() => pinnedBatch(4, 24 as 16)).toThrow(new RangeError('Expected 16 or 32 for hidden but received 24 of type number'));
+    const r = new NativeRouter({ hidden, backend: 'auto', threads: 2 });
+    r.setParams(randomParams(hidden, rng), 0.8);
+    const plain = randomBatch(hidden, 5003, rng);
+    const { batch, out, pinned } = pinnedBatch(5003, hidden, true);
+    expect(pinned).toBe(gpu);
+    expect(batch.x.buffer instanceof SharedArrayBuffer).toBe(!gpu);
+    batch.x.set(plain.x);
+    batch.vol.set(plain.vol);
+    batch.risk.set(plain.risk);
+    const want = r.forwardSync(plain, { expert: true });
+    const got = await r.forward(batch, { expert: true, out });
+    expect(got.probs).toBe(out.probs);
+    expect(Buffer.from(got.probs.buffer).equals(Buffer.from(want.probs.buffer))).toBe(true);
+    expect(Array.from(got.assign)).toEqual(Array.from(want.assign));
+    expect(Buffer.from(got.expert!.buffer).equals(Buffer.from(want.expert!.buffer))).toBe(true);
+    batch.vol[4001] = NaN;
+    batch.x[5 * hidden] = Infinity;
+    await expect(r.forward(batch, { expert: true, out })).rejects.toThrow(
+      `Expected finite values for x but received Infinity at index ${5 * hidden}`,
+    );
+    batch.x[5 * hidden] = 0;
+    await expect(r.forward(batch, { out })).rejects.toThrow('Expected finite values for vol but received NaN at index 4001');
+    r.close();
   });
 
   it('AVX2 kernels (pinned through the raw addon) match the reference too', async () => {

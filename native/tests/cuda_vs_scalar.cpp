@@ -19,6 +19,8 @@
 //   redrawn off the loss's kinks first (redrawKinks);
 //   GPU results bit-identical on a second run; every output element written (outputs are poisoned with NaN);
 //   AdamW: 4 steps with clipping engaged against the CPU step, within 1e-6 + 1e-5·|p|;
+//   arrays in pinned memory (allocPinnedHost; n ≥ 1000): bit-identical to the staged path, and NaN/±Inf inputs named
+//   as the CPU names them (the first of x, else vol, else risk);
 //   trainSteps (loss, gradient with focal weights and AdamW in one call) against the oracle's loss and gradient with
 //   the focal weights computed on the host and the CPU AdamW: loss within 1e-5 relative, norm within 1e-4, each
 //   parameter's movement within 2e-5·max|g| + 1e-4·|g| (+1e-7 for the float parameters); three steps in one call
@@ -153,6 +155,45 @@ int run(int argc, char** argv) {
       ref->forward(p, b, {p1.data(), a1.data(), e1.data()});
       gpu->forward(p, b, {p2.data(), a2.data(), e2.data()});
       gpu->forward(p, b, {p3.data(), a3.data(), e3.data()});
+      if (n >= 1000) {
+        // Every array in pinned memory: DMA alone (forwardDirect), the same kernels, so the same bits as p2/a2/e2;
+        // with checkFinite the device scan names the first NaN/±Inf as the CPU would.
+        auto pin = [](std::size_t bytes) {
+          return std::unique_ptr<void, void (*)(void*)>(moe::allocPinnedHost(bytes), moe::freePinnedHost);
+        };
+        auto px = pin(n * H * 4), pv = pin(n * 4), pr = pin(n * 4), pp = pin(n * 16), pa = pin(n), pe = pin(n * H * 4);
+        check(px && pv && pr && pp && pa && pe, "allocPinnedHost", H, n, 0);
+        if (px && pv && pr && pp && pa && pe) {
+          float *hx = static_cast<float*>(px.get()), *hv = static_cast<float*>(pv.get()), *hr = static_cast<float*>(pr.get());
+          float *hp = static_cast<float*>(pp.get()), *he = static_cast<float*>(pe.get());
+          auto* ha = static_cast<std::uint8_t*>(pa.get());
+          std::memcpy(hx, x.data(), n * H * 4), std::memcpy(hv, vol.data(), n * 4), std::memcpy(hr, risk.data(), n * 4);
+          std::fill(hp, hp + n * 4, nan), std::fill(he, he + n * H, nan), std::fill(ha, ha + n, std::uint8_t(255));
+          gpu->forward(p, {hx, hv, hr, n, true}, {hp, ha, he});
+          const bool same = std::memcmp(hp, p2.data(), n * 16) == 0 && std::memcmp(ha, a2.data(), n) == 0 &&
+                            std::memcmp(he, e2.data(), n * H * 4) == 0;
+          std::printf("H=%d n=%zu pinned arrays (DMA only): %s the staged path's\n", H, n, same ? "identical to" : "DIFFER from");
+          check(same, "pinned arrays against the staged path", H, n, 0);
+          const std::size_t at[3] = {n * H - 3, n / 2, 5};
+          const float vals[3] = {nan, -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::infinity()};
+          const char* names[3] = {"x", "vol", "risk"};
+          float* arrs[3] = {hx, hv, hr};
+          for (int k = 2; k >= 0; --k) {  // risk alone, then vol too, then x too: the message names x, then vol first
+            arrs[k][at[k]] = vals[k];
+            std::string got;
+            try {
+              gpu->forward(p, {hx, hv, hr, n, true}, {hp, ha, nullptr});
+            } catch (const moe::Error& e) {
+              got = e.what();
+            }
+            const std::string want = moe::nonFiniteMessage(names[k], vals[k], at[k]);
+            // moe::Error prefixes file:line; the addon strips it.
+            const bool named = got.size() >= want.size() && got.compare(got.size() - want.size(), want.size(), want) == 0;
+            check(named, "pinned arrays: first non-finite input named", H, n, double(k));
+            if (!named) std::printf("  got \"%s\", want \"%s\"\n", got.c_str(), want.c_str());
+          }
+        }
+      }
       // One GPU call's probabilities and argmax against the oracle's, token t into s; whether the argmax agrees.
       struct Tally {
         double maxRel = 0, maxAbs = 0, maxGapDiff = 0;

@@ -83,16 +83,26 @@ async function main() {
     }
     // Throughput from JS arrays, transfers included.
     // 'shared': every array over a SharedArrayBuffer, which the addon reads and writes in place (no copies on the JS
-    // thread); 'staged' and 'registered': ordinary arrays, copied by the addon, then staged (or page-locked) by the
-    // CUDA backend.
-    const fresh = (ctor, len, shared) => new ctor(shared ? new SharedArrayBuffer(len * ctor.BYTES_PER_ELEMENT) : len);
-    for (const n of [1_000_000, 10_000_000])
-    for (const shared of [true, false]) {
-      const x = fill(fresh(Float32Array, n * H, shared), 4, 0), vol = fill(fresh(Float32Array, n, shared), 0.05, 0.025),
-            risk = fill(fresh(Float32Array, n, shared), 4, 0);
-      const p = fresh(Float32Array, n * 4, shared), s = fresh(Uint8Array, n, shared), e = fresh(Float32Array, n * H, shared);
-      for (const mode of shared ? ['shared'] : ['staged', 'registered'])
+    // thread; the CUDA backend stages them through its pinned buffers); 'pinned': every array over the addon's
+    // page-locked memory (allocPinned, as pinnedBatch takes it), also in place, moved by DMA alone; 'staged' and
+    // 'registered': ordinary arrays, copied by the addon, then staged (or page-locked) by the CUDA backend. The pinned
+    // set's inputs are the shared set's, and its outputs must equal the shared run's bit for bit.
+    const fresh = (ctor, len, kind) =>
+      kind === 'shared' ? new ctor(new SharedArrayBuffer(len * ctor.BYTES_PER_ELEMENT))
+      : kind === 'pinned' ? new ctor(addon.allocPinned(len * ctor.BYTES_PER_ELEMENT))
+      : new ctor(len);
+    for (const n of [1_000_000, 10_000_000]) {
+      const sets = {};
+      for (const kind of ['shared', 'pinned', 'plain']) {
+        const x = fresh(Float32Array, n * H, kind), vol = fresh(Float32Array, n, kind), risk = fresh(Float32Array, n, kind);
+        if (kind === 'shared') fill(x, 4, 0), fill(vol, 0.05, 0.025), fill(risk, 4, 0);
+        else x.set(sets.shared.x), vol.set(sets.shared.vol), risk.set(sets.shared.risk);
+        sets[kind] = { x, vol, risk, p: fresh(Float32Array, n * 4, kind), s: fresh(Uint8Array, n, kind), e: fresh(Float32Array, n * H, kind) };
+      }
+      for (const [kind, modes] of [['shared', ['shared']], ['pinned', ['pinned']], ['plain', ['staged', 'registered']]])
+      for (const mode of modes)
       for (const expert of [true, false]) {
+        const { x, vol, risk, p, s, e } = sets[kind];
         process.env.MOE_CUDA_HOST_REGISTER = mode === 'registered' ? '1' : '0';
         const run = () => gpu.forward(x, vol, risk, p, s, expert ? e : null);
         await run();
@@ -106,9 +116,30 @@ async function main() {
         const med = ms[2];
         const inBytes = n * (H * 4 + 8), outBytes = n * (16 + 1 + (expert ? H * 4 : 0));
         const limitMs = (inBytes / copy.h2dGBs + outBytes / copy.d2hGBs) / 1e6;
-        emit({ kind: 'node-e2e', mode, H, tokens: n, expert, ms: med, tokensPerSec: (n / med) * 1e3, transferLimitMs: limitMs,
-               ofTransferLimit: limitMs / med });
+        const row = { kind: 'node-e2e', mode, H, tokens: n, expert, ms: med, tokensPerSec: (n / med) * 1e3, transferLimitMs: limitMs,
+                      ofTransferLimit: limitMs / med };
+        if (mode === 'pinned') {
+          const a = sets.shared, b = sets.pinned;
+          await gpu.forward(a.x, a.vol, a.risk, a.p, a.s, expert ? a.e : null);
+          const same = (u, v) => Buffer.from(u.buffer, u.byteOffset, u.byteLength).equals(Buffer.from(v.buffer, v.byteOffset, v.byteLength));
+          row.identicalToShared = same(a.p, b.p) && same(a.s, b.s) && (!expert || same(a.e, b.e));
+        }
+        emit(row);
       }
+    }
+    // A NaN in pinned inputs rejects the promise naming the array and the index (found on the device).
+    {
+      const n = 300_000, x = fresh(Float32Array, n * H, 'pinned'), vol = fresh(Float32Array, n, 'pinned'), risk = fresh(Float32Array, n, 'pinned');
+      fill(x, 4, 0), fill(vol, 0.05, 0.025), fill(risk, 4, 0);
+      x[n * H - 2] = NaN;
+      vol[n - 1] = Infinity;
+      let message = null;
+      try {
+        await gpu.forward(x, vol, risk, fresh(Float32Array, n * 4, 'pinned'), fresh(Uint8Array, n, 'pinned'), null);
+      } catch (err) {
+        message = err.message;
+      }
+      emit({ kind: 'node-pinned-nan', H, message, ok: typeof message === "string" && message.endsWith(`Expected finite values for x but received NaN at index ${n * H - 2}`) });
     }
     delete process.env.MOE_CUDA_HOST_REGISTER;
     gpu.close();

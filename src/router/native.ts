@@ -147,6 +147,8 @@ export interface NativeAddon {
   /** 'avx512' | 'avx2' | '' — the SIMD level `backend: 'auto'` uses on this CPU when no GPU runs. */
   simdLevel(): string;
   cudaStatus(): CudaStatus;
+  /** An ArrayBuffer over `bytes` of page-locked host memory, or null where none can be had (no usable GPU). */
+  allocPinned(bytes: number): ArrayBuffer | null;
   abiVersion: number;
 }
 
@@ -306,9 +308,13 @@ function checkBatch(batch: unknown, hidden: Hidden, finite = true): number {
   return n;
 }
 
-const isSharedBatch = (b: TokenBatch): boolean => isShared(b.x) && isShared(b.vol) && isShared(b.risk);
+/** The ArrayBuffers `pinnedBatch` took from the addon's page-locked memory. */
+const pinnedBuffers = new WeakSet<ArrayBufferLike>();
+/** Whether the addon's async forward reads and writes `a` in place: over a SharedArrayBuffer or pinned memory. */
+const inPlace = (a: unknown): boolean => isShared(a) || (ArrayBuffer.isView(a) && pinnedBuffers.has(a.buffer));
+const isSharedBatch = (b: TokenBatch): boolean => inPlace(b.x) && inPlace(b.vol) && inPlace(b.risk);
 const isSharedOutput = (o: ForwardOptions): boolean =>
-  o.out !== undefined && isShared(o.out.probs) && isShared(o.out.assign) && (o.expert !== true || isShared(o.out.expert));
+  o.out !== undefined && inPlace(o.out.probs) && inPlace(o.out.assign) && (o.expert !== true || inPlace(o.out.expert));
 
 /**
  * A batch of n tokens and room for its outputs, all in SharedArrayBuffers: `forward(batch, { out, expert })` then
@@ -320,6 +326,36 @@ export function sharedBatch(n: number, hidden: Hidden, expert = false): { batch:
   return {
     batch: { x: f32(n * hidden), vol: f32(n), risk: f32(n) },
     out: { probs: f32(n * D), assign: sharedArray(Uint8Array, n), ...(expert ? { expert: f32(n * hidden) } : {}) },
+  };
+}
+
+/**
+ * As `sharedBatch`, in page-locked (pinned) host memory where a GPU is usable: the CUDA backend's forward then moves
+ * the arrays by DMA alone, with no staging copies on the host (the fastest way to route large batches on a GPU), and
+ * checks the inputs for NaN/±Inf on the device. Routed in place like shared arrays, by any backend. `pinned` says
+ * which memory it is: where no GPU is usable (or the addon is not built) the arrays are `sharedBatch`'s. Pinned memory
+ * is scarce (it cannot be paged out): it is freed when the arrays have been collected and no forward uses them.
+ */
+export function pinnedBatch(n: number, hidden: Hidden, expert = false): { batch: TokenBatch; out: ForwardOutput; pinned: boolean } {
+  if (!(Number.isSafeInteger(n) && n >= 1)) throw new RangeError(expectedMessage('integer ≥ 1', 'n', n));
+  if (!isSupportedHidden(hidden)) throw new RangeError(expectedMessage('16 or 32', 'hidden', hidden));
+  const r = load();
+  const sizes = { x: n * hidden * 4, vol: n * 4, risk: n * 4, probs: n * D * 4, assign: n, ...(expert ? { expert: n * hidden * 4 } : {}) };
+  const buffers: Record<string, ArrayBuffer> = {};
+  if (r.ok && r.addon.cudaStatus().available && typeof r.addon.allocPinned === 'function') {
+    for (const [name, bytes] of Object.entries(sizes)) {
+      const b = r.addon.allocPinned(bytes);
+      if (b === null) break;
+      pinnedBuffers.add(b);
+      buffers[name] = b;
+    }
+  }
+  if (Object.keys(buffers).length !== Object.keys(sizes).length) return { ...sharedBatch(n, hidden, expert), pinned: false };
+  const f32 = (name: string) => new Float32Array(buffers[name]!);
+  return {
+    batch: { x: f32('x'), vol: f32('vol'), risk: f32('risk') },
+    out: { probs: f32('probs'), assign: new Uint8Array(buffers.assign!), ...(expert ? { expert: f32('expert') } : {}) },
+    pinned: true,
   };
 }
 

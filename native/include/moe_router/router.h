@@ -49,7 +49,8 @@ struct Batch {
   std::size_t n;
   // The caller has not checked x, vol and risk for NaN/±Inf: forward does, and throws moe::Error with
   // nonFiniteMessage for one it finds (the CPU backends: the first of x, else of vol, else of risk; the CUDA
-  // backend: the same within the first chunk of 2^18 tokens that has one) instead of routing it.
+  // backend: the same within the first chunk of 2^18 tokens that has one, or over the whole batch when every array
+  // is in pinned memory) instead of routing it.
   bool checkFinite = false;
 };
 
@@ -179,5 +180,11 @@ const CudaProbe& probeCuda();
 
 // CUDA backend on device 0 of the visible devices. Throws moe::Error (with probeCuda().reason) when unavailable.
 std::unique_ptr<Backend> makeCudaBackend();
+
+// Page-locked (pinned) host memory of `bytes` bytes (cudaHostAlloc, portable), or nullptr where the CUDA backend is
+// unavailable or the allocation fails. The CUDA backend's forward moves arrays that all live in such memory by DMA
+// alone, with no staging copies on the host (CudaBackend::forward). Free with freePinnedHost.
+void* allocPinnedHost(std::size_t bytes);
+void freePinnedHost(void* p);
 
 }  // namespace moe

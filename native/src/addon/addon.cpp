@@ -2,6 +2,7 @@
 // piscina workers — gets its own instance and no state is shared through globals.
 #include "addon.h"
 
+#include "pinned.h"
 #include "router_wrap.h"
 
 namespace moe::addon {
@@ -10,6 +11,7 @@ MoeRouterAddon::MoeRouterAddon(Napi::Env env, Napi::Object exports) {
   DefineAddon(exports, {InstanceValue("Router", RouterWrap::Define(env), napi_enumerable),
                         InstanceMethod("simdLevel", &MoeRouterAddon::SimdLevel, napi_enumerable),
                         InstanceMethod("cudaStatus", &MoeRouterAddon::CudaStatus, napi_enumerable),
+                        InstanceValue("allocPinned", Napi::Function::New(env, AllocPinned, "allocPinned"), napi_enumerable),
                         InstanceValue("abiVersion", Napi::Number::New(env, 1), napi_enumerable)});
 }
 

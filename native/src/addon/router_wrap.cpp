@@ -6,6 +6,7 @@
 
 #include "addon.h"
 #include "args.h"
+#include "pinned.h"
 #include "workers.h"
 
 namespace moe::addon {
@@ -235,13 +236,27 @@ Napi::Value RouterWrap::Forward(const Napi::CallbackInfo& info) {
   requireOpen(env);
   const BatchArrays in = readBatch(info, hidden_);
   OutputArrays out = readForwardOut(info, in.n, hidden_);
-  ForwardBaton b{backend_, params_, {}, {}, {}, {}};
+  ForwardBaton b{backend_, params_, {}, {}, {}, {}, {}};
   std::vector<Napi::TypedArray> all{in.x, in.vol, in.risk, out.probs, out.assign};
   if (!out.expert.IsEmpty()) all.push_back(out.expert);
-  if (std::all_of(all.begin(), all.end(), [&](const Napi::TypedArray& a) { return onSharedMemory(env, a); })) {
-    // In place: nothing copied on this thread; the backend checks the inputs as it reads them.
+  // In place when every array is over a SharedArrayBuffer or in an allocPinned block (whose memory the baton holds,
+  // so a detached buffer cannot free it under the worker): nothing copied on this thread; the backend checks the
+  // inputs as it reads them (the CUDA backend moves arrays that are all pinned by DMA alone).
+  std::vector<std::shared_ptr<void>> blocks;
+  const bool inPlace = std::all_of(all.begin(), all.end(), [&](const Napi::TypedArray& a) {
+    if (onSharedMemory(env, a)) return true;
+    void* data = nullptr;
+    if (napi_get_typedarray_info(env, a, nullptr, nullptr, &data, nullptr, nullptr) != napi_ok || data == nullptr)
+      return false;
+    std::shared_ptr<void> block = pinnedBlockOf(data, a.ByteLength());
+    if (!block) return false;
+    blocks.push_back(std::move(block));
+    return true;
+  });
+  if (inPlace) {
     for (const Napi::TypedArray& a : all)
       b.pins.push_back(std::make_shared<Napi::ObjectReference>(Napi::Persistent(a.As<Napi::Object>())));
+    b.blocks = std::move(blocks);
     b.batch = Batch{in.x.Data(), in.vol.Data(), in.risk.Data(), in.n, true};
     b.out = ForwardOut{out.probs.Data(), out.assign.Data(), out.expert.IsEmpty() ? nullptr : out.expert.Data()};
     return queueForward(env, std::move(b), {});

@@ -88,6 +88,7 @@ struct ForwardBaton {
   // In place instead (every array over a SharedArrayBuffer, which cannot be detached): batch and out point into the
   // caller's memory, kept alive by these references until the worker is gone (released on the JS thread).
   std::vector<std::shared_ptr<Napi::ObjectReference>> pins;
+  std::vector<std::shared_ptr<void>> blocks;  // the allocPinned blocks among them (pinned.h)
 };
 
 struct LossBaton {

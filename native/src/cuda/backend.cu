@@ -29,6 +29,23 @@ constexpr std::size_t kChunk = std::size_t(1) << 18;  // tokens per pipeline chu
 
 std::string cudaErr(cudaError_t e) { return std::string(cudaGetErrorName(e)) + " (" + cudaGetErrorString(e) + ")"; }
 
+// *bad = min(*bad, base + i) over the i with v[i] NaN or ±Inf. Each thread stops at its first: its later indices are
+// larger, so the least index over all threads is found.
+__global__ void firstNonFinite(const float* __restrict__ v, std::size_t n, unsigned long long base,
+                               unsigned long long* bad) {
+  for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x)
+    if (!isfinite(v[i])) {
+      atomicMin(bad, base + i);
+      return;
+    }
+}
+
+void launchFirstNonFinite(const float* v, std::size_t n, std::size_t base, unsigned long long* bad, cudaStream_t s) {
+  const unsigned blocks = unsigned(std::min<std::size_t>((n + 255) / 256, 1024));
+  firstNonFinite<<<blocks, 256, 0, s>>>(v, n, base, bad);
+  MOE_CUDA_CHECK(cudaGetLastError());
+}
+
 CudaProbe doProbe() {
   CudaProbe r;
   r.built = true;
@@ -149,6 +166,7 @@ class CudaBackend final : public Backend {
     const std::size_t chunks = (n + C - 1) / C;
     const cuda::DeviceParams dp{dW_, invT_};
     const char* reg = std::getenv("MOE_CUDA_HOST_REGISTER");
+    if (allPinned(H, b, out)) return forwardDirect(H, b, out, C, dp);
     if (!b.checkFinite && reg && std::string(reg) == "1" && forwardRegistered(H, b, out, C, dp)) return;
     std::vector<cuda::CopyPool::Task> copies;
     // With b.checkFinite the staging copies scan the inputs as they go; the first NaN/±Inf (x, then vol, then risk)
@@ -284,19 +302,8 @@ class CudaBackend final : public Backend {
   // call (cudaHostRegister) and let the copy engines read and write them directly, with no host copies. Returns
   // false, having changed nothing, when an array cannot be registered (e.g. it shares a page with another one).
   bool forwardRegistered(int H, const Batch& b, const ForwardOut& out, std::size_t C, const cuda::DeviceParams& dp) const {
-    const std::size_t n = b.n;
-    struct Range {
-      void* p;
-      std::size_t bytes;
-    };
-    std::vector<Range> ranges{{const_cast<float*>(b.x), n * H * sizeof(float)},
-                              {const_cast<float*>(b.vol), n * sizeof(float)},
-                              {const_cast<float*>(b.risk), n * sizeof(float)},
-                              {out.probs, n * 4 * sizeof(float)},
-                              {out.assign, n}};
-    if (out.expert) ranges.push_back({out.expert, n * H * sizeof(float)});
     std::vector<void*> done;
-    for (const Range& r : ranges) {
+    for (const HostRange& r : hostRanges(H, b, out)) {
       if (cudaHostRegister(r.p, r.bytes, cudaHostRegisterDefault) != cudaSuccess) {
         cudaGetLastError();
         for (void* p : done) cudaHostUnregister(p);
@@ -308,6 +315,58 @@ class CudaBackend final : public Backend {
       for (void* p : done) cudaHostUnregister(p);
     };
     try {
+      forwardDirect(H, b, out, C, dp);
+    } catch (...) {
+      unregister();
+      throw;
+    }
+    unregister();
+    return true;
+  }
+
+  struct HostRange {
+    void* p;
+    std::size_t bytes;
+  };
+  static std::vector<HostRange> hostRanges(int H, const Batch& b, const ForwardOut& out) {
+    const std::size_t n = b.n;
+    std::vector<HostRange> r{{const_cast<float*>(b.x), n * H * sizeof(float)},
+                             {const_cast<float*>(b.vol), n * sizeof(float)},
+                             {const_cast<float*>(b.risk), n * sizeof(float)},
+                             {out.probs, n * 4 * sizeof(float)},
+                             {out.assign, n}};
+    if (out.expert) r.push_back({out.expert, n * H * sizeof(float)});
+    return r;
+  }
+
+  // Whether every array of the call lies in page-locked host memory (allocPinnedHost, or registered), its first and
+  // last byte both: then forward hands them to the copy engines as they are (forwardDirect).
+  static bool allPinned(int H, const Batch& b, const ForwardOut& out) {
+    const auto pinned = [](const void* p) {
+      cudaPointerAttributes a{};
+      if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+      }
+      return a.type == cudaMemoryTypeHost;
+    };
+    for (const HostRange& r : hostRanges(H, b, out))
+      if (!pinned(r.p) || !pinned(static_cast<const char*>(r.p) + r.bytes - 1)) return false;
+    return true;
+  }
+
+  // The caller's arrays are page-locked: each chunk goes host → device, through the kernel and back by DMA alone on
+  // the two slots' streams, no host copy at all. With b.checkFinite the inputs are scanned on the device once they
+  // are there (firstNonFinite, the least bad index of x, vol and risk each); the first NaN/±Inf (x, then vol, then
+  // risk) fails the call when every chunk is done, as the staged path's message says it (the outputs then hold
+  // whatever the kernel made of it, as the chunks staged before a bad one do there).
+  void forwardDirect(int H, const Batch& b, const ForwardOut& out, std::size_t C, const cuda::DeviceParams& dp) const {
+    const std::size_t n = b.n;
+    if (b.checkFinite) {
+      if (!dBad_) devAlloc(dBad_, 3);
+      MOE_CUDA_CHECK(cudaMemset(dBad_, 0xff, 3 * sizeof(unsigned long long)));
+    }
+    try {
       const std::size_t chunks = (n + C - 1) / C;
       for (std::size_t i = 0; i < chunks; ++i) {
         Slot& s = slots_[i % 2];
@@ -315,6 +374,11 @@ class CudaBackend final : public Backend {
         MOE_CUDA_CHECK(cudaMemcpyAsync(s.x, b.x + at * H, m * H * sizeof(float), cudaMemcpyHostToDevice, s.stream));
         MOE_CUDA_CHECK(cudaMemcpyAsync(s.vol, b.vol + at, m * sizeof(float), cudaMemcpyHostToDevice, s.stream));
         MOE_CUDA_CHECK(cudaMemcpyAsync(s.risk, b.risk + at, m * sizeof(float), cudaMemcpyHostToDevice, s.stream));
+        if (b.checkFinite) {
+          launchFirstNonFinite(s.x, m * H, at * H, dBad_, s.stream);
+          launchFirstNonFinite(s.vol, m, at, dBad_ + 1, s.stream);
+          launchFirstNonFinite(s.risk, m, at, dBad_ + 2, s.stream);
+        }
         cuda::launchForward(H, dp, {s.x, s.vol, s.risk, s.probs, s.assign, out.expert ? s.expert : nullptr, int(m)},
                             s.stream);
         MOE_CUDA_CHECK(cudaMemcpyAsync(out.probs + at * 4, s.probs, m * 4 * sizeof(float), cudaMemcpyDeviceToHost, s.stream));
@@ -326,11 +390,15 @@ class CudaBackend final : public Backend {
       for (Slot& s : slots_) MOE_CUDA_CHECK(cudaStreamSynchronize(s.stream));
     } catch (...) {
       drain();
-      unregister();
       throw;
     }
-    unregister();
-    return true;
+    if (!b.checkFinite) return;
+    unsigned long long bad[3];
+    MOE_CUDA_CHECK(cudaMemcpy(bad, dBad_, sizeof bad, cudaMemcpyDeviceToHost));
+    const float* arr[3] = {b.x, b.vol, b.risk};
+    const char* names[3] = {"x", "vol", "risk"};
+    for (int k = 0; k < 3; ++k)
+      if (bad[k] != ~0ull) MOE_FAIL(nonFiniteMessage(names[k], arr[k][bad[k]], std::size_t(bad[k])));
   }
 
   void release() const override {
@@ -487,7 +555,7 @@ class CudaBackend final : public Backend {
     }
     devFree(dW_), devFree(dM_), devFree(dV_), devFree(dGrad_), devFree(dNorm_), devFree(dPartial_), devFree(dReduced_);
     hostFree(hGrad_), hostFree(hNorm_), hostFree(hReduced_);
-    devFree(dSteps_), hostFree(hSteps_);
+    devFree(dSteps_), hostFree(hSteps_), devFree(dBad_);
     partialCap_ = reducedCap_ = stepsCap_ = 0;
     wH_ = 0;
     mirror_.clear();
@@ -502,6 +570,7 @@ class CudaBackend final : public Backend {
   mutable std::vector<float> mirror_;
   mutable float *dW_ = nullptr, *dM_ = nullptr, *dV_ = nullptr, *dGrad_ = nullptr, *hGrad_ = nullptr;
   mutable double *dNorm_ = nullptr, *hNorm_ = nullptr;
+  mutable unsigned long long* dBad_ = nullptr;  // forwardDirect's least non-finite index of x, vol, risk (~0: none)
   mutable double *dPartial_ = nullptr, *dReduced_ = nullptr, *hReduced_ = nullptr;
   mutable double *dSteps_ = nullptr, *hSteps_ = nullptr;  // trainSteps: per step Σ w·CE, Σ rec, Σ loss (÷ n), norm
   // Sizes in doubles of dPartial_, of dReduced_ and hReduced_, and of dSteps_ and hSteps_ (growDoubles).
@@ -524,6 +593,20 @@ std::unique_ptr<Backend> makeCudaBackend() {
   cuda::forcedForwardKernel();
   cuda::forwardKernelVersion(16, true, cuda::forwardPrecision());
   return std::make_unique<CudaBackend>();
+}
+
+void* allocPinnedHost(std::size_t bytes) {
+  if (!probeCuda().ok || bytes == 0) return nullptr;
+  void* p = nullptr;
+  if (cudaSetDevice(0) != cudaSuccess || cudaHostAlloc(&p, bytes, cudaHostAllocPortable) != cudaSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  return p;
+}
+
+void freePinnedHost(void* p) {
+  if (p) cudaFreeHost(p);
 }
 
 }  // namespace moe

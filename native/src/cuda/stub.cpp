@@ -11,4 +11,7 @@ const CudaProbe& probeCuda() {
 
 std::unique_ptr<Backend> makeCudaBackend() { MOE_FAIL("CUDA backend unavailable: " + probeCuda().reason); }
 
+void* allocPinnedHost(std::size_t) { return nullptr; }
+void freePinnedHost(void*) {}
+
 }  // namespace moe
