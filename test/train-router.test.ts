@@ -3,7 +3,7 @@ import { Rng } from '../src/util/random.js';
 import { REGIME_FAMILIES } from '../src/data/sim/regimes.js';
 import { SUBTYPES } from '../src/data/universe.js';
 import { weakestSubtypes } from '../src/cli/study.js';
-import { classWeights, defaultTrainConfig, fitTemperature, fitTemperatureNll, learningRate, logProbs, trainRouter } from '../src/training/train.js';
+import { classWeights, defaultTrainConfig, fitTemperature, fitTemperatureNll, learningRate, logProbs, trainRouter, clearSimulationCache, simulationCacheStats } from '../src/training/train.js';
 
 describe('training schedule and weights', () => {
   it('warms up linearly, peaks, then decays by cosine to the floor', () => {
@@ -112,9 +112,22 @@ describe('short training run', () => {
     config.batchSize = 256;
     config.threads = 1;
     config.data = { ...config.data, trainSeeds: 1, tickersPerSubtype: 1, days: 400, validationTickersPerSubtype: 1, testTickersPerSubtype: 1 };
+    clearSimulationCache();
+    const s0 = simulationCacheStats();
     const a = await trainRouter(config);
+    const s1 = simulationCacheStats();
+    // The second router finds the first's training, validation and test sets made; the third simulates them again.
     const b = await trainRouter(config);
+    const s2 = simulationCacheStats();
+    clearSimulationCache();
+    const c = await trainRouter(config);
+    const s3 = simulationCacheStats();
+    expect([s1.misses - s0.misses, s1.hits - s0.hits]).toEqual([3, 0]);
+    expect([s2.misses - s1.misses, s2.hits - s1.hits]).toEqual([0, 3]);
+    expect([s3.misses - s2.misses, s3.hits - s2.hits]).toEqual([3, 0]);
     expect(a.params).toEqual(b.params);
+    expect(a.params).toEqual(c.params);
     expect(a.temperature).toBe(b.temperature);
+    expect(a.temperature).toBe(c.temperature);
   });
 });

@@ -12,7 +12,7 @@ import { MIN_HISTORY_BARS } from '../data/features/compute.js';
 import { REGIME_FAMILIES, type RegimeFamily } from '../data/sim/regimes.js';
 import { summarisePredictions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
 import { paramLayout, type Hidden } from '../router/layout.js';
-import { simulatedTokensParallel, type TokenSet } from './tokens.js';
+import { simulatedTokensParallel, type SimulatedTokenOptions, type TokenSet } from './tokens.js';
 import { concatTokenSets, realTrainingTokens, type RealTrainingData } from './real-tokens.js';
 import { allocSlot, BatchFeeder, BatchSampler, type BatchSlot } from './batch-feeder.js';
 import { initParams } from '../router/model.js';
@@ -406,6 +406,43 @@ function gatherHere(sampler: BatchSampler, B: number, H: number, group: number, 
   };
 }
 
+/**
+ * The simulated token sets of the latest trainRouter calls, by what they were simulated from. An ensemble's members
+ * and every fold router of its cross-fit train and score on the same simulated histories (only the seed and the real
+ * tickers differ; each member has its own histories), so the shipped command simulates each member's training,
+ * validation and test histories once instead of for each of its six routers: the same bytes (nothing writes into a
+ * TokenSet, and the simulation does not depend on the thread count). Nine entries: the three sets of three members
+ * (about 1.3 GB at the shipped recipe's sizes, held until the process ends or newer sets push them out).
+ */
+const SIM_CACHE_SIZE = 9;
+const simCache = new Map<string, Promise<TokenSet>>();
+const simCacheStats = { hits: 0, misses: 0 };
+
+/** How often trainRouter found its simulated sets already made, and how often it simulated them. */
+export function simulationCacheStats(): { hits: number; misses: number } {
+  return { ...simCacheStats };
+}
+
+/** Lets go of the simulated sets held for later routers (the next trainRouter simulates its own again). */
+export function clearSimulationCache(): void {
+  simCache.clear();
+}
+
+function cachedSimulatedTokens(hidden: Hidden, opts: SimulatedTokenOptions, threads: number): Promise<TokenSet> {
+  const { familyOf, ...rest } = opts;
+  const key = JSON.stringify({ hidden, ...rest, families: opts.seeds.map((s) => familyOf?.(s) ?? 'recent') });
+  let set = simCache.get(key);
+  simCacheStats[set === undefined ? 'misses' : 'hits'] += 1;
+  if (set === undefined) {
+    set = simulatedTokensParallel(hidden, opts, threads);
+    set.catch(() => simCache.delete(key));
+  }
+  simCache.delete(key);
+  simCache.set(key, set);
+  while (simCache.size > SIM_CACHE_SIZE) simCache.delete(simCache.keys().next().value!);
+  return set;
+}
+
 export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): Promise<TrainResult> {
   const log = hooks.log ?? (() => undefined);
   const warn = hooks.warn ?? log;
@@ -431,7 +468,7 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
   }
   const byIndex = (first: number, list: readonly RegimeFamily[]) => (seed: number) => list[(seed - first) % list.length]!;
   const simThreads = config.simThreads ?? config.threads;
-  const simulated = await simulatedTokensParallel(H, {
+  const simulated = await cachedSimulatedTokens(H, {
     seeds: seedRange(d.trainSeed, d.trainSeeds),
     tickersPerSubtype: d.tickersPerSubtype,
     days: d.days,
@@ -442,13 +479,13 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
     familyOf: byIndex(d.trainSeed, d.families),
   }, simThreads);
   const train = d.real === undefined ? simulated : concatTokenSets(simulated, await realTrainingTokens(H, d.real, config.seed, warn));
-  const validation = await simulatedTokensParallel(H, {
+  const validation = await cachedSimulatedTokens(H, {
     seeds: validationSeeds,
     tickersPerSubtype: d.validationTickersPerSubtype,
     days: d.days,
     familyOf: byIndex(d.validationSeed, d.families),
   }, simThreads);
-  const test = await simulatedTokensParallel(H, { seeds: testSeeds, tickersPerSubtype: d.testTickersPerSubtype, days: d.days, familyOf: byIndex(d.testSeed, REGIME_FAMILIES) }, simThreads);
+  const test = await cachedSimulatedTokens(H, { seeds: testSeeds, tickersPerSubtype: d.testTickersPerSubtype, days: d.days, familyOf: byIndex(d.testSeed, REGIME_FAMILIES) }, simThreads);
   const t1 = performance.now();
   const real = train.size - simulated.size;
   log(`data: train ${train.tickers.length} tickers / ${train.size} days${real > 0 ? ` (${real} of them real)` : ''}, validation ${validation.tickers.length} / ${validation.size}, test ${test.tickers.length} / ${test.size} (${((t1 - t0) / 1000).toFixed(1)} s)`);
