@@ -124,6 +124,7 @@ describe('train speed flags', () => {
       [['--feeder', 'maybe'], 'Expected on or off for --feeder but received "maybe"'],
       [['--vol-scale-range', '2,1'], 'Expected LO,HI with 0 < LO ≤ HI ≤ 10 for --vol-scale-range but received "2,1"'],
       [['--vol-scale-share', '2'], 'Expected number in [0, 1] for --vol-scale-share but received "2"'],
+      [['--vol-scale-where', 'some'], 'Expected all or whole-context for --vol-scale-where but received "some"'],
       [['--fused-step', '1'], 'Expected on or off for --fused-step but received "1"'],
       [['--steps-per-call', '0'], '--steps-per-call'],
     ] as const) {

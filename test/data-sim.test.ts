@@ -211,6 +211,28 @@ describe('simulateBars', () => {
     expect(() => trainingSet({ ...opts, volScaleShare: 1.5 })).toThrow(/volScaleShare in \[0, 1\]/);
   });
 
+  it('scales only the instruments with their whole context when asked, the others as they were', () => {
+    const opts = { seed: 9, tickersPerSubtype: 2, days: 160, gappyShare: 0, closeOnlyShare: 0, marketPaths: 4, contextDropout: 0.5 };
+    const plain = trainingSet(opts);
+    const all = trainingSet({ ...opts, volScaleShare: 1, volScaleRange: [1.5, 2] as const });
+    const whole = trainingSet({ ...opts, volScaleShare: 1, volScaleRange: [1.5, 2] as const, volScaleWholeContextOnly: true });
+    let kept = 0;
+    whole.forEach((s, i) => {
+      const asPlain = JSON.stringify(s.bars) === JSON.stringify(plain[i]!.bars);
+      const asAll = JSON.stringify(s.bars) === JSON.stringify(all[i]!.bars);
+      expect(asPlain !== asAll, s.ticker).toBe(true);
+      // Kept: its context is a degraded one, unscaled; scaled: its whole context, scaled with it.
+      expect(s.context).toEqual((asPlain ? plain : all)[i]!.context);
+      // The whole context is one object per market history, shared; one changed by the dropout is the instrument's
+      // own (a dropout draw may also leave it whole: kept too).
+      const shared = plain.some((o, j) => j !== i && o.context === plain[i]!.context);
+      if (!shared) expect(asPlain, s.ticker).toBe(true);
+      if (asPlain) kept += 1;
+    });
+    expect(kept).toBeGreaterThan(whole.length * 0.2);
+    expect(kept).toBeLessThan(whole.length * 0.8);
+  });
+
   it('labels the training set and drops days from a share of it', () => {
     const set = trainingSet({ seed: 2, tickersPerSubtype: 2, days: 200, gappyShare: 0.5 });
     expect(set).toHaveLength(2 * Object.values(SUBTYPES).flat().length);

@@ -70,14 +70,25 @@ export function stringFlag(args: ParsedArgs, name: string): string | undefined {
 export const VOL_SCALE_FLAGS: Record<string, FlagSpec> = {
   'vol-scale-share': { type: 'string' },
   'vol-scale-range': { type: 'string' },
+  'vol-scale-where': { type: 'string' },
 };
 
 /**
- * The training set's volatility scaling (`--vol-scale-share P`, `--vol-scale-range LO,HI`) into `data`: the share of
- * training market histories made calmer or wilder as a whole and the range of that factor (trainingSet).
+ * The training set's volatility scaling (`--vol-scale-share P`, `--vol-scale-range LO,HI`, `--vol-scale-where
+ * all|whole-context`) into `data`: the share of training market histories made calmer or wilder as a whole, the range
+ * of that factor, and whether only the instruments with their whole context are scaled (trainingSet).
  */
-export function volScaleFlags(args: ParsedArgs, data: { volScaleShare?: number; volScaleRange?: [number, number] }): void {
+export function volScaleFlags(
+  args: ParsedArgs,
+  data: { volScaleShare?: number; volScaleRange?: [number, number]; volScaleWholeContextOnly?: boolean },
+): void {
   data.volScaleShare = numberFlag(stringFlag(args, 'vol-scale-share'), 'vol-scale-share', data.volScaleShare ?? 0, 0, 1);
+  const where = stringFlag(args, 'vol-scale-where');
+  if (where !== undefined && where !== 'all' && where !== 'whole-context') {
+    throw new UsageError(`Expected all or whole-context for --vol-scale-where but received ${JSON.stringify(where)}`);
+  }
+  if (where === 'whole-context') data.volScaleWholeContextOnly = true;
+  else if (where === 'all') delete data.volScaleWholeContextOnly;
   const raw = stringFlag(args, 'vol-scale-range');
   if (raw === undefined) return;
   const parts = raw.split(',').map((p) => Number(p));

@@ -11,7 +11,7 @@ import { hiddenFlag, intFlag, listFlag, parseArgs, REAL_DATA_FLAGS, realDataFlag
 import { trainEnsemble } from '../training/ensemble.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
-const USAGE = `usage: npm run study -- --leave-one-family-out [--families A,B,...] [--hidden 16|32] [--steps N] [--train-seeds N] [--seed N | --seeds A,B,...] [--threads N] [--vol-scale-share P] [--vol-scale-range LO,HI] [--json FILE]
+const USAGE = `usage: npm run study -- --leave-one-family-out [--families A,B,...] [--hidden 16|32] [--steps N] [--train-seeds N] [--seed N | --seeds A,B,...] [--threads N] [--vol-scale-share P] [--vol-scale-range LO,HI] [--vol-scale-where all|whole-context] [--json FILE]
                        [--real-data DIR [--real-labels FILE] [--real-context-dir DIR] [--real-repeat R] [--real-listings L] [--real-context-dropout P]]
 
 Trains one router per family with that family left out (same recipe as npm run train otherwise) and scores it on

@@ -16,7 +16,7 @@ import { REAL_DATA_FLAGS, UsageError, dirFlag, fileFlag, hiddenFlag, intFlag, nu
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N | --seeds N,N,...] [--steps N] [--batch N] [--lr X]
-                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--vol-scale-share P] [--vol-scale-range LO,HI] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--steps-per-call N] [--out FILE]
+                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--vol-scale-share P] [--vol-scale-range LO,HI] [--vol-scale-where all|whole-context] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--steps-per-call N] [--out FILE]
                        [--calibrate-data DIR [--calibrate-labels FILE] [--calibrate-context-dir DIR] [--calibrate-folds K]]
                        [--real-data DIR [--real-labels FILE] [--real-context-dir DIR] [--real-repeat R] [--real-listings L] [--real-folds K] [--real-context-dropout P]]
 
@@ -289,7 +289,7 @@ function rebuildCommand(c: TrainConfig, out: string, cal?: CalibrateArgs, seeds?
   const realFlags = real
     ? ` --real-data ${relDir(real.dataDir)}${real.labelsFile ? ` --real-labels ${relDir(real.labelsFile)}` : ''}${real.contextDir ? ` --real-context-dir ${relDir(real.contextDir)}` : ''} --real-repeat ${real.repeat} --real-listings ${real.listings} --real-folds ${real.folds}${real.contextDropout !== undefined ? ` --real-context-dropout ${real.contextDropout}` : ''}`
     : '';
-  return `npm run train -- --hidden ${c.hidden} ${seeds ? `--seeds ${seeds.join(',')}` : `--seed ${c.seed}`} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --test-seeds ${c.data.testSeeds} --focal ${c.focalGamma} --context-dropout ${c.data.contextDropout} --new-listing-share ${c.data.newListingShare} --vol-scale-share ${c.data.volScaleShare ?? 0}${c.data.volScaleRange ? ` --vol-scale-range ${c.data.volScaleRange.join(',')}` : ''} --out ${rel}${calFlags}${realFlags}`;
+  return `npm run train -- --hidden ${c.hidden} ${seeds ? `--seeds ${seeds.join(',')}` : `--seed ${c.seed}`} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --test-seeds ${c.data.testSeeds} --focal ${c.focalGamma} --context-dropout ${c.data.contextDropout} --new-listing-share ${c.data.newListingShare} --vol-scale-share ${c.data.volScaleShare ?? 0}${c.data.volScaleRange ? ` --vol-scale-range ${c.data.volScaleRange.join(',')}` : ''}${c.data.volScaleWholeContextOnly ? ' --vol-scale-where whole-context' : ''} --out ${rel}${calFlags}${realFlags}`;
 }
 
 await runIfMain(import.meta.url, main);

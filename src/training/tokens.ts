@@ -40,6 +40,7 @@ export interface SeedTokenOptions {
   newListingShare?: number;
   volScaleShare?: number;
   volScaleRange?: readonly [number, number];
+  volScaleWholeContextOnly?: boolean;
   family: RegimeFamily;
 }
 
@@ -53,6 +54,7 @@ export function seedTokens(hidden: Hidden, seed: number, opts: SeedTokenOptions)
     newListingShare: opts.newListingShare ?? 0,
     volScaleShare: opts.volScaleShare ?? 0,
     ...(opts.volScaleRange !== undefined ? { volScaleRange: opts.volScaleRange } : {}),
+    ...(opts.volScaleWholeContextOnly === true ? { volScaleWholeContextOnly: true } : {}),
     family: opts.family,
   }).map((s) => ({ s, f: computeFeatures(s.ticker, s.bars, hidden, s.context) }));
   const { x, vol, risk } = concatSeries(series.map(({ f }) => f), hidden);

@@ -103,6 +103,8 @@ export interface TrainConfig {
     volScaleShare?: number;
     /** The factor's range, log-uniform. Absent: [0.5, 2]. */
     volScaleRange?: [number, number];
+    /** Scale only the instruments with their whole context (trainingSet's volScaleWholeContextOnly). Absent: false. */
+    volScaleWholeContextOnly?: boolean;
     /**
      * A real labelled folder whose tickers join the training set (real-tokens.ts); figures on that folder must then
      * be cross-fitted (crossfit.ts). @defaultValue none: the simulator only
@@ -476,6 +478,7 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
     newListingShare: d.newListingShare,
     volScaleShare: d.volScaleShare ?? 0,
     ...(d.volScaleRange !== undefined ? { volScaleRange: d.volScaleRange } : {}),
+    ...(d.volScaleWholeContextOnly === true ? { volScaleWholeContextOnly: true } : {}),
     familyOf: byIndex(d.trainSeed, d.families),
   }, simThreads);
   const train = d.real === undefined ? simulated : concatTokenSets(simulated, await realTrainingTokens(H, d.real, config.seed, warn));

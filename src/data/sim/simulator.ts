@@ -232,6 +232,12 @@ export interface TrainingSetOptions {
   volScaleShare?: number;
   /** Range of that factor. @defaultValue [0.5, 2] */
   volScaleRange?: readonly [number, number];
+  /**
+   * Scale only the instruments that keep their whole context: those whose context is degraded (contextDropout) keep
+   * their own volatility and the unscaled context, so the routes short of context still learn volatility levels.
+   * @defaultValue false: every series of a scaled history
+   */
+  volScaleWholeContextOnly?: boolean;
 }
 
 /**
@@ -296,15 +302,17 @@ export function trainingSet(opts: TrainingSetOptions): TrainingInstrument[] {
     const r = Rng.derive(marketSeed, 'vol-scale');
     return r.next() < volShare ? Math.exp(r.uniform(Math.log(volLo), Math.log(volHi))) : 1;
   };
-  const contexts = new Map<number, MarketContext>();
-  const contextOf = (marketSeed: number): MarketContext => {
-    let c = contexts.get(marketSeed);
+  const contexts = new Map<string, MarketContext>();
+  const contextOf = (marketSeed: number, k: number): MarketContext => {
+    const key = `${marketSeed}:${k}`;
+    let c = contexts.get(key);
     if (c === undefined) {
-      c = scaleContext(simulateContext(marketSeed, opts.days, opts.end ?? DEFAULT_SIM_END, family), volK(marketSeed));
-      contexts.set(marketSeed, c);
+      c = scaleContext(simulateContext(marketSeed, opts.days, opts.end ?? DEFAULT_SIM_END, family), k);
+      contexts.set(key, c);
     }
     return c;
   };
+  const wholeOnly = opts.volScaleWholeContextOnly === true;
   const out: TrainingInstrument[] = [];
   for (const [cls, subs] of Object.entries(SUBTYPES) as [Domain, readonly Subtype[]][]) {
     for (const subtype of subs) {
@@ -312,7 +320,11 @@ export function trainingSet(opts: TrainingSetOptions): TrainingInstrument[] {
         const ticker = simTicker(subtype, i);
         // History 0 is the seed's own, so a one-path set equals what simulateBars gives for the same seed.
         const marketSeed = i % paths === 0 ? opts.seed : Rng.derive(opts.seed, `market-path:${i % paths}`).int(2 ** 31);
-        let bars = scaleHistory(simulateOnMarket(ticker, subtype, opts.days, opts.seed, marketSeed, endDays, family), volK(marketSeed));
+        // The context draw first (its own stream, so the order changes no draw): with wholeOnly it decides the scaling.
+        const crng = Rng.derive(opts.seed, `context:${ticker}`);
+        const degraded = crng.next() < dropout;
+        const k = wholeOnly && degraded ? 1 : volK(marketSeed);
+        let bars = scaleHistory(simulateOnMarket(ticker, subtype, opts.days, opts.seed, marketSeed, endDays, family), k);
         const rng = Rng.derive(opts.seed, `gaps:${ticker}`);
         if (rng.next() < gappyShare) {
           const dropRate = rng.uniform(0.02, 0.25);
@@ -324,8 +336,7 @@ export function trainingSet(opts: TrainingSetOptions): TrainingInstrument[] {
           const keep = Math.round(Math.exp(lrng.uniform(Math.log(60), Math.log(400))));
           if (bars.length > keep) bars = bars.slice(bars.length - keep);
         }
-        const crng = Rng.derive(opts.seed, `context:${ticker}`);
-        const context = crng.next() < dropout ? degradeContext(contextOf(marketSeed), crng) : contextOf(marketSeed);
+        const context = degraded ? degradeContext(contextOf(marketSeed, k), crng) : contextOf(marketSeed, k);
         out.push({ ticker, class: cls, subtype, family, bars, context });
       }
     }
