@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { randomBatch, randomParams } from './helpers/router.js';
 import { paramLayout, type Hidden } from '../src/router/layout.js';
-import { NativeRouter, cudaStatus, loadNativeAddon, nativeAvailable, pinnedBatch, sharedBatch } from '../src/router/native.js';
+import { NativeRouter, cudaStatus, loadNativeAddon, nativeAvailable, pinnedBatch, sharedBatch, type ForwardOutput, type TokenBatch } from '../src/router/native.js';
 import { referenceForward, referenceLossAndGrad, type ReferenceForwardOutput } from '../src/router/reference.js';
 import { Rng } from '../src/util/random.js';
 
@@ -12,6 +12,20 @@ const suite = available.ok ? describe : describe.skip;
 const suiteName = available.ok ? 'native router forward' : `native router forward (skipped: ${available.reason})`;
 
 const SIZES = [1, 3, 15, 16, 17, 31, 33, 64, 65, 1000, 4099];
+
+/** Routes `plain` copied into the in-place arrays `batch` / `out`: the results land in `out`, bit for bit those of
+ * `forwardSync` on the ordinary arrays. */
+async function expectInPlaceAsPlain(r: NativeRouter, plain: TokenBatch, batch: TokenBatch, out: ForwardOutput): Promise<void> {
+  batch.x.set(plain.x);
+  batch.vol.set(plain.vol);
+  batch.risk.set(plain.risk);
+  const want = r.forwardSync(plain, { expert: true });
+  const got = await r.forward(batch, { expert: true, out });
+  expect(got.probs).toBe(out.probs);
+  expect(Buffer.from(got.probs.buffer).equals(Buffer.from(want.probs.buffer))).toBe(true);
+  expect(Array.from(got.assign)).toEqual(Array.from(want.assign));
+  expect(Buffer.from(got.expert!.buffer).equals(Buffer.from(want.expert!.buffer))).toBe(true);
+}
 
 /** Top-2 gap of the reference logits of token t; argmax may legitimately differ below 1e-5. */
 function nearTie(ref: ReferenceForwardOutput, t: number): boolean {
@@ -135,15 +149,7 @@ suite(suiteName, () => {
       r.setParams(randomParams(hidden, rng), 0.8);
       const plain = randomBatch(hidden, 3001, rng);
       const { batch, out } = sharedBatch(3001, hidden, true);
-      batch.x.set(plain.x);
-      batch.vol.set(plain.vol);
-      batch.risk.set(plain.risk);
-      const want = r.forwardSync(plain, { expert: true });
-      const got = await r.forward(batch, { expert: true, out });
-      expect(got.probs).toBe(out.probs);
-      expect(Buffer.from(got.probs.buffer).equals(Buffer.from(want.probs.buffer))).toBe(true);
-      expect(Array.from(got.assign)).toEqual(Array.from(want.assign));
-      expect(Buffer.from(got.expert!.buffer).equals(Buffer.from(want.expert!.buffer))).toBe(true);
+      await expectInPlaceAsPlain(r, plain, batch, out);
       // The addon checks shared inputs itself, off the JS thread: the promise rejects naming the array and index.
       batch.x[7 * hidden + 3] = NaN;
       await expect(r.forward(batch, { expert: true, out })).rejects.toThrow(
@@ -176,15 +182,7 @@ suite(suiteName, () => {
     const { batch, out, pinned } = pinnedBatch(5003, hidden, true);
     expect(pinned).toBe(gpu);
     expect(batch.x.buffer instanceof SharedArrayBuffer).toBe(!gpu);
-    batch.x.set(plain.x);
-    batch.vol.set(plain.vol);
-    batch.risk.set(plain.risk);
-    const want = r.forwardSync(plain, { expert: true });
-    const got = await r.forward(batch, { expert: true, out });
-    expect(got.probs).toBe(out.probs);
-    expect(Buffer.from(got.probs.buffer).equals(Buffer.from(want.probs.buffer))).toBe(true);
-    expect(Array.from(got.assign)).toEqual(Array.from(want.assign));
-    expect(Buffer.from(got.expert!.buffer).equals(Buffer.from(want.expert!.buffer))).toBe(true);
+    await expectInPlaceAsPlain(r, plain, batch, out);
     batch.vol[4001] = NaN;
     batch.x[5 * hidden] = Infinity;
     await expect(r.forward(batch, { expert: true, out })).rejects.toThrow(
