@@ -312,8 +312,8 @@ function checkBatch(batch: unknown, hidden: Hidden, finite = true): number {
 const pinnedBuffers = new WeakSet<ArrayBufferLike>();
 /** Whether the addon's async forward reads and writes `a` in place: over a SharedArrayBuffer or pinned memory. */
 const inPlace = (a: unknown): boolean => isShared(a) || (ArrayBuffer.isView(a) && pinnedBuffers.has(a.buffer));
-const isSharedBatch = (b: TokenBatch): boolean => inPlace(b.x) && inPlace(b.vol) && inPlace(b.risk);
-const isSharedOutput = (o: ForwardOptions): boolean =>
+const isInPlaceBatch = (b: TokenBatch): boolean => inPlace(b.x) && inPlace(b.vol) && inPlace(b.risk);
+const isInPlaceOutput = (o: ForwardOptions): boolean =>
   o.out !== undefined && inPlace(o.out.probs) && inPlace(o.out.assign) && (o.expert !== true || inPlace(o.out.expert));
 
 /**
@@ -503,8 +503,8 @@ export class NativeRouter {
    * the inputs for NaN/±Inf as it reads them, rejecting with `Expected finite values for x but received NaN at index
    * i` (x, vol or risk). */
   async forward(batch: TokenBatch, opts?: ForwardOptions): Promise<ForwardOutput> {
-    const shared = isSharedBatch(batch) && opts !== undefined && isSharedOutput(opts);
-    const [r, out] = this.prepareForward(batch, opts, !shared);
+    const inPlaceArrays = isInPlaceBatch(batch) && opts !== undefined && isInPlaceOutput(opts);
+    const [r, out] = this.prepareForward(batch, opts, !inPlaceArrays);
     await r.forward(batch.x, batch.vol, batch.risk, out.probs, out.assign, out.expert ?? null);
     return out;
   }
