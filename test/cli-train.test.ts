@@ -97,7 +97,7 @@ describe('train --seeds', () => {
 
   it('trains one member per seed and writes them as one ensemble with its rebuild command', async () => {
     const file = path.join(tmp, 'ensemble.safetensors');
-    const r = await train(['--seeds', '3,5', '--out', file]);
+    const r = await train(['--seeds', '3,5', '--context-inception-share', '0.25', '--out', file]);
     expect(r.err).toEqual([]);
     expect(r.code).toBe(0);
     expect(r.out.some((l) => l.startsWith('member 2 (seed 5): held-out simulator'))).toBe(true);
@@ -107,6 +107,9 @@ describe('train --seeds', () => {
     expect(m.metadata.seed).toBe('3,5');
     expect(m.metadata.command).toContain('--seeds 3,5 ');
     expect(JSON.parse(m.metadata.training_config!).seeds).toEqual([3, 5]);
+    // The rebuild command and the recipe keep the degraded contexts' listing-order share.
+    expect(m.metadata.command).toContain(' --context-inception-share 0.25 ');
+    expect(JSON.parse(m.metadata.training_config!).data.contextInceptionShare).toBe(0.25);
   });
 });
 
@@ -125,6 +128,7 @@ describe('train speed flags', () => {
       [['--vol-scale-range', '2,1'], 'Expected LO,HI with 0 < LO ≤ HI ≤ 10 for --vol-scale-range but received "2,1"'],
       [['--vol-scale-share', '2'], 'Expected number in [0, 1] for --vol-scale-share but received "2"'],
       [['--vol-scale-where', 'some'], 'Expected all or whole-context for --vol-scale-where but received "some"'],
+      [['--context-inception-share', '-1'], 'Expected number in [0, 1] for --context-inception-share but received "-1"'],
       [['--fused-step', '1'], 'Expected on or off for --fused-step but received "1"'],
       [['--steps-per-call', '0'], '--steps-per-call'],
     ] as const) {

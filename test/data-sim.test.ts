@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_SIM_END, simulateBars, simulateContextBars, trainingSet } from '../src/data/sim/simulator.js';
+import { DEFAULT_SIM_END, degradeContext, simulateBars, simulateContext, simulateContextBars, trainingSet } from '../src/data/sim/simulator.js';
+import { Rng } from '../src/util/random.js';
 import { DEFAULT_UNIVERSE, knownClass, parseSimTicker, simTicker, SUBTYPES } from '../src/data/universe.js';
 import { createSource, SourceError } from '../src/data/sources/create.js';
 import { DOMAINS } from '../src/domains.js';
@@ -231,6 +232,36 @@ describe('simulateBars', () => {
     });
     expect(kept).toBeGreaterThan(whole.length * 0.2);
     expect(kept).toBeLessThan(whole.length * 0.8);
+  });
+
+  it('degrades a context in the reference funds\' listing order when asked: the first k series, later ones starting later', () => {
+    const full = simulateContext(5, 400);
+    const rng = Rng.derive(3, 'inception');
+    const patterns = new Set<string>();
+    let spyOnly = 0;
+    for (let i = 0; i < 400; i++) {
+      const c = degradeContext(full, rng, 1);
+      const present = c.map((s) => s !== null);
+      const k = present.indexOf(false) === -1 ? present.length : present.indexOf(false);
+      // A prefix of SPY, IEF, GLD, DBC, UUP: nothing after the first missing series.
+      expect(present.slice(k).every((p) => !p), JSON.stringify(present)).toBe(true);
+      expect(k).toBeGreaterThanOrEqual(1);
+      const starts = c.slice(0, k).map((s, j) => full[j]!.dates.length - s!.dates.length);
+      for (let j = 1; j < k; j++) expect(starts[j]!).toBeGreaterThanOrEqual(starts[j - 1]!);
+      // A late series is the tail of the whole one, never reshaped.
+      c.slice(0, k).forEach((s, j) => expect(s!.dates[0]).toBe(full[j]!.dates[starts[j]!]));
+      if (k === 1) spyOnly += 1;
+      patterns.add(c.map((s, j) => (s === null ? '-' : s.dates.length === full[j]!.dates.length ? 'W' : 'l')).join(''));
+    }
+    expect(spyOnly).toBeGreaterThan(40);
+    expect(patterns.size).toBeGreaterThan(12);
+    // Share 0 draws as before: the same generator state gives the same context with the argument left out.
+    const a = degradeContext(full, Rng.derive(4, 'x'), 0), b = degradeContext(full, Rng.derive(4, 'x'));
+    expect(a).toEqual(b);
+    const opts = { seed: 9, tickersPerSubtype: 1, days: 120, contextDropout: 0.5 };
+    expect(trainingSet({ ...opts, contextInceptionShare: 0 })).toEqual(trainingSet(opts));
+    expect(trainingSet({ ...opts, contextInceptionShare: 1 })).not.toEqual(trainingSet(opts));
+    expect(() => trainingSet({ ...opts, contextInceptionShare: 2 })).toThrow('Expected a share in [0, 1] for contextInceptionShare but received 2');
   });
 
   it('labels the training set and drops days from a share of it', () => {

@@ -66,22 +66,27 @@ export function stringFlag(args: ParsedArgs, name: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-/** The flags volScaleFlags reads, for parseArgs. */
-export const VOL_SCALE_FLAGS: Record<string, FlagSpec> = {
+/** The flags trainingSetFlags reads, for parseArgs. */
+export const TRAINING_SET_FLAGS: Record<string, FlagSpec> = {
   'vol-scale-share': { type: 'string' },
   'vol-scale-range': { type: 'string' },
   'vol-scale-where': { type: 'string' },
+  'context-inception-share': { type: 'string' },
 };
 
 /**
  * The training set's volatility scaling (`--vol-scale-share P`, `--vol-scale-range LO,HI`, `--vol-scale-where
  * all|whole-context`) into `data`: the share of training market histories made calmer or wilder as a whole, the range
- * of that factor, and whether only the instruments with their whole context are scaled (trainingSet).
+ * of that factor, and whether only the instruments with their whole context are scaled (trainingSet); and
+ * `--context-inception-share P`, the share of degraded contexts drawn in the reference funds' listing order.
  */
-export function volScaleFlags(
+export function trainingSetFlags(
   args: ParsedArgs,
-  data: { volScaleShare?: number; volScaleRange?: [number, number]; volScaleWholeContextOnly?: boolean },
+  data: { volScaleShare?: number; volScaleRange?: [number, number]; volScaleWholeContextOnly?: boolean; contextInceptionShare?: number },
 ): void {
+  const inception = numberFlag(stringFlag(args, 'context-inception-share'), 'context-inception-share', data.contextInceptionShare ?? 0, 0, 1);
+  if (inception > 0) data.contextInceptionShare = inception;
+  else delete data.contextInceptionShare;
   data.volScaleShare = numberFlag(stringFlag(args, 'vol-scale-share'), 'vol-scale-share', data.volScaleShare ?? 0, 0, 1);
   const where = stringFlag(args, 'vol-scale-where');
   if (where !== undefined && where !== 'all' && where !== 'whole-context') {

@@ -7,11 +7,11 @@
 import { writeFileSync } from 'node:fs';
 import { REGIME_FAMILIES, type RegimeFamily } from '../data/sim/regimes.js';
 import { defaultTrainConfig, trainRouter } from '../training/train.js';
-import { hiddenFlag, intFlag, listFlag, parseArgs, REAL_DATA_FLAGS, realDataFlags, realTrainingData, seedsFlag, UsageError, volScaleFlags, VOL_SCALE_FLAGS } from './args.js';
+import { hiddenFlag, intFlag, listFlag, parseArgs, REAL_DATA_FLAGS, realDataFlags, realTrainingData, seedsFlag, UsageError, trainingSetFlags, TRAINING_SET_FLAGS } from './args.js';
 import { trainEnsemble } from '../training/ensemble.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
-const USAGE = `usage: npm run study -- --leave-one-family-out [--families A,B,...] [--hidden 16|32] [--steps N] [--train-seeds N] [--seed N | --seeds A,B,...] [--threads N] [--vol-scale-share P] [--vol-scale-range LO,HI] [--vol-scale-where all|whole-context] [--json FILE]
+const USAGE = `usage: npm run study -- --leave-one-family-out [--families A,B,...] [--hidden 16|32] [--steps N] [--train-seeds N] [--seed N | --seeds A,B,...] [--threads N] [--vol-scale-share P] [--vol-scale-range LO,HI] [--vol-scale-where all|whole-context] [--context-inception-share P] [--json FILE]
                        [--real-data DIR [--real-labels FILE] [--real-context-dir DIR] [--real-repeat R] [--real-listings L] [--real-context-dropout P]]
 
 Trains one router per family with that family left out (same recipe as npm run train otherwise) and scores it on
@@ -56,7 +56,7 @@ export function main(argv: readonly string[]): Promise<number> {
       seed: { type: 'string' },
       seeds: { type: 'string' },
       threads: { type: 'string' },
-      ...VOL_SCALE_FLAGS,
+      ...TRAINING_SET_FLAGS,
       json: { type: 'string' },
       ...REAL_DATA_FLAGS,
       help: { type: 'boolean' },
@@ -73,7 +73,7 @@ export function main(argv: readonly string[]): Promise<number> {
     const base = defaultTrainConfig({ hidden, seed: seeds?.[0] ?? intFlag(args, 'seed', 7, 0, 2 ** 31 - 1), steps: intFlag(args, 'steps', defaultTrainConfig().steps, 1, 1_000_000) });
     base.threads = intFlag(args, 'threads', base.threads, 1, 256);
     base.data.trainSeeds = intFlag(args, 'train-seeds', base.data.trainSeeds, 1, 1000);
-    volScaleFlags(args, base.data);
+    trainingSetFlags(args, base.data);
     if (args.flags.has('real-folds')) throw new UsageError('Expected no --real-folds with study (it scores simulator families, not the real folder) but received one');
     const real = realDataFlags(args);
     if (real !== undefined) base.data.real = realTrainingData(real);

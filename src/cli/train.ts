@@ -12,11 +12,11 @@ import { trainEnsemble } from '../training/ensemble.js';
 import { formatConfusion, formatLevel, type EvaluationMetrics } from '../training/evaluate.js';
 import { calibrateOnLabelled } from '../training/calibrate.js';
 import { crossFit, crossFitSummary, formatCrossFit } from '../training/crossfit.js';
-import { REAL_DATA_FLAGS, UsageError, dirFlag, fileFlag, hiddenFlag, intFlag, numberFlag, parseArgs, realDataFlags, realTrainingData, seedsFlag, stringFlag, volScaleFlags, VOL_SCALE_FLAGS, writableFilePath, type RealArgs } from './args.js';
+import { REAL_DATA_FLAGS, UsageError, dirFlag, fileFlag, hiddenFlag, intFlag, numberFlag, parseArgs, realDataFlags, realTrainingData, seedsFlag, stringFlag, trainingSetFlags, TRAINING_SET_FLAGS, writableFilePath, type RealArgs } from './args.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N | --seeds N,N,...] [--steps N] [--batch N] [--lr X]
-                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--vol-scale-share P] [--vol-scale-range LO,HI] [--vol-scale-where all|whole-context] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--steps-per-call N] [--out FILE]
+                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--vol-scale-share P] [--vol-scale-range LO,HI] [--vol-scale-where all|whole-context] [--context-inception-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--steps-per-call N] [--out FILE]
                        [--calibrate-data DIR [--calibrate-labels FILE] [--calibrate-context-dir DIR] [--calibrate-folds K]]
                        [--real-data DIR [--real-labels FILE] [--real-context-dir DIR] [--real-repeat R] [--real-listings L] [--real-folds K] [--real-context-dropout P]]
 
@@ -27,7 +27,9 @@ and --real-listings new-listing copies of its first 60–400 bars, default 8) an
 folds (default 5): one router (or ensemble) per fold trained without that fold's tickers and scored on them, every
 bar and a listing's first and last 60 / 120 / 250; the temperature and history temperature are fitted on those
 out-of-fold predictions (not with --calibrate-data). It trains folds + 1 times as long. --real-context-dropout P (default
-0) gives that share of the real copies a degraded context, as the simulator's instruments get.
+0) gives that share of the real copies a degraded context, as the simulator's instruments get. --context-inception-share P
+(default 0) draws that share of every degraded context (simulated and real) as a source of earlier years has it: the
+reference funds in their listing order (SPY, IEF, GLD, DBC, UUP), the first k present, the later ones starting later.
 --threads N is the native trainer's (part of the recipe: the model file records it). --sim-threads N (default: the
 CPUs, up to 16) simulates the market histories and runs the calibration's fits on worker threads, --feeder off
 gathers the minibatches between steps instead of on feeder threads (--feeder-threads N, default half the CPUs, from 1
@@ -58,7 +60,7 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
     focal: { type: 'string' },
     'context-dropout': { type: 'string' },
     'new-listing-share': { type: 'string' },
-    ...VOL_SCALE_FLAGS,
+    ...TRAINING_SET_FLAGS,
     'calibrate-data': { type: 'string' },
     'calibrate-labels': { type: 'string' },
     'calibrate-context-dir': { type: 'string' },
@@ -87,7 +89,7 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
   config.focalGamma = numberFlag(stringFlag(args, 'focal'), 'focal', config.focalGamma, 0, 10);
   config.data.contextDropout = numberFlag(stringFlag(args, 'context-dropout'), 'context-dropout', config.data.contextDropout, 0, 1);
   config.data.newListingShare = numberFlag(stringFlag(args, 'new-listing-share'), 'new-listing-share', config.data.newListingShare, 0, 1);
-  volScaleFlags(args, config.data);
+  trainingSetFlags(args, config.data);
   config.threads = intFlag(args, 'threads', config.threads, 1, 256);
   // Speed only: the token set, the batches and the calibration's fits are the same for any value of these two.
   // The host's CPUs by default (at most 16): the shipped command keeps `--threads 2` for its bytes, but simulating
@@ -289,7 +291,7 @@ function rebuildCommand(c: TrainConfig, out: string, cal?: CalibrateArgs, seeds?
   const realFlags = real
     ? ` --real-data ${relDir(real.dataDir)}${real.labelsFile ? ` --real-labels ${relDir(real.labelsFile)}` : ''}${real.contextDir ? ` --real-context-dir ${relDir(real.contextDir)}` : ''} --real-repeat ${real.repeat} --real-listings ${real.listings} --real-folds ${real.folds}${real.contextDropout !== undefined ? ` --real-context-dropout ${real.contextDropout}` : ''}`
     : '';
-  return `npm run train -- --hidden ${c.hidden} ${seeds ? `--seeds ${seeds.join(',')}` : `--seed ${c.seed}`} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --test-seeds ${c.data.testSeeds} --focal ${c.focalGamma} --context-dropout ${c.data.contextDropout} --new-listing-share ${c.data.newListingShare} --vol-scale-share ${c.data.volScaleShare ?? 0}${c.data.volScaleRange ? ` --vol-scale-range ${c.data.volScaleRange.join(',')}` : ''}${c.data.volScaleWholeContextOnly ? ' --vol-scale-where whole-context' : ''} --out ${rel}${calFlags}${realFlags}`;
+  return `npm run train -- --hidden ${c.hidden} ${seeds ? `--seeds ${seeds.join(',')}` : `--seed ${c.seed}`} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --test-seeds ${c.data.testSeeds} --focal ${c.focalGamma} --context-dropout ${c.data.contextDropout} --new-listing-share ${c.data.newListingShare} --vol-scale-share ${c.data.volScaleShare ?? 0}${c.data.volScaleRange ? ` --vol-scale-range ${c.data.volScaleRange.join(',')}` : ''}${c.data.volScaleWholeContextOnly ? ' --vol-scale-where whole-context' : ''}${c.data.contextInceptionShare ? ` --context-inception-share ${c.data.contextInceptionShare}` : ''} --out ${rel}${calFlags}${realFlags}`;
 }
 
 await runIfMain(import.meta.url, main);

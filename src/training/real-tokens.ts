@@ -37,6 +37,8 @@ export interface RealTrainingData {
    * drawn per copy from (seed, ticker). @defaultValue 0
    */
   contextDropout?: number;
+  /** Share of those degraded contexts drawn in the reference funds' listing order (`degradeContext`). @defaultValue 0 */
+  contextInceptionShare?: number;
 }
 
 /** The longest new-listing copy, in bars (as the simulator's new listings). */
@@ -49,6 +51,10 @@ export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData,
   }
   const dropout = data.contextDropout ?? 0;
   if (!(dropout >= 0 && dropout <= 1)) throw new RangeError(`Expected a share in [0, 1] for real.contextDropout but received ${String(dropout)}`);
+  const inceptionShare = data.contextInceptionShare ?? 0;
+  if (!(inceptionShare >= 0 && inceptionShare <= 1)) {
+    throw new RangeError(`Expected a share in [0, 1] for real.contextInceptionShare but received ${String(data.contextInceptionShare)}`);
+  }
   const dir = await loadLabelledBars({
     dataDir: data.dataDir,
     ...(data.labelsFile !== undefined ? { labelsFile: data.labelsFile } : {}),
@@ -62,7 +68,7 @@ export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData,
     if (bars.length < MIN_HISTORY_BARS) continue;
     // Degraded contexts from their own stream, so the listing lengths are the same with or without them.
     const crng = Rng.derive(seed, `context:${ticker}`);
-    const contextOf = (): MarketContext => (dropout > 0 && crng.next() < dropout ? degradeContext(dir.context, crng) : dir.context);
+    const contextOf = (): MarketContext => (dropout > 0 && crng.next() < dropout ? degradeContext(dir.context, crng, inceptionShare) : dir.context);
     const whole = computeFeatures(ticker, bars, hidden, dir.context);
     for (let r = 0; r < data.repeat; r++) {
       const ctx = contextOf();

@@ -37,6 +37,7 @@ export interface SeedTokenOptions {
   tickersPerSubtype: number;
   days: number;
   contextDropout?: number;
+  contextInceptionShare?: number;
   newListingShare?: number;
   volScaleShare?: number;
   volScaleRange?: readonly [number, number];
@@ -51,6 +52,7 @@ export function seedTokens(hidden: Hidden, seed: number, opts: SeedTokenOptions)
     tickersPerSubtype: opts.tickersPerSubtype,
     days: opts.days,
     contextDropout: opts.contextDropout ?? 0,
+    ...(opts.contextInceptionShare ? { contextInceptionShare: opts.contextInceptionShare } : {}),
     newListingShare: opts.newListingShare ?? 0,
     volScaleShare: opts.volScaleShare ?? 0,
     ...(opts.volScaleRange !== undefined ? { volScaleRange: opts.volScaleRange } : {}),

@@ -94,6 +94,11 @@ export interface TrainConfig {
     testTickersPerSubtype: number;
     /** Share of training instruments whose market context is removed, thinned or cut short. */
     contextDropout: number;
+    /**
+     * Share of the degraded contexts (simulated and real) drawn in the reference funds' listing order, as sources of
+     * earlier years have them (degradeContext). Absent: 0.
+     */
+    contextInceptionShare?: number;
     /** Share of training instruments that are new listings with only their last 60–400 bars (trainingSet). */
     newListingShare: number;
     /**
@@ -475,13 +480,14 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
     tickersPerSubtype: d.tickersPerSubtype,
     days: d.days,
     contextDropout: d.contextDropout,
+    ...(d.contextInceptionShare ? { contextInceptionShare: d.contextInceptionShare } : {}),
     newListingShare: d.newListingShare,
     volScaleShare: d.volScaleShare ?? 0,
     ...(d.volScaleRange !== undefined ? { volScaleRange: d.volScaleRange } : {}),
     ...(d.volScaleWholeContextOnly === true ? { volScaleWholeContextOnly: true } : {}),
     familyOf: byIndex(d.trainSeed, d.families),
   }, simThreads);
-  const train = d.real === undefined ? simulated : concatTokenSets(simulated, await realTrainingTokens(H, d.real, config.seed, warn));
+  const train = d.real === undefined ? simulated : concatTokenSets(simulated, await realTrainingTokens(H, d.contextInceptionShare ? { ...d.real, contextInceptionShare: d.contextInceptionShare } : d.real, config.seed, warn));
   const validation = await cachedSimulatedTokens(H, {
     seeds: validationSeeds,
     tickersPerSubtype: d.validationTickersPerSubtype,

@@ -176,7 +176,8 @@ export function simulateContext(
  * Training must also teach what to do when context is missing or partial (a source without the reference series,
  * history that starts later than the instrument's): a degraded copy of the full context, drawn per instrument.
  */
-export function degradeContext(full: MarketContext, rng: Rng): MarketContext {
+export function degradeContext(full: MarketContext, rng: Rng, inceptionShare = 0): MarketContext {
+  if (inceptionShare > 0 && rng.next() < inceptionShare) return contextByInception(full, rng);
   const mode = rng.next();
   if (mode < 0.4) return NO_CONTEXT;
   if (mode < 0.7) return full.map((c) => (rng.next() < 0.5 ? null : c));
@@ -186,6 +187,23 @@ export function degradeContext(full: MarketContext, rng: Rng): MarketContext {
     if (c === null) return null;
     const from = Math.floor(c.dates.length * (1 - keep));
     return { ticker: c.ticker, dates: c.dates.subarray(from), logClose: c.logClose.subarray(from) };
+  });
+}
+
+/**
+ * Context as a source of earlier years has it: the reference funds were listed one after another, in `CONTEXT_SET`'s
+ * order (SPY 1993-01, IEF 2002-07, GLD 2004-11, DBC 2006-02, UUP 2007-02), so a history of 1999–2007 has SPY alone, then
+ * SPY and IEF, and so on, each series from its listing date on. The series present are the first k (k uniform in
+ * 1…5); each starts at a fraction of the history drawn from max(0, U(−1, 0.9)) (about half whole, the rest late), the
+ * fractions sorted so that a series listed later never starts earlier.
+ */
+function contextByInception(full: MarketContext, rng: Rng): MarketContext {
+  const k = 1 + Math.floor(rng.next() * full.length);
+  const starts = Array.from({ length: k }, () => Math.max(0, rng.uniform(-1, 0.9))).sort((a, b) => a - b);
+  return full.map((c, j): ContextSeries | null => {
+    if (c === null || j >= k) return null;
+    const from = Math.floor(c.dates.length * starts[j]!);
+    return from === 0 ? c : { ticker: c.ticker, dates: c.dates.subarray(from), logClose: c.logClose.subarray(from) };
   });
 }
 
@@ -216,6 +234,11 @@ export interface TrainingSetOptions {
   marketPaths?: number;
   /** Share of instruments whose context is removed, thinned or cut short (degradeContext). @defaultValue 0 */
   contextDropout?: number;
+  /**
+   * Share of those degraded contexts drawn as the reference funds' listing order leaves them in earlier years (the
+   * first k series, later ones starting later: `contextByInception`) instead of the other modes. @defaultValue 0
+   */
+  contextInceptionShare?: number;
   /** Regime family of every market history of the set (regimes.ts). @defaultValue 'recent' */
   family?: RegimeFamily;
   /**
@@ -290,6 +313,10 @@ export function trainingSet(opts: TrainingSetOptions): TrainingInstrument[] {
     throw new TypeError(`Expected ISO date YYYY-MM-DD for end but received ${JSON.stringify(opts.end)}`);
   }
   const dropout = opts.contextDropout ?? 0;
+  const inceptionShare = opts.contextInceptionShare ?? 0;
+  if (!(inceptionShare >= 0 && inceptionShare <= 1)) {
+    throw new RangeError(`Expected a share in [0, 1] for contextInceptionShare but received ${String(opts.contextInceptionShare)}`);
+  }
   const family = opts.family ?? 'recent';
   const volShare = opts.volScaleShare ?? 0;
   const [volLo, volHi] = opts.volScaleRange ?? [0.5, 2];
@@ -336,7 +363,7 @@ export function trainingSet(opts: TrainingSetOptions): TrainingInstrument[] {
           const keep = Math.round(Math.exp(lrng.uniform(Math.log(60), Math.log(400))));
           if (bars.length > keep) bars = bars.slice(bars.length - keep);
         }
-        const context = degraded ? degradeContext(contextOf(marketSeed, k), crng) : contextOf(marketSeed, k);
+        const context = degraded ? degradeContext(contextOf(marketSeed, k), crng, inceptionShare) : contextOf(marketSeed, k);
         out.push({ ticker, class: cls, subtype, family, bars, context });
       }
     }
