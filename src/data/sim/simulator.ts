@@ -174,7 +174,10 @@ export function simulateContext(
 
 /**
  * Training must also teach what to do when context is missing or partial (a source without the reference series,
- * history that starts later than the instrument's): a degraded copy of the full context, drawn per instrument.
+ * history that starts later than the instrument's): a degraded copy of the full context, drawn per instrument. With
+ * probability `inceptionShare` it is drawn in the reference funds' listing order (`contextByInception`); otherwise none
+ * at all (40 %), each series missing with probability ½ (30 %), or every series only after one random date (30 %).
+ * `full` is in `CONTEXT_SET`'s order. Share 0 draws exactly as before the option existed.
  */
 export function degradeContext(full: MarketContext, rng: Rng, inceptionShare = 0): MarketContext {
   if (inceptionShare > 0 && rng.next() < inceptionShare) return contextByInception(full, rng);
