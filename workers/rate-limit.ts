@@ -20,7 +20,8 @@ export interface RateLimiterOptions {
 }
 
 // Fixed windows keyed by their index; a key outlives its window by one window so a late INCR cannot resurrect it
-// without an expiry. Returns 0 when the caller may go, else the milliseconds until the next window opens.
+// without an expiry. Returns {0, now} when the caller may go (now: Redis' time of the grant, in ms), else {wait, now}
+// with the milliseconds until the next window opens.
 const ACQUIRE = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -29,8 +30,8 @@ local idx = math.floor(now / window)
 local key = KEYS[1] .. ':' .. idx
 local n = redis.call('INCR', key)
 if n == 1 then redis.call('PEXPIRE', key, window * 2) end
-if n <= tonumber(ARGV[1]) then return 0 end
-return (idx + 1) * window - now
+if n <= tonumber(ARGV[1]) then return {0, now} end
+return {(idx + 1) * window - now, now}
 `;
 
 export class RedisRateLimiter {
@@ -51,11 +52,14 @@ export class RedisRateLimiter {
     this.random = opts.random ?? Math.random;
   }
 
-  /** Resolves when one more request fits the shared rate; waits for later windows as long as needed. */
-  async acquire(): Promise<void> {
+  /**
+   * Resolves when one more request fits the shared rate, with the grant's time on Redis' clock (ms since the epoch,
+   * the clock the windows are counted by); waits for later windows as long as needed.
+   */
+  async acquire(): Promise<number> {
     for (;;) {
-      const wait = Number(await evalScript(this.redis, ACQUIRE, 1, this.key, this.max, this.windowMs));
-      if (wait <= 0) return;
+      const [wait, now] = ((await evalScript(this.redis, ACQUIRE, 1, this.key, this.max, this.windowMs)) as (number | string)[]).map(Number) as [number, number];
+      if (wait <= 0) return now;
       // Spread the waiters over the first tenth of the next window instead of waking them all at its first tick.
       await new Promise((r) => setTimeout(r, wait + Math.floor(this.random() * this.windowMs * 0.1)));
     }

@@ -10,7 +10,7 @@ import type { DataSource } from './source.js';
 
 /** Something that paces requests; `acquire` resolves when one more request may go out. */
 export interface RequestLimiter {
-  acquire(): Promise<void>;
+  acquire(): Promise<unknown>;
 }
 
 export interface YahooSourceOptions {
