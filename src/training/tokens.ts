@@ -52,7 +52,7 @@ export function seedTokens(hidden: Hidden, seed: number, opts: SeedTokenOptions)
     tickersPerSubtype: opts.tickersPerSubtype,
     days: opts.days,
     contextDropout: opts.contextDropout ?? 0,
-    ...(opts.contextInceptionShare ? { contextInceptionShare: opts.contextInceptionShare } : {}),
+    contextInceptionShare: opts.contextInceptionShare ?? 0,
     newListingShare: opts.newListingShare ?? 0,
     volScaleShare: opts.volScaleShare ?? 0,
     ...(opts.volScaleRange !== undefined ? { volScaleRange: opts.volScaleRange } : {}),

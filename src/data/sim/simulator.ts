@@ -186,11 +186,14 @@ export function degradeContext(full: MarketContext, rng: Rng, inceptionShare = 0
   if (mode < 0.7) return full.map((c) => (rng.next() < 0.5 ? null : c));
   // Context that starts late: only the last part of the instrument's history has a partner.
   const keep = rng.uniform(0.1, 0.9);
-  return full.map((c): ContextSeries | null => {
-    if (c === null) return null;
-    const from = Math.floor(c.dates.length * (1 - keep));
-    return { ticker: c.ticker, dates: c.dates.subarray(from), logClose: c.logClose.subarray(from) };
-  });
+  return full.map((c) => (c === null ? null : startingLate(c, 1 - keep)));
+}
+
+/** The series from the given fraction of its bars on (a view, no copy; the series itself when that is its first bar). */
+function startingLate(c: ContextSeries, fraction: number): ContextSeries {
+  const from = Math.floor(c.dates.length * fraction);
+  if (from === 0) return c;
+  return { ticker: c.ticker, dates: c.dates.subarray(from), logClose: c.logClose.subarray(from) };
 }
 
 /**
@@ -203,11 +206,7 @@ export function degradeContext(full: MarketContext, rng: Rng, inceptionShare = 0
 function contextByInception(full: MarketContext, rng: Rng): MarketContext {
   const k = 1 + Math.floor(rng.next() * full.length);
   const starts = Array.from({ length: k }, () => Math.max(0, rng.uniform(-1, 0.9))).sort((a, b) => a - b);
-  return full.map((c, j): ContextSeries | null => {
-    if (c === null || j >= k) return null;
-    const from = Math.floor(c.dates.length * starts[j]!);
-    return from === 0 ? c : { ticker: c.ticker, dates: c.dates.subarray(from), logClose: c.logClose.subarray(from) };
-  });
+  return full.map((c, j) => (c === null || j >= k ? null : startingLate(c, starts[j]!)));
 }
 
 /** The bar as a close-only vendor gives it. */
