@@ -133,13 +133,13 @@ describe('model file', () => {
   const shipped = existsSync(DEFAULT_MODEL_PATH);
   it.skipIf(!shipped)('loads the shipped model (models/router.safetensors) and it routes unseen simulator data well', async () => {
     const model = await loadModel(DEFAULT_MODEL_PATH);
-    expect(model.hidden).toBe(16);
+    expect(model.hidden).toBe(32);
     expect(model.temperature).toBeGreaterThan(0);
     const metrics = JSON.parse(model.metadata.metrics!) as { heldOutSimulator: { perDay: { accuracy: number } } };
     expect(metrics.heldOutSimulator.perDay.accuracy).toBeGreaterThan(0.5);
-    expect(JSON.parse(model.metadata.training_config!)).toMatchObject({ hidden: 16 });
+    expect(JSON.parse(model.metadata.training_config!)).toMatchObject({ hidden: 32 });
     // A seed no training run uses: the weights must still separate the domains far above chance (25 %).
-    const set = simulatedTokens(16, { seeds: [424242], tickersPerSubtype: 1, days: 400 });
+    const set = simulatedTokens(32, { seeds: [424242], tickersPerSubtype: 1, days: 400 });
     const forwarder = createForwarder(model);
     try {
       const out = await forwarder.forward(set.x, set.vol, set.risk);
