@@ -19,6 +19,7 @@
 #       --banner:js="import { createRequire as __cr } from 'module'; const require = __cr(import.meta.url);"
 #   done
 #   cp -r node_modules/piscina $D/node_modules/ && cp -r ../shared/market-data $D/
+#   git show 5570948:models/router.safetensors > $D/router16.safetensors     # H = 16 bench weights (bench-weights.sh)
 #   npx tsx scripts/device/feature-tokens.ts /tmp/tokens16.bin && xz -c /tmp/tokens16.bin > $D/tokens16.bin.xz
 # GPU machine (the device tool with carry [".device-train"]), repository root; the tool brings back few files, so tar
 # them:
@@ -48,7 +49,7 @@ xz -dc "$D/node.xz" > /tmp/node && chmod +x /tmp/node
 xz -dc "$D/moe_router.node.xz" > "$D/moe_router.node"
 xz -dc "$D/tokens16.bin.xz" > /tmp/tokens16.bin
 python3 scripts/device/torch_router.py make-h32 /tmp/router32.safetensors > /dev/null 2>&1
-cp models/router.safetensors /tmp/router16.safetensors
+source "$R/scripts/device/bench-weights.sh"; bench_weights_h16 "$R" "$D" || exit 2
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv; nproc; } |
   tee "$O/device.txt"
 
@@ -114,7 +115,9 @@ fi
 if step recipe "one member of the shipped recipe with its cross-fit"; then
 t0=$(date +%s%N)
 ( cd /tmp && MOE_NATIVE_PATH="$D/moe_router.node" timeout "$(left 400)" /tmp/node "$D/train.mjs" --seed 7 --threads 16 \
-    --real-data "$D/market-data" --real-context-dropout 0.5 --out /tmp/full-check-m7.safetensors ) > "$O/train7.txt" 2>&1
+    --hidden 32 --train-seeds 96 --vol-scale-share 1 --vol-scale-range 1,2 --vol-scale-where whole-context \
+    --context-inception-share 0.5 --real-data "$D/market-data" --real-repeat 8 --real-context-dropout 0.5 \
+    --out /tmp/full-check-m7.safetensors ) > "$O/train7.txt" 2>&1
 echo "rc=$? wall $(( ($(date +%s%N) - t0) / 1000000 )) ms" | tee -a "$O/train7.txt"
 grep -vE "^step " "$O/train7.txt" | head -30
 fi

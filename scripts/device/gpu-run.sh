@@ -21,7 +21,7 @@ python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_devic
 } 2>&1 | tee "$O/correctness.txt"
 xz -dc "$D/node.xz" > /tmp/node && chmod +x /tmp/node && /tmp/node --version
 python3 "$W/scripts/device/torch_router.py" make-h32 /tmp/router32.safetensors
-cp "$W/models/router.safetensors" /tmp/router16.safetensors
+source "$W/scripts/device/bench-weights.sh"; bench_weights_h16 "$W" "$D" "$B" || exit 2
 
 l=$(left 90); step "correctness: CUDA vs scalar oracle" "$l"
 timeout "$l" "$B/moe_cuda_test" 1000000 2>&1 | tee -a "$O/correctness.txt"; echo "rc=${PIPESTATUS[0]}" | tee -a "$O/correctness.txt"

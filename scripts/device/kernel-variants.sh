@@ -13,7 +13,7 @@ done
 mkdir -p "$O"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv | tee "$O/device.txt"
 python3 "$W/scripts/device/torch_router.py" make-h32 /tmp/router32.safetensors
-cp "$W/models/router.safetensors" /tmp/router16.safetensors
+source "$W/scripts/device/bench-weights.sh"; bench_weights_h16 "$W" "$D" "$B" || exit 2
 for v in $VERSIONS; do
   echo "=== correctness, forward kernel v$v"
   MOE_CUDA_FORWARD_KERNEL=$v timeout 60 "$B/moe_cuda_test" 65537 2>&1 | tee -a "$O/correctness.txt" | grep -E "forward H|FAIL|ok \("

@@ -63,7 +63,7 @@ if (( rc != 0 )); then tail -40 "$O/build.log"; exit 1; fi
 fi
 
 python3 scripts/device/torch_router.py make-h32 /tmp/router32.safetensors
-cp models/router.safetensors /tmp/router16.safetensors
+source scripts/device/bench-weights.sh; bench_weights_h16 "$PWD" "${TC_DEVICE_DIR:-.device}" build/tc-data .tc-data .device-train || exit 2
 
 T="$O/correctness.txt"
 run_test() {  # label, max tokens, env...

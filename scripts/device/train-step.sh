@@ -18,7 +18,7 @@ left() { local l=$(( 560 - ($(date +%s) - start) )); (( l > $1 )) && l=$1; (( l 
 step() { echo; echo "=== $1 (at $(( $(date +%s) - start )) s)"; }
 for b in "$D"/bin/*.xz; do xz -dc "$b" > "/tmp/$(basename "$b" .xz)" && chmod +x "/tmp/$(basename "$b" .xz)"; done
 python3 scripts/device/torch_router.py make-h32 /tmp/router32.safetensors
-cp models/router.safetensors /tmp/router16.safetensors
+source scripts/device/bench-weights.sh; bench_weights_h16 "$PWD" .device-train || exit 2
 {
   date -u; nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
   step "moe_cuda_test 100000"; timeout "$(left 120)" /tmp/moe_cuda_test 100000; echo "rc=$?"
