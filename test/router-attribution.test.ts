@@ -36,18 +36,20 @@ async function inputs(hidden: 16 | 32): Promise<AttributionInput[]> {
 describe.skipIf(!native.ok)('route attribution (occlusion against the neutral token)', () => {
   it('gives the same effects on the native router as on the float64 reference, and 0 for a feature at its centre', async () => {
     const model = await loadModel();
-    const items = await inputs(16);
-    const router = new NativeRouter({ hidden: 16 });
+    const H = model.hidden;
+    const items = await inputs(H);
+    const router = new NativeRouter({ hidden: H });
     try {
       router.setParams(model.params, model.temperature);
-      const fromNative = await featureEffects((b) => router.forward(b), 16, items);
+      const fromNative = await featureEffects((b) => router.forward(b), H, items);
       const fromReference = await featureEffects(
-        async (b) => ({ probs: Float32Array.from(referenceForward(model.params, 16, b, model.temperature).probs) }),
-        16,
+        async (b) => ({ probs: Float32Array.from(referenceForward(model.params, H, b, model.temperature).probs) }),
+        H,
         items,
       );
       for (let i = 0; i < items.length; i++) {
-        for (let k = 0; k < 16; k++) expect(Math.abs(fromNative[i]![k]! - fromReference[i]![k]!)).toBeLessThan(2e-3);
+        expect(fromNative[i]!.length).toBe(H);
+        for (let k = 0; k < H; k++) expect(Math.abs(fromNative[i]![k]! - fromReference[i]![k]!)).toBeLessThan(2e-3);
       }
       expect(fromNative[0]![3]).toBe(0);
       for (let i = 0; i < items.length; i++) {
