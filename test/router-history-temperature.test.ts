@@ -148,15 +148,13 @@ describe('history temperature', () => {
       // A listing's first 60 bars (one token per ticker): the likelihood. Its ECE rests on 97 tokens, where chance alone
       // gives a calibrated router about 0.04 (models/README.md), so the calibration error is judged over every stretch
       // of 60 bars (5,440 tokens, each a 60-bar history).
-      const first = { dataDir: DATA, maxBars: 60 };
-      const withK = await evaluateDirectory({ ...first, modelPath: withFile });
-      const without = await evaluateDirectory({ ...first, modelPath: flat });
+      const both = async (slice: { maxBars: number } | { windowBars: number }) =>
+        [await evaluateDirectory({ dataDir: DATA, ...slice, modelPath: withFile }), await evaluateDirectory({ dataDir: DATA, ...slice, modelPath: flat })] as const;
+      const [withK, without] = await both({ maxBars: 60 });
       expect(withK.perDay.correct).toBe(without.perDay.correct);
       expect(withK.nll).toBeLessThan(without.nll);
       expect(withK.meanConfidence).toBeLessThan(without.meanConfidence);
-      const stretches = { dataDir: DATA, windowBars: 60 };
-      const withKs = await evaluateDirectory({ ...stretches, modelPath: withFile });
-      const withoutS = await evaluateDirectory({ ...stretches, modelPath: flat });
+      const [withKs, withoutS] = await both({ windowBars: 60 });
       expect(withKs.perDay.correct).toBe(withoutS.perDay.correct);
       expect(withKs.ece).toBeLessThan(withoutS.ece);
       expect(withKs.nll).toBeLessThan(withoutS.nll);
