@@ -64,22 +64,25 @@ describe('bench:pipeline', () => {
   });
 
   it('rates each sweep row per fetch process and per feature thread against one process, or the first count without it', () => {
-    const row = (fetchProcs: number, tickersPerSecond: number, featureThreads = fetchProcs) => ({
+    const row = (fetchProcs: number, tickersPerSecond: number, featureThreads = fetchProcs, cpuSeconds = 1) => ({
       fetchProcs,
       featureThreads,
       seconds: 1,
       tickersPerSecond,
       fetchStageSeconds: 1,
-      cpuSeconds: 1,
+      cpuSeconds,
       redisPeakMB: 1,
       peakRssMB: {},
     });
-    expect(sweepEfficiency([row(2, 300), row(1, 200), row(4, 400)]).map((r) => r.efficiency)).toEqual([0.75, 1, 0.5]);
-    expect(sweepEfficiency([row(2, 300), row(4, 450)]).map((r) => r.efficiency)).toEqual([1, 0.75]);
+    expect(sweepEfficiency([row(2, 300), row(1, 200), row(4, 400)], 16).map((r) => r.efficiency)).toEqual([0.75, 1, 0.5]);
+    expect(sweepEfficiency([row(2, 300), row(4, 450)], 16).map((r) => r.efficiency)).toEqual([1, 0.75]);
     // 16 cores: one process takes 4 threads, 8 processes 2 each; twice the rate on four times the threads.
-    const r = sweepEfficiency([row(1, 1000, 4), row(8, 2000, 16)]);
+    const r = sweepEfficiency([row(1, 1000, 4, 5), row(8, 2000, 16, 12)], 16);
     expect(r.map((x) => x.efficiency)).toEqual([1, 0.25]);
     expect(r.map((x) => x.threadEfficiency)).toEqual([1, 0.5]);
+    // One process: 5 ms of CPU a ticker, so 16 cores allow at most 3,200 tickers/s (3.2× its rate); eight: 6 ms,
+    // 2,667 tickers/s, 0.33 of eight times one process's rate, whatever the queue does.
+    expect(r.map((x) => x.cpuCeiling)).toEqual([3.2, 0.33]);
   });
 
   it('reads a process CPU time from /proc and says NaN where it cannot', () => {

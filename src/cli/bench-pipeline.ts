@@ -695,21 +695,34 @@ export interface SweepRow {
    * queue does; this one says how well the threads that exist are used.
    */
   threadEfficiency: number;
+  /**
+   * The highest `efficiency` the host's CPUs allow at this row's CPU per ticker: a run cannot spend more than
+   * cpus × seconds of CPU, so tickers/s ≤ cpus ÷ (CPU-s per ticker of every process, Redis included), and the ceiling is
+   * that rate per fetch process against the base row's. Where it is below a target, no scheduling of the same work
+   * reaches the target on this host; only less CPU per ticker does.
+   */
+  cpuCeiling: number;
 }
 
 /**
  * Efficiency of each row: (tickers/s ÷ fetch processes) over the same for the base row, the count 1 when swept,
  * else the first count.
  */
-export function sweepEfficiency(rows: Omit<SweepRow, 'efficiency' | 'threadEfficiency'>[]): SweepRow[] {
+export function sweepEfficiency(rows: Omit<SweepRow, 'efficiency' | 'threadEfficiency' | 'cpuCeiling'>[], cpus: number): SweepRow[] {
+  type Measured = Omit<SweepRow, 'efficiency' | 'threadEfficiency' | 'cpuCeiling'>;
   const base = rows.find((r) => r.fetchProcs === 1) ?? rows[0];
-  const rel = (per: (r: Omit<SweepRow, 'efficiency' | 'threadEfficiency'>) => number, r: Omit<SweepRow, 'efficiency' | 'threadEfficiency'>) =>
-    base === undefined ? Number.NaN : Math.round((per(r) / per(base)) * 100) / 100;
-  return rows.map((r) => ({
-    ...r,
-    efficiency: rel((x) => x.tickersPerSecond / x.fetchProcs, r),
-    threadEfficiency: rel((x) => x.tickersPerSecond / x.featureThreads, r),
-  }));
+  const round = (v: number) => Math.round(v * 100) / 100;
+  const rel = (per: (r: Measured) => number, r: Measured) => (base === undefined ? Number.NaN : round(per(r) / per(base)));
+  const perProcess = (x: Measured) => x.tickersPerSecond / x.fetchProcs;
+  return rows.map((r) => {
+    const cpuPerTicker = r.cpuSeconds / (r.tickersPerSecond * r.seconds);
+    return {
+      ...r,
+      efficiency: rel(perProcess, r),
+      threadEfficiency: rel((x) => x.tickersPerSecond / x.featureThreads, r),
+      cpuCeiling: base === undefined || !(cpuPerTicker > 0) ? Number.NaN : round(cpus / cpuPerTicker / r.fetchProcs / perProcess(base)),
+    };
+  });
 }
 
 export function main(argv: readonly string[], out: (line: string) => void = console.log): Promise<number> {
@@ -770,8 +783,8 @@ async function benchPipeline(argv: readonly string[], out: (line: string) => voi
     const loadText = `${cpus} CPUs, load ${load0.map((l) => l.toFixed(2)).join(' ')}`;
     if (sweep !== undefined) {
       out(`${head}, fetch processes ${sweep.join(', ')} + ${procPlan.route} route + ${procPlan.report} report, ${loadText}`);
-      out('fetch procs | threads each | wall s | tickers/s | fetch stage s | CPU-s all processes | Redis +MB | peak RSS fetch/route/report MB | efficiency | per thread');
-      const measured: Omit<SweepRow, 'efficiency' | 'threadEfficiency'>[] = [];
+      out('fetch procs | threads each | wall s | tickers/s | fetch stage s | CPU-s all processes | Redis +MB | peak RSS fetch/route/report MB | efficiency | per thread | CPU ceiling');
+      const measured: Omit<SweepRow, 'efficiency' | 'threadEfficiency' | 'cpuCeiling'>[] = [];
       for (const n of sweep) {
         const real = await measureReal(config, redis, env, prefix, work(n), runs);
         await removePrefix(redis, prefix);
@@ -790,12 +803,12 @@ async function benchPipeline(argv: readonly string[], out: (line: string) => voi
         });
       }
       // Printed once all are measured: the base row (the count 1) may come last in the list.
-      for (const r of sweepEfficiency(measured)) {
+      for (const r of sweepEfficiency(measured, cpus)) {
         out(
-          `${String(r.fetchProcs).padStart(11)} | ${String(defaultFeatureThreads(r.fetchProcs, cpus)).padStart(12)} | ${r.seconds.toFixed(2).padStart(6)} | ${r.tickersPerSecond.toFixed(0).padStart(9)} | ${(r.fetchStageSeconds?.toFixed(2) ?? '-').padStart(13)} | ${r.cpuSeconds.toFixed(2).padStart(19)} | ${r.redisPeakMB.toFixed(1).padStart(9)} | ${['fetch', 'route', 'report'].map((k) => r.peakRssMB[k] ?? '-').join(' / ').padStart(30)} | ${r.efficiency.toFixed(2).padStart(10)} | ${r.threadEfficiency.toFixed(2)}`,
+          `${String(r.fetchProcs).padStart(11)} | ${String(defaultFeatureThreads(r.fetchProcs, cpus)).padStart(12)} | ${r.seconds.toFixed(2).padStart(6)} | ${r.tickersPerSecond.toFixed(0).padStart(9)} | ${(r.fetchStageSeconds?.toFixed(2) ?? '-').padStart(13)} | ${r.cpuSeconds.toFixed(2).padStart(19)} | ${r.redisPeakMB.toFixed(1).padStart(9)} | ${['fetch', 'route', 'report'].map((k) => r.peakRssMB[k] ?? '-').join(' / ').padStart(30)} | ${r.efficiency.toFixed(2).padStart(10)} | ${r.threadEfficiency.toFixed(2).padStart(10)} | ${r.cpuCeiling.toFixed(2)}`,
         );
       }
-      if (json) out(JSON.stringify({ tickers: tickersN, days, runs, routeProcs: procPlan.route, reportProcs: procPlan.report, cpus, sweep: sweepEfficiency(measured), prefix }));
+      if (json) out(JSON.stringify({ tickers: tickersN, days, runs, routeProcs: procPlan.route, reportProcs: procPlan.report, cpus, sweep: sweepEfficiency(measured, cpus), prefix }));
       return EXIT.ok;
     }
     out(`${head}, ${procsText(procPlan.fetch)}, ${loadText}`);
