@@ -238,6 +238,7 @@ describe('bench:pipeline', () => {
     const sweepLines: string[] = [];
     expect(await main(['--tickers', '6', '--days', '20', '--sweep-fetch-procs', '1,2', '--json'], (l) => sweepLines.push(l))).toBe(0);
     expect(sweepLines.filter((l) => /^ +[12] \| /.test(l))).toHaveLength(2);
+    expect(sweepLines.some((l) => l.endsWith('| efficiency | per thread | CPU ceiling'))).toBe(true);
     const sweep = (JSON.parse(sweepLines.at(-1)!) as { sweep: (Record<string, number> & { peakRssMB: Record<string, number> })[] }).sweep;
     expect(sweep.map((r) => r.fetchProcs)).toEqual([1, 2]);
     expect(sweep[0]!.efficiency).toBe(1);
@@ -252,6 +253,7 @@ describe('bench:pipeline', () => {
       expect(r.fetchStageSeconds).toBeGreaterThanOrEqual(0);
       expect(r.cpuSeconds).toBeGreaterThan(0);
       expect(r.efficiency).toBeGreaterThan(0);
+      expect(r.cpuCeiling).toBeGreaterThan(0);
     }
   });
 });
