@@ -187,6 +187,31 @@ describe('market context features', () => {
     }
   });
 
+  it.skipIf(!existsSync(market))('stands an aggregate or long Treasury fund in for IEF, its moves scaled to IEF’s size, in order of closeness', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'moe-ctx-rates-'));
+    try {
+      symlinkSync(path.join(market, 'TLT.csv'), path.join(dir, 'TLT.csv'));
+      const own = createSource({ source: 'csv', dataDir: dir });
+      const rates = CONTEXT_SET.findIndex((c) => c.ticker === 'IEF');
+      const tltOnly = await fetchContext([{ label: 'own', source: own }], { days: 300 });
+      expect(tltOnly.from).toEqual({ IEF: 'own (0.5×TLT)' });
+      // Every log close moves half as far from the first as TLT's: a β against it reads as one against IEF.
+      const tlt = (await own.fetch('TLT', { days: 300 })).bars;
+      const l0 = Math.log(tlt[0]!.adjClose);
+      tlt.forEach((b, i) => expect(tltOnly.context[rates]!.logClose[i]).toBeCloseTo(l0 + 0.5 * (Math.log(b.adjClose) - l0), 12));
+      // AGG tracks IEF more closely than TLT does, so it serves first; a plain alternate (IEI) before either.
+      symlinkSync(path.join(market, 'AGG.csv'), path.join(dir, 'AGG.csv'));
+      expect((await fetchContext([{ label: 'own', source: own }], { days: 300 })).from).toEqual({ IEF: 'own (1.3×AGG)' });
+      symlinkSync(path.join(market, 'IEI.csv'), path.join(dir, 'IEI.csv'));
+      expect((await fetchContext([{ label: 'own', source: own }], { days: 300 })).from).toEqual({ IEF: 'own (IEI)' });
+      // IEF itself in any source wins over every stand-in.
+      const both = await fetchContext([{ label: 'own', source: own }, { label: 'dev', source: createSource({ source: 'csv', dataDir: market }) }], { days: 300 });
+      expect(both.from.IEF).toBe('dev');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('serves each member from the candidate that covers the routed dates: a folder of 2001–2002 keeps its own stand-in', async () => {
     const csv = (bars: readonly Bar[]) =>
       ['date,open,high,low,close,adj_close,volume', ...bars.map((b) => `${b.date},${b.open},${b.high},${b.low},${b.close},${b.adjClose},${b.volume ?? ''}`)].join('\n') + '\n';

@@ -9,8 +9,10 @@ import { isoToDays } from '../dates.js';
  * Order is part of the feature spec (features.md): adding, removing or reordering a context means a new spec.
  * `alternates` track the same market closely enough (same or a near-identical index, the same asset, a similar
  * duration; VFITX, a mutual fund, reaches back before 2002) to stand in where a source lacks the primary series, in
- * order of closeness; they are tried only after the primary was looked for in every source. `inverseAlternates` move
- * against the member and stand in, last, with their prices inverted (`invertBars`).
+ * order of closeness; they are tried only after the primary was looked for in every source. `scaledAlternates` track
+ * the member as closely but at another size (a bond fund of another duration) and stand in next with their log moves
+ * multiplied by `scale` (`scaleHistory`), so that a β against them reads as one against the member. `inverseAlternates`
+ * move against the member and stand in, last, with their prices inverted (`invertBars`).
  */
 export const CONTEXT_SET = [
   {
@@ -23,6 +25,19 @@ export const CONTEXT_SET = [
     name: 'rates',
     ticker: 'IEF',
     alternates: ['VGIT', 'SCHR', 'SPTI', 'IEI', 'GOVT', 'VFITX'],
+    // Aggregate and long Treasury funds, in order of their daily correlation with IEF on the development data (BIV
+    // 0.98, AGG 0.97, BND 0.97, SCHZ 0.97, VGLT 0.92, SPTL 0.92, TLH 0.92, TLT 0.91), scaled by 1 / their β to IEF
+    // there (0.81, 0.76, 0.75, 0.76, 1.78, 1.78, 1.53, 1.92): most folders of bond funds hold one of them.
+    scaledAlternates: [
+      { ticker: 'BIV', scale: 1.25 },
+      { ticker: 'AGG', scale: 1.3 },
+      { ticker: 'BND', scale: 1.3 },
+      { ticker: 'SCHZ', scale: 1.3 },
+      { ticker: 'VGLT', scale: 0.55 },
+      { ticker: 'SPTL', scale: 0.55 },
+      { ticker: 'TLH', scale: 0.65 },
+      { ticker: 'TLT', scale: 0.5 },
+    ],
     what: '7–10 year Treasury fund',
   },
   { name: 'gold', ticker: 'GLD', alternates: ['IAU', 'GLDM', 'SGOL', 'BAR', 'AAAU', 'OUNZ'], what: 'physical gold trust' },
@@ -52,6 +67,23 @@ export type ContextName = (typeof CONTEXT_SET)[number]['name'];
 export function invertBars(bars: readonly Bar[]): Bar[] {
   return bars.map((b) => ({ ...b, open: 1 / b.open, high: 1 / b.low, low: 1 / b.high, close: 1 / b.close, adjClose: 1 / b.adjClose }));
 }
+
+/**
+ * The series with its log returns multiplied by k from its first close on (close and adjusted close), and each
+ * bar's open, high and low moved to k times their log distance from the close (k > 0): the same days and the same
+ * links, k times the moves (a market k times as volatile; a bond fund of k times the duration). k = 1 returns the
+ * array itself (no copy).
+ */
+export function scaleHistory(bars: Bar[], k: number): Bar[] {
+  if (bars.length === 0 || k === 1) return bars;
+  const c0 = Math.log(bars[0]!.close), a0 = Math.log(bars[0]!.adjClose);
+  return bars.map((b) => {
+    const close = Math.exp(c0 + k * (Math.log(b.close) - c0));
+    const at = (p: number): number => close * Math.exp(k * Math.log(p / b.close));
+    return { ...b, open: at(b.open), high: at(b.high), low: at(b.low), close, adjClose: Math.exp(a0 + k * (Math.log(b.adjClose) - a0)) };
+  });
+}
+
 export const CONTEXT_TICKERS: readonly string[] = CONTEXT_SET.map((c) => c.ticker);
 
 /** One reference series: the ln adjusted close per trading day. */

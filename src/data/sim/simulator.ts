@@ -6,7 +6,7 @@ import { SUBTYPE_CLASS, SUBTYPES, isSubtype, simTicker, type LeverageUnderlying,
 import { buildFactors, type Factors } from './factors.js';
 import { regimeOf, type RegimeFamily } from './regimes.js';
 import { LEVERAGE_UNDERLYINGS, LEVERAGED_SUBTYPES, contextModel, instrumentModel, type PricePath } from './models.js';
-import { CONTEXT_SET, NO_CONTEXT, contextSeries, type ContextSeries, type MarketContext } from '../features/context.js';
+import { CONTEXT_SET, NO_CONTEXT, contextSeries, scaleHistory, type ContextSeries, type MarketContext } from '../features/context.js';
 
 /** Last simulated day when the caller names none: fixed so that a seed reproduces a run on any day. */
 export const DEFAULT_SIM_END = '2025-06-30';
@@ -263,22 +263,6 @@ export interface TrainingSetOptions {
    * @defaultValue false: every series of a scaled history
    */
   volScaleWholeContextOnly?: boolean;
-}
-
-/**
- * The series with its log returns multiplied by k from its first close on (close and adjusted close), and each
- * bar's open, high and low moved to k times their log distance from the close: a market k times as volatile (k < 1:
- * calmer) with the same days, the same links and the same drift per unit of volatility. k = 1 returns the array
- * itself (no copy: the default, unscaled training set).
- */
-export function scaleHistory(bars: Bar[], k: number): Bar[] {
-  if (bars.length === 0 || k === 1) return bars;
-  const c0 = Math.log(bars[0]!.close), a0 = Math.log(bars[0]!.adjClose);
-  return bars.map((b) => {
-    const close = Math.exp(c0 + k * (Math.log(b.close) - c0));
-    const at = (p: number): number => close * Math.exp(k * Math.log(p / b.close));
-    return { ...b, open: at(b.open), high: at(b.high), low: at(b.low), close, adjClose: Math.exp(a0 + k * (Math.log(b.adjClose) - a0)) };
-  });
 }
 
 /** The context series with their log closes multiplied by k from their first (scaleHistory's market). */

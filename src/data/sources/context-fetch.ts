@@ -1,6 +1,6 @@
 import type { DataSource } from './create.js';
 import type { Bar, FetchRange } from '../types.js';
-import { CONTEXT_SET, buildContext, invertBars, type MarketContext } from '../features/context.js';
+import { CONTEXT_SET, buildContext, invertBars, scaleHistory, type MarketContext } from '../features/context.js';
 
 export interface FetchedContext {
   context: MarketContext;
@@ -41,19 +41,22 @@ export async function fetchContext(
   await Promise.all(
     CONTEXT_SET.map(async (member) => {
       const { ticker } = member;
+      const scaled: readonly { ticker: string; scale: number }[] = 'scaledAlternates' in member ? member.scaledAlternates : [];
       const inverse: readonly string[] = 'inverseAlternates' in member ? member.inverseAlternates : [];
-      const candidates = [
-        ...[ticker, ...member.alternates].map((symbol) => ({ symbol, inverted: false })),
-        ...inverse.map((symbol) => ({ symbol, inverted: true })),
+      // Each candidate with how its bars become the member's and how `from` names it.
+      const candidates: { symbol: string; as: (bars: Bar[]) => Bar[]; shown: string }[] = [
+        ...[ticker, ...member.alternates].map((symbol) => ({ symbol, as: (b: Bar[]) => b, shown: symbol })),
+        ...scaled.map(({ ticker: symbol, scale }) => ({ symbol, as: (b: Bar[]) => scaleHistory(b, scale), shown: `${scale}×${symbol}` })),
+        ...inverse.map((symbol) => ({ symbol, as: invertBars, shown: `1/${symbol}` })),
       ];
       const found: { bars: Bar[]; label: string; within: number }[] = [];
-      for (const { symbol, inverted } of candidates) {
+      for (const { symbol, as, shown } of candidates) {
         const primary = symbol === ticker;
         for (const { label, source } of sources) {
           try {
             const res = await source.fetch(symbol, range);
-            const bars = inverted ? invertBars(res.bars) : res.bars;
-            const name = primary ? label : `${label} (${inverted ? '1/' : ''}${symbol})`;
+            const bars = as(res.bars);
+            const name = primary ? label : `${label} (${shown})`;
             if (span === undefined) {
               got.set(ticker, bars);
               from[ticker] = name;
