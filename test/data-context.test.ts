@@ -187,7 +187,7 @@ describe('market context features', () => {
     }
   });
 
-  it.skipIf(!existsSync(market))('stands an aggregate or long Treasury fund in for IEF, its moves scaled to IEF’s size, in order of closeness', async () => {
+  it.skipIf(!existsSync(market))('stands an aggregate or long Treasury fund in for IEF (and QQQ, USO for SPY, DBC), its moves scaled to the member’s size, in order of closeness', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'moe-ctx-rates-'));
     try {
       symlinkSync(path.join(market, 'TLT.csv'), path.join(dir, 'TLT.csv'));
@@ -204,6 +204,9 @@ describe('market context features', () => {
       expect((await fetchContext([{ label: 'own', source: own }], { days: 300 })).from).toEqual({ IEF: 'own (1.3×AGG)' });
       symlinkSync(path.join(market, 'IEI.csv'), path.join(dir, 'IEI.csv'));
       expect((await fetchContext([{ label: 'own', source: own }], { days: 300 })).from).toEqual({ IEF: 'own (IEI)' });
+      // The equity and commodity members have theirs too: the Nasdaq-100 fund and a crude-oil fund.
+      for (const t of ['QQQ', 'USO']) symlinkSync(path.join(market, `${t}.csv`), path.join(dir, `${t}.csv`));
+      expect((await fetchContext([{ label: 'own', source: own }], { days: 300 })).from).toEqual({ SPY: 'own (0.8×QQQ)', IEF: 'own (IEI)', DBC: 'own (0.6×USO)' });
       // IEF itself in any source wins over every stand-in.
       const both = await fetchContext([{ label: 'own', source: own }, { label: 'dev', source: createSource({ source: 'csv', dataDir: market }) }], { days: 300 });
       expect(both.from.IEF).toBe('dev');

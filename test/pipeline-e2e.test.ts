@@ -184,11 +184,12 @@ describe('pipeline end to end', () => {
     it('routes a folder without the context series, and says which were missing', async () => {
       const dir = await mkdtemp(path.join(os.tmpdir(), 'moe-noctx-'));
       try {
-        for (const t of ['AAPL', 'TLT']) await symlink(path.join(MARKET_DATA, `${t}.csv`), path.join(dir, `${t}.csv`));
-        const { meta } = await runToEnd({ tickers: ['AAPL', 'TLT'], source: 'csv', dataDir: dir, range: { days: 60 } });
+        // SHY, not TLT: TLT stands in for IEF (scaled), so a folder holding it has a rates series.
+        for (const t of ['AAPL', 'SHY']) await symlink(path.join(MARKET_DATA, `${t}.csv`), path.join(dir, `${t}.csv`));
+        const { meta } = await runToEnd({ tickers: ['AAPL', 'SHY'], source: 'csv', dataDir: dir, range: { days: 60 } });
         expect(meta.status).toBe('finished');
         const s = await readSummary(meta.reportDir!);
-        expect(s.tickers.map((t) => t.ticker)).toEqual(['AAPL', 'TLT']);
+        expect(s.tickers.map((t) => t.ticker)).toEqual(['AAPL', 'SHY']);
         expect(s.failed).toEqual([]);
         expect(s.context).toEqual({ set: ['SPY', 'IEF', 'GLD', 'DBC', 'UUP'], missing: ['DBC', 'GLD', 'IEF', 'SPY', 'UUP'] });
         expect(await readFile(path.join(meta.reportDir!, REPORT_FILES.summaryMd), 'utf8')).toMatch(/missing DBC, GLD, IEF, SPY, UUP/);
