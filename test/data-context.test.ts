@@ -182,6 +182,13 @@ describe('market context features', () => {
       // A real dollar fund in any source still wins over the stand-in.
       const both = await fetchContext([{ label: 'own', source: own }, { label: 'dev', source: createSource({ source: 'csv', dataDir: market }) }], { days: 300 });
       expect(both.from.UUP).toBe('dev');
+      // The short dollar-index fund, the same index held short, comes before the euro.
+      const udn = simulateBars('UDN', { class: 'Derivatives', subtype: 'fx-trust' }, 400, 5, '2024-12-31');
+      writeFileSync(
+        path.join(dir, 'UDN.csv'),
+        ['date,open,high,low,close,adj_close,volume', ...udn.map((b) => `${b.date},${b.open},${b.high},${b.low},${b.close},${b.adjClose},${b.volume ?? ''}`)].join('\n') + '\n',
+      );
+      expect((await fetchContext([{ label: 'own', source: own }], { days: 300 })).from).toEqual({ UUP: 'own (1/UDN)' });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -59,9 +59,10 @@ export const CONTEXT_SET = [
     name: 'dollar',
     ticker: 'UUP',
     alternates: ['USDU'],
-    // The euro is 58 % of the dollar index: FXE's daily log return against UUP's correlates −0.92 on the development
-    // data (0.54 against 0.50 %/day of volatility), and FXE reaches back to 2005-12, UUP only to 2007-02.
-    inverseAlternates: ['FXE'],
+    // UDN holds the short side of UUP's own index futures (listed with it, 2007-02). The euro is 58 % of the dollar
+    // index: FXE's daily log return against UUP's correlates −0.92 on the development data (0.54 against 0.50 %/day
+    // of volatility), and FXE reaches back to 2005-12, UUP only to 2007-02.
+    inverseAlternates: ['UDN', 'FXE'],
     what: 'US dollar index fund',
   },
 ] as const;
