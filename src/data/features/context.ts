@@ -29,7 +29,7 @@ export const CONTEXT_SET = [
     alternates: ['VGIT', 'SCHR', 'SPTI', 'IEI', 'GOVT', 'VFITX'],
     // Aggregate and long Treasury funds, in order of their daily correlation with IEF on the development data (BIV
     // 0.98, AGG 0.97, BND 0.97, SCHZ 0.97, VGLT 0.92, SPTL 0.92, TLH 0.92, TLT 0.91), scaled by 1 / their β to IEF
-    // there (0.81, 0.76, 0.75, 0.76, 1.78, 1.78, 1.53, 1.92): most folders of bond funds hold one of them.
+    // there (0.81, 0.76, 0.75, 0.76, 1.78, 1.78, 1.53, 1.92): the funds a folder of bond funds most often holds.
     scaledAlternates: [
       { ticker: 'BIV', scale: 1.25 },
       { ticker: 'AGG', scale: 1.3 },
