@@ -222,6 +222,34 @@ describe('market context features', () => {
     }
   });
 
+  it.skipIf(!existsSync(market))('scales each stand-in by 1 / its β to the member on the development data, and each tracks the member closely', async () => {
+    const src = createSource({ source: 'csv', dataDir: market });
+    const returns = async (t: string) => {
+      const bars = (await src.fetch(t, { days: 2000 })).bars;
+      return new Map(bars.slice(1).map((b, i) => [b.date, Math.log(b.adjClose / bars[i]!.adjClose)] as const));
+    };
+    let checked = 0;
+    for (const member of CONTEXT_SET) {
+      if (!('scaledAlternates' in member)) continue;
+      const m = await returns(member.ticker);
+      for (const { ticker, scale } of member.scaledAlternates) {
+        if (!existsSync(path.join(market, `${ticker}.csv`))) continue;
+        const a = await returns(ticker);
+        const pairs = [...a].filter(([d]) => m.has(d)).map(([d, r]) => [m.get(d)!, r] as const);
+        const mean = (k: 0 | 1) => pairs.reduce((s, p) => s + p[k], 0) / pairs.length;
+        const [mx, my] = [mean(0), mean(1)];
+        let cxy = 0, cxx = 0, cyy = 0;
+        for (const [x, y] of pairs) [cxy, cxx, cyy] = [cxy + (x - mx) * (y - my), cxx + (x - mx) ** 2, cyy + (y - my) ** 2];
+        // Scaled, the stand-in's β to the member is 1 within 5 %, and it moves with the member at ≥ 0.9.
+        expect(Math.abs(scale * (cxy / cxx) - 1), `${scale}×${ticker} for ${member.ticker}`).toBeLessThan(0.05);
+        expect(cxy / Math.sqrt(cxx * cyy), `${ticker} against ${member.ticker}`).toBeGreaterThan(0.9);
+        checked += 1;
+      }
+    }
+    // BIV, AGG, BND, SCHZ, VGLT, SPTL, TLH, TLT, QQQ, USO, DBO are all in the development folder.
+    expect(checked).toBe(11);
+  });
+
   it('serves each member from the candidate that covers the routed dates: a folder of 2001–2002 keeps its own stand-in', async () => {
     const csv = (bars: readonly Bar[]) =>
       ['date,open,high,low,close,adj_close,volume', ...bars.map((b) => `${b.date},${b.open},${b.high},${b.low},${b.close},${b.adjClose},${b.volume ?? ''}`)].join('\n') + '\n';
