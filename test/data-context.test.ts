@@ -17,6 +17,10 @@ const context = simulateContext(SEED, DAYS);
 const spy = ctxBars.get('SPY')!;
 const col = (name: string): number => FEATURE_TABLE.findIndex((f) => f.name === name);
 
+/** Bars as a `<TICKER>.csv` of the csv source. */
+const csv = (bars: readonly Bar[]): string =>
+  ['date,open,high,low,close,adj_close,volume', ...bars.map((b) => `${b.date},${b.open},${b.high},${b.low},${b.close},${b.adjClose},${b.volume ?? ''}`)].join('\n') + '\n';
+
 /** A daily-rebalanced fund on SPY: simple return `lev ×` SPY's, as leveraged and inverse ETFs promise. */
 function leveragedOn(base: Bar[], lev: number): Bar[] {
   let close = 50;
@@ -183,11 +187,7 @@ describe('market context features', () => {
       const both = await fetchContext([{ label: 'own', source: own }, { label: 'dev', source: createSource({ source: 'csv', dataDir: market }) }], { days: 300 });
       expect(both.from.UUP).toBe('dev');
       // The short dollar-index fund, the same index held short, comes before the euro.
-      const udn = simulateBars('UDN', { class: 'Derivatives', subtype: 'fx-trust' }, 400, 5, '2024-12-31');
-      writeFileSync(
-        path.join(dir, 'UDN.csv'),
-        ['date,open,high,low,close,adj_close,volume', ...udn.map((b) => `${b.date},${b.open},${b.high},${b.low},${b.close},${b.adjClose},${b.volume ?? ''}`)].join('\n') + '\n',
-      );
+      writeFileSync(path.join(dir, 'UDN.csv'), csv(simulateBars('UDN', { class: 'Derivatives', subtype: 'fx-trust' }, 400, 5, '2024-12-31')));
       expect((await fetchContext([{ label: 'own', source: own }], { days: 300 })).from).toEqual({ UUP: 'own (1/UDN)' });
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -251,8 +251,6 @@ describe('market context features', () => {
   });
 
   it('serves each member from the candidate that covers the routed dates: a folder of 2001–2002 keeps its own stand-in', async () => {
-    const csv = (bars: readonly Bar[]) =>
-      ['date,open,high,low,close,adj_close,volume', ...bars.map((b) => `${b.date},${b.open},${b.high},${b.low},${b.close},${b.adjClose},${b.volume ?? ''}`)].join('\n') + '\n';
     const old = mkdtempSync(path.join(os.tmpdir(), 'moe-ctx-old-'));
     const recent = mkdtempSync(path.join(os.tmpdir(), 'moe-ctx-new-'));
     try {
