@@ -3,7 +3,7 @@ import { Rng } from '../src/util/random.js';
 import { REGIME_FAMILIES } from '../src/data/sim/regimes.js';
 import { SUBTYPES } from '../src/data/universe.js';
 import { weakestSubtypes } from '../src/cli/study.js';
-import { classWeights, defaultTrainConfig, fitTemperature, fitTemperatureNll, learningRate, logProbs, trainRouter, clearSimulationCache, simulationCacheStats } from '../src/training/train.js';
+import { classWeights, defaultTrainConfig, fitTemperature, fitTemperatureNll, learningRate, logProbs, trainRouter, trainRouterParams, clearSimulationCache, simulationCacheStats } from '../src/training/train.js';
 
 describe('training schedule and weights', () => {
   it('warms up linearly, peaks, then decays by cosine to the floor', () => {
@@ -129,5 +129,14 @@ describe('short training run', () => {
     expect(a.params).toEqual(c.params);
     expect(a.temperature).toBe(b.temperature);
     expect(a.temperature).toBe(c.temperature);
+    // The parameters alone (a cross-fitting fold's routers): the same bytes, from the training set only.
+    const s4 = simulationCacheStats();
+    const d = await trainRouterParams(config);
+    const s5 = simulationCacheStats();
+    expect([s5.misses - s4.misses, s5.hits - s4.hits]).toEqual([0, 1]);
+    expect(d.params).toEqual(a.params);
+    // A different seed trains different parameters: the equality above is not vacuous.
+    const e = await trainRouterParams({ ...config, seed: 5 });
+    expect(e.params).not.toEqual(a.params);
   });
 });

@@ -13,10 +13,10 @@ import path from 'node:path';
 import { minHistoryBars } from '../config.js';
 import { atCalibration, fitAll, type Calibration } from './calibrate.js';
 import type { ContextName } from '../data/features/context.js';
-import { memberConfig, trainEnsemble } from './ensemble.js';
+import { trainMemberParams } from './ensemble.js';
 import { calibrationNoise, loadLabelledDirectory, metricsByYear, type CalibrationNoise, routeLabelled, summarisePredictions, wrongTickers, type EvaluationMetrics, type TickerPrediction, type YearMetrics } from './evaluate.js';
 import { createForwarder } from './forwarder.js';
-import { trainRouter, type TrainConfig, type TrainHooks } from './train.js';
+import type { TrainConfig, TrainHooks } from './train.js';
 
 /** One way of cutting each ticker's bars: all of them, its first `maxBars`, its last `lastBars`, or every stretch of `windowBars`. */
 export interface CrossFitSlice {
@@ -124,10 +124,8 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
   for (let k = 0; k < folds; k++) {
     log(`fold ${k + 1} of ${folds}: ${foldTickers[k]!.length} tickers left out of training (${foldTickers[k]!.join(' ')})`);
     const foldConfig: TrainConfig = { ...config, data: { ...config.data, real: { ...real, exclude: foldTickers[k]! } } };
-    const members =
-      seeds.length > 1
-        ? (await trainEnsemble(foldConfig, seeds, opts.hooks)).members.map((m) => m.params)
-        : [(await trainRouter(memberConfig(foldConfig, seeds[0]!), opts.hooks)).params];
+    // Only the fold routers' parameters are read: their held-out simulator figures would go nowhere.
+    const members = await trainMemberParams(foldConfig, seeds, opts.hooks);
     const forwarder = createForwarder({ hidden: config.hidden, params: members[0]!, members, temperature: 1 }, { warn });
     try {
       const held = new Set(foldTickers[k]!);

@@ -7,7 +7,7 @@ import { DOMAINS } from '../domains.js';
 import { averageMembers } from '../router/ensemble.js';
 import { summarisePredictions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
 import { fitTemperature } from './temperature.js';
-import { createTrainerBackend, heldOutBreakdown, predictTokenSet, trainRouter, type HeldOutBreakdown, type TrainConfig, type TrainHooks, type TrainResult } from './train.js';
+import { createTrainerBackend, heldOutBreakdown, predictTokenSet, trainRouter, trainRouterParams, type HeldOutBreakdown, type TrainConfig, type TrainHooks, type TrainResult } from './train.js';
 import type { TokenSet } from './tokens.js';
 
 const D = DOMAINS.length;
@@ -34,6 +34,19 @@ export interface EnsembleResult extends HeldOutBreakdown {
 /** Splits one forward's outputs per ticker of `set`. */
 function perTicker(set: TokenSet, probs: Float32Array, assign: Uint8Array): TickerPrediction[] {
   return set.tickers.map((t) => ({ ticker: t.ticker, label: t.label, assign: assign.slice(t.start, t.end), probs: probs.slice(t.start * D, t.end * D) }));
+}
+
+/**
+ * The members' parameters alone, one per seed in order: what `trainEnsemble` trains, without the held-out scoring
+ * (a cross-fitting fold's ensemble is only ever read on its left-out tickers).
+ */
+export async function trainMemberParams(config: TrainConfig, seeds: readonly number[], hooks: TrainHooks = {}): Promise<Float32Array[]> {
+  const params: Float32Array[] = [];
+  for (const [i, seed] of seeds.entries()) {
+    if (seeds.length > 1) hooks.log?.(`member ${i + 1} of ${seeds.length}: seed ${seed}`);
+    params.push((await trainRouterParams(memberConfig(config, seed), hooks)).params);
+  }
+  return params;
 }
 
 /** Trains one member per seed (`seeds[0]` first) and scores the ensemble. */

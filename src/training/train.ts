@@ -450,7 +450,39 @@ function cachedSimulatedTokens(hidden: Hidden, opts: SimulatedTokenOptions, thre
   return set;
 }
 
+/** What `fitRouter` hands to its `finish` step: the trained backend (still open) and the data it was trained on. */
+interface Fitted {
+  backend: TrainerBackend;
+  params: Float32Array;
+  history: TrainStepLog[];
+  train: TokenSet;
+  /** Absent where the fit was asked for its parameters alone (`heldOut: false`). */
+  held?: { validation: TokenSet; test: TokenSet; validationSeeds: number[]; testSeeds: number[] };
+  /** `performance.now()` at the start, after the data and after the last step. */
+  marks: { t0: number; t1: number; t2: number };
+}
+
+/**
+ * Trains one router and scores it on its held-out simulator histories (validation: the simulator temperature; test:
+ * every held-out figure).
+ */
 export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): Promise<TrainResult> {
+  return fitRouter(config, hooks, true, (fitted) => scoreRouter(config, hooks, fitted));
+}
+
+/**
+ * Trains one router for its parameters alone: no held-out histories are simulated or scored (a cross-fitting fold's
+ * routers, whose held-out figures nobody reads). The parameters are those `trainRouter` gives for the same config,
+ * bit for bit: the training data, initialisation and batches do not depend on the held-out sets.
+ */
+export async function trainRouterParams(config: TrainConfig, hooks: TrainHooks = {}): Promise<{ params: Float32Array; seconds: { data: number; train: number } }> {
+  return fitRouter(config, hooks, false, async ({ params, marks }) => ({
+    params,
+    seconds: { data: (marks.t1 - marks.t0) / 1000, train: (marks.t2 - marks.t1) / 1000 },
+  }));
+}
+
+async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boolean, finish: (fitted: Fitted) => Promise<T>): Promise<T> {
   const log = hooks.log ?? (() => undefined);
   const warn = hooks.warn ?? log;
   const t0 = performance.now();
@@ -488,18 +520,23 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
     familyOf: byIndex(d.trainSeed, d.families),
   }, simThreads);
   const train = d.real === undefined ? simulated : concatTokenSets(simulated, await realTrainingTokens(H, d.contextInceptionShare ? { ...d.real, contextInceptionShare: d.contextInceptionShare } : d.real, config.seed, warn));
-  const validation = await cachedSimulatedTokens(H, {
-    seeds: validationSeeds,
-    tickersPerSubtype: d.validationTickersPerSubtype,
-    days: d.days,
-    familyOf: byIndex(d.validationSeed, d.families),
-  }, simThreads);
-  const test = await cachedSimulatedTokens(H, { seeds: testSeeds, tickersPerSubtype: d.testTickersPerSubtype, days: d.days, familyOf: byIndex(d.testSeed, REGIME_FAMILIES) }, simThreads);
+  let held: Fitted['held'];
+  if (heldOut) {
+    const validation = await cachedSimulatedTokens(H, {
+      seeds: validationSeeds,
+      tickersPerSubtype: d.validationTickersPerSubtype,
+      days: d.days,
+      familyOf: byIndex(d.validationSeed, d.families),
+    }, simThreads);
+    const test = await cachedSimulatedTokens(H, { seeds: testSeeds, tickersPerSubtype: d.testTickersPerSubtype, days: d.days, familyOf: byIndex(d.testSeed, REGIME_FAMILIES) }, simThreads);
+    held = { validation, test, validationSeeds, testSeeds };
+  }
   const t1 = performance.now();
   const real = train.size - simulated.size;
-  log(`data: train ${train.tickers.length} tickers / ${train.size} days${real > 0 ? ` (${real} of them real)` : ''}, validation ${validation.tickers.length} / ${validation.size}, test ${test.tickers.length} / ${test.size} (${((t1 - t0) / 1000).toFixed(1)} s)`);
-  for (const [name, set] of [['training', train], ['validation', validation], ['test', test]] as const) {
-    if (set.size === 0) throw new RangeError(`Expected ${name} tokens but the simulator gave none for ${JSON.stringify(d)}`);
+  const heldText = held === undefined ? 'no held-out sets' : `validation ${held.validation.tickers.length} / ${held.validation.size}, test ${held.test.tickers.length} / ${held.test.size}`;
+  log(`data: train ${train.tickers.length} tickers / ${train.size} days${real > 0 ? ` (${real} of them real)` : ''}, ${heldText} (${((t1 - t0) / 1000).toFixed(1)} s)`);
+  for (const [name, set] of [['training', train], ['validation', held?.validation], ['test', held?.test]] as const) {
+    if (set !== undefined && set.size === 0) throw new RangeError(`Expected ${name} tokens but the simulator gave none for ${JSON.stringify(d)}`);
   }
 
   const backend = createTrainerBackend(H, config.threads, warn);
@@ -560,41 +597,49 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
       await feeder?.close();
     }
     const t2 = performance.now();
-    const params = backend.getParams();
-
-    backend.setParams(params, 1);
-    const val1 = await predictTokenSet(backend, validation);
-    const temperature = fitTemperature(val1.probs, validation.labels);
-    backend.setParams(params, temperature);
-    const validationMetrics = summarisePredictions((await predictTokenSet(backend, validation)).preds);
-    const testPreds = (await predictTokenSet(backend, test)).preds;
-    const testMetrics = summarisePredictions(testPreds);
-    const breakdown = heldOutBreakdown(test, testPreds);
-    const tail = Math.max(1, Math.floor(history.length * 0.05));
-    const mean = (xs: TrainStepLog[]) => xs.reduce((a, s) => a + s.loss, 0) / Math.max(xs.length, 1);
-    const t3 = performance.now();
-    return {
-      config,
-      backend: backend.backend,
-      params,
-      temperature,
-      history,
-      lossStart: mean(history.slice(0, tail)),
-      lossEnd: mean(history.slice(-tail)),
-      seconds: { data: (t1 - t0) / 1000, train: (t2 - t1) / 1000, total: (t3 - t0) / 1000 },
-      data: {
-        train: splitInfo(train, seedRange(d.trainSeed, d.trainSeeds)),
-        validation: splitInfo(validation, validationSeeds),
-        test: splitInfo(test, testSeeds),
-      },
-      validation: validationMetrics,
-      test: testMetrics,
-      ...breakdown,
-      ...(hooks.keepSets ? { sets: { validation, test } } : {}),
-    };
+    log(`steps: ${config.steps} in ${((t2 - t1) / 1000).toFixed(1)} s (${backend.backend})`);
+    return await finish({ backend, params: backend.getParams(), history, train, ...(held !== undefined ? { held } : {}), marks: { t0, t1, t2 } });
   } finally {
     backend.close();
   }
+}
+
+/** The held-out scoring of `trainRouter`: the simulator temperature on validation, then every test figure. */
+async function scoreRouter(config: TrainConfig, hooks: TrainHooks, fitted: Fitted): Promise<TrainResult> {
+  const { backend, params, history, train, marks } = fitted;
+  const { validation, test, validationSeeds, testSeeds } = fitted.held!;
+  const d = config.data;
+  backend.setParams(params, 1);
+  const val1 = await predictTokenSet(backend, validation);
+  const temperature = fitTemperature(val1.probs, validation.labels);
+  backend.setParams(params, temperature);
+  const validationMetrics = summarisePredictions((await predictTokenSet(backend, validation)).preds);
+  const testPreds = (await predictTokenSet(backend, test)).preds;
+  const testMetrics = summarisePredictions(testPreds);
+  const breakdown = heldOutBreakdown(test, testPreds);
+  const tail = Math.max(1, Math.floor(history.length * 0.05));
+  const mean = (xs: TrainStepLog[]) => xs.reduce((a, s) => a + s.loss, 0) / Math.max(xs.length, 1);
+  const t3 = performance.now();
+  hooks.log?.(`held-out scoring: ${((t3 - marks.t2) / 1000).toFixed(1)} s`);
+  return {
+    config,
+    backend: backend.backend,
+    params,
+    temperature,
+    history,
+    lossStart: mean(history.slice(0, tail)),
+    lossEnd: mean(history.slice(-tail)),
+    seconds: { data: (marks.t1 - marks.t0) / 1000, train: (marks.t2 - marks.t1) / 1000, total: (t3 - marks.t0) / 1000 },
+    data: {
+      train: splitInfo(train, seedRange(d.trainSeed, d.trainSeeds)),
+      validation: splitInfo(validation, validationSeeds),
+      test: splitInfo(test, testSeeds),
+    },
+    validation: validationMetrics,
+    test: testMetrics,
+    ...breakdown,
+    ...(hooks.keepSets ? { sets: { validation, test } } : {}),
+  };
 }
 
 export function heldOutBreakdown(test: TokenSet, testPreds: readonly TickerPrediction[]): HeldOutBreakdown {
