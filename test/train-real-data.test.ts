@@ -143,8 +143,14 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     expect(r.temperature).toBeLessThan(20);
     expect(r.foldCalibration).toHaveLength(2);
     // Routes short of context fit the context temperature alone: T and κ are those fitted without them, and λ is 0 then.
-    const without = await crossFit({ config, folds: 2, slices: [{ name: 'all' }, { name: 'first 120', maxBars: 120 }, { name: 'windows 60', windowBars: 60 }] });
+    // (Both folds at once here: the same fold routers, so the same predictions, gathered in fold order.)
+    const without = await crossFit({ config, folds: 2, concurrency: 2, slices: [{ name: 'all' }, { name: 'first 120', maxBars: 120 }, { name: 'windows 60', windowBars: 60 }] });
+    for (let i = 0; i < 3; i++) {
+      expect(without.atT1[i]!.map((p) => p.ticker)).toEqual(r.atT1[i]!.map((p) => p.ticker));
+      without.atT1[i]!.forEach((p, j) => expect(Buffer.from(p.probs.buffer, p.probs.byteOffset, p.probs.byteLength).equals(Buffer.from(r.atT1[i]![j]!.probs.buffer, r.atT1[i]![j]!.probs.byteOffset, r.atT1[i]![j]!.probs.byteLength))).toBe(true));
+    }
     expect([without.temperature, without.historyTemperature, without.contextTemperature]).toEqual([r.temperature, r.historyTemperature, 0]);
+    await expect(crossFit({ config, folds: 2, concurrency: 0 })).rejects.toThrow(/Expected integer ≥ 1 for concurrency but received 0/);
     expect(formatCrossFit(r)[0]).toMatch(/λ = \d\.\d\d/);
     expect(formatCrossFit(r).join('\n')).toContain('first 120');
     await expect(crossFit({ config, folds: 1 })).rejects.toThrow(/folds/);

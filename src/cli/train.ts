@@ -16,7 +16,7 @@ import { REAL_DATA_FLAGS, UsageError, dirFlag, fileFlag, hiddenFlag, intFlag, nu
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N | --seeds N,N,...] [--steps N] [--batch N] [--lr X]
-                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--vol-scale-share P] [--vol-scale-range LO,HI] [--vol-scale-where all|whole-context] [--context-inception-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--steps-per-call N] [--out FILE]
+                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--vol-scale-share P] [--vol-scale-range LO,HI] [--vol-scale-where all|whole-context] [--context-inception-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--steps-per-call N] [--fold-concurrency N] [--out FILE]
                        [--calibrate-data DIR [--calibrate-labels FILE] [--calibrate-context-dir DIR] [--calibrate-folds K]]
                        [--real-data DIR [--real-labels FILE] [--real-context-dir DIR] [--real-repeat R] [--real-listings L] [--real-folds K] [--real-context-dropout P]]
 
@@ -34,8 +34,9 @@ reference funds in their listing order (SPY, IEF, GLD, DBC, UUP), the first k pr
 CPUs, up to 16) simulates the market histories and runs the calibration's fits on worker threads, --feeder off
 gathers the minibatches between steps instead of on feeder threads (--feeder-threads N, default half the CPUs, from 1
 to 8, each gathering every N-th batch), and --fused-step off trains on the GPU with
-separate loss and optimizer calls instead of one call per --steps-per-call N steps (default 16): these change the
-speed, never the file (the fused steps compute --focal's weights in the kernel: with --focal above 0 the GPU's floats
+separate loss and optimizer calls instead of one call per --steps-per-call N steps (default 16), and
+--fold-concurrency N (default 1) trains N of the cross-fit's folds at once (for the GPU, whose small training kernels
+one router leaves mostly idle): these change the speed, never the file (the fused steps compute --focal's weights in the kernel: with --focal above 0 the GPU's floats
 may differ).`;
 
 interface CalibrateArgs {
@@ -45,7 +46,9 @@ interface CalibrateArgs {
   folds: number;
 }
 
-function parseConfig(argv: readonly string[]): { config: TrainConfig; out: string; seeds?: number[]; calibrate?: CalibrateArgs; real?: RealArgs } | 'help' {
+function parseConfig(
+  argv: readonly string[],
+): { config: TrainConfig; out: string; foldConcurrency: number; seeds?: number[]; calibrate?: CalibrateArgs; real?: RealArgs } | 'help' {
   const args = parseArgs(argv, {
     hidden: { type: 'string' },
     seed: { type: 'string' },
@@ -71,6 +74,7 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
     feeder: { type: 'string' },
     'fused-step': { type: 'string' },
     'feeder-threads': { type: 'string' },
+    'fold-concurrency': { type: 'string' },
     'steps-per-call': { type: 'string' },
     out: { type: 'string' },
     help: { type: 'boolean' },
@@ -103,6 +107,7 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
   if (fusedStep !== 'on' && fusedStep !== 'off') throw new UsageError(`Expected on or off for --fused-step but received ${JSON.stringify(fusedStep)}`);
   config.fusedStep = fusedStep === 'on';
   config.stepsPerCall = intFlag(args, 'steps-per-call', 16, 1, 4096);
+  const foldConcurrency = intFlag(args, 'fold-concurrency', 1, 1, 64);
   config.data.tickersPerSubtype = intFlag(args, 'tickers-per-subtype', config.data.tickersPerSubtype, 1, 1000);
   config.data.days = intFlag(args, 'days', config.data.days, WARMUP_DAYS + 20, 20_000);
   config.data.trainSeeds = intFlag(args, 'train-seeds', config.data.trainSeeds, 1, 1000);
@@ -116,14 +121,14 @@ function parseConfig(argv: readonly string[]): { config: TrainConfig; out: strin
     for (const f of ['calibrate-labels', 'calibrate-context-dir', 'calibrate-folds']) {
       if (args.flags.has(f)) throw new UsageError(`Expected --calibrate-data DIR with --${f} but received none`);
     }
-    return { config, out, ...(seeds ? { seeds } : {}), ...(real ? { real } : {}) };
+    return { config, out, foldConcurrency, ...(seeds ? { seeds } : {}), ...(real ? { real } : {}) };
   }
   const calibrate: CalibrateArgs = { dataDir: dirFlag('calibrate-data', calData), folds: intFlag(args, 'calibrate-folds', 5, 2, 1000) };
   const labels = stringFlag(args, 'calibrate-labels');
   if (labels !== undefined) calibrate.labelsFile = fileFlag('calibrate-labels', labels);
   const ctxDir = stringFlag(args, 'calibrate-context-dir');
   if (ctxDir !== undefined) calibrate.contextDir = dirFlag('calibrate-context-dir', ctxDir);
-  return { config, out, ...(seeds ? { seeds } : {}), calibrate };
+  return { config, out, foldConcurrency, ...(seeds ? { seeds } : {}), calibrate };
 }
 
 export function main(argv: readonly string[]): Promise<number> {
@@ -136,7 +141,7 @@ async function train(argv: readonly string[]): Promise<number> {
     console.log(USAGE);
     return EXIT.ok;
   }
-  const { config, calibrate, seeds, real } = parsed;
+  const { config, calibrate, seeds, real, foldConcurrency } = parsed;
   // Checked once every flag is, and before training: not when the model is done and has nowhere to go.
   const out = writableFilePath(parsed.out, 'out');
   console.log(`training H=${config.hidden} ${seeds ? `seeds=${seeds.join(',')}` : `seed=${config.seed}`} steps=${config.steps} batch=${config.batchSize} → ${out}`);
@@ -225,7 +230,7 @@ async function train(argv: readonly string[]): Promise<number> {
   let crossFitted: Record<string, unknown> | undefined;
   if (real) {
     // The file's router saw every real ticker: its figures on that folder come from routers that did not (crossfit.ts).
-    const cf = await crossFit({ config, ...(seeds ? { seeds } : {}), folds: real.folds, hooks: { ...hooks, onStep: () => undefined } });
+    const cf = await crossFit({ config, ...(seeds ? { seeds } : {}), folds: real.folds, concurrency: foldConcurrency, hooks: { ...hooks, onStep: () => undefined } });
     console.log(formatCrossFit(cf).join('\n'));
     crossFitted = crossFitSummary(cf, real, round);
     temperature = cf.temperature;

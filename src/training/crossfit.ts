@@ -14,7 +14,7 @@ import { minHistoryBars } from '../config.js';
 import { atCalibration, fitAll, type Calibration } from './calibrate.js';
 import type { ContextName } from '../data/features/context.js';
 import { trainMemberParams } from './ensemble.js';
-import { calibrationNoise, loadLabelledDirectory, metricsByYear, type CalibrationNoise, routeLabelled, summarisePredictions, wrongTickers, type EvaluationMetrics, type TickerPrediction, type YearMetrics } from './evaluate.js';
+import { calibrationNoise, loadLabelledDirectory, type LabelledDirectory, metricsByYear, type CalibrationNoise, routeLabelled, summarisePredictions, wrongTickers, type EvaluationMetrics, type TickerPrediction, type YearMetrics } from './evaluate.js';
 import { createForwarder } from './forwarder.js';
 import type { TrainConfig, TrainHooks } from './train.js';
 
@@ -80,6 +80,13 @@ export interface CrossFitOptions {
   slices?: readonly CrossFitSlice[];
   /** Threads of the calibration's fits. @defaultValue config.simThreads ?? config.threads */
   threads?: number;
+  /**
+   * Folds trained at once. Each fold's routers are independent of the others' (their data, initialisation and
+   * batches come from their own seeds and fold), so any value gives the same routers and figures; above 1 it pays
+   * where one router leaves the machine idle (the GPU's small training kernels, the feeder threads), not on a CPU
+   * whose threads one router already fills. Log lines then carry a `[fold k]` prefix. @defaultValue 1
+   */
+  concurrency?: number;
   hooks?: TrainHooks;
 }
 
@@ -103,7 +110,7 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
     minBars: minHistoryBars(),
   };
   // Each slice's features once, for every ticker; a fold routes its own rows.
-  const sliceItems = [];
+  const sliceItems: LabelledDirectory['items'][] = [];
   for (const s of slices) {
     const dir = await loadLabelledDirectory(
       {
@@ -120,22 +127,44 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
   const tickers = sliceItems[0]!.map((it) => it.series.ticker);
   if (tickers.length < folds) throw new RangeError(`Expected at least ${folds} labelled tickers in ${real.dataDir} to cross-fit over ${folds} folds but received ${tickers.length}`);
   const foldTickers = Array.from({ length: folds }, (_, k) => tickers.filter((_, i) => i % folds === k));
-  const oof: TickerPrediction[][] = slices.map(() => []);
-  for (let k = 0; k < folds; k++) {
+  const concurrency = opts.concurrency ?? 1;
+  if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`Expected integer ≥ 1 for concurrency but received ${String(concurrency)}`);
+  // Each fold's out-of-fold predictions per slice, gathered in fold order whatever order the folds finish in.
+  const foldOof: TickerPrediction[][][] = [];
+  const runFold = async (k: number): Promise<void> => {
+    const tag = concurrency > 1 ? `[fold ${k + 1}] ` : '';
+    const hooks: TrainHooks = { ...opts.hooks, log: (m) => log(tag + m), warn: (m) => warn(tag + m) };
     log(`fold ${k + 1} of ${folds}: ${foldTickers[k]!.length} tickers left out of training (${foldTickers[k]!.join(' ')})`);
     const foldConfig: TrainConfig = { ...config, data: { ...config.data, real: { ...real, exclude: foldTickers[k]! } } };
     // Only the fold routers' parameters are read: their held-out simulator figures would go nowhere.
-    const members = await trainMemberParams(foldConfig, seeds, opts.hooks);
+    const members = await trainMemberParams(foldConfig, seeds, hooks);
     const forwarder = createForwarder({ hidden: config.hidden, params: members[0]!, members, temperature: 1 }, { warn });
     try {
       const held = new Set(foldTickers[k]!);
-      for (const [i, items] of sliceItems.entries()) {
-        oof[i]!.push(...(await routeLabelled(forwarder, config.hidden, items.filter((it) => held.has(it.series.ticker)))));
-      }
+      const perSlice: TickerPrediction[][] = [];
+      for (const items of sliceItems) perSlice.push(await routeLabelled(forwarder, config.hidden, items.filter((it) => held.has(it.series.ticker))));
+      foldOof[k] = perSlice;
     } finally {
       forwarder.close();
     }
-  }
+  };
+  let next = 0;
+  let failed = false;
+  const lanes = await Promise.allSettled(
+    Array.from({ length: Math.min(concurrency, folds) }, async () => {
+      while (!failed && next < folds) {
+        const k = next++;
+        try {
+          await runFold(k);
+        } catch (e) {
+          failed = true; // no further fold starts; the running ones finish, then the first error is thrown
+          throw e;
+        }
+      }
+    }),
+  );
+  for (const lane of lanes) if (lane.status === 'rejected') throw lane.reason;
+  const oof: TickerPrediction[][] = slices.map((_, i) => foldOof.flatMap((perSlice) => perSlice[i]!));
   for (const p of oof) p.sort(byTicker);
   // Calibration from the out-of-fold predictions of every slice, pooled: fold k's tickers read at the pair fitted without them.
   const foldOf = new Map(foldTickers.flatMap((ts, k) => ts.map((t) => [t, k] as const)));
