@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { domainIndex, type Domain } from '../src/domains.js';
 import { defaultTrainConfig, type TrainConfig } from '../src/training/train.js';
-import { concatTokenSets, realTrainingTokens } from '../src/training/real-tokens.js';
+import { clearRealTokenCache, concatTokenSets, realTrainingTokens } from '../src/training/real-tokens.js';
 import { crossFit, formatCrossFit } from '../src/training/crossfit.js';
 import { calibrationNoise } from '../src/training/evaluate.js';
 import { FEATURE_TABLE } from '../src/data/features/table.js';
@@ -81,6 +81,16 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     const without = await realTrainingTokens(16, { ...data, exclude: ['aapl', 'TLT'] }, 7);
     expect(without.tickers.some((t) => t.ticker.startsWith('AAPL') || t.ticker.startsWith('TLT'))).toBe(false);
     expect(without.tickers).toHaveLength((TICKERS.length - 2) * 5);
+    // A fold's set is the whole set less the excluded tickers' rows, byte for byte, whether its tickers' rows were
+    // computed for it or kept from the call before (a cross-fit asks once per fold and member).
+    const kept = set.tickers.filter((t) => !t.ticker.startsWith('AAPL') && !t.ticker.startsWith('TLT'));
+    const keptX = Buffer.concat(kept.map((t) => Buffer.from(set.x.buffer, t.start * 16 * 4, (t.end - t.start) * 16 * 4)));
+    expect(without.tickers.map((t) => t.ticker)).toEqual(kept.map((t) => t.ticker));
+    expect(Buffer.from(without.x.buffer).equals(keptX)).toBe(true);
+    clearRealTokenCache();
+    const cold = await realTrainingTokens(16, { ...data, exclude: ['aapl', 'TLT'] }, 7);
+    expect(Buffer.from(cold.x.buffer).equals(Buffer.from(without.x.buffer))).toBe(true);
+    expect(Buffer.from(cold.risk.buffer).equals(Buffer.from(without.risk.buffer))).toBe(true);
     await expect(realTrainingTokens(16, { ...data, repeat: -1 }, 7)).rejects.toThrow(/real\.repeat/);
     await expect(realTrainingTokens(16, { ...data, contextDropout: 1.5 }, 7)).rejects.toThrow(/real\.contextDropout/);
     // Context dropout: the same rows (listing lengths from their own stream) and labels, some copies with less

@@ -8,8 +8,9 @@
  * Each ticker gives its whole series `repeat` times and `listings` new-listing copies: its first L bars, L drawn
  * log-uniform in [MIN_HISTORY_BARS, 400] from (seed, ticker), so a real fund's first months are in training too.
  */
+import { createHash } from 'node:crypto';
 import { computeFeatures, MIN_HISTORY_BARS } from '../data/features/compute.js';
-import type { FeatureSeries } from '../data/types.js';
+import type { Bar, FeatureSeries } from '../data/types.js';
 import type { Hidden } from '../router/layout.js';
 import { concatSeries } from '../router/batch.js';
 import { Rng } from '../util/random.js';
@@ -44,6 +45,39 @@ export interface RealTrainingData {
 /** The longest new-listing copy, in bars (as the simulator's new listings). */
 const LISTING_MAX_BARS = 400;
 
+type Row = { ticker: string; label: number; series: FeatureSeries };
+
+/**
+ * Each ticker's rows (its copies' features), by what they are drawn from: the recipe's settings and the context
+ * series (`recipeKey`), then the ticker, its label and its bars (`tickerKey`). A cross-fit asks for the same folder
+ * once per fold and member, each time without a fold's tickers; every other ticker's rows are the same then (its
+ * draws come from (seed, ticker) alone), so they are computed once per member seed. Three recipes are kept: the
+ * members of an ensemble.
+ */
+const rowCache = new Map<string, Map<string, Row[]>>();
+const ROW_CACHE_RECIPES = 3;
+
+/** Forgets every cached row (tests: the next call computes every ticker's features again). */
+export function clearRealTokenCache(): void {
+  rowCache.clear();
+}
+
+const digest = (parts: readonly (string | ArrayBufferView)[]): string => {
+  const h = createHash('sha256');
+  for (const p of parts) h.update(typeof p === 'string' ? p : new Uint8Array(p.buffer, p.byteOffset, p.byteLength));
+  return h.digest('base64');
+};
+
+function contextKey(context: MarketContext): string {
+  return digest(context.flatMap((c) => (c === null ? ['-'] : [c.ticker, c.dates, c.logClose])));
+}
+
+function tickerKey(ticker: string, label: number, bars: readonly Bar[]): string {
+  const v = new Float64Array(bars.length * 6);
+  bars.forEach((b, i) => v.set([b.open, b.high, b.low, b.close, b.adjClose, b.volume ?? Number.NaN], i * 6));
+  return `${ticker}|${label}|${digest([bars.map((b) => b.date).join(','), v])}`;
+}
+
 /** Tokens of a real labelled folder for training (see the module comment); `seed` draws the listing lengths. */
 export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData, seed: number, warn?: (m: string) => void): Promise<TokenSet> {
   for (const [name, v] of [['repeat', data.repeat], ['listings', data.listings]] as const) {
@@ -63,22 +97,22 @@ export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData,
     ...(warn ? { warn } : {}),
   });
   for (const f of dir.failed) warn?.(`real training data: ${f.ticker} left out (${f.reason})`);
-  const rows: { ticker: string; label: number; series: FeatureSeries }[] = [];
+  const recipeKey = JSON.stringify([hidden, seed, data.repeat, data.listings, dropout, inceptionShare, contextKey(dir.context)]);
+  let cached = rowCache.get(recipeKey);
+  if (cached === undefined) cached = new Map();
+  rowCache.delete(recipeKey);
+  rowCache.set(recipeKey, cached);
+  while (rowCache.size > ROW_CACHE_RECIPES) rowCache.delete(rowCache.keys().next().value!);
+  const rows: Row[] = [];
   for (const { ticker, label, bars } of dir.loaded) {
     if (bars.length < MIN_HISTORY_BARS) continue;
-    // Degraded contexts from their own stream, so the listing lengths are the same with or without them.
-    const crng = Rng.derive(seed, `context:${ticker}`);
-    const contextOf = (): MarketContext => (dropout > 0 && crng.next() < dropout ? degradeContext(dir.context, crng, inceptionShare) : dir.context);
-    const whole = computeFeatures(ticker, bars, hidden, dir.context);
-    for (let r = 0; r < data.repeat; r++) {
-      const ctx = contextOf();
-      rows.push({ ticker, label, series: ctx === dir.context ? whole : computeFeatures(ticker, bars, hidden, ctx) });
+    const key = tickerKey(ticker, label, bars);
+    let mine = cached.get(key);
+    if (mine === undefined) {
+      mine = tickerRows(hidden, ticker, label, bars, dir.context, seed, data, dropout, inceptionShare);
+      cached.set(key, mine);
     }
-    const rng = Rng.derive(seed, `listing:${ticker}`);
-    for (let c = 0; c < data.listings; c++) {
-      const n = Math.round(Math.exp(rng.uniform(Math.log(MIN_HISTORY_BARS), Math.log(LISTING_MAX_BARS))));
-      rows.push({ ticker: `${ticker}:first${n}`, label, series: computeFeatures(ticker, bars.slice(0, Math.min(n, bars.length)), hidden, contextOf()) });
-    }
+    rows.push(...mine);
   }
   if (rows.length === 0) {
     throw new RangeError(`Expected labelled tickers with at least ${MIN_HISTORY_BARS} bars for real training data in ${dir.dataDir} but received none`);
@@ -86,6 +120,35 @@ export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData,
   const { x, vol, risk } = concatSeries(rows.map((r) => r.series), hidden);
   const tokenRows = rows.map((r) => ({ ticker: r.ticker, label: r.label, subtype: 'real', family: 'recent' as const, days: r.series.vol.length }));
   return assembleTokens(hidden, [{ seed: 0, x, vol, risk, rows: tokenRows }]);
+}
+
+/** One ticker's copies: its whole series `repeat` times and `listings` new listings, contexts degraded as drawn. */
+function tickerRows(
+  hidden: Hidden,
+  ticker: string,
+  label: number,
+  bars: Bar[],
+  context: MarketContext,
+  seed: number,
+  data: RealTrainingData,
+  dropout: number,
+  inceptionShare: number,
+): Row[] {
+  const rows: Row[] = [];
+  // Degraded contexts from their own stream, so the listing lengths are the same with or without them.
+  const crng = Rng.derive(seed, `context:${ticker}`);
+  const contextOf = (): MarketContext => (dropout > 0 && crng.next() < dropout ? degradeContext(context, crng, inceptionShare) : context);
+  const whole = computeFeatures(ticker, bars, hidden, context);
+  for (let r = 0; r < data.repeat; r++) {
+    const ctx = contextOf();
+    rows.push({ ticker, label, series: ctx === context ? whole : computeFeatures(ticker, bars, hidden, ctx) });
+  }
+  const rng = Rng.derive(seed, `listing:${ticker}`);
+  for (let c = 0; c < data.listings; c++) {
+    const n = Math.round(Math.exp(rng.uniform(Math.log(MIN_HISTORY_BARS), Math.log(LISTING_MAX_BARS))));
+    rows.push({ ticker: `${ticker}:first${n}`, label, series: computeFeatures(ticker, bars.slice(0, Math.min(n, bars.length)), hidden, contextOf()) });
+  }
+  return rows;
 }
 
 /** Two token sets as one (`b`'s rows after `a`'s). */

@@ -397,6 +397,11 @@ export interface TrainHooks {
   logEvery?: number;
   /** Keep the validation and test token sets in the result (`sets`), to score other routers on them. */
   keepSets?: boolean;
+  /**
+   * The next router's recipe (an ensemble's next member): on a GPU backend its simulated sets are made on the host's
+   * threads while this router trains (`prefetchSimulation`). Changes no result.
+   */
+  prefetch?: TrainConfig;
 }
 
 /** Batches gathered on this thread, between steps, `group` at a time into one reused slot (the last group only the
@@ -450,6 +455,52 @@ function cachedSimulatedTokens(hidden: Hidden, opts: SimulatedTokenOptions, thre
   return set;
 }
 
+/** The simulated sets a router of `config` trains and is scored on, as `cachedSimulatedTokens` requests. */
+function simulationRequests(config: TrainConfig): {
+  train: SimulatedTokenOptions;
+  validation: SimulatedTokenOptions;
+  test: SimulatedTokenOptions;
+  validationSeeds: number[];
+  testSeeds: number[];
+} {
+  const d = config.data;
+  const byIndex = (first: number, list: readonly RegimeFamily[]) => (seed: number) => list[(seed - first) % list.length]!;
+  const validationSeeds = seedRange(d.validationSeed, d.families.length);
+  const testSeeds = seedRange(d.testSeed, d.testSeeds);
+  return {
+    train: {
+      seeds: seedRange(d.trainSeed, d.trainSeeds),
+      tickersPerSubtype: d.tickersPerSubtype,
+      days: d.days,
+      contextDropout: d.contextDropout,
+      ...(d.contextInceptionShare ? { contextInceptionShare: d.contextInceptionShare } : {}),
+      newListingShare: d.newListingShare,
+      volScaleShare: d.volScaleShare ?? 0,
+      ...(d.volScaleRange !== undefined ? { volScaleRange: d.volScaleRange } : {}),
+      ...(d.volScaleWholeContextOnly === true ? { volScaleWholeContextOnly: true } : {}),
+      familyOf: byIndex(d.trainSeed, d.families),
+    },
+    validation: { seeds: validationSeeds, tickersPerSubtype: d.validationTickersPerSubtype, days: d.days, familyOf: byIndex(d.validationSeed, d.families) },
+    test: { seeds: testSeeds, tickersPerSubtype: d.testTickersPerSubtype, days: d.days, familyOf: byIndex(d.testSeed, REGIME_FAMILIES) },
+    validationSeeds,
+    testSeeds,
+  };
+}
+
+/**
+ * Starts simulating the sets of a router of `config` (training, validation, test) into the cache, without waiting:
+ * the next member of an ensemble, while this one trains on a GPU and the host's cores would idle. The sets are
+ * those `trainRouter` would make when it gets to them (the same bytes), only sooner.
+ */
+function prefetchSimulation(config: TrainConfig): void {
+  const requests = simulationRequests(config);
+  const threads = config.simThreads ?? config.threads;
+  for (const r of [requests.train, requests.validation, requests.test]) {
+    // A failure is the later router's to report, when it asks for the set again (the cache forgets failed sets).
+    cachedSimulatedTokens(config.hidden, r, threads).catch(() => undefined);
+  }
+}
+
 /** What `fitRouter` hands to its `finish` step: the trained backend (still open) and the data it was trained on. */
 interface Fitted {
   backend: TrainerBackend;
@@ -494,8 +545,8 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
   if (!Number.isInteger(d.testSeeds) || d.testSeeds < 1) {
     throw new RangeError(`Expected integer ≥ 1 for data.testSeeds but received ${String(d.testSeeds)}`);
   }
-  const testSeeds = seedRange(d.testSeed, d.testSeeds);
-  const validationSeeds = seedRange(d.validationSeed, d.families.length);
+  const requests = simulationRequests(config);
+  const { validationSeeds, testSeeds } = requests;
   const inTrain = (seed: number) => seed >= d.trainSeed && seed < d.trainSeed + d.trainSeeds;
   if (validationSeeds.some(inTrain) || testSeeds.some(inTrain) || testSeeds.some((s) => validationSeeds.includes(s))) {
     throw new RangeError(
@@ -505,30 +556,13 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
   if (d.families.length === 0 || !d.families.every((f) => (REGIME_FAMILIES as readonly string[]).includes(f))) {
     throw new RangeError(`Expected a non-empty list of ${REGIME_FAMILIES.join(', ')} for data.families but received ${JSON.stringify(d.families)}`);
   }
-  const byIndex = (first: number, list: readonly RegimeFamily[]) => (seed: number) => list[(seed - first) % list.length]!;
   const simThreads = config.simThreads ?? config.threads;
-  const simulated = await cachedSimulatedTokens(H, {
-    seeds: seedRange(d.trainSeed, d.trainSeeds),
-    tickersPerSubtype: d.tickersPerSubtype,
-    days: d.days,
-    contextDropout: d.contextDropout,
-    ...(d.contextInceptionShare ? { contextInceptionShare: d.contextInceptionShare } : {}),
-    newListingShare: d.newListingShare,
-    volScaleShare: d.volScaleShare ?? 0,
-    ...(d.volScaleRange !== undefined ? { volScaleRange: d.volScaleRange } : {}),
-    ...(d.volScaleWholeContextOnly === true ? { volScaleWholeContextOnly: true } : {}),
-    familyOf: byIndex(d.trainSeed, d.families),
-  }, simThreads);
+  const simulated = await cachedSimulatedTokens(H, requests.train, simThreads);
   const train = d.real === undefined ? simulated : concatTokenSets(simulated, await realTrainingTokens(H, d.contextInceptionShare ? { ...d.real, contextInceptionShare: d.contextInceptionShare } : d.real, config.seed, warn));
   let held: Fitted['held'];
   if (heldOut) {
-    const validation = await cachedSimulatedTokens(H, {
-      seeds: validationSeeds,
-      tickersPerSubtype: d.validationTickersPerSubtype,
-      days: d.days,
-      familyOf: byIndex(d.validationSeed, d.families),
-    }, simThreads);
-    const test = await cachedSimulatedTokens(H, { seeds: testSeeds, tickersPerSubtype: d.testTickersPerSubtype, days: d.days, familyOf: byIndex(d.testSeed, REGIME_FAMILIES) }, simThreads);
+    const validation = await cachedSimulatedTokens(H, requests.validation, simThreads);
+    const test = await cachedSimulatedTokens(H, requests.test, simThreads);
     held = { validation, test, validationSeeds, testSeeds };
   }
   const t1 = performance.now();
@@ -540,6 +574,7 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
   }
 
   const backend = createTrainerBackend(H, config.threads, warn);
+  if (hooks.prefetch !== undefined && backend.backend === 'cuda') prefetchSimulation(hooks.prefetch);
   try {
     backend.setParams(initParams(H, config.seed), 1);
     const cw = config.classBalance ? classWeights(train.labels) : new Float64Array(D).fill(1);
