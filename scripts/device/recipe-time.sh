@@ -16,7 +16,8 @@
 #   xz -c build/Release/moe_router.node > $D/moe_router.node.xz; xz -c "$(readlink -f "$(command -v node)")" > $D/node.xz
 # GPU host (the device tool, carry [".device-train"]), repository root:
 #   RECIPE_RUNS="new:--fold-concurrency 5|base:" bash scripts/device/recipe-time.sh "$OUT"
-# Each run is NAME:EXTRA-FLAGS (the bundle in $D/NAME, the flags added to the shipped command and `--threads 16`),
+# Each run is NAME[@BUNDLE]:EXTRA-FLAGS (the bundle in $D/BUNDLE, default $D/NAME; the flags added to the shipped
+# command and `--threads 16`),
 # run one after another under the call's remaining time (RECIPE_BUDGET_S, default 570 s). OUT gets recipe.txt (the
 # timings, each router's data and step times, the cross-fitted figures) and one log per run.
 set -u
@@ -33,12 +34,12 @@ SHIPPED=(--hidden 32 --seeds 7,11,13 --train-seeds 96 --vol-scale-share 1 --vol-
   --context-inception-share 0.5 --real-data "$D/market-data" --real-repeat 8 --real-context-dropout 0.5 --threads 16)
 IFS='|' read -r -a RUNS <<< "${RECIPE_RUNS:-new:--fold-concurrency 5|base:}"
 for run in "${RUNS[@]}"; do
-  name=${run%%:*}; extra=${run#*:}
+  name=${run%%:*}; extra=${run#*:}; bundle=${name#*@}; name=${name%%@*}
   left=$((BUDGET - (SECONDS - T0)))
   if (( left < 60 )); then echo "##### $name: skipped, ${left} s of the budget left" >> "$O/recipe.txt"; continue; fi
   t=$(date +%s%N)
   # shellcheck disable=SC2086
-  ( cd /tmp && timeout "$left" /tmp/node "$D/$name/train.mjs" "${SHIPPED[@]}" $extra --out "/tmp/$name.safetensors" ) > "$O/$name.log" 2>&1
+  ( cd /tmp && timeout "$left" /tmp/node "$D/$bundle/train.mjs" "${SHIPPED[@]}" $extra --out "/tmp/$name.safetensors" ) > "$O/$name.log" 2>&1
   rc=$?
   {
     echo "##### $name: ${SHIPPED[*]} $extra (rc $rc, wall $(( ($(date +%s%N) - t) / 1000000 )) ms)"
@@ -47,10 +48,13 @@ for run in "${RUNS[@]}"; do
 done
 python3 - "${RUNS[@]}" >> "$O/recipe.txt" <<'PY'
 import os, struct, sys
-names = [r.split(':', 1)[0] for r in sys.argv[1:]]
+names = [r.split(':', 1)[0].split('@')[0] for r in sys.argv[1:]]
 def tensors(p):
     b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; return b[8 + n:]
 have = [n for n in names if os.path.exists(f'/tmp/{n}.safetensors')]
+import hashlib
+for n in have:
+    print(f'tensors sha256 {n}:', hashlib.sha256(tensors(f'/tmp/{n}.safetensors')).hexdigest())
 for n in have[1:]:
     print(f'tensors equal {have[0]} / {n}:', tensors(f'/tmp/{have[0]}.safetensors') == tensors(f'/tmp/{n}.safetensors'))
 PY
