@@ -57,9 +57,7 @@ export async function trainEnsemble(config: TrainConfig, seeds: readonly number[
   const members: TrainResult[] = [];
   for (const [i, seed] of seeds.entries()) {
     hooks.log?.(`member ${i + 1} of ${seeds.length}: seed ${seed}`);
-    const next = seeds[i + 1];
-    const prefetch = next !== undefined ? { prefetch: memberConfig(config, next) } : {};
-    members.push(await trainRouter(memberConfig(config, seed), { ...hooks, keepSets: i === 0, ...prefetch }));
+    members.push(await trainRouter(memberConfig(config, seed), { ...hooks, keepSets: i === 0 }));
   }
   const { validation, test } = members[0]!.sets!;
   delete members[0]!.sets;

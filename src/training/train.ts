@@ -397,11 +397,6 @@ export interface TrainHooks {
   logEvery?: number;
   /** Keep the validation and test token sets in the result (`sets`), to score other routers on them. */
   keepSets?: boolean;
-  /**
-   * The next router's recipe (an ensemble's next member): on a GPU backend its simulated sets are made on the host's
-   * threads while this router trains (`prefetchSimulation`). Changes no result.
-   */
-  prefetch?: TrainConfig;
 }
 
 /** Batches gathered on this thread, between steps, `group` at a time into one reused slot (the last group only the
@@ -487,20 +482,6 @@ function simulationRequests(config: TrainConfig): {
   };
 }
 
-/**
- * Starts simulating the sets of a router of `config` (training, validation, test) into the cache, without waiting:
- * the next member of an ensemble, while this one trains on a GPU and the host's cores would idle. The sets are
- * those `trainRouter` would make when it gets to them (the same bytes), only sooner.
- */
-function prefetchSimulation(config: TrainConfig): void {
-  const requests = simulationRequests(config);
-  const threads = config.simThreads ?? config.threads;
-  for (const r of [requests.train, requests.validation, requests.test]) {
-    // A failure is the later router's to report, when it asks for the set again (the cache forgets failed sets).
-    cachedSimulatedTokens(config.hidden, r, threads).catch(() => undefined);
-  }
-}
-
 /** What `fitRouter` hands to its `finish` step: the trained backend (still open) and the data it was trained on. */
 interface Fitted {
   backend: TrainerBackend;
@@ -574,7 +555,6 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
   }
 
   const backend = createTrainerBackend(H, config.threads, warn);
-  if (hooks.prefetch !== undefined && backend.backend === 'cuda') prefetchSimulation(hooks.prefetch);
   try {
     backend.setParams(initParams(H, config.seed), 1);
     const cw = config.classBalance ? classWeights(train.labels) : new Float64Array(D).fill(1);
