@@ -131,6 +131,7 @@ describe('train speed flags', () => {
       [['--context-inception-share', '-1'], 'Expected number in [0, 1] for --context-inception-share but received "-1"'],
       [['--fused-step', '1'], 'Expected on or off for --fused-step but received "1"'],
       [['--steps-per-call', '0'], '--steps-per-call'],
+      [['--fold-concurrency', '0'], 'Expected integer in 1..64 for --fold-concurrency but received "0"'],
     ] as const) {
       const bad = await train([...args]);
       expect(bad.code, args.join(' ')).toBe(2);

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { DOMAINS } from '../domains.js';
 import { FEATURE_SPEC, WARMUP_DAYS } from '../data/features/compute.js';
 import { DEFAULT_MODEL_PATH, saveModel } from '../router/model.js';
+import { cudaStatus } from '../router/native.js';
 import { defaultTrainConfig, metricsSummary, trainRouter, type TrainConfig, type TrainResult, type TrainStepLog } from '../training/train.js';
 import { trainEnsemble } from '../training/ensemble.js';
 import { formatConfusion, formatLevel, type EvaluationMetrics } from '../training/evaluate.js';
@@ -35,8 +36,8 @@ CPUs, up to 16) simulates the market histories and runs the calibration's fits o
 gathers the minibatches between steps instead of on feeder threads (--feeder-threads N, default half the CPUs, from 1
 to 8, each gathering every N-th batch), and --fused-step off trains on the GPU with
 separate loss and optimizer calls instead of one call per --steps-per-call N steps (default 16), and
---fold-concurrency N (default 1) trains N of the cross-fit's folds at once (for the GPU, whose small training kernels
-one router leaves mostly idle): these change the speed, never the file (the fused steps compute --focal's weights in the kernel: with --focal above 0 the GPU's floats
+--fold-concurrency N trains N of the cross-fit's folds at once (default: all of them where a GPU trains, whose small
+training kernels one router leaves mostly idle; 1 on a CPU): these change the speed, never the file (the fused steps compute --focal's weights in the kernel: with --focal above 0 the GPU's floats
 may differ).`;
 
 interface CalibrateArgs {
@@ -107,7 +108,8 @@ function parseConfig(
   if (fusedStep !== 'on' && fusedStep !== 'off') throw new UsageError(`Expected on or off for --fused-step but received ${JSON.stringify(fusedStep)}`);
   config.fusedStep = fusedStep === 'on';
   config.stepsPerCall = intFlag(args, 'steps-per-call', 16, 1, 4096);
-  const foldConcurrency = intFlag(args, 'fold-concurrency', 1, 1, 64);
+  // Every fold at once where the trainer runs on a GPU (its kernels are small; the host's cores feed them), one at a time on a CPU.
+  const foldConcurrency = intFlag(args, 'fold-concurrency', cudaStatus().available ? 64 : 1, 1, 64);
   config.data.tickersPerSubtype = intFlag(args, 'tickers-per-subtype', config.data.tickersPerSubtype, 1, 1000);
   config.data.days = intFlag(args, 'days', config.data.days, WARMUP_DAYS + 20, 20_000);
   config.data.trainSeeds = intFlag(args, 'train-seeds', config.data.trainSeeds, 1, 1000);
