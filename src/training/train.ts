@@ -587,9 +587,14 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
         const adam = { weightDecay: config.weightDecay, clipNorm: config.clipNorm };
         if (fused !== undefined) {
           const lr = Array.from({ length: k }, (_, j) => learningRate(step + j, config));
-          const pending = fused(batch, blab, { ...lossOpts, sampleWeight: bw, focalGamma: config.focalGamma }, { ...adam, lr }, k);
-          feeder?.release(); // the backend copied the batches at the call
-          const out = await pending;
+          // A feeder slot lives in shared memory, which the backend reads in place while the call runs: the slot goes
+          // back to the feeders once the call has settled.
+          let out: Awaited<ReturnType<typeof fused>>;
+          try {
+            out = await fused(batch, blab, { ...lossOpts, sampleWeight: bw, focalGamma: config.focalGamma }, { ...adam, lr }, k);
+          } finally {
+            feeder?.release();
+          }
           for (let j = 0; j < k; j++) {
             record({ step: step + j, lr: lr[j]!, loss: out.loss[j]!, ce: out.ce[j]!, rec: out.rec[j]!, gradNorm: out.gradNorm[j]! });
           }
