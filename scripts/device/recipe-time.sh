@@ -16,8 +16,9 @@
 #   xz -c build/Release/moe_router.node > $D/moe_router.node.xz; xz -c "$(readlink -f "$(command -v node)")" > $D/node.xz
 # GPU host (the device tool, carry [".device-train"]), repository root:
 #   RECIPE_RUNS="new:--fold-concurrency 5|base:" bash scripts/device/recipe-time.sh "$OUT"
-# Each run is NAME[@BUNDLE]:EXTRA-FLAGS (the bundle in $D/BUNDLE, default $D/NAME; the flags added to the shipped
-# command and `--threads 16`),
+# Each run is NAME[@BUNDLE]:EXTRA (the bundle in $D/BUNDLE, default $D/NAME; EXTRA: leading VAR=VALUE words set
+# that run's environment, e.g. MOE_TRAINSTEPS_IN_PLACE=1, the other words are flags added to the shipped command and
+# `--threads 16`),
 # run one after another under the call's remaining time (RECIPE_BUDGET_S, default 570 s). OUT gets recipe.txt (the
 # timings, each router's data and step times, the cross-fitted figures) and one log per run.
 set -u
@@ -38,8 +39,11 @@ for run in "${RUNS[@]}"; do
   left=$((BUDGET - (SECONDS - T0)))
   if (( left < 60 )); then echo "##### $name: skipped, ${left} s of the budget left" >> "$O/recipe.txt"; continue; fi
   t=$(date +%s%N)
-  # shellcheck disable=SC2086
-  ( cd /tmp && timeout "$left" /tmp/node "$D/$bundle/train.mjs" "${SHIPPED[@]}" $extra --out "/tmp/$name.safetensors" ) > "$O/$name.log" 2>&1
+  envs=(); flags=()
+  for w in $extra; do
+    if [[ ${#flags[@]} -eq 0 && $w == *=* && $w != --* ]]; then envs+=("$w"); else flags+=("$w"); fi
+  done
+  ( cd /tmp && env "${envs[@]}" timeout "$left" /tmp/node "$D/$bundle/train.mjs" "${SHIPPED[@]}" "${flags[@]}" --out "/tmp/$name.safetensors" ) > "$O/$name.log" 2>&1
   rc=$?
   {
     echo "##### $name: ${SHIPPED[*]} $extra (rc $rc, wall $(( ($(date +%s%N) - t) / 1000000 )) ms)"

@@ -1,12 +1,14 @@
 /**
- * GPU check of `trainSteps` reading its batch in place (x, vol, risk and sampleWeight over SharedArrayBuffers, as
- * the trainer's feeder slots are) against the same batch in ordinary arrays (copied at the call): the same losses,
- * gradient norms and parameters, bit for bit; a NaN in a shared input rejects the promise naming the array and the
- * index and changes no parameter; the JS thread's time per call both ways. Needs the CUDA backend (exits 3 without).
+ * GPU check of `trainSteps` reading its batch in place (MOE_TRAINSTEPS_IN_PLACE=1: x, vol, risk and sampleWeight
+ * over SharedArrayBuffers, as the trainer's feeder slots are) against the same batch in ordinary arrays (copied at
+ * the call): the same losses, gradient norms and parameters, bit for bit; a NaN in a shared input rejects the promise
+ * naming the array and the index and changes no parameter; the JS thread's time per call both ways. Needs the CUDA
+ * backend (exits 3 without).
  *
  * Build machine: npx esbuild scripts/device/train-steps-inplace.ts --bundle --platform=node --format=esm \
  *   --target=node20 --outfile=DIR/train-steps-inplace.mjs
- * GPU host: MOE_NATIVE_PATH=…/moe_router.node node DIR/train-steps-inplace.mjs
+ * GPU host: MOE_TRAINSTEPS_IN_PLACE=1 MOE_NATIVE_PATH=…/moe_router.node node DIR/train-steps-inplace.mjs
+ * (and the shipped command with and without the variable: scripts/device/recipe-time.sh, runs NAME@BUNDLE).
  */
 import { NativeRouter } from '../../src/router/native.js';
 import { initParams } from '../../src/router/model.js';

@@ -536,10 +536,11 @@ export class NativeRouter {
    * with learning rate `adam.lr[k]` (or `adam.lr` for every step) would, each sample weight multiplied by
    * (1 - p[label])^focalGamma at the parameters of that step, without the gradient leaving the device. The inputs are
    * copied (and checked for NaN/±Inf, the error naming x, vol, risk or sampleWeight) when called, so the caller may
-   * refill them at once, except where x, vol, risk and sampleWeight all lie in SharedArrayBuffers (the trainer's
-   * feeder slots): those are read in place while the call runs, so the caller must leave them alone until the promise
-   * settles, and a NaN/±Inf among them rejects the promise, nothing trained. The parameters change when the promise
-   * resolves, and until then setParams, adamwStep, resetOptimizer and another trainSteps throw.
+   * refill them at once; with MOE_TRAINSTEPS_IN_PLACE=1 (opt-in, not yet measured on a GPU), where x, vol, risk and
+   * sampleWeight all lie in SharedArrayBuffers (the trainer's feeder slots), they are read in place while the call
+   * runs instead, so the caller must leave them alone until the promise settles, and a NaN/±Inf among them rejects the
+   * promise, nothing trained. The parameters change when the promise resolves, and until then setParams, adamwStep,
+   * resetOptimizer and another trainSteps throw.
    */
   async trainSteps(
     batch: TokenBatch,

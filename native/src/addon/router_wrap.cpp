@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "addon.h"
 #include "args.h"
@@ -339,11 +341,12 @@ Napi::Value RouterWrap::TrainStepsSupported(const Napi::CallbackInfo& info) {
 //            weightDecay, clipNorm (as adamwStep)) → Promise<{loss, ce, rec, gradNorm: Float64Array[steps]}>.
 // Backend::trainSteps: step k trains on tokens [k·n/steps, (k+1)·n/steps) with learning rate lr[k], each sample
 // weight times (1 - p[label])^focalGamma, as lossAndGrad then adamwStep would, the gradient never leaving the backend.
-// The inputs are copied (and checked for NaN/±Inf) at the call, except where x, vol, risk and sampleWeight (if
-// given) all lie in SharedArrayBuffers, as the trainer's feeder slots do: those are read in place while the call
-// runs (the caller must not overwrite them until the promise settles), checked on the worker thread before the
-// first step, a NaN/±Inf rejecting the promise with nothing trained. A group of 16 steps of 4,096 tokens at H = 32
-// is 17 MB, which the copy and check held the JS thread for at every call (the trainer's folds at once share that
+// The inputs are copied (and checked for NaN/±Inf) at the call. With MOE_TRAINSTEPS_IN_PLACE=1 (not yet measured
+// on a GPU, so off by default), where x, vol, risk and sampleWeight (if given) all lie in SharedArrayBuffers, as the
+// trainer's feeder slots do, they are read in place while the call runs instead (the caller must not overwrite them
+// until the promise settles; the trainer hands a slot back only then), checked on the worker thread before the first
+// step, a NaN/±Inf rejecting the promise with nothing trained. A group of 16 steps of 4,096 tokens at H = 32 is
+// 17 MB, which the copy and check hold the JS thread for at every call (the trainer's folds at once share that
 // thread). The parameters and optimizer state change when the promise resolves. Only where trainStepsSupported() (else an Error naming the backend); one call at a time: while
 // one is in flight, trainSteps, setParams, adamwStep and resetOptimizer throw.
 Napi::Value RouterWrap::TrainSteps(const Napi::CallbackInfo& info) {
@@ -376,7 +379,11 @@ Napi::Value RouterWrap::TrainSteps(const Napi::CallbackInfo& info) {
   const Napi::Float32Array sw = optionalF32(info[4], "sampleWeight", in.n);
   std::vector<std::pair<const char*, Napi::Float32Array>> inputs{{"x", in.x}, {"vol", in.vol}, {"risk", in.risk}};
   if (!sw.IsEmpty()) inputs.emplace_back("sampleWeight", sw);
-  const bool inPlace = std::all_of(inputs.begin(), inputs.end(), [&](const auto& a) { return onSharedMemory(env, a.second); });
+  // Opt-in until measured on a GPU (MOE_TRAINSTEPS_IN_PLACE=1; scripts/device/train-steps-inplace.ts compares it with
+  // the copy, as MOE_CUDA_HOST_REGISTER does for forward).
+  const char* want = std::getenv("MOE_TRAINSTEPS_IN_PLACE");
+  const bool inPlace = want != nullptr && std::string(want) == "1" &&
+                       std::all_of(inputs.begin(), inputs.end(), [&](const auto& a) { return onSharedMemory(env, a.second); });
   if (inPlace) {
     for (const auto& [name, a] : inputs) {
       b.pins.push_back(std::make_shared<Napi::ObjectReference>(Napi::Persistent(a.As<Napi::Object>())));
