@@ -7,7 +7,8 @@
  *
  * Build machine: npx esbuild scripts/device/train-steps-inplace.ts --bundle --platform=node --format=esm \
  *   --target=node20 --outfile=DIR/train-steps-inplace.mjs
- * GPU host: MOE_TRAINSTEPS_IN_PLACE=1 MOE_NATIVE_PATH=…/moe_router.node node DIR/train-steps-inplace.mjs
+ * GPU host: MOE_NATIVE_PATH=…/moe_router.node node DIR/train-steps-inplace.mjs (it sets MOE_TRAINSTEPS_IN_PLACE=1 for
+ * the in-place run)
  * (and the shipped command with and without the variable: scripts/device/recipe-time.sh, runs NAME@BUNDLE).
  */
 import { NativeRouter } from '../../src/router/native.js';
@@ -67,6 +68,7 @@ async function run(shared: boolean, calls: number) {
 
 const calls = 60;
 const copied = await run(false, calls);
+process.env.MOE_TRAINSTEPS_IN_PLACE = '1'; // read by the addon at each call (ordinary arrays are copied regardless)
 const inPlace = await run(true, calls);
 const same = (a: ArrayLike<number>, b: ArrayLike<number>) => a.length === b.length && Array.from(a).every((v, i) => Object.is(v, b[i]));
 console.log(`${calls} calls of ${STEPS} steps × ${B} tokens, H = ${H}`);
