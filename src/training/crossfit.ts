@@ -157,7 +157,7 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
         try {
           await runFold(k);
         } catch (e) {
-          failed = true; // no further fold starts; the running ones finish, then the first error is thrown
+          failed = true; // no further fold starts; the running ones finish, then a failed fold's error is thrown
           throw e;
         }
       }
