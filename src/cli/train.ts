@@ -36,8 +36,9 @@ CPUs, up to 16) simulates the market histories and runs the calibration's fits o
 gathers the minibatches between steps instead of on feeder threads (--feeder-threads N, default half the CPUs, from 1
 to 8, each gathering every N-th batch), and --fused-step off trains on the GPU with
 separate loss and optimizer calls instead of one call per --steps-per-call N steps (default 16), and
---fold-concurrency N trains N of the cross-fit's folds at once (default: all of them where a GPU trains, whose small
-training kernels one router leaves mostly idle; 1 on a CPU): these change the speed, never the file (the fused steps compute --focal's weights in the kernel: with --focal above 0 the GPU's floats
+--fold-concurrency N trains N of the cross-fit's folds at once (default 5 where a GPU trains, whose small training
+kernels one router leaves mostly idle, 1 on a CPU; each fold in flight holds its own training set, ~1.7 GB for the
+shipped recipe): these change the speed, never the file (the fused steps compute --focal's weights in the kernel: with --focal above 0 the GPU's floats
 may differ).`;
 
 interface CalibrateArgs {
@@ -108,8 +109,9 @@ function parseConfig(
   if (fusedStep !== 'on' && fusedStep !== 'off') throw new UsageError(`Expected on or off for --fused-step but received ${JSON.stringify(fusedStep)}`);
   config.fusedStep = fusedStep === 'on';
   config.stepsPerCall = intFlag(args, 'steps-per-call', 16, 1, 4096);
-  // Every fold at once where the trainer runs on a GPU (its kernels are small; the host's cores feed them), one at a time on a CPU.
-  const foldConcurrency = intFlag(args, 'fold-concurrency', cudaStatus().available ? 64 : 1, 1, 64);
+  // Up to five folds at once where the trainer runs on a GPU (its kernels are small; the host's cores feed them), one
+  // at a time on a CPU. Each fold in flight holds its own training set in host memory (~1.7 GB for the shipped recipe).
+  const foldConcurrency = intFlag(args, 'fold-concurrency', cudaStatus().available ? 5 : 1, 1, 64);
   config.data.tickersPerSubtype = intFlag(args, 'tickers-per-subtype', config.data.tickersPerSubtype, 1, 1000);
   config.data.days = intFlag(args, 'days', config.data.days, WARMUP_DAYS + 20, 20_000);
   config.data.trainSeeds = intFlag(args, 'train-seeds', config.data.trainSeeds, 1, 1000);
