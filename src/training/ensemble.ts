@@ -44,7 +44,7 @@ export async function trainMemberParams(config: TrainConfig, seeds: readonly num
   const params: Float32Array[] = [];
   for (const [i, seed] of seeds.entries()) {
     if (seeds.length > 1) hooks.log?.(`member ${i + 1} of ${seeds.length}: seed ${seed}`);
-    params.push((await trainRouterParams(memberConfig(config, seed), hooks)).params);
+    params.push(await trainRouterParams(memberConfig(config, seed), hooks));
   }
   return params;
 }

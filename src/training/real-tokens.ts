@@ -13,6 +13,7 @@ import { computeFeatures, MIN_HISTORY_BARS } from '../data/features/compute.js';
 import type { Bar, FeatureSeries } from '../data/types.js';
 import type { Hidden } from '../router/layout.js';
 import { concatSeries } from '../router/batch.js';
+import { lruEntry } from '../util/lru.js';
 import { Rng } from '../util/random.js';
 import { degradeContext } from '../data/sim/simulator.js';
 import type { MarketContext } from '../data/features/context.js';
@@ -98,11 +99,7 @@ export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData,
   });
   for (const f of dir.failed) warn?.(`real training data: ${f.ticker} left out (${f.reason})`);
   const recipeKey = JSON.stringify([hidden, seed, data.repeat, data.listings, dropout, inceptionShare, contextKey(dir.context)]);
-  let cached = rowCache.get(recipeKey);
-  if (cached === undefined) cached = new Map();
-  rowCache.delete(recipeKey);
-  rowCache.set(recipeKey, cached);
-  while (rowCache.size > ROW_CACHE_RECIPES) rowCache.delete(rowCache.keys().next().value!);
+  const cached = lruEntry(rowCache, recipeKey, ROW_CACHE_RECIPES, () => new Map<string, Row[]>());
   const rows: Row[] = [];
   for (const { ticker, label, bars } of dir.loaded) {
     if (bars.length < MIN_HISTORY_BARS) continue;

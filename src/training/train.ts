@@ -22,6 +22,7 @@ import { referenceForward, referenceLossAndGrad } from '../router/reference.js';
 export { simulatedTokens, type TokenSet } from './tokens.js';
 export { fitTemperature, fitTemperatureNll, logProbs } from './temperature.js';
 import { fitTemperature } from './temperature.js';
+import { lruEntry } from '../util/lru.js';
 
 const D = DOMAINS.length;
 
@@ -438,15 +439,14 @@ export function clearSimulationCache(): void {
 function cachedSimulatedTokens(hidden: Hidden, opts: SimulatedTokenOptions, threads: number): Promise<TokenSet> {
   const { familyOf, ...rest } = opts;
   const key = JSON.stringify({ hidden, ...rest, families: opts.seeds.map((s) => familyOf?.(s) ?? 'recent') });
-  let set = simCache.get(key);
-  simCacheStats[set === undefined ? 'misses' : 'hits'] += 1;
-  if (set === undefined) {
-    set = simulatedTokensParallel(hidden, opts, threads);
-    set.catch(() => simCache.delete(key));
-  }
-  simCache.delete(key);
-  simCache.set(key, set);
-  while (simCache.size > SIM_CACHE_SIZE) simCache.delete(simCache.keys().next().value!);
+  let made = false;
+  const set = lruEntry(simCache, key, SIM_CACHE_SIZE, () => {
+    made = true;
+    const simulated = simulatedTokensParallel(hidden, opts, threads);
+    simulated.catch(() => simCache.delete(key));
+    return simulated;
+  });
+  simCacheStats[made ? 'misses' : 'hits'] += 1;
   return set;
 }
 
@@ -507,11 +507,8 @@ export async function trainRouter(config: TrainConfig, hooks: TrainHooks = {}): 
  * routers, whose held-out figures nobody reads). The parameters are those `trainRouter` gives for the same config,
  * bit for bit: the training data, initialisation and batches do not depend on the held-out sets.
  */
-export async function trainRouterParams(config: TrainConfig, hooks: TrainHooks = {}): Promise<{ params: Float32Array; seconds: { data: number; train: number } }> {
-  return fitRouter(config, hooks, false, async ({ params, marks }) => ({
-    params,
-    seconds: { data: (marks.t1 - marks.t0) / 1000, train: (marks.t2 - marks.t1) / 1000 },
-  }));
+export async function trainRouterParams(config: TrainConfig, hooks: TrainHooks = {}): Promise<Float32Array> {
+  return fitRouter(config, hooks, false, async ({ params }) => params);
 }
 
 async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boolean, finish: (fitted: Fitted) => Promise<T>): Promise<T> {
