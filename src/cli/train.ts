@@ -38,8 +38,8 @@ to 8, each gathering every N-th batch), and --fused-step off trains on the GPU w
 separate loss and optimizer calls instead of one call per --steps-per-call N steps (default 16), and
 --fold-concurrency N trains N of the cross-fit's folds at once (default 5 where a GPU trains, whose small training
 kernels one router leaves mostly idle, 1 on a CPU; each fold in flight holds its own training set, ~1.7 GB for the
-shipped recipe): these change the speed, never the file (the fused steps compute --focal's weights in the kernel: with --focal above 0 the GPU's floats
-may differ).`;
+shipped recipe): these change the speed, never the file (the fused steps compute --focal's weights in the kernel:
+with --focal above 0 the GPU's floats may differ).`;
 
 interface CalibrateArgs {
   dataDir: string;

@@ -292,7 +292,8 @@ LossOptions stagedLossOptions(const Napi::CallbackInfo& info, StagingPool& pool,
   keep.push_back(pool.take(n));
   copyBytes(keep.back().u8(), labels.Data(), n);
   const std::uint8_t* stagedLabels = keep.back().u8();
-  const float* stagedSw = sw.IsEmpty() ? nullptr : swInPlace ? sw.Data() : stageFinite(env, pool, keep, sw, "sampleWeight");
+  const float* stagedSw =
+      sw.IsEmpty() ? nullptr : swInPlace ? sw.Data() : stageFinite(env, pool, keep, sw, "sampleWeight");
   return LossOptions{stagedLabels, stagedSw, eps, lam};
 }
 
@@ -347,8 +348,9 @@ Napi::Value RouterWrap::TrainStepsSupported(const Napi::CallbackInfo& info) {
 // until the promise settles; the trainer hands a slot back only then), checked on the worker thread before the first
 // step, a NaN/±Inf rejecting the promise with nothing trained. A group of 16 steps of 4,096 tokens at H = 32 is
 // 17 MB, which the copy and check hold the JS thread for at every call (the trainer's folds at once share that
-// thread). The parameters and optimizer state change when the promise resolves. Only where trainStepsSupported() (else an Error naming the backend); one call at a time: while
-// one is in flight, trainSteps, setParams, adamwStep and resetOptimizer throw.
+// thread). The parameters and optimizer state change when the promise resolves. Only where trainStepsSupported()
+// (else an Error naming the backend); one call at a time: while one is in flight, trainSteps, setParams, adamwStep and
+// resetOptimizer throw.
 Napi::Value RouterWrap::TrainSteps(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   requireOpen(env);
@@ -382,8 +384,8 @@ Napi::Value RouterWrap::TrainSteps(const Napi::CallbackInfo& info) {
   // Opt-in until measured on a GPU (MOE_TRAINSTEPS_IN_PLACE=1; scripts/device/train-steps-inplace.ts compares it with
   // the copy, as MOE_CUDA_HOST_REGISTER does for forward).
   const char* want = std::getenv("MOE_TRAINSTEPS_IN_PLACE");
-  const bool inPlace = want != nullptr && std::string(want) == "1" &&
-                       std::all_of(inputs.begin(), inputs.end(), [&](const auto& a) { return onSharedMemory(env, a.second); });
+  const auto shared = [&](const auto& a) { return onSharedMemory(env, a.second); };
+  const bool inPlace = want != nullptr && std::string(want) == "1" && std::all_of(inputs.begin(), inputs.end(), shared);
   if (inPlace) {
     for (const auto& [name, a] : inputs) {
       b.pins.push_back(std::make_shared<Napi::ObjectReference>(Napi::Persistent(a.As<Napi::Object>())));
