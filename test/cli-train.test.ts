@@ -119,7 +119,7 @@ describe('train speed flags', () => {
     const b = path.join(tmp, 'b.safetensors');
     // Three histories so that the seeds really spread over the two simulation threads.
     expect((await train(['--train-seeds', '3', '--steps', '6', '--feeder-threads', '3', '--out', a])).code).toBe(0);
-    expect((await train(['--train-seeds', '3', '--steps', '6', '--feeder', 'off', '--sim-threads', '1', '--fused-step', 'off', '--steps-per-call', '4', '--out', b])).code).toBe(0);
+    expect((await train(['--train-seeds', '3', '--steps', '6', '--feeder', 'off', '--sim-threads', '1', '--fused-step', 'off', '--steps-per-call', '4', '--device-set', 'off', '--out', b])).code).toBe(0);
     // The files name their own path in the rebuild command; everything else must match.
     const strip = (buf: Buffer, name: string) => buf.toString('latin1').split(name).join('OUT');
     expect(strip(await readFile(a), 'a.safetensors')).toBe(strip(await readFile(b), 'b.safetensors'));
@@ -131,6 +131,7 @@ describe('train speed flags', () => {
       [['--context-inception-share', '-1'], 'Expected number in [0, 1] for --context-inception-share but received "-1"'],
       [['--fused-step', '1'], 'Expected on or off for --fused-step but received "1"'],
       [['--steps-per-call', '0'], '--steps-per-call'],
+      [['--device-set', 'yes'], 'Expected on or off for --device-set but received "yes"'],
       [['--fold-concurrency', '0'], 'Expected integer in 1..64 for --fold-concurrency but received "0"'],
     ] as const) {
       const bad = await train([...args]);

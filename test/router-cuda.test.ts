@@ -103,6 +103,37 @@ noGpu(`no usable GPU (${gpu.reason ?? ''})`, () => {
     }
   });
 
+  it('setTrainingSet and trainStepsOnSet need the CUDA backend: checked arguments first, then a clear error', async () => {
+    const r = new NativeRouter({ hidden: 16, backend: 'simd' });
+    try {
+      const batch = randomBatch(16, 4, new Rng(5));
+      const labels = new Uint8Array([0, 1, 2, 3]);
+      expect(() => r.setTrainingSet({ ...batch, labels: new Uint8Array(3) }, [1, 1, 1, 1])).toThrow(/labels/);
+      expect(() => r.setTrainingSet({ ...batch, labels }, [1, 1, 1])).toThrow('Expected 4 class weights for classWeights but received 3');
+      expect(() => r.setTrainingSet({ ...batch, labels }, [1, 1, 1, 1])).toThrow(
+        /setTrainingSet needs the CUDA backend but this router runs on simd-\w+; use lossAndGrad and adamwStep/,
+      );
+      await expect(r.trainStepsOnSet([0, 1] as unknown as Uint32Array, {}, { lr: 1e-3 })).rejects.toThrow(
+        'Expected Uint32Array for index but received array of length 2',
+      );
+      await expect(r.trainStepsOnSet(new Uint32Array(4), {}, { lr: 1e-3 }, 3)).rejects.toThrow(
+        "Expected an integer ≥ 1 dividing the batch's 4 tokens for steps but received 3",
+      );
+      await expect(r.trainStepsOnSet(new Uint32Array(4), { reconWeight: -1 }, { lr: 1e-3 })).rejects.toThrow(
+        'Expected finite number >= 0 for options.reconWeight but received -1',
+      );
+      await expect(r.trainStepsOnSet(new Uint32Array(4), {}, { lr: 1e-3 }, 2)).rejects.toThrow(/trainStepsOnSet needs the CUDA backend/);
+      const raw = new (loadNativeAddon().Router)(16, 'simd', 1);
+      expect(() => raw.setTrainingSet(batch.x, batch.vol, batch.risk, labels, new Float32Array(4))).toThrow(/setTrainingSet needs the CUDA backend/);
+      expect(() => raw.trainStepsOnSet(new Uint32Array(4), 0, 0, 0, new Float32Array([1e-3]), 0.9, 0.999, 1e-8, 0, 1)).toThrow(
+        /trainStepsOnSet needs the CUDA backend/,
+      );
+      raw.close();
+    } finally {
+      r.close();
+    }
+  });
+
   it("'cuda' is a clear error naming the reason", () => {
     let err: unknown;
     try {
@@ -208,6 +239,52 @@ withGpu(`CUDA backend on ${gpu.device ?? ''}`, () => {
       } finally {
         fused.close();
         split.close();
+      }
+    });
+
+    it(`trainStepsOnSet equals trainSteps on the same batches gathered on the host, bit for bit; bad sets and indices are named, H=${hidden}`, async () => {
+      const rng = new Rng(71 + hidden);
+      const params = randomParams(hidden, rng);
+      const onSet = new NativeRouter({ hidden, backend: 'cuda' });
+      const host = new NativeRouter({ hidden, backend: 'cuda' });
+      try {
+        for (const r of [onSet, host]) r.setParams(params, 1);
+        const S = 3000;
+        const set = { ...randomBatch(hidden, S, rng), labels: new Uint8Array(S).map(() => rng.int(4)) };
+        const cw = [0.7, 1.3, 2.1, 0.9];
+        await expect(onSet.trainStepsOnSet(new Uint32Array(4), {}, { lr: 1e-3 })).rejects.toThrow(/needs a training set: call setTrainingSet first/);
+        const bad = { ...set, vol: set.vol.slice() };
+        bad.vol[17] = Number.NaN;
+        expect(() => onSet.setTrainingSet(bad, cw)).toThrow('Expected finite values for vol but received NaN at index 17');
+        expect(() => onSet.setTrainingSet({ ...set, labels: set.labels.map((l, i) => (i === 5 ? 4 : l)) }, cw)).toThrow(
+          'Expected values in 0..3 for labels but received 4 at index 5',
+        );
+        onSet.setTrainingSet(set, cw);
+        const steps = 4;
+        const n = 1024;
+        const index = new Uint32Array(n * steps).map(() => rng.int(S));
+        await expect(onSet.trainStepsOnSet(index.map((v, i) => (i === 9 ? S : v)), {}, { lr: 1e-3 })).rejects.toThrow(
+          `Expected indices below the training set's ${S} tokens for index but received ${S} at index 9`,
+        );
+        const batch = { x: new Float32Array(n * steps * hidden), vol: new Float32Array(n * steps), risk: new Float32Array(n * steps) };
+        const labels = new Uint8Array(n * steps);
+        const sampleWeight = new Float32Array(n * steps);
+        index.forEach((t, i) => {
+          batch.x.set(set.x.subarray(t * hidden, (t + 1) * hidden), i * hidden);
+          batch.vol[i] = set.vol[t]!;
+          batch.risk[i] = set.risk[t]!;
+          labels[i] = set.labels[t]!;
+          sampleWeight[i] = cw[set.labels[t]!]!;
+        });
+        const opts = { labelSmoothing: 0.05, reconWeight: 0.1, focalGamma: 1 };
+        const adam = { clipNorm: 1, weightDecay: 0.01, lr: [5e-3, 4e-3, 3e-3, 2e-3] };
+        const a = await onSet.trainStepsOnSet(index, opts, adam, steps);
+        const b = await host.trainSteps(batch, labels, { ...opts, sampleWeight }, adam, steps);
+        for (const k of ['loss', 'ce', 'rec', 'gradNorm'] as const) expect(Array.from(a[k])).toEqual(Array.from(b[k]));
+        expect(Buffer.from(onSet.getParams().buffer).equals(Buffer.from(host.getParams().buffer))).toBe(true);
+      } finally {
+        onSet.close();
+        host.close();
       }
     });
   }

@@ -82,6 +82,19 @@ describe('batch feeder', () => {
     await feeder.close();
   });
 
+  it('names by index the tokens it would gather, in the same order (fillIndex, for batches gathered on the device)', () => {
+    const src = source(37);
+    const gather = new BatchSampler(src, cw, 11);
+    const name = new BatchSampler(src, cw, 11);
+    const mine = allocSlot(8, 4);
+    const index = new Uint32Array(8);
+    for (let step = 0; step < 25; step++) {
+      gather.fill(mine);
+      name.fillIndex(index);
+      expect(Array.from(index, (i) => i + 0.5)).toEqual(Array.from(mine.vol));
+    }
+  });
+
   it('refuses bad sizes with the value it received', () => {
     expect(() => new BatchFeeder(source(5), cw, { seed: 1, batch: 0, steps: 3 })).toThrow('Expected integer ≥ 1 for batch but received 0');
     expect(() => new BatchFeeder(source(5), cw, { seed: 1, batch: 2, steps: 3, slots: 0 })).toThrow('Expected integer ≥ 1 for slots but received 0');

@@ -24,7 +24,8 @@
 //   trainSteps (loss, gradient with focal weights and AdamW in one call) against the oracle's loss and gradient with
 //   the focal weights computed on the host and the CPU AdamW: loss within 1e-5 relative, norm within 1e-4, each
 //   parameter's movement within 2e-5·max|g| + 1e-4·|g| (+1e-7 for the float parameters); three steps in one call
-//   bit-identical to three calls of one step.
+//   bit-identical to three calls of one step, and to trainStepsOnSet on a held set with the batches' indices;
+//   setTrainingSet on the CPU and trainStepsOnSet without a set throw.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -448,6 +449,40 @@ int run(int argc, char** argv) {
                ra[k].loss.rec == rb[k].loss.rec && ra[k].gradNorm == rb[k].gradNorm;
       std::printf("trainSteps H=%d: 3 steps in one call %s 3 calls\n", H, same ? "identical to" : "DIFFER from");
       check(same, "trainSteps, 3 steps in one call against 3 calls", H, K * n, 0);
+
+      // The same three steps from a held set of 5,000 tokens and indices into it (repeats included), against
+      // trainSteps on the batches gathered on the host with the sample weight the label's class weight: the same
+      // bits. Then a second set replaces the first on the same backend.
+      const std::size_t S = 5000;
+      std::vector<float> sx(S * H), svol(S), srisk(S);
+      std::vector<std::uint8_t> slab(S);
+      for (auto& v : sx) v = nd(gen);
+      for (std::size_t i = 0; i < S; ++i) svol[i] = std::fabs(nd(gen)) * 0.02f, srisk[i] = nd(gen), slab[i] = std::uint8_t(gen() % 4);
+      const float cw[4] = {0.7f, 1.3f, 2.1f, 0.9f};
+      std::vector<std::uint32_t> index(K * n);
+      for (auto& i : index) i = std::uint32_t(gen() % S);
+      for (std::size_t i = 0; i < K * n; ++i) {
+        const std::size_t t = index[i];
+        std::copy(sx.begin() + t * H, sx.begin() + (t + 1) * H, x.begin() + i * H);
+        vol[i] = svol[t], risk[i] = srisk[t], labels[i] = slab[t], sw[i] = cw[slab[t]];
+      }
+      std::vector<float> pc = p.w, pd = p.w;
+      moe::AdamWState sc, sd;
+      moe::StepResult rc[K], rd[K];
+      moe::makeCudaBackend()->trainSteps(p, pc, sc, {x.data(), vol.data(), risk.data(), K * n},
+                                         {labels.data(), sw.data(), 0.05f, 0.1f}, K, lr, 1.0f, o, rc);
+      const auto held = moe::makeCudaBackend();
+      std::vector<float> junk(S * H, 9.0f);
+      held->setTrainingSet(H, {junk.data(), svol.data(), srisk.data(), slab.data(), S, {1, 1, 1, 1}});
+      held->setTrainingSet(H, {sx.data(), svol.data(), srisk.data(), slab.data(), S, {cw[0], cw[1], cw[2], cw[3]}});
+      held->trainStepsOnSet(p, pd, sd, index.data(), K * n, {nullptr, nullptr, 0.05f, 0.1f}, K, lr, 1.0f, o, rd);
+      bool sameSet = pc == pd && sd.t == 3;
+      for (std::size_t k = 0; k < K; ++k)
+        sameSet = sameSet && rc[k].loss.loss == rd[k].loss.loss && rc[k].loss.ce == rd[k].loss.ce &&
+                  rc[k].loss.rec == rd[k].loss.rec && rc[k].gradNorm == rd[k].gradNorm;
+      std::printf("trainStepsOnSet H=%d: 3 steps gathered on the device %s trainSteps on the host's batches\n", H,
+                  sameSet ? "identical to" : "DIFFER from");
+      check(sameSet, "trainStepsOnSet against trainSteps", H, K * n, 0);
     }
     {
       moe::AdamWState st;
@@ -464,6 +499,22 @@ int run(int argc, char** argv) {
       }
       check(threw && ref->supportsTrainSteps() == false && gpu->supportsTrainSteps(), "trainSteps on the CPU throws", H,
             0, 0);
+      bool setThrew = false, onSetThrew = false;
+      try {
+        ref->setTrainingSet(H, {x.data(), one.data(), one.data(), &lab, 1, {1, 1, 1, 1}});
+      } catch (const moe::Error&) {
+        setThrew = true;
+      }
+      try {
+        const float lr = 1e-3f;
+        const std::uint32_t i0 = 0;
+        moe::StepResult r;
+        gpu->trainStepsOnSet(p, q, st, &i0, 1, {nullptr, nullptr, 0.0f, 0.0f}, 1, &lr, 0.0f,
+                             {lr, 0.9f, 0.999f, 1e-8f, 0.0f, 0.0f}, &r);
+      } catch (const moe::Error&) {
+        onSetThrew = true;  // no set held
+      }
+      check(setThrew && onSetThrew, "setTrainingSet on the CPU and trainStepsOnSet without a set throw", H, 0, 0);
     }
   }
   std::printf("%s (%d failures)\n", failures ? "FAIL" : "ok", failures);

@@ -15,9 +15,9 @@
 #   cp -r node_modules/piscina $D/node_modules/ && cp -r ../shared/market-data $D/
 #   xz -c build/Release/moe_router.node > $D/moe_router.node.xz; xz -c "$(readlink -f "$(command -v node)")" > $D/node.xz
 # GPU host (the device tool, carry [".device-train"]), repository root:
-#   RECIPE_RUNS="new:--fold-concurrency 5|base:" bash scripts/device/recipe-time.sh "$OUT"
+#   RECIPE_RUNS="set@new:|host@new:--device-set off" bash scripts/device/recipe-time.sh "$OUT"
 # Each run is NAME[@BUNDLE]:EXTRA (the bundle in $D/BUNDLE, default $D/NAME; EXTRA: leading VAR=VALUE words set
-# that run's environment, e.g. MOE_TRAINSTEPS_IN_PLACE=1, the other words are flags added to the shipped command and
+# that run's environment, e.g. MOE_CUDA_PRECISION=fp32, the other words are flags added to the shipped command and
 # `--threads 16`),
 # run one after another under the call's remaining time (RECIPE_BUDGET_S, default 570 s). OUT gets recipe.txt (the
 # timings, each router's data and step times, the cross-fitted figures) and one log per run.
@@ -33,7 +33,7 @@ export MOE_NATIVE_PATH=/tmp/moe_router.node
 { date -u; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; nproc; lscpu | grep -E "Model name" ; } > "$O/recipe.txt" 2>&1
 SHIPPED=(--hidden 32 --seeds 7,11,13 --train-seeds 96 --vol-scale-share 1 --vol-scale-range 1,2 --vol-scale-where whole-context
   --context-inception-share 0.5 --real-data "$D/market-data" --real-repeat 8 --real-context-dropout 0.5 --threads 16)
-IFS='|' read -r -a RUNS <<< "${RECIPE_RUNS:-new:--fold-concurrency 5|base:}"
+IFS='|' read -r -a RUNS <<< "${RECIPE_RUNS:-set@new:|host@new:--device-set off}"
 for run in "${RUNS[@]}"; do
   name=${run%%:*}; extra=${run#*:}; bundle=${name#*@}; name=${name%%@*}
   left=$((BUDGET - (SECONDS - T0)))

@@ -17,7 +17,7 @@ import { REAL_DATA_FLAGS, UsageError, dirFlag, fileFlag, hiddenFlag, intFlag, nu
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N | --seeds N,N,...] [--steps N] [--batch N] [--lr X]
-                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--vol-scale-share P] [--vol-scale-range LO,HI] [--vol-scale-where all|whole-context] [--context-inception-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--steps-per-call N] [--fold-concurrency N] [--out FILE]
+                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--vol-scale-share P] [--vol-scale-range LO,HI] [--vol-scale-where all|whole-context] [--context-inception-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--steps-per-call N] [--device-set on|off] [--fold-concurrency N] [--out FILE]
                        [--calibrate-data DIR [--calibrate-labels FILE] [--calibrate-context-dir DIR] [--calibrate-folds K]]
                        [--real-data DIR [--real-labels FILE] [--real-context-dir DIR] [--real-repeat R] [--real-listings L] [--real-folds K] [--real-context-dropout P]]
 
@@ -34,8 +34,10 @@ reference funds in their listing order (SPY, IEF, GLD, DBC, UUP), the first k pr
 --threads N is the native trainer's (part of the recipe: the model file records it). --sim-threads N (default: the
 CPUs, up to 16) simulates the market histories and runs the calibration's fits on worker threads, --feeder off
 gathers the minibatches between steps instead of on feeder threads (--feeder-threads N, default half the CPUs, from 1
-to 8, each gathering every N-th batch), and --fused-step off trains on the GPU with
-separate loss and optimizer calls instead of one call per --steps-per-call N steps (default 16), and
+to 8, each gathering every N-th batch), --fused-step off trains on the GPU with
+separate loss and optimizer calls instead of one call per --steps-per-call N steps (default 16), --device-set off
+sends those calls their batches from the host instead of only the batches' token indices into a copy of the training
+set on the GPU, and
 --fold-concurrency N trains N of the cross-fit's folds at once (default 5 where a GPU trains, whose small training
 kernels one router leaves mostly idle, 1 on a CPU; each fold in flight holds its own training set, ~1.7 GB for the
 shipped recipe): these change the speed, never the file (the fused steps compute --focal's weights in the kernel:
@@ -78,6 +80,7 @@ function parseConfig(
     'feeder-threads': { type: 'string' },
     'fold-concurrency': { type: 'string' },
     'steps-per-call': { type: 'string' },
+    'device-set': { type: 'string' },
     out: { type: 'string' },
     help: { type: 'boolean' },
   });
@@ -109,6 +112,9 @@ function parseConfig(
   if (fusedStep !== 'on' && fusedStep !== 'off') throw new UsageError(`Expected on or off for --fused-step but received ${JSON.stringify(fusedStep)}`);
   config.fusedStep = fusedStep === 'on';
   config.stepsPerCall = intFlag(args, 'steps-per-call', 16, 1, 4096);
+  const deviceSet = stringFlag(args, 'device-set') ?? 'on';
+  if (deviceSet !== 'on' && deviceSet !== 'off') throw new UsageError(`Expected on or off for --device-set but received ${JSON.stringify(deviceSet)}`);
+  config.deviceSet = deviceSet === 'on';
   // Up to five folds at once where the trainer runs on a GPU (its kernels are small; the host's cores feed them), one
   // at a time on a CPU. Each fold in flight holds its own training set in host memory (~1.7 GB for the shipped recipe).
   const foldConcurrency = intFlag(args, 'fold-concurrency', cudaStatus().available ? 5 : 1, 1, 64);
@@ -244,7 +250,7 @@ async function train(argv: readonly string[]): Promise<number> {
 
   // Timings, the backend name and the speed-only settings stay out of the file so that the same command rebuilds the
   // same bytes.
-  const { simThreads: _simThreads, feeder: _feeder, feederThreads: _feederThreads, fusedStep: _fusedStep, stepsPerCall: _stepsPerCall, ...savedConfig } = config;
+  const { simThreads: _simThreads, feeder: _feeder, feederThreads: _feederThreads, fusedStep: _fusedStep, stepsPerCall: _stepsPerCall, deviceSet: _deviceSet, ...savedConfig } = config;
   await saveModel(out, {
     hidden: config.hidden,
     params: memberParams[0]!,

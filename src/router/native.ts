@@ -134,6 +134,10 @@ interface AddonRouter {
   adamwStep(grad: Float32Array, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number,
     clipNorm: number): number;
   trainStepsSupported(): boolean;
+  setTrainingSet(x: Float32Array, vol: Float32Array, risk: Float32Array, labels: Uint8Array, classWeights: Float32Array): void;
+  trainStepsOnSet(index: Uint32Array, labelSmoothing: number, reconWeight: number, focalGamma: number, lr: Float32Array,
+    beta1: number, beta2: number, eps: number, weightDecay: number,
+    clipNorm: number): Promise<{ loss: Float64Array; ce: Float64Array; rec: Float64Array; gradNorm: Float64Array }>;
   trainSteps(x: Float32Array, vol: Float32Array, risk: Float32Array, labels: Uint8Array,
     sampleWeight: Float32Array | null, labelSmoothing: number, reconWeight: number, focalGamma: number, lr: Float32Array,
     beta1: number, beta2: number, eps: number, weightDecay: number,
@@ -379,6 +383,25 @@ function lossInputs(batch: TokenBatch, hidden: Hidden, labels: Uint8Array, opts:
   return { eps, lam, sw };
 }
 
+/** AdamW options of a steps call: one learning rate for every step or one per step. */
+export type StepsAdamWOptions = Omit<AdamWOptions, 'lr'> & { lr: number | ArrayLike<number> };
+
+/** Checks the step count, focal exponent and AdamW options of `trainSteps` / `trainStepsOnSet` over n tokens. */
+function stepsInputs(n: number, opts: { focalGamma?: number }, adam: StepsAdamWOptions, steps: number) {
+  if (!Number.isInteger(steps) || steps < 1 || n % steps !== 0) {
+    throw new RangeError(`Expected an integer ≥ 1 dividing the batch's ${n} tokens for steps but received ${String(steps)}`);
+  }
+  const focal = expectNumber(opts.focalGamma ?? 0, 'options.focalGamma', 'finite number >= 0', nonNegativeFinite);
+  const a = adamInputs({ ...adam, lr: 1 });
+  const lrIn = adam.lr;
+  const lr = typeof lrIn === 'number' ? new Float32Array(steps).fill(lrIn) : Float32Array.from(lrIn);
+  if (lr.length !== steps) throw new RangeError(`Expected ${steps} learning rates for options.lr but received ${lr.length}`);
+  lr.forEach((v, i) => {
+    if (!positiveFinite(v)) throw new RangeError(`Expected finite numbers > 0 for options.lr but received ${v} at index ${i}`);
+  });
+  return { focal, a, lr };
+}
+
 /** Checks AdamW options and fills their defaults. */
 function adamInputs(opts: AdamWOptions): { lr: number; beta1: number; beta2: number; eps: number; wd: number; clip: number } {
   const o = expectObject(opts, 'options');
@@ -536,33 +559,52 @@ export class NativeRouter {
    * with learning rate `adam.lr[k]` (or `adam.lr` for every step) would, each sample weight multiplied by
    * (1 - p[label])^focalGamma at the parameters of that step, without the gradient leaving the device. The inputs are
    * copied (and checked for NaN/±Inf, the error naming x, vol, risk or sampleWeight) when called, so the caller may
-   * refill them at once; with MOE_TRAINSTEPS_IN_PLACE=1 (opt-in, not yet measured on a GPU), where x, vol, risk and
-   * sampleWeight all lie in SharedArrayBuffers (the trainer's feeder slots), they are read in place while the call
-   * runs instead, so the caller must leave them alone until the promise settles, and a NaN/±Inf among them rejects the
-   * promise, nothing trained. The parameters change when the promise resolves, and until then setParams, adamwStep,
-   * resetOptimizer and another trainSteps throw.
+   * refill them at once (`trainStepsOnSet` sends only token indices). The parameters change when the promise
+   * resolves, and until then setParams, adamwStep, resetOptimizer, setTrainingSet and another steps call throw.
    */
   async trainSteps(
     batch: TokenBatch,
     labels: Uint8Array,
     opts: LossOptions & { focalGamma?: number },
-    adam: Omit<AdamWOptions, 'lr'> & { lr: number | ArrayLike<number> },
+    adam: StepsAdamWOptions,
     steps = 1,
   ): Promise<StepsResult> {
     const r = this.open();
     const { eps, lam, sw } = lossInputs(batch, this.hidden, labels, opts, false);
-    if (!Number.isInteger(steps) || steps < 1 || batch.vol.length % steps !== 0) {
-      throw new RangeError(`Expected an integer ≥ 1 dividing the batch's ${batch.vol.length} tokens for steps but received ${String(steps)}`);
-    }
-    const focal = expectNumber(opts.focalGamma ?? 0, 'options.focalGamma', 'finite number >= 0', nonNegativeFinite);
-    const a = adamInputs({ ...adam, lr: 1 });
-    const lrIn = adam.lr;
-    const lr = typeof lrIn === 'number' ? new Float32Array(steps).fill(lrIn) : Float32Array.from(lrIn);
-    if (lr.length !== steps) throw new RangeError(`Expected ${steps} learning rates for options.lr but received ${lr.length}`);
-    lr.forEach((v, i) => {
-      if (!positiveFinite(v)) throw new RangeError(`Expected finite numbers > 0 for options.lr but received ${v} at index ${i}`);
-    });
+    const { focal, a, lr } = stepsInputs(batch.vol.length, opts, adam, steps);
     return await r.trainSteps(batch.x, batch.vol, batch.risk, labels, sw, eps, lam, focal, lr, a.beta1, a.beta2, a.eps, a.wd, a.clip);
+  }
+
+  /**
+   * Copies a training set to the device for `trainStepsOnSet` (CUDA only: see `trainStepsSupported`), replacing any
+   * set held before: n tokens (x, vol, risk as a batch; labels in 0..3) and one sample weight per class. A NaN/±Inf
+   * in the inputs, a label out of range or a class weight that is not finite ≥ 0 is a RangeError naming the array and
+   * the index, and changes nothing. Synchronous (about 0.3 s for the 1.7 GB of a shipped recipe's set); not while a
+   * steps call is in flight.
+   */
+  setTrainingSet(set: TokenBatch & { labels: Uint8Array }, classWeights: ArrayLike<number>): void {
+    const r = this.open();
+    const n = checkBatch(set, this.hidden, false);
+    expectU8(set.labels, 'labels', n);
+    const cw = Float32Array.from(classWeights);
+    if (cw.length !== D) throw new RangeError(`Expected ${D} class weights for classWeights but received ${cw.length}`);
+    r.setTrainingSet(set.x, set.vol, set.risk, set.labels, cw);
+  }
+
+  /**
+   * What `trainSteps` does with the batch of the held training set's tokens `index` (`setTrainingSet`; each index
+   * below its token count, the labels the set's, each sample weight its label's class weight), the batch gathered on
+   * the device: the same steps bit for bit, 4 bytes a token sent to the device instead of the token. `steps` divides
+   * the index count; the indices are copied when called.
+   */
+  async trainStepsOnSet(index: Uint32Array, opts: Omit<LossOptions, 'sampleWeight'> & { focalGamma?: number }, adam: StepsAdamWOptions, steps = 1): Promise<StepsResult> {
+    const r = this.open();
+    if (!(index instanceof Uint32Array)) throw new TypeError(expectedMessage('Uint32Array', 'index', index));
+    const o = expectObject(opts, 'options');
+    const eps = expectNumber(o.labelSmoothing ?? 0, 'options.labelSmoothing', 'number in [0, 1)', unitInterval);
+    const lam = expectNumber(o.reconWeight ?? 0, 'options.reconWeight', 'finite number >= 0', nonNegativeFinite);
+    const { focal, a, lr } = stepsInputs(index.length, opts, adam, steps);
+    return await r.trainStepsOnSet(index, eps, lam, focal, lr, a.beta1, a.beta2, a.eps, a.wd, a.clip);
   }
 
   /** One AdamW step on the held parameters; returns the gradient norm before clipping. A NaN/±Inf gradient value

@@ -106,6 +106,11 @@ export class BatchSampler {
     }
   }
 
+  /** Writes the indices of the next `out.length` tokens, the ones `fill` would gather. */
+  fillIndex(out: Uint32Array): void {
+    for (let j = 0; j < out.length; j++) out[j] = this.#take();
+  }
+
   /** Moves past the next `count` tokens as `fill` would, without gathering them (the shuffles still run). */
   skip(count: number): void {
     let left = count;

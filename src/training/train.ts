@@ -14,7 +14,7 @@ import { summarisePredictions, type EvaluationMetrics, type TickerPrediction } f
 import { paramLayout, type Hidden } from '../router/layout.js';
 import { simulatedTokensParallel, type SimulatedTokenOptions, type TokenSet } from './tokens.js';
 import { concatTokenSets, realTrainingTokens, type RealTrainingData } from './real-tokens.js';
-import { allocSlot, BatchFeeder, BatchSampler, type BatchSlot } from './batch-feeder.js';
+import { allocSlot, BatchFeeder, BatchSampler, type BatchSlot, type SampleSource } from './batch-feeder.js';
 import { initParams } from '../router/model.js';
 import { NativeRouter, nativeAvailable } from '../router/native.js';
 import { referenceForward, referenceLossAndGrad } from '../router/reference.js';
@@ -68,6 +68,13 @@ export interface TrainConfig {
   fusedStep?: boolean;
   /** Steps per fused call (speed only). @defaultValue 16 */
   stepsPerCall?: number;
+  /**
+   * Where the backend holds a training set (CUDA, `TrainerBackend.trainStepsOnSet`), the fused calls send only each
+   * batch's token indices into a copy of the training set on the device, which gathers the batch there: the same
+   * batches and weights bit for bit as the feeder's, without the host copying 17 MB a call (speed only).
+   * @defaultValue true
+   */
+  deviceSet?: boolean;
   data: {
     tickersPerSubtype: number;
     /** Simulated days per ticker (the feature warm-up comes out of these). */
@@ -201,6 +208,15 @@ export interface TrainerBackend {
     adam: Omit<AdamOpts, 'lr'> & { lr: number[] },
     steps: number,
   ): Promise<{ loss: Float64Array; ce: Float64Array; rec: Float64Array; gradNorm: Float64Array }>;
+  /** Copies the training set and its class weights into the backend for `trainStepsOnSet` (only with trainSteps). */
+  setTrainingSet?(set: SampleSource, classWeights: Float64Array): void;
+  /** trainSteps on the held set's tokens `index` (each sample weight its label's class weight). */
+  trainStepsOnSet?(
+    index: Uint32Array,
+    opts: Omit<LossOpts, 'sampleWeight'> & { focalGamma: number },
+    adam: Omit<AdamOpts, 'lr'> & { lr: number[] },
+    steps: number,
+  ): Promise<{ loss: Float64Array; ce: Float64Array; rec: Float64Array; gradNorm: Float64Array }>;
   close(): void;
 }
 
@@ -281,7 +297,13 @@ export function createTrainerBackend(hidden: Hidden, threads: number, warn: (m: 
       forward: (b) => router.forward(b),
       lossAndGrad: (b, l, o) => router.lossAndGrad(b, l, o),
       adamwStep: (g, o) => router.adamwStep(g, o),
-      ...(router.trainStepsSupported ? { trainSteps: (b, l, o, a, k) => router.trainSteps(b, l, o, a, k) } : {}),
+      ...(router.trainStepsSupported
+        ? {
+            trainSteps: (b, l, o, a, k) => router.trainSteps(b, l, o, a, k),
+            setTrainingSet: (set, cw) => router.setTrainingSet(set, cw),
+            trainStepsOnSet: (i, o, a, k) => router.trainStepsOnSet(i, o, a, k),
+          }
+        : {}),
       close: () => router.close(),
     };
   }
@@ -564,34 +586,57 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
     const fused = config.fusedStep !== false ? backend.trainSteps?.bind(backend) : undefined;
     const group = fused !== undefined ? (config.stepsPerCall ?? 16) : 1;
     if (!Number.isInteger(group) || group < 1) throw new RangeError(`Expected integer ≥ 1 for stepsPerCall but received ${String(group)}`);
-    const feeder =
-      config.feeder === false
-        ? undefined
-        : new BatchFeeder(train, cw, { seed: config.seed, batch: B, steps: config.steps, threads: config.feederThreads ?? 1, group });
-    const nextBatch = feeder !== undefined ? () => feeder.next() : gatherHere(new BatchSampler(train, cw, config.seed), B, H, group, config.steps);
+    const adam = { weightDecay: config.weightDecay, clipNorm: config.clipNorm };
     const lossOpts = { labelSmoothing: config.labelSmoothing, reconWeight: config.reconWeight };
     const record = (entry: TrainStepLog) => {
       if (!Number.isFinite(entry.loss)) throw new RangeError(`Expected finite loss at step ${entry.step} but received ${entry.loss}`);
       history.push(entry);
       if (entry.step % logEvery === 0 || entry.step === config.steps - 1) hooks.onStep?.(entry);
     };
+    const onSet = fused !== undefined && config.deviceSet !== false ? backend.trainStepsOnSet?.bind(backend) : undefined;
+    if (onSet !== undefined) {
+      // The training set goes to the device once; each call sends its batches' indices, drawn in the feeder's order,
+      // the next call's drawn while this one runs.
+      backend.setTrainingSet!(train, cw);
+      const sampler = new BatchSampler(train, cw, config.seed);
+      const draw = (from: number) => {
+        const k = Math.min(group, config.steps - from);
+        const index = new Uint32Array(k * B);
+        sampler.fillIndex(index);
+        return { k, index, lr: Array.from({ length: k }, (_, j) => learningRate(from + j, config)) };
+      };
+      let next = draw(0);
+      for (let step = 0; step < config.steps; ) {
+        const { k, index, lr } = next;
+        const call = onSet(index, { ...lossOpts, focalGamma: config.focalGamma }, { ...adam, lr }, k);
+        if (step + k < config.steps) next = draw(step + k);
+        const out = await call;
+        for (let j = 0; j < k; j++) {
+          record({ step: step + j, lr: lr[j]!, loss: out.loss[j]!, ce: out.ce[j]!, rec: out.rec[j]!, gradNorm: out.gradNorm[j]! });
+        }
+        step += k;
+      }
+      const t2 = performance.now();
+      log(`steps: ${config.steps} in ${((t2 - t1) / 1000).toFixed(1)} s (${backend.backend}, batches gathered on the device)`);
+      return await finish({ backend, params: backend.getParams(), history, train, ...(held !== undefined ? { held } : {}), marks: { t0, t1, t2 } });
+    }
+    const feeder =
+      config.feeder === false
+        ? undefined
+        : new BatchFeeder(train, cw, { seed: config.seed, batch: B, steps: config.steps, threads: config.feederThreads ?? 1, group });
+    const nextBatch = feeder !== undefined ? () => feeder.next() : gatherHere(new BatchSampler(train, cw, config.seed), B, H, group, config.steps);
     try {
       for (let step = 0; step < config.steps; ) {
         const slot = await nextBatch();
         const { labels: blab, weights: bw } = slot;
         const batch = { x: slot.x, vol: slot.vol, risk: slot.risk };
         const k = slot.vol.length / B;
-        const adam = { weightDecay: config.weightDecay, clipNorm: config.clipNorm };
         if (fused !== undefined) {
           const lr = Array.from({ length: k }, (_, j) => learningRate(step + j, config));
-          // A feeder slot lives in shared memory, which the backend reads in place while the call runs: the slot goes
-          // back to the feeders once the call has settled.
-          let out: Awaited<ReturnType<typeof fused>>;
-          try {
-            out = await fused(batch, blab, { ...lossOpts, sampleWeight: bw, focalGamma: config.focalGamma }, { ...adam, lr }, k);
-          } finally {
-            feeder?.release();
-          }
+          const call = fused(batch, blab, { ...lossOpts, sampleWeight: bw, focalGamma: config.focalGamma }, { ...adam, lr }, k);
+          // The call has copied the batch: its slot may be refilled while the steps run.
+          feeder?.release();
+          const out = await call;
           for (let j = 0; j < k; j++) {
             record({ step: step + j, lr: lr[j]!, loss: out.loss[j]!, ce: out.ce[j]!, rec: out.rec[j]!, gradNorm: out.gradNorm[j]! });
           }

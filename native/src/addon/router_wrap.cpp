@@ -97,6 +97,13 @@ bool onSharedMemory(Napi::Env env, const Napi::TypedArray& a) {
   return napi_instanceof(env, buffer, ctor, &shared) == napi_ok && shared;
 }
 
+// Throws an Error naming the backend where `what` (trainSteps and its kin) cannot run.
+void requireTrainSteps(Napi::Env env, const Backend& backend, const char* what) {
+  if (!backend.supportsTrainSteps())
+    throw Napi::Error::New(env, std::string(what) + " needs the CUDA backend but this router runs on " +
+                                    backend.name() + "; use lossAndGrad and adamwStep");
+}
+
 }  // namespace
 
 Napi::Function RouterWrap::Define(Napi::Env env) {
@@ -112,6 +119,8 @@ Napi::Function RouterWrap::Define(Napi::Env env) {
                       InstanceMethod<&RouterWrap::AdamwStep>("adamwStep"),
                       InstanceMethod<&RouterWrap::TrainSteps>("trainSteps"),
                       InstanceMethod<&RouterWrap::TrainStepsSupported>("trainStepsSupported"),
+                      InstanceMethod<&RouterWrap::SetTrainingSet>("setTrainingSet"),
+                      InstanceMethod<&RouterWrap::TrainStepsOnSet>("trainStepsOnSet"),
                       InstanceMethod<&RouterWrap::ResetOptimizer>("resetOptimizer"),
                       InstanceMethod<&RouterWrap::Close>("close")});
 }
@@ -279,7 +288,7 @@ namespace {
 // info[3..6], checked and staged into `keep`; with `swInPlace` the sample weights are neither copied nor checked
 // here (the caller holds them and has them checked where they are read).
 LossOptions stagedLossOptions(const Napi::CallbackInfo& info, StagingPool& pool, std::vector<Staged>& keep,
-                              std::size_t n, bool swInPlace = false) {
+                              std::size_t n) {
   Napi::Env env = info.Env();
   Napi::Uint8Array labels = requireU8(info[3], "labels", n);
   Napi::Float32Array sw = optionalF32(info[4], "sampleWeight", n);
@@ -292,8 +301,7 @@ LossOptions stagedLossOptions(const Napi::CallbackInfo& info, StagingPool& pool,
   keep.push_back(pool.take(n));
   copyBytes(keep.back().u8(), labels.Data(), n);
   const std::uint8_t* stagedLabels = keep.back().u8();
-  const float* stagedSw =
-      sw.IsEmpty() ? nullptr : swInPlace ? sw.Data() : stageFinite(env, pool, keep, sw, "sampleWeight");
+  const float* stagedSw = sw.IsEmpty() ? nullptr : stageFinite(env, pool, keep, sw, "sampleWeight");
   return LossOptions{stagedLabels, stagedSw, eps, lam};
 }
 
@@ -332,6 +340,25 @@ Napi::Value RouterWrap::LossAndGrad(const Napi::CallbackInfo& info) {
   return queueLoss(env, std::move(b), std::move(outputs));
 }
 
+// The learning rates of a steps call at info[at] (a Float32Array of one finite value > 0 per step, its length
+// dividing the call's token count) and the AdamW options after them, into b.lr and b.adamw.
+void readStepsOptions(const Napi::CallbackInfo& info, std::size_t at, std::size_t tokens, StepsBaton& b) {
+  Napi::Env env = info.Env();
+  if (!info[at].IsTypedArray() || info[at].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    failExpected(env, false, "Float32Array", "lr", info[at]);
+  Napi::Float32Array lr = info[at].As<Napi::Float32Array>();
+  const std::size_t steps = lr.ElementLength();
+  if (steps == 0 || tokens % steps != 0)
+    throw Napi::RangeError::New(env, "Expected a token count that is a multiple of the steps (lr.length " +
+                                         std::to_string(steps) + ") but received " + std::to_string(tokens) + " tokens");
+  for (std::size_t k = 0; k < steps; ++k)
+    if (!isPositiveFinite(lr[k]))
+      throw Napi::RangeError::New(env, "Expected finite numbers > 0 for lr but received " + std::to_string(lr[k]) +
+                                           " at index " + std::to_string(k));
+  b.lr.assign(lr.Data(), lr.Data() + steps);
+  b.adamw = readAdamW(info, int(at + 1), false);
+}
+
 // trainStepsSupported() → whether trainSteps runs on this router's backend (the CUDA one).
 Napi::Value RouterWrap::TrainStepsSupported(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), backend_ && backend_->supportsTrainSteps());
@@ -342,63 +369,98 @@ Napi::Value RouterWrap::TrainStepsSupported(const Napi::CallbackInfo& info) {
 //            weightDecay, clipNorm (as adamwStep)) → Promise<{loss, ce, rec, gradNorm: Float64Array[steps]}>.
 // Backend::trainSteps: step k trains on tokens [k·n/steps, (k+1)·n/steps) with learning rate lr[k], each sample
 // weight times (1 - p[label])^focalGamma, as lossAndGrad then adamwStep would, the gradient never leaving the backend.
-// The inputs are copied (and checked for NaN/±Inf) at the call. With MOE_TRAINSTEPS_IN_PLACE=1 (not yet measured
-// on a GPU, so off by default), where x, vol, risk and sampleWeight (if given) all lie in SharedArrayBuffers, as the
-// trainer's feeder slots do, they are read in place while the call runs instead (the caller must not overwrite them
-// until the promise settles; the trainer hands a slot back only then), checked on the worker thread before the first
-// step, a NaN/±Inf rejecting the promise with nothing trained. A group of 16 steps of 4,096 tokens at H = 32 is
-// 17 MB, which the copy and check hold the JS thread for at every call (the trainer's folds at once share that
-// thread). The parameters and optimizer state change when the promise resolves. Only where trainStepsSupported()
+// The inputs are copied (and checked for NaN/±Inf) at the call; trainStepsOnSet sends only indices into a set held
+// on the device. The parameters and optimizer state change when the promise resolves. Only where trainStepsSupported()
 // (else an Error naming the backend); one call at a time: while one is in flight, trainSteps, setParams, adamwStep and
 // resetOptimizer throw.
 Napi::Value RouterWrap::TrainSteps(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   requireOpen(env);
   requireIdle(env);
-  if (!backend_->supportsTrainSteps())
-    throw Napi::Error::New(env, std::string("trainSteps needs the CUDA backend but this router runs on ") +
-                                    backend_->name() + "; use lossAndGrad and adamwStep");
+  requireTrainSteps(env, *backend_, "trainSteps");
   const BatchArrays in = readBatch(info, hidden_);
-  const float focal = float(requireNumber(info[7], "focalGamma", "finite number >= 0", isNonNegativeFinite));
-  if (!info[8].IsTypedArray() || info[8].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-    failExpected(env, false, "Float32Array", "lr", info[8]);
-  Napi::Float32Array lr = info[8].As<Napi::Float32Array>();
-  const std::size_t steps = lr.ElementLength();
-  if (steps == 0 || in.n % steps != 0)
-    throw Napi::RangeError::New(env, "Expected a token count that is a multiple of the steps (lr.length " +
-                                         std::to_string(steps) + ") but received " + std::to_string(in.n) + " tokens");
-  for (std::size_t k = 0; k < steps; ++k)
-    if (!isPositiveFinite(lr[k]))
-      throw Napi::RangeError::New(env, "Expected finite numbers > 0 for lr but received " + std::to_string(lr[k]) +
-                                           " at index " + std::to_string(k));
-  const AdamWOptions o = readAdamW(info, 9, false);
   StepsBaton b;
+  b.focalGamma = float(requireNumber(info[7], "focalGamma", "finite number >= 0", isNonNegativeFinite));
+  readStepsOptions(info, 8, in.n, b);
+  b.buffers.reserve(6);
+  b.batch = staged(env, *staging_, b.buffers, in);
+  b.opts = stagedLossOptions(info, *staging_, b.buffers, in.n);
+  return queueStepsCall(info, std::move(b));
+}
+
+// setTrainingSet(x [n*H], vol [n], risk [n], labels Uint8Array [n] (each 0..3), classWeights Float32Array [4] (each
+// finite ≥ 0)) → undefined. Copies the n tokens to the device (Backend::setTrainingSet), replacing any set held
+// before, for trainStepsOnSet; x, vol and risk are checked for NaN/±Inf first (RangeError naming the array and the
+// index; nothing changes then; a failure of the copy itself leaves no set held). Synchronous: about 0.3 s for 1.7 GB. Only where trainStepsSupported(); not while a
+// trainSteps or trainStepsOnSet call is in flight.
+Napi::Value RouterWrap::SetTrainingSet(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  requireOpen(env);
+  requireIdle(env);
+  requireTrainSteps(env, *backend_, "setTrainingSet");
+  const BatchArrays in = readBatch(info, hidden_);
+  const Napi::Uint8Array labels = requireU8(info[3], "labels", in.n);
+  const Napi::Float32Array cw = requireF32(info[4], "classWeights", kDomains);
+  for (std::size_t c = 0; c < kDomains; ++c)
+    if (!isNonNegativeFinite(cw[c]))
+      throw Napi::RangeError::New(env, "Expected finite numbers >= 0 for classWeights but received " +
+                                           std::to_string(cw[c]) + " at index " + std::to_string(c));
+  const std::uint8_t* l = labels.Data();
+  const std::size_t badLabel = std::size_t(std::find_if(l, l + in.n, [](std::uint8_t c) { return c >= kDomains; }) - l);
+  if (badLabel < in.n)
+    throw Napi::RangeError::New(env, "Expected values in 0..3 for labels but received " + std::to_string(l[badLabel]) +
+                                         " at index " + std::to_string(badLabel));
+  inPlace(env, in);  // the NaN/±Inf check
+  Backend::TrainingSet set{in.x.Data(), in.vol.Data(), in.risk.Data(), l, in.n, {cw[0], cw[1], cw[2], cw[3]}};
+  setTokens_ = 0;
+  try {
+    backend_->setTrainingSet(hidden_, set);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  setTokens_ = in.n;
+  return env.Undefined();
+}
+
+// trainStepsOnSet(index Uint32Array [n] (each < the held set's tokens), labelSmoothing, reconWeight, focalGamma ≥ 0,
+//                 lr Float32Array [steps] (n a multiple of steps), beta1, beta2, eps, weightDecay, clipNorm)
+// → Promise<{loss, ce, rec, gradNorm: Float64Array[steps]}>. What trainSteps does with the batch of the held set's
+// tokens index[0..n) (the labels the set's, each sample weight its label's class weight), the batches gathered on
+// the device (Backend::trainStepsOnSet): the same steps bit for bit, 4 bytes a token crossing to the device instead
+// of (H + 3)·4 + 1. The indices are copied at the call. Errors and one-call-at-a-time as trainSteps; an Error when
+// no set is held.
+Napi::Value RouterWrap::TrainStepsOnSet(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  requireOpen(env);
+  requireIdle(env);
+  requireTrainSteps(env, *backend_, "trainStepsOnSet");
+  if (setTokens_ == 0) throw Napi::Error::New(env, "trainStepsOnSet needs a training set: call setTrainingSet first");
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+    failExpected(env, false, "Uint32Array", "index", info[0]);
+  const Napi::Uint32Array index = info[0].As<Napi::Uint32Array>();
+  const std::size_t n = index.ElementLength();
+  if (n == 0) throw Napi::RangeError::New(env, "Expected at least 1 token for index but received Uint32Array of length 0");
+  StepsBaton b;
+  b.opts.labelSmoothing = float(requireNumber(info[1], "labelSmoothing", "number in [0, 1)", isUnitInterval));
+  b.opts.reconWeight = float(requireNumber(info[2], "reconWeight", "finite number >= 0", isNonNegativeFinite));
+  b.focalGamma = float(requireNumber(info[3], "focalGamma", "finite number >= 0", isNonNegativeFinite));
+  readStepsOptions(info, 4, n, b);
+  const std::uint32_t* ix = index.Data();
+  const std::size_t bad = std::size_t(std::find_if(ix, ix + n, [&](std::uint32_t i) { return i >= setTokens_; }) - ix);
+  if (bad < n)
+    throw Napi::RangeError::New(env, "Expected indices below the training set's " + std::to_string(setTokens_) +
+                                         " tokens for index but received " + std::to_string(ix[bad]) + " at index " +
+                                         std::to_string(bad));
+  b.index.assign(ix, ix + n);
+  return queueStepsCall(info, std::move(b));
+}
+
+Napi::Value RouterWrap::queueStepsCall(const Napi::CallbackInfo& info, StepsBaton b) {
+  Napi::Env env = info.Env();
   b.backend = backend_;
   b.params = params_;
   b.next = std::make_shared<Params>(*params_);
   b.adam = adam_;
-  b.buffers.reserve(6);
-  const Napi::Float32Array sw = optionalF32(info[4], "sampleWeight", in.n);
-  std::vector<std::pair<const char*, Napi::Float32Array>> inputs{{"x", in.x}, {"vol", in.vol}, {"risk", in.risk}};
-  if (!sw.IsEmpty()) inputs.emplace_back("sampleWeight", sw);
-  // Opt-in until measured on a GPU (MOE_TRAINSTEPS_IN_PLACE=1; scripts/device/train-steps-inplace.ts compares it with
-  // the copy, as MOE_CUDA_HOST_REGISTER does for forward).
-  const char* want = std::getenv("MOE_TRAINSTEPS_IN_PLACE");
-  const auto shared = [&](const auto& a) { return onSharedMemory(env, a.second); };
-  const bool inPlace = want != nullptr && std::string(want) == "1" && std::all_of(inputs.begin(), inputs.end(), shared);
-  if (inPlace) {
-    for (const auto& [name, a] : inputs) {
-      b.pins.push_back(std::make_shared<Napi::ObjectReference>(Napi::Persistent(a.As<Napi::Object>())));
-      b.check.push_back({name, a.Data(), a.ElementLength()});
-    }
-    b.batch = Batch{in.x.Data(), in.vol.Data(), in.risk.Data(), in.n};
-  } else {
-    b.batch = staged(env, *staging_, b.buffers, in);
-  }
-  b.opts = stagedLossOptions(info, *staging_, b.buffers, in.n, inPlace);
-  b.lr.assign(lr.Data(), lr.Data() + steps);
-  b.focalGamma = focal;
-  b.adamw = o;
   auto self = std::make_shared<Napi::ObjectReference>(Napi::Persistent(info.This().As<Napi::Object>()));
   b.settle = [this, self](StepsBaton* done) {
     stepping_ = false;

@@ -28,6 +28,11 @@ class RouterWrap : public Napi::ObjectWrap<RouterWrap> {
   Napi::Value AdamwStep(const Napi::CallbackInfo& info);
   Napi::Value TrainSteps(const Napi::CallbackInfo& info);
   Napi::Value TrainStepsSupported(const Napi::CallbackInfo& info);
+  Napi::Value SetTrainingSet(const Napi::CallbackInfo& info);
+  Napi::Value TrainStepsOnSet(const Napi::CallbackInfo& info);
+  // The shared tail of TrainSteps and TrainStepsOnSet (b's inputs, lr and AdamW options filled): the baton's
+  // parameters, optimizer state and settle filled, the call queued.
+  Napi::Value queueStepsCall(const Napi::CallbackInfo& info, StepsBaton b);
   Napi::Value ResetOptimizer(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
@@ -38,6 +43,7 @@ class RouterWrap : public Napi::ObjectWrap<RouterWrap> {
   std::size_t paramCount_ = 0;
   bool closed_ = false;
   bool stepping_ = false;
+  std::size_t setTokens_ = 0;  // tokens of the training set the backend holds (setTrainingSet), 0: none
   std::shared_ptr<const Backend> backend_;
   std::string fallback_;  // why 'auto' did not get the GPU ('' when it did, or when a CPU backend was asked for)
   std::string device_;    // GPU description when the CUDA backend runs

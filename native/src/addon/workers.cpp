@@ -172,11 +172,12 @@ class StepsWorker final : public PromiseWorker {
 
  private:
   void run() override {
-    for (const StepsBaton::Finite& c : b_.check) {
-      const std::size_t i = findNonFinite(c.data, c.n);
-      if (i < c.n) throw std::runtime_error(nonFiniteMessage(c.name, c.data[i], i));
-    }
     b_.results.resize(b_.lr.size());
+    if (!b_.index.empty()) {
+      b_.backend->trainStepsOnSet(*b_.params, b_.next->w, b_.adam, b_.index.data(), b_.index.size(), b_.opts,
+                                  b_.lr.size(), b_.lr.data(), b_.focalGamma, b_.adamw, b_.results.data());
+      return;
+    }
     b_.backend->trainSteps(*b_.params, b_.next->w, b_.adam, b_.batch, b_.opts, b_.lr.size(), b_.lr.data(),
                            b_.focalGamma, b_.adamw, b_.results.data());
   }

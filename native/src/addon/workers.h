@@ -114,16 +114,9 @@ struct StepsBaton {
   std::vector<float> lr;               // one per step
   float focalGamma = 0;
   AdamWOptions adamw{};
-  // In place instead of staged (x, vol, risk and sampleWeight all over SharedArrayBuffers): the references keep
-  // them alive, and the worker checks each listed array for NaN/±Inf before the first step (the promise rejects
-  // naming the array and the index, nothing trained).
-  std::vector<std::shared_ptr<Napi::ObjectReference>> pins;
-  struct Finite {
-    const char* name;
-    const float* data;
-    std::size_t n;
-  };
-  std::vector<Finite> check;
+  // trainStepsOnSet instead (non-empty): the batch's indices into the training set the backend holds; batch unused,
+  // opts' labels and sampleWeight null.
+  std::vector<std::uint32_t> index;
   std::vector<StepResult> results;
   std::function<void(StepsBaton*)> settle;
 };

@@ -187,6 +187,18 @@ void Backend::trainSteps(const Params&, std::vector<float>&, AdamWState&, const 
            " trains with lossAndGrad and adamwStep");
 }
 
+void Backend::setTrainingSet(int, const TrainingSet&) const {
+  MOE_FAIL(std::string("setTrainingSet needs the CUDA backend; backend ") + name() +
+           " trains with lossAndGrad and adamwStep");
+}
+
+void Backend::trainStepsOnSet(const Params&, std::vector<float>&, AdamWState&, const std::uint32_t*, std::size_t,
+                              const LossOptions&, std::size_t, const float*, float, const AdamWOptions&,
+                              StepResult*) const {
+  MOE_FAIL(std::string("trainStepsOnSet needs the CUDA backend; backend ") + name() +
+           " trains with lossAndGrad and adamwStep");
+}
+
 double Backend::adamwStep(const Layout& layout, std::vector<float>& params, AdamWState& st, const float* grad,
                           const AdamWOptions& o) const {
   return ::moe::adamwStep(layout, params, st, grad, o);

@@ -46,6 +46,28 @@ void launchFirstNonFinite(const float* v, std::size_t n, std::size_t base, unsig
   MOE_CUDA_CHECK(cudaGetLastError());
 }
 
+// Batch row i of a held training set's tokens index[i] (i < m): x, vol, risk and the label copied, the sample weight
+// the label's class weight. One thread per value of x; the first m threads also take the token's other fields.
+__global__ void gatherTokens(int H, const float* __restrict__ x, const float* __restrict__ vol,
+                             const float* __restrict__ risk, const std::uint8_t* __restrict__ labels,
+                             const std::uint32_t* __restrict__ index, std::size_t m, float4 cw, float* __restrict__ ox,
+                             float* __restrict__ ovol, float* __restrict__ orisk, std::uint8_t* __restrict__ olabels,
+                             float* __restrict__ osw) {
+  const std::size_t stride = std::size_t(gridDim.x) * blockDim.x;
+  for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < m * H; i += stride) {
+    const std::size_t j = i / H;
+    ox[i] = x[std::size_t(index[j]) * H + (i - j * H)];
+    if (i < m) {
+      const std::uint32_t t = index[i];
+      const std::uint8_t c = labels[t];
+      ovol[i] = vol[t];
+      orisk[i] = risk[t];
+      olabels[i] = c;
+      osw[i] = c == 0 ? cw.x : c == 1 ? cw.y : c == 2 ? cw.z : cw.w;
+    }
+  }
+}
+
 CudaProbe doProbe() {
   CudaProbe r;
   r.built = true;
@@ -250,33 +272,66 @@ class CudaBackend final : public Backend {
     std::lock_guard<std::mutex> lock(mu_);
     requireOpen();
     const int H = p.H;
-    const std::size_t P = Layout(H).size;
-    MOE_CHECK(params.size() == P && p.w.size() == P, "parameter vector does not match the layout");
     MOE_CHECK(steps >= 1 && b.n >= steps && b.n % steps == 0, "trainSteps needs a token count that is a multiple of steps");
-    MOE_CHECK(focalGamma >= 0 && std::isfinite(focalGamma), "focalGamma must be a finite number >= 0");
     const std::size_t m = b.n / steps;
-    growDoubles(stepsCap_, 4 * steps, dSteps_, &hSteps_);
-    stepOnDevice(params, st, std::int64_t(steps), [&](cudaStream_t s) {
-      for (std::size_t k = 0; k < steps; ++k) {
-        const Batch bk{b.x + k * m * H, b.vol + k * m, b.risk + k * m, m};
-        const LossOptions ok{o.labels + k * m, o.sampleWeight ? o.sampleWeight + k * m : nullptr, o.labelSmoothing,
-                             o.reconWeight};
-        // Step 0 uploads p when the device holds other weights; later steps start from what the last one left.
-        lossGradOnDevice(p, bk, ok, focalGamma, true, k == 0, int(k % 2));
-        AdamWOptions ak = ao;
-        ak.lr = lr[k];
-        queueAdamW(H, P, st.t + std::int64_t(k), ak);
-        MOE_CUDA_CHECK(cudaMemcpyAsync(dSteps_ + 4 * k, dReduced_ + P, 3 * sizeof(double), cudaMemcpyDeviceToDevice, s));
-        MOE_CUDA_CHECK(cudaMemcpyAsync(dSteps_ + 4 * k + 3, dNorm_, sizeof(double), cudaMemcpyDeviceToDevice, s));
-      }
-      MOE_CUDA_CHECK(cudaMemcpyAsync(hSteps_, dSteps_, 4 * steps * sizeof(double), cudaMemcpyDeviceToHost, s));
+    runSteps(p, params, st, steps, lr, focalGamma, ao, out, [&](std::size_t k) {
+      const Batch bk{b.x + k * m * H, b.vol + k * m, b.risk + k * m, m};
+      const LossOptions ok{o.labels + k * m, o.sampleWeight ? o.sampleWeight + k * m : nullptr, o.labelSmoothing,
+                           o.reconWeight};
+      // Step 0 uploads p when the device holds other weights; later steps start from what the last one left.
+      lossGradOnDevice(p, bk, ok, focalGamma, true, k == 0, int(k % 2));
     });
-    for (std::size_t k = 0; k < steps; ++k) {
-      out[k].loss.ce = hSteps_[4 * k];
-      out[k].loss.rec = hSteps_[4 * k + 1];
-      out[k].loss.loss = hSteps_[4 * k + 2];
-      out[k].gradNorm = hSteps_[4 * k + 3];
+  }
+
+  // Contract: Backend::setTrainingSet. The set's arrays are copied to the device as they are (from pageable memory);
+  // a set held before is freed first, and nothing is held after a failure.
+  void setTrainingSet(int H, const TrainingSet& set) const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    requireOpen();
+    MOE_CHECK(H == 16 || H == 32, "setTrainingSet needs H = 16 or 32");
+    MOE_CHECK(set.n >= 1, "setTrainingSet needs at least one token");
+    freeSet();
+    try {
+      devAlloc(set_.x, set.n * H), devAlloc(set_.vol, set.n), devAlloc(set_.risk, set.n), devAlloc(set_.labels, set.n);
+      cudaStream_t s = slots_[0].stream;
+      MOE_CUDA_CHECK(cudaMemcpyAsync(set_.x, set.x, set.n * H * sizeof(float), cudaMemcpyHostToDevice, s));
+      MOE_CUDA_CHECK(cudaMemcpyAsync(set_.vol, set.vol, set.n * sizeof(float), cudaMemcpyHostToDevice, s));
+      MOE_CUDA_CHECK(cudaMemcpyAsync(set_.risk, set.risk, set.n * sizeof(float), cudaMemcpyHostToDevice, s));
+      MOE_CUDA_CHECK(cudaMemcpyAsync(set_.labels, set.labels, set.n, cudaMemcpyHostToDevice, s));
+      MOE_CUDA_CHECK(cudaStreamSynchronize(s));
+    } catch (...) {
+      drain();
+      freeSet();
+      throw;
     }
+    set_.n = set.n;
+    set_.H = H;
+    set_.cw = make_float4(set.classWeight[0], set.classWeight[1], set.classWeight[2], set.classWeight[3]);
+  }
+
+  // Contract: Backend::trainStepsOnSet. As trainSteps, each step's batch gathered on the device from the held set
+  // into a slot's buffers (the indices uploaded once for the call), so the kernels read the same bytes.
+  void trainStepsOnSet(const Params& p, std::vector<float>& params, AdamWState& st, const std::uint32_t* index,
+                       std::size_t n, const LossOptions& o, std::size_t steps, const float* lr, float focalGamma,
+                       const AdamWOptions& ao, StepResult* out) const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    requireOpen();
+    MOE_CHECK(set_.n > 0, "trainStepsOnSet needs a training set: call setTrainingSet first");
+    MOE_CHECK(set_.H == p.H, "trainStepsOnSet: the training set was made for H = " + std::to_string(set_.H) +
+                                 ", the parameters are for H = " + std::to_string(p.H));
+    MOE_CHECK(steps >= 1 && n >= steps && n % steps == 0, "trainStepsOnSet needs an index count that is a multiple of steps");
+    const std::size_t m = n / steps;
+    if (indexCap_ < n) {
+      devFree(dIndex_), hostFree(hIndex_);
+      devAlloc(dIndex_, n), hostAlloc(hIndex_, n);
+      indexCap_ = n;
+    }
+    std::memcpy(hIndex_, index, n * sizeof(std::uint32_t));
+    MOE_CUDA_CHECK(cudaMemcpyAsync(dIndex_, hIndex_, n * sizeof(std::uint32_t), cudaMemcpyHostToDevice, slots_[0].stream));
+    const LossOptions ok{nullptr, nullptr, o.labelSmoothing, o.reconWeight};
+    runSteps(p, params, st, steps, lr, focalGamma, ao, out, [&](std::size_t k) {
+      lossGradOnDevice(p, Batch{nullptr, nullptr, nullptr, m}, ok, focalGamma, true, k == 0, int(k % 2), dIndex_ + k * m);
+    });
   }
 
   // AdamW with the moments on the device; `params` receives the updated vector, which also stays on the device
@@ -414,8 +469,10 @@ class CudaBackend final : public Backend {
   // they are (the last trainSteps step left them). Chunks of up to kChunk tokens run in order on that one stream
   // (their kernels add into the same partial rows); the two slots (chunk i in slot (i + slotShift) % 2) still let the
   // host stage chunk i+1 while chunk i runs. Caller holds mu_.
+  // With dIndex (device, b.n indices into the held set), each chunk is gathered from the set on the stream instead
+  // (b's and o's arrays are not read).
   void lossGradOnDevice(const Params& p, const Batch& b, const LossOptions& o, float focalGamma, bool toGrad,
-                        bool upload = true, int slotShift = 0) const {
+                        bool upload = true, int slotShift = 0, const std::uint32_t* dIndex = nullptr) const {
     MOE_CHECK(b.n > 0, "lossAndGrad needs at least one token");
     const int H = p.H;
     if (upload) ensureWeights(H, p.w, p.temperature);
@@ -432,6 +489,17 @@ class CudaBackend final : public Backend {
     for (std::size_t i = 0; i < chunks; ++i) {
       Slot& s = slots_[(i + std::size_t(slotShift)) % 2];
       const std::size_t at = i * C, m = std::min(C, n - at);
+      if (dIndex) {
+        // The same stream as every kernel that read the slot's buffers before: no wait needed.
+        const unsigned blocks = unsigned(std::min<std::size_t>((m * H + 255) / 256, 4096));
+        gatherTokens<<<blocks, 256, 0, st>>>(H, set_.x, set_.vol, set_.risk, set_.labels, dIndex + at, m, set_.cw, s.x,
+                                             s.vol, s.risk, s.labels, s.sw);
+        MOE_LAUNCH_CHECK();
+        const cuda::LossArgs la{s.x, s.vol, s.risk, s.labels, s.sw, int(m), o.labelSmoothing, o.reconWeight, focalGamma};
+        cuda::launchLossGrad(H, dp, la, rows, dPartial_, st);
+        MOE_CUDA_CHECK(cudaEventRecord(s.done, st));
+        continue;
+      }
       MOE_CUDA_CHECK(cudaEventSynchronize(s.done));  // the slot's last chunk (of any call) has left its buffers
       std::vector<cuda::CopyPool::Task> copies{{s.hx, b.x + at * H, m * H * sizeof(float)},
                                                {s.hvol, b.vol + at, m * sizeof(float)},
@@ -451,6 +519,42 @@ class CudaBackend final : public Backend {
       MOE_CUDA_CHECK(cudaEventRecord(s.done, st));
     }
     cuda::launchReduceLossGrad(H, dPartial_, rows, 1.0 / double(n), dReduced_, toGrad ? dGrad_ : nullptr, st);
+  }
+
+  // The steps of trainSteps / trainStepsOnSet: lossGrad(k) queues step k's loss and gradient on slot 0's stream,
+  // then its AdamW, WeT refresh and loss sums are queued after it; one wait at the end (stepOnDevice). Caller holds
+  // mu_.
+  template <class LossGrad>
+  void runSteps(const Params& p, std::vector<float>& params, AdamWState& st, std::size_t steps, const float* lr,
+                float focalGamma, const AdamWOptions& ao, StepResult* out, LossGrad lossGrad) const {
+    const int H = p.H;
+    const std::size_t P = Layout(H).size;
+    MOE_CHECK(params.size() == P && p.w.size() == P, "parameter vector does not match the layout");
+    MOE_CHECK(focalGamma >= 0 && std::isfinite(focalGamma), "focalGamma must be a finite number >= 0");
+    growDoubles(stepsCap_, 4 * steps, dSteps_, &hSteps_);
+    stepOnDevice(params, st, std::int64_t(steps), [&](cudaStream_t s) {
+      for (std::size_t k = 0; k < steps; ++k) {
+        lossGrad(k);
+        AdamWOptions ak = ao;
+        ak.lr = lr[k];
+        queueAdamW(H, P, st.t + std::int64_t(k), ak);
+        MOE_CUDA_CHECK(cudaMemcpyAsync(dSteps_ + 4 * k, dReduced_ + P, 3 * sizeof(double), cudaMemcpyDeviceToDevice, s));
+        MOE_CUDA_CHECK(cudaMemcpyAsync(dSteps_ + 4 * k + 3, dNorm_, sizeof(double), cudaMemcpyDeviceToDevice, s));
+      }
+      MOE_CUDA_CHECK(cudaMemcpyAsync(hSteps_, dSteps_, 4 * steps * sizeof(double), cudaMemcpyDeviceToHost, s));
+    });
+    for (std::size_t k = 0; k < steps; ++k) {
+      out[k].loss.ce = hSteps_[4 * k];
+      out[k].loss.rec = hSteps_[4 * k + 1];
+      out[k].loss.loss = hSteps_[4 * k + 2];
+      out[k].gradNorm = hSteps_[4 * k + 3];
+    }
+  }
+
+  void freeSet() const {
+    devFree(set_.x), devFree(set_.vol), devFree(set_.risk), devFree(set_.labels);
+    set_.n = 0;
+    set_.H = 0;
   }
 
   // Makes `dev` (and its pinned twin `*host`, when given) hold at least `need` doubles, `cap` their current size;
@@ -555,8 +659,9 @@ class CudaBackend final : public Backend {
     }
     devFree(dW_), devFree(dM_), devFree(dV_), devFree(dGrad_), devFree(dNorm_), devFree(dPartial_), devFree(dReduced_);
     hostFree(hGrad_), hostFree(hNorm_), hostFree(hReduced_);
-    devFree(dSteps_), hostFree(hSteps_), devFree(dBad_);
-    partialCap_ = reducedCap_ = stepsCap_ = 0;
+    devFree(dSteps_), hostFree(hSteps_), devFree(dBad_), devFree(dIndex_), hostFree(hIndex_);
+    freeSet();
+    partialCap_ = reducedCap_ = stepsCap_ = indexCap_ = 0;
     wH_ = 0;
     mirror_.clear();
   }
@@ -575,6 +680,17 @@ class CudaBackend final : public Backend {
   mutable double *dSteps_ = nullptr, *hSteps_ = nullptr;  // trainSteps: per step Σ w·CE, Σ rec, Σ loss (÷ n), norm
   // Sizes in doubles of dPartial_, of dReduced_ and hReduced_, and of dSteps_ and hSteps_ (growDoubles).
   mutable std::size_t partialCap_ = 0, reducedCap_ = 0, stepsCap_ = 0;
+  // The held training set (setTrainingSet; n == 0: none) and trainStepsOnSet's indices (device, pinned twin).
+  struct HeldSet {
+    float *x = nullptr, *vol = nullptr, *risk = nullptr;
+    std::uint8_t* labels = nullptr;
+    std::size_t n = 0;
+    int H = 0;
+    float4 cw{};
+  };
+  mutable HeldSet set_;
+  mutable std::uint32_t *dIndex_ = nullptr, *hIndex_ = nullptr;
+  mutable std::size_t indexCap_ = 0;
 };
 
 }  // namespace
