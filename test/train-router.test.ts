@@ -3,7 +3,7 @@ import { Rng } from '../src/util/random.js';
 import { REGIME_FAMILIES } from '../src/data/sim/regimes.js';
 import { SUBTYPES } from '../src/data/universe.js';
 import { weakestSubtypes } from '../src/cli/study.js';
-import { classWeights, defaultTrainConfig, fitTemperature, fitTemperatureNll, learningRate, logProbs, trainRouter, trainRouterParams, clearSimulationCache, simulationCacheStats } from '../src/training/train.js';
+import { classWeights, defaultTrainConfig, fitTemperature, fitTemperatureNll, learningRate, logProbs, trainRouter, trainRouterParams, clearSimulationCache, simulationCacheStats, prefetchSimulation } from '../src/training/train.js';
 
 describe('training schedule and weights', () => {
   it('warms up linearly, peaks, then decays by cosine to the floor', () => {
@@ -138,5 +138,15 @@ describe('short training run', () => {
     // A different seed trains different parameters: the equality above is not vacuous.
     const e = await trainRouterParams({ ...config, seed: 5 });
     expect(e).not.toEqual(a.params);
+    // Sets simulated ahead (an ensemble's next member while one trains on the GPU): the router then finds all three
+    // made, and trains the same bytes.
+    clearSimulationCache();
+    const s6 = simulationCacheStats();
+    prefetchSimulation(config);
+    const f = await trainRouter(config);
+    const s7 = simulationCacheStats();
+    // Six requests for three sets, each simulated once by whichever asked first.
+    expect([s7.misses - s6.misses, s7.hits - s6.hits]).toEqual([3, 3]);
+    expect(f.params).toEqual(a.params);
   });
 });

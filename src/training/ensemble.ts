@@ -7,7 +7,7 @@ import { DOMAINS } from '../domains.js';
 import { averageMembers } from '../router/ensemble.js';
 import { summarisePredictions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
 import { fitTemperature } from './temperature.js';
-import { createTrainerBackend, heldOutBreakdown, predictTokenSet, trainRouter, trainRouterParams, type HeldOutBreakdown, type TrainConfig, type TrainHooks, type TrainResult } from './train.js';
+import { createTrainerBackend, heldOutBreakdown, predictTokenSet, prefetchSimulation, trainRouter, trainRouterParams, type HeldOutBreakdown, type TrainConfig, type TrainHooks, type TrainResult } from './train.js';
 import type { TokenSet } from './tokens.js';
 
 const D = DOMAINS.length;
@@ -57,7 +57,13 @@ export async function trainEnsemble(config: TrainConfig, seeds: readonly number[
   const members: TrainResult[] = [];
   for (const [i, seed] of seeds.entries()) {
     hooks.log?.(`member ${i + 1} of ${seeds.length}: seed ${seed}`);
-    members.push(await trainRouter(memberConfig(config, seed), { ...hooks, keepSets: i === 0 }));
+    const next = seeds[i + 1];
+    // Where a member's steps leave the host's cores free (on the GPU, from a set held there), the next member's
+    // histories are simulated meanwhile: the same sets, made earlier.
+    const onStepsStart = ({ hostCoresFree }: { hostCoresFree: boolean }) => {
+      if (hostCoresFree && next !== undefined) prefetchSimulation(memberConfig(config, next));
+    };
+    members.push(await trainRouter(memberConfig(config, seed), { ...hooks, keepSets: i === 0, onStepsStart }));
   }
   const { validation, test } = members[0]!.sets!;
   delete members[0]!.sets;

@@ -420,6 +420,11 @@ export interface TrainHooks {
   logEvery?: number;
   /** Keep the validation and test token sets in the result (`sets`), to score other routers on them. */
   keepSets?: boolean;
+  /**
+   * Called as the steps begin, the training set made. `hostCoresFree`: the steps take no host threads (the batches
+   * are gathered on the device from a set held there), so other work may use the cores meanwhile.
+   */
+  onStepsStart?: (info: { hostCoresFree: boolean }) => void;
 }
 
 /** Batches gathered on this thread, between steps, `group` at a time into one reused slot (the last group only the
@@ -470,6 +475,19 @@ function cachedSimulatedTokens(hidden: Hidden, opts: SimulatedTokenOptions, thre
   });
   simCacheStats[made ? 'misses' : 'hits'] += 1;
   return set;
+}
+
+/**
+ * Starts simulating the sets a router of `config` trains and is scored on (training, validation, test, one after
+ * another), into the cache that its `trainRouter` reads: that call then finds them made or in the making. A failure
+ * surfaces there (a failed set leaves the cache).
+ */
+export function prefetchSimulation(config: TrainConfig): void {
+  const r = simulationRequests(config);
+  const threads = config.simThreads ?? config.threads;
+  void (async () => {
+    for (const o of [r.train, r.validation, r.test]) await cachedSimulatedTokens(config.hidden, o, threads);
+  })().catch(() => undefined);
 }
 
 /** The simulated sets a router of `config` trains and is scored on, as `cachedSimulatedTokens` requests. */
@@ -598,6 +616,7 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
       // The training set goes to the device once; each call sends its batches' indices, drawn in the feeder's order,
       // the next call's drawn while this one runs.
       backend.setTrainingSet!(train, cw);
+      hooks.onStepsStart?.({ hostCoresFree: true });
       const sampler = new BatchSampler(train, cw, config.seed);
       const draw = (from: number) => {
         const k = Math.min(group, config.steps - from);
@@ -625,6 +644,7 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
         ? undefined
         : new BatchFeeder(train, cw, { seed: config.seed, batch: B, steps: config.steps, threads: config.feederThreads ?? 1, group });
     const nextBatch = feeder !== undefined ? () => feeder.next() : gatherHere(new BatchSampler(train, cw, config.seed), B, H, group, config.steps);
+    hooks.onStepsStart?.({ hostCoresFree: false });
     try {
       for (let step = 0; step < config.steps; ) {
         const slot = await nextBatch();
