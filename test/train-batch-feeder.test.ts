@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { allocSlot, BatchFeeder, BatchSampler, type SampleSource } from '../src/training/batch-feeder.js';
+import { allocSlot, BatchFeeder, BatchSampler, IndexFeeder, TokenOrder, type SampleSource } from '../src/training/batch-feeder.js';
 
 /** A small token set whose values name their token, so a batch shows which tokens it holds. */
 function source(n: number, H = 4): SampleSource {
@@ -82,17 +82,37 @@ describe('batch feeder', () => {
     await feeder.close();
   });
 
-  it('names by index the tokens it would gather, in the same order (fillIndex, for batches gathered on the device)', () => {
+  it.each([
+    [1, 1],
+    [2, 3],
+  ])('draws on its threads the token indices of the batches the sampler gathers (IndexFeeder; %i threads, %i batches a slot)', async (threads, group) => {
     const src = source(37);
-    const gather = new BatchSampler(src, cw, 11);
-    const name = new BatchSampler(src, cw, 11);
+    const steps = 25;
+    const here = new BatchSampler(src, cw, 11);
     const mine = allocSlot(8, 4);
+    const order = new TokenOrder(37, 11);
     const index = new Uint32Array(8);
-    for (let step = 0; step < 25; step++) {
-      gather.fill(mine);
-      name.fillIndex(index);
-      expect(Array.from(index, (i) => i + 0.5)).toEqual(Array.from(mine.vol));
+    const feeder = new IndexFeeder(37, { seed: 11, batch: 8, steps, threads, group });
+    try {
+      for (let step = 0; step < steps; ) {
+        const slot = await feeder.next();
+        const k = Math.min(group, steps - step);
+        expect(slot).toBeInstanceOf(Uint32Array);
+        expect(slot.length).toBe(8 * k);
+        for (let j = 0; j < k; j++) {
+          here.fill(mine);
+          order.fillIndex(index);
+          // The values name their token: the indices are those of the tokens the sampler gathered.
+          expect(Array.from(slot.subarray(j * 8, (j + 1) * 8), (i) => i + 0.5)).toEqual(Array.from(mine.vol));
+          expect(Array.from(slot.subarray(j * 8, (j + 1) * 8))).toEqual(Array.from(index));
+        }
+        feeder.release();
+        step += k;
+      }
+    } finally {
+      await feeder.close();
     }
+    expect(() => new IndexFeeder(0, { seed: 1, batch: 8, steps: 1 })).toThrow('Expected at least one token to sample from but received none');
   });
 
   it('refuses bad sizes with the value it received', () => {

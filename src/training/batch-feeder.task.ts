@@ -1,22 +1,28 @@
-import { BatchSampler, CONSUMED, STAMPS, slotBytes, slotViews, type BatchSlot, type FeederData } from './batch-feeder.js';
+import { BatchSampler, CONSUMED, STAMPS, TokenOrder, slotBytes, slotViews, type FeederData } from './batch-feeder.js';
 
 /**
- * One feeder thread of `BatchFeeder` (one task for the whole training): runs the whole shuffle with `BatchSampler`
- * and fills the ring's slots s ≡ thread (mod threads) in order (the last one with `lastBatch` tokens), never more
- * than `slots` slots ahead of the training loop, stamping each with s + 1; returns the number it filled.
+ * One feeder thread of `BatchFeeder` or `IndexFeeder` (one task for the whole training): runs the whole shuffle with
+ * `BatchSampler` (or, for indices, `TokenOrder`) and fills the ring's slots s ≡ thread (mod threads) in order (the
+ * last one with `lastBatch` tokens), never more than `slots` slots ahead of the training loop, stamping each with
+ * s + 1; returns the number it filled.
  */
 export default function feed(d: FeederData): number {
   const H = d.hidden;
   const B = d.batch;
-  const bytes = slotBytes(B, H);
+  const bytes = d.indices ? 4 * B : slotBytes(B, H);
   const counters = new Int32Array(d.ring, d.slots * bytes, STAMPS + d.slots);
-  const sampler = new BatchSampler({ hidden: H, x: d.x, vol: d.vol, risk: d.risk, labels: d.labels }, d.classWeights, d.seed);
-  const slots: BatchSlot[] = Array.from({ length: d.slots }, (_, i) => slotViews(d.ring, i * bytes, B, H));
+  const order = d.indices ? new TokenOrder(d.count, d.seed) : undefined;
+  const sampler = d.indices ? undefined : new BatchSampler({ hidden: H, x: d.x, vol: d.vol, risk: d.risk, labels: d.labels }, d.classWeights, d.seed);
+  const fill = (offset: number, tokens: number) => {
+    if (order !== undefined) order.fillIndex(new Uint32Array(d.ring, offset, tokens));
+    else sampler!.fill(slotViews(d.ring, offset, tokens, H));
+  };
   let filled = 0;
   for (let step = 0; step < d.slotCount; step++) {
     const last = step === d.slotCount - 1;
+    const tokens = last ? d.lastBatch : B;
     if (step % d.threads !== d.thread) {
-      sampler.skip(last ? d.lastBatch : B);
+      (order ?? sampler!).skip(tokens);
       continue;
     }
     // Wait while the ring is full: the slot of step − slots is still the training loop's.
@@ -25,7 +31,7 @@ export default function feed(d: FeederData): number {
       if (step - consumed < d.slots) break;
       Atomics.wait(counters, CONSUMED, consumed);
     }
-    sampler.fill(last ? slotViews(d.ring, (step % d.slots) * bytes, d.lastBatch, H) : slots[step % d.slots]!);
+    fill((step % d.slots) * bytes, tokens);
     Atomics.store(counters, STAMPS + (step % d.slots), step + 1);
     Atomics.notify(counters, STAMPS + (step % d.slots));
     filled++;

@@ -14,7 +14,7 @@ import { summarisePredictions, type EvaluationMetrics, type TickerPrediction } f
 import { paramLayout, type Hidden } from '../router/layout.js';
 import { simulatedTokensParallel, type SimulatedTokenOptions, type TokenSet } from './tokens.js';
 import { concatTokenSets, realTrainingTokens, type RealTrainingData } from './real-tokens.js';
-import { allocSlot, BatchFeeder, BatchSampler, type BatchSlot, type SampleSource } from './batch-feeder.js';
+import { allocSlot, BatchFeeder, BatchSampler, IndexFeeder, type BatchSlot, type SampleSource } from './batch-feeder.js';
 import { initParams } from '../router/model.js';
 import { NativeRouter, nativeAvailable } from '../router/native.js';
 import { referenceForward, referenceLossAndGrad } from '../router/reference.js';
@@ -613,27 +613,28 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
     };
     const onSet = fused !== undefined && config.deviceSet !== false ? backend.trainStepsOnSet?.bind(backend) : undefined;
     if (onSet !== undefined) {
-      // The training set goes to the device once; each call sends its batches' indices, drawn in the feeder's order,
-      // the next call's drawn while this one runs.
+      // The training set goes to the device once; each call sends its batches' token indices, drawn in the feeder's
+      // order on a feeder thread (an epoch's shuffle of millions of tokens would hold this thread, which the folds
+      // trained at once share).
       backend.setTrainingSet!(train, cw);
       hooks.onStepsStart?.({ hostCoresFree: true });
-      const sampler = new BatchSampler(train, cw, config.seed);
-      const draw = (from: number) => {
-        const k = Math.min(group, config.steps - from);
-        const index = new Uint32Array(k * B);
-        sampler.fillIndex(index);
-        return { k, index, lr: Array.from({ length: k }, (_, j) => learningRate(from + j, config)) };
-      };
-      let next = draw(0);
-      for (let step = 0; step < config.steps; ) {
-        const { k, index, lr } = next;
-        const call = onSet(index, { ...lossOpts, focalGamma: config.focalGamma }, { ...adam, lr }, k);
-        if (step + k < config.steps) next = draw(step + k);
-        const out = await call;
-        for (let j = 0; j < k; j++) {
-          record({ step: step + j, lr: lr[j]!, loss: out.loss[j]!, ce: out.ce[j]!, rec: out.rec[j]!, gradNorm: out.gradNorm[j]! });
+      const order = new IndexFeeder(train.size, { seed: config.seed, batch: B, steps: config.steps, group });
+      try {
+        for (let step = 0; step < config.steps; ) {
+          const index = await order.next();
+          const k = index.length / B;
+          const lr = Array.from({ length: k }, (_, j) => learningRate(step + j, config));
+          const call = onSet(index, { ...lossOpts, focalGamma: config.focalGamma }, { ...adam, lr }, k);
+          // The call has copied the indices: their slot may be refilled while the steps run.
+          order.release();
+          const out = await call;
+          for (let j = 0; j < k; j++) {
+            record({ step: step + j, lr: lr[j]!, loss: out.loss[j]!, ce: out.ce[j]!, rec: out.rec[j]!, gradNorm: out.gradNorm[j]! });
+          }
+          step += k;
         }
-        step += k;
+      } finally {
+        await order.close();
       }
       const t2 = performance.now();
       log(`steps: ${config.steps} in ${((t2 - t1) / 1000).toFixed(1)} s (${backend.backend}, batches gathered on the device)`);
