@@ -17,7 +17,9 @@
 // training rows only.
 //   pipeline   Backend::forward from host arrays (pageable, as JS memory is): staging + transfers + kernel
 //   train      lossAndGrad + adamwStep steps from host batches, as the TypeScript trainer drove them
-//   train-fused   the same steps as Backend::trainSteps calls of 1 and of 16 steps (the trainer's path on the GPU)
+//   train-fused   the same steps as Backend::trainSteps calls of 1 and of 16 steps (host batches)
+//   train-set  the same steps as Backend::trainStepsOnSet calls of 16 steps on a set held on the device (the
+//              trainer's path on the GPU)
 //   train-device  the step's kernels alone on a batch already on the device (as the PyTorch baseline runs), and the
 //              loss-and-gradient kernel alone
 // Weights come from the same safetensors files the PyTorch comparison loads.
@@ -414,6 +416,34 @@ int main(int argc, char** argv) {
           const double msF = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
           std::printf("{\"kind\":\"train-fused\",\"H\":%d,\"batch\":%zu,\"stepsPerCall\":%zu,\"steps\":%zu,\"msPerStep\":%.4f,\"lossFirst\":%.5f,\"lossLast\":%.5f}\n",
                       H, n, per, calls * per, msF / double(calls * per), lossFirst, lossLast);
+        }
+
+        // The trainer's path on the GPU since 2026-12-06: the batch's 16 copies as a training set held on the device
+        // (Backend::setTrainingSet), each call of 16 steps sending only their token indices (trainStepsOnSet; each
+        // step the same batch, so the rows compare with train-fused's).
+        {
+          const std::size_t per = 16;
+          moe::Backend::TrainingSet set{hx.data(), hv.data(), hr.data(), labels.data(), n, {1.0f, 1.0f, 1.0f, 1.0f}};
+          be->setTrainingSet(H, set);
+          std::vector<std::uint32_t> index(per * n);
+          for (std::size_t i = 0; i < index.size(); ++i) index[i] = std::uint32_t(i % n);
+          std::vector<float> lrs(per, ao.lr);
+          std::vector<moe::StepResult> res(per);
+          params = std::make_shared<moe::Params>(moe::Params{H, 1.0f, w});
+          st = moe::AdamWState{};
+          const moe::LossOptions so{nullptr, nullptr, lo.labelSmoothing, lo.reconWeight};
+          auto onSet = [&] {
+            be->trainStepsOnSet(*params, params->w, st, index.data(), index.size(), so, per, lrs.data(), 0.0f, ao, res.data());
+            if (st.t == std::int64_t(per)) lossFirst = res[0].loss.loss;
+            lossLast = res[per - 1].loss.loss;
+          };
+          const int calls = std::max<int>(1, trainSteps / int(per));
+          for (int i = 0; i < 2; ++i) onSet();
+          const auto t1 = std::chrono::steady_clock::now();
+          for (int i = 0; i < calls; ++i) onSet();
+          const double msS = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
+          std::printf("{\"kind\":\"train-set\",\"H\":%d,\"batch\":%zu,\"stepsPerCall\":%zu,\"steps\":%zu,\"msPerStep\":%.4f,\"lossFirst\":%.5f,\"lossLast\":%.5f}\n",
+                      H, n, per, calls * per, msS / double(calls * per), lossFirst, lossLast);
         }
 
         // The step's kernels alone on a batch already on the device, as the PyTorch baseline runs: zero the partial

@@ -69,9 +69,11 @@ for r in bench:
         x = f"{t['msPerStep']:.3f} | {t['msPerStep'] / r['msPerStep']:.1f}" if t else "- | -"
         print(f"| kernels, batch on the device (loss-gradient kernel alone {r['msLossGradKernel']:.3f}) | {r['H']} | {r['batch']} | - | {r['msPerStep']:.3f} | {x} | - | - |")
         continue
-    if r["kind"] not in ("train", "train-fused"):
+    if r["kind"] not in ("train", "train-fused", "train-set"):
         continue
-    print("| " + ("host batches, lossAndGrad + adamwStep" if r["kind"] == "train" else f"host batches, trainSteps calls of {r.get('stepsPerCall', 1)}"), end=" ")
+    what = {"train": "host batches, lossAndGrad + adamwStep", "train-fused": f"host batches, trainSteps calls of {r.get('stepsPerCall', 1)}",
+            "train-set": f"set on the device, trainStepsOnSet calls of {r.get('stepsPerCall', 1)}"}[r["kind"]]
+    print("| " + what, end=" ")
     t = next((t for t in torch_rows if t.get("kind") == "torch-train" and t["H"] == r["H"] and t["batch"] == r["batch"]), None)
     print(f"| {r['H']} | {r['batch']} | {r['steps']} | {r['msPerStep']:.3f} | {t['msPerStep']:.3f} | {t['msPerStep'] / r['msPerStep']:.1f} | "
           f"{r['lossFirst']:.3f} → {r['lossLast']:.3f} | {t['lossFirst']:.3f} → {t['lossLast']:.3f} |" if t else
