@@ -372,15 +372,21 @@ function lossInputs(batch: TokenBatch, hidden: Hidden, labels: Uint8Array, opts:
   if (bad >= 0) {
     throw new RangeError(`Expected values in 0..3 for labels but received ${labels[bad]} at index ${bad}`);
   }
-  const o = expectObject(opts, 'options');
-  const eps = expectNumber(o.labelSmoothing ?? 0, 'options.labelSmoothing', 'number in [0, 1)', unitInterval);
-  const lam = expectNumber(o.reconWeight ?? 0, 'options.reconWeight', 'finite number >= 0', nonNegativeFinite);
+  const { o, eps, lam } = lossTerms(opts);
   let sw: Float32Array | null = null;
   if (o.sampleWeight !== undefined) {
     sw = expectF32(o.sampleWeight, 'options.sampleWeight', n);
     if (finite) expectFinite(sw, 'options.sampleWeight');
   }
   return { eps, lam, sw };
+}
+
+/** Checks the label smoothing ε and reconstruction weight λ of the loss options (defaults 0). */
+function lossTerms(opts: Omit<LossOptions, 'sampleWeight'>) {
+  const o = expectObject(opts, 'options');
+  const eps = expectNumber(o.labelSmoothing ?? 0, 'options.labelSmoothing', 'number in [0, 1)', unitInterval);
+  const lam = expectNumber(o.reconWeight ?? 0, 'options.reconWeight', 'finite number >= 0', nonNegativeFinite);
+  return { o, eps, lam };
 }
 
 /** AdamW options of a steps call: one learning rate for every step or one per step. */
@@ -600,9 +606,7 @@ export class NativeRouter {
   async trainStepsOnSet(index: Uint32Array, opts: Omit<LossOptions, 'sampleWeight'> & { focalGamma?: number }, adam: StepsAdamWOptions, steps = 1): Promise<StepsResult> {
     const r = this.open();
     if (!(index instanceof Uint32Array)) throw new TypeError(expectedMessage('Uint32Array', 'index', index));
-    const o = expectObject(opts, 'options');
-    const eps = expectNumber(o.labelSmoothing ?? 0, 'options.labelSmoothing', 'number in [0, 1)', unitInterval);
-    const lam = expectNumber(o.reconWeight ?? 0, 'options.reconWeight', 'finite number >= 0', nonNegativeFinite);
+    const { eps, lam } = lossTerms(opts);
     const { focal, a, lr } = stepsInputs(index.length, opts, adam, steps);
     return await r.trainStepsOnSet(index, eps, lam, focal, lr, a.beta1, a.beta2, a.eps, a.wd, a.clip);
   }

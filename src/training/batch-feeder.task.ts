@@ -1,4 +1,4 @@
-import { BatchSampler, CONSUMED, STAMPS, TokenOrder, slotBytes, slotViews, type FeederData } from './batch-feeder.js';
+import { BatchSampler, CONSUMED, STAMPS, TokenOrder, ringSlotBytes, slotViews, type FeederData } from './batch-feeder.js';
 
 /**
  * One feeder thread of `BatchFeeder` or `IndexFeeder` (one task for the whole training): runs the whole shuffle with
@@ -9,7 +9,7 @@ import { BatchSampler, CONSUMED, STAMPS, TokenOrder, slotBytes, slotViews, type 
 export default function feed(d: FeederData): number {
   const H = d.hidden;
   const B = d.batch;
-  const bytes = d.indices ? 4 * B : slotBytes(B, H);
+  const bytes = ringSlotBytes(d.indices, B, H);
   const counters = new Int32Array(d.ring, d.slots * bytes, STAMPS + d.slots);
   const order = d.indices ? new TokenOrder(d.count, d.seed) : undefined;
   const sampler = d.indices ? undefined : new BatchSampler({ hidden: H, x: d.x, vol: d.vol, risk: d.risk, labels: d.labels }, d.classWeights, d.seed);

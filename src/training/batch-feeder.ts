@@ -52,6 +52,11 @@ export function slotBytes(B: number, H: number): number {
   return (4 * B * (H + 3) + B + 7) & ~7;
 }
 
+/** Bytes of one ring slot of B tokens: a batch (`slotBytes`), or with `indices` their Uint32 indices. */
+export function ringSlotBytes(indices: boolean, B: number, H: number): number {
+  return indices ? 4 * B : slotBytes(B, H);
+}
+
 export function allocSlot(B: number, H: number): BatchSlot {
   return slotViews(new ArrayBuffer(slotBytes(B, H)), 0, B, H);
 }
@@ -196,11 +201,10 @@ class SlotFeeder<T> {
   #failed: Error | undefined;
   #next = 0;
 
-  /** `what` gives the task its arrays (or none) and the slots' layout: `bytes` a slot of `tokens`, `view` one. */
+  /** `what` gives the task its arrays (or none) and the slots' kind; `view` makes the view of a slot of `tokens`. */
   protected constructor(
     opts: FeederOptions,
     what: Pick<FeederData, 'indices' | 'count' | 'hidden' | 'x' | 'vol' | 'risk' | 'labels' | 'classWeights'>,
-    bytes: (tokens: number) => number,
     view: (ring: SharedArrayBuffer, offset: number, tokens: number) => T,
   ) {
     const G = opts.group ?? 1;
@@ -213,7 +217,7 @@ class SlotFeeder<T> {
     const B = opts.batch * G;
     const count = Math.ceil(opts.steps / G);
     const lastBatch = (opts.steps - (count - 1) * G) * opts.batch;
-    const size = bytes(B);
+    const size = ringSlotBytes(what.indices, B, what.hidden);
     const ring = new SharedArrayBuffer(K * size + 4 * (STAMPS + K));
     this.#slots = Array.from({ length: K }, (_, i) => view(ring, i * size, B));
     this.#last = count > 0 ? view(ring, ((count - 1) % K) * size, lastBatch) : this.#slots[0]!;
@@ -275,7 +279,7 @@ export class BatchFeeder extends SlotFeeder<BatchSlot> {
       labels: sharedCopy(src.labels),
       classWeights,
     };
-    super(opts, what, (B) => slotBytes(B, H), (ring, offset, B) => slotViews(ring, offset, B, H));
+    super(opts, what, (ring, offset, B) => slotViews(ring, offset, B, H));
   }
 }
 
@@ -288,6 +292,6 @@ export class IndexFeeder extends SlotFeeder<Uint32Array> {
   constructor(count: number, opts: FeederOptions) {
     const none = { x: new Float32Array(0), vol: new Float32Array(0), risk: new Float32Array(0), labels: new Uint8Array(0) };
     const what = { indices: true, count, hidden: 0, ...none, classWeights: new Float64Array(0) };
-    super(opts, what, (B) => 4 * B, (ring, offset, B) => new Uint32Array(ring, offset, B));
+    super(opts, what, (ring, offset, B) => new Uint32Array(ring, offset, B));
   }
 }

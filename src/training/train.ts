@@ -611,56 +611,45 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
       history.push(entry);
       if (entry.step % logEvery === 0 || entry.step === config.steps - 1) hooks.onStep?.(entry);
     };
-    const onSet = fused !== undefined && config.deviceSet !== false ? backend.trainStepsOnSet?.bind(backend) : undefined;
-    if (onSet !== undefined) {
-      // The training set goes to the device once; each call sends its batches' token indices, drawn in the feeder's
-      // order on a feeder thread (an epoch's shuffle of millions of tokens would hold this thread, which the folds
-      // trained at once share).
-      backend.setTrainingSet!(train, cw);
-      hooks.onStepsStart?.({ hostCoresFree: true });
-      const order = new IndexFeeder(train.size, { seed: config.seed, batch: B, steps: config.steps, group });
-      try {
-        for (let step = 0; step < config.steps; ) {
-          const index = await order.next();
-          const k = index.length / B;
-          const lr = Array.from({ length: k }, (_, j) => learningRate(step + j, config));
-          const call = onSet(index, { ...lossOpts, focalGamma: config.focalGamma }, { ...adam, lr }, k);
-          // The call has copied the indices: their slot may be refilled while the steps run.
-          order.release();
-          const out = await call;
-          for (let j = 0; j < k; j++) {
-            record({ step: step + j, lr: lr[j]!, loss: out.loss[j]!, ce: out.ce[j]!, rec: out.rec[j]!, gradNorm: out.gradNorm[j]! });
-          }
-          step += k;
-        }
-      } finally {
-        await order.close();
+    // One fused call of k steps from `step`: its learning rates, the call (which copies its inputs), the inputs' slot
+    // handed back at once, then each step's record.
+    const fusedCall = async (step: number, k: number, call: (lr: number[]) => ReturnType<NonNullable<typeof fused>>, release: () => void) => {
+      const lr = Array.from({ length: k }, (_, j) => learningRate(step + j, config));
+      const pending = call(lr);
+      release();
+      const out = await pending;
+      for (let j = 0; j < k; j++) {
+        record({ step: step + j, lr: lr[j]!, loss: out.loss[j]!, ce: out.ce[j]!, rec: out.rec[j]!, gradNorm: out.gradNorm[j]! });
       }
-      const t2 = performance.now();
-      log(`steps: ${config.steps} in ${((t2 - t1) / 1000).toFixed(1)} s (${backend.backend}, batches gathered on the device)`);
-      return await finish({ backend, params: backend.getParams(), history, train, ...(held !== undefined ? { held } : {}), marks: { t0, t1, t2 } });
-    }
+    };
+    // Where the backend holds a training set (CUDA), the set goes to the device once and each call sends only its
+    // batches' token indices, drawn in the feeders' order on a feeder thread (an epoch's shuffle of millions of tokens
+    // would hold this thread, which the folds trained at once share). Otherwise the batches themselves.
+    const onSet = fused !== undefined && config.deviceSet !== false ? backend.trainStepsOnSet?.bind(backend) : undefined;
+    if (onSet !== undefined) backend.setTrainingSet!(train, cw);
+    const indices = onSet !== undefined ? new IndexFeeder(train.size, { seed: config.seed, batch: B, steps: config.steps, group }) : undefined;
     const feeder =
-      config.feeder === false
+      onSet !== undefined || config.feeder === false
         ? undefined
         : new BatchFeeder(train, cw, { seed: config.seed, batch: B, steps: config.steps, threads: config.feederThreads ?? 1, group });
-    const nextBatch = feeder !== undefined ? () => feeder.next() : gatherHere(new BatchSampler(train, cw, config.seed), B, H, group, config.steps);
-    hooks.onStepsStart?.({ hostCoresFree: false });
+    const nextBatch =
+      indices !== undefined ? undefined : feeder !== undefined ? () => feeder.next() : gatherHere(new BatchSampler(train, cw, config.seed), B, H, group, config.steps);
+    hooks.onStepsStart?.({ hostCoresFree: onSet !== undefined });
     try {
       for (let step = 0; step < config.steps; ) {
-        const slot = await nextBatch();
+        if (indices !== undefined) {
+          const index = await indices.next();
+          const k = index.length / B;
+          await fusedCall(step, k, (lr) => onSet!(index, { ...lossOpts, focalGamma: config.focalGamma }, { ...adam, lr }, k), () => indices.release());
+          step += k;
+          continue;
+        }
+        const slot = await nextBatch!();
         const { labels: blab, weights: bw } = slot;
         const batch = { x: slot.x, vol: slot.vol, risk: slot.risk };
         const k = slot.vol.length / B;
         if (fused !== undefined) {
-          const lr = Array.from({ length: k }, (_, j) => learningRate(step + j, config));
-          const call = fused(batch, blab, { ...lossOpts, sampleWeight: bw, focalGamma: config.focalGamma }, { ...adam, lr }, k);
-          // The call has copied the batch: its slot may be refilled while the steps run.
-          feeder?.release();
-          const out = await call;
-          for (let j = 0; j < k; j++) {
-            record({ step: step + j, lr: lr[j]!, loss: out.loss[j]!, ce: out.ce[j]!, rec: out.rec[j]!, gradNorm: out.gradNorm[j]! });
-          }
+          await fusedCall(step, k, (lr) => fused(batch, blab, { ...lossOpts, sampleWeight: bw, focalGamma: config.focalGamma }, { ...adam, lr }, k), () => feeder?.release());
         } else {
           if (config.focalGamma > 0) {
             const { probs } = await backend.forward(batch);
@@ -677,10 +666,11 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
         step += k;
       }
     } finally {
+      await indices?.close();
       await feeder?.close();
     }
     const t2 = performance.now();
-    log(`steps: ${config.steps} in ${((t2 - t1) / 1000).toFixed(1)} s (${backend.backend})`);
+    log(`steps: ${config.steps} in ${((t2 - t1) / 1000).toFixed(1)} s (${backend.backend}${onSet !== undefined ? ', batches gathered on the device' : ''})`);
     return await finish({ backend, params: backend.getParams(), history, train, ...(held !== undefined ? { held } : {}), marks: { t0, t1, t2 } });
   } finally {
     backend.close();

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -284,25 +283,36 @@ Napi::Value RouterWrap::Forward(const Napi::CallbackInfo& info) {
 
 namespace {
 
+// RangeError `Expected values in 0..3 for labels but received 7 at index i` for the first label out of range.
+void requireLabels(Napi::Env env, const std::uint8_t* labels, std::size_t n) {
+  const std::uint8_t* bad = std::find_if(labels, labels + n, [](std::uint8_t c) { return c >= kDomains; });
+  const std::size_t i = std::size_t(bad - labels);
+  if (i < n)
+    throw Napi::RangeError::New(env, "Expected values in 0..3 for labels but received " + std::to_string(labels[i]) +
+                                         " at index " + std::to_string(i));
+}
+
+// labelSmoothing [0,1) and reconWeight ≥ 0 at info[at], info[at + 1], into o.
+void readLossTerms(const Napi::CallbackInfo& info, std::size_t at, LossOptions& o) {
+  o.labelSmoothing = float(requireNumber(info[at], "labelSmoothing", "number in [0, 1)", isUnitInterval));
+  o.reconWeight = float(requireNumber(info[at + 1], "reconWeight", "finite number >= 0", isNonNegativeFinite));
+}
+
 // (labels Uint8Array[n] (values 0..3), sampleWeight [n] (finite) | null, labelSmoothing [0,1), reconWeight ≥ 0) at
-// info[3..6], checked and staged into `keep`; with `swInPlace` the sample weights are neither copied nor checked
-// here (the caller holds them and has them checked where they are read).
+// info[3..6], checked and staged into `keep`.
 LossOptions stagedLossOptions(const Napi::CallbackInfo& info, StagingPool& pool, std::vector<Staged>& keep,
                               std::size_t n) {
   Napi::Env env = info.Env();
   Napi::Uint8Array labels = requireU8(info[3], "labels", n);
   Napi::Float32Array sw = optionalF32(info[4], "sampleWeight", n);
-  const float eps = float(requireNumber(info[5], "labelSmoothing", "number in [0, 1)", isUnitInterval));
-  const float lam = float(requireNumber(info[6], "reconWeight", "finite number >= 0", isNonNegativeFinite));
-  for (std::size_t i = 0; i < n; ++i)
-    if (labels[i] > 3)
-      throw Napi::RangeError::New(env, "Expected values in 0..3 for labels but received " +
-                                           std::to_string(labels[i]) + " at index " + std::to_string(i));
+  LossOptions o{};
+  readLossTerms(info, 5, o);
+  requireLabels(env, labels.Data(), n);
   keep.push_back(pool.take(n));
   copyBytes(keep.back().u8(), labels.Data(), n);
-  const std::uint8_t* stagedLabels = keep.back().u8();
-  const float* stagedSw = sw.IsEmpty() ? nullptr : stageFinite(env, pool, keep, sw, "sampleWeight");
-  return LossOptions{stagedLabels, stagedSw, eps, lam};
+  o.labels = keep.back().u8();
+  o.sampleWeight = sw.IsEmpty() ? nullptr : stageFinite(env, pool, keep, sw, "sampleWeight");
+  return o;
 }
 
 // (lr > 0, beta1 [0,1), beta2 [0,1), eps > 0, weightDecay ≥ 0, clipNorm ≥ 0) from info[at], or without lr (left 0)
@@ -371,8 +381,8 @@ Napi::Value RouterWrap::TrainStepsSupported(const Napi::CallbackInfo& info) {
 // weight times (1 - p[label])^focalGamma, as lossAndGrad then adamwStep would, the gradient never leaving the backend.
 // The inputs are copied (and checked for NaN/±Inf) at the call; trainStepsOnSet sends only indices into a set held
 // on the device. The parameters and optimizer state change when the promise resolves. Only where trainStepsSupported()
-// (else an Error naming the backend); one call at a time: while one is in flight, trainSteps, setParams, adamwStep and
-// resetOptimizer throw.
+// (else an Error naming the backend); one call at a time: while one is in flight, trainSteps, trainStepsOnSet,
+// setTrainingSet, setParams, adamwStep and resetOptimizer throw.
 Napi::Value RouterWrap::TrainSteps(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   requireOpen(env);
@@ -391,8 +401,8 @@ Napi::Value RouterWrap::TrainSteps(const Napi::CallbackInfo& info) {
 // setTrainingSet(x [n*H], vol [n], risk [n], labels Uint8Array [n] (each 0..3), classWeights Float32Array [4] (each
 // finite ≥ 0)) → undefined. Copies the n tokens to the device (Backend::setTrainingSet), replacing any set held
 // before, for trainStepsOnSet; x, vol and risk are checked for NaN/±Inf first (RangeError naming the array and the
-// index; nothing changes then; a failure of the copy itself leaves no set held). Synchronous: about 0.3 s for 1.7 GB. Only where trainStepsSupported(); not while a
-// trainSteps or trainStepsOnSet call is in flight.
+// index; nothing changes then; a failure of the copy itself leaves no set held). Synchronous: about 0.3 s for 1.7 GB.
+// Only where trainStepsSupported(); not while a trainSteps or trainStepsOnSet call is in flight.
 Napi::Value RouterWrap::SetTrainingSet(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   requireOpen(env);
@@ -405,13 +415,10 @@ Napi::Value RouterWrap::SetTrainingSet(const Napi::CallbackInfo& info) {
     if (!isNonNegativeFinite(cw[c]))
       throw Napi::RangeError::New(env, "Expected finite numbers >= 0 for classWeights but received " +
                                            std::to_string(cw[c]) + " at index " + std::to_string(c));
-  const std::uint8_t* l = labels.Data();
-  const std::size_t badLabel = std::size_t(std::find_if(l, l + in.n, [](std::uint8_t c) { return c >= kDomains; }) - l);
-  if (badLabel < in.n)
-    throw Napi::RangeError::New(env, "Expected values in 0..3 for labels but received " + std::to_string(l[badLabel]) +
-                                         " at index " + std::to_string(badLabel));
+  requireLabels(env, labels.Data(), in.n);
   inPlace(env, in);  // the NaN/±Inf check
-  Backend::TrainingSet set{in.x.Data(), in.vol.Data(), in.risk.Data(), l, in.n, {cw[0], cw[1], cw[2], cw[3]}};
+  const Backend::TrainingSet set{in.x.Data(), in.vol.Data(), in.risk.Data(),
+                                 labels.Data(), in.n, {cw[0], cw[1], cw[2], cw[3]}};
   setTokens_ = 0;
   try {
     backend_->setTrainingSet(hidden_, set);
@@ -441,8 +448,7 @@ Napi::Value RouterWrap::TrainStepsOnSet(const Napi::CallbackInfo& info) {
   const std::size_t n = index.ElementLength();
   if (n == 0) throw Napi::RangeError::New(env, "Expected at least 1 token for index but received Uint32Array of length 0");
   StepsBaton b;
-  b.opts.labelSmoothing = float(requireNumber(info[1], "labelSmoothing", "number in [0, 1)", isUnitInterval));
-  b.opts.reconWeight = float(requireNumber(info[2], "reconWeight", "finite number >= 0", isNonNegativeFinite));
+  readLossTerms(info, 1, b.opts);
   b.focalGamma = float(requireNumber(info[3], "focalGamma", "finite number >= 0", isNonNegativeFinite));
   readStepsOptions(info, 4, n, b);
   const std::uint32_t* ix = index.Data();

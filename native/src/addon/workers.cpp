@@ -2,7 +2,6 @@
 
 #include <cstring>
 #include <exception>
-#include <stdexcept>
 #include <string>
 
 #include "args.h"
