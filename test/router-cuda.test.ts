@@ -110,6 +110,14 @@ noGpu(`no usable GPU (${gpu.reason ?? ''})`, () => {
       const labels = new Uint8Array([0, 1, 2, 3]);
       expect(() => r.setTrainingSet({ ...batch, labels: new Uint8Array(3) }, [1, 1, 1, 1])).toThrow(/labels/);
       expect(() => r.setTrainingSet({ ...batch, labels }, [1, 1, 1])).toThrow('Expected 4 class weights for classWeights but received 3');
+      // A set in parts: each part checked and named.
+      expect(() => r.setTrainingSet([], [1, 1, 1, 1])).toThrow('Expected at least one part for set but received an empty array');
+      expect(() => r.setTrainingSet([{ ...batch, labels }, { ...batch, labels: new Uint8Array(3) }], [1, 1, 1, 1])).toThrow(
+        'Expected Uint8Array of length 4 for set[1].labels but received Uint8Array of length 3',
+      );
+      expect(() => r.setTrainingSet([{ ...batch, labels }, { ...batch, risk: new Float32Array(2), labels }], [1, 1, 1, 1])).toThrow(
+        'Expected Float32Array of length 4 for set[1].risk but received Float32Array of length 2',
+      );
       expect(() => r.setTrainingSet({ ...batch, labels }, [1, 1, 1, 1])).toThrow(
         /setTrainingSet needs the CUDA backend but this router runs on simd-\w+; use lossAndGrad and adamwStep/,
       );
@@ -124,7 +132,7 @@ noGpu(`no usable GPU (${gpu.reason ?? ''})`, () => {
       );
       await expect(r.trainStepsOnSet(new Uint32Array(4), {}, { lr: 1e-3 }, 2)).rejects.toThrow(/trainStepsOnSet needs the CUDA backend/);
       const raw = new (loadNativeAddon().Router)(16, 'simd', 1);
-      expect(() => raw.setTrainingSet(batch.x, batch.vol, batch.risk, labels, new Float32Array(4))).toThrow(/setTrainingSet needs the CUDA backend/);
+      expect(() => raw.setTrainingSet([{ ...batch, labels }], new Float32Array(4))).toThrow(/setTrainingSet needs the CUDA backend/);
       expect(() => raw.trainStepsOnSet(new Uint32Array(4), 0, 0, 0, new Float32Array([1e-3]), 0.9, 0.999, 1e-8, 0, 1)).toThrow(
         /trainStepsOnSet needs the CUDA backend/,
       );
@@ -259,7 +267,20 @@ withGpu(`CUDA backend on ${gpu.device ?? ''}`, () => {
         expect(() => onSet.setTrainingSet({ ...set, labels: set.labels.map((l, i) => (i === 5 ? 4 : l)) }, cw)).toThrow(
           'Expected values in 0..3 for labels but received 4 at index 5',
         );
-        onSet.setTrainingSet(set, cw);
+        // Another set first (replaced), then this one in two parts, as the trainer sends simulated and real tokens.
+        onSet.setTrainingSet({ ...set, x: set.x.map(() => 9) }, cw);
+        const cut = 1100;
+        const rows = (from: number, to: number) => ({
+          x: set.x.subarray(from * hidden, to * hidden),
+          vol: set.vol.subarray(from, to),
+          risk: set.risk.subarray(from, to),
+          labels: set.labels.subarray(from, to),
+        });
+        const twoBad = rows(cut, S);
+        expect(() => onSet.setTrainingSet([rows(0, cut), { ...twoBad, risk: twoBad.risk.map((v, i) => (i === 3 ? Infinity : v)) }], cw)).toThrow(
+          'Expected finite values for parts[1].risk but received Infinity at index 3',
+        );
+        onSet.setTrainingSet([rows(0, cut), rows(cut, S)], cw);
         const steps = 4;
         const n = 1024;
         const index = new Uint32Array(n * steps).map(() => rng.int(S));

@@ -3,10 +3,12 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { domainIndex, type Domain } from '../src/domains.js';
-import { defaultTrainConfig, type TrainConfig } from '../src/training/train.js';
-import { clearRealTokenCache, concatTokenSets, realTrainingTokens } from '../src/training/real-tokens.js';
+import { clearSimulationCache, defaultTrainConfig, simulationCacheStats, type TrainConfig } from '../src/training/train.js';
+import { main as trainMain } from '../src/cli/train.js';
+import { clearRealTokenCache, joinTokenSets, realTrainingTokens } from '../src/training/real-tokens.js';
+import { isShared } from '../src/util/shared-memory.js';
 import { crossFit, formatCrossFit } from '../src/training/crossfit.js';
 import { calibrationNoise } from '../src/training/evaluate.js';
 import { FEATURE_TABLE } from '../src/data/features/table.js';
@@ -107,10 +109,20 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     expect(Buffer.from(droppedAgain.x.buffer).equals(Buffer.from(dropped.x.buffer))).toBe(true);
     await expect(realTrainingTokens(16, { ...data, exclude: TICKERS }, 7)).rejects.toThrow(/real training data/);
     // Joined after a simulated set, rows and labels keep their place.
-    const joined = concatTokenSets(without, set);
+    // The series are joined only when read, then into shared memory for the feeder threads; the parts stay as given.
+    const joined = joinTokenSets([without, set]);
+    expect(joined.parts).toEqual([without, set]);
     expect(joined.size).toBe(without.size + set.size);
     expect(joined.tickers[without.tickers.length]!.start).toBe(without.size);
     expect(Array.from(joined.labels.subarray(without.size))).toEqual(Array.from(set.labels));
+    const H = joined.hidden;
+    expect(isShared(joined.x) && isShared(joined.vol) && isShared(joined.risk)).toBe(true);
+    expect(joined.x).toBe(joined.x);
+    expect(Buffer.from(joined.x.buffer, without.size * H * 4).equals(Buffer.from(set.x.buffer, set.x.byteOffset, set.x.byteLength))).toBe(true);
+    expect(Array.from(joined.vol.subarray(0, without.size))).toEqual(Array.from(without.vol));
+    expect(Array.from(joined.risk.subarray(without.size))).toEqual(Array.from(set.risk));
+    expect(joinTokenSets([set]).x).toBe(set.x);
+    expect(() => joinTokenSets([])).toThrow('Expected at least one token set to join but received none');
   }, 60_000);
 
   it('cross-fits: each fold trains without its tickers and scores only them, every slice, calibration out of fold', async () => {
@@ -166,5 +178,40 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     await expect(crossFit({ config, folds: 1 })).rejects.toThrow(/folds/);
     const { real: _real, ...noReal } = config.data;
     await expect(crossFit({ config: { ...config, data: noReal }, folds: 2 })).rejects.toThrow(/data\.real/);
+    // An aborted signal starts no fold.
+    const stop = new AbortController();
+    stop.abort(new Error('the file failed'));
+    await expect(crossFit({ config, folds: 2, signal: stop.signal })).rejects.toThrow('the file failed');
+  }, 120_000);
+
+  it('trains the file\'s members at once and the cross-fit beside them when folds train at once: the same file, each set simulated once', async () => {
+    const tiny = ['--steps', '4', '--batch', '64', '--tickers-per-subtype', '1', '--train-seeds', '1', '--test-seeds', '1', '--days', '300', '--threads', '1', '--sim-threads', '1'];
+    const real = ['--seeds', '3,5', '--real-data', dir, '--real-repeat', '1', '--real-listings', '1', '--real-folds', '2'];
+    const run = async (concurrency: number) => {
+      const file = path.join(dir, `fold-concurrency-${concurrency}.safetensors`);
+      const out: string[] = [];
+      const log = vi.spyOn(console, 'log').mockImplementation((m: unknown) => void out.push(String(m)));
+      const warn = vi.spyOn(console, 'warn').mockImplementation(() => undefined);
+      clearSimulationCache();
+      const before = simulationCacheStats();
+      try {
+        expect(await trainMain([...tiny, ...real, '--fold-concurrency', String(concurrency), '--out', file])).toBe(0);
+      } finally {
+        log.mockRestore();
+        warn.mockRestore();
+      }
+      const after = simulationCacheStats();
+      // The file's names itself in its rebuild command: everything else must match.
+      return { bytes: (await readFile(file)).toString('latin1').split(path.basename(file)).join('OUT'), out, misses: after.misses - before.misses };
+    };
+    const apart = await run(1);
+    const beside = await run(2);
+    expect(beside.bytes).toBe(apart.bytes);
+    // Two members' training, validation and test histories, made once whichever router asked first.
+    expect([apart.misses, beside.misses]).toEqual([6, 6]);
+    expect(apart.out.some((l) => l.startsWith('[file] '))).toBe(false);
+    expect(beside.out.some((l) => l.startsWith('[file] [member 2] data: train'))).toBe(true);
+    expect(beside.out.some((l) => l.startsWith('[fold 2] data: train'))).toBe(true);
+    expect(beside.out.at(-1)).toMatch(/^wrote /);
   }, 120_000);
 });

@@ -423,7 +423,7 @@ int main(int argc, char** argv) {
         // step the same batch, so the rows compare with train-fused's).
         {
           const std::size_t per = 16;
-          moe::Backend::TrainingSet set{hx.data(), hv.data(), hr.data(), labels.data(), n, {1.0f, 1.0f, 1.0f, 1.0f}};
+          moe::Backend::TrainingSet set{{{hx.data(), hv.data(), hr.data(), labels.data(), n}}, {1.0f, 1.0f, 1.0f, 1.0f}};
           be->setTrainingSet(H, set);
           std::vector<std::uint32_t> index(per * n);
           for (std::size_t i = 0; i < index.size(); ++i) index[i] = std::uint32_t(i % n);

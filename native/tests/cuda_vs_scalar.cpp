@@ -473,14 +473,18 @@ int run(int argc, char** argv) {
                                          {labels.data(), sw.data(), 0.05f, 0.1f}, K, lr, 1.0f, o, rc);
       const auto held = moe::makeCudaBackend();
       std::vector<float> junk(S * H, 9.0f);
-      held->setTrainingSet(H, {junk.data(), svol.data(), srisk.data(), slab.data(), S, {1, 1, 1, 1}});
-      held->setTrainingSet(H, {sx.data(), svol.data(), srisk.data(), slab.data(), S, {cw[0], cw[1], cw[2], cw[3]}});
+      held->setTrainingSet(H, {{{junk.data(), svol.data(), srisk.data(), slab.data(), S}}, {1, 1, 1, 1}});
+      // The set in two parts (as the trainer sends simulated and real tokens): the same tokens, one after another.
+      const std::size_t a = S / 3;
+      held->setTrainingSet(H, {{{sx.data(), svol.data(), srisk.data(), slab.data(), a},
+                                {sx.data() + a * H, svol.data() + a, srisk.data() + a, slab.data() + a, S - a}},
+                               {cw[0], cw[1], cw[2], cw[3]}});
       held->trainStepsOnSet(p, pd, sd, index.data(), K * n, {nullptr, nullptr, 0.05f, 0.1f}, K, lr, 1.0f, o, rd);
       bool sameSet = pc == pd && sd.t == 3;
       for (std::size_t k = 0; k < K; ++k)
         sameSet = sameSet && rc[k].loss.loss == rd[k].loss.loss && rc[k].loss.ce == rd[k].loss.ce &&
                   rc[k].loss.rec == rd[k].loss.rec && rc[k].gradNorm == rd[k].gradNorm;
-      std::printf("trainStepsOnSet H=%d: 3 steps gathered on the device %s trainSteps on the host's batches\n", H,
+      std::printf("trainStepsOnSet H=%d: 3 steps gathered on the device from a set of two parts %s trainSteps on the host's batches\n", H,
                   sameSet ? "identical to" : "DIFFER from");
       check(sameSet, "trainStepsOnSet against trainSteps", H, K * n, 0);
     }
@@ -501,7 +505,7 @@ int run(int argc, char** argv) {
             0, 0);
       bool setThrew = false, onSetThrew = false;
       try {
-        ref->setTrainingSet(H, {x.data(), one.data(), one.data(), &lab, 1, {1, 1, 1, 1}});
+        ref->setTrainingSet(H, {{{x.data(), one.data(), one.data(), &lab, 1}}, {1, 1, 1, 1}});
       } catch (const moe::Error&) {
         setThrew = true;
       }

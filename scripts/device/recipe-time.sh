@@ -14,13 +14,15 @@
 #   bundle . $PWD/$D/new                            # this revision; a baseline revision's worktree into $D/base
 #   cp -r node_modules/piscina $D/node_modules/ && cp -r ../shared/market-data $D/
 #   xz -c build/Release/moe_router.node > $D/moe_router.node.xz; xz -c "$(readlink -f "$(command -v node)")" > $D/node.xz
+#   # a baseline revision whose addon differs: its build's moe_router.node.xz into $D/base (used for that bundle's runs)
 # GPU host (the device tool, carry [".device-train"]), repository root:
 #   RECIPE_RUNS="set@new:|host@new:--device-set off" bash scripts/device/recipe-time.sh "$OUT"
 # Each run is NAME[@BUNDLE]:EXTRA (the bundle in $D/BUNDLE, default $D/NAME; EXTRA: leading VAR=VALUE words set
 # that run's environment, e.g. MOE_CUDA_PRECISION=fp32, the other words are flags added to the shipped command and
 # `--threads 16`),
 # run one after another under the call's remaining time (RECIPE_BUDGET_S, default 570 s). OUT gets recipe.txt (the
-# timings, each router's data and step times, the cross-fitted figures) and one log per run.
+# timings, each router's data and step times, the cross-fitted figures) and one log per run, each line stamped with
+# the seconds since the run started.
 set -u
 O="${1:?usage: recipe-time.sh OUT}"
 mkdir -p "$O"
@@ -43,11 +45,14 @@ for run in "${RUNS[@]}"; do
   for w in $extra; do
     if [[ ${#flags[@]} -eq 0 && $w == *=* && $w != --* ]]; then envs+=("$w"); else flags+=("$w"); fi
   done
-  ( cd /tmp && env "${envs[@]}" timeout "$left" /tmp/node "$D/$bundle/train.mjs" "${SHIPPED[@]}" "${flags[@]}" --out "/tmp/$name.safetensors" ) > "$O/$name.log" 2>&1
-  rc=$?
+  addon=/tmp/moe_router.node
+  if [[ -f "$D/$bundle/moe_router.node.xz" ]]; then addon=/tmp/moe_router-$bundle.node; xz -dc "$D/$bundle/moe_router.node.xz" > "$addon"; fi
+  ( cd /tmp && env "${envs[@]}" MOE_NATIVE_PATH="$addon" timeout "$left" /tmp/node "$D/$bundle/train.mjs" "${SHIPPED[@]}" "${flags[@]}" --out "/tmp/$name.safetensors" ) 2>&1 |
+    { s0=${EPOCHREALTIME/./}; while IFS= read -r l; do c=$(( (${EPOCHREALTIME/./} - s0) / 10000 )); printf '%4d.%02d %s\n' $((c / 100)) $((c % 100)) "$l"; done; } > "$O/$name.log"
+  rc=${PIPESTATUS[0]}
   {
     echo "##### $name: ${SHIPPED[*]} $extra (rc $rc, wall $(( ($(date +%s%N) - t) / 1000000 )) ms)"
-    grep -E "^(\[fold [0-9]\] )?(data|steps|held-out scoring|time):|^fold [0-9]|^cross-fitted over|^  (all|first|last|windows|SPY|no context|20[0-9][0-9]) |^backend|^held-out simulator|^  per day|^calibration" "$O/$name.log"
+    grep -E "^ *[0-9.]+ ((\[(fold [0-9]|file|member [0-9])\] )*(data|steps|held-out (scoring|sets)|time):|(\[file\] )?member [0-9]|fold [0-9]|cross-fitted over|  (all|first|last|windows|SPY|no context|20[0-9][0-9]) |backend|held-out simulator|  per day|calibration|wrote)" "$O/$name.log"
   } >> "$O/recipe.txt"
 done
 python3 - "${RUNS[@]}" >> "$O/recipe.txt" <<'PY'

@@ -8,8 +8,8 @@ import { DOMAINS } from '../domains.js';
 import { FEATURE_SPEC, WARMUP_DAYS } from '../data/features/compute.js';
 import { DEFAULT_MODEL_PATH, saveModel } from '../router/model.js';
 import { cudaStatus } from '../router/native.js';
-import { defaultTrainConfig, metricsSummary, trainRouter, type TrainConfig, type TrainResult, type TrainStepLog } from '../training/train.js';
-import { trainEnsemble } from '../training/ensemble.js';
+import { defaultTrainConfig, metricsSummary, prefetchSimulation, trainRouter, type TrainConfig, type TrainResult, type TrainStepLog } from '../training/train.js';
+import { memberConfig, trainEnsemble } from '../training/ensemble.js';
 import { formatConfusion, formatLevel, type EvaluationMetrics } from '../training/evaluate.js';
 import { calibrateOnLabelled } from '../training/calibrate.js';
 import { crossFit, crossFitSummary, formatCrossFit } from '../training/crossfit.js';
@@ -155,30 +155,52 @@ async function train(argv: readonly string[]): Promise<number> {
   // Checked once every flag is, and before training: not when the model is done and has nowhere to go.
   const out = writableFilePath(parsed.out, 'out');
   console.log(`training H=${config.hidden} ${seeds ? `seeds=${seeds.join(',')}` : `seed=${config.seed}`} steps=${config.steps} batch=${config.batchSize} → ${out}`);
+  // The file's figures on the real folder come from routers that did not see its tickers (crossfit.ts). Where folds
+  // train at once (a GPU, whose small training kernels one router leaves mostly idle) every router trains as soon as
+  // its training set is made: the file's members at once and the fold routers beside them, from the same simulated
+  // histories, made once each, every member's training set first (prefetchSimulation). Their log lines carry
+  // [fold k], the file's [file]. Elsewhere the members, then the cross-fit, one after another.
+  const overlap = real !== undefined && foldConcurrency > 1;
+  const tag = overlap ? '[file] ' : '';
   const hooks = {
     log: (m: string) => console.log(m),
     warn: (m: string) => console.warn(`warning: ${m}`),
     onStep: (s: TrainStepLog) =>
       console.log(
-        `step ${String(s.step).padStart(5)} lr ${s.lr.toExponential(2)} loss ${s.loss.toFixed(4)} ce ${s.ce.toFixed(4)} rec ${s.rec.toFixed(4)} |g| ${s.gradNorm.toFixed(3)}`,
+        `${tag}step ${String(s.step).padStart(5)} lr ${s.lr.toExponential(2)} loss ${s.loss.toFixed(4)} ce ${s.ce.toFixed(4)} rec ${s.rec.toFixed(4)} |g| ${s.gradNorm.toFixed(3)}`,
       ),
   };
+  if (overlap) prefetchSimulation(seeds ? seeds.map((seed) => memberConfig(config, seed)) : config);
+  const stop = new AbortController();
+  const startCrossFit = () =>
+    crossFit({ config, ...(seeds ? { seeds } : {}), folds: real!.folds, concurrency: foldConcurrency, hooks: { ...hooks, onStep: () => undefined }, signal: stop.signal });
+  const crossFitting = overlap ? startCrossFit() : undefined;
+  crossFitting?.catch(() => undefined); // awaited below; a failure is reported there
+  const fileHooks = { ...hooks, log: (m: string) => hooks.log(tag + m), warn: (m: string) => hooks.warn(tag + m) };
   // One router, or the members of an ensemble and their held-out figures together.
   let result: TrainResult;
   let memberParams: Float32Array[];
   let memberSeconds = 0;
-  if (seeds === undefined) {
-    result = await trainRouter(config, hooks);
-    memberParams = [result.params];
-  } else {
-    const ens = await trainEnsemble(config, seeds, hooks);
-    for (const [i, m] of ens.members.entries()) {
-      console.log(`member ${i + 1} (seed ${seeds[i]}): held-out simulator (its own seeds ${m.data.test.seeds[0]}…) per day ${(100 * m.test.perDay.accuracy).toFixed(1)}%, per ticker ${(100 * m.test.perTicker.accuracy).toFixed(1)}%; temperature ${m.temperature.toFixed(3)}`);
-      memberSeconds += m.seconds.total;
+  const e0 = performance.now();
+  try {
+    if (seeds === undefined) {
+      result = await trainRouter(config, fileHooks);
+      memberParams = [result.params];
+    } else {
+      const ens = await trainEnsemble(config, seeds, fileHooks, { concurrent: overlap });
+      for (const [i, m] of ens.members.entries()) {
+        console.log(`member ${i + 1} (seed ${seeds[i]}): held-out simulator (its own seeds ${m.data.test.seeds[0]}…) per day ${(100 * m.test.perDay.accuracy).toFixed(1)}%, per ticker ${(100 * m.test.perTicker.accuracy).toFixed(1)}%; temperature ${m.temperature.toFixed(3)}`);
+        memberSeconds += m.seconds.total;
+      }
+      const { members: _members, ...scored } = ens;
+      result = { ...ens.members[0]!, ...scored };
+      memberParams = ens.members.map((m) => m.params);
     }
-    const { members: _members, ...scored } = ens;
-    result = { ...ens.members[0]!, ...scored };
-    memberParams = ens.members.map((m) => m.params);
+  } catch (err) {
+    // No fold starts after this; those training finish before the error is reported (nothing left running).
+    stop.abort(err);
+    await crossFitting?.catch(() => undefined);
+    throw err;
   }
   const t = result.test;
   console.log(`backend ${result.backend}; loss ${result.lossStart.toFixed(4)} → ${result.lossEnd.toFixed(4)}${seeds ? ' (first member)' : ''}; temperature ${result.temperature.toFixed(3)}`);
@@ -195,7 +217,9 @@ async function train(argv: readonly string[]): Promise<number> {
   console.log(`mean confidence ${t.meanConfidence.toFixed(3)}, ECE ${t.ece.toFixed(3)}, NLL ${t.nll.toFixed(3)}`);
   console.log(
     seeds
-      ? `time: ${memberSeconds.toFixed(1)} s for ${seeds.length} members`
+      ? overlap
+        ? `time: ${((performance.now() - e0) / 1000).toFixed(1)} s for ${seeds.length} members trained at once`
+        : `time: ${memberSeconds.toFixed(1)} s for ${seeds.length} members`
       : `time: data ${result.seconds.data.toFixed(1)} s, training ${result.seconds.train.toFixed(1)} s, total ${result.seconds.total.toFixed(1)} s`,
   );
 
@@ -239,8 +263,7 @@ async function train(argv: readonly string[]): Promise<number> {
   }
   let crossFitted: Record<string, unknown> | undefined;
   if (real) {
-    // The file's router saw every real ticker: its figures on that folder come from routers that did not (crossfit.ts).
-    const cf = await crossFit({ config, ...(seeds ? { seeds } : {}), folds: real.folds, concurrency: foldConcurrency, hooks: { ...hooks, onStep: () => undefined } });
+    const cf = await (crossFitting ?? startCrossFit());
     console.log(formatCrossFit(cf).join('\n'));
     crossFitted = crossFitSummary(cf, real, round);
     temperature = cf.temperature;

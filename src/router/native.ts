@@ -46,6 +46,9 @@ export interface TokenBatch {
   risk: Float32Array;
 }
 
+/** A batch with its labels (0..3): a training set, or one part of it (`NativeRouter.setTrainingSet`). */
+export type TrainingRows = TokenBatch & { labels: Uint8Array };
+
 export interface ForwardOptions {
   /** Also compute the activated output of each token's chosen expert. @defaultValue false */
   expert?: boolean;
@@ -134,7 +137,7 @@ interface AddonRouter {
   adamwStep(grad: Float32Array, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number,
     clipNorm: number): number;
   trainStepsSupported(): boolean;
-  setTrainingSet(x: Float32Array, vol: Float32Array, risk: Float32Array, labels: Uint8Array, classWeights: Float32Array): void;
+  setTrainingSet(parts: readonly TrainingRows[], classWeights: Float32Array): void;
   trainStepsOnSet(index: Uint32Array, labelSmoothing: number, reconWeight: number, focalGamma: number, lr: Float32Array,
     beta1: number, beta2: number, eps: number, weightDecay: number,
     clipNorm: number): Promise<{ loss: Float64Array; ce: Float64Array; rec: Float64Array; gradNorm: Float64Array }>;
@@ -297,17 +300,17 @@ function expectObject(v: unknown, name: string): Record<string, unknown> {
 
 /** Checks a batch (types, lengths, then, unless `finite` is false, finite values: NaN/±Inf would route quietly to
  * Equities with uniform probabilities) and returns its token count n ≥ 1 (taken from `vol`). */
-function checkBatch(batch: unknown, hidden: Hidden, finite = true): number {
-  const b = expectObject(batch, 'batch');
-  if (!(b.vol instanceof Float32Array)) throw new TypeError(expectedMessage('Float32Array', 'batch.vol', b.vol));
+function checkBatch(batch: unknown, hidden: Hidden, finite = true, name = 'batch'): number {
+  const b = expectObject(batch, name);
+  if (!(b.vol instanceof Float32Array)) throw new TypeError(expectedMessage('Float32Array', `${name}.vol`, b.vol));
   const n = b.vol.length;
-  if (n < 1) throw new RangeError(`Expected at least 1 token for batch.vol but received Float32Array of length 0`);
-  const x = expectF32(b.x, 'batch.x', n * hidden);
-  const risk = expectF32(b.risk, 'batch.risk', n);
+  if (n < 1) throw new RangeError(`Expected at least 1 token for ${name}.vol but received Float32Array of length 0`);
+  const x = expectF32(b.x, `${name}.x`, n * hidden);
+  const risk = expectF32(b.risk, `${name}.risk`, n);
   if (finite) {
-    expectFinite(x, 'batch.x');
-    expectFinite(b.vol, 'batch.vol');
-    expectFinite(risk, 'batch.risk');
+    expectFinite(x, `${name}.x`);
+    expectFinite(b.vol, `${name}.vol`);
+    expectFinite(risk, `${name}.risk`);
   }
   return n;
 }
@@ -583,18 +586,23 @@ export class NativeRouter {
 
   /**
    * Copies a training set to the device for `trainStepsOnSet` (CUDA only: see `trainStepsSupported`), replacing any
-   * set held before: n tokens (x, vol, risk as a batch; labels in 0..3) and one sample weight per class. A NaN/±Inf
-   * in the inputs, a label out of range or a class weight that is not finite ≥ 0 is a RangeError naming the array and
-   * the index, and changes nothing. Synchronous (about 0.3 s for the 1.7 GB of a shipped recipe's set); not while a
-   * steps call is in flight.
+   * set held before: n tokens (x, vol, risk as a batch; labels in 0..3) and one sample weight per class. The set may
+   * come in parts, one after another (token i counts from the first part's first token), so that tokens kept in
+   * several arrays (simulated and real) are never joined on the host. A NaN/±Inf in the inputs, a label out of range
+   * or a class weight that is not finite ≥ 0 is a RangeError naming the part, the array and the index, and changes
+   * nothing. Synchronous (about 0.3 s for the 1.7 GB of a shipped recipe's set); not while a steps call is in flight.
    */
-  setTrainingSet(set: TokenBatch & { labels: Uint8Array }, classWeights: ArrayLike<number>): void {
+  setTrainingSet(set: TrainingRows | readonly TrainingRows[], classWeights: ArrayLike<number>): void {
     const r = this.open();
-    const n = checkBatch(set, this.hidden, false);
-    expectU8(set.labels, 'labels', n);
+    const parts = Array.isArray(set) ? (set as readonly TrainingRows[]) : [set as TrainingRows];
+    if (parts.length === 0) throw new RangeError('Expected at least one part for set but received an empty array');
+    parts.forEach((p, i) => {
+      const name = parts.length > 1 ? `set[${i}]` : 'set';
+      expectU8(p.labels, `${name}.labels`, checkBatch(p, this.hidden, false, name));
+    });
     const cw = Float32Array.from(classWeights);
     if (cw.length !== D) throw new RangeError(`Expected ${D} class weights for classWeights but received ${cw.length}`);
-    r.setTrainingSet(set.x, set.vol, set.risk, set.labels, cw);
+    r.setTrainingSet(parts.map(({ x, vol, risk, labels }) => ({ x, vol, risk, labels })), cw);
   }
 
   /**

@@ -88,6 +88,11 @@ export interface CrossFitOptions {
    */
   concurrency?: number;
   hooks?: TrainHooks;
+  /**
+   * Aborted: no further fold, or fold member, starts; those training finish, then the cross-fit rejects with the
+   * signal's reason (a caller that trains other routers beside it and saw them fail).
+   */
+  signal?: AbortSignal;
 }
 
 const byTicker = (a: { ticker: string }, b: { ticker: string }) => (a.ticker < b.ticker ? -1 : a.ticker > b.ticker ? 1 : 0);
@@ -137,7 +142,7 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
     log(`fold ${k + 1} of ${folds}: ${foldTickers[k]!.length} tickers left out of training (${foldTickers[k]!.join(' ')})`);
     const foldConfig: TrainConfig = { ...config, data: { ...config.data, real: { ...real, exclude: foldTickers[k]! } } };
     // Only the fold routers' parameters are read: their held-out simulator figures would go nowhere.
-    const members = await trainMemberParams(foldConfig, seeds, hooks);
+    const members = await trainMemberParams(foldConfig, seeds, hooks, opts.signal);
     const forwarder = createForwarder({ hidden: config.hidden, params: members[0]!, members, temperature: 1 }, { warn });
     try {
       const held = new Set(foldTickers[k]!);
@@ -153,6 +158,7 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
   const lanes = await Promise.allSettled(
     Array.from({ length: Math.min(concurrency, folds) }, async () => {
       while (!failed && next < folds) {
+        opts.signal?.throwIfAborted();
         const k = next++;
         try {
           await runFold(k);

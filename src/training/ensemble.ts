@@ -38,32 +38,62 @@ function perTicker(set: TokenSet, probs: Float32Array, assign: Uint8Array): Tick
 
 /**
  * The members' parameters alone, one per seed in order: what `trainEnsemble` trains, without the held-out scoring
- * (a cross-fitting fold's ensemble is only ever read on its left-out tickers).
+ * (a cross-fitting fold's ensemble is only ever read on its left-out tickers). An aborted `signal` stops it before the
+ * next member (with the signal's reason).
  */
-export async function trainMemberParams(config: TrainConfig, seeds: readonly number[], hooks: TrainHooks = {}): Promise<Float32Array[]> {
+export async function trainMemberParams(config: TrainConfig, seeds: readonly number[], hooks: TrainHooks = {}, signal?: AbortSignal): Promise<Float32Array[]> {
   const params: Float32Array[] = [];
   for (const [i, seed] of seeds.entries()) {
+    signal?.throwIfAborted();
     if (seeds.length > 1) hooks.log?.(`member ${i + 1} of ${seeds.length}: seed ${seed}`);
     params.push(await trainRouterParams(memberConfig(config, seed), hooks));
   }
   return params;
 }
 
+export interface EnsembleOptions {
+  /**
+   * Train the members at once (each its own steps, which a GPU interleaves) instead of one after another. Their sets
+   * come from the simulation cache: a caller that sets this starts them with `prefetchSimulation` (every member's
+   * training set first). The same members either way. @defaultValue false
+   */
+  concurrent?: boolean;
+}
+
 /** Trains one member per seed (`seeds[0]` first) and scores the ensemble. */
-export async function trainEnsemble(config: TrainConfig, seeds: readonly number[], hooks: TrainHooks = {}): Promise<EnsembleResult> {
+export async function trainEnsemble(config: TrainConfig, seeds: readonly number[], hooks: TrainHooks = {}, opts: EnsembleOptions = {}): Promise<EnsembleResult> {
   if (seeds.length < 2 || new Set(seeds).size !== seeds.length) {
     throw new RangeError(`Expected at least two distinct seeds for an ensemble but received ${JSON.stringify(seeds)}`);
   }
   const members: TrainResult[] = [];
-  for (const [i, seed] of seeds.entries()) {
-    hooks.log?.(`member ${i + 1} of ${seeds.length}: seed ${seed}`);
-    const next = seeds[i + 1];
-    // Where a member's steps leave the host's cores free (on the GPU, from a set held there), the next member's
-    // histories are simulated meanwhile: the same sets, made earlier.
-    const onStepsStart = ({ hostCoresFree }: { hostCoresFree: boolean }) => {
-      if (hostCoresFree && next !== undefined) prefetchSimulation(memberConfig(config, next));
-    };
-    members.push(await trainRouter(memberConfig(config, seed), { ...hooks, keepSets: i === 0, onStepsStart }));
+  if (opts.concurrent === true) {
+    const runs = await Promise.allSettled(
+      seeds.map((seed, i) => {
+        const tag = `[member ${i + 1}] `;
+        hooks.log?.(`member ${i + 1} of ${seeds.length}: seed ${seed}`);
+        const log = hooks.log;
+        const warn = hooks.warn ?? log;
+        return trainRouter(memberConfig(config, seed), {
+          ...hooks,
+          ...(log ? { log: (m: string) => log(tag + m) } : {}),
+          ...(warn ? { warn: (m: string) => warn(tag + m) } : {}),
+          keepSets: i === 0,
+        });
+      }),
+    );
+    for (const r of runs) if (r.status === 'rejected') throw r.reason;
+    for (const r of runs) if (r.status === 'fulfilled') members.push(r.value);
+  } else {
+    for (const [i, seed] of seeds.entries()) {
+      hooks.log?.(`member ${i + 1} of ${seeds.length}: seed ${seed}`);
+      const next = seeds[i + 1];
+      // Where a member's steps leave the host's cores free (on the GPU, from a set held there), the next member's
+      // histories are simulated meanwhile: the same sets, made earlier.
+      const onStepsStart = ({ hostCoresFree }: { hostCoresFree: boolean }) => {
+        if (hostCoresFree && next !== undefined) prefetchSimulation(memberConfig(config, next));
+      };
+      members.push(await trainRouter(memberConfig(config, seed), { ...hooks, keepSets: i === 0, onStepsStart }));
+    }
   }
   const { validation, test } = members[0]!.sets!;
   delete members[0]!.sets;

@@ -14,6 +14,7 @@ import type { Bar, FeatureSeries } from '../data/types.js';
 import type { Hidden } from '../router/layout.js';
 import { concatSeries } from '../router/batch.js';
 import { lruEntry } from '../util/lru.js';
+import { sharedArray } from '../util/shared-memory.js';
 import { Rng } from '../util/random.js';
 import { degradeContext } from '../data/sim/simulator.js';
 import type { MarketContext } from '../data/features/context.js';
@@ -148,13 +149,54 @@ function tickerRows(
   return rows;
 }
 
-/** Two token sets as one (`b`'s rows after `a`'s). */
-export function concatTokenSets(a: TokenSet, b: TokenSet): TokenSet {
-  const { x, vol, risk } = concatSeries([a, b], a.hidden);
-  const labels = new Uint8Array(vol.length);
-  labels.set(a.labels, 0);
-  labels.set(b.labels, a.size);
-  const tickers = [...a.tickers, ...b.tickers.map((t) => ({ ...t, start: t.start + a.size, end: t.end + a.size }))];
-  const total = vol.length;
-  return { hidden: a.hidden, x, vol, risk, labels, tickers, get size() { return total; } };
+/** Token sets one after another as one set, its parts kept (`joinTokenSets`). */
+export interface JoinedTokenSet extends TokenSet {
+  readonly parts: readonly TokenSet[];
+}
+
+/**
+ * `parts` one after another as one token set (part 1's rows after part 0's, …). Labels and ticker ranges are joined at
+ * once (a byte and a row per token or ticker); the series x, vol and risk (about 0.9 GB for the shipped recipe's
+ * 6.4 million tokens) only when first read, and then into shared memory, which the batch feeders' threads read as it
+ * is. A trainer that hands the device its parts (`NativeRouter.setTrainingSet`) never joins them on the host.
+ */
+export function joinTokenSets(parts: readonly TokenSet[]): JoinedTokenSet {
+  if (parts.length === 0) throw new RangeError('Expected at least one token set to join but received none');
+  const hidden = parts[0]!.hidden;
+  if (parts.some((p) => p.hidden !== hidden)) throw new RangeError(`Expected token sets of one hidden size but received ${parts.map((p) => p.hidden).join(', ')}`);
+  const total = parts.reduce((n, p) => n + p.size, 0);
+  const labels = new Uint8Array(total);
+  const tickers: TokenSet['tickers'] = [];
+  let at = 0;
+  for (const p of parts) {
+    labels.set(p.labels, at);
+    for (const t of p.tickers) tickers.push(at === 0 ? t : { ...t, start: t.start + at, end: t.end + at });
+    at += p.size;
+  }
+  let series: Pick<TokenSet, 'x' | 'vol' | 'risk'> | undefined;
+  const joined = () => {
+    if (series !== undefined) return series;
+    if (parts.length === 1) return (series = parts[0]!);
+    const x = sharedArray(Float32Array, total * hidden);
+    const vol = sharedArray(Float32Array, total);
+    const risk = sharedArray(Float32Array, total);
+    let from = 0;
+    for (const p of parts) {
+      x.set(p.x, from * hidden);
+      vol.set(p.vol, from);
+      risk.set(p.risk, from);
+      from += p.size;
+    }
+    return (series = { x, vol, risk });
+  };
+  return {
+    hidden,
+    parts,
+    labels,
+    tickers,
+    get x() { return joined().x; },
+    get vol() { return joined().vol; },
+    get risk() { return joined().risk; },
+    get size() { return total; },
+  };
 }

@@ -13,7 +13,7 @@ import { REGIME_FAMILIES, type RegimeFamily } from '../data/sim/regimes.js';
 import { summarisePredictions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
 import { paramLayout, type Hidden } from '../router/layout.js';
 import { simulatedTokensParallel, type SimulatedTokenOptions, type TokenSet } from './tokens.js';
-import { concatTokenSets, realTrainingTokens, type RealTrainingData } from './real-tokens.js';
+import { joinTokenSets, realTrainingTokens, type RealTrainingData } from './real-tokens.js';
 import { allocSlot, BatchFeeder, BatchSampler, IndexFeeder, type BatchSlot, type SampleSource } from './batch-feeder.js';
 import { initParams } from '../router/model.js';
 import { NativeRouter, nativeAvailable } from '../router/native.js';
@@ -209,7 +209,9 @@ export interface TrainerBackend {
     steps: number,
   ): Promise<{ loss: Float64Array; ce: Float64Array; rec: Float64Array; gradNorm: Float64Array }>;
   /** Copies the training set and its class weights into the backend for `trainStepsOnSet` (only with trainSteps). */
-  setTrainingSet?(set: SampleSource, classWeights: Float64Array): void;
+  /** Copies the training set (its parts, one after another) and its class weights into the backend for
+   * `trainStepsOnSet` (only with trainSteps). */
+  setTrainingSet?(parts: readonly SampleSource[], classWeights: Float64Array): void;
   /** trainSteps on the held set's tokens `index` (each sample weight its label's class weight). */
   trainStepsOnSet?(
     index: Uint32Array,
@@ -478,15 +480,18 @@ function cachedSimulatedTokens(hidden: Hidden, opts: SimulatedTokenOptions, thre
 }
 
 /**
- * Starts simulating the sets a router of `config` trains and is scored on (training, validation, test, one after
- * another), into the cache that its `trainRouter` reads: that call then finds them made or in the making. A failure
- * surfaces there (a failed set leaves the cache).
+ * Starts simulating the sets that routers of `configs` train and are scored on, one set after another, into the cache
+ * their `trainRouter` calls read: every training set first (in order), then each config's validation and test sets,
+ * so each router can start its steps as early as the host's cores allow (the held-out sets are read after the
+ * steps). Those calls then find their sets made or in the making: the same bytes. A failure surfaces there (a failed
+ * set leaves the cache).
  */
-export function prefetchSimulation(config: TrainConfig): void {
-  const r = simulationRequests(config);
-  const threads = config.simThreads ?? config.threads;
+export function prefetchSimulation(configs: TrainConfig | readonly TrainConfig[]): void {
+  const list = Array.isArray(configs) ? (configs as readonly TrainConfig[]) : [configs as TrainConfig];
+  const sets = list.map((config) => ({ r: simulationRequests(config), H: config.hidden, threads: config.simThreads ?? config.threads }));
+  const order = [...sets.map((s) => [s, s.r.train] as const), ...sets.flatMap((s) => [[s, s.r.validation], [s, s.r.test]] as const)];
   void (async () => {
-    for (const o of [r.train, r.validation, r.test]) await cachedSimulatedTokens(config.hidden, o, threads);
+    for (const [s, o] of order) await cachedSimulatedTokens(s.H, o, s.threads);
   })().catch(() => undefined);
 }
 
@@ -576,20 +581,31 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
   }
   const simThreads = config.simThreads ?? config.threads;
   const simulated = await cachedSimulatedTokens(H, requests.train, simThreads);
-  const train = d.real === undefined ? simulated : concatTokenSets(simulated, await realTrainingTokens(H, d.contextInceptionShare ? { ...d.real, contextInceptionShare: d.contextInceptionShare } : d.real, config.seed, warn));
-  let held: Fitted['held'];
-  if (heldOut) {
-    const validation = await cachedSimulatedTokens(H, requests.validation, simThreads);
-    const test = await cachedSimulatedTokens(H, requests.test, simThreads);
-    held = { validation, test, validationSeeds, testSeeds };
-  }
+  // The simulated and real tokens as one set, joined on the host only if something reads its series there (the
+  // device set takes them in parts).
+  const train = joinTokenSets(
+    d.real === undefined
+      ? [simulated]
+      : [simulated, await realTrainingTokens(H, d.contextInceptionShare ? { ...d.real, contextInceptionShare: d.contextInceptionShare } : d.real, config.seed, warn)],
+  );
   const t1 = performance.now();
   const real = train.size - simulated.size;
-  const heldText = held === undefined ? 'no held-out sets' : `validation ${held.validation.tickers.length} / ${held.validation.size}, test ${held.test.tickers.length} / ${held.test.size}`;
-  log(`data: train ${train.tickers.length} tickers / ${train.size} days${real > 0 ? ` (${real} of them real)` : ''}, ${heldText} (${((t1 - t0) / 1000).toFixed(1)} s)`);
-  for (const [name, set] of [['training', train], ['validation', held?.validation], ['test', held?.test]] as const) {
-    if (set !== undefined && set.size === 0) throw new RangeError(`Expected ${name} tokens but the simulator gave none for ${JSON.stringify(d)}`);
-  }
+  log(`data: train ${train.tickers.length} tickers / ${train.size} days${real > 0 ? ` (${real} of them real)` : ''} (${((t1 - t0) / 1000).toFixed(1)} s)`);
+  const nonEmpty = (name: string, set: TokenSet) => {
+    if (set.size === 0) throw new RangeError(`Expected ${name} tokens but the simulator gave none for ${JSON.stringify(d)}`);
+    return set;
+  };
+  nonEmpty('training', train);
+  // The held-out sets are read only after the steps: a router whose training set is made starts at once, and the
+  // held-out histories may be simulated meanwhile (prefetchSimulation) or then.
+  const heldSets = async (): Promise<Fitted['held']> => {
+    if (!heldOut) return undefined;
+    const w = performance.now();
+    const validation = nonEmpty('validation', await cachedSimulatedTokens(H, requests.validation, simThreads));
+    const test = nonEmpty('test', await cachedSimulatedTokens(H, requests.test, simThreads));
+    log(`held-out sets: validation ${validation.tickers.length} / ${validation.size}, test ${test.tickers.length} / ${test.size} (${((performance.now() - w) / 1000).toFixed(1)} s after the steps)`);
+    return { validation, test, validationSeeds, testSeeds };
+  };
 
   const backend = createTrainerBackend(H, config.threads, warn);
   try {
@@ -626,7 +642,7 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
     // batches' token indices, drawn in the feeders' order on a feeder thread (an epoch's shuffle of millions of tokens
     // would hold this thread, which the folds trained at once share). Otherwise the batches themselves.
     const onSet = fused !== undefined && config.deviceSet !== false ? backend.trainStepsOnSet?.bind(backend) : undefined;
-    if (onSet !== undefined) backend.setTrainingSet!(train, cw);
+    if (onSet !== undefined) backend.setTrainingSet!(train.parts, cw);
     const indices = onSet !== undefined ? new IndexFeeder(train.size, { seed: config.seed, batch: B, steps: config.steps, group }) : undefined;
     const feeder =
       onSet !== undefined || config.feeder === false
@@ -671,6 +687,7 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
     }
     const t2 = performance.now();
     log(`steps: ${config.steps} in ${((t2 - t1) / 1000).toFixed(1)} s (${backend.backend}${onSet !== undefined ? ', batches gathered on the device' : ''})`);
+    const held = await heldSets();
     return await finish({ backend, params: backend.getParams(), history, train, ...(held !== undefined ? { held } : {}), marks: { t0, t1, t2 } });
   } finally {
     backend.close();

@@ -150,19 +150,29 @@ class Backend {
   virtual void trainSteps(const Params& p, std::vector<float>& params, AdamWState& st, const Batch& b,
                           const LossOptions& o, std::size_t steps, const float* lr, float focalGamma,
                           const AdamWOptions& ao, StepResult* out) const;
-  // A training set held by the backend (where supportsTrainSteps()): setTrainingSet copies its n tokens (finite
+  // A training set held by the backend (where supportsTrainSteps()): setTrainingSet copies its tokens (finite
   // inputs, labels in 0..3: the caller checks both) to the device, replacing any set held before (none held after a
-  // failure). trainStepsOnSet then does what trainSteps does
-  // with the batch b.x[i] = set.x[index[i]] … (n = steps·m indices, each < the set's n, checked by the caller), the
-  // labels the set's and each sample weight set.classWeight[label]: the same batches bit for bit, gathered on the
+  // failure). The set comes in parts, one after another (token i of the set is part 0's first, then part 1's, …), so
+  // a caller whose tokens lie in several arrays (simulated and real) never joins them on the host.
+  // trainStepsOnSet then does what trainSteps does
+  // with the batch b.x[i] = set.x[index[i]] … (n = steps·m indices, each < the set's tokens(), checked by the caller),
+  // the labels the set's and each sample weight set.classWeight[label]: the same batches bit for bit, gathered on the
   // device instead of copied from the host (o.labels and o.sampleWeight are not read). Defaults throw moe::Error.
-  struct TrainingSet {
-    const float* x;
+  struct TokenRows {
+    const float* x;  // [n·H]
     const float* vol;
     const float* risk;
     const std::uint8_t* labels;
     std::size_t n;
+  };
+  struct TrainingSet {
+    std::vector<TokenRows> parts;
     float classWeight[kDomains];
+    std::size_t tokens() const {
+      std::size_t n = 0;
+      for (const TokenRows& r : parts) n += r.n;
+      return n;
+    }
   };
   virtual void setTrainingSet(int H, const TrainingSet& set) const;
   virtual void trainStepsOnSet(const Params& p, std::vector<float>& params, AdamWState& st, const std::uint32_t* index,

@@ -284,12 +284,12 @@ Napi::Value RouterWrap::Forward(const Napi::CallbackInfo& info) {
 namespace {
 
 // RangeError `Expected values in 0..3 for labels but received 7 at index i` for the first label out of range.
-void requireLabels(Napi::Env env, const std::uint8_t* labels, std::size_t n) {
+void requireLabels(Napi::Env env, const std::uint8_t* labels, std::size_t n, const std::string& name = "labels") {
   const std::uint8_t* bad = std::find_if(labels, labels + n, [](std::uint8_t c) { return c >= kDomains; });
   const std::size_t i = std::size_t(bad - labels);
   if (i < n)
-    throw Napi::RangeError::New(env, "Expected values in 0..3 for labels but received " + std::to_string(labels[i]) +
-                                         " at index " + std::to_string(i));
+    throw Napi::RangeError::New(env, "Expected values in 0..3 for " + name + " but received " +
+                                         std::to_string(labels[i]) + " at index " + std::to_string(i));
 }
 
 // labelSmoothing [0,1) and reconWeight ≥ 0 at info[at], info[at + 1], into o.
@@ -398,34 +398,55 @@ Napi::Value RouterWrap::TrainSteps(const Napi::CallbackInfo& info) {
   return queueStepsCall(info, std::move(b));
 }
 
-// setTrainingSet(x [n*H], vol [n], risk [n], labels Uint8Array [n] (each 0..3), classWeights Float32Array [4] (each
-// finite ≥ 0)) → undefined. Copies the n tokens to the device (Backend::setTrainingSet), replacing any set held
-// before, for trainStepsOnSet; x, vol and risk are checked for NaN/±Inf first (RangeError naming the array and the
-// index; nothing changes then; a failure of the copy itself leaves no set held). Synchronous: about 0.3 s for 1.7 GB.
-// Only where trainStepsSupported(); not while a trainSteps or trainStepsOnSet call is in flight.
+// setTrainingSet(parts Array of {x [n*H], vol [n], risk [n], labels Uint8Array [n] (each 0..3)}, at least one token
+// each; classWeights Float32Array [4] (each finite ≥ 0)) → undefined. Copies the parts' tokens, one part after another,
+// to the device as one set (Backend::setTrainingSet), replacing any set held before, for trainStepsOnSet; every part's
+// x, vol and risk are checked for NaN/±Inf first (RangeError naming the array, as parts[i].vol where there are several
+// parts, and the index; nothing changes then; a failure of the copy itself leaves no set held). Synchronous: about 0.3 s for 1.7 GB. Only where
+// trainStepsSupported(); not while a trainSteps or trainStepsOnSet call is in flight.
 Napi::Value RouterWrap::SetTrainingSet(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   requireOpen(env);
   requireIdle(env);
   requireTrainSteps(env, *backend_, "setTrainingSet");
-  const BatchArrays in = readBatch(info, hidden_);
-  const Napi::Uint8Array labels = requireU8(info[3], "labels", in.n);
-  const Napi::Float32Array cw = requireF32(info[4], "classWeights", kDomains);
+  if (!info[0].IsArray() || info[0].As<Napi::Array>().Length() == 0)
+    failExpected(env, false, "a non-empty Array of {x, vol, risk, labels}", "parts", info[0]);
+  const Napi::Array parts = info[0].As<Napi::Array>();
+  const Napi::Float32Array cw = requireF32(info[1], "classWeights", kDomains);
   for (std::size_t c = 0; c < kDomains; ++c)
     if (!isNonNegativeFinite(cw[c]))
       throw Napi::RangeError::New(env, "Expected finite numbers >= 0 for classWeights but received " +
                                            std::to_string(cw[c]) + " at index " + std::to_string(c));
-  requireLabels(env, labels.Data(), in.n);
-  inPlace(env, in);  // the NaN/±Inf check
-  const Backend::TrainingSet set{in.x.Data(), in.vol.Data(), in.risk.Data(),
-                                 labels.Data(), in.n, {cw[0], cw[1], cw[2], cw[3]}};
+  Backend::TrainingSet set{{}, {cw[0], cw[1], cw[2], cw[3]}};
+  for (std::uint32_t i = 0; i < parts.Length(); ++i) {
+    // Errors name the part where there are several (parts[1].vol), else the array alone (vol).
+    const std::string at = parts.Length() > 1 ? "parts[" + std::to_string(i) + "]." : "";
+    const Napi::Value part = parts.Get(i);
+    if (!part.IsObject() || part.IsTypedArray() || part.IsArray())
+      failExpected(env, false, "an object {x, vol, risk, labels}", ("parts[" + std::to_string(i) + "]").c_str(), part);
+    const Napi::Object o = part.As<Napi::Object>();
+    const std::string name[] = {at + "x", at + "vol", at + "risk", at + "labels"};
+    const Napi::Float32Array vol = requireAnyF32(o.Get("vol"), name[1].c_str());
+    const std::size_t n = vol.ElementLength();
+    if (n == 0)
+      throw Napi::RangeError::New(env, "Expected at least 1 token for " + name[1] + " but received Float32Array of length 0");
+    const Napi::Float32Array x = requireF32(o.Get("x"), name[0].c_str(), n * std::size_t(hidden_));
+    const Napi::Float32Array risk = requireF32(o.Get("risk"), name[2].c_str(), n);
+    const Napi::Uint8Array labels = requireU8(o.Get("labels"), name[3].c_str(), n);
+    requireLabels(env, labels.Data(), n, name[3]);
+    requireFinite(env, name[0].c_str(), x.Data(), x.ElementLength());
+    requireFinite(env, name[1].c_str(), vol.Data(), n);
+    requireFinite(env, name[2].c_str(), risk.Data(), n);
+    // The arrays stay reachable through `parts` (held by the caller) while this synchronous call runs.
+    set.parts.push_back({x.Data(), vol.Data(), risk.Data(), labels.Data(), n});
+  }
   setTokens_ = 0;
   try {
     backend_->setTrainingSet(hidden_, set);
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
-  setTokens_ = in.n;
+  setTokens_ = set.tokens();
   return env.Undefined();
 }
 

@@ -283,28 +283,36 @@ class CudaBackend final : public Backend {
     });
   }
 
-  // Contract: Backend::setTrainingSet. The set's arrays are copied to the device as they are (from pageable memory);
-  // a set held before is freed first, and nothing is held after a failure.
+  // Contract: Backend::setTrainingSet. Each part's arrays are copied (from pageable memory) to their place in one set
+  // of device arrays; a set held before is freed first, and nothing is held after a failure.
   void setTrainingSet(int H, const TrainingSet& set) const override {
     std::lock_guard<std::mutex> lock(mu_);
     requireOpen();
     MOE_CHECK(H == 16 || H == 32, "setTrainingSet needs H = 16 or 32");
-    MOE_CHECK(set.n >= 1, "setTrainingSet needs at least one token");
+    const std::size_t n = set.tokens();
+    MOE_CHECK(n >= 1, "setTrainingSet needs at least one token");
     freeSet();
     try {
-      devAlloc(set_.x, set.n * H), devAlloc(set_.vol, set.n), devAlloc(set_.risk, set.n), devAlloc(set_.labels, set.n);
+      devAlloc(set_.x, n * H), devAlloc(set_.vol, n), devAlloc(set_.risk, n), devAlloc(set_.labels, n);
       cudaStream_t s = slots_[0].stream;
-      MOE_CUDA_CHECK(cudaMemcpyAsync(set_.x, set.x, set.n * H * sizeof(float), cudaMemcpyHostToDevice, s));
-      MOE_CUDA_CHECK(cudaMemcpyAsync(set_.vol, set.vol, set.n * sizeof(float), cudaMemcpyHostToDevice, s));
-      MOE_CUDA_CHECK(cudaMemcpyAsync(set_.risk, set.risk, set.n * sizeof(float), cudaMemcpyHostToDevice, s));
-      MOE_CUDA_CHECK(cudaMemcpyAsync(set_.labels, set.labels, set.n, cudaMemcpyHostToDevice, s));
+      std::size_t at = 0;
+      for (const TokenRows& r : set.parts) {
+        const auto copy = [&](void* dst, const void* src, std::size_t bytes) {
+          MOE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
+        };
+        copy(set_.x + at * H, r.x, r.n * H * sizeof(float));
+        copy(set_.vol + at, r.vol, r.n * sizeof(float));
+        copy(set_.risk + at, r.risk, r.n * sizeof(float));
+        copy(set_.labels + at, r.labels, r.n);
+        at += r.n;
+      }
       MOE_CUDA_CHECK(cudaStreamSynchronize(s));
     } catch (...) {
       drain();
       freeSet();
       throw;
     }
-    set_.n = set.n;
+    set_.n = n;
     set_.H = H;
     set_.cw = make_float4(set.classWeight[0], set.classWeight[1], set.classWeight[2], set.classWeight[3]);
   }
