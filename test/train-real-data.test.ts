@@ -61,6 +61,11 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     const set = await realTrainingTokens(16, data, 7);
     const again = await realTrainingTokens(16, data, 7);
     expect(Buffer.from(again.x.buffer).equals(Buffer.from(set.x.buffer))).toBe(true);
+    // Computed on worker threads instead: the same rows.
+    clearRealTokenCache();
+    const onThreads = await realTrainingTokens(16, data, 7, undefined, 2);
+    expect(Buffer.from(onThreads.x.buffer).equals(Buffer.from(set.x.buffer))).toBe(true);
+    expect(onThreads.tickers).toEqual(set.tickers);
     expect(set.tickers).toHaveLength(TICKERS.length * 5);
     for (const t of set.tickers) {
       const base = t.ticker.split(':')[0]!;
@@ -165,8 +170,9 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     expect(r.temperature).toBeLessThan(20);
     expect(r.foldCalibration).toHaveLength(2);
     // Routes short of context fit the context temperature alone: T and κ are those fitted without them, and λ is 0 then.
-    // (Both folds at once here: the same fold routers, so the same predictions, gathered in fold order.)
-    const without = await crossFit({ config, folds: 2, concurrency: 2, slices: [{ name: 'all' }, { name: 'first 120', maxBars: 120 }, { name: 'windows 60', windowBars: 60 }] });
+    // (Both folds at once here, the slices' features and the fits on worker threads: the same fold routers, so the
+    // same predictions, gathered in fold order.)
+    const without = await crossFit({ config, folds: 2, concurrency: 2, threads: 2, slices: [{ name: 'all' }, { name: 'first 120', maxBars: 120 }, { name: 'windows 60', windowBars: 60 }] });
     for (let i = 0; i < 3; i++) {
       expect(without.atT1[i]!.map((p) => p.ticker)).toEqual(r.atT1[i]!.map((p) => p.ticker));
       without.atT1[i]!.forEach((p, j) => expect(Buffer.from(p.probs.buffer, p.probs.byteOffset, p.probs.byteLength).equals(Buffer.from(r.atT1[i]![j]!.probs.buffer, r.atT1[i]![j]!.probs.byteOffset, r.atT1[i]![j]!.probs.byteLength))).toBe(true));

@@ -13,7 +13,7 @@
 #   for b in moe_cuda_test moe_cuda_bench; do xz -c /tmp/moe-native/$b > $D/bin/$b.xz; done
 #   xz -c build/Release/moe_router.node > $D/moe_router.node.xz
 #   xz -c "$(readlink -f "$(command -v node)")" > $D/node.xz
-#   for f in src/cli/train.ts src/cli/evaluate.ts src/training/{tokens,batch-feeder,calibrate}.task.ts; do
+#   for f in src/cli/train.ts src/cli/evaluate.ts src/training/{tokens,batch-feeder,calibrate,features}.task.ts; do
 #     npx esbuild $f --bundle --platform=node --format=esm --target=node20 --external:piscina \
 #       --outfile=$D/$(basename $f .ts).mjs \
 #       --banner:js="import { createRequire as __cr } from 'module'; const require = __cr(import.meta.url);"

@@ -5,7 +5,7 @@
 # Build machine, repository root, after `npm ci && npm run build:native` with nvcc (CUDA compiled in):
 #   D=.device-train; mkdir -p $D/node_modules      # git-ignored: echo /.device-train/ >> .git/info/exclude
 #   bundle() {  # bundle REPO_DIR OUT_DIR: the trainer and its worker tasks of one checkout
-#     for f in src/cli/train.ts src/training/{tokens,batch-feeder,calibrate}.task.ts; do
+#     for f in src/cli/train.ts src/training/{tokens,batch-feeder,calibrate,features}.task.ts; do
 #       (cd "$1" && npx esbuild $f --bundle --platform=node --format=esm --target=node20 --external:piscina \
 #         --outfile="$2/$(basename $f .ts).mjs" \
 #         --banner:js="import { createRequire as __cr } from 'module'; const require = __cr(import.meta.url);")

@@ -12,7 +12,7 @@
 # with the CPU build's (the shipped model, trained on an AVX-512 CPU).
 # Build machine, repository root, after `npm ci && npm run build:native` with nvcc (CUDA compiled in):
 #   echo /.device-train/ >> .git/info/exclude; mkdir -p .device-train/node_modules
-#   for f in src/cli/train.ts src/training/tokens.task.ts src/training/batch-feeder.task.ts src/training/calibrate.task.ts; do
+#   for f in src/cli/train.ts src/training/tokens.task.ts src/training/batch-feeder.task.ts src/training/calibrate.task.ts src/training/features.task.ts; do
 #     npx esbuild $f --bundle --platform=node --format=esm --target=node20 --external:piscina \
 #       --outfile=.device-train/$(basename $f .ts).mjs \
 #       --banner:js="import { createRequire as __cr } from 'module'; const require = __cr(import.meta.url);"

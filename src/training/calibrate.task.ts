@@ -1,4 +1,4 @@
-import { fitTemperatureNll } from './temperature.js';
+import { fitTemperatureNll, meanNll } from './temperature.js';
 import { temperatureFactor } from '../router/history-temperature.js';
 
 /** One fit of the calibration's grid: the data of one ticker subset (shared memory) and one history temperature κ. */
@@ -9,9 +9,27 @@ export interface KappaFitTask {
   kappa: number;
 }
 
-/** Piscina task of `calibrate.ts`: T fitted with each token read at T·(1 + κ·u), and the NLL there. */
-export default function kappaFit(task: KappaFitTask): { temperature: number; nll: number } {
+/** Some context temperatures λ of the grid on one subset's tokens short of context, T and κ fixed: the NLL at each. */
+export interface LambdaNllTask extends KappaFitTask {
+  shortfall: Float32Array;
+  temperature: number;
+  lambdas: number[];
+}
+
+/** Piscina task of `calibrate.ts`: T fitted with each token read at T·(1 + κ·u), and the NLL there; or, given λs, the
+ * NLL at each of them (`lambdaNlls`). */
+export default function calibrateTask(task: KappaFitTask | LambdaNllTask): { temperature: number; nll: number } | number[] {
+  return 'lambdas' in task ? lambdaNlls(task) : kappaFit(task);
+}
+
+/** T fitted with each token read at T·(1 + κ·u), and the NLL there. */
+export function kappaFit(task: KappaFitTask): { temperature: number; nll: number } {
   return fitTemperatureNll(task.logp, task.labels, calibrationFactors(task.shortness, task.kappa));
+}
+
+/** The mean NLL of the tokens read at T·(1 + κ·u + λ·c), for each λ of the task. */
+export function lambdaNlls(task: LambdaNllTask): number[] {
+  return task.lambdas.map((lambda) => meanNll(task.logp, task.labels, calibrationFactors(task.shortness, task.kappa, task.shortfall, lambda), task.temperature));
 }
 
 /** Per-token factors 1 + κ·u (+ λ·c with a shortfall) of the history and context temperatures. */

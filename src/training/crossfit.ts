@@ -14,8 +14,10 @@ import { minHistoryBars } from '../config.js';
 import { atCalibration, fitAll, type Calibration } from './calibrate.js';
 import type { ContextName } from '../data/features/context.js';
 import { trainMemberParams } from './ensemble.js';
-import { calibrationNoise, loadLabelledDirectory, type LabelledDirectory, metricsByYear, type CalibrationNoise, routeLabelled, summarisePredictions, wrongTickers, type EvaluationMetrics, type TickerPrediction, type YearMetrics } from './evaluate.js';
+import { calibrationNoise, EvaluationError, loadLabelledDirectory, type LabelledDirectory, metricsByYear, type CalibrationNoise, routeLabelled, summarisePredictions, wrongTickers, type EvaluationMetrics, type TickerPrediction, type YearMetrics } from './evaluate.js';
 import { createForwarder } from './forwarder.js';
+import type { FeaturesTask, SliceOutcome } from './features.task.js';
+import { createTaskPool, siblingTaskFile } from '../util/task-pool.js';
 import type { TrainConfig, TrainHooks } from './train.js';
 
 /** One way of cutting each ticker's bars: all of them, its first `maxBars`, its last `lastBars`, or every stretch of `windowBars`. */
@@ -78,7 +80,7 @@ export interface CrossFitOptions {
   seeds?: readonly number[];
   folds: number;
   slices?: readonly CrossFitSlice[];
-  /** Threads of the calibration's fits. @defaultValue config.simThreads ?? config.threads */
+  /** Worker threads of the slices' features and of the calibration's fits. @defaultValue config.simThreads ?? config.threads */
   threads?: number;
   /**
    * Folds trained at once. Each fold's routers are independent of the others' (their data, initialisation and
@@ -114,26 +116,50 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
     ...(real.contextDir !== undefined ? { contextDir: real.contextDir } : {}),
     minBars: minHistoryBars(),
   };
-  // Each slice's features once, for every ticker; a fold routes its own rows.
-  const sliceItems: LabelledDirectory['items'][] = [];
-  for (const s of slices) {
-    const dir = await loadLabelledDirectory(
-      {
-        ...dirOpts,
-        ...(s.maxBars !== undefined ? { maxBars: s.maxBars } : {}),
-        ...(s.lastBars !== undefined ? { lastBars: s.lastBars } : {}),
-        ...(s.windowBars !== undefined ? { windowBars: s.windowBars } : {}),
-        ...(s.context !== undefined ? { keepContext: s.context } : {}),
-      },
-      config.hidden,
-    );
-    sliceItems.push(dir.items.slice().sort((a, b) => byTicker(a.series, b.series)));
-  }
-  const tickers = sliceItems[0]!.map((it) => it.series.ticker);
-  if (tickers.length < folds) throw new RangeError(`Expected at least ${folds} labelled tickers in ${real.dataDir} to cross-fit over ${folds} folds but received ${tickers.length}`);
-  const foldTickers = Array.from({ length: folds }, (_, k) => tickers.filter((_, i) => i % folds === k));
   const concurrency = opts.concurrency ?? 1;
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`Expected integer ≥ 1 for concurrency but received ${String(concurrency)}`);
+  // Each slice's features once, for every ticker, on worker threads (the calling thread stays free for the routers'
+  // training calls); a fold routes its own rows. The folds are cut from the first slice's tickers (every bar), so it
+  // comes first; the others are made while the folds train, and read only once a fold has trained.
+  const threads = opts.threads ?? config.simThreads ?? config.threads;
+  const pool = threads > 1 ? createTaskPool({ filename: siblingTaskFile(import.meta.url, 'features.task'), maxThreads: Math.min(threads, slices.length) }) : undefined;
+  const loadSlice = async (s: CrossFitSlice): Promise<LabelledDirectory['items']> => {
+    const sliceOpts = {
+      ...dirOpts,
+      ...(s.maxBars !== undefined ? { maxBars: s.maxBars } : {}),
+      ...(s.lastBars !== undefined ? { lastBars: s.lastBars } : {}),
+      ...(s.windowBars !== undefined ? { windowBars: s.windowBars } : {}),
+      ...(s.context !== undefined ? { keepContext: s.context } : {}),
+    };
+    let dir: LabelledDirectory;
+    if (pool === undefined) dir = await loadLabelledDirectory(sliceOpts, config.hidden);
+    else {
+      const out = (await pool.run({ kind: 'slice', opts: sliceOpts, hidden: config.hidden } satisfies FeaturesTask)) as SliceOutcome;
+      if ('error' in out) throw new EvaluationError(out.error.code, out.error.message);
+      dir = out.dir;
+    }
+    return dir.items.slice().sort((a, b) => byTicker(a.series, b.series));
+  };
+  const first = loadSlice(slices[0]!);
+  const rest = slices.slice(1).map((s) => first.then(() => loadSlice(s)));
+  const sliceItems = Promise.all([first, ...rest]);
+  sliceItems.catch(() => undefined); // read below; a failure surfaces there
+  const settled = async () => {
+    await Promise.allSettled([first, ...rest]);
+    await pool?.destroy();
+  };
+  let tickers: string[];
+  try {
+    tickers = (await first).map((it) => it.series.ticker);
+  } catch (e) {
+    await settled();
+    throw e;
+  }
+  if (tickers.length < folds) {
+    await settled();
+    throw new RangeError(`Expected at least ${folds} labelled tickers in ${real.dataDir} to cross-fit over ${folds} folds but received ${tickers.length}`);
+  }
+  const foldTickers = Array.from({ length: folds }, (_, k) => tickers.filter((_, i) => i % folds === k));
   // Each fold's out-of-fold predictions per slice, gathered in fold order whatever order the folds finish in.
   const foldOof: TickerPrediction[][][] = [];
   const runFold = async (k: number): Promise<void> => {
@@ -147,7 +173,7 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
     try {
       const held = new Set(foldTickers[k]!);
       const perSlice: TickerPrediction[][] = [];
-      for (const items of sliceItems) perSlice.push(await routeLabelled(forwarder, config.hidden, items.filter((it) => held.has(it.series.ticker))));
+      for (const items of await sliceItems) perSlice.push(await routeLabelled(forwarder, config.hidden, items.filter((it) => held.has(it.series.ticker))));
       foldOof[k] = perSlice;
     } finally {
       forwarder.close();
@@ -169,13 +195,15 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
       }
     }),
   );
+  await settled();
   for (const lane of lanes) if (lane.status === 'rejected') throw lane.reason;
+  await sliceItems; // a slice that failed after every fold did too
   const oof: TickerPrediction[][] = slices.map((_, i) => foldOof.flatMap((perSlice) => perSlice[i]!));
   for (const p of oof) p.sort(byTicker);
   // Calibration from the out-of-fold predictions of every slice, pooled: fold k's tickers read at the pair fitted without them.
   const foldOf = new Map(foldTickers.flatMap((ts, k) => ts.map((t) => [t, k] as const)));
   const pooled = oof.filter((_, i) => slices[i]!.calibrate !== false).flat();
-  const fitted = await fitAll([...foldTickers.map((_, k) => pooled.filter((p) => foldOf.get(p.ticker) !== k)), pooled], opts.threads ?? config.simThreads ?? config.threads);
+  const fitted = await fitAll([...foldTickers.map((_, k) => pooled.filter((p) => foldOf.get(p.ticker) !== k)), pooled], threads);
   const foldCalibration = fitted.slice(0, folds);
   const shipped = fitted[folds]!;
   const calibrated = oof.map((preds) => preds.map((p) => atCalibration(p, foldCalibration[foldOf.get(p.ticker)!]!)));

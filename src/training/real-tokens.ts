@@ -15,6 +15,8 @@ import type { Hidden } from '../router/layout.js';
 import { concatSeries } from '../router/batch.js';
 import { lruEntry } from '../util/lru.js';
 import { sharedArray } from '../util/shared-memory.js';
+import { createTaskPool, siblingTaskFile } from '../util/task-pool.js';
+import type { FeaturesTask } from './features.task.js';
 import { Rng } from '../util/random.js';
 import { degradeContext } from '../data/sim/simulator.js';
 import type { MarketContext } from '../data/features/context.js';
@@ -47,7 +49,7 @@ export interface RealTrainingData {
 /** The longest new-listing copy, in bars (as the simulator's new listings). */
 const LISTING_MAX_BARS = 400;
 
-type Row = { ticker: string; label: number; series: FeatureSeries };
+export type Row = { ticker: string; label: number; series: FeatureSeries };
 
 /**
  * Each ticker's rows (its copies' features), by what they are drawn from: the recipe's settings and the context
@@ -56,7 +58,7 @@ type Row = { ticker: string; label: number; series: FeatureSeries };
  * draws come from (seed, ticker) alone), so they are computed once per member seed. Three recipes are kept: the
  * members of an ensemble.
  */
-const rowCache = new Map<string, Map<string, Row[]>>();
+const rowCache = new Map<string, Map<string, Promise<Row[]>>>();
 const ROW_CACHE_RECIPES = 3;
 
 /** Forgets every cached row (tests: the next call computes every ticker's features again). */
@@ -80,8 +82,12 @@ function tickerKey(ticker: string, label: number, bars: readonly Bar[]): string 
   return `${ticker}|${label}|${digest([bars.map((b) => b.date).join(','), v])}`;
 }
 
-/** Tokens of a real labelled folder for training (see the module comment); `seed` draws the listing lengths. */
-export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData, seed: number, warn?: (m: string) => void): Promise<TokenSet> {
+/**
+ * Tokens of a real labelled folder for training (see the module comment); `seed` draws the listing lengths. The
+ * tickers' features are computed on `threads` worker threads (`features.task.ts`; 1: here), each ticker's once per
+ * recipe even when several callers (a cross-fit's folds) ask at once: the same bytes either way.
+ */
+export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData, seed: number, warn?: (m: string) => void, threads = 1): Promise<TokenSet> {
   for (const [name, v] of [['repeat', data.repeat], ['listings', data.listings]] as const) {
     if (!Number.isInteger(v) || v < 0 || v > 1000) throw new RangeError(`Expected integer in [0, 1000] for real.${name} but received ${String(v)}`);
   }
@@ -100,18 +106,27 @@ export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData,
   });
   for (const f of dir.failed) warn?.(`real training data: ${f.ticker} left out (${f.reason})`);
   const recipeKey = JSON.stringify([hidden, seed, data.repeat, data.listings, dropout, inceptionShare, contextKey(dir.context)]);
-  const cached = lruEntry(rowCache, recipeKey, ROW_CACHE_RECIPES, () => new Map<string, Row[]>());
-  const rows: Row[] = [];
-  for (const { ticker, label, bars } of dir.loaded) {
-    if (bars.length < MIN_HISTORY_BARS) continue;
-    const key = tickerKey(ticker, label, bars);
-    let mine = cached.get(key);
-    if (mine === undefined) {
-      mine = tickerRows(hidden, ticker, label, bars, dir.context, seed, data, dropout, inceptionShare);
-      cached.set(key, mine);
-    }
-    rows.push(...mine);
+  const cached = lruEntry(rowCache, recipeKey, ROW_CACHE_RECIPES, () => new Map<string, Promise<Row[]>>());
+  const usable = dir.loaded.filter(({ bars }) => bars.length >= MIN_HISTORY_BARS);
+  const keys = usable.map(({ ticker, label, bars }) => tickerKey(ticker, label, bars));
+  const missing = usable.filter((_, i) => !cached.has(keys[i]!));
+  const pool = threads > 1 && missing.length > 1 ? createTaskPool({ filename: siblingTaskFile(import.meta.url, 'features.task'), maxThreads: Math.min(threads, missing.length) }) : undefined;
+  const { repeat, listings } = data;
+  usable.forEach(({ ticker, label, bars }, i) => {
+    if (cached.has(keys[i]!)) return;
+    const args: TickerRowsArgs = { hidden, ticker, label, bars, context: dir.context, seed, repeat, listings, dropout, inceptionShare };
+    const made = pool !== undefined ? (pool.run({ kind: 'rows', args } satisfies FeaturesTask) as Promise<Row[]>) : Promise.resolve().then(() => tickerRows(args));
+    // A failed ticker leaves the cache, so a later call computes it again.
+    made.catch(() => cached.delete(keys[i]!));
+    cached.set(keys[i]!, made);
+  });
+  let perTicker: Row[][];
+  try {
+    perTicker = await Promise.all(keys.map((k) => cached.get(k)!));
+  } finally {
+    await pool?.destroy();
   }
+  const rows = perTicker.flat();
   if (rows.length === 0) {
     throw new RangeError(`Expected labelled tickers with at least ${MIN_HISTORY_BARS} bars for real training data in ${dir.dataDir} but received none`);
   }
@@ -120,29 +135,33 @@ export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData,
   return assembleTokens(hidden, [{ seed: 0, x, vol, risk, rows: tokenRows }]);
 }
 
+/** What one ticker's training rows are drawn from (`tickerRows`). */
+export interface TickerRowsArgs {
+  hidden: Hidden;
+  ticker: string;
+  label: number;
+  bars: Bar[];
+  context: MarketContext;
+  seed: number;
+  repeat: number;
+  listings: number;
+  dropout: number;
+  inceptionShare: number;
+}
+
 /** One ticker's copies: its whole series `repeat` times and `listings` new listings, contexts degraded as drawn. */
-function tickerRows(
-  hidden: Hidden,
-  ticker: string,
-  label: number,
-  bars: Bar[],
-  context: MarketContext,
-  seed: number,
-  data: RealTrainingData,
-  dropout: number,
-  inceptionShare: number,
-): Row[] {
+export function tickerRows({ hidden, ticker, label, bars, context, seed, repeat, listings, dropout, inceptionShare }: TickerRowsArgs): Row[] {
   const rows: Row[] = [];
   // Degraded contexts from their own stream, so the listing lengths are the same with or without them.
   const crng = Rng.derive(seed, `context:${ticker}`);
   const contextOf = (): MarketContext => (dropout > 0 && crng.next() < dropout ? degradeContext(context, crng, inceptionShare) : context);
   const whole = computeFeatures(ticker, bars, hidden, context);
-  for (let r = 0; r < data.repeat; r++) {
+  for (let r = 0; r < repeat; r++) {
     const ctx = contextOf();
     rows.push({ ticker, label, series: ctx === context ? whole : computeFeatures(ticker, bars, hidden, ctx) });
   }
   const rng = Rng.derive(seed, `listing:${ticker}`);
-  for (let c = 0; c < data.listings; c++) {
+  for (let c = 0; c < listings; c++) {
     const n = Math.round(Math.exp(rng.uniform(Math.log(MIN_HISTORY_BARS), Math.log(LISTING_MAX_BARS))));
     rows.push({ ticker: `${ticker}:first${n}`, label, series: computeFeatures(ticker, bars.slice(0, Math.min(n, bars.length)), hidden, contextOf()) });
   }

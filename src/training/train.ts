@@ -586,7 +586,7 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
   const train = joinTokenSets(
     d.real === undefined
       ? [simulated]
-      : [simulated, await realTrainingTokens(H, d.contextInceptionShare ? { ...d.real, contextInceptionShare: d.contextInceptionShare } : d.real, config.seed, warn)],
+      : [simulated, await realTrainingTokens(H, d.contextInceptionShare ? { ...d.real, contextInceptionShare: d.contextInceptionShare } : d.real, config.seed, warn, simThreads)],
   );
   const t1 = performance.now();
   const real = train.size - simulated.size;

@@ -1,0 +1,25 @@
+/**
+ * Piscina task of the trainer's feature work on a real labelled folder, off the calling thread (whose turn the GPU's
+ * training calls wait for): one slice of the folder (`loadLabelledDirectory`, crossfit.ts) or one ticker's training
+ * rows (`tickerRows`, real-tokens.ts). The same features as computed in place, bit for bit.
+ */
+import type { Hidden } from '../router/layout.js';
+import { EvaluationError, loadLabelledDirectory, type LabelledBarsOptions, type LabelledDirectory } from './evaluate.js';
+import { tickerRows, type Row, type TickerRowsArgs } from './real-tokens.js';
+
+export type FeaturesTask =
+  | { kind: 'slice'; opts: Omit<LabelledBarsOptions, 'warn'>; hidden: Hidden }
+  | { kind: 'rows'; args: TickerRowsArgs };
+
+/** A slice, or the EvaluationError that made it fail (its code does not survive the thread boundary as an Error). */
+export type SliceOutcome = { dir: LabelledDirectory } | { error: { code: EvaluationError['code']; message: string } };
+
+export default async function featuresTask(task: FeaturesTask): Promise<SliceOutcome | Row[]> {
+  if (task.kind === 'rows') return tickerRows(task.args);
+  try {
+    return { dir: await loadLabelledDirectory(task.opts, task.hidden) };
+  } catch (e) {
+    if (e instanceof EvaluationError) return { error: { code: e.code, message: e.message } };
+    throw e;
+  }
+}
