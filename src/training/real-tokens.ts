@@ -16,7 +16,6 @@ import { concatSeries } from '../router/batch.js';
 import { lruEntry } from '../util/lru.js';
 import { sharedArray } from '../util/shared-memory.js';
 import { createTaskPool, siblingTaskFile } from '../util/task-pool.js';
-import type { FeaturesTask } from './features.task.js';
 import { Rng } from '../util/random.js';
 import { degradeContext } from '../data/sim/simulator.js';
 import type { MarketContext } from '../data/features/context.js';
@@ -115,7 +114,8 @@ export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData,
   usable.forEach(({ ticker, label, bars }, i) => {
     if (cached.has(keys[i]!)) return;
     const args: TickerRowsArgs = { hidden, ticker, label, bars, context: dir.context, seed, repeat, listings, dropout, inceptionShare };
-    const made = pool !== undefined ? (pool.run({ kind: 'rows', args } satisfies FeaturesTask) as Promise<Row[]>) : Promise.resolve().then(() => tickerRows(args));
+    // On a thread, a features.task.ts task (the same tickerRows).
+    const made = pool !== undefined ? (pool.run({ kind: 'rows', args }) as Promise<Row[]>) : Promise.resolve().then(() => tickerRows(args));
     // A failed ticker leaves the cache, so a later call computes it again.
     made.catch(() => cached.delete(keys[i]!));
     cached.set(keys[i]!, made);
