@@ -40,7 +40,8 @@ sends those calls their batches from the host instead of only the batches' token
 set on the GPU, and
 --fold-concurrency N trains N of the cross-fit's folds at once (default 5 where a GPU trains, whose small training
 kernels one router leaves mostly idle, 1 on a CPU; each fold in flight holds its own training set, ~1.7 GB for the
-shipped recipe): these change the speed, never the file (the fused steps compute --focal's weights in the kernel:
+shipped recipe), and above 1 also the file's members at once, the folds beside them, every member's training
+histories simulated first: these change the speed, never the file (the fused steps compute --focal's weights in the kernel:
 with --focal above 0 the GPU's floats may differ).`;
 
 interface CalibrateArgs {
