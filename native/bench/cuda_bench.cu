@@ -387,6 +387,24 @@ int main(int argc, char** argv) {
         std::printf("{\"kind\":\"train\",\"H\":%d,\"batch\":%zu,\"steps\":%d,\"msPerStep\":%.4f,\"lossFirst\":%.5f,\"lossLast\":%.5f}\n",
                     H, n, trainSteps, ms / trainSteps, lossFirst, lossLast);
 
+        // Times `call` (`per` steps a call, each step's results in res): two warm-up calls, then trainSteps / per
+        // calls; prints one row of `kind` with the first and last loss of the first timed run.
+        const auto timeCalls = [&](const char* kind, std::size_t per, std::vector<moe::StepResult>& res,
+                                   const std::function<void()>& call) {
+          const auto run = [&] {
+            call();
+            if (st.t == std::int64_t(per)) lossFirst = res[0].loss.loss;
+            lossLast = res[per - 1].loss.loss;
+          };
+          const int calls = std::max<int>(1, trainSteps / int(per));
+          for (int i = 0; i < 2; ++i) run();
+          const auto t1 = std::chrono::steady_clock::now();
+          for (int i = 0; i < calls; ++i) run();
+          const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
+          std::printf("{\"kind\":\"%s\",\"H\":%d,\"batch\":%zu,\"stepsPerCall\":%zu,\"steps\":%zu,\"msPerStep\":%.4f,\"lossFirst\":%.5f,\"lossLast\":%.5f}\n",
+                      kind, H, n, per, calls * per, ms / double(calls * per), lossFirst, lossLast);
+        };
+
         // The same steps as fused calls (Backend::trainSteps: the gradient stays on the device): one step per call,
         // and 16 per call (16 batches in one array, the trainer's default on the GPU).
         for (std::size_t per : {std::size_t(1), std::size_t(16)}) {
@@ -404,18 +422,8 @@ int main(int argc, char** argv) {
           std::vector<moe::StepResult> res(per);
           params = std::make_shared<moe::Params>(moe::Params{H, 1.0f, w});
           st = moe::AdamWState{};
-          auto fused = [&] {
-            be->trainSteps(*params, params->w, st, gb, glo, per, lrs.data(), 0.0f, ao, res.data());
-            if (st.t == std::int64_t(per)) lossFirst = res[0].loss.loss;
-            lossLast = res[per - 1].loss.loss;
-          };
-          const int calls = std::max<int>(1, trainSteps / int(per));
-          for (int i = 0; i < 2; ++i) fused();
-          const auto t1 = std::chrono::steady_clock::now();
-          for (int i = 0; i < calls; ++i) fused();
-          const double msF = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
-          std::printf("{\"kind\":\"train-fused\",\"H\":%d,\"batch\":%zu,\"stepsPerCall\":%zu,\"steps\":%zu,\"msPerStep\":%.4f,\"lossFirst\":%.5f,\"lossLast\":%.5f}\n",
-                      H, n, per, calls * per, msF / double(calls * per), lossFirst, lossLast);
+          timeCalls("train-fused", per, res,
+                    [&] { be->trainSteps(*params, params->w, st, gb, glo, per, lrs.data(), 0.0f, ao, res.data()); });
         }
 
         // The trainer's path on the GPU since 2026-12-06: the batch's 16 copies as a training set held on the device
@@ -432,18 +440,9 @@ int main(int argc, char** argv) {
           params = std::make_shared<moe::Params>(moe::Params{H, 1.0f, w});
           st = moe::AdamWState{};
           const moe::LossOptions so{nullptr, nullptr, lo.labelSmoothing, lo.reconWeight};
-          auto onSet = [&] {
+          timeCalls("train-set", per, res, [&] {
             be->trainStepsOnSet(*params, params->w, st, index.data(), index.size(), so, per, lrs.data(), 0.0f, ao, res.data());
-            if (st.t == std::int64_t(per)) lossFirst = res[0].loss.loss;
-            lossLast = res[per - 1].loss.loss;
-          };
-          const int calls = std::max<int>(1, trainSteps / int(per));
-          for (int i = 0; i < 2; ++i) onSet();
-          const auto t1 = std::chrono::steady_clock::now();
-          for (int i = 0; i < calls; ++i) onSet();
-          const double msS = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
-          std::printf("{\"kind\":\"train-set\",\"H\":%d,\"batch\":%zu,\"stepsPerCall\":%zu,\"steps\":%zu,\"msPerStep\":%.4f,\"lossFirst\":%.5f,\"lossLast\":%.5f}\n",
-                      H, n, per, calls * per, msS / double(calls * per), lossFirst, lossLast);
+          });
         }
 
         // The step's kernels alone on a batch already on the device, as the PyTorch baseline runs: zero the partial

@@ -208,7 +208,6 @@ export interface TrainerBackend {
     adam: Omit<AdamOpts, 'lr'> & { lr: number[] },
     steps: number,
   ): Promise<{ loss: Float64Array; ce: Float64Array; rec: Float64Array; gradNorm: Float64Array }>;
-  /** Copies the training set and its class weights into the backend for `trainStepsOnSet` (only with trainSteps). */
   /** Copies the training set (its parts, one after another) and its class weights into the backend for
    * `trainStepsOnSet` (only with trainSteps). */
   setTrainingSet?(parts: readonly SampleSource[], classWeights: Float64Array): void;
