@@ -111,6 +111,7 @@ export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData,
   const missing = usable.filter((_, i) => !cached.has(keys[i]!));
   const pool = threads > 1 && missing.length > 1 ? createTaskPool({ filename: siblingTaskFile(import.meta.url, 'features.task'), maxThreads: Math.min(threads, missing.length) }) : undefined;
   const { repeat, listings } = data;
+  const mine: Promise<Row[]>[] = [];
   usable.forEach(({ ticker, label, bars }, i) => {
     if (cached.has(keys[i]!)) return;
     const args: TickerRowsArgs = { hidden, ticker, label, bars, context: dir.context, seed, repeat, listings, dropout, inceptionShare };
@@ -119,12 +120,18 @@ export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData,
     // A failed ticker leaves the cache, so a later call computes it again.
     made.catch(() => cached.delete(keys[i]!));
     cached.set(keys[i]!, made);
+    mine.push(made);
   });
   let perTicker: Row[][];
   try {
     perTicker = await Promise.all(keys.map((k) => cached.get(k)!));
   } finally {
-    await pool?.destroy();
+    // Callers that asked at the same time await these tasks too: the pool lives until every one of them has settled,
+    // so one ticker's failure does not cut the others short.
+    if (pool !== undefined) {
+      await Promise.allSettled(mine);
+      await pool.destroy();
+    }
   }
   const rows = perTicker.flat();
   if (rows.length === 0) {
