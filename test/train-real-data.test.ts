@@ -12,6 +12,7 @@ import { isShared } from '../src/util/shared-memory.js';
 import { crossFit, formatCrossFit } from '../src/training/crossfit.js';
 import { calibrationNoise } from '../src/training/evaluate.js';
 import { FEATURE_TABLE } from '../src/data/features/table.js';
+import { simulatedTokens, tokenChunks } from '../src/training/tokens.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const marketData = path.resolve(repoRoot, '../shared/market-data');
@@ -126,8 +127,28 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     expect(Buffer.from(joined.x.buffer, without.size * H * 4).equals(Buffer.from(set.x.buffer, set.x.byteOffset, set.x.byteLength))).toBe(true);
     expect(Array.from(joined.vol.subarray(0, without.size))).toEqual(Array.from(without.vol));
     expect(Array.from(joined.risk.subarray(without.size))).toEqual(Array.from(set.risk));
-    expect(joinTokenSets([set]).x).toBe(set.x);
+    // A set of one chunk (here the joined set, once joined) is used as it is.
+    expect(joinTokenSets([joined]).x).toBe(joined.x);
     expect(() => joinTokenSets([])).toThrow('Expected at least one token set to join but received none');
+    // Each real row's series is a chunk of its set, as cached (no copy), until the set's series are read; a joined
+    // set's chunks are its parts' (a device set takes them so), and its join copies from them without joining them.
+    const fresh = await realTrainingTokens(16, data, 7);
+    const freshAgain = await realTrainingTokens(16, data, 7);
+    expect(fresh.chunks).toHaveLength(fresh.tickers.length);
+    expect(fresh.chunks![0]!.x).toBe(freshAgain.chunks![0]!.x);
+    fresh.tickers.forEach((t, i) => expect(fresh.chunks![i]!.vol.length).toBe(t.end - t.start));
+    expect(Array.from(fresh.chunks![3]!.labels)).toEqual(Array.from(fresh.labels.subarray(fresh.tickers[3]!.start, fresh.tickers[3]!.end)));
+    const sim = simulatedTokens(16, { seeds: [3, 4], tickersPerSubtype: 1, days: 300 });
+    expect(sim.chunks).toHaveLength(2);
+    const both = joinTokenSets([sim, fresh]);
+    expect(tokenChunks(both)).toHaveLength(2 + fresh.tickers.length);
+    expect(Buffer.from(both.x.buffer, sim.size * 16 * 4).equals(Buffer.from(set.x.buffer, set.x.byteOffset, set.x.byteLength))).toBe(true);
+    expect(fresh.chunks).toHaveLength(fresh.tickers.length);
+    expect(sim.chunks).toHaveLength(2);
+    expect(Array.from(both.vol.subarray(0, sim.size))).toEqual(Array.from(sim.vol));
+    // Once read, a set is one chunk: its joined series.
+    expect(sim.chunks).toEqual([{ x: sim.x, vol: sim.vol, risk: sim.risk, labels: sim.labels }]);
+    expect(tokenChunks(both)).toHaveLength(1);
   }, 60_000);
 
   it('cross-fits: each fold trains without its tickers and scores only them, every slice, calibration out of fold', async () => {

@@ -12,15 +12,13 @@ import { createHash } from 'node:crypto';
 import { computeFeatures, MIN_HISTORY_BARS } from '../data/features/compute.js';
 import type { Bar, FeatureSeries } from '../data/types.js';
 import type { Hidden } from '../router/layout.js';
-import { concatSeries } from '../router/batch.js';
 import { lruEntry } from '../util/lru.js';
-import { sharedArray } from '../util/shared-memory.js';
 import { createTaskPool, siblingTaskFile } from '../util/task-pool.js';
 import { Rng } from '../util/random.js';
 import { degradeContext } from '../data/sim/simulator.js';
 import type { MarketContext } from '../data/features/context.js';
 import { loadLabelledBars } from './evaluate.js';
-import { assembleTokens, type TokenSet } from './tokens.js';
+import { chunkedTokenSet, tokenChunks, type TokenChunk, type TokenSet } from './tokens.js';
 
 /** A real labelled folder in the training set (`TrainConfig.data.real`). */
 export interface RealTrainingData {
@@ -137,9 +135,20 @@ export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData,
   if (rows.length === 0) {
     throw new RangeError(`Expected labelled tickers with at least ${MIN_HISTORY_BARS} bars for real training data in ${dir.dataDir} but received none`);
   }
-  const { x, vol, risk } = concatSeries(rows.map((r) => r.series), hidden);
-  const tokenRows = rows.map((r) => ({ ticker: r.ticker, label: r.label, subtype: 'real', family: 'recent' as const, days: r.series.vol.length }));
-  return assembleTokens(hidden, [{ seed: 0, x, vol, risk, rows: tokenRows }]);
+  // Each row's series is a chunk of the set (the rows are cached and shared by the callers): nothing is copied here.
+  const total = rows.reduce((n, r) => n + r.series.vol.length, 0);
+  const labels = new Uint8Array(total);
+  const tickers: TokenSet['tickers'] = [];
+  const chunks: TokenChunk[] = [];
+  let start = 0;
+  for (const r of rows) {
+    const end = start + r.series.vol.length;
+    labels.fill(r.label, start, end);
+    tickers.push({ ticker: r.ticker, label: r.label, subtype: 'real', seed: 0, family: 'recent', start, end });
+    chunks.push({ x: r.series.x, vol: r.series.vol, risk: r.series.risk, labels: labels.subarray(start, end) });
+    start = end;
+  }
+  return chunkedTokenSet(hidden, chunks, labels, tickers);
 }
 
 /** What one ticker's training rows are drawn from (`tickerRows`). */
@@ -181,10 +190,11 @@ export interface JoinedTokenSet extends TokenSet {
 }
 
 /**
- * `parts` one after another as one token set (part 1's rows after part 0's, …). Labels and ticker ranges are joined at
- * once (a byte and a row per token or ticker); the series x, vol and risk (about 0.9 GB for the shipped recipe's
- * 6.4 million tokens) only when first read, and then into shared memory, which the batch feeders' threads read as it
- * is. A trainer that hands the device its parts (`NativeRouter.setTrainingSet`) never joins them on the host.
+ * `parts` one after another as one token set (part 1's rows after part 0's, …), the parts kept. Labels and ticker
+ * ranges are joined at once (a byte and a row per token or ticker); the series x, vol and risk (about 0.9 GB for the
+ * shipped recipe's 6.4 million tokens) only when first read, straight from the parts' chunks (one copy, whether or not
+ * a part has joined its own) into shared memory, which the batch feeders' threads read as it is. A trainer that hands
+ * the device the chunks (`tokenChunks`, `NativeRouter.setTrainingSet`) never joins them on the host.
  */
 export function joinTokenSets(parts: readonly TokenSet[]): JoinedTokenSet {
   if (parts.length === 0) throw new RangeError('Expected at least one token set to join but received none');
@@ -199,30 +209,6 @@ export function joinTokenSets(parts: readonly TokenSet[]): JoinedTokenSet {
     for (const t of p.tickers) tickers.push(at === 0 ? t : { ...t, start: t.start + at, end: t.end + at });
     at += p.size;
   }
-  let series: Pick<TokenSet, 'x' | 'vol' | 'risk'> | undefined;
-  const joined = () => {
-    if (series !== undefined) return series;
-    if (parts.length === 1) return (series = parts[0]!);
-    const x = sharedArray(Float32Array, total * hidden);
-    const vol = sharedArray(Float32Array, total);
-    const risk = sharedArray(Float32Array, total);
-    let from = 0;
-    for (const p of parts) {
-      x.set(p.x, from * hidden);
-      vol.set(p.vol, from);
-      risk.set(p.risk, from);
-      from += p.size;
-    }
-    return (series = { x, vol, risk });
-  };
-  return {
-    hidden,
-    parts,
-    labels,
-    tickers,
-    get x() { return joined().x; },
-    get vol() { return joined().vol; },
-    get risk() { return joined().risk; },
-    get size() { return total; },
-  };
+  const set = chunkedTokenSet(hidden, parts.flatMap((p) => tokenChunks(p)), labels, tickers, true);
+  return Object.defineProperty(set, 'parts', { value: parts, enumerable: true }) as JoinedTokenSet;
 }

@@ -9,7 +9,16 @@ import { trainingSet } from '../data/sim/simulator.js';
 import type { RegimeFamily } from '../data/sim/regimes.js';
 import type { Hidden } from '../router/layout.js';
 import { concatSeries } from '../router/batch.js';
+import { sharedArray } from '../util/shared-memory.js';
 import { createTaskPool, siblingTaskFile } from '../util/task-pool.js';
+
+/** A stretch of a token set's series as the arrays it was made in (`TokenSet.chunks`), with its labels. */
+export interface TokenChunk {
+  x: Float32Array;
+  vol: Float32Array;
+  risk: Float32Array;
+  labels: Uint8Array;
+}
 
 /** Tokens of many tickers, concatenated. */
 export interface TokenSet {
@@ -21,6 +30,55 @@ export interface TokenSet {
   /** Token ranges per ticker: `[start, end)`. */
   tickers: { ticker: string; label: number; subtype: string; seed: number; family: RegimeFamily; start: number; end: number }[];
   get size(): number;
+  /**
+   * The series as the arrays they were made in (one per market history or real row), one after another. A set made
+   * of such chunks joins x, vol and risk only when they are first read; a trainer that hands the device the chunks
+   * (`NativeRouter.setTrainingSet`) never joins them on the host. Absent: the set is its own one chunk.
+   */
+  readonly chunks?: readonly TokenChunk[];
+}
+
+/** The chunks of `set` (its own arrays where it has none). */
+export function tokenChunks(set: TokenSet): readonly TokenChunk[] {
+  return set.chunks ?? [set];
+}
+
+/**
+ * A token set over `chunks` (labels and ticker ranges given whole): x, vol and risk are joined from the chunks when
+ * first read, into shared memory with `shared` (which pool threads read as it is), and from then on the set is one
+ * chunk, its joined arrays, so the chunks' own arrays can go. One chunk is used as it is.
+ */
+export function chunkedTokenSet(hidden: Hidden, chunks: readonly TokenChunk[], labels: Uint8Array, tickers: TokenSet['tickers'], shared = false): TokenSet {
+  const total = labels.length;
+  if (chunks.reduce((n, c) => n + c.vol.length, 0) !== total) {
+    throw new RangeError(`Expected chunks of ${total} tokens in all (the labels') but received ${chunks.reduce((n, c) => n + c.vol.length, 0)}`);
+  }
+  let series: TokenChunk | undefined = chunks.length === 1 ? chunks[0] : undefined;
+  const joined = (): TokenChunk => {
+    if (series !== undefined) return series;
+    const make = (n: number) => (shared ? sharedArray(Float32Array, n) : new Float32Array(n));
+    const x = make(total * hidden);
+    const vol = make(total);
+    const risk = make(total);
+    let at = 0;
+    for (const c of chunks) {
+      x.set(c.x, at * hidden);
+      vol.set(c.vol, at);
+      risk.set(c.risk, at);
+      at += c.vol.length;
+    }
+    return (series = { x, vol, risk, labels });
+  };
+  return {
+    hidden,
+    labels,
+    tickers,
+    get x() { return joined().x; },
+    get vol() { return joined().vol; },
+    get risk() { return joined().risk; },
+    get size() { return total; },
+    get chunks() { return series !== undefined ? [series] : chunks; },
+  };
 }
 
 /** What one market history (seed) of a token set holds: its instruments' tokens, concatenated, and their rows. */
@@ -64,22 +122,28 @@ export function seedTokens(hidden: Hidden, seed: number, opts: SeedTokenOptions)
   return { seed, x, vol, risk, rows };
 }
 
-/** The token set of several seeds' tokens, in the order given (names get `@seed` when there is more than one). */
+/**
+ * The token set of several seeds' tokens, in the order given (names get `@seed` when there is more than one). Each
+ * seed's arrays stay a chunk of the set (`chunkedTokenSet`): they are joined only when the set's series are read.
+ */
 export function assembleTokens(hidden: Hidden, perSeed: readonly SeedTokens[]): TokenSet {
-  const { x, vol, risk } = concatSeries(perSeed, hidden);
-  const total = vol.length;
+  const total = perSeed.reduce((n, p) => n + p.vol.length, 0);
   const labels = new Uint8Array(total);
   const tickers: TokenSet['tickers'] = [];
+  const chunks: TokenChunk[] = [];
   let start = 0;
   for (const p of perSeed) {
+    const first = start;
     for (const r of p.rows) {
       const end = start + r.days;
       labels.fill(r.label, start, end);
       tickers.push({ ticker: perSeed.length > 1 ? `${r.ticker}@${p.seed}` : r.ticker, label: r.label, subtype: r.subtype, seed: p.seed, family: r.family, start, end });
       start = end;
     }
+    if (start - first !== p.vol.length) throw new RangeError(`Expected seed ${p.seed}'s rows to cover its ${p.vol.length} tokens but they cover ${start - first}`);
+    chunks.push({ x: p.x, vol: p.vol, risk: p.risk, labels: labels.subarray(first, start) });
   }
-  return { hidden, x, vol, risk, labels, tickers, get size() { return total; } };
+  return chunkedTokenSet(hidden, chunks, labels, tickers);
 }
 
 export interface SimulatedTokenOptions extends Omit<SeedTokenOptions, 'family'> {

@@ -12,7 +12,7 @@ import { MIN_HISTORY_BARS } from '../data/features/compute.js';
 import { REGIME_FAMILIES, type RegimeFamily } from '../data/sim/regimes.js';
 import { summarisePredictions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
 import { paramLayout, type Hidden } from '../router/layout.js';
-import { simulatedTokensParallel, type SimulatedTokenOptions, type TokenSet } from './tokens.js';
+import { simulatedTokensParallel, tokenChunks, type SimulatedTokenOptions, type TokenSet } from './tokens.js';
 import { joinTokenSets, realTrainingTokens, type RealTrainingData } from './real-tokens.js';
 import { allocSlot, BatchFeeder, BatchSampler, IndexFeeder, type BatchSlot, type SampleSource } from './batch-feeder.js';
 import { initParams } from '../router/model.js';
@@ -210,7 +210,7 @@ export interface TrainerBackend {
   ): Promise<{ loss: Float64Array; ce: Float64Array; rec: Float64Array; gradNorm: Float64Array }>;
   /** Copies the training set (its parts, one after another) and its class weights into the backend for
    * `trainStepsOnSet` (only with trainSteps). */
-  setTrainingSet?(parts: readonly SampleSource[], classWeights: Float64Array): void;
+  setTrainingSet?(parts: readonly Omit<SampleSource, 'hidden'>[], classWeights: Float64Array): void;
   /** trainSteps on the held set's tokens `index` (each sample weight its label's class weight). */
   trainStepsOnSet?(
     index: Uint32Array,
@@ -581,7 +581,7 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
   const simThreads = config.simThreads ?? config.threads;
   const simulated = await cachedSimulatedTokens(H, requests.train, simThreads);
   // The simulated and real tokens as one set, joined on the host only if something reads its series there (the
-  // device set takes them in parts).
+  // device set takes their chunks).
   const train = joinTokenSets(
     d.real === undefined
       ? [simulated]
@@ -641,7 +641,8 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
     // batches' token indices, drawn in the feeders' order on a feeder thread (an epoch's shuffle of millions of tokens
     // would hold this thread, which the folds trained at once share). Otherwise the batches themselves.
     const onSet = fused !== undefined && config.deviceSet !== false ? backend.trainStepsOnSet?.bind(backend) : undefined;
-    if (onSet !== undefined) backend.setTrainingSet!(train.parts, cw);
+    // The chunks as they were made (each market history's, each real row's): none is joined on the host.
+    if (onSet !== undefined) backend.setTrainingSet!(tokenChunks(train), cw);
     const indices = onSet !== undefined ? new IndexFeeder(train.size, { seed: config.seed, batch: B, steps: config.steps, group }) : undefined;
     const feeder =
       onSet !== undefined || config.feeder === false
