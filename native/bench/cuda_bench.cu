@@ -14,12 +14,14 @@
 //              1e-2 and within it, max |Δy| / (1 + |y|) of the expert output where the argmax agrees
 // MOE_BENCH_KERNEL_TOKENS=N: kernel rows of N tokens only (1e4, 1e6 or 1e7).
 // MOE_BENCH_ONLY=kernels: the kernel and accuracy rows only (no copy, pipeline or training rows); =train: the
-// training rows only.
+// training rows only; =concurrent: the train-concurrent rows only (MOE_BENCH_CONCURRENT_ALL=1: at batch 65,536 too).
 //   pipeline   Backend::forward from host arrays (pageable, as JS memory is): staging + transfers + kernel
 //   train      lossAndGrad + adamwStep steps from host batches, as the TypeScript trainer drove them
 //   train-fused   the same steps as Backend::trainSteps calls of 1 and of 16 steps (host batches)
 //   train-set  the same steps as Backend::trainStepsOnSet calls of 16 steps on a set held on the device (the
 //              trainer's path on the GPU)
+//   train-concurrent  1, 2, 4 and 8 routers making train-set's calls at once, each on its own host thread (the
+//              training command's members and folds share one card so); wall time over all their steps
 //   train-device  the step's kernels alone on a batch already on the device (as the PyTorch baseline runs), and the
 //              loss-and-gradient kernel alone
 // Weights come from the same safetensors files the PyTorch comparison loads.
@@ -35,6 +37,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -129,7 +132,8 @@ int main(int argc, char** argv) {
   const int trainSteps = argc > 3 ? std::atoi(argv[3]) : 200;
   const char* onlyEnv = std::getenv("MOE_BENCH_ONLY");
   const bool kernelsOnly = onlyEnv && std::string(onlyEnv) == "kernels";
-  const bool trainOnly = onlyEnv && std::string(onlyEnv) == "train";
+  const bool concurrentOnly = onlyEnv && std::string(onlyEnv) == "concurrent";
+  const bool trainOnly = concurrentOnly || (onlyEnv && std::string(onlyEnv) == "train");
   try {
     const moe::CudaProbe& probe = moe::probeCuda();
     MOE_CHECK(probe.ok, probe.reason);
@@ -370,6 +374,57 @@ int main(int argc, char** argv) {
         const moe::Batch b{hx.data(), hv.data(), hr.data(), n};
         const moe::LossOptions lo{labels.data(), sw.data(), 0.05f, 0.1f};
         const moe::AdamWOptions ao{5e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f};
+        // Routers trained at once, as the training command's members and folds are on one card: K backends, each on
+        // its own host thread with its own copy of the set, each making the same calls of 16 steps as train-set.
+        // msPerStep is the wall time over all K routers' steps (K = 1 repeats train-set on a fresh backend); the
+        // speedup is K = 1's msPerStep over it (K routers at once against one after another).
+        if (n == 4096 || std::getenv("MOE_BENCH_CONCURRENT_ALL")) {
+          const std::size_t per = 16;
+          const int calls = std::max<int>(1, trainSteps / int(per));
+          double msOne = 0;
+          for (int K : {1, 2, 4, 8}) {
+            std::vector<std::unique_ptr<moe::Backend>> bes;
+            std::vector<std::shared_ptr<moe::Params>> ps;
+            std::vector<moe::AdamWState> sts(static_cast<std::size_t>(K));
+            std::vector<std::vector<moe::StepResult>> rs(static_cast<std::size_t>(K), std::vector<moe::StepResult>(per));
+            std::vector<std::uint32_t> index(per * n);
+            for (std::size_t i = 0; i < index.size(); ++i) index[i] = std::uint32_t(i % n);
+            std::vector<float> lrs(per, ao.lr);
+            const moe::LossOptions so{nullptr, nullptr, lo.labelSmoothing, lo.reconWeight};
+            for (int k = 0; k < K; ++k) {
+              bes.push_back(moe::makeCudaBackend());
+              moe::Backend::TrainingSet set{{{hx.data(), hv.data(), hr.data(), labels.data(), n}}, {1.0f, 1.0f, 1.0f, 1.0f}};
+              bes.back()->setTrainingSet(H, set);
+              ps.push_back(std::make_shared<moe::Params>(moe::Params{H, 1.0f, w}));
+            }
+            const auto callOf = [&](int k) {
+              bes[std::size_t(k)]->trainStepsOnSet(*ps[std::size_t(k)], ps[std::size_t(k)]->w, sts[std::size_t(k)],
+                                                   index.data(), index.size(), so, per, lrs.data(), 0.0f, ao,
+                                                   rs[std::size_t(k)].data());
+            };
+            for (int k = 0; k < K; ++k) callOf(k), callOf(k);  // warm-up: buffers grown, kernels loaded
+            std::vector<std::string> failures(static_cast<std::size_t>(K));
+            const auto t1 = std::chrono::steady_clock::now();
+            std::vector<std::thread> threads;
+            for (int k = 0; k < K; ++k)
+              threads.emplace_back([&, k] {
+                try {
+                  for (int i = 0; i < calls; ++i) callOf(k);
+                } catch (const std::exception& e) {
+                  failures[std::size_t(k)] = e.what();
+                }
+              });
+            for (std::thread& t : threads) t.join();
+            const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
+            for (const std::string& e : failures) MOE_CHECK(e.empty(), "train-concurrent: " + e);
+            const double perStep = ms / double(std::size_t(K) * std::size_t(calls) * per);
+            if (K == 1) msOne = perStep;
+            std::printf("{\"kind\":\"train-concurrent\",\"H\":%d,\"batch\":%zu,\"routers\":%d,\"stepsEach\":%zu,\"msPerStep\":%.4f,\"speedup\":%.2f}\n",
+                        H, n, K, std::size_t(calls) * per, perStep, msOne / perStep);
+          }
+        }
+        if (concurrentOnly) continue;
+
         auto params = std::make_shared<moe::Params>(moe::Params{H, 1.0f, w});
         moe::AdamWState st;
         const moe::Layout L(H);
