@@ -188,6 +188,9 @@ describe('ShardPrefetch', () => {
       await reportQ.resume();
       const end = await watchRun({ redis, prefix: wPrefix, runId: run.runId, reportQueue: reportQ, intervalMs: 100, timeoutMs: 30_000 });
       expect(end).toMatchObject({ status: 'finished', routed: 9, failedTickers: 0 });
+      // The run reads as finished a moment before the worker logs the report (it drops the run's keys in between).
+      const logged = (runId: string) => lines.some((l) => l.includes('"report written"') && l.includes(runId));
+      await expect.poll(() => logged(run.runId), { timeout: 10_000 }).toBe(true);
       const written = lines.map((l) => JSON.parse(l) as { msg: string; shardsAhead?: number; phasesMs?: Record<string, number> }).find((l) => l.msg === 'report written');
       expect(written?.shardsAhead).toBe(3);
       expect(Object.keys(written?.phasesMs ?? {})).toEqual(['enter', 'tickers', 'merge', 'previous', 'render', 'summaries', 'finish']);
@@ -205,6 +208,7 @@ describe('ShardPrefetch', () => {
       const s = JSON.parse(await readFile(path.join(gone.reportDir!, 'summary.json'), 'utf8')) as { failed: { ticker: string; reason: string }[] };
       expect(s.failed.map((f) => f.ticker)).toEqual(tickers.slice(3, 6));
       for (const f of s.failed) expect(f.reason).toMatch(/^EXPIRED: the output of shard 1 /);
+      await expect.poll(() => logged(again.runId), { timeout: 10_000 }).toBe(true);
       const second = lines.map((l) => JSON.parse(l) as { msg: string; runId?: string; shardsAhead?: number }).find((l) => l.msg === 'report written' && l.runId === again.runId);
       expect(second?.shardsAhead).toBe(0);
     } finally {
