@@ -69,6 +69,10 @@ for r in bench:
         x = f"{t['msPerStep']:.3f} | {t['msPerStep'] / r['msPerStep']:.1f}" if t else "- | -"
         print(f"| kernels, batch on the device (loss-gradient kernel alone {r['msLossGradKernel']:.3f}) | {r['H']} | {r['batch']} | - | {r['msPerStep']:.3f} | {x} | - | - |")
         continue
+    if r["kind"] == "train-concurrent":
+        print(f"| {r['routers']} routers at once on their own host threads, trainStepsOnSet calls of 16 (card in all; "
+              f"{r['speedup']:.2f}× one router) | {r['H']} | {r['batch']} | {r['stepsEach']} each | {r['msPerStep']:.4f} | - | - | - | - |")
+        continue
     if r["kind"] not in ("train", "train-fused", "train-set"):
         continue
     what = {"train": "host batches, lossAndGrad + adamwStep", "train-fused": f"host batches, trainSteps calls of {r.get('stepsPerCall', 1)}",
