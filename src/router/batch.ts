@@ -8,15 +8,19 @@ export interface ConcatenatedBatch extends TokenBatch {
 
 /**
  * Concatenates feature series into one router batch, so a run, an evaluation or a training set is routed in one
- * native call rather than one per ticker.
+ * native call rather than one per ticker. `alloc` makes each zeroed array of the given length (e.g. in shared memory).
  */
-export function concatSeries(series: readonly Pick<FeatureSeries, 'x' | 'vol' | 'risk'>[], hidden: number): ConcatenatedBatch {
+export function concatSeries(
+  series: readonly Pick<FeatureSeries, 'x' | 'vol' | 'risk'>[],
+  hidden: number,
+  alloc: (length: number) => Float32Array = (length) => new Float32Array(length),
+): ConcatenatedBatch {
   const offsets = [0];
   for (const s of series) offsets.push(offsets[offsets.length - 1]! + s.vol.length);
   const total = offsets[offsets.length - 1]!;
-  const x = new Float32Array(total * hidden);
-  const vol = new Float32Array(total);
-  const risk = new Float32Array(total);
+  const x = alloc(total * hidden);
+  const vol = alloc(total);
+  const risk = alloc(total);
   series.forEach((s, i) => {
     const at = offsets[i]!;
     x.set(s.x, at * hidden);

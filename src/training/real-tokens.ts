@@ -18,7 +18,7 @@ import { Rng } from '../util/random.js';
 import { degradeContext } from '../data/sim/simulator.js';
 import type { MarketContext } from '../data/features/context.js';
 import { loadLabelledBars } from './evaluate.js';
-import { chunkedTokenSet, tokenChunks, type TokenChunk, type TokenSet } from './tokens.js';
+import { assembleTokens, chunkedTokenSet, tokenChunks, type TokenSet } from './tokens.js';
 
 /** A real labelled folder in the training set (`TrainConfig.data.real`). */
 export interface RealTrainingData {
@@ -136,19 +136,14 @@ export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData,
     throw new RangeError(`Expected labelled tickers with at least ${MIN_HISTORY_BARS} bars for real training data in ${dir.dataDir} but received none`);
   }
   // Each row's series is a chunk of the set (the rows are cached and shared by the callers): nothing is copied here.
-  const total = rows.reduce((n, r) => n + r.series.vol.length, 0);
-  const labels = new Uint8Array(total);
-  const tickers: TokenSet['tickers'] = [];
-  const chunks: TokenChunk[] = [];
-  let start = 0;
-  for (const r of rows) {
-    const end = start + r.series.vol.length;
-    labels.fill(r.label, start, end);
-    tickers.push({ ticker: r.ticker, label: r.label, subtype: 'real', seed: 0, family: 'recent', start, end });
-    chunks.push({ x: r.series.x, vol: r.series.vol, risk: r.series.risk, labels: labels.subarray(start, end) });
-    start = end;
-  }
-  return chunkedTokenSet(hidden, chunks, labels, tickers);
+  const perRow = rows.map(({ ticker, label, series: { x, vol, risk } }) => ({
+    seed: 0,
+    x,
+    vol,
+    risk,
+    rows: [{ ticker, label, subtype: 'real', family: 'recent' as const, days: vol.length }],
+  }));
+  return assembleTokens(hidden, perRow, { seedNames: false });
 }
 
 /** What one ticker's training rows are drawn from (`tickerRows`). */

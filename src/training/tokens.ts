@@ -50,23 +50,12 @@ export function tokenChunks(set: TokenSet): readonly TokenChunk[] {
  */
 export function chunkedTokenSet(hidden: Hidden, chunks: readonly TokenChunk[], labels: Uint8Array, tickers: TokenSet['tickers'], shared = false): TokenSet {
   const total = labels.length;
-  if (chunks.reduce((n, c) => n + c.vol.length, 0) !== total) {
-    throw new RangeError(`Expected chunks of ${total} tokens in all (the labels') but received ${chunks.reduce((n, c) => n + c.vol.length, 0)}`);
-  }
+  const inChunks = chunks.reduce((n, c) => n + c.vol.length, 0);
+  if (inChunks !== total) throw new RangeError(`Expected chunks of ${total} tokens in all (the labels') but received ${inChunks}`);
   let series: TokenChunk | undefined = chunks.length === 1 ? chunks[0] : undefined;
   const joined = (): TokenChunk => {
     if (series !== undefined) return series;
-    const make = (n: number) => (shared ? sharedArray(Float32Array, n) : new Float32Array(n));
-    const x = make(total * hidden);
-    const vol = make(total);
-    const risk = make(total);
-    let at = 0;
-    for (const c of chunks) {
-      x.set(c.x, at * hidden);
-      vol.set(c.vol, at);
-      risk.set(c.risk, at);
-      at += c.vol.length;
-    }
+    const { x, vol, risk } = concatSeries(chunks, hidden, shared ? (n) => sharedArray(Float32Array, n) : undefined);
     return (series = { x, vol, risk, labels });
   };
   return {
@@ -123,10 +112,11 @@ export function seedTokens(hidden: Hidden, seed: number, opts: SeedTokenOptions)
 }
 
 /**
- * The token set of several seeds' tokens, in the order given (names get `@seed` when there is more than one). Each
- * seed's arrays stay a chunk of the set (`chunkedTokenSet`): they are joined only when the set's series are read.
+ * The token set of several seeds' tokens, in the order given (names get `@seed` when there is more than one, unless
+ * `seedNames` is false). Each seed's arrays stay a chunk of the set (`chunkedTokenSet`): they are joined only when
+ * the set's series are read.
  */
-export function assembleTokens(hidden: Hidden, perSeed: readonly SeedTokens[]): TokenSet {
+export function assembleTokens(hidden: Hidden, perSeed: readonly SeedTokens[], { seedNames = perSeed.length > 1 } = {}): TokenSet {
   const total = perSeed.reduce((n, p) => n + p.vol.length, 0);
   const labels = new Uint8Array(total);
   const tickers: TokenSet['tickers'] = [];
@@ -137,7 +127,7 @@ export function assembleTokens(hidden: Hidden, perSeed: readonly SeedTokens[]): 
     for (const r of p.rows) {
       const end = start + r.days;
       labels.fill(r.label, start, end);
-      tickers.push({ ticker: perSeed.length > 1 ? `${r.ticker}@${p.seed}` : r.ticker, label: r.label, subtype: r.subtype, seed: p.seed, family: r.family, start, end });
+      tickers.push({ ticker: seedNames ? `${r.ticker}@${p.seed}` : r.ticker, label: r.label, subtype: r.subtype, seed: p.seed, family: r.family, start, end });
       start = end;
     }
     if (start - first !== p.vol.length) throw new RangeError(`Expected seed ${p.seed}'s rows to cover its ${p.vol.length} tokens but they cover ${start - first}`);
