@@ -13,6 +13,7 @@ import { crossFit, formatCrossFit } from '../src/training/crossfit.js';
 import { calibrationNoise } from '../src/training/evaluate.js';
 import { FEATURE_TABLE } from '../src/data/features/table.js';
 import { simulatedTokens, tokenChunks } from '../src/training/tokens.js';
+import { closeTrainingWorkPools } from '../src/training/work-pool.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const marketData = path.resolve(repoRoot, '../shared/market-data');
@@ -54,6 +55,7 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     for (const t of TICKERS) await copyFile(path.join(marketData, `${t}.csv`), path.join(dir, `${t}.csv`));
   });
   afterAll(async () => {
+    await closeTrainingWorkPools();
     await rm(dir, { recursive: true, force: true });
   });
 

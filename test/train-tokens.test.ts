@@ -1,9 +1,13 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { simulatedTokens, simulatedTokensParallel } from '../src/training/tokens.js';
 import type { RegimeFamily } from '../src/data/sim/regimes.js';
 import { siblingTaskFile } from '../src/util/task-pool.js';
+import { closeTrainingWorkPools, PRIORITY, TrainingWorkPool, trainingWorkPool, type WorkTaskFile } from '../src/training/work-pool.js';
+import type { SeedTokens, SeedTokensTask } from '../src/training/tokens.js';
 
 describe('simulated token sets', () => {
+  afterAll(closeTrainingWorkPools);
+
   it('are the same bit for bit whether the seeds run on worker threads or here', async () => {
     const opts = { seeds: [31, 32, 33], tickersPerSubtype: 1, days: 320, contextDropout: 0.5, newListingShare: 0.3, familyOf: (s: number): RegimeFamily => (s % 2 === 0 ? 'crisis-2008' : 'calm-bull') };
     const here = simulatedTokens(16, opts);
@@ -24,5 +28,26 @@ describe('simulated token sets', () => {
   it('finds a task module beside its caller, or says which files it looked for', () => {
     expect(siblingTaskFile(new URL('../src/training/tokens.ts', import.meta.url), 'tokens.task').pathname).toMatch(/src\/training\/tokens\.task\.ts$/);
     expect(() => siblingTaskFile(import.meta.url, 'no-such.task')).toThrow(/^Expected a task module no-such\.task\.ts, \.js or \.mjs but found none of .*no-such\.task\.ts, .*no-such\.task\.js, .*no-such\.task\.mjs$/);
+  });
+
+  it('share one pool of threads per process, tasks started by priority, then in order of submission', async () => {
+    expect(trainingWorkPool(1)).toBeUndefined();
+    expect(trainingWorkPool(3)).toBe(trainingWorkPool(3));
+    expect(() => trainingWorkPool(0)).toThrow('Expected integer ≥ 1 for threads but received 0');
+    // One thread: tasks finish in the order they start. The first starts at once; the rest wait and start by priority.
+    const pool = new TrainingWorkPool(1);
+    const task = (seed: number): SeedTokensTask => ({ hidden: 16, seed, opts: { tickersPerSubtype: 1, days: 200, family: 'recent' } });
+    const done: number[] = [];
+    const submit = (seed: number, priority: number, file: WorkTaskFile = 'tokens.task') =>
+      pool.run<SeedTokens>(file, task(seed), priority).then((r) => void done.push(r.seed));
+    const all = [submit(1, PRIORITY.later), submit(2, PRIORITY.later), submit(3, PRIORITY.training + 1), submit(4, PRIORITY.training), submit(5, PRIORITY.urgent), submit(6, PRIORITY.training)];
+    expect(pool.pending).toBe(6);
+    // A task of the other module on the same threads; a malformed one fails alone.
+    const bad = pool.run('features.task', { kind: 'rows', args: null }, PRIORITY.urgent);
+    await expect(bad).rejects.toThrow();
+    await Promise.all(all);
+    expect(done).toEqual([1, 5, 4, 6, 3, 2]);
+    await pool.close();
+    expect(pool.pending).toBe(0);
   });
 });

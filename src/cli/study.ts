@@ -9,6 +9,7 @@ import { REGIME_FAMILIES, type RegimeFamily } from '../data/sim/regimes.js';
 import { defaultTrainConfig, trainRouter } from '../training/train.js';
 import { hiddenFlag, intFlag, listFlag, parseArgs, REAL_DATA_FLAGS, realDataFlags, realTrainingData, seedsFlag, UsageError, trainingSetFlags, TRAINING_SET_FLAGS } from './args.js';
 import { trainEnsemble } from '../training/ensemble.js';
+import { closeTrainingWorkPools } from '../training/work-pool.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run study -- --leave-one-family-out [--families A,B,...] [--hidden 16|32] [--steps N] [--train-seeds N] [--seed N | --seeds A,B,...] [--threads N] [--vol-scale-share P] [--vol-scale-range LO,HI] [--vol-scale-where all|whole-context] [--context-inception-share P] [--json FILE]
@@ -46,71 +47,73 @@ export function weakestSubtypes(bySubtype: Record<string, number>, n = 3): strin
 }
 
 export function main(argv: readonly string[]): Promise<number> {
-  return runCommand('study', async () => {
-    const args = parseArgs(argv, {
-      'leave-one-family-out': { type: 'boolean' },
-      families: { type: 'string' },
-      hidden: { type: 'string' },
-      steps: { type: 'string' },
-      'train-seeds': { type: 'string' },
-      seed: { type: 'string' },
-      seeds: { type: 'string' },
-      threads: { type: 'string' },
-      ...TRAINING_SET_FLAGS,
-      json: { type: 'string' },
-      ...REAL_DATA_FLAGS,
-      help: { type: 'boolean' },
-    });
-    if (args.flags.has('help')) {
-      console.log(USAGE);
-      return EXIT.ok;
-    }
-    if (!args.flags.has('leave-one-family-out')) throw new UsageError('Expected --leave-one-family-out but received nothing');
-    if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
-    const families = listFlag(args, 'families', REGIME_FAMILIES, REGIME_FAMILIES);
-    const hidden = hiddenFlag(args);
-    const seeds = seedsFlag(args);
-    const base = defaultTrainConfig({ hidden, seed: seeds?.[0] ?? intFlag(args, 'seed', 7, 0, 2 ** 31 - 1), steps: intFlag(args, 'steps', defaultTrainConfig().steps, 1, 1_000_000) });
-    base.threads = intFlag(args, 'threads', base.threads, 1, 256);
-    base.data.trainSeeds = intFlag(args, 'train-seeds', base.data.trainSeeds, 1, 1000);
-    trainingSetFlags(args, base.data);
-    if (args.flags.has('real-folds')) throw new UsageError('Expected no --real-folds with study (it scores simulator families, not the real folder) but received one');
-    const real = realDataFlags(args);
-    if (real !== undefined) base.data.real = realTrainingData(real);
-    const hooks = { warn: (m: string) => console.warn(`warning: ${m}`) };
-    const rows: LeftOutRow[] = [];
-    console.log('left-out family        per day  per ticker    ECE   days   trained families per day   seconds');
-    for (const family of families) {
-      const config = structuredClone(base);
-      config.data.families = REGIME_FAMILIES.filter((f) => f !== family);
-      const r = seeds === undefined ? await trainRouter(config, hooks) : await trainEnsemble(config, seeds, hooks);
-      const seconds = 'members' in r ? r.members.reduce((a, m) => a + m.seconds.total, 0) : r.seconds.total;
-      const held = r.testByFamily[family]!;
-      const others = Object.entries(r.testByFamily).filter(([f]) => f !== family);
-      const otherDays = others.reduce((a, [, m]) => a + m.days, 0);
-      const row: LeftOutRow = {
-        family,
-        perDay: held.perDay,
-        perTicker: held.perTicker,
-        ece: held.ece,
-        days: held.days,
-        trainedFamiliesPerDay: others.reduce((a, [, m]) => a + m.perDay * m.days, 0) / Math.max(1, otherDays),
-        bySubtype: held.bySubtype,
-        seconds,
-      };
-      rows.push(row);
-      const pct = (v: number) => `${(100 * v).toFixed(2)} %`.padStart(9);
-      console.log(
-        `${family.padEnd(20)} ${pct(row.perDay)} ${pct(row.perTicker)}   ${row.ece.toFixed(3)} ${String(row.days).padStart(7)}   ${pct(row.trainedFamiliesPerDay).padStart(24)}   ${row.seconds.toFixed(0).padStart(7)}${row.perDay < LEFT_OUT_TARGET ? '   below target' : ''}`,
-      );
-      console.log(`  weakest: ${weakestSubtypes(row.bySubtype)}`);
-    }
-    const worst = rows.reduce((a, b) => (b.perDay < a.perDay ? b : a));
-    console.log(`worst left-out family: ${worst.family} at ${(100 * worst.perDay).toFixed(2)} % per day (target ≥ ${100 * LEFT_OUT_TARGET} %)`);
-    const jsonOut = args.flags.get('json');
-    if (typeof jsonOut === 'string') writeFileSync(jsonOut, `${JSON.stringify({ steps: base.steps, seed: base.seed, ...(seeds ? { seeds } : {}), ...(base.data.real ? { real: base.data.real } : {}), rows }, null, 1)}\n`);
-    return EXIT.ok;
+  return runCommand('study', () => study(argv).finally(closeTrainingWorkPools));
+}
+
+async function study(argv: readonly string[]): Promise<number> {
+  const args = parseArgs(argv, {
+    'leave-one-family-out': { type: 'boolean' },
+    families: { type: 'string' },
+    hidden: { type: 'string' },
+    steps: { type: 'string' },
+    'train-seeds': { type: 'string' },
+    seed: { type: 'string' },
+    seeds: { type: 'string' },
+    threads: { type: 'string' },
+    ...TRAINING_SET_FLAGS,
+    json: { type: 'string' },
+    ...REAL_DATA_FLAGS,
+    help: { type: 'boolean' },
   });
+  if (args.flags.has('help')) {
+    console.log(USAGE);
+    return EXIT.ok;
+  }
+  if (!args.flags.has('leave-one-family-out')) throw new UsageError('Expected --leave-one-family-out but received nothing');
+  if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
+  const families = listFlag(args, 'families', REGIME_FAMILIES, REGIME_FAMILIES);
+  const hidden = hiddenFlag(args);
+  const seeds = seedsFlag(args);
+  const base = defaultTrainConfig({ hidden, seed: seeds?.[0] ?? intFlag(args, 'seed', 7, 0, 2 ** 31 - 1), steps: intFlag(args, 'steps', defaultTrainConfig().steps, 1, 1_000_000) });
+  base.threads = intFlag(args, 'threads', base.threads, 1, 256);
+  base.data.trainSeeds = intFlag(args, 'train-seeds', base.data.trainSeeds, 1, 1000);
+  trainingSetFlags(args, base.data);
+  if (args.flags.has('real-folds')) throw new UsageError('Expected no --real-folds with study (it scores simulator families, not the real folder) but received one');
+  const real = realDataFlags(args);
+  if (real !== undefined) base.data.real = realTrainingData(real);
+  const hooks = { warn: (m: string) => console.warn(`warning: ${m}`) };
+  const rows: LeftOutRow[] = [];
+  console.log('left-out family        per day  per ticker    ECE   days   trained families per day   seconds');
+  for (const family of families) {
+    const config = structuredClone(base);
+    config.data.families = REGIME_FAMILIES.filter((f) => f !== family);
+    const r = seeds === undefined ? await trainRouter(config, hooks) : await trainEnsemble(config, seeds, hooks);
+    const seconds = 'members' in r ? r.members.reduce((a, m) => a + m.seconds.total, 0) : r.seconds.total;
+    const held = r.testByFamily[family]!;
+    const others = Object.entries(r.testByFamily).filter(([f]) => f !== family);
+    const otherDays = others.reduce((a, [, m]) => a + m.days, 0);
+    const row: LeftOutRow = {
+      family,
+      perDay: held.perDay,
+      perTicker: held.perTicker,
+      ece: held.ece,
+      days: held.days,
+      trainedFamiliesPerDay: others.reduce((a, [, m]) => a + m.perDay * m.days, 0) / Math.max(1, otherDays),
+      bySubtype: held.bySubtype,
+      seconds,
+    };
+    rows.push(row);
+    const pct = (v: number) => `${(100 * v).toFixed(2)} %`.padStart(9);
+    console.log(
+      `${family.padEnd(20)} ${pct(row.perDay)} ${pct(row.perTicker)}   ${row.ece.toFixed(3)} ${String(row.days).padStart(7)}   ${pct(row.trainedFamiliesPerDay).padStart(24)}   ${row.seconds.toFixed(0).padStart(7)}${row.perDay < LEFT_OUT_TARGET ? '   below target' : ''}`,
+    );
+    console.log(`  weakest: ${weakestSubtypes(row.bySubtype)}`);
+  }
+  const worst = rows.reduce((a, b) => (b.perDay < a.perDay ? b : a));
+  console.log(`worst left-out family: ${worst.family} at ${(100 * worst.perDay).toFixed(2)} % per day (target ≥ ${100 * LEFT_OUT_TARGET} %)`);
+  const jsonOut = args.flags.get('json');
+  if (typeof jsonOut === 'string') writeFileSync(jsonOut, `${JSON.stringify({ steps: base.steps, seed: base.seed, ...(seeds ? { seeds } : {}), ...(base.data.real ? { real: base.data.real } : {}), rows }, null, 1)}\n`);
+  return EXIT.ok;
 }
 
 await runIfMain(import.meta.url, main);

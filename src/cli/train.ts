@@ -13,6 +13,7 @@ import { memberConfig, trainEnsemble } from '../training/ensemble.js';
 import { formatConfusion, formatLevel, type EvaluationMetrics } from '../training/evaluate.js';
 import { calibrateOnLabelled } from '../training/calibrate.js';
 import { crossFit, crossFitSummary, formatCrossFit } from '../training/crossfit.js';
+import { closeTrainingWorkPools } from '../training/work-pool.js';
 import { REAL_DATA_FLAGS, UsageError, dirFlag, fileFlag, hiddenFlag, intFlag, numberFlag, parseArgs, realDataFlags, realTrainingData, seedsFlag, stringFlag, trainingSetFlags, TRAINING_SET_FLAGS, writableFilePath, type RealArgs } from './args.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
@@ -143,7 +144,8 @@ function parseConfig(
 }
 
 export function main(argv: readonly string[]): Promise<number> {
-  return runCommand('train', () => train(argv));
+  // The worker threads of the simulation and feature work stop with the command (work-pool.ts).
+  return runCommand('train', () => train(argv).finally(closeTrainingWorkPools));
 }
 
 async function train(argv: readonly string[]): Promise<number> {

@@ -17,7 +17,7 @@ import { trainMemberParams } from './ensemble.js';
 import { calibrationNoise, EvaluationError, loadLabelledDirectory, type LabelledDirectory, metricsByYear, type CalibrationNoise, routeLabelled, summarisePredictions, wrongTickers, type EvaluationMetrics, type TickerPrediction, type YearMetrics } from './evaluate.js';
 import { createForwarder } from './forwarder.js';
 import type { FeaturesTask, SliceOutcome } from './features.task.js';
-import { createTaskPool, siblingTaskFile } from '../util/task-pool.js';
+import { PRIORITY, trainingWorkPool } from './work-pool.js';
 import type { TrainConfig, TrainHooks } from './train.js';
 
 /** One way of cutting each ticker's bars: all of them, its first `maxBars`, its last `lastBars`, or every stretch of `windowBars`. */
@@ -122,8 +122,8 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
   // training calls); a fold routes its own rows. The folds are cut from the first slice's tickers (every bar), so it
   // comes first; the others are made while the folds train, and read only once a fold has trained.
   const threads = opts.threads ?? config.simThreads ?? config.threads;
-  const pool = threads > 1 ? createTaskPool({ filename: siblingTaskFile(import.meta.url, 'features.task'), maxThreads: Math.min(threads, slices.length) }) : undefined;
-  const loadSlice = async (s: CrossFitSlice): Promise<LabelledDirectory['items']> => {
+  const pool = trainingWorkPool(threads);
+  const loadSlice = async (s: CrossFitSlice, priority: number): Promise<LabelledDirectory['items']> => {
     const sliceOpts = {
       ...dirOpts,
       ...(s.maxBars !== undefined ? { maxBars: s.maxBars } : {}),
@@ -134,19 +134,20 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
     let dir: LabelledDirectory;
     if (pool === undefined) dir = await loadLabelledDirectory(sliceOpts, config.hidden);
     else {
-      const out = (await pool.run({ kind: 'slice', opts: sliceOpts, hidden: config.hidden } satisfies FeaturesTask)) as SliceOutcome;
+      const out = await pool.run<SliceOutcome>('features.task', { kind: 'slice', opts: sliceOpts, hidden: config.hidden } satisfies FeaturesTask, priority);
       if ('error' in out) throw new EvaluationError(out.error.code, out.error.message);
       dir = out.dir;
     }
     return dir.items.slice().sort((a, b) => byTicker(a.series, b.series));
   };
-  const first = loadSlice(slices[0]!);
-  const rest = slices.slice(1).map((s) => first.then(() => loadSlice(s)));
+  // On the process's pool (work-pool.ts) the first slice goes before any other task (no fold starts without it), the
+  // others after every router's training data.
+  const first = loadSlice(slices[0]!, PRIORITY.urgent);
+  const rest = slices.slice(1).map((s) => first.then(() => loadSlice(s, PRIORITY.later)));
   const sliceItems = Promise.all([first, ...rest]);
   sliceItems.catch(() => undefined); // read below; a failure surfaces there
   const settled = async () => {
     await Promise.allSettled([first, ...rest]);
-    await pool?.destroy();
   };
   let tickers: string[];
   try {

@@ -13,12 +13,12 @@ import { computeFeatures, MIN_HISTORY_BARS } from '../data/features/compute.js';
 import type { Bar, FeatureSeries } from '../data/types.js';
 import type { Hidden } from '../router/layout.js';
 import { lruEntry } from '../util/lru.js';
-import { createTaskPool, siblingTaskFile } from '../util/task-pool.js';
 import { Rng } from '../util/random.js';
 import { degradeContext } from '../data/sim/simulator.js';
 import type { MarketContext } from '../data/features/context.js';
 import { loadLabelledBars } from './evaluate.js';
 import { assembleTokens, chunkedTokenSet, tokenChunks, type TokenSet } from './tokens.js';
+import { PRIORITY, trainingWorkPool } from './work-pool.js';
 
 /** A real labelled folder in the training set (`TrainConfig.data.real`). */
 export interface RealTrainingData {
@@ -81,10 +81,18 @@ function tickerKey(ticker: string, label: number, bars: readonly Bar[]): string 
 
 /**
  * Tokens of a real labelled folder for training (see the module comment); `seed` draws the listing lengths. The
- * tickers' features are computed on `threads` worker threads (`features.task.ts`; 1: here), each ticker's once per
- * recipe even when several callers (a cross-fit's folds) ask at once: the same bytes either way.
+ * tickers' features are computed on the process's pool of `threads` worker threads (`features.task.ts`, tasks of
+ * `priority`; 1: here), each ticker's once per recipe even when several callers (a cross-fit's folds) ask at once: the
+ * same bytes either way.
  */
-export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData, seed: number, warn?: (m: string) => void, threads = 1): Promise<TokenSet> {
+export async function realTrainingTokens(
+  hidden: Hidden,
+  data: RealTrainingData,
+  seed: number,
+  warn?: (m: string) => void,
+  threads = 1,
+  priority: number = PRIORITY.training,
+): Promise<TokenSet> {
   for (const [name, v] of [['repeat', data.repeat], ['listings', data.listings]] as const) {
     if (!Number.isInteger(v) || v < 0 || v > 1000) throw new RangeError(`Expected integer in [0, 1000] for real.${name} but received ${String(v)}`);
   }
@@ -107,31 +115,20 @@ export async function realTrainingTokens(hidden: Hidden, data: RealTrainingData,
   const usable = dir.loaded.filter(({ bars }) => bars.length >= MIN_HISTORY_BARS);
   const keys = usable.map(({ ticker, label, bars }) => tickerKey(ticker, label, bars));
   const missing = usable.filter((_, i) => !cached.has(keys[i]!));
-  const pool = threads > 1 && missing.length > 1 ? createTaskPool({ filename: siblingTaskFile(import.meta.url, 'features.task'), maxThreads: Math.min(threads, missing.length) }) : undefined;
+  const pool = missing.length > 1 ? trainingWorkPool(threads) : undefined;
   const { repeat, listings } = data;
-  const mine: Promise<Row[]>[] = [];
   usable.forEach(({ ticker, label, bars }, i) => {
     if (cached.has(keys[i]!)) return;
     const args: TickerRowsArgs = { hidden, ticker, label, bars, context: dir.context, seed, repeat, listings, dropout, inceptionShare };
     // On a thread, a features.task.ts task (the same tickerRows).
-    const made = pool !== undefined ? (pool.run({ kind: 'rows', args }) as Promise<Row[]>) : Promise.resolve().then(() => tickerRows(args));
+    const made = pool !== undefined ? pool.run<Row[]>('features.task', { kind: 'rows', args }, priority) : Promise.resolve().then(() => tickerRows(args));
     // A failed ticker leaves the cache, so a later call computes it again.
     made.catch(() => cached.delete(keys[i]!));
     cached.set(keys[i]!, made);
-    mine.push(made);
   });
-  let perTicker: Row[][];
-  try {
-    perTicker = await Promise.all(keys.map((k) => cached.get(k)!));
-  } finally {
-    // Callers that asked at the same time await these tasks too: the pool lives until every one of them has settled,
-    // so one ticker's failure does not cut the others short.
-    if (pool !== undefined) {
-      await Promise.allSettled(mine);
-      await pool.destroy();
-    }
-  }
-  const rows = perTicker.flat();
+  // Callers that asked at the same time await these tasks too; the pool is the process's, so one ticker's failure
+  // cuts none of them short.
+  const rows = (await Promise.all(keys.map((k) => cached.get(k)!))).flat();
   if (rows.length === 0) {
     throw new RangeError(`Expected labelled tickers with at least ${MIN_HISTORY_BARS} bars for real training data in ${dir.dataDir} but received none`);
   }

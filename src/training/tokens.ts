@@ -10,7 +10,7 @@ import type { RegimeFamily } from '../data/sim/regimes.js';
 import type { Hidden } from '../router/layout.js';
 import { concatSeries } from '../router/batch.js';
 import { sharedArray } from '../util/shared-memory.js';
-import { createTaskPool, siblingTaskFile } from '../util/task-pool.js';
+import { PRIORITY, trainingWorkPool } from './work-pool.js';
 
 /** A stretch of a token set's series as the arrays it was made in (`TokenSet.chunks`), with its labels. */
 export interface TokenChunk {
@@ -151,22 +151,18 @@ export function simulatedTokens(hidden: Hidden, opts: SimulatedTokenOptions): To
 }
 
 /**
- * `simulatedTokens` with the seeds spread over `threads` worker threads (`tokens.task.ts`): the same token set, bit for
- * bit, since each seed is simulated alone and the seeds are put together in their order whichever thread finishes
- * first. One thread (or one seed) runs here without a pool.
+ * `simulatedTokens` with the seeds spread over the process's pool of `threads` worker threads (`tokens.task.ts`,
+ * `trainingWorkPool`), each seed a task of `priority`: the same token set, bit for bit, since each seed is simulated
+ * alone and the seeds are put together in their order whichever thread finishes first. One thread (or one seed) runs
+ * here without a pool.
  */
-export async function simulatedTokensParallel(hidden: Hidden, opts: SimulatedTokenOptions, threads: number): Promise<TokenSet> {
-  if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`Expected integer ≥ 1 for threads but received ${String(threads)}`);
-  if (threads === 1 || opts.seeds.length <= 1) return simulatedTokens(hidden, opts);
+export async function simulatedTokensParallel(hidden: Hidden, opts: SimulatedTokenOptions, threads: number, priority: number = PRIORITY.training): Promise<TokenSet> {
+  const pool = trainingWorkPool(threads);
+  if (pool === undefined || opts.seeds.length <= 1) return simulatedTokens(hidden, opts);
   const familyOf = opts.familyOf ?? (() => 'recent');
-  const pool = createTaskPool({ filename: siblingTaskFile(import.meta.url, 'tokens.task'), maxThreads: Math.min(threads, opts.seeds.length) });
-  try {
-    const { seeds, familyOf: _f, ...rest } = opts;
-    const perSeed = await Promise.all(seeds.map((seed) => pool.run({ hidden, seed, opts: { ...rest, family: familyOf(seed) } } satisfies SeedTokensTask) as Promise<SeedTokens>));
-    return assembleTokens(hidden, perSeed);
-  } finally {
-    await pool.destroy();
-  }
+  const { seeds, familyOf: _f, ...rest } = opts;
+  const perSeed = await Promise.all(seeds.map((seed) => pool.run<SeedTokens>('tokens.task', { hidden, seed, opts: { ...rest, family: familyOf(seed) } } satisfies SeedTokensTask, priority)));
+  return assembleTokens(hidden, perSeed);
 }
 
 /** Input of `tokens.task.ts`. */

@@ -14,6 +14,7 @@ import { summarisePredictions, type EvaluationMetrics, type TickerPrediction } f
 import { paramLayout, type Hidden } from '../router/layout.js';
 import { simulatedTokensParallel, tokenChunks, type SimulatedTokenOptions, type TokenSet } from './tokens.js';
 import { joinTokenSets, realTrainingTokens, type RealTrainingData } from './real-tokens.js';
+import { PRIORITY } from './work-pool.js';
 import { allocSlot, BatchFeeder, BatchSampler, IndexFeeder, type BatchSlot, type SampleSource } from './batch-feeder.js';
 import { initParams } from '../router/model.js';
 import { NativeRouter, nativeAvailable } from '../router/native.js';
@@ -464,13 +465,13 @@ export function clearSimulationCache(): void {
   simCache.clear();
 }
 
-function cachedSimulatedTokens(hidden: Hidden, opts: SimulatedTokenOptions, threads: number): Promise<TokenSet> {
+function cachedSimulatedTokens(hidden: Hidden, opts: SimulatedTokenOptions, threads: number, priority: number = PRIORITY.training): Promise<TokenSet> {
   const { familyOf, ...rest } = opts;
   const key = JSON.stringify({ hidden, ...rest, families: opts.seeds.map((s) => familyOf?.(s) ?? 'recent') });
   let made = false;
   const set = lruEntry(simCache, key, SIM_CACHE_SIZE, () => {
     made = true;
-    const simulated = simulatedTokensParallel(hidden, opts, threads);
+    const simulated = simulatedTokensParallel(hidden, opts, threads, priority);
     simulated.catch(() => simCache.delete(key));
     return simulated;
   });
@@ -479,19 +480,35 @@ function cachedSimulatedTokens(hidden: Hidden, opts: SimulatedTokenOptions, thre
 }
 
 /**
- * Starts simulating the sets that routers of `configs` train and are scored on, one set after another, into the cache
- * their `trainRouter` calls read: every training set first (in order), then each config's validation and test sets,
- * so each router can start its steps as early as the host's cores allow (the held-out sets are read after the
- * steps). Those calls then find their sets made or in the making: the same bytes. A failure surfaces there (a failed
- * set leaves the cache).
+ * Starts making the data that routers of `configs` train and are scored on, into the caches their `trainRouter` calls
+ * read: each config's training set (its simulated histories, then its real rows), the first config's first, then
+ * every config's validation and test sets, in that order of priority on the process's pool of worker threads
+ * (work-pool.ts), so each router can start its steps as early as the host's cores allow (the held-out sets are read
+ * after the steps). Those calls then find their sets made or in the making: the same bytes. A failure surfaces there
+ * (a failed set leaves the cache).
  */
 export function prefetchSimulation(configs: TrainConfig | readonly TrainConfig[]): void {
   const list = Array.isArray(configs) ? (configs as readonly TrainConfig[]) : [configs as TrainConfig];
-  const sets = list.map((config) => ({ r: simulationRequests(config), H: config.hidden, threads: config.simThreads ?? config.threads }));
-  const order = [...sets.map((s) => [s, s.r.train] as const), ...sets.flatMap((s) => [[s, s.r.validation], [s, s.r.test]] as const)];
-  void (async () => {
-    for (const [s, o] of order) await cachedSimulatedTokens(s.H, o, s.threads);
-  })().catch(() => undefined);
+  const quiet = () => undefined;
+  list.forEach((config, i) => {
+    const r = simulationRequests(config);
+    const threads = config.simThreads ?? config.threads;
+    void cachedSimulatedTokens(config.hidden, r.train, threads, PRIORITY.training + i).catch(quiet);
+    const real = realTrainingData(config);
+    if (real !== undefined) void realTrainingTokens(config.hidden, real, config.seed, undefined, threads, PRIORITY.training + i).catch(quiet);
+  });
+  for (const config of list) {
+    const r = simulationRequests(config);
+    const threads = config.simThreads ?? config.threads;
+    for (const o of [r.validation, r.test]) void cachedSimulatedTokens(config.hidden, o, threads, PRIORITY.later).catch(quiet);
+  }
+}
+
+/** The real folder a router of `config` trains on, with the recipe's context order (`realTrainingTokens`' input). */
+function realTrainingData(config: TrainConfig): RealTrainingData | undefined {
+  const d = config.data;
+  if (d.real === undefined) return undefined;
+  return d.contextInceptionShare ? { ...d.real, contextInceptionShare: d.contextInceptionShare } : d.real;
 }
 
 /** The simulated sets a router of `config` trains and is scored on, as `cachedSimulatedTokens` requests. */
@@ -579,14 +596,14 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
     throw new RangeError(`Expected a non-empty list of ${REGIME_FAMILIES.join(', ')} for data.families but received ${JSON.stringify(d.families)}`);
   }
   const simThreads = config.simThreads ?? config.threads;
-  const simulated = await cachedSimulatedTokens(H, requests.train, simThreads);
-  // The simulated and real tokens as one set, joined on the host only if something reads its series there (the
-  // device set takes their chunks).
-  const train = joinTokenSets(
-    d.real === undefined
-      ? [simulated]
-      : [simulated, await realTrainingTokens(H, d.contextInceptionShare ? { ...d.real, contextInceptionShare: d.contextInceptionShare } : d.real, config.seed, warn, simThreads)],
-  );
+  // The simulated and the real tokens are made at once (on one pool of threads), then joined as one set: on the host
+  // only if something reads its series there (the device set takes their chunks).
+  const simulating = cachedSimulatedTokens(H, requests.train, simThreads);
+  const realData = realTrainingData(config);
+  const realRows = realData === undefined ? undefined : realTrainingTokens(H, realData, config.seed, warn, simThreads);
+  realRows?.catch(() => undefined); // awaited below unless the simulation failed first
+  const simulated = await simulating;
+  const train = joinTokenSets(realRows === undefined ? [simulated] : [simulated, await realRows]);
   const t1 = performance.now();
   const real = train.size - simulated.size;
   log(`data: train ${train.tickers.length} tickers / ${train.size} days${real > 0 ? ` (${real} of them real)` : ''} (${((t1 - t0) / 1000).toFixed(1)} s)`);

@@ -1,0 +1,116 @@
+/**
+ * One pool of worker threads for the trainer's CPU work: the simulator's market histories (`tokens.task.ts`) and the
+ * real folder's features (`features.task.ts`). Every token set, real row and cross-fit slice of a process shares it,
+ * so a command that trains many routers at once (an ensemble and its cross-fit's folds) runs as many threads as it
+ * was given, not one pool of that size per set in the making, and each thread warms up once.
+ *
+ * Tasks start in order of priority (lower first), then of submission: a router's training data goes before
+ * held-out sets that are read only after its steps, and the first routers' before the later ones'. The pool keeps no
+ * more tasks running than it has threads, so a later, more urgent task waits for one task, not for a queue. Results
+ * do not depend on the order: every caller puts its results together in its own order.
+ */
+import type { Piscina } from 'piscina';
+import { createTaskPool, siblingTaskFile } from '../util/task-pool.js';
+
+/** The task modules the pool runs (beside this file, `.ts` or bundled `.js`/`.mjs`). */
+export type WorkTaskFile = 'tokens.task' | 'features.task';
+
+/** Priorities: a task the training cannot start without, a router's training data, and what is read later. */
+export const PRIORITY = { urgent: -1, training: 0, later: 1_000 } as const;
+
+interface Queued {
+  task: unknown;
+  file: WorkTaskFile;
+  priority: number;
+  seq: number;
+  resolve: (value: unknown) => void;
+  reject: (reason: unknown) => void;
+}
+
+export class TrainingWorkPool {
+  readonly threads: number;
+  #pool: Piscina | undefined;
+  #queue: Queued[] = [];
+  #running = 0;
+  #seq = 0;
+  #files = new Map<WorkTaskFile, URL>();
+  #idle: (() => void)[] = [];
+
+  constructor(threads: number) {
+    if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`Expected integer ≥ 1 for threads but received ${String(threads)}`);
+    this.threads = threads;
+  }
+
+  /** Runs `task` in `file` on a thread once the tasks before it (by priority, then submission) have started. */
+  run<T>(file: WorkTaskFile, task: unknown, priority: number = PRIORITY.training): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.#queue.push({ task, file, priority, seq: this.#seq++, resolve: resolve as (v: unknown) => void, reject });
+      this.#pump();
+    });
+  }
+
+  /** Tasks submitted and not yet settled. */
+  get pending(): number {
+    return this.#queue.length + this.#running;
+  }
+
+  #pump(): void {
+    while (this.#running < this.threads && this.#queue.length > 0) {
+      // The queue is short (hundreds of tasks at most): a scan for the first in order beats keeping a heap.
+      let best = 0;
+      for (let i = 1; i < this.#queue.length; i++) {
+        const q = this.#queue[i]!;
+        const b = this.#queue[best]!;
+        if (q.priority < b.priority || (q.priority === b.priority && q.seq < b.seq)) best = i;
+      }
+      const next = this.#queue.splice(best, 1)[0]!;
+      this.#running += 1;
+      let started: Promise<unknown>;
+      try {
+        started = this.#piscina().run(next.task, { filename: this.#file(next.file).href });
+      } catch (e) {
+        started = Promise.reject(e); // no task module: this task fails, the pool goes on
+      }
+      started.then(next.resolve, next.reject).finally(() => {
+        this.#running -= 1;
+        this.#pump();
+        if (this.pending === 0) for (const wake of this.#idle.splice(0)) wake();
+      });
+    }
+  }
+
+  #file(name: WorkTaskFile): URL {
+    let file = this.#files.get(name);
+    if (file === undefined) this.#files.set(name, (file = siblingTaskFile(import.meta.url, name)));
+    return file;
+  }
+
+  #piscina(): Piscina {
+    // Idle threads are unreferenced (piscina), so a pool left open does not keep the process alive.
+    return (this.#pool ??= createTaskPool({ filename: this.#file('tokens.task'), maxThreads: this.threads }));
+  }
+
+  /** Waits for every submitted task, then stops the threads (a later `run` starts new ones). */
+  async close(): Promise<void> {
+    if (this.pending > 0) await new Promise<void>((wake) => this.#idle.push(wake));
+    const pool = this.#pool;
+    this.#pool = undefined;
+    await pool?.destroy();
+  }
+}
+
+const pools = new Map<number, TrainingWorkPool>();
+
+/** The process's pool of `threads` threads (one per thread count asked), or none for one thread: work runs in place. */
+export function trainingWorkPool(threads: number): TrainingWorkPool | undefined {
+  if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`Expected integer ≥ 1 for threads but received ${String(threads)}`);
+  if (threads === 1) return undefined;
+  let pool = pools.get(threads);
+  if (pool === undefined) pools.set(threads, (pool = new TrainingWorkPool(threads)));
+  return pool;
+}
+
+/** Closes every pool `trainingWorkPool` made, once its tasks have settled (a command's end, a test's teardown). */
+export async function closeTrainingWorkPools(): Promise<void> {
+  await Promise.all([...pools.values()].map((p) => p.close()));
+}
