@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { domainIndex, type Domain } from '../src/domains.js';
 import { clearSimulationCache, defaultTrainConfig, simulationCacheStats, type TrainConfig } from '../src/training/train.js';
 import { main as trainMain } from '../src/cli/train.js';
-import { clearRealTokenCache, joinTokenSets, realTrainingTokens } from '../src/training/real-tokens.js';
+import { clearRealTokenCache, joinTokenSets, realFolderCacheStats, realTrainingTokens } from '../src/training/real-tokens.js';
 import { isShared } from '../src/util/shared-memory.js';
 import { crossFit, formatCrossFit } from '../src/training/crossfit.js';
 import { calibrationNoise } from '../src/training/evaluate.js';
@@ -101,6 +101,25 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     const cold = await realTrainingTokens(16, { ...data, exclude: ['aapl', 'TLT'] }, 7);
     expect(Buffer.from(cold.x.buffer).equals(Buffer.from(without.x.buffer))).toBe(true);
     expect(Buffer.from(cold.risk.buffer).equals(Buffer.from(without.risk.buffer))).toBe(true);
+    // The folder is read once per set of tickers left out (the order and case of the list aside), and again once a file
+    // of it changes.
+    clearRealTokenCache();
+    const read0 = realFolderCacheStats();
+    await realTrainingTokens(16, { ...data, exclude: ['TLT', 'AAPL'] }, 7);
+    await realTrainingTokens(16, { ...data, exclude: ['aapl', 'tlt'] }, 8);
+    await realTrainingTokens(16, data, 7);
+    expect(realFolderCacheStats()).toEqual({ hits: read0.hits + 1, misses: read0.misses + 2 });
+    const aapl = path.join(dir, 'AAPL.csv');
+    const aaplText = await readFile(aapl, 'utf8');
+    await writeFile(aapl, aaplText.split('\n').slice(0, -40).join('\n') + '\n');
+    try {
+      const shorter = await realTrainingTokens(16, data, 7);
+      expect(realFolderCacheStats().misses).toBe(read0.misses + 3);
+      const rowsOf = (s: typeof set) => s.tickers.filter((t) => t.ticker === 'AAPL')[0]!;
+      expect(rowsOf(shorter).end - rowsOf(shorter).start).toBeLessThan(rowsOf(set).end - rowsOf(set).start);
+    } finally {
+      await writeFile(aapl, aaplText);
+    }
     await expect(realTrainingTokens(16, { ...data, repeat: -1 }, 7)).rejects.toThrow(/real\.repeat/);
     await expect(realTrainingTokens(16, { ...data, contextDropout: 1.5 }, 7)).rejects.toThrow(/real\.contextDropout/);
     // Context dropout: the same rows (listing lengths from their own stream) and labels, some copies with less

@@ -9,6 +9,8 @@
  * log-uniform in [MIN_HISTORY_BARS, 400] from (seed, ticker), so a real fund's first months are in training too.
  */
 import { createHash } from 'node:crypto';
+import { readdir, stat } from 'node:fs/promises';
+import path from 'node:path';
 import { computeFeatures, MIN_HISTORY_BARS } from '../data/features/compute.js';
 import type { Bar, FeatureSeries } from '../data/types.js';
 import type { Hidden } from '../router/layout.js';
@@ -16,7 +18,7 @@ import { lruEntry } from '../util/lru.js';
 import { Rng } from '../util/random.js';
 import { degradeContext } from '../data/sim/simulator.js';
 import type { MarketContext } from '../data/features/context.js';
-import { loadLabelledBars } from './evaluate.js';
+import { loadLabelledBars, type LabelledBars } from './evaluate.js';
 import { assembleTokens, chunkedTokenSet, tokenChunks, type TokenSet } from './tokens.js';
 import { PRIORITY, trainingWorkPool } from './work-pool.js';
 
@@ -61,6 +63,7 @@ const ROW_CACHE_RECIPES = 3;
 /** Forgets every cached row (tests: the next call computes every ticker's features again). */
 export function clearRealTokenCache(): void {
   rowCache.clear();
+  folderCache.clear();
 }
 
 const digest = (parts: readonly (string | ArrayBufferView)[]): string => {
@@ -102,18 +105,11 @@ export async function realTrainingTokens(
   if (!(inceptionShare >= 0 && inceptionShare <= 1)) {
     throw new RangeError(`Expected a share in [0, 1] for real.contextInceptionShare but received ${String(data.contextInceptionShare)}`);
   }
-  const dir = await loadLabelledBars({
-    dataDir: data.dataDir,
-    ...(data.labelsFile !== undefined ? { labelsFile: data.labelsFile } : {}),
-    ...(data.contextDir !== undefined ? { contextDir: data.contextDir } : {}),
-    ...(data.exclude !== undefined ? { exclude: data.exclude } : {}),
-    ...(warn ? { warn } : {}),
-  });
+  const { dir, usable, keys, warnings } = await labelledFolder(data);
+  for (const w of warnings) warn?.(w);
   for (const f of dir.failed) warn?.(`real training data: ${f.ticker} left out (${f.reason})`);
   const recipeKey = JSON.stringify([hidden, seed, data.repeat, data.listings, dropout, inceptionShare, contextKey(dir.context)]);
   const cached = lruEntry(rowCache, recipeKey, ROW_CACHE_RECIPES, () => new Map<string, Promise<Row[]>>());
-  const usable = dir.loaded.filter(({ bars }) => bars.length >= MIN_HISTORY_BARS);
-  const keys = usable.map(({ ticker, label, bars }) => tickerKey(ticker, label, bars));
   const missing = usable.filter((_, i) => !cached.has(keys[i]!));
   const pool = missing.length > 1 ? trainingWorkPool(threads) : undefined;
   const { repeat, listings } = data;
@@ -141,6 +137,68 @@ export async function realTrainingTokens(
     rows: [{ ticker, label, subtype: 'real', family: 'recent' as const, days: vol.length }],
   }));
   return assembleTokens(hidden, perRow, { seedNames: false });
+}
+
+/** A real folder as read for training: its bars and context, the tickers with enough bars and their row keys. */
+interface LabelledFolder {
+  dir: LabelledBars;
+  usable: LabelledBars['loaded'];
+  keys: string[];
+  /** What reading it warned, told again to every caller. */
+  warnings: string[];
+}
+
+/**
+ * The folders read for training, by what was asked (folder, labels, context folder, tickers left out) and the size and
+ * time of every file read: a command that trains many routers on one folder (an ensemble, each fold of its cross-fit)
+ * parses its files and hashes its tickers once per set of left-out tickers instead of once per router, on the thread
+ * whose turns the routers' training calls wait for. A file changed in between is read again.
+ */
+const folderCache = new Map<string, Promise<LabelledFolder>>();
+const FOLDER_CACHE_SIZE = 8;
+const folderStats = { hits: 0, misses: 0 };
+
+/** How often a real folder was found read already, and how often it was read. */
+export function realFolderCacheStats(): { hits: number; misses: number } {
+  return { ...folderStats };
+}
+
+async function labelledFolder(data: RealTrainingData): Promise<LabelledFolder> {
+  const opts = {
+    dataDir: data.dataDir,
+    ...(data.labelsFile !== undefined ? { labelsFile: data.labelsFile } : {}),
+    ...(data.contextDir !== undefined ? { contextDir: data.contextDir } : {}),
+    ...(data.exclude !== undefined ? { exclude: [...data.exclude].map((t) => t.toUpperCase()).sort() } : {}),
+  };
+  const key = JSON.stringify([opts, await filesSignature([data.dataDir, data.labelsFile, data.contextDir])]);
+  let read = false;
+  const entry = lruEntry(folderCache, key, FOLDER_CACHE_SIZE, async () => {
+    read = true;
+    const warnings: string[] = [];
+    const dir = await loadLabelledBars({ ...opts, warn: (m) => warnings.push(m) });
+    const usable = dir.loaded.filter(({ bars }) => bars.length >= MIN_HISTORY_BARS);
+    return { dir, usable, keys: usable.map(({ ticker, label, bars }) => tickerKey(ticker, label, bars)), warnings };
+  });
+  folderStats[read ? 'misses' : 'hits'] += 1;
+  entry.catch(() => folderCache.delete(key)); // a failed read is tried again by the next caller
+  return entry;
+}
+
+/** Name, size and modification time of every file in `paths` (a folder's files, or one file), absent ones skipped. */
+async function filesSignature(paths: readonly (string | undefined)[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const p of paths) {
+    if (p === undefined) continue;
+    const root = path.resolve(p);
+    const info = await stat(root).catch(() => undefined);
+    if (info === undefined) continue;
+    const files = info.isDirectory() ? (await readdir(root)).sort().map((f) => path.join(root, f)) : [root];
+    for (const f of files) {
+      const st = f === root ? info : await stat(f).catch(() => undefined);
+      if (st !== undefined) out.push(`${f}:${st.size}:${st.mtimeMs}`);
+    }
+  }
+  return out;
 }
 
 /** What one ticker's training rows are drawn from (`tickerRows`). */
