@@ -49,5 +49,16 @@ describe('simulated token sets', () => {
     expect(done).toEqual([1, 5, 4, 6, 3, 2]);
     await pool.close();
     expect(pool.pending).toBe(0);
+    // Closing rejects what has not started and waits for what has; the pool runs again afterwards.
+    const running = submit(7, PRIORITY.training);
+    const queued = pool.run('tokens.task', task(8));
+    queued.catch(() => undefined);
+    await pool.close();
+    await expect(queued).rejects.toThrow('Expected the training work pool open for a tokens.task task but it was closed before the task started');
+    await running;
+    expect(done.at(-1)).toBe(7);
+    await submit(9, PRIORITY.training);
+    expect(done.at(-1)).toBe(9);
+    await pool.close();
   });
 });

@@ -90,8 +90,12 @@ export class TrainingWorkPool {
     return (this.#pool ??= createTaskPool({ filename: this.#file('tokens.task'), maxThreads: this.threads }));
   }
 
-  /** Waits for every submitted task, then stops the threads (a later `run` starts new ones). */
+  /**
+   * Stops the pool: tasks not yet started are rejected (a command that ends early does not wait for the sets it
+   * asked for ahead), the running ones are waited for, then the threads stop. A later `run` starts new ones.
+   */
   async close(): Promise<void> {
+    for (const q of this.#queue.splice(0)) q.reject(new Error(`Expected the training work pool open for a ${q.file} task but it was closed before the task started`));
     if (this.pending > 0) await new Promise<void>((wake) => this.#idle.push(wake));
     const pool = this.#pool;
     this.#pool = undefined;
