@@ -303,6 +303,12 @@ withGpu(`CUDA backend on ${gpu.device ?? ''}`, () => {
         const b = await host.trainSteps(batch, labels, { ...opts, sampleWeight }, adam, steps);
         for (const k of ['loss', 'ce', 'rec', 'gradNorm'] as const) expect(Array.from(a[k])).toEqual(Array.from(b[k]));
         expect(Buffer.from(onSet.getParams().buffer).equals(Buffer.from(host.getParams().buffer))).toBe(true);
+        // Each call says where its time went: waiting for a pool thread, then running.
+        for (const t of [a.timing!, b.timing!]) {
+          expect(t).toHaveLength(2);
+          expect(t[0]).toBeGreaterThanOrEqual(0);
+          expect(t[1]).toBeGreaterThan(0);
+        }
       } finally {
         onSet.close();
         host.close();

@@ -3,7 +3,7 @@ import { Rng } from '../src/util/random.js';
 import { REGIME_FAMILIES } from '../src/data/sim/regimes.js';
 import { SUBTYPES } from '../src/data/universe.js';
 import { weakestSubtypes } from '../src/cli/study.js';
-import { classWeights, defaultTrainConfig, fitTemperature, fitTemperatureNll, learningRate, logProbs, trainRouter, trainRouterParams, clearSimulationCache, simulationCacheStats, prefetchSimulation } from '../src/training/train.js';
+import { CallTimes, classWeights, defaultTrainConfig, fitTemperature, fitTemperatureNll, learningRate, logProbs, trainRouter, trainRouterParams, clearSimulationCache, simulationCacheStats, prefetchSimulation } from '../src/training/train.js';
 
 describe('training schedule and weights', () => {
   it('warms up linearly, peaks, then decays by cosine to the floor', () => {
@@ -148,5 +148,19 @@ describe('short training run', () => {
     // Six requests for three sets, each simulated once by whichever asked first.
     expect([s7.misses - s6.misses, s7.hits - s6.hits]).toEqual([3, 3]);
     expect(f.params).toEqual(a.params);
+  });
+});
+
+describe('fused calls timed', () => {
+  it('splits each call into the addon\'s run, its wait for a pool thread, the rest, and the wait for the next batch', () => {
+    const t = new CallTimes();
+    expect(t.describe(16)).toBe('');
+    t.add(10, Float64Array.of(2, 7));
+    t.add(6, Float64Array.of(0, 5));
+    t.feedMs += 1;
+    expect(t.describe(16)).toBe('; a call of 16 steps: 6.00 ms running, 1.00 waiting for a pool thread, 1.00 for this thread\'s turn, 0.50 waiting for the next batch');
+    // An addon that does not time its calls: nothing is said rather than a split of part of them.
+    t.add(3);
+    expect(t.describe(16)).toBe('');
   });
 });

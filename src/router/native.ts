@@ -90,6 +90,11 @@ export interface StepsResult {
   ce: Float64Array;
   rec: Float64Array;
   gradNorm: Float64Array;
+  /**
+   * Where the call's time went, in milliseconds: [waiting for a thread of Node's pool, running there (the device's
+   * work and the wait for it)]. Absent from an addon built before it.
+   */
+  timing?: Float64Array;
 }
 
 export interface AdamWOptions {
@@ -140,11 +145,11 @@ interface AddonRouter {
   setTrainingSet(parts: readonly TrainingRows[], classWeights: Float32Array): void;
   trainStepsOnSet(index: Uint32Array, labelSmoothing: number, reconWeight: number, focalGamma: number, lr: Float32Array,
     beta1: number, beta2: number, eps: number, weightDecay: number,
-    clipNorm: number): Promise<{ loss: Float64Array; ce: Float64Array; rec: Float64Array; gradNorm: Float64Array }>;
+    clipNorm: number): Promise<StepsResult>;
   trainSteps(x: Float32Array, vol: Float32Array, risk: Float32Array, labels: Uint8Array,
     sampleWeight: Float32Array | null, labelSmoothing: number, reconWeight: number, focalGamma: number, lr: Float32Array,
     beta1: number, beta2: number, eps: number, weightDecay: number,
-    clipNorm: number): Promise<{ loss: Float64Array; ce: Float64Array; rec: Float64Array; gradNorm: Float64Array }>;
+    clipNorm: number): Promise<StepsResult>;
   resetOptimizer(): void;
   close(): void;
 }

@@ -17,7 +17,7 @@ import { joinTokenSets, realTrainingTokens, type RealTrainingData } from './real
 import { PRIORITY } from './work-pool.js';
 import { allocSlot, BatchFeeder, BatchSampler, IndexFeeder, type BatchSlot, type SampleSource } from './batch-feeder.js';
 import { initParams } from '../router/model.js';
-import { NativeRouter, nativeAvailable } from '../router/native.js';
+import { NativeRouter, nativeAvailable, type StepsResult } from '../router/native.js';
 import { referenceForward, referenceLossAndGrad } from '../router/reference.js';
 
 export { simulatedTokens, type TokenSet } from './tokens.js';
@@ -208,7 +208,7 @@ export interface TrainerBackend {
     opts: LossOpts & { focalGamma: number },
     adam: Omit<AdamOpts, 'lr'> & { lr: number[] },
     steps: number,
-  ): Promise<{ loss: Float64Array; ce: Float64Array; rec: Float64Array; gradNorm: Float64Array }>;
+  ): Promise<StepsResult>;
   /** Copies the training set (its parts, one after another) and its class weights into the backend for
    * `trainStepsOnSet` (only with trainSteps). */
   setTrainingSet?(parts: readonly Omit<SampleSource, 'hidden'>[], classWeights: Float64Array): void;
@@ -218,8 +218,41 @@ export interface TrainerBackend {
     opts: Omit<LossOpts, 'sampleWeight'> & { focalGamma: number },
     adam: Omit<AdamOpts, 'lr'> & { lr: number[] },
     steps: number,
-  ): Promise<{ loss: Float64Array; ce: Float64Array; rec: Float64Array; gradNorm: Float64Array }>;
+  ): Promise<StepsResult>;
   close(): void;
+}
+
+/**
+ * Where a router's fused calls spent their time (the `steps:` log line): the device's work and the wait for it, the
+ * wait for a thread of Node's pool (both as the addon measures them), the rest of each call (this thread's turn:
+ * the call's copies and checks, the promise's settling), and the wait for the next batch (its indices or its tokens)
+ * from the feeder.
+ */
+export class CallTimes {
+  calls = 0;
+  totalMs = 0;
+  runMs = 0;
+  queueMs = 0;
+  feedMs = 0;
+  #timed = 0;
+
+  add(totalMs: number, timing?: Float64Array): void {
+    this.calls += 1;
+    this.totalMs += totalMs;
+    if (timing !== undefined && timing.length >= 2) {
+      this.#timed += 1;
+      this.queueMs += timing[0]!;
+      this.runMs += timing[1]!;
+    }
+  }
+
+  /** `; a call of k steps: …` in ms per call, or nothing where no call was timed by the addon. */
+  describe(stepsPerCall: number): string {
+    if (this.calls === 0 || this.#timed !== this.calls) return '';
+    const per = (ms: number) => (ms / this.calls).toFixed(2);
+    const rest = this.totalMs - this.runMs - this.queueMs;
+    return `; a call of ${stepsPerCall} steps: ${per(this.runMs)} ms running, ${per(this.queueMs)} waiting for a pool thread, ${per(rest)} for this thread's turn, ${per(this.feedMs)} waiting for the next batch`;
+  }
 }
 
 /** Training on the float64 reference with a TypeScript AdamW (same update formula as the native one). */
@@ -638,6 +671,7 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
     if (!Number.isInteger(group) || group < 1) throw new RangeError(`Expected integer ≥ 1 for stepsPerCall but received ${String(group)}`);
     const adam = { weightDecay: config.weightDecay, clipNorm: config.clipNorm };
     const lossOpts = { labelSmoothing: config.labelSmoothing, reconWeight: config.reconWeight };
+    const callTimes = new CallTimes();
     const record = (entry: TrainStepLog) => {
       if (!Number.isFinite(entry.loss)) throw new RangeError(`Expected finite loss at step ${entry.step} but received ${entry.loss}`);
       history.push(entry);
@@ -647,9 +681,11 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
     // handed back at once, then each step's record.
     const fusedCall = async (step: number, k: number, call: (lr: number[]) => ReturnType<NonNullable<typeof fused>>, release: () => void) => {
       const lr = Array.from({ length: k }, (_, j) => learningRate(step + j, config));
+      const c0 = performance.now();
       const pending = call(lr);
       release();
       const out = await pending;
+      callTimes.add(performance.now() - c0, out.timing);
       for (let j = 0; j < k; j++) {
         record({ step: step + j, lr: lr[j]!, loss: out.loss[j]!, ce: out.ce[j]!, rec: out.rec[j]!, gradNorm: out.gradNorm[j]! });
       }
@@ -671,13 +707,17 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
     try {
       for (let step = 0; step < config.steps; ) {
         if (indices !== undefined) {
+          const i0 = performance.now();
           const index = await indices.next();
+          callTimes.feedMs += performance.now() - i0;
           const k = index.length / B;
           await fusedCall(step, k, (lr) => onSet!(index, { ...lossOpts, focalGamma: config.focalGamma }, { ...adam, lr }, k), () => indices.release());
           step += k;
           continue;
         }
+        const f0 = performance.now();
         const slot = await nextBatch!();
+        callTimes.feedMs += performance.now() - f0;
         const { labels: blab, weights: bw } = slot;
         const batch = { x: slot.x, vol: slot.vol, risk: slot.risk };
         const k = slot.vol.length / B;
@@ -703,7 +743,7 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
       await feeder?.close();
     }
     const t2 = performance.now();
-    log(`steps: ${config.steps} in ${((t2 - t1) / 1000).toFixed(1)} s (${backend.backend}${onSet !== undefined ? ', batches gathered on the device' : ''})`);
+    log(`steps: ${config.steps} in ${((t2 - t1) / 1000).toFixed(1)} s (${backend.backend}${onSet !== undefined ? ', batches gathered on the device' : ''}${callTimes.describe(group)})`);
     const held = await heldSets();
     return await finish({ backend, params: backend.getParams(), history, train, ...(held !== undefined ? { held } : {}), marks: { t0, t1, t2 } });
   } finally {

@@ -1,5 +1,6 @@
 #include "workers.h"
 
+#include <chrono>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -167,18 +168,21 @@ class LossWorker final : public PromiseWorker {
 
 class StepsWorker final : public PromiseWorker {
  public:
-  StepsWorker(Napi::Env env, StepsBaton b) : PromiseWorker(env, "trainSteps", {}), b_(std::move(b)) {}
+  StepsWorker(Napi::Env env, StepsBaton b)
+      : PromiseWorker(env, "trainSteps", {}), b_(std::move(b)), queued_(std::chrono::steady_clock::now()) {}
 
  private:
   void run() override {
+    started_ = std::chrono::steady_clock::now();
     b_.results.resize(b_.lr.size());
     if (!b_.index.empty()) {
       b_.backend->trainStepsOnSet(*b_.params, b_.next->w, b_.adam, b_.index.data(), b_.index.size(), b_.opts,
                                   b_.lr.size(), b_.lr.data(), b_.focalGamma, b_.adamw, b_.results.data());
-      return;
+    } else {
+      b_.backend->trainSteps(*b_.params, b_.next->w, b_.adam, b_.batch, b_.opts, b_.lr.size(), b_.lr.data(),
+                             b_.focalGamma, b_.adamw, b_.results.data());
     }
-    b_.backend->trainSteps(*b_.params, b_.next->w, b_.adam, b_.batch, b_.opts, b_.lr.size(), b_.lr.data(),
-                           b_.focalGamma, b_.adamw, b_.results.data());
+    finished_ = std::chrono::steady_clock::now();
   }
   Napi::Value result() override {
     if (b_.settle) b_.settle(&b_);
@@ -196,6 +200,13 @@ class StepsWorker final : public PromiseWorker {
     r.Set("ce", ce);
     r.Set("rec", rec);
     r.Set("gradNorm", norm);
+    // Where the call's time went: waiting for a thread of the pool, then running (the device's work and the wait
+    // for it), in milliseconds; the caller's own clock gives the rest (its thread's turn).
+    using Ms = std::chrono::duration<double, std::milli>;
+    Napi::Float64Array timing = Napi::Float64Array::New(Env(), 2);
+    timing[0] = Ms(started_ - queued_).count();
+    timing[1] = Ms(finished_ - started_).count();
+    r.Set("timing", timing);
     return r;
   }
   void OnError(const Napi::Error& e) override {
@@ -203,6 +214,7 @@ class StepsWorker final : public PromiseWorker {
     PromiseWorker::OnError(e);
   }
   StepsBaton b_;
+  std::chrono::steady_clock::time_point queued_, started_, finished_;
 };
 
 }  // namespace
