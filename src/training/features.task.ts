@@ -4,6 +4,7 @@
  * rows (`tickerRows`, real-tokens.ts). The same features as computed in place, bit for bit.
  */
 import type { Hidden } from '../router/layout.js';
+import { movedResult } from '../util/task-pool.js';
 import { EvaluationError, loadLabelledDirectory, type LabelledBarsOptions, type LabelledDirectory } from './evaluate.js';
 import { tickerRows, type Row, type TickerRowsArgs } from './real-tokens.js';
 
@@ -15,7 +16,11 @@ export type FeaturesTask =
 export type SliceOutcome = { dir: LabelledDirectory } | { error: { code: EvaluationError['code']; message: string } };
 
 export default async function featuresTask(task: FeaturesTask): Promise<SliceOutcome | Row[]> {
-  if (task.kind === 'rows') return tickerRows(task.args);
+  if (task.kind === 'rows') {
+    // The rows' series move to the caller instead of being copied (rows that share a series share its buffers).
+    const rows = tickerRows(task.args);
+    return movedResult(rows, rows.flatMap(({ series: s }) => [s.dates, s.x, s.vol, s.risk, s.ret]));
+  }
   try {
     return { dir: await loadLabelledDirectory(task.opts, task.hidden) };
   } catch (e) {

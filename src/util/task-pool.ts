@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Piscina } from 'piscina';
+import { move, Piscina, transferableSymbol, valueSymbol } from 'piscina';
 import { expectedMessage } from './describe.js';
 
 /**
@@ -64,4 +64,14 @@ export function createTaskPool(opts: TaskPoolOptions): Piscina {
   const idleTimeout = checkInteger(opts.idleTimeout, 'idleTimeout', 0) ?? 30_000;
   const file = opts.filename instanceof URL ? fileURLToPath(opts.filename) : opts.filename;
   return new Piscina({ filename: pathToFileURL(file).href, maxThreads, minThreads, idleTimeout, execArgv: workerExecArgv(file) });
+}
+
+/**
+ * A task's result whose typed arrays' buffers move to the caller instead of being copied (each buffer once, however
+ * many of `views` share it). The task must not touch those arrays afterwards: they are detached on its side.
+ */
+export function movedResult<T extends object>(value: T, views: Iterable<ArrayBufferView>): T {
+  const buffers = new Set<ArrayBuffer>();
+  for (const v of views) if (v.buffer instanceof ArrayBuffer && v.buffer.byteLength > 0) buffers.add(v.buffer);
+  return move({ [transferableSymbol]: [...buffers], [valueSymbol]: value }) as unknown as T;
 }
