@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { calibrateOnLabelled } from '../src/training/calibrate.js';
+import { closeTrainingWorkPools } from '../src/training/work-pool.js';
 import { DEFAULT_MODEL_PATH, loadModel } from '../src/router/model.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -24,6 +25,7 @@ describe.skipIf(!haveMarketData)('calibration on real labelled data', () => {
     for (const t of TICKERS) await copyFile(path.join(marketData, `${t}.csv`), path.join(dir, `${t}.csv`));
   });
   afterAll(async () => {
+    await closeTrainingWorkPools();
     await rm(dir, { recursive: true, force: true });
   });
 

@@ -13,7 +13,7 @@ import { createForwarder } from './forwarder.js';
 import { loadLabelledDirectory, routeLabelled, summarisePredictions, type EvaluateOptions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
 import { logProbs } from './temperature.js';
 import { kappaFit, lambdaNlls, type KappaFitTask, type LambdaNllTask } from './calibrate.task.js';
-import { createTaskPool, siblingTaskFile } from '../util/task-pool.js';
+import { trainingWorkPool } from './work-pool.js';
 import { sharedArray, sharedCopy } from '../util/shared-memory.js';
 import { temperByHistory } from '../router/history-temperature.js';
 
@@ -96,43 +96,40 @@ function fitData(preds: readonly TickerPrediction[], keep: (c: number) => boolea
  * winning. Then λ, T and κ fixed, on every token with a shortfall: the first λ of its grid with the lowest NLL, the
  * exact optimum of the whole NLL in λ given T and κ (the other tokens do not depend on it). Routes without context
  * thus never move the T of routes with it. The T/κ fits and the NLLs of the λ grid are independent, so they run on
- * `threads` worker threads (`calibrate.task.ts`, a few λs a task) over the subsets' data in shared memory, each
- * subset's λs as soon as its T and κ are fitted; the result is the same for any thread count.
+ * the process's pool of `threads` worker threads (`calibrate.task.ts` on work-pool.ts, a few λs a task) over the
+ * subsets' data in shared memory, each subset's λs as soon as its T and κ are fitted; the result is the same for any
+ * thread count.
  */
 export async function fitAll(subsets: readonly (readonly TickerPrediction[])[], threads: number): Promise<Calibration[]> {
-  const pool = threads > 1 ? createTaskPool({ filename: siblingTaskFile(import.meta.url, 'calibrate.task'), maxThreads: threads }) : undefined;
-  const run = <T>(task: KappaFitTask | LambdaNllTask, here: () => T): Promise<T> => (pool !== undefined ? (pool.run(task) as Promise<T>) : Promise.resolve(here()));
+  const pool = trainingWorkPool(threads);
+  const run = <T>(task: KappaFitTask | LambdaNllTask, here: () => T): Promise<T> => (pool !== undefined ? pool.run<T>('calibrate.task', task) : Promise.resolve(here()));
   // λs per task: enough tasks to fill the threads, few enough that each does real work.
   const chunk = Math.max(1, Math.ceil(LAMBDA_GRID.length / Math.max(1, threads)));
-  try {
-    return await Promise.all(
-      subsets.map(async (s) => {
-        const full = fitData(s, (c) => c < FULL_CONTEXT_SHORTFALL);
-        const perKappa = await Promise.all(KAPPA_GRID.map((kappa) => run({ ...full, kappa }, () => kappaFit({ ...full, kappa }))));
-        let best = { temperature: 1, kappa: 0, nll: Infinity };
-        perKappa.forEach((f, k) => {
-          if (f.nll < best.nll) best = { ...f, kappa: KAPPA_GRID[k]! };
+  return Promise.all(
+    subsets.map(async (s) => {
+      const full = fitData(s, (c) => c < FULL_CONTEXT_SHORTFALL);
+      const perKappa = await Promise.all(KAPPA_GRID.map((kappa) => run({ ...full, kappa }, () => kappaFit({ ...full, kappa }))));
+      let best = { temperature: 1, kappa: 0, nll: Infinity };
+      perKappa.forEach((f, k) => {
+        if (f.nll < best.nll) best = { ...f, kappa: KAPPA_GRID[k]! };
+      });
+      const { temperature, kappa } = best;
+      const short = fitData(s, (c) => c > 0);
+      let lambda = 0;
+      if (short.labels.length > 0) {
+        const chunks = Array.from({ length: Math.ceil(LAMBDA_GRID.length / chunk) }, (_, i) => LAMBDA_GRID.slice(i * chunk, (i + 1) * chunk));
+        const nlls = (await Promise.all(chunks.map((lambdas) => {
+          const task: LambdaNllTask = { ...short, kappa, temperature, lambdas };
+          return run(task, () => lambdaNlls(task));
+        }))).flat();
+        let bestNll = Infinity;
+        nlls.forEach((nll, i) => {
+          if (nll < bestNll) (bestNll = nll), (lambda = LAMBDA_GRID[i]!);
         });
-        const { temperature, kappa } = best;
-        const short = fitData(s, (c) => c > 0);
-        let lambda = 0;
-        if (short.labels.length > 0) {
-          const chunks = Array.from({ length: Math.ceil(LAMBDA_GRID.length / chunk) }, (_, i) => LAMBDA_GRID.slice(i * chunk, (i + 1) * chunk));
-          const nlls = (await Promise.all(chunks.map((lambdas) => {
-            const task: LambdaNllTask = { ...short, kappa, temperature, lambdas };
-            return run(task, () => lambdaNlls(task));
-          }))).flat();
-          let bestNll = Infinity;
-          nlls.forEach((nll, i) => {
-            if (nll < bestNll) (bestNll = nll), (lambda = LAMBDA_GRID[i]!);
-          });
-        }
-        return { temperature, kappa, lambda };
-      }),
-    );
-  } finally {
-    await pool?.destroy();
-  }
+      }
+      return { temperature, kappa, lambda };
+    }),
+  );
 }
 
 /** Probabilities of `p` at T·(1 + κ·u + λ·c) from its probabilities at T = 1. */

@@ -1,6 +1,6 @@
 /**
- * One pool of worker threads for the trainer's CPU work: the simulator's market histories (`tokens.task.ts`) and the
- * real folder's features (`features.task.ts`). Every token set, real row and cross-fit slice of a process shares it,
+ * One pool of worker threads for the trainer's CPU work: the simulator's market histories (`tokens.task.ts`), the
+ * real folder's features (`features.task.ts`) and the calibration's fits (`calibrate.task.ts`). Every token set, real row and cross-fit slice of a process shares it,
  * so a command that trains many routers at once (an ensemble and its cross-fit's folds) runs as many threads as it
  * was given, not one pool of that size per set in the making, and each thread warms up once.
  *
@@ -13,7 +13,7 @@ import type { Piscina } from 'piscina';
 import { createTaskPool, siblingTaskFile } from '../util/task-pool.js';
 
 /** The task modules the pool runs (beside this file, `.ts` or bundled `.js`/`.mjs`). */
-export type WorkTaskFile = 'tokens.task' | 'features.task';
+export type WorkTaskFile = 'tokens.task' | 'features.task' | 'calibrate.task';
 
 /** Priorities: a task the training cannot start without, a router's training data, and what is read later. */
 export const PRIORITY = { urgent: -1, training: 0, later: 1_000 } as const;
