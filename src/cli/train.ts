@@ -33,7 +33,8 @@ out-of-fold predictions (not with --calibrate-data). It trains folds + 1 times a
 (default 0) draws that share of every degraded context (simulated and real) as a source of earlier years has it: the
 reference funds in their listing order (SPY, IEF, GLD, DBC, UUP), the first k present, the later ones starting later.
 --threads N is the native trainer's (part of the recipe: the model file records it). --sim-threads N (default: the
-CPUs, up to 16) simulates the market histories and runs the calibration's fits on worker threads, --feeder off
+CPUs, up to 16) is the one pool of worker threads that simulates the market histories, computes the real folder's
+features and runs the calibration's fits, each router's training data first, --feeder off
 gathers the minibatches between steps instead of on feeder threads (--feeder-threads N, default half the CPUs, from 1
 to 8, each gathering every N-th batch), --fused-step off trains on the GPU with
 separate loss and optimizer calls instead of one call per --steps-per-call N steps (default 16), --device-set off
