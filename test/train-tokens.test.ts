@@ -2,6 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { simulatedTokens, simulatedTokensParallel } from '../src/training/tokens.js';
 import type { RegimeFamily } from '../src/data/sim/regimes.js';
 import { siblingTaskFile } from '../src/util/task-pool.js';
+import { lruPromise } from '../src/util/lru.js';
 import { closeTrainingWorkPools, PRIORITY, TrainingWorkPool, trainingWorkPool, type WorkTaskFile } from '../src/training/work-pool.js';
 import type { SeedTokens, SeedTokensTask } from '../src/training/tokens.js';
 
@@ -60,5 +61,24 @@ describe('simulated token sets', () => {
     await submit(9, PRIORITY.training);
     expect(done.at(-1)).toBe(9);
     await pool.close();
+  });
+});
+
+describe('sets cached while in the making', () => {
+  it('are made once, counted, forgotten when they fail, and bounded in number', async () => {
+    const cache = new Map<string, Promise<number>>();
+    const stats = { hits: 0, misses: 0 };
+    let made = 0;
+    const make = (v: number) => () => ((made += 1), v < 0 ? Promise.reject(new Error(`bad ${v}`)) : Promise.resolve(v));
+    expect(await lruPromise(cache, 'a', 2, make(1), stats)).toBe(1);
+    expect(await lruPromise(cache, 'a', 2, make(9), stats)).toBe(1);
+    expect(stats).toEqual({ hits: 1, misses: 1 });
+    await expect(lruPromise(cache, 'b', 2, make(-1), stats)).rejects.toThrow('bad -1');
+    expect(cache.has('b')).toBe(false);
+    expect(await lruPromise(cache, 'b', 2, make(2), stats)).toBe(2);
+    await lruPromise(cache, 'c', 2, make(3), stats);
+    expect([...cache.keys()]).toEqual(['b', 'c']);
+    expect(made).toBe(4);
+    expect(stats).toEqual({ hits: 1, misses: 4 });
   });
 });

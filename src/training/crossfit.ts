@@ -146,9 +146,7 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
   const rest = slices.slice(1).map((s) => first.then(() => loadSlice(s, PRIORITY.later)));
   const sliceItems = Promise.all([first, ...rest]);
   sliceItems.catch(() => undefined); // read below; a failure surfaces there
-  const settled = async () => {
-    await Promise.allSettled([first, ...rest]);
-  };
+  const settled = () => Promise.allSettled([first, ...rest]);
   let tickers: string[];
   try {
     tickers = (await first).map((it) => it.series.ticker);

@@ -23,7 +23,7 @@ import { referenceForward, referenceLossAndGrad } from '../router/reference.js';
 export { simulatedTokens, type TokenSet } from './tokens.js';
 export { fitTemperature, fitTemperatureNll, logProbs } from './temperature.js';
 import { fitTemperature } from './temperature.js';
-import { lruEntry } from '../util/lru.js';
+import { lruPromise } from '../util/lru.js';
 
 const D = DOMAINS.length;
 
@@ -501,15 +501,7 @@ export function clearSimulationCache(): void {
 function cachedSimulatedTokens(hidden: Hidden, opts: SimulatedTokenOptions, threads: number, priority: number = PRIORITY.training): Promise<TokenSet> {
   const { familyOf, ...rest } = opts;
   const key = JSON.stringify({ hidden, ...rest, families: opts.seeds.map((s) => familyOf?.(s) ?? 'recent') });
-  let made = false;
-  const set = lruEntry(simCache, key, SIM_CACHE_SIZE, () => {
-    made = true;
-    const simulated = simulatedTokensParallel(hidden, opts, threads, priority);
-    simulated.catch(() => simCache.delete(key));
-    return simulated;
-  });
-  simCacheStats[made ? 'misses' : 'hits'] += 1;
-  return set;
+  return lruPromise(simCache, key, SIM_CACHE_SIZE, () => simulatedTokensParallel(hidden, opts, threads, priority), simCacheStats);
 }
 
 /**
@@ -523,16 +515,13 @@ function cachedSimulatedTokens(hidden: Hidden, opts: SimulatedTokenOptions, thre
 export function prefetchSimulation(configs: TrainConfig | readonly TrainConfig[]): void {
   const list = Array.isArray(configs) ? (configs as readonly TrainConfig[]) : [configs as TrainConfig];
   const quiet = () => undefined;
-  list.forEach((config, i) => {
-    const r = simulationRequests(config);
-    const threads = config.simThreads ?? config.threads;
+  const plans = list.map((config) => ({ config, r: simulationRequests(config), threads: config.simThreads ?? config.threads }));
+  plans.forEach(({ config, r, threads }, i) => {
     void cachedSimulatedTokens(config.hidden, r.train, threads, PRIORITY.training + i).catch(quiet);
     const real = realTrainingData(config);
     if (real !== undefined) void realTrainingTokens(config.hidden, real, config.seed, undefined, threads, PRIORITY.training + i).catch(quiet);
   });
-  for (const config of list) {
-    const r = simulationRequests(config);
-    const threads = config.simThreads ?? config.threads;
+  for (const { config, r, threads } of plans) {
     for (const o of [r.validation, r.test]) void cachedSimulatedTokens(config.hidden, o, threads, PRIORITY.later).catch(quiet);
   }
 }
