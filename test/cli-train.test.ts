@@ -132,6 +132,7 @@ describe('train speed flags', () => {
       [['--fused-step', '1'], 'Expected on or off for --fused-step but received "1"'],
       [['--steps-per-call', '0'], '--steps-per-call'],
       [['--device-set', 'yes'], 'Expected on or off for --device-set but received "yes"'],
+      [['--router-threads', 'maybe'], 'Expected on or off for --router-threads but received "maybe"'],
       [['--fold-concurrency', '0'], 'Expected integer in 1..64 for --fold-concurrency but received "0"'],
     ] as const) {
       const bad = await train([...args]);

@@ -131,6 +131,11 @@ noGpu(`no usable GPU (${gpu.reason ?? ''})`, () => {
         'Expected finite number >= 0 for options.reconWeight but received -1',
       );
       await expect(r.trainStepsOnSet(new Uint32Array(4), {}, { lr: 1e-3 }, 2)).rejects.toThrow(/trainStepsOnSet needs the CUDA backend/);
+      // The variant that waits on the calling thread checks the same and throws the same.
+      expect(() => r.trainStepsOnSetSync(new Uint32Array(4), {}, { lr: 1e-3 }, 3)).toThrow(
+        "Expected an integer ≥ 1 dividing the batch's 4 tokens for steps but received 3",
+      );
+      expect(() => r.trainStepsOnSetSync(new Uint32Array(4), {}, { lr: 1e-3 }, 2)).toThrow(/trainStepsOnSet needs the CUDA backend/);
       const raw = new (loadNativeAddon().Router)(16, 'simd', 1);
       expect(() => raw.setTrainingSet([{ ...batch, labels }], new Float32Array(4))).toThrow(/setTrainingSet needs the CUDA backend/);
       expect(() => raw.trainStepsOnSet(new Uint32Array(4), 0, 0, 0, new Float32Array([1e-3]), 0.9, 0.999, 1e-8, 0, 1)).toThrow(
@@ -303,6 +308,21 @@ withGpu(`CUDA backend on ${gpu.device ?? ''}`, () => {
         const b = await host.trainSteps(batch, labels, { ...opts, sampleWeight }, adam, steps);
         for (const k of ['loss', 'ce', 'rec', 'gradNorm'] as const) expect(Array.from(a[k])).toEqual(Array.from(b[k]));
         expect(Buffer.from(onSet.getParams().buffer).equals(Buffer.from(host.getParams().buffer))).toBe(true);
+        // The same call waited for on this thread: the same steps again, bit for bit, from the same state.
+        const twin = new NativeRouter({ hidden, backend: 'cuda' });
+        try {
+          twin.setParams(params, 1);
+          twin.setTrainingSet([rows(0, cut), rows(cut, S)], cw);
+          const c = twin.trainStepsOnSetSync(index, opts, adam, steps);
+          for (const k of ['loss', 'ce', 'rec', 'gradNorm'] as const) expect(Array.from(c[k])).toEqual(Array.from(a[k]));
+          expect(Buffer.from(twin.getParams().buffer).equals(Buffer.from(onSet.getParams().buffer))).toBe(true);
+          expect(c.timing![1]).toBeGreaterThan(0);
+          expect(() => twin.trainStepsOnSetSync(index.map((v, i) => (i === 9 ? S : v)), {}, { lr: 1e-3 })).toThrow(
+            `Expected indices below the training set's ${S} tokens for index but received ${S} at index 9`,
+          );
+        } finally {
+          twin.close();
+        }
         // Each call says where its time went: waiting for a pool thread, then running.
         for (const t of [a.timing!, b.timing!]) {
           expect(t).toHaveLength(2);

@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { allocSlot, BatchFeeder, BatchSampler, IndexFeeder, TokenOrder, type SampleSource } from '../src/training/batch-feeder.js';
+import { Rng } from '../src/util/random.js';
+import feed from '../src/training/batch-feeder.task.js';
+import { FAILED, STAMPS } from '../src/training/batch-feeder.js';
 
 /** A small token set whose values name their token, so a batch shows which tokens it holds. */
 function source(n: number, H = 4): SampleSource {
@@ -113,6 +116,82 @@ describe('batch feeder', () => {
       await feeder.close();
     }
     expect(() => new IndexFeeder(0, { seed: 1, batch: 8, steps: 1 })).toThrow('Expected at least one token to sample from but received none');
+  });
+
+  it('takes each epoch in the order of a whole Fisher–Yates shuffle of the one before, however the takes are cut', () => {
+    // The reference: the identity, then at every epoch's start one whole shuffle of the previous order.
+    const reference = (n: number, seed: number, total: number): number[] => {
+      const rng = Rng.derive(seed, 'shuffle');
+      const order = Array.from({ length: n }, (_, i) => i);
+      const out: number[] = [];
+      while (out.length < total) {
+        for (let i = n - 1; i > 0; i--) {
+          const k = rng.int(i + 1);
+          [order[i], order[k]] = [order[k]!, order[i]!];
+        }
+        out.push(...order.slice(0, total - out.length));
+      }
+      return out;
+    };
+    for (const [n, cuts] of [
+      [1, [1, 1, 3]],
+      [37, [8, 8, 8, 40, 1, 37, 5, 60]],
+      [1000, [4096, 3, 999, 1, 2500]],
+    ] as const) {
+      const total = cuts.reduce((a, b) => a + b, 0);
+      const want = reference(n, 5, total);
+      const order = new TokenOrder(n, 5);
+      const got: number[] = [];
+      cuts.forEach((c, i) => {
+        if (i % 3 === 2) {
+          // skip, then read what was skipped from the reference's position onwards
+          order.skip(c);
+          got.push(...want.slice(got.length, got.length + c));
+        } else if (i % 3 === 1) {
+          for (let j = 0; j < c; j++) got.push(order.take());
+        } else {
+          const out = new Uint32Array(c);
+          order.fillIndex(out);
+          got.push(...out);
+        }
+      });
+      expect(got).toEqual(want);
+      // And what follows a skip is where the reference is.
+      const after = new Uint32Array(7);
+      order.fillIndex(after);
+      expect(Array.from(after)).toEqual(reference(n, 5, total + 7).slice(total));
+    }
+  });
+
+  it('hands a thread that waits for them (nextSync) the slots next() hands out', async () => {
+    const steps = 25;
+    const want = new IndexFeeder(37, { seed: 11, batch: 8, steps, threads: 2, group: 3 });
+    const got = new IndexFeeder(37, { seed: 11, batch: 8, steps, threads: 2, group: 3 });
+    try {
+      for (let step = 0; step < steps; step += 3) {
+        const a = Array.from(await want.next());
+        want.release();
+        expect(Array.from(got.nextSync())).toEqual(a);
+        got.release();
+      }
+    } finally {
+      await want.close();
+      await got.close();
+    }
+  });
+
+  it("marks every slot FAILED when its thread fails, so a thread blocked in nextSync learns of it", () => {
+    // A ring too small for the slot it is asked to fill: the fill throws.
+    const slots = 2;
+    const ring = new SharedArrayBuffer(slots * 32 + 4 * (STAMPS + slots));
+    const data = {
+      indices: true, count: 10, hidden: 0, x: new Float32Array(0), vol: new Float32Array(0), risk: new Float32Array(0),
+      labels: new Uint8Array(0), classWeights: new Float64Array(0), seed: 1, batch: 8, lastBatch: 100, slotCount: 1,
+      slots, threads: 1, thread: 0, ring,
+    };
+    expect(() => feed(data)).toThrow(RangeError);
+    const counters = new Int32Array(ring, slots * 32, STAMPS + slots);
+    expect(Array.from(counters.subarray(STAMPS))).toEqual([FAILED, FAILED]);
   });
 
   it('refuses bad sizes with the value it received', () => {

@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { calibrateOnLabelled } from '../src/training/calibrate.js';
+import { calibrateOnLabelled, noiseAll } from '../src/training/calibrate.js';
+import { calibrationNoise, type TickerPrediction } from '../src/training/evaluate.js';
+import { Rng } from '../src/util/random.js';
 import { closeTrainingWorkPools } from '../src/training/work-pool.js';
 import { DEFAULT_MODEL_PATH, loadModel } from '../src/router/model.js';
 
@@ -43,4 +45,26 @@ describe.skipIf(!haveMarketData)('calibration on real labelled data', () => {
     for (const k of [here.historyTemperature, ...here.foldHistoryTemperatures]) expect(Math.round(k * 10) / 10).toBeCloseTo(k, 12);
     expect(new Set(here.foldTemperatures).size).toBeGreaterThan(1);
   }, 120_000);
+});
+
+describe('calibration noise on worker threads', () => {
+  afterAll(closeTrainingWorkPools);
+
+  it('is the same numbers as in place, set by set', async () => {
+    const rng = new Rng(3);
+    const set = (tickers: number, days: number): TickerPrediction[] =>
+      Array.from({ length: tickers }, (_, t) => {
+        const probs = new Float32Array(days * 4).map(() => rng.next());
+        for (let i = 0; i < days; i++) {
+          const sum = probs[4 * i]! + probs[4 * i + 1]! + probs[4 * i + 2]! + probs[4 * i + 3]!;
+          for (let d = 0; d < 4; d++) probs[4 * i + d]! /= sum;
+        }
+        return { ticker: `T${t}`, label: t % 4, assign: new Uint8Array(days).map((_, i) => i % 4), probs };
+      });
+    const sets = [set(3, 50), set(5, 400), [], set(1, 1)];
+    const threaded = await noiseAll(sets, 2);
+    expect(threaded).toEqual(sets.map((s) => calibrationNoise(s)));
+    expect(threaded[1]!.median).toBeGreaterThan(0);
+    expect(await noiseAll(sets, 1)).toEqual(threaded);
+  });
 });

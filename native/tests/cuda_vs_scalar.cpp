@@ -36,6 +36,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "moe_router/router.h"
@@ -48,6 +49,33 @@ void check(bool ok, const char* what, int H, std::size_t n, double detail) {
   if (!ok) {
     ++failures;
     std::printf("  FAIL %s H=%d n=%zu (%.3g)\n", what, H, n, detail);
+  }
+}
+
+// Which tensor of the layout (and which element of it) a flat parameter index is.
+std::string paramName(const moe::Layout& L, std::size_t i) {
+  const std::pair<const char*, std::size_t> at[] = {{"W1", L.W1}, {"b1", L.b1}, {"Wc", L.Wc}, {"bc", L.bc},
+                                                    {"Wv", L.Wv}, {"Bv", L.Bv}, {"Wr", L.Wr}, {"Br", L.Br},
+                                                    {"Ws", L.Ws}, {"Bs", L.Bs}, {"gates", L.gates}, {"We", L.We},
+                                                    {"be", L.be}};
+  std::string name = "?";
+  for (const auto& [n, off] : at)
+    if (i >= off) name = std::string(n) + "[" + std::to_string(i - off) + "]";
+  return name;
+}
+
+// The gradient's largest differences from the oracle's (up to 8), each with its tensor, for a failed check.
+void printWorstGradients(const moe::Layout& L, const std::vector<float>& want, const std::vector<float>& got, double gmax) {
+  std::vector<std::size_t> order(L.size);
+  for (std::size_t i = 0; i < L.size; ++i) order[i] = i;
+  const auto err = [&](std::size_t i) { return std::fabs(double(got[i]) - want[i]); };
+  const std::size_t k = std::min<std::size_t>(8, order.size());
+  std::partial_sort(order.begin(), order.begin() + std::ptrdiff_t(k), order.end(),
+                    [&](std::size_t a, std::size_t b) { return err(a) > err(b); });
+  for (std::size_t j = 0; j < k; ++j) {
+    const std::size_t i = order[j];
+    std::printf("    %-12s oracle %+.6e gpu %+.6e |d|/max|g| %.2e\n", paramName(L, i).c_str(), double(want[i]),
+                double(got[i]), err(i) / gmax);
   }
 }
 
@@ -296,6 +324,7 @@ int run(int argc, char** argv) {
         worst = std::max(worst, std::isnan(err) ? INFINITY : err / gmax);
       }
       const double lossRel = std::fabs(r1.loss - r2.loss) / std::max(1e-12, std::fabs(r1.loss));
+      if (badG > 0) printWorstGradients(L, g1, g2, gmax);
       const bool gsame = std::memcmp(g2.data(), g3.data(), L.size * 4) == 0;
       std::printf("lossAndGrad H=%d n=%zu (%zu rows off kinks): loss %.6f vs %.6f (rel %.1e), max |dg|/max|g| %.2e, "
                   "repeat %s\n", H, n, redrawn, r1.loss, r2.loss, lossRel, worst, gsame ? "identical" : "DIFFERS");

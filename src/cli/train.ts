@@ -18,7 +18,7 @@ import { REAL_DATA_FLAGS, UsageError, dirFlag, fileFlag, hiddenFlag, intFlag, nu
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N | --seeds N,N,...] [--steps N] [--batch N] [--lr X]
-                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--vol-scale-share P] [--vol-scale-range LO,HI] [--vol-scale-where all|whole-context] [--context-inception-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--steps-per-call N] [--device-set on|off] [--fold-concurrency N] [--out FILE]
+                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--vol-scale-share P] [--vol-scale-range LO,HI] [--vol-scale-where all|whole-context] [--context-inception-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--steps-per-call N] [--device-set on|off] [--router-threads on|off] [--fold-concurrency N] [--out FILE]
                        [--calibrate-data DIR [--calibrate-labels FILE] [--calibrate-context-dir DIR] [--calibrate-folds K]]
                        [--real-data DIR [--real-labels FILE] [--real-context-dir DIR] [--real-repeat R] [--real-listings L] [--real-folds K] [--real-context-dropout P]]
 
@@ -39,7 +39,8 @@ gathers the minibatches between steps instead of on feeder threads (--feeder-thr
 to 8, each gathering every N-th batch), --fused-step off trains on the GPU with
 separate loss and optimizer calls instead of one call per --steps-per-call N steps (default 16), --device-set off
 sends those calls their batches from the host instead of only the batches' token indices into a copy of the training
-set on the GPU, and
+set on the GPU, --router-threads off makes those calls from the main thread instead of from one worker thread per
+router (each waiting on its own calls while the main thread makes the other routers' data and scores), and
 --fold-concurrency N trains N of the cross-fit's folds at once (default 5 where a GPU trains, whose small training
 kernels one router leaves mostly idle, 1 on a CPU; each fold in flight holds its own training set, ~1.7 GB for the
 shipped recipe), and above 1 also the file's members at once, the folds beside them, every member's training
@@ -84,6 +85,7 @@ function parseConfig(
     'fold-concurrency': { type: 'string' },
     'steps-per-call': { type: 'string' },
     'device-set': { type: 'string' },
+    'router-threads': { type: 'string' },
     out: { type: 'string' },
     help: { type: 'boolean' },
   });
@@ -118,6 +120,9 @@ function parseConfig(
   const deviceSet = stringFlag(args, 'device-set') ?? 'on';
   if (deviceSet !== 'on' && deviceSet !== 'off') throw new UsageError(`Expected on or off for --device-set but received ${JSON.stringify(deviceSet)}`);
   config.deviceSet = deviceSet === 'on';
+  const routerThreads = stringFlag(args, 'router-threads') ?? 'on';
+  if (routerThreads !== 'on' && routerThreads !== 'off') throw new UsageError(`Expected on or off for --router-threads but received ${JSON.stringify(routerThreads)}`);
+  config.routerThreads = routerThreads === 'on';
   // Up to five folds at once where the trainer runs on a GPU (its kernels are small; the host's cores feed them), one
   // at a time on a CPU. Each fold in flight holds its own training set in host memory (~1.7 GB for the shipped recipe).
   const foldConcurrency = intFlag(args, 'fold-concurrency', cudaStatus().available ? 5 : 1, 1, 64);
@@ -277,7 +282,7 @@ async function train(argv: readonly string[]): Promise<number> {
 
   // Timings, the backend name and the speed-only settings stay out of the file so that the same command rebuilds the
   // same bytes.
-  const { simThreads: _simThreads, feeder: _feeder, feederThreads: _feederThreads, fusedStep: _fusedStep, stepsPerCall: _stepsPerCall, deviceSet: _deviceSet, ...savedConfig } = config;
+  const { simThreads: _simThreads, feeder: _feeder, feederThreads: _feederThreads, fusedStep: _fusedStep, stepsPerCall: _stepsPerCall, deviceSet: _deviceSet, routerThreads: _routerThreads, ...savedConfig } = config;
   await saveModel(out, {
     hidden: config.hidden,
     params: memberParams[0]!,

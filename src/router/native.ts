@@ -146,6 +146,9 @@ interface AddonRouter {
   trainStepsOnSet(index: Uint32Array, labelSmoothing: number, reconWeight: number, focalGamma: number, lr: Float32Array,
     beta1: number, beta2: number, eps: number, weightDecay: number,
     clipNorm: number): Promise<StepsResult>;
+  trainStepsOnSetSync(index: Uint32Array, labelSmoothing: number, reconWeight: number, focalGamma: number, lr: Float32Array,
+    beta1: number, beta2: number, eps: number, weightDecay: number,
+    clipNorm: number): StepsResult;
   trainSteps(x: Float32Array, vol: Float32Array, risk: Float32Array, labels: Uint8Array,
     sampleWeight: Float32Array | null, labelSmoothing: number, reconWeight: number, focalGamma: number, lr: Float32Array,
     beta1: number, beta2: number, eps: number, weightDecay: number,
@@ -617,11 +620,26 @@ export class NativeRouter {
    * the index count; the indices are copied when called.
    */
   async trainStepsOnSet(index: Uint32Array, opts: Omit<LossOptions, 'sampleWeight'> & { focalGamma?: number }, adam: StepsAdamWOptions, steps = 1): Promise<StepsResult> {
+    const [r, args] = this.onSetArgs(index, opts, adam, steps);
+    return await r.trainStepsOnSet(...args);
+  }
+
+  /**
+   * `trainStepsOnSet` on the calling thread, which waits for the steps instead of a promise (no thread of Node's pool,
+   * no turn of this thread's event loop between calls): for a worker thread that trains one router and does nothing
+   * else (`steps.task.ts`). The same steps bit for bit; the parameters change before it returns.
+   */
+  trainStepsOnSetSync(index: Uint32Array, opts: Omit<LossOptions, 'sampleWeight'> & { focalGamma?: number }, adam: StepsAdamWOptions, steps = 1): StepsResult {
+    const [r, args] = this.onSetArgs(index, opts, adam, steps);
+    return r.trainStepsOnSetSync(...args);
+  }
+
+  private onSetArgs(index: Uint32Array, opts: Omit<LossOptions, 'sampleWeight'> & { focalGamma?: number }, adam: StepsAdamWOptions, steps: number) {
     const r = this.open();
     if (!(index instanceof Uint32Array)) throw new TypeError(expectedMessage('Uint32Array', 'index', index));
     const { eps, lam } = lossTerms(opts);
     const { focal, a, lr } = stepsInputs(index.length, opts, adam, steps);
-    return await r.trainStepsOnSet(index, eps, lam, focal, lr, a.beta1, a.beta2, a.eps, a.wd, a.clip);
+    return [r, [index, eps, lam, focal, lr, a.beta1, a.beta2, a.eps, a.wd, a.clip]] as const;
   }
 
   /** One AdamW step on the held parameters; returns the gradient norm before clipping. A NaN/±Inf gradient value

@@ -1,4 +1,4 @@
-import { BatchSampler, CONSUMED, STAMPS, TokenOrder, ringSlotBytes, slotViews, type FeederData } from './batch-feeder.js';
+import { BatchSampler, CONSUMED, FAILED, STAMPS, TokenOrder, ringSlotBytes, slotViews, type FeederData } from './batch-feeder.js';
 
 /**
  * One feeder thread of `BatchFeeder` or `IndexFeeder` (one task for the whole training): runs the whole shuffle with
@@ -17,12 +17,26 @@ export default function feed(d: FeederData): number {
     if (order !== undefined) order.fillIndex(new Uint32Array(d.ring, offset, tokens));
     else sampler!.fill(slotViews(d.ring, offset, tokens, H));
   };
+  try {
+    return fillSlots(d, counters, bytes, fill, order ?? sampler!);
+  } catch (e) {
+    // A trainer that waits on its own thread (`nextSync`) sees no promise reject: every stamp says the feeder failed.
+    for (let i = 0; i < d.slots; i++) {
+      Atomics.store(counters, STAMPS + i, FAILED);
+      Atomics.notify(counters, STAMPS + i);
+    }
+    throw e;
+  }
+}
+
+function fillSlots(d: FeederData, counters: Int32Array, bytes: number, fill: (offset: number, tokens: number) => void, order: { skip(count: number): void }): number {
+  const B = d.batch;
   let filled = 0;
   for (let step = 0; step < d.slotCount; step++) {
     const last = step === d.slotCount - 1;
     const tokens = last ? d.lastBatch : B;
     if (step % d.threads !== d.thread) {
-      (order ?? sampler!).skip(tokens);
+      order.skip(tokens);
       continue;
     }
     // Wait while the ring is full: the slot of step − slots is still the training loop's.

@@ -62,53 +62,84 @@ export function allocSlot(B: number, H: number): BatchSlot {
 }
 
 /**
- * Epochs of `count` tokens in a seeded random order (Fisher–Yates with `Rng.derive(seed, 'shuffle')`); an epoch's
- * last batch runs on into the next shuffle. The training loop's order since the first release.
+ * Epochs of `count` tokens in a seeded random order (Fisher–Yates with `Rng.derive(seed, 'shuffle')`, each epoch's
+ * order a shuffle of the one before); an epoch's last batch runs on into the next shuffle. The training loop's order
+ * since the first release.
+ *
+ * A shuffle of a few million tokens takes a few hundred milliseconds (a cache miss a swap), longer than a trainer on
+ * the GPU waits for a batch: so the next epoch's order is shuffled a little at a time, a swap for each token taken,
+ * into a second array while this epoch's is read. The draws are the same and in the same order (the generator serves
+ * only the shuffles), so the order is that of one shuffle at each epoch's start.
  */
 export class TokenOrder {
-  readonly #order: Uint32Array;
+  /** The epoch being read, and the next one's order: a copy of it shuffled from position n − 1 down to `#swapAt`. */
+  #order: Uint32Array;
+  #next: Uint32Array;
+  #swapAt: number;
   readonly #rng: Rng;
   #cursor: number;
 
   constructor(count: number, seed: number) {
-    this.#order = new Uint32Array(count).map((_, i) => i);
+    this.#order = new Uint32Array(count);
+    this.#next = new Uint32Array(count).map((_, i) => i);
+    this.#swapAt = count - 1;
     this.#rng = Rng.derive(seed, 'shuffle');
-    this.#cursor = this.#order.length;
+    this.#cursor = count;
   }
 
-  /** Index of the next token in the order, reshuffling at the start of every epoch. */
+  /** Index of the next token in the order, starting the next epoch at the end of this one. */
   take(): number {
-    const order = this.#order;
-    if (this.#cursor >= order.length) {
-      for (let i = order.length - 1; i > 0; i--) {
-        const k = this.#rng.int(i + 1);
-        const tmp = order[i]!;
-        order[i] = order[k]!;
-        order[k] = tmp;
-      }
-      this.#cursor = 0;
-    }
-    return order[this.#cursor++]!;
+    if (this.#cursor >= this.#order.length) this.#startEpoch();
+    return this.#order[this.#cursor++]!;
   }
 
   /** Writes the indices of the next `out.length` tokens. */
   fillIndex(out: Uint32Array): void {
     for (let j = 0; j < out.length; j++) out[j] = this.take();
+    this.shuffleAhead(out.length);
+  }
+
+  /** The next epoch's shuffle, as far as `taken` tokens taken (`take`) pay for: one swap a token, and one more. */
+  shuffleAhead(taken: number): void {
+    this.#shuffle(taken + 1);
   }
 
   /** Moves past the next `count` tokens (the shuffles still run). */
   skip(count: number): void {
     let left = count;
     while (left > 0) {
-      if (this.#cursor >= this.#order.length) {
-        this.take(); // reshuffles and takes the epoch's first token
-        left--;
-        continue;
-      }
+      if (this.#cursor >= this.#order.length) this.#startEpoch();
       const run = Math.min(left, this.#order.length - this.#cursor);
       this.#cursor += run;
       left -= run;
     }
+    this.shuffleAhead(count);
+  }
+
+  /** The next epoch's shuffle, `swaps` more positions of it (n − 1 in all: at least one a token taken). */
+  #shuffle(swaps: number): void {
+    const next = this.#next;
+    const rng = this.#rng;
+    let i = this.#swapAt;
+    const end = Math.max(0, i - swaps);
+    for (; i > end; i--) {
+      const k = rng.int(i + 1);
+      const tmp = next[i]!;
+      next[i] = next[k]!;
+      next[k] = tmp;
+    }
+    this.#swapAt = i;
+  }
+
+  /** The next epoch's order, its shuffle finished, becomes this one; the one after starts as a copy of it. */
+  #startEpoch(): void {
+    this.#shuffle(Infinity);
+    const read = this.#next;
+    this.#next = this.#order;
+    this.#order = read;
+    this.#next.set(read);
+    this.#swapAt = read.length - 1;
+    this.#cursor = 0;
   }
 }
 
@@ -138,6 +169,7 @@ export class BatchSampler {
       slot.labels[j] = labels[n]!;
       slot.weights[j] = this.#classWeights[labels[n]!]!;
     }
+    this.#order.shuffleAhead(B);
   }
 
   /** Moves past the next `count` tokens as `fill` would, without gathering them (the shuffles still run). */
@@ -180,6 +212,8 @@ export interface FeederData {
 /** Index (Int32, after the slots) of the consumed counter and of slot 0's stamp. */
 export const CONSUMED = 0;
 export const STAMPS = 1;
+/** The stamp of every slot once the feeder thread has failed. */
+export const FAILED = -1;
 
 /** What both feeders take: the shuffle's seed, tokens per batch, steps, and the ring and threads (`BatchFeeder`). */
 export interface FeederOptions {
@@ -247,6 +281,19 @@ class SlotFeeder<T> {
     }
   }
 
+  /** `next` for a worker thread, which may block: waits in `Atomics.wait` (not on the main thread, where it throws). */
+  nextSync(): T {
+    const step = this.#next++;
+    const at = STAMPS + (step % this.#slots.length);
+    for (;;) {
+      if (this.#failed !== undefined) throw new Error(`batch feeder failed: ${this.#failed.message}`);
+      const stamp = Atomics.load(this.#counters, at);
+      if (stamp === step + 1) return step === this.#count - 1 ? this.#last : this.#slots[step % this.#slots.length]!;
+      if (stamp === FAILED) throw new Error('batch feeder failed on its thread');
+      Atomics.wait(this.#counters, at, stamp, 1000);
+    }
+  }
+
   /** The slot last returned by `next` has been used: it may be refilled. */
   release(): void {
     Atomics.store(this.#counters, CONSUMED, this.#next);
@@ -292,6 +339,8 @@ export class IndexFeeder extends SlotFeeder<Uint32Array> {
   constructor(count: number, opts: FeederOptions) {
     const none = { x: new Float32Array(0), vol: new Float32Array(0), risk: new Float32Array(0), labels: new Uint8Array(0) };
     const what = { indices: true, count, hidden: 0, ...none, classWeights: new Float64Array(0) };
-    super(opts, what, (ring, offset, B) => new Uint32Array(ring, offset, B));
+    // A slot of indices is small (256 KB for 16 batches of 4,096): 16 of them let the thread run far enough ahead
+    // that an epoch's turn (the copy that starts the next shuffle) never reaches a trainer.
+    super({ slots: 16, ...opts }, what, (ring, offset, B) => new Uint32Array(ring, offset, B));
   }
 }

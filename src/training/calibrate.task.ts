@@ -1,5 +1,6 @@
 import { fitTemperatureNll, meanNll } from './temperature.js';
 import { temperatureFactor } from '../router/history-temperature.js';
+import { eceNoise, type CalibrationNoise } from './ece-noise.js';
 
 /** One fit of the calibration's grid: the data of one ticker subset (shared memory) and one history temperature κ. */
 export interface KappaFitTask {
@@ -16,9 +17,15 @@ export interface LambdaNllTask extends KappaFitTask {
   lambdas: number[];
 }
 
+/** One slice's confidences (shared memory), for the ECE a perfectly calibrated router would show on them. */
+export interface NoiseTask {
+  conf: Float64Array;
+}
+
 /** Piscina task of `calibrate.ts`: T fitted with each token read at T·(1 + κ·u), and the NLL there; or, given λs, the
- * NLL at each of them (`lambdaNlls`). */
-export default function calibrateTask(task: KappaFitTask | LambdaNllTask): { temperature: number; nll: number } | number[] {
+ * NLL at each of them (`lambdaNlls`); or a slice's calibration noise (`eceNoise`). */
+export default function calibrateTask(task: KappaFitTask | LambdaNllTask | NoiseTask): { temperature: number; nll: number } | number[] | CalibrationNoise {
+  if ('conf' in task) return eceNoise(task.conf);
   return 'lambdas' in task ? lambdaNlls(task) : kappaFit(task);
 }
 

@@ -10,9 +10,9 @@
 import { DOMAINS } from '../domains.js';
 import type { Hidden } from '../router/layout.js';
 import { createForwarder } from './forwarder.js';
-import { loadLabelledDirectory, routeLabelled, summarisePredictions, type EvaluateOptions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
+import { calibrationNoise, confidences, loadLabelledDirectory, routeLabelled, summarisePredictions, type CalibrationNoise, type EvaluateOptions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
 import { logProbs } from './temperature.js';
-import { kappaFit, lambdaNlls, type KappaFitTask, type LambdaNllTask } from './calibrate.task.js';
+import { kappaFit, lambdaNlls, type KappaFitTask, type LambdaNllTask, type NoiseTask } from './calibrate.task.js';
 import { trainingWorkPool } from './work-pool.js';
 import { sharedArray, sharedCopy } from '../util/shared-memory.js';
 import { temperByHistory } from '../router/history-temperature.js';
@@ -67,26 +67,36 @@ interface FitData {
 
 /** The fit data of the tokens of `preds` that `keep(shortfall)` selects. */
 function fitData(preds: readonly TickerPrediction[], keep: (c: number) => boolean): FitData {
-  const probs: number[] = [];
-  const labels: number[] = [];
-  const shortness: number[] = [];
-  const shortfall: number[] = [];
+  let n = 0;
+  for (const p of preds) for (let i = 0; i < p.assign.length; i++) if (keep(p.shortfall?.[i] ?? 0)) n++;
+  const probs = new Float32Array(n * D);
+  const out = { labels: sharedArray(Uint8Array, n), shortness: sharedArray(Float32Array, n), shortfall: sharedArray(Float32Array, n) };
+  let j = 0;
   for (const p of preds) {
     for (let i = 0; i < p.assign.length; i++) {
       const c = p.shortfall?.[i] ?? 0;
       if (!keep(c)) continue;
-      for (let d = 0; d < D; d++) probs.push(p.probs[i * D + d]!);
-      labels.push(p.label);
-      shortness.push(p.shortness?.[i] ?? 0);
-      shortfall.push(c);
+      probs.set(p.probs.subarray(i * D, (i + 1) * D), j * D);
+      out.labels[j] = p.label;
+      out.shortness[j] = p.shortness?.[i] ?? 0;
+      out.shortfall[j] = c;
+      j++;
     }
   }
-  const n = labels.length;
-  const out = { labels: sharedArray(Uint8Array, n), shortness: sharedArray(Float32Array, n), shortfall: sharedArray(Float32Array, n) };
-  out.labels.set(labels);
-  out.shortness.set(shortness);
-  out.shortfall.set(shortfall);
-  return { logp: sharedCopy(logProbs(Float32Array.from(probs))), ...out };
+  return { logp: sharedCopy(logProbs(probs)), ...out };
+}
+
+/** `calibrationNoise` of each set of predictions (evaluate.ts), on the process's pool of `threads` worker threads
+ * (`calibrate.task.ts`), one set a task: the same numbers as in place. */
+export async function noiseAll(sets: readonly (readonly TickerPrediction[])[], threads: number): Promise<CalibrationNoise[]> {
+  const pool = trainingWorkPool(threads);
+  return Promise.all(
+    sets.map((preds) => {
+      if (pool === undefined) return calibrationNoise(preds);
+      const task: NoiseTask = { conf: sharedCopy(confidences(preds)) };
+      return pool.run<CalibrationNoise>('calibrate.task', task);
+    }),
+  );
 }
 
 /**

@@ -11,10 +11,10 @@
  */
 import path from 'node:path';
 import { minHistoryBars } from '../config.js';
-import { atCalibration, fitAll, type Calibration } from './calibrate.js';
+import { atCalibration, fitAll, noiseAll, type Calibration } from './calibrate.js';
 import type { ContextName } from '../data/features/context.js';
 import { trainMemberParams } from './ensemble.js';
-import { calibrationNoise, EvaluationError, loadLabelledDirectory, type LabelledDirectory, metricsByYear, type CalibrationNoise, routeLabelled, summarisePredictions, wrongTickers, type EvaluationMetrics, type TickerPrediction, type YearMetrics } from './evaluate.js';
+import { EvaluationError, loadLabelledDirectory, type LabelledDirectory, metricsByYear, type CalibrationNoise, routeLabelled, summarisePredictions, wrongTickers, type EvaluationMetrics, type TickerPrediction, type YearMetrics } from './evaluate.js';
 import { createForwarder } from './forwarder.js';
 import type { FeaturesTask, SliceOutcome } from './features.task.js';
 import { PRIORITY, trainingWorkPool } from './work-pool.js';
@@ -206,6 +206,10 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
   const foldCalibration = fitted.slice(0, folds);
   const shipped = fitted[folds]!;
   const calibrated = oof.map((preds) => preds.map((p) => atCalibration(p, foldCalibration[foldOf.get(p.ticker)!]!)));
+  // The slices' calibration noise on the pool's threads while this one sums up their metrics.
+  const noising = noiseAll(calibrated, threads);
+  const metrics = calibrated.map((preds) => summarisePredictions(preds));
+  const noise = await noising;
   return {
     folds,
     foldTickers,
@@ -213,7 +217,7 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
     historyTemperature: shipped.kappa,
     contextTemperature: shipped.lambda,
     foldCalibration,
-    slices: slices.map((slice, i) => ({ slice, metrics: summarisePredictions(calibrated[i]!), eceNoise: calibrationNoise(calibrated[i]!) })),
+    slices: slices.map((slice, i) => ({ slice, metrics: metrics[i]!, eceNoise: noise[i]! })),
     byYear: metricsByYear(calibrated[0]!),
     predictions: calibrated[0]!,
     atT1: oof,

@@ -20,10 +20,11 @@ import { concatSeries } from '../router/batch.js';
 import { tokenShortfall, tokenShortness } from '../router/history-temperature.js';
 import { createForwarder, type Forwarder } from './forwarder.js';
 import { createRulesForwarder } from './rules.js';
-import { Rng } from '../util/random.js';
+import { ECE_BINS, eceNoise, type CalibrationNoise } from './ece-noise.js';
+
+export type { CalibrationNoise } from './ece-noise.js';
 
 const D = DOMAINS.length;
-const ECE_BINS = 10;
 
 /** Routing outcome of one labelled instrument. */
 export interface TickerPrediction {
@@ -242,13 +243,6 @@ export function summarisePredictions(preds: readonly TickerPrediction[]): Evalua
   };
 }
 
-/** How far the ECE of a perfectly calibrated router would stray on the same tokens (`calibrationNoise`). */
-export interface CalibrationNoise {
-  /** Median and 90th percentile of that ECE over the draws. */
-  median: number;
-  p90: number;
-}
-
 /**
  * The ECE that a perfectly calibrated router would show on these tokens: each token's top probability kept, whether
  * it was right drawn with exactly that probability (seeded, `draws` times), binned as `summarisePredictions` bins.
@@ -256,34 +250,21 @@ export interface CalibrationNoise {
  * 90th percentile ≈ 0.06), so an ECE is read against it; on thousands of tokens it is below 0.01.
  */
 export function calibrationNoise(preds: readonly TickerPrediction[], draws = 100): CalibrationNoise {
-  const conf: number[] = [];
+  return eceNoise(confidences(preds), draws);
+}
+
+/** The top probability of every token of `preds`, in order (what `calibrationNoise` draws from). */
+export function confidences(preds: readonly TickerPrediction[]): Float64Array {
+  const conf = new Float64Array(preds.reduce((n, p) => n + p.assign.length, 0));
+  let at = 0;
   for (const p of preds) {
     for (let n = 0; n < p.assign.length; n++) {
       let c = 0;
       for (let d = 0; d < D; d++) c = Math.max(c, p.probs[n * D + d]!);
-      conf.push(c);
+      conf[at++] = c;
     }
   }
-  if (conf.length === 0) return { median: 0, p90: 0 };
-  const rng = new Rng(1);
-  const eces: number[] = [];
-  const binConf = new Float64Array(ECE_BINS);
-  const binCorrect = new Float64Array(ECE_BINS);
-  for (let r = 0; r < draws; r++) {
-    binConf.fill(0);
-    binCorrect.fill(0);
-    for (const c of conf) {
-      const bin = Math.min(ECE_BINS - 1, Math.floor(c * ECE_BINS));
-      binConf[bin]! += c;
-      if (rng.next() < c) binCorrect[bin]! += 1;
-    }
-    let ece = 0;
-    for (let b = 0; b < ECE_BINS; b++) ece += Math.abs(binCorrect[b]! - binConf[b]!) / conf.length;
-    eces.push(ece);
-  }
-  eces.sort((a, b) => a - b);
-  const at = (q: number) => eces[Math.min(draws - 1, Math.floor(q * draws))]!;
-  return { median: at(0.5), p90: at(0.9) };
+  return conf;
 }
 
 /** Accuracy of the per-ticker call on the tickers whose confidence reaches `UNCERTAIN_CONFIDENCE`. */

@@ -4,6 +4,7 @@
  * rows (`tickerRows`, real-tokens.ts). The same features as computed in place, bit for bit.
  */
 import type { Hidden } from '../router/layout.js';
+import { sharedCopy } from '../util/shared-memory.js';
 import { movedResult } from '../util/task-pool.js';
 import { EvaluationError, loadLabelledDirectory, type LabelledBarsOptions, type LabelledDirectory } from './evaluate.js';
 import { tickerRows, type Row, type TickerRowsArgs } from './real-tokens.js';
@@ -17,9 +18,17 @@ export type SliceOutcome = { dir: LabelledDirectory } | { error: { code: Evaluat
 
 export default async function featuresTask(task: FeaturesTask): Promise<SliceOutcome | Row[]> {
   if (task.kind === 'rows') {
-    // The rows' series move to the caller instead of being copied (rows that share a series share its buffers).
+    // The rows' tokens go to the caller in shared memory (the training set's chunks, which the threads that train on
+    // it read as they are), their dates and returns move (rows that share a series share its arrays).
     const rows = tickerRows(task.args);
-    return movedResult(rows, rows.flatMap(({ series: s }) => [s.dates, s.x, s.vol, s.risk, s.ret]));
+    const shared = new Map<ArrayBufferView, ArrayBufferView>();
+    const share = <T extends Float32Array>(a: T): T => {
+      let s = shared.get(a);
+      if (s === undefined) shared.set(a, (s = sharedCopy(a)));
+      return s as T;
+    };
+    const out = rows.map((r) => ({ ...r, series: { ...r.series, x: share(r.series.x), vol: share(r.series.vol), risk: share(r.series.risk) } }));
+    return movedResult(out, out.flatMap(({ series: s }) => [s.dates, s.ret]));
   }
   try {
     return { dir: await loadLabelledDirectory(task.opts, task.hidden) };

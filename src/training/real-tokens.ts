@@ -20,6 +20,7 @@ import { degradeContext } from '../data/sim/simulator.js';
 import type { MarketContext } from '../data/features/context.js';
 import { loadLabelledBars, type LabelledBars } from './evaluate.js';
 import { assembleTokens, chunkedTokenSet, tokenChunks, type TokenSet } from './tokens.js';
+import { sharedArray } from '../util/shared-memory.js';
 import { PRIORITY, trainingWorkPool } from './work-pool.js';
 
 /** A real labelled folder in the training set (`TrainConfig.data.real`). */
@@ -257,7 +258,7 @@ export function joinTokenSets(parts: readonly TokenSet[]): JoinedTokenSet {
   const hidden = parts[0]!.hidden;
   if (parts.some((p) => p.hidden !== hidden)) throw new RangeError(`Expected token sets of one hidden size but received ${parts.map((p) => p.hidden).join(', ')}`);
   const total = parts.reduce((n, p) => n + p.size, 0);
-  const labels = new Uint8Array(total);
+  const labels = sharedArray(Uint8Array, total);
   const tickers: TokenSet['tickers'] = [];
   let at = 0;
   for (const p of parts) {

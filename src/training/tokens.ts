@@ -106,7 +106,8 @@ export function seedTokens(hidden: Hidden, seed: number, opts: SeedTokenOptions)
     ...(opts.volScaleWholeContextOnly === true ? { volScaleWholeContextOnly: true } : {}),
     family: opts.family,
   }).map((s) => ({ s, f: computeFeatures(s.ticker, s.bars, hidden, s.context) }));
-  const { x, vol, risk } = concatSeries(series.map(({ f }) => f), hidden);
+  // In shared memory: the set goes to the threads that train on it (steps.task.ts) and to the feeders without a copy.
+  const { x, vol, risk } = concatSeries(series.map(({ f }) => f), hidden, (n) => sharedArray(Float32Array, n));
   const rows = series.map(({ s, f }) => ({ ticker: s.ticker, label: domainIndex(s.class), subtype: s.subtype, family: s.family, days: f.vol.length }));
   return { seed, x, vol, risk, rows };
 }
@@ -118,7 +119,7 @@ export function seedTokens(hidden: Hidden, seed: number, opts: SeedTokenOptions)
  */
 export function assembleTokens(hidden: Hidden, perSeed: readonly SeedTokens[], { seedNames = perSeed.length > 1 } = {}): TokenSet {
   const total = perSeed.reduce((n, p) => n + p.vol.length, 0);
-  const labels = new Uint8Array(total);
+  const labels = sharedArray(Uint8Array, total);
   const tickers: TokenSet['tickers'] = [];
   const chunks: TokenChunk[] = [];
   let start = 0;

@@ -14,7 +14,9 @@ import { summarisePredictions, type EvaluationMetrics, type TickerPrediction } f
 import { paramLayout, type Hidden } from '../router/layout.js';
 import { simulatedTokensParallel, tokenChunks, type SimulatedTokenOptions, type TokenSet } from './tokens.js';
 import { joinTokenSets, realTrainingTokens, type RealTrainingData } from './real-tokens.js';
-import { PRIORITY } from './work-pool.js';
+import { PRIORITY, routerThreads } from './work-pool.js';
+import { STEP_FIELDS, type StepsOutcome, type StepsTask } from './steps.task.js';
+import { sharedCopy } from '../util/shared-memory.js';
 import { allocSlot, BatchFeeder, BatchSampler, IndexFeeder, type BatchSlot, type SampleSource } from './batch-feeder.js';
 import { initParams } from '../router/model.js';
 import { NativeRouter, nativeAvailable, type StepsResult } from '../router/native.js';
@@ -76,6 +78,13 @@ export interface TrainConfig {
    * @defaultValue true
    */
   deviceSet?: boolean;
+  /**
+   * With a training set on the device (`deviceSet`), each router's steps run on a worker thread of its own
+   * (`steps.task.ts`), which waits on its calls itself: no thread of Node's pool, no turn of the main thread (which
+   * the command's other work holds) between two calls. The same parameters bit for bit (speed only).
+   * @defaultValue true
+   */
+  routerThreads?: boolean;
   data: {
     tickersPerSubtype: number;
     /** Simulated days per ticker (the feature warm-up comes out of these). */
@@ -462,6 +471,24 @@ export interface TrainHooks {
   onStepsStart?: (info: { hostCoresFree: boolean }) => void;
 }
 
+/**
+ * One router's steps on a thread of its own (`steps.task.ts`, `routerThreads`): its training set's chunks go there in
+ * shared memory (a chunk made elsewhere is copied there first), the learning rates of every step with them; the
+ * trained parameters and each step's losses come back.
+ */
+async function stepsOnThread(
+  config: TrainConfig,
+  params: Float32Array,
+  train: TokenSet,
+  cw: Float64Array,
+  call: { batch: number; group: number; loss: StepsTask['loss']; adam: StepsTask['adam'] },
+): Promise<StepsOutcome> {
+  const parts = tokenChunks(train).map((c) => ({ x: sharedCopy(c.x), vol: sharedCopy(c.vol), risk: sharedCopy(c.risk), labels: sharedCopy(c.labels) }));
+  const lr = Float64Array.from({ length: config.steps }, (_, s) => learningRate(s, config));
+  const task: StepsTask = { hidden: config.hidden, params, parts, classWeights: cw, seed: config.seed, steps: config.steps, lr, ...call };
+  return (await routerThreads().run(task)) as StepsOutcome;
+}
+
 /** Batches gathered on this thread, between steps, `group` at a time into one reused slot (the last group only the
  * batches left of `steps`). */
 function gatherHere(sampler: BatchSampler, B: number, H: number, group: number, steps: number): () => Promise<BatchSlot> {
@@ -683,56 +710,74 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
     // batches' token indices, drawn in the feeders' order on a feeder thread (an epoch's shuffle of millions of tokens
     // would hold this thread, which the folds trained at once share). Otherwise the batches themselves.
     const onSet = fused !== undefined && config.deviceSet !== false ? backend.trainStepsOnSet?.bind(backend) : undefined;
+    // With the set on the device, the steps run on a thread of their own unless asked otherwise (steps.task.ts).
+    const onThread = onSet !== undefined && config.routerThreads !== false;
     // The chunks as they were made (each market history's, each real row's): none is joined on the host.
-    if (onSet !== undefined) backend.setTrainingSet!(tokenChunks(train), cw);
-    const indices = onSet !== undefined ? new IndexFeeder(train.size, { seed: config.seed, batch: B, steps: config.steps, group }) : undefined;
+    if (onSet !== undefined && !onThread) backend.setTrainingSet!(tokenChunks(train), cw);
+    const indices = onSet !== undefined && !onThread ? new IndexFeeder(train.size, { seed: config.seed, batch: B, steps: config.steps, group }) : undefined;
     const feeder =
       onSet !== undefined || config.feeder === false
         ? undefined
         : new BatchFeeder(train, cw, { seed: config.seed, batch: B, steps: config.steps, threads: config.feederThreads ?? 1, group });
     const nextBatch =
-      indices !== undefined ? undefined : feeder !== undefined ? () => feeder.next() : gatherHere(new BatchSampler(train, cw, config.seed), B, H, group, config.steps);
+      onSet !== undefined ? undefined : feeder !== undefined ? () => feeder.next() : gatherHere(new BatchSampler(train, cw, config.seed), B, H, group, config.steps);
     hooks.onStepsStart?.({ hostCoresFree: onSet !== undefined });
-    try {
-      for (let step = 0; step < config.steps; ) {
-        if (indices !== undefined) {
-          const i0 = performance.now();
-          const index = await indices.next();
-          callTimes.feedMs += performance.now() - i0;
-          const k = index.length / B;
-          await fusedCall(step, k, (lr) => onSet!(index, { ...lossOpts, focalGamma: config.focalGamma }, { ...adam, lr }, k), () => indices.release());
-          step += k;
-          continue;
-        }
-        const f0 = performance.now();
-        const slot = await nextBatch!();
-        callTimes.feedMs += performance.now() - f0;
-        const { labels: blab, weights: bw } = slot;
-        const batch = { x: slot.x, vol: slot.vol, risk: slot.risk };
-        const k = slot.vol.length / B;
-        if (fused !== undefined) {
-          await fusedCall(step, k, (lr) => fused(batch, blab, { ...lossOpts, sampleWeight: bw, focalGamma: config.focalGamma }, { ...adam, lr }, k), () => feeder?.release());
-        } else {
-          if (config.focalGamma > 0) {
-            const { probs } = await backend.forward(batch);
-            for (let j = 0; j < B; j++) bw[j]! *= (1 - probs[j * D + blab[j]!]!) ** config.focalGamma;
-          }
-          const out = await backend.lossAndGrad(batch, blab, { ...lossOpts, sampleWeight: bw });
-          // The native trainer has read the batch: its slot may be refilled while the optimiser steps.
-          feeder?.release();
-          if (!Number.isFinite(out.loss)) throw new RangeError(`Expected finite loss at step ${step} but received ${out.loss}`);
-          const lr = learningRate(step, config);
-          const gradNorm = backend.adamwStep(out.grad, { ...adam, lr });
-          record({ step, lr, loss: out.loss, ce: out.ce, rec: out.rec, gradNorm });
-        }
-        step += k;
+    // How busy the process's JS thread was while these steps ran (every router's calls wait for it between calls).
+    const elu0 = performance.eventLoopUtilization();
+    let threadNote = '';
+    if (onThread) {
+      const lossTerms = { ...lossOpts, focalGamma: config.focalGamma };
+      const out = await stepsOnThread(config, backend.getParams(), train, cw, { batch: B, group, loss: lossTerms, adam });
+      const h = out.history;
+      for (let step = 0; step < config.steps; step++) {
+        const at = STEP_FIELDS.length * step;
+        record({ step, lr: learningRate(step, config), loss: h[at]!, ce: h[at + 1]!, rec: h[at + 2]!, gradNorm: h[at + 3]! });
       }
-    } finally {
-      await indices?.close();
-      await feeder?.close();
+      backend.setParams(out.params, 1);
+      const per = (ms: number) => (ms / Math.max(1, out.calls)).toFixed(2);
+      threadNote = `; on its own thread: the set on the device in ${(out.setMs / 1000).toFixed(2)} s, a call of ${group} steps: ${per(out.runMs)} ms running, ${per(out.feedMs)} waiting for the next batch`;
+    } else {
+      try {
+        for (let step = 0; step < config.steps; ) {
+          if (indices !== undefined) {
+            const i0 = performance.now();
+            const index = await indices.next();
+            callTimes.feedMs += performance.now() - i0;
+            const k = index.length / B;
+            await fusedCall(step, k, (lr) => onSet!(index, { ...lossOpts, focalGamma: config.focalGamma }, { ...adam, lr }, k), () => indices.release());
+            step += k;
+            continue;
+          }
+          const f0 = performance.now();
+          const slot = await nextBatch!();
+          callTimes.feedMs += performance.now() - f0;
+          const { labels: blab, weights: bw } = slot;
+          const batch = { x: slot.x, vol: slot.vol, risk: slot.risk };
+          const k = slot.vol.length / B;
+          if (fused !== undefined) {
+            await fusedCall(step, k, (lr) => fused(batch, blab, { ...lossOpts, sampleWeight: bw, focalGamma: config.focalGamma }, { ...adam, lr }, k), () => feeder?.release());
+          } else {
+            if (config.focalGamma > 0) {
+              const { probs } = await backend.forward(batch);
+              for (let j = 0; j < B; j++) bw[j]! *= (1 - probs[j * D + blab[j]!]!) ** config.focalGamma;
+            }
+            const out = await backend.lossAndGrad(batch, blab, { ...lossOpts, sampleWeight: bw });
+            // The native trainer has read the batch: its slot may be refilled while the optimiser steps.
+            feeder?.release();
+            if (!Number.isFinite(out.loss)) throw new RangeError(`Expected finite loss at step ${step} but received ${out.loss}`);
+            const lr = learningRate(step, config);
+            const gradNorm = backend.adamwStep(out.grad, { ...adam, lr });
+            record({ step, lr, loss: out.loss, ce: out.ce, rec: out.rec, gradNorm });
+          }
+          step += k;
+        }
+      } finally {
+        await indices?.close();
+        await feeder?.close();
+      }
     }
     const t2 = performance.now();
-    log(`steps: ${config.steps} in ${((t2 - t1) / 1000).toFixed(1)} s (${backend.backend}${onSet !== undefined ? ', batches gathered on the device' : ''}${callTimes.describe(group)})`);
+    log(`steps: ${config.steps} in ${((t2 - t1) / 1000).toFixed(1)} s (${backend.backend}${onSet !== undefined ? ', batches gathered on the device' : ''}${callTimes.describe(group)}${threadNote}; the JS thread busy ${(100 * performance.eventLoopUtilization(elu0).utilization).toFixed(0)} % of the time)`);
     const held = await heldSets();
     return await finish({ backend, params: backend.getParams(), history, train, ...(held !== undefined ? { held } : {}), marks: { t0, t1, t2 } });
   } finally {

@@ -114,7 +114,21 @@ export function trainingWorkPool(threads: number): TrainingWorkPool | undefined 
   return pool;
 }
 
-/** Closes every pool `trainingWorkPool` made, once its tasks have settled (a command's end, a test's teardown). */
+let steps: Piscina | undefined;
+
+/**
+ * The threads that train routers on the GPU, one router each (`steps.task.ts`), for the whole of its steps: started
+ * as routers ask for them (as many as train at once; they mostly wait on the device), apart from the work pool, whose
+ * threads the host's CPU work keeps busy.
+ */
+export function routerThreads(): Piscina {
+  return (steps ??= createTaskPool({ filename: siblingTaskFile(import.meta.url, 'steps.task'), maxThreads: 64, idleTimeout: 5_000 }));
+}
+
+/** Closes every pool `trainingWorkPool` made and the router threads, once their tasks have settled (a command's end,
+ * a test's teardown). */
 export async function closeTrainingWorkPools(): Promise<void> {
-  await Promise.all([...pools.values()].map((p) => p.close()));
+  const routers = steps;
+  steps = undefined;
+  await Promise.all([...[...pools.values()].map((p) => p.close()), routers?.destroy()]);
 }

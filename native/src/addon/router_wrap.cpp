@@ -1,6 +1,7 @@
 #include "router_wrap.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -120,6 +121,7 @@ Napi::Function RouterWrap::Define(Napi::Env env) {
                       InstanceMethod<&RouterWrap::TrainStepsSupported>("trainStepsSupported"),
                       InstanceMethod<&RouterWrap::SetTrainingSet>("setTrainingSet"),
                       InstanceMethod<&RouterWrap::TrainStepsOnSet>("trainStepsOnSet"),
+                      InstanceMethod<&RouterWrap::TrainStepsOnSetSync>("trainStepsOnSetSync"),
                       InstanceMethod<&RouterWrap::ResetOptimizer>("resetOptimizer"),
                       InstanceMethod<&RouterWrap::Close>("close")});
 }
@@ -458,6 +460,34 @@ Napi::Value RouterWrap::SetTrainingSet(const Napi::CallbackInfo& info) {
 // of (H + 3)·4 + 1. The indices are copied at the call. Errors and one-call-at-a-time as trainSteps; an Error when
 // no set is held.
 Napi::Value RouterWrap::TrainStepsOnSet(const Napi::CallbackInfo& info) {
+  return queueStepsCall(info, stepsOnSetBaton(info));
+}
+
+// trainStepsOnSetSync(the arguments of trainStepsOnSet) → {loss, ce, rec, gradNorm: Float64Array[steps], timing:
+// Float64Array [0, the run in ms]}: trainStepsOnSet on the calling thread, which waits for the steps (no thread of
+// Node's pool, no promise): for a worker thread that trains one router and does nothing else meanwhile. The
+// parameters and the optimizer state change before it returns; a failure throws and changes neither. Errors as
+// trainStepsOnSet's.
+Napi::Value RouterWrap::TrainStepsOnSetSync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  StepsBaton b = stepsOnSetBaton(info);
+  auto next = std::make_shared<Params>(*params_);
+  AdamWState adam = adam_;
+  b.results.resize(b.lr.size());
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    backend_->trainStepsOnSet(*params_, next->w, adam, b.index.data(), b.index.size(), b.opts, b.lr.size(), b.lr.data(),
+                              b.focalGamma, b.adamw, b.results.data());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  params_ = std::move(next);
+  adam_ = adam;
+  return stepsResult(env, b.results, 0, ms);
+}
+
+StepsBaton RouterWrap::stepsOnSetBaton(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   requireOpen(env);
   requireIdle(env);
@@ -479,7 +509,7 @@ Napi::Value RouterWrap::TrainStepsOnSet(const Napi::CallbackInfo& info) {
                                          " tokens for index but received " + std::to_string(ix[bad]) + " at index " +
                                          std::to_string(bad));
   b.index.assign(ix, ix + n);
-  return queueStepsCall(info, std::move(b));
+  return b;
 }
 
 Napi::Value RouterWrap::queueStepsCall(const Napi::CallbackInfo& info, StepsBaton b) {

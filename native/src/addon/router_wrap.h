@@ -30,6 +30,9 @@ class RouterWrap : public Napi::ObjectWrap<RouterWrap> {
   Napi::Value TrainStepsSupported(const Napi::CallbackInfo& info);
   Napi::Value SetTrainingSet(const Napi::CallbackInfo& info);
   Napi::Value TrainStepsOnSet(const Napi::CallbackInfo& info);
+  Napi::Value TrainStepsOnSetSync(const Napi::CallbackInfo& info);
+  // trainStepsOnSet's arguments, checked, into a baton's inputs (indices, loss terms, lr and AdamW options).
+  StepsBaton stepsOnSetBaton(const Napi::CallbackInfo& info);
   // The shared tail of TrainSteps and TrainStepsOnSet (b's inputs, lr and AdamW options filled): the baton's
   // parameters, optimizer state and settle filled, the call queued.
   Napi::Value queueStepsCall(const Napi::CallbackInfo& info, StepsBaton b);

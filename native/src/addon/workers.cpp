@@ -186,28 +186,8 @@ class StepsWorker final : public PromiseWorker {
   }
   Napi::Value result() override {
     if (b_.settle) b_.settle(&b_);
-    const std::size_t k = b_.results.size();
-    Napi::Float64Array loss = Napi::Float64Array::New(Env(), k), ce = Napi::Float64Array::New(Env(), k),
-                       rec = Napi::Float64Array::New(Env(), k), norm = Napi::Float64Array::New(Env(), k);
-    for (std::size_t i = 0; i < k; ++i) {
-      loss[i] = b_.results[i].loss.loss;
-      ce[i] = b_.results[i].loss.ce;
-      rec[i] = b_.results[i].loss.rec;
-      norm[i] = b_.results[i].gradNorm;
-    }
-    Napi::Object r = Napi::Object::New(Env());
-    r.Set("loss", loss);
-    r.Set("ce", ce);
-    r.Set("rec", rec);
-    r.Set("gradNorm", norm);
-    // Where the call's time went: waiting for a thread of the pool, then running (the device's work and the wait
-    // for it), in milliseconds; the caller's own clock gives the rest (its thread's turn).
     using Ms = std::chrono::duration<double, std::milli>;
-    Napi::Float64Array timing = Napi::Float64Array::New(Env(), 2);
-    timing[0] = Ms(started_ - queued_).count();
-    timing[1] = Ms(finished_ - started_).count();
-    r.Set("timing", timing);
-    return r;
+    return stepsResult(Env(), b_.results, Ms(started_ - queued_).count(), Ms(finished_ - started_).count());
   }
   void OnError(const Napi::Error& e) override {
     if (b_.settle) b_.settle(nullptr);
@@ -218,6 +198,30 @@ class StepsWorker final : public PromiseWorker {
 };
 
 }  // namespace
+
+Napi::Object stepsResult(Napi::Env env, const std::vector<StepResult>& results, double queueMs, double runMs) {
+  const std::size_t k = results.size();
+  Napi::Float64Array loss = Napi::Float64Array::New(env, k), ce = Napi::Float64Array::New(env, k),
+                     rec = Napi::Float64Array::New(env, k), norm = Napi::Float64Array::New(env, k);
+  for (std::size_t i = 0; i < k; ++i) {
+    loss[i] = results[i].loss.loss;
+    ce[i] = results[i].loss.ce;
+    rec[i] = results[i].loss.rec;
+    norm[i] = results[i].gradNorm;
+  }
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("loss", loss);
+  r.Set("ce", ce);
+  r.Set("rec", rec);
+  r.Set("gradNorm", norm);
+  // Where the call's time went: waiting for a thread of the pool, then running (the device's work and the wait
+  // for it), in milliseconds; the caller's own clock gives the rest (its thread's turn).
+  Napi::Float64Array timing = Napi::Float64Array::New(env, 2);
+  timing[0] = queueMs;
+  timing[1] = runMs;
+  r.Set("timing", timing);
+  return r;
+}
 
 Napi::Promise queueSteps(Napi::Env env, StepsBaton baton) {
   auto* w = new StepsWorker(env, std::move(baton));

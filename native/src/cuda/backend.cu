@@ -21,6 +21,22 @@
 
 namespace moe {
 
+namespace cuda {
+
+bool waitSpins() {
+  static const bool spin = [] {
+    const char* e = std::getenv("MOE_CUDA_WAIT");
+    const std::string v = e ? e : "";
+    if (v.empty() || v == "block") return false;
+    if (v == "spin") return true;
+    MOE_FAIL("MOE_CUDA_WAIT must be unset, block or spin (how a thread waits for the device's training steps) but is '" +
+             v + "'");
+  }();
+  return spin;
+}
+
+}  // namespace cuda
+
 namespace {
 
 using cuda::Lay;
@@ -167,6 +183,7 @@ class CudaBackend final : public Backend {
       MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
       MOE_CUDA_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
     }
+    MOE_CUDA_CHECK(cudaEventCreateWithFlags(&waited_, cudaEventDisableTiming | cudaEventBlockingSync));
     static_assert(Lay<16>::size == 3112 && Lay<32>::size == 11016, "layout constants drifted from layout.ts");
     MOE_CHECK(Layout(16).size == std::size_t(Lay<16>::size) && Layout(32).size == std::size_t(Lay<32>::size),
               "CUDA layout constants do not match moe::Layout");
@@ -306,7 +323,7 @@ class CudaBackend final : public Backend {
         copy(set_.labels + at, r.labels, r.n);
         at += r.n;
       }
-      MOE_CUDA_CHECK(cudaStreamSynchronize(s));
+      waitFor(s);
     } catch (...) {
       drain();
       freeSet();
@@ -588,7 +605,7 @@ class CudaBackend final : public Backend {
     try {
       queue(s);
       MOE_CUDA_CHECK(cudaMemcpyAsync(hGrad_, dW_, params.size() * sizeof(float), cudaMemcpyDeviceToHost, s));
-      MOE_CUDA_CHECK(cudaStreamSynchronize(s));
+      waitFor(s);
     } catch (...) {
       mirror_.clear();
       drain();
@@ -649,6 +666,19 @@ class CudaBackend final : public Backend {
     mirror_ = w;
   }
 
+  // Waits for what is queued on stream s, asleep (an event made with cudaEventBlockingSync) rather than spinning on a
+  // core as a stream's synchronisation does while the process has fewer contexts than cores: routers trained at once
+  // each wait on a thread of their own, and the host's cores simulate and feed them meanwhile (MOE_CUDA_WAIT=spin
+  // spins instead). Used where the wait is long: the end of a call of training steps, a training set's upload.
+  void waitFor(cudaStream_t s) const {
+    if (cuda::waitSpins()) {
+      MOE_CUDA_CHECK(cudaStreamSynchronize(s));
+      return;
+    }
+    MOE_CUDA_CHECK(cudaEventRecord(waited_, s));
+    MOE_CUDA_CHECK(cudaEventSynchronize(waited_));
+  }
+
   // After a failure: wait for whatever was queued so no copy writes into a buffer being freed or reused.
   void drain() const {
     for (Slot& s : slots_)
@@ -665,6 +695,8 @@ class CudaBackend final : public Backend {
       s.stream = nullptr;
       s.done = nullptr;
     }
+    if (waited_) cudaEventDestroy(waited_);
+    waited_ = nullptr;
     devFree(dW_), devFree(dM_), devFree(dV_), devFree(dGrad_), devFree(dNorm_), devFree(dPartial_), devFree(dReduced_);
     hostFree(hGrad_), hostFree(hNorm_), hostFree(hReduced_);
     devFree(dSteps_), hostFree(hSteps_), devFree(dBad_), devFree(dIndex_), hostFree(hIndex_);
@@ -678,6 +710,7 @@ class CudaBackend final : public Backend {
   mutable bool released_ = false;
   std::unique_ptr<cuda::CopyPool> pool_;
   mutable Slot slots_[2];
+  mutable cudaEvent_t waited_ = nullptr;  // waitFor's event (blocking sync)
   mutable int wH_ = 0;
   mutable float invT_ = 1.0f, mirrorT_ = 0.0f;
   mutable std::vector<float> mirror_;
@@ -716,6 +749,7 @@ std::unique_ptr<Backend> makeCudaBackend() {
   // exists, rather than at the first forward.
   cuda::forcedForwardKernel();
   cuda::forwardKernelVersion(16, true, cuda::forwardPrecision());
+  cuda::waitSpins();
   return std::make_unique<CudaBackend>();
 }
 

@@ -78,6 +78,10 @@ constexpr int kDefaultTensorKernel = 13;
 // values (here and on every later call).
 Precision forwardPrecision();
 const char* precisionName(Precision p);
+// MOE_CUDA_WAIT=block|spin, read once: how a thread waits for a call of training steps or a training set's upload
+// (backend.cu, waitFor): asleep until the device is done (block, the default) or spinning on its core (spin); any
+// other value throws moe::Error naming the allowed values (here and on every later call).
+bool waitSpins();
 // version: 0 = the default (forwardKernelVersion), 2, 4 or 8 = that FP32 kernel, 9, 11, 12 or 13 = a tensor-core kernel
 // (forward.cu and forward_tc.cu explain them); precision: Env = forwardPrecision(). Versions 2, 4 and 8 need FP32,
 // versions 9, 11, 12 and 13 BF16X3, TF32X3, TF32 or BF16; any other value or combination throws before anything is launched.

@@ -51,6 +51,7 @@
 //   stage): 2.73 G.
 //   See docs/performance.md.
 #include <cstdlib>
+#include <mutex>
 
 #include "stages.cuh"
 
@@ -889,9 +890,15 @@ int forwardKernelVersion(int H, bool expert, Precision precision) {
 }
 
 void prepareForward(int H) {
-  if (H == 16) prepare<16>();
-  else prepare<32>();
-  prepareForwardTC(H);
+  // Once per hidden size and process (the device and its limits do not change): the launch settings are shared by
+  // every backend, and a router made on one thread while another routes would otherwise read settings half written
+  // (seen as "does not fit on this device" with routers trained on threads of their own).
+  static std::once_flag once[2];
+  std::call_once(once[H == 16 ? 0 : 1], [H] {
+    if (H == 16) prepare<16>();
+    else prepare<32>();
+    prepareForwardTC(H);
+  });
 }
 
 void launchForward(int H, const DeviceParams& p, const ForwardArgs& a, cudaStream_t stream, int version,

@@ -440,10 +440,11 @@ __global__ void __launch_bounds__(256) reduceKernel(const double* __restrict__ p
   }
 }
 
+// Once per process (a static's thread-safe initialisation: routers on several threads may ask at once; a failure
+// is tried again at the next call).
 template <int H>
 int maxRows() {
-  static int rows = 0;
-  if (rows == 0) {
+  static const int rows = [] {
     MOE_CUDA_CHECK(cudaFuncSetAttribute(lossGradKernel<H>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         int(ChunkSmem<H>::bytes)));
     int dev = 0, sms = 0, perSm = 0;
@@ -452,8 +453,8 @@ int maxRows() {
     MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, lossGradKernel<H>, kThreads,
                                                                   ChunkSmem<H>::bytes));
     MOE_CHECK(perSm >= 1, "gradient kernel does not fit on this device (shared memory or registers)");
-    rows = perSm * sms;
-  }
+    return perSm * sms;
+  }();
   return rows;
 }
 
