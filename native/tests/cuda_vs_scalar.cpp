@@ -100,8 +100,8 @@ double preActivation(const moe::Params& p, const moe::Layout& L, const float* x,
   return pre;
 }
 
-// Redraws the x row of every token that sits on a kink of the loss (a hidden pre-activation, or a relu output unit of
-// the chosen expert, within 1e-4 of 0, where relu's derivative flips, or top two logits within 1e-3, where the chosen
+// Redraws the x row of every token that sits on a kink of the loss (a hidden pre-activation, a statistics unit's, or a
+// relu output unit of the chosen expert, within 1e-4 of 0, where relu's derivative flips, or top two logits within 1e-3, where the chosen
 // expert does) until none does. There the
 // GPU's order of summation may legitimately land on the other side of the kink from the oracle's, and one token
 // then moves a whole row of gradient entries by its own share: a few in a million tokens, enough to fail a
@@ -126,6 +126,24 @@ std::size_t redrawKinks(const std::unique_ptr<moe::Backend>& ref, const moe::Par
         const double pre = preActivation(p, L, &x[t * H], f, mag);
         kink = kink || std::fabs(pre) < 1e-4;
         h[f] = pre > 0 ? pre : 0;
+      }
+      // The statistics units (relu of Bs + Σ stats·Ws for each unit and domain, the stats the row's mean, variance
+      // and mean absolute value): a kink at 0 too (2026-12-07, seed 4281712216: H = 16, n = 1000, the four
+      // parameters of stat unit 6 for Fixed Income, Bs[25] and Ws[25], Ws[73], Ws[121], at 1.5e-5 … 3.5e-5 of max|g|).
+      {
+        const float* row = &x[t * H];
+        double mean = 0, absMean = 0, var = 0;
+        for (int i = 0; i < H; ++i) mean += row[i], absMean += std::fabs(row[i]);
+        mean /= H, absMean /= H;
+        for (int i = 0; i < H; ++i) var += (row[i] - mean) * (row[i] - mean);
+        var /= H;
+        const double stats[moe::kNumStats] = {mean, var, absMean};
+        for (int j = 0; j < moe::kStatUnits && !kink; ++j)
+          for (int d = 0; d < 4 && !kink; ++d) {
+            double acc = p.w[L.Bs + std::size_t(j) * 4 + d];
+            for (int k = 0; k < moe::kNumStats; ++k) acc += stats[k] * p.w[L.Ws + (std::size_t(k) * moe::kStatUnits + j) * 4 + d];
+            kink = std::fabs(acc) < 1e-4;
+          }
       }
       // The chosen expert's output units: relu for Equities (0) and Commodities (2), a kink at 0 as well.
       const int a = am[t];

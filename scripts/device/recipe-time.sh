@@ -5,7 +5,7 @@
 # Build machine, repository root, after `npm ci && npm run build:native` with nvcc (CUDA compiled in):
 #   D=.device-train; mkdir -p $D/node_modules      # git-ignored: echo /.device-train/ >> .git/info/exclude
 #   bundle() {  # bundle REPO_DIR OUT_DIR: the trainer and its worker tasks of one checkout
-#     for f in src/cli/train.ts src/training/{tokens,batch-feeder,calibrate,features}.task.ts; do
+#     for f in src/cli/train.ts src/training/{tokens,batch-feeder,calibrate,features,steps}.task.ts; do
 #       (cd "$1" && npx esbuild $f --bundle --platform=node --format=esm --target=node20 --external:piscina \
 #         --outfile="$2/$(basename $f .ts).mjs" \
 #         --banner:js="import { createRequire as __cr } from 'module'; const require = __cr(import.meta.url);")
@@ -52,7 +52,7 @@ for run in "${RUNS[@]}"; do
   rc=${PIPESTATUS[0]}
   {
     echo "##### $name: ${SHIPPED[*]} $extra (rc $rc, wall $(( ($(date +%s%N) - t) / 1000000 )) ms)"
-    grep -E "^ *[0-9.]+ ((\[(fold [0-9]|file|member [0-9])\] )*(data|steps|held-out (scoring|sets)|time):|(\[file\] )?member [0-9]|fold [0-9]|cross-fitted over|  (all|first|last|windows|SPY|no context|20[0-9][0-9]) |backend|held-out simulator|  per day|calibration|wrote)" "$O/$name.log"
+    grep -E "^ *[0-9.]+ ((\[(fold [0-9]|file|member [0-9])\] )*(data|steps|held-out (scoring|sets)|time):|(\[file\] )?member [0-9]|fold [0-9]|cross-fitted over|  (all|first|last|windows|SPY|no context|20[0-9][0-9]) |backend|held-out simulator|  per day|calibration|host:|wrote)" "$O/$name.log"
   } >> "$O/recipe.txt"
 done
 python3 - "${RUNS[@]}" >> "$O/recipe.txt" <<'PY'

@@ -13,7 +13,7 @@ import { memberConfig, trainEnsemble } from '../training/ensemble.js';
 import { formatConfusion, formatLevel, type EvaluationMetrics } from '../training/evaluate.js';
 import { calibrateOnLabelled } from '../training/calibrate.js';
 import { crossFit, crossFitSummary, formatCrossFit } from '../training/crossfit.js';
-import { closeTrainingWorkPools } from '../training/work-pool.js';
+import { closeTrainingWorkPools, workPoolBusy } from '../training/work-pool.js';
 import { REAL_DATA_FLAGS, UsageError, dirFlag, fileFlag, hiddenFlag, intFlag, numberFlag, parseArgs, realDataFlags, realTrainingData, seedsFlag, stringFlag, trainingSetFlags, TRAINING_SET_FLAGS, writableFilePath, type RealArgs } from './args.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
@@ -279,6 +279,11 @@ async function train(argv: readonly string[]): Promise<number> {
     historyTemperature = cf.historyTemperature;
     contextTemperature = cf.contextTemperature;
   }
+
+  // Where the host's time went: the work pool's tasks (thread-seconds) and the process's CPU in all.
+  const cpu = process.cpuUsage();
+  const busy = [...workPoolBusy()].map(([file, b]) => `${file.replace('.task', '')} ${b.tasks} tasks ${b.seconds.toFixed(1)} s`);
+  console.log(`host: ${((cpu.user + cpu.system) / 1e6).toFixed(1)} CPU-s in ${(process.uptime()).toFixed(1)} s${busy.length > 0 ? `; work pool: ${busy.join(', ')}` : ''}`);
 
   // Timings, the backend name and the speed-only settings stay out of the file so that the same command rebuilds the
   // same bytes.

@@ -35,6 +35,8 @@ export class TrainingWorkPool {
   #seq = 0;
   #files = new Map<WorkTaskFile, URL>();
   #idle: (() => void)[] = [];
+  /** Tasks run and their time on a thread (ms, start to settling), by task file. */
+  readonly busy = new Map<WorkTaskFile, { tasks: number; ms: number }>();
 
   constructor(threads: number) {
     if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`Expected integer ≥ 1 for threads but received ${String(threads)}`);
@@ -66,12 +68,15 @@ export class TrainingWorkPool {
       const next = this.#queue.splice(best, 1)[0]!;
       this.#running += 1;
       let started: Promise<unknown>;
+      const t0 = performance.now();
       try {
         started = this.#piscina().run(next.task, { filename: this.#file(next.file).href });
       } catch (e) {
         started = Promise.reject(e); // no task module: this task fails, the pool goes on
       }
       started.then(next.resolve, next.reject).finally(() => {
+        const b = this.busy.get(next.file) ?? { tasks: 0, ms: 0 };
+        this.busy.set(next.file, { tasks: b.tasks + 1, ms: b.ms + performance.now() - t0 });
         this.#running -= 1;
         this.#pump();
         if (this.pending === 0) for (const wake of this.#idle.splice(0)) wake();
@@ -112,6 +117,18 @@ export function trainingWorkPool(threads: number): TrainingWorkPool | undefined 
   let pool = pools.get(threads);
   if (pool === undefined) pools.set(threads, (pool = new TrainingWorkPool(threads)));
   return pool;
+}
+
+/** What the pools `trainingWorkPool` made have run: tasks and seconds on a thread, by task file (a command's summary). */
+export function workPoolBusy(): Map<WorkTaskFile, { tasks: number; seconds: number }> {
+  const out = new Map<WorkTaskFile, { tasks: number; seconds: number }>();
+  for (const pool of pools.values()) {
+    for (const [file, b] of pool.busy) {
+      const o = out.get(file) ?? { tasks: 0, seconds: 0 };
+      out.set(file, { tasks: o.tasks + b.tasks, seconds: o.seconds + b.ms / 1000 });
+    }
+  }
+  return out;
 }
 
 let steps: Piscina | undefined;
