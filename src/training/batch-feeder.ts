@@ -271,27 +271,31 @@ class SlotFeeder<T> {
 
   async next(): Promise<T> {
     const step = this.#next++;
-    const at = STAMPS + (step % this.#slots.length);
     for (;;) {
-      if (this.#failed !== undefined) throw new Error(`batch feeder failed: ${this.#failed.message}`);
-      const stamp = Atomics.load(this.#counters, at);
-      if (stamp === step + 1) return step === this.#count - 1 ? this.#last : this.#slots[step % this.#slots.length]!;
-      const w = (Atomics as unknown as AtomicsWaitAsync).waitAsync(this.#counters, at, stamp, 1000);
+      const r = this.#ready(step);
+      if (typeof r !== 'number') return r;
+      const w = (Atomics as unknown as AtomicsWaitAsync).waitAsync(this.#counters, STAMPS + (step % this.#slots.length), r, 1000);
       if (w.async) await w.value;
     }
   }
 
-  /** `next` for a worker thread, which may block: waits in `Atomics.wait` (not on the main thread, where it throws). */
+  /** `next` for a thread that does nothing else meanwhile (a router's own thread): it blocks in `Atomics.wait`. */
   nextSync(): T {
     const step = this.#next++;
-    const at = STAMPS + (step % this.#slots.length);
     for (;;) {
-      if (this.#failed !== undefined) throw new Error(`batch feeder failed: ${this.#failed.message}`);
-      const stamp = Atomics.load(this.#counters, at);
-      if (stamp === step + 1) return step === this.#count - 1 ? this.#last : this.#slots[step % this.#slots.length]!;
-      if (stamp === FAILED) throw new Error('batch feeder failed on its thread');
-      Atomics.wait(this.#counters, at, stamp, 1000);
+      const r = this.#ready(step);
+      if (typeof r !== 'number') return r;
+      Atomics.wait(this.#counters, STAMPS + (step % this.#slots.length), r, 1000);
     }
+  }
+
+  /** The slot of `step` once it is filled, else the stamp to wait on; a feeder that failed throws. */
+  #ready(step: number): T | number {
+    if (this.#failed !== undefined) throw new Error(`batch feeder failed: ${this.#failed.message}`);
+    const stamp = Atomics.load(this.#counters, STAMPS + (step % this.#slots.length));
+    if (stamp === step + 1) return step === this.#count - 1 ? this.#last : this.#slots[step % this.#slots.length]!;
+    if (stamp === FAILED) throw new Error('batch feeder failed on its thread');
+    return stamp;
   }
 
   /** The slot last returned by `next` has been used: it may be refilled. */
