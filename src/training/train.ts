@@ -369,7 +369,9 @@ export function learningRate(step: number, c: Pick<TrainConfig, 'lr' | 'warmupSt
 /** Per-class weights `N / (4·N_c)` (classes with no token get 0). */
 export function classWeights(labels: Uint8Array): Float64Array {
   const counts = new Float64Array(D);
-  for (const l of labels) counts[l]! += 1;
+  // An indexed loop: a few times faster than for…of over the millions of labels of a training set (the main thread's
+  // time, which other routers' work waits for).
+  for (let i = 0; i < labels.length; i++) counts[labels[i]!]! += 1;
   const present = counts.filter((c) => c > 0).length;
   return counts.map((c) => (c > 0 ? labels.length / (present * c) : 0));
 }
