@@ -66,6 +66,13 @@ export function stringFlag(args: ParsedArgs, name: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
+/** `--NAME on|off` as a boolean (absent: on); any other value is a UsageError naming the flag and the value. */
+export function onOffFlag(args: ParsedArgs, name: string): boolean {
+  const v = stringFlag(args, name) ?? 'on';
+  if (v !== 'on' && v !== 'off') throw new UsageError(`Expected on or off for --${name} but received ${JSON.stringify(v)}`);
+  return v === 'on';
+}
+
 /** The flags trainingSetFlags reads, for parseArgs. */
 export const TRAINING_SET_FLAGS: Record<string, FlagSpec> = {
   'vol-scale-share': { type: 'string' },

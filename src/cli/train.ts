@@ -14,7 +14,7 @@ import { formatConfusion, formatLevel, type EvaluationMetrics } from '../trainin
 import { calibrateOnLabelled } from '../training/calibrate.js';
 import { crossFit, crossFitSummary, formatCrossFit } from '../training/crossfit.js';
 import { closeTrainingWorkPools, workPoolBusy } from '../training/work-pool.js';
-import { REAL_DATA_FLAGS, UsageError, dirFlag, fileFlag, hiddenFlag, intFlag, numberFlag, parseArgs, realDataFlags, realTrainingData, seedsFlag, stringFlag, trainingSetFlags, TRAINING_SET_FLAGS, writableFilePath, type RealArgs } from './args.js';
+import { REAL_DATA_FLAGS, UsageError, dirFlag, onOffFlag, fileFlag, hiddenFlag, intFlag, numberFlag, parseArgs, realDataFlags, realTrainingData, seedsFlag, stringFlag, trainingSetFlags, TRAINING_SET_FLAGS, writableFilePath, type RealArgs } from './args.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N | --seeds N,N,...] [--steps N] [--batch N] [--lr X]
@@ -109,20 +109,12 @@ function parseConfig(
   // The host's CPUs by default (at most 16): the shipped command keeps `--threads 2` for its bytes, but simulating
   // and calibrating on every core changes nothing in the file.
   config.simThreads = intFlag(args, 'sim-threads', Math.max(config.threads, Math.min(16, os.availableParallelism())), 1, 256);
-  const feeder = stringFlag(args, 'feeder') ?? 'on';
-  if (feeder !== 'on' && feeder !== 'off') throw new UsageError(`Expected on or off for --feeder but received ${JSON.stringify(feeder)}`);
-  config.feeder = feeder === 'on';
+  config.feeder = onOffFlag(args, 'feeder');
   config.feederThreads = intFlag(args, 'feeder-threads', Math.max(1, Math.min(8, Math.floor(os.availableParallelism() / 2))), 1, 64);
-  const fusedStep = stringFlag(args, 'fused-step') ?? 'on';
-  if (fusedStep !== 'on' && fusedStep !== 'off') throw new UsageError(`Expected on or off for --fused-step but received ${JSON.stringify(fusedStep)}`);
-  config.fusedStep = fusedStep === 'on';
+  config.fusedStep = onOffFlag(args, 'fused-step');
   config.stepsPerCall = intFlag(args, 'steps-per-call', 16, 1, 4096);
-  const deviceSet = stringFlag(args, 'device-set') ?? 'on';
-  if (deviceSet !== 'on' && deviceSet !== 'off') throw new UsageError(`Expected on or off for --device-set but received ${JSON.stringify(deviceSet)}`);
-  config.deviceSet = deviceSet === 'on';
-  const routerThreads = stringFlag(args, 'router-threads') ?? 'on';
-  if (routerThreads !== 'on' && routerThreads !== 'off') throw new UsageError(`Expected on or off for --router-threads but received ${JSON.stringify(routerThreads)}`);
-  config.routerThreads = routerThreads === 'on';
+  config.deviceSet = onOffFlag(args, 'device-set');
+  config.routerThreads = onOffFlag(args, 'router-threads');
   // Up to five folds at once where the trainer runs on a GPU (its kernels are small; the host's cores feed them), one
   // at a time on a CPU. Each fold in flight holds its own training set in host memory (~1.7 GB for the shipped recipe).
   const foldConcurrency = intFlag(args, 'fold-concurrency', cudaStatus().available ? 5 : 1, 1, 64);

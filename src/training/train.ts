@@ -475,7 +475,7 @@ export interface TrainHooks {
 
 /**
  * One router's steps on a thread of its own (`steps.task.ts`, `routerThreads`): its training set's chunks go there in
- * shared memory (a chunk made elsewhere is copied there first), the learning rates of every step with them; the
+ * shared memory (a chunk made elsewhere is copied there first) with the learning rate of every step (`call.lr`); the
  * trained parameters and each step's losses come back.
  */
 async function stepsOnThread(
@@ -483,11 +483,10 @@ async function stepsOnThread(
   params: Float32Array,
   train: TokenSet,
   cw: Float64Array,
-  call: { batch: number; group: number; loss: StepsTask['loss']; adam: StepsTask['adam'] },
+  call: Pick<StepsTask, 'batch' | 'group' | 'lr' | 'loss' | 'adam'>,
 ): Promise<StepsOutcome> {
   const parts = tokenChunks(train).map((c) => ({ x: sharedCopy(c.x), vol: sharedCopy(c.vol), risk: sharedCopy(c.risk), labels: sharedCopy(c.labels) }));
-  const lr = Float64Array.from({ length: config.steps }, (_, s) => learningRate(s, config));
-  const task: StepsTask = { hidden: config.hidden, params, parts, classWeights: cw, seed: config.seed, steps: config.steps, lr, ...call };
+  const task: StepsTask = { hidden: config.hidden, params, parts, classWeights: cw, seed: config.seed, steps: config.steps, ...call };
   return (await routerThreads().run(task)) as StepsOutcome;
 }
 
@@ -728,12 +727,13 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
     const elu0 = performance.eventLoopUtilization();
     let threadNote = '';
     if (onThread) {
-      const lossTerms = { ...lossOpts, focalGamma: config.focalGamma };
-      const out = await stepsOnThread(config, backend.getParams(), train, cw, { batch: B, group, loss: lossTerms, adam });
+      const lr = Float64Array.from({ length: config.steps }, (_, step) => learningRate(step, config));
+      const loss = { ...lossOpts, focalGamma: config.focalGamma };
+      const out = await stepsOnThread(config, backend.getParams(), train, cw, { batch: B, group, lr, loss, adam });
       const h = out.history;
       for (let step = 0; step < config.steps; step++) {
         const at = STEP_FIELDS.length * step;
-        record({ step, lr: learningRate(step, config), loss: h[at]!, ce: h[at + 1]!, rec: h[at + 2]!, gradNorm: h[at + 3]! });
+        record({ step, lr: lr[step]!, loss: h[at]!, ce: h[at + 1]!, rec: h[at + 2]!, gradNorm: h[at + 3]! });
       }
       backend.setParams(out.params, 1);
       const per = (ms: number) => (ms / Math.max(1, out.calls)).toFixed(2);
