@@ -471,19 +471,16 @@ Napi::Value RouterWrap::TrainStepsOnSet(const Napi::CallbackInfo& info) {
 Napi::Value RouterWrap::TrainStepsOnSetSync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   StepsBaton b = stepsOnSetBaton(info);
-  auto next = std::make_shared<Params>(*params_);
-  AdamWState adam = adam_;
-  b.results.resize(b.lr.size());
+  startSteps(b);
   const auto t0 = std::chrono::steady_clock::now();
   try {
-    backend_->trainStepsOnSet(*params_, next->w, adam, b.index.data(), b.index.size(), b.opts, b.lr.size(), b.lr.data(),
-                              b.focalGamma, b.adamw, b.results.data());
+    runSteps(b);
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  params_ = std::move(next);
-  adam_ = adam;
+  params_ = std::move(b.next);
+  adam_ = b.adam;
   return stepsResult(env, b.results, 0, ms);
 }
 
@@ -512,12 +509,16 @@ StepsBaton RouterWrap::stepsOnSetBaton(const Napi::CallbackInfo& info) {
   return b;
 }
 
-Napi::Value RouterWrap::queueStepsCall(const Napi::CallbackInfo& info, StepsBaton b) {
-  Napi::Env env = info.Env();
+void RouterWrap::startSteps(StepsBaton& b) const {
   b.backend = backend_;
   b.params = params_;
   b.next = std::make_shared<Params>(*params_);
   b.adam = adam_;
+}
+
+Napi::Value RouterWrap::queueStepsCall(const Napi::CallbackInfo& info, StepsBaton b) {
+  Napi::Env env = info.Env();
+  startSteps(b);
   auto self = std::make_shared<Napi::ObjectReference>(Napi::Persistent(info.This().As<Napi::Object>()));
   b.settle = [this, self](StepsBaton* done) {
     stepping_ = false;

@@ -33,8 +33,11 @@ class RouterWrap : public Napi::ObjectWrap<RouterWrap> {
   Napi::Value TrainStepsOnSetSync(const Napi::CallbackInfo& info);
   // trainStepsOnSet's arguments, checked, into a baton's inputs (indices, loss terms, lr and AdamW options).
   StepsBaton stepsOnSetBaton(const Napi::CallbackInfo& info);
-  // The shared tail of TrainSteps and TrainStepsOnSet (b's inputs, lr and AdamW options filled): the baton's
-  // parameters, optimizer state and settle filled, the call queued.
+  // A steps call's starting state into b: this router's backend, its parameters (a copy of them receives the update)
+  // and a copy of its optimizer state.
+  void startSteps(StepsBaton& b) const;
+  // The shared tail of TrainSteps and TrainStepsOnSet (b's inputs, lr and AdamW options filled): startSteps, the
+  // settle filled, the call queued.
   Napi::Value queueStepsCall(const Napi::CallbackInfo& info, StepsBaton b);
   Napi::Value ResetOptimizer(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);

@@ -174,14 +174,7 @@ class StepsWorker final : public PromiseWorker {
  private:
   void run() override {
     started_ = std::chrono::steady_clock::now();
-    b_.results.resize(b_.lr.size());
-    if (!b_.index.empty()) {
-      b_.backend->trainStepsOnSet(*b_.params, b_.next->w, b_.adam, b_.index.data(), b_.index.size(), b_.opts,
-                                  b_.lr.size(), b_.lr.data(), b_.focalGamma, b_.adamw, b_.results.data());
-    } else {
-      b_.backend->trainSteps(*b_.params, b_.next->w, b_.adam, b_.batch, b_.opts, b_.lr.size(), b_.lr.data(),
-                             b_.focalGamma, b_.adamw, b_.results.data());
-    }
+    runSteps(b_);
     finished_ = std::chrono::steady_clock::now();
   }
   Napi::Value result() override {
@@ -198,6 +191,17 @@ class StepsWorker final : public PromiseWorker {
 };
 
 }  // namespace
+
+void runSteps(StepsBaton& b) {
+  b.results.resize(b.lr.size());
+  if (!b.index.empty()) {
+    b.backend->trainStepsOnSet(*b.params, b.next->w, b.adam, b.index.data(), b.index.size(), b.opts, b.lr.size(),
+                               b.lr.data(), b.focalGamma, b.adamw, b.results.data());
+  } else {
+    b.backend->trainSteps(*b.params, b.next->w, b.adam, b.batch, b.opts, b.lr.size(), b.lr.data(), b.focalGamma,
+                          b.adamw, b.results.data());
+  }
+}
 
 Napi::Object stepsResult(Napi::Env env, const std::vector<StepResult>& results, double queueMs, double runMs) {
   const std::size_t k = results.size();

@@ -134,10 +134,13 @@ struct CopyBack {
 // array lost its memory while the work ran (no output is written then).
 Napi::Promise queueForward(Napi::Env env, ForwardBaton baton, std::vector<CopyBack> outputs);
 Napi::Promise queueLoss(Napi::Env env, LossBaton baton, std::vector<CopyBack> outputs);
-// Settles with {loss, ce, rec, gradNorm}, each a Float64Array with one value per step.
+// The baton's steps (trainStepsOnSet where it holds indices, else trainSteps) into b.next, b.adam and b.results; on
+// the calling thread.
+void runSteps(StepsBaton& b);
 // What a steps call resolves with: {loss, ce, rec, gradNorm: Float64Array[steps], timing: Float64Array [the wait for
 // a thread of Node's pool, the run], both in ms}.
 Napi::Object stepsResult(Napi::Env env, const std::vector<StepResult>& results, double queueMs, double runMs);
+// Settles with stepsResult's object.
 Napi::Promise queueSteps(Napi::Env env, StepsBaton baton);
 
 }  // namespace moe::addon
