@@ -5,7 +5,8 @@
  */
 import { domainIndex } from '../domains.js';
 import { computeFeatures } from '../data/features/compute.js';
-import { trainingSet } from '../data/sim/simulator.js';
+import { trainingInstruments, type TrainingInstrument } from '../data/sim/simulator.js';
+import type { FeatureSeries } from '../data/types.js';
 import type { RegimeFamily } from '../data/sim/regimes.js';
 import type { Hidden } from '../router/layout.js';
 import { concatSeries } from '../router/batch.js';
@@ -94,7 +95,9 @@ export interface SeedTokenOptions {
 
 /** Simulates one market history's instruments and turns them into tokens with `computeFeatures`. */
 export function seedTokens(hidden: Hidden, seed: number, opts: SeedTokenOptions): SeedTokens {
-  const series = trainingSet({
+  // Each instrument's features are made as soon as it is simulated, so its bars die young (trainingInstruments).
+  const series: { s: TrainingInstrument; f: Pick<FeatureSeries, 'x' | 'vol' | 'risk'> }[] = [];
+  const instruments = trainingInstruments({
     seed,
     tickersPerSubtype: opts.tickersPerSubtype,
     days: opts.days,
@@ -105,7 +108,11 @@ export function seedTokens(hidden: Hidden, seed: number, opts: SeedTokenOptions)
     ...(opts.volScaleRange !== undefined ? { volScaleRange: opts.volScaleRange } : {}),
     ...(opts.volScaleWholeContextOnly === true ? { volScaleWholeContextOnly: true } : {}),
     family: opts.family,
-  }).map((s) => ({ s, f: computeFeatures(s.ticker, s.bars, hidden, s.context) }));
+  });
+  for (const s of instruments) {
+    const { x, vol, risk } = computeFeatures(s.ticker, s.bars, hidden, s.context);
+    series.push({ s: { ...s, bars: [] }, f: { x, vol, risk } });
+  }
   // In shared memory: the set goes to the threads that train on it (steps.task.ts) and to the feeders without a copy.
   const { x, vol, risk } = concatSeries(series.map(({ f }) => f), hidden, (n) => sharedArray(Float32Array, n));
   const rows = series.map(({ s, f }) => ({ ticker: s.ticker, label: domainIndex(s.class), subtype: s.subtype, family: s.family, days: f.vol.length }));

@@ -86,11 +86,23 @@ export function invertBars(bars: readonly Bar[]): Bar[] {
 export function scaleHistory(bars: Bar[], k: number): Bar[] {
   if (bars.length === 0 || k === 1) return bars;
   const c0 = Math.log(bars[0]!.close), a0 = Math.log(bars[0]!.adjClose);
-  return bars.map((b) => {
+  // A plain loop and one literal per bar: the simulator scales every training history's bars (a closure and a spread
+  // per bar were a tenth of its time).
+  const out = new Array<Bar>(bars.length);
+  for (let i = 0; i < bars.length; i++) {
+    const b = bars[i]!;
     const close = Math.exp(c0 + k * (Math.log(b.close) - c0));
-    const at = (p: number): number => close * Math.exp(k * Math.log(p / b.close));
-    return { ...b, open: at(b.open), high: at(b.high), low: at(b.low), close, adjClose: Math.exp(a0 + k * (Math.log(b.adjClose) - a0)) };
-  });
+    out[i] = {
+      date: b.date,
+      open: close * Math.exp(k * Math.log(b.open / b.close)),
+      high: close * Math.exp(k * Math.log(b.high / b.close)),
+      low: close * Math.exp(k * Math.log(b.low / b.close)),
+      close,
+      adjClose: Math.exp(a0 + k * (Math.log(b.adjClose) - a0)),
+      volume: b.volume,
+    };
+  }
+  return out;
 }
 
 export const CONTEXT_TICKERS: readonly string[] = CONTEXT_SET.map((c) => c.ticker);

@@ -280,6 +280,15 @@ function scaleContext(ctx: MarketContext, k: number): MarketContext {
  * its own parameters. A share of them lose random days so features meet multi-day returns in training too.
  */
 export function trainingSet(opts: TrainingSetOptions): TrainingInstrument[] {
+  return [...trainingInstruments(opts)];
+}
+
+/**
+ * `trainingSet`'s instruments one at a time, each simulated when asked for: a caller that turns each into tokens
+ * before asking for the next (`seedTokens`) never holds a whole set's bars, which would outlive the garbage
+ * collector's young generation (a set of 1,000 days holds over 100,000 bars). The same instruments in the same order.
+ */
+export function* trainingInstruments(opts: TrainingSetOptions): Generator<TrainingInstrument, void, undefined> {
   if (!Number.isInteger(opts.tickersPerSubtype) || opts.tickersPerSubtype < 1 || opts.tickersPerSubtype > 9999) {
     throw new RangeError(
       `Expected integer in [1, 9999] for tickersPerSubtype but received ${String(opts.tickersPerSubtype)}`,
@@ -326,7 +335,6 @@ export function trainingSet(opts: TrainingSetOptions): TrainingInstrument[] {
     return c;
   };
   const wholeOnly = opts.volScaleWholeContextOnly === true;
-  const out: TrainingInstrument[] = [];
   for (const [cls, subs] of Object.entries(SUBTYPES) as [Domain, readonly Subtype[]][]) {
     for (const subtype of subs) {
       for (let i = 0; i < opts.tickersPerSubtype; i++) {
@@ -350,9 +358,8 @@ export function trainingSet(opts: TrainingSetOptions): TrainingInstrument[] {
           if (bars.length > keep) bars = bars.slice(bars.length - keep);
         }
         const context = degraded ? degradeContext(contextOf(marketSeed, k), crng, inceptionShare) : contextOf(marketSeed, k);
-        out.push({ ticker, class: cls, subtype, family, bars, context });
+        yield { ticker, class: cls, subtype, family, bars, context };
       }
     }
   }
-  return out;
 }
