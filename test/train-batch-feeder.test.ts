@@ -137,6 +137,8 @@ describe('batch feeder', () => {
       [1, [1, 1, 3]],
       [37, [8, 8, 8, 40, 1, 37, 5, 60]],
       [1000, [4096, 3, 999, 1, 2500]],
+      // Shuffles longer than the block of positions drawn at once (4,096), cut anywhere.
+      [10_000, [5000, 3, 9000, 4097, 1, 12_000, 8191]],
     ] as const) {
       const total = cuts.reduce((a, b) => a + b, 0);
       const want = reference(n, 5, total);

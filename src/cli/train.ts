@@ -275,7 +275,7 @@ async function train(argv: readonly string[]): Promise<number> {
   // Where the host's time went: the work pool's tasks (thread-seconds) and the process's CPU in all.
   const cpu = process.cpuUsage();
   const busy = [...workPoolBusy()].map(([file, b]) => `${file.replace('.task', '')} ${b.tasks} tasks ${b.seconds.toFixed(1)} s`);
-  console.log(`host: ${((cpu.user + cpu.system) / 1e6).toFixed(1)} CPU-s in ${(process.uptime()).toFixed(1)} s${busy.length > 0 ? `; work pool: ${busy.join(', ')}` : ''}`);
+  console.log(`host: ${((cpu.user + cpu.system) / 1e6).toFixed(1)} CPU-s (system ${(cpu.system / 1e6).toFixed(1)}) in ${(process.uptime()).toFixed(1)} s${busy.length > 0 ? `; work pool: ${busy.join(', ')}` : ''}`);
 
   // Timings, the backend name and the speed-only settings stay out of the file so that the same command rebuilds the
   // same bytes.

@@ -77,6 +77,7 @@ export class TokenOrder {
   #next: Uint32Array;
   #swapAt: number;
   readonly #rng: Rng;
+  readonly #ks = new Uint32Array(4096);
   #cursor: number;
 
   constructor(count: number, seed: number) {
@@ -120,13 +121,20 @@ export class TokenOrder {
   #shuffle(swaps: number): void {
     const next = this.#next;
     const rng = this.#rng;
+    const ks = this.#ks;
     let i = this.#swapAt;
     const end = Math.max(0, i - swaps);
-    for (; i > end; i--) {
-      const k = rng.int(i + 1);
-      const tmp = next[i]!;
-      next[i] = next[k]!;
-      next[k] = tmp;
+    // The positions drawn first, a block at a time, then swapped: the same draws and swaps in the same order, but the
+    // swap loop's reads at random positions no longer wait on the generator, so the CPU has many of them in flight.
+    while (i > end) {
+      const m = Math.min(ks.length, i - end);
+      for (let j = 0; j < m; j++) ks[j] = rng.int(i - j + 1);
+      for (let j = 0; j < m; j++, i--) {
+        const k = ks[j]!;
+        const tmp = next[i]!;
+        next[i] = next[k]!;
+        next[k] = tmp;
+      }
     }
     this.#swapAt = i;
   }
