@@ -10,6 +10,7 @@ import { main as trainMain } from '../src/cli/train.js';
 import { clearRealTokenCache, joinTokenSets, realFolderCacheStats, realTrainingTokens } from '../src/training/real-tokens.js';
 import { isShared } from '../src/util/shared-memory.js';
 import { crossFit, formatCrossFit } from '../src/training/crossfit.js';
+import { fitAll } from '../src/training/calibrate.js';
 import { calibrationNoise } from '../src/training/evaluate.js';
 import { FEATURE_TABLE } from '../src/data/features/table.js';
 import { simulatedTokens, tokenChunks } from '../src/training/tokens.js';
@@ -211,6 +212,12 @@ describe.skipIf(!haveMarketData)('real labelled data in training', () => {
     expect(r.temperature).toBeGreaterThan(0.05);
     expect(r.temperature).toBeLessThan(20);
     expect(r.foldCalibration).toHaveLength(2);
+    // Fold k's calibration, started as soon as the other fold was in, is the fit on the pooled predictions of every
+    // slice without fold k's tickers, and the shipped one the fit on all of them.
+    const foldOf = new Map(r.foldTickers.flatMap((ts, k) => ts.map((t) => [t, k] as const)));
+    const pooled = r.atT1.flat();
+    const refit = await fitAll([...[0, 1].map((k) => pooled.filter((p) => foldOf.get(p.ticker) !== k)), pooled], 1);
+    expect(refit).toEqual([...r.foldCalibration, { temperature: r.temperature, kappa: r.historyTemperature, lambda: r.contextTemperature }]);
     // Routes short of context fit the context temperature alone: T and κ are those fitted without them, and λ is 0 then.
     // (Both folds at once here, the slices' features and the fits on worker threads: the same fold routers, so the
     // same predictions, gathered in fold order.)

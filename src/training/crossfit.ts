@@ -161,6 +161,21 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
   const foldTickers = Array.from({ length: folds }, (_, k) => tickers.filter((_, i) => i % folds === k));
   // Each fold's out-of-fold predictions per slice, gathered in fold order whatever order the folds finish in.
   const foldOof: TickerPrediction[][][] = [];
+  // The calibration's fits (calibrate.ts), fold k's (T, κ and λ without its tickers) started as soon as every other
+  // fold's predictions are in, while fold k may still train; the one shipped (every ticker) once all are. Each reads
+  // the pooled predictions of the slices it calibrates on, slice by slice in ticker order: the tokens, in the order,
+  // of the pool of every fold with fold k's tickers taken out.
+  const fits: (Promise<Calibration> | undefined)[] = new Array<Promise<Calibration> | undefined>(folds + 1).fill(undefined);
+  const pooledWithout = (except: number): TickerPrediction[] =>
+    slices.flatMap((s, i) => (s.calibrate === false ? [] : foldTickers.flatMap((_, j) => (j === except ? [] : foldOof[j]![i]!)).sort(byTicker)));
+  const startFits = (): void => {
+    for (let k = 0; k <= folds; k++) {
+      if (fits[k] !== undefined || foldTickers.some((_, j) => j !== k && foldOof[j] === undefined)) continue;
+      const fit = fitAll([pooledWithout(k)], threads).then(([c]) => c!);
+      fit.catch(() => undefined); // awaited below; a failure surfaces there
+      fits[k] = fit;
+    }
+  };
   const runFold = async (k: number): Promise<void> => {
     const tag = concurrency > 1 ? `[fold ${k + 1}] ` : '';
     const hooks: TrainHooks = { ...opts.hooks, log: (m) => log(tag + m), warn: (m) => warn(tag + m) };
@@ -174,6 +189,7 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
       const perSlice: TickerPrediction[][] = [];
       for (const items of await sliceItems) perSlice.push(await routeLabelled(forwarder, config.hidden, items.filter((it) => held.has(it.series.ticker))));
       foldOof[k] = perSlice;
+      startFits();
     } finally {
       forwarder.close();
     }
@@ -201,8 +217,8 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
   for (const p of oof) p.sort(byTicker);
   // Calibration from the out-of-fold predictions of every slice, pooled: fold k's tickers read at the pair fitted without them.
   const foldOf = new Map(foldTickers.flatMap((ts, k) => ts.map((t) => [t, k] as const)));
-  const pooled = oof.filter((_, i) => slices[i]!.calibrate !== false).flat();
-  const fitted = await fitAll([...foldTickers.map((_, k) => pooled.filter((p) => foldOf.get(p.ticker) !== k)), pooled], threads);
+  startFits();
+  const fitted = await Promise.all(fits as Promise<Calibration>[]);
   const foldCalibration = fitted.slice(0, folds);
   const shipped = fitted[folds]!;
   const calibrated = oof.map((preds) => preds.map((p) => atCalibration(p, foldCalibration[foldOf.get(p.ticker)!]!)));
