@@ -324,12 +324,17 @@ export function* trainingInstruments(opts: TrainingSetOptions): Generator<Traini
     const r = Rng.derive(marketSeed, 'vol-scale');
     return r.next() < volShare ? Math.exp(r.uniform(Math.log(volLo), Math.log(volHi))) : 1;
   };
+  // Each history's context simulated once, and scaled once per factor (a degraded context keeps k = 1 beside the
+  // history's own factor: simulating it again for each was a sixth of the simulator's time).
+  const unscaled = new Map<number, MarketContext>();
   const contexts = new Map<string, MarketContext>();
   const contextOf = (marketSeed: number, k: number): MarketContext => {
     const key = `${marketSeed}:${k}`;
     let c = contexts.get(key);
     if (c === undefined) {
-      c = scaleContext(simulateContext(marketSeed, opts.days, opts.end ?? DEFAULT_SIM_END, family), k);
+      let base = unscaled.get(marketSeed);
+      if (base === undefined) unscaled.set(marketSeed, (base = simulateContext(marketSeed, opts.days, opts.end ?? DEFAULT_SIM_END, family)));
+      c = scaleContext(base, k);
       contexts.set(key, c);
     }
     return c;
