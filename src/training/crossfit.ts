@@ -187,7 +187,11 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
     try {
       const held = new Set(foldTickers[k]!);
       const perSlice: TickerPrediction[][] = [];
-      for (const items of await sliceItems) perSlice.push(await routeLabelled(forwarder, config.hidden, items.filter((it) => held.has(it.series.ticker))));
+      const r0 = performance.now();
+      const all = await sliceItems;
+      const r1 = performance.now();
+      for (const items of all) perSlice.push(await routeLabelled(forwarder, config.hidden, items.filter((it) => held.has(it.series.ticker))));
+      log(`fold ${k + 1}: routed on ${all.length} slices in ${((performance.now() - r1) / 1000).toFixed(2)} s${r1 - r0 >= 10 ? ` (their features ${((r1 - r0) / 1000).toFixed(2)} s later)` : ''}`);
       foldOof[k] = perSlice;
       startFits();
     } finally {
@@ -218,7 +222,9 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
   // Calibration from the out-of-fold predictions of every slice, pooled: fold k's tickers read at the pair fitted without them.
   const foldOf = new Map(foldTickers.flatMap((ts, k) => ts.map((t) => [t, k] as const)));
   startFits();
+  const c0 = performance.now();
   const fitted = await Promise.all(fits as Promise<Calibration>[]);
+  const c1 = performance.now();
   const foldCalibration = fitted.slice(0, folds);
   const shipped = fitted[folds]!;
   const calibrated = oof.map((preds) => preds.map((p) => atCalibration(p, foldCalibration[foldOf.get(p.ticker)!]!)));
@@ -226,6 +232,7 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
   const noising = noiseAll(calibrated, threads);
   const metrics = calibrated.map((preds) => summarisePredictions(preds));
   const noise = await noising;
+  log(`calibration: the fits done ${((c1 - c0) / 1000).toFixed(2)} s after the last fold, the slices' metrics and noise in ${((performance.now() - c1) / 1000).toFixed(2)} s`);
   return {
     folds,
     foldTickers,

@@ -97,6 +97,7 @@ export async function trainEnsemble(config: TrainConfig, seeds: readonly number[
   }
   const { validation, test } = members[0]!.sets!;
   delete members[0]!.sets;
+  const s0 = performance.now();
   const backend = createTrainerBackend(config.hidden, config.threads, hooks.warn ?? (() => undefined));
   const valProbs: Float32Array[] = [];
   const testProbs: Float32Array[] = [];
@@ -113,11 +114,11 @@ export async function trainEnsemble(config: TrainConfig, seeds: readonly number[
   const val = averageMembers(valProbs, temperature);
   const out = averageMembers(testProbs, temperature);
   const testPreds = perTicker(test, out.probs, out.assign);
+  const summaries = { validation: summarisePredictions(perTicker(validation, val.probs, val.assign)), test: summarisePredictions(testPreds), ...heldOutBreakdown(test, testPreds) };
+  hooks.log?.(`held-out scoring of the ensemble: ${((performance.now() - s0) / 1000).toFixed(1)} s`);
   return {
     members,
     temperature,
-    validation: summarisePredictions(perTicker(validation, val.probs, val.assign)),
-    test: summarisePredictions(testPreds),
-    ...heldOutBreakdown(test, testPreds),
+    ...summaries,
   };
 }
