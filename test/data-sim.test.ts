@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_SIM_END, degradeContext, simulateBars, simulateContext, simulateContextBars, trainingSet } from '../src/data/sim/simulator.js';
 import { Rng } from '../src/util/random.js';
+import { scaleHistory } from '../src/data/features/context.js';
 import { DEFAULT_UNIVERSE, knownClass, parseSimTicker, simTicker, SUBTYPES } from '../src/data/universe.js';
 import { createSource, SourceError } from '../src/data/sources/create.js';
 import { DOMAINS } from '../src/domains.js';
@@ -208,6 +209,15 @@ describe('simulateBars', () => {
     });
     expect(ks.size).toBeGreaterThan(1);
     expect(ks.size).toBeLessThanOrEqual(4);
+    // Bit for bit what scaleHistory makes of the plain bars with its history's factor: one of the four histories'
+    // factors, drawn as the simulator draws them.
+    const factor = (marketSeed: number) => {
+      const r = Rng.derive(marketSeed, 'vol-scale');
+      r.next();
+      return Math.exp(r.uniform(Math.log(0.5), Math.log(2)));
+    };
+    const histories = [opts.seed, ...[1, 2, 3].map((j) => Rng.derive(opts.seed, `market-path:${j}`).int(2 ** 31))];
+    scaled.forEach((s, i) => expect(histories.some((m) => JSON.stringify(scaleHistory(plain[i]!.bars, factor(m))) === JSON.stringify(s.bars))).toBe(true));
     expect(trainingSet({ ...opts, volScaleShare: 0 })).toEqual(plain);
     expect(() => trainingSet({ ...opts, volScaleShare: 1.5 })).toThrow(/volScaleShare in \[0, 1\]/);
   });
