@@ -97,14 +97,7 @@ export class TokenOrder {
 
   /** Writes the indices of the next `out.length` tokens. */
   fillIndex(out: Uint32Array): void {
-    // take() for each, copied a run at a time (an epoch's end starts the next one, as take() does).
-    for (let j = 0; j < out.length; ) {
-      if (this.#cursor >= this.#order.length) this.#startEpoch();
-      const run = Math.min(out.length - j, this.#order.length - this.#cursor);
-      out.set(this.#order.subarray(this.#cursor, this.#cursor + run), j);
-      this.#cursor += run;
-      j += run;
-    }
+    this.#advance(out.length, out);
     this.shuffleAhead(out.length);
   }
 
@@ -115,14 +108,22 @@ export class TokenOrder {
 
   /** Moves past the next `count` tokens (the shuffles still run). */
   skip(count: number): void {
-    let left = count;
-    while (left > 0) {
-      if (this.#cursor >= this.#order.length) this.#startEpoch();
-      const run = Math.min(left, this.#order.length - this.#cursor);
-      this.#cursor += run;
-      left -= run;
-    }
+    this.#advance(count);
     this.shuffleAhead(count);
+  }
+
+  /**
+   * Moves past the next `count` tokens a run at a time, an epoch's end starting the next one (as `take()` does),
+   * copying their indices into `out` when given.
+   */
+  #advance(count: number, out?: Uint32Array): void {
+    for (let j = 0; j < count; ) {
+      if (this.#cursor >= this.#order.length) this.#startEpoch();
+      const run = Math.min(count - j, this.#order.length - this.#cursor);
+      out?.set(this.#order.subarray(this.#cursor, this.#cursor + run), j);
+      this.#cursor += run;
+      j += run;
+    }
   }
 
   /** The next epoch's shuffle, `swaps` more positions of it (n − 1 in all: at least one a token taken). */
