@@ -5,7 +5,7 @@
  */
 import { domainIndex } from '../domains.js';
 import { computeFeatures } from '../data/features/compute.js';
-import { trainingInstruments, type TrainingInstrument } from '../data/sim/simulator.js';
+import { trainingInstruments } from '../data/sim/simulator.js';
 import type { FeatureSeries } from '../data/types.js';
 import type { RegimeFamily } from '../data/sim/regimes.js';
 import type { Hidden } from '../router/layout.js';
@@ -95,8 +95,10 @@ export interface SeedTokenOptions {
 
 /** Simulates one market history's instruments and turns them into tokens with `computeFeatures`. */
 export function seedTokens(hidden: Hidden, seed: number, opts: SeedTokenOptions): SeedTokens {
-  // Each instrument's features are made as soon as it is simulated, so its bars die young (trainingInstruments).
-  const series: { s: TrainingInstrument; f: Pick<FeatureSeries, 'x' | 'vol' | 'risk'> }[] = [];
+  // Each instrument's features are made as soon as it is simulated, so its bars die young (trainingInstruments): only
+  // its tokens and its row are kept.
+  const features: Pick<FeatureSeries, 'x' | 'vol' | 'risk'>[] = [];
+  const rows: SeedTokens['rows'] = [];
   const instruments = trainingInstruments({
     seed,
     tickersPerSubtype: opts.tickersPerSubtype,
@@ -110,12 +112,12 @@ export function seedTokens(hidden: Hidden, seed: number, opts: SeedTokenOptions)
     family: opts.family,
   });
   for (const s of instruments) {
-    const { x, vol, risk } = computeFeatures(s.ticker, s.bars, hidden, s.context);
-    series.push({ s: { ...s, bars: [] }, f: { x, vol, risk } });
+    const f = computeFeatures(s.ticker, s.bars, hidden, s.context);
+    features.push({ x: f.x, vol: f.vol, risk: f.risk });
+    rows.push({ ticker: s.ticker, label: domainIndex(s.class), subtype: s.subtype, family: s.family, days: f.vol.length });
   }
   // In shared memory: the set goes to the threads that train on it (steps.task.ts) and to the feeders without a copy.
-  const { x, vol, risk } = concatSeries(series.map(({ f }) => f), hidden, (n) => sharedArray(Float32Array, n));
-  const rows = series.map(({ s, f }) => ({ ticker: s.ticker, label: domainIndex(s.class), subtype: s.subtype, family: s.family, days: f.vol.length }));
+  const { x, vol, risk } = concatSeries(features, hidden, (n) => sharedArray(Float32Array, n));
   return { seed, x, vol, risk, rows };
 }
 
