@@ -166,8 +166,8 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
   // the pooled predictions of the slices it calibrates on, slice by slice in ticker order: the tokens, in the order,
   // of the pool of every fold with fold k's tickers taken out.
   const fits: (Promise<Calibration> | undefined)[] = new Array<Promise<Calibration> | undefined>(folds + 1).fill(undefined);
-  const pooledWithout = (except: number): TickerPrediction[] =>
-    slices.flatMap((s, i) => (s.calibrate === false ? [] : foldTickers.flatMap((_, j) => (j === except ? [] : foldOof[j]![i]!)).sort(byTicker)));
+  const sliceOof = (i: number, except = -1): TickerPrediction[] => foldTickers.flatMap((_, j) => (j === except ? [] : foldOof[j]![i]!)).sort(byTicker);
+  const pooledWithout = (except: number): TickerPrediction[] => slices.flatMap((s, i) => (s.calibrate === false ? [] : sliceOof(i, except)));
   const startFits = (): void => {
     for (let k = 0; k <= folds; k++) {
       if (fits[k] !== undefined || foldTickers.some((_, j) => j !== k && foldOof[j] === undefined)) continue;
@@ -217,8 +217,7 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
   await settled();
   for (const lane of lanes) if (lane.status === 'rejected') throw lane.reason;
   await sliceItems; // a slice that failed after every fold did too
-  const oof: TickerPrediction[][] = slices.map((_, i) => foldOof.flatMap((perSlice) => perSlice[i]!));
-  for (const p of oof) p.sort(byTicker);
+  const oof: TickerPrediction[][] = slices.map((_, i) => sliceOof(i));
   // Calibration from the out-of-fold predictions of every slice, pooled: fold k's tickers read at the pair fitted without them.
   const foldOf = new Map(foldTickers.flatMap((ts, k) => ts.map((t) => [t, k] as const)));
   startFits();
