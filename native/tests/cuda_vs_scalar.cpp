@@ -25,6 +25,9 @@
 //   the focal weights computed on the host and the CPU AdamW: loss within 1e-5 relative, norm within 1e-4, each
 //   parameter's movement within 2e-5·max|g| + 1e-4·|g| (+1e-7 for the float parameters); three steps in one call
 //   bit-identical to three calls of one step, and to trainStepsOnSet on a held set with the batches' indices;
+//   trainStepsOnSet as a CUDA graph (MOE_CUDA_GRAPH=1, the default) bit-identical over four calls (the graph launched
+//   again with other rates and step counts t, then captured again for a call of another shape) to the same calls
+//   queued step by step (MOE_CUDA_GRAPH=0);
 //   setTrainingSet on the CPU and trainStepsOnSet without a set throw.
 #include <algorithm>
 #include <cmath>
@@ -548,6 +551,35 @@ int run(int argc, char** argv) {
       std::printf("trainStepsOnSet H=%d: 3 steps gathered on the device from a set of two parts %s trainSteps on the host's batches\n", H,
                   sameSet ? "identical to" : "DIFFER from");
       check(sameSet, "trainStepsOnSet against trainSteps", H, K * n, 0);
+
+      // The graph against the steps queued one by one: four calls on each of two backends, the same results.
+      const auto stepsOn = [&](const char* graph) {
+        setenv("MOE_CUDA_GRAPH", graph, 1);
+        auto be = moe::makeCudaBackend();
+        unsetenv("MOE_CUDA_GRAPH");
+        be->setTrainingSet(H, {{{sx.data(), svol.data(), srisk.data(), slab.data(), S}}, {cw[0], cw[1], cw[2], cw[3]}});
+        std::vector<float> q = p.w;
+        moe::AdamWState sq;
+        std::vector<double> trace;
+        const float rates[4][K] = {{5e-3f, 4e-3f, 3e-3f}, {2e-3f, 2.5e-3f, 1e-3f}, {1e-3f, 9e-4f, 8e-4f}, {7e-4f, 6e-4f, 5e-4f}};
+        for (int c = 0; c < 4; ++c) {
+          // Calls 0–2: K steps of n tokens (one graph); call 3: one step of K·n tokens (another shape).
+          const std::size_t steps = c < 3 ? K : 1;
+          moe::StepResult r[K];
+          const moe::Params pq{H, p.temperature, q};
+          be->trainStepsOnSet(pq, q, sq, index.data(), K * n, {nullptr, nullptr, 0.05f, 0.1f}, steps, rates[c], 1.0f, o, r);
+          for (std::size_t k = 0; k < steps; ++k)
+            trace.insert(trace.end(), {r[k].loss.loss, r[k].loss.ce, r[k].loss.rec, r[k].gradNorm});
+        }
+        trace.insert(trace.end(), q.begin(), q.end());
+        trace.push_back(double(sq.t));
+        return trace;
+      };
+      const std::vector<double> graphed = stepsOn("1"), queued = stepsOn("0");
+      const bool sameGraph = graphed == queued && graphed.back() == 3 * K + 1;
+      std::printf("trainStepsOnSet H=%d: four calls as CUDA graphs %s the same calls queued step by step\n", H,
+                  sameGraph ? "identical to" : "DIFFER from");
+      check(sameGraph, "trainStepsOnSet as a graph against the steps queued one by one", H, K * n, 0);
     }
     {
       moe::AdamWState st;

@@ -6,7 +6,7 @@
 #      default (precision and version unset: bf16x3 on v13); fp32 with v2, v4, v8 forced and with MOE_CUDA_PRECISION=fp32; each
 #      with the test's own tolerances (fp32: 1e-5 relative; the tensor-core contract: probabilities within 2e-3,
 #      argmax equal where the oracle's top two logits differ by more than 1e-2; bf16 5× looser);
-#   2. the errors a bad setting gives (unknown MOE_CUDA_PRECISION or MOE_CUDA_WAIT, a forced kernel of the other precision);
+#   2. the errors a bad setting gives (unknown MOE_CUDA_PRECISION, MOE_CUDA_WAIT or MOE_CUDA_GRAPH, a forced kernel of the other precision);
 #   3. moe_cuda_bench MOE_BENCH_ONLY=kernels, twice: kernel-only rates of v2/v4/v8 (fp32), v9, v11, v12 and v13 (each precision)
 #      and their accuracy against the oracle on the bench weights (models/router.safetensors at H = 16, random H = 32
 #      weights) with the bench's uniform inputs and, when the feature-token file exists, with simulator feature
@@ -105,7 +105,8 @@ fi
 step "settings that must be refused" 10 | tee -a "$T"
 for e in "MOE_CUDA_PRECISION=fp16" "MOE_CUDA_PRECISION=TF32X3" "MOE_CUDA_PRECISION=tf32x3 MOE_CUDA_FORWARD_KERNEL=8" \
          "MOE_CUDA_PRECISION=fp32 MOE_CUDA_FORWARD_KERNEL=9" "MOE_CUDA_PRECISION=fp32 MOE_CUDA_FORWARD_KERNEL=11" \
-         "MOE_CUDA_FORWARD_KERNEL=7" "MOE_CUDA_FORWARD_KERNEL=10" "MOE_CUDA_FORWARD_KERNEL=14" "MOE_CUDA_WAIT=yield"; do
+         "MOE_CUDA_FORWARD_KERNEL=7" "MOE_CUDA_FORWARD_KERNEL=10" "MOE_CUDA_FORWARD_KERNEL=14" "MOE_CUDA_WAIT=yield" \
+         "MOE_CUDA_GRAPH=2"; do
   # shellcheck disable=SC2086
   env $e timeout 10 "$B/moe_cuda_test" 1 2>&1 | grep -E "moe_cuda_test:" | sed "s/^/$e → /" | tee -a "$T"
 done

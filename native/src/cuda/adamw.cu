@@ -15,10 +15,10 @@ __device__ __forceinline__ bool decays(int i) {
          (i >= L::Wr && i < L::Br) || (i >= L::Ws && i < L::Bs) || (i >= L::We && i < L::be);
 }
 
+// The step itself: the block's threads reduce the squared gradient, then each updates its share of the parameters.
 template <int H>
-__global__ void __launch_bounds__(kThreads) adamwKernel(float* __restrict__ p, float* __restrict__ m,
-                                                        float* __restrict__ v, const float* __restrict__ g,
-                                                        AdamWArgs o, double* norm) {
+__device__ __forceinline__ void adamwBody(float* __restrict__ p, float* __restrict__ m, float* __restrict__ v,
+                                          const float* __restrict__ g, const AdamWArgs& o, double* norm) {
   constexpr int n = Lay<H>::size;
   __shared__ double red[kThreads];
   const int tid = threadIdx.x;
@@ -45,6 +45,22 @@ __global__ void __launch_bounds__(kThreads) adamwKernel(float* __restrict__ p, f
 }
 
 template <int H>
+__global__ void __launch_bounds__(kThreads) adamwKernel(float* __restrict__ p, float* __restrict__ m,
+                                                        float* __restrict__ v, const float* __restrict__ g,
+                                                        AdamWArgs o, double* norm) {
+  adamwBody<H>(p, m, v, g, o, norm);
+}
+
+// The same step with its arguments read from device memory (a captured graph's steps, whose rates change per call).
+template <int H>
+__global__ void __launch_bounds__(kThreads) adamwKernelAt(float* __restrict__ p, float* __restrict__ m,
+                                                          float* __restrict__ v, const float* __restrict__ g,
+                                                          const AdamWArgs* __restrict__ args, double* norm) {
+  const AdamWArgs o = *args;
+  adamwBody<H>(p, m, v, g, o, norm);
+}
+
+template <int H>
 __global__ void transposeWeKernel(float* w) {
   using L = Lay<H>;
   constexpr int F = L::F, n = L::D * F * H;
@@ -60,6 +76,13 @@ void launchAdamW(int H, float* params, float* m, float* v, const float* grad, co
                  cudaStream_t stream) {
   if (H == 16) adamwKernel<16><<<1, kThreads, 0, stream>>>(params, m, v, grad, a, norm);
   else adamwKernel<32><<<1, kThreads, 0, stream>>>(params, m, v, grad, a, norm);
+  MOE_LAUNCH_CHECK();
+}
+
+void launchAdamWAt(int H, float* params, float* m, float* v, const float* grad, const AdamWArgs* args, double* norm,
+                   cudaStream_t stream) {
+  if (H == 16) adamwKernelAt<16><<<1, kThreads, 0, stream>>>(params, m, v, grad, args, norm);
+  else adamwKernelAt<32><<<1, kThreads, 0, stream>>>(params, m, v, grad, args, norm);
   MOE_LAUNCH_CHECK();
 }
 

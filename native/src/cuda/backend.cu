@@ -35,6 +35,15 @@ bool waitSpins() {
   return spin;
 }
 
+bool stepGraphs() {
+  const char* e = std::getenv("MOE_CUDA_GRAPH");
+  const std::string v = e ? e : "";
+  if (v.empty() || v == "1") return true;
+  if (v == "0") return false;
+  MOE_FAIL("MOE_CUDA_GRAPH must be unset, 1 or 0 (whether a call of training steps on a held set runs as one CUDA "
+           "graph) but is '" + v + "'");
+}
+
 }  // namespace cuda
 
 namespace {
@@ -354,6 +363,7 @@ class CudaBackend final : public Backend {
     std::memcpy(hIndex_, index, n * sizeof(std::uint32_t));
     MOE_CUDA_CHECK(cudaMemcpyAsync(dIndex_, hIndex_, n * sizeof(std::uint32_t), cudaMemcpyHostToDevice, slots_[0].stream));
     const LossOptions ok{nullptr, nullptr, o.labelSmoothing, o.reconWeight};
+    if (useGraphs_) return runStepsGraph(p, params, st, steps, m, lr, ok, focalGamma, ao, out);
     runSteps(p, params, st, steps, lr, focalGamma, ao, out, [&](std::size_t k) {
       lossGradOnDevice(p, Batch{nullptr, nullptr, nullptr, m}, ok, focalGamma, true, k == 0, int(k % 2), dIndex_ + k * m);
     });
@@ -501,30 +511,11 @@ class CudaBackend final : public Backend {
     MOE_CHECK(b.n > 0, "lossAndGrad needs at least one token");
     const int H = p.H;
     if (upload) ensureWeights(H, p.w, p.temperature);
-    const std::size_t n = b.n, P = Layout(H).size, row = P + 3;
-    const int rows = cuda::lossGradRowsFor(H, n);
-    growDoubles(partialCap_, std::size_t(rows) * row, dPartial_);
-    growDoubles(reducedCap_, row, dReduced_, &hReduced_);
-    const std::size_t C = std::min(n, kChunk);
-    for (Slot& s : slots_) s.ensure(C, H);
-    const std::size_t chunks = (n + C - 1) / C;
+    const std::size_t n = b.n;
+    const int rows = prepareLossGrad(H, n);
+    if (dIndex) return queueGatheredLossGrad(H, n, rows, o, focalGamma, toGrad, slotShift, dIndex, true);
     cudaStream_t st = slots_[0].stream;
-    const cuda::DeviceParams dp{dW_, invT_};
-    MOE_CUDA_CHECK(cudaMemsetAsync(dPartial_, 0, std::size_t(rows) * row * sizeof(double), st));
-    for (std::size_t i = 0; i < chunks; ++i) {
-      Slot& s = slots_[(i + std::size_t(slotShift)) % 2];
-      const std::size_t at = i * C, m = std::min(C, n - at);
-      if (dIndex) {
-        // The same stream as every kernel that read the slot's buffers before: no wait needed.
-        const unsigned blocks = unsigned(std::min<std::size_t>((m * H + 255) / 256, 4096));
-        gatherTokens<<<blocks, 256, 0, st>>>(H, set_.x, set_.vol, set_.risk, set_.labels, dIndex + at, m, set_.cw, s.x,
-                                             s.vol, s.risk, s.labels, s.sw);
-        MOE_LAUNCH_CHECK();
-        const cuda::LossArgs la{s.x, s.vol, s.risk, s.labels, s.sw, int(m), o.labelSmoothing, o.reconWeight, focalGamma};
-        cuda::launchLossGrad(H, dp, la, rows, dPartial_, st);
-        MOE_CUDA_CHECK(cudaEventRecord(s.done, st));
-        continue;
-      }
+    queueLossGrad(H, n, rows, toGrad, slotShift, [&](Slot& s, std::size_t at, std::size_t m) {
       MOE_CUDA_CHECK(cudaEventSynchronize(s.done));  // the slot's last chunk (of any call) has left its buffers
       std::vector<cuda::CopyPool::Task> copies{{s.hx, b.x + at * H, m * H * sizeof(float)},
                                                {s.hvol, b.vol + at, m * sizeof(float)},
@@ -540,10 +531,53 @@ class CudaBackend final : public Backend {
         MOE_CUDA_CHECK(cudaMemcpyAsync(s.sw, s.hsw, m * sizeof(float), cudaMemcpyHostToDevice, st));
       const cuda::LossArgs la{s.x, s.vol, s.risk, s.labels, o.sampleWeight ? s.sw : nullptr, int(m),
                               o.labelSmoothing, o.reconWeight, focalGamma};
-      cuda::launchLossGrad(H, dp, la, rows, dPartial_, st);
+      cuda::launchLossGrad(H, {dW_, invT_}, la, rows, dPartial_, st);
       MOE_CUDA_CHECK(cudaEventRecord(s.done, st));
-    }
+    });
+  }
+
+  // The buffers of a loss and gradient over n tokens at H (partial rows, reduced sums, both slots' chunk buffers),
+  // grown as needed; returns the partial rows used. Caller holds mu_.
+  int prepareLossGrad(int H, std::size_t n) const {
+    const std::size_t row = Layout(H).size + 3;
+    const int rows = cuda::lossGradRowsFor(H, n);
+    growDoubles(partialCap_, std::size_t(rows) * row, dPartial_);
+    growDoubles(reducedCap_, row, dReduced_, &hReduced_);
+    const std::size_t C = std::min(n, kChunk);
+    for (Slot& s : slots_) s.ensure(C, H);
+    return rows;
+  }
+
+  // A loss and gradient's work on slot 0's stream, in prepareLossGrad's buffers: zero the partial rows, then
+  // chunk(slot, at, m) for each chunk of up to kChunk tokens (chunk i in slot (i + slotShift) % 2), which queues its
+  // inputs and the kernel that adds into the rows, then the reduction (dReduced_, and dGrad_ with toGrad).
+  template <class Chunk>
+  void queueLossGrad(int H, std::size_t n, int rows, bool toGrad, int slotShift, Chunk chunk) const {
+    const std::size_t row = Layout(H).size + 3;
+    const std::size_t C = std::min(n, kChunk);
+    cudaStream_t st = slots_[0].stream;
+    MOE_CUDA_CHECK(cudaMemsetAsync(dPartial_, 0, std::size_t(rows) * row * sizeof(double), st));
+    for (std::size_t i = 0, at = 0; at < n; ++i, at += C)
+      chunk(slots_[(i + std::size_t(slotShift)) % 2], at, std::min(C, n - at));
     cuda::launchReduceLossGrad(H, dPartial_, rows, 1.0 / double(n), dReduced_, toGrad ? dGrad_ : nullptr, st);
+  }
+
+  // lossGradOnDevice's work for a batch gathered from the held set by dIndex (device, n indices), with no host work:
+  // each chunk gathered into its slot's buffers (the same stream as every kernel that read them before: no wait),
+  // then its loss and gradient. With record, each chunk's slot event is recorded after it (not while a graph is
+  // captured: see captureSteps). Caller holds mu_.
+  void queueGatheredLossGrad(int H, std::size_t n, int rows, const LossOptions& o, float focalGamma, bool toGrad,
+                             int slotShift, const std::uint32_t* dIndex, bool record) const {
+    cudaStream_t st = slots_[0].stream;
+    queueLossGrad(H, n, rows, toGrad, slotShift, [&](Slot& s, std::size_t at, std::size_t m) {
+      const unsigned blocks = unsigned(std::min<std::size_t>((m * H + 255) / 256, 4096));
+      gatherTokens<<<blocks, 256, 0, st>>>(H, set_.x, set_.vol, set_.risk, set_.labels, dIndex + at, m, set_.cw, s.x,
+                                           s.vol, s.risk, s.labels, s.sw);
+      MOE_LAUNCH_CHECK();
+      const cuda::LossArgs la{s.x, s.vol, s.risk, s.labels, s.sw, int(m), o.labelSmoothing, o.reconWeight, focalGamma};
+      cuda::launchLossGrad(H, {dW_, invT_}, la, rows, dPartial_, st);
+      if (record) MOE_CUDA_CHECK(cudaEventRecord(s.done, st));
+    });
   }
 
   // The steps of trainSteps / trainStepsOnSet: lossGrad(k) queues step k's loss and gradient on slot 0's stream,
@@ -554,8 +588,7 @@ class CudaBackend final : public Backend {
                 float focalGamma, const AdamWOptions& ao, StepResult* out, LossGrad lossGrad) const {
     const int H = p.H;
     const std::size_t P = Layout(H).size;
-    MOE_CHECK(params.size() == P && p.w.size() == P, "parameter vector does not match the layout");
-    MOE_CHECK(focalGamma >= 0 && std::isfinite(focalGamma), "focalGamma must be a finite number >= 0");
+    checkSteps(p, params, focalGamma);
     growDoubles(stepsCap_, 4 * steps, dSteps_, &hSteps_);
     stepOnDevice(params, st, std::int64_t(steps), [&](cudaStream_t s) {
       for (std::size_t k = 0; k < steps; ++k) {
@@ -563,11 +596,131 @@ class CudaBackend final : public Backend {
         AdamWOptions ak = ao;
         ak.lr = lr[k];
         queueAdamW(H, P, st.t + std::int64_t(k), ak);
-        MOE_CUDA_CHECK(cudaMemcpyAsync(dSteps_ + 4 * k, dReduced_ + P, 3 * sizeof(double), cudaMemcpyDeviceToDevice, s));
-        MOE_CUDA_CHECK(cudaMemcpyAsync(dSteps_ + 4 * k + 3, dNorm_, sizeof(double), cudaMemcpyDeviceToDevice, s));
+        queueStepSums(P, k, s);
       }
       MOE_CUDA_CHECK(cudaMemcpyAsync(hSteps_, dSteps_, 4 * steps * sizeof(double), cudaMemcpyDeviceToHost, s));
     });
+    stepResults(steps, out);
+  }
+
+  // trainStepsOnSet's steps as one CUDA graph (MOE_CUDA_GRAPH, on by default): the operations runSteps queues for
+  // the gathered batches (zero the partial rows, gather, loss and gradient, reduction, AdamW, WeT refresh, the step's
+  // sums), captured once and launched with one call, where queuing them costs the host about 130 launches and copies
+  // a call of 16 steps, made under the driver's lock that every router of the process shares. The graph reads each
+  // step's AdamW arguments (the rate, the bias corrections of step t + k) from dArgs_, copied before each launch, so
+  // one graph serves every call of the same shape; it is captured again when any pointer, size or value captured in
+  // it changes (graphKey_). The same kernels with the same arguments in the same order as runSteps: the same bits.
+  // The moments are zeroed before the graph when st.t == 0 (runSteps zeroes them before the first AdamW; nothing
+  // between reads them). dIndex_ holds the call's indices. Caller holds mu_.
+  void runStepsGraph(const Params& p, std::vector<float>& params, AdamWState& st, std::size_t steps, std::size_t m,
+                     const float* lr, const LossOptions& o, float focalGamma, const AdamWOptions& ao,
+                     StepResult* out) const {
+    const int H = p.H;
+    const std::size_t P = Layout(H).size;
+    checkSteps(p, params, focalGamma);
+    growDoubles(stepsCap_, 4 * steps, dSteps_, &hSteps_);
+    ensureWeights(H, p.w, p.temperature);
+    const int rows = prepareLossGrad(H, m);
+    if (argsCap_ < steps) {
+      devFree(dArgs_), hostFree(hArgs_);
+      devAlloc(dArgs_, steps), hostAlloc(hArgs_, steps);
+      argsCap_ = steps;
+    }
+    for (std::size_t k = 0; k < steps; ++k) {
+      AdamWOptions ak = ao;
+      ak.lr = lr[k];
+      hArgs_[k] = adamwArgs(st.t + std::int64_t(k), ak);
+    }
+    const std::vector<std::uint64_t> key = stepsGraphKey(H, steps, m, rows, o, focalGamma);
+    if (!graph_ || key != graphKey_) captureSteps(H, steps, m, rows, o, focalGamma, key);
+    stepOnDevice(params, st, std::int64_t(steps), [&](cudaStream_t s) {
+      if (st.t == 0) {
+        MOE_CUDA_CHECK(cudaMemsetAsync(dM_, 0, P * sizeof(float), s));
+        MOE_CUDA_CHECK(cudaMemsetAsync(dV_, 0, P * sizeof(float), s));
+      }
+      MOE_CUDA_CHECK(cudaMemcpyAsync(dArgs_, hArgs_, steps * sizeof(cuda::AdamWArgs), cudaMemcpyHostToDevice, s));
+      MOE_CUDA_CHECK(cudaGraphLaunch(graph_, s));
+      // The slots' events mark their buffers' last use, as the steps queued one by one record them.
+      for (Slot& sl : slots_) MOE_CUDA_CHECK(cudaEventRecord(sl.done, s));
+      MOE_CUDA_CHECK(cudaMemcpyAsync(hSteps_, dSteps_, 4 * steps * sizeof(double), cudaMemcpyDeviceToHost, s));
+    });
+    stepResults(steps, out);
+  }
+
+  // Everything captureSteps bakes into the graph: sizes, device pointers, and the values passed to kernels by value.
+  std::vector<std::uint64_t> stepsGraphKey(int H, std::size_t steps, std::size_t m, int rows, const LossOptions& o,
+                                           float focalGamma) const {
+    const auto bits = [](float v) {
+      std::uint32_t u;
+      std::memcpy(&u, &v, sizeof u);
+      return std::uint64_t(u);
+    };
+    const auto ptr = [](const void* q) { return std::uint64_t(reinterpret_cast<std::uintptr_t>(q)); };
+    std::vector<std::uint64_t> key{std::uint64_t(H), steps, m, std::uint64_t(rows), ptr(dIndex_), ptr(set_.x),
+                                   ptr(set_.vol), ptr(set_.risk), ptr(set_.labels), bits(set_.cw.x), bits(set_.cw.y),
+                                   bits(set_.cw.z), bits(set_.cw.w), ptr(dW_), ptr(dM_), ptr(dV_), ptr(dGrad_),
+                                   ptr(dNorm_), ptr(dPartial_), ptr(dReduced_), ptr(dSteps_), ptr(dArgs_),
+                                   bits(invT_), bits(o.labelSmoothing), bits(o.reconWeight), bits(focalGamma)};
+    for (const Slot& sl : slots_)
+      for (const void* q : {static_cast<const void*>(sl.x), static_cast<const void*>(sl.vol),
+                            static_cast<const void*>(sl.risk), static_cast<const void*>(sl.labels),
+                            static_cast<const void*>(sl.sw)})
+        key.push_back(ptr(q));
+    return key;
+  }
+
+  // Captures runStepsGraph's graph on slot 0's stream (thread-local capture mode: other routers' threads of this
+  // process go on launching meanwhile; the slots' streams are non-blocking, so no legacy-stream work joins it) and
+  // instantiates it, replacing the one held.
+  void captureSteps(int H, std::size_t steps, std::size_t m, int rows, const LossOptions& o, float focalGamma,
+                    const std::vector<std::uint64_t>& key) const {
+    destroyGraph();
+    const std::size_t P = Layout(H).size;
+    cudaStream_t s = slots_[0].stream;
+    MOE_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    cudaGraph_t g = nullptr;
+    try {
+      for (std::size_t k = 0; k < steps; ++k) {
+        queueGatheredLossGrad(H, m, rows, o, focalGamma, true, int(k % 2), dIndex_ + k * m, false);
+        cuda::launchAdamWAt(H, dW_, dM_, dV_, dGrad_, dArgs_ + k, dNorm_, s);
+        cuda::launchTransposeWe(H, dW_, s);
+        queueStepSums(P, k, s);
+      }
+    } catch (...) {
+      if (cudaStreamEndCapture(s, &g) == cudaSuccess && g) cudaGraphDestroy(g);
+      cudaGetLastError();
+      throw;
+    }
+    MOE_CUDA_CHECK(cudaStreamEndCapture(s, &g));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
+    cudaGraphDestroy(g);
+    MOE_CUDA_CHECK(e);
+    graph_ = exec;
+    graphKey_ = key;
+  }
+
+  void destroyGraph() const {
+    if (graph_) cudaGraphExecDestroy(graph_);
+    graph_ = nullptr;
+    graphKey_.clear();
+  }
+
+  // What every call of training steps checks before queuing anything.
+  static void checkSteps(const Params& p, const std::vector<float>& params, float focalGamma) {
+    const std::size_t P = Layout(p.H).size;
+    MOE_CHECK(params.size() == P && p.w.size() == P, "parameter vector does not match the layout");
+    MOE_CHECK(focalGamma >= 0 && std::isfinite(focalGamma), "focalGamma must be a finite number >= 0");
+  }
+
+  // Step k's loss sums (Σ w·CE, Σ rec, Σ loss ÷ n) and gradient norm copied on the device into dSteps_[4k ...].
+  void queueStepSums(std::size_t P, std::size_t k, cudaStream_t s) const {
+    MOE_CUDA_CHECK(cudaMemcpyAsync(dSteps_ + 4 * k, dReduced_ + P, 3 * sizeof(double), cudaMemcpyDeviceToDevice, s));
+    MOE_CUDA_CHECK(cudaMemcpyAsync(dSteps_ + 4 * k + 3, dNorm_, sizeof(double), cudaMemcpyDeviceToDevice, s));
+  }
+
+  // The steps' sums, back in hSteps_ after the call's wait, into out[0 … steps).
+  void stepResults(std::size_t steps, StepResult* out) const {
     for (std::size_t k = 0; k < steps; ++k) {
       out[k].loss.ce = hSteps_[4 * k];
       out[k].loss.rec = hSteps_[4 * k + 1];
@@ -625,11 +778,15 @@ class CudaBackend final : public Backend {
       MOE_CUDA_CHECK(cudaMemsetAsync(dM_, 0, P * sizeof(float), s));
       MOE_CUDA_CHECK(cudaMemsetAsync(dV_, 0, P * sizeof(float), s));
     }
-    const double n = double(t + 1);
-    const cuda::AdamWArgs a{o.lr, o.beta1, o.beta2, o.eps, o.weightDecay, o.clipNorm,
-                            1.0 - std::pow(double(o.beta1), n), 1.0 - std::pow(double(o.beta2), n)};
-    cuda::launchAdamW(H, dW_, dM_, dV_, dGrad_, a, dNorm_, s);
+    cuda::launchAdamW(H, dW_, dM_, dV_, dGrad_, adamwArgs(t, o), dNorm_, s);
     cuda::launchTransposeWe(H, dW_, s);
+  }
+
+  // The kernel's arguments for AdamW step t + 1: the options and the bias corrections, in double as the CPU has them.
+  static cuda::AdamWArgs adamwArgs(std::int64_t t, const AdamWOptions& o) {
+    const double n = double(t + 1);
+    return {o.lr, o.beta1, o.beta2, o.eps, o.weightDecay, o.clipNorm, 1.0 - std::pow(double(o.beta1), n),
+            1.0 - std::pow(double(o.beta2), n)};
   }
 
   LossResult lossParts(std::size_t P) const {
@@ -699,9 +856,11 @@ class CudaBackend final : public Backend {
     waited_ = nullptr;
     devFree(dW_), devFree(dM_), devFree(dV_), devFree(dGrad_), devFree(dNorm_), devFree(dPartial_), devFree(dReduced_);
     hostFree(hGrad_), hostFree(hNorm_), hostFree(hReduced_);
+    destroyGraph();
     devFree(dSteps_), hostFree(hSteps_), devFree(dBad_), devFree(dIndex_), hostFree(hIndex_);
+    devFree(dArgs_), hostFree(hArgs_);
     freeSet();
-    partialCap_ = reducedCap_ = stepsCap_ = indexCap_ = 0;
+    partialCap_ = reducedCap_ = stepsCap_ = indexCap_ = argsCap_ = 0;
     wH_ = 0;
     mirror_.clear();
   }
@@ -721,6 +880,12 @@ class CudaBackend final : public Backend {
   mutable double *dSteps_ = nullptr, *hSteps_ = nullptr;  // trainSteps: per step Σ w·CE, Σ rec, Σ loss (÷ n), norm
   // Sizes in doubles of dPartial_, of dReduced_ and hReduced_, and of dSteps_ and hSteps_ (growDoubles).
   mutable std::size_t partialCap_ = 0, reducedCap_ = 0, stepsCap_ = 0;
+  // runStepsGraph: its graph and what it was captured with, and each step's AdamW arguments (device, pinned twin).
+  const bool useGraphs_ = cuda::stepGraphs();
+  mutable cudaGraphExec_t graph_ = nullptr;
+  mutable std::vector<std::uint64_t> graphKey_;
+  mutable cuda::AdamWArgs *dArgs_ = nullptr, *hArgs_ = nullptr;
+  mutable std::size_t argsCap_ = 0;
   // The held training set (setTrainingSet; n == 0: none) and trainStepsOnSet's indices (device, pinned twin).
   struct HeldSet {
     float *x = nullptr, *vol = nullptr, *risk = nullptr;

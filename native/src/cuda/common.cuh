@@ -82,6 +82,10 @@ const char* precisionName(Precision p);
 // (backend.cu, waitFor): asleep until the device is done (block, the default) or spinning on its core (spin); any
 // other value throws moe::Error naming the allowed values (here and on every later call).
 bool waitSpins();
+// MOE_CUDA_GRAPH=1|0, read by each backend when it is made: whether trainStepsOnSet launches its call's steps as one
+// captured CUDA graph (1, the default) or queues each step's operations on the stream (0); the same kernels and
+// arguments in the same order either way, so the same bits. Any other value throws moe::Error naming the allowed ones.
+bool stepGraphs();
 // version: 0 = the default (forwardKernelVersion), 2, 4 or 8 = that FP32 kernel, 9, 11, 12 or 13 = a tensor-core kernel
 // (forward.cu and forward_tc.cu explain them); precision: Env = forwardPrecision(). Versions 2, 4 and 8 need FP32,
 // versions 9, 11, 12 and 13 BF16X3, TF32X3, TF32 or BF16; any other value or combination throws before anything is launched.
@@ -135,6 +139,10 @@ struct AdamWArgs {
 };
 void launchAdamW(int H, float* params, float* m, float* v, const float* grad, const AdamWArgs& a, double* norm,
                  cudaStream_t stream);
+// The same step with its arguments at args (device memory), read when the kernel runs: the same arithmetic, for the
+// steps of a captured CUDA graph, whose rates and bias corrections change from one launch to the next.
+void launchAdamWAt(int H, float* params, float* m, float* v, const float* grad, const AdamWArgs* args, double* norm,
+                   cudaStream_t stream);
 // Refreshes WeT (Lay<H>::WeT) from We in the device weight buffer w[Lay<H>::sizeWithT].
 void launchTransposeWe(int H, float* w, cudaStream_t stream);
 
