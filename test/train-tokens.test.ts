@@ -82,3 +82,42 @@ describe('sets cached while in the making', () => {
     expect(stats).toEqual({ hits: 1, misses: 4 });
   });
 });
+
+describe('a held-out set routed in its chunks', () => {
+  it('gives the joined set’s outputs bit for bit without joining it, and the history bands count every day once', async () => {
+    const { createTrainerBackend, predictTokenSet, heldOutBreakdown, HISTORY_BANDS } = await import('../src/training/train.js');
+    const { MIN_HISTORY_BARS } = await import('../src/data/features/compute.js');
+    const { initParams } = await import('../src/router/model.js');
+    const opts = { seeds: [41, 42, 43], tickersPerSubtype: 1, days: 400, newListingShare: 0.5, familyOf: (): RegimeFamily => 'calm-bull' };
+    const chunked = simulatedTokens(16, opts);
+    expect(chunked.chunks!.length).toBe(3);
+    const backend = createTrainerBackend(16, 2, () => undefined);
+    try {
+      backend.setParams(initParams(16, 5), 0.8);
+      const inChunks = await predictTokenSet(backend, chunked);
+      expect(chunked.chunks!.length).toBe(3); // not joined
+      const joined = simulatedTokens(16, opts);
+      void joined.x;
+      expect(joined.chunks!.length).toBe(1);
+      const whole = await predictTokenSet(backend, joined);
+      expect(Buffer.from(inChunks.probs.buffer).equals(Buffer.from(whole.probs.buffer))).toBe(true);
+      expect(inChunks.preds.map((p) => Array.from(p.assign))).toEqual(whole.preds.map((p) => Array.from(p.assign)));
+      // The bands against a count made here: token j of an instrument saw j + MIN_HISTORY_BARS bars.
+      const b = heldOutBreakdown(chunked, inChunks.preds);
+      const right = HISTORY_BANDS.map(() => 0);
+      const days = HISTORY_BANDS.map(() => 0);
+      chunked.tickers.forEach((t, i) =>
+        inChunks.preds[i]!.assign.forEach((a, j) => {
+          const k = HISTORY_BANDS.findIndex((band) => j + MIN_HISTORY_BARS < band.below);
+          days[k]! += 1;
+          right[k]! += a === t.label ? 1 : 0;
+        }),
+      );
+      expect(days.every((d) => d > 0)).toBe(true);
+      expect(days.reduce((s, d) => s + d, 0)).toBe(chunked.size);
+      expect(b.testByHistory).toEqual(Object.fromEntries(HISTORY_BANDS.map((band, k) => [band.name, right[k]! / days[k]!])));
+    } finally {
+      backend.close();
+    }
+  });
+});
