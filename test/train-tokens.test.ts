@@ -3,7 +3,9 @@ import { simulatedTokens, simulatedTokensParallel } from '../src/training/tokens
 import type { RegimeFamily } from '../src/data/sim/regimes.js';
 import { siblingTaskFile } from '../src/util/task-pool.js';
 import { lruPromise } from '../src/util/lru.js';
-import { closeTrainingWorkPools, PRIORITY, TrainingWorkPool, trainingWorkPool, type WorkTaskFile } from '../src/training/work-pool.js';
+import os from 'node:os';
+import { closeTrainingWorkPools, DEFAULT_WORK_NICE, PRIORITY, TrainingWorkPool, trainingWorkPool, workPoolNice, type WorkTaskFile } from '../src/training/work-pool.js';
+import { createTaskPool } from '../src/util/task-pool.js';
 import type { SeedTokens, SeedTokensTask } from '../src/training/tokens.js';
 
 describe('simulated token sets', () => {
@@ -24,6 +26,24 @@ describe('simulated token sets', () => {
     expect(here.tickers[0]!.ticker).toMatch(/@31$/);
     expect(new Set(here.tickers.map((t) => `${t.seed}:${t.family}`))).toEqual(new Set(['31:calm-bull', '32:crisis-2008', '33:calm-bull']));
     await expect(simulatedTokensParallel(16, opts, 0)).rejects.toThrow('Expected integer ≥ 1 for threads but received 0');
+  });
+
+  it('run the work pool niced as MOE_TRAIN_WORK_NICE says, each pool thread on its own, this thread as it was', async () => {
+    expect(workPoolNice({})).toBe(DEFAULT_WORK_NICE);
+    expect(workPoolNice({ MOE_TRAIN_WORK_NICE: '0' })).toBe(0);
+    expect(workPoolNice({ MOE_TRAIN_WORK_NICE: '19' })).toBe(19);
+    for (const bad of ['20', '-1', '2.5', 'low']) expect(() => workPoolNice({ MOE_TRAIN_WORK_NICE: bad })).toThrow(`Expected an integer 0–19 for MOE_TRAIN_WORK_NICE but received '${bad}'`);
+    expect(() => createTaskPool({ filename: new URL('./helpers/priority.task.ts', import.meta.url), niceIncrement: -1 })).toThrow('Expected integer ≥ 0 for options.niceIncrement');
+    const base = os.getPriority();
+    const niced = createTaskPool({ filename: new URL('./helpers/priority.task.ts', import.meta.url), maxThreads: 1, niceIncrement: 7 });
+    const plain = createTaskPool({ filename: new URL('./helpers/priority.task.ts', import.meta.url), maxThreads: 1 });
+    try {
+      expect(await niced.run(null)).toBe(Math.min(19, base + 7));
+      expect(await plain.run(null)).toBe(base);
+    } finally {
+      await Promise.all([niced.destroy(), plain.destroy()]);
+    }
+    expect(os.getPriority()).toBe(base);
   });
 
   it('finds a task module beside its caller, or says which files it looked for', () => {

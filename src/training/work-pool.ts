@@ -91,8 +91,10 @@ export class TrainingWorkPool {
   }
 
   #piscina(): Piscina {
-    // Idle threads are unreferenced (piscina), so a pool left open does not keep the process alive.
-    return (this.#pool ??= createTaskPool({ filename: this.#file('tokens.task'), maxThreads: this.threads }));
+    // Idle threads are unreferenced (piscina), so a pool left open does not keep the process alive. The threads run
+    // niced (workPoolNice): their work is throughput, while the threads that feed and drive the GPU's routers and the
+    // main thread wait on each other and on the device.
+    return (this.#pool ??= createTaskPool({ filename: this.#file('tokens.task'), maxThreads: this.threads, niceIncrement: workPoolNice() }));
   }
 
   /**
@@ -106,6 +108,23 @@ export class TrainingWorkPool {
     this.#pool = undefined;
     await pool?.destroy();
   }
+}
+
+/** The work pool's threads' nice value when `MOE_TRAIN_WORK_NICE` is unset. */
+export const DEFAULT_WORK_NICE = 10;
+
+/**
+ * How much the work pool's threads lower their priority (`MOE_TRAIN_WORK_NICE`, an integer 0–19, 0 for none;
+ * default DEFAULT_WORK_NICE). The simulation keeps every idle core, but a router's index feeder, its thread that
+ * launches the next call, and the main thread get a core first when they have work: on a 16-core GPU host the
+ * simulation's threads otherwise delay them, and the routers wait for their indices. The numbers are the same.
+ */
+export function workPoolNice(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.MOE_TRAIN_WORK_NICE;
+  if (raw === undefined || raw === '') return DEFAULT_WORK_NICE;
+  const v = Number(raw);
+  if (!/^\d+$/.test(raw.trim()) || !Number.isInteger(v) || v > 19) throw new RangeError(`Expected an integer 0–19 for MOE_TRAIN_WORK_NICE but received '${raw}'`);
+  return v;
 }
 
 const pools = new Map<number, TrainingWorkPool>();

@@ -18,6 +18,12 @@ export interface TaskPoolOptions {
   minThreads?: number;
   /** Milliseconds an idle thread above `minThreads` lives. @defaultValue 30000 */
   idleTimeout?: number;
+  /**
+   * Added to each thread's nice value as it starts (piscina's `niceIncrement`, through the optional `@napi-rs/nice`;
+   * on Linux a thread's own): throughput work that should leave the cores to the process's other threads whenever
+   * they have work. @defaultValue 0
+   */
+  niceIncrement?: number;
 }
 
 /**
@@ -62,8 +68,9 @@ export function createTaskPool(opts: TaskPoolOptions): Piscina {
   const maxThreads = checkInteger(opts.maxThreads, 'maxThreads', 1) ?? 1;
   const minThreads = Math.min(checkInteger(opts.minThreads, 'minThreads', 0) ?? 0, maxThreads);
   const idleTimeout = checkInteger(opts.idleTimeout, 'idleTimeout', 0) ?? 30_000;
+  const niceIncrement = checkInteger(opts.niceIncrement, 'niceIncrement', 0) ?? 0;
   const file = opts.filename instanceof URL ? fileURLToPath(opts.filename) : opts.filename;
-  return new Piscina({ filename: pathToFileURL(file).href, maxThreads, minThreads, idleTimeout, execArgv: workerExecArgv(file) });
+  return new Piscina({ filename: pathToFileURL(file).href, maxThreads, minThreads, idleTimeout, niceIncrement, execArgv: workerExecArgv(file) });
 }
 
 /**
