@@ -179,6 +179,30 @@ describe('short training run', () => {
     expect([s7.misses - s6.misses, s7.hits - s6.hits]).toEqual([3, 3]);
     expect(f.params).toEqual(a.params);
   });
+
+  it('prepares a router whose steps wait for stepsAfter, then trains the same bytes; a rejected stepsAfter fails it', async () => {
+    const config = defaultTrainConfig({ hidden: 16, seed: 4, steps: 20 });
+    config.batchSize = 256;
+    config.threads = 1;
+    config.data = { ...config.data, trainSeeds: 1, tickersPerSubtype: 1, days: 400, validationTickersPerSubtype: 1, testTickersPerSubtype: 1 };
+    const plain = await trainRouterParams(config);
+    let go!: () => void;
+    const gate = new Promise<void>((resolve) => (go = resolve));
+    const steps: number[] = [];
+    const logs: string[] = [];
+    const gated = trainRouterParams(config, { stepsAfter: gate, onStep: (s) => steps.push(s.step), logEvery: 1, log: (m) => logs.push(m) });
+    // The data made, the router waits: no step until the gate opens.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(logs.some((m) => m.startsWith('data: '))).toBe(true);
+    expect(steps).toEqual([]);
+    go();
+    expect(await gated).toEqual(plain);
+    expect(steps).toHaveLength(20);
+    expect(logs.find((m) => m.startsWith('steps: '))).toMatch(/s waiting for the router before it/);
+    const failed = Promise.reject(new Error('the router before failed'));
+    failed.catch(() => undefined); // handled by the router once its data is made
+    await expect(trainRouterParams(config, { stepsAfter: failed })).rejects.toThrow('the router before failed');
+  });
 });
 
 describe('fused calls timed', () => {

@@ -39,16 +39,25 @@ function perTicker(set: TokenSet, probs: Float32Array, assign: Uint8Array): Tick
 /**
  * The members' parameters alone, one per seed in order: what `trainEnsemble` trains, without the held-out scoring
  * (a cross-fitting fold's ensemble is only ever read on its left-out tickers). An aborted `signal` stops it before the
- * next member (with the signal's reason).
+ * next member's steps (with the signal's reason).
  */
 export async function trainMemberParams(config: TrainConfig, seeds: readonly number[], hooks: TrainHooks = {}, signal?: AbortSignal): Promise<Float32Array[]> {
-  const params: Float32Array[] = [];
+  // Every member is prepared at once (its data as its seed's histories come, and on the GPU its set on the device and
+  // its first batch), but member i + 1's steps begin only when member i's are done (`stepsAfter`; not at all once
+  // `signal` is aborted): the steps run one member after another, each set ready when its turn comes.
+  signal?.throwIfAborted();
+  const runs: Promise<Float32Array>[] = [];
   for (const [i, seed] of seeds.entries()) {
-    signal?.throwIfAborted();
     if (seeds.length > 1) hooks.log?.(`member ${i + 1} of ${seeds.length}: seed ${seed}`);
-    params.push(await trainRouterParams(memberConfig(config, seed), hooks));
+    const after = i > 0 ? runs[i - 1]!.then(() => signal?.throwIfAborted()) : undefined;
+    after?.catch(() => undefined); // read by the member's steps, or never if it fails before them
+    const run = trainRouterParams(memberConfig(config, seed), after !== undefined ? { ...hooks, stepsAfter: after } : hooks);
+    run.catch(() => undefined); // awaited below, in order
+    runs.push(run);
   }
-  return params;
+  const settled = await Promise.allSettled(runs);
+  for (const r of settled) if (r.status === 'rejected') throw r.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<Float32Array>).value);
 }
 
 export interface EnsembleOptions {

@@ -31,7 +31,15 @@ export interface StepsTask {
   lr: Float64Array;
   loss: { labelSmoothing: number; reconWeight: number; focalGamma: number };
   adam: { weightDecay: number; clipNorm: number };
+  /**
+   * Shared: the steps wait, the set on the device and the first batch's indices drawn, until `gate[0]` is 1 (2:
+   * return at once, nothing trained): a router prepared while the one before it on the card still trains.
+   */
+  gate?: Int32Array;
 }
+
+/** `StepsTask.gate`'s values. */
+export const GATE = { wait: 0, go: 1, stop: 2 } as const;
 
 /** The trained parameters, each step's loss, cross-entropy, reconstruction and gradient norm (four numbers a step),
  * and where the calls' time went (ms in all). */
@@ -42,6 +50,8 @@ export interface StepsOutcome {
   runMs: number;
   feedMs: number;
   setMs: number;
+  /** Time waiting at the gate for the router before it (ms; 0 without a gate). */
+  gateMs: number;
 }
 
 /** The fields of `StepsOutcome.history` for each step, in order. */
@@ -60,7 +70,14 @@ export default async function stepsTask(t: StepsTask): Promise<StepsOutcome> {
     let calls = 0;
     let runMs = 0;
     let feedMs = 0;
+    let gateMs = 0;
     try {
+      const g0 = performance.now();
+      if (t.gate !== undefined) {
+        while (Atomics.load(t.gate, 0) === GATE.wait) Atomics.wait(t.gate, 0, GATE.wait);
+        if (Atomics.load(t.gate, 0) === GATE.stop) throw new Error('Expected the go-ahead for this router\'s steps but the router before it failed');
+      }
+      gateMs = performance.now() - g0;
       for (let step = 0; step < t.steps; ) {
         const f0 = performance.now();
         const index = indices.nextSync();
@@ -80,7 +97,7 @@ export default async function stepsTask(t: StepsTask): Promise<StepsOutcome> {
       await indices.close();
     }
     const params = router.getParams();
-    return movedResult({ params, history, calls, runMs, feedMs, setMs }, [params, history]);
+    return movedResult({ params, history, calls, runMs, feedMs, setMs, gateMs }, [params, history]);
   } finally {
     router.close();
   }

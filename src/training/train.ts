@@ -15,7 +15,7 @@ import { paramLayout, type Hidden } from '../router/layout.js';
 import { simulatedTokensParallel, tokenChunks, type SimulatedTokenOptions, type TokenSet } from './tokens.js';
 import { joinTokenSets, realTrainingTokens, type RealTrainingData } from './real-tokens.js';
 import { PRIORITY, routerThreads } from './work-pool.js';
-import { STEP_FIELDS, type StepsOutcome, type StepsTask } from './steps.task.js';
+import { GATE, STEP_FIELDS, type StepsOutcome, type StepsTask } from './steps.task.js';
 import { sharedCopy } from '../util/shared-memory.js';
 import { allocSlot, BatchFeeder, BatchSampler, IndexFeeder, type BatchSlot, type SampleSource } from './batch-feeder.js';
 import { initParams } from '../router/model.js';
@@ -487,6 +487,12 @@ export interface TrainHooks {
    * are gathered on the device from a set held there), so other work may use the cores meanwhile.
    */
   onStepsStart?: (info: { hostCoresFree: boolean }) => void;
+  /**
+   * The steps begin once this settles (fulfilled: go; rejected: this router fails too), everything before them done
+   * meanwhile: the training set made (on the GPU also sent to the device) and the first batch drawn. Routers trained
+   * one after another on one card (a fold's members) are so prepared while the one before them trains.
+   */
+  stepsAfter?: Promise<unknown>;
 }
 
 /**
@@ -500,9 +506,18 @@ async function stepsOnThread(
   train: TokenSet,
   cw: Float64Array,
   call: Pick<StepsTask, 'batch' | 'group' | 'lr' | 'loss' | 'adam'>,
+  after?: Promise<unknown>,
 ): Promise<StepsOutcome> {
   const parts = tokenChunks(train).map((c) => ({ x: sharedCopy(c.x), vol: sharedCopy(c.vol), risk: sharedCopy(c.risk), labels: sharedCopy(c.labels) }));
   const task: StepsTask = { hidden: config.hidden, params, parts, classWeights: cw, seed: config.seed, steps: config.steps, ...call };
+  if (after !== undefined) {
+    const gate = (task.gate = new Int32Array(new SharedArrayBuffer(4)));
+    const open = (v: number) => {
+      Atomics.store(gate, 0, v);
+      Atomics.notify(gate, 0);
+    };
+    after.then(() => open(GATE.go), () => open(GATE.stop));
+  }
   return (await routerThreads().run(task)) as StepsOutcome;
 }
 
@@ -745,7 +760,7 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
     if (onThread) {
       const lr = Float64Array.from({ length: config.steps }, (_, step) => learningRate(step, config));
       const loss = { ...lossOpts, focalGamma: config.focalGamma };
-      const out = await stepsOnThread(config, backend.getParams(), train, cw, { batch: B, group, lr, loss, adam });
+      const out = await stepsOnThread(config, backend.getParams(), train, cw, { batch: B, group, lr, loss, adam }, hooks.stepsAfter);
       const h = out.history;
       for (let step = 0; step < config.steps; step++) {
         const at = STEP_FIELDS.length * step;
@@ -753,8 +768,14 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
       }
       backend.setParams(out.params, 1);
       const per = (ms: number) => (ms / Math.max(1, out.calls)).toFixed(2);
-      threadNote = `; on its own thread: the set on the device in ${(out.setMs / 1000).toFixed(2)} s, a call of ${group} steps: ${per(out.runMs)} ms running, ${per(out.feedMs)} waiting for the next batch`;
+      const gated = hooks.stepsAfter !== undefined ? `, then ${(out.gateMs / 1000).toFixed(2)} s waiting for the router before it` : '';
+      threadNote = `; on its own thread: the set on the device in ${(out.setMs / 1000).toFixed(2)} s${gated}, a call of ${group} steps: ${per(out.runMs)} ms running, ${per(out.feedMs)} waiting for the next batch`;
     } else {
+      if (hooks.stepsAfter !== undefined) {
+        const g0 = performance.now();
+        await hooks.stepsAfter;
+        threadNote = `; ${((performance.now() - g0) / 1000).toFixed(2)} s waiting for the router before it`;
+      }
       try {
         for (let step = 0; step < config.steps; ) {
           if (indices !== undefined) {
