@@ -190,10 +190,16 @@ describe('short training run', () => {
     const gate = new Promise<void>((resolve) => (go = resolve));
     const steps: number[] = [];
     const logs: string[] = [];
-    const gated = trainRouterParams(config, { stepsAfter: gate, onStep: (s) => steps.push(s.step), logEvery: 1, log: (m) => logs.push(m) });
+    let dataMade!: () => void;
+    const made = new Promise<void>((resolve) => (dataMade = resolve));
+    const log = (m: string) => {
+      logs.push(m);
+      if (m.startsWith('data: ')) dataMade();
+    };
+    const gated = trainRouterParams(config, { stepsAfter: gate, onStep: (s) => steps.push(s.step), logEvery: 1, log });
     // The data made, the router waits: no step until the gate opens.
+    await made;
     await new Promise((r) => setTimeout(r, 300));
-    expect(logs.some((m) => m.startsWith('data: '))).toBe(true);
     expect(steps).toEqual([]);
     go();
     expect(await gated).toEqual(plain);
