@@ -72,4 +72,10 @@ suite(suiteName, () => {
       });
     }
   }
+
+  it('forward from plain inputs into outputs over a SharedArrayBuffer → written, as into fresh outputs', () => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(path.dirname(CHILD), 'shared-out-child.ts')], { encoding: 'utf8', env: process.env, timeout: 60_000 });
+    expect({ signal: r.signal, status: r.status, stderr: r.stderr.slice(-2000) }).toEqual({ signal: null, status: 0, stderr: '' });
+    expect(JSON.parse(r.stdout.trim().split('\n').pop() ?? '')).toEqual({ returned: true, same: true, written: true });
+  });
 });

@@ -16,7 +16,7 @@ import { simulatedTokensParallel, tokenChunks, type SimulatedTokenOptions, type 
 import { joinTokenSets, realTrainingTokens, type RealTrainingData } from './real-tokens.js';
 import { PRIORITY, routerThreads } from './work-pool.js';
 import { GATE, STEP_FIELDS, type StepsOutcome, type StepsTask } from './steps.task.js';
-import { sharedCopy } from '../util/shared-memory.js';
+import { sharedArray, sharedCopy } from '../util/shared-memory.js';
 import { allocSlot, BatchFeeder, BatchSampler, IndexFeeder, type BatchSlot, type SampleSource } from './batch-feeder.js';
 import { initParams } from '../router/model.js';
 import { NativeRouter, nativeAvailable, type StepsResult } from '../router/native.js';
@@ -205,7 +205,10 @@ export interface TrainerBackend {
   readonly backend: string;
   setParams(params: Float32Array, temperature?: number): void;
   getParams(): Float32Array;
-  forward(batch: Batch): Promise<{ probs: Float32Array; assign: Uint8Array }>;
+  /** Routes a batch; with `out` (probs n·4, assign n) the outputs are written there instead of into fresh arrays (the
+   * native router then reads and writes in place, with no copy and no scan on this thread, when the batch and `out`
+   * all live in shared memory). */
+  forward(batch: Batch, out?: { probs: Float32Array; assign: Uint8Array }): Promise<{ probs: Float32Array; assign: Uint8Array }>;
   lossAndGrad(batch: Batch, labels: Uint8Array, opts: LossOpts): Promise<{ loss: number; ce: number; rec: number; grad: Float32Array }>;
   adamwStep(grad: Float32Array, opts: AdamOpts): number;
   /** `steps` times lossAndGrad then adamwStep in one call (step k on tokens [k·n/steps, (k+1)·n/steps), learning rate
@@ -295,9 +298,12 @@ export class ReferenceTrainer implements TrainerBackend {
     return this.params.slice();
   }
 
-  async forward(batch: Batch): Promise<{ probs: Float32Array; assign: Uint8Array }> {
+  async forward(batch: Batch, into?: { probs: Float32Array; assign: Uint8Array }): Promise<{ probs: Float32Array; assign: Uint8Array }> {
     const out = referenceForward(this.params, this.hidden, batch, this.temperature);
-    return { probs: Float32Array.from(out.probs), assign: out.assign };
+    if (into === undefined) return { probs: Float32Array.from(out.probs), assign: out.assign };
+    into.probs.set(out.probs);
+    into.assign.set(out.assign);
+    return into;
   }
 
   async lossAndGrad(batch: Batch, labels: Uint8Array, opts: LossOpts): Promise<{ loss: number; ce: number; rec: number; grad: Float32Array }> {
@@ -338,7 +344,7 @@ export function createTrainerBackend(hidden: Hidden, threads: number, warn: (m: 
       backend: router.backend,
       setParams: (p, t) => router.setParams(p, t),
       getParams: () => router.getParams(),
-      forward: (b) => router.forward(b),
+      forward: (b, out) => router.forward(b, out !== undefined ? { out } : undefined),
       lossAndGrad: (b, l, o) => router.lossAndGrad(b, l, o),
       adamwStep: (g, o) => router.adamwStep(g, o),
       ...(router.trainStepsSupported
@@ -447,23 +453,19 @@ function splitInfo(set: TokenSet, seeds: number[]): SplitInfo {
 }
 
 /**
- * Routes a token set and splits the outputs per ticker for `summarisePredictions`. A set still in chunks (one per
- * market history, `chunkedTokenSet`) is routed a chunk at a time into one output: its x, vol and risk are never joined
- * (for a held-out test set, 300 MB written on this thread), and each token's outputs are the same in any batch.
+ * Routes a token set and splits the outputs per ticker for `summarisePredictions`. The set is routed a chunk at a time
+ * (one per market history, `chunkedTokenSet`), each into its place of one output in shared memory: x, vol and risk
+ * are never joined (for a held-out test set, 300 MB written on this thread), and chunks in shared memory (the
+ * simulator's) are read and written in place by the native router, not copied and scanned on this thread. Each
+ * token's outputs are the same in any batch.
  */
 export async function predictTokenSet(backend: TrainerBackend, set: TokenSet): Promise<{ preds: TickerPrediction[]; probs: Float32Array }> {
-  const chunks = tokenChunks(set);
-  let out: { probs: Float32Array; assign: Uint8Array };
-  if (chunks.length === 1) out = await backend.forward({ x: chunks[0]!.x, vol: chunks[0]!.vol, risk: chunks[0]!.risk });
-  else {
-    out = { probs: new Float32Array(set.size * D), assign: new Uint8Array(set.size) };
-    let at = 0;
-    for (const c of chunks) {
-      const o = await backend.forward({ x: c.x, vol: c.vol, risk: c.risk });
-      out.probs.set(o.probs, at * D);
-      out.assign.set(o.assign, at);
-      at += c.vol.length;
-    }
+  const out = { probs: sharedArray(Float32Array, set.size * D), assign: sharedArray(Uint8Array, set.size) };
+  let at = 0;
+  for (const c of tokenChunks(set)) {
+    const n = c.vol.length;
+    if (n > 0) await backend.forward({ x: c.x, vol: c.vol, risk: c.risk }, { probs: out.probs.subarray(at * D, (at + n) * D), assign: out.assign.subarray(at, at + n) });
+    at += n;
   }
   const preds = set.tickers.map((t) => ({
     ticker: t.ticker,

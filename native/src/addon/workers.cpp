@@ -115,20 +115,30 @@ class PromiseWorker : public Napi::AsyncWorker {
 
  private:
   // Every output still attached at its original size gets its values; if any is not (detached, or a resizable
-  // buffer shrunk), none is written and the promise rejects, so a caller never sees half of a result.
+  // buffer shrunk), none is written and the promise rejects, so a caller never sees half of a result. An output over
+  // a SharedArrayBuffer (the inputs not: no in-place call) cannot be detached; it is written like any other.
   bool copyBack() {
     std::vector<std::uint8_t*> to(outputs_.size());
+    const napi_env env = Env();
     for (std::size_t i = 0; i < outputs_.size(); ++i) {
       const CopyBack& o = outputs_[i];
       const Napi::TypedArray a = o.array.Value().As<Napi::TypedArray>();
-      Napi::ArrayBuffer buf = a.ArrayBuffer();
-      if (buf.IsDetached() || a.ByteLength() != o.bytes || buf.Data() == nullptr) {
+      void* data = nullptr;  // the first element's address (napi adds the byte offset)
+      napi_value buffer = nullptr;
+      bool attached = napi_get_typedarray_info(env, a, nullptr, nullptr, &data, &buffer, nullptr) == napi_ok &&
+                      data != nullptr && buffer != nullptr;
+      bool plain = false;  // an ArrayBuffer, which can be detached (a SharedArrayBuffer cannot)
+      if (attached && napi_is_arraybuffer(env, buffer, &plain) == napi_ok && plain) {
+        bool detached = true;
+        attached = napi_is_detached_arraybuffer(env, buffer, &detached) == napi_ok && !detached;
+      }
+      if (!attached || a.ByteLength() != o.bytes) {
         deferred_.Reject(Napi::Error::New(Env(), std::string("output buffer ") + o.name + " was detached during " +
                                                      call_ + "; its results were dropped")
                              .Value());
         return false;
       }
-      to[i] = static_cast<std::uint8_t*>(buf.Data()) + a.ByteOffset();
+      to[i] = static_cast<std::uint8_t*>(data);
     }
     for (std::size_t i = 0; i < outputs_.size(); ++i) copyBytes(to[i], outputs_[i].from, outputs_[i].bytes);
     return true;
