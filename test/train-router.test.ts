@@ -224,3 +224,31 @@ describe('fused calls timed', () => {
     expect(t.describe(16)).toBe('');
   });
 });
+
+describe('the gate of a router prepared ahead (steps.task.ts)', () => {
+  it('passes at once when open or absent, throws when stopped, and waits for another thread to open it', async () => {
+    const { GATE, passGate } = await import('../src/training/steps.task.js');
+    const { Worker } = await import('node:worker_threads');
+    const gate = (v: number) => {
+      const g = new Int32Array(new SharedArrayBuffer(4));
+      g[0] = v;
+      return g;
+    };
+    expect(passGate(undefined)).toBe(0);
+    expect(passGate(gate(GATE.go))).toBeGreaterThanOrEqual(0);
+    expect(() => passGate(gate(GATE.stop))).toThrow("Expected the go-ahead for this router's steps but the router before it failed");
+    // Opened by another thread 200 ms later: this thread waits for it (Atomics.wait), then passes.
+    for (const [value, opens] of [[GATE.go, true], [GATE.stop, false]] as const) {
+      const g = gate(GATE.wait);
+      const w = new Worker(
+        `const { workerData } = require('node:worker_threads'); setTimeout(() => { Atomics.store(workerData, 0, ${value}); Atomics.notify(workerData, 0); }, 200);`,
+        { eval: true, workerData: g },
+      );
+      const t0 = performance.now();
+      if (opens) expect(passGate(g)).toBeGreaterThanOrEqual(150);
+      else expect(() => passGate(g)).toThrow('the router before it failed');
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(150);
+      await w.terminate();
+    }
+  });
+});

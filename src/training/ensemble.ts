@@ -42,12 +42,14 @@ function perTicker(set: TokenSet, probs: Float32Array, assign: Uint8Array): Tick
  * next member's steps (with the signal's reason).
  */
 export async function trainMemberParams(config: TrainConfig, seeds: readonly number[], hooks: TrainHooks = {}, signal?: AbortSignal): Promise<Float32Array[]> {
-  // Every member is prepared at once (its data as its seed's histories come, and on the GPU its set on the device and
-  // its first batch), but member i + 1's steps begin only when member i's are done (`stepsAfter`; not at all once
-  // `signal` is aborted): the steps run one member after another, each set ready when its turn comes.
-  signal?.throwIfAborted();
+  // Member i + 1 is prepared while member i trains (its data as its seed's histories come, and on the GPU its set on
+  // the device and its first batch), and its steps begin only when member i's are done (`stepsAfter`; not at all
+  // once `signal` is aborted): the steps run one member after another, each set ready when its turn comes. Member
+  // i + 2 is started only once member i is done, so no more than two members' sets are held at once.
   const runs: Promise<Float32Array>[] = [];
   for (const [i, seed] of seeds.entries()) {
+    if (i >= 2 && (await runs[i - 2]!.then(() => false, () => true))) break; // a member failed: thrown below
+    if (signal?.aborted === true) break; // thrown below, once the members started have settled
     if (seeds.length > 1) hooks.log?.(`member ${i + 1} of ${seeds.length}: seed ${seed}`);
     const after = i > 0 ? runs[i - 1]!.then(() => signal?.throwIfAborted()) : undefined;
     after?.catch(() => undefined); // read by the member's steps, or never if it fails before them
@@ -57,6 +59,7 @@ export async function trainMemberParams(config: TrainConfig, seeds: readonly num
   }
   const settled = await Promise.allSettled(runs);
   for (const r of settled) if (r.status === 'rejected') throw r.reason;
+  signal?.throwIfAborted();
   return settled.map((r) => (r as PromiseFulfilledResult<Float32Array>).value);
 }
 

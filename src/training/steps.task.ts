@@ -41,6 +41,18 @@ export interface StepsTask {
 /** `StepsTask.gate`'s values. */
 export const GATE = { wait: 0, go: 1, stop: 2 } as const;
 
+/**
+ * Blocks this thread while `gate` holds GATE.wait (another thread stores GATE.go or GATE.stop and notifies); throws
+ * on GATE.stop. Returns the milliseconds waited (0 without a gate).
+ */
+export function passGate(gate: Int32Array | undefined): number {
+  if (gate === undefined) return 0;
+  const g0 = performance.now();
+  while (Atomics.load(gate, 0) === GATE.wait) Atomics.wait(gate, 0, GATE.wait);
+  if (Atomics.load(gate, 0) === GATE.stop) throw new Error("Expected the go-ahead for this router's steps but the router before it failed");
+  return performance.now() - g0;
+}
+
 /** The trained parameters, each step's loss, cross-entropy, reconstruction and gradient norm (four numbers a step),
  * and where the calls' time went (ms in all). */
 export interface StepsOutcome {
@@ -72,12 +84,7 @@ export default async function stepsTask(t: StepsTask): Promise<StepsOutcome> {
     let feedMs = 0;
     let gateMs = 0;
     try {
-      const g0 = performance.now();
-      if (t.gate !== undefined) {
-        while (Atomics.load(t.gate, 0) === GATE.wait) Atomics.wait(t.gate, 0, GATE.wait);
-        if (Atomics.load(t.gate, 0) === GATE.stop) throw new Error('Expected the go-ahead for this router\'s steps but the router before it failed');
-      }
-      gateMs = performance.now() - g0;
+      gateMs = passGate(t.gate);
       for (let step = 0; step < t.steps; ) {
         const f0 = performance.now();
         const index = indices.nextSync();
