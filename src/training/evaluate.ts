@@ -174,46 +174,67 @@ export function summarisePredictions(preds: readonly TickerPrediction[]): Evalua
   let confSum = 0;
   let nllSum = 0;
   const outcomes: TickerOutcome[] = [];
+  if (D !== 4) throw new RangeError(`Expected 4 domains for summarisePredictions but received ${D}`);
+  const counts = [0, 0, 0, 0];
+  const mass = [0, 0, 0, 0];
   for (const p of preds) {
-    const days = p.assign.length;
+    // One pass over a ticker's days, its arrays read through locals (the predictions of one call come from several
+    // places, in objects of several shapes). Every sum is taken in the order of the days, as majorityDomain and
+    // meanProbDomain take theirs, so the figures are theirs to the bit: `mass` is both functions' sums of
+    // probabilities (and the predicted domain's is the call's confidence mass), `counts` majorityDomain's counts.
+    const assign = p.assign;
+    const probs = p.probs;
+    const label = p.label;
+    const days = assign.length;
     if (days === 0) continue;
     let tickerConf = 0;
     let dayCorrect = 0;
+    let m0 = 0, m1 = 0, m2 = 0, m3 = 0;
+    counts.fill(0);
     for (let n = 0; n < days; n++) {
-      const a = p.assign[n]!;
-      let conf = 0;
-      for (let d = 0; d < D; d++) conf = Math.max(conf, p.probs[n * D + d]!);
-      const correct = a === p.label;
-      day.confusion[p.label]![a]! += 1;
-      day.total += 1;
-      if (correct) {
-        day.correct += 1;
-        dayCorrect += 1;
-      }
+      const a = assign[n]!;
+      const o = n * 4;
+      const q0 = probs[o]!, q1 = probs[o + 1]!, q2 = probs[o + 2]!, q3 = probs[o + 3]!;
+      const conf = Math.max(Math.max(Math.max(Math.max(0, q0), q1), q2), q3);
+      counts[a]! += 1;
+      const correct = a === label;
+      if (correct) dayCorrect += 1;
       const bin = Math.min(ECE_BINS - 1, Math.floor(conf * ECE_BINS));
       binCount[bin]! += 1;
       binConf[bin]! += conf;
       binCorrect[bin]! += correct ? 1 : 0;
       tickerConf += conf;
-      nllSum -= Math.log(Math.max(p.probs[n * D + p.label]!, 1e-12));
+      nllSum -= Math.log(Math.max(probs[o + label]!, 1e-12));
+      m0 += q0;
+      m1 += q1;
+      m2 += q2;
+      m3 += q3;
     }
+    mass[0] = m0;
+    mass[1] = m1;
+    mass[2] = m2;
+    mass[3] = m3;
+    for (let d = 0; d < D; d++) day.confusion[label]![d]! += counts[d]!;
+    day.total += days;
+    day.correct += dayCorrect;
     confSum += tickerConf;
-    const predicted = majorityDomain(p.assign, p.probs);
-    let share = 0;
-    for (let n = 0; n < days; n++) if (p.assign[n] === predicted) share += 1;
-    ticker.confusion[p.label]![predicted]! += 1;
+    let predicted = 0;
+    let byMean = 0;
+    for (let d = 1; d < D; d++) {
+      if (counts[d]! > counts[predicted]! || (counts[d] === counts[predicted] && mass[d]! > mass[predicted]!)) predicted = d;
+      if (mass[d]! > mass[byMean]!) byMean = d;
+    }
+    const share = counts[predicted]!;
+    ticker.confusion[label]![predicted]! += 1;
     ticker.total += 1;
-    if (predicted === p.label) ticker.correct += 1;
-    const byMean = meanProbDomain(p.probs, days);
-    tickerMean.confusion[p.label]![byMean]! += 1;
+    if (predicted === label) ticker.correct += 1;
+    tickerMean.confusion[label]![byMean]! += 1;
     tickerMean.total += 1;
-    if (byMean === p.label) tickerMean.correct += 1;
-    let predictedMass = 0;
-    for (let n = 0; n < days; n++) predictedMass += p.probs[n * D + predicted]!;
-    const confidence = predictedMass / days;
+    if (byMean === label) tickerMean.correct += 1;
+    const confidence = mass[predicted]! / days;
     outcomes.push({
       ticker: p.ticker,
-      label: DOMAINS[p.label]!,
+      label: DOMAINS[label]!,
       predicted: DOMAINS[predicted]!,
       share: share / days,
       dayAccuracy: dayCorrect / days,
