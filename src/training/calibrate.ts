@@ -65,25 +65,37 @@ interface FitData {
   shortfall: Float32Array;
 }
 
+/**
+ * ln p of a prediction's probabilities (`logProbs`), made once per probability array: the fits of a cross-fit read the
+ * same predictions in up to six subsets (each fold's fit and the shipped one), and ln p of a token does not depend on
+ * the subset, so each is taken once (on the thread that makes the fits' data, which the last fold's fits wait for).
+ */
+const logpOf = new WeakMap<Float32Array, Float64Array>();
+function cachedLogProbs(probs: Float32Array): Float64Array {
+  let logp = logpOf.get(probs);
+  if (logp === undefined) logpOf.set(probs, (logp = logProbs(probs)));
+  return logp;
+}
+
 /** The fit data of the tokens of `preds` that `keep(shortfall)` selects. */
 function fitData(preds: readonly TickerPrediction[], keep: (c: number) => boolean): FitData {
   let n = 0;
   for (const p of preds) for (let i = 0; i < p.assign.length; i++) if (keep(p.shortfall?.[i] ?? 0)) n++;
-  const probs = new Float32Array(n * D);
-  const out = { labels: sharedArray(Uint8Array, n), shortness: sharedArray(Float32Array, n), shortfall: sharedArray(Float32Array, n) };
+  const out = { logp: sharedArray(Float64Array, n * D), labels: sharedArray(Uint8Array, n), shortness: sharedArray(Float32Array, n), shortfall: sharedArray(Float32Array, n) };
   let j = 0;
   for (const p of preds) {
+    const logp = cachedLogProbs(p.probs);
     for (let i = 0; i < p.assign.length; i++) {
       const c = p.shortfall?.[i] ?? 0;
       if (!keep(c)) continue;
-      probs.set(p.probs.subarray(i * D, (i + 1) * D), j * D);
+      out.logp.set(logp.subarray(i * D, (i + 1) * D), j * D);
       out.labels[j] = p.label;
       out.shortness[j] = p.shortness?.[i] ?? 0;
       out.shortfall[j] = c;
       j++;
     }
   }
-  return { logp: sharedCopy(logProbs(probs)), ...out };
+  return out;
 }
 
 /** `calibrationNoise` of each set of predictions (evaluate.ts), on the process's pool of `threads` worker threads
