@@ -773,12 +773,13 @@ async function fitRouter<T>(config: TrainConfig, hooks: TrainHooks, heldOut: boo
       const gated = hooks.stepsAfter !== undefined ? `, then ${(out.gateMs / 1000).toFixed(2)} s waiting for the router before it` : '';
       threadNote = `; on its own thread: the set on the device in ${(out.setMs / 1000).toFixed(2)} s${gated}, a call of ${group} steps: ${per(out.runMs)} ms running, ${per(out.feedMs)} waiting for the next batch`;
     } else {
-      if (hooks.stepsAfter !== undefined) {
-        const g0 = performance.now();
-        await hooks.stepsAfter;
-        threadNote = `; ${((performance.now() - g0) / 1000).toFixed(2)} s waiting for the router before it`;
-      }
       try {
+        // Inside the try: the feeders made above are closed if the router before this one failed.
+        if (hooks.stepsAfter !== undefined) {
+          const g0 = performance.now();
+          await hooks.stepsAfter;
+          threadNote = `; ${((performance.now() - g0) / 1000).toFixed(2)} s waiting for the router before it`;
+        }
         for (let step = 0; step < config.steps; ) {
           if (indices !== undefined) {
             const i0 = performance.now();
