@@ -3,14 +3,10 @@
  * shuffling), then the members scored together on the first member's validation and test histories, their mean
  * probabilities read at one simulator temperature (src/router/ensemble.ts).
  */
-import { DOMAINS } from '../domains.js';
 import { averageMembers } from '../router/ensemble.js';
-import { summarisePredictions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
+import { summarisePredictions, type EvaluationMetrics } from './evaluate.js';
 import { fitTemperature } from './temperature.js';
-import { createTrainerBackend, heldOutBreakdown, predictTokenSet, prefetchSimulation, trainRouter, trainRouterParams, type HeldOutBreakdown, type TrainConfig, type TrainHooks, type TrainResult } from './train.js';
-import type { TokenSet } from './tokens.js';
-
-const D = DOMAINS.length;
+import { createTrainerBackend, heldOutBreakdown, perTicker, predictTokenSet, prefetchSimulation, trainRouter, trainRouterParams, type HeldOutBreakdown, type TrainConfig, type TrainHooks, type TrainResult } from './train.js';
 
 /** The recipe `config` with `seed` in place of its own: initialisation, shuffling and every simulated split. */
 export function memberConfig(config: TrainConfig, seed: number): TrainConfig {
@@ -31,10 +27,6 @@ export interface EnsembleResult extends HeldOutBreakdown {
   test: EvaluationMetrics;
 }
 
-/** Splits one forward's outputs per ticker of `set`. */
-function perTicker(set: TokenSet, probs: Float32Array, assign: Uint8Array): TickerPrediction[] {
-  return set.tickers.map((t) => ({ ticker: t.ticker, label: t.label, assign: assign.slice(t.start, t.end), probs: probs.slice(t.start * D, t.end * D) }));
-}
 
 /**
  * The members' parameters alone, one per seed in order: what `trainEnsemble` trains, without the held-out scoring

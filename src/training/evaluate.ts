@@ -148,6 +148,11 @@ export function majorityDomain(assign: Uint8Array, probs: Float32Array | Float64
     counts[assign[n]!]! += 1;
     for (let d = 0; d < D; d++) mass[d]! += probs[n * D + d]!;
   }
+  return majorityOf(counts, mass);
+}
+
+/** majorityDomain's choice from a ticker's day counts and summed probabilities per domain. */
+function majorityOf(counts: readonly number[], mass: readonly number[]): number {
   let best = 0;
   for (let d = 1; d < D; d++) {
     if (counts[d]! > counts[best]! || (counts[d] === counts[best] && mass[d]! > mass[best]!)) best = d;
@@ -155,10 +160,8 @@ export function majorityDomain(assign: Uint8Array, probs: Float32Array | Float64
   return best;
 }
 
-/** Domain of highest mean probability over a ticker's days (ties to the lower index). */
-export function meanProbDomain(probs: Float32Array | Float64Array, days: number): number {
-  const mass = new Array<number>(D).fill(0);
-  for (let n = 0; n < days; n++) for (let d = 0; d < D; d++) mass[d]! += probs[n * D + d]!;
+/** The domain of highest summed (so mean) probability over a ticker's days, ties to the lower index. */
+function highestMass(mass: readonly number[]): number {
   let best = 0;
   for (let d = 1; d < D; d++) if (mass[d]! > mass[best]!) best = d;
   return best;
@@ -179,9 +182,9 @@ export function summarisePredictions(preds: readonly TickerPrediction[]): Evalua
   const mass = [0, 0, 0, 0];
   for (const p of preds) {
     // One pass over a ticker's days, its arrays read through locals (the predictions of one call come from several
-    // places, in objects of several shapes). Every sum is taken in the order of the days, as majorityDomain and
-    // meanProbDomain take theirs, so the figures are theirs to the bit: `mass` is both functions' sums of
-    // probabilities (and the predicted domain's is the call's confidence mass), `counts` majorityDomain's counts.
+    // places, in objects of several shapes). Every sum is taken in the order of the days, as majorityDomain takes
+    // its own, so the call is its call to the bit: `mass` is its sums of probabilities (also the mean probability's
+    // and, for the predicted domain, the call's confidence mass), `counts` its counts.
     const assign = p.assign;
     const probs = p.probs;
     const label = p.label;
@@ -218,12 +221,8 @@ export function summarisePredictions(preds: readonly TickerPrediction[]): Evalua
     day.total += days;
     day.correct += dayCorrect;
     confSum += tickerConf;
-    let predicted = 0;
-    let byMean = 0;
-    for (let d = 1; d < D; d++) {
-      if (counts[d]! > counts[predicted]! || (counts[d] === counts[predicted] && mass[d]! > mass[predicted]!)) predicted = d;
-      if (mass[d]! > mass[byMean]!) byMean = d;
-    }
+    const predicted = majorityOf(counts, mass);
+    const byMean = highestMass(mass);
     const share = counts[predicted]!;
     ticker.confusion[label]![predicted]! += 1;
     ticker.total += 1;

@@ -467,13 +467,12 @@ export async function predictTokenSet(backend: TrainerBackend, set: TokenSet): P
     if (n > 0) await backend.forward({ x: c.x, vol: c.vol, risk: c.risk }, { probs: out.probs.subarray(at * D, (at + n) * D), assign: out.assign.subarray(at, at + n) });
     at += n;
   }
-  const preds = set.tickers.map((t) => ({
-    ticker: t.ticker,
-    label: t.label,
-    assign: out.assign.slice(t.start, t.end),
-    probs: out.probs.slice(t.start * D, t.end * D),
-  }));
-  return { preds, probs: out.probs };
+  return { preds: perTicker(set, out.probs, out.assign), probs: out.probs };
+}
+
+/** Splits one forward's outputs over `set` per ticker (each ticker's own copy). */
+export function perTicker(set: TokenSet, probs: Float32Array, assign: Uint8Array): TickerPrediction[] {
+  return set.tickers.map((t) => ({ ticker: t.ticker, label: t.label, assign: assign.slice(t.start, t.end), probs: probs.slice(t.start * D, t.end * D) }));
 }
 
 export interface TrainHooks {

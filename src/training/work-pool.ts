@@ -122,9 +122,9 @@ export const DEFAULT_WORK_NICE = 10;
 export function workPoolNice(env: NodeJS.ProcessEnv = process.env): number {
   const raw = env.MOE_TRAIN_WORK_NICE;
   if (raw === undefined || raw === '') return DEFAULT_WORK_NICE;
-  const v = Number(raw);
-  if (!/^\d+$/.test(raw.trim()) || !Number.isInteger(v) || v > 19) throw new RangeError(`Expected an integer 0–19 for MOE_TRAIN_WORK_NICE but received '${raw}'`);
-  return v;
+  const v = raw.trim();
+  if (!/^\d+$/.test(v) || Number(v) > 19) throw new RangeError(`Expected an integer 0–19 for MOE_TRAIN_WORK_NICE but received '${raw}'`);
+  return Number(v);
 }
 
 const pools = new Map<number, TrainingWorkPool>();
