@@ -5,6 +5,7 @@ import { SUBTYPES } from '../src/data/universe.js';
 import { weakestSubtypes } from '../src/cli/study.js';
 import { CallTimes, classWeights, defaultTrainConfig, fitTemperature, fitTemperatureNll, learningRate, logProbs, trainRouter, trainRouterParams, clearSimulationCache, simulationCacheStats, prefetchSimulation } from '../src/training/train.js';
 import { meanNll } from '../src/training/temperature.js';
+import { calibrationFactors, kappaChain } from '../src/training/calibrate.task.js';
 
 describe('training schedule and weights', () => {
   it('warms up linearly, peaks, then decays by cosine to the floor', () => {
@@ -60,7 +61,22 @@ describe('training schedule and weights', () => {
         expect(Math.abs(other.temperature * r - fit.temperature)).toBeLessThan(1e-9 * fit.temperature);
         expect(Math.abs(other.nll - fit.nll)).toBeLessThan(1e-12);
       }
+      // From any start in the range (a neighbouring fit's optimum, or a bound), the same minimiser.
+      for (const start of [0.05, 0.4, 1 / fit.temperature, 7, 20, 1e9]) {
+        const from = fitTemperatureNll(logp, labels, f, start);
+        expect(Math.abs(from.temperature - fit.temperature)).toBeLessThan(1e-9 * fit.temperature);
+        expect(Math.abs(from.nll - fit.nll)).toBeLessThan(1e-12);
+      }
     }
+    // A run of κs, each fit started from the one before's optimum: each κ's own fit from T = 1.
+    const shortness = new Float32Array(n).map(() => (rng.next() < 0.3 ? rng.next() : 0));
+    const kappas = [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7];
+    const chain = kappaChain({ logp, labels, shortness, kappas });
+    kappas.forEach((kappa, k) => {
+      const alone = fitTemperatureNll(logp, labels, calibrationFactors(shortness, kappa));
+      expect(Math.abs(chain[k]!.temperature - alone.temperature)).toBeLessThan(1e-9 * alone.temperature);
+      expect(Math.abs(chain[k]!.nll - alone.nll)).toBeLessThan(1e-12);
+    });
   });
 
   it('gives the NLL of the loop over classes bit for bit (the pass written out for four classes)', () => {

@@ -12,7 +12,7 @@ import type { Hidden } from '../router/layout.js';
 import { createForwarder } from './forwarder.js';
 import { calibrationNoise, confidences, loadLabelledDirectory, routeLabelled, summarisePredictions, type CalibrationNoise, type EvaluateOptions, type EvaluationMetrics, type TickerPrediction } from './evaluate.js';
 import { logProbs } from './temperature.js';
-import { kappaFit, lambdaNlls, type KappaFitTask, type LambdaNllTask, type NoiseTask } from './calibrate.task.js';
+import { kappaChain, lambdaNlls, type KappaChainTask, type LambdaNllTask, type NoiseTask } from './calibrate.task.js';
 import { trainingWorkPool } from './work-pool.js';
 import { sharedArray, sharedCopy } from '../util/shared-memory.js';
 import { temperByHistory } from '../router/history-temperature.js';
@@ -43,6 +43,9 @@ export interface CalibrationResult {
 
 /** The κ grid the history temperature is chosen from (T is fitted for each). */
 const KAPPA_GRID = Array.from({ length: 31 }, (_, i) => i * 0.1);
+
+/** Neighbouring κs of the grid fitted one after another on a thread, each from the one before's T (`kappaChain`). */
+const KAPPA_CHAIN = 8;
 
 /** The λ grid the context temperature is chosen from (T and κ fixed). */
 const LAMBDA_GRID = Array.from({ length: 121 }, (_, i) => i * 0.05);
@@ -117,20 +120,24 @@ export async function noiseAll(sets: readonly (readonly TickerPrediction[])[], t
  * FULL_CONTEXT_SHORTFALL): one fit of T per κ of the grid (fitTemperatureNll), the first κ with the lowest NLL
  * winning. Then λ, T and κ fixed, on every token with a shortfall: the first λ of its grid with the lowest NLL, the
  * exact optimum of the whole NLL in λ given T and κ (the other tokens do not depend on it). Routes without context
- * thus never move the T of routes with it. The T/κ fits and the NLLs of the λ grid are independent, so they run on
- * the process's pool of `threads` worker threads (`calibrate.task.ts` on work-pool.ts, a few λs a task) over the
- * subsets' data in shared memory, each subset's λs as soon as its T and κ are fitted; the result is the same for any
- * thread count.
+ * thus never move the T of routes with it. The κ fits, in runs of neighbours (`kappaChain`), and the NLLs of the λ
+ * grid are independent, so they run on the process's pool of `threads` worker threads (`calibrate.task.ts` on
+ * work-pool.ts, a few λs a task) over the subsets' data in shared memory, each subset's λs as soon as its T and κ
+ * are fitted; the result is the same for any thread count.
  */
 export async function fitAll(subsets: readonly (readonly TickerPrediction[])[], threads: number): Promise<Calibration[]> {
   const pool = trainingWorkPool(threads);
-  const run = <T>(task: KappaFitTask | LambdaNllTask, here: () => T): Promise<T> => (pool !== undefined ? pool.run<T>('calibrate.task', task) : Promise.resolve(here()));
+  const run = <T>(task: KappaChainTask | LambdaNllTask, here: () => T): Promise<T> => (pool !== undefined ? pool.run<T>('calibrate.task', task) : Promise.resolve(here()));
   // λs per task: enough tasks to fill the threads, few enough that each does real work.
   const chunk = Math.max(1, Math.ceil(LAMBDA_GRID.length / Math.max(1, threads)));
+  const runs = <T>(grid: readonly T[], size: number): T[][] => Array.from({ length: Math.ceil(grid.length / size) }, (_, i) => grid.slice(i * size, (i + 1) * size));
   return Promise.all(
     subsets.map(async (s) => {
       const full = fitData(s, (c) => c < FULL_CONTEXT_SHORTFALL);
-      const perKappa = await Promise.all(KAPPA_GRID.map((kappa) => run({ ...full, kappa }, () => kappaFit({ ...full, kappa }))));
+      const perKappa = (await Promise.all(runs(KAPPA_GRID, KAPPA_CHAIN).map((kappas) => {
+        const task: KappaChainTask = { ...full, kappas };
+        return run(task, () => kappaChain(task));
+      }))).flat();
       let best = { temperature: 1, kappa: 0, nll: Infinity };
       perKappa.forEach((f, k) => {
         if (f.nll < best.nll) best = { ...f, kappa: KAPPA_GRID[k]! };
@@ -139,8 +146,7 @@ export async function fitAll(subsets: readonly (readonly TickerPrediction[])[], 
       const short = fitData(s, (c) => c > 0);
       let lambda = 0;
       if (short.labels.length > 0) {
-        const chunks = Array.from({ length: Math.ceil(LAMBDA_GRID.length / chunk) }, (_, i) => LAMBDA_GRID.slice(i * chunk, (i + 1) * chunk));
-        const nlls = (await Promise.all(chunks.map((lambdas) => {
+        const nlls = (await Promise.all(runs(LAMBDA_GRID, chunk).map((lambdas) => {
           const task: LambdaNllTask = { ...short, kappa, temperature, lambdas };
           return run(task, () => lambdaNlls(task));
         }))).flat();

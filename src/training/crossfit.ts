@@ -141,9 +141,10 @@ export async function crossFit(opts: CrossFitOptions): Promise<CrossFitResult> {
     return dir.items.slice().sort((a, b) => byTicker(a.series, b.series));
   };
   // On the process's pool (work-pool.ts) the first slice goes before any other task (no fold starts without it), the
-  // others after every router's training data.
+  // others after every router's training data and before the held-out sets: the folds' routing and the calibration
+  // after it end the command, and the held-out sets are read by each router in turn as its steps end.
   const first = loadSlice(slices[0]!, PRIORITY.urgent);
-  const rest = slices.slice(1).map((s) => first.then(() => loadSlice(s, PRIORITY.later)));
+  const rest = slices.slice(1).map((s) => first.then(() => loadSlice(s, PRIORITY.slices)));
   const sliceItems = Promise.all([first, ...rest]);
   sliceItems.catch(() => undefined); // read below; a failure surfaces there
   const settled = () => Promise.allSettled([first, ...rest]);

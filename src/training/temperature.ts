@@ -32,13 +32,14 @@ export function logProbs(probs: Float32Array): Float64Array {
  * NLL, its slope (the mean over tokens of E_p[ℓ] − ℓ_label, ℓ = ln p / factor) and its curvature (the mean of
  * Var_p[ℓ]). The slope's sign keeps a bracket; a step that leaves it is replaced by the bracket's midpoint. The
  * result is the minimiser to about 1e-12 (a golden-section search in log T over the same range, 62 passes, agreed
- * with it to that order and chose the same κ on the development folder).
+ * with it to that order and chose the same κ on the development folder). The iteration starts at β = `start` (1 unless
+ * given; a neighbouring fit's optimum takes fewer passes, `kappaChain`), clamped into the range.
  */
-export function fitTemperatureNll(logp: Float64Array, labels: Uint8Array, factor?: Float32Array): { temperature: number; nll: number } {
+export function fitTemperatureNll(logp: Float64Array, labels: Uint8Array, factor?: Float32Array, start = 1): { temperature: number; nll: number } {
   const at = (beta: number): [number, number, number] => nllAt(logp, labels, factor, beta);
   let lo = 1 / 20;
   let hi = 1 / 0.05;
-  let beta = 1;
+  let beta = Number.isFinite(start) ? Math.min(Math.max(start, lo), hi) : 1;
   for (let it = 0; it < 100; it++) {
     const [, slope, curv] = at(beta);
     if (slope > 0) hi = beta;
@@ -55,7 +56,22 @@ export function fitTemperatureNll(logp: Float64Array, labels: Uint8Array, factor
 
 /** Mean NLL of `labels` with token i read at T·factor[i] (factor absent: 1), T > 0. */
 export function meanNll(logp: Float64Array, labels: Uint8Array, factor: Float32Array | undefined, temperature: number): number {
-  return nllAt(logp, labels, factor, 1 / temperature)[0];
+  if (D !== 4) throw new RangeError(`Expected 4 domains for meanNll but received ${D}`);
+  // nllAt's NLL alone, without its slope and curvature: the same operations for the sum, so the same number.
+  const beta = 1 / temperature;
+  const n = labels.length;
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    const scale = factor === undefined ? 1 : 1 / factor[i]!;
+    const b = beta * scale;
+    const o = i * 4;
+    const l0 = logp[o]!, l1 = logp[o + 1]!, l2 = logp[o + 2]!, l3 = logp[o + 3]!;
+    const max = Math.max(Math.max(Math.max(Math.max(-Infinity, l0 * b), l1 * b), l2 * b), l3 * b);
+    const z = 0 + Math.exp(l0 * b - max) + Math.exp(l1 * b - max) + Math.exp(l2 * b - max) + Math.exp(l3 * b - max);
+    const ly = logp[o + labels[i]!]! * scale;
+    sum += max + Math.log(z) - ly * beta;
+  }
+  return sum / Math.max(n, 1);
 }
 
 /**

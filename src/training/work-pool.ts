@@ -15,8 +15,12 @@ import { createTaskPool, siblingTaskFile } from '../util/task-pool.js';
 /** The task modules the pool runs (beside this file, `.ts` or bundled `.js`/`.mjs`). */
 export type WorkTaskFile = 'tokens.task' | 'features.task' | 'calibrate.task';
 
-/** Priorities: a task the training cannot start without, a router's training data, and what is read later. */
-export const PRIORITY = { urgent: -1, training: 0, later: 1_000 } as const;
+/**
+ * Priorities: a task the training cannot start without, a router's training data, a cross-fit's slices (read as soon
+ * as a fold's routers are trained, and the calibration that ends the command waits for them), and what is read later
+ * (the held-out simulator sets, which each router reads after its steps).
+ */
+export const PRIORITY = { urgent: -1, training: 0, slices: 999, later: 1_000 } as const;
 
 interface Queued {
   task: unknown;
