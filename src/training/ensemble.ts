@@ -6,7 +6,7 @@
 import { averageMembers } from '../router/ensemble.js';
 import { summarisePredictions, type EvaluationMetrics } from './evaluate.js';
 import { fitTemperature } from './temperature.js';
-import { createTrainerBackend, heldOutBreakdown, perTicker, predictTokenSet, prefetchSimulation, trainRouter, trainRouterParams, type HeldOutBreakdown, type TrainConfig, type TrainHooks, type TrainResult } from './train.js';
+import { createTrainerBackend, heldOutBreakdown, perTicker, prefetchSimulation, routeTokenSet, trainRouter, trainRouterParams, type HeldOutBreakdown, type TrainConfig, type TrainHooks, type TrainResult } from './train.js';
 
 /** The recipe `config` with `seed` in place of its own: initialisation, shuffling and every simulated split. */
 export function memberConfig(config: TrainConfig, seed: number): TrainConfig {
@@ -69,24 +69,22 @@ export async function trainEnsemble(config: TrainConfig, seeds: readonly number[
   if (seeds.length < 2 || new Set(seeds).size !== seeds.length) {
     throw new RangeError(`Expected at least two distinct seeds for an ensemble but received ${JSON.stringify(seeds)}`);
   }
-  const members: TrainResult[] = [];
+  const runs: Promise<TrainResult>[] = [];
   if (opts.concurrent === true) {
-    const runs = await Promise.allSettled(
-      seeds.map((seed, i) => {
-        const tag = `[member ${i + 1}] `;
-        hooks.log?.(`member ${i + 1} of ${seeds.length}: seed ${seed}`);
-        const log = hooks.log;
-        const warn = hooks.warn ?? log;
-        return trainRouter(memberConfig(config, seed), {
-          ...hooks,
-          ...(log ? { log: (m: string) => log(tag + m) } : {}),
-          ...(warn ? { warn: (m: string) => warn(tag + m) } : {}),
-          keepSets: i === 0,
-        });
-      }),
-    );
-    for (const r of runs) if (r.status === 'rejected') throw r.reason;
-    for (const r of runs) if (r.status === 'fulfilled') members.push(r.value);
+    for (const [i, seed] of seeds.entries()) {
+      const tag = `[member ${i + 1}] `;
+      hooks.log?.(`member ${i + 1} of ${seeds.length}: seed ${seed}`);
+      const log = hooks.log;
+      const warn = hooks.warn ?? log;
+      const run = trainRouter(memberConfig(config, seed), {
+        ...hooks,
+        ...(log ? { log: (m: string) => log(tag + m) } : {}),
+        ...(warn ? { warn: (m: string) => warn(tag + m) } : {}),
+        keepSets: i === 0,
+      });
+      run.catch(() => undefined); // awaited below
+      runs.push(run);
+    }
   } else {
     for (const [i, seed] of seeds.entries()) {
       hooks.log?.(`member ${i + 1} of ${seeds.length}: seed ${seed}`);
@@ -96,30 +94,46 @@ export async function trainEnsemble(config: TrainConfig, seeds: readonly number[
       const onStepsStart = ({ hostCoresFree }: { hostCoresFree: boolean }) => {
         if (hostCoresFree && next !== undefined) prefetchSimulation(memberConfig(config, next));
       };
-      members.push(await trainRouter(memberConfig(config, seed), { ...hooks, keepSets: i === 0, onStepsStart }));
+      runs.push(Promise.resolve(await trainRouter(memberConfig(config, seed), { ...hooks, keepSets: i === 0, onStepsStart })));
     }
   }
-  const { validation, test } = members[0]!.sets!;
-  delete members[0]!.sets;
-  const s0 = performance.now();
+  // The ensemble's forwards on the first member's held-out sets, each member's as soon as it and the first member are
+  // done (members trained at once end one after another), on one backend in member order: only the last member's
+  // are left for the end.
   const backend = createTrainerBackend(config.hidden, config.threads, hooks.warn ?? (() => undefined));
-  const valProbs: Float32Array[] = [];
-  const testProbs: Float32Array[] = [];
-  try {
-    for (const m of members) {
-      backend.setParams(m.params, 1);
-      valProbs.push((await predictTokenSet(backend, validation)).probs);
-      testProbs.push((await predictTokenSet(backend, test)).probs);
+  const forwards = (async () => {
+    const { validation, test } = (await runs[0]!).sets!;
+    const val: Float32Array[] = [];
+    const tst: Float32Array[] = [];
+    for (const run of runs) {
+      backend.setParams((await run).params, 1);
+      val.push((await routeTokenSet(backend, validation)).probs);
+      tst.push((await routeTokenSet(backend, test)).probs);
     }
+    return { validation, test, valProbs: val, testProbs: tst };
+  })();
+  forwards.catch(() => undefined); // awaited below, once every member has settled
+  let scored: Awaited<typeof forwards>;
+  const members: TrainResult[] = [];
+  let s0: number;
+  try {
+    const settled = await Promise.allSettled(runs);
+    for (const r of settled) if (r.status === 'rejected') throw r.reason;
+    for (const r of settled) members.push((r as PromiseFulfilledResult<TrainResult>).value);
+    s0 = performance.now();
+    scored = await forwards;
   } finally {
+    await forwards.catch(() => undefined);
     backend.close();
   }
+  const { validation, test, valProbs, testProbs } = scored;
+  delete members[0]!.sets;
   const temperature = fitTemperature(averageMembers(valProbs, 1).probs, validation.labels);
   const val = averageMembers(valProbs, temperature);
   const out = averageMembers(testProbs, temperature);
   const testPreds = perTicker(test, out.probs, out.assign);
   const summaries = { validation: summarisePredictions(perTicker(validation, val.probs, val.assign)), test: summarisePredictions(testPreds), ...heldOutBreakdown(test, testPreds) };
-  hooks.log?.(`held-out scoring of the ensemble: ${((performance.now() - s0) / 1000).toFixed(1)} s`);
+  hooks.log?.(`held-out scoring of the ensemble: ${((performance.now() - s0) / 1000).toFixed(1)} s after the last member`);
   return {
     members,
     temperature,

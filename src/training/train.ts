@@ -453,13 +453,12 @@ function splitInfo(set: TokenSet, seeds: number[]): SplitInfo {
 }
 
 /**
- * Routes a token set and splits the outputs per ticker for `summarisePredictions`. The set is routed a chunk at a time
- * (one per market history, `chunkedTokenSet`), each into its place of one output in shared memory: x, vol and risk
- * are never joined (for a held-out test set, 300 MB written on this thread), and chunks in shared memory (the
- * simulator's) are read and written in place by the native router, not copied and scanned on this thread. Each
- * token's outputs are the same in any batch.
+ * Routes a token set into one output in shared memory, a chunk at a time (one per market history,
+ * `chunkedTokenSet`), each into its place: x, vol and risk are never joined (for a held-out test set, 300 MB written
+ * on this thread), and chunks in shared memory (the simulator's) are read and written in place by the native router,
+ * not copied and scanned on this thread. Each token's outputs are the same in any batch.
  */
-export async function predictTokenSet(backend: TrainerBackend, set: TokenSet): Promise<{ preds: TickerPrediction[]; probs: Float32Array }> {
+export async function routeTokenSet(backend: TrainerBackend, set: TokenSet): Promise<{ probs: Float32Array; assign: Uint8Array }> {
   const out = { probs: sharedArray(Float32Array, set.size * D), assign: sharedArray(Uint8Array, set.size) };
   let at = 0;
   for (const c of tokenChunks(set)) {
@@ -467,6 +466,12 @@ export async function predictTokenSet(backend: TrainerBackend, set: TokenSet): P
     if (n > 0) await backend.forward({ x: c.x, vol: c.vol, risk: c.risk }, { probs: out.probs.subarray(at * D, (at + n) * D), assign: out.assign.subarray(at, at + n) });
     at += n;
   }
+  return out;
+}
+
+/** `routeTokenSet`, its outputs also split per ticker for `summarisePredictions`. */
+export async function predictTokenSet(backend: TrainerBackend, set: TokenSet): Promise<{ preds: TickerPrediction[]; probs: Float32Array }> {
+  const out = await routeTokenSet(backend, set);
   return { preds: perTicker(set, out.probs, out.assign), probs: out.probs };
 }
 
@@ -832,8 +837,7 @@ async function scoreRouter(config: TrainConfig, hooks: TrainHooks, fitted: Fitte
   const { validation, test, validationSeeds, testSeeds } = fitted.held!;
   const d = config.data;
   backend.setParams(params, 1);
-  const val1 = await predictTokenSet(backend, validation);
-  const temperature = fitTemperature(val1.probs, validation.labels);
+  const temperature = fitTemperature((await routeTokenSet(backend, validation)).probs, validation.labels);
   backend.setParams(params, temperature);
   const validationMetrics = summarisePredictions((await predictTokenSet(backend, validation)).preds);
   const testPreds = (await predictTokenSet(backend, test)).preds;

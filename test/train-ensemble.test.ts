@@ -1,0 +1,41 @@
+import { describe, expect, it } from 'vitest';
+import { trainEnsemble } from '../src/training/ensemble.js';
+import { defaultTrainConfig, type TrainConfig } from '../src/training/train.js';
+
+function tinyConfig(): TrainConfig {
+  const config = defaultTrainConfig({ hidden: 16, seed: 4, steps: 12 });
+  config.batchSize = 256;
+  config.threads = 1;
+  config.data = { ...config.data, trainSeeds: 1, tickersPerSubtype: 1, days: 400, validationTickersPerSubtype: 1, testTickersPerSubtype: 1 };
+  return config;
+}
+
+describe('trainEnsemble', () => {
+  it('scores the same ensemble with its members trained at once as one after another', async () => {
+    const config = tinyConfig();
+    const one = await trainEnsemble(config, [3, 5]);
+    const once = await trainEnsemble(config, [3, 5], {}, { concurrent: true });
+    expect(once.members.map((m) => m.params)).toEqual(one.members.map((m) => m.params));
+    expect(once.temperature).toBe(one.temperature);
+    expect(once.test).toEqual(one.test);
+    expect(once.validation).toEqual(one.validation);
+    expect(once.testByFamily).toEqual(one.testByFamily);
+    // The members differ (the ensemble averages two routers, not one twice).
+    expect(once.members[0]!.params).not.toEqual(once.members[1]!.params);
+    expect(once.members[0]!.sets).toBeUndefined();
+  });
+
+  it("fails with a member's error, whichever member fails, once every member has settled", async () => {
+    const config = tinyConfig();
+    for (const failing of [1, 2]) {
+      const ended: string[] = [];
+      const log = (m: string) => {
+        if (m.startsWith(`[member ${failing}] steps:`)) throw new Error(`member ${failing} failed`);
+        if (m.includes('held-out scoring:')) ended.push(m);
+      };
+      await expect(trainEnsemble(config, [3, 5], { log }, { concurrent: true })).rejects.toThrow(`member ${failing} failed`);
+      // The other member ran to its end before the ensemble gave up.
+      expect(ended).toEqual([expect.stringMatching(`^\\[member ${3 - failing}\\] held-out scoring:`)]);
+    }
+  });
+});
