@@ -1,6 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { trainEnsemble } from '../src/training/ensemble.js';
-import { defaultTrainConfig, type TrainConfig } from '../src/training/train.js';
+import { defaultTrainConfig, fitTemperature, type TrainConfig } from '../src/training/train.js';
+import { averageMembers } from '../src/router/ensemble.js';
+import { averageMembersOnPool, fitTemperatureOnPool } from '../src/training/pool-scoring.js';
+import { isShared } from '../src/util/shared-memory.js';
+import { Rng } from '../src/util/random.js';
 
 function tinyConfig(): TrainConfig {
   const config = defaultTrainConfig({ hidden: 16, seed: 4, steps: 12 });
@@ -37,5 +41,33 @@ describe('trainEnsemble', () => {
       // The other member ran to its end before the ensemble gave up.
       expect(ended).toEqual([expect.stringMatching(`^\\[member ${3 - failing}\\] held-out scoring:`)]);
     }
+  });
+});
+
+describe('held-out scoring on the pool', () => {
+  it("gives averageMembers' and fitTemperature's bytes, rows split over threads", async () => {
+    const rng = new Rng(9);
+    const n = 200_003; // not a multiple of the split
+    const member = () => {
+      const p = new Float32Array(n * 4);
+      for (let i = 0; i < n; i++) {
+        const w = [0, 1, 2, 3].map(() => Math.exp(4 * rng.next()));
+        const z = w.reduce((a, b) => a + b, 0);
+        w.forEach((v, d) => (p[i * 4 + d] = v / z));
+      }
+      return p;
+    };
+    const outs = [member(), member(), member()];
+    const labels = new Uint8Array(n).map(() => rng.int(4));
+    for (const t of [1, 0.61]) {
+      const here = averageMembers(outs, t);
+      const pooled = await averageMembersOnPool(outs, t, 2);
+      expect(isShared(pooled.probs)).toBe(true);
+      expect(Buffer.from(pooled.probs.buffer).equals(Buffer.from(here.probs.buffer))).toBe(true);
+      expect(pooled.assign).toEqual(here.assign);
+    }
+    const mean = averageMembers(outs, 1).probs;
+    expect(await fitTemperatureOnPool(mean, labels, 2)).toBe(fitTemperature(mean, labels));
+    expect(await fitTemperatureOnPool(mean, labels, 1)).toBe(fitTemperature(mean, labels));
   });
 });

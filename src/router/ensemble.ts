@@ -8,46 +8,11 @@
  * exactly as before: at T inside the native forward. Either way the routing decision is the argmax of the
  * probabilities returned.
  */
-import { NUM_DOMAINS as D } from '../domains.js';
 import type { Hidden } from './layout.js';
 import { NativeRouter, type RouterOptions, type TokenBatch } from './native.js';
-import { temperRow } from './history-temperature.js';
 
-export interface EnsembleOutput {
-  probs: Float32Array;
-  assign: Uint8Array;
-}
-
-/**
- * `softmax(ln p̄ / temperature)` of the mean of `outs` (row-major `[n, 4]` probabilities of each member at T = 1),
- * with its argmax (the first of equal maxima, as the native router's).
- */
-export function averageMembers(outs: readonly Float32Array[], temperature: number): EnsembleOutput {
-  if (outs.length === 0) throw new RangeError('Expected at least one member output but received none');
-  const len = outs[0]!.length;
-  for (const o of outs) {
-    if (o.length !== len) throw new RangeError(`Expected member outputs of one length (${len}) but received ${o.length}`);
-  }
-  const n = len / D;
-  const probs = new Float32Array(len);
-  const assign = new Uint8Array(n);
-  const row = new Float64Array(D);
-  for (let i = 0; i < n; i++) {
-    for (let d = 0; d < D; d++) {
-      let s = 0;
-      for (const o of outs) s += o[i * D + d]!;
-      row[d] = s / outs.length;
-    }
-    temperRow(row, 1 / temperature);
-    let best = 0;
-    for (let d = 0; d < D; d++) {
-      probs[i * D + d] = row[d]!;
-      if (probs[i * D + d]! > probs[i * D + best]!) best = d;
-    }
-    assign[i] = best;
-  }
-  return { probs, assign };
-}
+export { averageMemberRows, averageMembers, memberRows, type EnsembleOutput } from './ensemble-mean.js';
+import { averageMembers, type EnsembleOutput } from './ensemble-mean.js';
 
 /** The native routers of a model's members, behind one forward. */
 export class EnsembleRouter {

@@ -1,4 +1,5 @@
-import { fitTemperatureNll, meanNll } from './temperature.js';
+import { fitTemperature, fitTemperatureNll, meanNll } from './temperature.js';
+import { averageMemberRows } from '../router/ensemble-mean.js';
 import { temperatureFactor } from '../router/history-temperature.js';
 import { eceNoise, type CalibrationNoise } from './ece-noise.js';
 
@@ -22,16 +23,41 @@ export interface LambdaNllTask extends FitTokens {
   lambdas: number[];
 }
 
+/** Held-out probabilities at T = 1 and their labels (shared memory), for the temperature fitted on them. */
+export interface TemperatureTask {
+  probsAtT1: Float32Array;
+  labels: Uint8Array;
+}
+
+/** Rows [from, to) of an ensemble's mean at `temperature` (`averageMemberRows`), written into `probs` and `assign`
+ * (shared memory, every row's). */
+export interface AverageTask {
+  outs: Float32Array[];
+  temperature: number;
+  probs: Float32Array;
+  assign: Uint8Array;
+  from: number;
+  to: number;
+}
+
 /** One slice's confidences (shared memory), for the ECE a perfectly calibrated router would show on them. */
 export interface NoiseTask {
   conf: Float64Array;
 }
 
-/** Piscina task of `calibrate.ts`: for each κ of a run, T fitted with each token read at T·(1 + κ·u), and the NLL
- * there (`kappaChain`); or, given λs, the NLL at each of them (`lambdaNlls`); or a slice's calibration noise
- * (`eceNoise`). */
-export default function calibrateTask(task: KappaChainTask | LambdaNllTask | NoiseTask): { temperature: number; nll: number }[] | number[] | CalibrationNoise {
+/** Piscina task of `calibrate.ts` and `pool-scoring.ts`: for each κ of a run, T fitted with each token read at
+ * T·(1 + κ·u), and the NLL there (`kappaChain`); or, given λs, the NLL at each of them (`lambdaNlls`); or a slice's
+ * calibration noise (`eceNoise`); or a held-out temperature fit (`fitTemperature`); or rows of an ensemble's mean
+ * (`averageMemberRows`, written in place). */
+export default function calibrateTask(
+  task: KappaChainTask | LambdaNllTask | NoiseTask | TemperatureTask | AverageTask,
+): { temperature: number; nll: number }[] | number[] | CalibrationNoise | number | null {
   if ('conf' in task) return eceNoise(task.conf);
+  if ('probsAtT1' in task) return fitTemperature(task.probsAtT1, task.labels);
+  if ('outs' in task) {
+    averageMemberRows(task.outs, task.temperature, task, task.from, task.to);
+    return null;
+  }
   return 'lambdas' in task ? lambdaNlls(task) : kappaChain(task);
 }
 

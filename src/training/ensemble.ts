@@ -3,9 +3,8 @@
  * shuffling), then the members scored together on the first member's validation and test histories, their mean
  * probabilities read at one simulator temperature (src/router/ensemble.ts).
  */
-import { averageMembers } from '../router/ensemble.js';
 import { summarisePredictions, type EvaluationMetrics } from './evaluate.js';
-import { fitTemperature } from './temperature.js';
+import { averageMembersOnPool, fitTemperatureOnPool } from './pool-scoring.js';
 import { createTrainerBackend, heldOutBreakdown, perTicker, prefetchSimulation, routeTokenSet, trainRouter, trainRouterParams, type HeldOutBreakdown, type TrainConfig, type TrainHooks, type TrainResult } from './train.js';
 
 /** The recipe `config` with `seed` in place of its own: initialisation, shuffling and every simulated split. */
@@ -128,9 +127,10 @@ export async function trainEnsemble(config: TrainConfig, seeds: readonly number[
   }
   const { validation, test, valProbs, testProbs } = scored;
   delete members[0]!.sets;
-  const temperature = fitTemperature(averageMembers(valProbs, 1).probs, validation.labels);
-  const val = averageMembers(valProbs, temperature);
-  const out = averageMembers(testProbs, temperature);
+  // The fit and the means on the pool's threads: the JS thread meanwhile serves the routers and the cross-fit.
+  const threads = config.simThreads ?? config.threads;
+  const temperature = await fitTemperatureOnPool((await averageMembersOnPool(valProbs, 1, threads)).probs, validation.labels, threads);
+  const [val, out] = await Promise.all([averageMembersOnPool(valProbs, temperature, threads), averageMembersOnPool(testProbs, temperature, threads)]);
   const testPreds = perTicker(test, out.probs, out.assign);
   const summaries = { validation: summarisePredictions(perTicker(validation, val.probs, val.assign)), test: summarisePredictions(testPreds), ...heldOutBreakdown(test, testPreds) };
   hooks.log?.(`held-out scoring of the ensemble: ${((performance.now() - s0) / 1000).toFixed(1)} s after the last member`);

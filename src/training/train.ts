@@ -15,6 +15,7 @@ import { paramLayout, type Hidden } from '../router/layout.js';
 import { simulatedTokensParallel, tokenChunks, type SimulatedTokenOptions, type TokenSet } from './tokens.js';
 import { joinTokenSets, realTrainingTokens, type RealTrainingData } from './real-tokens.js';
 import { PRIORITY, routerThreads } from './work-pool.js';
+import { fitTemperatureOnPool } from './pool-scoring.js';
 import { GATE, STEP_FIELDS, type StepsOutcome, type StepsTask } from './steps.task.js';
 import { sharedArray, sharedCopy } from '../util/shared-memory.js';
 import { allocSlot, BatchFeeder, BatchSampler, IndexFeeder, type BatchSlot, type SampleSource } from './batch-feeder.js';
@@ -24,7 +25,6 @@ import { referenceForward, referenceLossAndGrad } from '../router/reference.js';
 
 export { simulatedTokens, type TokenSet } from './tokens.js';
 export { fitTemperature, fitTemperatureNll, logProbs } from './temperature.js';
-import { fitTemperature } from './temperature.js';
 import { lruPromise } from '../util/lru.js';
 
 const D = DOMAINS.length;
@@ -837,7 +837,8 @@ async function scoreRouter(config: TrainConfig, hooks: TrainHooks, fitted: Fitte
   const { validation, test, validationSeeds, testSeeds } = fitted.held!;
   const d = config.data;
   backend.setParams(params, 1);
-  const temperature = fitTemperature((await routeTokenSet(backend, validation)).probs, validation.labels);
+  // On a pool thread: the JS thread meanwhile serves the other routers of the command.
+  const temperature = await fitTemperatureOnPool((await routeTokenSet(backend, validation)).probs, validation.labels, config.simThreads ?? config.threads);
   backend.setParams(params, temperature);
   const validationMetrics = summarisePredictions((await predictTokenSet(backend, validation)).preds);
   const testPreds = (await predictTokenSet(backend, test)).preds;
