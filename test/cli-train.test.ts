@@ -100,7 +100,7 @@ describe('train --seeds', () => {
     const r = await train(['--seeds', '3,5', '--context-inception-share', '0.25', '--out', file]);
     expect(r.err).toEqual([]);
     expect(r.code).toBe(0);
-    expect(r.out.some((l) => l.startsWith('member 2 (seed 5): held-out simulator'))).toBe(true);
+    expect(r.out.some((l) => /^member 2 \(seed 5\) alone on the first member's held-out simulator histories: per day [\d.]+%, per ticker [\d.]+%$/.test(l))).toBe(true);
     const m = await loadModel(file);
     expect(m.members).toHaveLength(2);
     expect(m.members[0]).not.toEqual(m.members[1]);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { trainEnsemble } from '../src/training/ensemble.js';
-import { defaultTrainConfig, fitTemperature, type TrainConfig } from '../src/training/train.js';
+import { memberConfig, trainEnsemble } from '../src/training/ensemble.js';
+import { defaultTrainConfig, fitTemperature, trainRouterParams, type TrainConfig } from '../src/training/train.js';
 import { averageMembers } from '../src/router/ensemble.js';
 import { averageMembersOnPool, fitTemperatureOnPool } from '../src/training/pool-scoring.js';
 import { isShared } from '../src/util/shared-memory.js';
@@ -19,27 +19,42 @@ describe('trainEnsemble', () => {
     const config = tinyConfig();
     const one = await trainEnsemble(config, [3, 5]);
     const once = await trainEnsemble(config, [3, 5], {}, { concurrent: true });
-    expect(once.members.map((m) => m.params)).toEqual(one.members.map((m) => m.params));
+    expect(once.params).toEqual(one.params);
     expect(once.temperature).toBe(one.temperature);
     expect(once.test).toEqual(one.test);
     expect(once.validation).toEqual(one.validation);
     expect(once.testByFamily).toEqual(one.testByFamily);
-    // The members differ (the ensemble averages two routers, not one twice).
-    expect(once.members[0]!.params).not.toEqual(once.members[1]!.params);
-    expect(once.members[0]!.sets).toBeUndefined();
+    expect(once.memberTest).toEqual(one.memberTest);
+    // The members differ (the ensemble averages two routers, not one twice), and are each the router their seed trains.
+    expect(once.params[0]).not.toEqual(once.params[1]);
+    expect(once.params[1]).toEqual(await trainRouterParams(memberConfig(config, 5)));
+    expect(once.first.params).toEqual(once.params[0]);
+    expect(once.first.sets).toBeUndefined();
+    // Each member alone on the first member's test histories: its own argmax, counted.
+    expect(once.memberTest).toHaveLength(2);
+    for (const m of once.memberTest) {
+      for (const v of [m.perDay, m.perTicker]) expect(v >= 0 && v <= 1).toBe(true);
+    }
+    expect(once.memberTest[0]).not.toEqual(once.memberTest[1]);
+    // The first member alone is the first member's own held-out figure (the same histories; the argmax does not
+    // depend on its temperature).
+    expect(once.memberTest[0]!.perDay).toBeCloseTo(once.first.test.perDay.accuracy, 12);
+    expect(once.memberTest[0]!.perTicker).toBeCloseTo(once.first.test.perTicker.accuracy, 12);
   });
 
   it("fails with a member's error, whichever member fails, once every member has settled", async () => {
     const config = tinyConfig();
     for (const failing of [1, 2]) {
-      const ended: string[] = [];
+      const lines: string[] = [];
       const log = (m: string) => {
         if (m.startsWith(`[member ${failing}] steps:`)) throw new Error(`member ${failing} failed`);
-        if (m.includes('held-out scoring:')) ended.push(m);
+        lines.push(m);
       };
       await expect(trainEnsemble(config, [3, 5], { log }, { concurrent: true })).rejects.toThrow(`member ${failing} failed`);
-      // The other member ran to its end before the ensemble gave up.
-      expect(ended).toEqual([expect.stringMatching(`^\\[member ${3 - failing}\\] held-out scoring:`)]);
+      // The other member ran to its end before the ensemble gave up: the first one's is its held-out scoring, the
+      // second's (its parameters alone) its steps.
+      const end = failing === 1 ? '[member 2] steps:' : '[member 1] held-out scoring:';
+      expect(lines.filter((l) => l.startsWith(end))).toHaveLength(1);
     }
   });
 });

@@ -88,7 +88,7 @@ async function study(argv: readonly string[]): Promise<number> {
     const config = structuredClone(base);
     config.data.families = REGIME_FAMILIES.filter((f) => f !== family);
     const r = seeds === undefined ? await trainRouter(config, hooks) : await trainEnsemble(config, seeds, hooks);
-    const seconds = 'members' in r ? r.members.reduce((a, m) => a + m.seconds.total, 0) : r.seconds.total;
+    const seconds = 'memberSeconds' in r ? r.memberSeconds.reduce((a, v) => a + v, 0) : r.seconds.total;
     const held = r.testByFamily[family]!;
     const others = Object.entries(r.testByFamily).filter(([f]) => f !== family);
     const otherDays = others.reduce((a, [, m]) => a + m.days, 0);

@@ -171,7 +171,8 @@ async function train(argv: readonly string[]): Promise<number> {
         `${tag}step ${String(s.step).padStart(5)} lr ${s.lr.toExponential(2)} loss ${s.loss.toFixed(4)} ce ${s.ce.toFixed(4)} rec ${s.rec.toFixed(4)} |g| ${s.gradNorm.toFixed(3)}`,
       ),
   };
-  if (overlap) prefetchSimulation(seeds ? seeds.map((seed) => memberConfig(config, seed)) : config);
+  // Only the first member's held-out histories are scored (the ensemble's; trainEnsemble).
+  if (overlap) prefetchSimulation(seeds ? seeds.map((seed) => memberConfig(config, seed)) : config, 1);
   const stop = new AbortController();
   const startCrossFit = () =>
     crossFit({ config, ...(seeds ? { seeds } : {}), folds: real!.folds, concurrency: foldConcurrency, hooks: { ...hooks, onStep: () => undefined }, signal: stop.signal });
@@ -189,13 +190,13 @@ async function train(argv: readonly string[]): Promise<number> {
       memberParams = [result.params];
     } else {
       const ens = await trainEnsemble(config, seeds, fileHooks, { concurrent: overlap });
-      for (const [i, m] of ens.members.entries()) {
-        console.log(`member ${i + 1} (seed ${seeds[i]}): held-out simulator (its own seeds ${m.data.test.seeds[0]}…) per day ${(100 * m.test.perDay.accuracy).toFixed(1)}%, per ticker ${(100 * m.test.perTicker.accuracy).toFixed(1)}%; temperature ${m.temperature.toFixed(3)}`);
-        memberSeconds += m.seconds.total;
+      for (const [i, m] of ens.memberTest.entries()) {
+        console.log(`member ${i + 1} (seed ${seeds[i]}) alone on the first member's held-out simulator histories: per day ${(100 * m.perDay).toFixed(1)}%, per ticker ${(100 * m.perTicker).toFixed(1)}%${i === 0 ? `; its temperature ${ens.first.temperature.toFixed(3)}` : ''}`);
       }
-      const { members: _members, ...scored } = ens;
-      result = { ...ens.members[0]!, ...scored };
-      memberParams = ens.members.map((m) => m.params);
+      memberSeconds = ens.memberSeconds.reduce((a, v) => a + v, 0);
+      const { first, params, memberTest: _memberTest, memberSeconds: _memberSeconds, ...scored } = ens;
+      result = { ...first, ...scored };
+      memberParams = params;
     }
   } catch (err) {
     // No fold starts after this; those training finish before the error is reported (nothing left running).

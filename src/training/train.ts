@@ -572,12 +572,13 @@ function cachedSimulatedTokens(hidden: Hidden, opts: SimulatedTokenOptions, thre
 /**
  * Starts making the data that routers of `configs` train and are scored on, into the caches their `trainRouter` calls
  * read: each config's training set (its simulated histories, then its real rows), the first config's first, then
- * every config's validation and test sets, in that order of priority on the process's pool of worker threads
- * (work-pool.ts), so each router can start its steps as early as the host's cores allow (the held-out sets are read
- * after the steps). Those calls then find their sets made or in the making: the same bytes. A failure surfaces there
- * (a failed set leaves the cache).
+ * the validation and test sets of the first `heldOutOf` configs (every config's by default; an ensemble scores only
+ * its first member's), in that order of priority on the process's pool of worker threads (work-pool.ts), so each
+ * router can start its steps as early as the host's cores allow (the held-out sets are read after the steps). Those
+ * calls then find their sets made or in the making: the same bytes. A failure surfaces there (a failed set leaves
+ * the cache).
  */
-export function prefetchSimulation(configs: TrainConfig | readonly TrainConfig[]): void {
+export function prefetchSimulation(configs: TrainConfig | readonly TrainConfig[], heldOutOf = Infinity): void {
   const list = Array.isArray(configs) ? (configs as readonly TrainConfig[]) : [configs as TrainConfig];
   const quiet = () => undefined;
   const plans = list.map((config) => ({ config, r: simulationRequests(config), threads: config.simThreads ?? config.threads }));
@@ -586,7 +587,7 @@ export function prefetchSimulation(configs: TrainConfig | readonly TrainConfig[]
     const real = realTrainingData(config);
     if (real !== undefined) void realTrainingTokens(config.hidden, real, config.seed, undefined, threads, PRIORITY.training + i).catch(quiet);
   });
-  for (const { config, r, threads } of plans) {
+  for (const { config, r, threads } of plans.slice(0, heldOutOf)) {
     for (const o of [r.validation, r.test]) void cachedSimulatedTokens(config.hidden, o, threads, PRIORITY.later).catch(quiet);
   }
 }
