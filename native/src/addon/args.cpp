@@ -217,6 +217,17 @@ std::size_t splitMin(std::size_t n, std::size_t elementBytes, Fn fn) {
 
 }  // namespace
 
+bool isSharedBuffer(napi_env env, napi_value buffer) {
+  bool plain = false;
+  return buffer != nullptr && napi_is_arraybuffer(env, buffer, &plain) == napi_ok && !plain;
+}
+
+bool onSharedMemory(Napi::Env env, const Napi::TypedArray& a) {
+  napi_value buffer = nullptr;
+  return napi_get_typedarray_info(env, a, nullptr, nullptr, nullptr, &buffer, nullptr) == napi_ok &&
+         isSharedBuffer(env, buffer);
+}
+
 std::size_t findNonFinite(const float* p, std::size_t n) {
   return splitMin(n, sizeof(float), [p](std::size_t b, std::size_t e) { return b + firstNonFinite(p + b, e - b); });
 }

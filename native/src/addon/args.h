@@ -42,6 +42,14 @@ constexpr double kTemperatureMax = 1e3;
 bool isTemperature(double x);
 extern const char* const kTemperatureText;  // "number in [0.001, 1000]"
 
+// ---- shared memory ----
+// Whether `buffer`, a typed array's buffer, is a SharedArrayBuffer. Node-API tells ArrayBuffers apart, and a typed
+// array's buffer that is not one is shared. Shared memory can be neither detached nor shrunk, so async work may use
+// it in place while a reference holds it, and a result copied back into it needs no check that it is still there.
+bool isSharedBuffer(napi_env env, napi_value buffer);
+// Whether a typed array's memory is a SharedArrayBuffer's (`isSharedBuffer` of its buffer).
+bool onSharedMemory(Napi::Env env, const Napi::TypedArray& a);
+
 // ---- finite-value scans and staging copies ----
 // NaN and ±Inf are the floats whose exponent bits are all ones. Each scan ORs that test over blocks of 4096 values
 // (the compiler vectorises it, no branch per value) and searches a block for the index only when it failed; the

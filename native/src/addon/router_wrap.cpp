@@ -85,18 +85,6 @@ OutputArrays readForwardOut(const Napi::CallbackInfo& info, std::size_t n, int H
                       optionalF32(info[5], "expert", n * std::size_t(H))};
 }
 
-// Whether a typed array's memory is a SharedArrayBuffer's (those cannot be detached, so async work may use it in
-// place while a reference holds it).
-bool onSharedMemory(Napi::Env env, const Napi::TypedArray& a) {
-  const Napi::Value ctor = env.Global().Get("SharedArrayBuffer");
-  if (!ctor.IsFunction()) return false;
-  napi_value buffer = nullptr;
-  if (napi_get_typedarray_info(env, a, nullptr, nullptr, nullptr, &buffer, nullptr) != napi_ok || buffer == nullptr)
-    return false;
-  bool shared = false;
-  return napi_instanceof(env, buffer, ctor, &shared) == napi_ok && shared;
-}
-
 // Throws an Error naming the backend where `what` (trainSteps and its kin) cannot run.
 void requireTrainSteps(Napi::Env env, const Backend& backend, const char* what) {
   if (!backend.supportsTrainSteps())

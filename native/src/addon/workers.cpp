@@ -127,8 +127,7 @@ class PromiseWorker : public Napi::AsyncWorker {
       napi_value buffer = nullptr;
       bool attached = napi_get_typedarray_info(env, a, nullptr, nullptr, &data, &buffer, nullptr) == napi_ok &&
                       data != nullptr && buffer != nullptr;
-      bool plain = false;  // an ArrayBuffer, which can be detached (a SharedArrayBuffer cannot)
-      if (attached && napi_is_arraybuffer(env, buffer, &plain) == napi_ok && plain) {
+      if (attached && !isSharedBuffer(env, buffer)) {  // an ArrayBuffer, which can be detached
         bool detached = true;
         attached = napi_is_detached_arraybuffer(env, buffer, &detached) == napi_ok && !detached;
       }
