@@ -5,6 +5,7 @@
  * histories are simulated: the others are trained for their parameters alone, and each is also scored alone on the
  * first member's test histories (the same histories for every member, from the ensemble's own forwards).
  */
+import { NUM_DOMAINS as D } from '../domains.js';
 import { majorityDomain, summarisePredictions, type EvaluationMetrics } from './evaluate.js';
 import { averageMembersOnPool, fitTemperatureOnPool } from './pool-scoring.js';
 import { createTrainerBackend, heldOutBreakdown, perTicker, prefetchSimulation, routeTokenSet, trainRouter, trainRouterParams, type HeldOutBreakdown, type TokenSet, type TrainConfig, type TrainHooks, type TrainResult } from './train.js';
@@ -165,6 +166,6 @@ function accuracyAlone(set: TokenSet, probs: Float32Array, assign: Uint8Array): 
   let days = 0;
   for (let i = 0; i < assign.length; i++) if (assign[i] === set.labels[i]) days++;
   let tickers = 0;
-  for (const t of set.tickers) if (majorityDomain(assign.subarray(t.start, t.end), probs.subarray(t.start * 4, t.end * 4)) === t.label) tickers++;
+  for (const t of set.tickers) if (majorityDomain(assign.subarray(t.start, t.end), probs.subarray(t.start * D, t.end * D)) === t.label) tickers++;
   return { perDay: days / Math.max(1, assign.length), perTicker: tickers / Math.max(1, set.tickers.length) };
 }
