@@ -1,6 +1,7 @@
 /**
  * One pool of worker threads for the trainer's CPU work: the simulator's market histories (`tokens.task.ts`), the
- * real folder's features (`features.task.ts`) and the calibration's fits (`calibrate.task.ts`). Every token set, real row and cross-fit slice of a process shares it,
+ * real folder's features (`features.task.ts`), the calibration's fits and the held-out scoring's temperature fits and
+ * ensemble means (`calibrate.task.ts`, `pool-scoring.ts`). Every token set, real row and cross-fit slice of a process shares it,
  * so a command that trains many routers at once (an ensemble and its cross-fit's folds) runs as many threads as it
  * was given, not one pool of that size per set in the making, and each thread warms up once.
  *
