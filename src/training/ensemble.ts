@@ -72,6 +72,13 @@ export interface EnsembleOptions {
   concurrent?: boolean;
 }
 
+/** One member's run: its parameters, the first member's whole result, and the seconds it took. */
+interface MemberRun {
+  params: Float32Array;
+  result?: TrainResult;
+  seconds: number;
+}
+
 /** Trains one member per seed (`seeds[0]` first) and scores the ensemble. */
 export async function trainEnsemble(config: TrainConfig, seeds: readonly number[], hooks: TrainHooks = {}, opts: EnsembleOptions = {}): Promise<EnsembleResult> {
   if (seeds.length < 2 || new Set(seeds).size !== seeds.length) {
@@ -79,14 +86,14 @@ export async function trainEnsemble(config: TrainConfig, seeds: readonly number[
   }
   // The first member trains and is scored on its held-out histories (the ensemble's); the others give their
   // parameters alone, the same bytes (`trainRouterParams`). Each run keeps its seconds.
-  const member = async (i: number, memberHooks: TrainHooks): Promise<{ params: Float32Array; result?: TrainResult; seconds: number }> => {
+  const member = async (i: number, memberHooks: TrainHooks): Promise<MemberRun> => {
     const t0 = performance.now();
     const c = memberConfig(config, seeds[i]!);
     const result = i === 0 ? await trainRouter(c, { ...memberHooks, keepSets: true }) : undefined;
     const params = result?.params ?? (await trainRouterParams(c, memberHooks));
     return { params, ...(result ? { result } : {}), seconds: (performance.now() - t0) / 1000 };
   };
-  const runs: ReturnType<typeof member>[] = [];
+  const runs: Promise<MemberRun>[] = [];
   if (opts.concurrent === true) {
     for (const i of seeds.keys()) {
       const tag = `[member ${i + 1}] `;
@@ -129,12 +136,12 @@ export async function trainEnsemble(config: TrainConfig, seeds: readonly number[
   })();
   forwards.catch(() => undefined); // awaited below, once every member has settled
   let scored: Awaited<typeof forwards>;
-  const members: Awaited<ReturnType<typeof member>>[] = [];
+  const members: MemberRun[] = [];
   let s0: number;
   try {
     const settled = await Promise.allSettled(runs);
     for (const r of settled) if (r.status === 'rejected') throw r.reason;
-    for (const r of settled) members.push((r as PromiseFulfilledResult<Awaited<ReturnType<typeof member>>>).value);
+    for (const r of settled) members.push((r as PromiseFulfilledResult<MemberRun>).value);
     s0 = performance.now();
     scored = await forwards;
   } finally {
