@@ -1,5 +1,14 @@
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it, vi } from 'vitest';
 import { main, weakestSubtypes } from '../src/cli/study.js';
+import type { CoverageRow } from '../src/training/coverage.js';
+
+const marketData = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../shared/market-data');
+const haveMarketData = existsSync(path.join(marketData, 'labels.csv'));
 
 /** `npm run study`: bad flags are refused with exit 2 and a message naming the flag, before any training. */
 async function study(args: string[]): Promise<{ code: number; err: string }> {
@@ -52,4 +61,49 @@ describe('study --leave-one-family-out', () => {
   it('names the weakest sub-types in ascending order', () => {
     expect(weakestSubtypes({ stock: 0.97, 'credit-hy': 0.34, 'leveraged-2x': 0.78, inverse: 0.99 }, 2)).toBe('credit-hy 34.0 %, leveraged-2x 78.0 %');
   });
+});
+
+describe('study --coverage', () => {
+  it('refuses no --real-data, a training flag and neither mode, with exit 2', async () => {
+    const none = await study(['--coverage']);
+    expect(none.code).toBe(2);
+    expect(none.err).toContain('Expected --real-data DIR with --coverage but received none');
+    const seeds = await study(['--coverage', '--real-data', '.', '--seeds', '7,11']);
+    expect(seeds.code).toBe(2);
+    expect(seeds.err).toContain('with --coverage but received --seeds');
+    const neither = await study(['--hidden', '32']);
+    expect(neither.code).toBe(2);
+    expect(neither.err).toContain('Expected --leave-one-family-out or --coverage but received neither');
+  });
+
+  it.skipIf(!haveMarketData)('names a real series whose volume no simulated fund of its class shows, and not a plain one', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'moe-coverage-'));
+    try {
+      // GLD as it is, and GLD whose volume jumps a thousandfold every other day: its day-over-day volume changes are
+      // far beyond any simulated commodity fund's.
+      const gld = (await readFile(path.join(marketData, 'GLD.csv'), 'utf8')).trim().split('\n');
+      const [header, ...rows] = gld;
+      const v = header!.split(',').indexOf('volume');
+      const jumpy = rows.map((line, i) => {
+        const cells = line.split(',');
+        cells[v] = String(Number(cells[v]) * (i % 2 === 0 ? 1000 : 1));
+        return cells.join(',');
+      });
+      await writeFile(path.join(dir, 'GLD.csv'), `${gld.join('\n')}\n`);
+      await writeFile(path.join(dir, 'JUMPY.csv'), `${[header, ...jumpy].join('\n')}\n`);
+      await writeFile(path.join(dir, 'labels.csv'), 'ticker,class\nGLD,Commodities\nJUMPY,Commodities\n');
+      const out = path.join(dir, 'coverage.json');
+      const r = await study(['--coverage', '--real-data', dir, '--real-context-dir', marketData, '--hidden', '32', '--train-seeds', '2', '--json', out]);
+      expect(r.code).toBe(0);
+      const { histories, rows: got } = JSON.parse(await readFile(out, 'utf8')) as { histories: number; rows: CoverageRow[] };
+      expect(histories).toBe(2);
+      const byTicker = new Map(got.map((row) => [row.ticker, row]));
+      const volume = (t: string) => byTicker.get(t)!.outside.find((o) => o.feature === 'volume_change_sd_60');
+      expect(volume('JUMPY')).toBeDefined();
+      expect(volume('JUMPY')!.value).toBeGreaterThan(volume('JUMPY')!.high);
+      expect(volume('GLD')).toBeUndefined();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
