@@ -336,19 +336,25 @@ function subtypeReturns(subtype: Subtype, rng: Rng, f: Factors, underlying?: Lev
 }
 
 /**
- * Spread of the log-volume noise. Thinly traded funds (currency trusts, commodity and bond ETFs) have far more erratic
- * daily volume than large stocks; the upper ends reproduce the day-over-day ln-volume changes of the single-venue
- * development data (stocks 0.37–0.5, bond funds 0.45–1.5, commodity funds 0.6–1.5, currency trusts 1.4–1.8). The
- * lower ends reach down to consolidated-tape levels (Yahoo: TSLA, MSFT, NVDA 0.26–0.33 where IEX shows 0.37–0.40),
- * so that a model cannot lean on volume noise alone when the vendor changes.
+ * Spread of the log-volume noise. Thinly traded funds (currency trusts, commodity and bond ETFs, small leveraged
+ * funds) have far more erratic daily volume than large stocks; the upper ends reproduce the day-over-day ln-volume
+ * changes of the single-venue development data (stocks 0.37–0.5, equity index funds up to 0.68 (VWO), bond funds
+ * 0.45–1.5, commodity funds 0.6–1.5, leveraged and inverse funds 0.49–1.54 (UGL 1.15, DOG 1.25, TBF 1.54), currency
+ * trusts 1.4–1.8). The lower ends reach down to consolidated-tape levels (Yahoo: TSLA, MSFT, NVDA 0.26–0.33 where IEX
+ * shows 0.37–0.40), so that a model cannot lean on volume noise alone when the vendor changes. Until 2026-12-07 the
+ * leveraged funds stopped at 0.8 and index funds at 0.4: a thin 2x gold fund (UGL) then looked like a commodity
+ * trust by its volume alone, and a thin index fund (VWO, VEA) like a bond or commodity fund.
  */
 const VOLUME_NOISE: Record<Domain | 'fx', [number, number]> = {
   Equities: [0.12, 0.4],
   'Fixed Income': [0.15, 1.3],
   Commodities: [0.3, 1.6],
-  Derivatives: [0.2, 0.8],
+  Derivatives: [0.2, 1.6],
   fx: [0.5, 2.2],
 };
+
+/** Equity index funds: as liquid as stocks at best, as erratic as VWO (0.68) on a single venue. */
+const INDEX_FUND_VOLUME_NOISE: [number, number] = [0.12, 0.9];
 
 /** Rounds to the cent like a quote screen; sub-dollar prices keep four decimals. */
 const tick = (p: number): number =>
@@ -363,7 +369,7 @@ export function instrumentModel(subtype: Subtype, rng: Rng, f: Factors, underlyi
   const ret = subtypeReturns(subtype, rng, f, underlying);
   return pricePath(ret, rng, f.n, {
     rangeScale: ret.liquid ? [0.65, 1.1] : [0.2, 1],
-    volumeNoise: VOLUME_NOISE[subtype === 'fx-trust' ? 'fx' : SUBTYPE_CLASS[subtype]],
+    volumeNoise: subtype === 'index-etf' ? INDEX_FUND_VOLUME_NOISE : VOLUME_NOISE[subtype === 'fx-trust' ? 'fx' : SUBTYPE_CLASS[subtype]],
   });
 }
 
