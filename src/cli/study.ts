@@ -81,9 +81,9 @@ async function study(argv: readonly string[]): Promise<number> {
     console.log(USAGE);
     return EXIT.ok;
   }
+  if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
   if (args.flags.has('coverage')) return coverage(args);
   if (!args.flags.has('leave-one-family-out')) throw new UsageError('Expected --leave-one-family-out or --coverage but received neither');
-  if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
   const families = listFlag(args, 'families', REGIME_FAMILIES, REGIME_FAMILIES);
   const hidden = hiddenFlag(args);
   const seeds = seedsFlag(args);
@@ -135,7 +135,6 @@ const COVERAGE_FLAGS = new Set(['coverage', 'real-data', 'real-labels', 'real-co
 async function coverage(args: ParsedArgs): Promise<number> {
   const other = [...args.flags.keys()].find((f) => !COVERAGE_FLAGS.has(f));
   if (other !== undefined) throw new UsageError(`Expected only ${[...COVERAGE_FLAGS].map((f) => `--${f}`).join(', ')} with --coverage but received --${other}`);
-  if (args.positionals.length > 0) throw new UsageError(`Expected no positional arguments but received ${JSON.stringify(args.positionals[0])}`);
   const real = realDataFlags(args);
   if (real === undefined) throw new UsageError('Expected --real-data DIR with --coverage but received none');
   const hidden = hiddenFlag(args);

@@ -6,7 +6,7 @@
  * of leveraged and index funds was found too narrow (docs/features.md, "Simulator v8").
  */
 import { DOMAINS, domainIndex } from '../domains.js';
-import { computeFeatures, FEATURE_TABLE } from '../data/features/compute.js';
+import { computeFeatures, FEATURE_TABLE, MIN_HISTORY_BARS } from '../data/features/compute.js';
 import { LONG } from '../data/features/table.js';
 import { trainingInstruments } from '../data/sim/simulator.js';
 import { REGIME_FAMILIES } from '../data/sim/regimes.js';
@@ -22,8 +22,6 @@ export interface CoverageOptions {
   tickersPerSubtype?: number;
   /** Quantiles of a class's simulated means that bound its range. @defaultValue [0.02, 0.98] */
   quantiles?: readonly [number, number];
-  /** Normalised units a real mean must lie beyond the range to count as outside. @defaultValue 0.25 */
-  margin?: number;
 }
 
 /** Per class (DOMAINS order), per feature: the [low, high] of its simulated instruments' means. */
@@ -47,7 +45,7 @@ export interface CoverageRow {
  * Mean of each feature over the tokens of `series` whose windows are whole (bar LONG on; all tokens when the series is
  * shorter): what a routed year of the instrument reads, without its first months.
  */
-export function meanFeatures(series: Pick<FeatureSeries, 'x' | 'hidden' | 'vol'>, minBars = 60): Float64Array {
+export function meanFeatures(series: Pick<FeatureSeries, 'x' | 'hidden' | 'vol'>, minBars = MIN_HISTORY_BARS): Float64Array {
   const h = series.hidden;
   const n = series.vol.length;
   const whole = Math.max(0, LONG - (minBars - 1));
@@ -58,10 +56,9 @@ export function meanFeatures(series: Pick<FeatureSeries, 'x' | 'hidden' | 'vol'>
   return m;
 }
 
-/** The q-quantile of `values` (nearest rank, sorted copy). */
-function quantile(values: readonly number[], q: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.floor(q * s.length)))] ?? Number.NaN;
+/** The q-quantile of ascending `sorted` (nearest rank). */
+function quantile(sorted: readonly number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.floor(q * sorted.length)))] ?? Number.NaN;
 }
 
 /**
@@ -84,7 +81,7 @@ export function simulatedClassRanges(opts: CoverageOptions): ClassRanges {
     }
   }
   return means.map((rows) => Array.from({ length: hidden }, (_, k): [number, number] => {
-    const col = rows.map((m) => m[k]!);
+    const col = rows.map((m) => m[k]!).sort((a, b) => a - b);
     return [quantile(col, qLo), quantile(col, qHi)];
   }));
 }
