@@ -1,5 +1,5 @@
 /**
- * `npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B] [--days N] [--max-bars N | --last-bars N | --window-bars N [--window-step S]] [--by-year] [--context-dir DIR] [--context-series none|NAME,…] [--router learned|rules] [--json]`
+ * `npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B] [--days N] [--max-bars N | --last-bars N | --window-bars N [--window-step S]] [--by-year] [--context-dir DIR] [--context-series none|NAME,…] [--stand-in-context on|off] [--router learned|rules] [--json]`
  * Routes every labelled `<TICKER>.csv` of DIR with the model and prints accuracy per ticker and per day.
  * `--max-bars N` routes each ticker from its first N bars only (a new listing), `--last-bars N` from its last N,
  * `--window-bars N` from every stretch of N bars (one token each, a stretch every S bars, 20 by default: the
@@ -21,7 +21,7 @@ import { UsageError, intFlag, parseArgs, stringFlag } from './args.js';
 import { CommandError, EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE =
-  'usage: npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B,...] [--days N] [--max-bars N | --last-bars N | --window-bars N [--window-step S]] [--by-year] [--context-dir DIR] [--context-series none|NAME,...] [--router learned|rules] [--json]';
+  'usage: npm run evaluate -- --data DIR [--labels FILE] [--model PATH] [--tickers A,B,...] [--days N] [--max-bars N | --last-bars N | --window-bars N [--window-step S]] [--by-year] [--context-dir DIR] [--context-series none|NAME,...] [--stand-in-context on|off] [--router learned|rules] [--json]';
 
 /** Most bars a slice may name: the longest history one fetch holds. */
 const MAX_SLICE_BARS = MAX_RANGE_DAYS + WARMUP_DAYS;
@@ -40,6 +40,7 @@ function parseOptions(argv: readonly string[]): { opts: EvaluateOptions; json: b
     'by-year': { type: 'boolean' },
     'context-dir': { type: 'string' },
     'context-series': { type: 'string' },
+    'stand-in-context': { type: 'string' },
     router: { type: 'string' },
     json: { type: 'boolean' },
     help: { type: 'boolean' },
@@ -76,6 +77,11 @@ function parseOptions(argv: readonly string[]): { opts: EvaluateOptions; json: b
   }
   const series = stringFlag(args, 'context-series');
   if (series !== undefined) opts.keepContext = parseContextSeries(series);
+  const standIn = stringFlag(args, 'stand-in-context');
+  if (standIn !== undefined) {
+    if (standIn !== 'on' && standIn !== 'off') throw new UsageError(`Expected on or off for --stand-in-context but received ${JSON.stringify(standIn)}`);
+    opts.standInContext = standIn === 'on';
+  }
   const router = stringFlag(args, 'router');
   if (router !== undefined) {
     if (router !== 'learned' && router !== 'rules') {

@@ -14,6 +14,7 @@ import { createSource, SourceError } from '../data/sources/create.js';
 import { LabelsFileError, parseLabelsCsv } from '../data/sources/csv.js';
 import type { Bar, FeatureSeries } from '../data/types.js';
 import { CONTEXT_SET, type ContextName, type MarketContext } from '../data/features/context.js';
+import { standInContext } from '../data/features/stand-in.js';
 import type { Hidden } from '../router/layout.js';
 import { loadModel, defaultModelPath } from '../router/model.js';
 import { concatSeries } from '../router/batch.js';
@@ -443,6 +444,13 @@ export interface EvaluateOptions {
   keepContext?: readonly ContextName[];
   /** `learned` (the model file) or `rules` (the volatility baseline, rules.ts). @defaultValue `learned` */
   router?: 'learned' | 'rules';
+  /**
+   * Stand in for the equity, rates and commodity series where they do not reach (over less than 98 % of the folder's
+   * days) with the median return of the folder's instruments routed to that domain, and route again with them
+   * (`standInContext`, docs/features.md "Stand-in context"). Members left out by `keepContext` get none.
+   * @defaultValue true
+   */
+  standInContext?: boolean;
   warn?: (message: string) => void;
 }
 
@@ -459,8 +467,11 @@ export interface EvaluationReport extends EvaluationMetrics {
   /** Tickers that had a label but whose data could not be used, with the reason. */
   failed: { ticker: string; reason: string }[];
   predictions: TickerPrediction[];
-  /** Where each context series came from, and which were missing. */
-  context: { from: Record<string, string>; missing: { ticker: string; reason: string }[] };
+  /**
+   * Where each context series came from, and which were missing; `standIn` names the series that the folder's own
+   * instruments stood in for, where and from how many (absent when none).
+   */
+  context: { from: Record<string, string>; missing: { ticker: string; reason: string }[]; standIn?: Record<string, string> };
   router: 'learned' | 'rules';
   /** With the learned router: the rules baseline on the same days, for comparison. */
   baseline?: EvaluationMetrics;
@@ -598,27 +609,47 @@ export async function loadLabelledBars(opts: LabelledBarsOptions): Promise<Label
  */
 export async function loadLabelledDirectory(opts: LabelledBarsOptions, hidden: Hidden): Promise<LabelledDirectory> {
   const minBars = opts.minBars ?? minHistoryBars();
-  const { loaded, context, skipped, failed, contextFrom, dataDir } = await loadLabelledBars(opts);
+  const bars = await loadLabelledBars(opts);
+  const { items, failed } = labelledFeatures(bars, hidden, { ...opts, minBars }, () => bars.context);
+  if (items.length === 0) {
+    throw new EvaluationError(
+      'NO_DATA',
+      `Expected at least one labelled ticker with data in ${bars.dataDir} but received none (${bars.skipped.length} unlabelled, ${failed.length} failed)`,
+    );
+  }
+  return { items, skipped: bars.skipped, failed, context: bars.contextFrom };
+}
+
+/**
+ * The features of a folder's loaded bars, each ticker with the context `contextFor` gives it; a ticker whose
+ * features cannot be made joins the folder's failures (a copy of `bars.failed`).
+ */
+function labelledFeatures(
+  bars: LabelledBars,
+  hidden: Hidden,
+  opts: Pick<LabelledBarsOptions, 'days' | 'windowBars' | 'windowStep'> & { minBars: number },
+  contextFor: (ticker: string) => MarketContext,
+): { items: { series: FeatureSeries; label: number }[]; failed: { ticker: string; reason: string }[] } {
+  const { minBars } = opts;
+  const failed = [...bars.failed];
   const items: { series: FeatureSeries; label: number }[] = [];
-  for (const { ticker, label, bars } of loaded) {
+  for (const { ticker, label, bars: tickerBars } of bars.loaded) {
     try {
+      const context = contextFor(ticker);
       const series =
         opts.windowBars !== undefined
-          ? windowedFeatures(ticker, bars, hidden, context, opts.windowBars, opts.windowStep ?? WINDOW_STEP)
-          : computeFeatures(ticker, bars, hidden, context, { minBars, ...(opts.days !== undefined ? { days: opts.days } : {}) });
+          ? windowedFeatures(ticker, tickerBars, hidden, context, opts.windowBars, opts.windowStep ?? WINDOW_STEP)
+          : computeFeatures(ticker, tickerBars, hidden, context, { minBars, ...(opts.days !== undefined ? { days: opts.days } : {}) });
       if (series.vol.length === 0) {
         const need = opts.windowBars !== undefined ? `a stretch of ${opts.windowBars}` : `the minimum history of ${minBars}`;
-        throw new Error(`no routed day: ${bars.length} bars, fewer than ${need}`);
+        throw new Error(`no routed day: ${tickerBars.length} bars, fewer than ${need}`);
       }
       items.push({ series, label });
     } catch (e) {
       failed.push({ ticker, reason: failureReason(e) });
     }
   }
-  if (items.length === 0) {
-    throw new EvaluationError('NO_DATA', `Expected at least one labelled ticker with data in ${dataDir} but received none (${skipped.length} unlabelled, ${failed.length} failed)`);
-  }
-  return { items, skipped, failed, context: contextFrom };
+  return { items, failed };
 }
 
 /** Bars between two stretches of `windowBars` (a month of trading days). */
@@ -659,10 +690,29 @@ export async function evaluateDirectory(opts: EvaluateOptions): Promise<Evaluati
   // The rules read only the volatility scalar, which does not depend on the embedding size.
   const model = router === 'learned' ? await loadModel(modelPath) : { hidden: 16 as const, temperature: 1 };
   const minBars = opts.minBars ?? minHistoryBars();
-  const { items, skipped, failed, context } = await loadLabelledDirectory({ ...opts, minBars }, model.hidden);
+  const bars = await loadLabelledBars({ ...opts, minBars });
+  let { items, failed } = labelledFeatures(bars, model.hidden, { ...opts, minBars }, () => bars.context);
+  if (items.length === 0) {
+    throw new EvaluationError('NO_DATA', `Expected at least one labelled ticker with data in ${bars.dataDir} but received none (${bars.skipped.length} unlabelled, ${failed.length} failed)`);
+  }
+  const { skipped } = bars;
+  const context: EvaluationReport['context'] = { ...bars.contextFrom };
   const forwarder = 'params' in model ? createForwarder(model, opts.warn ? { warn: opts.warn } : {}) : createRulesForwarder();
   try {
-    const predictions = await routeLabelled(forwarder, model.hidden, items);
+    let predictions = await routeLabelled(forwarder, model.hidden, items);
+    // Where the broad reference series do not reach, the folder's own instruments stand in for them, grouped by this
+    // first routing; the tickers are then routed again with that context (stand-in.ts).
+    const keep = opts.keepContext === undefined ? undefined : new Set<string>(opts.keepContext);
+    const standIn =
+      router === 'learned' && opts.standInContext !== false
+        ? standInContext(bars.loaded, bars.context, new Map(predictions.map((p) => [p.ticker, majorityDomain(p.assign, p.probs)])), (name) => keep === undefined || keep.has(name))
+        : undefined;
+    if (standIn !== undefined) {
+      ({ items, failed } = labelledFeatures(bars, model.hidden, { ...opts, minBars }, (t) => standIn.contextFor(t)));
+      predictions = await routeLabelled(forwarder, model.hidden, items);
+      context.standIn = standIn.notes;
+      for (const [ticker, note] of Object.entries(standIn.notes)) opts.warn?.(`context series ${ticker}: ${note}`);
+    }
     const baseline = router === 'learned' ? summarisePredictions(await routeLabelled(createRulesForwarder(), model.hidden, items)) : undefined;
     return {
       ...summarisePredictions(predictions),
@@ -741,6 +791,7 @@ export function formatEvaluation(r: EvaluationReport): string {
   );
   const ctxFrom = Object.entries(r.context.from).map(([t, from]) => `${t} (${from})`);
   lines.push(`context: ${ctxFrom.length > 0 ? ctxFrom.join(', ') : 'none'}${r.context.missing.length > 0 ? `; missing ${r.context.missing.map((m) => m.ticker).join(' ')}` : ''}`);
+  for (const [t, note] of Object.entries(r.context.standIn ?? {})) lines.push(`context ${t}: ${note}`);
   if (r.baseline) {
     const b = r.baseline;
     lines.push(
