@@ -12,13 +12,20 @@ import { CONTEXT_SET, type ContextName, type ContextSeries, type MarketContext }
  * bar is read: only the bars of the same days and a first routing of them (docs/features.md, "Stand-in context").
  */
 
-/** The context members a median of routed instruments can stand in for, with the domain whose instruments make it. */
-export const STAND_IN_SLOTS: readonly { name: ContextName; domain: Domain; minVolatility: number; what: string }[] = [
-  { name: 'equity', domain: 'Equities', minVolatility: 0, what: 'routed Equities' },
+/**
+ * The context members a median of routed instruments can stand in for, with the domain whose instruments make it,
+ * the least annualised volatility of a member, and whether the median is scaled to move as much as its typical member.
+ */
+export const STAND_IN_SLOTS: readonly { name: ContextName; domain: Domain; minVolatility: number; scaled: boolean; what: string }[] = [
+  // Stocks share one strong common factor, the market: their median is the market's move, as SPY is.
+  { name: 'equity', domain: 'Equities', minVolatility: 0, scaled: false, what: 'routed Equities' },
   // Cash-like and short bond funds barely move: their near-zero returns would pull the median away from a Treasury
   // fund of 7–10 years (5–7 % a year).
-  { name: 'rates', domain: 'Fixed Income', minVolatility: 0.03, what: 'routed Fixed Income, at least 3 % a year' },
-  { name: 'commodity', domain: 'Commodities', minVolatility: 0, what: 'routed Commodities' },
+  { name: 'rates', domain: 'Fixed Income', minVolatility: 0.03, scaled: false, what: 'routed Fixed Income, at least 3 % a year' },
+  // Commodities share a weak common factor: the median of metals, grains and energy moves far less than any of them,
+  // while DBC, mostly energy, moves about as much as a commodity fund does (19.0 % a year over the development folder;
+  // the median volatility of the instruments a first routing without context sends to Commodities there: 19–25 %).
+  { name: 'commodity', domain: 'Commodities', minVolatility: 0, scaled: true, what: 'routed Commodities, scaled to their median volatility' },
 ];
 
 /** Fewest instruments with a return on a day for the stand-in to have that day (the instrument itself left out). */
@@ -55,6 +62,8 @@ export class MedianSeries {
   private readonly sorted: Float64Array[];
   /** Per member, its rank in each date's sorted returns (−1: no return that day). */
   private readonly rank = new Map<string, Int32Array>();
+  /** The members' annualised volatilities, ascending. */
+  private readonly vols: Float64Array;
 
   constructor(
     private readonly name: string,
@@ -64,6 +73,7 @@ export class MedianSeries {
     if (!(Number.isSafeInteger(minMembers) && minMembers >= 1)) {
       throw new RangeError(`Expected integer ≥ 1 for minMembers of stand-in ${name} but received ${String(minMembers)}`);
     }
+    this.vols = Float64Array.from(members, (m) => annualisedVolatility(m.bars)).sort();
     const byDate = new Map<number, { ticker: string; r: number }[]>();
     for (const { ticker, bars } of members) {
       for (let i = 1; i < bars.length; i++) {
@@ -85,6 +95,13 @@ export class MedianSeries {
         this.rank.get(e.ticker)![i] = k;
       });
     });
+  }
+
+  /** The median of the members' annualised volatilities (0 with none). */
+  memberVolatility(): number {
+    const v = this.vols;
+    const n = v.length;
+    return n === 0 ? 0 : n % 2 === 1 ? v[(n - 1) / 2]! : 0.5 * (v[n / 2 - 1]! + v[n / 2]!);
   }
 
   /** Whether `ticker` is one of the group. */
@@ -117,6 +134,22 @@ export class MedianSeries {
     }
     return out;
   }
+}
+
+/** The factor that gives `series` an annualised volatility of `target` (1 when either is 0). */
+export function scaleToVolatility(series: ContextSeries, target: number): number {
+  let sum = 0;
+  const n = series.logClose.length - 1;
+  for (let i = 1; i <= n; i++) sum += (series.logClose[i]! - series.logClose[i - 1]!) ** 2;
+  const vol = n > 0 ? Math.sqrt((252 * sum) / n) : 0;
+  return vol > 0 && target > 0 ? target / vol : 1;
+}
+
+/** The series with every log move multiplied by `k` (itself for k = 1). */
+export function scaleSeries(series: ContextSeries, k: number): ContextSeries {
+  if (k === 1) return series;
+  const l0 = series.logClose[0] ?? 0;
+  return { ticker: series.ticker, dates: series.dates, logClose: series.logClose.map((l) => l0 + k * (l - l0)) };
 }
 
 /**
@@ -194,7 +227,7 @@ export function standInContext(
   allowed: (name: ContextName) => boolean = () => true,
 ): StandInContext | undefined {
   const days = Int32Array.from(new Set(loaded.flatMap((l) => l.bars.map((b) => isoToDays(b.date))))).sort();
-  const fills: { index: number; real: ContextSeries | null; median: MedianSeries; shared: ContextSeries }[] = [];
+  const fills: { index: number; real: ContextSeries | null; median: MedianSeries; shared: ContextSeries; k: number }[] = [];
   const notes: Record<string, string> = {};
   for (const slot of STAND_IN_SLOTS) {
     const index = CONTEXT_SET.findIndex((c) => c.name === slot.name);
@@ -204,9 +237,12 @@ export function standInContext(
     const members = loaded.filter((l) => routed.get(l.ticker) === domain && annualisedVolatility(l.bars) >= slot.minVolatility);
     const reference = CONTEXT_SET[index]!.ticker;
     const median = new MedianSeries(`${reference}~`, members);
-    const shared = median.series();
-    if (shared === null) continue;
-    fills.push({ index, real, median, shared });
+    const unscaled = median.series();
+    if (unscaled === null) continue;
+    // One factor for the series and for each ticker's own (the median without it).
+    const k = slot.scaled ? scaleToVolatility(unscaled, median.memberVolatility()) : 1;
+    const shared = scaleSeries(unscaled, k);
+    fills.push({ index, real, median, shared, k });
     const iso = (d: number): string => new Date(d * 86_400_000).toISOString().slice(0, 10);
     const where = real === null ? 'every day' : `outside ${iso(real.dates[0]!)} … ${iso(real.dates[real.dates.length - 1]!)}`;
     notes[reference] = `stand-in: median daily return of ${members.length} instruments (${slot.what}), ${where}`;
@@ -225,7 +261,7 @@ export function standInContext(
           continue;
         }
         const s = f.median.series(ticker);
-        own[f.index] = s === null ? f.real : spliceContext(f.real, s);
+        own[f.index] = s === null ? f.real : spliceContext(f.real, scaleSeries(s, f.k));
       }
       return own;
     },
