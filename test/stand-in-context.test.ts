@@ -191,4 +191,15 @@ describe.skipIf(!haveMarketData)('stand-in context on real data', () => {
     const whole = await evaluateDirectory({ dataDir: marketData, tickers: ['AAPL', 'TLT', 'GLD', 'DBA', 'UVXY', 'SPY'] });
     expect(whole.context.standIn).toBeUndefined();
   });
+
+  it('evaluate prints what stood in, and keeps it in --json', async () => {
+    const tsx = path.join(repoRoot, 'node_modules', '.bin', 'tsx');
+    const cli = path.join(repoRoot, 'src', 'cli', 'evaluate.ts');
+    const { stdout, stderr } = await promisify(execFile)(tsx, [cli, '--data', dir, '--json'], { cwd: repoRoot });
+    expect(stdout).toMatch(/^context SPY: stand-in: median daily return of \d+ instruments \(routed Equities\), every day$/m);
+    expect(stdout).toMatch(/^context DBC: stand-in: median daily return of \d+ instruments \(routed Commodities, scaled to their median volatility\), every day$/m);
+    expect(stderr).toContain('warning: context series IEF: stand-in: median daily return of');
+    const json = JSON.parse(stdout.trim().split('\n').at(-1)!) as { context: { standIn: Record<string, string> } };
+    expect(Object.keys(json.context.standIn)).toEqual(['SPY', 'IEF', 'DBC']);
+  });
 });
