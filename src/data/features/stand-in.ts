@@ -14,18 +14,20 @@ import { CONTEXT_SET, type ContextName, type ContextSeries, type MarketContext }
 
 /**
  * The context members a median of routed instruments can stand in for, with the domain whose instruments make it,
- * the least annualised volatility of a member, and whether the median is scaled to move as much as its typical member.
+ * the least annualised volatility of a member, and how the median's log moves are scaled: by a fixed factor, or
+ * (`'members'`) so that it moves as much as its typical member.
  */
-export const STAND_IN_SLOTS: readonly { name: ContextName; domain: Domain; minVolatility: number; scaled: boolean; what: string }[] = [
+export const STAND_IN_SLOTS: readonly { name: ContextName; domain: Domain; minVolatility: number; scale: number | 'members'; what: string }[] = [
   // Stocks share one strong common factor, the market: their median is the market's move, as SPY is.
-  { name: 'equity', domain: 'Equities', minVolatility: 0, scaled: false, what: 'routed Equities' },
+  { name: 'equity', domain: 'Equities', minVolatility: 0, scale: 1, what: 'routed Equities' },
   // Cash-like and short bond funds barely move: their near-zero returns would pull the median away from a Treasury
-  // fund of 7–10 years (5–7 % a year).
-  { name: 'rates', domain: 'Fixed Income', minVolatility: 0.03, scaled: false, what: 'routed Fixed Income, at least 3 % a year' },
+  // fund of 7–10 years (5–7 % a year). The median of the rest is an aggregate bond fund, shorter than IEF: scaled as
+  // IEF's aggregate stand-ins are (1.3×AGG, 1.3×BND: β 0.76 to IEF on the development data).
+  { name: 'rates', domain: 'Fixed Income', minVolatility: 0.03, scale: 1.3, what: 'routed Fixed Income, at least 3 % a year, moves × 1.3' },
   // Commodities share a weak common factor: the median of metals, grains and energy moves far less than any of them,
   // while DBC, mostly energy, moves about as much as a commodity fund does (19.0 % a year over the development folder;
   // the median volatility of the instruments a first routing without context sends to Commodities there: 19–25 %).
-  { name: 'commodity', domain: 'Commodities', minVolatility: 0, scaled: true, what: 'routed Commodities, scaled to their median volatility' },
+  { name: 'commodity', domain: 'Commodities', minVolatility: 0, scale: 'members', what: 'routed Commodities, scaled to their median volatility' },
 ];
 
 /** Fewest instruments with a return on a day for the stand-in to have that day (the instrument itself left out). */
@@ -240,7 +242,7 @@ export function standInContext(
     const unscaled = median.series();
     if (unscaled === null) continue;
     // One factor for the series and for each ticker's own (the median without it).
-    const k = slot.scaled ? scaleToVolatility(unscaled, median.memberVolatility()) : 1;
+    const k = slot.scale === 'members' ? scaleToVolatility(unscaled, median.memberVolatility()) : slot.scale;
     const shared = scaleSeries(unscaled, k);
     fills.push({ index, real, median, shared, k });
     const iso = (d: number): string => new Date(d * 86_400_000).toISOString().slice(0, 10);
