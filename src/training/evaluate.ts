@@ -611,18 +611,12 @@ export async function loadLabelledDirectory(opts: LabelledBarsOptions, hidden: H
   const minBars = opts.minBars ?? minHistoryBars();
   const bars = await loadLabelledBars(opts);
   const { items, failed } = labelledFeatures(bars, hidden, { ...opts, minBars }, () => bars.context);
-  if (items.length === 0) {
-    throw new EvaluationError(
-      'NO_DATA',
-      `Expected at least one labelled ticker with data in ${bars.dataDir} but received none (${bars.skipped.length} unlabelled, ${failed.length} failed)`,
-    );
-  }
   return { items, skipped: bars.skipped, failed, context: bars.contextFrom };
 }
 
 /**
  * The features of a folder's loaded bars, each ticker with the context `contextFor` gives it; a ticker whose
- * features cannot be made joins the folder's failures (a copy of `bars.failed`).
+ * features cannot be made joins the folder's failures (a copy of `bars.failed`). NO_DATA when no ticker has any.
  */
 function labelledFeatures(
   bars: LabelledBars,
@@ -648,6 +642,12 @@ function labelledFeatures(
     } catch (e) {
       failed.push({ ticker, reason: failureReason(e) });
     }
+  }
+  if (items.length === 0) {
+    throw new EvaluationError(
+      'NO_DATA',
+      `Expected at least one labelled ticker with data in ${bars.dataDir} but received none (${bars.skipped.length} unlabelled, ${failed.length} failed)`,
+    );
   }
   return { items, failed };
 }
@@ -692,9 +692,6 @@ export async function evaluateDirectory(opts: EvaluateOptions): Promise<Evaluati
   const minBars = opts.minBars ?? minHistoryBars();
   const bars = await loadLabelledBars({ ...opts, minBars });
   let { items, failed } = labelledFeatures(bars, model.hidden, { ...opts, minBars }, () => bars.context);
-  if (items.length === 0) {
-    throw new EvaluationError('NO_DATA', `Expected at least one labelled ticker with data in ${bars.dataDir} but received none (${bars.skipped.length} unlabelled, ${failed.length} failed)`);
-  }
   const { skipped } = bars;
   const context: EvaluationReport['context'] = { ...bars.contextFrom };
   const forwarder = 'params' in model ? createForwarder(model, opts.warn ? { warn: opts.warn } : {}) : createRulesForwarder();

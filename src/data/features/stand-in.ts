@@ -1,5 +1,5 @@
 import { DOMAINS, type Domain } from '../../domains.js';
-import { isoToDays } from '../dates.js';
+import { daysToIso, isoToDays } from '../dates.js';
 import type { Bar } from '../types.js';
 import { CONTEXT_SET, type ContextName, type ContextSeries, type MarketContext } from './context.js';
 
@@ -64,8 +64,6 @@ export class MedianSeries {
   private readonly sorted: Float64Array[];
   /** Per member, its rank in each date's sorted returns (−1: no return that day). */
   private readonly rank = new Map<string, Int32Array>();
-  /** The members' annualised volatilities, ascending. */
-  private readonly vols: Float64Array;
 
   constructor(
     private readonly name: string,
@@ -75,7 +73,6 @@ export class MedianSeries {
     if (!(Number.isSafeInteger(minMembers) && minMembers >= 1)) {
       throw new RangeError(`Expected integer ≥ 1 for minMembers of stand-in ${name} but received ${String(minMembers)}`);
     }
-    this.vols = Float64Array.from(members, (m) => annualisedVolatility(m.bars)).sort();
     const byDate = new Map<number, { ticker: string; r: number }[]>();
     for (const { ticker, bars } of members) {
       for (let i = 1; i < bars.length; i++) {
@@ -97,13 +94,6 @@ export class MedianSeries {
         this.rank.get(e.ticker)![i] = k;
       });
     });
-  }
-
-  /** The median of the members' annualised volatilities (0 with none). */
-  memberVolatility(): number {
-    const v = this.vols;
-    const n = v.length;
-    return n === 0 ? 0 : n % 2 === 1 ? v[(n - 1) / 2]! : 0.5 * (v[n / 2 - 1]! + v[n / 2]!);
   }
 
   /** Whether `ticker` is one of the group. */
@@ -136,6 +126,13 @@ export class MedianSeries {
     }
     return out;
   }
+}
+
+/** The median of `values` (0 with none). */
+function medianOf(values: readonly number[]): number {
+  const v = [...values].sort((a, b) => a - b);
+  const n = v.length;
+  return n === 0 ? 0 : n % 2 === 1 ? v[(n - 1) / 2]! : 0.5 * (v[n / 2 - 1]! + v[n / 2]!);
 }
 
 /** The factor that gives `series` an annualised volatility of `target` (1 when either is 0). */
@@ -229,6 +226,8 @@ export function standInContext(
   allowed: (name: ContextName) => boolean = () => true,
 ): StandInContext | undefined {
   const days = Int32Array.from(new Set(loaded.flatMap((l) => l.bars.map((b) => isoToDays(b.date))))).sort();
+  // Each instrument's volatility once: every slot's member filter reads it, the commodity scale its members' median.
+  const volatility = new Map(loaded.map((l) => [l.ticker, annualisedVolatility(l.bars)]));
   const fills: { index: number; real: ContextSeries | null; median: MedianSeries; shared: ContextSeries; k: number }[] = [];
   const notes: Record<string, string> = {};
   for (const slot of STAND_IN_SLOTS) {
@@ -236,17 +235,16 @@ export function standInContext(
     const real = context[index] ?? null;
     if (!allowed(slot.name) || spanShare(real, days) >= STAND_IN_SPAN_SHARE) continue;
     const domain = DOMAINS.indexOf(slot.domain);
-    const members = loaded.filter((l) => routed.get(l.ticker) === domain && annualisedVolatility(l.bars) >= slot.minVolatility);
+    const members = loaded.filter((l) => routed.get(l.ticker) === domain && volatility.get(l.ticker)! >= slot.minVolatility);
     const reference = CONTEXT_SET[index]!.ticker;
     const median = new MedianSeries(`${reference}~`, members);
     const unscaled = median.series();
     if (unscaled === null) continue;
     // One factor for the series and for each ticker's own (the median without it).
-    const k = slot.scale === 'members' ? scaleToVolatility(unscaled, median.memberVolatility()) : slot.scale;
+    const k = slot.scale === 'members' ? scaleToVolatility(unscaled, medianOf(members.map((m) => volatility.get(m.ticker)!))) : slot.scale;
     const shared = scaleSeries(unscaled, k);
     fills.push({ index, real, median, shared, k });
-    const iso = (d: number): string => new Date(d * 86_400_000).toISOString().slice(0, 10);
-    const where = real === null ? 'every day' : `outside ${iso(real.dates[0]!)} … ${iso(real.dates[real.dates.length - 1]!)}`;
+    const where = real === null ? 'every day' : `outside ${daysToIso(real.dates[0]!)} … ${daysToIso(real.dates[real.dates.length - 1]!)}`;
     notes[reference] = `stand-in: median daily return of ${members.length} instruments (${slot.what}), ${where}`;
   }
   if (fills.length === 0) return undefined;
