@@ -31,7 +31,7 @@ export const STAND_IN_SLOTS: readonly { name: ContextName; domain: Domain; minVo
 ];
 
 /** Fewest instruments with a return on a day for the stand-in to have that day (the instrument itself left out). */
-export const STAND_IN_MIN_MEMBERS = 5;
+export const STAND_IN_MIN_MEMBERS = 3;
 
 /**
  * Share of the folder's days that a reference series must span (from its first to its last date) to be kept alone;
