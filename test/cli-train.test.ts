@@ -97,7 +97,7 @@ describe('train --seeds', () => {
 
   it('trains one member per seed and writes them as one ensemble with its rebuild command', async () => {
     const file = path.join(tmp, 'ensemble.safetensors');
-    const r = await train(['--seeds', '3,5', '--context-inception-share', '0.25', '--out', file]);
+    const r = await train(['--seeds', '3,5', '--context-inception-share', '0.25', '--stand-in-share', '0.5', '--out', file]);
     expect(r.err).toEqual([]);
     expect(r.code).toBe(0);
     expect(r.out.some((l) => /^member 2 \(seed 5\) alone on the first member's held-out simulator histories: per day [\d.]+%, per ticker [\d.]+%$/.test(l))).toBe(true);
@@ -110,6 +110,9 @@ describe('train --seeds', () => {
     // The rebuild command and the recipe keep the degraded contexts' listing-order share.
     expect(m.metadata.command).toContain(' --context-inception-share 0.25 ');
     expect(JSON.parse(m.metadata.training_config!).data.contextInceptionShare).toBe(0.25);
+    // And the share of them made of stand-ins.
+    expect(m.metadata.command).toContain(' --stand-in-share 0.5 ');
+    expect(JSON.parse(m.metadata.training_config!).data.standInShare).toBe(0.5);
   });
 });
 
@@ -129,6 +132,7 @@ describe('train speed flags', () => {
       [['--vol-scale-share', '2'], 'Expected number in [0, 1] for --vol-scale-share but received "2"'],
       [['--vol-scale-where', 'some'], 'Expected all or whole-context for --vol-scale-where but received "some"'],
       [['--context-inception-share', '-1'], 'Expected number in [0, 1] for --context-inception-share but received "-1"'],
+      [['--stand-in-share', '1.5'], 'Expected number in [0, 1] for --stand-in-share but received "1.5"'],
       [['--fused-step', '1'], 'Expected on or off for --fused-step but received "1"'],
       [['--steps-per-call', '0'], '--steps-per-call'],
       [['--device-set', 'yes'], 'Expected on or off for --device-set but received "yes"'],

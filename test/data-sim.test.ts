@@ -274,6 +274,47 @@ describe('simulateBars', () => {
     expect(() => trainingSet({ ...opts, contextInceptionShare: 2 })).toThrow('Expected a share in [0, 1] for contextInceptionShare but received 2');
   });
 
+  it('stands in for the broad reference series of a share of degraded contexts with medians of the history\'s other instruments', () => {
+    const opts = { seed: 9, tickersPerSubtype: 2, days: 300, contextDropout: 1, marketPaths: 1, gappyShare: 0, closeOnlyShare: 0 };
+    const plain = trainingSet(opts);
+    expect(trainingSet({ ...opts, standInShare: 0 })).toEqual(plain);
+    const standIn = trainingSet({ ...opts, standInShare: 1 });
+    // The instruments are the same; only their contexts differ.
+    expect(standIn.map((s) => s.bars)).toEqual(plain.map((s) => s.bars));
+    const spy = simulateContext(9, 300, DEFAULT_SIM_END, 'recent')[0]!;
+    const moves = (c: { dates: Int32Array; logClose: Float64Array }) => new Map(Array.from(c.dates.subarray(1), (d, i) => [d, c.logClose[i + 1]! - c.logClose[i]!]));
+    const spyMoves = moves(spy);
+    const correlation = (c: { dates: Int32Array; logClose: Float64Array }): number => {
+      const pairs = [...moves(c)].filter(([d]) => spyMoves.has(d)).map(([d, r]) => [r, spyMoves.get(d)!] as const);
+      const mean = (k: 0 | 1) => pairs.reduce((a, p) => a + p[k], 0) / pairs.length;
+      const [ma, mb] = [mean(0), mean(1)];
+      let ab = 0, aa = 0, bb = 0;
+      for (const [a, b] of pairs) (ab += (a - ma) * (b - mb)), (aa += (a - ma) ** 2), (bb += (b - mb) ** 2);
+      return ab / Math.sqrt(aa * bb);
+    };
+    let whole = 0;
+    const correlations: number[] = [];
+    for (const s of standIn) {
+      const [equity, , gold, , dollar] = s.context;
+      // The equity stand-in always has its members (the extra stocks and the history's own equities) and moves with the
+      // market: the median of as few as three stocks (now and then with a stray fund) is noisier than a folder's.
+      expect(equity).not.toBeNull();
+      correlations.push(correlation(equity!));
+      if (equity!.ticker === 'SPY~') {
+        // Stand-ins on every day: no single-asset series beside them.
+        whole++;
+        expect(gold).toBeNull();
+        expect(dollar).toBeNull();
+        expect(equity!.dates).toHaveLength(300);
+      }
+    }
+    expect(Math.min(...correlations)).toBeGreaterThan(0.3);
+    expect(correlations.reduce((a, c) => a + c, 0) / correlations.length).toBeGreaterThan(0.7);
+    expect(whole).toBeGreaterThan(standIn.length / 4);
+    expect(whole).toBeLessThan((3 * standIn.length) / 4);
+    expect(() => trainingSet({ ...opts, standInShare: 2 })).toThrow('Expected a share in [0, 1] for standInShare but received 2');
+  });
+
   it('labels the training set and drops days from a share of it', () => {
     const set = trainingSet({ seed: 2, tickersPerSubtype: 2, days: 200, gappyShare: 0.5 });
     expect(set).toHaveLength(2 * Object.values(SUBTYPES).flat().length);

@@ -79,18 +79,23 @@ export const TRAINING_SET_FLAGS: Record<string, FlagSpec> = {
   'vol-scale-range': { type: 'string' },
   'vol-scale-where': { type: 'string' },
   'context-inception-share': { type: 'string' },
+  'stand-in-share': { type: 'string' },
 };
 
 /**
  * The training set's volatility scaling (`--vol-scale-share P`, `--vol-scale-range LO,HI`, `--vol-scale-where
  * all|whole-context`) into `data`: the share of training market histories made calmer or wilder as a whole, the range
  * of that factor, and whether only the instruments with their whole context are scaled (trainingSet); and
- * `--context-inception-share P`, the share of degraded contexts drawn in the reference funds' listing order.
+ * `--context-inception-share P`, the share of degraded contexts drawn in the reference funds' listing order; and
+ * `--stand-in-share P`, the share of degraded contexts replaced by stand-ins of the history's own instruments.
  */
 export function trainingSetFlags(
   args: ParsedArgs,
-  data: { volScaleShare?: number; volScaleRange?: [number, number]; volScaleWholeContextOnly?: boolean; contextInceptionShare?: number },
+  data: { volScaleShare?: number; volScaleRange?: [number, number]; volScaleWholeContextOnly?: boolean; contextInceptionShare?: number; standInShare?: number },
 ): void {
+  const standIn = numberFlag(stringFlag(args, 'stand-in-share'), 'stand-in-share', data.standInShare ?? 0, 0, 1);
+  if (standIn > 0) data.standInShare = standIn;
+  else delete data.standInShare;
   const inception = numberFlag(stringFlag(args, 'context-inception-share'), 'context-inception-share', data.contextInceptionShare ?? 0, 0, 1);
   if (inception > 0) data.contextInceptionShare = inception;
   else delete data.contextInceptionShare;

@@ -18,7 +18,7 @@ import { closeTrainingWorkPools } from '../training/work-pool.js';
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run study -- --coverage --real-data DIR [--real-labels FILE] [--real-context-dir DIR] [--hidden 16|32] [--train-seeds N] [--json FILE]
-       npm run study -- --leave-one-family-out [--families A,B,...] [--hidden 16|32] [--steps N] [--train-seeds N] [--seed N | --seeds A,B,...] [--threads N] [--vol-scale-share P] [--vol-scale-range LO,HI] [--vol-scale-where all|whole-context] [--context-inception-share P] [--json FILE]
+       npm run study -- --leave-one-family-out [--families A,B,...] [--hidden 16|32] [--steps N] [--train-seeds N] [--seed N | --seeds A,B,...] [--threads N] [--vol-scale-share P] [--vol-scale-range LO,HI] [--vol-scale-where all|whole-context] [--context-inception-share P] [--stand-in-share P] [--json FILE]
                        [--real-data DIR [--real-labels FILE] [--real-context-dir DIR] [--real-repeat R] [--real-listings L] [--real-context-dropout P]]
 
 Trains one router per family with that family left out (same recipe as npm run train otherwise) and scores it on

@@ -18,7 +18,7 @@ import { REAL_DATA_FLAGS, UsageError, dirFlag, onOffFlag, fileFlag, hiddenFlag, 
 import { EXIT, runCommand, runIfMain } from './run.js';
 
 const USAGE = `usage: npm run train -- [--hidden 16|32] [--seed N | --seeds N,N,...] [--steps N] [--batch N] [--lr X]
-                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--vol-scale-share P] [--vol-scale-range LO,HI] [--vol-scale-where all|whole-context] [--context-inception-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--steps-per-call N] [--device-set on|off] [--router-threads on|off] [--fold-concurrency N] [--out FILE]
+                       [--tickers-per-subtype N] [--days N] [--train-seeds N] [--test-seeds N] [--focal G] [--context-dropout P] [--new-listing-share P] [--vol-scale-share P] [--vol-scale-range LO,HI] [--vol-scale-where all|whole-context] [--context-inception-share P] [--stand-in-share P] [--threads N] [--sim-threads N] [--feeder on|off] [--feeder-threads N] [--fused-step on|off] [--steps-per-call N] [--device-set on|off] [--router-threads on|off] [--fold-concurrency N] [--out FILE]
                        [--calibrate-data DIR [--calibrate-labels FILE] [--calibrate-context-dir DIR] [--calibrate-folds K]]
                        [--real-data DIR [--real-labels FILE] [--real-context-dir DIR] [--real-repeat R] [--real-listings L] [--real-folds K] [--real-context-dropout P]]
 
@@ -32,6 +32,8 @@ out-of-fold predictions (not with --calibrate-data). It trains folds + 1 times a
 0) gives that share of the real copies a degraded context, as the simulator's instruments get. --context-inception-share P
 (default 0) draws that share of every degraded context (simulated and real) as a source of earlier years has it: the
 reference funds in their listing order (SPY, IEF, GLD, DBC, UUP), the first k present, the later ones starting later.
+--stand-in-share P (default 0) replaces that share of the simulated degraded contexts with stand-ins made of other
+instruments of the same market history, as npm run evaluate stands in for missing reference funds.
 --threads N is the native trainer's (part of the recipe: the model file records it). --sim-threads N (default: the
 CPUs, up to 16) is the one pool of worker threads that simulates the market histories, computes the real folder's
 features and runs the calibration's fits, each router's training data first, --feeder off
@@ -336,7 +338,7 @@ function rebuildCommand(c: TrainConfig, out: string, cal?: CalibrateArgs, seeds?
   const realFlags = real
     ? ` --real-data ${relDir(real.dataDir)}${real.labelsFile ? ` --real-labels ${relDir(real.labelsFile)}` : ''}${real.contextDir ? ` --real-context-dir ${relDir(real.contextDir)}` : ''} --real-repeat ${real.repeat} --real-listings ${real.listings} --real-folds ${real.folds}${real.contextDropout !== undefined ? ` --real-context-dropout ${real.contextDropout}` : ''}`
     : '';
-  return `npm run train -- --hidden ${c.hidden} ${seeds ? `--seeds ${seeds.join(',')}` : `--seed ${c.seed}`} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --test-seeds ${c.data.testSeeds} --focal ${c.focalGamma} --context-dropout ${c.data.contextDropout} --new-listing-share ${c.data.newListingShare} --vol-scale-share ${c.data.volScaleShare ?? 0}${c.data.volScaleRange ? ` --vol-scale-range ${c.data.volScaleRange.join(',')}` : ''}${c.data.volScaleWholeContextOnly ? ' --vol-scale-where whole-context' : ''}${c.data.contextInceptionShare ? ` --context-inception-share ${c.data.contextInceptionShare}` : ''} --out ${rel}${calFlags}${realFlags}`;
+  return `npm run train -- --hidden ${c.hidden} ${seeds ? `--seeds ${seeds.join(',')}` : `--seed ${c.seed}`} --steps ${c.steps} --batch ${c.batchSize} --lr ${c.lr} --tickers-per-subtype ${c.data.tickersPerSubtype} --days ${c.data.days} --train-seeds ${c.data.trainSeeds} --test-seeds ${c.data.testSeeds} --focal ${c.focalGamma} --context-dropout ${c.data.contextDropout} --new-listing-share ${c.data.newListingShare} --vol-scale-share ${c.data.volScaleShare ?? 0}${c.data.volScaleRange ? ` --vol-scale-range ${c.data.volScaleRange.join(',')}` : ''}${c.data.volScaleWholeContextOnly ? ' --vol-scale-where whole-context' : ''}${c.data.contextInceptionShare ? ` --context-inception-share ${c.data.contextInceptionShare}` : ''}${c.data.standInShare ? ` --stand-in-share ${c.data.standInShare}` : ''} --out ${rel}${calFlags}${realFlags}`;
 }
 
 await runIfMain(import.meta.url, main);

@@ -86,6 +86,7 @@ export interface SeedTokenOptions {
   days: number;
   contextDropout?: number;
   contextInceptionShare?: number;
+  standInShare?: number;
   newListingShare?: number;
   volScaleShare?: number;
   volScaleRange?: readonly [number, number];
@@ -105,6 +106,7 @@ export function seedTokens(hidden: Hidden, seed: number, opts: SeedTokenOptions)
     days: opts.days,
     contextDropout: opts.contextDropout ?? 0,
     contextInceptionShare: opts.contextInceptionShare ?? 0,
+    ...(opts.standInShare ? { standInShare: opts.standInShare } : {}),
     newListingShare: opts.newListingShare ?? 0,
     volScaleShare: opts.volScaleShare ?? 0,
     ...(opts.volScaleRange !== undefined ? { volScaleRange: opts.volScaleRange } : {}),

@@ -117,6 +117,8 @@ export interface TrainConfig {
      * earlier years have them (degradeContext). Absent: 0.
      */
     contextInceptionShare?: number;
+    /** Share of the simulated degraded contexts replaced by stand-ins of the history's own instruments (trainingSet). Absent: 0. */
+    standInShare?: number;
     /** Share of training instruments that are new listings with only their last 60–400 bars (trainingSet). */
     newListingShare: number;
     /**
@@ -618,6 +620,7 @@ function simulationRequests(config: TrainConfig): {
       days: d.days,
       contextDropout: d.contextDropout,
       ...(d.contextInceptionShare ? { contextInceptionShare: d.contextInceptionShare } : {}),
+      ...(d.standInShare ? { standInShare: d.standInShare } : {}),
       newListingShare: d.newListingShare,
       volScaleShare: d.volScaleShare ?? 0,
       ...(d.volScaleRange !== undefined ? { volScaleRange: d.volScaleRange } : {}),

@@ -7,6 +7,7 @@ import { buildFactors, type Factors } from './factors.js';
 import { regimeOf, type RegimeFamily } from './regimes.js';
 import { LEVERAGE_UNDERLYINGS, LEVERAGED_SUBTYPES, contextModel, instrumentModel, type PricePath } from './models.js';
 import { CONTEXT_SET, NO_CONTEXT, contextSeries, scaleHistory, type ContextSeries, type MarketContext } from '../features/context.js';
+import { STAND_IN_MIN_MEMBERS, STAND_IN_SLOTS, medianOf, scaleSeries, scaleToVolatility, spliceContext } from '../features/stand-in.js';
 
 /** Last simulated day when the caller names none: fixed so that a seed reproduces a run on any day. */
 export const DEFAULT_SIM_END = '2025-06-30';
@@ -103,8 +104,20 @@ function simulateOnMarket(
   underlying?: LeverageUnderlying,
 ): Bar[] {
   const dates = businessDaysEnding(endDays, days);
-  const factors = factorsFor(marketSeed, dates, family);
-  return toBars(instrumentModel(subtype, Rng.derive(seed, `instrument:${ticker}`), factors, underlying), dates);
+  return toBars(pathOnMarket(ticker, subtype, dates, seed, marketSeed, family, underlying), dates);
+}
+
+/** simulateOnMarket's price path, before it becomes bars. */
+function pathOnMarket(
+  ticker: string,
+  subtype: Subtype,
+  dates: Int32Array,
+  seed: number,
+  marketSeed: number,
+  family: RegimeFamily,
+  underlying?: LeverageUnderlying,
+): PricePath {
+  return instrumentModel(subtype, Rng.derive(seed, `instrument:${ticker}`), factorsFor(marketSeed, dates, family), underlying);
 }
 
 /**
@@ -209,6 +222,69 @@ function contextByInception(full: MarketContext, rng: Rng): MarketContext {
   return full.map((c, j) => (c === null || j >= k ? null : startingLate(c, starts[j]!)));
 }
 
+/** Stocks simulated beside a history's own instruments for its equity stand-ins (a history holds one stock and one index fund). */
+const STAND_IN_EXTRA_STOCKS = 4;
+
+/** One stand-in member: its daily log returns on the history's calendar, its annualised volatility and its domain. */
+interface StandInMember {
+  ticker: string;
+  domain: Domain;
+  returns: Float64Array;
+  volatility: number;
+}
+
+/** A history's stand-in members (its own instruments, before any gaps, and the extra stocks) and their calendar. */
+interface StandInMembers {
+  dates: Int32Array;
+  members: StandInMember[];
+}
+
+/**
+ * Context as `npm run evaluate` makes it where a folder has no reference funds (src/data/features/stand-in.ts): the
+ * equity, rates and commodity series replaced by the daily median of 3 to all of the history's other instruments of
+ * their domain (now and then one of another domain with them, as a folder's first routing strays; the slot's
+ * volatility floor applied after), scaled as the slot says; the instrument itself is never its own member. Half the
+ * time gold and the dollar are missing and the stand-ins cover every day; otherwise every reference series exists
+ * from a random fraction of the history on and the stand-ins fill the days before (a folder of earlier years with
+ * `--context-dir` data of later ones). The members share one calendar, so each day's median is read off their returns;
+ * they are simulated unscaled, so the stand-ins take the history's factor `k` (scaleHistory) after.
+ */
+function standInTrainingContext(ticker: string, full: MarketContext, history: StandInMembers, k: number, rng: Rng): MarketContext {
+  const late = rng.next() < 0.5 ? rng.uniform(0.1, 0.9) : undefined;
+  const out: (ContextSeries | null)[] = full.map((c) => (late === undefined || c === null ? null : startingLate(c, late)));
+  const n = history.dates.length;
+  const others = history.members.filter((m) => m.ticker !== ticker);
+  for (const slot of STAND_IN_SLOTS) {
+    const group = others.filter((m) => m.domain === slot.domain);
+    const size = Math.min(group.length, 3 + Math.floor(rng.next() * Math.max(1, group.length - 2)));
+    const chosen = group.map((m) => [rng.next(), m] as const).sort((x, y) => x[0] - y[0]).slice(0, size).map((x) => x[1]);
+    if (rng.next() < 0.25) {
+      const strays = others.filter((m) => m.domain !== slot.domain);
+      chosen.push(strays[Math.floor(rng.next() * strays.length)]!);
+    }
+    const kept = chosen.filter((m) => m.volatility >= slot.minVolatility);
+    if (kept.length < STAND_IN_MIN_MEMBERS) continue;
+    const logClose = new Float64Array(n);
+    const size2 = kept.length;
+    const day = new Float64Array(size2);
+    for (let t = 1; t < n; t++) {
+      // The day's returns in order (insertion: a handful of members), their median.
+      for (let j = 0; j < size2; j++) {
+        const r = kept[j]!.returns[t - 1]!;
+        let q = j;
+        while (q > 0 && day[q - 1]! > r) day[q] = day[--q]!;
+        day[q] = r;
+      }
+      logClose[t] = logClose[t - 1]! + (size2 % 2 === 1 ? day[(size2 - 1) / 2]! : 0.5 * (day[size2 / 2 - 1]! + day[size2 / 2]!));
+    }
+    const index = CONTEXT_SET.findIndex((c) => c.name === slot.name);
+    const unscaled: ContextSeries = { ticker: `${CONTEXT_SET[index]!.ticker}~`, dates: history.dates, logClose };
+    const f = slot.scale === 'members' ? scaleToVolatility(unscaled, medianOf(kept.map((m) => m.volatility))) : slot.scale;
+    out[index] = spliceContext(out[index] ?? null, scaleSeries(unscaled, f * k));
+  }
+  return out;
+}
+
 /** The bar as a close-only vendor gives it. */
 const closeOnly = (b: Bar): Bar => ({ ...b, open: b.close, high: b.close, low: b.close });
 
@@ -241,6 +317,12 @@ export interface TrainingSetOptions {
    * first k series, later ones starting later: `contextByInception`) instead of the other modes. @defaultValue 0
    */
   contextInceptionShare?: number;
+  /**
+   * Share of the degraded contexts replaced by stand-ins made of other instruments of the same history, as `npm run
+   * evaluate` stands in for missing reference funds (standInTrainingContext). Its own random stream: 0 changes no
+   * other draw. @defaultValue 0
+   */
+  standInShare?: number;
   /** Regime family of every market history of the set (regimes.ts). @defaultValue 'recent' */
   family?: RegimeFamily;
   /**
@@ -340,17 +422,55 @@ export function* trainingInstruments(opts: TrainingSetOptions): Generator<Traini
     return c;
   };
   const wholeOnly = opts.volScaleWholeContextOnly === true;
+  const standInShare = opts.standInShare ?? 0;
+  if (!(standInShare >= 0 && standInShare <= 1)) throw new RangeError(`Expected a share in [0, 1] for standInShare but received ${String(opts.standInShare)}`);
+  // With stand-ins, every instrument's price path is simulated first (before any gaps or scaling, as its history's
+  // member) and made into bars when its turn comes: the stand-ins of an instrument need the others of its history,
+  // whichever comes first in the order below. Paths, not bars, wait: typed arrays cost the collector nothing.
+  const presimulated = new Map<string, PricePath>();
+  const histories = new Map<number, StandInMembers>();
+  const marketSeedOf = (i: number): number => (i % paths === 0 ? opts.seed : Rng.derive(opts.seed, `market-path:${i % paths}`).int(2 ** 31));
+  const dates = businessDaysEnding(endDays, opts.days);
+  if (standInShare > 0) {
+    const member = (ticker: string, domain: Domain, path: PricePath): StandInMember => {
+      const returns = new Float64Array(path.close.length - 1);
+      let sum = 0;
+      for (let t = 1; t < path.close.length; t++) sum += (returns[t - 1] = Math.log(path.close[t]! / path.close[t - 1]!)) ** 2;
+      return { ticker, domain, returns, volatility: returns.length === 0 ? 0 : Math.sqrt((252 * sum) / returns.length) };
+    };
+    for (const [cls, subs] of Object.entries(SUBTYPES) as [Domain, readonly Subtype[]][]) {
+      for (const subtype of subs) {
+        for (let i = 0; i < opts.tickersPerSubtype; i++) {
+          const ticker = simTicker(subtype, i);
+          const marketSeed = marketSeedOf(i);
+          const path = pathOnMarket(ticker, subtype, dates, opts.seed, marketSeed, family);
+          presimulated.set(ticker, path);
+          let h = histories.get(marketSeed);
+          if (h === undefined) {
+            histories.set(marketSeed, (h = { dates, members: [] }));
+            for (let e = 0; e < STAND_IN_EXTRA_STOCKS; e++) {
+              const extra = `${simTicker('stock', 9000 + e)}@${i % paths}`;
+              h.members.push(member(extra, 'Equities', pathOnMarket(extra, 'stock', dates, opts.seed, marketSeed, family)));
+            }
+          }
+          h.members.push(member(ticker, cls, path));
+        }
+      }
+    }
+  }
   for (const [cls, subs] of Object.entries(SUBTYPES) as [Domain, readonly Subtype[]][]) {
     for (const subtype of subs) {
       for (let i = 0; i < opts.tickersPerSubtype; i++) {
         const ticker = simTicker(subtype, i);
         // History 0 is the seed's own, so a one-path set equals what simulateBars gives for the same seed.
-        const marketSeed = i % paths === 0 ? opts.seed : Rng.derive(opts.seed, `market-path:${i % paths}`).int(2 ** 31);
+        const marketSeed = marketSeedOf(i);
         // The context draw first (its own stream, so the order changes no draw): with wholeOnly it decides the scaling.
         const crng = Rng.derive(opts.seed, `context:${ticker}`);
         const degraded = crng.next() < dropout;
         const k = wholeOnly && degraded ? 1 : volK(marketSeed);
-        let bars = scaleHistory(simulateOnMarket(ticker, subtype, opts.days, opts.seed, marketSeed, endDays, family), k);
+        const path = presimulated.get(ticker);
+        presimulated.delete(ticker);
+        let bars = scaleHistory(path !== undefined ? toBars(path, dates) : simulateOnMarket(ticker, subtype, opts.days, opts.seed, marketSeed, endDays, family), k);
         const rng = Rng.derive(opts.seed, `gaps:${ticker}`);
         if (rng.next() < gappyShare) {
           const dropRate = rng.uniform(0.02, 0.25);
@@ -362,7 +482,12 @@ export function* trainingInstruments(opts: TrainingSetOptions): Generator<Traini
           const keep = Math.round(Math.exp(lrng.uniform(Math.log(60), Math.log(400))));
           if (bars.length > keep) bars = bars.slice(bars.length - keep);
         }
-        const context = degraded ? degradeContext(contextOf(marketSeed, k), crng, inceptionShare) : contextOf(marketSeed, k);
+        const srng = standInShare > 0 && degraded ? Rng.derive(opts.seed, `stand-in:${ticker}`) : undefined;
+        const context = !degraded
+          ? contextOf(marketSeed, k)
+          : srng !== undefined && srng.next() < standInShare
+            ? standInTrainingContext(ticker, contextOf(marketSeed, k), histories.get(marketSeed)!, k, srng)
+            : degradeContext(contextOf(marketSeed, k), crng, inceptionShare);
         yield { ticker, class: cls, subtype, family, bars, context };
       }
     }
