@@ -116,7 +116,7 @@ if step recipe "one member of the shipped recipe with its cross-fit"; then
 t0=$(date +%s%N)
 ( cd /tmp && MOE_NATIVE_PATH="$D/moe_router.node" timeout "$(left 400)" /tmp/node "$D/train.mjs" --seed 7 --threads 16 \
     --hidden 32 --train-seeds 96 --vol-scale-share 1 --vol-scale-range 1,2 --vol-scale-where whole-context \
-    --context-inception-share 0.5 --real-data "$D/market-data" --real-repeat 8 --real-context-dropout 0.5 \
+    --context-inception-share 0.5 --real-data "$D/market-data" --real-repeat 8 --real-context-dropout 0.5 --stand-in-share 0.4 \
     --out /tmp/full-check-m7.safetensors ) > "$O/train7.txt" 2>&1
 echo "rc=$? wall $(( ($(date +%s%N) - t0) / 1000000 )) ms" | tee -a "$O/train7.txt"
 grep -vE "^step " "$O/train7.txt" | head -30

@@ -34,7 +34,7 @@ xz -dc "$D/moe_router.node.xz" > /tmp/moe_router.node
 export MOE_NATIVE_PATH=/tmp/moe_router.node
 { date -u; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; nproc; lscpu | grep -E "Model name" ; } > "$O/recipe.txt" 2>&1
 SHIPPED=(--hidden 32 --seeds 7,11,13 --train-seeds 96 --vol-scale-share 1 --vol-scale-range 1,2 --vol-scale-where whole-context
-  --context-inception-share 0.5 --real-data "$D/market-data" --real-repeat 8 --real-context-dropout 0.5 --threads 16)
+  --context-inception-share 0.5 --real-data "$D/market-data" --real-repeat 8 --real-context-dropout 0.5 --stand-in-share 0.4 --threads 16)
 IFS='|' read -r -a RUNS <<< "${RECIPE_RUNS:-set@new:|host@new:--device-set off}"
 for run in "${RUNS[@]}"; do
   name=${run%%:*}; extra=${run#*:}; bundle=${name#*@}; name=${name%%@*}
