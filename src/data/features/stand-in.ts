@@ -129,7 +129,7 @@ export class MedianSeries {
 }
 
 /** The median of `values` (0 with none). */
-export function medianOf(values: readonly number[]): number {
+function medianOf(values: readonly number[]): number {
   const v = [...values].sort((a, b) => a - b);
   const n = v.length;
   return n === 0 ? 0 : n % 2 === 1 ? v[(n - 1) / 2]! : 0.5 * (v[n / 2 - 1]! + v[n / 2]!);
@@ -206,22 +206,11 @@ export function spanShare(series: ContextSeries | null, days: Int32Array): numbe
 }
 
 /**
- * The stand-in of one slot of `STAND_IN_SLOTS` from a group of instruments of its domain (those below the slot's least
- * volatility left out, `volatility` read per ticker): the median series and the factor its log moves are scaled by.
- * Undefined when fewer than `STAND_IN_MIN_MEMBERS` instruments have a return on any day.
+ * The factor a slot's median series `unscaled` has its log moves scaled by: the slot's fixed factor, or (`'members'`)
+ * the one that gives it its members' median volatility. The one rule for `evaluate`'s stand-ins and training's.
  */
-export function slotStandIn(
-  slot: (typeof STAND_IN_SLOTS)[number],
-  group: readonly { ticker: string; bars: readonly Bar[] }[],
-  volatility: (ticker: string) => number,
-): { members: number; median: MedianSeries; k: number; series: ContextSeries } | undefined {
-  const members = group.filter((l) => volatility(l.ticker) >= slot.minVolatility);
-  const median = new MedianSeries(`${CONTEXT_SET.find((c) => c.name === slot.name)!.ticker}~`, members);
-  const unscaled = median.series();
-  if (unscaled === null) return undefined;
-  // One factor for the series and for each ticker's own (the median without it).
-  const k = slot.scale === 'members' ? scaleToVolatility(unscaled, medianOf(members.map((m) => volatility(m.ticker)))) : slot.scale;
-  return { members: members.length, median, k, series: scaleSeries(unscaled, k) };
+export function slotScale(slot: (typeof STAND_IN_SLOTS)[number], unscaled: ContextSeries, memberVolatilities: readonly number[]): number {
+  return slot.scale === 'members' ? scaleToVolatility(unscaled, medianOf(memberVolatilities)) : slot.scale;
 }
 
 /** The stand-in context of a folder: which members it fills, from how many instruments, and each ticker's context. */
@@ -254,12 +243,17 @@ export function standInContext(
     const real = context[index] ?? null;
     if (!allowed(slot.name) || spanShare(real, days) >= STAND_IN_SPAN_SHARE) continue;
     const domain = DOMAINS.indexOf(slot.domain);
-    const made = slotStandIn(slot, loaded.filter((l) => routed.get(l.ticker) === domain), (t) => volatility.get(t)!);
-    if (made === undefined) continue;
-    const { median, k, series: shared } = made;
+    const members = loaded.filter((l) => routed.get(l.ticker) === domain && volatility.get(l.ticker)! >= slot.minVolatility);
+    const reference = CONTEXT_SET[index]!.ticker;
+    const median = new MedianSeries(`${reference}~`, members);
+    const unscaled = median.series();
+    if (unscaled === null) continue;
+    // One factor for the series and for each ticker's own (the median without it).
+    const k = slotScale(slot, unscaled, members.map((m) => volatility.get(m.ticker)!));
+    const shared = scaleSeries(unscaled, k);
     fills.push({ index, real, median, shared, k });
     const where = real === null ? 'every day' : `outside ${daysToIso(real.dates[0]!)} … ${daysToIso(real.dates[real.dates.length - 1]!)}`;
-    notes[CONTEXT_SET[index]!.ticker] = `stand-in: median daily return of ${made.members} instruments (${slot.what}), ${where}`;
+    notes[reference] = `stand-in: median daily return of ${members.length} instruments (${slot.what}), ${where}`;
   }
   if (fills.length === 0) return undefined;
   const whole = context.slice();

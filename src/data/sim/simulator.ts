@@ -7,7 +7,7 @@ import { buildFactors, type Factors } from './factors.js';
 import { regimeOf, type RegimeFamily } from './regimes.js';
 import { LEVERAGE_UNDERLYINGS, LEVERAGED_SUBTYPES, contextModel, instrumentModel, type PricePath } from './models.js';
 import { CONTEXT_SET, NO_CONTEXT, contextSeries, scaleHistory, type ContextSeries, type MarketContext } from '../features/context.js';
-import { STAND_IN_MIN_MEMBERS, STAND_IN_SLOTS, medianOf, scaleSeries, scaleToVolatility, spliceContext } from '../features/stand-in.js';
+import { STAND_IN_MIN_MEMBERS, STAND_IN_SLOTS, scaleSeries, slotScale, spliceContext } from '../features/stand-in.js';
 
 /** Last simulated day when the caller names none: fixed so that a seed reproduces a run on any day. */
 export const DEFAULT_SIM_END = '2025-06-30';
@@ -279,7 +279,7 @@ function standInTrainingContext(ticker: string, full: MarketContext, history: St
     }
     const index = CONTEXT_SET.findIndex((c) => c.name === slot.name);
     const unscaled: ContextSeries = { ticker: `${CONTEXT_SET[index]!.ticker}~`, dates: history.dates, logClose };
-    const f = slot.scale === 'members' ? scaleToVolatility(unscaled, medianOf(kept.map((m) => m.volatility))) : slot.scale;
+    const f = slotScale(slot, unscaled, kept.map((m) => m.volatility));
     out[index] = spliceContext(out[index] ?? null, scaleSeries(unscaled, f * k));
   }
   return out;
@@ -468,9 +468,9 @@ export function* trainingInstruments(opts: TrainingSetOptions): Generator<Traini
         const crng = Rng.derive(opts.seed, `context:${ticker}`);
         const degraded = crng.next() < dropout;
         const k = wholeOnly && degraded ? 1 : volK(marketSeed);
-        const path = presimulated.get(ticker);
+        const path = presimulated.get(ticker) ?? pathOnMarket(ticker, subtype, dates, opts.seed, marketSeed, family);
         presimulated.delete(ticker);
-        let bars = scaleHistory(path !== undefined ? toBars(path, dates) : simulateOnMarket(ticker, subtype, opts.days, opts.seed, marketSeed, endDays, family), k);
+        let bars = scaleHistory(toBars(path, dates), k);
         const rng = Rng.derive(opts.seed, `gaps:${ticker}`);
         if (rng.next() < gappyShare) {
           const dropRate = rng.uniform(0.02, 0.25);
