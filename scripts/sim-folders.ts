@@ -2,9 +2,10 @@
  * Writes one labelled folder of simulated instruments per regime family (`DIR/<family>/`: `<TICKER>.csv` and
  * `labels.csv`, 4 instruments of every sub-type on one market history of 700 business days, seed SEED + the family's
  * index, SEED 40001 unless given: never a training seed) and the reference series of that history beside it
- * (`DIR/<family>-context/`: SPY, IEF, GLD, DBC, UUP), so that `npm run evaluate` can route a folder of each regime with its context (`--context-dir`),
- * without it (`--stand-in-context off`) and with stand-ins (docs/features.md, "Stand-in context"). Another SEED
- * (40101 in docs/features.md) gives a second set of twelve histories, to fit on one set and measure on the other.
+ * (`DIR/<family>-context/`: SPY, IEF, GLD, DBC, UUP), so that `npm run evaluate` can route a folder of each regime
+ * with its context (`--context-dir`), without it (`--stand-in-context off`) and with stand-ins (docs/features.md,
+ * "Stand-in context"). Another SEED (40101 in docs/features.md) gives a second set of twelve histories, to fit on one
+ * set and measure on the other.
  *
  *   node --import tsx scripts/sim-folders.ts DIR [SEED]
  */
