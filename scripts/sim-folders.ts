@@ -16,8 +16,9 @@ import { simulateContextBars, trainingSet } from '../src/data/sim/simulator.js';
 import type { Bar } from '../src/data/types.js';
 
 const root = process.argv[2];
-const first = Number(process.argv[3] ?? 40_001);
-if (root === undefined || process.argv.length > 4 || !Number.isInteger(first) || first < 0) {
+const seedArg = process.argv[3] ?? '40001';
+const first = Number(seedArg);
+if (root === undefined || process.argv.length > 4 || !/^\d+$/.test(seedArg) || !Number.isSafeInteger(first)) {
   console.error(`usage: node --import tsx scripts/sim-folders.ts DIR [SEED] (SEED a whole number, the first family's; received ${JSON.stringify(process.argv.slice(2))})`);
   process.exit(2);
 }
